@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! One module per subcommand, each with its clap `Args` and a `run`.
+
+pub mod load;
+pub mod policy;
+pub mod run;
+pub mod status;
+pub mod unload;

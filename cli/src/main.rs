@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `enoki`: the guest tool for Enoki schedulers. One module per subcommand
+//! under `cmd/`; the logic lives in the `enoki_cli` library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+const AFTER_HELP: &str = "\
+Environment:
+  ENOKI_SYSFS       Enoki-C's sysfs directory [default: /sys/kernel/enoki]
+  ENOKI_MODULE_DIR  where enoki_<sched>.ko files live [default: /lib/modules/enoki]";
+
+/// Load, inspect and use Enoki kernel schedulers.
+#[derive(Parser)]
+#[command(name = "enoki", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Load(cmd::load::Args),
+    Unload(cmd::unload::Args),
+    Status(cmd::status::Args),
+    Run(cmd::run::Args),
+    Policy(cmd::policy::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Load(a) => cmd::load::run(a),
+        Command::Unload(a) => cmd::unload::run(a),
+        Command::Status(a) => cmd::status::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Policy(a) => cmd::policy::run(a),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("enoki: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Where Enoki lives on the guest, overridable so tests can use fake trees.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub const DEFAULT_SYSFS: &str = "/sys/kernel/enoki";
+pub const DEFAULT_MODULE_DIR: &str = "/lib/modules/enoki";
+pub const SYSFS_ENV: &str = "ENOKI_SYSFS";
+pub const MODULE_DIR_ENV: &str = "ENOKI_MODULE_DIR";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// Enoki-C's sysfs directory.
+    pub sysfs: PathBuf,
+    /// Directory holding `enoki_<sched>.ko` files.
+    pub module_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            sysfs: DEFAULT_SYSFS.into(),
+            module_dir: DEFAULT_MODULE_DIR.into(),
+        }
+    }
+}
+
+impl Paths {
+    /// Defaults, overridden by `ENOKI_SYSFS` / `ENOKI_MODULE_DIR` when set
+    /// and non-empty.
+    pub fn from_env() -> Self {
+        Self::from_vars(
+            std::env::var_os(SYSFS_ENV),
+            std::env::var_os(MODULE_DIR_ENV),
+        )
+    }
+
+    fn from_vars(sysfs: Option<OsString>, module_dir: Option<OsString>) -> Self {
+        let pick = |v: Option<OsString>, default: &str| {
+            v.filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        Paths {
+            sysfs: pick(sysfs, DEFAULT_SYSFS),
+            module_dir: pick(module_dir, DEFAULT_MODULE_DIR),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_unset_or_empty() {
+        assert_eq!(Paths::from_vars(None, None), Paths::default());
+        assert_eq!(
+            Paths::from_vars(Some("".into()), Some("".into())),
+            Paths::default()
+        );
+    }
+
+    #[test]
+    fn overrides() {
+        let p = Paths::from_vars(Some("/tmp/s".into()), Some("/tmp/m".into()));
+        assert_eq!(p.sysfs, PathBuf::from("/tmp/s"));
+        assert_eq!(p.module_dir, PathBuf::from("/tmp/m"));
+    }
+}
