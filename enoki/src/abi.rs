@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The message ABI shared with Enoki-C (`kernel/src/kernel/sched/enoki.h`).
+//!
+//! Every call from the kernel is one fixed-size [`Msg`]: plain data, no
+//! pointers, so it can be recorded and replayed byte for byte. Keep this file
+//! and `enoki.h` in sync; `ABI_VERSION` guards against mixing them.
+
+/// Bumped on any change to the layout or meaning of the structures below.
+pub const ABI_VERSION: u32 = 1;
+/// Largest CPU count a scheduler can address.
+pub const MAX_CPUS: usize = 256;
+/// Largest NUMA node count in [`RawTopology`].
+pub const MAX_NODES: usize = 8;
+/// `u64` words of a CPU mask.
+pub const CPUMASK_WORDS: usize = MAX_CPUS / 64;
+
+/// Message kinds (`Msg::kind`). Plain constants: a C value outside an enum's
+/// range must not be undefined behaviour on the Rust side.
+pub mod kind {
+    pub const TASK_NEW: u32 = 1;
+    pub const TASK_WAKEUP: u32 = 2;
+    pub const TASK_PREEMPT: u32 = 3;
+    pub const TASK_BLOCKED: u32 = 4;
+    pub const TASK_DEAD: u32 = 5;
+    pub const TASK_TICK: u32 = 6;
+    pub const SELECT_TASK_RQ: u32 = 7;
+    pub const PICK_NEXT_TASK: u32 = 8;
+    pub const PNT_ERR: u32 = 9;
+    pub const BALANCE: u32 = 10;
+    pub const BALANCE_ERR: u32 = 11;
+    pub const MIGRATE_TASK_RQ: u32 = 12;
+    pub const TASK_PRIO_CHANGED: u32 = 13;
+    pub const TASK_AFFINITY_CHANGED: u32 = 14;
+    /// One past the last kind; sizes the per-kind counters.
+    pub const NR: u32 = 15;
+
+    /// Short names, indexed by kind, as shown in `/sys/kernel/enoki/counters`.
+    pub const NAMES: [&str; NR as usize] = [
+        "invalid",
+        "task_new",
+        "task_wakeup",
+        "task_preempt",
+        "task_blocked",
+        "task_dead",
+        "task_tick",
+        "select_task_rq",
+        "pick_next_task",
+        "pnt_err",
+        "balance",
+        "balance_err",
+        "migrate_task_rq",
+        "task_prio_changed",
+        "task_affinity_changed",
+    ];
+}
+
+/// `Msg::flags` bits.
+pub mod flag {
+    /// TASK_PREEMPT: the task gave up the CPU with `sched_yield()`.
+    pub const YIELD: u32 = 1 << 0;
+    /// TASK_BLOCKED: the task went to sleep (otherwise it is only leaving the
+    /// queue for a moment, e.g. to change priority or affinity).
+    pub const SLEEP: u32 = 1 << 1;
+    /// PICK_NEXT_TASK: `pid`/`runtime` describe the task that was running.
+    pub const HAS_PREV: u32 = 1 << 2;
+    /// PICK_NEXT_TASK: the previous task is still runnable.
+    pub const PREV_RUNNABLE: u32 = 1 << 3;
+    /// TASK_WAKEUP: first time the task becomes runnable under Enoki.
+    pub const NEW: u32 = 1 << 4;
+}
+
+/// Error codes carried in `Msg::flags` of PNT_ERR / BALANCE_ERR.
+pub mod err {
+    /// The token was for another CPU.
+    pub const WRONG_CPU: u32 = 1;
+    /// The task is not waiting for a CPU (running, blocked, gone).
+    pub const NOT_QUEUED: u32 = 2;
+    /// The CPU is not in the task's allowed set, or it cannot migrate now.
+    pub const AFFINITY: u32 = 3;
+    /// No such task.
+    pub const NO_TASK: u32 = 4;
+}
+
+/// `Msg::ret_err` bits: mistakes libEnoki caught before they reached Enoki-C.
+pub mod ret_err {
+    /// pick_next_task returned a token for another CPU.
+    pub const WRONG_CPU: u32 = 1 << 0;
+    /// migrate_task_rq returned a token that was not the task's old one.
+    pub const BAD_MIGRATE: u32 = 1 << 1;
+    /// select_task_rq returned a CPU outside the task's allowed set.
+    pub const BAD_SELECT: u32 = 1 << 2;
+}
+
+/// One call into the scheduler and its answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msg {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// [`flag`] bits, or an [`err`] code for the *_ERR kinds.
+    pub flags: u32,
+    /// CPU making the call.
+    pub cpu: i32,
+    /// Task the message is about, or -1.
+    pub pid: i32,
+    /// Thread group of `pid` (TASK_NEW).
+    pub tgid: i32,
+    /// CPU of the token handed over (wakeup, preempt, migrate), the task's
+    /// CPU (blocked), the previous CPU (select), or the token's CPU (PNT_ERR).
+    pub task_cpu: i32,
+    /// Total CPU time of `pid` in ns, accounted by Enoki-C.
+    pub runtime: u64,
+    /// CFS weight of `pid` (1024 at nice 0).
+    pub weight: u32,
+    /// Nice value of `pid`.
+    pub nice: i32,
+    /// CPUs `pid` may run on (TASK_NEW, TASK_AFFINITY_CHANGED).
+    pub allowed: [u64; CPUMASK_WORDS],
+    /// Answer: a pid, a CPU, a boolean or a negative error.
+    pub ret: i64,
+    /// Answer: CPU of a returned token.
+    pub ret_cpu: i32,
+    /// Answer: [`ret_err`] bits.
+    pub ret_err: u32,
+    /// Answer: time slice for a picked task in ns (0: the module default).
+    pub ret_slice: u64,
+}
+
+impl Msg {
+    /// A message of `kind` on `cpu` with every other field empty.
+    pub fn new(kind: u32, cpu: i32) -> Self {
+        Msg { kind, cpu, pid: -1, tgid: -1, task_cpu: -1, ret: -1, ret_cpu: -1, ..Default::default() }
+    }
+}
+
+/// Scheduling modes (`RawOps::mode`).
+pub mod mode {
+    /// Every normal task is scheduled by Enoki.
+    pub const ALL: u32 = 0;
+    /// Only tasks that set the SCHED_EXT policy (7).
+    pub const OPT_IN: u32 = 1;
+}
+
+/// `enoki_kick_cpu()` flags.
+pub mod kick {
+    /// Make the CPU pick again unless its Enoki task still has slice left
+    /// (wakes it when idle, interrupts a CFS task).
+    pub const RESCHED: u32 = 0;
+    /// Make the CPU stop its current task and pick again.
+    pub const PREEMPT: u32 = 1;
+}
+
+/// Where one CPU sits in the machine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawCpu {
+    /// First CPU of its SMT core: equal for SMT siblings.
+    pub core: i32,
+    /// First CPU sharing its last-level cache.
+    pub llc: i32,
+    /// NUMA node.
+    pub node: i32,
+    /// Physical package (socket).
+    pub package: i32,
+}
+
+/// The machine as Enoki-C sees it when a scheduler loads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RawTopology {
+    pub nr_cpus: u32,
+    pub nr_nodes: u32,
+    pub cpus: [RawCpu; MAX_CPUS],
+    /// `node_distance()` (10 local).
+    pub distance: [[u8; MAX_NODES]; MAX_NODES],
+}
+
+impl Default for RawTopology {
+    fn default() -> Self {
+        RawTopology {
+            nr_cpus: 0,
+            nr_nodes: 0,
+            cpus: [RawCpu::default(); MAX_CPUS],
+            distance: [[0; MAX_NODES]; MAX_NODES],
+        }
+    }
+}
+
+/// Length of [`RawOps::name`].
+pub const NAME_LEN: usize = 32;
+
+/// What a scheduler module registers with Enoki-C.
+#[repr(C)]
+pub struct RawOps {
+    pub abi_version: u32,
+    pub mode: u32,
+    /// Default time slice in ns.
+    pub slice_ns: u64,
+    /// Stall watchdog: a runnable task not run for this long ejects the scheduler.
+    pub timeout_ms: u32,
+    /// NUL-terminated scheduler name.
+    pub name: [u8; NAME_LEN],
+    /// `struct module *` of the scheduler module.
+    pub owner: *mut core::ffi::c_void,
+    /// Passed back as the first argument of `process`.
+    pub sched: *const core::ffi::c_void,
+    /// The one entry point: handles `msg` in place.
+    pub process: unsafe extern "C" fn(sched: *const core::ffi::c_void, msg: *mut Msg) -> i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_enoki_h() {
+        // The C side has the same static_asserts.
+        assert_eq!(core::mem::size_of::<Msg>(), 96);
+        assert_eq!(core::mem::offset_of!(Msg, allowed), 40);
+        assert_eq!(core::mem::offset_of!(Msg, ret), 72);
+        assert_eq!(core::mem::size_of::<RawCpu>(), 16);
+        assert_eq!(core::mem::size_of::<RawTopology>(), 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
+        assert_eq!(core::mem::offset_of!(RawOps, process), 72);
+    }
+
+    #[test]
+    fn every_kind_has_a_name() {
+        assert_eq!(kind::NAMES.len(), kind::NR as usize);
+        assert_eq!(kind::NAMES[kind::MIGRATE_TASK_RQ as usize], "migrate_task_rq");
+    }
+}

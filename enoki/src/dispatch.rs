@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The processing function: turns one [`Msg`] into one scheduler call and
+//! writes the answer back. Both backends go through here, so the kernel, the
+//! tests, the simulator and replay run exactly the same path.
+
+use super::abi::{flag, kind, ret_err, Msg};
+use super::scheduler::EnokiScheduler;
+use super::types::{CpuId, CpuSet, PickError, PrevTask, Schedulable, TaskInfo};
+
+/// A scheduler as libEnoki holds it, with what is needed to check messages.
+pub struct Loaded<S> {
+    sched: S,
+    nr_cpus: usize,
+}
+
+impl<S: EnokiScheduler> Loaded<S> {
+    pub fn new(sched: S, nr_cpus: usize) -> Self {
+        Loaded { sched, nr_cpus }
+    }
+
+    pub fn scheduler(&self) -> &S {
+        &self.sched
+    }
+
+    fn cpu(&self, raw: i32) -> Option<CpuId> {
+        usize::try_from(raw).ok().filter(|c| *c < self.nr_cpus)
+    }
+
+    /// Handles `m` in place. A message naming a CPU outside the topology is
+    /// answered with -1 and never reaches the scheduler.
+    pub fn handle(&self, m: &mut Msg) {
+        let s = &self.sched;
+        m.ret = -1;
+        m.ret_cpu = -1;
+        let Some(cpu) = self.cpu(m.cpu) else { return };
+        match m.kind {
+            kind::TASK_NEW => {
+                let task = TaskInfo {
+                    pid: m.pid,
+                    tgid: m.tgid,
+                    weight: m.weight,
+                    nice: m.nice,
+                    runtime: m.runtime,
+                    allowed: CpuSet::from_words(m.allowed),
+                };
+                m.ret = if s.task_new(&task).is_ok() { 0 } else { -1 };
+            }
+            kind::TASK_WAKEUP | kind::TASK_PREEMPT => {
+                let Some(task_cpu) = self.cpu(m.task_cpu) else { return };
+                let token = Schedulable::new(m.pid, task_cpu);
+                let taken = if m.kind == kind::TASK_WAKEUP {
+                    s.task_wakeup(m.pid, m.runtime, token)
+                } else {
+                    s.task_preempt(m.pid, m.runtime, m.flags & flag::YIELD != 0, token)
+                };
+                // A token handed back means Enoki-C runs the task itself.
+                m.ret = if taken.is_ok() { 0 } else { -1 };
+            }
+            kind::TASK_BLOCKED => {
+                let task_cpu = self.cpu(m.task_cpu).unwrap_or(cpu);
+                s.task_blocked(m.pid, m.runtime, task_cpu, m.flags & flag::SLEEP != 0);
+                m.ret = 0;
+            }
+            kind::TASK_DEAD => {
+                s.task_dead(m.pid);
+                m.ret = 0;
+            }
+            kind::TASK_TICK => m.ret = s.task_tick(cpu, m.pid, m.runtime) as i64,
+            kind::SELECT_TASK_RQ => {
+                let prev = self.cpu(m.task_cpu).unwrap_or(cpu);
+                let chosen = s.select_task_rq(m.pid, prev, cpu);
+                if chosen < self.nr_cpus && CpuSet::from_words(m.allowed).contains(chosen) {
+                    m.ret_cpu = chosen as i32;
+                } else {
+                    m.ret_err |= ret_err::BAD_SELECT;
+                    m.ret_cpu = prev as i32;
+                }
+                m.ret = m.ret_cpu as i64;
+            }
+            kind::PICK_NEXT_TASK => {
+                let prev = (m.flags & flag::HAS_PREV != 0).then_some(PrevTask {
+                    pid: m.pid,
+                    runtime: m.runtime,
+                    runnable: m.flags & flag::PREV_RUNNABLE != 0,
+                });
+                if let Some(token) = s.pick_next_task(cpu, prev) {
+                    if token.cpu() != cpu {
+                        // Never let a token for another CPU reach the kernel.
+                        m.ret_err |= ret_err::WRONG_CPU;
+                        let pid = token.pid();
+                        s.pnt_err(cpu, pid, PickError::WrongCpu, Some(token));
+                    } else {
+                        let (pid, token_cpu, slice) = token.into_parts();
+                        m.ret = pid as i64;
+                        m.ret_cpu = token_cpu as i32;
+                        m.ret_slice = slice;
+                    }
+                }
+            }
+            kind::PNT_ERR | kind::BALANCE_ERR => {
+                let err = PickError::from_code(m.flags);
+                if m.kind == kind::BALANCE_ERR {
+                    s.balance_err(cpu, m.pid, err);
+                } else {
+                    // Enoki-C refused the task: the token is still the
+                    // scheduler's, unless the task is gone.
+                    let token = self.cpu(m.task_cpu).filter(|_| err != PickError::NoTask);
+                    s.pnt_err(cpu, m.pid, err, token.map(|c| Schedulable::new(m.pid, c)));
+                }
+                m.ret = 0;
+            }
+            kind::BALANCE => {
+                if let Some(pid) = s.balance(cpu) {
+                    m.ret = pid as i64;
+                }
+            }
+            kind::MIGRATE_TASK_RQ => {
+                let Some(to) = self.cpu(m.task_cpu) else { return };
+                match s.migrate_task_rq(m.pid, Schedulable::new(m.pid, to)) {
+                    Some(old) if old.pid() == m.pid => m.ret = 0,
+                    // Another task's token was handed in: that task can no
+                    // longer be picked. Count it; the watchdog has the rest.
+                    _ => m.ret_err |= ret_err::BAD_MIGRATE,
+                }
+            }
+            kind::TASK_PRIO_CHANGED => {
+                s.task_prio_changed(m.pid, m.weight, m.nice);
+                m.ret = 0;
+            }
+            kind::TASK_AFFINITY_CHANGED => {
+                s.task_affinity_changed(m.pid, &CpuSet::from_words(m.allowed));
+                m.ret = 0;
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The kernel backend: Rust-for-Linux module glue and the FFI to Enoki-C.
+//! All of libEnoki's kernel `unsafe` lives here.
+
+use core::ffi::{c_char, c_int, c_void, CStr};
+
+use kernel::alloc::{flags::GFP_KERNEL, KBox, KVVec};
+use kernel::error::{code, Error};
+
+use super::abi::{self, Msg, RawOps, RawTopology};
+use super::collections::AllocError;
+use super::dispatch::Loaded;
+use super::log::{format_line, Level};
+use super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
+use super::services::Services;
+use super::topology::Topology;
+use super::types::CpuId;
+
+extern "C" {
+    fn enoki_register(ops: *const RawOps) -> c_int;
+    fn enoki_unregister(ops: *const RawOps);
+    fn enoki_get_topology(topo: *mut RawTopology) -> c_int;
+    fn enoki_kick_cpu(cpu: c_int, flags: u32);
+    fn enoki_set_timer(cpu: c_int, ns: u64);
+    fn enoki_cancel_timer(cpu: c_int);
+    fn enoki_log(level: c_int, msg: *const u8, len: usize);
+
+    // Module parameters, from kernel/module/enoki_params.c.
+    static enoki_param_mode: *const c_char;
+    static enoki_param_max_tasks: u32;
+    static enoki_param_slice_us: u32;
+    static enoki_param_watchdog_ms: u32;
+    static enoki_param_args: *const c_char;
+}
+
+/// The backend handle inside [`Services`]: calls into Enoki-C.
+#[derive(Clone, Copy, Default)]
+pub struct Host;
+
+impl Host {
+    pub(super) fn kick_cpu(&self, cpu: CpuId, preempt: bool) {
+        let flags = if preempt { abi::kick::PREEMPT } else { abi::kick::RESCHED };
+        // SAFETY: Enoki-C checks the CPU number; callable from any context.
+        unsafe { enoki_kick_cpu(cpu as c_int, flags) };
+    }
+
+    pub(super) fn set_timer(&self, cpu: CpuId, ns: Option<u64>) {
+        match ns {
+            // SAFETY: Enoki-C checks the CPU number; hrtimers are irq-safe.
+            Some(ns) => unsafe { enoki_set_timer(cpu as c_int, ns) },
+            // SAFETY: as above.
+            None => unsafe { enoki_cancel_timer(cpu as c_int) },
+        }
+    }
+}
+
+pub(super) type Storage<T> = KVVec<T>;
+
+pub(super) fn try_alloc_with<T, E: From<AllocError>>(
+    n: usize,
+    mut f: impl FnMut(usize) -> Result<T, E>,
+) -> Result<Storage<T>, E> {
+    let mut v = KVVec::with_capacity(n, GFP_KERNEL).map_err(|_| AllocError)?;
+    for i in 0..n {
+        // Within the capacity reserved above: never allocates.
+        v.push(f(i)?, GFP_KERNEL).map_err(|_| AllocError)?;
+    }
+    Ok(v)
+}
+
+pub(super) fn log(level: Level, args: core::fmt::Arguments<'_>) {
+    let line = format_line::<200>(args);
+    let level = match level {
+        Level::Error => 0,
+        Level::Warn => 1,
+        Level::Info => 2,
+        Level::Debug => 3,
+    };
+    let bytes = line.as_bytes();
+    // SAFETY: the pointer and length describe `bytes`, alive for the call;
+    // enoki_log() defers printing, so it is safe under runqueue locks.
+    unsafe { enoki_log(level, bytes.as_ptr(), bytes.len()) };
+}
+
+/// Reads a `charp` module parameter.
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string that outlives the module.
+unsafe fn param_str(p: *const c_char) -> &'static str {
+    if p.is_null() {
+        return "";
+    }
+    // SAFETY: the caller guarantees a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
+}
+
+struct Params {
+    mode: u32,
+    max_tasks: usize,
+    slice_ns: u64,
+    timeout_ms: u32,
+    args: &'static str,
+}
+
+impl Params {
+    fn read() -> Result<Self, InitError> {
+        // SAFETY: module parameters are written by the module loader before
+        // init runs and never again (they are read-only in sysfs).
+        let (mode, max_tasks, slice_us, watchdog_ms, args) = unsafe {
+            (
+                param_str(enoki_param_mode),
+                enoki_param_max_tasks,
+                enoki_param_slice_us,
+                enoki_param_watchdog_ms,
+                param_str(enoki_param_args),
+            )
+        };
+        let mode = match mode {
+            "all" => abi::mode::ALL,
+            "opt-in" => abi::mode::OPT_IN,
+            _ => return Err(InitError::InvalidArgument("mode (all or opt-in)")),
+        };
+        if !(16..=1 << 20).contains(&max_tasks) {
+            return Err(InitError::InvalidArgument("max_tasks (16..=1048576)"));
+        }
+        if !(50..=1_000_000).contains(&slice_us) {
+            return Err(InitError::InvalidArgument("slice_us (50..=1000000)"));
+        }
+        if !(500..=30_000).contains(&watchdog_ms) {
+            return Err(InitError::InvalidArgument("watchdog_ms (500..=30000)"));
+        }
+        Ok(Params { mode, max_tasks: max_tasks as usize, slice_ns: slice_us as u64 * 1000, timeout_ms: watchdog_ms, args })
+    }
+}
+
+fn init_error(e: InitError) -> Error {
+    match e {
+        InitError::InvalidArgument(what) => {
+            super::log::emit(Level::Error, format_args!("bad parameter: {}", what));
+            code::EINVAL
+        }
+        InitError::OutOfMemory => {
+            super::log::emit(Level::Error, format_args!("out of memory creating the scheduler"));
+            code::ENOMEM
+        }
+    }
+}
+
+/// What Enoki-C points at while the scheduler is loaded.
+struct State<S: EnokiScheduler> {
+    loaded: Loaded<S>,
+    ops: RawOps,
+}
+
+/// A loaded scheduler module; `kernel::module!` takes this type.
+pub struct EnokiModule<S: EnokiScheduler> {
+    state: KBox<State<S>>,
+}
+
+// SAFETY: the raw pointers in `RawOps` point into `state` itself or at the
+// module; the scheduler is `Send + Sync`, so the whole may be shared.
+unsafe impl<S: EnokiScheduler> Send for EnokiModule<S> {}
+// SAFETY: as above.
+unsafe impl<S: EnokiScheduler> Sync for EnokiModule<S> {}
+
+/// The one entry point Enoki-C calls.
+///
+/// # Safety
+/// `sched` is the pointer registered in [`EnokiModule::init`], valid until
+/// `enoki_unregister()` returns; `msg` is valid and exclusive for the call.
+unsafe extern "C" fn process<S: EnokiScheduler>(sched: *const c_void, msg: *mut Msg) -> i64 {
+    // SAFETY: guaranteed by the caller, see above.
+    let (loaded, msg) = unsafe { (&*(sched as *const Loaded<S>), &mut *msg) };
+    loaded.handle(msg);
+    msg.ret
+}
+
+fn read_topology() -> Result<Topology, Error> {
+    let mut raw = KBox::<RawTopology>::new_uninit(GFP_KERNEL)?;
+    // SAFETY: `raw` is writable memory of the right size; Enoki-C fills it all
+    // (or fails without us reading it).
+    let ret = unsafe { enoki_get_topology(raw.as_mut_ptr()) };
+    if ret < 0 {
+        return Err(Error::from_errno(ret));
+    }
+    // SAFETY: enoki_get_topology() returned 0, so it initialised every byte.
+    let raw = unsafe { raw.assume_init() };
+    Topology::from_raw(&raw).map_err(init_error)
+}
+
+impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
+    fn init(module: &'static kernel::ThisModule) -> kernel::error::Result<Self> {
+        let params = Params::read().map_err(init_error)?;
+        let topology = read_topology()?;
+        let ctx = InitContext {
+            topology: &topology,
+            max_tasks: params.max_tasks,
+            slice_ns: params.slice_ns,
+            args: Args(params.args),
+            services: Services { host: Host },
+        };
+        let sched = S::init(&ctx).map_err(init_error)?;
+        let mut name = [0u8; abi::NAME_LEN];
+        let n = S::NAME.len().min(abi::NAME_LEN - 1);
+        name[..n].copy_from_slice(&S::NAME.as_bytes()[..n]);
+        let mut state = KBox::new(
+            State {
+                loaded: Loaded::new(sched, topology.nr_cpus()),
+                ops: RawOps {
+                    abi_version: abi::ABI_VERSION,
+                    mode: params.mode,
+                    slice_ns: params.slice_ns,
+                    timeout_ms: params.timeout_ms,
+                    name,
+                    owner: module.as_ptr() as *mut c_void,
+                    sched: core::ptr::null(),
+                    process: process::<S>,
+                },
+            },
+            GFP_KERNEL,
+        )?;
+        state.ops.sched = &state.loaded as *const Loaded<S> as *const c_void;
+        // SAFETY: `state` is heap-allocated and outlives the registration:
+        // Drop unregisters before freeing it.
+        let ret = unsafe { enoki_register(&state.ops) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(EnokiModule { state })
+    }
+}
+
+impl<S: EnokiScheduler> Drop for EnokiModule<S> {
+    fn drop(&mut self) {
+        // SAFETY: registered in init; returns once Enoki-C no longer calls in.
+        unsafe { enoki_unregister(&self.state.ops) };
+    }
+}

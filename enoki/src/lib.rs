@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: GPL-2.0
+//! libEnoki: write Linux CPU schedulers in safe Rust.
+//!
+//! A scheduler implements [`EnokiScheduler`]. The same source builds into a
+//! kernel module (the `kmod` backend, talking to Enoki-C) and into host
+//! programs (the `user` backend: tests, simulator, replay).
+//!
+//! This file is also compiled as a plain module inside each kernel module's
+//! crate, so libEnoki refers to its own items with `super::`, never `crate::`.
+
+pub mod abi;
+pub mod collections;
+pub mod dispatch;
+pub mod log;
+pub mod scheduler;
+pub mod services;
+pub mod sync;
+pub mod topology;
+pub mod types;
+
+#[cfg(enoki_kernel)]
+pub mod kmod;
+#[cfg(enoki_kernel)]
+use kmod as backend;
+
+#[cfg(not(enoki_kernel))]
+pub mod user;
+#[cfg(not(enoki_kernel))]
+use user as backend;
+
+pub use collections::{AllocError, FixedVec, Ring, TaskMap};
+pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
+pub use services::Services;
+pub use sync::{RwLock, SpinLock};
+pub use topology::Topology;
+pub use types::{nice_to_weight, CpuId, CpuSet, Pid, PickError, PrevTask, Schedulable, TaskInfo};
+
+/// Names the scheduler this file provides; the module build (and the
+/// simulator) load it by this name. One line per scheduler file:
+/// `enoki::export_scheduler!(Fifo);`
+#[macro_export]
+macro_rules! export_scheduler {
+    ($sched:ty) => {
+        /// The scheduler exported by this file.
+        pub type EnokiSched = $sched;
+        const _: fn() = || {
+            fn is_scheduler<T: $crate::EnokiScheduler>() {}
+            is_scheduler::<$sched>();
+        };
+    };
+}

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The `EnokiScheduler` trait (paper, Table 1) and what a scheduler gets at
+//! init.
+
+use super::collections::AllocError;
+use super::services::Services;
+use super::topology::Topology;
+use super::types::{CpuId, CpuSet, Pid, PickError, PrevTask, Schedulable, TaskInfo};
+
+/// Why a scheduler could not be created; the module load fails with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitError {
+    /// A parameter was out of range or malformed (EINVAL); names the parameter.
+    InvalidArgument(&'static str),
+    /// Memory for the fixed-capacity state could not be had (ENOMEM).
+    OutOfMemory,
+}
+
+impl From<AllocError> for InitError {
+    fn from(_: AllocError) -> Self {
+        InitError::OutOfMemory
+    }
+}
+
+/// A task could not be taken on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskError {
+    /// No room left (the module's `max_tasks`).
+    Full,
+    /// The scheduler does not support this.
+    Unsupported,
+}
+
+/// Scheduler-specific parameters, `key=value` pairs separated by commas
+/// (the module's `args` parameter).
+#[derive(Clone, Copy, Debug)]
+pub struct Args<'a>(pub &'a str);
+
+impl<'a> Args<'a> {
+    fn value(&self, key: &str) -> Option<&'a str> {
+        self.0.split(',').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k.trim() == key).map(|(_, v)| v.trim())
+    }
+
+    /// An integer parameter within `min..=max`, `default` when absent.
+    pub fn u64_in(&self, key: &'static str, default: u64, min: u64, max: u64) -> Result<u64, InitError> {
+        match self.value(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(InitError::InvalidArgument(key)),
+            },
+        }
+    }
+
+    /// Keys present that are not in `known`, to reject typos.
+    pub fn check_known(&self, known: &[&'static str]) -> Result<(), InitError> {
+        for kv in self.0.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let key = kv.split_once('=').map_or(kv, |(k, _)| k.trim());
+            if !known.contains(&key) {
+                return Err(InitError::InvalidArgument("args: unknown key"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything a scheduler is created from.
+pub struct InitContext<'a> {
+    pub topology: &'a Topology,
+    /// Most tasks the scheduler must be able to hold at once.
+    pub max_tasks: usize,
+    /// The module's default time slice, ns.
+    pub slice_ns: u64,
+    pub args: Args<'a>,
+    pub services: Services,
+}
+
+/// A hint queue id (hint support arrives with the hint-queue work).
+pub type QueueId = u32;
+
+/// A CPU scheduler. Every method is called with interrupts off and must not
+/// sleep or allocate; state lives behind libEnoki's locks (`&self`), since
+/// all CPUs call in at once.
+pub trait EnokiScheduler: Sized + Send + Sync + 'static {
+    /// Name shown in `/sys/kernel/enoki/scheduler`.
+    const NAME: &'static str;
+    /// Hint entries userspace sends (use [`NoHint`] for none).
+    type Hint: Copy + Default + Send + 'static;
+    /// Hint entries the scheduler sends back to userspace.
+    type RevHint: Copy + Default + Send + 'static;
+    /// State handed to the next version in a live upgrade.
+    type UpgradeState: Send + 'static;
+
+    /// Creates the scheduler with all the memory it will ever use.
+    fn init(ctx: &InitContext<'_>) -> Result<Self, InitError>;
+
+    /// The task CPU `cpu` should run next, as a token for `cpu`. `prev` is the
+    /// task it ran before, if Enoki's.
+    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable>;
+
+    /// The token picked for `cpu` could not run; it is handed back when it is
+    /// still valid (`None` when the task is gone).
+    fn pnt_err(&self, cpu: CpuId, pid: Pid, err: PickError, sched: Option<Schedulable>);
+
+    /// A task entered Enoki; it becomes runnable through `task_wakeup`.
+    fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError>;
+
+    /// A task became runnable on `sched.cpu()`. Returning the token back means
+    /// "cannot take it": the task then runs outside the scheduler.
+    fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable>;
+
+    /// A running task was preempted (slice over, kicked) or yielded, and is
+    /// still runnable.
+    fn task_preempt(&self, pid: Pid, runtime: u64, yielded: bool, sched: Schedulable) -> Result<(), Schedulable>;
+
+    /// A task left the runnable set (it slept if `sleeping`, otherwise it is
+    /// being changed and will wake again). Drop any token held for it.
+    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, sleeping: bool);
+
+    /// A task left Enoki (exited or changed policy).
+    fn task_dead(&self, pid: Pid);
+
+    /// Timer tick on `cpu` while `pid` runs; `true` preempts it.
+    fn task_tick(&self, _cpu: CpuId, _pid: Pid, _runtime: u64) -> bool {
+        false
+    }
+
+    /// CPU for a waking task; must be in its allowed set.
+    fn select_task_rq(&self, _pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
+        prev_cpu
+    }
+
+    /// `pid` moves: here is its token for the new CPU; give back the old one.
+    fn migrate_task_rq(&self, _pid: Pid, sched: Schedulable) -> Option<Schedulable> {
+        Some(sched)
+    }
+
+    /// `cpu` has nothing to run: name a task to pull onto it.
+    fn balance(&self, _cpu: CpuId) -> Option<Pid> {
+        None
+    }
+
+    /// The task named by `balance` could not be moved.
+    fn balance_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError) {}
+
+    /// Nice value, and so weight, changed.
+    fn task_prio_changed(&self, _pid: Pid, _weight: u32, _nice: i32) {}
+
+    /// Allowed CPUs changed; tokens follow through blocked/wakeup.
+    fn task_affinity_changed(&self, _pid: Pid, _allowed: &CpuSet) {}
+
+    /// A user-to-kernel hint queue was created.
+    fn register_queue(&self, _queue: QueueId) -> Result<(), TaskError> {
+        Err(TaskError::Unsupported)
+    }
+
+    /// Userspace says queue `queue` has new hints.
+    fn enter_queue(&self, _queue: QueueId, _entries: u32) {}
+
+    /// A hint queue was closed.
+    fn unregister_queue(&self, _queue: QueueId) {}
+
+    /// One hint, synchronously.
+    fn parse_hint(&self, _hint: Self::Hint) {}
+
+    /// Live upgrade: this version is being replaced; hand over state.
+    fn reregister_prep(&self) -> Option<Self::UpgradeState> {
+        None
+    }
+
+    /// Live upgrade: start from the previous version's state.
+    fn reregister_init(ctx: &InitContext<'_>, _state: Option<Self::UpgradeState>) -> Result<Self, InitError> {
+        Self::init(ctx)
+    }
+}
+
+/// The hint type of schedulers without hints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoHint;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_and_validate() {
+        let a = Args("period_us=6000, min_gran_us = 750");
+        assert_eq!(a.u64_in("period_us", 1, 1, 10_000), Ok(6000));
+        assert_eq!(a.u64_in("min_gran_us", 1, 1, 10_000), Ok(750));
+        assert_eq!(a.u64_in("absent", 42, 1, 100), Ok(42));
+        assert_eq!(a.u64_in("period_us", 1, 1, 10), Err(InitError::InvalidArgument("period_us")));
+        assert!(a.check_known(&["period_us", "min_gran_us"]).is_ok());
+        assert!(a.check_known(&["period_us"]).is_err());
+        assert!(Args("").check_known(&[]).is_ok());
+    }
+}

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Locks for scheduler state.
+//!
+//! libEnoki's own spin locks, the same code in both backends. Every call into
+//! a scheduler runs with interrupts off (Enoki-C guarantees it), so a plain
+//! spin lock is enough and never sleeps. Acquisition and release go through
+//! [`hooks`], the one place where record and deadlock detection attach.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// Lock events, for record/replay and lock debugging. No-ops for now.
+pub mod hooks {
+    /// A lock at `addr` was taken.
+    #[inline(always)]
+    pub fn acquired(_addr: usize) {}
+    /// A lock at `addr` was released.
+    #[inline(always)]
+    pub fn released(_addr: usize) {}
+}
+
+/// A spin lock protecting a `T`.
+pub struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `value` to one holder at a time.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the value; no thread holds a guard then.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Spins until the lock is free, then holds it until the guard drops.
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        loop {
+            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                break;
+            }
+            while self.locked.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        }
+        hooks::acquired(self as *const _ as usize);
+        SpinLockGuard { lock: self }
+    }
+
+    /// Takes the lock if it is free.
+    pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        hooks::acquired(self as *const _ as usize);
+        Some(SpinLockGuard { lock: self })
+    }
+
+    /// Direct access when no one else can hold the lock.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+}
+
+/// Holds a [`SpinLock`]; releases it when dropped.
+pub struct SpinLockGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard exists only while this thread holds the lock.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinLockGuard<'_, T> {
+    fn drop(&mut self) {
+        hooks::released(self.lock as *const _ as usize);
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+const WRITER: u32 = 1 << 31;
+
+/// A reader-writer spin lock protecting a `T`; writers wait for readers.
+pub struct RwLock<T> {
+    state: AtomicU32,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: shared access only to readers, exclusive access to one writer.
+unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
+// SAFETY: moving the lock moves the value; no thread holds a guard then.
+unsafe impl<T: Send> Send for RwLock<T> {}
+
+impl<T> RwLock<T> {
+    pub const fn new(value: T) -> Self {
+        RwLock { state: AtomicU32::new(0), value: UnsafeCell::new(value) }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & WRITER == 0
+                && self.state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        hooks::acquired(self as *const _ as usize);
+        RwLockReadGuard { lock: self }
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        // Claim the writer bit first so new readers back off, then drain readers.
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & WRITER == 0
+                && self.state.compare_exchange_weak(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        while self.state.load(Ordering::Acquire) != WRITER {
+            core::hint::spin_loop();
+        }
+        hooks::acquired(self as *const _ as usize);
+        RwLockWriteGuard { lock: self }
+    }
+}
+
+pub struct RwLockReadGuard<'a, T> {
+    lock: &'a RwLock<T>,
+}
+
+impl<T> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: readers only get shared access while no writer holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for RwLockReadGuard<'_, T> {
+    fn drop(&mut self) {
+        hooks::released(self.lock as *const _ as usize);
+        self.lock.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+pub struct RwLockWriteGuard<'a, T> {
+    lock: &'a RwLock<T>,
+}
+
+impl<T> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the write guard is exclusive.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for RwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the write guard is exclusive.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for RwLockWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        hooks::released(self.lock as *const _ as usize);
+        self.lock.state.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn spinlock_excludes_threads() {
+        let lock = Arc::new(SpinLock::new(0u64));
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        *lock.lock() += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.lock(), 40_000);
+    }
+
+    #[test]
+    fn try_lock_fails_while_held() {
+        let lock = SpinLock::new(());
+        let g = lock.lock();
+        assert!(lock.try_lock().is_none());
+        drop(g);
+        assert!(lock.try_lock().is_some());
+    }
+
+    #[test]
+    fn rwlock_readers_share_writers_exclude() {
+        let lock = Arc::new(RwLock::new(0u64));
+        let r1 = lock.read();
+        let r2 = lock.read();
+        assert_eq!(*r1 + *r2, 0);
+        drop((r1, r2));
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5_000 {
+                        *lock.write() += 1;
+                        let _ = *lock.read();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.read(), 20_000);
+    }
+}

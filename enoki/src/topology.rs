@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: GPL-2.0
+//! CPU topology as plain data: cores, last-level caches, NUMA nodes and
+//! their distances, as Enoki-C saw them when the scheduler loaded.
+
+use super::abi::{RawCpu, RawTopology, MAX_CPUS, MAX_NODES};
+use super::collections::{AllocError, FixedVec};
+use super::scheduler::InitError;
+use super::types::{CpuId, CpuSet};
+
+/// The machine a scheduler runs on. Kept on the heap (it can describe
+/// hundreds of CPUs, too much for a kernel stack).
+pub struct Topology {
+    cpus: FixedVec<RawCpu>,
+    nr_nodes: usize,
+    distance: [[u8; MAX_NODES]; MAX_NODES],
+}
+
+impl Topology {
+    /// From what Enoki-C (or a trace) filled in; `None` if inconsistent.
+    pub fn from_raw(raw: &RawTopology) -> Result<Self, InitError> {
+        let n = raw.nr_cpus as usize;
+        let nodes = raw.nr_nodes as usize;
+        if n == 0 || n > MAX_CPUS || nodes == 0 || nodes > MAX_NODES {
+            return Err(InitError::InvalidArgument("topology"));
+        }
+        let ok = raw.cpus[..n].iter().all(|c| {
+            (c.core as usize) < n && (c.llc as usize) < n && (c.node as usize) < nodes && c.package >= 0
+        });
+        if !ok {
+            return Err(InitError::InvalidArgument("topology"));
+        }
+        Ok(Topology { cpus: FixedVec::new_with(n, |i| raw.cpus[i])?, nr_nodes: nodes, distance: raw.distance })
+    }
+
+    /// Writes this topology into `raw` (for traces and simulators).
+    pub fn fill_raw(&self, raw: &mut RawTopology) {
+        raw.nr_cpus = self.cpus.len() as u32;
+        raw.nr_nodes = self.nr_nodes as u32;
+        raw.cpus[..self.cpus.len()].copy_from_slice(&self.cpus);
+        raw.distance = self.distance;
+    }
+
+    /// A copy (allocates: call at init only).
+    pub fn try_clone(&self) -> Result<Self, AllocError> {
+        Ok(Topology { cpus: FixedVec::new_with(self.cpus.len(), |i| self.cpus[i])?, ..*self })
+    }
+
+    /// `sockets` packages of `cores` cores of `threads` SMT threads each,
+    /// one LLC and one NUMA node per socket, remote distance `remote`.
+    pub fn symmetric(sockets: usize, cores: usize, threads: usize, remote: u8) -> Result<Self, AllocError> {
+        let per_socket = (cores * threads).max(1);
+        let n = (sockets.max(1) * per_socket).min(MAX_CPUS);
+        let nr_nodes = sockets.clamp(1, MAX_NODES);
+        let cpus = FixedVec::new_with(n, |cpu| {
+            let socket = cpu / per_socket;
+            RawCpu {
+                core: (cpu - (cpu % per_socket) % threads.max(1)) as i32,
+                llc: (socket * per_socket) as i32,
+                node: socket.min(MAX_NODES - 1) as i32,
+                package: socket as i32,
+            }
+        })?;
+        let mut distance = [[0; MAX_NODES]; MAX_NODES];
+        for (a, row) in distance.iter_mut().enumerate().take(nr_nodes) {
+            for (b, d) in row.iter_mut().enumerate().take(nr_nodes) {
+                *d = if a == b { 10 } else { remote };
+            }
+        }
+        Ok(Topology { cpus, nr_nodes, distance })
+    }
+
+    pub fn nr_cpus(&self) -> usize {
+        self.cpus.len()
+    }
+
+    pub fn nr_nodes(&self) -> usize {
+        self.nr_nodes
+    }
+
+    pub fn cpus(&self) -> core::ops::Range<CpuId> {
+        0..self.nr_cpus()
+    }
+
+    pub fn node_of(&self, cpu: CpuId) -> usize {
+        self.cpus[cpu].node as usize
+    }
+
+    pub fn llc_of(&self, cpu: CpuId) -> usize {
+        self.cpus[cpu].llc as usize
+    }
+
+    pub fn core_of(&self, cpu: CpuId) -> usize {
+        self.cpus[cpu].core as usize
+    }
+
+    pub fn package_of(&self, cpu: CpuId) -> usize {
+        self.cpus[cpu].package as usize
+    }
+
+    /// NUMA distance between the nodes of two CPUs (10 when local).
+    pub fn distance(&self, a: CpuId, b: CpuId) -> u8 {
+        self.distance[self.node_of(a)][self.node_of(b)]
+    }
+
+    fn cpus_where(&self, f: impl Fn(&RawCpu) -> bool) -> CpuSet {
+        let mut s = CpuSet::empty();
+        for cpu in self.cpus() {
+            if f(&self.cpus[cpu]) {
+                s.insert(cpu);
+            }
+        }
+        s
+    }
+
+    /// CPUs sharing `cpu`'s last-level cache (itself included).
+    pub fn llc_cpus(&self, cpu: CpuId) -> CpuSet {
+        let llc = self.cpus[cpu].llc;
+        self.cpus_where(|c| c.llc == llc)
+    }
+
+    /// CPUs on NUMA node `node`.
+    pub fn node_cpus(&self, node: usize) -> CpuSet {
+        self.cpus_where(|c| c.node as usize == node)
+    }
+
+    /// Every CPU.
+    pub fn all_cpus(&self) -> CpuSet {
+        CpuSet::first_n(self.nr_cpus())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_two_sockets() {
+        let t = Topology::symmetric(2, 4, 1, 21).unwrap();
+        assert_eq!(t.nr_cpus(), 8);
+        assert_eq!(t.nr_nodes(), 2);
+        assert_eq!(t.node_of(5), 1);
+        assert_eq!(t.distance(0, 5), 21);
+        assert_eq!(t.distance(4, 5), 10);
+        assert_eq!(t.llc_cpus(6).iter().collect::<std::vec::Vec<_>>(), [4, 5, 6, 7]);
+        let mut raw = RawTopology::default();
+        t.fill_raw(&mut raw);
+        let back = Topology::from_raw(&raw).unwrap();
+        assert_eq!(back.distance(0, 7), 21);
+        assert_eq!(back.llc_cpus(1).len(), 4);
+        let smt = Topology::symmetric(1, 2, 2, 21).unwrap();
+        assert_eq!(smt.core_of(1), 0);
+        assert_eq!(smt.core_of(3), 2);
+    }
+
+    #[test]
+    fn rejects_inconsistent_raw() {
+        let mut raw = RawTopology::default();
+        Topology::symmetric(1, 2, 1, 21).unwrap().fill_raw(&mut raw);
+        raw.cpus[1].node = 3;
+        assert!(Topology::from_raw(&raw).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The vocabulary schedulers work with: CPUs, tasks, CPU sets and the
+//! [`Schedulable`] token.
+
+use super::abi::{CPUMASK_WORDS, MAX_CPUS};
+
+/// A CPU number, `0..Topology::nr_cpus()`.
+pub type CpuId = usize;
+/// A kernel task id (thread id).
+pub type Pid = i32;
+
+/// Proof that task `pid` may run on CPU `cpu`.
+///
+/// Only libEnoki creates one: when a task becomes runnable, is preempted, or
+/// is moved. It is neither `Clone` nor `Copy`, so a scheduler holds at most
+/// one per task, and it gives it back by returning it from `pick_next_task`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Schedulable {
+    pid: Pid,
+    cpu: CpuId,
+    slice_ns: u64,
+}
+
+impl Schedulable {
+    /// Visible to libEnoki only (`super` is libEnoki's root in both builds).
+    pub(super) fn new(pid: Pid, cpu: CpuId) -> Self {
+        Schedulable { pid, cpu, slice_ns: 0 }
+    }
+
+    /// The task this token is for.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The CPU this token allows the task to run on.
+    pub fn cpu(&self) -> CpuId {
+        self.cpu
+    }
+
+    /// Time slice to run for once picked, in ns; 0 means the module default.
+    pub fn slice_ns(&self) -> u64 {
+        self.slice_ns
+    }
+
+    /// Sets the time slice used when this token is picked.
+    pub fn set_slice_ns(&mut self, ns: u64) {
+        self.slice_ns = ns;
+    }
+
+    /// Consumes the token (libEnoki only).
+    pub(super) fn into_parts(self) -> (Pid, CpuId, u64) {
+        (self.pid, self.cpu, self.slice_ns)
+    }
+}
+
+/// A fixed-size set of CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSet {
+    bits: [u64; CPUMASK_WORDS],
+}
+
+impl CpuSet {
+    /// The empty set.
+    pub const fn empty() -> Self {
+        CpuSet { bits: [0; CPUMASK_WORDS] }
+    }
+
+    /// CPUs `0..n`.
+    pub fn first_n(n: usize) -> Self {
+        let mut s = Self::empty();
+        for cpu in 0..n.min(MAX_CPUS) {
+            s.insert(cpu);
+        }
+        s
+    }
+
+    /// From the raw words of a message.
+    pub const fn from_words(bits: [u64; CPUMASK_WORDS]) -> Self {
+        CpuSet { bits }
+    }
+
+    /// The raw words, for a message.
+    pub const fn words(&self) -> [u64; CPUMASK_WORDS] {
+        self.bits
+    }
+
+    pub fn insert(&mut self, cpu: CpuId) {
+        if cpu < MAX_CPUS {
+            self.bits[cpu / 64] |= 1 << (cpu % 64);
+        }
+    }
+
+    pub fn remove(&mut self, cpu: CpuId) {
+        if cpu < MAX_CPUS {
+            self.bits[cpu / 64] &= !(1 << (cpu % 64));
+        }
+    }
+
+    pub fn contains(&self, cpu: CpuId) -> bool {
+        cpu < MAX_CPUS && self.bits[cpu / 64] & (1 << (cpu % 64)) != 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+
+    /// The CPUs in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = CpuId> {
+        let set = *self;
+        (0..MAX_CPUS).filter(move |cpu| set.contains(*cpu))
+    }
+}
+
+/// What Enoki-C tells a scheduler about a task entering it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub pid: Pid,
+    pub tgid: Pid,
+    /// CFS weight, 1024 at nice 0.
+    pub weight: u32,
+    pub nice: i32,
+    /// Total CPU time so far, ns.
+    pub runtime: u64,
+    pub allowed: CpuSet,
+}
+
+/// The task a CPU ran before asking for the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrevTask {
+    pub pid: Pid,
+    /// Total CPU time so far, ns.
+    pub runtime: u64,
+    /// Still runnable: it will come back through `task_preempt`.
+    pub runnable: bool,
+}
+
+/// Why a picked token could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PickError {
+    /// The token was for another CPU (caught by libEnoki).
+    WrongCpu,
+    /// The task is not waiting for a CPU any more.
+    NotQueued,
+    /// The CPU is not allowed for the task right now.
+    Affinity,
+    /// The task does not exist any more.
+    NoTask,
+}
+
+impl PickError {
+    pub(super) fn from_code(code: u32) -> Self {
+        use super::abi::err;
+        match code {
+            err::WRONG_CPU => PickError::WrongCpu,
+            err::AFFINITY => PickError::Affinity,
+            err::NO_TASK => PickError::NoTask,
+            _ => PickError::NotQueued,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuset_basics() {
+        let mut s = CpuSet::empty();
+        assert!(s.is_empty());
+        s.insert(3);
+        s.insert(70);
+        s.insert(MAX_CPUS + 5); // ignored, not a panic
+        assert!(s.contains(3) && s.contains(70) && !s.contains(4));
+        assert_eq!(s.iter().collect::<std::vec::Vec<_>>(), [3, 70]);
+        s.remove(3);
+        assert_eq!(s.len(), 1);
+        assert_eq!(CpuSet::first_n(8).len(), 8);
+    }
+}
+
+/// CFS weights by nice value, `NICE_TO_WEIGHT[(nice + 20) as usize]`
+/// (the kernel's `sched_prio_to_weight`): each step is about 10 % CPU.
+pub const NICE_TO_WEIGHT: [u32; 40] = [
+    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904, 3906, 3121, 2501,
+    1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+];
+
+/// CFS weight of `nice` (clamped to -20..=19).
+pub fn nice_to_weight(nice: i32) -> u32 {
+    NICE_TO_WEIGHT[(nice.clamp(-20, 19) + 20) as usize]
+}

@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A model of Enoki-C for host tests: it keeps the kernel's view of every
+//! task and sends the same messages, in the same order, that
+//! `kernel/src/kernel/sched/enoki.c` sends, through the same
+//! [`Loaded::handle`](super::super::dispatch::Loaded::handle).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::super::abi::{err, flag, kind, ret_err, Msg};
+use super::super::dispatch::Loaded;
+use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
+use super::super::topology::Topology;
+use super::super::types::{nice_to_weight, CpuId, CpuSet, Pid};
+use super::HostOps;
+
+/// A service request a scheduler made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    Kick { cpu: CpuId, preempt: bool },
+    Timer { cpu: CpuId, ns: Option<u64> },
+}
+
+/// Keeps every service request, in order.
+#[derive(Default)]
+pub struct RecordingHost {
+    events: Mutex<std::vec::Vec<HostEvent>>,
+}
+
+impl RecordingHost {
+    /// Returns and forgets the requests made so far.
+    pub fn take(&self) -> std::vec::Vec<HostEvent> {
+        std::mem::take(&mut self.events.lock().unwrap())
+    }
+}
+
+impl HostOps for RecordingHost {
+    fn kick_cpu(&self, cpu: CpuId, preempt: bool) {
+        self.events.lock().unwrap().push(HostEvent::Kick { cpu, preempt });
+    }
+
+    fn set_timer(&self, cpu: CpuId, ns: Option<u64>) {
+        self.events.lock().unwrap().push(HostEvent::Timer { cpu, ns });
+    }
+}
+
+/// What the model counted, like `/sys/kernel/enoki/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    pub msgs: [u64; kind::NR as usize],
+    pub pick_errors: u64,
+    pub balance_errors: u64,
+    pub select_errors: u64,
+    pub migrate_errors: u64,
+    /// Tasks the scheduler would not take; they ran outside it.
+    pub rejected: u64,
+}
+
+/// Where the kernel has a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Waiting in the scheduler with a token for `cpu`.
+    Queued { cpu: CpuId },
+    /// Waiting outside the scheduler (it refused the task).
+    Fallback,
+    Running { cpu: CpuId },
+    Blocked,
+}
+
+struct Task {
+    allowed: CpuSet,
+    runtime: u64,
+    state: TaskState,
+    /// The scheduler refused it at TASK_NEW: it never reaches the scheduler.
+    unmanaged: bool,
+}
+
+/// Drives a scheduler the way Enoki-C does.
+pub struct Driver<S: EnokiScheduler> {
+    loaded: Loaded<S>,
+    topology: Topology,
+    pub host: Arc<RecordingHost>,
+    tasks: BTreeMap<Pid, Task>,
+    running: std::vec::Vec<Option<Pid>>,
+    pub counters: DriverCounters,
+}
+
+impl<S: EnokiScheduler> Driver<S> {
+    /// Creates the scheduler as a module load would.
+    pub fn new(topology: Topology, max_tasks: usize, slice_ns: u64, args: &str) -> Result<Self, InitError> {
+        let host = Arc::new(RecordingHost::default());
+        let ctx = InitContext {
+            topology: &topology,
+            max_tasks,
+            slice_ns,
+            args: Args(args),
+            services: super::services(Some(host.clone())),
+        };
+        let sched = S::init(&ctx)?;
+        let nr = topology.nr_cpus();
+        Ok(Driver {
+            loaded: Loaded::new(sched, nr),
+            topology,
+            host,
+            tasks: BTreeMap::new(),
+            running: vec![None; nr],
+            counters: DriverCounters::default(),
+        })
+    }
+
+    pub fn scheduler(&self) -> &S {
+        self.loaded.scheduler()
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Sends one message, counting it and the mistakes libEnoki caught.
+    pub fn send(&mut self, m: &mut Msg) {
+        if let Some(c) = self.counters.msgs.get_mut(m.kind as usize) {
+            *c += 1;
+        }
+        self.loaded.handle(m);
+        if m.ret_err & ret_err::WRONG_CPU != 0 {
+            self.counters.pick_errors += 1;
+        }
+        if m.ret_err & ret_err::BAD_SELECT != 0 {
+            self.counters.select_errors += 1;
+        }
+        if m.ret_err & ret_err::BAD_MIGRATE != 0 {
+            self.counters.migrate_errors += 1;
+        }
+    }
+
+    fn msg(&self, kind: u32, cpu: CpuId, pid: Pid) -> Msg {
+        let mut m = Msg::new(kind, cpu as i32);
+        m.pid = pid;
+        if let Some(t) = self.tasks.get(&pid) {
+            m.runtime = t.runtime;
+            m.allowed = t.allowed.words();
+        }
+        m
+    }
+
+    pub fn state(&self, pid: Pid) -> Option<TaskState> {
+        self.tasks.get(&pid).map(|t| t.state)
+    }
+
+    pub fn running(&self, cpu: CpuId) -> Option<Pid> {
+        self.running.get(cpu).copied().flatten()
+    }
+
+    pub fn runtime(&self, pid: Pid) -> u64 {
+        self.tasks.get(&pid).map_or(0, |t| t.runtime)
+    }
+
+    /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).
+    pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent_cpu: CpuId) {
+        self.tasks.insert(pid, Task { allowed, runtime: 0, state: TaskState::Blocked, unmanaged: false });
+        let mut m = self.msg(kind::TASK_NEW, parent_cpu, pid);
+        m.tgid = pid;
+        m.weight = nice_to_weight(nice);
+        m.nice = nice;
+        self.send(&mut m);
+        if m.ret < 0 {
+            self.counters.rejected += 1;
+            if let Some(t) = self.tasks.get_mut(&pid) {
+                t.unmanaged = true;
+            }
+        }
+        self.wake(pid, parent_cpu);
+    }
+
+    /// `pid` wakes up, woken from `waker_cpu`.
+    pub fn wake(&mut self, pid: Pid, waker_cpu: CpuId) {
+        let Some(task) = self.tasks.get(&pid) else { return };
+        let allowed = task.allowed;
+        let prev = match task.state {
+            TaskState::Blocked => waker_cpu,
+            _ => return,
+        };
+        let prev = if allowed.contains(prev) { prev } else { allowed.iter().next().unwrap_or(0) };
+        if task.unmanaged {
+            self.set_state(pid, TaskState::Fallback);
+            return;
+        }
+        let mut cpu = prev;
+        if allowed.len() > 1 {
+            let mut m = self.msg(kind::SELECT_TASK_RQ, waker_cpu, pid);
+            m.task_cpu = prev as i32;
+            self.send(&mut m);
+            cpu = m.ret_cpu as usize;
+        }
+        self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
+    }
+
+    fn enqueue(&mut self, pid: Pid, cpu: CpuId, kind: u32, flags: u32) {
+        let mut m = self.msg(kind, cpu, pid);
+        m.task_cpu = cpu as i32;
+        m.flags = flags;
+        self.send(&mut m);
+        if m.ret < 0 {
+            self.counters.rejected += 1;
+            self.set_state(pid, TaskState::Fallback);
+        } else {
+            self.set_state(pid, TaskState::Queued { cpu });
+        }
+    }
+
+    fn set_state(&mut self, pid: Pid, state: TaskState) {
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.state = state;
+        }
+    }
+
+    /// Checks a pick the way Enoki-C does before running it.
+    fn check_pick(&self, pid: Pid, cpu: CpuId) -> Result<(), u32> {
+        let t = self.tasks.get(&pid).ok_or(err::NO_TASK)?;
+        if !matches!(t.state, TaskState::Queued { .. }) {
+            return Err(err::NOT_QUEUED);
+        }
+        if !t.allowed.contains(cpu) {
+            return Err(err::AFFINITY);
+        }
+        Ok(())
+    }
+
+    /// `cpu` needs a task: fallback tasks first, then pick, then balance.
+    /// Returns what now runs there. A still-running task must be preempted
+    /// (or block) first.
+    pub fn schedule(&mut self, cpu: CpuId) -> Option<Pid> {
+        if let Some(pid) = self.running(cpu) {
+            return Some(pid);
+        }
+        let fallback = self
+            .tasks
+            .iter()
+            .find(|(_, t)| t.state == TaskState::Fallback && t.allowed.contains(cpu))
+            .map(|(p, _)| *p);
+        if let Some(pid) = fallback {
+            return Some(self.start(pid, cpu));
+        }
+        let mut balanced = false;
+        for _ in 0..4 {
+            let mut m = self.msg(kind::PICK_NEXT_TASK, cpu, -1);
+            self.send(&mut m);
+            if m.ret >= 0 {
+                let pid = m.ret as Pid;
+                match self.check_pick(pid, cpu) {
+                    Ok(()) => return Some(self.start(pid, cpu)),
+                    Err(code) => {
+                        self.counters.pick_errors += 1;
+                        let mut e = self.msg(kind::PNT_ERR, cpu, pid);
+                        e.task_cpu = m.ret_cpu;
+                        e.flags = code;
+                        self.send(&mut e);
+                    }
+                }
+                continue;
+            }
+            if m.ret_err != 0 || balanced {
+                // A refused token or a failed balance: don't spin here.
+                if m.ret_err == 0 {
+                    break;
+                }
+                continue;
+            }
+            balanced = true;
+            let mut b = self.msg(kind::BALANCE, cpu, -1);
+            self.send(&mut b);
+            if b.ret < 0 {
+                break;
+            }
+            let pid = b.ret as Pid;
+            match self.check_pick(pid, cpu) {
+                Ok(()) => {
+                    let mut mig = self.msg(kind::MIGRATE_TASK_RQ, cpu, pid);
+                    mig.task_cpu = cpu as i32;
+                    self.send(&mut mig);
+                    self.set_state(pid, TaskState::Queued { cpu });
+                }
+                Err(code) => {
+                    self.counters.balance_errors += 1;
+                    let mut e = self.msg(kind::BALANCE_ERR, cpu, pid);
+                    e.flags = code;
+                    self.send(&mut e);
+                    break;
+                }
+            }
+        }
+        None
+    }
+
+    fn start(&mut self, pid: Pid, cpu: CpuId) -> Pid {
+        self.set_state(pid, TaskState::Running { cpu });
+        self.running[cpu] = Some(pid);
+        pid
+    }
+
+    /// The task on `cpu` runs `ns` more and takes a tick; returns whether
+    /// the scheduler asked to preempt it (and then preempts it).
+    pub fn tick(&mut self, cpu: CpuId, ns: u64) -> bool {
+        let Some(pid) = self.running(cpu) else { return false };
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.runtime += ns;
+        }
+        if self.tasks.get(&pid).is_some_and(|t| t.unmanaged) {
+            return false;
+        }
+        let mut m = self.msg(kind::TASK_TICK, cpu, pid);
+        self.send(&mut m);
+        let preempt = m.ret > 0;
+        if preempt {
+            self.preempt(cpu, false);
+        }
+        preempt
+    }
+
+    /// The task on `cpu` stops running but stays runnable (slice over, kicked
+    /// or `yielded`).
+    pub fn preempt(&mut self, cpu: CpuId, yielded: bool) {
+        let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else { return };
+        if self.tasks.get(&pid).is_some_and(|t| t.unmanaged) {
+            self.set_state(pid, TaskState::Fallback);
+            return;
+        }
+        self.enqueue(pid, cpu, kind::TASK_PREEMPT, if yielded { flag::YIELD } else { 0 });
+    }
+
+    /// The task on `cpu` goes to sleep.
+    pub fn block(&mut self, cpu: CpuId) {
+        let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else { return };
+        self.set_state(pid, TaskState::Blocked);
+        if !self.tasks.get(&pid).is_some_and(|t| t.unmanaged) {
+            let mut m = self.msg(kind::TASK_BLOCKED, cpu, pid);
+            m.task_cpu = cpu as i32;
+            m.flags = flag::SLEEP;
+            self.send(&mut m);
+        }
+    }
+
+    /// `pid` exits (wherever it is).
+    pub fn exit(&mut self, pid: Pid) {
+        let Some(state) = self.state(pid) else { return };
+        match state {
+            TaskState::Running { cpu } => self.block(cpu),
+            TaskState::Queued { cpu } => self.dequeue(pid, cpu),
+            _ => {}
+        }
+        let unmanaged = self.tasks.get(&pid).is_some_and(|t| t.unmanaged);
+        if !unmanaged {
+            let mut m = self.msg(kind::TASK_DEAD, 0, pid);
+            self.send(&mut m);
+        }
+        self.tasks.remove(&pid);
+    }
+
+    /// Takes a queued task off the queue for a change (not a sleep).
+    fn dequeue(&mut self, pid: Pid, cpu: CpuId) {
+        self.set_state(pid, TaskState::Blocked);
+        let mut m = self.msg(kind::TASK_BLOCKED, cpu, pid);
+        m.task_cpu = cpu as i32;
+        self.send(&mut m);
+    }
+
+    /// `sched_setaffinity()`: a queued task is dequeued and re-enqueued on an
+    /// allowed CPU; a running one is preempted if its CPU is no longer allowed.
+    pub fn set_affinity(&mut self, pid: Pid, allowed: CpuSet) {
+        let Some(state) = self.state(pid) else { return };
+        if let TaskState::Running { cpu } = state {
+            if !allowed.contains(cpu) {
+                self.preempt(cpu, false);
+            }
+        }
+        let state = self.state(pid).unwrap_or(TaskState::Blocked);
+        let requeue = match state {
+            TaskState::Queued { cpu } => {
+                self.dequeue(pid, cpu);
+                Some(cpu)
+            }
+            _ => None,
+        };
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.allowed = allowed;
+        }
+        let mut m = self.msg(kind::TASK_AFFINITY_CHANGED, 0, pid);
+        self.send(&mut m);
+        if let Some(cpu) = requeue {
+            let cpu = if allowed.contains(cpu) { cpu } else { allowed.iter().next().unwrap_or(0) };
+            self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
+        }
+    }
+
+    /// `setpriority()`.
+    pub fn set_nice(&mut self, pid: Pid, nice: i32) {
+        let mut m = self.msg(kind::TASK_PRIO_CHANGED, 0, pid);
+        m.weight = nice_to_weight(nice);
+        m.nice = nice;
+        self.send(&mut m);
+    }
+}

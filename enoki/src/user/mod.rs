@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The userspace backend: schedulers run as ordinary host code, for unit
+//! tests, the simulator and replay.
+
+use std::sync::Arc;
+
+use super::collections::AllocError;
+use super::log::Level;
+use super::types::CpuId;
+
+mod driver;
+
+pub use driver::{Driver, DriverCounters, HostEvent, RecordingHost};
+
+/// What the userspace backend does with a scheduler's service requests.
+pub trait HostOps: Send + Sync {
+    /// `preempt`: stop the running task; otherwise wake the CPU if idle.
+    fn kick_cpu(&self, cpu: CpuId, preempt: bool);
+    /// `Some(ns)`: preempt `cpu` after `ns`; `None`: disarm.
+    fn set_timer(&self, cpu: CpuId, ns: Option<u64>);
+}
+
+/// The backend handle inside [`Services`](super::Services).
+#[derive(Clone, Default)]
+pub struct Host(Option<Arc<dyn HostOps>>);
+
+impl Host {
+    pub(super) fn kick_cpu(&self, cpu: CpuId, preempt: bool) {
+        if let Some(h) = &self.0 {
+            h.kick_cpu(cpu, preempt);
+        }
+    }
+
+    pub(super) fn set_timer(&self, cpu: CpuId, ns: Option<u64>) {
+        if let Some(h) = &self.0 {
+            h.set_timer(cpu, ns);
+        }
+    }
+}
+
+/// Services backed by `ops` (or by nothing, with `None`).
+pub fn services(ops: Option<Arc<dyn HostOps>>) -> super::Services {
+    super::Services { host: Host(ops) }
+}
+
+pub(super) type Storage<T> = std::vec::Vec<T>;
+
+pub(super) fn try_alloc_with<T, E: From<AllocError>>(
+    n: usize,
+    f: impl FnMut(usize) -> Result<T, E>,
+) -> Result<Storage<T>, E> {
+    let mut v = std::vec::Vec::new();
+    v.try_reserve_exact(n).map_err(|_| AllocError)?;
+    for item in (0..n).map(f) {
+        v.push(item?);
+    }
+    Ok(v)
+}
+
+pub(super) fn log(level: Level, args: core::fmt::Arguments<'_>) {
+    if std::env::var_os("ENOKI_QUIET").is_none() {
+        eprintln!("enoki {:?}: {}", level, args);
+    }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# Builds the Enoki kernel: Debian's linux-source-6.12 (pinned, checksummed) +
+# kernel/patches + kernel/src, configured from kernel/config, out of tree in a
+# cache keyed by everything that forces a full rebuild. Edits to kernel/src or
+# the patches rebuild incrementally; an unchanged tree does no work at all.
+#
+#   kernel/build.sh            build bzImage and modules, link target/kernel
+#   kernel/build.sh --source   only prepare the patched source, print its path
+set -euo pipefail
+
+KVER_DEB="6.12.117-1~deb12u1"
+DEB_SHA256="e849faf31ca3555757f3a8877cb01af92122f744f75d1f3102734651c4e14703"
+TAR_SHA256="585a4a074597aefa2b1a68ada83a3184ba351c127544dea80618bbcceaa3961f"
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+cache="${ENOKI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enoki}"
+mkdir -p "$cache/dl" "$top/target"
+say() { echo "kernel: $*"; }
+die() { echo "kernel: error: $*" >&2; exit 1; }
+
+# --- pinned upstream source ----------------------------------------------
+deb="$cache/dl/linux-source-6.12_${KVER_DEB}_all.deb"
+pristine="$cache/linux-${KVER_DEB}/pristine"
+if [ ! -f "$pristine/.enoki-extracted" ]; then
+	if [ ! -f "$deb" ]; then
+		say "downloading linux-source-6.12=$KVER_DEB"
+		(cd "$cache/dl" && apt-get download "linux-source-6.12=$KVER_DEB" >/dev/null 2>&1) ||
+			die "apt-get download linux-source-6.12=$KVER_DEB failed (run 'apt-get update'?)"
+	fi
+	echo "$DEB_SHA256  $deb" | sha256sum -c --quiet - ||
+		die "checksum mismatch for $deb: delete it and retry"
+	say "extracting $(basename "$deb")"
+	rm -rf "$pristine" "$cache/dl/x"
+	dpkg-deb -x "$deb" "$cache/dl/x"
+	tarball="$cache/dl/x/usr/src/linux-source-6.12.tar.xz"
+	echo "$TAR_SHA256  $tarball" | sha256sum -c --quiet - || die "checksum mismatch for $tarball"
+	mkdir -p "$pristine"
+	tar -xf "$tarball" -C "$pristine" --strip-components=1
+	rm -rf "$cache/dl/x"
+	touch "$pristine/.enoki-extracted"
+fi
+
+# --- cache key: what forces a full rebuild ---------------------------------
+bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
+[ -x "$bindgen" ] || die "bindgen not found: run 'cargo make deps'"
+[ -x /usr/bin/rustc ] || die "/usr/bin/rustc (Debian rustc-web) not found: run 'cargo make deps'"
+key=$( (echo "$KVER_DEB"; cat "$here/config/"*.config; /usr/bin/rustc --version; clang --version | head -1;
+	"$bindgen" --version) | sha256sum | cut -c1-16)
+kdir="$cache/kernel-$key"
+src="$kdir/src"
+out="$kdir/build"
+mkdir -p "$kdir"
+
+# --- patched source, synced so that only changed files get new mtimes -------
+prepare_source() {
+	local stage manifest old new f
+	stage=$(mktemp -d "$kdir/stage.XXXX")
+	trap 'rm -rf "$stage"' RETURN
+	cp -al "$pristine/." "$stage/"
+	for p in "$here"/patches/*.patch; do
+		patch -p1 -s -d "$stage" --no-backup-if-mismatch <"$p" >/dev/null ||
+			die "patch $(basename "$p") does not apply to linux-source $KVER_DEB"
+	done
+	(cd "$here/src" && find . -type f) | while read -r f; do
+		mkdir -p "$stage/$(dirname "$f")"
+		cp --remove-destination "$here/src/$f" "$stage/$f"
+	done
+	new=$( (grep -h '^+++ b/' "$here"/patches/*.patch | sed 's|^+++ b/||; s|\t.*||';
+		cd "$here/src" && find . -type f | sed 's|^\./||') | sort -u)
+	if [ ! -d "$src" ]; then
+		cp -al "$pristine/." "$src/"
+	fi
+	old=$(cat "$src/.enoki-manifest" 2>/dev/null || true)
+	manifest=$(printf '%s\n%s\n' "$old" "$new" | sed '/^$/d' | sort -u)
+	for f in $manifest; do
+		if [ -f "$stage/$f" ]; then
+			if ! cmp -s "$stage/$f" "$src/$f"; then
+				mkdir -p "$(dirname "$src/$f")"
+				cp --remove-destination "$stage/$f" "$src/$f"
+			fi
+		else
+			rm -f "$src/$f"
+		fi
+	done
+	echo "$new" >"$src/.enoki-manifest"
+}
+prepare_source
+if [ "${1:-}" = "--source" ]; then
+	echo "$src"
+	exit 0
+fi
+
+MAKE=(make -s -C "$src" O="$out" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+	BINDGEN="$bindgen" -j"$(nproc)")
+
+# --- config ---------------------------------------------------------------
+if [ ! -f "$out/.config" ]; then
+	say "configuring (x86_64_defconfig + kvm_guest.config + kernel/config)"
+	mkdir -p "$out"
+	"${MAKE[@]}" x86_64_defconfig >/dev/null
+	(cd "$src" && KCONFIG_CONFIG="$out/.config" scripts/kconfig/merge_config.sh -m -O "$out" \
+		"$out/.config" kernel/configs/kvm_guest.config "$here"/config/*.config >/dev/null)
+	"${MAKE[@]}" olddefconfig >/dev/null
+	for want in CONFIG_RUST=y CONFIG_SCHED_CLASS_EXT=y CONFIG_SCHED_ENOKI=y CONFIG_NUMA=y CONFIG_VIRTIO_FS=y; do
+		grep -qx "$want" "$out/.config" || { rm -f "$out/.config"; die "$want did not survive olddefconfig"; }
+	done
+fi
+
+# --- build, skipped when nothing changed -------------------------------------
+stamp=$( (echo "$key"; cat "$here"/patches/*.patch; cd "$here/src" && find . -type f | sort | xargs cat) |
+	sha256sum | cut -c1-32)
+ln -sfn "$out" "$top/target/kernel"
+if [ -f "$out/arch/x86/boot/bzImage" ] && [ "$(cat "$kdir/stamp" 2>/dev/null)" = "$stamp" ]; then
+	say "up to date ($out)"
+	exit 0
+fi
+log="$kdir/build.log"
+say "building in $out (log: $log); a first build takes 15-20 min on 2 cores"
+start=$(date +%s)
+"${MAKE[@]}" V=1 bzImage modules >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null' INT TERM EXIT
+while kill -0 $pid 2>/dev/null; do
+	sleep 20
+	kill -0 $pid 2>/dev/null || break
+	objs=$(find "$out" -name '*.o' -newer "$kdir" 2>/dev/null | wc -l)
+	say "  $(( $(date +%s) - start ))s: $objs objects built"
+done
+trap - INT TERM EXIT
+if ! wait $pid; then
+	echo "kernel: build FAILED after $(( $(date +%s) - start ))s; last lines of $log:" >&2
+	grep -E 'error|Error' "$log" | tail -20 >&2 || tail -30 "$log" >&2
+	exit 1
+fi
+echo "$stamp" >"$kdir/stamp"
+touch "$kdir"
+say "built $(make -s -C "$src" O="$out" kernelrelease 2>/dev/null) in $(( $(date +%s) - start ))s: $out/arch/x86/boot/bzImage"

@@ -1,0 +1,793 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Enoki-C: run CPU schedulers written in safe Rust (libEnoki) as loadable
+ * modules, as an in-kernel client of sched_ext.
+ *
+ * Every sched_ext operation becomes one synchronous message (struct
+ * enoki_msg) handed to the module's process() under a per-scheduler read
+ * lock; register, unregister and (later) live upgrade take it for writing.
+ * Enoki-C accounts task runtime itself and passes it in the messages, checks
+ * every decision the module makes before applying it through sched_ext, and
+ * lets sched_ext handle migration, bypass, the stall watchdog and ejection.
+ *
+ * Included from build_policy.c right after ext.c, so it uses sched_ext
+ * internals directly.
+ */
+#include <linux/hrtimer.h>
+#include <linux/kobject.h>
+#include <linux/module.h>
+#include <linux/pid_namespace.h>
+#include <linux/sysfs.h>
+
+#include "enoki.h"
+
+/* picks (and wrong picks) tried per dispatch before giving the CPU away */
+#define ENOKI_PICK_TRIES	4
+#define ENOKI_EXIT_LEN		192
+
+struct enoki_stats {
+	u64 msgs[ENOKI_MSG_NR];
+	u64 pick_errors;
+	u64 balance_errors;
+	u64 select_errors;
+	u64 migrate_errors;
+	u64 rejected;
+};
+
+struct enoki_timer {
+	struct hrtimer timer;
+	int cpu;
+};
+
+static struct {
+	const struct enoki_sched_ops *ops;	/* NULL: none loaded */
+	char name[ENOKI_NAME_LEN];
+	char module[MODULE_NAME_LEN];
+	u32 mode;
+	u64 slice_ns;
+	bool ejected;
+	char last_exit[ENOKI_EXIT_LEN];
+} enoki;
+
+/* the call path: read for every message, write to change the scheduler */
+static DEFINE_RWLOCK(enoki_lock);
+/* serialises register and unregister, and sysfs readers against them */
+static DEFINE_MUTEX(enoki_mutex);
+static DEFINE_PER_CPU(struct enoki_stats, enoki_stats);
+static DEFINE_PER_CPU(struct enoki_timer, enoki_timers);
+/* task that called sched_yield() on this CPU, until it is enqueued */
+static DEFINE_PER_CPU(struct task_struct *, enoki_yielding);
+static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
+
+static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
+{
+	memset(msg, 0, sizeof(*msg));
+	msg->kind = kind;
+	msg->cpu = cpu;
+	msg->pid = -1;
+	msg->tgid = -1;
+	msg->task_cpu = -1;
+	msg->ret = -1;
+	msg->ret_cpu = -1;
+}
+
+static void enoki_msg_task(struct enoki_msg *msg, struct task_struct *p)
+{
+	unsigned int cpu;
+
+	msg->pid = p->pid;
+	msg->tgid = p->tgid;
+	msg->runtime = p->se.sum_exec_runtime;
+	msg->weight = sched_prio_to_weight[p->static_prio - MAX_RT_PRIO];
+	msg->nice = task_nice(p);
+	for_each_cpu(cpu, p->cpus_ptr) {
+		if (cpu >= ENOKI_MAX_CPUS)
+			break;
+		msg->allowed[cpu / 64] |= 1ULL << (cpu % 64);
+	}
+}
+
+/* Hands @msg to the loaded scheduler; false if there is none. */
+static bool enoki_call(struct enoki_msg *msg)
+{
+	const struct enoki_sched_ops *ops;
+	struct enoki_stats *stats;
+	unsigned long flags;
+
+	read_lock_irqsave(&enoki_lock, flags);
+	ops = enoki.ops;
+	if (ops)
+		ops->process(ops->sched, msg);
+	read_unlock_irqrestore(&enoki_lock, flags);
+	if (!ops)
+		return false;
+
+	stats = this_cpu_ptr(&enoki_stats);
+	if (msg->kind < ENOKI_MSG_NR)
+		stats->msgs[msg->kind]++;
+	if (msg->ret_err & ENOKI_RET_WRONG_CPU)
+		stats->pick_errors++;
+	if (msg->ret_err & ENOKI_RET_BAD_SELECT)
+		stats->select_errors++;
+	if (msg->ret_err & ENOKI_RET_BAD_MIGRATE)
+		stats->migrate_errors++;
+	return true;
+}
+
+/* Can @p be dispatched to @cpu now? 0 or an ENOKI_ERR_* code. */
+static int enoki_check_task(struct task_struct *p, int cpu)
+{
+	unsigned long opss;
+
+	if (p->sched_class != &ext_sched_class)
+		return ENOKI_ERR_NOT_QUEUED;
+	opss = atomic_long_read(&p->scx.ops_state) & SCX_OPSS_STATE_MASK;
+	if (opss != SCX_OPSS_QUEUED)
+		return ENOKI_ERR_NOT_QUEUED;
+	if (!cpumask_test_cpu(cpu, p->cpus_ptr))
+		return ENOKI_ERR_AFFINITY;
+	if (is_migration_disabled(p) && task_cpu(p) != cpu)
+		return ENOKI_ERR_AFFINITY;
+	return 0;
+}
+
+static void enoki_send_err(u32 kind, int cpu, s32 pid, s32 task_cpu, int err)
+{
+	struct enoki_msg msg;
+
+	enoki_msg_init(&msg, kind, cpu);
+	msg.pid = pid;
+	msg.task_cpu = task_cpu;
+	msg.flags = err;
+	enoki_call(&msg);
+	if (kind == ENOKI_PNT_ERR)
+		this_cpu_inc(enoki_stats.pick_errors);
+	else
+		this_cpu_inc(enoki_stats.balance_errors);
+}
+
+static s32 enoki_op_select_cpu(struct task_struct *p, s32 prev_cpu,
+			       u64 wake_flags)
+{
+	struct enoki_msg msg;
+	int cpu;
+
+	enoki_msg_init(&msg, ENOKI_SELECT_TASK_RQ, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	msg.task_cpu = prev_cpu;
+	msg.flags = lower_32_bits(wake_flags);
+	if (!enoki_call(&msg))
+		return prev_cpu;
+	cpu = msg.ret_cpu;
+	if (cpu < 0 || cpu >= nr_cpu_ids || !cpu_online(cpu) ||
+	    !cpumask_test_cpu(cpu, p->cpus_ptr)) {
+		this_cpu_inc(enoki_stats.select_errors);
+		return prev_cpu;
+	}
+	return cpu;
+}
+
+static void enoki_op_enqueue(struct task_struct *p, u64 enq_flags)
+{
+	struct rq *rq = task_rq(p);
+	struct enoki_msg msg;
+	bool preempted;
+
+	/* put_prev_task_scx() enqueues a still-running task: a preemption */
+	preempted = !(enq_flags & SCX_ENQ_WAKEUP) && rq->curr == p;
+	enoki_msg_init(&msg, preempted ? ENOKI_TASK_PREEMPT : ENOKI_TASK_WAKEUP,
+		       smp_processor_id());
+	enoki_msg_task(&msg, p);
+	msg.task_cpu = cpu_of(rq);
+	if (preempted && __this_cpu_read(enoki_yielding) == p) {
+		msg.flags |= ENOKI_F_YIELD;
+		__this_cpu_write(enoki_yielding, NULL);
+	}
+
+	if (!enoki_call(&msg) || msg.ret < 0) {
+		/* refused (or no scheduler): run it FIFO outside the module */
+		this_cpu_inc(enoki_stats.rejected);
+		scx_bpf_dispatch(p, SCX_DSQ_GLOBAL, enoki.slice_ns, enq_flags);
+		return;
+	}
+
+	/*
+	 * SCX_ENQ_LAST: the CPU found nothing else and is about to leave the
+	 * ext class although @p is still runnable. Make it ask again, now
+	 * that the scheduler holds @p.
+	 */
+	if (enq_flags & SCX_ENQ_LAST)
+		scx_bpf_kick_cpu(cpu_of(rq), 0);
+}
+
+static void enoki_op_dequeue(struct task_struct *p, u64 deq_flags)
+{
+	struct enoki_msg msg;
+
+	/* @p was waiting in the scheduler: its token is void */
+	enoki_msg_init(&msg, ENOKI_TASK_BLOCKED, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	enoki_call(&msg);
+}
+
+static void enoki_op_quiescent(struct task_struct *p, u64 deq_flags)
+{
+	struct enoki_msg msg;
+
+	if (!(deq_flags & SCX_DEQ_SLEEP))
+		return;
+	enoki_msg_init(&msg, ENOKI_TASK_BLOCKED, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	msg.flags = ENOKI_F_SLEEP;
+	enoki_call(&msg);
+}
+
+/* Dispatches task @pid to @cpu's local queue; 0 or an ENOKI_ERR_* code. */
+static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice)
+{
+	struct task_struct *p;
+	int err;
+
+	rcu_read_lock();
+	p = find_task_by_pid_ns(pid, &init_pid_ns);
+	err = p ? enoki_check_task(p, cpu) : ENOKI_ERR_NO_TASK;
+	if (!err)
+		scx_bpf_dispatch(p, SCX_DSQ_LOCAL, slice ?: enoki.slice_ns, 0);
+	rcu_read_unlock();
+	return err;
+}
+
+/* Asks the scheduler for a task to pull onto @cpu and moves its token. */
+static bool enoki_balance(int cpu)
+{
+	struct task_struct *p;
+	struct enoki_msg msg;
+	s32 pid;
+	int err;
+
+	enoki_msg_init(&msg, ENOKI_BALANCE, cpu);
+	if (!enoki_call(&msg) || msg.ret < 0)
+		return false;
+	pid = msg.ret;
+
+	rcu_read_lock();
+	p = find_task_by_pid_ns(pid, &init_pid_ns);
+	err = p ? enoki_check_task(p, cpu) : ENOKI_ERR_NO_TASK;
+	if (!err) {
+		enoki_msg_init(&msg, ENOKI_MIGRATE_TASK_RQ, cpu);
+		enoki_msg_task(&msg, p);
+		msg.task_cpu = cpu;
+	}
+	rcu_read_unlock();
+	if (err) {
+		enoki_send_err(ENOKI_BALANCE_ERR, cpu, pid, -1, err);
+		return false;
+	}
+	enoki_call(&msg);
+	return true;
+}
+
+static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
+{
+	struct enoki_msg msg;
+	bool balanced = false;
+	int tries, err;
+
+	for (tries = 0; tries < ENOKI_PICK_TRIES; tries++) {
+		enoki_msg_init(&msg, ENOKI_PICK_NEXT_TASK, cpu);
+		if (prev && !tries) {
+			msg.flags |= ENOKI_F_HAS_PREV;
+			msg.pid = prev->pid;
+			msg.runtime = prev->se.sum_exec_runtime;
+			if (prev->scx.flags & SCX_TASK_QUEUED)
+				msg.flags |= ENOKI_F_PREV_RUNNABLE;
+		}
+		if (!enoki_call(&msg))
+			return;
+		if (msg.ret >= 0) {
+			err = enoki_dispatch_pid(cpu, msg.ret, msg.ret_slice);
+			if (!err)
+				return;
+			enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, msg.ret_cpu,
+				       err);
+			continue;
+		}
+		/* libEnoki refused a token for another CPU: ask again */
+		if (msg.ret_err)
+			continue;
+		if (balanced || !enoki_balance(cpu))
+			return;
+		balanced = true;
+	}
+}
+
+static void enoki_op_tick(struct task_struct *p)
+{
+	struct enoki_msg msg;
+
+	enoki_msg_init(&msg, ENOKI_TASK_TICK, smp_processor_id());
+	msg.pid = p->pid;
+	msg.runtime = p->se.sum_exec_runtime;
+	if (enoki_call(&msg) && msg.ret > 0)
+		p->scx.slice = 0;
+}
+
+static bool enoki_op_yield(struct task_struct *from, struct task_struct *to)
+{
+	if (to)
+		return false;
+	__this_cpu_write(enoki_yielding, from);
+	from->scx.slice = 0;
+	return false;
+}
+
+static void enoki_op_set_weight(struct task_struct *p, u32 weight)
+{
+	struct enoki_msg msg;
+
+	enoki_msg_init(&msg, ENOKI_TASK_PRIO_CHANGED, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	enoki_call(&msg);
+}
+
+static void enoki_op_set_cpumask(struct task_struct *p,
+				 const struct cpumask *cpumask)
+{
+	struct enoki_msg msg;
+
+	enoki_msg_init(&msg, ENOKI_TASK_AFFINITY_CHANGED, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	enoki_call(&msg);
+}
+
+static void enoki_op_enable(struct task_struct *p)
+{
+	struct enoki_msg msg;
+
+	atomic_inc(&enoki_nr_tasks);
+	enoki_msg_init(&msg, ENOKI_TASK_NEW, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	if (enoki_call(&msg) && msg.ret < 0)
+		this_cpu_inc(enoki_stats.rejected);
+}
+
+static void enoki_op_disable(struct task_struct *p)
+{
+	struct enoki_msg msg;
+
+	atomic_dec(&enoki_nr_tasks);
+	enoki_msg_init(&msg, ENOKI_TASK_DEAD, smp_processor_id());
+	msg.pid = p->pid;
+	msg.runtime = p->se.sum_exec_runtime;
+	enoki_call(&msg);
+}
+
+static void enoki_op_exit(struct scx_exit_info *info)
+{
+	/* runs in the disable worker, after sched_ext moved tasks to CFS */
+	snprintf(enoki.last_exit, sizeof(enoki.last_exit), "%s: %s",
+		 info->reason ?: "unknown", info->msg ?: "");
+	strim(enoki.last_exit);
+	if (info->kind >= SCX_EXIT_ERROR) {
+		WRITE_ONCE(enoki.ejected, true);
+		pr_err("enoki: scheduler %s ejected: %s\n", enoki.name,
+		       enoki.last_exit);
+	}
+}
+
+static struct sched_ext_ops enoki_scx_ops = {
+	.select_cpu	= enoki_op_select_cpu,
+	.enqueue	= enoki_op_enqueue,
+	.dequeue	= enoki_op_dequeue,
+	.dispatch	= enoki_op_dispatch,
+	.tick		= enoki_op_tick,
+	.quiescent	= enoki_op_quiescent,
+	.yield		= enoki_op_yield,
+	.set_weight	= enoki_op_set_weight,
+	.set_cpumask	= enoki_op_set_cpumask,
+	.enable		= enoki_op_enable,
+	.disable	= enoki_op_disable,
+	.exit		= enoki_op_exit,
+	.name		= "enoki",
+};
+
+static enum hrtimer_restart enoki_timer_fn(struct hrtimer *timer)
+{
+	struct enoki_timer *t = container_of(timer, struct enoki_timer, timer);
+
+	if (scx_enabled() && READ_ONCE(enoki.ops))
+		scx_bpf_kick_cpu(t->cpu, SCX_KICK_PREEMPT);
+	return HRTIMER_NORESTART;
+}
+
+static bool enoki_cpu_valid(int cpu)
+{
+	return cpu >= 0 && cpu < nr_cpu_ids && cpu_online(cpu);
+}
+
+/**
+ * enoki_kick_cpu - make @cpu pick again
+ * @cpu: the CPU
+ * @flags: ENOKI_KICK_PREEMPT stops its running task; ENOKI_KICK_RESCHED
+ *         only wakes it or interrupts a lower-class task
+ */
+void enoki_kick_cpu(int cpu, u32 flags)
+{
+	if (!enoki_cpu_valid(cpu) || !scx_enabled())
+		return;
+	scx_bpf_kick_cpu(cpu, flags & ENOKI_KICK_PREEMPT ? SCX_KICK_PREEMPT : 0);
+}
+EXPORT_SYMBOL_GPL(enoki_kick_cpu);
+
+/**
+ * enoki_set_timer - preempt @cpu after @ns nanoseconds
+ * @cpu: the CPU
+ * @ns: delay; an armed timer is replaced
+ */
+void enoki_set_timer(int cpu, u64 ns)
+{
+	if (!enoki_cpu_valid(cpu))
+		return;
+	hrtimer_start(&per_cpu(enoki_timers, cpu).timer, ns_to_ktime(ns),
+		      HRTIMER_MODE_REL);
+}
+EXPORT_SYMBOL_GPL(enoki_set_timer);
+
+/**
+ * enoki_cancel_timer - disarm @cpu's preemption timer
+ * @cpu: the CPU
+ */
+void enoki_cancel_timer(int cpu)
+{
+	if (!enoki_cpu_valid(cpu))
+		return;
+	hrtimer_try_to_cancel(&per_cpu(enoki_timers, cpu).timer);
+}
+EXPORT_SYMBOL_GPL(enoki_cancel_timer);
+
+/**
+ * enoki_log - log a line from a scheduler, safe under runqueue locks
+ * @level: 0 error, 1 warning, 2 info, 3 debug
+ * @msg: text, not NUL-terminated
+ * @len: its length
+ */
+void enoki_log(int level, const char *msg, size_t len)
+{
+	int n = min_t(size_t, len, 512);
+
+	switch (level) {
+	case 0:
+		printk_deferred(KERN_ERR "enoki %s: %.*s\n", enoki.name, n, msg);
+		break;
+	case 1:
+		printk_deferred(KERN_WARNING "enoki %s: %.*s\n", enoki.name, n,
+				msg);
+		break;
+	case 2:
+		printk_deferred(KERN_INFO "enoki %s: %.*s\n", enoki.name, n, msg);
+		break;
+	default:
+		printk_deferred(KERN_DEBUG "enoki %s: %.*s\n", enoki.name, n,
+				msg);
+		break;
+	}
+}
+EXPORT_SYMBOL_GPL(enoki_log);
+
+/**
+ * enoki_get_topology - describe the machine to a scheduler
+ * @topo: filled in
+ *
+ * Return: 0, or -E2BIG when the machine has more CPUs or nodes than the
+ * ABI can describe.
+ */
+int enoki_get_topology(struct enoki_topology *topo)
+{
+	int cpu, a, b;
+
+	if (nr_cpu_ids > ENOKI_MAX_CPUS || nr_node_ids > ENOKI_MAX_NODES)
+		return -E2BIG;
+	memset(topo, 0, sizeof(*topo));
+	topo->nr_cpus = nr_cpu_ids;
+	topo->nr_nodes = nr_node_ids;
+	for (cpu = 0; cpu < nr_cpu_ids; cpu++) {
+		struct enoki_cpu_topo *t = &topo->cpus[cpu];
+
+		t->core = cpumask_first(topology_sibling_cpumask(cpu));
+		t->llc = per_cpu(sd_llc_id, cpu);
+		t->node = cpu_to_node(cpu);
+		t->package = topology_physical_package_id(cpu);
+		if (t->core >= nr_cpu_ids)
+			t->core = cpu;
+		if (t->llc < 0 || t->llc >= nr_cpu_ids)
+			t->llc = cpu;
+		if (t->node < 0)
+			t->node = 0;
+	}
+	for (a = 0; a < nr_node_ids; a++)
+		for (b = 0; b < nr_node_ids; b++)
+			topo->distance[a][b] = node_distance(a, b);
+	return 0;
+}
+EXPORT_SYMBOL_GPL(enoki_get_topology);
+
+static void enoki_clear(void)
+{
+	int cpu;
+
+	write_lock_irq(&enoki_lock);
+	enoki.ops = NULL;
+	write_unlock_irq(&enoki_lock);
+	for_each_possible_cpu(cpu)
+		hrtimer_cancel(&per_cpu(enoki_timers, cpu).timer);
+}
+
+/**
+ * enoki_register - load a scheduler module's scheduler
+ * @ops: the module's entry point and settings; must stay valid until
+ *       enoki_unregister()
+ *
+ * Switches tasks to the scheduler (all normal tasks, or only SCHED_EXT ones
+ * in opt-in mode) and returns once it runs.
+ *
+ * Return: 0, -EBUSY if a scheduler (Enoki or BPF) is loaded, -EINVAL for
+ * bad @ops or when sched_ext refused to enable it (reason in
+ * /sys/kernel/enoki/last_exit).
+ */
+int enoki_register(const struct enoki_sched_ops *ops)
+{
+	int cpu, ret;
+
+	if (!ops || ops->abi_version != ENOKI_ABI_VERSION || !ops->process ||
+	    ops->mode > ENOKI_MODE_OPT_IN ||
+	    !memchr(ops->name, '\0', sizeof(ops->name)) || !ops->name[0]) {
+		pr_err("enoki: bad scheduler registration (ABI %u, kernel %u)\n",
+		       ops ? ops->abi_version : 0, ENOKI_ABI_VERSION);
+		return -EINVAL;
+	}
+
+	mutex_lock(&enoki_mutex);
+	if (enoki.ops || scx_enabled()) {
+		pr_err("enoki: cannot load %s: scheduler %s is loaded\n",
+		       ops->name, enoki.ops ? enoki.name : "(BPF)");
+		ret = -EBUSY;
+		goto out;
+	}
+
+	strscpy(enoki.name, ops->name, sizeof(enoki.name));
+	strscpy(enoki.module, ops->owner ? module_name(ops->owner) : "",
+		sizeof(enoki.module));
+	enoki.mode = ops->mode;
+	enoki.slice_ns = ops->slice_ns ?: SCX_SLICE_DFL;
+	enoki.ejected = false;
+	enoki.last_exit[0] = '\0';
+	for_each_possible_cpu(cpu) {
+		memset(per_cpu_ptr(&enoki_stats, cpu), 0,
+		       sizeof(struct enoki_stats));
+		per_cpu(enoki_yielding, cpu) = NULL;
+	}
+
+	write_lock_irq(&enoki_lock);
+	enoki.ops = ops;
+	write_unlock_irq(&enoki_lock);
+
+	enoki_scx_ops.flags = SCX_OPS_ENQ_LAST;
+	if (ops->mode == ENOKI_MODE_OPT_IN)
+		enoki_scx_ops.flags |= SCX_OPS_SWITCH_PARTIAL;
+	enoki_scx_ops.timeout_ms = ops->timeout_ms;
+
+	ret = scx_ops_enable(&enoki_scx_ops, NULL);
+	if (!ret && scx_ops_enable_state() != SCX_OPS_ENABLED)
+		ret = -EINVAL;
+	if (ret) {
+		pr_err("enoki: enabling %s failed (%d): %s\n", ops->name, ret,
+		       enoki.last_exit);
+		enoki_clear();
+		goto out;
+	}
+	pr_info("enoki: scheduler %s loaded (mode %s)\n", ops->name,
+		ops->mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
+out:
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
+EXPORT_SYMBOL_GPL(enoki_register);
+
+/**
+ * enoki_unregister - stop a scheduler; tasks go back to CFS
+ * @ops: what was passed to enoki_register()
+ *
+ * Returns once no call into the module can happen any more.
+ */
+void enoki_unregister(const struct enoki_sched_ops *ops)
+{
+	mutex_lock(&enoki_mutex);
+	if (enoki.ops != ops) {
+		mutex_unlock(&enoki_mutex);
+		return;
+	}
+	scx_ops_disable(SCX_EXIT_UNREG);
+	kthread_flush_work(&scx_ops_disable_work);
+	enoki_clear();
+	pr_info("enoki: scheduler %s unloaded\n", enoki.name);
+	enoki.name[0] = '\0';
+	enoki.module[0] = '\0';
+	mutex_unlock(&enoki_mutex);
+}
+EXPORT_SYMBOL_GPL(enoki_unregister);
+
+/* /sys/kernel/enoki */
+
+static u64 enoki_stat_sum(size_t offset)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += *(u64 *)((char *)per_cpu_ptr(&enoki_stats, cpu) + offset);
+	return sum;
+}
+
+#define ENOKI_ATTR_RO(name)						\
+static struct kobj_attribute enoki_attr_##name =			\
+	__ATTR(name, 0444, enoki_##name##_show, NULL)
+
+#define ENOKI_STAT_ATTR(field)						\
+static ssize_t enoki_##field##_show(struct kobject *kobj,		\
+				    struct kobj_attribute *attr,	\
+				    char *buf)				\
+{									\
+	return sysfs_emit(buf, "%llu\n",				\
+		enoki_stat_sum(offsetof(struct enoki_stats, field)));	\
+}									\
+ENOKI_ATTR_RO(field)
+
+ENOKI_STAT_ATTR(pick_errors);
+ENOKI_STAT_ATTR(balance_errors);
+ENOKI_STAT_ATTR(select_errors);
+ENOKI_STAT_ATTR(migrate_errors);
+ENOKI_STAT_ATTR(rejected);
+
+static ssize_t enoki_scheduler_show(struct kobject *kobj, struct kobj_attribute *attr,
+			      char *buf)
+{
+	ssize_t ret;
+
+	mutex_lock(&enoki_mutex);
+	ret = sysfs_emit(buf, "%s\n", enoki.ops ? enoki.name : "");
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
+ENOKI_ATTR_RO(scheduler);
+
+static ssize_t enoki_module_show(struct kobject *kobj, struct kobj_attribute *attr,
+			   char *buf)
+{
+	ssize_t ret;
+
+	mutex_lock(&enoki_mutex);
+	ret = sysfs_emit(buf, "%s\n", enoki.ops ? enoki.module : "");
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
+ENOKI_ATTR_RO(module);
+
+static ssize_t enoki_mode_show(struct kobject *kobj, struct kobj_attribute *attr,
+			 char *buf)
+{
+	if (!READ_ONCE(enoki.ops))
+		return sysfs_emit(buf, "\n");
+	return sysfs_emit(buf, "%s\n",
+			  enoki.mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
+}
+ENOKI_ATTR_RO(mode);
+
+static ssize_t enoki_state_show(struct kobject *kobj, struct kobj_attribute *attr,
+			  char *buf)
+{
+	const char *state = "none";
+
+	if (READ_ONCE(enoki.ops))
+		state = READ_ONCE(enoki.ejected) ? "ejected" : "enabled";
+	return sysfs_emit(buf, "%s\n", state);
+}
+ENOKI_ATTR_RO(state);
+
+static ssize_t enoki_nr_tasks_show(struct kobject *kobj, struct kobj_attribute *attr,
+			     char *buf)
+{
+	return sysfs_emit(buf, "%d\n", max(atomic_read(&enoki_nr_tasks), 0));
+}
+ENOKI_ATTR_RO(nr_tasks);
+
+static ssize_t enoki_last_exit_show(struct kobject *kobj,
+			      struct kobj_attribute *attr, char *buf)
+{
+	ssize_t ret;
+
+	mutex_lock(&enoki_mutex);
+	ret = sysfs_emit(buf, "%s\n", enoki.last_exit);
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
+ENOKI_ATTR_RO(last_exit);
+
+static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
+	[ENOKI_TASK_NEW]		= "task_new",
+	[ENOKI_TASK_WAKEUP]		= "task_wakeup",
+	[ENOKI_TASK_PREEMPT]		= "task_preempt",
+	[ENOKI_TASK_BLOCKED]		= "task_blocked",
+	[ENOKI_TASK_DEAD]		= "task_dead",
+	[ENOKI_TASK_TICK]		= "task_tick",
+	[ENOKI_SELECT_TASK_RQ]		= "select_task_rq",
+	[ENOKI_PICK_NEXT_TASK]		= "pick_next_task",
+	[ENOKI_PNT_ERR]			= "pnt_err",
+	[ENOKI_BALANCE]			= "balance",
+	[ENOKI_BALANCE_ERR]		= "balance_err",
+	[ENOKI_MIGRATE_TASK_RQ]		= "migrate_task_rq",
+	[ENOKI_TASK_PRIO_CHANGED]	= "task_prio_changed",
+	[ENOKI_TASK_AFFINITY_CHANGED]	= "task_affinity_changed",
+};
+
+static ssize_t enoki_counters_show(struct kobject *kobj, struct kobj_attribute *attr,
+			     char *buf)
+{
+	ssize_t len = 0;
+	int kind;
+
+	for (kind = ENOKI_TASK_NEW; kind < ENOKI_MSG_NR; kind++)
+		len += sysfs_emit_at(buf, len, "%s %llu\n", enoki_msg_names[kind],
+				     enoki_stat_sum(offsetof(struct enoki_stats,
+							     msgs[kind])));
+	return len;
+}
+ENOKI_ATTR_RO(counters);
+
+static struct attribute *enoki_attrs[] = {
+	&enoki_attr_scheduler.attr,
+	&enoki_attr_module.attr,
+	&enoki_attr_mode.attr,
+	&enoki_attr_state.attr,
+	&enoki_attr_nr_tasks.attr,
+	&enoki_attr_pick_errors.attr,
+	&enoki_attr_balance_errors.attr,
+	&enoki_attr_select_errors.attr,
+	&enoki_attr_migrate_errors.attr,
+	&enoki_attr_rejected.attr,
+	&enoki_attr_last_exit.attr,
+	&enoki_attr_counters.attr,
+	NULL,
+};
+
+static const struct attribute_group enoki_attr_group = {
+	.attrs = enoki_attrs,
+};
+
+static int __init enoki_init(void)
+{
+	struct kobject *kobj;
+	int cpu, ret;
+
+	for_each_possible_cpu(cpu) {
+		struct enoki_timer *t = per_cpu_ptr(&enoki_timers, cpu);
+
+		hrtimer_init(&t->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
+		t->timer.function = enoki_timer_fn;
+		t->cpu = cpu;
+	}
+
+	kobj = kobject_create_and_add("enoki", kernel_kobj);
+	if (!kobj)
+		return -ENOMEM;
+	ret = sysfs_create_group(kobj, &enoki_attr_group);
+	if (ret) {
+		kobject_put(kobj);
+		return ret;
+	}
+	pr_info("enoki: ready (ABI %u)\n", ENOKI_ABI_VERSION);
+	return 0;
+}
+late_initcall(enoki_init);

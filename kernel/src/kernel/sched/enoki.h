@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Enoki-C message ABI, shared with scheduler modules built on libEnoki.
+ * The Rust side is enoki/src/abi.rs; keep the two in sync and bump
+ * ENOKI_ABI_VERSION on any change.
+ */
+#ifndef _KERNEL_SCHED_ENOKI_H
+#define _KERNEL_SCHED_ENOKI_H
+
+#include <linux/build_bug.h>
+#include <linux/types.h>
+
+#define ENOKI_ABI_VERSION	1
+#define ENOKI_MAX_CPUS		256
+#define ENOKI_MAX_NODES		8
+#define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
+#define ENOKI_NAME_LEN		32
+
+enum enoki_msg_kind {
+	ENOKI_TASK_NEW = 1,
+	ENOKI_TASK_WAKEUP,
+	ENOKI_TASK_PREEMPT,
+	ENOKI_TASK_BLOCKED,
+	ENOKI_TASK_DEAD,
+	ENOKI_TASK_TICK,
+	ENOKI_SELECT_TASK_RQ,
+	ENOKI_PICK_NEXT_TASK,
+	ENOKI_PNT_ERR,
+	ENOKI_BALANCE,
+	ENOKI_BALANCE_ERR,
+	ENOKI_MIGRATE_TASK_RQ,
+	ENOKI_TASK_PRIO_CHANGED,
+	ENOKI_TASK_AFFINITY_CHANGED,
+	ENOKI_MSG_NR,
+};
+
+/* enoki_msg.flags */
+#define ENOKI_F_YIELD		(1U << 0)
+#define ENOKI_F_SLEEP		(1U << 1)
+#define ENOKI_F_HAS_PREV	(1U << 2)
+#define ENOKI_F_PREV_RUNNABLE	(1U << 3)
+#define ENOKI_F_NEW		(1U << 4)
+
+/* error codes in enoki_msg.flags of PNT_ERR and BALANCE_ERR */
+#define ENOKI_ERR_WRONG_CPU	1
+#define ENOKI_ERR_NOT_QUEUED	2
+#define ENOKI_ERR_AFFINITY	3
+#define ENOKI_ERR_NO_TASK	4
+
+/* enoki_msg.ret_err: mistakes libEnoki caught in the module */
+#define ENOKI_RET_WRONG_CPU	(1U << 0)
+#define ENOKI_RET_BAD_MIGRATE	(1U << 1)
+#define ENOKI_RET_BAD_SELECT	(1U << 2)
+
+#define ENOKI_MODE_ALL		0
+#define ENOKI_MODE_OPT_IN	1
+
+#define ENOKI_KICK_RESCHED	0
+#define ENOKI_KICK_PREEMPT	1
+
+/* One call into the scheduler and its answer; plain data, recordable. */
+struct enoki_msg {
+	u32 kind;
+	u32 flags;
+	s32 cpu;
+	s32 pid;
+	s32 tgid;
+	s32 task_cpu;
+	u64 runtime;
+	u32 weight;
+	s32 nice;
+	u64 allowed[ENOKI_CPUMASK_WORDS];
+	s64 ret;
+	s32 ret_cpu;
+	u32 ret_err;
+	u64 ret_slice;
+};
+static_assert(sizeof(struct enoki_msg) == 96);
+
+struct enoki_cpu_topo {
+	s32 core;
+	s32 llc;
+	s32 node;
+	s32 package;
+};
+
+struct enoki_topology {
+	u32 nr_cpus;
+	u32 nr_nodes;
+	struct enoki_cpu_topo cpus[ENOKI_MAX_CPUS];
+	u8 distance[ENOKI_MAX_NODES][ENOKI_MAX_NODES];
+};
+
+struct module;
+
+struct enoki_sched_ops {
+	u32 abi_version;
+	u32 mode;
+	u64 slice_ns;
+	u32 timeout_ms;
+	char name[ENOKI_NAME_LEN];
+	struct module *owner;
+	const void *sched;
+	s64 (*process)(const void *sched, struct enoki_msg *msg);
+};
+static_assert(offsetof(struct enoki_sched_ops, process) == 72);
+
+int enoki_register(const struct enoki_sched_ops *ops);
+void enoki_unregister(const struct enoki_sched_ops *ops);
+int enoki_get_topology(struct enoki_topology *topo);
+void enoki_kick_cpu(int cpu, u32 flags);
+void enoki_set_timer(int cpu, u64 ns);
+void enoki_cancel_timer(int cpu);
+void enoki_log(int level, const char *msg, size_t len);
+
+#endif /* _KERNEL_SCHED_ENOKI_H */

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A deliberately wrong scheduler, for tests: every `every`-th pick
+//! (module args `every=N`, default 2) returns a token queued for another CPU.
+//! libEnoki must hand it back through `pnt_err`, count it, and run nothing;
+//! the machine must survive and every task must still make progress.
+#![forbid(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use enoki::{
+    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, Pid, PickError, PrevTask, Ring, Schedulable,
+    SpinLock, TaskError, TaskInfo,
+};
+
+pub struct BadPick {
+    every: u64,
+    picks: AtomicU64,
+    /// Tokens handed back through `pnt_err`.
+    pub handed_back: AtomicU64,
+    queues: FixedVec<SpinLock<Ring<Schedulable>>>,
+}
+
+impl BadPick {
+    fn push(&self, token: Schedulable) -> Result<(), Schedulable> {
+        match self.queues.get(token.cpu()) {
+            Some(q) => q.lock().push_back(token),
+            None => Err(token),
+        }
+    }
+}
+
+impl EnokiScheduler for BadPick {
+    const NAME: &'static str = "badpick";
+    type Hint = NoHint;
+    type RevHint = NoHint;
+    type UpgradeState = ();
+
+    fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
+        ctx.args.check_known(&["every"])?;
+        Ok(BadPick {
+            every: ctx.args.u64_in("every", 2, 1, 1_000_000)?,
+            picks: AtomicU64::new(0),
+            handed_back: AtomicU64::new(0),
+            queues: FixedVec::try_new_with(ctx.topology.nr_cpus(), |_| {
+                Ring::with_capacity(ctx.max_tasks).map(SpinLock::new)
+            })?,
+        })
+    }
+
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
+        let n = self.picks.fetch_add(1, Ordering::Relaxed);
+        if n % self.every == 0 {
+            // The bug: take the first task queued for some other CPU.
+            let stolen = self
+                .queues
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != cpu)
+                .find_map(|(_, q)| q.lock().pop_front());
+            if stolen.is_some() {
+                return stolen;
+            }
+        }
+        self.queues.get(cpu)?.lock().pop_front()
+    }
+
+    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
+        if let Some(token) = sched {
+            self.handed_back.fetch_add(1, Ordering::Relaxed);
+            let _ = self.push(token);
+        }
+    }
+
+    fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+        self.push(sched)
+    }
+
+    fn task_preempt(&self, _pid: Pid, _runtime: u64, _yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
+        self.push(sched)
+    }
+
+    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) {
+        if !sleeping {
+            for q in self.queues.iter() {
+                q.lock().remove_first(|t| t.pid() == pid);
+            }
+        }
+    }
+
+    fn task_dead(&self, pid: Pid) {
+        self.task_blocked(pid, 0, 0, false);
+    }
+}
+
+enoki::export_scheduler!(BadPick);

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+//! FIFO: per-CPU first-in first-out run queues with a time slice.
+//!
+//! - A waking task goes to its previous CPU if idle, else to an idle allowed
+//!   CPU (same LLC first), else back to its previous CPU.
+//! - A picked task runs for one slice (the module's `slice_us`), then goes
+//!   to the back of its CPU's queue.
+//! - An idle CPU steals the oldest allowed task from the longest queue,
+//!   nearest first; a CPU that queues work while another allowed CPU idles
+//!   kicks that CPU so it comes to steal.
+#![forbid(unsafe_code)]
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use enoki::{
+    CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, Pid, PickError, PrevTask, Ring,
+    Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
+};
+
+/// A waiting task: its token and where it may run (kept with the token so
+/// stealing needs no second lock).
+struct Waiting {
+    token: Schedulable,
+    allowed: CpuSet,
+}
+
+pub struct Fifo {
+    topology: Topology,
+    services: Services,
+    slice_ns: u64,
+    queues: FixedVec<SpinLock<Ring<Waiting>>>,
+    /// Allowed CPUs of every task the scheduler knows.
+    tasks: SpinLock<TaskMap<CpuSet>>,
+    /// CPUs whose last pick found nothing.
+    idle: FixedVec<AtomicBool>,
+}
+
+impl Fifo {
+    fn queue(&self, cpu: CpuId) -> Option<&SpinLock<Ring<Waiting>>> {
+        self.queues.get(cpu)
+    }
+
+    fn is_idle(&self, cpu: CpuId) -> bool {
+        self.idle.get(cpu).is_some_and(|i| i.load(Ordering::Relaxed))
+    }
+
+    fn set_idle(&self, cpu: CpuId, idle: bool) {
+        if let Some(i) = self.idle.get(cpu) {
+            i.store(idle, Ordering::Relaxed);
+        }
+    }
+
+    /// CPUs in order of closeness to `cpu`: same LLC, same node, the rest.
+    fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> + '_ {
+        let t = &self.topology;
+        let llc = t.llc_cpus(cpu);
+        let node = t.node_cpus(t.node_of(cpu));
+        let near = llc.iter().filter(move |c| *c != cpu);
+        let mid = node.iter().filter(move |c| !llc.contains(*c));
+        let far = t.cpus().filter(move |c| !node.contains(*c));
+        near.chain(mid).chain(far)
+    }
+
+    /// Queues `token` at the back of its CPU's queue; if that CPU is busy,
+    /// kicks an idle CPU that may run the task.
+    fn enqueue(&self, token: Schedulable) -> Result<(), Schedulable> {
+        let pid = token.pid();
+        let cpu = token.cpu();
+        let Some(allowed) = self.tasks.lock().get(pid).copied() else { return Err(token) };
+        let Some(queue) = self.queue(cpu) else { return Err(token) };
+        queue.lock().push_back(Waiting { token, allowed }).map_err(|w| w.token)?;
+        if !self.is_idle(cpu) {
+            if let Some(idle) = self.nearest(cpu).find(|c| allowed.contains(*c) && self.is_idle(*c)) {
+                self.services.kick_cpu(idle);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `pid`'s token from whichever queue holds it.
+    fn dequeue(&self, pid: Pid) -> Option<Schedulable> {
+        self.queues.iter().find_map(|q| q.lock().remove_first(|w| w.token.pid() == pid)).map(|w| w.token)
+    }
+}
+
+impl EnokiScheduler for Fifo {
+    const NAME: &'static str = "fifo";
+    type Hint = NoHint;
+    type RevHint = NoHint;
+    type UpgradeState = ();
+
+    fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
+        ctx.args.check_known(&[])?;
+        let nr = ctx.topology.nr_cpus();
+        Ok(Fifo {
+            topology: ctx.topology.try_clone()?,
+            services: ctx.services.clone(),
+            slice_ns: ctx.slice_ns,
+            queues: FixedVec::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks).map(SpinLock::new))?,
+            tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
+            idle: FixedVec::new_with(nr, |_| AtomicBool::new(false))?,
+        })
+    }
+
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
+        let next = self.queue(cpu)?.lock().pop_front();
+        self.set_idle(cpu, next.is_none());
+        next.map(|w| {
+            let mut token = w.token;
+            token.set_slice_ns(self.slice_ns);
+            token
+        })
+    }
+
+    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
+        // Still the task's token: back to the queue it belongs to. If the
+        // task left meanwhile, task_blocked/task_dead will drop it.
+        if let Some(token) = sched {
+            let _ = self.enqueue(token);
+        }
+    }
+
+    fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
+        self.tasks.lock().insert(task.pid, task.allowed).map(|_| ()).map_err(|_| TaskError::Full)
+    }
+
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+        self.enqueue(sched)
+    }
+
+    fn task_preempt(&self, _pid: Pid, _runtime: u64, _yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
+        self.enqueue(sched)
+    }
+
+    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) {
+        // Only a running task sleeps, and a running task has no token queued.
+        if !sleeping {
+            self.dequeue(pid);
+        }
+    }
+
+    fn task_dead(&self, pid: Pid) {
+        self.dequeue(pid);
+        self.tasks.lock().remove(pid);
+    }
+
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
+        let Some(allowed) = self.tasks.lock().get(pid).copied() else { return prev_cpu };
+        if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
+            return prev_cpu;
+        }
+        self.nearest(prev_cpu).find(|c| allowed.contains(*c) && self.is_idle(*c)).unwrap_or(prev_cpu)
+    }
+
+    fn balance(&self, cpu: CpuId) -> Option<Pid> {
+        // The longest queue with a task allowed here; nearest wins ties.
+        let mut best: Option<(usize, Pid)> = None;
+        for other in self.nearest(cpu) {
+            let Some(queue) = self.queue(other) else { continue };
+            let q = queue.lock();
+            if best.is_some_and(|(len, _)| q.len() <= len) {
+                continue;
+            }
+            let allowed_here = q.iter().find(|w| w.allowed.contains(cpu)).map(|w| w.token.pid());
+            if let Some(pid) = allowed_here {
+                best = Some((q.len(), pid));
+            }
+        }
+        best.map(|(_, pid)| pid)
+    }
+
+    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
+        let old = self.dequeue(pid)?;
+        let allowed = self.tasks.lock().get(pid).copied().unwrap_or_default();
+        // The thief asked for it: put it first so it runs next there.
+        let queue = self.queue(sched.cpu())?;
+        if let Err(w) = queue.lock().push_front(Waiting { token: sched, allowed }) {
+            // Full: keep the old token where it was instead.
+            drop(w);
+            let _ = self.enqueue(old);
+            return None;
+        }
+        Some(old)
+    }
+
+    fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) {
+        if let Some(a) = self.tasks.lock().get_mut(pid) {
+            *a = *allowed;
+        }
+    }
+}
+
+enoki::export_scheduler!(Fifo);
