@@ -71,8 +71,6 @@ struct Task {
     allowed: CpuSet,
     runtime: u64,
     state: TaskState,
-    /// The scheduler refused it at TASK_NEW: it never reaches the scheduler.
-    unmanaged: bool,
 }
 
 /// Drives a scheduler the way Enoki-C does.
@@ -82,6 +80,10 @@ pub struct Driver<S: EnokiScheduler> {
     pub host: Arc<RecordingHost>,
     tasks: BTreeMap<Pid, Task>,
     running: std::vec::Vec<Option<Pid>>,
+    /// Slice left for the task running on each CPU, ns (sched_ext's
+    /// `p->scx.slice`).
+    slice_left: std::vec::Vec<u64>,
+    slice_ns: u64,
     pub counters: DriverCounters,
 }
 
@@ -104,6 +106,8 @@ impl<S: EnokiScheduler> Driver<S> {
             host,
             tasks: BTreeMap::new(),
             running: vec![None; nr],
+            slice_left: vec![0; nr],
+            slice_ns,
             counters: DriverCounters::default(),
         })
     }
@@ -157,17 +161,15 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).
     pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent_cpu: CpuId) {
-        self.tasks.insert(pid, Task { allowed, runtime: 0, state: TaskState::Blocked, unmanaged: false });
+        self.tasks.insert(pid, Task { allowed, runtime: 0, state: TaskState::Blocked });
         let mut m = self.msg(kind::TASK_NEW, parent_cpu, pid);
         m.tgid = pid;
         m.weight = nice_to_weight(nice);
         m.nice = nice;
         self.send(&mut m);
         if m.ret < 0 {
+            // Like Enoki-C: counted, and every later enqueue is refused too.
             self.counters.rejected += 1;
-            if let Some(t) = self.tasks.get_mut(&pid) {
-                t.unmanaged = true;
-            }
         }
         self.wake(pid, parent_cpu);
     }
@@ -181,10 +183,6 @@ impl<S: EnokiScheduler> Driver<S> {
             _ => return,
         };
         let prev = if allowed.contains(prev) { prev } else { allowed.iter().next().unwrap_or(0) };
-        if task.unmanaged {
-            self.set_state(pid, TaskState::Fallback);
-            return;
-        }
         let mut cpu = prev;
         if allowed.len() > 1 {
             let mut m = self.msg(kind::SELECT_TASK_RQ, waker_cpu, pid);
@@ -239,6 +237,7 @@ impl<S: EnokiScheduler> Driver<S> {
             .find(|(_, t)| t.state == TaskState::Fallback && t.allowed.contains(cpu))
             .map(|(p, _)| *p);
         if let Some(pid) = fallback {
+            self.slice_left[cpu] = self.slice_ns;
             return Some(self.start(pid, cpu));
         }
         let mut balanced = false;
@@ -248,7 +247,11 @@ impl<S: EnokiScheduler> Driver<S> {
             if m.ret >= 0 {
                 let pid = m.ret as Pid;
                 match self.check_pick(pid, cpu) {
-                    Ok(()) => return Some(self.start(pid, cpu)),
+                    Ok(()) => {
+                        let slice = if m.ret_slice == 0 { self.slice_ns } else { m.ret_slice };
+                        self.slice_left[cpu] = slice;
+                        return Some(self.start(pid, cpu));
+                    }
                     Err(code) => {
                         self.counters.pick_errors += 1;
                         let mut e = self.msg(kind::PNT_ERR, cpu, pid);
@@ -298,19 +301,18 @@ impl<S: EnokiScheduler> Driver<S> {
         pid
     }
 
-    /// The task on `cpu` runs `ns` more and takes a tick; returns whether
-    /// the scheduler asked to preempt it (and then preempts it).
+    /// The task on `cpu` runs `ns` more and takes a tick. It is preempted
+    /// when its slice is used up or the scheduler asks for it; returns
+    /// whether it was.
     pub fn tick(&mut self, cpu: CpuId, ns: u64) -> bool {
         let Some(pid) = self.running(cpu) else { return false };
         if let Some(t) = self.tasks.get_mut(&pid) {
             t.runtime += ns;
         }
-        if self.tasks.get(&pid).is_some_and(|t| t.unmanaged) {
-            return false;
-        }
+        self.slice_left[cpu] = self.slice_left[cpu].saturating_sub(ns);
         let mut m = self.msg(kind::TASK_TICK, cpu, pid);
         self.send(&mut m);
-        let preempt = m.ret > 0;
+        let preempt = self.slice_left[cpu] == 0 || m.ret > 0;
         if preempt {
             self.preempt(cpu, false);
         }
@@ -321,10 +323,6 @@ impl<S: EnokiScheduler> Driver<S> {
     /// or `yielded`).
     pub fn preempt(&mut self, cpu: CpuId, yielded: bool) {
         let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else { return };
-        if self.tasks.get(&pid).is_some_and(|t| t.unmanaged) {
-            self.set_state(pid, TaskState::Fallback);
-            return;
-        }
         self.enqueue(pid, cpu, kind::TASK_PREEMPT, if yielded { flag::YIELD } else { 0 });
     }
 
@@ -332,12 +330,10 @@ impl<S: EnokiScheduler> Driver<S> {
     pub fn block(&mut self, cpu: CpuId) {
         let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else { return };
         self.set_state(pid, TaskState::Blocked);
-        if !self.tasks.get(&pid).is_some_and(|t| t.unmanaged) {
-            let mut m = self.msg(kind::TASK_BLOCKED, cpu, pid);
-            m.task_cpu = cpu as i32;
-            m.flags = flag::SLEEP;
-            self.send(&mut m);
-        }
+        let mut m = self.msg(kind::TASK_BLOCKED, cpu, pid);
+        m.task_cpu = cpu as i32;
+        m.flags = flag::SLEEP;
+        self.send(&mut m);
     }
 
     /// `pid` exits (wherever it is).
@@ -348,11 +344,8 @@ impl<S: EnokiScheduler> Driver<S> {
             TaskState::Queued { cpu } => self.dequeue(pid, cpu),
             _ => {}
         }
-        let unmanaged = self.tasks.get(&pid).is_some_and(|t| t.unmanaged);
-        if !unmanaged {
-            let mut m = self.msg(kind::TASK_DEAD, 0, pid);
-            self.send(&mut m);
-        }
+        let mut m = self.msg(kind::TASK_DEAD, 0, pid);
+        self.send(&mut m);
         self.tasks.remove(&pid);
     }
 

@@ -10,7 +10,7 @@ use super::types::CpuId;
 
 mod driver;
 
-pub use driver::{Driver, DriverCounters, HostEvent, RecordingHost};
+pub use driver::{Driver, DriverCounters, HostEvent, RecordingHost, TaskState};
 
 /// What the userspace backend does with a scheduler's service requests.
 pub trait HostOps: Send + Sync {

@@ -368,9 +368,12 @@ static void enoki_op_disable(struct task_struct *p)
 static void enoki_op_exit(struct scx_exit_info *info)
 {
 	/* runs in the disable worker, after sched_ext moved tasks to CFS */
-	snprintf(enoki.last_exit, sizeof(enoki.last_exit), "%s: %s",
-		 info->reason ?: "unknown", info->msg ?: "");
-	strim(enoki.last_exit);
+	if (info->msg && info->msg[0])
+		snprintf(enoki.last_exit, sizeof(enoki.last_exit), "%s: %s",
+			 info->reason ?: "unknown", info->msg);
+	else
+		strscpy(enoki.last_exit, info->reason ?: "unknown",
+			sizeof(enoki.last_exit));
 	if (info->kind >= SCX_EXIT_ERROR) {
 		WRITE_ONCE(enoki.ejected, true);
 		pr_err("enoki: scheduler %s ejected: %s\n", enoki.name,

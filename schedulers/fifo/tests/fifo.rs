@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0
+//! FIFO under the userspace backend, driven the way Enoki-C drives it.
+
+use enoki::abi::kind;
+use enoki::user::{Driver, HostEvent, TaskState};
+use enoki::{CpuSet, Topology};
+use enoki_fifo::Fifo;
+
+const SLICE: u64 = 3_000_000;
+const TICK: u64 = 1_000_000;
+
+fn driver(max_tasks: usize) -> Driver<Fifo> {
+    std::env::set_var("ENOKI_QUIET", "1");
+    Driver::new(Topology::symmetric(2, 4, 1, 21).unwrap(), max_tasks, SLICE, "").unwrap()
+}
+
+fn only(cpu: usize) -> CpuSet {
+    let mut s = CpuSet::empty();
+    s.insert(cpu);
+    s
+}
+
+/// Every CPU asks once and finds nothing: all idle.
+fn all_idle(d: &mut Driver<Fifo>) {
+    for cpu in 0..8 {
+        assert_eq!(d.schedule(cpu), None);
+    }
+}
+
+#[test]
+fn runs_tasks_in_arrival_order() {
+    let mut d = driver(64);
+    for pid in [11, 12, 13] {
+        d.spawn(pid, only(0), 0, 0);
+    }
+    for want in [11, 12, 13] {
+        assert_eq!(d.schedule(0), Some(want));
+        d.block(0);
+    }
+    assert_eq!(d.schedule(0), None);
+}
+
+#[test]
+fn slice_expiry_sends_the_task_to_the_back() {
+    let mut d = driver(64);
+    d.spawn(1, only(0), 0, 0);
+    d.spawn(2, only(0), 0, 0);
+    assert_eq!(d.schedule(0), Some(1));
+    assert!(!d.tick(0, TICK));
+    assert!(!d.tick(0, TICK));
+    assert!(d.tick(0, TICK), "slice of 3 ms must end after 3 ticks of 1 ms");
+    assert_eq!(d.state(1), Some(TaskState::Queued { cpu: 0 }));
+    assert_eq!(d.schedule(0), Some(2));
+    assert_eq!(d.runtime(1), 3 * TICK);
+    assert_eq!(d.counters.msgs[kind::TASK_PREEMPT as usize], 1);
+}
+
+#[test]
+fn wakeup_goes_to_an_idle_allowed_cpu_nearest_first() {
+    let mut d = driver(64);
+    all_idle(&mut d);
+    d.spawn(1, only(0), 0, 0);
+    assert_eq!(d.schedule(0), Some(1));
+    // CPU 0 is busy now: a task that may run anywhere lands on an idle CPU
+    // of the same LLC.
+    d.spawn(2, CpuSet::first_n(8), 0, 0);
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 1 }));
+    // One allowed only on the other node goes there.
+    let mut far = CpuSet::empty();
+    far.insert(6);
+    far.insert(7);
+    d.spawn(3, far, 0, 0);
+    assert!(matches!(d.state(3), Some(TaskState::Queued { cpu: 6 | 7 })));
+}
+
+#[test]
+fn busy_cpu_kicks_an_idle_one_to_steal() {
+    let mut d = driver(64);
+    all_idle(&mut d);
+    d.spawn(1, only(0), 0, 0);
+    assert_eq!(d.schedule(0), Some(1));
+    d.host.take();
+    // Queued behind a running task on CPU 0, but allowed on CPU 1 too.
+    let mut two = only(0);
+    two.insert(1);
+    d.set_affinity(1, two);
+    d.preempt(0, false);
+    assert!(d.host.take().contains(&HostEvent::Kick { cpu: 1, preempt: false }));
+}
+
+#[test]
+fn idle_cpu_steals_from_the_longest_queue_nearest_first() {
+    let mut d = driver(64);
+    // Two tasks queued on CPU 0 (node 0) and two on CPU 4 (node 1), then
+    // allowed everywhere.
+    for (pid, cpu) in [(1, 0), (2, 0), (3, 4), (4, 4)] {
+        d.spawn(pid, only(cpu), 0, cpu);
+    }
+    for pid in 1..=4 {
+        d.set_affinity(pid, CpuSet::first_n(8));
+    }
+    assert_eq!(d.schedule(1), Some(1), "CPU 1 shares CPU 0's LLC");
+    assert_eq!(d.counters.msgs[kind::MIGRATE_TASK_RQ as usize], 1);
+    assert_eq!(d.schedule(5), Some(3), "CPU 5 shares CPU 4's LLC");
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 0 }));
+    assert_eq!(d.counters.balance_errors, 0);
+}
+
+#[test]
+fn stealing_respects_affinity() {
+    let mut d = driver(64);
+    d.spawn(1, only(0), 0, 0);
+    d.spawn(2, only(0), 0, 0);
+    assert_eq!(d.schedule(3), None, "no task may run on CPU 3");
+    assert_eq!(d.state(1), Some(TaskState::Queued { cpu: 0 }));
+    assert_eq!(d.schedule(0), Some(1));
+}
+
+#[test]
+fn affinity_change_moves_a_queued_task() {
+    let mut d = driver(64);
+    d.spawn(1, only(0), 0, 0);
+    d.set_affinity(1, only(2));
+    assert_eq!(d.state(1), Some(TaskState::Queued { cpu: 2 }));
+    assert_eq!(d.schedule(0), None);
+    assert_eq!(d.schedule(2), Some(1));
+}
+
+#[test]
+fn a_full_scheduler_rejects_and_the_task_still_runs() {
+    let mut d = driver(16);
+    for pid in 0..17 {
+        d.spawn(100 + pid, only(0), 0, 0);
+    }
+    assert_eq!(d.counters.rejected, 2, "refused at task_new and at wakeup");
+    assert_eq!(d.state(116), Some(TaskState::Fallback));
+    assert_eq!(d.schedule(0), Some(116), "rejected tasks run FIFO outside the scheduler first");
+}
+
+#[test]
+fn exit_drops_every_trace_of_the_task() {
+    let mut d = driver(16);
+    d.spawn(1, only(0), 0, 0);
+    d.spawn(2, only(0), 0, 0);
+    d.exit(1);
+    assert_eq!(d.schedule(0), Some(2));
+    d.exit(2);
+    assert_eq!(d.schedule(0), None);
+    // The room is free again.
+    for pid in 10..26 {
+        d.spawn(pid, only(1), 0, 1);
+    }
+    assert_eq!(d.counters.rejected, 0);
+}
