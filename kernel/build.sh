@@ -5,8 +5,9 @@
 # cache keyed by everything that forces a full rebuild. Edits to kernel/src or
 # the patches rebuild incrementally; an unchanged tree does no work at all.
 #
-#   kernel/build.sh            build bzImage and modules, link target/kernel
-#   kernel/build.sh --source   only prepare the patched source, print its path
+#   kernel/build.sh              build bzImage and modules, link target/kernel
+#   kernel/build.sh --source     only prepare the patched source, print its path
+#   kernel/build.sh --pristine   only fetch the pinned source, print its path
 set -euo pipefail
 
 KVER_DEB="6.12.117-1~deb12u1"
@@ -40,6 +41,11 @@ if [ ! -f "$pristine/.enoki-extracted" ]; then
 	tar -xf "$tarball" -C "$pristine" --strip-components=1
 	rm -rf "$cache/dl/x"
 	touch "$pristine/.enoki-extracted"
+fi
+
+if [ "${1:-}" = "--pristine" ]; then
+	echo "$pristine"
+	exit 0
 fi
 
 # --- cache key: what forces a full rebuild ---------------------------------

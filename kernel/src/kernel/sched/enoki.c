@@ -459,24 +459,14 @@ EXPORT_SYMBOL_GPL(enoki_cancel_timer);
  */
 void enoki_log(int level, const char *msg, size_t len)
 {
-	int n = min_t(size_t, len, 512);
+	static const char * const levels[] = {
+		KERN_ERR, KERN_WARNING, KERN_INFO, KERN_DEBUG,
+	};
 
-	switch (level) {
-	case 0:
-		printk_deferred(KERN_ERR "enoki %s: %.*s\n", enoki.name, n, msg);
-		break;
-	case 1:
-		printk_deferred(KERN_WARNING "enoki %s: %.*s\n", enoki.name, n,
-				msg);
-		break;
-	case 2:
-		printk_deferred(KERN_INFO "enoki %s: %.*s\n", enoki.name, n, msg);
-		break;
-	default:
-		printk_deferred(KERN_DEBUG "enoki %s: %.*s\n", enoki.name, n,
-				msg);
-		break;
-	}
+	level = clamp(level, 0, (int)ARRAY_SIZE(levels) - 1);
+	/* printk takes the level from the formatted text */
+	printk_deferred("%senoki %s: %.*s\n", levels[level], enoki.name,
+			(int)min_t(size_t, len, 512), msg);
 }
 EXPORT_SYMBOL_GPL(enoki_log);
 
