@@ -50,7 +50,7 @@ for sched in "$top"/schedulers/*/; do
 	pub use enoki_lib::*;
 
 	#[path = "$sched/src/lib.rs"]
-	mod scheduler_src;
+	pub mod scheduler_src;
 
 	type Module = enoki_lib::kmod::EnokiModule<scheduler_src::EnokiSched>;
 

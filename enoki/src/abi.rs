@@ -17,19 +17,33 @@ pub const CPUMASK_WORDS: usize = MAX_CPUS / 64;
 /// Message kinds (`Msg::kind`). Plain constants: a C value outside an enum's
 /// range must not be undefined behaviour on the Rust side.
 pub mod kind {
+    /// A task entered Enoki.
     pub const TASK_NEW: u32 = 1;
+    /// A task became runnable; carries its token.
     pub const TASK_WAKEUP: u32 = 2;
+    /// A running task was preempted or yielded; carries its token.
     pub const TASK_PREEMPT: u32 = 3;
+    /// A task left the runnable set.
     pub const TASK_BLOCKED: u32 = 4;
+    /// A task left Enoki.
     pub const TASK_DEAD: u32 = 5;
+    /// Timer tick while a task runs.
     pub const TASK_TICK: u32 = 6;
+    /// Choose a CPU for a waking task.
     pub const SELECT_TASK_RQ: u32 = 7;
+    /// Pick the next task for a CPU.
     pub const PICK_NEXT_TASK: u32 = 8;
+    /// The picked task could not run.
     pub const PNT_ERR: u32 = 9;
+    /// Name a task to pull onto an idle CPU.
     pub const BALANCE: u32 = 10;
+    /// The task named by BALANCE could not move.
     pub const BALANCE_ERR: u32 = 11;
+    /// A task moves: new token in, old token out.
     pub const MIGRATE_TASK_RQ: u32 = 12;
+    /// Nice value changed.
     pub const TASK_PRIO_CHANGED: u32 = 13;
+    /// Allowed CPUs changed.
     pub const TASK_AFFINITY_CHANGED: u32 = 14;
     /// One past the last kind; sizes the per-kind counters.
     pub const NR: u32 = 15;
@@ -168,8 +182,11 @@ pub struct RawCpu {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RawTopology {
+    /// CPUs described in `cpus`.
     pub nr_cpus: u32,
+    /// NUMA nodes described in `distance`.
     pub nr_nodes: u32,
+    /// Where each CPU sits.
     pub cpus: [RawCpu; MAX_CPUS],
     /// `node_distance()` (10 local).
     pub distance: [[u8; MAX_NODES]; MAX_NODES],
@@ -192,7 +209,9 @@ pub const NAME_LEN: usize = 32;
 /// What a scheduler module registers with Enoki-C.
 #[repr(C)]
 pub struct RawOps {
+    /// [`ABI_VERSION`] of the module.
     pub abi_version: u32,
+    /// One of [`mode`].
     pub mode: u32,
     /// Default time slice in ns.
     pub slice_ns: u64,

@@ -53,18 +53,22 @@ pub struct Ring<T> {
 }
 
 impl<T> Ring<T> {
+    /// Room for `capacity` items.
     pub fn with_capacity(capacity: usize) -> Result<Self, AllocError> {
         Ok(Ring { slots: FixedVec::new_with(capacity.max(1), |_| None)?, head: 0, len: 0 })
     }
 
+    /// Items held.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Most items it can hold.
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }
@@ -95,6 +99,7 @@ impl<T> Ring<T> {
         Ok(())
     }
 
+    /// Removes the oldest item.
     pub fn pop_front(&mut self) -> Option<T> {
         if self.len == 0 {
             return None;
@@ -106,6 +111,7 @@ impl<T> Ring<T> {
         item
     }
 
+    /// The oldest item.
     pub fn front(&self) -> Option<&T> {
         self.get(0)
     }
@@ -118,6 +124,7 @@ impl<T> Ring<T> {
         self.slots[self.slot(i)].as_ref()
     }
 
+    /// Items from front to back.
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
         (0..self.len).filter_map(move |i| self.get(i))
     }
@@ -154,14 +161,17 @@ impl<V> TaskMap<V> {
         Ok(TaskMap { slots: FixedVec::new_with(slots, |_| None)?, len: 0, capacity: capacity.max(1) })
     }
 
+    /// Items held.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Most items it can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -183,14 +193,17 @@ impl<V> TaskMap<V> {
         }
     }
 
+    /// Whether `pid` has an entry.
     pub fn contains(&self, pid: Pid) -> bool {
         self.find(pid).is_some()
     }
 
+    /// The entry of `pid`.
     pub fn get(&self, pid: Pid) -> Option<&V> {
         self.find(pid).and_then(|i| self.slots[i].as_ref().map(|(_, v)| v))
     }
 
+    /// The entry of `pid`, mutably.
     pub fn get_mut(&mut self, pid: Pid) -> Option<&mut V> {
         let i = self.find(pid)?;
         self.slots[i].as_mut().map(|(_, v)| v)
@@ -215,6 +228,7 @@ impl<V> TaskMap<V> {
         Ok(None)
     }
 
+    /// Removes and returns the entry of `pid`.
     pub fn remove(&mut self, pid: Pid) -> Option<V> {
         let mask = self.slots.len() - 1;
         let mut hole = self.find(pid)?;
@@ -235,6 +249,7 @@ impl<V> TaskMap<V> {
         Some(value)
     }
 
+    /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (Pid, &V)> + '_ {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(p, v)| (*p, v)))
     }

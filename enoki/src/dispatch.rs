@@ -14,10 +14,12 @@ pub struct Loaded<S> {
 }
 
 impl<S: EnokiScheduler> Loaded<S> {
+    /// Wraps a created scheduler for a machine of `nr_cpus` CPUs.
     pub fn new(sched: S, nr_cpus: usize) -> Self {
         Loaded { sched, nr_cpus }
     }
 
+    /// The scheduler itself.
     pub fn scheduler(&self) -> &S {
         &self.sched
     }

@@ -24,6 +24,8 @@ extern "C" {
     fn enoki_set_timer(cpu: c_int, ns: u64);
     fn enoki_cancel_timer(cpu: c_int);
     fn enoki_log(level: c_int, msg: *const u8, len: usize);
+    fn enoki_record_lock(addr: u64, acquire: bool);
+    static enoki_recording: c_int;
 
     // Module parameters, from kernel/module/enoki_params.c.
     static enoki_param_mode: *const c_char;
@@ -51,6 +53,18 @@ impl Host {
             // SAFETY: as above.
             None => unsafe { enoki_cancel_timer(cpu as c_int) },
         }
+    }
+}
+
+/// Records a lock event while Enoki-C records; one load and branch otherwise.
+#[inline(always)]
+pub(super) fn lock_event(addr: usize, acquire: bool) {
+    // SAFETY: an int Enoki-C writes with WRITE_ONCE; a racy read only
+    // records one event more or less around a start or stop.
+    let on = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(enoki_recording)) };
+    if on != 0 {
+        // SAFETY: callable from any context; it checks the flag again.
+        unsafe { enoki_record_lock(addr as u64, acquire) };
     }
 }
 

@@ -5,9 +5,13 @@
 /// Severity of a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// Something failed.
     Error,
+    /// Something looks wrong.
     Warn,
+    /// For the record.
     Info,
+    /// For developers.
     Debug,
 }
 
@@ -41,10 +45,12 @@ pub struct LineBuf<const N: usize> {
 }
 
 impl<const N: usize> LineBuf<N> {
+    /// An empty line.
     pub const fn new() -> Self {
         LineBuf { buf: [0; N], len: 0 }
     }
 
+    /// The text written so far.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }

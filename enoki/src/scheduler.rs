@@ -66,12 +66,15 @@ impl<'a> Args<'a> {
 
 /// Everything a scheduler is created from.
 pub struct InitContext<'a> {
+    /// The machine.
     pub topology: &'a Topology,
     /// Most tasks the scheduler must be able to hold at once.
     pub max_tasks: usize,
     /// The module's default time slice, ns.
     pub slice_ns: u64,
+    /// Scheduler-specific settings.
     pub args: Args<'a>,
+    /// Kicks and timers; keep a clone.
     pub services: Services,
 }
 

@@ -10,14 +10,19 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-/// Lock events, for record/replay and lock debugging. No-ops for now.
+/// Lock events, for record/replay and lock debugging: the backend records
+/// them while recording is on (one branch when it is off).
 pub mod hooks {
     /// A lock at `addr` was taken.
     #[inline(always)]
-    pub fn acquired(_addr: usize) {}
+    pub fn acquired(addr: usize) {
+        super::super::backend::lock_event(addr, true);
+    }
     /// A lock at `addr` was released.
     #[inline(always)]
-    pub fn released(_addr: usize) {}
+    pub fn released(addr: usize) {
+        super::super::backend::lock_event(addr, false);
+    }
 }
 
 /// A spin lock protecting a `T`.
@@ -32,6 +37,7 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
+    /// An unlocked lock holding `value`.
     pub const fn new(value: T) -> Self {
         SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
@@ -104,10 +110,12 @@ unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
 unsafe impl<T: Send> Send for RwLock<T> {}
 
 impl<T> RwLock<T> {
+    /// An unlocked lock holding `value`.
     pub const fn new(value: T) -> Self {
         RwLock { state: AtomicU32::new(0), value: UnsafeCell::new(value) }
     }
 
+    /// Shared access; spins while a writer holds or waits for the lock.
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         loop {
             let s = self.state.load(Ordering::Relaxed);
@@ -122,6 +130,7 @@ impl<T> RwLock<T> {
         RwLockReadGuard { lock: self }
     }
 
+    /// Exclusive access; spins until readers are gone.
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         // Claim the writer bit first so new readers back off, then drain readers.
         loop {
@@ -141,6 +150,7 @@ impl<T> RwLock<T> {
     }
 }
 
+/// Shared access to an [`RwLock`]; released when dropped.
 pub struct RwLockReadGuard<'a, T> {
     lock: &'a RwLock<T>,
 }
@@ -160,6 +170,7 @@ impl<T> Drop for RwLockReadGuard<'_, T> {
     }
 }
 
+/// Exclusive access to an [`RwLock`]; released when dropped.
 pub struct RwLockWriteGuard<'a, T> {
     lock: &'a RwLock<T>,
 }

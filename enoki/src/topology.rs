@@ -69,30 +69,37 @@ impl Topology {
         Ok(Topology { cpus, nr_nodes, distance })
     }
 
+    /// CPUs, numbered `0..nr_cpus()`.
     pub fn nr_cpus(&self) -> usize {
         self.cpus.len()
     }
 
+    /// NUMA nodes.
     pub fn nr_nodes(&self) -> usize {
         self.nr_nodes
     }
 
+    /// Every CPU number.
     pub fn cpus(&self) -> core::ops::Range<CpuId> {
         0..self.nr_cpus()
     }
 
+    /// NUMA node of `cpu`.
     pub fn node_of(&self, cpu: CpuId) -> usize {
         self.cpus[cpu].node as usize
     }
 
+    /// Last-level cache of `cpu`, named by its first CPU.
     pub fn llc_of(&self, cpu: CpuId) -> usize {
         self.cpus[cpu].llc as usize
     }
 
+    /// SMT core of `cpu`, named by its first CPU.
     pub fn core_of(&self, cpu: CpuId) -> usize {
         self.cpus[cpu].core as usize
     }
 
+    /// Socket of `cpu`.
     pub fn package_of(&self, cpu: CpuId) -> usize {
         self.cpus[cpu].package as usize
     }

@@ -84,26 +84,31 @@ impl CpuSet {
         self.bits
     }
 
+    /// Adds `cpu` (ignored past `MAX_CPUS`).
     pub fn insert(&mut self, cpu: CpuId) {
         if cpu < MAX_CPUS {
             self.bits[cpu / 64] |= 1 << (cpu % 64);
         }
     }
 
+    /// Removes `cpu`.
     pub fn remove(&mut self, cpu: CpuId) {
         if cpu < MAX_CPUS {
             self.bits[cpu / 64] &= !(1 << (cpu % 64));
         }
     }
 
+    /// Whether `cpu` is in the set.
     pub fn contains(&self, cpu: CpuId) -> bool {
         cpu < MAX_CPUS && self.bits[cpu / 64] & (1 << (cpu % 64)) != 0
     }
 
+    /// Number of CPUs in the set.
     pub fn len(&self) -> usize {
         self.bits.iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// Whether the set has no CPU.
     pub fn is_empty(&self) -> bool {
         self.bits.iter().all(|w| *w == 0)
     }
@@ -118,19 +123,24 @@ impl CpuSet {
 /// What Enoki-C tells a scheduler about a task entering it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskInfo {
+    /// The task.
     pub pid: Pid,
+    /// Its process (thread group).
     pub tgid: Pid,
     /// CFS weight, 1024 at nice 0.
     pub weight: u32,
+    /// Nice value, -20..=19.
     pub nice: i32,
     /// Total CPU time so far, ns.
     pub runtime: u64,
+    /// CPUs it may run on.
     pub allowed: CpuSet,
 }
 
 /// The task a CPU ran before asking for the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrevTask {
+    /// The task.
     pub pid: Pid,
     /// Total CPU time so far, ns.
     pub runtime: u64,

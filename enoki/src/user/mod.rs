@@ -43,6 +43,24 @@ pub fn services(ops: Option<Arc<dyn HostOps>>) -> super::Services {
     super::Services { host: Host(ops) }
 }
 
+std::thread_local! {
+    static LOCK_OBSERVER: core::cell::Cell<Option<fn(usize, bool)>> = const { core::cell::Cell::new(None) };
+}
+
+/// Calls `observer(addr, acquired)` on every libEnoki lock event of this
+/// thread (simulator record and replay); `None` stops it.
+pub fn set_lock_observer(observer: Option<fn(usize, bool)>) {
+    LOCK_OBSERVER.with(|o| o.set(observer));
+}
+
+pub(super) fn lock_event(addr: usize, acquire: bool) {
+    LOCK_OBSERVER.with(|o| {
+        if let Some(f) = o.get() {
+            f(addr, acquire);
+        }
+    });
+}
+
 pub(super) type Storage<T> = std::vec::Vec<T>;
 
 pub(super) fn try_alloc_with<T, E: From<AllocError>>(

@@ -12,6 +12,7 @@ use enoki::{
     SpinLock, TaskError, TaskInfo,
 };
 
+/// The deliberately wrong scheduler.
 pub struct BadPick {
     every: u64,
     picks: AtomicU64,

@@ -24,6 +24,7 @@ struct Waiting {
     allowed: CpuSet,
 }
 
+/// The FIFO scheduler.
 pub struct Fifo {
     topology: Topology,
     services: Services,

@@ -13,11 +13,14 @@
  * Included from build_policy.c right after ext.c, so it uses sched_ext
  * internals directly.
  */
+#include <linux/debugfs.h>
 #include <linux/hrtimer.h>
 #include <linux/kobject.h>
 #include <linux/module.h>
 #include <linux/pid_namespace.h>
 #include <linux/sysfs.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
 
 #include "enoki.h"
 
@@ -59,6 +62,92 @@ static DEFINE_PER_CPU(struct enoki_timer, enoki_timers);
 static DEFINE_PER_CPU(struct task_struct *, enoki_yielding);
 static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
 
+/*
+ * Record: a single-producer (its CPU, interrupts off) single-consumer (the
+ * debugfs reader) ring per CPU. Producers never wait: a full ring counts a
+ * drop. The rings live from the first start to the next start.
+ */
+#define ENOKI_REC_ENTRIES	(1U << 15)	/* 4 MiB per CPU */
+
+struct enoki_ring {
+	struct enoki_rec *buf;
+	u64 head;	/* written by the producer */
+	u64 tail;	/* written by the consumer */
+	u64 drops;
+};
+
+int enoki_recording;
+EXPORT_SYMBOL_GPL(enoki_recording);
+static atomic64_t enoki_seq = ATOMIC64_INIT(0);
+static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
+/* serialises record start/stop and trace readers */
+static DEFINE_MUTEX(enoki_record_mutex);
+
+static struct enoki_rec *enoki_ring_slot(void)
+{
+	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
+	u64 head = ring->head;
+
+	if (!ring->buf)
+		return NULL;
+	if (head - smp_load_acquire(&ring->tail) >= ENOKI_REC_ENTRIES) {
+		ring->drops++;
+		return NULL;
+	}
+	return &ring->buf[head & (ENOKI_REC_ENTRIES - 1)];
+}
+
+static void enoki_ring_commit(void)
+{
+	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
+
+	smp_store_release(&ring->head, ring->head + 1);
+}
+
+static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
+{
+	struct enoki_rec *rec = enoki_ring_slot();
+
+	if (!rec)
+		return;
+	rec->seq = seq;
+	rec->cpu = smp_processor_id();
+	rec->type = ENOKI_REC_MSG;
+	rec->addr = 0;
+	rec->reserved = 0;
+	rec->msg = *msg;
+	enoki_ring_commit();
+}
+
+/**
+ * enoki_record_lock - record a libEnoki lock event while recording
+ * @addr: the lock's address (its identity in the trace)
+ * @acquire: taken (true) or released (false)
+ *
+ * Called with interrupts off from inside a scheduler call.
+ */
+void enoki_record_lock(u64 addr, bool acquire)
+{
+	struct enoki_rec *rec;
+	unsigned long flags;
+
+	if (!READ_ONCE(enoki_recording))
+		return;
+	local_irq_save(flags);
+	rec = enoki_ring_slot();
+	if (rec) {
+		memset(rec, 0, sizeof(*rec));
+		rec->seq = atomic64_inc_return(&enoki_seq);
+		rec->cpu = smp_processor_id();
+		rec->type = acquire ? ENOKI_REC_LOCK_ACQUIRE :
+				      ENOKI_REC_LOCK_RELEASE;
+		rec->addr = addr;
+		enoki_ring_commit();
+	}
+	local_irq_restore(flags);
+}
+EXPORT_SYMBOL_GPL(enoki_record_lock);
+
 static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 {
 	memset(msg, 0, sizeof(*msg));
@@ -93,11 +182,17 @@ static bool enoki_call(struct enoki_msg *msg)
 	const struct enoki_sched_ops *ops;
 	struct enoki_stats *stats;
 	unsigned long flags;
+	u64 seq = 0;
 
 	read_lock_irqsave(&enoki_lock, flags);
 	ops = enoki.ops;
-	if (ops)
+	if (ops) {
+		if (unlikely(READ_ONCE(enoki_recording)))
+			seq = atomic64_inc_return(&enoki_seq);
 		ops->process(ops->sched, msg);
+		if (unlikely(seq))
+			enoki_record_msg(seq, msg);
+	}
 	read_unlock_irqrestore(&enoki_lock, flags);
 	if (!ops)
 		return false;
@@ -739,6 +834,148 @@ static ssize_t enoki_counters_show(struct kobject *kobj, struct kobj_attribute *
 }
 ENOKI_ATTR_RO(counters);
 
+
+/* record control: /sys/kernel/enoki/record, trace in debugfs */
+
+static void enoki_record_stop(void)
+{
+	WRITE_ONCE(enoki_recording, 0);
+	/* producers run with interrupts off: wait until none is inside */
+	synchronize_rcu();
+}
+
+static int enoki_record_start(void)
+{
+	int cpu;
+
+	enoki_record_stop();
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+
+		if (!ring->buf) {
+			ring->buf = vmalloc_array(ENOKI_REC_ENTRIES,
+						  sizeof(*ring->buf));
+			if (!ring->buf)
+				return -ENOMEM;
+		}
+		ring->head = 0;
+		ring->tail = 0;
+		ring->drops = 0;
+	}
+	atomic64_set(&enoki_seq, 0);
+	WRITE_ONCE(enoki_recording, 1);
+	return 0;
+}
+
+static ssize_t enoki_record_show(struct kobject *kobj,
+				 struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(enoki_recording));
+}
+
+static ssize_t enoki_record_store(struct kobject *kobj,
+				  struct kobj_attribute *attr,
+				  const char *buf, size_t count)
+{
+	bool on;
+	int ret;
+
+	ret = kstrtobool(buf, &on);
+	if (ret)
+		return ret;
+	mutex_lock(&enoki_record_mutex);
+	if (on)
+		ret = enoki_record_start();
+	else
+		enoki_record_stop();
+	mutex_unlock(&enoki_record_mutex);
+	return ret ?: count;
+}
+static struct kobj_attribute enoki_attr_record =
+	__ATTR(record, 0644, enoki_record_show, enoki_record_store);
+
+static ssize_t enoki_record_drops_show(struct kobject *kobj,
+				       struct kobj_attribute *attr, char *buf)
+{
+	u64 drops = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		drops += READ_ONCE(per_cpu_ptr(&enoki_rings, cpu)->drops);
+	return sysfs_emit(buf, "%llu\n", drops);
+}
+ENOKI_ATTR_RO(record_drops);
+
+static ssize_t enoki_abi_version_show(struct kobject *kobj,
+				      struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", ENOKI_ABI_VERSION);
+}
+ENOKI_ATTR_RO(abi_version);
+
+/* Moves whole records from the CPUs' rings to userspace, any order. */
+static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
+				size_t count, loff_t *ppos)
+{
+	size_t done = 0;
+	int cpu;
+
+	mutex_lock(&enoki_record_mutex);
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+		u64 tail = ring->tail;
+
+		if (!ring->buf)
+			continue;
+		while (count - done >= sizeof(struct enoki_rec) &&
+		       tail != smp_load_acquire(&ring->head)) {
+			struct enoki_rec *rec;
+
+			rec = &ring->buf[tail & (ENOKI_REC_ENTRIES - 1)];
+			if (copy_to_user(ubuf + done, rec, sizeof(*rec))) {
+				mutex_unlock(&enoki_record_mutex);
+				return done ?: -EFAULT;
+			}
+			done += sizeof(*rec);
+			tail++;
+			smp_store_release(&ring->tail, tail);
+		}
+	}
+	mutex_unlock(&enoki_record_mutex);
+	*ppos += done;
+	return done;
+}
+
+static const struct file_operations enoki_trace_fops = {
+	.owner	= THIS_MODULE,
+	.read	= enoki_trace_read,
+	.llseek	= noop_llseek,
+};
+
+/* The topology a scheduler sees, as struct enoki_topology. */
+static ssize_t enoki_topology_read(struct file *file, char __user *ubuf,
+				   size_t count, loff_t *ppos)
+{
+	struct enoki_topology *topo;
+	ssize_t ret;
+
+	topo = kvmalloc(sizeof(*topo), GFP_KERNEL);
+	if (!topo)
+		return -ENOMEM;
+	ret = enoki_get_topology(topo);
+	if (!ret)
+		ret = simple_read_from_buffer(ubuf, count, ppos, topo,
+					      sizeof(*topo));
+	kvfree(topo);
+	return ret;
+}
+
+static const struct file_operations enoki_topology_fops = {
+	.owner	= THIS_MODULE,
+	.read	= enoki_topology_read,
+	.llseek	= default_llseek,
+};
+
 static struct attribute *enoki_attrs[] = {
 	&enoki_attr_scheduler.attr,
 	&enoki_attr_module.attr,
@@ -752,6 +989,9 @@ static struct attribute *enoki_attrs[] = {
 	&enoki_attr_rejected.attr,
 	&enoki_attr_last_exit.attr,
 	&enoki_attr_counters.attr,
+	&enoki_attr_record.attr,
+	&enoki_attr_record_drops.attr,
+	&enoki_attr_abi_version.attr,
 	NULL,
 };
 
@@ -762,6 +1002,7 @@ static const struct attribute_group enoki_attr_group = {
 static int __init enoki_init(void)
 {
 	struct kobject *kobj;
+	struct dentry *dir;
 	int cpu, ret;
 
 	for_each_possible_cpu(cpu) {
@@ -780,6 +1021,9 @@ static int __init enoki_init(void)
 		kobject_put(kobj);
 		return ret;
 	}
+	dir = debugfs_create_dir("enoki", NULL);
+	debugfs_create_file("trace", 0400, dir, NULL, &enoki_trace_fops);
+	debugfs_create_file("topology", 0444, dir, NULL, &enoki_topology_fops);
 	pr_info("enoki: ready (ABI %u)\n", ENOKI_ABI_VERSION);
 	return 0;
 }

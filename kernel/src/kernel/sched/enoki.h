@@ -91,6 +91,23 @@ struct enoki_topology {
 	u8 distance[ENOKI_MAX_NODES][ENOKI_MAX_NODES];
 };
 
+/* Record: one fixed-size entry per message or lock event, per-CPU rings. */
+enum enoki_rec_type {
+	ENOKI_REC_MSG = 1,		/* @msg: a call with its answer */
+	ENOKI_REC_LOCK_ACQUIRE,		/* @addr: a libEnoki lock was taken */
+	ENOKI_REC_LOCK_RELEASE,		/* @addr: ... and released */
+};
+
+struct enoki_rec {
+	u64 seq;	/* global order; a message's seq is taken before the call */
+	u32 cpu;
+	u32 type;
+	u64 addr;
+	u64 reserved;
+	struct enoki_msg msg;
+};
+static_assert(sizeof(struct enoki_rec) == 128);
+
 struct module;
 
 struct enoki_sched_ops {
@@ -112,5 +129,9 @@ void enoki_kick_cpu(int cpu, u32 flags);
 void enoki_set_timer(int cpu, u64 ns);
 void enoki_cancel_timer(int cpu);
 void enoki_log(int level, const char *msg, size_t len);
+
+/* non-zero while recording; libEnoki tests it before enoki_record_lock() */
+extern int enoki_recording;
+void enoki_record_lock(u64 addr, bool acquire);
 
 #endif /* _KERNEL_SCHED_ENOKI_H */
