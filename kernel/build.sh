@@ -27,8 +27,11 @@ pristine="$cache/linux-${KVER_DEB}/pristine"
 if [ ! -f "$pristine/.enoki-extracted" ]; then
 	if [ ! -f "$deb" ]; then
 		say "downloading linux-source-6.12=$KVER_DEB"
-		(cd "$cache/dl" && apt-get download "linux-source-6.12=$KVER_DEB" >/dev/null 2>&1) ||
-			die "apt-get download linux-source-6.12=$KVER_DEB failed (run 'apt-get update'?)"
+		sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo=sudo
+		(cd "$cache/dl" && { apt-get download "linux-source-6.12=$KVER_DEB" >/dev/null 2>&1 ||
+			{ $sudo apt-get update -qq && apt-get download "linux-source-6.12=$KVER_DEB" >/dev/null; }; }) ||
+			die "apt-get download linux-source-6.12=$KVER_DEB failed: is Debian bookworm(-security) in the apt sources?"
 	fi
 	echo "$DEB_SHA256  $deb" | sha256sum -c --quiet - ||
 		die "checksum mismatch for $deb: delete it and retry"
