@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Shared helpers for tests that boot the Enoki kernel: boot, run one
+//! command, assert a clean kernel log, and print the tail of the serial log
+//! when a test fails. Tests run VMs one at a time (`#[serial]`).
+//!
+//! ```no_run
+//! # use enoki_itests as it;
+//! let r = it::run_ok("insmod /lib/modules/enoki/enoki_fifo.ko && dmesg | tail -1");
+//! assert!(r.output.contains("enoki"));
+//! ```
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use enoki_vm::{kernel_log_problems, log_tail, Accel, Interactive, Outcome, Vm, VmConfig};
+
+/// Lines of serial log printed when a test fails.
+pub const TAIL_LINES: usize = 60;
+
+/// The default test VM (8 CPUs, 2 sockets, 2 NUMA nodes, 4 GiB, the
+/// workspace shared); the command's output is echoed so a failing test shows it.
+pub fn config() -> VmConfig {
+    VmConfig::new().expect("finding the workspace root").echo_output(true)
+}
+
+/// Builds the VM, failing the test with the fix when kernel/initrd/QEMU are missing.
+pub fn vm(cfg: VmConfig) -> Vm {
+    match cfg.build() {
+        Ok(vm) => vm,
+        Err(e) => panic!("cannot boot the test VM: {e:#}"),
+    }
+}
+
+/// A finished boot. Derefs to [`Outcome`]; if the test panics while this is
+/// alive, the tail of the serial log and the problem lines are printed.
+pub struct Run {
+    pub out: Outcome,
+}
+
+impl Deref for Run {
+    type Target = Outcome;
+    fn deref(&self) -> &Outcome {
+        &self.out
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_failure_context(&self.out.serial_log);
+        }
+    }
+}
+
+impl Run {
+    /// Fails unless the kernel log is free of bugs, warnings, oopses, panics,
+    /// stalls and lockups.
+    pub fn assert_clean(&self) {
+        let problems = self.problems();
+        assert!(problems.is_empty(), "kernel log has problems:\n  {}", problems.join("\n  "));
+    }
+
+    /// Fails unless the guest command exited with `code`.
+    pub fn assert_exit(&self, code: i32) {
+        if let Some(why) = self.failure() {
+            panic!("no exit status from the guest: {why}");
+        }
+        assert_eq!(self.exit_code, Some(code), "guest command exit status; output:\n{}", self.output);
+    }
+
+    /// Serial log location, for messages.
+    pub fn log(&self) -> PathBuf {
+        self.serial_log.clone()
+    }
+}
+
+/// Prints the tail of a serial log and its problem lines (to stdout, so the
+/// test harness shows it with the failure).
+pub fn print_failure_context(serial_log: &std::path::Path) {
+    println!("---- last {TAIL_LINES} lines of {} ----", serial_log.display());
+    println!("{}", log_tail(serial_log, TAIL_LINES));
+    if let Ok(text) = std::fs::read_to_string(serial_log) {
+        let p = kernel_log_problems(&text);
+        if !p.is_empty() {
+            println!("---- problem lines ----\n{}", p.join("\n"));
+        }
+    }
+}
+
+/// Boots `cfg` and runs `cmd` (a shell command line) in the guest.
+pub fn boot(cfg: VmConfig, cmd: &str) -> Run {
+    let vm = vm(cfg);
+    match vm.run(cmd) {
+        Ok(out) => Run { out },
+        Err(e) => panic!("running {cmd:?} in the VM failed: {e:#}"),
+    }
+}
+
+/// Runs `cmd` in the default test VM.
+pub fn run(cmd: &str) -> Run {
+    boot(config(), cmd)
+}
+
+/// Runs `cmd` in the default test VM and asserts exit status 0 and a clean log.
+pub fn run_ok(cmd: &str) -> Run {
+    let r = run(cmd);
+    r.assert_exit(0);
+    r.assert_clean();
+    r
+}
+
+/// A directory under `<root>/target/itests` (inside the share, so the guest
+/// sees it at the same path), removed when dropped.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let root = enoki_vm::find_root().expect("workspace root");
+    let base = root.join("target/itests");
+    std::fs::create_dir_all(&base).expect("creating target/itests");
+    tempfile::Builder::new().prefix("tmp.").tempdir_in(base).expect("tempdir in target/itests")
+}
+
+/// Timeout for rexpect steps of an interactive session under this VM.
+pub fn expect_timeout(vm: &Vm) -> Duration {
+    match vm.accel() {
+        Accel::Kvm => Duration::from_secs(60),
+        _ => Duration::from_secs(180),
+    }
+}

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The VM pipeline itself: topology, exit status, panic detection, host share,
+//! interactive shell, cleanup after a timeout.
+
+use std::time::{Duration, Instant};
+
+use enoki_itests::{self as it, Run};
+use serial_test::serial;
+
+#[test]
+#[serial]
+fn guest_sees_8_cpus_2_sockets_2_numa_nodes() {
+    let r = it::run_ok(concat!(
+        "echo cpus=$(nproc); ",
+        "echo packages=$(cat /sys/devices/system/cpu/cpu*/topology/physical_package_id | sort -u | tr '\\n' ' '); ",
+        "for n in /sys/devices/system/node/node[0-9]*; do echo \"${n##*/}=$(cat $n/distance)\"; done",
+    ));
+    let line = |key: &str| -> String {
+        r.output
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in output:\n{}", r.output))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(line("cpus"), "8");
+    assert_eq!(line("packages"), "0 1");
+    assert_eq!(line("node0"), "10 21");
+    assert_eq!(line("node1"), "21 10");
+    assert!(!r.output.contains("node2="), "{}", r.output);
+}
+
+#[test]
+#[serial]
+fn failing_command_returns_its_exit_status() {
+    let r = it::run("echo before; exit 7");
+    r.assert_exit(7);
+    assert_eq!(r.output, "before\n");
+    r.assert_clean();
+}
+
+#[test]
+#[serial]
+fn guest_panic_is_reported_at_once() {
+    let timeout = Duration::from_secs(240);
+    let start = Instant::now();
+    let r = it::boot(it::config().timeout(timeout), "echo c > /proc/sysrq-trigger; sleep 1000");
+    assert!(r.panicked, "panic not detected: {:?}", r.failure());
+    assert!(!r.timed_out);
+    assert_eq!(r.exit_code, None);
+    assert!(r.failure().unwrap().contains("guest kernel panicked"));
+    assert!(r.problems().iter().any(|p| p.contains("Kernel panic")), "{:?}", r.problems());
+    // Boot + panic take seconds; waiting for the timeout would take minutes.
+    assert!(start.elapsed() < timeout / 4, "took {:?}", start.elapsed());
+}
+
+#[test]
+#[serial]
+fn host_share_is_mounted_at_the_same_path() {
+    let dir = it::shared_tempdir();
+    let file = dir.path().join("from-guest.txt");
+    let host_cwd = std::env::current_dir().unwrap();
+    let r = it::run_ok(&format!(
+        "pwd; readlink /host; echo written-in-guest > '{}'; cat /proc/mounts | grep -c ' {} '",
+        file.display(),
+        enoki_vm::find_root().unwrap().display()
+    ));
+    let lines: Vec<&str> = r.output.lines().collect();
+    assert_eq!(lines[0], host_cwd.to_str().unwrap(), "guest cwd");
+    assert_eq!(lines[1], enoki_vm::find_root().unwrap().to_str().unwrap(), "/host symlink");
+    assert_eq!(lines[2], "1", "share mounted once at the host path");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "written-in-guest\n");
+}
+
+#[test]
+#[serial]
+fn interactive_shell_runs_commands_and_powers_off() {
+    let vm = it::vm(it::config());
+    let mut sh = vm.spawn_interactive(it::expect_timeout(&vm)).expect("spawning the VM in a pty");
+    let log = sh.serial_log().to_path_buf();
+    let guard = LogOnPanic(log);
+    let prompt = r"\[enoki-vm [^\]]*\]# ";
+    sh.exp_regex(prompt).expect("first prompt");
+    sh.send_line("echo hi").unwrap();
+    // The guest tty and the host pty each add a \r.
+    sh.exp_regex(r"\nhi\r").expect("echo output");
+    sh.exp_regex(prompt).expect("second prompt");
+    sh.send_line("exit").unwrap();
+    let out = sh.wait(Duration::from_secs(60)).expect("waiting for QEMU");
+    assert!(!out.timed_out, "VM did not power off after exit");
+    assert_eq!(out.exit_code, Some(0));
+    Run { out }.assert_clean();
+    drop(guard);
+}
+
+#[test]
+#[serial]
+fn timeout_kills_everything() {
+    let timeout = Duration::from_secs(if it::vm(it::config()).accel() == it::Accel::Kvm { 10 } else { 15 });
+    let r = it::boot(it::config().timeout(timeout), "sleep 1000");
+    assert!(r.timed_out, "{:?}", r.failure());
+    assert!(r.failure().unwrap().contains(&format!("timed out after {} s", timeout.as_secs())));
+    // No QEMU or virtiofsd left behind: this process has no children.
+    let me = std::process::id();
+    let children: Vec<String> = std::fs::read_dir(format!("/proc/{me}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert!(children.is_empty(), "leftover child processes: {children:?}");
+}
+
+/// Prints the serial log tail if the interactive test fails before it has an Outcome.
+struct LogOnPanic(std::path::PathBuf);
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            it::print_failure_context(&self.0);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `enoki-vm [OPTIONS] [-- CMD ARGS...]`: boot the Enoki kernel, run CMD (or an
+//! interactive shell) and exit with its status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use enoki_vm::{log_tail, parse_mem_mib, Accel, VmConfig};
+
+/// Exit status when the guest timed out (as timeout(1)).
+const EXIT_TIMEOUT: u8 = 124;
+/// Exit status when the guest kernel panicked.
+const EXIT_PANIC: u8 = 125;
+/// Exit status for launcher errors (as ssh).
+const EXIT_ERROR: u8 = 255;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "enoki-vm",
+    about = "Boot the Enoki kernel in QEMU and run a command (or a shell) in it",
+    after_help = "The command runs under `sh -c` in the guest (arguments joined with spaces), with the \
+                  workspace mounted at the same path and the same cwd. Exit status: the command's; \
+                  124 on timeout, 125 on a guest kernel panic, 255 on launcher errors."
+)]
+struct Cli {
+    /// Kernel image [default: <root>/target/kernel/arch/x86/boot/bzImage]
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initramfs [default: <root>/target/rootfs/initrd.gz]
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    cpus: u32,
+    #[arg(long, default_value_t = 2)]
+    sockets: u32,
+    /// Guest memory (e.g. 4G, 512M), split evenly between NUMA nodes
+    #[arg(long, default_value = "4G")]
+    mem: String,
+    /// NUMA nodes (distance 10 local, 21 remote)
+    #[arg(long, default_value_t = 2)]
+    numa: u32,
+    /// Extra kernel command-line arguments
+    #[arg(long, allow_hyphen_values = true)]
+    append: Vec<String>,
+    /// Seconds before the VM is killed [default: 300 under TCG, 120 under KVM; none for a shell]
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Accelerator; auto = KVM if a probe boot works, else single-threaded TCG
+    #[arg(long, value_enum, env = "ENOKI_ACCEL", default_value_t = Accel::Auto)]
+    accel: Accel,
+    /// Do not share the workspace into the guest
+    #[arg(long)]
+    no_share: bool,
+    /// Echo the kernel log (serial console) to stderr
+    #[arg(long, short)]
+    verbose: bool,
+    /// Print the QEMU command line and exit
+    #[arg(long)]
+    dry_run: bool,
+    /// Command to run in the guest; none: interactive root shell
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+fn config(cli: &Cli) -> anyhow::Result<VmConfig> {
+    let mut cfg = VmConfig::new()?
+        .cpus(cli.cpus)
+        .sockets(cli.sockets)
+        .numa(cli.numa)
+        .mem_mib(parse_mem_mib(&cli.mem)?)
+        .accel(cli.accel)
+        .share(!cli.no_share)
+        .verbose(cli.verbose);
+    if let Some(k) = &cli.kernel {
+        cfg = cfg.kernel(k);
+    }
+    if let Some(i) = &cli.initrd {
+        cfg = cfg.initrd(i);
+    }
+    for a in &cli.append {
+        cfg = cfg.append(a);
+    }
+    if let Some(t) = cli.timeout {
+        cfg = cfg.timeout(Duration::from_secs(t));
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("enoki-vm: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let vm = config(cli)?.build()?;
+    let cmd = (!cli.cmd.is_empty()).then(|| cli.cmd.join(" "));
+    if cli.dry_run {
+        let args = vm.qemu_args(cmd.as_deref())?;
+        println!("qemu-system-x86_64 {}", args.join(" "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = vm.run_inherit(cmd.as_deref())?;
+    if let Some(code) = out.exit_code {
+        return Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)));
+    }
+    let why = out.failure().unwrap_or_default();
+    eprintln!("enoki-vm: {why}");
+    if !cli.verbose {
+        eprintln!("--- last lines of the serial log ---\n{}", log_tail(&out.serial_log, 25));
+    }
+    Ok(ExitCode::from(if out.timed_out { EXIT_TIMEOUT } else if out.panicked { EXIT_PANIC } else { EXIT_ERROR }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_command_after_double_dash_and_without() {
+        let c = Cli::try_parse_from(["enoki-vm", "--cpus", "4", "--", "cat", "/proc/cpuinfo"]).unwrap();
+        assert_eq!(c.cpus, 4);
+        assert_eq!(c.cmd, ["cat", "/proc/cpuinfo"]);
+        let c = Cli::try_parse_from(["enoki-vm", "ls", "-la", "--cpus", "2"]).unwrap();
+        assert_eq!(c.cmd, ["ls", "-la", "--cpus", "2"]);
+        assert_eq!(c.cpus, 8);
+        let c = Cli::try_parse_from(["enoki-vm"]).unwrap();
+        assert!(c.cmd.is_empty());
+    }
+
+    #[test]
+    fn options() {
+        let c = Cli::try_parse_from([
+            "enoki-vm", "--accel", "mttcg", "--mem", "2G", "--numa", "1", "--append", "quiet foo=1",
+            "--timeout", "9", "--no-share", "-v",
+        ])
+        .unwrap();
+        assert_eq!(c.accel, Accel::Mttcg);
+        let cfg = config(&c).unwrap();
+        assert_eq!(cfg.mem_mib, 2048);
+        assert_eq!(cfg.numa, 1);
+        assert_eq!(cfg.append, ["quiet", "foo=1"]);
+        assert_eq!(cfg.timeout, Some(Duration::from_secs(9)));
+        assert!(!cfg.share && cfg.verbose);
+        assert!(Cli::try_parse_from(["enoki-vm", "--accel", "hvf"]).is_err());
+    }
+}

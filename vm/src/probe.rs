@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `--accel auto`: KVM only if a real boot under KVM works. /dev/kvm can exist
+//! and still fail every guest with "KVM internal error", so only a probe boot
+//! of the actual kernel tells. The verdict is cached per QEMU + kernel.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::{Accel, Vm, VmConfig, VmError};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn resolve_accel(cfg: &VmConfig, qemu: &Path) -> Result<Accel> {
+    if cfg.accel != Accel::Auto {
+        return Ok(cfg.accel);
+    }
+    let (kvm, reason) = kvm_verdict(cfg, qemu)?;
+    if kvm {
+        return Ok(Accel::Kvm);
+    }
+    eprintln!("enoki-vm: KVM unusable ({reason}); using single-threaded TCG");
+    Ok(Accel::Tcg)
+}
+
+/// Cache key: QEMU version and the kernel file's identity.
+fn probe_key(cfg: &VmConfig, qemu: &Path) -> String {
+    let version = Command::new(qemu)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let k = fs::metadata(&cfg.kernel).map(|m| (m.size(), m.mtime(), m.mtime_nsec())).unwrap_or_default();
+    format!("{version} | {} {} {}.{}", cfg.kernel.display(), k.0, k.1, k.2)
+}
+
+fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
+    if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Ok((false, "/dev/kvm not available".into()));
+    }
+    let cache = cfg.root.join("target/vm/kvm-probe");
+    let key = probe_key(cfg, qemu);
+    if let Ok(text) = fs::read_to_string(&cache) {
+        let mut lines = text.lines();
+        if lines.next() == Some(key.as_str()) {
+            let verdict = lines.next() == Some("kvm");
+            let reason = lines.next().unwrap_or("").to_owned();
+            return Ok((verdict, format!("cached verdict: {reason}")));
+        }
+    }
+    eprintln!("enoki-vm: probing KVM with a test boot (once per kernel build)...");
+    let probe_cfg = cfg
+        .clone()
+        .cpus(1)
+        .sockets(1)
+        .numa(1)
+        .mem_mib(512)
+        .share(false)
+        .verbose(false)
+        .echo_output(false)
+        .timeout(PROBE_TIMEOUT);
+    let (ok, reason) = match Vm::with_accel(probe_cfg, Accel::Kvm).and_then(|vm| vm.run("true")) {
+        Ok(o) if o.success() => (true, "probe boot worked".to_owned()),
+        Ok(o) => {
+            let why = o.failure().unwrap_or_else(|| format!("exit status {:?}", o.exit_code));
+            (false, format!("probe boot failed: {}", why.split("; serial log").next().unwrap_or("")))
+        }
+        Err(e) => {
+            let why = match e.downcast_ref::<VmError>() {
+                Some(VmError::QemuFailed { status, stderr, .. }) => {
+                    format!("QEMU {status}: {}", stderr.lines().next().unwrap_or("").trim())
+                }
+                Some(VmError::KvmInternalError { .. }) => "KVM internal error".to_owned(),
+                _ => e.to_string().lines().next().unwrap_or("").to_owned(),
+            };
+            (false, format!("probe boot failed: {why}"))
+        }
+    };
+    if let Some(dir) = cache.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let _ = fs::write(&cache, format!("{key}\n{}\n{reason}\n", if ok { "kvm" } else { "tcg" }));
+    Ok((ok, reason))
+}
