@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod collections;
 pub mod dispatch;
+pub mod heap;
 pub mod log;
 pub mod scheduler;
 pub mod services;
@@ -29,6 +30,7 @@ pub mod user;
 use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
+pub use heap::TaskHeap;
 pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
 pub use services::Services;
 pub use sync::{RwLock, SpinLock};
