@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `enoki-sim`: simulate, record, replay.
+//!
+//! Exit status: 0 fine; 1 an invariant was violated (run) or the replay
+//! diverged; 2 bad input or an unreadable trace.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use enoki_sim::registry::{self, SCHEDULERS};
+use enoki_sim::replay::{describe_record, ReplayOptions};
+use enoki_sim::sim::{trace_header, Recorder, SimConfig};
+use enoki_sim::spec::{ForkStorm, Machine, PingPong, RequestClass, Requests, Sleeper, Spec, Spinner};
+use enoki_sim::trace::TraceReader;
+use enoki_sim::{perfetto, spec::AffinityChange, spec::Renice};
+
+#[derive(Parser)]
+#[command(name = "enoki-sim", version, about = "Simulate Enoki schedulers; record and replay .enk traces")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+enum Command {
+    /// Simulate a workload (the default command).
+    Run(RunArgs),
+    /// Replay a trace against the scheduler it recorded (or --sched).
+    Replay(ReplayArgs),
+    /// Print a trace's header and records.
+    Dump(DumpArgs),
+    /// List the schedulers this build knows.
+    List,
+}
+
+#[derive(Args, Default)]
+struct RunArgs {
+    /// Scheduler to run (see `enoki-sim list`).
+    #[arg(long, default_value = "fifo")]
+    sched: String,
+    /// Workload spec (TOML; see sim/examples/). Flags below add to it.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Seed for every random choice. Without any task given, the workload
+    /// itself is drawn from the seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Machine: SOCKETSxCORESxTHREADS (e.g. 2x4x2) or a CPU count.
+    #[arg(long)]
+    machine: Option<String>,
+    #[arg(long)]
+    duration_ms: Option<u64>,
+    #[arg(long)]
+    tick_us: Option<u64>,
+    /// Module parameter slice_ns, in µs.
+    #[arg(long)]
+    slice_us: Option<u64>,
+    /// Module parameter max_tasks.
+    #[arg(long)]
+    max_tasks: Option<usize>,
+    /// Module parameter args (scheduler-specific key=value,...).
+    #[arg(long)]
+    args: Option<String>,
+    /// Stall bound for the invariant checker, ms.
+    #[arg(long)]
+    stall_ms: Option<u64>,
+    /// CPU spinners: COUNT[:NICE].
+    #[arg(long, value_name = "COUNT[:NICE]")]
+    spin: Vec<String>,
+    /// Sleep/wake loops: COUNT:RUN_US:SLEEP_US.
+    #[arg(long, value_name = "COUNT:RUN_US:SLEEP_US")]
+    sleep: Vec<String>,
+    /// Ping-pong pairs: PAIRS[:WORK_US].
+    #[arg(long, value_name = "PAIRS[:WORK_US]")]
+    pingpong: Vec<String>,
+    /// Fork storms: EVERY_US:BURST:RUN_US[:LIMIT].
+    #[arg(long, value_name = "EVERY_US:BURST:RUN_US[:LIMIT]")]
+    forks: Vec<String>,
+    /// Request pools: RATE_PER_S:WORKERS (service times from --mix).
+    #[arg(long, value_name = "RATE_PER_S:WORKERS")]
+    requests: Vec<String>,
+    /// Service-time mix for --requests: WEIGHT:US,...
+    #[arg(long, default_value = "99.5:5,0.5:500")]
+    mix: String,
+    /// Affinity change: AT_MS:TARGET:CPULIST (TARGET a group or task name).
+    #[arg(long, value_name = "AT_MS:TARGET:CPULIST")]
+    affinity: Vec<String>,
+    /// Nice change: AT_MS:TARGET:NICE.
+    #[arg(long, value_name = "AT_MS:TARGET:NICE")]
+    renice: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write a Chrome/Perfetto trace-event timeline.
+    #[arg(long, value_name = "FILE")]
+    perfetto: Option<PathBuf>,
+    /// Record every message into the scheduler to a .enk trace.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Do not check invariants.
+    #[arg(long)]
+    no_check: bool,
+    /// Print the workload as TOML and exit.
+    #[arg(long)]
+    print_spec: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    trace: PathBuf,
+    /// Replay against this scheduler instead of the recorded one.
+    #[arg(long)]
+    sched: Option<String>,
+    /// Events to show before a divergence.
+    #[arg(long, default_value_t = 10)]
+    context: usize,
+    /// Write a Chrome/Perfetto timeline rebuilt from the trace.
+    #[arg(long, value_name = "FILE")]
+    perfetto: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    trace: PathBuf,
+    /// Records to print (0: header only).
+    #[arg(long, default_value_t = u64::MAX)]
+    limit: u64,
+}
+
+fn split<const N: usize>(s: &str, what: &str, min: usize) -> Result<Vec<String>> {
+    let parts: Vec<String> = s.split(':').map(str::to_owned).collect();
+    if parts.len() < min || parts.len() > N {
+        bail!("bad {what} {s:?}");
+    }
+    Ok(parts)
+}
+
+fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
+    s.trim().parse::<T>().map_err(|_| anyhow::anyhow!("bad number {s:?} in {what}"))
+}
+
+fn mix(s: &str) -> Result<Vec<RequestClass>> {
+    s.split(',')
+        .map(|c| {
+            let (w, us) = c.split_once(':').with_context(|| format!("bad --mix class {c:?}: want WEIGHT:US"))?;
+            Ok(RequestClass { weight: num(w, "--mix")?, service_us: num(us, "--mix")? })
+        })
+        .collect()
+}
+
+impl RunArgs {
+    /// The spec file plus the flags; a random workload when neither names a task.
+    fn spec(&self) -> Result<(Spec, bool)> {
+        let mut s = match &self.spec {
+            Some(path) => Spec::load(path)?,
+            None => Spec::default(),
+        };
+        let name = |base: &str, i: usize| if i == 0 { base.to_owned() } else { format!("{base}{i}") };
+        for (i, f) in self.spin.iter().enumerate() {
+            let p = split::<2>(f, "--spin", 1)?;
+            let nice = p.get(1).map(|n| num(n, "--spin")).transpose()?.unwrap_or(0);
+            s.spinners.push(Spinner { name: name("cli-spin", i), count: num(&p[0], "--spin")?, nice, cpus: None });
+        }
+        for (i, f) in self.sleep.iter().enumerate() {
+            let p = split::<3>(f, "--sleep", 3)?;
+            s.sleepers.push(Sleeper {
+                name: name("cli-sleep", i),
+                count: num(&p[0], "--sleep")?,
+                nice: 0,
+                run_us: num(&p[1], "--sleep")?,
+                sleep_us: num(&p[2], "--sleep")?,
+                cpus: None,
+            });
+        }
+        for (i, f) in self.pingpong.iter().enumerate() {
+            let p = split::<2>(f, "--pingpong", 1)?;
+            let work_us = p.get(1).map(|n| num(n, "--pingpong")).transpose()?.unwrap_or(5);
+            s.pingpongs.push(PingPong {
+                name: name("cli-pipe", i),
+                pairs: num(&p[0], "--pingpong")?,
+                work_us,
+                nice: 0,
+                cpus: None,
+            });
+        }
+        for (i, f) in self.forks.iter().enumerate() {
+            let p = split::<4>(f, "--forks", 3)?;
+            s.forkstorms.push(ForkStorm {
+                name: name("cli-fork", i),
+                every_us: num(&p[0], "--forks")?,
+                burst: num(&p[1], "--forks")?,
+                run_us: num(&p[2], "--forks")?,
+                limit: p.get(3).map(|n| num(n, "--forks")).transpose()?.unwrap_or(0),
+                nice: 0,
+            });
+        }
+        for (i, f) in self.requests.iter().enumerate() {
+            let p = split::<2>(f, "--requests", 2)?;
+            s.requests.push(Requests {
+                name: name("cli-rpc", i),
+                workers: num(&p[1], "--requests")?,
+                rate_per_s: num(&p[0], "--requests")?,
+                mix: mix(&self.mix)?,
+                nice: 0,
+                cpus: None,
+            });
+        }
+        let random = s.has_no_tasks() && self.spec.is_none();
+        if random {
+            let r = Spec::random(self.seed);
+            s.spinners = r.spinners;
+            s.sleepers = r.sleepers;
+            s.pingpongs = r.pingpongs;
+            s.forkstorms = r.forkstorms;
+            s.requests = r.requests;
+            s.affinity = r.affinity;
+            s.renice = r.renice;
+            s.machine = r.machine;
+            s.run = r.run;
+        }
+        for f in &self.affinity {
+            let p = split::<3>(f, "--affinity", 3)?;
+            s.affinity.push(AffinityChange {
+                at_ms: num(&p[0], "--affinity")?,
+                target: p[1].clone(),
+                cpus: p[2].clone(),
+            });
+        }
+        for f in &self.renice {
+            let p = split::<3>(f, "--renice", 3)?;
+            s.renice.push(Renice {
+                at_ms: num(&p[0], "--renice")?,
+                target: p[1].clone(),
+                nice: num(&p[2], "--renice")?,
+            });
+        }
+        if let Some(m) = &self.machine {
+            s.machine = Machine { numa_distance: s.machine.numa_distance, ..Machine::parse(m)? };
+        }
+        let r = &mut s.run;
+        r.duration_ms = self.duration_ms.unwrap_or(r.duration_ms);
+        r.tick_us = self.tick_us.unwrap_or(r.tick_us);
+        r.slice_us = self.slice_us.unwrap_or(r.slice_us);
+        r.max_tasks = self.max_tasks.unwrap_or(r.max_tasks);
+        r.stall_ms = self.stall_ms.unwrap_or(r.stall_ms);
+        if let Some(a) = &self.args {
+            r.args = a.clone();
+        }
+        s.validate()?;
+        Ok((s, random))
+    }
+}
+
+fn run(a: RunArgs) -> Result<u8> {
+    let entry = registry::find(&a.sched)?;
+    let (spec, random) = a.spec()?;
+    if a.print_spec {
+        print!("{}", spec.to_toml());
+        return Ok(0);
+    }
+    if random && !a.json {
+        eprintln!("no workload given: running the random workload of seed {} (--print-spec shows it)", a.seed);
+    }
+    let mut cfg = SimConfig::new(spec.clone(), a.seed, entry.props);
+    cfg.timeline = a.perfetto.is_some();
+    cfg.check = !a.no_check;
+    let recorder = match &a.record {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let r = Recorder::new(std::io::BufWriter::new(file), trace_header(entry.name, &spec)?)?;
+            cfg.record = Some(r.sink());
+            Some(r)
+        }
+        None => None,
+    };
+    let out = (entry.simulate)(cfg)?;
+    if let (Some(r), Some(path)) = (recorder, &a.record) {
+        r.finish().with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.perfetto {
+        let doc = perfetto::to_json(out.report.nr_cpus, &out.timeline, &out.names, &out.report.violations);
+        perfetto::write(path, &doc)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out.report)?);
+    } else {
+        print!("{}", out.report.to_text());
+    }
+    if !out.report.violations.is_empty() {
+        eprintln!(
+            "invariants violated; reproduce with: enoki-sim --sched {} --seed {}{}",
+            entry.name,
+            a.seed,
+            if random { "" } else { " (same workload flags)" }
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn replay(a: ReplayArgs) -> Result<u8> {
+    let mut reader = TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
+    let header = reader.header().clone();
+    let name = a.sched.clone().unwrap_or_else(|| header.scheduler.clone());
+    let entry = registry::find(&name)
+        .with_context(|| format!("the trace was recorded with scheduler {:?}", header.scheduler))?;
+    let opts = ReplayOptions { context: a.context, timeline: a.perfetto.is_some() };
+    let rep = (entry.replay)(&header, &mut reader, &opts)?;
+    for n in &rep.notices {
+        eprintln!("notice: {n}");
+    }
+    if let (Some(path), Some((_, slices))) = (&a.perfetto, &rep.timeline) {
+        let doc = perfetto::to_json(header.topology.nr_cpus as usize, slices, &BTreeMap::new(), &[]);
+        perfetto::write(path, &doc)?;
+    }
+    if a.json {
+        let d = rep.divergence.as_ref().map(|d| {
+            serde_json::json!({
+                "index": d.index, "seq": d.record.seq, "cpu": d.record.cpu,
+                "message": enoki_sim::replay::describe(&d.message()),
+                "expected": d.expected, "actual": d.actual,
+                "context": d.context.iter().map(describe_record).collect::<Vec<_>>(),
+            })
+        });
+        let doc = serde_json::json!({
+            "scheduler": rep.scheduler, "recorded_scheduler": header.scheduler, "build_id": header.build_id,
+            "messages": rep.messages, "lock_events": rep.lock_events, "seq_gaps": rep.seq_gaps,
+            "notices": rep.notices, "divergence": d, "read_error": rep.read_error.as_ref().map(|e| e.to_string()),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "replayed {} messages and {} lock events of {} against {}",
+            rep.messages,
+            rep.lock_events,
+            a.trace.display(),
+            rep.scheduler
+        );
+        if let Some(d) = &rep.divergence {
+            print!("{d}");
+        }
+    }
+    if let Some(e) = &rep.read_error {
+        eprintln!("error: {}: {e} (replayed the {} messages before it)", a.trace.display(), rep.messages);
+    }
+    Ok(match (&rep.divergence, &rep.read_error) {
+        (Some(_), _) => 1,
+        (None, Some(_)) => 2,
+        (None, None) => {
+            if !a.json {
+                println!("no divergence");
+            }
+            0
+        }
+    })
+}
+
+fn dump(a: DumpArgs) -> Result<u8> {
+    let mut reader = TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
+    let h = reader.header().clone();
+    println!("scheduler {:?}  build {:?}  ABI {}", h.scheduler, h.build_id, h.abi_version);
+    println!(
+        "{} CPUs, {} nodes; max_tasks {} slice_ns {} args {:?}; dropped events {}",
+        h.topology.nr_cpus, h.topology.nr_nodes, h.max_tasks, h.slice_ns, h.args, h.dropped_events
+    );
+    let mut shown = 0;
+    while let Some(r) = reader.next_record()? {
+        if shown < a.limit {
+            println!("{}", describe_record(&r));
+            shown += 1;
+        }
+    }
+    let end = reader.end().map_or("?".into(), |e| e.records.to_string());
+    println!("{} records", end);
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(a)) => run(a),
+        Some(Command::Replay(a)) => replay(a),
+        Some(Command::Dump(a)) => dump(a),
+        Some(Command::List) => {
+            for e in SCHEDULERS {
+                println!("{:<10} correct={} work_conserving={}", e.name, e.props.correct, e.props.work_conserving);
+            }
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

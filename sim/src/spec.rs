@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Workload specs: the machine, the run and the tasks, from a TOML file,
+//! from command-line flags, or drawn at random from a seed.
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use enoki::{CpuSet, Topology};
+
+/// A whole simulation input.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    #[serde(default)]
+    pub machine: Machine,
+    #[serde(default)]
+    pub run: Run,
+    #[serde(default, rename = "spinner", skip_serializing_if = "Vec::is_empty")]
+    pub spinners: Vec<Spinner>,
+    #[serde(default, rename = "sleeper", skip_serializing_if = "Vec::is_empty")]
+    pub sleepers: Vec<Sleeper>,
+    #[serde(default, rename = "pingpong", skip_serializing_if = "Vec::is_empty")]
+    pub pingpongs: Vec<PingPong>,
+    #[serde(default, rename = "forkstorm", skip_serializing_if = "Vec::is_empty")]
+    pub forkstorms: Vec<ForkStorm>,
+    #[serde(default, rename = "requests", skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<Requests>,
+    #[serde(default, rename = "affinity", skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<AffinityChange>,
+    #[serde(default, rename = "renice", skip_serializing_if = "Vec::is_empty")]
+    pub renice: Vec<Renice>,
+}
+
+/// The simulated machine: `sockets` × `cores` × `threads`, one NUMA node
+/// and one LLC per socket (`Topology::symmetric`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Machine {
+    pub sockets: usize,
+    pub cores: usize,
+    pub threads: usize,
+    /// NUMA distance between sockets (10 is local).
+    pub numa_distance: u8,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine { sockets: 1, cores: 2, threads: 1, numa_distance: 21 }
+    }
+}
+
+impl Machine {
+    pub fn nr_cpus(&self) -> usize {
+        self.sockets * self.cores * self.threads
+    }
+
+    pub fn topology(&self) -> Result<Topology> {
+        if self.sockets == 0 || self.cores == 0 || self.threads == 0 {
+            bail!("machine: sockets, cores and threads must be at least 1");
+        }
+        if self.nr_cpus() > enoki::abi::MAX_CPUS || self.sockets > enoki::abi::MAX_NODES {
+            bail!("machine: at most {} CPUs and {} sockets", enoki::abi::MAX_CPUS, enoki::abi::MAX_NODES);
+        }
+        Topology::symmetric(self.sockets, self.cores, self.threads, self.numa_distance)
+            .map_err(|_| anyhow::anyhow!("out of memory for the topology"))
+    }
+
+    /// `SxCxT` (e.g. `2x4x2`), `SxC`, or a CPU count.
+    pub fn parse(s: &str) -> Result<Self> {
+        let parts: Vec<usize> = s
+            .split('x')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("bad machine {s:?}: want SOCKETSxCORESxTHREADS or a CPU count"))?;
+        let (sockets, cores, threads) = match parts[..] {
+            [n] => (1, n, 1),
+            [s, c] => (s, c, 1),
+            [s, c, t] => (s, c, t),
+            _ => bail!("bad machine {s:?}: want SOCKETSxCORESxTHREADS or a CPU count"),
+        };
+        Ok(Machine { sockets, cores, threads, ..Machine::default() })
+    }
+}
+
+/// How long and how the simulation runs, and the module parameters.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Run {
+    pub duration_ms: u64,
+    pub tick_us: u64,
+    /// The module's `slice_ns`, in µs.
+    pub slice_us: u64,
+    pub max_tasks: usize,
+    /// The module's `args` string.
+    pub args: String,
+    /// A runnable task not run for longer than this is a stall. 0: the
+    /// default, max(250 ms, 2 × runnable tasks × slice).
+    pub stall_ms: u64,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run { duration_ms: 1000, tick_us: 1000, slice_us: 3000, max_tasks: 1024, args: String::new(), stall_ms: 0 }
+    }
+}
+
+/// CPU-bound tasks that never sleep.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spinner {
+    #[serde(default = "names::spin")]
+    pub name: String,
+    #[serde(default = "one")]
+    pub count: usize,
+    #[serde(default)]
+    pub nice: i32,
+    /// Allowed CPUs as a list (`0-3,6`); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+}
+
+/// Tasks that run `run_us`, then sleep `sleep_us`, forever.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sleeper {
+    #[serde(default = "names::sleep")]
+    pub name: String,
+    #[serde(default = "one")]
+    pub count: usize,
+    #[serde(default)]
+    pub nice: i32,
+    pub run_us: u64,
+    pub sleep_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+}
+
+/// Pairs passing a token, like `perf bench sched pipe`: the holder works
+/// `work_us`, wakes its partner and blocks until woken back.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PingPong {
+    #[serde(default = "names::pipe")]
+    pub name: String,
+    #[serde(default = "one")]
+    pub pairs: usize,
+    #[serde(default = "five")]
+    pub work_us: u64,
+    #[serde(default)]
+    pub nice: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+}
+
+/// Every `every_us`, `burst` short-lived tasks are forked; each runs
+/// `run_us` of CPU time and exits. `limit` bounds the total (0: none).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForkStorm {
+    #[serde(default = "names::fork")]
+    pub name: String,
+    pub every_us: u64,
+    #[serde(default = "one")]
+    pub burst: usize,
+    pub run_us: u64,
+    #[serde(default)]
+    pub limit: usize,
+    #[serde(default)]
+    pub nice: i32,
+}
+
+/// One kind of request and how often it comes (relative weight).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestClass {
+    pub weight: f64,
+    pub service_us: f64,
+}
+
+/// Requests arriving at `rate_per_s` (Poisson) to a pool of `workers`; an
+/// idle worker is woken for each, a busy pool queues them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Requests {
+    #[serde(default = "names::rpc")]
+    pub name: String,
+    #[serde(default = "one")]
+    pub workers: usize,
+    pub rate_per_s: f64,
+    pub mix: Vec<RequestClass>,
+    #[serde(default)]
+    pub nice: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+}
+
+/// At `at_ms`, `target` (a group name, or a task name like `spin.2`) gets
+/// the allowed CPUs `cpus`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityChange {
+    pub at_ms: u64,
+    pub target: String,
+    pub cpus: String,
+}
+
+/// At `at_ms`, `target` gets nice value `nice`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Renice {
+    pub at_ms: u64,
+    pub target: String,
+    pub nice: i32,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn five() -> u64 {
+    5
+}
+
+mod names {
+    pub fn spin() -> String {
+        "spin".into()
+    }
+    pub fn sleep() -> String {
+        "sleep".into()
+    }
+    pub fn pipe() -> String {
+        "pipe".into()
+    }
+    pub fn fork() -> String {
+        "fork".into()
+    }
+    pub fn rpc() -> String {
+        "rpc".into()
+    }
+}
+
+/// Parses a CPU list (`0-3,6`) against `nr_cpus`.
+pub fn parse_cpus(s: &str, nr_cpus: usize) -> Result<CpuSet> {
+    let mut set = CpuSet::empty();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
+            None => {
+                let n = part.parse::<usize>().with_context(|| format!("bad CPU list {s:?}"))?;
+                (n, n)
+            }
+        };
+        if a > b || b >= nr_cpus {
+            bail!("CPU list {s:?}: CPUs are 0-{}", nr_cpus - 1);
+        }
+        for cpu in a..=b {
+            set.insert(cpu);
+        }
+    }
+    if set.is_empty() {
+        bail!("CPU list {s:?} is empty");
+    }
+    Ok(set)
+}
+
+impl Spec {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let spec: Spec = toml::from_str(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the spec: {e}\n"))
+    }
+
+    /// True when no task of any kind is described.
+    pub fn has_no_tasks(&self) -> bool {
+        self.spinners.is_empty()
+            && self.sleepers.is_empty()
+            && self.pingpongs.is_empty()
+            && self.forkstorms.is_empty()
+            && self.requests.is_empty()
+    }
+
+    /// Names of every group, in the order tasks are created.
+    pub fn group_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        v.extend(self.spinners.iter().map(|g| g.name.as_str()));
+        v.extend(self.sleepers.iter().map(|g| g.name.as_str()));
+        v.extend(self.pingpongs.iter().map(|g| g.name.as_str()));
+        v.extend(self.forkstorms.iter().map(|g| g.name.as_str()));
+        v.extend(self.requests.iter().map(|g| g.name.as_str()));
+        v
+    }
+
+    /// Checks everything that does not need the scheduler.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.machine.topology()?.nr_cpus();
+        let r = &self.run;
+        if r.duration_ms == 0 || r.tick_us == 0 || r.slice_us == 0 || r.max_tasks == 0 {
+            bail!("run: duration_ms, tick_us, slice_us and max_tasks must be positive");
+        }
+        let names = self.group_names();
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() || name.contains('.') {
+                bail!("group name {name:?}: must be non-empty and without '.'");
+            }
+            if names[..i].contains(name) {
+                bail!("two groups are named {name:?}");
+            }
+        }
+        let cpus = self
+            .spinners
+            .iter()
+            .map(|g| &g.cpus)
+            .chain(self.sleepers.iter().map(|g| &g.cpus))
+            .chain(self.pingpongs.iter().map(|g| &g.cpus))
+            .chain(self.requests.iter().map(|g| &g.cpus));
+        for c in cpus.flatten() {
+            parse_cpus(c, n)?;
+        }
+        for s in &self.sleepers {
+            if s.run_us == 0 && s.sleep_us == 0 {
+                bail!("sleeper {}: run_us and sleep_us cannot both be 0", s.name);
+            }
+        }
+        for p in &self.pingpongs {
+            if p.work_us == 0 {
+                bail!("pingpong {}: work_us must be positive", p.name);
+            }
+        }
+        for f in &self.forkstorms {
+            if f.every_us == 0 {
+                bail!("forkstorm {}: every_us must be positive", f.name);
+            }
+        }
+        for q in &self.requests {
+            if !(q.rate_per_s > 0.0 && q.rate_per_s.is_finite()) {
+                bail!("requests {}: rate_per_s must be positive", q.name);
+            }
+            if q.mix.is_empty() || q.mix.iter().any(|c| !(c.weight > 0.0 && c.service_us >= 0.0)) {
+                bail!("requests {}: mix needs classes with positive weight and service_us >= 0", q.name);
+            }
+        }
+        for a in &self.affinity {
+            parse_cpus(&a.cpus, n)?;
+        }
+        for target in self.affinity.iter().map(|a| &a.target).chain(self.renice.iter().map(|r| &r.target)) {
+            let group = target.split('.').next().unwrap_or_default();
+            if !names.contains(&group) {
+                bail!("event target {target:?}: no group {group:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A random but valid workload, the same for the same seed: what
+    /// `enoki-sim --seed N` runs when given no tasks.
+    pub fn random(seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x656e_6f6b_6973_696d);
+        let machine = Machine {
+            sockets: rng.random_range(1..=2),
+            cores: rng.random_range(1..=4),
+            threads: rng.random_range(1..=2),
+            numa_distance: 21,
+        };
+        let n = machine.nr_cpus();
+        let mut spec = Spec {
+            machine,
+            run: Run {
+                duration_ms: rng.random_range(20..=100),
+                slice_us: [1000, 3000, 5000][rng.random_range(0..3)],
+                max_tasks: 256,
+                ..Run::default()
+            },
+            ..Spec::default()
+        };
+        let pinned = |rng: &mut ChaCha8Rng| -> Option<String> {
+            rng.random_bool(0.3).then(|| {
+                let a = rng.random_range(0..n);
+                let b = rng.random_range(a..n);
+                format!("{a}-{b}")
+            })
+        };
+        for i in 0..rng.random_range(0..=2) {
+            let cpus = pinned(&mut rng);
+            spec.spinners.push(Spinner {
+                name: format!("spin{i}"),
+                count: rng.random_range(1..=6),
+                nice: rng.random_range(-5..=5),
+                cpus,
+            });
+        }
+        for i in 0..rng.random_range(0..=2) {
+            let cpus = pinned(&mut rng);
+            spec.sleepers.push(Sleeper {
+                name: format!("sleep{i}"),
+                count: rng.random_range(1..=4),
+                nice: 0,
+                run_us: rng.random_range(10..=5000),
+                sleep_us: rng.random_range(10..=10000),
+                cpus,
+            });
+        }
+        if rng.random_bool(0.5) {
+            spec.pingpongs.push(PingPong {
+                name: "pipe".into(),
+                pairs: rng.random_range(1..=3),
+                work_us: rng.random_range(5..=50),
+                nice: 0,
+                cpus: None,
+            });
+        }
+        if rng.random_bool(0.4) {
+            spec.forkstorms.push(ForkStorm {
+                name: "fork".into(),
+                every_us: rng.random_range(200..=5000),
+                burst: rng.random_range(1..=4),
+                run_us: rng.random_range(10..=3000),
+                limit: 200,
+                nice: 0,
+            });
+        }
+        if rng.random_bool(0.4) {
+            spec.requests.push(Requests {
+                name: "rpc".into(),
+                workers: rng.random_range(1..=4),
+                rate_per_s: rng.random_range(1000.0..20000.0),
+                mix: vec![
+                    RequestClass { weight: 99.5, service_us: 5.0 },
+                    RequestClass { weight: 0.5, service_us: 500.0 },
+                ],
+                nice: 0,
+                cpus: None,
+            });
+        }
+        if spec.has_no_tasks() {
+            spec.spinners.push(Spinner { name: "spin".into(), count: n + 1, nice: 0, cpus: None });
+        }
+        let groups: Vec<String> = spec.group_names().into_iter().map(str::to_owned).collect();
+        for _ in 0..rng.random_range(0..=3) {
+            let target = groups[rng.random_range(0..groups.len())].clone();
+            let a = rng.random_range(0..n);
+            let b = rng.random_range(a..n);
+            spec.affinity.push(AffinityChange {
+                at_ms: rng.random_range(0..spec.run.duration_ms),
+                target,
+                cpus: format!("{a}-{b}"),
+            });
+        }
+        if rng.random_bool(0.3) {
+            let target = groups[rng.random_range(0..groups.len())].clone();
+            spec.renice.push(Renice {
+                at_ms: rng.random_range(0..spec.run.duration_ms),
+                target,
+                nice: rng.random_range(-10..=10),
+            });
+        }
+        spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_specs_are_valid_and_reproducible() {
+        for seed in 0..200 {
+            let s = Spec::random(seed);
+            s.validate().unwrap();
+            assert_eq!(s, Spec::random(seed));
+            assert_eq!(Spec::from_toml(&s.to_toml()).unwrap(), s, "seed {seed} does not round-trip through TOML");
+        }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("0-2,5", 8).unwrap().iter().collect::<Vec<_>>(), [0, 1, 2, 5]);
+        assert!(parse_cpus("7-8", 8).is_err());
+        assert!(parse_cpus("", 8).is_err());
+        assert!(parse_cpus("3-1", 8).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(Spec::from_toml("[run]\nduration = 5\n").is_err());
+        assert!(Spec::from_toml("[[spinner]]\ncont = 5\n").is_err());
+        assert!(Spec::from_toml("[[affinity]]\nat_ms = 1\ntarget = \"nope\"\ncpus = \"0\"\n").is_err());
+    }
+
+    #[test]
+    fn machine_strings() {
+        assert_eq!(Machine::parse("2x4x2").unwrap().nr_cpus(), 16);
+        assert_eq!(Machine::parse("4").unwrap().nr_cpus(), 4);
+        assert!(Machine::parse("2x").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The `enoki-sim` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_enoki-sim")).args(args).env("ENOKI_QUIET", "1").output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_example_runs_clean() {
+    let ex = examples();
+    assert!(ex.len() >= 3);
+    for p in ex {
+        let o = sim(&["--spec", p.to_str().unwrap(), "--duration-ms", "30"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{}: {out}{err}", p.display());
+        assert!(out.contains("invariants: ok"), "{out}");
+    }
+}
+
+#[test]
+fn json_report() {
+    let o = sim(&["--spin", "3:2", "--sleep", "1:100:400", "--machine", "2", "--duration-ms", "20", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["scheduler"], "fifo");
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 4);
+    assert_eq!(v["tasks"][0]["nice"], 2);
+    assert!(v["tasks"][3]["wakeup_p99_ns"].is_u64());
+    assert!(v["violations"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn record_replay_dump_and_timelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("run.enk");
+    let (t, pf) = (trace.to_str().unwrap(), dir.path().join("run.json"));
+    let o = sim(&[
+        "--spec",
+        "examples/mixed.toml",
+        "--duration-ms",
+        "40",
+        "--record",
+        t,
+        "--perfetto",
+        pf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&pf).unwrap()).unwrap();
+    assert!(doc["traceEvents"].as_array().unwrap().iter().any(|e| e["ph"] == "X" && e["name"] == "spin.0"));
+
+    let o = sim(&["replay", t]);
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("no divergence"), "{out}");
+
+    let pf2 = dir.path().join("replay.json");
+    let o = sim(&["replay", t, "--json", "--perfetto", pf2.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["messages"].as_u64().unwrap() > 100 && v["divergence"].is_null());
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&pf2).unwrap()).unwrap();
+    assert!(doc["traceEvents"].as_array().unwrap().iter().any(|e| e["ph"] == "X"));
+
+    let o = sim(&["replay", t, "--sched", "badpick"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("first divergence at message #") && out.contains("the 10 events before:"), "{out}");
+    assert!(err.contains("notice: the trace recorded scheduler \"fifo\""), "{err}");
+
+    let o = sim(&["dump", t, "--limit", "3"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        out.contains("scheduler \"fifo\"") && out.contains("4 CPUs, 2 nodes") && out.contains("pick_next_task"),
+        "{out}"
+    );
+
+    // A damaged copy: clear errors, exit status 2.
+    let bytes = std::fs::read(&trace).unwrap();
+    let bad = dir.path().join("bad.enk");
+    let cases: [(&[u8], &str); 3] = [
+        (&[], "empty"),
+        (&bytes[..bytes.len() / 2], "truncated"),
+        (b"GIF89a not a trace at all", "not an Enoki trace"),
+    ];
+    for (content, want) in cases {
+        std::fs::write(&bad, content).unwrap();
+        let o = sim(&["replay", bad.to_str().unwrap()]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "want {want:?} in {err}");
+    }
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    flipped[n - 100] ^= 0xff;
+    std::fs::write(&bad, &flipped).unwrap();
+    let o = sim(&["replay", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("corrupt"), "{}", text(&o).1);
+}
+
+#[test]
+fn seed_alone_runs_a_reproducible_random_workload() {
+    let a = sim(&["--seed", "42", "--json"]);
+    let b = sim(&["--seed", "42", "--json"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let o = sim(&["--seed", "42"]);
+    assert!(text(&o).1.contains("random workload of seed 42"));
+    let spec = sim(&["--seed", "42", "--print-spec"]);
+    let parsed = enoki_sim::spec::Spec::from_toml(&String::from_utf8(spec.stdout).unwrap()).unwrap();
+    assert_eq!(parsed, enoki_sim::spec::Spec::random(42));
+}
+
+#[test]
+fn violations_exit_1_with_a_reproducer() {
+    // Four spinners share one CPU in 3 ms slices: a 2 ms stall bound trips.
+    let o = sim(&["--spin", "4", "--machine", "1", "--duration-ms", "50", "--stall-ms", "2"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("Stall"), "{out}");
+    assert!(err.contains("reproduce with: enoki-sim --sched fifo --seed 0"), "{err}");
+}
+
+#[test]
+fn bad_input_is_exit_2() {
+    for args in [
+        &["--sched", "nope"][..],
+        &["--spin", "x"],
+        &["--sleep", "1:2"],
+        &["--machine", "0"],
+        &["--spin", "1", "--affinity", "5:ghost:0"],
+        &["--spec", "/nonexistent.toml"],
+    ] {
+        let o = sim(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {:?}", text(&o));
+        assert!(text(&o).1.starts_with("error: "), "{args:?}");
+    }
+    let o = sim(&["--sched", "nope"]);
+    assert!(text(&o).1.contains("known: fifo"));
+    let o = sim(&["list"]);
+    assert!(text(&o).0.contains("badpick"));
+}

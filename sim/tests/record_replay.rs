@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Record a simulated run through the driver, replay it through
+//! `Loaded::handle`, and find divergences.
+
+mod common;
+
+use std::io::Cursor;
+
+use enoki::abi::kind;
+use enoki_fifo::Fifo;
+use enoki_sim::check::Props;
+use enoki_sim::perfetto::TimelineBuilder;
+use enoki_sim::registry;
+use enoki_sim::replay::{replay, ReplayOptions};
+use enoki_sim::trace::{Event, Record, TraceReader};
+
+use common::{mixed_spec, quiet, record, Flaky, LockFlaky};
+
+const FIFO: Props = Props { correct: true, work_conserving: true };
+
+#[test]
+fn fifo_round_trip_has_no_divergence() {
+    quiet();
+    let (out, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    assert!(out.report.violations.is_empty(), "{:?}", out.report.violations);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    assert_eq!(header.scheduler, "fifo");
+    assert_eq!(header.topology.nr_cpus, 4);
+    assert_eq!(header.slice_ns, 2_000_000);
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert!(rep.read_error.is_none());
+    assert!(rep.notices.is_empty(), "{:?}", rep.notices);
+    assert_eq!(rep.seq_gaps, 0);
+    // Every message the driver sent was recorded and replayed, and every
+    // lock event of every call was checked.
+    let sent: u64 = out.report.counters.messages.values().sum();
+    assert_eq!(rep.messages, sent);
+    assert!(rep.lock_events > sent, "FIFO takes at least one lock per call");
+    assert_eq!(reader.end().unwrap().records, sent + rep.lock_events);
+    // The workload exercised every kind of call.
+    for k in [
+        "task_new",
+        "task_wakeup",
+        "task_preempt",
+        "task_blocked",
+        "task_dead",
+        "task_tick",
+        "pick_next_task",
+        "select_task_rq",
+        "balance",
+        "task_affinity_changed",
+        "task_prio_changed",
+    ] {
+        assert!(out.report.counters.messages[k] > 0, "no {k} in the mixed workload");
+    }
+}
+
+/// The records of a trace, lock addresses replaced by their order of first
+/// appearance (heap addresses differ between runs).
+fn normalized(bytes: &[u8]) -> Vec<Record> {
+    let mut ids = std::collections::BTreeMap::new();
+    let mut id = |a: u64| {
+        let n = ids.len() as u64;
+        *ids.entry(a).or_insert(n)
+    };
+    TraceReader::new(Cursor::new(bytes))
+        .unwrap()
+        .map(|r| {
+            let mut r = r.unwrap();
+            r.event = match r.event {
+                Event::LockAcquire { addr } => Event::LockAcquire { addr: id(addr) },
+                Event::LockRelease { addr } => Event::LockRelease { addr: id(addr) },
+                e => e,
+            };
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn same_seed_same_trace() {
+    quiet();
+    let (_, a) = record::<Fifo>(&mixed_spec(), 9, FIFO);
+    let (_, b) = record::<Fifo>(&mixed_spec(), 9, FIFO);
+    assert!(normalized(&a) == normalized(&b), "same seed, different traces");
+    let (_, c) = record::<Fifo>(&mixed_spec(), 10, FIFO);
+    assert!(normalized(&a) != normalized(&c), "the seed must matter (request arrivals)");
+}
+
+#[test]
+fn fifo_trace_against_badpick_diverges_at_the_first_differing_message() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let entry = registry::find("badpick").unwrap();
+    let rep = (entry.replay)(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.notices.iter().any(|n| n.contains("recorded scheduler \"fifo\"")), "{:?}", rep.notices);
+    let d = rep.divergence.expect("badpick must diverge from fifo");
+    // The divergence is the first message whose answer differs, with up to
+    // 10 events before it.
+    let m = d.message();
+    assert_eq!(m.kind, kind::PICK_NEXT_TASK, "{d}");
+    assert_ne!(d.expected, d.actual);
+    assert_eq!(d.context.len() as u64, d.index.min(10));
+    assert_eq!(rep.messages, d.index + 1, "replay stops at the divergence");
+    let text = d.to_string();
+    assert!(text.contains("pick_next_task") && text.contains("expected:") && text.contains("actual:"), "{text}");
+    // It is the index-th message of the trace.
+    let msgs: Vec<_> = normalized(&bytes).into_iter().filter(|r| matches!(r.event, Event::Msg(_))).collect();
+    assert_eq!(msgs[d.index as usize], d.record);
+}
+
+#[test]
+fn nondeterministic_scheduler_diverges_on_replay() {
+    quiet();
+    let (out, bytes) = record::<Flaky>(&mixed_spec(), 1, Props::default());
+    assert!(out.report.counters.messages["pick_next_task"] > 100);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let rep = replay::<Flaky>(&header, &mut reader, &ReplayOptions { context: 4, timeline: false }).unwrap();
+    let d = rep.divergence.expect("a pick that depends on a process-wide counter must diverge");
+    assert_eq!(d.message().kind, kind::PICK_NEXT_TASK);
+    assert_eq!(d.context.len(), 4);
+    assert!(rep.notices.is_empty(), "same scheduler, same build: {:?}", rep.notices);
+}
+
+#[test]
+fn different_lock_order_with_the_same_answers_diverges() {
+    quiet();
+    let (_, bytes) = record::<LockFlaky>(&mixed_spec(), 1, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let rep = replay::<LockFlaky>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    let d = rep.divergence.expect("an extra lock on replay must be found");
+    assert_eq!(d.expected, d.actual, "the answers agree; the locks do not");
+    let what = d.locks.as_deref().unwrap();
+    assert!(what.contains("lock"), "{what}");
+    assert_eq!(d.message().kind, kind::PICK_NEXT_TASK);
+    assert!(d.to_string().contains("locks:"));
+}
+
+#[test]
+fn other_build_is_replayed_with_a_notice() {
+    quiet();
+    let spec = mixed_spec();
+    let mut header = enoki_sim::sim::trace_header("fifo", &spec).unwrap();
+    header.build_id = "enoki-fifo.ko 6.12.0 deadbeef".into();
+    let rec = enoki_sim::sim::Recorder::new(Cursor::new(Vec::new()), header).unwrap();
+    let mut cfg = enoki_sim::sim::SimConfig::new(spec, 2, FIFO);
+    cfg.record = Some(rec.sink());
+    enoki_sim::sim::simulate::<Fifo>(cfg).unwrap();
+    let bytes = rec.finish().unwrap().into_inner();
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none());
+    assert!(rep.notices.iter().any(|n| n.contains("deadbeef") && n.contains("replaying anyway")), "{:?}", rep.notices);
+}
+
+#[test]
+fn truncated_trace_replays_what_is_there_and_says_so() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let cut = &bytes[..bytes.len() - 30];
+    let mut reader = TraceReader::new(Cursor::new(cut)).unwrap();
+    let header = reader.header().clone();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none());
+    let err = rep.read_error.expect("a cut trace must be reported");
+    assert!(err.is_truncated(), "{err}");
+    assert!(rep.messages > 0);
+}
+
+#[test]
+fn timeline_from_a_trace_matches_the_simulated_one() {
+    quiet();
+    let spec = mixed_spec();
+    let (out, bytes) = {
+        let rec = enoki_sim::sim::Recorder::new(
+            Cursor::new(Vec::new()),
+            enoki_sim::sim::trace_header("fifo", &spec).unwrap(),
+        )
+        .unwrap();
+        let mut cfg = enoki_sim::sim::SimConfig::new(spec.clone(), 5, FIFO);
+        cfg.record = Some(rec.sink());
+        cfg.timeline = true;
+        let out = enoki_sim::sim::simulate::<Fifo>(cfg).unwrap();
+        (out, rec.finish().unwrap().into_inner())
+    };
+    let mut tb = TimelineBuilder::default();
+    for r in TraceReader::new(Cursor::new(&bytes)).unwrap() {
+        tb.add(&r.unwrap());
+    }
+    let (_, slices) = tb.finish();
+    // Runs of picked tasks (not of tasks the scheduler refused) appear in
+    // both, with the same CPU, task, start and end.
+    let sim: std::collections::BTreeSet<_> =
+        out.timeline.iter().map(|s| (s.cpu, s.pid, s.start_ns, s.end_ns)).collect();
+    let from_trace: Vec<_> =
+        slices.iter().filter(|s| s.end_ns > s.start_ns).map(|s| (s.cpu, s.pid, s.start_ns, s.end_ns)).collect();
+    assert!(from_trace.len() > 50);
+    let matching = from_trace.iter().filter(|s| sim.contains(s)).count();
+    assert!(matching * 10 >= from_trace.len() * 9, "{matching} of {} slices match", from_trace.len());
+    let doc = enoki_sim::perfetto::to_json(4, &slices, &out.names, &[]);
+    let events = doc["traceEvents"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["ph"] == "X"));
+    assert!(events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == "CPU 3"));
+}
+
+#[test]
+fn records_carry_cpu_seq_and_time() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let mut last_seq = 0;
+    let mut last_time = 0;
+    let mut held: Option<u64> = None;
+    for r in TraceReader::new(Cursor::new(&bytes)).unwrap() {
+        let r = r.unwrap();
+        // Numbered from 1 without gaps, like Enoki-C's recorder.
+        assert_eq!(r.seq, last_seq + 1);
+        assert!(r.time_ns >= last_time);
+        assert!(r.cpu < 4);
+        match r.event {
+            Event::Msg(m) => {
+                assert_eq!(held, None, "every lock of a call is released before the next call");
+                if m.kind == kind::TASK_TICK || m.kind == kind::PICK_NEXT_TASK {
+                    assert_eq!(m.cpu as u32, r.cpu, "a tick or pick runs on its own CPU");
+                }
+            }
+            // FIFO never holds two locks at once.
+            Event::LockAcquire { addr } => assert_eq!(held.replace(addr), None),
+            Event::LockRelease { addr } => assert_eq!(held.take(), Some(addr)),
+        }
+        last_seq = r.seq;
+        last_time = r.time_ns;
+    }
+}

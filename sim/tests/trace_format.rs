@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The `.enk` format: round trips, and clear errors for every kind of bad file.
+
+use std::io::Cursor;
+
+use enoki::abi::{kind, Msg};
+use enoki::Topology;
+use enoki_sim::trace::{read_all, Event, Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION};
+use proptest::prelude::*;
+
+fn header() -> TraceHeader {
+    let t = Topology::symmetric(2, 2, 2, 31).unwrap();
+    TraceHeader::new("fifo", "test-build 1", &t, 512, 3_000_000, "every=3")
+}
+
+fn msg(i: u64) -> Msg {
+    let mut m = Msg::new(kind::PICK_NEXT_TASK + (i % 3) as u32, (i % 8) as i32);
+    m.pid = 1000 + i as i32;
+    m.runtime = i * 1_000_000;
+    m.allowed[0] = 0xff;
+    m.allowed[3] = 1 << 63;
+    m.ret = i as i64;
+    m.ret_cpu = 2;
+    m.ret_err = 4;
+    m.ret_slice = 7;
+    m
+}
+
+fn records(n: u64) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            seq: 2 * i,
+            cpu: (i % 8) as u32,
+            time_ns: i * 10,
+            event: match i % 5 {
+                3 => Event::LockAcquire { addr: 0xffff_8880_0000_0000 + i },
+                4 => Event::LockRelease { addr: 0xffff_8880_0000_0000 + i - 1 },
+                _ => Event::Msg(msg(i)),
+            },
+        })
+        .collect()
+}
+
+fn write(recs: &[Record], compress: bool, dropped: u64) -> Vec<u8> {
+    let mut w = TraceWriter::new(Cursor::new(Vec::new()), header()).unwrap();
+    w.set_compression(compress);
+    for r in recs {
+        w.write(r).unwrap();
+    }
+    w.note_dropped(dropped);
+    w.finish().unwrap().into_inner()
+}
+
+/// A small valid trace of several blocks.
+fn sample() -> Vec<u8> {
+    write(&records(3000), false, 0)
+}
+
+#[test]
+fn round_trip_keeps_everything() {
+    let recs = records(5000);
+    for compress in [false, true] {
+        let bytes = write(&recs, compress, 17);
+        let (h, back, end) = read_all(Cursor::new(&bytes)).unwrap();
+        assert_eq!(back, recs);
+        assert_eq!(end.records, 5000);
+        assert_eq!(end.dropped_events, 17);
+        assert_eq!(h.dropped_events, 17, "the final count is patched into the header");
+        assert_eq!((h.scheduler.as_str(), h.build_id.as_str(), h.args.as_str()), ("fifo", "test-build 1", "every=3"));
+        assert_eq!((h.max_tasks, h.slice_ns, h.abi_version), (512, 3_000_000, enoki::abi::ABI_VERSION));
+        let t = Topology::from_raw(&h.topology).unwrap();
+        assert_eq!((t.nr_cpus(), t.nr_nodes(), t.distance(0, 7), t.core_of(3)), (8, 2, 31, 2));
+    }
+    assert!(write(&recs, true, 0).len() * 3 < write(&recs, false, 0).len(), "compression pays");
+}
+
+#[test]
+fn a_message_is_its_repr_c_bytes() {
+    // The kernel recorder copies `struct enoki_msg` as is: check the layout
+    // the format promises against the real one.
+    let m = msg(5);
+    let bytes = write(&[Record { seq: 0, cpu: 1, time_ns: 2, event: Event::Msg(m) }], false, 0);
+    let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let rec = &bytes[hlen + 24..hlen + 24 + 120];
+    assert_eq!(rec[0], 1, "type");
+    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 120);
+    let body = &rec[24..];
+    assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), m.kind);
+    assert_eq!(u64::from_le_bytes(body[24..32].try_into().unwrap()), m.runtime);
+    assert_eq!(u64::from_le_bytes(body[40..48].try_into().unwrap()), m.allowed[0]);
+    assert_eq!(i64::from_le_bytes(body[72..80].try_into().unwrap()), m.ret);
+    assert_eq!(u64::from_le_bytes(body[88..96].try_into().unwrap()), m.ret_slice);
+}
+
+fn err(bytes: &[u8]) -> TraceError {
+    match read_all(Cursor::new(bytes)) {
+        Ok(_) => panic!("{} bytes read as a valid trace", bytes.len()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn empty_file() {
+    let e = err(&[]);
+    assert!(matches!(e, TraceError::Empty), "{e}");
+    assert_eq!(e.to_string(), "the file is empty: not a trace");
+}
+
+#[test]
+fn wrong_magic() {
+    let e = err(b"#!/bin/sh\necho not a trace\n");
+    assert!(matches!(e, TraceError::BadMagic { .. }), "{e}");
+    assert!(e.to_string().contains("not an Enoki trace"), "{e}");
+    assert!(matches!(err(b"ENOKI"), TraceError::Truncated { .. }), "a prefix of the magic is a cut file");
+    assert!(matches!(err(b"ENOXI"), TraceError::BadMagic { .. }));
+}
+
+#[test]
+fn wrong_version() {
+    let mut b = sample();
+    b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let e = err(&b);
+    assert!(
+        matches!(e, TraceError::UnsupportedVersion { found, supported } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION)
+    );
+    assert!(e.to_string().contains("version 2 is not supported"), "{e}");
+}
+
+#[test]
+fn truncated_anywhere() {
+    let b = sample();
+    let hlen = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    for cut in [9, 15, 16, 40, hlen - 1, hlen, hlen + 3, hlen + 24, hlen + 500, b.len() / 2, b.len() - 17, b.len() - 1]
+    {
+        let e = err(&b[..cut]);
+        assert!(e.is_truncated(), "cut at {cut}: {e}");
+        assert!(e.to_string().starts_with("trace is truncated"), "{e}");
+    }
+}
+
+#[test]
+fn truncated_file_still_yields_its_complete_blocks() {
+    let b = sample();
+    let mut r = TraceReader::new(Cursor::new(&b[..b.len() - 100])).unwrap();
+    let mut n = 0;
+    let e = loop {
+        match r.next_record() {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => panic!("a cut file must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert!(e.is_truncated());
+    assert!(n > 1000, "complete blocks before the cut are readable ({n})");
+    assert_eq!(r.next_record().unwrap(), None, "nothing after an error");
+}
+
+#[test]
+fn corrupt_header_and_blocks() {
+    let b = sample();
+    let hlen = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    // A flipped bit in the header, in a block header, in a payload.
+    for at in [20, 60, hlen - 5, hlen + 5, hlen + 13, hlen + 100, b.len() - 20] {
+        let mut c = b.clone();
+        c[at] ^= 0x10;
+        let e = err(&c);
+        assert!(matches!(e, TraceError::Corrupt { .. }), "flip at {at}: {e}");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+    let mut c = b.clone();
+    c[hlen] = b'X';
+    assert!(err(&c).to_string().contains("no block magic"));
+    let mut c = b.clone();
+    c[hlen + 100] ^= 1;
+    assert!(err(&c).to_string().contains("checksum"));
+    let mut c = b;
+    c.extend_from_slice(b"junk");
+    assert!(err(&c).to_string().contains("after the end block"));
+}
+
+#[test]
+fn writer_wants_sequence_order() {
+    let mut w = TraceWriter::new(Cursor::new(Vec::new()), header()).unwrap();
+    let r = records(2);
+    w.write(&r[1]).unwrap();
+    assert!(matches!(w.write(&r[0]), Err(TraceError::Invalid(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Random bytes never panic the reader.
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), magic in any::<bool>()) {
+        let mut b = bytes;
+        if magic && b.len() >= 12 {
+            b[..8].copy_from_slice(b"ENOKITRC");
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        }
+        let _ = read_all(Cursor::new(&b));
+    }
+
+    /// Mutated valid traces (flips, cuts, splices) never panic the reader,
+    /// and what is read before an error is a prefix of the real records.
+    #[test]
+    fn mutated_traces_never_panic(
+        compress in any::<bool>(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let recs = records(40);
+        let mut b = write(&recs, compress, 0);
+        for (i, v) in &edits {
+            let i = i.index(b.len());
+            b[i] = *v;
+        }
+        if let Some(c) = cut {
+            b.truncate(c.index(b.len()));
+        }
+        if let Ok(mut r) = TraceReader::new(Cursor::new(&b)) {
+            let mut got = Vec::new();
+            while let Ok(Some(rec)) = r.next_record() {
+                got.push(rec);
+            }
+            // Checksums catch every edit: whatever was read is real.
+            prop_assert!(got.len() <= recs.len());
+            prop_assert_eq!(&got[..], &recs[..got.len()]);
+        }
+    }
+}
