@@ -100,7 +100,9 @@ for l in $all_libs; do
 done
 for b in "${guest_bins[@]}"; do
 	rm -f "$stage/usr/bin/$(basename "$b")"
-	cp "$b" "$stage/usr/bin/"
+	# DWARF (profile.release has debug = 1) only slows the boot; symbols stay.
+	objcopy --strip-debug "$b" "$stage/usr/bin/$(basename "$b")" 2>/dev/null ||
+		cp "$b" "$stage/usr/bin/"
 done
 for m in "${modules[@]}"; do
 	cp "$m" "$stage/lib/modules/enoki/"
