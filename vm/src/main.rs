@@ -104,7 +104,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let cmd = (!cli.cmd.is_empty()).then(|| cli.cmd.join(" "));
     if cli.dry_run {
         let args = vm.qemu_args(cmd.as_deref())?;
-        println!("qemu-system-x86_64 {}", args.join(" "));
+        let quoted: Vec<String> =
+            args.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect();
+        println!("qemu-system-x86_64 {}", quoted.join(" "));
         return Ok(ExitCode::SUCCESS);
     }
     let out = vm.run_inherit(cmd.as_deref())?;
