@@ -15,7 +15,7 @@ use enoki_sim::registry::{self, SCHEDULERS};
 use enoki_sim::replay::{describe_record, ReplayOptions};
 use enoki_sim::sim::{trace_header, Recorder, SimConfig};
 use enoki_sim::spec::{ForkStorm, Machine, PingPong, RequestClass, Requests, Sleeper, Spec, Spinner};
-use enoki_sim::trace::TraceReader;
+use enoki_sim::trace::{self, TraceHeader, TraceReader, TraceWriter};
 use enoki_sim::{perfetto, spec::AffinityChange, spec::Renice};
 
 #[derive(Parser)]
@@ -37,6 +37,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Print a trace's header and records.
     Dump(DumpArgs),
+    /// Turn a kernel recording (debugfs enoki/trace and enoki/topology) into a .enk trace.
+    Import(ImportArgs),
     /// List the schedulers this build knows.
     List,
 }
@@ -128,6 +130,36 @@ struct ReplayArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Raw records: a copy of /sys/kernel/debug/enoki/trace.
+    records: PathBuf,
+    /// A copy of /sys/kernel/debug/enoki/topology.
+    #[arg(long)]
+    topology: PathBuf,
+    /// Scheduler that was recorded (/sys/kernel/enoki/scheduler).
+    #[arg(long)]
+    sched: String,
+    /// Output trace.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Build of the recorded module (e.g. its srcversion).
+    #[arg(long, default_value = "kernel")]
+    build_id: String,
+    /// Module parameter slice_us.
+    #[arg(long, default_value_t = 3000)]
+    slice_us: u64,
+    /// Module parameter max_tasks.
+    #[arg(long, default_value_t = 4096)]
+    max_tasks: u64,
+    /// Module parameter args.
+    #[arg(long, default_value = "")]
+    args: String,
+    /// Events the recorder dropped (/sys/kernel/enoki/record_drops).
+    #[arg(long, default_value_t = 0)]
+    dropped: u64,
 }
 
 #[derive(Args)]
@@ -366,6 +398,33 @@ fn replay(a: ReplayArgs) -> Result<u8> {
     })
 }
 
+fn import(a: ImportArgs) -> Result<u8> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let topology = trace::topology_from_kernel(&read(&a.topology)?)
+        .with_context(|| format!("{} is not an enoki topology dump", a.topology.display()))?;
+    let records = trace::records_from_kernel(&read(&a.records)?).with_context(|| a.records.display().to_string())?;
+    let header = TraceHeader {
+        abi_version: enoki::abi::ABI_VERSION,
+        flags: trace::HEADER_LOCKS,
+        scheduler: a.sched,
+        build_id: a.build_id,
+        topology,
+        dropped_events: 0,
+        max_tasks: a.max_tasks,
+        slice_ns: a.slice_us * 1000,
+        args: a.args,
+    };
+    let file = std::fs::File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    let mut w = TraceWriter::new(std::io::BufWriter::new(file), header)?;
+    for r in &records {
+        w.write(r)?;
+    }
+    w.note_dropped(a.dropped);
+    w.finish()?;
+    println!("{} records into {}", records.len(), a.output.display());
+    Ok(0)
+}
+
 fn dump(a: DumpArgs) -> Result<u8> {
     let mut reader = TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
     let h = reader.header().clone();
@@ -393,6 +452,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run(a),
         Some(Command::Replay(a)) => replay(a),
         Some(Command::Dump(a)) => dump(a),
+        Some(Command::Import(a)) => import(a),
         Some(Command::List) => {
             for e in SCHEDULERS {
                 println!("{:<10} correct={} work_conserving={}", e.name, e.props.correct, e.props.work_conserving);

@@ -158,3 +158,115 @@ fn bad_input_is_exit_2() {
     let o = sim(&["list"]);
     assert!(text(&o).0.contains("badpick"));
 }
+
+/// `struct enoki_rec` (enoki.h) for a record, written out field by field.
+fn kernel_rec(r: &enoki_sim::trace::Record) -> Vec<u8> {
+    use enoki_sim::trace::Event;
+    let mut b = Vec::with_capacity(128);
+    let (ty, addr, m) = match r.event {
+        Event::Msg(m) => (1u32, 0u64, m),
+        Event::LockAcquire { addr } => (2, addr, enoki::abi::Msg::default()),
+        Event::LockRelease { addr } => (3, addr, enoki::abi::Msg::default()),
+    };
+    b.extend_from_slice(&r.seq.to_le_bytes());
+    b.extend_from_slice(&r.cpu.to_le_bytes());
+    b.extend_from_slice(&ty.to_le_bytes());
+    b.extend_from_slice(&addr.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    for v in [m.kind, m.flags, m.cpu as u32, m.pid as u32, m.tgid as u32, m.task_cpu as u32] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&m.runtime.to_le_bytes());
+    b.extend_from_slice(&m.weight.to_le_bytes());
+    b.extend_from_slice(&m.nice.to_le_bytes());
+    for w in m.allowed {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    b.extend_from_slice(&m.ret.to_le_bytes());
+    b.extend_from_slice(&m.ret_cpu.to_le_bytes());
+    b.extend_from_slice(&m.ret_err.to_le_bytes());
+    b.extend_from_slice(&m.ret_slice.to_le_bytes());
+    assert_eq!(b.len(), 128);
+    b
+}
+
+#[test]
+fn import_a_kernel_recording_and_replay_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_trace = dir.path().join("sim.enk");
+    let o = sim(&["--spec", "examples/mixed.toml", "--duration-ms", "30", "--record", sim_trace.to_str().unwrap()]);
+    assert!(o.status.success());
+    // Lay the records out as the debugfs file does: CPU by CPU, each CPU's
+    // in order.
+    let mut reader = enoki_sim::trace::TraceReader::open(&sim_trace).unwrap();
+    let header = reader.header().clone();
+    let mut by_cpu: Vec<Vec<u8>> = vec![Vec::new(); 4];
+    for r in &mut reader {
+        let r = r.unwrap();
+        by_cpu[r.cpu as usize].extend(kernel_rec(&r));
+    }
+    let raw = dir.path().join("trace.bin");
+    std::fs::write(&raw, by_cpu.concat()).unwrap();
+    let t = &header.topology;
+    let mut topo = Vec::new();
+    topo.extend_from_slice(&t.nr_cpus.to_le_bytes());
+    topo.extend_from_slice(&t.nr_nodes.to_le_bytes());
+    for c in t.cpus.iter() {
+        for v in [c.core, c.llc, c.node, c.package] {
+            topo.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for row in t.distance.iter() {
+        topo.extend_from_slice(row);
+    }
+    let topo_file = dir.path().join("topology.bin");
+    std::fs::write(&topo_file, &topo).unwrap();
+
+    let out = dir.path().join("kernel.enk");
+    let o = sim(&[
+        "import",
+        raw.to_str().unwrap(),
+        "--topology",
+        topo_file.to_str().unwrap(),
+        "--sched",
+        "fifo",
+        "--build-id",
+        "enoki_fifo.ko 1234",
+        "--dropped",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = sim(&["replay", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("no divergence") && stderr.contains("enoki_fifo.ko 1234"), "{stdout}{stderr}");
+
+    // A cut record and a bad topology are refused.
+    std::fs::write(&raw, &by_cpu.concat()[..300]).unwrap();
+    let o = sim(&[
+        "import",
+        raw.to_str().unwrap(),
+        "--topology",
+        topo_file.to_str().unwrap(),
+        "--sched",
+        "fifo",
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("truncated"));
+    std::fs::write(&topo_file, b"short").unwrap();
+    let o = sim(&[
+        "import",
+        raw.to_str().unwrap(),
+        "--topology",
+        topo_file.to_str().unwrap(),
+        "--sched",
+        "fifo",
+        "-o",
+        "/dev/null",
+    ]);
+    assert!(text(&o).1.contains("not an enoki topology dump"));
+}
