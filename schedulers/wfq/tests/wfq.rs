@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: GPL-2.0
+//! WFQ under the userspace backend, driven the way Enoki-C drives it, with
+//! the paper's functional-equivalence experiments (appendix A.1) in
+//! simulated time.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use enoki::user::{Driver, HostEvent, TaskState};
+use enoki::{nice_to_weight, InitError};
+use enoki_wfq::Wfq;
+
+const MS: u64 = 1_000_000;
+
+/// Ticks the running task of `cpu` until it is preempted; returns how many.
+fn ticks_until_preempted(m: &mut Machine, cpu: usize) -> u64 {
+    (1..=100).find(|_| m.tick(cpu)).expect("never preempted")
+}
+
+#[test]
+fn five_spinners_get_a_cpu_each_then_a_fifth_of_one() {
+    let mut m = Machine::new("");
+    let pids = [1, 2, 3, 4, 5];
+    for pid in pids {
+        m.spawn(pid, all(), 0, 0);
+    }
+    let cpus: BTreeSet<_> = pids.iter().filter_map(|p| m.cpu_of(*p)).collect();
+    assert_eq!(cpus.len(), 5, "each spinner on its own CPU");
+    m.run(1000);
+    for r in m.runtimes(&pids) {
+        assert!(r.abs_diff(1000 * MS) <= 10 * MS, "alone on a CPU: ~T, got {r}");
+    }
+    m.check_consistent().unwrap();
+
+    // The same five forced onto CPU 2.
+    for pid in pids {
+        m.set_affinity(pid, only(2));
+    }
+    let before = m.runtimes(&pids);
+    m.run(2000);
+    let got: Vec<u64> = m.runtimes(&pids).iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(got.iter().sum::<u64>(), 2000 * MS, "CPU 2 never idles");
+    assert!(equal_within(&got, 0.05), "equal shares of CPU 2: {got:?}");
+    for g in &got {
+        assert!(g.abs_diff(400 * MS) <= 20 * MS, "~T/5 each: {got:?}");
+    }
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn a_nice_19_task_gets_its_weight_share_and_the_others_share_equally() {
+    let mut m = Machine::new("");
+    for pid in 1..=4 {
+        m.spawn(pid, only(0), 0, 0);
+    }
+    m.spawn(5, only(0), 19, 0);
+    m.run(20_000);
+    let normal = m.runtimes(&[1, 2, 3, 4]);
+    assert!(equal_within(&normal, 0.05), "nice-0 tasks share equally: {normal:?}");
+    let mean = normal.iter().sum::<u64>() / 4;
+    let want = nice_to_weight(19) as f64 / nice_to_weight(0) as f64;
+    let got = ratio(m.runtime(5), mean);
+    assert!((got / want - 1.0).abs() <= 0.10, "nice 19 / nice 0 share {got:.5}, weights say {want:.5}");
+    assert_eq!(m.runtimes(&[1, 2, 3, 4, 5]).iter().sum::<u64>(), 20_000 * MS);
+}
+
+#[test]
+fn work_conserving_with_a_spinner_per_cpu_and_one_forced_extra() {
+    let mut m = Machine::new("");
+    let spinners: Vec<i32> = (1..=8).collect();
+    for pid in &spinners {
+        m.spawn(*pid, all(), 0, 0);
+    }
+    let cpus: BTreeSet<_> = spinners.iter().filter_map(|p| m.cpu_of(*p)).collect();
+    assert_eq!(cpus.len(), 8, "one spinner per CPU");
+    m.run_conserving(100);
+
+    // An extra spinner forced onto CPU 0.
+    m.spawn(9, only(0), 0, 0);
+    let before = m.runtimes(&(1..=9).collect::<Vec<_>>());
+    m.run_conserving(600);
+    let after = m.runtimes(&(1..=9).collect::<Vec<_>>());
+    for (pid, (a, b)) in (1..=9).zip(after.iter().zip(&before)) {
+        assert!(a - b >= 100 * MS, "task {pid} progresses: {} ms", (a - b) / MS);
+    }
+
+    // One spinner forced onto another's CPU: its own CPU must find work.
+    let moved = m.running(5).unwrap();
+    m.set_affinity(moved, only(1));
+    let before = m.runtimes(&(1..=9).collect::<Vec<_>>());
+    m.run_conserving(600);
+    let after = m.runtimes(&(1..=9).collect::<Vec<_>>());
+    for (pid, (a, b)) in (1..=9).zip(after.iter().zip(&before)) {
+        assert!(a - b >= 100 * MS, "task {pid} progresses: {} ms", (a - b) / MS);
+    }
+    let busy: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    assert_eq!(busy, 8 * 600 * MS, "all eight CPUs busy all the time");
+    m.check_consistent().unwrap();
+}
+
+/// Three tasks queued on `cpu` (one running), all allowed everywhere.
+fn three_on(m: &mut Machine, first_pid: i32, cpu: usize) {
+    for pid in first_pid..first_pid + 3 {
+        m.spawn(pid, only(cpu), 0, cpu);
+    }
+    for pid in first_pid..first_pid + 3 {
+        m.d.set_affinity(pid, all()); // no rescheduling: keep them queued
+        m.allowed.insert(pid, all());
+    }
+    m.d.host.take();
+}
+
+#[test]
+fn an_idle_cpu_steals_from_its_own_node_first() {
+    let mut m = Machine::new("");
+    three_on(&mut m, 10, 0); // node 0: 3 on CPU 0
+    three_on(&mut m, 20, 4); // node 1: 3 on CPU 4, and one more waiting
+    m.spawn(23, only(4), 0, 4);
+    m.d.set_affinity(23, all());
+    m.allowed.insert(23, all());
+    m.d.host.take();
+
+    // CPU 1 (node 0) takes from CPU 0 although CPU 4 is busier.
+    let stolen = m.d.schedule(1).unwrap();
+    assert!((10..13).contains(&stolen), "stole {stolen} from the remote node");
+    assert_eq!(m.d.schedule(2).map(|p| (10..13).contains(&p)), Some(true));
+    // Node 0 has nothing waiting now: CPU 3 goes to node 1, which is busier.
+    let remote = m.d.schedule(3).unwrap();
+    assert!((20..24).contains(&remote));
+    assert_eq!(m.d.counters.balance_errors, 0);
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn stealing_across_nodes_needs_the_imbalance_threshold() {
+    // 4 tasks on node 1 vs 3 on node 0 (4 CPUs each): 33 % busier.
+    for (pct, steals) in [(125, true), (150, false)] {
+        let mut m = Machine::new(&format!("imbalance_pct={pct}"));
+        three_on(&mut m, 10, 4);
+        m.spawn(13, only(4), 0, 4);
+        m.d.set_affinity(13, all());
+        m.allowed.insert(13, all());
+        for (pid, cpu) in [(1, 0), (2, 1), (3, 2)] {
+            m.spawn(pid, only(cpu), 0, cpu);
+        }
+        assert_eq!(m.d.schedule(3).is_some(), steals, "imbalance_pct={pct}");
+        m.check_consistent().unwrap();
+    }
+}
+
+#[test]
+fn an_idle_cpu_steals_from_its_llc_before_its_node() {
+    let mut m = Machine::with(two_nodes_four_llcs(), 64, "");
+    three_on(&mut m, 10, 0); // LLC {0,1}
+    three_on(&mut m, 20, 2); // LLC {2,3}, same node
+    m.spawn(23, only(2), 0, 2);
+    m.d.set_affinity(23, all());
+    m.allowed.insert(23, all());
+    m.d.host.take();
+    let stolen = m.d.schedule(1).unwrap();
+    assert!((10..13).contains(&stolen), "CPU 1 shares CPU 0's LLC, stole {stolen}");
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn wakeup_placement_prefers_prev_then_llc_then_node_then_least_loaded() {
+    let mut m = Machine::with(two_nodes_four_llcs(), 64, "");
+    m.spawn(1, all(), 0, 2);
+    assert_eq!(m.cpu_of(1), Some(2), "previous CPU when idle");
+    m.spawn(2, all(), 0, 2);
+    assert_eq!(m.cpu_of(2), Some(3), "then its LLC");
+    m.spawn(3, all(), 0, 2);
+    m.spawn(4, all(), 0, 2);
+    let node: BTreeSet<_> = [3, 4].iter().filter_map(|p| m.cpu_of(*p)).collect();
+    assert_eq!(node, BTreeSet::from([0, 1]), "then its node");
+    m.spawn(5, all(), 0, 2);
+    assert_eq!(m.cpu_of(5), Some(4), "then the least loaded, nearest first");
+    m.spawn(6, only(5), 0, 5);
+    m.spawn(7, only(6), 10, 6);
+    m.spawn(8, only(7), 0, 7);
+    m.spawn(9, all(), 0, 2);
+    assert_eq!(m.d.state(9), Some(TaskState::Queued { cpu: 6 }), "least loaded: CPU 6 runs a nice-10 task");
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn work_queued_behind_a_running_task_kicks_an_idle_cpu() {
+    let mut m = Machine::new("");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    assert_eq!(m.running(0), Some(1));
+    // Task 2 may now also run on CPU 1, which idles.
+    m.d.set_affinity(2, set(&[0, 1]));
+    assert!(m.d.host.take().contains(&HostEvent::Kick { cpu: 1, preempt: false }));
+    m.allowed.insert(2, set(&[0, 1]));
+    m.settle(&mut [true, true, false, false, false, false, false, false]);
+    assert_eq!(m.running(1), Some(2), "the kicked CPU took it");
+    m.check_consistent().unwrap();
+}
+
+/// Task 1 runs alone on CPU 0 for 50 ms while task 2 sleeps, then task 2 wakes.
+fn sleeper_wakes(args: &str) -> Machine {
+    let mut m = Machine::new(args);
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    while m.running(0) != Some(2) {
+        m.round();
+    }
+    assert_eq!(m.block(0), Some(2));
+    m.run(50);
+    m.wake(2, 0);
+    m
+}
+
+#[test]
+fn a_woken_task_with_smaller_vruntime_preempts_at_the_next_tick() {
+    let mut m = sleeper_wakes("");
+    let (v1, v2) = (m.sched().vruntime(1).unwrap(), m.sched().vruntime(2).unwrap());
+    assert_eq!(v2, v1 - 3 * MS, "a sleeper gets at most half a period of credit");
+    assert_eq!(m.running(0), Some(1));
+    assert!(m.tick(0), "preempted at the next tick");
+    assert_eq!(m.running(0), Some(2));
+}
+
+#[test]
+fn a_woken_task_within_the_wakeup_granularity_waits_for_the_slice() {
+    let mut m = sleeper_wakes("wakeup_granularity_us=10000");
+    assert_eq!(m.running(0), Some(1));
+    assert!(!m.tick(0), "3 ms behind is within 10 ms: no preemption");
+}
+
+#[test]
+fn a_nice_change_applies_from_the_running_tasks_next_slice() {
+    let mut m = Machine::new("");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    while m.running(0) != Some(2) {
+        m.round();
+    }
+    // Task 2 runs with a 3 ms slice (half of 6 ms) when it turns nice -10.
+    m.set_nice(2, -10);
+    let slices: Vec<_> = (0..8).map(|_| (m.running(0).unwrap(), ticks_until_preempted(&mut m, 0))).collect();
+    assert_eq!(slices[0], (2, 3), "the current slice is kept: {slices:?}");
+    for (pid, ticks) in &slices[1..] {
+        // Shares of 6 ms: 5.4 ms for task 2, 0.6 ms (raised to the 0.75 ms
+        // minimum granularity) for task 1.
+        assert_eq!(*ticks, if *pid == 2 { 6 } else { 1 }, "{slices:?}");
+    }
+    assert!(slices.contains(&(1, 1)), "task 1 still runs: {slices:?}");
+}
+
+#[test]
+fn nice_changes_move_the_shares() {
+    let mut m = Machine::new("");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    let window = |m: &mut Machine, rounds| {
+        let before = m.runtimes(&[1, 2]);
+        m.run(rounds);
+        let after = m.runtimes(&[1, 2]);
+        (after[0] - before[0], after[1] - before[1])
+    };
+    let (a, b) = window(&mut m, 2000);
+    assert!(equal_within(&[a, b], 0.05), "{a} vs {b}");
+    m.set_nice(2, 19);
+    window(&mut m, 200); // let the lag settle
+    let (a, b) = window(&mut m, 20_000);
+    let want = nice_to_weight(19) as f64 / nice_to_weight(0) as f64;
+    assert!((ratio(b, a) / want - 1.0).abs() <= 0.10, "after nice 19: {b} vs {a}");
+    m.set_nice(2, 0);
+    window(&mut m, 200);
+    let (a, b) = window(&mut m, 2000);
+    assert!(equal_within(&[a, b], 0.05), "back at nice 0: {a} vs {b}");
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn bad_args_are_refused_and_good_ones_apply() {
+    for args in [
+        "period_us=0",
+        "period_us=six",
+        "min_granularity_us=7000",
+        "min_granularity_us=5",
+        "wakeup_granularity_us=2000000",
+        "imbalance_pct=99",
+        "imbalance_pct=5000",
+        "latency_us=6000",
+        "period_us=6000,bogus",
+    ] {
+        let r = Driver::<Wfq>::new(two_nodes(), 64, SLICE, args);
+        assert!(matches!(r, Err(InitError::InvalidArgument(_))), "{args} accepted");
+    }
+    let mut m = Machine::new("period_us=12000, min_granularity_us=1000");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    assert_eq!(ticks_until_preempted(&mut m, 0), 12, "alone when it was picked: the whole period");
+    assert_eq!(m.running(0), Some(2));
+    assert_eq!(ticks_until_preempted(&mut m, 0), 6, "half of a 12 ms period");
+}
+
+#[test]
+fn the_period_stretches_with_many_tasks() {
+    let mut m = Machine::new("");
+    for pid in 1..=12 {
+        m.spawn(pid, only(0), 0, 0);
+    }
+    // 12 tasks > 6 ms / 0.75 ms: the period is 9 ms, a 0.75 ms slice each.
+    m.run(1200);
+    let r = m.runtimes(&(1..=12).collect::<Vec<_>>());
+    assert!(equal_within(&r, 0.05), "{r:?}");
+}
+
+#[test]
+fn exit_and_sleep_release_everything() {
+    let mut m = Machine::with(two_nodes(), 16, "");
+    for round in 0..5 {
+        for pid in 0..16 {
+            m.spawn(100 * round + pid, all(), 0, (pid % 8) as usize);
+        }
+        m.run(20);
+        for cpu in 0..4 {
+            m.block(cpu);
+        }
+        m.check_consistent().unwrap();
+        for pid in 0..16 {
+            m.exit(100 * round + pid);
+        }
+        m.check_consistent().unwrap();
+    }
+    assert_eq!(m.d.counters.rejected, 0, "the room is free again after exits");
+}
