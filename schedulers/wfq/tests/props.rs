@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Random spawn/tick/block/wake/exit/affinity/nice sequences against WFQ:
+//! after every step the scheduler holds exactly the runnable tasks, each
+//! once, only on allowed CPUs; afterwards every runnable task gets to run.
+
+mod common;
+
+use common::*;
+use enoki::user::TaskState;
+use enoki::CpuSet;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Spawn { pid: i32, mask: u8, nice: i32, cpu: usize },
+    /// `cpu` picks (balancing if it finds nothing), whatever its state.
+    Schedule(usize),
+    Tick(usize),
+    Preempt { cpu: usize, yielded: bool },
+    Block(usize),
+    Wake { pid: i32, waker: usize },
+    Exit(i32),
+    Affinity { pid: i32, mask: u8 },
+    Nice { pid: i32, nice: i32 },
+    /// Kernel-like: kicked and idle CPUs with work pick.
+    Settle,
+    /// Every busy CPU runs a tick, then CPUs reschedule.
+    Round,
+}
+
+fn mask() -> impl Strategy<Value = u8> {
+    prop_oneof![(0..8u32).prop_map(|c| 1u8 << c), Just(0xff), Just(0x0f), Just(0xf0), 1..=255u8]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let pid = 1..=12i32;
+    let cpu = 0..NR_CPUS;
+    prop_oneof![
+        3 => (pid.clone(), mask(), -5..=5i32, cpu.clone()).prop_map(|(pid, mask, nice, cpu)| Op::Spawn { pid, mask, nice, cpu }),
+        3 => cpu.clone().prop_map(Op::Schedule),
+        4 => cpu.clone().prop_map(Op::Tick),
+        1 => (cpu.clone(), any::<bool>()).prop_map(|(cpu, yielded)| Op::Preempt { cpu, yielded }),
+        2 => cpu.clone().prop_map(Op::Block),
+        2 => (pid.clone(), cpu).prop_map(|(pid, waker)| Op::Wake { pid, waker }),
+        1 => pid.clone().prop_map(Op::Exit),
+        2 => (pid.clone(), mask()).prop_map(|(pid, mask)| Op::Affinity { pid, mask }),
+        1 => (pid, -5..=5i32).prop_map(|(pid, nice)| Op::Nice { pid, nice }),
+        1 => Just(Op::Settle),
+        2 => Just(Op::Round),
+    ]
+}
+
+fn cpus(mask: u8) -> CpuSet {
+    set(&(0..NR_CPUS).filter(|c| mask & (1 << c) != 0).collect::<Vec<_>>())
+}
+
+fn apply(m: &mut Machine, op: &Op) {
+    match *op {
+        Op::Spawn { pid, mask, nice, cpu } => {
+            if let std::collections::btree_map::Entry::Vacant(e) = m.allowed.entry(pid) {
+                e.insert(cpus(mask));
+                m.d.spawn(pid, cpus(mask), nice, cpu);
+            }
+        }
+        Op::Schedule(cpu) => {
+            m.d.schedule(cpu);
+        }
+        Op::Tick(cpu) => {
+            m.d.tick(cpu, TICK);
+        }
+        Op::Preempt { cpu, yielded } => m.d.preempt(cpu, yielded),
+        Op::Block(cpu) => m.d.block(cpu),
+        Op::Wake { pid, waker } => m.d.wake(pid, waker),
+        Op::Exit(pid) => {
+            m.allowed.remove(&pid);
+            m.d.exit(pid);
+        }
+        Op::Affinity { pid, mask } => {
+            if let Some(allowed) = m.allowed.get_mut(&pid) {
+                *allowed = cpus(mask);
+                m.d.set_affinity(pid, cpus(mask));
+            }
+        }
+        Op::Nice { pid, nice } => m.d.set_nice(pid, nice),
+        Op::Settle => m.settle(&mut [true; NR_CPUS]),
+        Op::Round => m.round(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_task_lost_duplicated_or_misplaced(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut m = Machine::with(two_nodes(), 64, "");
+        for (i, op) in ops.iter().enumerate() {
+            apply(&mut m, op);
+            if let Err(e) = m.check_consistent() {
+                prop_assert!(false, "after step {} ({:?}): {}", i, op, e);
+            }
+        }
+        // Every runnable task runs again within a few periods.
+        m.settle(&mut [true; NR_CPUS]);
+        let runnable: Vec<_> = m
+            .allowed
+            .keys()
+            .copied()
+            .filter(|p| matches!(m.d.state(*p), Some(TaskState::Queued { .. } | TaskState::Running { .. })))
+            .collect();
+        let before = m.runtimes(&runnable);
+        m.run(200);
+        for (pid, b) in runnable.iter().zip(before) {
+            prop_assert!(m.runtime(*pid) > b, "task {} never ran ({:?})", pid, m.d.state(*pid));
+        }
+        if let Err(e) = m.check_consistent() {
+            prop_assert!(false, "after running: {}", e);
+        }
+    }
+}
