@@ -133,7 +133,9 @@ impl Params {
 
     /// The time in which each of `nr_running` tasks runs once.
     fn period(&self, nr_running: u64) -> u64 {
-        if nr_running > self.period_ns / self.min_granularity_ns {
+        // (checked: the kernel build's objtool misreads a division panic)
+        let nr_latency = self.period_ns.checked_div(self.min_granularity_ns).unwrap_or(1);
+        if nr_running > nr_latency {
             nr_running.saturating_mul(self.min_granularity_ns)
         } else {
             self.period_ns
@@ -227,7 +229,7 @@ impl RunQueue {
 
     fn push(&mut self, token: Schedulable, vruntime: u64, weight: u64) -> Result<(), Schedulable> {
         self.waiting.push(token.pid(), vruntime, Waiting { token, weight }).map_err(|(_, w)| w.token)?;
-        self.load += weight;
+        self.load = self.load.saturating_add(weight);
         Ok(())
     }
 
@@ -474,7 +476,7 @@ impl Wfq {
     fn place(&self, rq: &RunQueue, task: &Task, vruntime: u64) -> u64 {
         if task.new {
             let nr = rq.nr_running() as u64 + 1;
-            let slice = self.params.slice(nr, rq.load + task.weight, task.weight);
+            let slice = self.params.slice(nr, rq.load.saturating_add(task.weight), task.weight);
             rq.min_vruntime.saturating_add(to_virtual(slice, task.weight))
         } else {
             vruntime.max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
@@ -812,7 +814,7 @@ impl EnokiScheduler for Wfq {
             } else {
                 return;
             }
-            rq.load = rq.load.saturating_sub(old) + weight;
+            rq.load = rq.load.saturating_sub(old).saturating_add(weight);
         });
     }
 
