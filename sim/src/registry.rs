@@ -32,7 +32,7 @@ const CORRECT: Props = Props { correct: true, work_conserving: true };
 /// crate to sim/Cargo.toml).
 pub static SCHEDULERS: &[SchedEntry] = &[
     entry::<enoki_fifo::EnokiSched>(CORRECT),
-    // entry::<enoki_wfq::EnokiSched>(CORRECT),
+    entry::<enoki_wfq::EnokiSched>(CORRECT),
     // Deliberately wrong: picks tokens for other CPUs.
     entry::<enoki_badpick::EnokiSched>(Props { correct: false, work_conserving: false }),
 ];

@@ -11,6 +11,15 @@
 //! only when kicked (`Services::kick_cpu`) or when a task is queued for it
 //! (the kernel's resched IPI on enqueue), like sched_ext; it never polls. At
 //! start every CPU asks once, as when a scheduler is enabled.
+//!
+//! Enoki-C puts a task's total CPU time (`sum_exec_runtime`, charged on
+//! every dequeue, preemption and tick) into each message about it. libEnoki's
+//! `Driver` charges runtime only at ticks, so a task that runs 5 µs and
+//! blocks would look like it never ran (a vruntime scheduler then starves
+//! everything else behind it). Until `Driver` can charge runtime without a
+//! tick, the simulator's tap writes each task's exact runtime into every
+//! message about it before the scheduler sees it (and the recorder records
+//! it so).
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -77,49 +86,59 @@ pub fn trace_header(scheduler: &str, spec: &Spec) -> Result<TraceHeader> {
     Ok(h)
 }
 
-/// Numbers and stamps events as Enoki-C's recorder does: sequence numbers
-/// start at 1, and a message takes its number before the call, so the lock
-/// events of a call follow its message.
-struct RecordTap {
+/// Completes messages with exact runtimes (see the module documentation)
+/// and, when recording, numbers and stamps events as Enoki-C's recorder
+/// does: sequence numbers start at 1, and a message takes its number before
+/// the call, so the lock events of a call follow its message.
+struct SimTap {
     clock: Clock,
     seq: u64,
     /// Sequence number of the call in progress.
     call: Option<u64>,
     /// Lock events of the call in progress.
     locks: Vec<Record>,
-    sink: RecordSink,
+    record: Option<RecordSink>,
 }
 
-impl RecordTap {
-    fn record(&self, seq: u64, event: Event) -> Record {
+impl SimTap {
+    fn stamp(&self, seq: u64, event: Event) -> Record {
         Record { seq, cpu: self.clock.cpu.get(), time_ns: self.clock.now.get(), event }
     }
 }
 
-impl tap::Tap for RecordTap {
-    fn call_begins(&mut self, _m: &Msg) {
-        self.seq += 1;
-        self.call = Some(self.seq);
+impl tap::Tap for SimTap {
+    fn call_begins(&mut self, m: &mut Msg) {
+        if let Some(ns) = self.clock.runtime.borrow().get(&m.pid) {
+            m.runtime = *ns;
+        }
+        if self.record.is_some() {
+            self.seq += 1;
+            self.call = Some(self.seq);
+        }
     }
 
     fn call_ends(&mut self, m: &Msg) {
-        if let Some(seq) = self.call.take() {
-            let r = self.record(seq, Event::Msg(*m));
-            (self.sink)(&r);
-            for l in self.locks.drain(..) {
-                (self.sink)(&l);
+        let Some(seq) = self.call.take() else { return };
+        let r = self.stamp(seq, Event::Msg(*m));
+        let locks = std::mem::take(&mut self.locks);
+        if let Some(sink) = self.record.as_mut() {
+            sink(&r);
+            for l in &locks {
+                sink(l);
             }
         }
     }
 
     fn lock(&mut self, addr: usize, acquire: bool) {
+        let Some(sink) = self.record.as_mut() else { return };
         self.seq += 1;
         let addr = addr as u64;
-        let r = self.record(self.seq, if acquire { Event::LockAcquire { addr } } else { Event::LockRelease { addr } });
+        let event = if acquire { Event::LockAcquire { addr } } else { Event::LockRelease { addr } };
+        let r = Record { seq: self.seq, cpu: self.clock.cpu.get(), time_ns: self.clock.now.get(), event };
         if self.call.is_some() {
             self.locks.push(r);
         } else {
-            (self.sink)(&r);
+            sink(&r);
         }
     }
 }
@@ -276,18 +295,22 @@ struct Cpu {
     running: Option<Pid>,
     /// Start of the current run (timeline).
     since: u64,
-    /// Time accounted up to.
+    /// Runtime charged up to.
     acct: u64,
+    /// Last tick (or start of the run): what the next tick reports.
+    tick_from: u64,
     gen: u64,
     timer_gen: u64,
     busy: u64,
 }
 
-/// The recorder's view of the simulation: where and when calls happen.
+/// What the tap needs from the simulation: where and when calls happen,
+/// and every task's exact runtime.
 #[derive(Clone, Default)]
 struct Clock {
     now: Rc<Cell<u64>>,
     cpu: Rc<Cell<u32>>,
+    runtime: Rc<RefCell<BTreeMap<Pid, u64>>>,
 }
 
 struct Sim<S: EnokiScheduler> {
@@ -323,9 +346,8 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     let d = Driver::<S>::new(topology, spec.run.max_tasks, slice_ns, &spec.run.args)
         .map_err(|e| anyhow!("{} would not load: {e:?}", S::NAME))?;
     let clock = Clock::default();
-    let _tap = cfg.record.take().map(|sink| {
-        tap::install(Box::new(RecordTap { clock: clock.clone(), seq: 0, call: None, locks: Vec::new(), sink }))
-    });
+    let record = cfg.record.take();
+    let _tap = tap::install(Box::new(SimTap { clock: clock.clone(), seq: 0, call: None, locks: Vec::new(), record }));
     let stall = (spec.run.stall_ms > 0).then_some(spec.run.stall_ms * 1_000_000);
     let mut sim = Sim {
         d,
@@ -535,6 +557,10 @@ impl<S: EnokiScheduler> Sim<S> {
             self.now = at;
             self.clock.now.set(at);
             self.events += 1;
+            // Every message of this event carries runtimes as of now.
+            for cpu in 0..self.nr_cpus() {
+                self.account(cpu);
+            }
             self.handle(ev);
             self.settle();
             self.check();
@@ -555,7 +581,8 @@ impl<S: EnokiScheduler> Sim<S> {
             Ev::Tick => {
                 for cpu in 0..self.nr_cpus() {
                     if self.cpus[cpu].running.is_some() {
-                        let ns = self.account(cpu);
+                        let c = &mut self.cpus[cpu];
+                        let ns = self.now - std::mem::replace(&mut c.tick_from, self.now);
                         self.on(cpu);
                         self.d.tick(cpu, ns);
                     }
@@ -733,17 +760,17 @@ impl<S: EnokiScheduler> Sim<S> {
     }
 
     /// Charges the task on `cpu` for the time since it was last charged.
-    fn account(&mut self, cpu: CpuId) -> u64 {
+    fn account(&mut self, cpu: CpuId) {
         let c = &mut self.cpus[cpu];
-        let Some(pid) = c.running else { return 0 };
+        let Some(pid) = c.running else { return };
         let ns = self.now - c.acct;
         c.acct = self.now;
         c.busy += ns;
         if let Some(t) = self.tasks.get_mut(&pid) {
             t.runtime += ns;
             t.remaining = t.remaining.saturating_sub(ns);
+            self.clock.runtime.borrow_mut().insert(pid, t.runtime);
         }
-        ns
     }
 
     /// (Re)arms the burst end of the task on `cpu`.
@@ -760,6 +787,7 @@ impl<S: EnokiScheduler> Sim<S> {
         c.running = Some(pid);
         c.since = self.now;
         c.acct = self.now;
+        c.tick_from = self.now;
         if let Some(t) = self.tasks.get_mut(&pid) {
             t.on_cpu = Some(cpu);
             if let Some(s) = t.runnable_since.take() {

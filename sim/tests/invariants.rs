@@ -19,7 +19,7 @@ fn kinds(v: &[enoki_sim::check::Violation]) -> Vec<ViolationKind> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Every scheduler registered as correct keeps every invariant on random
     /// workloads. The workload and the run come from the seed alone, so the
@@ -133,4 +133,41 @@ fn no_check_means_no_violations() {
     cfg.check = false;
     let out = simulate::<Lazy>(cfg).unwrap();
     assert!(out.report.violations.is_empty());
+}
+
+#[test]
+fn messages_carry_exact_runtimes() {
+    // Sub-tick bursts: a sleeper runs 300 µs at a time. Every message about
+    // it must carry its whole CPU time, as Enoki-C's do.
+    quiet();
+    let spec =
+        Spec::from_toml("[machine]\ncores = 2\n[run]\nduration_ms = 20\n[[sleeper]]\nrun_us = 300\nsleep_us = 900\n")
+            .unwrap();
+    let (_, bytes) = common::record::<enoki_fifo::Fifo>(&spec, 0, STRICT);
+    let mut blocked = 0;
+    for r in enoki_sim::trace::TraceReader::new(std::io::Cursor::new(&bytes)).unwrap() {
+        if let enoki_sim::trace::Event::Msg(m) = r.unwrap().event {
+            if m.kind == enoki::abi::kind::TASK_BLOCKED {
+                blocked += 1;
+                assert_eq!(m.runtime, blocked * 300_000, "runtime at the {blocked}th sleep");
+            }
+        }
+    }
+    assert!(blocked > 10);
+}
+
+#[test]
+fn wfq_shares_cpus_fairly_between_hogs_and_pipes() {
+    // Ping-pong tasks run in 5 µs bursts, between ticks; with exact runtimes
+    // a vruntime scheduler gives every task the same share.
+    quiet();
+    let entry = registry::find("wfq").unwrap();
+    let mut spec =
+        Spec::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pipe.toml"))).unwrap();
+    spec.run.duration_ms = 60;
+    let out = (entry.simulate)(SimConfig::new(spec, 0, entry.props)).unwrap();
+    assert!(out.report.violations.is_empty(), "{:?}", out.report.violations);
+    for t in &out.report.tasks {
+        assert!((0.30..0.37).contains(&t.cpu_share), "{} got {:.3} of a CPU", t.name, t.cpu_share);
+    }
 }

@@ -14,7 +14,7 @@ impl<S: EnokiScheduler> Loaded<S> {
 
     /// libEnoki's processing function, between the tap's two calls.
     pub fn handle(&self, m: &mut Msg) {
-        super::with_tap(|t| t.call_begins(m));
+        super::with_tap(|t| t.call_begins(&mut *m));
         self.0.handle(m);
         super::with_tap(|t| t.call_ends(m));
     }

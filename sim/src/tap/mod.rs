@@ -27,8 +27,9 @@ pub use user::driver::{Driver, DriverCounters, HostEvent, RecordingHost, TaskSta
 
 /// Sees what passes between the driver and the scheduler on this thread.
 pub trait Tap {
-    /// A message is about to be handled.
-    fn call_begins(&mut self, m: &Msg);
+    /// A message is about to be handled; the tap may complete it (see
+    /// `sim::SimTap`).
+    fn call_begins(&mut self, m: &mut Msg);
     /// The scheduler answered `m`.
     fn call_ends(&mut self, m: &Msg);
     /// A libEnoki lock at `addr` was taken (`acquire`) or released.
