@@ -21,8 +21,9 @@
 //!   nearest first (LLC, then node); from another node only when that node
 //!   has `imbalance_pct` % more tasks per CPU than ours. A queue where work
 //!   waits kicks an idle CPU that may take it.
-//! - Nice: the running task's next slice uses the new weight; a waiting task
-//!   keeps its lag behind or ahead of `min_vruntime` in real time.
+//! - Nice: the running task's next slice uses the new weight; a task keeps
+//!   its lag behind or ahead of `min_vruntime` in CPU time, so a waiting
+//!   one may move in its queue.
 //!
 //! Locks: each run queue has one, the task table has one; take a run queue
 //! first, then the table, and never two run queues at once.
@@ -680,7 +681,7 @@ impl EnokiScheduler for Wfq {
             weight: u64::from(task.weight).max(1),
             allowed: task.allowed,
             vruntime: 0,
-            home: task.allowed.iter().next().unwrap_or(0),
+            home: cpus_in(task.allowed).next().unwrap_or(0),
             charged: task.runtime,
             state: State::Off,
             new: true,
@@ -803,11 +804,14 @@ impl EnokiScheduler for Wfq {
     fn task_prio_changed(&self, pid: Pid, weight: u32, nice: i32) {
         let weight = u64::from(if weight > 0 { weight } else { nice_to_weight(nice) });
         self.with_task(pid, |rq, task| {
+            // The task keeps its lag (its distance to min_vruntime) in CPU
+            // time; Enoki-C takes a waiting task out of its queue for this.
             let old = core::mem::replace(&mut task.weight, weight);
+            let min = rq.as_ref().map_or_else(|| self.min_vruntime(task.home), |(_, rq)| rq.min_vruntime);
+            task.vruntime = rescale_lag(task.vruntime, min, old, weight);
             let Some((_, rq)) = rq else { return };
             if let Some(entry) = rq.waiting.get_mut(pid) {
                 entry.weight = weight;
-                task.vruntime = rescale_lag(task.vruntime, rq.min_vruntime, old, weight);
                 rq.waiting.set_key(pid, task.vruntime);
             } else if let Some((_, w)) = rq.curr.as_mut().filter(|(p, _)| *p == pid) {
                 *w = weight; // its next slice follows the new weight

@@ -404,3 +404,38 @@ fn kernel_order_pick_before_preempt_and_refused_picks() {
     assert_eq!(held(), [(3 - picked, Some(0))]);
     l.scheduler().check().unwrap();
 }
+
+#[test]
+fn a_nice_change_moves_a_waiting_task_the_same_way_in_either_message_order() {
+    use enoki::abi::{kind, Msg};
+    let setup = || {
+        let mut m = Machine::new("");
+        for pid in 1..=3 {
+            m.spawn(pid, only(0), 0, 0);
+        }
+        m.run(10);
+        m
+    };
+    let (mut a, mut b) = (setup(), setup());
+    let waiting = (1..=3).find(|p| a.d.state(*p) == Some(TaskState::Queued { cpu: 0 })).unwrap();
+    let before = a.sched().vruntime(waiting).unwrap();
+    // The Driver sends the change alone...
+    a.set_nice(waiting, 10);
+    // ...Enoki-C (sched_ext) dequeues the waiting task around it.
+    for (kind, flags) in [(kind::TASK_BLOCKED, 0), (kind::TASK_PRIO_CHANGED, 0), (kind::TASK_WAKEUP, 0)] {
+        let mut msg = Msg::new(kind, 0);
+        msg.pid = waiting;
+        msg.task_cpu = 0;
+        msg.flags = flags;
+        msg.runtime = b.runtime(waiting);
+        msg.weight = nice_to_weight(10);
+        msg.nice = 10;
+        msg.allowed = only(0).words();
+        b.d.send(&mut msg);
+    }
+    let (va, vb) = (a.sched().vruntime(waiting).unwrap(), b.sched().vruntime(waiting).unwrap());
+    assert_eq!(va, vb);
+    assert!(va > before, "ahead of min_vruntime, it moves back: {before} -> {va}");
+    a.check_consistent().unwrap();
+    b.check_consistent().unwrap();
+}
