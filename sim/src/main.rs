@@ -248,18 +248,10 @@ impl RunArgs {
                 cpus: None,
             });
         }
+        // Nothing but defaults so far: the seed's random workload.
         let random = s.has_no_tasks() && self.spec.is_none();
         if random {
-            let r = Spec::random(self.seed);
-            s.spinners = r.spinners;
-            s.sleepers = r.sleepers;
-            s.pingpongs = r.pingpongs;
-            s.forkstorms = r.forkstorms;
-            s.requests = r.requests;
-            s.affinity = r.affinity;
-            s.renice = r.renice;
-            s.machine = r.machine;
-            s.run = r.run;
+            s = Spec::random(self.seed);
         }
         for f in &self.affinity {
             let p = split::<3>(f, "--affinity", 3)?;
@@ -352,7 +344,7 @@ fn replay(a: ReplayArgs) -> Result<u8> {
     for n in &rep.notices {
         eprintln!("notice: {n}");
     }
-    if let (Some(path), Some((_, slices))) = (&a.perfetto, &rep.timeline) {
+    if let (Some(path), Some(slices)) = (&a.perfetto, &rep.timeline) {
         let doc = perfetto::to_json(header.topology.nr_cpus as usize, slices, &BTreeMap::new(), &[]);
         perfetto::write(path, &doc)?;
     }

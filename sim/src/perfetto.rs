@@ -67,7 +67,6 @@ pub struct TimelineBuilder {
     open: BTreeMap<CpuId, (Pid, u64)>,
     pub slices: Vec<Slice>,
     last: u64,
-    nr_cpus: usize,
 }
 
 impl TimelineBuilder {
@@ -87,9 +86,7 @@ impl TimelineBuilder {
         let Event::Msg(m) = r.event else { return };
         let at = if r.time_ns != 0 { r.time_ns } else { r.seq * 1000 };
         self.last = self.last.max(at);
-        let cpu = usize::try_from(m.cpu).unwrap_or(0);
-        self.nr_cpus = self.nr_cpus.max(cpu + 1);
-        self.msg(&m, cpu, at);
+        self.msg(&m, usize::try_from(m.cpu).unwrap_or(0), at);
     }
 
     fn msg(&mut self, m: &Msg, cpu: CpuId, at: u64) {
@@ -111,11 +108,11 @@ impl TimelineBuilder {
     }
 
     /// Ends every open slice at the last time seen.
-    pub fn finish(mut self) -> (usize, Vec<Slice>) {
+    pub fn finish(mut self) -> Vec<Slice> {
         let cpus: Vec<CpuId> = self.open.keys().copied().collect();
         for cpu in cpus {
             self.close(cpu, self.last);
         }
-        (self.nr_cpus, self.slices)
+        self.slices
     }
 }

@@ -206,7 +206,7 @@ pub struct ReplayReport {
     pub read_error: Option<TraceError>,
     /// Sequence numbers missing between records (events the recorder lost).
     pub seq_gaps: u64,
-    pub timeline: Option<(usize, Vec<Slice>)>,
+    pub timeline: Option<Vec<Slice>>,
 }
 
 struct IgnoreHost;

@@ -237,7 +237,7 @@ enum Kind {
         spawned: usize,
     },
     Requests {
-        workers: Vec<Pid>,
+        /// Waiting requests: (arrival, service ns).
         queue: VecDeque<(u64, u64)>,
         mix: WeightedIndex<f64>,
         service: Vec<u64>,
@@ -264,6 +264,8 @@ struct Group {
     kind: Kind,
     nice: i32,
     allowed: CpuSet,
+    /// Tasks (ping-pong: pairs) created at start.
+    count: usize,
     pids: Vec<Pid>,
 }
 
@@ -398,18 +400,14 @@ impl<S: EnokiScheduler> Sim<S> {
         let spec = self.spec.clone();
         let cpus = |s: &Option<String>| s.as_deref().map_or(Ok(CpuSet::first_n(n)), |s| parse_cpus(s, n));
         for g in &spec.spinners {
-            self.add_group(&g.name, Kind::Spinner, g.nice, cpus(&g.cpus)?);
+            self.add_group(&g.name, Kind::Spinner, g.nice, cpus(&g.cpus)?, g.count);
         }
         for g in &spec.sleepers {
-            self.add_group(
-                &g.name,
-                Kind::Sleeper { run: g.run_us * 1000, sleep: g.sleep_us * 1000 },
-                g.nice,
-                cpus(&g.cpus)?,
-            );
+            let kind = Kind::Sleeper { run: g.run_us * 1000, sleep: g.sleep_us * 1000 };
+            self.add_group(&g.name, kind, g.nice, cpus(&g.cpus)?, g.count);
         }
         for g in &spec.pingpongs {
-            self.add_group(&g.name, Kind::PingPong { work: g.work_us * 1000 }, g.nice, cpus(&g.cpus)?);
+            self.add_group(&g.name, Kind::PingPong { work: g.work_us * 1000 }, g.nice, cpus(&g.cpus)?, g.pairs);
         }
         for g in &spec.forkstorms {
             let kind = Kind::Fork {
@@ -419,13 +417,12 @@ impl<S: EnokiScheduler> Sim<S> {
                 limit: g.limit,
                 spawned: 0,
             };
-            self.add_group(&g.name, kind, g.nice, CpuSet::first_n(n));
+            self.add_group(&g.name, kind, g.nice, CpuSet::first_n(n), 0);
         }
         for g in &spec.requests {
             let mix = WeightedIndex::new(g.mix.iter().map(|c| c.weight))?;
             let service = g.mix.iter().map(|c| (c.service_us * 1000.0).round() as u64).collect();
             let kind = Kind::Requests {
-                workers: Vec::new(),
                 queue: VecDeque::new(),
                 mix,
                 service,
@@ -433,7 +430,7 @@ impl<S: EnokiScheduler> Sim<S> {
                 latencies: Vec::new(),
                 done: 0,
             };
-            self.add_group(&g.name, kind, g.nice, cpus(&g.cpus)?);
+            self.add_group(&g.name, kind, g.nice, cpus(&g.cpus)?, g.workers);
         }
         // The scheduler is enabled: every CPU asks once.
         for cpu in 0..n {
@@ -441,20 +438,20 @@ impl<S: EnokiScheduler> Sim<S> {
         }
         self.settle();
         for gi in 0..self.groups.len() {
-            let g = &self.groups[gi];
-            match g.kind.clone() {
+            let count = self.groups[gi].count;
+            match self.groups[gi].kind.clone() {
                 Kind::Spinner => {
-                    for i in 0..spec.spinners.iter().find(|s| s.name == g.name).map_or(0, |s| s.count) {
+                    for i in 0..count {
                         self.spawn(gi, i, FOREVER);
                     }
                 }
                 Kind::Sleeper { run, .. } => {
-                    for i in 0..spec.sleepers.iter().find(|s| s.name == g.name).map_or(0, |s| s.count) {
+                    for i in 0..count {
                         self.spawn(gi, i, run);
                     }
                 }
                 Kind::PingPong { work } => {
-                    for i in 0..spec.pingpongs.iter().find(|s| s.name == g.name).map_or(0, |s| s.pairs) {
+                    for i in 0..count {
                         let a = self.spawn(gi, 2 * i, work);
                         let b = self.spawn(gi, 2 * i + 1, 0);
                         for (x, y) in [(a, b), (b, a)] {
@@ -469,10 +466,8 @@ impl<S: EnokiScheduler> Sim<S> {
                 }
                 Kind::Fork { .. } => self.push(0, Ev::Fork { group: gi }),
                 Kind::Requests { rate, .. } => {
-                    let count = spec.requests.iter().find(|s| s.name == g.name).map_or(0, |s| s.workers);
-                    let pids: Vec<Pid> = (0..count).map(|i| self.spawn(gi, i, 0)).collect();
-                    if let Kind::Requests { workers, .. } = &mut self.groups[gi].kind {
-                        *workers = pids;
+                    for i in 0..count {
+                        self.spawn(gi, i, 0);
                     }
                     let first = self.interarrival(rate);
                     self.push(first, Ev::Arrival { group: gi });
@@ -491,8 +486,8 @@ impl<S: EnokiScheduler> Sim<S> {
         Ok(())
     }
 
-    fn add_group(&mut self, name: &str, kind: Kind, nice: i32, allowed: CpuSet) {
-        self.groups.push(Group { name: name.to_owned(), kind, nice, allowed, pids: Vec::new() });
+    fn add_group(&mut self, name: &str, kind: Kind, nice: i32, allowed: CpuSet, count: usize) {
+        self.groups.push(Group { name: name.to_owned(), kind, nice, allowed, count, pids: Vec::new() });
     }
 
     fn interarrival(&mut self, rate: f64) -> u64 {

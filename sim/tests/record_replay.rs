@@ -194,7 +194,7 @@ fn timeline_from_a_trace_matches_the_simulated_one() {
     for r in TraceReader::new(Cursor::new(&bytes)).unwrap() {
         tb.add(&r.unwrap());
     }
-    let (_, slices) = tb.finish();
+    let slices = tb.finish();
     // Runs of picked tasks (not of tasks the scheduler refused) appear in
     // both, with the same CPU, task, start and end.
     let sim: std::collections::BTreeSet<_> =
