@@ -72,8 +72,6 @@ pub struct Outcome {
     pub timeline: Vec<Slice>,
     /// pid -> task name, for the timeline.
     pub names: BTreeMap<Pid, String>,
-    /// The header a recording of this run carries.
-    pub header: TraceHeader,
 }
 
 /// The header of a recording of `spec` run under `scheduler`.
@@ -343,7 +341,6 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     let spec = cfg.spec.clone();
     let topology = spec.machine.topology()?;
     let slice_ns = spec.run.slice_us * 1000;
-    let header = trace_header(S::NAME, &spec)?;
     let nr = topology.nr_cpus();
     let d = Driver::<S>::new(topology, spec.run.max_tasks, slice_ns, &spec.run.args)
         .map_err(|e| anyhow!("{} would not load: {e:?}", S::NAME))?;
@@ -375,7 +372,7 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     sim.run()?;
     let names = sim.tasks.iter().map(|(p, t)| (*p, t.name.clone())).collect();
     let report = sim.report(S::NAME);
-    Ok(Outcome { report, timeline: sim.timeline.take().unwrap_or_default(), names, header })
+    Ok(Outcome { report, timeline: sim.timeline.take().unwrap_or_default(), names })
 }
 
 impl<S: EnokiScheduler> Sim<S> {
