@@ -88,7 +88,11 @@ fn apply(m: &mut Machine, op: &Op) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    // 64 cases keep the suite fast; PROPTEST_CASES=5000 for a long search.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn no_task_lost_duplicated_or_misplaced(ops in proptest::collection::vec(op(), 1..120)) {
