@@ -10,10 +10,10 @@
 //!   `min_granularity`; the period is `period_us`, stretched to
 //!   `nr_running * min_granularity` when that is longer.
 //! - Wakeup: a sleeper comes back at `max(its vruntime, min_vruntime -
-//!   period / 2)`; a new task after everyone of the current period. At the
-//!   next tick the waiting task with the smallest vruntime preempts the
-//!   running one if that one is ahead by more than `wakeup_granularity`
-//!   (counted in the waiting task's virtual time).
+//!   period / 2)`; a new task after everyone of the current period. After a
+//!   wakeup, the next tick preempts the running task if it is ahead of the
+//!   smallest waiting vruntime by more than `wakeup_granularity` (counted in
+//!   the waiting task's virtual time); otherwise its slice ends it.
 //! - Placement: the previous CPU if idle, else an idle CPU of its LLC, else
 //!   of its node, else the least loaded allowed CPU. A vruntime moves between
 //!   queues relative to their `min_vruntime`.
