@@ -10,7 +10,8 @@
 //! comparison) for one record. [`replay`] is the sequential executor: records
 //! in sequence order, one at a time. When the trace has lock events
 //! (`HEADER_LOCKS`), the locks each replayed call takes are checked against
-//! the lock records that follow its message: same order, and the same lock
+//! the lock records that follow its message on its CPU (calls on other CPUs
+//! may interleave their records, as in a kernel trace): same order, and the same lock
 //! every time a recorded address comes back (addresses differ between
 //! instances; the first use pairs them up, as the paper's replay assumes
 //! locks are created in the same order). A lock-order executor would instead
@@ -140,7 +141,7 @@ pub fn describe_record(r: &Record) -> String {
 pub struct Divergence {
     /// 0-based position among the replayed messages.
     pub index: u64,
-    /// The message.
+    /// The message (a lock record when no call precedes it on its CPU).
     pub record: Record,
     pub expected: Answer,
     pub actual: Answer,
@@ -163,7 +164,10 @@ impl Divergence {
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "first divergence at message #{} (seq {}, cpu {}):", self.index, self.record.seq, self.record.cpu)?;
-        writeln!(f, "  message:  {}", describe(&self.message()))?;
+        match self.record.event {
+            Event::Msg(m) => writeln!(f, "  message:  {}", describe(&m))?,
+            _ => writeln!(f, "  record:   {}", describe_record(&self.record))?,
+        }
         writeln!(f, "  expected: {}", self.expected)?;
         writeln!(f, "  actual:   {}", self.actual)?;
         if let Some(l) = &self.locks {
@@ -283,17 +287,25 @@ fn checks_locks<S: EnokiScheduler>(header: &TraceHeader) -> bool {
     header.flags & HEADER_LOCKS != 0 && header.scheduler == S::NAME
 }
 
+/// The last call replayed for one CPU, and the lock events it did that no
+/// record has matched yet. Calls on different CPUs overlap in a kernel
+/// trace, so their lock records interleave; each CPU's follow its call.
+struct Call {
+    index: u64,
+    record: Record,
+    answer: Answer,
+    locks: VecDeque<(u64, bool)>,
+}
+
 /// Replay state around one scheduler instance.
 pub struct Replayer<S: EnokiScheduler> {
     loaded: Loaded<S>,
     context: VecDeque<Record>,
     keep: usize,
     last_seq: Option<u64>,
-    /// Checking lock events: the capture, the last message, the lock events
-    /// its replay produced that no record has matched yet.
+    /// Checking lock events: the capture and the address pairing.
     locks: Option<(LockCapture, LockMap)>,
-    last_msg: Option<(u64, Record, Answer)>,
-    pending: VecDeque<(u64, bool)>,
+    calls: BTreeMap<u32, Call>,
     pub messages: u64,
     pub lock_events: u64,
     pub seq_gaps: u64,
@@ -324,8 +336,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             keep,
             last_seq: None,
             locks: checks_locks::<S>(header).then(|| (LockCapture::start(), LockMap::default())),
-            last_msg: None,
-            pending: VecDeque::new(),
+            calls: BTreeMap::new(),
             messages: 0,
             lock_events: 0,
             seq_gaps: 0,
@@ -337,25 +348,34 @@ impl<S: EnokiScheduler> Replayer<S> {
         &self.loaded
     }
 
-    fn lock_divergence(&self, what: String) -> Option<Divergence> {
-        let (index, record, answer) = self.last_msg?;
-        Some(Divergence {
+    /// A lock difference in `call` (or, without one, at record `r`).
+    fn lock_divergence(&self, call: Option<&Call>, r: &Record, what: String) -> Divergence {
+        let (index, record, answer) = match call {
+            Some(c) => (c.index, c.record, c.answer),
+            None => (self.messages, *r, Answer::of(&Msg::default())),
+        };
+        Divergence {
             index,
             record,
             expected: answer,
             actual: answer,
             locks: Some(what),
             context: self.context.iter().copied().collect(),
-        })
+        }
     }
 
-    /// Checks one recorded lock event against what the replayed call did.
-    fn check_lock(&mut self, addr: u64, acquire: bool) -> Option<Divergence> {
+    /// Checks one recorded lock event against what the replayed call on its
+    /// CPU did.
+    fn check_lock(&mut self, r: &Record, addr: u64, acquire: bool) -> Option<Divergence> {
         let (_, map) = self.locks.as_mut()?;
-        let Some((got, got_acquire)) = self.pending.pop_front() else {
-            let what =
-                format!("the recording has a lock {} of {addr:#x} the replayed call did not do", lock_name(acquire));
-            return self.lock_divergence(what);
+        let call = self.calls.get_mut(&r.cpu);
+        let Some((got, got_acquire)) = call.and_then(|c| c.locks.pop_front()) else {
+            let what = format!(
+                "the recording has a lock {} of {addr:#x} on CPU {} the replayed call did not do",
+                lock_name(acquire),
+                r.cpu
+            );
+            return Some(self.lock_divergence(self.calls.get(&r.cpu), r, what));
         };
         let mismatch = if got_acquire != acquire {
             Some(format!(
@@ -366,17 +386,16 @@ impl<S: EnokiScheduler> Replayer<S> {
         } else {
             map.check(addr, got).err()
         };
-        mismatch.and_then(|m| self.lock_divergence(m))
+        mismatch.map(|m| self.lock_divergence(self.calls.get(&r.cpu), r, m))
     }
 
-    /// The last call's lock events must all have been matched by now.
-    fn unmatched_locks(&mut self) -> Option<Divergence> {
-        let (addr, acquire) = *self.pending.front()?;
-        self.pending.clear();
-        self.lock_divergence(format!(
-            "the replayed call did a lock {} of {addr:#x} the recording does not have",
-            lock_name(acquire)
-        ))
+    /// The last call on `cpu` must have had all its lock events matched.
+    fn unmatched_locks(&self, cpu: u32) -> Option<Divergence> {
+        let call = self.calls.get(&cpu)?;
+        let (addr, acquire) = *call.locks.front()?;
+        let what =
+            format!("the replayed call did a lock {} of {addr:#x} the recording does not have", lock_name(acquire));
+        Some(self.lock_divergence(Some(call), &call.record, what))
     }
 
     /// Replays one record; the first difference is returned.
@@ -388,23 +407,22 @@ impl<S: EnokiScheduler> Replayer<S> {
             if r.seq > last + 1 {
                 // Events were lost: what they did cannot be checked.
                 self.seq_gaps += r.seq - last - 1;
-                self.pending.clear();
+                self.calls.values_mut().for_each(|c| c.locks.clear());
             }
         }
         self.last_seq = Some(r.seq);
         let found = match &r.event {
-            Event::Msg(m) => match self.unmatched_locks() {
+            Event::Msg(m) => match self.unmatched_locks(r.cpu) {
                 Some(d) => Some(d),
                 None => {
                     let actual = apply(&self.loaded, m);
-                    if let Some((cap, _)) = &self.locks {
-                        self.pending.extend(cap.take());
-                    }
+                    let locks = self.locks.as_ref().map(|(cap, _)| cap.take().into()).unwrap_or_default();
                     let expected = Answer::of(m);
-                    self.last_msg = Some((self.messages, *r, expected));
+                    let index = self.messages;
+                    self.calls.insert(r.cpu, Call { index, record: *r, answer: expected, locks });
                     self.messages += 1;
                     (actual != expected).then(|| Divergence {
-                        index: self.messages - 1,
+                        index,
                         record: *r,
                         expected,
                         actual,
@@ -415,7 +433,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             },
             Event::LockAcquire { addr } | Event::LockRelease { addr } => {
                 self.lock_events += 1;
-                self.check_lock(*addr, matches!(r.event, Event::LockAcquire { .. }))
+                self.check_lock(r, *addr, matches!(r.event, Event::LockAcquire { .. }))
             }
         };
         if self.keep > 0 {
@@ -427,9 +445,9 @@ impl<S: EnokiScheduler> Replayer<S> {
         Ok(found)
     }
 
-    /// After the last record: lock events of the last call not in the trace.
+    /// After the last record: lock events of a last call not in the trace.
     pub fn finish(&mut self) -> Option<Divergence> {
-        self.unmatched_locks()
+        self.calls.keys().find_map(|cpu| self.unmatched_locks(*cpu))
     }
 }
 

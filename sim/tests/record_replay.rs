@@ -238,3 +238,54 @@ fn records_carry_cpu_seq_and_time() {
         last_time = r.time_ns;
     }
 }
+
+#[test]
+fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
+    // In a kernel trace calls on different CPUs overlap: the next call's
+    // message can come before the previous call's lock events. Interleave
+    // every two consecutive calls made on different CPUs that way.
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let mut calls: Vec<Vec<Record>> = Vec::new();
+    for r in &mut reader {
+        let r = r.unwrap();
+        match r.event {
+            Event::Msg(_) => calls.push(vec![r]),
+            _ => calls.last_mut().unwrap().push(r),
+        }
+    }
+    let mut order: Vec<Record> = Vec::new();
+    let mut interleaved = 0;
+    let mut i = 0;
+    while i < calls.len() {
+        match calls.get(i + 1) {
+            Some(b) if b[0].cpu != calls[i][0].cpu && calls[i].len() > 1 && b.len() > 1 => {
+                let a = &calls[i];
+                order.extend([a[0], b[0]]);
+                let n = a.len().max(b.len());
+                for k in 1..n {
+                    order.extend(a.get(k).into_iter().chain(b.get(k)).copied());
+                }
+                interleaved += 1;
+                i += 2;
+            }
+            _ => {
+                order.extend(calls[i].iter().copied());
+                i += 1;
+            }
+        }
+    }
+    assert!(interleaved > 100, "{interleaved}");
+    let mut w = enoki_sim::trace::TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
+    for (seq, mut r) in order.into_iter().enumerate() {
+        r.seq = seq as u64 + 1;
+        w.write(&r).unwrap();
+    }
+    let bytes = w.finish().unwrap().into_inner();
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert!(rep.lock_events > 0);
+}
