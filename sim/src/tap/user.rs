@@ -4,7 +4,7 @@
 pub use enoki::user::*;
 
 /// libEnoki's host model of Enoki-C, compiled here unchanged.
-#[allow(clippy::all)]
+#[allow(clippy::all, rustdoc::broken_intra_doc_links)]
 #[rustfmt::skip]
 #[path = "../../../enoki/src/user/driver.rs"]
 pub mod driver;
