@@ -244,29 +244,15 @@ fn import_a_kernel_recording_and_replay_it() {
     assert!(stdout.contains("no divergence") && stderr.contains("enoki_fifo.ko 1234"), "{stdout}{stderr}");
 
     // A cut record and a bad topology are refused.
+    let import = || {
+        let (raw, topo) = (raw.to_str().unwrap(), topo_file.to_str().unwrap());
+        sim(&["import", raw, "--topology", topo, "--sched", "fifo", "-o", "/dev/null"])
+    };
     std::fs::write(&raw, &by_cpu.concat()[..300]).unwrap();
-    let o = sim(&[
-        "import",
-        raw.to_str().unwrap(),
-        "--topology",
-        topo_file.to_str().unwrap(),
-        "--sched",
-        "fifo",
-        "-o",
-        "/dev/null",
-    ]);
+    let o = import();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("truncated"));
     std::fs::write(&topo_file, b"short").unwrap();
-    let o = sim(&[
-        "import",
-        raw.to_str().unwrap(),
-        "--topology",
-        topo_file.to_str().unwrap(),
-        "--sched",
-        "fifo",
-        "-o",
-        "/dev/null",
-    ]);
+    let o = import();
     assert!(text(&o).1.contains("not an enoki topology dump"));
 }
