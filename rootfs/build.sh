@@ -94,6 +94,9 @@ for t in "${tools[@]}"; do
 	rm -f "$stage/usr/bin/${t%%:*}"
 	cp "${t#*:}" "$stage/usr/bin/${t%%:*}"
 done
+# busybox's sh prefers its own applets over PATH (taskset, xz, ...): use bash.
+[ -x "$stage/usr/bin/bash" ] && ln -sfn bash "$stage/usr/bin/sh" ||
+	warn "bash not in host-tools.txt: /bin/sh stays busybox ash, which shadows tools with applets"
 for l in $all_libs; do
 	mkdir -p "$stage$(dirname "$l")"
 	cp -L "$l" "$stage$l"
