@@ -583,7 +583,6 @@ impl<S: EnokiScheduler> Sim<S> {
             }
             Ev::BurstEnd { cpu, gen } => {
                 if self.cpus[cpu].gen == gen {
-                    self.account(cpu);
                     self.on(cpu);
                     self.burst_end(cpu);
                 }
@@ -707,10 +706,7 @@ impl<S: EnokiScheduler> Sim<S> {
         t.token = true;
         t.remaining += ns;
         match (t.on_cpu, self.d.state(pid)) {
-            (Some(cpu), _) => {
-                self.account(cpu);
-                self.restart_burst(cpu);
-            }
+            (Some(cpu), _) => self.restart_burst(cpu),
             (None, Some(TaskState::Blocked)) => self.wake(pid, waker),
             _ => {}
         }
@@ -751,7 +747,9 @@ impl<S: EnokiScheduler> Sim<S> {
         self.note_queued(pid);
     }
 
-    /// Charges the task on `cpu` for the time since it was last charged.
+    /// Charges the task on `cpu` for the time since it was last charged:
+    /// done for every CPU when an event begins, so all state (and every
+    /// message) is current for the whole event.
     fn account(&mut self, cpu: CpuId) {
         let c = &mut self.cpus[cpu];
         let Some(pid) = c.running else { return };
@@ -801,9 +799,9 @@ impl<S: EnokiScheduler> Sim<S> {
         }
     }
 
-    /// The task on `cpu` stopped running (the driver already knows).
+    /// The task on `cpu` stopped running (the driver already knows; its
+    /// runtime was charged when the event began).
     fn stop(&mut self, cpu: CpuId) {
-        self.account(cpu);
         self.close_slice(cpu);
         let c = &mut self.cpus[cpu];
         c.gen += 1;
