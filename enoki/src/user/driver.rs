@@ -71,6 +71,8 @@ struct Task {
     allowed: CpuSet,
     runtime: u64,
     state: TaskState,
+    /// CPU it last ran on (its parent's until it runs): `task_cpu(p)`.
+    last_cpu: CpuId,
 }
 
 /// Drives a scheduler the way Enoki-C does.
@@ -161,7 +163,7 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).
     pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent_cpu: CpuId) {
-        self.tasks.insert(pid, Task { allowed, runtime: 0, state: TaskState::Blocked });
+        self.tasks.insert(pid, Task { allowed, runtime: 0, state: TaskState::Blocked, last_cpu: parent_cpu });
         let mut m = self.msg(kind::TASK_NEW, parent_cpu, pid);
         m.tgid = pid;
         m.weight = nice_to_weight(nice);
@@ -179,7 +181,7 @@ impl<S: EnokiScheduler> Driver<S> {
         let Some(task) = self.tasks.get(&pid) else { return };
         let allowed = task.allowed;
         let prev = match task.state {
-            TaskState::Blocked => waker_cpu,
+            TaskState::Blocked => task.last_cpu,
             _ => return,
         };
         let prev = if allowed.contains(prev) { prev } else { allowed.iter().next().unwrap_or(0) };
@@ -224,37 +226,36 @@ impl<S: EnokiScheduler> Driver<S> {
         Ok(())
     }
 
-    /// `cpu` needs a task: fallback tasks first, then pick, then balance.
-    /// Returns what now runs there. A still-running task must be preempted
-    /// (or block) first.
-    pub fn schedule(&mut self, cpu: CpuId) -> Option<Pid> {
-        if let Some(pid) = self.running(cpu) {
-            return Some(pid);
-        }
-        let fallback = self
-            .tasks
+    /// A task refused by the scheduler that may run on `cpu` (sched_ext's
+    /// global queue, consumed before the scheduler is asked).
+    fn fallback_task(&self, cpu: CpuId) -> Option<(Pid, u64)> {
+        self.tasks
             .iter()
             .find(|(_, t)| t.state == TaskState::Fallback && t.allowed.contains(cpu))
-            .map(|(p, _)| *p);
-        if let Some(pid) = fallback {
-            self.slice_left[cpu] = self.slice_ns;
-            return Some(self.start(pid, cpu));
-        }
+            .map(|(p, _)| (*p, self.slice_ns))
+    }
+
+    /// Enoki-C's dispatch: pick (handing refused picks back), balance once
+    /// when nothing is there. `prev` is the task still running on `cpu`.
+    /// Returns the task to run and its slice.
+    fn dispatch(&mut self, cpu: CpuId, prev: Option<Pid>) -> Option<(Pid, u64)> {
         let mut balanced = false;
-        for _ in 0..4 {
-            let mut m = self.msg(kind::PICK_NEXT_TASK, cpu, -1);
+        for attempt in 0..4 {
+            let mut m = Msg::new(kind::PICK_NEXT_TASK, cpu as i32);
+            if let (0, Some(p)) = (attempt, prev) {
+                m.pid = p;
+                m.runtime = self.runtime(p);
+                m.flags = flag::HAS_PREV | flag::PREV_RUNNABLE;
+            }
             self.send(&mut m);
             if m.ret >= 0 {
                 let pid = m.ret as Pid;
                 match self.check_pick(pid, cpu) {
-                    Ok(()) => {
-                        let slice = if m.ret_slice == 0 { self.slice_ns } else { m.ret_slice };
-                        self.slice_left[cpu] = slice;
-                        return Some(self.start(pid, cpu));
-                    }
+                    Ok(()) => return Some((pid, if m.ret_slice == 0 { self.slice_ns } else { m.ret_slice })),
                     Err(code) => {
                         self.counters.pick_errors += 1;
-                        let mut e = self.msg(kind::PNT_ERR, cpu, pid);
+                        let mut e = Msg::new(kind::PNT_ERR, cpu as i32);
+                        e.pid = pid;
                         e.task_cpu = m.ret_cpu;
                         e.flags = code;
                         self.send(&mut e);
@@ -262,15 +263,15 @@ impl<S: EnokiScheduler> Driver<S> {
                 }
                 continue;
             }
-            if m.ret_err != 0 || balanced {
-                // A refused token or a failed balance: don't spin here.
-                if m.ret_err == 0 {
-                    break;
-                }
+            // libEnoki refused a token for another CPU: ask again.
+            if m.ret_err != 0 {
                 continue;
             }
+            if balanced {
+                break;
+            }
             balanced = true;
-            let mut b = self.msg(kind::BALANCE, cpu, -1);
+            let mut b = Msg::new(kind::BALANCE, cpu as i32);
             self.send(&mut b);
             if b.ret < 0 {
                 break;
@@ -285,7 +286,8 @@ impl<S: EnokiScheduler> Driver<S> {
                 }
                 Err(code) => {
                     self.counters.balance_errors += 1;
-                    let mut e = self.msg(kind::BALANCE_ERR, cpu, pid);
+                    let mut e = Msg::new(kind::BALANCE_ERR, cpu as i32);
+                    e.pid = pid;
                     e.flags = code;
                     self.send(&mut e);
                     break;
@@ -295,9 +297,23 @@ impl<S: EnokiScheduler> Driver<S> {
         None
     }
 
-    fn start(&mut self, pid: Pid, cpu: CpuId) -> Pid {
-        self.set_state(pid, TaskState::Running { cpu });
+    /// `cpu` needs a task: refused tasks first, then the scheduler's pick,
+    /// then balance. Returns what runs there now (the running task, if any).
+    pub fn schedule(&mut self, cpu: CpuId) -> Option<Pid> {
+        if let Some(pid) = self.running(cpu) {
+            return Some(pid);
+        }
+        let (pid, slice) = self.fallback_task(cpu).or_else(|| self.dispatch(cpu, None))?;
+        Some(self.start(pid, cpu, slice))
+    }
+
+    fn start(&mut self, pid: Pid, cpu: CpuId, slice: u64) -> Pid {
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.state = TaskState::Running { cpu };
+            t.last_cpu = cpu;
+        }
         self.running[cpu] = Some(pid);
+        self.slice_left[cpu] = slice;
         pid
     }
 
@@ -319,11 +335,21 @@ impl<S: EnokiScheduler> Driver<S> {
         preempt
     }
 
-    /// The task on `cpu` stops running but stays runnable (slice over, kicked
-    /// or `yielded`).
-    pub fn preempt(&mut self, cpu: CpuId, yielded: bool) {
-        let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else { return };
+    /// The task on `cpu` stops running but stays runnable (slice over,
+    /// kicked, or `yielded`), in the kernel's order: the CPU picks its next
+    /// task first (the scheduler is told which task ran before), then the
+    /// old one is handed back with TASK_PREEMPT; if nothing else was there,
+    /// the CPU asks again (sched_ext's SCX_ENQ_LAST path). Returns what runs
+    /// on `cpu` now.
+    pub fn preempt(&mut self, cpu: CpuId, yielded: bool) -> Option<Pid> {
+        let pid = self.running(cpu)?;
+        let next = self.fallback_task(cpu).or_else(|| self.dispatch(cpu, Some(pid)));
+        self.running[cpu] = None;
         self.enqueue(pid, cpu, kind::TASK_PREEMPT, if yielded { flag::YIELD } else { 0 });
+        match next {
+            Some((next, slice)) => Some(self.start(next, cpu, slice)),
+            None => self.schedule(cpu),
+        }
     }
 
     /// The task on `cpu` goes to sleep.
@@ -357,39 +383,57 @@ impl<S: EnokiScheduler> Driver<S> {
         self.send(&mut m);
     }
 
-    /// `sched_setaffinity()`: a queued task is dequeued and re-enqueued on an
-    /// allowed CPU; a running one is preempted if its CPU is no longer allowed.
+    /// A queued task moves to `to` (the kernel's migration: dequeue, then
+    /// enqueue on the new runqueue).
+    fn move_queued(&mut self, pid: Pid, from: CpuId, to: CpuId) {
+        self.dequeue(pid, from);
+        self.enqueue(pid, to, kind::TASK_WAKEUP, 0);
+    }
+
+    /// `sched_setaffinity()`, in the kernel's order. A queued task leaves the
+    /// queue, learns its new CPUs and comes back on the same CPU, then moves
+    /// if that CPU is no longer allowed. A running task on a CPU no longer
+    /// allowed is moved by the stopper: it just wakes on an allowed CPU, and
+    /// its old CPU must `schedule` again.
     pub fn set_affinity(&mut self, pid: Pid, allowed: CpuSet) {
         let Some(state) = self.state(pid) else { return };
-        if let TaskState::Running { cpu } = state {
-            if !allowed.contains(cpu) {
-                self.preempt(cpu, false);
-            }
+        if let TaskState::Queued { cpu } = state {
+            self.dequeue(pid, cpu);
         }
-        let state = self.state(pid).unwrap_or(TaskState::Blocked);
-        let requeue = match state {
-            TaskState::Queued { cpu } => {
-                self.dequeue(pid, cpu);
-                Some(cpu)
-            }
-            _ => None,
-        };
         if let Some(t) = self.tasks.get_mut(&pid) {
             t.allowed = allowed;
         }
         let mut m = self.msg(kind::TASK_AFFINITY_CHANGED, 0, pid);
         self.send(&mut m);
-        if let Some(cpu) = requeue {
-            let cpu = if allowed.contains(cpu) { cpu } else { allowed.iter().next().unwrap_or(0) };
-            self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
+        let first = allowed.iter().next().unwrap_or(0);
+        match state {
+            TaskState::Queued { cpu } => {
+                self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
+                if !allowed.contains(cpu) && matches!(self.state(pid), Some(TaskState::Queued { .. })) {
+                    self.move_queued(pid, cpu, first);
+                }
+            }
+            TaskState::Running { cpu } if !allowed.contains(cpu) => {
+                self.running[cpu] = None;
+                self.enqueue(pid, first, kind::TASK_WAKEUP, 0);
+            }
+            _ => {}
         }
     }
 
-    /// `setpriority()`.
+    /// `setpriority()`: a queued task leaves the queue around the change, as
+    /// in the kernel's dequeue/reweight/enqueue.
     pub fn set_nice(&mut self, pid: Pid, nice: i32) {
+        let Some(state) = self.state(pid) else { return };
+        if let TaskState::Queued { cpu } = state {
+            self.dequeue(pid, cpu);
+        }
         let mut m = self.msg(kind::TASK_PRIO_CHANGED, 0, pid);
         m.weight = nice_to_weight(nice);
         m.nice = nice;
         self.send(&mut m);
+        if let TaskState::Queued { cpu } = state {
+            self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
+        }
     }
 }

@@ -79,13 +79,15 @@ fn busy_cpu_kicks_an_idle_one_to_steal() {
     all_idle(&mut d);
     d.spawn(1, only(0), 0, 0);
     assert_eq!(d.schedule(0), Some(1));
+    d.spawn(2, only(0), 0, 0);
     d.host.take();
-    // Queued behind a running task on CPU 0, but allowed on CPU 1 too.
+    // Queued behind a running task on CPU 0, and now allowed on CPU 1 too.
     let mut two = only(0);
     two.insert(1);
-    d.set_affinity(1, two);
-    d.preempt(0, false);
+    d.set_affinity(2, two);
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 0 }));
     assert!(d.host.take().contains(&HostEvent::Kick { cpu: 1, preempt: false }));
+    assert_eq!(d.schedule(1), Some(2), "the kicked CPU steals it");
 }
 
 #[test]

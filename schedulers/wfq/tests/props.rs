@@ -68,7 +68,9 @@ fn apply(m: &mut Machine, op: &Op) {
         Op::Tick(cpu) => {
             m.d.tick(cpu, TICK);
         }
-        Op::Preempt { cpu, yielded } => m.d.preempt(cpu, yielded),
+        Op::Preempt { cpu, yielded } => {
+            m.d.preempt(cpu, yielded);
+        }
         Op::Block(cpu) => m.d.block(cpu),
         Op::Wake { pid, waker } => m.d.wake(pid, waker),
         Op::Exit(pid) => {
