@@ -11,7 +11,7 @@ fn problem_re() -> &'static Regex {
         Regex::new(concat!(
             r"BUG:|WARNING:|Oops|Kernel panic|kernel BUG at|general protection fault",
             r"|Unable to handle kernel|rcu_preempt detected stalls|rcu: INFO|detected stalls",
-            r"|soft lockup|hard LOCKUP|hung task|blocked for more than \d+ seconds",
+            r"|soft lockup|hard LOCKUP|hung task|blocked for more than \d+ seconds|UBSAN:",
             r"|sched_ext:.*(error|stall)|Call Trace:",
         ))
         .expect("valid regex")
@@ -61,6 +61,7 @@ mod tests {
             "[   31.0] sched_ext: BPF scheduler \"enoki\" disabled (runtime error)",
             "[   32.0] sched_ext: enoki: runnable task stall (kworker/1:2[55] failed to run for 30.1s)",
             "[   33.0] Call Trace:",
+            "[   34.0] UBSAN: shift-out-of-bounds in kernel/sched/ext.c:99:1",
         ];
         for c in cases {
             let log = format!("[    1.0] fine\n{c}\r\n[    1.1] fine too\n");
