@@ -21,7 +21,9 @@ pub const TAIL_LINES: usize = 60;
 /// The default test VM (8 CPUs, 2 sockets, 2 NUMA nodes, 4 GiB, the
 /// workspace shared); the command's output is echoed so a failing test shows it.
 pub fn config() -> VmConfig {
-    VmConfig::new().expect("finding the workspace root").echo_output(true)
+    VmConfig::new()
+        .expect("finding the workspace root")
+        .echo_output(true)
 }
 
 /// Builds the VM, failing the test with the fix when kernel/initrd/QEMU are missing.
@@ -58,7 +60,11 @@ impl Run {
     /// stalls and lockups.
     pub fn assert_clean(&self) {
         let problems = self.problems();
-        assert!(problems.is_empty(), "kernel log has problems:\n  {}", problems.join("\n  "));
+        assert!(
+            problems.is_empty(),
+            "kernel log has problems:\n  {}",
+            problems.join("\n  ")
+        );
     }
 
     /// Fails unless the guest command exited with `code`.
@@ -66,7 +72,12 @@ impl Run {
         if let Some(why) = self.failure() {
             panic!("no exit status from the guest: {why}");
         }
-        assert_eq!(self.exit_code, Some(code), "guest command exit status; output:\n{}", self.output);
+        assert_eq!(
+            self.exit_code,
+            Some(code),
+            "guest command exit status; output:\n{}",
+            self.output
+        );
     }
 
     /// Serial log location, for messages.
@@ -78,7 +89,10 @@ impl Run {
 /// Prints the tail of a serial log and its problem lines (to stdout, so the
 /// test harness shows it with the failure).
 pub fn print_failure_context(serial_log: &std::path::Path) {
-    println!("---- last {TAIL_LINES} lines of {} ----", serial_log.display());
+    println!(
+        "---- last {TAIL_LINES} lines of {} ----",
+        serial_log.display()
+    );
     println!("{}", log_tail(serial_log, TAIL_LINES));
     if let Ok(text) = std::fs::read_to_string(serial_log) {
         let p = kernel_log_problems(&text);
@@ -116,7 +130,10 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     let root = enoki_vm::find_root().expect("workspace root");
     let base = root.join("target/itests");
     std::fs::create_dir_all(&base).expect("creating target/itests");
-    tempfile::Builder::new().prefix("tmp.").tempdir_in(base).expect("tempdir in target/itests")
+    tempfile::Builder::new()
+        .prefix("tmp.")
+        .tempdir_in(base)
+        .expect("tempdir in target/itests")
 }
 
 /// Timeout for rexpect steps of an interactive session under this VM.

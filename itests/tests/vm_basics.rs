@@ -44,12 +44,19 @@ fn failing_command_returns_its_exit_status() {
 fn guest_panic_is_reported_at_once() {
     let timeout = Duration::from_secs(240);
     let start = Instant::now();
-    let r = it::boot(it::config().timeout(timeout), "echo c > /proc/sysrq-trigger; sleep 1000");
+    let r = it::boot(
+        it::config().timeout(timeout),
+        "echo c > /proc/sysrq-trigger; sleep 1000",
+    );
     assert!(r.panicked, "panic not detected: {:?}", r.failure());
     assert!(!r.timed_out);
     assert_eq!(r.exit_code, None);
     assert!(r.failure().unwrap().contains("guest kernel panicked"));
-    assert!(r.problems().iter().any(|p| p.contains("Kernel panic")), "{:?}", r.problems());
+    assert!(
+        r.problems().iter().any(|p| p.contains("Kernel panic")),
+        "{:?}",
+        r.problems()
+    );
     // Boot + panic take seconds; waiting for the timeout would take minutes.
     assert!(start.elapsed() < timeout / 4, "took {:?}", start.elapsed());
 }
@@ -67,16 +74,25 @@ fn host_share_is_mounted_at_the_same_path() {
     ));
     let lines: Vec<&str> = r.output.lines().collect();
     assert_eq!(lines[0], host_cwd.to_str().unwrap(), "guest cwd");
-    assert_eq!(lines[1], enoki_vm::find_root().unwrap().to_str().unwrap(), "/host symlink");
+    assert_eq!(
+        lines[1],
+        enoki_vm::find_root().unwrap().to_str().unwrap(),
+        "/host symlink"
+    );
     assert_eq!(lines[2], "1", "share mounted once at the host path");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "written-in-guest\n");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "written-in-guest\n"
+    );
 }
 
 #[test]
 #[serial]
 fn interactive_shell_runs_commands_and_powers_off() {
     let vm = it::vm(it::config());
-    let mut sh = vm.spawn_interactive(it::expect_timeout(&vm)).expect("spawning the VM in a pty");
+    let mut sh = vm
+        .spawn_interactive(it::expect_timeout(&vm))
+        .expect("spawning the VM in a pty");
     let log = sh.serial_log().to_path_buf();
     let guard = LogOnPanic(log);
     let prompt = r"\[enoki-vm [^\]]*\]# ";
@@ -96,10 +112,17 @@ fn interactive_shell_runs_commands_and_powers_off() {
 #[test]
 #[serial]
 fn timeout_kills_everything() {
-    let timeout = Duration::from_secs(if it::vm(it::config()).accel() == it::Accel::Kvm { 10 } else { 15 });
+    let timeout = Duration::from_secs(if it::vm(it::config()).accel() == it::Accel::Kvm {
+        10
+    } else {
+        15
+    });
     let r = it::boot(it::config().timeout(timeout), "sleep 1000");
     assert!(r.timed_out, "{:?}", r.failure());
-    assert!(r.failure().unwrap().contains(&format!("timed out after {} s", timeout.as_secs())));
+    assert!(r
+        .failure()
+        .unwrap()
+        .contains(&format!("timed out after {} s", timeout.as_secs())));
     // No QEMU or virtiofsd left behind: this process has no children.
     let me = std::process::id();
     let children: Vec<String> = std::fs::read_dir(format!("/proc/{me}/task"))
@@ -107,7 +130,10 @@ fn timeout_kills_everything() {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
         .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect();
-    assert!(children.is_empty(), "leftover child processes: {children:?}");
+    assert!(
+        children.is_empty(),
+        "leftover child processes: {children:?}"
+    );
 }
 
 /// Prints the serial log tail if the interactive test fails before it has an Outcome.

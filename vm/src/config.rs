@@ -57,7 +57,9 @@ pub fn parse_mem_mib(s: &str) -> Result<u64> {
         Some('T' | 't') => (&s[..s.len() - 1], 1024 * 1024),
         _ => (s, 1),
     };
-    let n: u64 = num.parse().with_context(|| format!("bad memory size {s:?} (e.g. 4G, 512M)"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad memory size {s:?} (e.g. 4G, 512M)"))?;
     if n == 0 {
         bail!("memory size must be > 0");
     }
@@ -154,7 +156,8 @@ impl VmConfig {
     }
     /// Appends kernel command-line arguments (whitespace-separated).
     pub fn append(mut self, args: &str) -> Self {
-        self.append.extend(args.split_whitespace().map(str::to_owned));
+        self.append
+            .extend(args.split_whitespace().map(str::to_owned));
         self
     }
     pub fn timeout(mut self, t: Duration) -> Self {
@@ -197,13 +200,25 @@ impl VmConfig {
             bail!("--cpus, --sockets and --numa must be at least 1");
         }
         if self.cpus % self.sockets != 0 {
-            bail!("--cpus {} is not a multiple of --sockets {}", self.cpus, self.sockets);
+            bail!(
+                "--cpus {} is not a multiple of --sockets {}",
+                self.cpus,
+                self.sockets
+            );
         }
         if self.cpus % self.numa != 0 {
-            bail!("--cpus {} is not a multiple of --numa {}", self.cpus, self.numa);
+            bail!(
+                "--cpus {} is not a multiple of --numa {}",
+                self.cpus,
+                self.numa
+            );
         }
         if self.mem_mib % u64::from(self.numa) != 0 {
-            bail!("--mem {}M does not split evenly into {} NUMA nodes", self.mem_mib, self.numa);
+            bail!(
+                "--mem {}M does not split evenly into {} NUMA nodes",
+                self.mem_mib,
+                self.numa
+            );
         }
         if !self.kernel.is_file() {
             return Err(VmError::KernelMissing(self.kernel.clone()).into());
@@ -215,7 +230,9 @@ impl VmConfig {
     }
 
     pub(crate) fn logs(&self) -> PathBuf {
-        self.log_dir.clone().unwrap_or_else(|| self.root.join("target/vm/logs"))
+        self.log_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join("target/vm/logs"))
     }
 
     /// Guest working directory: explicit, else host cwd inside the share,
@@ -259,8 +276,14 @@ mod tests {
     #[test]
     fn guest_cwd_follows_host_inside_share() {
         let c = VmConfig::with_root("/w/enoki");
-        assert_eq!(c.guest_cwd(Some(Path::new("/w/enoki/vm"))), Path::new("/w/enoki/vm"));
-        assert_eq!(c.guest_cwd(Some(Path::new("/elsewhere"))), Path::new("/w/enoki"));
+        assert_eq!(
+            c.guest_cwd(Some(Path::new("/w/enoki/vm"))),
+            Path::new("/w/enoki/vm")
+        );
+        assert_eq!(
+            c.guest_cwd(Some(Path::new("/elsewhere"))),
+            Path::new("/w/enoki")
+        );
         let c = c.share(false);
         assert_eq!(c.guest_cwd(Some(Path::new("/w/enoki/vm"))), Path::new("/"));
     }
@@ -275,7 +298,11 @@ mod tests {
         assert!(base.clone().cpus(6).sockets(4).validate().is_err());
         assert!(base.clone().cpus(8).numa(3).validate().is_err());
         assert!(base.clone().mem_mib(1001).validate().is_err());
-        let e = base.clone().kernel(dir.path().join("nope")).validate().unwrap_err();
+        let e = base
+            .clone()
+            .kernel(dir.path().join("nope"))
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("cargo make kernel"), "{e}");
         let e = base.initrd(dir.path().join("nope")).validate().unwrap_err();
         assert!(e.to_string().contains("cargo make rootfs"), "{e}");

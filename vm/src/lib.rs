@@ -42,7 +42,11 @@ pub enum VmError {
     #[error("KVM internal error (KVM does not work on this host; use --accel tcg). Serial log: {log}\n{detail}")]
     KvmInternalError { log: PathBuf, detail: String },
     #[error("QEMU failed ({status}). Serial log: {log}\n{stderr}")]
-    QemuFailed { status: String, log: PathBuf, stderr: String },
+    QemuFailed {
+        status: String,
+        log: PathBuf,
+        stderr: String,
+    },
     #[error("cannot find the Enoki workspace root (a directory with Makefile.toml and vm/Cargo.toml) above {0}; set ENOKI_ROOT")]
     NoRoot(PathBuf),
 }
@@ -52,14 +56,18 @@ pub enum VmError {
 /// this crate was built from.
 pub fn find_root() -> Result<PathBuf> {
     if let Some(r) = std::env::var_os("ENOKI_ROOT") {
-        return Path::new(&r).canonicalize().with_context(|| format!("ENOKI_ROOT={r:?}"));
+        return Path::new(&r)
+            .canonicalize()
+            .with_context(|| format!("ENOKI_ROOT={r:?}"));
     }
     let is_root = |d: &Path| d.join("Makefile.toml").is_file() && d.join("vm/Cargo.toml").is_file();
     let cwd = std::env::current_dir().context("current directory")?;
     if let Some(d) = cwd.ancestors().find(|d| is_root(d)) {
         return Ok(d.to_path_buf());
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf);
     match built {
         Some(d) if is_root(&d) => Ok(d.canonicalize().unwrap_or(d)),
         _ => Err(VmError::NoRoot(cwd).into()),
@@ -68,19 +76,28 @@ pub fn find_root() -> Result<PathBuf> {
 
 /// Last `n` lines of a serial log, for failure messages.
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..].iter().map(|l| l.trim_end_matches('\r')).collect::<Vec<_>>().join("\n")
+    lines[start..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Guest uptime when the init started the command or shell (from the
 /// `enoki-init: start` line it logs to the serial console).
 pub fn guest_boot_time(serial: &str) -> Option<Duration> {
-    serial.lines().find(|l| l.contains("enoki-init: start")).and_then(|l| {
-        let t = l.trim_start().strip_prefix('[')?.split(']').next()?.trim();
-        t.parse::<f64>().ok().map(Duration::from_secs_f64)
-    })
+    serial
+        .lines()
+        .find(|l| l.contains("enoki-init: start"))
+        .and_then(|l| {
+            let t = l.trim_start().strip_prefix('[')?.split(']').next()?.trim();
+            t.parse::<f64>().ok().map(Duration::from_secs_f64)
+        })
 }
 
 #[cfg(test)]

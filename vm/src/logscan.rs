@@ -43,7 +43,11 @@ mod tests {
 [    2.000000] Run /init as init process\r
 [    2.100000] enoki-init: running command\r
 ";
-        assert!(kernel_log_problems(log).is_empty(), "{:?}", kernel_log_problems(log));
+        assert!(
+            kernel_log_problems(log).is_empty(),
+            "{:?}",
+            kernel_log_problems(log)
+        );
     }
 
     #[test]
@@ -72,6 +76,9 @@ mod tests {
     #[test]
     fn keeps_order_and_counts_all() {
         let log = "a\nBUG: x\nb\nWARNING: y\nOops: z\n";
-        assert_eq!(kernel_log_problems(log), ["BUG: x", "WARNING: y", "Oops: z"]);
+        assert_eq!(
+            kernel_log_problems(log),
+            ["BUG: x", "WARNING: y", "Oops: z"]
+        );
     }
 }

@@ -60,7 +60,11 @@ struct Cli {
     #[arg(long)]
     dry_run: bool,
     /// Command to run in the guest; none: interactive root shell
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     cmd: Vec<String>,
 }
 
@@ -104,8 +108,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let cmd = (!cli.cmd.is_empty()).then(|| cli.cmd.join(" "));
     if cli.dry_run {
         let args = vm.qemu_args(cmd.as_deref())?;
-        let quoted: Vec<String> =
-            args.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect();
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
         println!("qemu-system-x86_64 {}", quoted.join(" "));
         return Ok(ExitCode::SUCCESS);
     }
@@ -116,9 +128,18 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let why = out.failure().unwrap_or_default();
     eprintln!("enoki-vm: {why}");
     if !cli.verbose {
-        eprintln!("--- last lines of the serial log ---\n{}", log_tail(&out.serial_log, 25));
+        eprintln!(
+            "--- last lines of the serial log ---\n{}",
+            log_tail(&out.serial_log, 25)
+        );
     }
-    Ok(ExitCode::from(if out.timed_out { EXIT_TIMEOUT } else if out.panicked { EXIT_PANIC } else { EXIT_ERROR }))
+    Ok(ExitCode::from(if out.timed_out {
+        EXIT_TIMEOUT
+    } else if out.panicked {
+        EXIT_PANIC
+    } else {
+        EXIT_ERROR
+    }))
 }
 
 #[cfg(test)]
@@ -127,7 +148,8 @@ mod tests {
 
     #[test]
     fn parses_command_after_double_dash_and_without() {
-        let c = Cli::try_parse_from(["enoki-vm", "--cpus", "4", "--", "cat", "/proc/cpuinfo"]).unwrap();
+        let c =
+            Cli::try_parse_from(["enoki-vm", "--cpus", "4", "--", "cat", "/proc/cpuinfo"]).unwrap();
         assert_eq!(c.cpus, 4);
         assert_eq!(c.cmd, ["cat", "/proc/cpuinfo"]);
         let c = Cli::try_parse_from(["enoki-vm", "ls", "-la", "--cpus", "2"]).unwrap();
@@ -140,8 +162,19 @@ mod tests {
     #[test]
     fn options() {
         let c = Cli::try_parse_from([
-            "enoki-vm", "--accel", "mttcg", "--mem", "2G", "--numa", "1", "--append", "quiet foo=1",
-            "--timeout", "9", "--no-share", "-v",
+            "enoki-vm",
+            "--accel",
+            "mttcg",
+            "--mem",
+            "2G",
+            "--numa",
+            "1",
+            "--append",
+            "quiet foo=1",
+            "--timeout",
+            "9",
+            "--no-share",
+            "-v",
         ])
         .unwrap();
         assert_eq!(c.accel, Accel::Mttcg);

@@ -32,14 +32,33 @@ fn probe_key(cfg: &VmConfig, qemu: &Path) -> String {
     let version = Command::new(qemu)
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .unwrap_or_default();
-    let k = fs::metadata(&cfg.kernel).map(|m| (m.size(), m.mtime(), m.mtime_nsec())).unwrap_or_default();
-    format!("{version} | {} {} {}.{}", cfg.kernel.display(), k.0, k.1, k.2)
+    let k = fs::metadata(&cfg.kernel)
+        .map(|m| (m.size(), m.mtime(), m.mtime_nsec()))
+        .unwrap_or_default();
+    format!(
+        "{version} | {} {} {}.{}",
+        cfg.kernel.display(),
+        k.0,
+        k.1,
+        k.2
+    )
 }
 
 fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
-    if fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return Ok((false, "/dev/kvm not available".into()));
     }
     let cache = cfg.root.join("target/vm/kvm-probe");
@@ -66,13 +85,24 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
     let (ok, reason) = match Vm::with_accel(probe_cfg, Accel::Kvm).and_then(|vm| vm.run("true")) {
         Ok(o) if o.success() => (true, "probe boot worked".to_owned()),
         Ok(o) => {
-            let why = o.failure().unwrap_or_else(|| format!("exit status {:?}", o.exit_code));
-            (false, format!("probe boot failed: {}", why.split("; serial log").next().unwrap_or("")))
+            let why = o
+                .failure()
+                .unwrap_or_else(|| format!("exit status {:?}", o.exit_code));
+            (
+                false,
+                format!(
+                    "probe boot failed: {}",
+                    why.split("; serial log").next().unwrap_or("")
+                ),
+            )
         }
         Err(e) => {
             let why = match e.downcast_ref::<VmError>() {
                 Some(VmError::QemuFailed { status, stderr, .. }) => {
-                    format!("QEMU {status}: {}", stderr.lines().next().unwrap_or("").trim())
+                    format!(
+                        "QEMU {status}: {}",
+                        stderr.lines().next().unwrap_or("").trim()
+                    )
                 }
                 Some(VmError::KvmInternalError { .. }) => "KVM internal error".to_owned(),
                 _ => e.to_string().lines().next().unwrap_or("").to_owned(),
@@ -83,6 +113,9 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
     if let Some(dir) = cache.parent() {
         let _ = fs::create_dir_all(dir);
     }
-    let _ = fs::write(&cache, format!("{key}\n{}\n{reason}\n", if ok { "kvm" } else { "tcg" }));
+    let _ = fs::write(
+        &cache,
+        format!("{key}\n{}\n{reason}\n", if ok { "kvm" } else { "tcg" }),
+    );
     Ok((ok, reason))
 }

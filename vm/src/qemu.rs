@@ -66,7 +66,10 @@ pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
     let mut a: Vec<String> = DEFAULT_APPEND.split(' ').map(str::to_owned).collect();
     a.extend(plan.cfg.append.iter().cloned());
     if let Some(share) = &plan.share {
-        a.push(format!("enoki.share={}", b64(&plan.cfg.root.to_string_lossy())));
+        a.push(format!(
+            "enoki.share={}",
+            b64(&plan.cfg.root.to_string_lossy())
+        ));
         a.push(format!(
             "enoki.sharefs={}",
             match share {
@@ -75,13 +78,26 @@ pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
             }
         ));
     }
-    a.push(format!("enoki.cwd={}", b64(&plan.guest.cwd.to_string_lossy())));
+    a.push(format!(
+        "enoki.cwd={}",
+        b64(&plan.guest.cwd.to_string_lossy())
+    ));
     if let Some(cmd) = &plan.guest.cmd {
         a.push(format!("enoki.cmd={}", b64(cmd)));
-        a.push(format!("enoki.stdin={}", if plan.guest.console_stdin { "console" } else { "null" }));
+        a.push(format!(
+            "enoki.stdin={}",
+            if plan.guest.console_stdin {
+                "console"
+            } else {
+                "null"
+            }
+        ));
     }
     if let Some(t) = &plan.guest.term {
-        if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+        if !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+        {
             a.push(format!("enoki.term={t}"));
         }
     }
@@ -90,7 +106,11 @@ pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
     }
     let line = a.join(" ");
     if line.len() > MAX_CMDLINE {
-        return Err(VmError::CommandTooLong { len: line.len(), max: MAX_CMDLINE }.into());
+        return Err(VmError::CommandTooLong {
+            len: line.len(),
+            max: MAX_CMDLINE,
+        }
+        .into());
     }
     Ok(line)
 }
@@ -101,7 +121,13 @@ pub fn qemu_args(plan: &Plan) -> Result<Vec<String>> {
     let mut v: Vec<String> = Vec::new();
     let mut push = |args: &[&str]| v.extend(args.iter().map(|s| s.to_string()));
 
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     push(&["-machine", "pc"]);
     match plan.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
@@ -111,7 +137,10 @@ pub fn qemu_args(plan: &Plan) -> Result<Vec<String>> {
     }
 
     let cores = cfg.cpus / cfg.sockets;
-    let smp = format!("{},sockets={},cores={cores},threads=1", cfg.cpus, cfg.sockets);
+    let smp = format!(
+        "{},sockets={},cores={cores},threads=1",
+        cfg.cpus, cfg.sockets
+    );
     let mem = format!("{}M", cfg.mem_mib);
     push(&["-smp", &smp, "-m", &mem]);
 
@@ -123,7 +152,11 @@ pub fn qemu_args(plan: &Plan) -> Result<Vec<String>> {
         let obj = format!("memory-backend-memfd,id=mem{n},size={per_node_mem}M,share=on");
         let first = n * per_node_cpus;
         let last = first + per_node_cpus - 1;
-        let cpus = if first == last { format!("{first}") } else { format!("{first}-{last}") };
+        let cpus = if first == last {
+            format!("{first}")
+        } else {
+            format!("{first}-{last}")
+        };
         let node = format!("node,nodeid={n},cpus={cpus},memdev=mem{n}");
         push(&["-object", &obj, "-numa", &node]);
     }
@@ -134,30 +167,55 @@ pub fn qemu_args(plan: &Plan) -> Result<Vec<String>> {
     }
 
     let append = kernel_cmdline(plan)?;
-    push(&["-kernel", &cfg.kernel.to_string_lossy(), "-initrd", &cfg.initrd.to_string_lossy()]);
+    push(&[
+        "-kernel",
+        &cfg.kernel.to_string_lossy(),
+        "-initrd",
+        &cfg.initrd.to_string_lossy(),
+    ]);
     push(&["-append", &append]);
 
     // ttyS0: full kernel log, to a file only.
-    push(&["-chardev", &format!("file,id=serial0,path={}", plan.serial_log.display())]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={}", plan.serial_log.display()),
+    ]);
     push(&["-serial", "chardev:serial0"]);
     // hvc0: the command's stdio / the shell, on QEMU's own stdio.
     push(&["-device", "virtio-serial-pci,id=vser0"]);
     push(&["-chardev", "stdio,id=con0,signal=off"]);
-    push(&["-device", "virtconsole,bus=vser0.0,chardev=con0,name=console"]);
+    push(&[
+        "-device",
+        "virtconsole,bus=vser0.0,chardev=con0,name=console",
+    ]);
     // Exit status: written by the guest init to a named virtio-serial port.
-    push(&["-chardev", &format!("file,id=exit0,path={}", plan.exit_file.display())]);
-    push(&["-device", &format!("virtserialport,bus=vser0.0,chardev=exit0,name={EXIT_PORT}")]);
+    push(&[
+        "-chardev",
+        &format!("file,id=exit0,path={}", plan.exit_file.display()),
+    ]);
+    push(&[
+        "-device",
+        &format!("virtserialport,bus=vser0.0,chardev=exit0,name={EXIT_PORT}"),
+    ]);
 
     match &plan.share {
         Some(Share::Virtiofs { socket }) => {
-            push(&["-chardev", &format!("socket,id=vfs0,path={}", socket.display())]);
-            push(&["-device", &format!("vhost-user-fs-pci,chardev=vfs0,tag={SHARE_TAG},queue-size=1024")]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=vfs0,path={}", socket.display()),
+            ]);
+            push(&[
+                "-device",
+                &format!("vhost-user-fs-pci,chardev=vfs0,tag={SHARE_TAG},queue-size=1024"),
+            ]);
         }
         Some(Share::NineP) => {
             let root = cfg.root.to_string_lossy().replace(',', ",,");
             push(&[
                 "-virtfs",
-                &format!("local,path={root},mount_tag={SHARE_TAG},security_model=none,multidevs=remap"),
+                &format!(
+                    "local,path={root},mount_tag={SHARE_TAG},security_model=none,multidevs=remap"
+                ),
             ]);
         }
         None => {}
@@ -257,7 +315,9 @@ mod tests {
     #[test]
     fn shares() {
         let c = cfg();
-        let vfs = Share::Virtiofs { socket: PathBuf::from("/tmp/run/vfs.sock") };
+        let vfs = Share::Virtiofs {
+            socket: PathBuf::from("/tmp/run/vfs.sock"),
+        };
         let a = joined(&qemu_args(&plan(&c, Some(vfs.clone()), None)).unwrap());
         assert!(a.contains("-chardev socket,id=vfs0,path=/tmp/run/vfs.sock"));
         assert!(a.contains("vhost-user-fs-pci,chardev=vfs0,tag=host"));
@@ -280,7 +340,10 @@ mod tests {
         let c = cfg().append("sched_verbose  foo=1");
         let cmd = "echo 'a b' | grep -c \"a\" && exit 7";
         let line = kernel_cmdline(&plan(&c, None, Some(cmd))).unwrap();
-        assert!(line.starts_with("console=ttyS0 panic=-1 loglevel=7 nokaslr sched_verbose foo=1 "), "{line}");
+        assert!(
+            line.starts_with("console=ttyS0 panic=-1 loglevel=7 nokaslr sched_verbose foo=1 "),
+            "{line}"
+        );
         assert!(!line.contains("oops=panic"));
         assert_eq!(decode(&line, "enoki.cmd"), cmd);
         assert_eq!(decode(&line, "enoki.cwd"), "/w/enoki");

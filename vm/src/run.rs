@@ -59,13 +59,16 @@ impl Outcome {
 
     /// The serial log's text.
     pub fn serial(&self) -> Result<String> {
-        let b = fs::read(&self.serial_log).with_context(|| format!("reading {}", self.serial_log.display()))?;
+        let b = fs::read(&self.serial_log)
+            .with_context(|| format!("reading {}", self.serial_log.display()))?;
         Ok(String::from_utf8_lossy(&b).into_owned())
     }
 
     /// Problem lines in the kernel log (see [`crate::kernel_log_problems`]).
     pub fn problems(&self) -> Vec<String> {
-        self.serial().map(|s| kernel_log_problems(&s)).unwrap_or_default()
+        self.serial()
+            .map(|s| kernel_log_problems(&s))
+            .unwrap_or_default()
     }
 
     /// Guest uptime when the init started the command.
@@ -82,7 +85,9 @@ impl Outcome {
         } else if self.panicked {
             Some(format!("guest kernel panicked; serial log: {log}"))
         } else if self.exit_code.is_none() {
-            Some(format!("guest stopped without reporting an exit status; serial log: {log}"))
+            Some(format!(
+                "guest stopped without reporting an exit status; serial log: {log}"
+            ))
         } else {
             None
         }
@@ -191,12 +196,16 @@ impl Vm {
 
     /// Timeout for commands: `--timeout`, else 300 s (TCG) / 120 s (KVM).
     pub fn timeout(&self) -> Duration {
-        self.cfg.timeout.unwrap_or_else(|| default_timeout(self.accel))
+        self.cfg
+            .timeout
+            .unwrap_or_else(|| default_timeout(self.accel))
     }
 
     /// The QEMU argument list this VM would use for `cmd` (for debugging).
     pub fn qemu_args(&self, cmd: Option<&str>) -> Result<Vec<String>> {
-        let share = self.cfg.share.then(|| Share::Virtiofs { socket: PathBuf::from("/tmp/virtiofsd.sock") });
+        let share = self.cfg.share.then(|| Share::Virtiofs {
+            socket: PathBuf::from("/tmp/virtiofsd.sock"),
+        });
         let guest = self.guest_params(cmd, false);
         qemu::qemu_args(&Plan {
             cfg: &self.cfg,
@@ -246,7 +255,8 @@ impl Vm {
         cmd.args(&args);
         die_with_parent(&mut cmd);
         let ms = u64::try_from(expect_timeout.as_millis()).unwrap_or(u64::MAX);
-        let session = rexpect::session::spawn_command(cmd, Some(ms)).context("spawning QEMU in a pty")?;
+        let session =
+            rexpect::session::spawn_command(cmd, Some(ms)).context("spawning QEMU in a pty")?;
         Ok(Interactive {
             session,
             serial_log,
@@ -277,7 +287,10 @@ impl Vm {
         match start_virtiofsd(&self.cfg.root, rundir) {
             Ok((guard, socket)) => (Some(Share::Virtiofs { socket }), Some(guard)),
             Err(e) => {
-                eprintln!("enoki-vm: virtiofsd unavailable ({e:#}); sharing {} over 9p instead", self.cfg.root.display());
+                eprintln!(
+                    "enoki-vm: virtiofsd unavailable ({e:#}); sharing {} over 9p instead",
+                    self.cfg.root.display()
+                );
                 (Some(Share::NineP), None)
             }
         }
@@ -307,20 +320,33 @@ impl Vm {
 
         let _active = ActiveVm::enter();
         let (share, mut virtiofsd) = self.start_share(rundir.path());
-        let args = qemu::qemu_args(&Plan { share, ..probe_plan })?;
+        let args = qemu::qemu_args(&Plan {
+            share,
+            ..probe_plan
+        })?;
 
         let mut command = Command::new(&self.qemu);
         command.args(&args).stderr(Stdio::piped());
         // Otherwise a held-open pipe, not /dev/null: EOF on the stdio chardev
         // would "close" the guest console.
-        command.stdin(if interactive_tty { Stdio::inherit() } else { Stdio::piped() });
-        command.stdout(if io == Io::Capture { Stdio::piped() } else { Stdio::inherit() });
+        command.stdin(if interactive_tty {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        });
+        command.stdout(if io == Io::Capture {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
         die_with_parent(&mut command);
 
         let _term = TermGuard::save(interactive_tty);
         let start = Instant::now();
         let child = command.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow::Error::new(VmError::QemuMissing(self.qemu.display().to_string())),
+            std::io::ErrorKind::NotFound => {
+                anyhow::Error::new(VmError::QemuMissing(self.qemu.display().to_string()))
+            }
             _ => anyhow::Error::new(e).context(format!("starting {}", self.qemu.display())),
         })?;
         let mut qemu = KillOnDrop::new(child, "qemu");
@@ -346,25 +372,29 @@ impl Vm {
             let forward = io == Io::Inherit;
             thread::spawn(move || collect_stderr(pipe, flag, forward))
         };
-        let stdout_thread: Option<JoinHandle<Vec<u8>>> = qemu.child.stdout.take().map(|mut pipe| {
-            let echo = self.cfg.echo_output;
-            thread::spawn(move || {
-                let mut all = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
+        let stdout_thread: Option<JoinHandle<Vec<u8>>> =
+            qemu.child.stdout.take().map(|mut pipe| {
+                let echo = self.cfg.echo_output;
+                thread::spawn(move || {
+                    let mut all = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = pipe.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        all.extend_from_slice(&buf[..n]);
+                        if echo {
+                            // print! so the test harness captures it.
+                            print!("{}", String::from_utf8_lossy(&buf[..n]));
+                        }
                     }
-                    all.extend_from_slice(&buf[..n]);
-                    if echo {
-                        // print! so the test harness captures it.
-                        print!("{}", String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-                all
-            })
-        });
-        let tail = self.cfg.verbose.then(|| SerialTail::start(serial_log.clone()));
+                    all
+                })
+            });
+        let tail = self
+            .cfg
+            .verbose
+            .then(|| SerialTail::start(serial_log.clone()));
 
         let deadline = timeout.map(|t| start + t);
         let mut timed_out = false;
@@ -402,7 +432,9 @@ impl Vm {
         if let Some(t) = tail {
             t.stop();
         }
-        let output = stdout_thread.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        let output = stdout_thread
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
         let qemu_stderr = stderr_thread.join().unwrap_or_default();
         prune_logs(&self.cfg.logs());
 
@@ -410,12 +442,21 @@ impl Vm {
         let exit_code = read_exit_code(&exit_file);
         if kvm_failed {
             let detail = qemu_stderr.lines().take(3).collect::<Vec<_>>().join("\n");
-            return Err(VmError::KvmInternalError { log: serial_log, detail }.into());
+            return Err(VmError::KvmInternalError {
+                log: serial_log,
+                detail,
+            }
+            .into());
         }
         let panicked = exit_code.is_none() && is_panic(&serial);
         if let Some(st) = status {
             if !st.success() && exit_code.is_none() && !panicked {
-                return Err(VmError::QemuFailed { status: st.to_string(), log: serial_log, stderr: qemu_stderr }.into());
+                return Err(VmError::QemuFailed {
+                    status: st.to_string(),
+                    log: serial_log,
+                    stderr: qemu_stderr,
+                }
+                .into());
             }
         }
         Ok(Outcome {
@@ -433,7 +474,9 @@ impl Vm {
 }
 
 fn read_lossy(p: &Path) -> String {
-    fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 fn is_panic(serial: &str) -> bool {
@@ -442,7 +485,10 @@ fn is_panic(serial: &str) -> bool {
 
 /// The last integer the guest wrote to the exit port.
 fn read_exit_code(p: &Path) -> Option<i32> {
-    read_lossy(p).lines().rev().find_map(|l| l.trim().parse().ok())
+    read_lossy(p)
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
 }
 
 fn find_qemu() -> Result<PathBuf> {
@@ -462,18 +508,32 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 
 /// Short-pathed per-run directory (unix socket paths are limited to 108 bytes).
 fn run_dir() -> Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("enoki-vm.").tempdir_in("/tmp").context("creating run directory in /tmp")
+    tempfile::Builder::new()
+        .prefix("enoki-vm.")
+        .tempdir_in("/tmp")
+        .context("creating run directory in /tmp")
 }
 
 /// `<log_dir>/<timestamp>-<pid>.serial.log`, with a suffix if taken.
 fn new_log_path(dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ts = humantime::format_rfc3339_seconds(SystemTime::now()).to_string().replace(':', "");
+    let ts = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "");
     let base = format!("{}-{}", ts.trim_end_matches('Z'), std::process::id());
     for n in 0.. {
-        let name = if n == 0 { format!("{base}.serial.log") } else { format!("{base}-{n}.serial.log") };
+        let name = if n == 0 {
+            format!("{base}.serial.log")
+        } else {
+            format!("{base}-{n}.serial.log")
+        };
         let p = dir.join(name);
-        if fs::OpenOptions::new().write(true).create_new(true).open(&p).is_ok() {
+        if fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .is_ok()
+        {
             return Ok(p);
         }
     }
@@ -549,7 +609,11 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // virtiofsd ends by itself when QEMU disconnects; give it a moment.
-            thread::sleep(Duration::from_millis(if self.name == "virtiofsd" { 50 } else { 0 }));
+            thread::sleep(Duration::from_millis(if self.name == "virtiofsd" {
+                50
+            } else {
+                0
+            }));
         }
         self.kill();
     }
@@ -580,7 +644,11 @@ fn start_virtiofsd(root: &Path, rundir: &Path) -> Result<(KillOnDrop, PathBuf)> 
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log)?);
     die_with_parent(&mut cmd);
-    let mut guard = KillOnDrop::new(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?, "virtiofsd");
+    let mut guard = KillOnDrop::new(
+        cmd.spawn()
+            .with_context(|| format!("starting {}", bin.display()))?,
+        "virtiofsd",
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while !socket.exists() {
         if let Some(st) = guard.child.try_wait()? {
@@ -588,7 +656,11 @@ fn start_virtiofsd(root: &Path, rundir: &Path) -> Result<(KillOnDrop, PathBuf)> 
             bail!("{} exited ({st}): {}", bin.display(), msg.trim());
         }
         if Instant::now() > deadline {
-            bail!("{} did not create {} within 5 s", bin.display(), socket.display());
+            bail!(
+                "{} did not create {} within 5 s",
+                bin.display(),
+                socket.display()
+            );
         }
         thread::sleep(Duration::from_millis(10));
     }
@@ -600,7 +672,11 @@ struct TermGuard(Option<Termios>);
 
 impl TermGuard {
     fn save(tty: bool) -> Self {
-        Self(if tty { termios::tcgetattr(std::io::stdin()).ok() } else { None })
+        Self(if tty {
+            termios::tcgetattr(std::io::stdin()).ok()
+        } else {
+            None
+        })
     }
 }
 
@@ -726,7 +802,10 @@ mod tests {
         let b = new_log_path(d.path()).unwrap();
         assert_ne!(a, b);
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.ends_with(&format!("-{}.serial.log", std::process::id())), "{name}");
+        assert!(
+            name.ends_with(&format!("-{}.serial.log", std::process::id())),
+            "{name}"
+        );
         assert!(!name.contains(':'));
     }
 
@@ -751,10 +830,16 @@ mod tests {
             accel: Accel::Tcg,
             qemu_stderr: String::new(),
         };
-        assert_eq!(o.failure().unwrap(), "guest kernel panicked; serial log: /l/x.serial.log");
+        assert_eq!(
+            o.failure().unwrap(),
+            "guest kernel panicked; serial log: /l/x.serial.log"
+        );
         o.panicked = false;
         o.timed_out = true;
-        assert_eq!(o.failure().unwrap(), "timed out after 300 s; serial log: /l/x.serial.log");
+        assert_eq!(
+            o.failure().unwrap(),
+            "timed out after 300 s; serial log: /l/x.serial.log"
+        );
         o.timed_out = false;
         o.exit_code = Some(3);
         assert!(o.failure().is_none());
