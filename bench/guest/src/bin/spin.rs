@@ -286,6 +286,10 @@ fn move_one(tasks: Option<usize>, cpu_ms: u64, move_at_ms: u64) -> Result<()> {
     Ok(())
 }
 
+/// The moving task's CPUs, (first CPU off the crowded one, ns until then),
+/// and the CPU time it used.
+type MoverResult = (Trail, Option<(usize, u64)>, u64);
+
 fn numa(rounds: usize, cpu_ms: u64, limit_ms: u64) -> Result<()> {
     let nodes = node_cpus();
     if nodes.len() < 2 || nodes[0].len() < 2 || nodes[1].is_empty() {
@@ -323,7 +327,7 @@ fn numa(rounds: usize, cpu_ms: u64, limit_ms: u64) -> Result<()> {
         }
         // The task that must move: queued on the crowded CPU, then free to go.
         let (b, st, all2) = (barrier.clone(), stop.clone(), all.clone());
-        let mover = thread::spawn(move || -> Result<(Trail, Option<(usize, u64)>, u64)> {
+        let mover = thread::spawn(move || -> Result<MoverResult> {
             set_affinity(0, &[crowded])?;
             b.wait();
             let mut acc = 1;

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The benchmark workloads: the guest command of each and how to read its
+//! metrics from its output. Sizes are chosen for single-threaded TCG, where
+//! the 8 vCPUs share one host thread: each run takes a few seconds.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// Which way a metric is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// The targets a metric counts towards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// Pipe ping-pong latency (target: overhead <= 5 %).
+    Pipe,
+    /// schbench-style wakeup latency (target: p99 within 3 %).
+    Schbench,
+    /// Real programs (target: geomean within 0.5 %, worst within 5 %).
+    App,
+}
+
+/// One number a workload reports.
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    pub group: Group,
+    /// First capture group is the value.
+    pub pattern: &'static str,
+    /// Multiplies the captured value (e.g. bytes / seconds).
+    pub scale: Scale,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Scale {
+    One,
+    /// The value is nanoseconds; the metric is `mib` MiB per second.
+    MibPerSecFromNs(f64),
+}
+
+/// A workload: a shell command run in the guest, and its metrics.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub name: &'static str,
+    pub what: &'static str,
+    /// Shell command (bash); runs in /tmp; output goes to the raw file.
+    pub cmd: &'static str,
+    pub metrics: Vec<Metric>,
+}
+
+/// Size of the generated input of the compression benchmarks.
+pub const ZSTD_MIB: f64 = 16.0;
+pub const XZ_MIB: f64 = 4.0;
+
+/// Run once in the guest before the benchmarks.
+pub const SETUP: &str = "enoki-util datagen --bytes 16M --seed 1 > /tmp/data16 && \
+                         head -c 4194304 /tmp/data16 > /tmp/data4";
+
+fn m(name: &'static str, unit: &'static str, better: Better, group: Group, pattern: &'static str) -> Metric {
+    Metric { name, unit, better, group, pattern, scale: Scale::One }
+}
+
+pub fn all() -> Vec<Workload> {
+    use Better::*;
+    use Group::*;
+    let elapsed = r"elapsed_ns (\d+)";
+    vec![
+        Workload {
+            name: "perf-pipe-1cpu",
+            what: "perf bench sched pipe, both tasks on CPU 0",
+            cmd: "taskset -c 0 perf bench sched pipe -l 20000",
+            metrics: vec![m("latency", "us/op", Lower, Pipe, r"([\d.]+) usecs/op")],
+        },
+        Workload {
+            name: "perf-pipe-2cpu",
+            what: "perf bench sched pipe, placed by the scheduler",
+            cmd: "perf bench sched pipe -l 20000",
+            metrics: vec![m("latency", "us/op", Lower, Pipe, r"([\d.]+) usecs/op")],
+        },
+        Workload {
+            name: "pipe-1cpu",
+            what: "enoki-pipe: two processes on CPU 0",
+            cmd: "enoki-pipe -l 20000 --cpus 0",
+            metrics: vec![m("latency", "us/op", Lower, Pipe, r"usecs_per_op ([\d.]+)")],
+        },
+        Workload {
+            name: "pipe-2cpu",
+            what: "enoki-pipe: one process on CPU 0, one on CPU 1",
+            cmd: "enoki-pipe -l 20000 --cpus 0,1",
+            metrics: vec![m("latency", "us/op", Lower, Pipe, r"usecs_per_op ([\d.]+)")],
+        },
+        Workload {
+            name: "schbench-2x2",
+            what: "enoki-schbench: 2 message threads x 2 workers, 1 s warm-up, 4 s",
+            cmd: "enoki-schbench -m 2 -t 2 -w 1 -r 4",
+            metrics: vec![
+                m("p50", "us", Lower, Schbench, r"p50_us ([\d.]+)"),
+                m("p99", "us", Lower, Schbench, r"p99_us ([\d.]+)"),
+            ],
+        },
+        Workload {
+            name: "schbench-2x4",
+            what: "enoki-schbench: 2 message threads x 4 workers (8 = CPUs), 1 s warm-up, 4 s",
+            cmd: "enoki-schbench -m 2 -t 4 -w 1 -r 4",
+            metrics: vec![
+                m("p50", "us", Lower, Schbench, r"p50_us ([\d.]+)"),
+                m("p99", "us", Lower, Schbench, r"p99_us ([\d.]+)"),
+            ],
+        },
+        Workload {
+            name: "hackbench",
+            what: "hackbench -g 4 -l 100 (processes, sockets)",
+            cmd: "hackbench -g 4 -l 100",
+            metrics: vec![m("time", "s", Lower, App, r"Time: ([\d.]+)")],
+        },
+        Workload {
+            name: "zstd",
+            what: "zstd -3 -T0 -B1M on 16 MiB of generated text",
+            cmd: "enoki-util time -- zstd -T0 -B1M -3 -q -f /tmp/data16 -o /tmp/out.zst",
+            metrics: vec![Metric {
+                name: "throughput",
+                unit: "MiB/s",
+                better: Higher,
+                group: App,
+                pattern: elapsed,
+                scale: Scale::MibPerSecFromNs(ZSTD_MIB),
+            }],
+        },
+        Workload {
+            name: "xz",
+            what: "xz -1 -T0 --block-size=256KiB on 4 MiB of generated text",
+            cmd: "enoki-util time -- xz -T0 -1 --block-size=256KiB -q -k -f /tmp/data4",
+            metrics: vec![Metric {
+                name: "throughput",
+                unit: "MiB/s",
+                better: Higher,
+                group: App,
+                pattern: elapsed,
+                scale: Scale::MibPerSecFromNs(XZ_MIB),
+            }],
+        },
+        Workload {
+            name: "stress-cpu",
+            what: "stress-ng --cpu 8 -t 4s (bogo-ops/s, real time)",
+            cmd: "stress-ng --cpu 8 -t 4s --metrics --yaml /tmp/sng.yaml >/dev/null 2>&1; cat /tmp/sng.yaml",
+            metrics: vec![m("bogo-ops/s", "ops/s", Higher, App, r"bogo-ops-per-second-real-time: ([\d.]+)")],
+        },
+        Workload {
+            name: "stress-matrix",
+            what: "stress-ng --matrix 8 -t 4s (bogo-ops/s, real time)",
+            cmd: "stress-ng --matrix 8 -t 4s --metrics --yaml /tmp/sng.yaml >/dev/null 2>&1; cat /tmp/sng.yaml",
+            metrics: vec![m("bogo-ops/s", "ops/s", Higher, App, r"bogo-ops-per-second-real-time: ([\d.]+)")],
+        },
+    ]
+}
+
+impl Metric {
+    /// Reads this metric from a run's output; None if absent or not positive.
+    pub fn parse(&self, output: &str) -> Option<f64> {
+        let re = Regex::new(self.pattern).expect("metric pattern");
+        let raw: f64 = re.captures(output)?.get(1)?.as_str().parse().ok()?;
+        let v = match self.scale {
+            Scale::One => raw,
+            Scale::MibPerSecFromNs(mib) => mib / (raw / 1e9),
+        };
+        (v.is_finite() && v > 0.0).then_some(v)
+    }
+
+    /// `workload/metric`
+    pub fn key(&self, w: &Workload) -> String {
+        format!("{}/{}", w.name, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(w: &str, name: &str) -> Metric {
+        all().into_iter().find(|x| x.name == w).unwrap().metrics.into_iter().find(|m| m.name == name).unwrap()
+    }
+
+    #[test]
+    fn parses_real_outputs() {
+        let perf = "# Running 'sched/pipe' benchmark:\n# Executed 20000 pipe operations between two processes\n\n     Total time: 1.580 [sec]\n\n      79.077400 usecs/op\n          12645 ops/sec\n";
+        assert_eq!(metric("perf-pipe-1cpu", "latency").parse(perf), Some(79.0774));
+        assert_eq!(metric("pipe-2cpu", "latency").parse("loops 5000\nusecs_per_op 45.042\n"), Some(45.042));
+        let sch = "samples 1828\np50_us 811.9\np90_us 2088.4\np99_us 4097.6\n";
+        assert_eq!(metric("schbench-2x2", "p99").parse(sch), Some(4097.6));
+        assert_eq!(metric("schbench-2x2", "p50").parse(sch), Some(811.9));
+        assert_eq!(metric("hackbench", "time").parse("Running in process mode\nTime: 3.206\n"), Some(3.206));
+        let z = metric("zstd", "throughput").parse("elapsed_ns 2000000000\nstatus 0\n").unwrap();
+        assert!((z - 8.0).abs() < 1e-9);
+        let yaml = "metrics:\n    - stressor: cpu\n      bogo-ops: 479\n      bogo-ops-per-second-usr-sys-time: 14.4\n      bogo-ops-per-second-real-time: 115.65\n";
+        assert_eq!(metric("stress-cpu", "bogo-ops/s").parse(yaml), Some(115.65));
+        assert_eq!(metric("stress-cpu", "bogo-ops/s").parse("garbage"), None);
+        assert_eq!(metric("hackbench", "time").parse("Time: 0"), None);
+    }
+
+    #[test]
+    fn names_are_unique_and_shell_safe() {
+        let ws = all();
+        let mut names: Vec<_> = ws.iter().map(|w| w.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ws.len());
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
+        assert!(ws.iter().all(|w| !w.cmd.contains('\'')), "commands are single-quoted in the guest script");
+    }
+}
