@@ -20,7 +20,7 @@ pub mod report;
 pub mod sim;
 pub mod spec;
 pub mod tap;
-pub mod trace;
+pub use enoki_trace as trace;
 
 /// Identifies this build in the traces it records: the crate version, plus
 /// `ENOKI_BUILD_ID` from the build environment when set (e.g. a git hash).

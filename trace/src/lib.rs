@@ -143,7 +143,7 @@ pub struct TraceHeader {
     /// `EnokiScheduler::NAME` of the recorded scheduler.
     pub scheduler: String,
     /// Identifies the build that recorded (module build id, or the
-    /// simulator's [`crate::build_id`]).
+    /// simulator's `enoki_sim::build_id`).
     pub build_id: String,
     pub topology: Box<RawTopology>,
     /// Events the recorder lost (ring overruns).
@@ -782,19 +782,18 @@ impl<R: Read> Iterator for TraceReader<R> {
 
 impl Record {
     /// One entry of Enoki-C's record rings (`struct enoki_rec`, 128 bytes,
-    /// little-endian: seq u64, cpu u32, type u32, addr u64, reserved u64,
-    /// `struct enoki_msg`). `None` for an unknown type. The kernel keeps no
-    /// time: `time_ns` is 0.
+    /// little-endian: seq u64, cpu u32, type u32, addr u64, time_ns u64,
+    /// `struct enoki_msg`). `None` for an unknown type.
     pub fn from_kernel(rec: &[u8; KERNEL_REC_BYTES]) -> Option<Record> {
         let mut c = Cursor::new(rec);
-        let (seq, cpu, ty, addr, _reserved) = (c.u64()?, c.u32()?, c.u32()?, c.u64()?, c.u64()?);
+        let (seq, cpu, ty, addr, time_ns) = (c.u64()?, c.u32()?, c.u32()?, c.u64()?, c.u64()?);
         let event = match u8::try_from(ty).ok()? {
             rtype::MSG => Event::Msg(c.msg()?),
             rtype::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rtype::LOCK_RELEASE => Event::LockRelease { addr },
             _ => return None,
         };
-        Some(Record { seq, cpu, time_ns: 0, event })
+        Some(Record { seq, cpu, time_ns, event })
     }
 }
 

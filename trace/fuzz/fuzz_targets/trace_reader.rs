@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use enoki_sim::trace::{self, TraceReader};
+use enoki_trace::{self as trace, TraceReader};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(mut r) = TraceReader::new(std::io::Cursor::new(data)) {

@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use enoki::abi::{kind, Msg};
 use enoki::Topology;
-use enoki_sim::trace::{read_all, Event, Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION};
+use enoki_trace::{read_all, Event, Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION};
 use proptest::prelude::*;
 
 fn header() -> TraceHeader {
