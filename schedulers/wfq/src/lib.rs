@@ -9,6 +9,11 @@
 //! - Slice: `period * weight / (weight of the queue)`, at least
 //!   `min_granularity`; the period is `period_us`, stretched to
 //!   `nr_running * min_granularity` when that is longer.
+//! - Slice end: the smallest vruntime runs next. Enoki-C asks for the next
+//!   task while the previous one still runs (it is handed back by
+//!   `task_preempt` afterwards), so the previous task still competes, and
+//!   still counts in the period of a task picked instead; when it is still
+//!   the smallest, nothing is picked and it is picked again once handed back.
 //! - Wakeup: a sleeper comes back at `max(its vruntime, min_vruntime -
 //!   period / 2)`; a new task after everyone of the current period. After a
 //!   wakeup, the next tick preempts the running task if it is ahead of the
@@ -641,6 +646,31 @@ impl EnokiScheduler for Wfq {
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
         let (mut rq, mut tasks) = self.lock(cpu)?;
+        // The kernel asks before it hands a still-runnable previous task
+        // back (task_preempt comes next): it still competes, and still
+        // counts in the period of whatever is picked instead.
+        let still_runnable = match (rq.curr, prev) {
+            (Some((pid, weight)), Some(p)) if p.pid == pid && p.runnable => Some((pid, weight, p.runtime)),
+            _ => None,
+        };
+        if let Some((pid, _, runtime)) = still_runnable {
+            if let Some(task) = tasks.get_mut(pid) {
+                task.charge(runtime);
+                let vruntime = task.vruntime;
+                rq.update_min_vruntime(Some(vruntime));
+                // CFS's rule: the smallest vruntime runs, a waiting task
+                // first on a tie. When that is the previous task, pick
+                // nothing: it is handed back and picked again.
+                let overtaken = rq.waiting.peek().is_some_and(|(_, v, _)| *v <= vruntime);
+                if !overtaken {
+                    rq.woken = false;
+                    drop(tasks);
+                    self.publish(cpu, &rq);
+                    return None;
+                }
+            }
+        }
+        let prev_weight = still_runnable.map_or(0, |(_, weight, _)| weight);
         // Whatever ran here has stopped (a runnable one comes back through
         // task_preempt): charge it.
         if let Some((pid, _)) = rq.curr {
@@ -658,7 +688,8 @@ impl EnokiScheduler for Wfq {
             task.state = State::Running(cpu);
             rq.curr = Some((pid, weight));
             rq.update_min_vruntime(Some(vruntime));
-            token.set_slice_ns(self.params.slice(rq.nr_running() as u64, rq.load, weight));
+            let nr = rq.nr_running() as u64 + u64::from(prev_weight > 0);
+            token.set_slice_ns(self.params.slice(nr, rq.load.saturating_add(prev_weight), weight));
             picked = Some(token);
             break;
         }

@@ -257,6 +257,30 @@ fn a_nice_change_applies_from_the_running_tasks_next_slice() {
     assert!(slices.contains(&(1, 1)), "task 1 still runs: {slices:?}");
 }
 
+/// The kernel asks for the next task while the one whose slice ended still
+/// runs: it keeps the CPU while its vruntime is the smallest.
+#[test]
+fn a_slice_ends_in_favour_of_the_smallest_vruntime_even_the_previous_task() {
+    let mut m = Machine::new("");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 19, 0);
+    while m.running(0) != Some(2) {
+        m.round();
+    }
+    // One 1 ms slice (the 0.75 ms minimum) puts the nice-19 task 68 ms of
+    // virtual time ahead; task 1 gains ~6 ms per slice.
+    assert_eq!(ticks_until_preempted(&mut m, 0), 1);
+    let next: Vec<_> = (0..10)
+        .map(|_| {
+            let pid = m.running(0).unwrap();
+            ticks_until_preempted(&mut m, 0);
+            pid
+        })
+        .collect();
+    assert_eq!(next, [1; 10], "task 1 keeps the CPU slice after slice");
+    m.check_consistent().unwrap();
+}
+
 #[test]
 fn nice_changes_move_the_shares() {
     let mut m = Machine::new("");
