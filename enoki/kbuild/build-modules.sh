@@ -17,6 +17,9 @@ out="$top/target/modules"
 [ -f "$kdir/Module.symvers" ] || { echo "modules: no kernel build at $kdir: run 'cargo make kernel'" >&2; exit 1; }
 bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 mkdir -p "$gen" "$out"
+# One build at a time: two makes in the same module directory corrupt it.
+exec 9>"$gen/.lock"
+flock 9
 
 # write_if_changed FILE: stdin to FILE, keeping the mtime when equal
 write_if_changed() {

@@ -132,7 +132,7 @@ impl<T> Ring<T> {
     /// Removes and returns the first item matching `pred`, keeping the order
     /// of the others.
     pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
-        let pos = self.iter().position(|x| pred(x))?;
+        let pos = self.iter().position(&mut pred)?;
         let at = self.slot(pos);
         let item = self.slots[at].take();
         for i in pos..self.len - 1 {

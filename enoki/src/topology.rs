@@ -13,10 +13,13 @@ pub struct Topology {
     cpus: FixedVec<RawCpu>,
     nr_nodes: usize,
     distance: [[u8; MAX_NODES]; MAX_NODES],
+    /// Per CPU, the CPUs sharing its LLC; computed once.
+    llc_sets: FixedVec<CpuSet>,
+    node_sets: [CpuSet; MAX_NODES],
 }
 
 impl Topology {
-    /// From what Enoki-C (or a trace) filled in; `None` if inconsistent.
+    /// From what Enoki-C (or a trace) filled in; an error if inconsistent.
     pub fn from_raw(raw: &RawTopology) -> Result<Self, InitError> {
         let n = raw.nr_cpus as usize;
         let nodes = raw.nr_nodes as usize;
@@ -29,7 +32,28 @@ impl Topology {
         if !ok {
             return Err(InitError::InvalidArgument("topology"));
         }
-        Ok(Topology { cpus: FixedVec::new_with(n, |i| raw.cpus[i])?, nr_nodes: nodes, distance: raw.distance })
+        Ok(Self::build(FixedVec::new_with(n, |i| raw.cpus[i])?, nodes, raw.distance)?)
+    }
+
+    fn build(
+        cpus: FixedVec<RawCpu>,
+        nr_nodes: usize,
+        distance: [[u8; MAX_NODES]; MAX_NODES],
+    ) -> Result<Self, AllocError> {
+        let mut node_sets = [CpuSet::empty(); MAX_NODES];
+        for (cpu, c) in cpus.iter().enumerate() {
+            node_sets[c.node as usize].insert(cpu);
+        }
+        let llc_sets = FixedVec::new_with(cpus.len(), |cpu| {
+            let mut set = CpuSet::empty();
+            for (other, c) in cpus.iter().enumerate() {
+                if c.llc == cpus[cpu].llc {
+                    set.insert(other);
+                }
+            }
+            set
+        })?;
+        Ok(Topology { cpus, nr_nodes, distance, llc_sets, node_sets })
     }
 
     /// Writes this topology into `raw` (for traces and simulators).
@@ -42,7 +66,7 @@ impl Topology {
 
     /// A copy (allocates: call at init only).
     pub fn try_clone(&self) -> Result<Self, AllocError> {
-        Ok(Topology { cpus: FixedVec::new_with(self.cpus.len(), |i| self.cpus[i])?, ..*self })
+        Self::build(FixedVec::new_with(self.cpus.len(), |i| self.cpus[i])?, self.nr_nodes, self.distance)
     }
 
     /// `sockets` packages of `cores` cores of `threads` SMT threads each,
@@ -66,7 +90,7 @@ impl Topology {
                 *d = if a == b { 10 } else { remote };
             }
         }
-        Ok(Topology { cpus, nr_nodes, distance })
+        Self::build(cpus, nr_nodes, distance)
     }
 
     /// CPUs, numbered `0..nr_cpus()`.
@@ -109,25 +133,14 @@ impl Topology {
         self.distance[self.node_of(a)][self.node_of(b)]
     }
 
-    fn cpus_where(&self, f: impl Fn(&RawCpu) -> bool) -> CpuSet {
-        let mut s = CpuSet::empty();
-        for cpu in self.cpus() {
-            if f(&self.cpus[cpu]) {
-                s.insert(cpu);
-            }
-        }
-        s
-    }
-
     /// CPUs sharing `cpu`'s last-level cache (itself included).
     pub fn llc_cpus(&self, cpu: CpuId) -> CpuSet {
-        let llc = self.cpus[cpu].llc;
-        self.cpus_where(|c| c.llc == llc)
+        self.llc_sets.get(cpu).copied().unwrap_or_default()
     }
 
     /// CPUs on NUMA node `node`.
     pub fn node_cpus(&self, node: usize) -> CpuSet {
-        self.cpus_where(|c| c.node as usize == node)
+        self.node_sets.get(node).copied().unwrap_or_default()
     }
 
     /// Every CPU.

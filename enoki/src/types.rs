@@ -115,8 +115,25 @@ impl CpuSet {
 
     /// The CPUs in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = CpuId> {
-        let set = *self;
-        (0..MAX_CPUS).filter(move |cpu| set.contains(*cpu))
+        self.bits.into_iter().enumerate().flat_map(|(i, word)| {
+            let mut w = word;
+            core::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    i * 64 + bit
+                })
+            })
+        })
+    }
+
+    /// CPUs in both sets.
+    pub fn and(&self, other: &CpuSet) -> CpuSet {
+        let mut bits = self.bits;
+        for (b, o) in bits.iter_mut().zip(other.bits) {
+            *b &= o;
+        }
+        CpuSet { bits }
     }
 }
 

@@ -44,6 +44,14 @@ impl HostOps for RecordingHost {
     }
 }
 
+/// Sees every message the driver sends (record, taps, checks).
+pub trait MsgObserver {
+    /// `m` is about to be handled; the observer may fill in fields.
+    fn call_begins(&mut self, m: &mut Msg);
+    /// The scheduler answered `m`.
+    fn call_ends(&mut self, m: &Msg);
+}
+
 /// What the model counted, like `/sys/kernel/enoki/`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriverCounters {
@@ -86,6 +94,7 @@ pub struct Driver<S: EnokiScheduler> {
     /// `p->scx.slice`).
     slice_left: std::vec::Vec<u64>,
     slice_ns: u64,
+    observer: Option<std::boxed::Box<dyn MsgObserver>>,
     pub counters: DriverCounters,
 }
 
@@ -110,6 +119,7 @@ impl<S: EnokiScheduler> Driver<S> {
             running: vec![None; nr],
             slice_left: vec![0; nr],
             slice_ns,
+            observer: None,
             counters: DriverCounters::default(),
         })
     }
@@ -122,12 +132,23 @@ impl<S: EnokiScheduler> Driver<S> {
         &self.topology
     }
 
+    /// Shows every message from now on to `observer` (`None` removes it).
+    pub fn set_observer(&mut self, observer: Option<std::boxed::Box<dyn MsgObserver>>) {
+        self.observer = observer;
+    }
+
     /// Sends one message, counting it and the mistakes libEnoki caught.
     pub fn send(&mut self, m: &mut Msg) {
         if let Some(c) = self.counters.msgs.get_mut(m.kind as usize) {
             *c += 1;
         }
+        if let Some(o) = self.observer.as_mut() {
+            o.call_begins(m);
+        }
         self.loaded.handle(m);
+        if let Some(o) = self.observer.as_mut() {
+            o.call_ends(m);
+        }
         if m.ret_err & ret_err::WRONG_CPU != 0 {
             self.counters.pick_errors += 1;
         }
@@ -239,7 +260,8 @@ impl<S: EnokiScheduler> Driver<S> {
     /// when nothing is there. `prev` is the task still running on `cpu`.
     /// Returns the task to run and its slice.
     fn dispatch(&mut self, cpu: CpuId, prev: Option<Pid>) -> Option<(Pid, u64)> {
-        let mut balanced = false;
+        // A CPU whose task is still runnable has work: it never steals.
+        let mut balanced = prev.is_some();
         for attempt in 0..4 {
             let mut m = Msg::new(kind::PICK_NEXT_TASK, cpu as i32);
             if let (0, Some(p)) = (attempt, prev) {
@@ -315,6 +337,16 @@ impl<S: EnokiScheduler> Driver<S> {
         self.running[cpu] = Some(pid);
         self.slice_left[cpu] = slice;
         pid
+    }
+
+    /// The task on `cpu` runs `ns` more without a tick (a burst shorter
+    /// than a tick): its runtime and slice advance, no message is sent.
+    pub fn run(&mut self, cpu: CpuId, ns: u64) {
+        let Some(pid) = self.running(cpu) else { return };
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.runtime += ns;
+        }
+        self.slice_left[cpu] = self.slice_left[cpu].saturating_sub(ns);
     }
 
     /// The task on `cpu` runs `ns` more and takes a tick. It is preempted

@@ -10,7 +10,7 @@ use super::types::CpuId;
 
 mod driver;
 
-pub use driver::{Driver, DriverCounters, HostEvent, RecordingHost, TaskState};
+pub use driver::{Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, TaskState};
 
 /// What the userspace backend does with a scheduler's service requests.
 pub trait HostOps: Send + Sync {
@@ -43,13 +43,16 @@ pub fn services(ops: Option<Arc<dyn HostOps>>) -> super::Services {
     super::Services { host: Host(ops) }
 }
 
+/// Called with a lock's address and whether it was taken (else released).
+pub type LockObserver = fn(usize, bool);
+
 std::thread_local! {
-    static LOCK_OBSERVER: core::cell::Cell<Option<fn(usize, bool)>> = const { core::cell::Cell::new(None) };
+    static LOCK_OBSERVER: core::cell::Cell<Option<LockObserver>> = const { core::cell::Cell::new(None) };
 }
 
 /// Calls `observer(addr, acquired)` on every libEnoki lock event of this
 /// thread (simulator record and replay); `None` stops it.
-pub fn set_lock_observer(observer: Option<fn(usize, bool)>) {
+pub fn set_lock_observer(observer: Option<LockObserver>) {
     LOCK_OBSERVER.with(|o| o.set(observer));
 }
 

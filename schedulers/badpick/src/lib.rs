@@ -50,7 +50,7 @@ impl EnokiScheduler for BadPick {
 
     fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
         let n = self.picks.fetch_add(1, Ordering::Relaxed);
-        if n % self.every == 0 {
+        if n.is_multiple_of(self.every) {
             // The bug: take the first task queued for some other CPU.
             let stolen = self
                 .queues

@@ -175,9 +175,8 @@ impl EnokiScheduler for Fifo {
         let allowed = self.tasks.lock().get(pid).copied().unwrap_or_default();
         // The thief asked for it: put it first so it runs next there.
         let queue = self.queue(sched.cpu())?;
-        if let Err(w) = queue.lock().push_front(Waiting { token: sched, allowed }) {
-            // Full: keep the old token where it was instead.
-            drop(w);
+        if queue.lock().push_front(Waiting { token: sched, allowed }).is_err() {
+            // Full: the new token is dropped, the old one goes back instead.
             let _ = self.enqueue(old);
             return None;
         }

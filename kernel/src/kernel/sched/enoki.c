@@ -114,7 +114,7 @@ static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 	rec->cpu = smp_processor_id();
 	rec->type = ENOKI_REC_MSG;
 	rec->addr = 0;
-	rec->reserved = 0;
+	rec->time_ns = ktime_get_ns();
 	rec->msg = *msg;
 	enoki_ring_commit();
 }
@@ -142,6 +142,7 @@ void enoki_record_lock(u64 addr, bool acquire)
 		rec->type = acquire ? ENOKI_REC_LOCK_ACQUIRE :
 				      ENOKI_REC_LOCK_RELEASE;
 		rec->addr = addr;
+		rec->time_ns = ktime_get_ns();
 		enoki_ring_commit();
 	}
 	local_irq_restore(flags);
@@ -367,7 +368,8 @@ static bool enoki_balance(int cpu)
 static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
 {
 	struct enoki_msg msg;
-	bool balanced = false;
+	/* a CPU whose task is still runnable has work: it never steals */
+	bool balanced = prev && (prev->scx.flags & SCX_TASK_QUEUED);
 	int tries, err;
 
 	for (tries = 0; tries < ENOKI_PICK_TRIES; tries++) {

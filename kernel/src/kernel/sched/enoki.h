@@ -103,7 +103,7 @@ struct enoki_rec {
 	u32 cpu;
 	u32 type;
 	u64 addr;
-	u64 reserved;
+	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
 	struct enoki_msg msg;
 };
 static_assert(sizeof(struct enoki_rec) == 128);
