@@ -6,6 +6,7 @@ pub mod error;
 pub mod load;
 pub mod paths;
 pub mod policy;
+pub mod record;
 pub mod run;
 pub mod status;
 pub mod unload;

@@ -11,7 +11,9 @@ mod cmd;
 const AFTER_HELP: &str = "\
 Environment:
   ENOKI_SYSFS       Enoki-C's sysfs directory [default: /sys/kernel/enoki]
-  ENOKI_MODULE_DIR  where enoki_<sched>.ko files live [default: /lib/modules/enoki]";
+  ENOKI_MODULE_DIR  where enoki_<sched>.ko files live [default: /lib/modules/enoki]
+  ENOKI_DEBUGFS     Enoki-C's debugfs directory [default: /sys/kernel/debug/enoki]
+  ENOKI_SYSMODULE   module parameters and srcversion [default: /sys/module]";
 
 /// Load, inspect and use Enoki kernel schedulers.
 #[derive(Parser)]
@@ -28,6 +30,7 @@ enum Command {
     Status(cmd::status::Args),
     Run(cmd::run::Args),
     Policy(cmd::policy::Args),
+    Record(cmd::record::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::status::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Policy(a) => cmd::policy::run(a),
+        Command::Record(a) => cmd::record::run(a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("enoki: {e:#}");

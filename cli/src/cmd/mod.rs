@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod policy;
+pub mod record;
 pub mod run;
 pub mod status;
 pub mod unload;

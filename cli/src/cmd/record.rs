@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use enoki_cli::record::{self, RecordPaths};
+
+/// Record what passes between the kernel and the loaded scheduler.
+///
+/// Starts Enoki-C's recorder, runs CMD (or waits for SIGINT/SIGTERM when
+/// none is given), draining the record rings every few milliseconds, then
+/// writes every message and lock event to a .enk trace that `enoki-sim
+/// replay` can check against the scheduler's source. Prints a summary;
+/// exits with CMD's status. Needs debugfs mounted
+/// ($ENOKI_DEBUGFS, default /sys/kernel/debug/enoki).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .enk file to write
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Write uncompressed blocks
+    #[arg(long)]
+    no_compress: bool,
+    /// Command to run while recording
+    #[arg(last = true)]
+    cmd: Vec<OsString>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn catch_signals() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, handler) };
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    enoki_cli::ensure_root()?;
+    let paths = RecordPaths::from_env();
+    let header = record::build_header(&paths)?;
+    // With a command, SIGINT reaches it too: we wait for it to end. Without, it stops us.
+    catch_signals();
+    let start = Instant::now();
+    let (status, raw, drops) = record::record_while(&paths, || -> anyhow::Result<u8> {
+        if a.cmd.is_empty() {
+            while !STOP.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Ok(0);
+        }
+        let st = std::process::Command::new(&a.cmd[0])
+            .args(&a.cmd[1..])
+            .status()
+            .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", a.cmd[0]))?;
+        Ok(match (st.code(), st.signal()) {
+            (Some(c), _) => c as u8,
+            (None, Some(s)) => 128u8.wrapping_add(s as u8),
+            _ => 1,
+        })
+    })?;
+    let duration = start.elapsed();
+    let status = status?;
+    let summary = record::write_trace(&a.output, header, &raw, drops, !a.no_compress, duration)?;
+    eprintln!("enoki record: wrote {}", a.output.display());
+    println!("{summary}");
+    Ok(ExitCode::from(status))
+}

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `enoki record`: drains Enoki-C's record rings into a `.enk` trace.
+//!
+//! Recording is started and stopped through `$ENOKI_SYSFS/record`; while it
+//! runs, a thread reads `$ENOKI_DEBUGFS/trace` every few milliseconds (each
+//! read returns whole 128-byte `struct enoki_rec`s, 0 when the rings are
+//! empty) into memory, so the per-CPU rings never overflow. At the end the
+//! records are sorted by sequence number and written with a header that lets
+//! `enoki-sim replay` re-create the scheduler.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use enoki_trace::{TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_REC_BYTES};
+
+use crate::status::read_attr;
+use crate::{Error, Paths};
+
+pub const DEFAULT_DEBUGFS: &str = "/sys/kernel/debug/enoki";
+pub const DEFAULT_SYSMODULE: &str = "/sys/module";
+pub const DEBUGFS_ENV: &str = "ENOKI_DEBUGFS";
+pub const SYSMODULE_ENV: &str = "ENOKI_SYSMODULE";
+
+/// How often the drain thread empties the rings.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(3);
+
+/// Every file `enoki record` touches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordPaths {
+    /// Enoki-C's sysfs directory (`record`, `record_drops`, `scheduler`, `module`).
+    pub sysfs: PathBuf,
+    /// Enoki-C's debugfs directory (`trace`, `topology`).
+    pub debugfs: PathBuf,
+    /// `/sys/module`: `<module>/parameters/*`, `<module>/srcversion`.
+    pub sysmodule: PathBuf,
+}
+
+impl RecordPaths {
+    /// Defaults, overridden by `ENOKI_SYSFS`, `ENOKI_DEBUGFS`, `ENOKI_SYSMODULE`.
+    pub fn from_env() -> Self {
+        let pick = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        RecordPaths {
+            sysfs: Paths::from_env().sysfs,
+            debugfs: pick(DEBUGFS_ENV, DEFAULT_DEBUGFS),
+            sysmodule: pick(SYSMODULE_ENV, DEFAULT_SYSMODULE),
+        }
+    }
+}
+
+fn number(dir: &Path, name: &str) -> Result<Option<u64>, Error> {
+    read_attr(dir, name)?
+        .map(|s| {
+            s.parse().map_err(|_| Error::Malformed {
+                path: dir.join(name),
+                msg: format!("expected a number, found '{s}'"),
+            })
+        })
+        .transpose()
+}
+
+/// The loaded scheduler and its module, or `NoEnoki` / `NotLoaded`.
+pub fn loaded(paths: &RecordPaths) -> Result<(String, String), Error> {
+    if !paths.sysfs.is_dir() {
+        return Err(Error::NoEnoki(paths.sysfs.clone()));
+    }
+    let sched = read_attr(&paths.sysfs, "scheduler")?.ok_or(Error::NotLoaded)?;
+    let module = read_attr(&paths.sysfs, "module")?.unwrap_or_else(|| format!("enoki_{sched}"));
+    Ok((sched, module))
+}
+
+/// The trace header for the loaded scheduler: name, build id (the module's
+/// `srcversion`, else `kernel:<module>`), topology from debugfs, and the
+/// module parameters `max_tasks`, `slice_us` (×1000) and `args`.
+pub fn build_header(paths: &RecordPaths) -> Result<TraceHeader, Error> {
+    let (sched, module) = loaded(paths)?;
+    let topo_path = paths.debugfs.join("topology");
+    let raw = std::fs::read(&topo_path).map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            Error::Malformed {
+                path: topo_path.clone(),
+                msg: "missing: is debugfs mounted (mount -t debugfs none /sys/kernel/debug)?".into(),
+            }
+        } else {
+            Error::io(&topo_path, e)
+        }
+    })?;
+    let topology = enoki_trace::topology_from_kernel(&raw).ok_or_else(|| Error::Malformed {
+        path: topo_path.clone(),
+        msg: format!("{} bytes, not a struct enoki_topology", raw.len()),
+    })?;
+    let moddir = paths.sysmodule.join(&module);
+    let params = moddir.join("parameters");
+    let build_id = read_attr(&moddir, "srcversion")?.unwrap_or_else(|| format!("kernel:{module}"));
+    Ok(TraceHeader {
+        abi_version: enoki::abi::ABI_VERSION,
+        flags: HEADER_LOCKS,
+        scheduler: sched,
+        build_id,
+        topology,
+        dropped_events: 0,
+        max_tasks: number(&params, "max_tasks")?.unwrap_or(0),
+        slice_ns: number(&params, "slice_us")?.unwrap_or(0) * 1000,
+        args: read_attr(&params, "args")?.unwrap_or_default(),
+    })
+}
+
+/// Reads whole kernel records from a drain file until it returns 0.
+pub struct Drainer<R: Read> {
+    src: R,
+    buf: Vec<u8>,
+    /// Every byte drained so far, whole records only.
+    pub data: Vec<u8>,
+}
+
+impl<R: Read> Drainer<R> {
+    pub fn new(src: R) -> Self {
+        Drainer { src, buf: vec![0; 256 * KERNEL_REC_BYTES], data: Vec::new() }
+    }
+
+    /// Reads until the source is empty; returns the bytes read.
+    pub fn drain(&mut self) -> std::io::Result<usize> {
+        let mut total = 0;
+        loop {
+            match self.src.read(&mut self.buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    self.data.extend_from_slice(&self.buf[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// What a recording produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub messages: u64,
+    pub drops: u64,
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+impl Summary {
+    pub fn bytes_per_call(&self) -> f64 {
+        if self.messages == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.messages as f64
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "records {}\ncalls {}\ndrops {}\nbytes {}\nbytes_per_call {:.1}\nduration_s {:.3}",
+            self.records,
+            self.messages,
+            self.drops,
+            self.bytes,
+            self.bytes_per_call(),
+            self.duration.as_secs_f64()
+        )
+    }
+}
+
+/// Sorts the raw kernel records and writes them as a `.enk` to `out`.
+pub fn write_trace(
+    out: &Path,
+    header: TraceHeader,
+    raw: &[u8],
+    drops: u64,
+    compress: bool,
+    duration: Duration,
+) -> anyhow::Result<Summary> {
+    let records = enoki_trace::records_from_kernel(raw)?;
+    let file = File::create(out).map_err(|e| Error::io(out, e))?;
+    let mut w = TraceWriter::new(std::io::BufWriter::new(file), header)?;
+    w.set_compression(compress);
+    let mut messages = 0;
+    for r in &records {
+        if matches!(r.event, enoki_trace::Event::Msg(_)) {
+            messages += 1;
+        }
+        w.write(r)?;
+    }
+    w.note_dropped(drops);
+    let mut bw = w.finish()?;
+    std::io::Write::flush(&mut bw).map_err(|e| Error::io(out, e))?;
+    let bytes = std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len();
+    Ok(Summary { records: records.len() as u64, messages, drops, bytes, duration })
+}
+
+fn set_recording(paths: &RecordPaths, on: bool) -> Result<(), Error> {
+    let p = paths.sysfs.join("record");
+    std::fs::write(&p, if on { "1" } else { "0" }).map_err(|e| Error::io(p, e))
+}
+
+/// Drains `trace` on a thread while `work` runs; returns what `work`
+/// returned and every byte drained (after recording stopped, too).
+pub fn record_while<T>(paths: &RecordPaths, work: impl FnOnce() -> T) -> anyhow::Result<(T, Vec<u8>, u64)> {
+    let trace = paths.debugfs.join("trace");
+    let open = || File::open(&trace).map_err(|e| Error::io(&trace, e));
+    // Start recording first: it resets the rings, and open fails early if debugfs is missing.
+    let file = open()?;
+    set_recording(paths, true)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+            let mut d = Drainer::new(file);
+            while !stop.load(Ordering::Relaxed) {
+                d.drain()?;
+                std::thread::sleep(DRAIN_EVERY);
+            }
+            d.drain()?;
+            Ok(d.data)
+        })
+    };
+    let out = work();
+    let stopped = set_recording(paths, false);
+    stop.store(true, Ordering::Relaxed);
+    let mut data = drain.join().map_err(|_| anyhow::anyhow!("the drain thread panicked"))?.map_err(|e| Error::io(&trace, e))?;
+    stopped?;
+    // Whatever the kernel wrote between the thread's last read and the stop.
+    let mut d = Drainer::new(open()?);
+    d.drain().map_err(|e| Error::io(&trace, e))?;
+    data.extend_from_slice(&d.data);
+    let drops = number(&paths.sysfs, "record_drops")?.unwrap_or(0);
+    Ok((out, data, drops))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enoki::abi::RawTopology;
+
+    fn fake_topology() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        for cpu in 0..enoki::abi::MAX_CPUS {
+            for v in [cpu as i32, 0, 0, 0] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b.resize(core::mem::size_of::<RawTopology>(), 10);
+        b
+    }
+
+    fn fake_tree(srcversion: bool) -> (tempfile::TempDir, RecordPaths) {
+        let t = tempfile::tempdir().unwrap();
+        let p = RecordPaths {
+            sysfs: t.path().join("enoki"),
+            debugfs: t.path().join("debug"),
+            sysmodule: t.path().join("module"),
+        };
+        std::fs::create_dir_all(&p.sysfs).unwrap();
+        std::fs::create_dir_all(&p.debugfs).unwrap();
+        let params = p.sysmodule.join("enoki_fifo/parameters");
+        std::fs::create_dir_all(&params).unwrap();
+        std::fs::write(p.sysfs.join("scheduler"), "fifo\n").unwrap();
+        std::fs::write(p.sysfs.join("module"), "enoki_fifo\n").unwrap();
+        std::fs::write(p.debugfs.join("topology"), fake_topology()).unwrap();
+        std::fs::write(params.join("max_tasks"), "4096\n").unwrap();
+        std::fs::write(params.join("slice_us"), "3000\n").unwrap();
+        std::fs::write(params.join("args"), "\n").unwrap();
+        if srcversion {
+            std::fs::write(p.sysmodule.join("enoki_fifo/srcversion"), "ABC123\n").unwrap();
+        }
+        (t, p)
+    }
+
+    #[test]
+    fn header_from_fake_sysfs() {
+        let (_t, p) = fake_tree(true);
+        let h = build_header(&p).unwrap();
+        assert_eq!(h.scheduler, "fifo");
+        assert_eq!(h.build_id, "ABC123");
+        assert_eq!(h.max_tasks, 4096);
+        assert_eq!(h.slice_ns, 3_000_000);
+        assert_eq!(h.args, "");
+        assert_eq!(h.flags & HEADER_LOCKS, HEADER_LOCKS);
+        assert_eq!(h.topology.nr_cpus, 2);
+        assert_eq!(h.topology.cpus[1].core, 1);
+        let (_t, p) = fake_tree(false);
+        assert_eq!(build_header(&p).unwrap().build_id, "kernel:enoki_fifo");
+    }
+
+    #[test]
+    fn header_errors() {
+        let (_t, p) = fake_tree(true);
+        std::fs::write(p.sysfs.join("scheduler"), "").unwrap();
+        assert_eq!(build_header(&p).unwrap_err().to_string(), "no scheduler is loaded");
+        std::fs::write(p.sysfs.join("scheduler"), "fifo").unwrap();
+        std::fs::write(p.debugfs.join("topology"), [0u8; 5]).unwrap();
+        assert!(build_header(&p).unwrap_err().to_string().contains("not a struct enoki_topology"));
+        std::fs::remove_file(p.debugfs.join("topology")).unwrap();
+        assert!(build_header(&p).unwrap_err().to_string().contains("debugfs"));
+        let p = RecordPaths { sysfs: "/nonexistent/enoki".into(), ..p };
+        assert!(matches!(build_header(&p), Err(Error::NoEnoki(_))));
+    }
+
+    fn kernel_rec(seq: u64, cpu: u32, ty: u32, addr: u64) -> [u8; KERNEL_REC_BYTES] {
+        let mut b = [0u8; KERNEL_REC_BYTES];
+        b[0..8].copy_from_slice(&seq.to_le_bytes());
+        b[8..12].copy_from_slice(&cpu.to_le_bytes());
+        b[12..16].copy_from_slice(&ty.to_le_bytes());
+        b[16..24].copy_from_slice(&addr.to_le_bytes());
+        b[24..32].copy_from_slice(&(seq * 10).to_le_bytes());
+        b
+    }
+
+    /// Gives its data out a record at a time, like debugfs.
+    struct Chunky(Vec<u8>, usize);
+    impl Read for Chunky {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = (self.0.len() - self.1).min(KERNEL_REC_BYTES).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn drain_and_write() {
+        let mut raw = Vec::new();
+        for (seq, ty) in [(2u64, 2u32), (0, 2), (3, 3), (1, 3)] {
+            raw.extend_from_slice(&kernel_rec(seq, (seq % 2) as u32, ty, 0x1000));
+        }
+        let mut d = Drainer::new(Chunky(raw.clone(), 0));
+        assert_eq!(d.drain().unwrap(), 4 * KERNEL_REC_BYTES);
+        assert_eq!(d.drain().unwrap(), 0);
+        assert_eq!(d.data, raw);
+
+        let (t, p) = fake_tree(true);
+        let out = t.path().join("x.enk");
+        let s = write_trace(&out, build_header(&p).unwrap(), &d.data, 7, true, Duration::from_secs(1)).unwrap();
+        assert_eq!((s.records, s.messages, s.drops), (4, 0, 7));
+        assert_eq!(s.bytes, std::fs::metadata(&out).unwrap().len());
+        let (h, recs, end) = enoki_trace::read_all(File::open(&out).unwrap()).unwrap();
+        assert_eq!(h.scheduler, "fifo");
+        assert_eq!(h.dropped_events, 7);
+        assert_eq!(end.dropped_events, 7);
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn record_while_with_fake_files() {
+        let (_t, p) = fake_tree(true);
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&kernel_rec(1, 0, 2, 8));
+        raw.extend_from_slice(&kernel_rec(0, 1, 3, 8));
+        std::fs::write(p.debugfs.join("trace"), &raw).unwrap();
+        std::fs::write(p.sysfs.join("record_drops"), "0\n").unwrap();
+        let (v, data, drops) = record_while(&p, || 5).unwrap();
+        assert_eq!(v, 5);
+        assert_eq!(drops, 0);
+        // The fake file is read once by the thread and once more at the end.
+        assert_eq!(&data[..raw.len()], &raw[..]);
+        assert_eq!(std::fs::read_to_string(p.sysfs.join("record")).unwrap(), "0");
+    }
+}
