@@ -209,37 +209,73 @@ fn set_recording(paths: &RecordPaths, on: bool) -> Result<(), Error> {
     std::fs::write(&p, if on { "1" } else { "0" }).map_err(|e| Error::io(p, e))
 }
 
-/// Drains `trace` on a thread while `work` runs; returns what `work`
-/// returned and every byte drained (after recording stopped, too).
-pub fn record_while<T>(paths: &RecordPaths, work: impl FnOnce() -> T) -> anyhow::Result<(T, Vec<u8>, u64)> {
-    let trace = paths.debugfs.join("trace");
-    let open = || File::open(&trace).map_err(|e| Error::io(&trace, e));
-    // Start recording first: it resets the rings, and open fails early if debugfs is missing.
-    let file = open()?;
-    set_recording(paths, true)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let drain = {
-        let stop = stop.clone();
-        std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
-            let mut d = Drainer::new(file);
-            while !stop.load(Ordering::Relaxed) {
+/// A recording in progress: Enoki-C records, a thread drains the rings.
+pub struct Recording {
+    paths: RecordPaths,
+    stop: Arc<AtomicBool>,
+    drain: Option<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>,
+}
+
+impl Recording {
+    /// Starts recording (which resets the rings and the sequence numbers)
+    /// and the drain thread.
+    pub fn start(paths: &RecordPaths) -> Result<Recording, Error> {
+        let trace = paths.debugfs.join("trace");
+        // Opening first fails early, before recording, if debugfs is missing.
+        let file = File::open(&trace).map_err(|e| Error::io(&trace, e))?;
+        set_recording(paths, true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let drain = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+                let mut d = Drainer::new(file);
+                while !stop.load(Ordering::Relaxed) {
+                    d.drain()?;
+                    std::thread::sleep(DRAIN_EVERY);
+                }
                 d.drain()?;
-                std::thread::sleep(DRAIN_EVERY);
-            }
-            d.drain()?;
-            Ok(d.data)
-        })
-    };
+                Ok(d.data)
+            })
+        };
+        Ok(Recording { paths: paths.clone(), stop, drain: Some(drain) })
+    }
+
+    /// Stops recording, drains the rest; returns every byte drained and the
+    /// kernel's drop count.
+    pub fn stop(mut self) -> anyhow::Result<(Vec<u8>, u64)> {
+        let trace = self.paths.debugfs.join("trace");
+        let stopped = set_recording(&self.paths, false);
+        self.stop.store(true, Ordering::Relaxed);
+        let drain = self.drain.take().expect("drain thread");
+        let mut data = drain
+            .join()
+            .map_err(|_| anyhow::anyhow!("the drain thread panicked"))?
+            .map_err(|e| Error::io(&trace, e))?;
+        stopped?;
+        // Whatever the kernel wrote between the thread's last read and the stop.
+        let mut d = Drainer::new(File::open(&trace).map_err(|e| Error::io(&trace, e))?);
+        d.drain().map_err(|e| Error::io(&trace, e))?;
+        data.extend_from_slice(&d.data);
+        let drops = number(&self.paths.sysfs, "record_drops")?.unwrap_or(0);
+        Ok((data, drops))
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if self.drain.is_some() {
+            let _ = set_recording(&self.paths, false);
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Records while `work` runs; returns what it returned, every byte drained
+/// and the drop count.
+pub fn record_while<T>(paths: &RecordPaths, work: impl FnOnce() -> T) -> anyhow::Result<(T, Vec<u8>, u64)> {
+    let rec = Recording::start(paths)?;
     let out = work();
-    let stopped = set_recording(paths, false);
-    stop.store(true, Ordering::Relaxed);
-    let mut data = drain.join().map_err(|_| anyhow::anyhow!("the drain thread panicked"))?.map_err(|e| Error::io(&trace, e))?;
-    stopped?;
-    // Whatever the kernel wrote between the thread's last read and the stop.
-    let mut d = Drainer::new(open()?);
-    d.drain().map_err(|e| Error::io(&trace, e))?;
-    data.extend_from_slice(&d.data);
-    let drops = number(&paths.sysfs, "record_drops")?.unwrap_or(0);
+    let (data, drops) = rec.stop()?;
     Ok((out, data, drops))
 }
 

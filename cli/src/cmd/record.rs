@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use enoki_cli::record::{self, RecordPaths};
+use enoki_cli::load::{self, LoadParams, Mode};
+use enoki_cli::record::{self, RecordPaths, Recording};
+use enoki_cli::Paths;
 
 /// Record what passes between the kernel and the loaded scheduler.
 ///
@@ -16,6 +18,10 @@ use enoki_cli::record::{self, RecordPaths};
 /// replay` can check against the scheduler's source. Prints a summary;
 /// exits with CMD's status. Needs debugfs mounted
 /// ($ENOKI_DEBUGFS, default /sys/kernel/debug/enoki).
+///
+/// A trace replays only from the scheduler's first message: record a
+/// scheduler that is already loaded only to look at the trace, and use
+/// --load SCHED (recording starts before the module loads) to replay it.
 #[derive(clap::Args)]
 pub struct Args {
     /// The .enk file to write
@@ -24,6 +30,12 @@ pub struct Args {
     /// Write uncompressed blocks
     #[arg(long)]
     no_compress: bool,
+    /// Load this scheduler once recording has started (replayable trace)
+    #[arg(long, value_name = "SCHED")]
+    load: Option<String>,
+    /// With --load: all tasks, or only those that chose SCHED_EXT
+    #[arg(long, requires = "load")]
+    mode: Option<Mode>,
     /// Command to run while recording
     #[arg(last = true)]
     cmd: Vec<OsString>,
@@ -46,11 +58,31 @@ fn catch_signals() {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     enoki_cli::ensure_root()?;
     let paths = RecordPaths::from_env();
-    let header = record::build_header(&paths)?;
+    let header = match &a.load {
+        None => Some(record::build_header(&paths)?),
+        Some(sched) => {
+            let loaded = load::loaded_scheduler(&paths.sysfs)?;
+            if let Some(l) = loaded {
+                return Err(enoki_cli::Error::AlreadyLoaded(l).into());
+            }
+            load::preflight(&Paths::from_env(), sched)?;
+            None
+        }
+    };
     // With a command, SIGINT reaches it too: we wait for it to end. Without, it stops us.
     catch_signals();
     let start = Instant::now();
-    let (status, raw, drops) = record::record_while(&paths, || -> anyhow::Result<u8> {
+    let rec = Recording::start(&paths)?;
+    let header = match (header, &a.load) {
+        (Some(h), _) => h,
+        (None, Some(sched)) => {
+            let params = LoadParams { mode: a.mode, ..Default::default() };
+            load::load(&Paths::from_env(), sched, &params)?;
+            record::build_header(&paths)?
+        }
+        (None, None) => unreachable!(),
+    };
+    let status = (|| -> anyhow::Result<u8> {
         if a.cmd.is_empty() {
             while !STOP.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -66,7 +98,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             (None, Some(s)) => 128u8.wrapping_add(s as u8),
             _ => 1,
         })
-    })?;
+    })();
+    let (raw, drops) = rec.stop()?;
     let duration = start.elapsed();
     let status = status?;
     let summary = record::write_trace(&a.output, header, &raw, drops, !a.no_compress, duration)?;
