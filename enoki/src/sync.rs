@@ -13,6 +13,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// Lock events, for record/replay and lock debugging: the backend records
 /// them while recording is on (one branch when it is off).
 pub mod hooks {
+    /// About to wait for the lock at `addr` (not called by `try_lock`):
+    /// lock-ordered replay holds the thread here until it is its turn.
+    #[inline(always)]
+    pub fn acquiring(addr: usize) {
+        super::super::backend::lock_wait(addr);
+    }
     /// A lock at `addr` was taken.
     #[inline(always)]
     pub fn acquired(addr: usize) {
@@ -44,6 +50,7 @@ impl<T> SpinLock<T> {
 
     /// Spins until the lock is free, then holds it until the guard drops.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        hooks::acquiring(self as *const _ as usize);
         loop {
             if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 break;
@@ -117,6 +124,7 @@ impl<T> RwLock<T> {
 
     /// Shared access; spins while a writer holds or waits for the lock.
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        hooks::acquiring(self as *const _ as usize);
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & WRITER == 0
@@ -132,6 +140,7 @@ impl<T> RwLock<T> {
 
     /// Exclusive access; spins until readers are gone.
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        hooks::acquiring(self as *const _ as usize);
         // Claim the writer bit first so new readers back off, then drain readers.
         loop {
             let s = self.state.load(Ordering::Relaxed);

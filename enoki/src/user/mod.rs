@@ -56,6 +56,27 @@ pub fn set_lock_observer(observer: Option<LockObserver>) {
     LOCK_OBSERVER.with(|o| o.set(observer));
 }
 
+/// Called with a lock's address before a thread waits for it.
+pub type LockWaiter = fn(usize);
+
+std::thread_local! {
+    static LOCK_WAITER: core::cell::Cell<Option<LockWaiter>> = const { core::cell::Cell::new(None) };
+}
+
+/// Calls `waiter(addr)` on this thread before every blocking libEnoki lock
+/// acquisition (lock-ordered replay); `None` stops it.
+pub fn set_lock_waiter(waiter: Option<LockWaiter>) {
+    LOCK_WAITER.with(|o| o.set(waiter));
+}
+
+pub(super) fn lock_wait(addr: usize) {
+    LOCK_WAITER.with(|o| {
+        if let Some(f) = o.get() {
+            f(addr);
+        }
+    });
+}
+
 pub(super) fn lock_event(addr: usize, acquire: bool) {
     LOCK_OBSERVER.with(|o| {
         if let Some(f) = o.get() {
