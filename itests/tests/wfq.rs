@@ -173,7 +173,12 @@ fn nice_19_task_gets_its_weight_share_like_cfs() {
         let normal_cpu = mean(&normal.iter().map(|t| t.f("cpu_at_first_ms")).collect::<Vec<_>>());
         let share = low.f("cpu_at_first_ms") / normal_cpu;
         println!("{s}: nice-0 finish {walls:?} ms, nice-19 {} ms; share {share:.5} (weights {expected:.5})", low.f("wall_ms"));
-        assert!(within(share, expected, 0.10), "{s}: nice-19/nice-0 CPU share {share:.5}, weights say {expected:.5}");
+        // The weight ratio is WFQ's contract. CFS is the reference for
+        // behaviour, not for exact weights: its minimum granularity gives a
+        // nice-19 task 5-11 % less than its weight here, so it is reported only.
+        if s == "wfq" {
+            assert!(within(share, expected, 0.10), "{s}: nice-19/nice-0 CPU share {share:.5}, weights say {expected:.5}");
+        }
         order.insert(s, mean(&walls) / low.f("wall_ms"));
     }
     assert!(within(order["wfq"], order["cfs"], 0.05), "nice-0 vs nice-19 finishing times differ from CFS: {order:?}");
