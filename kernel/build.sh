@@ -62,6 +62,15 @@ src="$kdir/src"
 out="$kdir/build"
 mkdir -p "$kdir"
 
+# --- nothing changed: no work at all -----------------------------------------
+stamp=$( (echo "$key"; cat "$here"/patches/*.patch; cd "$here/src" && find . -type f | sort | xargs cat) |
+	sha256sum | cut -c1-32)
+if [ -z "${1:-}" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ "$(cat "$kdir/stamp" 2>/dev/null)" = "$stamp" ]; then
+	ln -sfn "$out" "$top/target/kernel"
+	say "up to date ($out)"
+	exit 0
+fi
+
 # --- patched source, synced so that only changed files get new mtimes -------
 prepare_source() {
 	local stage manifest old new f
@@ -101,6 +110,7 @@ if [ "${1:-}" = "--source" ]; then
 	exit 0
 fi
 
+ln -sfn "$out" "$top/target/kernel"
 MAKE=(make -s -C "$src" O="$out" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	BINDGEN="$bindgen" -j"$(nproc)")
 
@@ -117,14 +127,7 @@ if [ ! -f "$out/.config" ]; then
 	done
 fi
 
-# --- build, skipped when nothing changed -------------------------------------
-stamp=$( (echo "$key"; cat "$here"/patches/*.patch; cd "$here/src" && find . -type f | sort | xargs cat) |
-	sha256sum | cut -c1-32)
-ln -sfn "$out" "$top/target/kernel"
-if [ -f "$out/arch/x86/boot/bzImage" ] && [ "$(cat "$kdir/stamp" 2>/dev/null)" = "$stamp" ]; then
-	say "up to date ($out)"
-	exit 0
-fi
+# --- build -------------------------------------------------------------------
 log="$kdir/build.log"
 say "building in $out (log: $log); a first build takes 15-20 min on 2 cores"
 start=$(date +%s)

@@ -29,6 +29,14 @@ write_if_changed() {
 	if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
 }
 
+# Nothing changed since the last build: no work at all.
+stamp=$( (cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
+	"$0" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
+if [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
+	echo "modules: up to date ($(ls "$out" | wc -l) modules in $out)"
+	exit 0
+fi
+
 dirs=()
 for sched in "$top"/schedulers/*/; do
 	name=$(basename "$sched")
@@ -89,4 +97,5 @@ for d in "${dirs[@]}"; do
 		fi
 	done
 done
+echo "$stamp" >"$gen/stamp"
 echo "modules: $(ls "$out" | wc -l) modules in $out"
