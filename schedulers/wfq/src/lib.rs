@@ -30,8 +30,20 @@
 //!   its lag behind or ahead of `min_vruntime` in CPU time, so a waiting
 //!   one may move in its queue.
 //!
-//! Locks: each run queue has one, the task table has one; take a run queue
-//! first, then the table, and never two run queues at once.
+//! Locks: no lock is shared by every message. A task's record (weight,
+//! allowed CPUs, vruntime, state) lives in the map of one run queue, its
+//! *home*: where it runs, waits, or last ran or waited, and that queue's lock
+//! guards it. So a tick, a pick, a preemption, a sleep and a wakeup take the
+//! lock of the one CPU the message is about, and `select_task_rq` that of
+//! the CPU the task slept on: it sends the record ahead to the CPU it
+//! chooses, where the wakeup finds it. A record moves (there, on a wakeup
+//! or preemption elsewhere, on migration) with both queues locked, the
+//! lower CPU first. The registry (one lock) lists the live tasks and holds a
+//! new task's record until it is first placed: it is taken on `task_new`,
+//! `task_dead`, a task's first wakeup, and when a message finds a task
+//! away from the CPU it names. Messages naming no CPU (`task_dead`, nice
+//! and affinity changes) look through the queues one at a time. Order: run
+//! queues by CPU number, then the registry.
 //!
 //! Module `args`: `period_us`, `min_granularity_us`,
 //! `wakeup_granularity_us`, `imbalance_pct`.
@@ -155,37 +167,26 @@ impl Params {
     }
 }
 
-/// Where a task is, as the scheduler sees it.
+/// Where a task is, relative to the run queue whose map holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// In no run queue: asleep, or between two messages.
     Off,
-    /// Waiting in `cpu`'s run queue with a token for `cpu`.
-    Waiting(CpuId),
-    /// Picked on `cpu` and not stopped yet.
-    Running(CpuId),
-    /// Taken out of its queue by `migrate_task_rq`, on its way to `cpu`.
-    Moving(CpuId),
+    /// Waiting in the queue with a token for its CPU.
+    Waiting,
+    /// Picked there and not stopped yet.
+    Running,
 }
 
-impl State {
-    /// The CPU whose run queue holds the task.
-    fn queue(self) -> Option<CpuId> {
-        match self {
-            State::Waiting(cpu) | State::Running(cpu) => Some(cpu),
-            State::Off | State::Moving(_) => None,
-        }
-    }
-}
-
-/// What the scheduler knows about a task.
+/// What the scheduler knows about a task. It lives in the map of one run
+/// queue (its *home*: where it runs, waits, or last did), under that
+/// queue's lock, and moves with the task.
+#[derive(Clone, Copy, Debug)]
 struct Task {
     weight: u64,
     allowed: CpuSet,
-    /// Weighted virtual runtime, on the clock of run queue `home`.
+    /// Weighted virtual runtime, on the clock of its home queue.
     vruntime: u64,
-    /// The run queue it is or was last on.
-    home: CpuId,
     /// CPU time charged so far (Enoki-C's `sum_exec_runtime`), ns.
     charged: u64,
     state: State,
@@ -202,18 +203,14 @@ impl Task {
     }
 }
 
-/// A waiting task's entry: its token for this CPU and its weight.
-struct Waiting {
-    token: Schedulable,
-    weight: u64,
-}
-
-/// One CPU's run queue.
+/// One CPU's run queue, and the tasks homed on it.
 struct RunQueue {
-    /// Waiting tasks, by (vruntime, pid).
-    waiting: TaskHeap<u64, Waiting>,
-    /// The task running here and its weight.
-    curr: Option<(Pid, u64)>,
+    /// Every task homed here, whatever its state.
+    tasks: TaskMap<Task>,
+    /// Waiting tasks' tokens, by (vruntime, pid).
+    waiting: TaskHeap<u64, Schedulable>,
+    /// The task running here.
+    curr: Option<Pid>,
     /// Total weight of the running and waiting tasks.
     load: u64,
     /// Follows the smallest vruntime here and never goes back; wakeups and
@@ -230,26 +227,7 @@ impl RunQueue {
     }
 
     fn is_running(&self, pid: Pid) -> bool {
-        self.curr.is_some_and(|(p, _)| p == pid)
-    }
-
-    fn push(&mut self, token: Schedulable, vruntime: u64, weight: u64) -> Result<(), Schedulable> {
-        self.waiting.push(token.pid(), vruntime, Waiting { token, weight }).map_err(|(_, w)| w.token)?;
-        self.load = self.load.saturating_add(weight);
-        Ok(())
-    }
-
-    /// Takes `pid` off the waiting tasks and returns its token.
-    fn remove(&mut self, pid: Pid) -> Option<Schedulable> {
-        let (_, w) = self.waiting.remove(pid)?;
-        self.load = self.load.saturating_sub(w.weight);
-        Some(w.token)
-    }
-
-    fn stop_curr(&mut self) {
-        if let Some((_, weight)) = self.curr.take() {
-            self.load = self.load.saturating_sub(weight);
-        }
+        self.curr == Some(pid)
     }
 
     /// Moves `min_vruntime` up to the smallest vruntime here; `curr` is the
@@ -264,6 +242,58 @@ impl RunQueue {
             self.min_vruntime = self.min_vruntime.max(v);
         }
     }
+
+    /// Takes `pid` out of this queue: stops it if running (charging
+    /// `runtime`), else drops its waiting token. Its record stays.
+    fn detach(&mut self, pid: Pid, runtime: Option<u64>) {
+        let Some(task) = self.tasks.get_mut(pid) else { return };
+        let (state, weight) = (task.state, task.weight);
+        task.state = State::Off;
+        match state {
+            State::Running => {
+                if let Some(runtime) = runtime {
+                    task.charge(runtime);
+                }
+                let vruntime = task.vruntime;
+                self.update_min_vruntime(Some(vruntime));
+                if self.curr == Some(pid) {
+                    self.curr = None;
+                    self.load = self.load.saturating_sub(weight);
+                }
+            }
+            State::Waiting => {
+                if self.waiting.remove(pid).is_some() {
+                    self.load = self.load.saturating_sub(weight);
+                }
+            }
+            State::Off => {}
+        }
+    }
+
+    /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
+    fn push(&mut self, pid: Pid, vruntime: u64, token: Schedulable) -> Result<(), Schedulable> {
+        let Some(task) = self.tasks.get_mut(pid) else { return Err(token) };
+        self.waiting.push(pid, vruntime, token).map_err(|(_, token)| token)?;
+        task.vruntime = vruntime;
+        task.state = State::Waiting;
+        task.new = false;
+        self.load = self.load.saturating_add(task.weight);
+        Ok(())
+    }
+
+    /// Moves `pid`'s record from `self` to `to` (detached first), keeping
+    /// its lag behind `min_vruntime`; false if it is not here or `to` is
+    /// full.
+    fn move_task(&mut self, to: &mut RunQueue, pid: Pid) -> bool {
+        self.detach(pid, None);
+        let Some(task) = self.tasks.remove(pid) else { return false };
+        let moved = Task { vruntime: rebase(task.vruntime, self.min_vruntime, to.min_vruntime), ..task };
+        if to.tasks.insert(pid, moved).is_ok() {
+            return true;
+        }
+        let _ = self.tasks.insert(pid, task); // no room there: it stays
+        false
+    }
 }
 
 /// A CPU: its run queue and a summary other CPUs read without the lock.
@@ -271,7 +301,9 @@ struct Cpu {
     rq: SpinLock<RunQueue>,
     nr_running: AtomicUsize,
     load: AtomicU64,
-    min_vruntime: AtomicU64,
+    /// The task `balance` last named for this CPU and the queue it waits
+    /// in (`pid << 32 | cpu`), for the `migrate_task_rq` that follows.
+    stolen: AtomicU64,
 }
 
 /// The CPUs around one CPU, nearest first (computed at init).
@@ -315,8 +347,6 @@ enum Enqueue {
     Preempt { runtime: u64, yielded: bool },
     /// Enoki-C refused to run it; it waits again as it was.
     Refused,
-    /// An idle CPU took it over (`migrate_task_rq`).
-    Migrate,
 }
 
 /// A task as a run queue holds it (see [`Wfq::for_each_held`]).
@@ -339,11 +369,12 @@ pub struct Wfq {
     near: FixedVec<Near>,
     /// CPUs with nothing to run, one bit each.
     idle: [AtomicU64; CPUMASK_WORDS],
-    tasks: SpinLock<TaskMap<Task>>,
+    /// Every live task; a new one's record until it is first placed on a
+    /// run queue (`None` once it has a home).
+    registry: SpinLock<TaskMap<Option<Task>>>,
 }
 
 type Rq<'a> = SpinLockGuard<'a, RunQueue>;
-type Tasks<'a> = SpinLockGuard<'a, TaskMap<Task>>;
 
 impl Wfq {
     fn cpu(&self, cpu: CpuId) -> Option<&Cpu> {
@@ -358,10 +389,25 @@ impl Wfq {
         CpuSet::from_words(core::array::from_fn(|i| self.idle.get(i).map_or(0, |w| w.load(Relaxed))))
     }
 
-    /// Locks `cpu`'s run queue, then the task table.
-    fn lock(&self, cpu: CpuId) -> Option<(Rq<'_>, Tasks<'_>)> {
-        let rq = self.cpu(cpu)?.rq.lock();
-        Some((rq, self.tasks.lock()))
+    /// Locks `cpu`'s run queue.
+    fn rq(&self, cpu: CpuId) -> Option<Rq<'_>> {
+        Some(self.cpu(cpu)?.rq.lock())
+    }
+
+    /// Locks the run queues of `a` and `b` (`a != b`), the lower CPU first.
+    fn rq_pair(&self, a: CpuId, b: CpuId) -> Option<(Rq<'_>, Rq<'_>)> {
+        let (ca, cb) = (self.cpu(a)?, self.cpu(b)?);
+        match a.cmp(&b) {
+            core::cmp::Ordering::Less => {
+                let ra = ca.rq.lock();
+                Some((ra, cb.rq.lock()))
+            }
+            core::cmp::Ordering::Greater => {
+                let rb = cb.rq.lock();
+                Some((ca.rq.lock(), rb))
+            }
+            core::cmp::Ordering::Equal => None,
+        }
     }
 
     /// Updates `cpu`'s summary; called with its run queue locked.
@@ -369,7 +415,6 @@ impl Wfq {
         if let Some(c) = self.cpu(cpu) {
             c.nr_running.store(rq.nr_running(), Relaxed);
             c.load.store(rq.load, Relaxed);
-            c.min_vruntime.store(rq.min_vruntime, Relaxed);
         }
         if let Some(word) = self.idle.get(cpu / 64) {
             let bit = 1 << (cpu % 64);
@@ -381,95 +426,139 @@ impl Wfq {
         }
     }
 
-    /// Calls `f` with the run queue holding `pid` (if any) and its task,
-    /// both locked; `None` if the task is unknown.
-    fn with_task<R>(&self, pid: Pid, f: impl FnOnce(Option<(CpuId, &mut RunQueue)>, &mut Task) -> R) -> Option<R> {
-        let mut f = Some(f);
+    /// `cpu`'s run queue, locked, if `pid` is homed there.
+    fn holding(&self, cpu: CpuId, pid: Pid) -> Option<(CpuId, Rq<'_>)> {
+        let rq = self.rq(cpu)?;
+        rq.tasks.contains(pid).then_some((cpu, rq))
+    }
+
+    /// Gives a new task a home: `hint`, else its first allowed CPU. Returns
+    /// that run queue, locked, or `None` if `pid` is not a new task.
+    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, Rq<'_>)> {
+        let allowed = self.registry.lock().get(pid).copied().flatten()?.allowed;
+        let cpu = hint.or_else(|| cpus_in(allowed).next()).unwrap_or(0);
+        let mut rq = self.rq(cpu)?;
+        let mut registry = self.registry.lock();
+        let entry = registry.get_mut(pid)?;
+        let mut task = entry.take()?; // else placed meanwhile
+        task.vruntime = rq.min_vruntime;
+        if let Err(task) = rq.tasks.insert(pid, task) {
+            *entry = Some(task);
+            return None;
+        }
+        drop(registry);
+        Some((cpu, rq))
+    }
+
+    /// The run queue whose map holds `pid`, locked: `hint` first (the CPU
+    /// the message names), then a new task's placement, then every queue.
+    /// `None` if the task is unknown.
+    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, Rq<'_>)> {
+        if let Some(found) = hint.and_then(|cpu| self.holding(cpu, pid)) {
+            return Some(found);
+        }
         for _ in 0..LOCK_RETRIES {
-            let queue = self.tasks.lock().get(pid)?.state.queue();
-            let mut rq = match queue {
-                Some(cpu) => Some(self.cpu(cpu)?.rq.lock()),
-                None => None,
-            };
-            let mut tasks = self.tasks.lock();
-            let task = tasks.get_mut(pid)?;
-            if task.state.queue() != queue {
-                continue; // it moved before we had the lock
+            if let Some(found) = self.home_newborn(pid, hint) {
+                return Some(found);
             }
-            let result = f.take().map(|f| f(queue.zip(rq.as_deref_mut()), task));
-            drop(tasks);
-            if let (Some(cpu), Some(rq)) = (queue, rq.as_deref()) {
-                self.publish(cpu, rq);
+            if let Some(found) = self.topology.cpus().find_map(|cpu| self.holding(cpu, pid)) {
+                return Some(found);
             }
-            return result;
+            // Not found: unknown, or it moved behind our back; look again.
+            if !self.registry.lock().contains(pid) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// `to`'s run queue, locked, with `pid` homed there: if it lives
+    /// elsewhere, it is detached there and moved, with both queues locked.
+    fn bring(&self, pid: Pid, to: CpuId, hint: Option<CpuId>) -> Option<Rq<'_>> {
+        if let Some((_, rq)) = self.holding(to, pid) {
+            return Some(rq);
+        }
+        if let Some((_, rq)) = self.home_newborn(pid, Some(to)) {
+            return Some(rq);
+        }
+        for _ in 0..LOCK_RETRIES {
+            let (from, rq) = self.locate(pid, hint)?;
+            if from == to {
+                return Some(rq);
+            }
+            drop(rq);
+            let (mut src, mut dst) = self.rq_pair(from, to)?;
+            if !src.tasks.contains(pid) {
+                continue; // it moved before we had the locks
+            }
+            let moved = src.move_task(&mut dst, pid);
+            self.publish(from, &src);
+            drop(src);
+            return moved.then_some(dst);
         }
         None
     }
 
     /// Takes `pid` out of the run queue that holds it: stops it if running
     /// (charging `runtime`), else drops its waiting token.
-    fn detach(&self, pid: Pid, runtime: Option<u64>) {
-        self.with_task(pid, |rq, task| match rq {
-            Some((cpu, rq)) => Self::detach_locked(cpu, rq, task, pid, runtime),
-            None => task.state = State::Off, // also cancels a move
-        });
-    }
-
-    fn detach_locked(cpu: CpuId, rq: &mut RunQueue, task: &mut Task, pid: Pid, runtime: Option<u64>) {
-        if rq.is_running(pid) {
-            if let Some(runtime) = runtime {
-                task.charge(runtime);
-            }
-            rq.update_min_vruntime(Some(task.vruntime));
-            rq.stop_curr();
-        } else {
-            rq.remove(pid);
+    fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) {
+        if let Some((cpu, mut rq)) = self.locate(pid, hint) {
+            rq.detach(pid, runtime);
+            self.publish(cpu, &rq);
         }
-        task.state = State::Off;
-        task.home = cpu;
     }
 
-    /// Queues `token` on its CPU. Wakeups are placed relative to the queue;
-    /// if the task waits behind another, an idle CPU is kicked to take it.
+    /// Forgets `pid`'s record, wherever it is.
+    fn forget(&self, pid: Pid) {
+        for cpu in self.topology.cpus() {
+            if let Some((_, mut rq)) = self.holding(cpu, pid) {
+                rq.detach(pid, None);
+                rq.tasks.remove(pid);
+                self.publish(cpu, &rq);
+            }
+        }
+    }
+
+    /// Queues `token` on its CPU, moving the task's record there if needed
+    /// (a queue holds a task once: whatever it held for it is dropped).
+    /// Wakeups are placed relative to the queue; if the task waits behind
+    /// another, an idle CPU is kicked to take it.
     fn enqueue(&self, token: Schedulable, why: Enqueue) -> Result<(), Schedulable> {
         let (pid, cpu) = (token.pid(), token.cpu());
-        let Some((mut rq, mut tasks)) = self.lock(cpu) else { return Err(token) };
-        let Some(task) = tasks.get_mut(pid) else { return Err(token) };
-        let expected = if why == Enqueue::Migrate { State::Moving(cpu) } else { State::Off };
-        if task.state != expected {
+        let Some(mut rq) = self.bring(pid, cpu, None) else { return Err(token) };
+        let runtime = match why {
+            Enqueue::Preempt { runtime, .. } => Some(runtime),
+            Enqueue::Wakeup { .. } | Enqueue::Refused => None,
+        };
+        rq.detach(pid, runtime);
+        let Some(task) = rq.tasks.get_mut(pid) else {
+            self.publish(cpu, &rq);
             return Err(token);
-        }
+        };
         match why {
             Enqueue::Wakeup { runtime } => task.charged = runtime,
             Enqueue::Preempt { runtime, .. } => task.charge(runtime),
-            Enqueue::Refused | Enqueue::Migrate => {}
+            Enqueue::Refused => {}
         }
-        let from = if task.home == cpu { rq.min_vruntime } else { self.min_vruntime(task.home) };
-        let mut vruntime = rebase(task.vruntime, from, rq.min_vruntime);
-        match why {
-            Enqueue::Wakeup { .. } => vruntime = self.place(&rq, task, vruntime),
-            Enqueue::Preempt { yielded: true, .. } => {
-                // Yielding: behind the next waiting task.
-                if let Some((_, next, _)) = rq.waiting.peek() {
-                    vruntime = vruntime.max(next.saturating_add(1));
-                }
-            }
-            _ => {}
-        }
-        rq.push(token, vruntime, task.weight)?;
-        rq.woken |= matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
-        task.vruntime = vruntime;
-        task.home = cpu;
-        task.state = State::Waiting(cpu);
-        task.new = false;
-        let allowed = task.allowed;
-        drop(tasks);
+        let task = *task;
+        let vruntime = match why {
+            Enqueue::Wakeup { .. } => self.place(&rq, &task),
+            // Yielding: behind the next waiting task.
+            Enqueue::Preempt { yielded: true, .. } => match rq.waiting.peek() {
+                Some((_, next, _)) => task.vruntime.max(next.saturating_add(1)),
+                None => task.vruntime,
+            },
+            Enqueue::Preempt { .. } | Enqueue::Refused => task.vruntime,
+        };
+        let pushed = rq.push(pid, vruntime, token);
+        rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
         // Someone waits here if a task runs, or if more than one waits.
         let work_waits = rq.waiting.len() > usize::from(rq.curr.is_none());
         self.publish(cpu, &rq);
         drop(rq);
-        if work_waits && matches!(why, Enqueue::Wakeup { .. } | Enqueue::Preempt { .. }) {
-            if let Some(idle) = self.idle_thief(cpu, &allowed) {
+        pushed?;
+        if work_waits && why != Enqueue::Refused {
+            if let Some(idle) = self.idle_thief(cpu, &task.allowed) {
                 self.services.kick_cpu(idle);
             }
         }
@@ -479,18 +568,14 @@ impl Wfq {
     /// Where a waking task starts on `rq`: a new task after the tasks of
     /// the current period, a sleeper at most half a period before
     /// `min_vruntime` (so sleeping earns little credit).
-    fn place(&self, rq: &RunQueue, task: &Task, vruntime: u64) -> u64 {
+    fn place(&self, rq: &RunQueue, task: &Task) -> u64 {
         if task.new {
             let nr = rq.nr_running() as u64 + 1;
             let slice = self.params.slice(nr, rq.load.saturating_add(task.weight), task.weight);
             rq.min_vruntime.saturating_add(to_virtual(slice, task.weight))
         } else {
-            vruntime.max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
+            task.vruntime.max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
         }
-    }
-
-    fn min_vruntime(&self, cpu: CpuId) -> u64 {
-        self.cpu(cpu).map_or(0, |c| c.min_vruntime.load(Relaxed))
     }
 
     /// The other CPUs, nearest to `cpu` first: its LLC, its node, then the
@@ -518,7 +603,8 @@ impl Wfq {
         }
         let (here_tasks, here_cpus) = self.node_load(thief);
         let (there_tasks, there_cpus) = self.node_load(victim);
-        there_tasks * here_cpus * 100 > here_tasks * there_cpus * self.params.imbalance_pct
+        there_tasks.saturating_mul(here_cpus).saturating_mul(100)
+            > here_tasks.saturating_mul(there_cpus).saturating_mul(self.params.imbalance_pct)
     }
 
     /// The idle CPU nearest to `cpu` that `allowed` permits and that may
@@ -532,79 +618,109 @@ impl Wfq {
     }
 
     /// The task `cpu` should take from the busiest of `victims`: of the
-    /// waiting tasks allowed on `cpu`, the next in line.
-    fn steal(&self, cpu: CpuId, victims: impl Iterator<Item = CpuId>) -> Option<Pid> {
-        let mut best: Option<(usize, Pid)> = None;
+    /// waiting tasks allowed on `cpu`, the next in line; and its queue.
+    fn steal(&self, cpu: CpuId, victims: impl Iterator<Item = CpuId>) -> Option<(Pid, CpuId)> {
+        let mut best: Option<(usize, Pid, CpuId)> = None;
         for victim in victims.filter(|v| *v != cpu) {
             // Only a queue where a task waits behind another; the summary
             // spares locking the rest.
             let nr = self.nr_running(victim);
-            if nr < 2 || best.is_some_and(|(most, _)| nr <= most) {
+            if nr < 2 || best.is_some_and(|(most, _, _)| nr <= most) {
                 continue;
             }
-            let Some((rq, tasks)) = self.lock(victim) else { continue };
-            let allowed_here = |pid: Pid| tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
+            let Some(rq) = self.rq(victim) else { continue };
+            let allowed_here = |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
             let next = rq.waiting.iter().filter(|(pid, _, _)| allowed_here(*pid)).min_by_key(|(pid, v, _)| (**v, *pid));
             if let Some((pid, _, _)) = next.filter(|_| rq.nr_running() >= 2) {
-                best = Some((rq.nr_running(), pid));
+                best = Some((rq.nr_running(), pid, victim));
             }
         }
-        best.map(|(_, pid)| pid)
+        best.map(|(_, pid, victim)| (pid, victim))
     }
 
-    /// A task's vruntime (on the clock of the queue it is or was last on),
-    /// for tests and tools.
+    /// The CPU for a waking task allowed on `allowed` that last ran on
+    /// `prev_cpu`: `prev_cpu` if idle, else an idle CPU of its LLC, else of
+    /// its node, else the least loaded allowed CPU, nearest first on ties.
+    fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId) -> CpuId {
+        let Some(near) = self.near.get(prev_cpu) else { return prev_cpu };
+        let idle = both(allowed, self.idle_cpus());
+        if idle.contains(prev_cpu) {
+            return prev_cpu;
+        }
+        if let Some(cpu) = cpus_in(both(idle, near.llc)).chain(cpus_in(both(idle, near.node))).next() {
+            return cpu;
+        }
+        let load = |cpu: &CpuId| self.cpu(*cpu).map_or(u64::MAX, |c| c.load.load(Relaxed));
+        core::iter::once(prev_cpu)
+            .chain(self.nearest(prev_cpu))
+            .filter(|cpu| allowed.contains(*cpu))
+            .min_by_key(load)
+            .unwrap_or(prev_cpu)
+    }
+
+    /// A task's vruntime (on the clock of its home queue), for tests and
+    /// tools.
     pub fn vruntime(&self, pid: Pid) -> Option<u64> {
-        self.tasks.lock().get(pid).map(|t| t.vruntime)
+        if let Some(Some(task)) = self.registry.lock().get(pid) {
+            return Some(task.vruntime);
+        }
+        self.topology.cpus().find_map(|cpu| self.holding(cpu, pid)?.1.tasks.get(pid).map(|t| t.vruntime))
     }
 
     /// Calls `f` for every task a run queue holds, running or waiting; for
     /// tests and tools (takes every lock in turn).
     pub fn for_each_held(&self, mut f: impl FnMut(Held)) {
         for queue in self.topology.cpus() {
-            let Some(cpu) = self.cpu(queue) else { continue };
-            let rq = cpu.rq.lock();
-            if let Some((pid, _)) = rq.curr {
+            let Some(rq) = self.rq(queue) else { continue };
+            if let Some(pid) = rq.curr {
                 f(Held { queue, pid, token_cpu: None });
             }
-            for (pid, _, w) in rq.waiting.iter() {
-                f(Held { queue, pid, token_cpu: Some(w.token.cpu()) });
+            for (pid, _, token) in rq.waiting.iter() {
+                f(Held { queue, pid, token_cpu: Some(token.cpu()) });
             }
         }
     }
 
-    /// Checks the scheduler's bookkeeping (queue loads and keys against the
-    /// task table); for tests and tools.
+    /// Checks the scheduler's bookkeeping (queue loads, keys and states
+    /// against the tasks' records, each task homed once); for tests and
+    /// tools.
     pub fn check(&self) -> Result<(), &'static str> {
-        let mut held = 0;
+        let mut homed = 0;
         for cpu in self.topology.cpus() {
-            let (rq, tasks) = self.lock(cpu).ok_or("no run queue")?;
+            let rq = self.rq(cpu).ok_or("no run queue")?;
             let mut load = 0;
-            for (pid, vruntime, w) in rq.waiting.iter() {
-                let t = tasks.get(pid).ok_or("an unknown task waits")?;
-                if t.state != State::Waiting(cpu) || w.token.cpu() != cpu {
+            for (pid, vruntime, token) in rq.waiting.iter() {
+                let t = rq.tasks.get(pid).ok_or("a task waits in a queue that is not its home")?;
+                if t.state != State::Waiting || token.cpu() != cpu {
                     return Err("a waiting task is not marked waiting there");
                 }
-                if *vruntime != t.vruntime || w.weight != t.weight {
+                if *vruntime != t.vruntime {
                     return Err("a queue entry is out of date");
                 }
-                load += w.weight;
+                load = t.weight.saturating_add(load);
             }
-            if let Some((pid, weight)) = rq.curr {
-                let t = tasks.get(pid).ok_or("an unknown task runs")?;
-                if t.state != State::Running(cpu) || t.weight != weight {
+            if let Some(pid) = rq.curr {
+                let t = rq.tasks.get(pid).ok_or("a task runs on a queue that is not its home")?;
+                if t.state != State::Running {
                     return Err("the running task is not marked running there");
                 }
-                load += weight;
+                load = t.weight.saturating_add(load);
             }
             if load != rq.load || self.nr_running(cpu) != rq.nr_running() {
                 return Err("a queue's load or summary is out of date");
             }
-            held += rq.nr_running();
+            let marked = rq.tasks.iter().filter(|(_, t)| t.state != State::Off).count();
+            if marked != rq.nr_running() {
+                return Err("a task is marked queued or running where it is not");
+            }
+            let registry = self.registry.lock();
+            if rq.tasks.iter().any(|(pid, _)| !matches!(registry.get(pid), Some(None))) {
+                return Err("a queue holds a task that is dead or not placed");
+            }
+            homed = rq.tasks.len().saturating_add(homed);
         }
-        let queued = self.tasks.lock().iter().filter(|(_, t)| t.state.queue().is_some()).count();
-        if queued != held {
-            return Err("a task is marked queued or running where it is not");
+        if homed != self.registry.lock().iter().filter(|(_, t)| t.is_none()).count() {
+            return Err("a task is homed on two queues, or on none");
         }
         Ok(())
     }
@@ -619,13 +735,19 @@ impl EnokiScheduler for Wfq {
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         let params = Params::from_args(&ctx.args)?;
         let cpus = FixedVec::try_new_with(ctx.topology.nr_cpus(), |_| -> Result<Cpu, InitError> {
-            let waiting = TaskHeap::with_capacity(ctx.max_tasks)?;
-            let rq = RunQueue { waiting, curr: None, load: 0, min_vruntime: 0, woken: false };
+            let rq = RunQueue {
+                tasks: TaskMap::with_capacity(ctx.max_tasks)?,
+                waiting: TaskHeap::with_capacity(ctx.max_tasks)?,
+                curr: None,
+                load: 0,
+                min_vruntime: 0,
+                woken: false,
+            };
             Ok(Cpu {
                 rq: SpinLock::new(rq),
                 nr_running: AtomicUsize::new(0),
                 load: AtomicU64::new(0),
-                min_vruntime: AtomicU64::new(0),
+                stolen: AtomicU64::new(u64::MAX),
             })
         })?;
         let t = ctx.topology;
@@ -636,112 +758,113 @@ impl EnokiScheduler for Wfq {
             cpus,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
             idle: core::array::from_fn(|_| AtomicU64::new(0)),
-            tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
+            registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
         };
         for cpu in t.cpus() {
-            wfq.publish(cpu, &wfq.cpus.get(cpu).ok_or(InitError::OutOfMemory)?.rq.lock());
+            wfq.publish(cpu, &*wfq.rq(cpu).ok_or(InitError::OutOfMemory)?);
         }
         Ok(wfq)
     }
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
-        let (mut rq, mut tasks) = self.lock(cpu)?;
+        let mut rq = self.rq(cpu)?;
+        let rq = &mut *rq;
         // The kernel asks before it hands a still-runnable previous task
         // back (task_preempt comes next): it still competes, and still
         // counts in the period of whatever is picked instead.
-        let still_runnable = match (rq.curr, prev) {
-            (Some((pid, weight)), Some(p)) if p.pid == pid && p.runnable => Some((pid, weight, p.runtime)),
-            _ => None,
-        };
-        if let Some((pid, _, runtime)) = still_runnable {
-            if let Some(task) = tasks.get_mut(pid) {
-                task.charge(runtime);
-                let vruntime = task.vruntime;
+        let still_runnable = prev.filter(|p| p.runnable && rq.is_running(p.pid));
+        let mut prev_weight = 0;
+        if let Some(p) = still_runnable {
+            if let Some(task) = rq.tasks.get_mut(p.pid) {
+                task.charge(p.runtime);
+                let (vruntime, weight) = (task.vruntime, task.weight);
                 rq.update_min_vruntime(Some(vruntime));
                 // CFS's rule: the smallest vruntime runs, a waiting task
                 // first on a tie. When that is the previous task, pick
                 // nothing: it is handed back and picked again.
-                let overtaken = rq.waiting.peek().is_some_and(|(_, v, _)| *v <= vruntime);
-                if !overtaken {
+                if rq.waiting.peek().is_none_or(|(_, v, _)| *v > vruntime) {
                     rq.woken = false;
-                    drop(tasks);
-                    self.publish(cpu, &rq);
+                    self.publish(cpu, rq);
                     return None;
                 }
+                prev_weight = weight;
             }
         }
-        let prev_weight = still_runnable.map_or(0, |(_, weight, _)| weight);
         // Whatever ran here has stopped (a runnable one comes back through
         // task_preempt): charge it.
-        if let Some((pid, _)) = rq.curr {
-            let runtime = prev.filter(|p| p.pid == pid).map(|p| p.runtime);
-            match tasks.get_mut(pid) {
-                Some(task) => Self::detach_locked(cpu, &mut rq, task, pid, runtime),
-                None => rq.stop_curr(),
-            }
+        if let Some(pid) = rq.curr {
+            rq.detach(pid, prev.filter(|p| p.pid == pid).map(|p| p.runtime));
+            rq.curr = None; // (even without a record)
         }
         // The smallest vruntime runs, for its share of the period.
         rq.woken = false;
         let mut picked = None;
-        while let Some((pid, vruntime, Waiting { mut token, weight })) = rq.waiting.pop() {
-            let Some(task) = tasks.get_mut(pid) else { continue }; // gone: drop its token
-            task.state = State::Running(cpu);
-            rq.curr = Some((pid, weight));
+        while let Some((pid, vruntime, mut token)) = rq.waiting.pop() {
+            let Some(task) = rq.tasks.get_mut(pid) else { continue }; // no record: drop its token
+            task.state = State::Running;
+            let weight = task.weight;
+            rq.curr = Some(pid);
             rq.update_min_vruntime(Some(vruntime));
-            let nr = rq.nr_running() as u64 + u64::from(prev_weight > 0);
+            let nr = (rq.nr_running() as u64).saturating_add(u64::from(prev_weight > 0));
             token.set_slice_ns(self.params.slice(nr, rq.load.saturating_add(prev_weight), weight));
             picked = Some(token);
             break;
         }
-        drop(tasks);
-        self.publish(cpu, &rq);
+        self.publish(cpu, rq);
         picked
     }
 
-    fn pnt_err(&self, _cpu: CpuId, pid: Pid, _err: PickError, sched: Option<Schedulable>) {
+    fn pnt_err(&self, cpu: CpuId, pid: Pid, _err: PickError, sched: Option<Schedulable>) {
         // Not running after all. A token handed back waits again as it was.
-        self.detach(pid, None);
-        if let Some(token) = sched {
-            let _ = self.enqueue(token, Enqueue::Refused);
+        match sched {
+            Some(token) => {
+                let _ = self.enqueue(token, Enqueue::Refused);
+            }
+            None => self.detach(pid, None, Some(cpu)),
         }
     }
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
-        self.detach(task.pid, None); // a stale entry of a reused pid, if any
+        if self.registry.lock().contains(task.pid) {
+            self.forget(task.pid); // a stale entry of a reused pid
+        }
         let new = Task {
             weight: u64::from(task.weight).max(1),
             allowed: task.allowed,
             vruntime: 0,
-            home: cpus_in(task.allowed).next().unwrap_or(0),
             charged: task.runtime,
             state: State::Off,
             new: true,
         };
-        self.tasks.lock().insert(task.pid, new).map(|_| ()).map_err(|_| TaskError::Full)
+        // Placed on a run queue when it is first woken (or looked for).
+        self.registry.lock().insert(task.pid, Some(new)).map(|_| ()).map_err(|_| TaskError::Full)
     }
 
-    fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
-        self.detach(pid, None); // normally a no-op: it is in no queue
+    fn task_wakeup(&self, _pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
         self.enqueue(sched, Enqueue::Wakeup { runtime })
     }
 
-    fn task_preempt(&self, pid: Pid, runtime: u64, yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
-        self.detach(pid, Some(runtime));
+    fn task_preempt(&self, _pid: Pid, runtime: u64, yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
         self.enqueue(sched, Enqueue::Preempt { runtime, yielded })
     }
 
-    fn task_blocked(&self, pid: Pid, runtime: u64, _cpu: CpuId, _sleeping: bool) {
-        self.detach(pid, Some(runtime));
+    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, _sleeping: bool) {
+        self.detach(pid, Some(runtime), Some(cpu));
     }
 
     fn task_dead(&self, pid: Pid) {
-        self.detach(pid, None);
-        self.tasks.lock().remove(pid);
+        if self.registry.lock().remove(pid).is_some() {
+            self.forget(pid);
+        }
     }
 
     fn task_tick(&self, cpu: CpuId, pid: Pid, runtime: u64) -> bool {
-        let Some((mut rq, mut tasks)) = self.lock(cpu) else { return false };
-        let Some(task) = tasks.get_mut(pid).filter(|_| rq.is_running(pid)) else { return false };
+        let Some(mut rq) = self.rq(cpu) else { return false };
+        let rq = &mut *rq;
+        if !rq.is_running(pid) {
+            return false;
+        }
+        let Some(task) = rq.tasks.get_mut(pid) else { return false };
         task.charge(runtime);
         let vruntime = task.vruntime;
         rq.update_min_vruntime(Some(vruntime));
@@ -749,18 +872,17 @@ impl EnokiScheduler for Wfq {
         // the running one by more than the wakeup granularity (in its own
         // virtual time). Otherwise the slice ends it.
         let gran = self.params.wakeup_granularity_ns;
+        let weight_of = |pid: Pid| rq.tasks.get(pid).map_or(NICE_0_WEIGHT, |t| t.weight);
         let preempt = core::mem::take(&mut rq.woken)
-            && rq.waiting.peek().is_some_and(|(_, v, w)| v.saturating_add(to_virtual(gran, w.weight)) < vruntime);
+            && rq.waiting.peek().is_some_and(|(p, v, _)| v.saturating_add(to_virtual(gran, weight_of(p))) < vruntime);
         // Idle balance: a CPU idles while work waits here that it could take.
         let thief = rq
             .waiting
             .iter()
             .take(KICK_SCAN)
-            .filter_map(|(pid, _, _)| tasks.get(pid))
+            .filter_map(|(pid, _, _)| rq.tasks.get(pid))
             .find_map(|t| self.idle_thief(cpu, &t.allowed));
-        drop(tasks);
-        self.publish(cpu, &rq);
-        drop(rq);
+        self.publish(cpu, rq);
         if let Some(idle) = thief {
             self.services.kick_cpu(idle);
         }
@@ -768,94 +890,107 @@ impl EnokiScheduler for Wfq {
     }
 
     fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
-        let Some(allowed) = self.tasks.lock().get(pid).map(|t| t.allowed) else { return prev_cpu };
-        let Some(near) = self.near.get(prev_cpu) else { return prev_cpu };
-        let idle = both(allowed, self.idle_cpus());
-        if idle.contains(prev_cpu) {
-            return prev_cpu;
+        let Some((home, rq)) = self.locate(pid, Some(prev_cpu)) else { return prev_cpu };
+        let Some(task) = rq.tasks.get(pid).copied() else { return prev_cpu };
+        drop(rq);
+        let cpu = self.choose_cpu(task.allowed, prev_cpu);
+        // Its record goes ahead, so that the wakeup finds it there.
+        if cpu != home && task.state == State::Off {
+            if let Some((mut src, mut dst)) = self.rq_pair(home, cpu) {
+                if src.tasks.get(pid).is_some_and(|t| t.state == State::Off) {
+                    src.move_task(&mut dst, pid);
+                }
+            }
         }
-        if let Some(cpu) = cpus_in(both(idle, near.llc)).chain(cpus_in(both(idle, near.node))).next() {
-            return cpu;
-        }
-        // The least loaded allowed CPU; the nearest one on ties.
-        let load = |cpu: &CpuId| self.cpu(*cpu).map_or(u64::MAX, |c| c.load.load(Relaxed));
-        core::iter::once(prev_cpu)
-            .chain(self.nearest(prev_cpu))
-            .filter(|cpu| allowed.contains(*cpu))
-            .min_by_key(load)
-            .unwrap_or(prev_cpu)
+        cpu
     }
 
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
         let to = sched.cpu();
-        // Out of the queue it waits in...
-        let old = self
-            .with_task(pid, |rq, task| {
-                let (cpu, rq) = rq?;
-                if task.state != State::Waiting(cpu) {
-                    return None;
-                }
-                let token = rq.remove(pid)?;
-                task.state = State::Moving(to);
-                Some(token)
+        // Where `balance` found it, normally.
+        let note = self.cpu(to).map_or(u64::MAX, |c| c.stolen.swap(u64::MAX, Relaxed));
+        let noted = (note >> 32 == u64::from(pid as u32)).then_some((note & 0xffff_ffff) as CpuId);
+        let Some(from) = noted.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else { return Some(sched) };
+        // Refused (the new token comes back) unless it still waits there.
+        let Some((mut src_rq, mut dst_rq)) = self.rq_pair(from, to) else { return Some(sched) };
+        let (src, dst) = (&mut *src_rq, &mut *dst_rq);
+        if src.tasks.get(pid).is_none_or(|t| t.state != State::Waiting) {
+            return Some(sched);
+        }
+        // Out of the queue it waits in, into the thief's, keeping its lag.
+        let Some(old) = src.waiting.remove(pid).map(|(_, token)| token) else { return Some(sched) };
+        if let Some(task) = src.tasks.get_mut(pid) {
+            task.state = State::Off;
+            src.load = src.load.saturating_sub(task.weight);
+        }
+        let handed_back = if !src.move_task(dst, pid) {
+            Err(sched)
+        } else {
+            let vruntime = dst.tasks.get(pid).map_or(dst.min_vruntime, |t| t.vruntime);
+            dst.push(pid, vruntime, sched).inspect_err(|_| {
+                // No room: it goes back where it was.
+                let _ = dst.move_task(src, pid);
             })
-            .flatten()?;
-        // ...into the thief's, keeping its lag.
-        if self.enqueue(sched, Enqueue::Migrate).is_ok() {
-            return Some(old);
-        }
-        // No room (or it left meanwhile): it stays where it was.
-        let still_moving = self.with_task(pid, |_, task| {
-            let moving = task.state == State::Moving(to);
-            if moving {
-                task.state = State::Off;
+        };
+        let result = match handed_back {
+            Ok(()) => Some(old),
+            Err(sched) => {
+                let vruntime = src.tasks.get(pid).map_or(src.min_vruntime, |t| t.vruntime);
+                let _ = src.push(pid, vruntime, old);
+                Some(sched)
             }
-            moving
-        });
-        if still_moving == Some(true) {
-            return self.enqueue(old, Enqueue::Refused).err();
-        }
-        Some(old)
+        };
+        self.publish(from, src);
+        self.publish(to, dst);
+        result
     }
 
     fn balance(&self, cpu: CpuId) -> Option<Pid> {
         let near = self.near.get(cpu)?;
-        if let Some(pid) = self.steal(cpu, cpus_in(near.llc)) {
-            return Some(pid);
+        let found = self
+            .steal(cpu, cpus_in(near.llc))
+            .or_else(|| self.steal(cpu, cpus_in(except(near.node, near.llc))))
+            .or_else(|| {
+                near.remote
+                    .iter()
+                    .filter(|node| cpus_in(**node).next().is_some_and(|victim| self.may_steal(cpu, victim)))
+                    .find_map(|node| self.steal(cpu, cpus_in(*node)))
+            });
+        let (pid, victim) = found?;
+        if let Some(c) = self.cpu(cpu) {
+            c.stolen.store(u64::from(pid as u32) << 32 | victim as u64, Relaxed);
         }
-        if let Some(pid) = self.steal(cpu, cpus_in(except(near.node, near.llc))) {
-            return Some(pid);
-        }
-        near.remote
-            .iter()
-            .filter(|node| cpus_in(**node).next().is_some_and(|victim| self.may_steal(cpu, victim)))
-            .find_map(|node| self.steal(cpu, cpus_in(*node)))
+        Some(pid)
     }
 
     fn task_prio_changed(&self, pid: Pid, weight: u32, nice: i32) {
         let weight = u64::from(if weight > 0 { weight } else { nice_to_weight(nice) });
-        self.with_task(pid, |rq, task| {
-            // The task keeps its lag (its distance to min_vruntime) in CPU
-            // time; Enoki-C takes a waiting task out of its queue for this.
-            let old = core::mem::replace(&mut task.weight, weight);
-            let min = rq.as_ref().map_or_else(|| self.min_vruntime(task.home), |(_, rq)| rq.min_vruntime);
-            task.vruntime = rescale_lag(task.vruntime, min, old, weight);
-            let Some((_, rq)) = rq else { return };
-            if let Some(entry) = rq.waiting.get_mut(pid) {
-                entry.weight = weight;
-                rq.waiting.set_key(pid, task.vruntime);
-            } else if let Some((_, w)) = rq.curr.as_mut().filter(|(p, _)| *p == pid) {
-                *w = weight; // its next slice follows the new weight
-            } else {
-                return;
-            }
+        let Some((cpu, mut rq)) = self.locate(pid, None) else { return };
+        let rq = &mut *rq;
+        let min = rq.min_vruntime;
+        let Some(task) = rq.tasks.get_mut(pid) else { return };
+        // The task keeps its lag (its distance to min_vruntime) in CPU time;
+        // Enoki-C takes a waiting task out of its queue for this. A running
+        // task's next slice follows the new weight.
+        let old = core::mem::replace(&mut task.weight, weight);
+        task.vruntime = rescale_lag(task.vruntime, min, old, weight);
+        let (state, vruntime) = (task.state, task.vruntime);
+        if state == State::Waiting {
+            rq.waiting.set_key(pid, vruntime);
+        }
+        if state != State::Off {
             rq.load = rq.load.saturating_sub(old).saturating_add(weight);
-        });
+        }
+        self.publish(cpu, rq);
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) {
         // Enoki-C re-queues the task with a token for an allowed CPU.
-        self.with_task(pid, |_, task| task.allowed = *allowed);
+        if let Some((_, mut rq)) = self.locate(pid, None) {
+            if let Some(task) = rq.tasks.get_mut(pid) {
+                task.allowed = *allowed;
+            }
+        }
     }
 }
 

@@ -463,3 +463,81 @@ fn a_nice_change_moves_a_waiting_task_the_same_way_in_either_message_order() {
     a.check_consistent().unwrap();
     b.check_consistent().unwrap();
 }
+
+/// Ticks, picks, preemptions, sleeps and wakeups of tasks already placed
+/// take the lock of their CPU's run queue and no other (no lock shared by
+/// every CPU), select_task_rq that of the CPU the task last ran on.
+#[test]
+fn common_paths_take_only_their_cpus_run_queue_lock() {
+    use std::cell::RefCell;
+    thread_local!(static TAKEN: RefCell<BTreeSet<usize>> = const { RefCell::new(BTreeSet::new()) });
+    fn observe(addr: usize, acquired: bool) {
+        if acquired {
+            TAKEN.with(|t| t.borrow_mut().insert(addr));
+        }
+    }
+    fn locks<R>(f: impl FnOnce() -> R) -> (R, BTreeSet<usize>) {
+        TAKEN.with(|t| t.borrow_mut().clear());
+        enoki::user::set_lock_observer(Some(observe));
+        let r = f();
+        enoki::user::set_lock_observer(None);
+        (r, TAKEN.with(|t| t.take()))
+    }
+
+    let mut m = Machine::new("");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    m.spawn(3, set(&[2, 3]), 0, 2);
+    m.spawn(4, set(&[2, 3]), 0, 2);
+    assert_eq!((m.cpu_of(3), m.cpu_of(4)), (Some(2), Some(3)));
+    let (_, rq0) = locks(|| m.d.tick(0, TICK));
+    let (_, rq2) = locks(|| m.d.tick(2, TICK));
+    assert_eq!((rq0.len(), rq2.len()), (1, 1), "a tick takes one lock");
+    assert_ne!(rq0, rq2);
+
+    // Ticks up to the end of the slice: pick (naming the previous task),
+    // task_preempt, and the pick that follows.
+    for _ in 0..10 {
+        let (_, taken) = locks(|| m.d.tick(0, TICK));
+        assert_eq!(taken, rq0);
+    }
+    let sleeper = m.running(0).unwrap();
+    assert_eq!(locks(|| m.d.block(0)).1, rq0, "task_blocked");
+    assert_eq!(locks(|| m.d.schedule(0)).1, rq0, "pick_next_task");
+    assert_eq!(locks(|| m.d.wake(sleeper, 5)).1, rq0, "task_wakeup (one allowed CPU: no select)");
+    assert_eq!(locks(|| m.d.preempt(0, true)).1, rq0, "yield");
+
+    // With a choice of CPUs: select_task_rq looks where the task slept.
+    m.d.block(2);
+    assert_eq!(locks(|| m.d.wake(3, 5)).1, rq2, "select_task_rq and task_wakeup on its idle CPU");
+    assert_eq!(m.d.schedule(2), Some(3));
+    m.check_consistent().unwrap();
+
+    // Its CPU is busy: select_task_rq sends its record ahead to the idle
+    // CPU it chose, so the wakeup there takes that CPU's lock only.
+    let (_, rq3) = locks(|| m.d.tick(3, TICK));
+    m.spawn(6, only(2), 0, 2); // waits behind task 3
+    m.d.block(2);
+    assert_eq!(m.d.schedule(2), Some(6));
+    m.d.block(3);
+    let runtime = m.runtime(3);
+    let wake = |kind, cpu: usize| {
+        let mut msg = enoki::abi::Msg::new(kind, 5);
+        msg.pid = 3;
+        msg.task_cpu = cpu as i32;
+        msg.runtime = runtime;
+        msg.allowed = set(&[2, 3]).words();
+        msg
+    };
+    let mut select = wake(enoki::abi::kind::SELECT_TASK_RQ, 2);
+    let (_, taken) = locks(|| m.d.send(&mut select));
+    assert_eq!(select.ret_cpu, 3, "the idle CPU of its LLC");
+    assert_eq!(taken, &rq2 | &rq3);
+    let mut wakeup = wake(enoki::abi::kind::TASK_WAKEUP, 3);
+    assert_eq!(locks(|| m.d.send(&mut wakeup)).1, rq3, "task_wakeup where select_task_rq sent it");
+    assert_eq!(wakeup.ret, 0);
+    m.sched().check().unwrap();
+    let mut held = Vec::new();
+    m.sched().for_each_held(|h| held.push(h));
+    assert!(held.contains(&enoki_wfq::Held { queue: 3, pid: 3, token_cpu: Some(3) }), "{held:?}");
+}
