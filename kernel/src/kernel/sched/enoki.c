@@ -90,6 +90,7 @@ static struct enoki_rec *enoki_ring_slot(void)
 
 	if (!ring->buf)
 		return NULL;
+	/* pairs with the reader's release: its slots are free to reuse */
 	if (head - smp_load_acquire(&ring->tail) >= ENOKI_REC_ENTRIES) {
 		ring->drops++;
 		return NULL;
@@ -101,6 +102,7 @@ static void enoki_ring_commit(void)
 {
 	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
 
+	/* pairs with the reader's acquire: the record is complete */
 	smp_store_release(&ring->head, ring->head + 1);
 }
 
@@ -741,32 +743,27 @@ ENOKI_STAT_ATTR(select_errors);
 ENOKI_STAT_ATTR(migrate_errors);
 ENOKI_STAT_ATTR(rejected);
 
-static ssize_t enoki_scheduler_show(struct kobject *kobj, struct kobj_attribute *attr,
-			      char *buf)
-{
-	ssize_t ret;
+/* a string about the loaded scheduler, read under enoki_mutex */
+#define ENOKI_STR_ATTR(name, value)					\
+static ssize_t enoki_##name##_show(struct kobject *kobj,		\
+				   struct kobj_attribute *attr,		\
+				   char *buf)				\
+{									\
+	ssize_t ret;							\
+									\
+	mutex_lock(&enoki_mutex);					\
+	ret = sysfs_emit(buf, "%s\n", value);				\
+	mutex_unlock(&enoki_mutex);					\
+	return ret;							\
+}									\
+ENOKI_ATTR_RO(name)
 
-	mutex_lock(&enoki_mutex);
-	ret = sysfs_emit(buf, "%s\n", enoki.ops ? enoki.name : "");
-	mutex_unlock(&enoki_mutex);
-	return ret;
-}
-ENOKI_ATTR_RO(scheduler);
+ENOKI_STR_ATTR(scheduler, enoki.ops ? enoki.name : "");
+ENOKI_STR_ATTR(module, enoki.ops ? enoki.module : "");
+ENOKI_STR_ATTR(last_exit, enoki.last_exit);
 
-static ssize_t enoki_module_show(struct kobject *kobj, struct kobj_attribute *attr,
-			   char *buf)
-{
-	ssize_t ret;
-
-	mutex_lock(&enoki_mutex);
-	ret = sysfs_emit(buf, "%s\n", enoki.ops ? enoki.module : "");
-	mutex_unlock(&enoki_mutex);
-	return ret;
-}
-ENOKI_ATTR_RO(module);
-
-static ssize_t enoki_mode_show(struct kobject *kobj, struct kobj_attribute *attr,
-			 char *buf)
+static ssize_t enoki_mode_show(struct kobject *kobj,
+			       struct kobj_attribute *attr, char *buf)
 {
 	if (!READ_ONCE(enoki.ops))
 		return sysfs_emit(buf, "\n");
@@ -775,8 +772,8 @@ static ssize_t enoki_mode_show(struct kobject *kobj, struct kobj_attribute *attr
 }
 ENOKI_ATTR_RO(mode);
 
-static ssize_t enoki_state_show(struct kobject *kobj, struct kobj_attribute *attr,
-			  char *buf)
+static ssize_t enoki_state_show(struct kobject *kobj,
+				struct kobj_attribute *attr, char *buf)
 {
 	const char *state = "none";
 
@@ -786,24 +783,12 @@ static ssize_t enoki_state_show(struct kobject *kobj, struct kobj_attribute *att
 }
 ENOKI_ATTR_RO(state);
 
-static ssize_t enoki_nr_tasks_show(struct kobject *kobj, struct kobj_attribute *attr,
-			     char *buf)
+static ssize_t enoki_nr_tasks_show(struct kobject *kobj,
+				   struct kobj_attribute *attr, char *buf)
 {
 	return sysfs_emit(buf, "%d\n", max(atomic_read(&enoki_nr_tasks), 0));
 }
 ENOKI_ATTR_RO(nr_tasks);
-
-static ssize_t enoki_last_exit_show(struct kobject *kobj,
-			      struct kobj_attribute *attr, char *buf)
-{
-	ssize_t ret;
-
-	mutex_lock(&enoki_mutex);
-	ret = sysfs_emit(buf, "%s\n", enoki.last_exit);
-	mutex_unlock(&enoki_mutex);
-	return ret;
-}
-ENOKI_ATTR_RO(last_exit);
 
 static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
 	[ENOKI_TASK_NEW]		= "task_new",
@@ -822,8 +807,8 @@ static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
 	[ENOKI_TASK_AFFINITY_CHANGED]	= "task_affinity_changed",
 };
 
-static ssize_t enoki_counters_show(struct kobject *kobj, struct kobj_attribute *attr,
-			     char *buf)
+static ssize_t enoki_counters_show(struct kobject *kobj,
+				   struct kobj_attribute *attr, char *buf)
 {
 	ssize_t len = 0;
 	int kind;
@@ -835,7 +820,6 @@ static ssize_t enoki_counters_show(struct kobject *kobj, struct kobj_attribute *
 	return len;
 }
 ENOKI_ATTR_RO(counters);
-
 
 /* record control: /sys/kernel/enoki/record, trace in debugfs */
 
@@ -929,6 +913,7 @@ static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
 
 		if (!ring->buf)
 			continue;
+		/* acquire pairs with enoki_ring_commit(): whole records */
 		while (count - done >= sizeof(struct enoki_rec) &&
 		       tail != smp_load_acquire(&ring->head)) {
 			struct enoki_rec *rec;
@@ -940,6 +925,7 @@ static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
 			}
 			done += sizeof(*rec);
 			tail++;
+			/* the producer may reuse the slot once it sees this */
 			smp_store_release(&ring->tail, tail);
 		}
 	}
