@@ -913,11 +913,12 @@ static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
 
 		if (!ring->buf)
 			continue;
-		/* acquire pairs with enoki_ring_commit(): whole records */
-		while (count - done >= sizeof(struct enoki_rec) &&
-		       tail != smp_load_acquire(&ring->head)) {
+		while (count - done >= sizeof(struct enoki_rec)) {
 			struct enoki_rec *rec;
 
+			/* pairs with enoki_ring_commit(): whole records only */
+			if (tail == smp_load_acquire(&ring->head))
+				break;
 			rec = &ring->buf[tail & (ENOKI_REC_ENTRIES - 1)];
 			if (copy_to_user(ubuf + done, rec, sizeof(*rec))) {
 				mutex_unlock(&enoki_record_mutex);
