@@ -130,6 +130,10 @@ struct ReplayArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Lock-ordered replay: one thread per recorded CPU, each lock taken in
+    /// the recorded order (for kernel traces, where calls overlap)
+    #[arg(long)]
+    by_locks: bool,
 }
 
 #[derive(Args)]
@@ -340,7 +344,8 @@ fn replay(a: ReplayArgs) -> Result<u8> {
     let entry = registry::find(&name)
         .with_context(|| format!("the trace was recorded with scheduler {:?}", header.scheduler))?;
     let opts = ReplayOptions { context: a.context, timeline: a.perfetto.is_some() };
-    let rep = (entry.replay)(&header, &mut reader, &opts)?;
+    let run = if a.by_locks { entry.replay_by_locks } else { entry.replay };
+    let rep = run(&header, &mut reader, &opts)?;
     for n in &rep.notices {
         eprintln!("notice: {n}");
     }

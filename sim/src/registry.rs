@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use enoki::EnokiScheduler;
 
 use crate::check::Props;
-use crate::replay::{replay, ReplayOptions, ReplayReport};
+use crate::replay::{replay, replay_by_locks, ReplayOptions, ReplayReport};
 use crate::sim::{simulate, Outcome, SimConfig};
 use crate::trace::{Record, TraceError, TraceHeader};
 
@@ -20,10 +20,12 @@ pub struct SchedEntry {
     pub props: Props,
     pub simulate: fn(SimConfig) -> Result<Outcome>,
     pub replay: fn(&TraceHeader, Records<'_>, &ReplayOptions) -> Result<ReplayReport>,
+    /// Lock-ordered replay (one thread per recorded CPU), for kernel traces.
+    pub replay_by_locks: fn(&TraceHeader, Records<'_>, &ReplayOptions) -> Result<ReplayReport>,
 }
 
 const fn entry<S: EnokiScheduler>(props: Props) -> SchedEntry {
-    SchedEntry { name: S::NAME, props, simulate: simulate::<S>, replay: replay::<S> }
+    SchedEntry { name: S::NAME, props, simulate: simulate::<S>, replay: replay::<S>, replay_by_locks: replay_by_locks::<S> }
 }
 
 const CORRECT: Props = Props { correct: true, work_conserving: true };

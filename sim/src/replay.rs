@@ -514,3 +514,331 @@ pub fn replay<S: EnokiScheduler>(
         timeline: timeline.map(|t| t.finish()),
     })
 }
+
+// ---------------------------------------------------------------------------
+// Lock-ordered replay: one thread per recorded CPU.
+
+/// One recorded call: its message record and the lock events that follow
+/// it on its CPU.
+struct ScriptCall {
+    index: u64,
+    record: Record,
+    locks: Vec<(u64, bool)>,
+}
+
+struct Gate {
+    /// Per recorded lock: the CPUs in the order they acquired it.
+    order: BTreeMap<u64, Vec<u32>>,
+    /// Per recorded lock: how many acquisitions have happened.
+    turn: std::sync::Mutex<(BTreeMap<u64, usize>, LockMap)>,
+    /// One per CPU slot, notified when a lock's turn may be that CPU's.
+    conds: Vec<std::sync::Condvar>,
+    slot: BTreeMap<u32, usize>,
+    failed: std::sync::atomic::AtomicBool,
+    /// Per CPU slot: the recorded lock it waits for its turn at (0: none)
+    /// and the seq of its current call, for the stall report.
+    waiting: Vec<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
+    /// Acquisitions so far, all locks: a waiter gives up only when this
+    /// stops moving (slow machines and debug builds make turns slow).
+    progress: std::sync::atomic::AtomicU64,
+}
+
+impl Gate {
+    fn waiters(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        self.slot
+            .iter()
+            .map(|(cpu, i)| {
+                let (l, seq) = (self.waiting[*i].0.load(Relaxed), self.waiting[*i].1.load(Relaxed));
+                if l == 0 {
+                    format!("CPU {cpu} (call seq {seq}) runs")
+                } else {
+                    let t = *turn.0.get(&l).unwrap_or(&0);
+                    format!("CPU {cpu} (call seq {seq}) waits for {l:#x} #{t} (CPU {:?})", self.order[&l].get(t))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Gate {
+    fn fail(&self) {
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _g = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        self.conds.iter().for_each(|c| c.notify_all());
+    }
+    fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// What the replay thread of one CPU is doing, for the lock hooks.
+struct ThreadCtx {
+    gate: Arc<Gate>,
+    cpu: u32,
+    /// Recorded lock events of the current call and how far they went.
+    locks: Vec<(u64, bool)>,
+    pos: usize,
+    error: Option<String>,
+}
+
+thread_local! {
+    static CTX: RefCell<Option<ThreadCtx>> = const { RefCell::new(None) };
+}
+
+/// How long a thread waits for its turn at a lock before the replay gives up.
+const TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn gate_wait(_addr: usize) {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(ctx) = c.as_mut() else { return };
+        if ctx.error.is_some() || ctx.gate.failed() {
+            return;
+        }
+        let Some(&(rec, true)) = ctx.locks.get(ctx.pos) else {
+            ctx.error = Some(match ctx.locks.get(ctx.pos) {
+                Some((a, _)) => format!("the replayed call takes a lock where the recording releases {a:#x}"),
+                None => "the replayed call takes a lock the recording does not have".to_string(),
+            });
+            ctx.gate.fail();
+            return;
+        };
+        let gate = ctx.gate.clone();
+        let slot = gate.slot[&ctx.cpu];
+        let order = &gate.order[&rec];
+        let mut g = gate.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut start = std::time::Instant::now();
+        let mut seen = gate.progress.load(std::sync::atomic::Ordering::Relaxed);
+        gate.waiting[slot].0.store(rec, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let t = *g.0.get(&rec).unwrap_or(&0);
+            if order.get(t) == Some(&ctx.cpu) || gate.failed() {
+                gate.waiting[slot].0.store(0, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let now = gate.progress.load(std::sync::atomic::Ordering::Relaxed);
+            if now != seen {
+                (seen, start) = (now, std::time::Instant::now());
+            }
+            if start.elapsed() > TURN_TIMEOUT {
+                drop(g);
+                ctx.error = Some(format!(
+                    "no lock taken for {}s while waiting for lock {rec:#x}: acquisition #{t} belongs to CPU {:?}; {}",
+                    TURN_TIMEOUT.as_secs(),
+                    order.get(t),
+                    gate.waiters()
+                ));
+                gate.fail();
+                return;
+            }
+            g = gate.conds[slot].wait_timeout(g, std::time::Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    });
+}
+
+fn gate_event(addr: usize, acquire: bool) {
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(ctx) = c.as_mut() else { return };
+        if ctx.error.is_some() {
+            return;
+        }
+        let Some(&(rec, rec_acquire)) = ctx.locks.get(ctx.pos) else {
+            ctx.error = Some(format!(
+                "the replayed call did a lock {} of {addr:#x} the recording does not have",
+                lock_name(acquire)
+            ));
+            ctx.gate.fail();
+            return;
+        };
+        ctx.pos += 1;
+        if rec_acquire != acquire {
+            ctx.error = Some(format!(
+                "lock {} of {addr:#x} where the recording has a {} of {rec:#x}",
+                lock_name(acquire),
+                lock_name(rec_acquire)
+            ));
+            ctx.gate.fail();
+            return;
+        }
+        let gate = ctx.gate.clone();
+        let mut g = gate.turn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = g.1.check(rec, addr as u64) {
+            drop(g);
+            ctx.error = Some(e);
+            gate.fail();
+            return;
+        }
+        if acquire {
+            gate.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let t = g.0.entry(rec).or_insert(0);
+            *t += 1;
+            if let Some(next) = gate.order[&rec].get(*t) {
+                gate.conds[gate.slot[next]].notify_all();
+            }
+        }
+    });
+}
+
+/// Lock-ordered replay of `records` (in sequence order) against `S`: one
+/// thread per recorded CPU replays that CPU's calls in order, and every
+/// blocking lock acquisition waits until it is that CPU's turn in the
+/// recorded acquisition order of that lock. Calls that overlapped on
+/// different CPUs in the kernel then see the scheduler state they saw
+/// there. Needs a trace with lock events of this scheduler and no gaps.
+pub fn replay_by_locks<S: EnokiScheduler>(
+    header: &TraceHeader,
+    records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
+    opts: &ReplayOptions,
+) -> Result<ReplayReport>
+where
+    Loaded<S>: Sync,
+{
+    if !checks_locks::<S>(header) {
+        bail!("lock-ordered replay needs a trace with lock events of {} (recorded: {:?})", S::NAME, header.scheduler);
+    }
+    let mut notices = Vec::new();
+    let ours = crate::build_id();
+    if header.build_id != ours {
+        notices.push(format!(
+            "the trace comes from build {:?}, this is build {ours:?}: replaying anyway",
+            header.build_id
+        ));
+    }
+    let mut scripts: BTreeMap<u32, Vec<ScriptCall>> = BTreeMap::new();
+    let mut order: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    let (mut messages, mut lock_events, mut seq_gaps) = (0u64, 0u64, 0u64);
+    let mut last_seq: Option<u64> = None;
+    let mut read_error = None;
+    let mut all: Vec<Record> = Vec::new();
+    for item in records {
+        let r = match item {
+            Ok(r) => r,
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        };
+        if let Some(last) = last_seq {
+            if r.seq <= last {
+                bail!("record seq {} after seq {last}: the trace is not in sequence order", r.seq);
+            }
+            seq_gaps += r.seq - last - 1;
+        }
+        last_seq = Some(r.seq);
+        match r.event {
+            Event::Msg(_) => {
+                scripts.entry(r.cpu).or_default().push(ScriptCall { index: messages, record: r, locks: Vec::new() });
+                messages += 1;
+            }
+            Event::LockAcquire { addr } | Event::LockRelease { addr } => {
+                lock_events += 1;
+                let acquire = matches!(r.event, Event::LockAcquire { .. });
+                let Some(call) = scripts.get_mut(&r.cpu).and_then(|v| v.last_mut()) else {
+                    bail!("lock event seq {} on CPU {} before any call on that CPU", r.seq, r.cpu);
+                };
+                call.locks.push((addr, acquire));
+                if acquire {
+                    order.entry(addr).or_default().push(r.cpu);
+                }
+            }
+        }
+        if opts.context > 0 {
+            all.push(r);
+        }
+    }
+    if seq_gaps > 0 {
+        bail!("{seq_gaps} sequence numbers are missing (dropped events): lock-ordered replay needs a whole trace");
+    }
+    let rp = Replayer::<S>::new(header, 0)?;
+    let loaded = &rp.loaded;
+    let slot: BTreeMap<u32, usize> = scripts.keys().enumerate().map(|(i, c)| (*c, i)).collect();
+    let gate = Arc::new(Gate {
+        order,
+        turn: std::sync::Mutex::new((BTreeMap::new(), LockMap::default())),
+        conds: (0..slot.len()).map(|_| std::sync::Condvar::new()).collect(),
+        waiting: (0..slot.len()).map(|_| Default::default()).collect(),
+        progress: Default::default(),
+        slot,
+        failed: std::sync::atomic::AtomicBool::new(false),
+    });
+    // Each thread: the first divergence of its CPU, if any.
+    let found: Vec<Option<(Record, u64, Answer, Answer, Option<String>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = scripts
+            .iter()
+            .map(|(cpu, calls)| {
+                let gate = gate.clone();
+                let cpu = *cpu;
+                s.spawn(move || {
+                    CTX.with(|c| {
+                        *c.borrow_mut() =
+                            Some(ThreadCtx { gate: gate.clone(), cpu, locks: Vec::new(), pos: 0, error: None })
+                    });
+                    enoki::user::set_lock_waiter(Some(gate_wait));
+                    enoki::user::set_lock_observer(Some(gate_event));
+                    let mut out = None;
+                    for call in calls {
+                        if gate.failed() {
+                            break;
+                        }
+                        CTX.with(|c| {
+                            let mut c = c.borrow_mut();
+                            let ctx = c.as_mut().unwrap();
+                            ctx.locks.clone_from(&call.locks);
+                            ctx.pos = 0;
+                            gate.waiting[gate.slot[&cpu]].1.store(call.record.seq, std::sync::atomic::Ordering::Relaxed);
+                        });
+                        let Event::Msg(m) = &call.record.event else { unreachable!() };
+                        let actual = apply(loaded, m);
+                        let expected = Answer::of(m);
+                        let lock_err = CTX.with(|c| {
+                            let mut c = c.borrow_mut();
+                            let ctx = c.as_mut().unwrap();
+                            ctx.error.take().or_else(|| {
+                                (ctx.pos < ctx.locks.len()).then(|| {
+                                    let (a, acq) = ctx.locks[ctx.pos];
+                                    format!(
+                                        "the recording has a lock {} of {a:#x} on CPU {cpu} the replayed call did not do",
+                                        lock_name(acq)
+                                    )
+                                })
+                            })
+                        });
+                        if lock_err.is_none() && gate.failed() {
+                            // Another CPU diverged: this call may have run out of order.
+                            break;
+                        }
+                        if actual != expected || lock_err.is_some() {
+                            gate.fail();
+                            out = Some((call.record, call.index, expected, actual, lock_err));
+                            break;
+                        }
+                    }
+                    enoki::user::set_lock_waiter(None);
+                    enoki::user::set_lock_observer(None);
+                    CTX.with(|c| *c.borrow_mut() = None);
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("replay thread panicked")).collect()
+    });
+    let divergence = found.into_iter().flatten().min_by_key(|(r, ..)| r.seq).map(|(record, index, expected, actual, locks)| {
+        let at = all.partition_point(|x| x.seq < record.seq);
+        let context = all[at.saturating_sub(opts.context)..at].to_vec();
+        Divergence { index, record, expected, actual, locks, context }
+    });
+    Ok(ReplayReport {
+        scheduler: S::NAME.to_owned(),
+        messages,
+        lock_events,
+        divergence,
+        notices,
+        read_error,
+        seq_gaps,
+        timeline: None,
+    })
+}

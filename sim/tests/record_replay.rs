@@ -289,3 +289,28 @@ fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
     assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
     assert!(rep.lock_events > 0);
 }
+
+#[test]
+fn fifo_round_trip_replays_by_locks_without_divergence() {
+    quiet();
+    let (_out, bytes) = record::<Fifo>(&mixed_spec(), 5, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let seq = replay::<Fifo>(&header, &mut TraceReader::new(Cursor::new(&bytes)).unwrap(), &ReplayOptions::default())
+        .unwrap();
+    let rep = enoki_sim::replay::replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert_eq!((rep.messages, rep.lock_events), (seq.messages, seq.lock_events));
+}
+
+#[test]
+fn lock_ordered_replay_refuses_another_schedulers_trace() {
+    quiet();
+    let (_out, bytes) = record::<Fifo>(&mixed_spec(), 5, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let mut header = reader.header().clone();
+    // Another scheduler's trace: refused (its locks cannot be ordered).
+    header.scheduler = "wfq".into();
+    let entry = registry::find("fifo").unwrap();
+    assert!((entry.replay_by_locks)(&header, &mut reader, &ReplayOptions::default()).is_err());
+}

@@ -10,8 +10,6 @@
 //!   kicks that CPU so it comes to steal.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use enoki::{
     CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, Pid, PickError, PrevTask, Ring,
     Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
@@ -32,8 +30,10 @@ pub struct Fifo {
     queues: FixedVec<SpinLock<Ring<Waiting>>>,
     /// Allowed CPUs of every task the scheduler knows.
     tasks: SpinLock<TaskMap<CpuSet>>,
-    /// CPUs whose last pick found nothing.
-    idle: FixedVec<AtomicBool>,
+    /// CPUs whose last pick found nothing. Behind libEnoki locks, not
+    /// atomics: every read and write is then a lock event, so lock-ordered
+    /// replay of a kernel trace sees the values the kernel run saw.
+    idle: FixedVec<SpinLock<bool>>,
 }
 
 impl Fifo {
@@ -42,12 +42,12 @@ impl Fifo {
     }
 
     fn is_idle(&self, cpu: CpuId) -> bool {
-        self.idle.get(cpu).is_some_and(|i| i.load(Ordering::Relaxed))
+        self.idle.get(cpu).is_some_and(|i| *i.lock())
     }
 
     fn set_idle(&self, cpu: CpuId, idle: bool) {
         if let Some(i) = self.idle.get(cpu) {
-            i.store(idle, Ordering::Relaxed);
+            *i.lock() = idle;
         }
     }
 
@@ -99,7 +99,7 @@ impl EnokiScheduler for Fifo {
             slice_ns: ctx.slice_ns,
             queues: FixedVec::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks).map(SpinLock::new))?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-            idle: FixedVec::new_with(nr, |_| AtomicBool::new(false))?,
+            idle: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
         })
     }
 
