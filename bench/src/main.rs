@@ -50,9 +50,9 @@ struct Cli {
     /// Limit for one run of one workload, seconds (then it counts as failed).
     #[arg(long, default_value_t = 120)]
     run_timeout: u64,
-    /// Record the Enoki runs (Enoki-C record ring), to report the overhead
-    /// of recording. HOOK: the guest script calls `record_begin`/`record_end`
-    /// around every Enoki run (see `record_hooks`); they do not record yet.
+    /// Also run every Enoki run again under `enoki record`, to report the
+    /// overhead of recording (recorded/unrecorded time, trace bytes per
+    /// call; in meta.note and on stdout). See `record_hooks`.
     #[arg(long)]
     record: bool,
     /// Output directory (default: <workspace>/target/bench/<time>).
@@ -64,21 +64,84 @@ struct Cli {
 }
 
 /// Shell functions the guest script calls around each Enoki run, with the
-/// run's id and raw-output directory as `$1` and `$2`.
+/// run's id and raw-output directory as `$1` and `$2` (and the workload
+/// command as `$3` for `record_end`).
 ///
-/// TODO(record): wire the real recording here: `echo 1 >
-/// /sys/kernel/enoki/record` in `record_begin`, drain
-/// /sys/kernel/debug/enoki/trace (to "$2/$1.trace") while the run goes on and
-/// after it, `echo 0 > /sys/kernel/enoki/record` in `record_end`; then the
-/// Enoki column of the report is the recorded cost.
-fn record_hooks(record: bool) -> String {
+/// With `--record`, `record_end` runs the workload once more, still under
+/// Enoki, inside `enoki record -o /tmp/x.enk -- ...`: its time goes to
+/// `RAW/ID.rec.time`, its output and `enoki record`'s summary (`calls`,
+/// `bytes_per_call`, ...) to `RAW/ID.rec.out`. [`record_overhead`] compares
+/// it with the unrecorded run.
+fn record_hooks(record: bool, timeout: u64) -> String {
     if record {
-        "record_begin() { echo \"record hook for $1: not wired yet (runs are not recorded)\" >\"$2/$1.record\"; }\n\
-         record_end() { :; }\n"
-            .into()
+        format!(
+            r#"record_begin() {{ :; }}
+record_end() {{
+	local id=$1 raw=$2 cmd=$3 t0 t1 rc
+	t0=$EPOCHREALTIME
+	enoki record -o /tmp/x.enk -- timeout -k 5 {timeout} bash -c "$cmd" >"$raw/$id.rec.out" 2>&1
+	rc=$?
+	t1=$EPOCHREALTIME
+	echo "$rc" >"$raw/$id.rec.status"
+	echo "$t0 $t1" >"$raw/$id.rec.time"
+	rm -f /tmp/x.enk
+}}
+"#
+        )
     } else {
         "record_begin() { :; }\nrecord_end() { :; }\n".into()
     }
+}
+
+/// `key value` from the last line of `text` that has it.
+fn last_value(text: &str, key: &str) -> Option<f64> {
+    text.lines().rev().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 })
+}
+
+/// Recorded vs unrecorded Enoki runs (`--record`): one line per workload
+/// (median elapsed-time ratio and trace bytes per call) and an overall one.
+fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
+    let elapsed = |p: PathBuf| -> Option<f64> {
+        let v: Vec<f64> = fs::read_to_string(p).ok()?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        (v.len() == 2).then(|| v[1] - v[0])
+    };
+    let (mut all_r, mut all_b) = (Vec::new(), Vec::new());
+    let mut lines = Vec::new();
+    for w in ws {
+        let (mut ratios, mut bpc) = (Vec::new(), Vec::new());
+        for rep in 1..=reps {
+            let id = run_id(rep, w.name, "enoki");
+            let ok = fs::read_to_string(raw.join(format!("{id}.rec.status"))).is_ok_and(|s| s.trim() == "0");
+            let (Some(plain), Some(rec)) =
+                (elapsed(raw.join(format!("{id}.time"))), elapsed(raw.join(format!("{id}.rec.time"))))
+            else {
+                continue;
+            };
+            if !ok || plain <= 0.0 {
+                continue;
+            }
+            ratios.push(rec / plain);
+            if let Some(b) = fs::read_to_string(raw.join(format!("{id}.rec.out"))).ok().and_then(|t| last_value(&t, "bytes_per_call")) {
+                bpc.push(b);
+            }
+        }
+        if let Some(r) = median(ratios.clone()) {
+            let b = median(bpc.clone()).map_or("-".into(), |b| format!("{b:.1}"));
+            lines.push(format!("record overhead {}: recorded/unrecorded time x{r:.3}, {b} trace bytes per call", w.name));
+        }
+        all_r.extend(ratios);
+        all_b.extend(bpc);
+    }
+    if let Some(r) = median(all_r) {
+        let b = median(all_b).map_or("-".into(), |b| format!("{b:.1}"));
+        lines.push(format!("record overhead (median of all): x{r:.3}, {b} trace bytes per call"));
+    }
+    lines
 }
 
 fn shell_quote(s: &str) -> String {
@@ -128,7 +191,7 @@ bench_run() {{
 	t1=$EPOCHREALTIME
 	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status=timeout; elif [ $rc -ne 0 ]; then status="exit $rc"; fi
 	if [ "$sched" = enoki ]; then
-		record_end "$id" "$RAW"
+		record_end "$id" "$RAW" "$cmd"
 		if [ "$(cat /sys/kernel/enoki/state)" != enabled ]; then
 			status="ejected: $(cat /sys/kernel/enoki/last_exit)"
 		fi
@@ -143,7 +206,7 @@ echo "bench: setup: generating input data"
 {setup} || echo "bench: setup failed"
 "#,
         raw = shell_quote(&raw.display().to_string()),
-        hooks = record_hooks(cli.record),
+        hooks = record_hooks(cli.record, cli.run_timeout),
         sched = shell_quote(&cli.scheduler),
         timeout = cli.run_timeout,
         setup = workloads::SETUP,
@@ -269,9 +332,6 @@ fn main() -> Result<()> {
     fs::create_dir_all(&raw).with_context(|| raw.display().to_string())?;
     let dir = dir.canonicalize()?;
     let raw = dir.join("raw");
-    if cli.record {
-        eprintln!("bench: --record: the record hooks are called around the Enoki runs but do not record yet");
-    }
     let script = dir.join("guest.sh");
     fs::write(&script, guest_script(&cli, &ws, &raw))?;
 
@@ -313,8 +373,11 @@ fn main() -> Result<()> {
         vm_exit,
         kernel_log_problems: problems,
         record: cli.record,
-        note: String::new(),
+        note: if cli.record { record_overhead(&ws, cli.reps, &raw).join("\n") } else { String::new() },
     };
+    for l in meta.note.lines() {
+        println!("bench: {l}");
+    }
     write_outputs(&dir, &Report { orientation: ORIENTATION.into(), meta, metrics, summary, runs })?;
     println!("bench: VM time {vm_seconds:.0} s");
     Ok(())
@@ -348,7 +411,22 @@ mod tests {
         assert!(s.contains("enoki load 'wfq' >"), "{s}");
         assert!(s.contains("record_begin() { :; }"));
         let rec = guest_script(&Cli::parse_from(["enoki-bench", "--record"]), &ws, Path::new("/x"));
-        assert!(rec.contains("not wired yet"));
+        assert!(rec.contains("enoki record -o /tmp/x.enk -- timeout -k 5 120 bash -c \"$cmd\""), "{rec}");
+        assert!(rec.contains("record_end \"$id\" \"$RAW\" \"$cmd\""));
+    }
+
+    #[test]
+    fn record_overhead_compares_recorded_and_plain_enoki_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = selected(&["hackbench".into()]).unwrap();
+        let w = |id: &str, ext: &str, s: &str| fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap();
+        w("01-hackbench-enoki", "time", "100.0 102.0\n");
+        w("01-hackbench-enoki", "rec.time", "200.0 203.0\n");
+        w("01-hackbench-enoki", "rec.status", "0\n");
+        w("01-hackbench-enoki", "rec.out", "Time: 2.9\nrecords 10\ncalls 4\nbytes_per_call 91.5\n");
+        let lines = record_overhead(&ws, 2, dir.path());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("hackbench: recorded/unrecorded time x1.500, 91.5 trace bytes per call"), "{lines:?}");
     }
 
     #[test]
