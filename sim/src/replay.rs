@@ -14,10 +14,15 @@
 //! may interleave their records, as in a kernel trace): same order, and the same lock
 //! every time a recorded address comes back (addresses differ between
 //! instances; the first use pairs them up, as the paper's replay assumes
-//! locks are created in the same order). A lock-order executor would instead
-//! start one thread per recorded CPU, gate `sync::hooks::acquired` on the
-//! recorded per-lock acquisition lists (lock records carry address, CPU and
-//! sequence number), and report through the same `step` comparison.
+//! locks are created in the same order).
+//!
+//! Kernel traces need [`replay_by_locks`]: calls on different CPUs overlap
+//! there, so seq order is not the order they saw each other's state in. It
+//! starts one thread per recorded CPU and holds every blocking acquisition
+//! (`sync::hooks::acquiring`) until it is that CPU's turn in the lock's
+//! recorded acquisition order. State read outside libEnoki locks (atomics)
+//! is not ordered: a scheduler replays exactly only if its shared state is
+//! behind libEnoki locks.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
