@@ -209,6 +209,15 @@ fn set_recording(paths: &RecordPaths, on: bool) -> Result<(), Error> {
     std::fs::write(&p, if on { "1" } else { "0" }).map_err(|e| Error::io(p, e))
 }
 
+/// Makes the calling thread SCHED_FIFO (priority 1) when allowed: the
+/// real-time class runs before Enoki's, so the drain thread keeps up however
+/// busy the recorded scheduler's CPUs are. Best effort.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+}
+
 /// A recording in progress: Enoki-C records, a thread drains the rings.
 pub struct Recording {
     paths: RecordPaths,
@@ -228,6 +237,7 @@ impl Recording {
         let drain = {
             let stop = stop.clone();
             std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+                realtime();
                 let mut d = Drainer::new(file);
                 while !stop.load(Ordering::Relaxed) {
                     d.drain()?;

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `enoki record` in the real kernel: record FIFO under a mixed workload into
+//! the shared directory, then replay the trace on the host against FIFO's
+//! source and require every answer and lock event to match.
+
+use enoki_itests as it;
+use serial_test::serial;
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no '{key}' in guest output:\n{out}"))
+}
+
+#[test]
+#[serial]
+fn fifo_recording_replays_without_divergence() {
+    let dir = it::shared_tempdir();
+    let trace = dir.path().join("fifo.enk");
+    let script = format!(
+        r#"set -e
+cat > /tmp/work.sh <<'W'
+# ~5 s: CPU spinners, a fork/exec loop and a pipe ping-pong.
+end=$(( $(date +%s) + 5 ))
+( while [ $(date +%s) -lt $end ]; do /bin/true; done ) &
+( enoki-pipe -l 20000 >/dev/null ) &
+stress-ng -c 4 -t 5s >/dev/null 2>&1
+wait
+echo workload-done
+W
+rc=0
+enoki record -o {trace} --load fifo --mode all -- sh /tmp/work.sh || rc=$?
+echo record-exit $rc
+echo drops-file $(cat /sys/kernel/enoki/record_drops)
+echo state $(cat /sys/kernel/enoki/state)
+enoki unload
+"#,
+        trace = trace.display()
+    );
+    let r = it::run_ok(&script);
+    let out = &r.output;
+    assert_eq!(field(out, "record-exit"), "0", "{out}");
+    assert!(out.contains("workload-done"), "{out}");
+    assert_eq!(field(out, "state"), "enabled");
+    assert_eq!(field(out, "drops"), "0", "the recorder dropped events");
+    assert_eq!(field(out, "drops-file"), "0");
+    let calls: u64 = field(out, "calls").parse().unwrap();
+    assert!(calls > 10_000, "only {calls} calls recorded");
+    assert!(trace.is_file(), "{} missing", trace.display());
+
+    let mut reader = enoki_sim::trace::TraceReader::open(&trace).expect("reading the trace");
+    let header = reader.header().clone();
+    assert_eq!(header.scheduler, "fifo");
+    assert_eq!(header.dropped_events, 0);
+    let entry = enoki_sim::registry::find("fifo").unwrap();
+    let rep = (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
+    assert!(rep.read_error.is_none(), "{:?}", rep.read_error);
+    if let Some(d) = &rep.divergence {
+        let keep = it::shared_tempdir().into_path().join("diverged.enk");
+        std::fs::copy(&trace, &keep).unwrap();
+        panic!("replay diverged (trace kept at {}):\n{d}", keep.display());
+    }
+    assert_eq!(rep.messages, calls);
+    assert_eq!(rep.seq_gaps, 0);
+}
