@@ -57,7 +57,7 @@ enoki unload
     let rep = (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
     assert!(rep.read_error.is_none(), "{:?}", rep.read_error);
     if let Some(d) = &rep.divergence {
-        let keep = it::shared_tempdir().into_path().join("diverged.enk");
+        let keep = it::shared_tempdir().keep().join("diverged.enk");
         std::fs::copy(&trace, &keep).unwrap();
         panic!("replay diverged (trace kept at {}):\n{d}", keep.display());
     }

@@ -688,6 +688,10 @@ fn gate_event(addr: usize, acquire: bool) {
     });
 }
 
+/// A CPU's first divergence: the call, its index, expected and actual
+/// answers, and what went wrong with its locks.
+type Found = (Record, u64, Answer, Answer, Option<String>);
+
 /// Lock-ordered replay of `records` (in sequence order) against `S`: one
 /// thread per recorded CPU replays that CPU's calls in order, and every
 /// blocking lock acquisition waits until it is that CPU's turn in the
@@ -771,7 +775,7 @@ where
         failed: std::sync::atomic::AtomicBool::new(false),
     });
     // Each thread: the first divergence of its CPU, if any.
-    let found: Vec<Option<(Record, u64, Answer, Answer, Option<String>)>> = std::thread::scope(|s| {
+    let found: Vec<Option<Found>> = std::thread::scope(|s| {
         let handles: Vec<_> = scripts
             .iter()
             .map(|(cpu, calls)| {
