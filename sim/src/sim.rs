@@ -342,10 +342,11 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     let topology = spec.machine.topology()?;
     let slice_ns = spec.run.slice_us * 1000;
     let nr = topology.nr_cpus();
-    let d = Driver::<S>::new(topology, spec.run.max_tasks, slice_ns, &spec.run.args)
+    let mut d = Driver::<S>::new(topology, spec.run.max_tasks, slice_ns, &spec.run.args)
         .map_err(|e| anyhow!("{} would not load: {e:?}", S::NAME))?;
     let clock = Clock::default();
     let record = cfg.record.take();
+    d.set_observer(Some(tap::observer()));
     let _tap = tap::install(Box::new(SimTap { clock: clock.clone(), seq: 0, call: None, locks: Vec::new(), record }));
     let stall = (spec.run.stall_ms > 0).then_some(spec.run.stall_ms * 1_000_000);
     let mut sim = Sim {

@@ -1,29 +1,16 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! libEnoki's `Driver`, with a tap on every message and lock event.
 //!
-//! `Driver::send` is the one place every message passes, but libEnoki has no
-//! message hook there yet. Until it does, this module compiles the
-//! *unchanged* `enoki/src/user/driver.rs` against a copy of libEnoki's module
-//! tree in which `dispatch::Loaded::handle` tells the tap installed on the
-//! current thread that a call begins, calls libEnoki's own `Loaded::handle`,
-//! and shows the tap the handled message (question and answer). The driver
-//! code is libEnoki's, byte for byte, so the simulator sends exactly what
-//! Enoki-C's model sends. Lock events come from libEnoki's own hook
-//! (`enoki::user::set_lock_observer`).
-//!
-//! When `Driver` grows a message observer, this module shrinks to a
-//! re-export.
+//! Messages come from the driver's own observer (`Driver::set_observer`,
+//! [`observer`]), lock events from libEnoki's lock hook
+//! (`enoki::user::set_lock_observer`); both reach the one tap installed on
+//! the current thread, so it sees them in the order they happen.
 
 use std::cell::RefCell;
 
 use enoki::abi::Msg;
 
-pub use enoki::{abi, collections, log, scheduler, services, sync, topology, types};
-
-pub mod dispatch;
-pub mod user;
-
-pub use user::driver::{Driver, DriverCounters, HostEvent, RecordingHost, TaskState};
+pub use enoki::user::{Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, TaskState};
 
 /// Sees what passes between the driver and the scheduler on this thread.
 pub trait Tap {
@@ -70,4 +57,21 @@ fn with_tap(f: impl FnOnce(&mut dyn Tap)) {
 
 fn on_lock(addr: usize, acquire: bool) {
     with_tap(|t| t.lock(addr, acquire));
+}
+
+/// Forwards the driver's messages to this thread's tap.
+struct TapObserver;
+
+impl MsgObserver for TapObserver {
+    fn call_begins(&mut self, m: &mut Msg) {
+        with_tap(|t| t.call_begins(m));
+    }
+    fn call_ends(&mut self, m: &Msg) {
+        with_tap(|t| t.call_ends(m));
+    }
+}
+
+/// The driver observer that shows messages to the installed tap.
+pub fn observer() -> Box<dyn MsgObserver> {
+    Box::new(TapObserver)
 }
