@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use enoki_trace::{TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_REC_BYTES};
 
-use crate::status::read_attr;
+use crate::status::{read_attr, read_number};
 use crate::{Error, Paths};
 
 pub const DEFAULT_DEBUGFS: &str = "/sys/kernel/debug/enoki";
@@ -53,17 +53,6 @@ impl RecordPaths {
             sysmodule: pick(SYSMODULE_ENV, DEFAULT_SYSMODULE),
         }
     }
-}
-
-fn number(dir: &Path, name: &str) -> Result<Option<u64>, Error> {
-    read_attr(dir, name)?
-        .map(|s| {
-            s.parse().map_err(|_| Error::Malformed {
-                path: dir.join(name),
-                msg: format!("expected a number, found '{s}'"),
-            })
-        })
-        .transpose()
 }
 
 /// The loaded scheduler and its module, or `NoEnoki` / `NotLoaded`.
@@ -106,8 +95,8 @@ pub fn build_header(paths: &RecordPaths) -> Result<TraceHeader, Error> {
         build_id,
         topology,
         dropped_events: 0,
-        max_tasks: number(&params, "max_tasks")?.unwrap_or(0),
-        slice_ns: number(&params, "slice_us")?.unwrap_or(0) * 1000,
+        max_tasks: read_number(&params, "max_tasks")?.unwrap_or(0),
+        slice_ns: read_number(&params, "slice_us")?.unwrap_or(0) * 1000,
         args: read_attr(&params, "args")?.unwrap_or_default(),
     })
 }
@@ -266,7 +255,7 @@ impl Recording {
         let mut d = Drainer::new(File::open(&trace).map_err(|e| Error::io(&trace, e))?);
         d.drain().map_err(|e| Error::io(&trace, e))?;
         data.extend_from_slice(&d.data);
-        let drops = number(&self.paths.sysfs, "record_drops")?.unwrap_or(0);
+        let drops = read_number(&self.paths.sysfs, "record_drops")?.unwrap_or(0);
         Ok((data, drops))
     }
 }

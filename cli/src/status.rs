@@ -55,7 +55,7 @@ pub(crate) fn read_attr(dir: &Path, name: &str) -> Result<Option<String>, Error>
     }
 }
 
-fn read_number(dir: &Path, name: &str) -> Result<Option<u64>, Error> {
+pub(crate) fn read_number(dir: &Path, name: &str) -> Result<Option<u64>, Error> {
     read_attr(dir, name)?
         .map(|s| {
             s.parse().map_err(|_| Error::Malformed {
