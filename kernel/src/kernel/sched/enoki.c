@@ -298,28 +298,28 @@ static void enoki_op_enqueue(struct task_struct *p, u64 enq_flags)
 		scx_bpf_kick_cpu(cpu_of(rq), 0);
 }
 
-static void enoki_op_dequeue(struct task_struct *p, u64 deq_flags)
+/* Sends a message about @p that needs no answer. */
+static void enoki_task_msg(u32 kind, struct task_struct *p, u32 flags)
 {
 	struct enoki_msg msg;
 
-	/* @p was waiting in the scheduler: its token is void */
-	enoki_msg_init(&msg, ENOKI_TASK_BLOCKED, smp_processor_id());
+	enoki_msg_init(&msg, kind, smp_processor_id());
 	enoki_msg_task(&msg, p);
 	msg.task_cpu = task_cpu(p);
+	msg.flags = flags;
 	enoki_call(&msg);
+}
+
+static void enoki_op_dequeue(struct task_struct *p, u64 deq_flags)
+{
+	/* @p was waiting in the scheduler: its token is void */
+	enoki_task_msg(ENOKI_TASK_BLOCKED, p, 0);
 }
 
 static void enoki_op_quiescent(struct task_struct *p, u64 deq_flags)
 {
-	struct enoki_msg msg;
-
-	if (!(deq_flags & SCX_DEQ_SLEEP))
-		return;
-	enoki_msg_init(&msg, ENOKI_TASK_BLOCKED, smp_processor_id());
-	enoki_msg_task(&msg, p);
-	msg.task_cpu = task_cpu(p);
-	msg.flags = ENOKI_F_SLEEP;
-	enoki_call(&msg);
+	if (deq_flags & SCX_DEQ_SLEEP)
+		enoki_task_msg(ENOKI_TASK_BLOCKED, p, ENOKI_F_SLEEP);
 }
 
 /* Dispatches task @pid to @cpu's local queue; 0 or an ENOKI_ERR_* code. */
@@ -424,21 +424,13 @@ static bool enoki_op_yield(struct task_struct *from, struct task_struct *to)
 
 static void enoki_op_set_weight(struct task_struct *p, u32 weight)
 {
-	struct enoki_msg msg;
-
-	enoki_msg_init(&msg, ENOKI_TASK_PRIO_CHANGED, smp_processor_id());
-	enoki_msg_task(&msg, p);
-	enoki_call(&msg);
+	enoki_task_msg(ENOKI_TASK_PRIO_CHANGED, p, 0);
 }
 
 static void enoki_op_set_cpumask(struct task_struct *p,
 				 const struct cpumask *cpumask)
 {
-	struct enoki_msg msg;
-
-	enoki_msg_init(&msg, ENOKI_TASK_AFFINITY_CHANGED, smp_processor_id());
-	enoki_msg_task(&msg, p);
-	enoki_call(&msg);
+	enoki_task_msg(ENOKI_TASK_AFFINITY_CHANGED, p, 0);
 }
 
 static void enoki_op_enable(struct task_struct *p)
