@@ -5,10 +5,26 @@
 # cache keyed by everything that forces a full rebuild. Edits to kernel/src or
 # the patches rebuild incrementally; an unchanged tree does no work at all.
 #
-#   kernel/build.sh              build bzImage and modules, link target/kernel
-#   kernel/build.sh --source     only prepare the patched source, print its path
-#   kernel/build.sh --pristine   only fetch the pinned source, print its path
+# A profile (kernel/config/profiles/NAME.config, merged over enoki.config) says
+# what the kernel is for: "vm" (default) is the one the VM tests boot, linked as
+# target/kernel; any other profile is cached on its own and linked as
+# target/kernel-NAME.
+#
+#   kernel/build.sh [--profile NAME]              build bzImage and modules
+#   kernel/build.sh [--profile NAME] --source     only prepare the patched source, print its path
+#   kernel/build.sh --pristine                    only fetch the pinned source, print its path
 set -euo pipefail
+
+profile=vm
+action=""
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--profile) profile="${2:?--profile needs a name}"; shift 2 ;;
+	--profile=*) profile="${1#--profile=}"; shift ;;
+	--source | --pristine) action="$1"; shift ;;
+	*) echo "kernel: error: unknown argument '$1' (--profile NAME, --source, --pristine)" >&2; exit 2 ;;
+	esac
+done
 
 KVER_DEB="6.12.117-1~deb12u1"
 DEB_SHA256="e849faf31ca3555757f3a8877cb01af92122f744f75d1f3102734651c4e14703"
@@ -46,16 +62,23 @@ if [ ! -f "$pristine/.enoki-extracted" ]; then
 	touch "$pristine/.enoki-extracted"
 fi
 
-if [ "${1:-}" = "--pristine" ]; then
+if [ "$action" = "--pristine" ]; then
 	echo "$pristine"
 	exit 0
 fi
+
+# --- profile: its fragment and the upstream fragments it names ---------------
+profile_cfg="$here/config/profiles/$profile.config"
+[ -f "$profile_cfg" ] || die "unknown profile '$profile' (have: $(cd "$here/config/profiles" && ls *.config | sed 's/\.config$//' | xargs))"
+# '# merge: PATH' lines name upstream fragments (relative to the kernel tree).
+upstream_fragments=$(sed -n 's/^# merge: *//p' "$profile_cfg")
+if [ "$profile" = vm ]; then link="$top/target/kernel"; else link="$top/target/kernel-$profile"; fi
 
 # --- cache key: what forces a full rebuild ---------------------------------
 bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 [ -x "$bindgen" ] || die "bindgen not found: run 'cargo make deps'"
 [ -x /usr/bin/rustc ] || die "/usr/bin/rustc (Debian rustc-web) not found: run 'cargo make deps'"
-key=$( (echo "$KVER_DEB"; cat "$here/config/"*.config; /usr/bin/rustc --version; clang --version | head -1;
+key=$( (echo "$KVER_DEB $profile"; cat "$here/config/enoki.config" "$profile_cfg"; /usr/bin/rustc --version; clang --version | head -1;
 	"$bindgen" --version) | sha256sum | cut -c1-16)
 kdir="$cache/kernel-$key"
 src="$kdir/src"
@@ -65,9 +88,9 @@ mkdir -p "$kdir"
 # --- nothing changed: no work at all -----------------------------------------
 stamp=$( (echo "$key"; cat "$here"/patches/*.patch; cd "$here/src" && find . -type f | sort | xargs cat) |
 	sha256sum | cut -c1-32)
-if [ -z "${1:-}" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ "$(cat "$kdir/stamp" 2>/dev/null)" = "$stamp" ]; then
-	ln -sfn "$out" "$top/target/kernel"
-	say "up to date ($out)"
+if [ -z "$action" ] && [ -f "$out/arch/x86/boot/bzImage" ] && [ "$(cat "$kdir/stamp" 2>/dev/null)" = "$stamp" ]; then
+	ln -sfn "$out" "$link"
+	say "profile $profile up to date ($out)"
 	exit 0
 fi
 
@@ -105,31 +128,37 @@ prepare_source() {
 	echo "$new" >"$src/.enoki-manifest"
 }
 prepare_source
-if [ "${1:-}" = "--source" ]; then
+if [ "$action" = "--source" ]; then
 	echo "$src"
 	exit 0
 fi
 
-ln -sfn "$out" "$top/target/kernel"
+ln -sfn "$out" "$link"
 MAKE=(make -s -C "$src" O="$out" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 	BINDGEN="$bindgen" -j"$(nproc)")
 
 # --- config ---------------------------------------------------------------
 if [ ! -f "$out/.config" ]; then
-	say "configuring (x86_64_defconfig + kvm_guest.config + kernel/config)"
+	say "configuring profile $profile (x86_64_defconfig + ${upstream_fragments:+$(echo $upstream_fragments | xargs -n1 basename | xargs) + }enoki.config + profiles/$profile.config)"
 	mkdir -p "$out"
 	"${MAKE[@]}" x86_64_defconfig >/dev/null
+	# shellcheck disable=SC2086 # the fragment list is words
 	(cd "$src" && KCONFIG_CONFIG="$out/.config" scripts/kconfig/merge_config.sh -m -O "$out" \
-		"$out/.config" kernel/configs/kvm_guest.config "$here"/config/*.config >/dev/null)
+		"$out/.config" $upstream_fragments "$here/config/enoki.config" "$profile_cfg" >/dev/null)
 	"${MAKE[@]}" olddefconfig >/dev/null
-	for want in CONFIG_RUST=y CONFIG_SCHED_CLASS_EXT=y CONFIG_SCHED_ENOKI=y CONFIG_NUMA=y CONFIG_VIRTIO_FS=y; do
-		grep -qx "$want" "$out/.config" || { rm -f "$out/.config"; die "$want did not survive olddefconfig"; }
+	# Every =y/=n the fragments ask for must survive (a dependency can drop it silently).
+	for want in $(grep -hE '^CONFIG_[A-Z0-9_]+=[yn]$' "$here/config/enoki.config" "$profile_cfg"); do
+		case "$want" in
+		*=n) grep -q "^${want%=n}=[ym]" "$out/.config" && bad="${want%=n} is still set" || bad="" ;;
+		*) grep -qx "$want" "$out/.config" && bad="" || bad="$want" ;;
+		esac
+		[ -z "$bad" ] || { rm -f "$out/.config"; die "$bad did not survive olddefconfig (profile $profile)"; }
 	done
 fi
 
 # --- build -------------------------------------------------------------------
 log="$kdir/build.log"
-say "building in $out (log: $log); a first build takes 15-20 min on 2 cores"
+say "building profile $profile in $out (log: $log); a first build takes 10-20 min on 2 cores"
 start=$(date +%s)
 "${MAKE[@]}" V=1 bzImage modules >"$log" 2>&1 &
 pid=$!

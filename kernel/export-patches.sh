@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # Exports the whole Enoki kernel change as a `git format-patch` series
 # against the pinned linux-source-6.12, for people who build their own
-# kernels: target/kernel-patches/*.patch (+ enoki.config).
+# kernels: target/kernel-patches/*.patch (+ the config fragments: enoki.config,
+# and profile-NAME.config for each profile, see kernel/config/profiles/).
 #
 #   cd linux-6.12 && git am /path/to/target/kernel-patches/*.patch
 set -euo pipefail
@@ -44,6 +45,9 @@ done
 rm -rf "$out"
 mkdir -p "$out"
 git_ format-patch -q -o "$out" "$base"..HEAD
-cp "$here"/config/*.config "$out/"
-echo "kernel-patch: $(ls "$out"/*.patch | wc -l) patches and $(ls "$out"/*.config | xargs -n1 basename) in $out"
-echo "kernel-patch: apply with 'git am $out/*.patch' in a linux 6.12 tree; merge the .config fragment"
+cp "$here/config/enoki.config" "$out/"
+for p in "$here"/config/profiles/*.config; do
+	cp "$p" "$out/profile-$(basename "$p")"
+done
+echo "kernel-patch: $(ls "$out"/*.patch | wc -l) patches and $(ls "$out"/*.config | xargs -n1 basename | xargs) in $out"
+echo "kernel-patch: apply with 'git am $out/*.patch' in a linux 6.12 tree; merge enoki.config and one profile's fragment"
