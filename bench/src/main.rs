@@ -95,12 +95,20 @@ record_end() {{
 
 /// `key value` from the last line of `text` that has it.
 fn last_value(text: &str, key: &str) -> Option<f64> {
-    text.lines().rev().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
-    (!v.is_empty()).then(|| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 })
+    (!v.is_empty()).then(|| {
+        if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        }
+    })
 }
 
 /// Recorded vs unrecorded Enoki runs (`--record`): one line per workload
@@ -109,7 +117,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// overall one.
 fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
     let elapsed = |p: PathBuf| -> Option<f64> {
-        let v: Vec<f64> = fs::read_to_string(p).ok()?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<f64> = fs::read_to_string(p)
+            .ok()?
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         (v.len() == 2).then(|| v[1] - v[0])
     };
     let (mut all_r, mut all_b) = (Vec::new(), Vec::new());
@@ -118,10 +130,12 @@ fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
         let (mut ratios, mut bpc) = (Vec::new(), Vec::new());
         for rep in 1..=reps {
             let id = run_id(rep, w.name, "enoki");
-            let ok = fs::read_to_string(raw.join(format!("{id}.rec.status"))).is_ok_and(|s| s.trim() == "0");
-            let (Some(plain), Some(rec)) =
-                (elapsed(raw.join(format!("{id}.time"))), elapsed(raw.join(format!("{id}.rec.time"))))
-            else {
+            let ok = fs::read_to_string(raw.join(format!("{id}.rec.status")))
+                .is_ok_and(|s| s.trim() == "0");
+            let (Some(plain), Some(rec)) = (
+                elapsed(raw.join(format!("{id}.time"))),
+                elapsed(raw.join(format!("{id}.rec.time"))),
+            ) else {
                 continue;
             };
             if !ok || plain <= 0.0 {
@@ -137,14 +151,19 @@ fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
         }
         if let Some(r) = median(ratios.clone()) {
             let b = median(bpc.clone()).map_or("-".into(), |b| format!("{b:.1}"));
-            lines.push(format!("record overhead {}: recorded/unrecorded time x{r:.3}, {b} trace bytes per call", w.name));
+            lines.push(format!(
+                "record overhead {}: recorded/unrecorded time x{r:.3}, {b} trace bytes per call",
+                w.name
+            ));
         }
         all_r.extend(ratios);
         all_b.extend(bpc);
     }
     if let Some(r) = median(all_r) {
         let b = median(all_b).map_or("-".into(), |b| format!("{b:.1}"));
-        lines.push(format!("record overhead (median of all): x{r:.3}, {b} trace bytes per call"));
+        lines.push(format!(
+            "record overhead (median of all): x{r:.3}, {b} trace bytes per call"
+        ));
     }
     lines
 }
@@ -170,7 +189,11 @@ fn order(rep: usize) -> [&'static str; 2] {
 /// The guest script: setup, then every (rep, workload, scheduler) run.
 fn guest_script(cli: &Cli, ws: &[Workload], raw: &Path) -> String {
     let mut s = String::new();
-    let load_args = cli.args.as_deref().map(|a| format!(" --args {}", shell_quote(a))).unwrap_or_default();
+    let load_args = cli
+        .args
+        .as_deref()
+        .map(|a| format!(" --args {}", shell_quote(a)))
+        .unwrap_or_default();
     let _ = write!(
         s,
         r#"#!/bin/bash
@@ -222,7 +245,10 @@ echo "bench: setup: generating input data"
         for w in ws {
             for sched in order(rep) {
                 n += 1;
-                let label = format!("[{n}/{total}] rep {rep}/{} {} under {sched}", cli.reps, w.name);
+                let label = format!(
+                    "[{n}/{total}] rep {rep}/{} {} under {sched}",
+                    cli.reps, w.name
+                );
                 let _ = writeln!(
                     s,
                     "bench_run {} {sched} {} {}",
@@ -245,10 +271,15 @@ fn collect(ws: &[Workload], reps: usize, raw: &Path) -> Vec<RunRecord> {
             for sched in SCHEDS {
                 let id = run_id(rep, w.name, sched);
                 let read = |ext: &str| fs::read_to_string(raw.join(format!("{id}.{ext}"))).ok();
-                let mut status = read("status").map(|s| s.trim().to_string()).unwrap_or_else(|| "not run (VM ended)".into());
+                let mut status = read("status")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|| "not run (VM ended)".into());
                 let output = read("out").unwrap_or_default();
                 let elapsed_s = read("time").and_then(|t| {
-                    let v: Vec<f64> = t.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                    let v: Vec<f64> = t
+                        .split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect();
                     (v.len() == 2).then(|| v[1] - v[0])
                 });
                 let mut metrics = std::collections::BTreeMap::new();
@@ -262,7 +293,14 @@ fn collect(ws: &[Workload], reps: usize, raw: &Path) -> Vec<RunRecord> {
                         }
                     }
                 }
-                runs.push(RunRecord { workload: w.name.into(), sched: sched.into(), rep, status, elapsed_s, metrics });
+                runs.push(RunRecord {
+                    workload: w.name.into(),
+                    sched: sched.into(),
+                    rep,
+                    status,
+                    elapsed_s,
+                    metrics,
+                });
             }
         }
     }
@@ -276,13 +314,24 @@ fn selected(only: &[String]) -> Result<Vec<Workload>> {
             bail!("unknown workload {o:?}; --list shows them");
         }
     }
-    Ok(all.into_iter().filter(|w| only.is_empty() || only.iter().any(|o| o == w.name)).collect())
+    Ok(all
+        .into_iter()
+        .filter(|w| only.is_empty() || only.iter().any(|o| o == w.name))
+        .collect())
 }
 
 fn now_stamp() -> (String, String) {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d-%H%M%S|%Y-%m-%d %H:%M UTC"])
+        .args([
+            "-u",
+            "-d",
+            &format!("@{secs}"),
+            "+%Y%m%d-%H%M%S|%Y-%m-%d %H:%M UTC",
+        ])
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
@@ -307,7 +356,10 @@ fn write_outputs(dir: &Path, rep: &Report) -> Result<()> {
         fs::copy(dir.join("ratios.png"), parent.join("latest.png"))?;
     }
     println!("\n{md}");
-    println!("bench: wrote {}/results.{{md,json}} and ratios.png (also target/bench/latest.*)", dir.display());
+    println!(
+        "bench: wrote {}/results.{{md,json}} and ratios.png (also target/bench/latest.*)",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -320,11 +372,24 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if let Some(dir) = &cli.from {
-        let old: Report = serde_json::from_str(&fs::read_to_string(dir.join("results.json")).context("results.json")?)?;
-        let ws: Vec<Workload> = workloads::all().into_iter().filter(|w| old.runs.iter().any(|r| r.workload == w.name)).collect();
+        let old: Report = serde_json::from_str(
+            &fs::read_to_string(dir.join("results.json")).context("results.json")?,
+        )?;
+        let ws: Vec<Workload> = workloads::all()
+            .into_iter()
+            .filter(|w| old.runs.iter().any(|r| r.workload == w.name))
+            .collect();
         let runs = collect(&ws, old.meta.reps, &dir.join("raw"));
         let (metrics, summary) = report::summarize(&ws, &runs, old.meta.reps);
-        return write_outputs(dir, &Report { metrics, summary, runs, ..old });
+        return write_outputs(
+            dir,
+            &Report {
+                metrics,
+                summary,
+                runs,
+                ..old
+            },
+        );
     }
     if cli.reps == 0 {
         bail!("--reps must be at least 1");
@@ -332,7 +397,10 @@ fn main() -> Result<()> {
     let ws = selected(&cli.only)?;
     let root = enoki_vm::find_root()?;
     let (stamp, date) = now_stamp();
-    let dir = cli.out.clone().unwrap_or_else(|| root.join("target/bench").join(&stamp));
+    let dir = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("target/bench").join(&stamp));
     let raw = dir.join("raw");
     fs::create_dir_all(&raw).with_context(|| raw.display().to_string())?;
     let dir = dir.canonicalize()?;
@@ -342,7 +410,10 @@ fn main() -> Result<()> {
 
     let runs_total = (cli.reps * ws.len() * 2) as u64;
     let vm_timeout = Duration::from_secs(600 + runs_total * (cli.run_timeout + 15));
-    let vm = enoki_vm::VmConfig::new()?.timeout(vm_timeout).echo_output(true).build()?;
+    let vm = enoki_vm::VmConfig::new()?
+        .timeout(vm_timeout)
+        .echo_output(true)
+        .build()?;
     println!(
         "bench: {} workloads x {} reps x 2 schedulers (default, enoki {}) in one VM ({:?}); raw output in {}",
         ws.len(),
@@ -352,12 +423,20 @@ fn main() -> Result<()> {
         raw.display()
     );
     let started = Instant::now();
-    let out = vm.run(&format!("bash {}", shell_quote(&script.display().to_string())))?;
+    let out = vm.run(&format!(
+        "bash {}",
+        shell_quote(&script.display().to_string())
+    ))?;
     let vm_seconds = started.elapsed().as_secs_f64();
-    let vm_exit = out.failure().unwrap_or_else(|| format!("exit {}", out.exit_code.unwrap_or(-1)));
+    let vm_exit = out
+        .failure()
+        .unwrap_or_else(|| format!("exit {}", out.exit_code.unwrap_or(-1)));
     let problems = out.problems();
     if !problems.is_empty() {
-        eprintln!("bench: kernel log problems (serial log {}):", out.serial_log.display());
+        eprintln!(
+            "bench: kernel log problems (serial log {}):",
+            out.serial_log.display()
+        );
         for p in &problems {
             eprintln!("  {p}");
         }
@@ -365,25 +444,43 @@ fn main() -> Result<()> {
 
     let runs = collect(&ws, cli.reps, &raw);
     let (metrics, summary) = report::summarize(&ws, &runs, cli.reps);
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let meta = Meta {
         date,
         reps: cli.reps,
         scheduler: cli.scheduler.clone(),
         scheduler_args: cli.args.clone().unwrap_or_default(),
         accel: format!("{:?}", out.accel),
-        vm: format!("8 vCPUs, 2 NUMA nodes, {:?} on a {host_cpus}-CPU host", out.accel),
+        vm: format!(
+            "8 vCPUs, 2 NUMA nodes, {:?} on a {host_cpus}-CPU host",
+            out.accel
+        ),
         host_cpus,
         vm_seconds,
         vm_exit,
         kernel_log_problems: problems,
         record: cli.record,
-        note: if cli.record { record_overhead(&ws, cli.reps, &raw).join("\n") } else { String::new() },
+        note: if cli.record {
+            record_overhead(&ws, cli.reps, &raw).join("\n")
+        } else {
+            String::new()
+        },
     };
     for l in meta.note.lines() {
         println!("bench: {l}");
     }
-    write_outputs(&dir, &Report { orientation: ORIENTATION.into(), meta, metrics, summary, runs })?;
+    write_outputs(
+        &dir,
+        &Report {
+            orientation: ORIENTATION.into(),
+            meta,
+            metrics,
+            summary,
+            runs,
+        },
+    )?;
     println!("bench: VM time {vm_seconds:.0} s");
     Ok(())
 }
@@ -398,7 +495,10 @@ mod tests {
         let ws = selected(&cli.only).unwrap();
         let s = guest_script(&cli, &ws, Path::new("/x/raw"));
         let runs: Vec<&str> = s.lines().filter(|l| l.starts_with("bench_run ")).collect();
-        let ids: Vec<&str> = runs.iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+        let ids: Vec<&str> = runs
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
         assert_eq!(
             ids,
             [
@@ -412,11 +512,22 @@ mod tests {
                 "02-zstd-default"
             ]
         );
-        assert!(runs[0].contains("'[1/8] rep 1/2 hackbench under default'"), "{}", runs[0]);
+        assert!(
+            runs[0].contains("'[1/8] rep 1/2 hackbench under default'"),
+            "{}",
+            runs[0]
+        );
         assert!(s.contains("enoki load 'wfq' >"), "{s}");
         assert!(s.contains("record_begin() { :; }"));
-        let rec = guest_script(&Cli::parse_from(["enoki-bench", "--record"]), &ws, Path::new("/x"));
-        assert!(rec.contains("enoki record -o /tmp/x.enk -- timeout -k 5 120 bash -c \"$cmd\""), "{rec}");
+        let rec = guest_script(
+            &Cli::parse_from(["enoki-bench", "--record"]),
+            &ws,
+            Path::new("/x"),
+        );
+        assert!(
+            rec.contains("enoki record -o /tmp/x.enk -- timeout -k 5 120 bash -c \"$cmd\""),
+            "{rec}"
+        );
         assert!(rec.contains("record_end \"$id\" \"$RAW\" \"$cmd\""));
     }
 
@@ -424,16 +535,30 @@ mod tests {
     fn record_overhead_compares_recorded_and_plain_enoki_runs() {
         let dir = tempfile::tempdir().unwrap();
         let ws = selected(&["hackbench".into()]).unwrap();
-        let w = |id: &str, ext: &str, s: &str| fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap();
+        let w = |id: &str, ext: &str, s: &str| {
+            fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
+        };
         w("01-hackbench-enoki", "time", "100.0 102.0\n");
         w("01-hackbench-enoki", "rec.time", "200.0 203.0\n");
         w("01-hackbench-enoki", "rec.status", "0\n");
-        w("01-hackbench-enoki", "rec.out", "Time: 2.9\nrecords 10\ncalls 4\nbytes_per_call 91.5\n");
+        w(
+            "01-hackbench-enoki",
+            "rec.out",
+            "Time: 2.9\nrecords 10\ncalls 4\nbytes_per_call 91.5\n",
+        );
         let lines = record_overhead(&ws, 2, dir.path());
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].contains("hackbench: recorded/unrecorded time x1.500, 91.5 trace bytes per call"), "{lines:?}");
+        assert!(
+            lines[0]
+                .contains("hackbench: recorded/unrecorded time x1.500, 91.5 trace bytes per call"),
+            "{lines:?}"
+        );
         // The recorder's own duration, when it printed one, wins.
-        w("01-hackbench-enoki", "rec.out", "bytes_per_call 91.5\nduration_s 2.5\n");
+        w(
+            "01-hackbench-enoki",
+            "rec.out",
+            "bytes_per_call 91.5\nduration_s 2.5\n",
+        );
         assert!(record_overhead(&ws, 1, dir.path())[0].contains("time x1.250"));
     }
 
@@ -441,18 +566,27 @@ mod tests {
     fn collect_marks_failures_and_missing_runs() {
         let dir = tempfile::tempdir().unwrap();
         let ws = selected(&["hackbench".into()]).unwrap();
-        let w = |id: &str, ext: &str, s: &str| fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap();
+        let w = |id: &str, ext: &str, s: &str| {
+            fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
+        };
         w("01-hackbench-default", "status", "ok\n");
         w("01-hackbench-default", "out", "Time: 2.5\n");
         w("01-hackbench-default", "time", "100.0 102.5\n");
-        w("01-hackbench-enoki", "status", "ejected: runnable task stall\n");
+        w(
+            "01-hackbench-enoki",
+            "status",
+            "ejected: runnable task stall\n",
+        );
         w("01-hackbench-enoki", "out", "Time: 2.5\n");
         let runs = collect(&ws, 2, dir.path());
         assert_eq!(runs.len(), 4);
         assert_eq!(runs[0].metrics["time"], 2.5);
         assert_eq!(runs[0].elapsed_s, Some(2.5));
         assert_eq!(runs[1].status, "ejected: runnable task stall");
-        assert!(runs[1].metrics.is_empty(), "a failed run's numbers are not used");
+        assert!(
+            runs[1].metrics.is_empty(),
+            "a failed run's numbers are not used"
+        );
         assert!(runs[2].status.starts_with("not run"));
     }
 
@@ -468,10 +602,19 @@ mod tests {
             elapsed_s: None,
             metrics: [(m.to_string(), v)].into(),
         };
-        let runs =
-            vec![mk("hackbench", "default", "time", 2.0), mk("hackbench", "enoki", "time", 2.1), mk("zstd", "default", "throughput", 5.0)];
+        let runs = vec![
+            mk("hackbench", "default", "time", 2.0),
+            mk("hackbench", "enoki", "time", 2.1),
+            mk("zstd", "default", "throughput", 5.0),
+        ];
         let (metrics, summary) = report::summarize(&ws, &runs, 1);
-        let rep = Report { orientation: ORIENTATION.into(), meta: Meta::default(), metrics, summary, runs };
+        let rep = Report {
+            orientation: ORIENTATION.into(),
+            meta: Meta::default(),
+            metrics,
+            summary,
+            runs,
+        };
         let png = dir.path().join("r.png");
         plot::ratios_png(&png, &rep).unwrap();
         let bytes = fs::read(&png).unwrap();

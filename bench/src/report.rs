@@ -115,7 +115,11 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
 }
 
 pub fn geomean(v: &[f64]) -> Option<f64> {
@@ -126,11 +130,18 @@ fn side(values: Vec<Option<f64>>) -> Side {
     let ok: Vec<f64> = values.iter().flatten().copied().collect();
     let median = median(&ok);
     let spread_pct = median.filter(|m| *m > 0.0 && ok.len() > 1).map(|m| {
-        let (lo, hi) = ok.iter().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        let (lo, hi) = ok
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
         (hi - lo) / m * 100.0
     });
     let failures = values.iter().filter(|v| v.is_none()).count();
-    Side { values, median, spread_pct, failures }
+    Side {
+        values,
+        median,
+        spread_pct,
+        failures,
+    }
 }
 
 /// Cost ratio of Enoki's value over the default's.
@@ -141,13 +152,26 @@ fn cost(better: Better, default: f64, enoki: f64) -> f64 {
     }
 }
 
-pub fn summarize(workloads: &[Workload], runs: &[RunRecord], reps: usize) -> (Vec<MetricSummary>, Summary) {
-    let find = |w: &str, s: &str, rep: usize| runs.iter().find(|r| r.workload == w && r.sched == s && r.rep == rep);
+pub fn summarize(
+    workloads: &[Workload],
+    runs: &[RunRecord],
+    reps: usize,
+) -> (Vec<MetricSummary>, Summary) {
+    let find = |w: &str, s: &str, rep: usize| {
+        runs.iter()
+            .find(|r| r.workload == w && r.sched == s && r.rep == rep)
+    };
     let mut out = Vec::new();
     for w in workloads {
         for m in &w.metrics {
             let values = |s: &str| -> Vec<Option<f64>> {
-                (1..=reps).map(|rep| find(w.name, s, rep).filter(|r| r.ok()).and_then(|r| r.metrics.get(m.name).copied())).collect()
+                (1..=reps)
+                    .map(|rep| {
+                        find(w.name, s, rep)
+                            .filter(|r| r.ok())
+                            .and_then(|r| r.metrics.get(m.name).copied())
+                    })
+                    .collect()
             };
             let (d, e) = (side(values("default")), side(values("enoki")));
             let pairs: Vec<f64> = d
@@ -177,14 +201,21 @@ pub fn summarize(workloads: &[Workload], runs: &[RunRecord], reps: usize) -> (Ve
 }
 
 fn worst(ms: &[&MetricSummary]) -> Option<(String, f64)> {
-    ms.iter().filter_map(|m| Some((m.key.clone(), m.ratio?))).max_by(|a, b| a.1.total_cmp(&b.1))
+    ms.iter()
+        .filter_map(|m| Some((m.key.clone(), m.ratio?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
     let app: Vec<&MetricSummary> = ms.iter().filter(|m| m.group == Group::App).collect();
     let all: Vec<&MetricSummary> = ms.iter().collect();
     let ratios = |v: &[&MetricSummary]| v.iter().filter_map(|m| m.ratio).collect::<Vec<_>>();
-    let incomplete = |v: &[&MetricSummary]| v.iter().filter(|m| m.ratio.is_none()).map(|m| m.key.clone()).collect::<Vec<_>>();
+    let incomplete = |v: &[&MetricSummary]| {
+        v.iter()
+            .filter(|m| m.ratio.is_none())
+            .map(|m| m.key.clone())
+            .collect::<Vec<_>>()
+    };
     let geomean_app = geomean(&ratios(&app));
     let worst_app = worst(&app);
     let pct = |r: f64| (r - 1.0) * 100.0;
@@ -206,13 +237,31 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
         if let Some(r) = value.filter(|r| *r > limit) {
             let _ = write!(detail, "; missed by {:.1} points", pct(r) - pct(limit));
         }
-        targets.push(Target { name: name.into(), goal: goal.into(), value, met, detail });
+        targets.push(Target {
+            name: name.into(),
+            goal: goal.into(),
+            value,
+            met,
+            detail,
+        });
     };
     let group = |g: Group, metric: Option<&str>| -> Vec<&MetricSummary> {
-        ms.iter().filter(|m| m.group == g && metric.is_none_or(|n| m.metric == n)).collect()
+        ms.iter()
+            .filter(|m| m.group == g && metric.is_none_or(|n| m.metric == n))
+            .collect()
     };
-    max_target("pipe latency", "overhead <= 5 %", group(Group::Pipe, None), 1.05);
-    max_target("schbench p99", "within 3 %", group(Group::Schbench, Some("p99")), 1.03);
+    max_target(
+        "pipe latency",
+        "overhead <= 5 %",
+        group(Group::Pipe, None),
+        1.05,
+    );
+    max_target(
+        "schbench p99",
+        "within 3 %",
+        group(Group::Schbench, Some("p99")),
+        1.03,
+    );
     max_target("application worst case", "within 5 %", app.clone(), 1.05);
     let missing = incomplete(&app);
     targets.push(Target {
@@ -221,10 +270,16 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
         value: geomean_app,
         met: missing.is_empty() && geomean_app.is_some_and(|g| g <= 1.005),
         detail: match geomean_app {
-            Some(g) if g > 1.005 => format!("{:+.2} %; missed by {:.2} points", pct(g), pct(g) - 0.5),
+            Some(g) if g > 1.005 => {
+                format!("{:+.2} %; missed by {:.2} points", pct(g), pct(g) - 0.5)
+            }
             Some(g) => format!("{:+.2} %", pct(g)),
             None => "no data".into(),
-        } + &if missing.is_empty() { String::new() } else { format!("; no result for {}", missing.join(", ")) },
+        } + &if missing.is_empty() {
+            String::new()
+        } else {
+            format!("; no result for {}", missing.join(", "))
+        },
     });
 
     Summary {
@@ -235,7 +290,12 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
         failed_runs: runs
             .iter()
             .filter(|r| !r.ok())
-            .map(|r| format!("{} rep {} under {}: {}", r.workload, r.rep, r.sched, r.status))
+            .map(|r| {
+                format!(
+                    "{} rep {} under {}: {}",
+                    r.workload, r.rep, r.sched, r.status
+                )
+            })
             .collect(),
         targets,
     }
@@ -254,8 +314,15 @@ fn num(v: f64) -> String {
 fn side_cell(s: &Side) -> String {
     match s.median {
         Some(m) => {
-            let spread = s.spread_pct.map(|p| format!(" ±{:.1}%", p / 2.0)).unwrap_or_default();
-            let fail = if s.failures > 0 { format!(" ({} failed)", s.failures) } else { String::new() };
+            let spread = s
+                .spread_pct
+                .map(|p| format!(" ±{:.1}%", p / 2.0))
+                .unwrap_or_default();
+            let fail = if s.failures > 0 {
+                format!(" ({} failed)", s.failures)
+            } else {
+                String::new()
+            };
             format!("{}{spread}{fail}", num(m))
         }
         None => format!("failed ({}/{})", s.failures, s.values.len()),
@@ -274,7 +341,10 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "Ratio: {}. Values are medians; ± is half the min-max spread across repetitions; the range column is the spread of the per-repetition ratios.\n", r.orientation.trim_start_matches("ratio = "));
     s.push_str("| workload | metric | default | Enoki | ratio | ratio range |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
     for x in &r.metrics {
-        let ratio = x.ratio.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+        let ratio = x
+            .ratio
+            .map(|v| format!("{v:.3}"))
+            .unwrap_or_else(|| "-".into());
         let range = match (x.ratio_min, x.ratio_max) {
             (Some(a), Some(b)) => format!("{a:.3}-{b:.3}"),
             _ => "-".into(),
@@ -294,7 +364,11 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     let f = |v: Option<f64>| v.map(|g| format!("{g:.3}")).unwrap_or_else(|| "-".into());
-    let w = |v: &Option<(String, f64)>| v.as_ref().map(|(k, r)| format!("{r:.3} ({k})")).unwrap_or_else(|| "-".into());
+    let w = |v: &Option<(String, f64)>| {
+        v.as_ref()
+            .map(|(k, r)| format!("{r:.3} ({k})"))
+            .unwrap_or_else(|| "-".into())
+    };
     let sm = &r.summary;
     let _ = writeln!(
         s,
@@ -306,7 +380,14 @@ pub fn markdown(r: &Report) -> String {
     );
     s.push_str("| target | goal | measured | met |\n| --- | --- | --- | --- |\n");
     for t in &sm.targets {
-        let _ = writeln!(s, "| {} | {} | {} | {} |", t.name, t.goal, t.detail, if t.met { "yes" } else { "**no**" });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            t.name,
+            t.goal,
+            t.detail,
+            if t.met { "yes" } else { "**no**" }
+        );
     }
     if !sm.failed_runs.is_empty() {
         let _ = writeln!(s, "\nFailed runs:\n");
@@ -334,16 +415,24 @@ mod tests {
             workload: w.into(),
             sched: sched.into(),
             rep,
-            status: if v.is_some() { "ok".into() } else { "timeout".into() },
+            status: if v.is_some() {
+                "ok".into()
+            } else {
+                "timeout".into()
+            },
             elapsed_s: Some(1.0),
-            metrics: v.map(|v| [(metric.to_string(), v)].into()).unwrap_or_default(),
+            metrics: v
+                .map(|v| [(metric.to_string(), v)].into())
+                .unwrap_or_default(),
         }
     }
 
     #[test]
     fn ratios_are_costs_and_failures_are_kept() {
-        let ws: Vec<Workload> =
-            workloads::all().into_iter().filter(|w| ["hackbench", "zstd", "pipe-1cpu"].contains(&w.name)).collect();
+        let ws: Vec<Workload> = workloads::all()
+            .into_iter()
+            .filter(|w| ["hackbench", "zstd", "pipe-1cpu"].contains(&w.name))
+            .collect();
         let runs = vec![
             // hackbench: time, lower is better: Enoki 10 % slower.
             rec("hackbench", "default", 1, "time", Some(2.0)),
@@ -372,7 +461,13 @@ mod tests {
         let t = |n: &str| sum.targets.iter().find(|t| t.name == n).unwrap();
         assert!(!t("pipe latency").met && t("pipe latency").detail.contains("no result"));
         assert!(!t("application worst case").met);
-        assert!(t("application worst case").detail.contains("missed by 5.0 points"), "{}", t("application worst case").detail);
+        assert!(
+            t("application worst case")
+                .detail
+                .contains("missed by 5.0 points"),
+            "{}",
+            t("application worst case").detail
+        );
         let md = markdown(&Report {
             orientation: ORIENTATION.into(),
             meta: Meta::default(),
@@ -381,6 +476,9 @@ mod tests {
             runs,
         });
         assert!(md.contains("| hackbench | time (s, lower is better) | 2.00 ±0.0% | 2.20 ±0.0% | 1.100 | 1.100-1.100 |"), "{md}");
-        assert!(md.contains("| 50.00 (1 failed) | failed (2/2) | - |"), "{md}");
+        assert!(
+            md.contains("| 50.00 (1 failed) | failed (2/2) | - |"),
+            "{md}"
+        );
     }
 }

@@ -64,8 +64,21 @@ pub const XZ_MIB: f64 = 4.0;
 pub const SETUP: &str = "enoki-util datagen --bytes 16M --seed 1 > /tmp/data16 && \
                          head -c 4194304 /tmp/data16 > /tmp/data4";
 
-fn m(name: &'static str, unit: &'static str, better: Better, group: Group, pattern: &'static str) -> Metric {
-    Metric { name, unit, better, group, pattern, scale: Scale::One }
+fn m(
+    name: &'static str,
+    unit: &'static str,
+    better: Better,
+    group: Group,
+    pattern: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        unit,
+        better,
+        group,
+        pattern,
+        scale: Scale::One,
+    }
 }
 
 pub fn all() -> Vec<Workload> {
@@ -185,19 +198,37 @@ mod tests {
     use super::*;
 
     fn metric(w: &str, name: &str) -> Metric {
-        all().into_iter().find(|x| x.name == w).unwrap().metrics.into_iter().find(|m| m.name == name).unwrap()
+        all()
+            .into_iter()
+            .find(|x| x.name == w)
+            .unwrap()
+            .metrics
+            .into_iter()
+            .find(|m| m.name == name)
+            .unwrap()
     }
 
     #[test]
     fn parses_real_outputs() {
         let perf = "# Running 'sched/pipe' benchmark:\n# Executed 20000 pipe operations between two processes\n\n     Total time: 1.580 [sec]\n\n      79.077400 usecs/op\n          12645 ops/sec\n";
-        assert_eq!(metric("perf-pipe-1cpu", "latency").parse(perf), Some(79.0774));
-        assert_eq!(metric("pipe-2cpu", "latency").parse("loops 5000\nusecs_per_op 45.042\n"), Some(45.042));
+        assert_eq!(
+            metric("perf-pipe-1cpu", "latency").parse(perf),
+            Some(79.0774)
+        );
+        assert_eq!(
+            metric("pipe-2cpu", "latency").parse("loops 5000\nusecs_per_op 45.042\n"),
+            Some(45.042)
+        );
         let sch = "samples 1828\np50_us 811.9\np90_us 2088.4\np99_us 4097.6\n";
         assert_eq!(metric("schbench-2x2", "p99").parse(sch), Some(4097.6));
         assert_eq!(metric("schbench-2x2", "p50").parse(sch), Some(811.9));
-        assert_eq!(metric("hackbench", "time").parse("Running in process mode\nTime: 3.206\n"), Some(3.206));
-        let z = metric("zstd", "throughput").parse("elapsed_ns 2000000000\nstatus 0\n").unwrap();
+        assert_eq!(
+            metric("hackbench", "time").parse("Running in process mode\nTime: 3.206\n"),
+            Some(3.206)
+        );
+        let z = metric("zstd", "throughput")
+            .parse("elapsed_ns 2000000000\nstatus 0\n")
+            .unwrap();
         assert!((z - 8.0).abs() < 1e-9);
         let yaml = "metrics:\n    - stressor: cpu\n      bogo-ops: 479\n      bogo-ops-per-second-usr-sys-time: 14.4\n      bogo-ops-per-second-real-time: 115.65\n";
         assert_eq!(metric("stress-cpu", "bogo-ops/s").parse(yaml), Some(115.65));
@@ -212,7 +243,12 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), ws.len());
-        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
-        assert!(ws.iter().all(|w| !w.cmd.contains('\'')), "commands are single-quoted in the guest script");
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
+        assert!(
+            ws.iter().all(|w| !w.cmd.contains('\'')),
+            "commands are single-quoted in the guest script"
+        );
     }
 }

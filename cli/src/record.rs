@@ -75,7 +75,8 @@ pub fn build_header(paths: &RecordPaths) -> Result<TraceHeader, Error> {
         if e.kind() == ErrorKind::NotFound {
             Error::Malformed {
                 path: topo_path.clone(),
-                msg: "missing: is debugfs mounted (mount -t debugfs none /sys/kernel/debug)?".into(),
+                msg: "missing: is debugfs mounted (mount -t debugfs none /sys/kernel/debug)?"
+                    .into(),
             }
         } else {
             Error::io(&topo_path, e)
@@ -111,7 +112,11 @@ pub struct Drainer<R: Read> {
 
 impl<R: Read> Drainer<R> {
     pub fn new(src: R) -> Self {
-        Drainer { src, buf: vec![0; 256 * KERNEL_REC_BYTES], data: Vec::new() }
+        Drainer {
+            src,
+            buf: vec![0; 256 * KERNEL_REC_BYTES],
+            data: Vec::new(),
+        }
     }
 
     /// Reads until the source is empty; returns the bytes read.
@@ -190,7 +195,13 @@ pub fn write_trace(
     let mut bw = w.finish()?;
     std::io::Write::flush(&mut bw).map_err(|e| Error::io(out, e))?;
     let bytes = std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len();
-    Ok(Summary { records: records.len() as u64, messages, drops, bytes, duration })
+    Ok(Summary {
+        records: records.len() as u64,
+        messages,
+        drops,
+        bytes,
+        duration,
+    })
 }
 
 fn set_recording(paths: &RecordPaths, on: bool) -> Result<(), Error> {
@@ -236,7 +247,11 @@ impl Recording {
                 Ok(d.data)
             })
         };
-        Ok(Recording { paths: paths.clone(), stop, drain: Some(drain) })
+        Ok(Recording {
+            paths: paths.clone(),
+            stop,
+            drain: Some(drain),
+        })
     }
 
     /// Stops recording, drains the rest; returns every byte drained and the
@@ -271,7 +286,10 @@ impl Drop for Recording {
 
 /// Records while `work` runs; returns what it returned, every byte drained
 /// and the drop count.
-pub fn record_while<T>(paths: &RecordPaths, work: impl FnOnce() -> T) -> anyhow::Result<(T, Vec<u8>, u64)> {
+pub fn record_while<T>(
+    paths: &RecordPaths,
+    work: impl FnOnce() -> T,
+) -> anyhow::Result<(T, Vec<u8>, u64)> {
     let rec = Recording::start(paths)?;
     let out = work();
     let (data, drops) = rec.stop()?;
@@ -339,13 +357,25 @@ mod tests {
     fn header_errors() {
         let (_t, p) = fake_tree(true);
         std::fs::write(p.sysfs.join("scheduler"), "").unwrap();
-        assert_eq!(build_header(&p).unwrap_err().to_string(), "no scheduler is loaded");
+        assert_eq!(
+            build_header(&p).unwrap_err().to_string(),
+            "no scheduler is loaded"
+        );
         std::fs::write(p.sysfs.join("scheduler"), "fifo").unwrap();
         std::fs::write(p.debugfs.join("topology"), [0u8; 5]).unwrap();
-        assert!(build_header(&p).unwrap_err().to_string().contains("not a struct enoki_topology"));
+        assert!(build_header(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a struct enoki_topology"));
         std::fs::remove_file(p.debugfs.join("topology")).unwrap();
-        assert!(build_header(&p).unwrap_err().to_string().contains("debugfs"));
-        let p = RecordPaths { sysfs: "/nonexistent/enoki".into(), ..p };
+        assert!(build_header(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("debugfs"));
+        let p = RecordPaths {
+            sysfs: "/nonexistent/enoki".into(),
+            ..p
+        };
         assert!(matches!(build_header(&p), Err(Error::NoEnoki(_))));
     }
 
@@ -383,7 +413,15 @@ mod tests {
 
         let (t, p) = fake_tree(true);
         let out = t.path().join("x.enk");
-        let s = write_trace(&out, build_header(&p).unwrap(), &d.data, 7, true, Duration::from_secs(1)).unwrap();
+        let s = write_trace(
+            &out,
+            build_header(&p).unwrap(),
+            &d.data,
+            7,
+            true,
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert_eq!((s.records, s.messages, s.drops), (4, 0, 7));
         assert_eq!(s.bytes, std::fs::metadata(&out).unwrap().len());
         let (h, recs, end) = enoki_trace::read_all(File::open(&out).unwrap()).unwrap();
@@ -406,6 +444,9 @@ mod tests {
         assert_eq!(drops, 0);
         // The fake file is read once by the thread and once more at the end.
         assert_eq!(&data[..raw.len()], &raw[..]);
-        assert_eq!(std::fs::read_to_string(p.sysfs.join("record")).unwrap(), "0");
+        assert_eq!(
+            std::fs::read_to_string(p.sysfs.join("record")).unwrap(),
+            "0"
+        );
     }
 }

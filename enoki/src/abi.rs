@@ -143,7 +143,16 @@ pub struct Msg {
 impl Msg {
     /// A message of `kind` on `cpu` with every other field empty.
     pub fn new(kind: u32, cpu: i32) -> Self {
-        Msg { kind, cpu, pid: -1, tgid: -1, task_cpu: -1, ret: -1, ret_cpu: -1, ..Default::default() }
+        Msg {
+            kind,
+            cpu,
+            pid: -1,
+            tgid: -1,
+            task_cpu: -1,
+            ret: -1,
+            ret_cpu: -1,
+            ..Default::default()
+        }
     }
 }
 
@@ -238,13 +247,19 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Msg, allowed), 40);
         assert_eq!(core::mem::offset_of!(Msg, ret), 72);
         assert_eq!(core::mem::size_of::<RawCpu>(), 16);
-        assert_eq!(core::mem::size_of::<RawTopology>(), 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
+        assert_eq!(
+            core::mem::size_of::<RawTopology>(),
+            8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES
+        );
         assert_eq!(core::mem::offset_of!(RawOps, process), 72);
     }
 
     #[test]
     fn every_kind_has_a_name() {
         assert_eq!(kind::NAMES.len(), kind::NR as usize);
-        assert_eq!(kind::NAMES[kind::MIGRATE_TASK_RQ as usize], "migrate_task_rq");
+        assert_eq!(
+            kind::NAMES[kind::MIGRATE_TASK_RQ as usize],
+            "migrate_task_rq"
+        );
     }
 }

@@ -28,7 +28,9 @@ impl<T> FixedVec<T> {
         n: usize,
         f: impl FnMut(usize) -> Result<T, E>,
     ) -> Result<Self, E> {
-        Ok(FixedVec { items: backend::try_alloc_with(n, f)? })
+        Ok(FixedVec {
+            items: backend::try_alloc_with(n, f)?,
+        })
     }
 }
 
@@ -55,7 +57,11 @@ pub struct Ring<T> {
 impl<T> Ring<T> {
     /// Room for `capacity` items.
     pub fn with_capacity(capacity: usize) -> Result<Self, AllocError> {
-        Ok(Ring { slots: FixedVec::new_with(capacity.max(1), |_| None)?, head: 0, len: 0 })
+        Ok(Ring {
+            slots: FixedVec::new_with(capacity.max(1), |_| None)?,
+            head: 0,
+            len: 0,
+        })
     }
 
     /// Items held.
@@ -158,7 +164,11 @@ impl<V> TaskMap<V> {
     pub fn with_capacity(capacity: usize) -> Result<Self, AllocError> {
         // Keep the table at most half full so probes stay short.
         let slots = (capacity.max(1) * 2).next_power_of_two();
-        Ok(TaskMap { slots: FixedVec::new_with(slots, |_| None)?, len: 0, capacity: capacity.max(1) })
+        Ok(TaskMap {
+            slots: FixedVec::new_with(slots, |_| None)?,
+            len: 0,
+            capacity: capacity.max(1),
+        })
     }
 
     /// Items held.
@@ -200,7 +210,8 @@ impl<V> TaskMap<V> {
 
     /// The entry of `pid`.
     pub fn get(&self, pid: Pid) -> Option<&V> {
-        self.find(pid).and_then(|i| self.slots[i].as_ref().map(|(_, v)| v))
+        self.find(pid)
+            .and_then(|i| self.slots[i].as_ref().map(|(_, v)| v))
     }
 
     /// The entry of `pid`, mutably.
@@ -239,7 +250,11 @@ impl<V> TaskMap<V> {
         while let Some((p, _)) = &self.slots[i] {
             let home = self.home(*p);
             // Move it if its home is not in the cyclic range (hole, i].
-            let in_range = if hole <= i { hole < home && home <= i } else { hole < home || home <= i };
+            let in_range = if hole <= i {
+                hole < home && home <= i
+            } else {
+                hole < home || home <= i
+            };
             if !in_range {
                 self.slots[hole] = self.slots[i].take();
                 hole = i;
@@ -251,7 +266,9 @@ impl<V> TaskMap<V> {
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (Pid, &V)> + '_ {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|(p, v)| (*p, v)))
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().map(|(p, v)| (*p, v)))
     }
 }
 

@@ -48,7 +48,9 @@ impl<S: EnokiScheduler> Loaded<S> {
                 m.ret = if s.task_new(&task).is_ok() { 0 } else { -1 };
             }
             kind::TASK_WAKEUP | kind::TASK_PREEMPT => {
-                let Some(task_cpu) = self.cpu(m.task_cpu) else { return };
+                let Some(task_cpu) = self.cpu(m.task_cpu) else {
+                    return;
+                };
                 let token = Schedulable::new(m.pid, task_cpu);
                 let taken = if m.kind == kind::TASK_WAKEUP {
                     s.task_wakeup(m.pid, m.runtime, token)
@@ -117,7 +119,9 @@ impl<S: EnokiScheduler> Loaded<S> {
                 }
             }
             kind::MIGRATE_TASK_RQ => {
-                let Some(to) = self.cpu(m.task_cpu) else { return };
+                let Some(to) = self.cpu(m.task_cpu) else {
+                    return;
+                };
                 match s.migrate_task_rq(m.pid, Schedulable::new(m.pid, to)) {
                     Some(old) if old.pid() == m.pid => m.ret = 0,
                     // Another task's token was handed in: that task can no

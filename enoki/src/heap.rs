@@ -89,7 +89,9 @@ impl<K: Ord, V> TaskHeap<K, V> {
 
     /// Every entry, in heap order (not sorted).
     pub fn iter(&self) -> impl Iterator<Item = (Pid, &K, &V)> + '_ {
-        (0..self.len).filter_map(move |i| self.entry(i)).map(|e| (e.pid, &e.key, &e.value))
+        (0..self.len)
+            .filter_map(move |i| self.entry(i))
+            .map(|e| (e.pid, &e.key, &e.value))
     }
 
     /// Adds `pid` with `key` and `value`; gives them back when the heap is
@@ -99,7 +101,9 @@ impl<K: Ord, V> TaskHeap<K, V> {
             return Err((key, value));
         }
         let i = self.len;
-        let Some(slot) = self.slots.get_mut(i) else { return Err((key, value)) };
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Err((key, value));
+        };
         if self.index.insert(pid, i).is_err() {
             return Err((key, value));
         }
@@ -216,7 +220,11 @@ mod tests {
         assert_eq!(h.push(7, 30u64, 'a'), Ok(()));
         assert_eq!(h.push(3, 10, 'b'), Ok(()));
         assert_eq!(h.push(5, 10, 'c'), Ok(()));
-        assert_eq!(h.push(5, 1, 'x'), Err((1, 'x')), "a pid is held at most once");
+        assert_eq!(
+            h.push(5, 1, 'x'),
+            Err((1, 'x')),
+            "a pid is held at most once"
+        );
         assert_eq!(h.push(9, 20, 'd'), Ok(()));
         assert_eq!(h.push(11, 0, 'e'), Err((0, 'e')), "full");
         assert_eq!(h.set_key(7, 5), Some(30));

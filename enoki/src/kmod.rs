@@ -41,7 +41,11 @@ pub struct Host;
 
 impl Host {
     pub(super) fn kick_cpu(&self, cpu: CpuId, preempt: bool) {
-        let flags = if preempt { abi::kick::PREEMPT } else { abi::kick::RESCHED };
+        let flags = if preempt {
+            abi::kick::PREEMPT
+        } else {
+            abi::kick::RESCHED
+        };
         // SAFETY: Enoki-C checks the CPU number; callable from any context.
         unsafe { enoki_kick_cpu(cpu as c_int, flags) };
     }
@@ -147,7 +151,13 @@ impl Params {
         if !(500..=30_000).contains(&watchdog_ms) {
             return Err(InitError::InvalidArgument("watchdog_ms (500..=30000)"));
         }
-        Ok(Params { mode, max_tasks: max_tasks as usize, slice_ns: slice_us as u64 * 1000, timeout_ms: watchdog_ms, args })
+        Ok(Params {
+            mode,
+            max_tasks: max_tasks as usize,
+            slice_ns: slice_us as u64 * 1000,
+            timeout_ms: watchdog_ms,
+            args,
+        })
     }
 }
 
@@ -158,7 +168,10 @@ fn init_error(e: InitError) -> Error {
             code::EINVAL
         }
         InitError::OutOfMemory => {
-            super::log::emit(Level::Error, format_args!("out of memory creating the scheduler"));
+            super::log::emit(
+                Level::Error,
+                format_args!("out of memory creating the scheduler"),
+            );
             code::ENOMEM
         }
     }

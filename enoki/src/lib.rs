@@ -35,7 +35,7 @@ pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueI
 pub use services::Services;
 pub use sync::{RwLock, SpinLock};
 pub use topology::Topology;
-pub use types::{nice_to_weight, CpuId, CpuSet, Pid, PickError, PrevTask, Schedulable, TaskInfo};
+pub use types::{nice_to_weight, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 
 /// Names the scheduler this file provides; the module build (and the
 /// simulator) load it by this name. One line per scheduler file:

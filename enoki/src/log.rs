@@ -47,7 +47,10 @@ pub struct LineBuf<const N: usize> {
 impl<const N: usize> LineBuf<N> {
     /// An empty line.
     pub const fn new() -> Self {
-        LineBuf { buf: [0; N], len: 0 }
+        LineBuf {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     /// The text written so far.

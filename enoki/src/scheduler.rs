@@ -5,7 +5,7 @@
 use super::collections::AllocError;
 use super::services::Services;
 use super::topology::Topology;
-use super::types::{CpuId, CpuSet, Pid, PickError, PrevTask, Schedulable, TaskInfo};
+use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 
 /// Why a scheduler could not be created; the module load fails with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,11 +38,21 @@ pub struct Args<'a>(pub &'a str);
 
 impl<'a> Args<'a> {
     fn value(&self, key: &str) -> Option<&'a str> {
-        self.0.split(',').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k.trim() == key).map(|(_, v)| v.trim())
+        self.0
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim())
     }
 
     /// An integer parameter within `min..=max`, `default` when absent.
-    pub fn u64_in(&self, key: &'static str, default: u64, min: u64, max: u64) -> Result<u64, InitError> {
+    pub fn u64_in(
+        &self,
+        key: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, InitError> {
         match self.value(key) {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
@@ -114,7 +124,13 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
 
     /// A running task was preempted (slice over, kicked) or yielded, and is
     /// still runnable.
-    fn task_preempt(&self, pid: Pid, runtime: u64, yielded: bool, sched: Schedulable) -> Result<(), Schedulable>;
+    fn task_preempt(
+        &self,
+        pid: Pid,
+        runtime: u64,
+        yielded: bool,
+        sched: Schedulable,
+    ) -> Result<(), Schedulable>;
 
     /// A task left the runnable set (it slept if `sleeping`, otherwise it is
     /// being changed and will wake again). Drop any token held for it.
@@ -172,7 +188,10 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     }
 
     /// Live upgrade: start from the previous version's state.
-    fn reregister_init(ctx: &InitContext<'_>, _state: Option<Self::UpgradeState>) -> Result<Self, InitError> {
+    fn reregister_init(
+        ctx: &InitContext<'_>,
+        _state: Option<Self::UpgradeState>,
+    ) -> Result<Self, InitError> {
         Self::init(ctx)
     }
 }
@@ -191,7 +210,10 @@ mod tests {
         assert_eq!(a.u64_in("period_us", 1, 1, 10_000), Ok(6000));
         assert_eq!(a.u64_in("min_gran_us", 1, 1, 10_000), Ok(750));
         assert_eq!(a.u64_in("absent", 42, 1, 100), Ok(42));
-        assert_eq!(a.u64_in("period_us", 1, 1, 10), Err(InitError::InvalidArgument("period_us")));
+        assert_eq!(
+            a.u64_in("period_us", 1, 1, 10),
+            Err(InitError::InvalidArgument("period_us"))
+        );
         assert!(a.check_known(&["period_us", "min_gran_us"]).is_ok());
         assert!(a.check_known(&["period_us"]).is_err());
         assert!(Args("").check_known(&[]).is_ok());

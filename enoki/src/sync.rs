@@ -45,14 +45,21 @@ unsafe impl<T: Send> Send for SpinLock<T> {}
 impl<T> SpinLock<T> {
     /// An unlocked lock holding `value`.
     pub const fn new(value: T) -> Self {
-        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        SpinLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// Spins until the lock is free, then holds it until the guard drops.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         hooks::acquiring(self as *const _ as usize);
         loop {
-            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 break;
             }
             while self.locked.load(Ordering::Relaxed) {
@@ -65,7 +72,9 @@ impl<T> SpinLock<T> {
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
-        self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
         hooks::acquired(self as *const _ as usize);
         Some(SpinLockGuard { lock: self })
     }
@@ -119,7 +128,10 @@ unsafe impl<T: Send> Send for RwLock<T> {}
 impl<T> RwLock<T> {
     /// An unlocked lock holding `value`.
     pub const fn new(value: T) -> Self {
-        RwLock { state: AtomicU32::new(0), value: UnsafeCell::new(value) }
+        RwLock {
+            state: AtomicU32::new(0),
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// Shared access; spins while a writer holds or waits for the lock.
@@ -128,7 +140,10 @@ impl<T> RwLock<T> {
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & WRITER == 0
-                && self.state.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && self
+                    .state
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
             {
                 break;
             }
@@ -145,7 +160,10 @@ impl<T> RwLock<T> {
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & WRITER == 0
-                && self.state.compare_exchange_weak(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && self
+                    .state
+                    .compare_exchange_weak(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
             {
                 break;
             }

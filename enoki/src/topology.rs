@@ -27,12 +27,19 @@ impl Topology {
             return Err(InitError::InvalidArgument("topology"));
         }
         let ok = raw.cpus[..n].iter().all(|c| {
-            (c.core as usize) < n && (c.llc as usize) < n && (c.node as usize) < nodes && c.package >= 0
+            (c.core as usize) < n
+                && (c.llc as usize) < n
+                && (c.node as usize) < nodes
+                && c.package >= 0
         });
         if !ok {
             return Err(InitError::InvalidArgument("topology"));
         }
-        Ok(Self::build(FixedVec::new_with(n, |i| raw.cpus[i])?, nodes, raw.distance)?)
+        Ok(Self::build(
+            FixedVec::new_with(n, |i| raw.cpus[i])?,
+            nodes,
+            raw.distance,
+        )?)
     }
 
     fn build(
@@ -53,7 +60,13 @@ impl Topology {
             }
             set
         })?;
-        Ok(Topology { cpus, nr_nodes, distance, llc_sets, node_sets })
+        Ok(Topology {
+            cpus,
+            nr_nodes,
+            distance,
+            llc_sets,
+            node_sets,
+        })
     }
 
     /// Writes this topology into `raw` (for traces and simulators).
@@ -66,12 +79,21 @@ impl Topology {
 
     /// A copy (allocates: call at init only).
     pub fn try_clone(&self) -> Result<Self, AllocError> {
-        Self::build(FixedVec::new_with(self.cpus.len(), |i| self.cpus[i])?, self.nr_nodes, self.distance)
+        Self::build(
+            FixedVec::new_with(self.cpus.len(), |i| self.cpus[i])?,
+            self.nr_nodes,
+            self.distance,
+        )
     }
 
     /// `sockets` packages of `cores` cores of `threads` SMT threads each,
     /// one LLC and one NUMA node per socket, remote distance `remote`.
-    pub fn symmetric(sockets: usize, cores: usize, threads: usize, remote: u8) -> Result<Self, AllocError> {
+    pub fn symmetric(
+        sockets: usize,
+        cores: usize,
+        threads: usize,
+        remote: u8,
+    ) -> Result<Self, AllocError> {
         let per_socket = (cores * threads).max(1);
         let n = (sockets.max(1) * per_socket).min(MAX_CPUS);
         let nr_nodes = sockets.clamp(1, MAX_NODES);
@@ -161,7 +183,10 @@ mod tests {
         assert_eq!(t.node_of(5), 1);
         assert_eq!(t.distance(0, 5), 21);
         assert_eq!(t.distance(4, 5), 10);
-        assert_eq!(t.llc_cpus(6).iter().collect::<std::vec::Vec<_>>(), [4, 5, 6, 7]);
+        assert_eq!(
+            t.llc_cpus(6).iter().collect::<std::vec::Vec<_>>(),
+            [4, 5, 6, 7]
+        );
         let mut raw = RawTopology::default();
         t.fill_raw(&mut raw);
         let back = Topology::from_raw(&raw).unwrap();

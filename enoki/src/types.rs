@@ -24,7 +24,11 @@ pub struct Schedulable {
 impl Schedulable {
     /// Visible to libEnoki only (`super` is libEnoki's root in both builds).
     pub(super) fn new(pid: Pid, cpu: CpuId) -> Self {
-        Schedulable { pid, cpu, slice_ns: 0 }
+        Schedulable {
+            pid,
+            cpu,
+            slice_ns: 0,
+        }
     }
 
     /// The task this token is for.
@@ -62,7 +66,9 @@ pub struct CpuSet {
 impl CpuSet {
     /// The empty set.
     pub const fn empty() -> Self {
-        CpuSet { bits: [0; CPUMASK_WORDS] }
+        CpuSet {
+            bits: [0; CPUMASK_WORDS],
+        }
     }
 
     /// CPUs `0..n`.
@@ -212,8 +218,9 @@ mod tests {
 /// CFS weights by nice value, `NICE_TO_WEIGHT[(nice + 20) as usize]`
 /// (the kernel's `sched_prio_to_weight`): each step is about 10 % CPU.
 pub const NICE_TO_WEIGHT: [u32; 40] = [
-    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904, 3906, 3121, 2501,
-    1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904,
+    3906, 3121, 2501, 1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87,
+    70, 56, 45, 36, 29, 23, 18, 15,
 ];
 
 /// CFS weight of `nice` (clamped to -20..=19).

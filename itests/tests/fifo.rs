@@ -10,14 +10,18 @@ use serial_test::serial;
 fn field<'a>(r: &'a Run, key: &str) -> &'a str {
     r.output
         .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix([' ', ':', '='])))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix([' ', ':', '=']))
+        })
         .map(str::trim)
         .unwrap_or_else(|| panic!("no '{key}' in guest output:\n{}", r.output))
 }
 
 fn number(r: &Run, key: &str) -> u64 {
     let v = field(r, key);
-    v.parse().unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
+    v.parse()
+        .unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
 }
 
 /// Prints Enoki's status files as `name value` lines, prefixed.
@@ -50,17 +54,40 @@ echo scx-state $(cat /sys/kernel/sched_ext/state)
     );
     let r = it::run_ok(&script);
     assert_eq!(field(&r, "stress-exit"), "0");
-    assert!(r.output.contains("successful run completed"), "{}", r.output);
+    assert!(
+        r.output.contains("successful run completed"),
+        "{}",
+        r.output
+    );
     assert!(r.output.contains("forkexec-done") && r.output.contains("spinner-done"));
     assert_eq!(field(&r, "during.scheduler"), "fifo");
-    assert_eq!(field(&r, "during.state"), "enabled", "ejected: {}", field(&r, "during.last_exit"));
-    for msg in ["task_new", "task_wakeup", "pick_next_task", "task_blocked", "task_tick", "select_task_rq"] {
-        assert!(number(&r, &format!("during.{msg}")) > 0, "no {msg} messages");
+    assert_eq!(
+        field(&r, "during.state"),
+        "enabled",
+        "ejected: {}",
+        field(&r, "during.last_exit")
+    );
+    for msg in [
+        "task_new",
+        "task_wakeup",
+        "pick_next_task",
+        "task_blocked",
+        "task_tick",
+        "select_task_rq",
+    ] {
+        assert!(
+            number(&r, &format!("during.{msg}")) > 0,
+            "no {msg} messages"
+        );
     }
     assert_eq!(number(&r, "during.pick_errors"), 0);
     assert_eq!(field(&r, "after.state"), "none");
     assert_eq!(field(&r, "after.last_exit"), "unregistered from user space");
-    assert_eq!(field(&r, "scx-state"), "disabled", "tasks must be back on CFS");
+    assert_eq!(
+        field(&r, "scx-state"),
+        "disabled",
+        "tasks must be back on CFS"
+    );
 }
 
 #[test]
@@ -115,12 +142,31 @@ enoki unload
     );
     let r = it::run_ok(&script);
     assert_eq!(field(&r, "mode"), "opt-in");
-    assert!(field(&r, "plain-policy").starts_with("0 "), "plain task: {}", field(&r, "plain-policy"));
-    assert!(field(&r, "optin-policy").starts_with("7 "), "opt-in task: {}", field(&r, "optin-policy"));
-    assert_eq!(field(&r, "plain-new"), "0", "a plain task must not enter Enoki");
-    assert!(number(&r, "optin-new") >= 1, "an opt-in task must enter Enoki");
+    assert!(
+        field(&r, "plain-policy").starts_with("0 "),
+        "plain task: {}",
+        field(&r, "plain-policy")
+    );
+    assert!(
+        field(&r, "optin-policy").starts_with("7 "),
+        "opt-in task: {}",
+        field(&r, "optin-policy")
+    );
+    assert_eq!(
+        field(&r, "plain-new"),
+        "0",
+        "a plain task must not enter Enoki"
+    );
+    assert!(
+        number(&r, "optin-new") >= 1,
+        "an opt-in task must enter Enoki"
+    );
     let order: Vec<&str> = r.output.lines().filter(|l| l.ends_with("-done")).collect();
-    assert_eq!(order, ["enoki-done", "cfs-done"], "the opt-in spinner must get the CPU first");
+    assert_eq!(
+        order,
+        ["enoki-done", "cfs-done"],
+        "the opt-in spinner must get the CPU first"
+    );
     assert_eq!(field(&r, "opt.state"), "enabled");
 }
 
@@ -140,8 +186,15 @@ echo unloaded
 "#
     );
     let r = it::run_ok(&script);
-    assert!(r.output.contains("successful run completed"), "{}", r.output);
-    assert!(number(&r, "bad.pick_errors") > 0, "wrong tokens must be counted");
+    assert!(
+        r.output.contains("successful run completed"),
+        "{}",
+        r.output
+    );
+    assert!(
+        number(&r, "bad.pick_errors") > 0,
+        "wrong tokens must be counted"
+    );
     assert_eq!(field(&r, "bad.state"), "enabled");
     assert!(r.output.contains("unloaded"));
 }
@@ -165,14 +218,41 @@ enoki unload 2>&1 | sed 's/^/none: /'
 check end
 "#;
     let r = it::run_ok(script);
-    assert!(field(&r, "unknown").contains("unknown scheduler 'nosuch'"), "{}", r.output);
-    assert!(field(&r, "range").contains("rejected its parameters"), "{}", r.output);
+    assert!(
+        field(&r, "unknown").contains("unknown scheduler 'nosuch'"),
+        "{}",
+        r.output
+    );
+    assert!(
+        field(&r, "range").contains("rejected its parameters"),
+        "{}",
+        r.output
+    );
     assert!(field(&r, "dmesg").contains("max_tasks"), "{}", r.output);
-    assert!(field(&r, "args").contains("rejected its parameters"), "{}", r.output);
-    assert!(field(&r, "second").contains("already loaded"), "{}", r.output);
-    assert!(field(&r, "none").contains("no scheduler is loaded"), "{}", r.output);
+    assert!(
+        field(&r, "args").contains("rejected its parameters"),
+        "{}",
+        r.output
+    );
+    assert!(
+        field(&r, "second").contains("already loaded"),
+        "{}",
+        r.output
+    );
+    assert!(
+        field(&r, "none").contains("no scheduler is loaded"),
+        "{}",
+        r.output
+    );
     for when in ["after-range", "after-args", "end"] {
-        assert_eq!(field(&r, when), "scheduler=[] state=none scx=disabled", "{when}");
+        assert_eq!(
+            field(&r, when),
+            "scheduler=[] state=none scx=disabled",
+            "{when}"
+        );
     }
-    assert_eq!(field(&r, "with-fifo"), "scheduler=[fifo] state=enabled scx=enabled");
+    assert_eq!(
+        field(&r, "with-fifo"),
+        "scheduler=[fifo] state=enabled scx=enabled"
+    );
 }

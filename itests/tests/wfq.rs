@@ -40,9 +40,18 @@ echo scx-state $(cat /sys/kernel/sched_ext/state)
 "#
     );
     let r = it::run_ok(&script);
-    assert_eq!(field(&r, "wfq.state"), "enabled", "WFQ was ejected: {}", field(&r, "wfq.last_exit"));
+    assert_eq!(
+        field(&r, "wfq.state"),
+        "enabled",
+        "WFQ was ejected: {}",
+        field(&r, "wfq.last_exit")
+    );
     assert_eq!(field(&r, "wfq.pick_errors"), "0");
-    assert_eq!(field(&r, "scx-state"), "disabled", "tasks must be back on the default scheduler");
+    assert_eq!(
+        field(&r, "scx-state"),
+        "disabled",
+        "tasks must be back on the default scheduler"
+    );
     r
 }
 
@@ -56,7 +65,9 @@ fn field<'a>(r: &'a Run, key: &str) -> &'a str {
 }
 
 fn counter(r: &Run, name: &str) -> u64 {
-    field(r, &format!("wfq.counter.{name}")).parse().expect("counter value")
+    field(r, &format!("wfq.counter.{name}"))
+        .parse()
+        .expect("counter value")
 }
 
 /// One output line of `enoki-spin` as `key -> value` (`task 3 tid 140 ...`
@@ -66,10 +77,14 @@ struct Line(HashMap<String, String>);
 
 impl Line {
     fn get(&self, key: &str) -> &str {
-        self.0.get(key).unwrap_or_else(|| panic!("no {key} in {:?}", self.0))
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {:?}", self.0))
     }
     fn f(&self, key: &str) -> f64 {
-        self.get(key).parse().unwrap_or_else(|_| panic!("{key} is not a number in {:?}", self.0))
+        self.get(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number in {:?}", self.0))
     }
 }
 
@@ -88,11 +103,25 @@ fn lines(r: &Run, sched: &str, nth: usize, kind: &str) -> Vec<Line> {
         }
         if run == Some(nth) && *first == kind {
             // `task N k v ...` and `round N k v ...` carry a value after the kind.
-            let pairs = if ["task", "round"].contains(first) { &words[..] } else { &words[1..] };
-            out.push(Line(pairs.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].into(), c[1].into())).collect()));
+            let pairs = if ["task", "round"].contains(first) {
+                &words[..]
+            } else {
+                &words[1..]
+            };
+            out.push(Line(
+                pairs
+                    .chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| (c[0].into(), c[1].into()))
+                    .collect(),
+            ));
         }
     }
-    assert!(!out.is_empty(), "no '{kind}' lines for {sched} run {nth} in:\n{}", r.output);
+    assert!(
+        !out.is_empty(),
+        "no '{kind}' lines for {sched} run {nth} in:\n{}",
+        r.output
+    );
     out
 }
 
@@ -112,7 +141,9 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 fn spread(v: &[f64]) -> f64 {
-    let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+    let (min, max) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
     max / min
 }
 
@@ -133,22 +164,50 @@ fn five_tasks_share_one_cpu_fairly_like_cfs() {
     );
     let mut ratios = HashMap::new();
     for s in ["cfs", "wfq"] {
-        let apart: Vec<f64> = lines(&r, s, 0, "task").iter().map(|t| t.f("wall_ms")).collect();
-        let together: Vec<f64> = lines(&r, s, 1, "task").iter().map(|t| t.f("wall_ms")).collect();
+        let apart: Vec<f64> = lines(&r, s, 0, "task")
+            .iter()
+            .map(|t| t.f("wall_ms"))
+            .collect();
+        let together: Vec<f64> = lines(&r, s, 1, "task")
+            .iter()
+            .map(|t| t.f("wall_ms"))
+            .collect();
         assert_eq!((apart.len(), together.len()), (5, 5));
         println!("{s}: apart {apart:?} ms, pinned {together:?} ms");
-        assert!(spread(&apart) <= 1.05, "{s}: tasks on separate CPUs finish within 5 %: {apart:?}");
-        assert!(mean(&apart) <= CPU_MS * 1.10, "{s}: alone on a CPU a task finishes in about its CPU time: {apart:?}");
-        assert!(spread(&together) <= 1.05, "{s}: tasks sharing a CPU finish within 5 %: {together:?}");
+        assert!(
+            spread(&apart) <= 1.05,
+            "{s}: tasks on separate CPUs finish within 5 %: {apart:?}"
+        );
+        assert!(
+            mean(&apart) <= CPU_MS * 1.10,
+            "{s}: alone on a CPU a task finishes in about its CPU time: {apart:?}"
+        );
+        assert!(
+            spread(&together) <= 1.05,
+            "{s}: tasks sharing a CPU finish within 5 %: {together:?}"
+        );
         for t in lines(&r, s, 1, "task") {
-            assert_eq!(t.get("cpus"), "3", "{s}: a pinned task ran elsewhere: {t:?}");
+            assert_eq!(
+                t.get("cpus"),
+                "3",
+                "{s}: a pinned task ran elsewhere: {t:?}"
+            );
         }
         let ratio = mean(&together) / mean(&apart);
-        assert!((4.5..=5.5).contains(&ratio), "{s}: five tasks on one CPU take about 5x as long, got {ratio:.2}");
+        assert!(
+            (4.5..=5.5).contains(&ratio),
+            "{s}: five tasks on one CPU take about 5x as long, got {ratio:.2}"
+        );
         ratios.insert(s, ratio);
     }
-    println!("pinned/apart: cfs {:.3}, wfq {:.3}", ratios["cfs"], ratios["wfq"]);
-    assert!(within(ratios["wfq"], ratios["cfs"], 0.05), "WFQ's slowdown from sharing differs from CFS's by > 5 %: {ratios:?}");
+    println!(
+        "pinned/apart: cfs {:.3}, wfq {:.3}",
+        ratios["cfs"], ratios["wfq"]
+    );
+    assert!(
+        within(ratios["wfq"], ratios["cfs"], 0.05),
+        "WFQ's slowdown from sharing differs from CFS's by > 5 %: {ratios:?}"
+    );
 }
 
 /// B: one of five tasks sharing a CPU at nice 19: the other four finish
@@ -162,27 +221,48 @@ fn nice_19_task_gets_its_weight_share_like_cfs() {
     let mut order = HashMap::new();
     for s in ["cfs", "wfq"] {
         let tasks = lines(&r, s, 0, "task");
-        let (normal, low): (Vec<&Line>, Vec<&Line>) = tasks.iter().partition(|t| t.get("nice") == "0");
+        let (normal, low): (Vec<&Line>, Vec<&Line>) =
+            tasks.iter().partition(|t| t.get("nice") == "0");
         assert_eq!((normal.len(), low.len()), (4, 1));
         let low = low[0];
         let walls: Vec<f64> = normal.iter().map(|t| t.f("wall_ms")).collect();
-        assert!(spread(&walls) <= 1.05, "{s}: the nice-0 tasks finish within 5 %: {walls:?}");
+        assert!(
+            spread(&walls) <= 1.05,
+            "{s}: the nice-0 tasks finish within 5 %: {walls:?}"
+        );
         let last = walls.iter().cloned().fold(f64::MIN, f64::max);
-        assert!(low.f("wall_ms") > last, "{s}: the nice-19 task must finish last: {tasks:?}");
+        assert!(
+            low.f("wall_ms") > last,
+            "{s}: the nice-19 task must finish last: {tasks:?}"
+        );
         // CPU time when the first task finished: all five competed until then.
-        let normal_cpu = mean(&normal.iter().map(|t| t.f("cpu_at_first_ms")).collect::<Vec<_>>());
+        let normal_cpu = mean(
+            &normal
+                .iter()
+                .map(|t| t.f("cpu_at_first_ms"))
+                .collect::<Vec<_>>(),
+        );
         let share = low.f("cpu_at_first_ms") / normal_cpu;
         println!("{s}: nice-0 finish {walls:?} ms, nice-19 {} ms; share {share:.5} (weights {expected:.5})", low.f("wall_ms"));
         // The weight ratio is WFQ's contract. CFS is the reference for
         // behaviour, not for exact weights: its minimum granularity gives a
         // nice-19 task 5-11 % less than its weight here, so it is reported only.
         if s == "wfq" {
-            assert!(within(share, expected, 0.10), "{s}: nice-19/nice-0 CPU share {share:.5}, weights say {expected:.5}");
+            assert!(
+                within(share, expected, 0.10),
+                "{s}: nice-19/nice-0 CPU share {share:.5}, weights say {expected:.5}"
+            );
         }
         order.insert(s, mean(&walls) / low.f("wall_ms"));
     }
-    assert!(within(order["wfq"], order["cfs"], 0.05), "nice-0 vs nice-19 finishing times differ from CFS: {order:?}");
-    assert!(counter(&r, "task_prio_changed") > 0, "the renice must reach WFQ");
+    assert!(
+        within(order["wfq"], order["cfs"], 0.05),
+        "nice-0 vs nice-19 finishing times differ from CFS: {order:?}"
+    );
+    assert!(
+        counter(&r, "task_prio_changed") > 0,
+        "the renice must reach WFQ"
+    );
 }
 
 /// C: one task per CPU, then one is forced onto another's CPU: every task
@@ -206,16 +286,40 @@ fn a_forced_move_is_rebalanced_like_cfs() {
         assert_eq!(summary.get("finished"), "8", "{s}: every task finishes");
         assert_eq!(tasks.len(), 8);
         let to: usize = head.get("moved_to").parse().expect("task 0 moved");
-        assert_ne!(head.get("moved_from"), head.get("moved_to"), "{s}: the move must change CPUs");
-        assert!(cpu_list(tasks[0].get("cpus")).contains(&to), "{s}: task 0 ran on {to}: {:?}", tasks[0]);
+        assert_ne!(
+            head.get("moved_from"),
+            head.get("moved_to"),
+            "{s}: the move must change CPUs"
+        );
+        assert!(
+            cpu_list(tasks[0].get("cpus")).contains(&to),
+            "{s}: task 0 ran on {to}: {:?}",
+            tasks[0]
+        );
         let waits: Vec<f64> = tasks.iter().map(|t| t.f("wait_ms")).collect();
         let walls: Vec<f64> = tasks.iter().map(|t| t.f("wall_ms")).collect();
-        println!("{s}: moved {}->{to}; waits {waits:?} ms; total {}", head.get("moved_from"), summary.get("total_wait_ms"));
-        assert!(walls.iter().all(|w| *w <= CPU_MS * 1.10), "{s}: every task finishes in about its CPU time: {walls:?}");
-        assert!(waits.iter().all(|w| *w <= MAX_WAIT_MS), "{s}: a task waited longer than {MAX_WAIT_MS} ms: {waits:?}");
-        assert!(summary.f("total_wait_ms") <= MAX_TOTAL_WAIT_MS, "{s}: total waiting {summary:?}");
+        println!(
+            "{s}: moved {}->{to}; waits {waits:?} ms; total {}",
+            head.get("moved_from"),
+            summary.get("total_wait_ms")
+        );
+        assert!(
+            walls.iter().all(|w| *w <= CPU_MS * 1.10),
+            "{s}: every task finishes in about its CPU time: {walls:?}"
+        );
+        assert!(
+            waits.iter().all(|w| *w <= MAX_WAIT_MS),
+            "{s}: a task waited longer than {MAX_WAIT_MS} ms: {waits:?}"
+        );
+        assert!(
+            summary.f("total_wait_ms") <= MAX_TOTAL_WAIT_MS,
+            "{s}: total waiting {summary:?}"
+        );
     }
-    assert!(counter(&r, "migrate_task_rq") > 0, "WFQ must have moved a task by stealing");
+    assert!(
+        counter(&r, "migrate_task_rq") > 0,
+        "WFQ must have moved a task by stealing"
+    );
 }
 
 /// D: NUMA. Node 0 has one idle (spare) CPU, node 1 is idle; a task waits on
@@ -233,22 +337,35 @@ fn a_forced_move_is_rebalanced_like_cfs() {
 #[serial]
 fn waiting_task_is_stolen_within_its_numa_node() {
     const ROUNDS: usize = 7;
-    let r = both(&format!("run enoki-spin numa --rounds {ROUNDS} --cpu-ms 300"));
+    let r = both(&format!(
+        "run enoki-spin numa --rounds {ROUNDS} --cpu-ms 300"
+    ));
     let mut median_ms = HashMap::new();
     for s in ["cfs", "wfq"] {
         let rounds = lines(&r, s, 0, "round");
         assert_eq!(rounds.len(), ROUNDS);
         let mut after: Vec<f64> = Vec::new();
         for round in &rounds {
-            assert_ne!(round.get("first_cpu"), "none", "{s}: the waiting task was never moved: {round:?}");
+            assert_ne!(
+                round.get("first_cpu"),
+                "none",
+                "{s}: the waiting task was never moved: {round:?}"
+            );
             after.push(round.f("after_ms"));
         }
         after.sort_by(f64::total_cmp);
         median_ms.insert(s, after[ROUNDS / 2]);
-        let stayed = rounds.iter().filter(|x| x.get("first_node") == "0" && x.get("remote_cpus") == "0").count();
+        let stayed = rounds
+            .iter()
+            .filter(|x| x.get("first_node") == "0" && x.get("remote_cpus") == "0")
+            .count();
         println!("{s}: stayed on node 0 in {stayed}/{ROUNDS} rounds; time to move {after:?} ms; {rounds:?}");
         if s == "wfq" {
-            assert!(stayed + 1 >= ROUNDS, "WFQ moved the task off its node in {} of {ROUNDS} rounds: {rounds:?}", ROUNDS - stayed);
+            assert!(
+                stayed + 1 >= ROUNDS,
+                "WFQ moved the task off its node in {} of {ROUNDS} rounds: {rounds:?}",
+                ROUNDS - stayed
+            );
         }
     }
     assert!(

@@ -52,7 +52,13 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at {:.3} ms: {:?}: {}", self.time_ns as f64 / 1e6, self.kind, self.detail)
+        write!(
+            f,
+            "at {:.3} ms: {:?}: {}",
+            self.time_ns as f64 / 1e6,
+            self.kind,
+            self.detail
+        )
     }
 }
 
@@ -106,7 +112,11 @@ impl Checker {
 
     pub fn report(&mut self, time_ns: u64, kind: ViolationKind, detail: String) {
         if self.found.len() < self.max {
-            self.found.push(Violation { time_ns, kind, detail });
+            self.found.push(Violation {
+                time_ns,
+                kind,
+                detail,
+            });
         } else {
             self.dropped += 1;
         }
@@ -114,11 +124,17 @@ impl Checker {
 
     /// The stall bound with `runnable` tasks waiting.
     pub fn stall_bound(&self, runnable: usize) -> u64 {
-        self.stall_ns.unwrap_or_else(|| (250_000_000u64).max(2 * runnable as u64 * self.slice_ns))
+        self.stall_ns
+            .unwrap_or_else(|| (250_000_000u64).max(2 * runnable as u64 * self.slice_ns))
     }
 
     pub fn check(&mut self, s: &Snapshot<'_>) {
-        let mut seen: Vec<(Pid, CpuId)> = s.running.iter().enumerate().filter_map(|(c, p)| p.map(|p| (p, c))).collect();
+        let mut seen: Vec<(Pid, CpuId)> = s
+            .running
+            .iter()
+            .enumerate()
+            .filter_map(|(c, p)| p.map(|p| (p, c)))
+            .collect();
         seen.sort_unstable();
         for w in seen.windows(2) {
             if w[0].0 == w[1].0 {

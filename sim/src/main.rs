@@ -14,12 +14,18 @@ use clap::{Args, Parser, Subcommand};
 use enoki_sim::registry::{self, SCHEDULERS};
 use enoki_sim::replay::{describe_record, ReplayOptions};
 use enoki_sim::sim::{trace_header, Recorder, SimConfig};
-use enoki_sim::spec::{ForkStorm, Machine, PingPong, RequestClass, Requests, Sleeper, Spec, Spinner};
+use enoki_sim::spec::{
+    ForkStorm, Machine, PingPong, RequestClass, Requests, Sleeper, Spec, Spinner,
+};
 use enoki_sim::trace::{self, TraceHeader, TraceReader, TraceWriter};
 use enoki_sim::{perfetto, spec::AffinityChange, spec::Renice};
 
 #[derive(Parser)]
-#[command(name = "enoki-sim", version, about = "Simulate Enoki schedulers; record and replay .enk traces")]
+#[command(
+    name = "enoki-sim",
+    version,
+    about = "Simulate Enoki schedulers; record and replay .enk traces"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -183,14 +189,21 @@ fn split<const N: usize>(s: &str, what: &str, min: usize) -> Result<Vec<String>>
 }
 
 fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
-    s.trim().parse::<T>().map_err(|_| anyhow::anyhow!("bad number {s:?} in {what}"))
+    s.trim()
+        .parse::<T>()
+        .map_err(|_| anyhow::anyhow!("bad number {s:?} in {what}"))
 }
 
 fn mix(s: &str) -> Result<Vec<RequestClass>> {
     s.split(',')
         .map(|c| {
-            let (w, us) = c.split_once(':').with_context(|| format!("bad --mix class {c:?}: want WEIGHT:US"))?;
-            Ok(RequestClass { weight: num(w, "--mix")?, service_us: num(us, "--mix")? })
+            let (w, us) = c
+                .split_once(':')
+                .with_context(|| format!("bad --mix class {c:?}: want WEIGHT:US"))?;
+            Ok(RequestClass {
+                weight: num(w, "--mix")?,
+                service_us: num(us, "--mix")?,
+            })
         })
         .collect()
 }
@@ -202,11 +215,22 @@ impl RunArgs {
             Some(path) => Spec::load(path)?,
             None => Spec::default(),
         };
-        let name = |base: &str, i: usize| if i == 0 { base.to_owned() } else { format!("{base}{i}") };
+        let name = |base: &str, i: usize| {
+            if i == 0 {
+                base.to_owned()
+            } else {
+                format!("{base}{i}")
+            }
+        };
         for (i, f) in self.spin.iter().enumerate() {
             let p = split::<2>(f, "--spin", 1)?;
             let nice = p.get(1).map(|n| num(n, "--spin")).transpose()?.unwrap_or(0);
-            s.spinners.push(Spinner { name: name("cli-spin", i), count: num(&p[0], "--spin")?, nice, cpus: None });
+            s.spinners.push(Spinner {
+                name: name("cli-spin", i),
+                count: num(&p[0], "--spin")?,
+                nice,
+                cpus: None,
+            });
         }
         for (i, f) in self.sleep.iter().enumerate() {
             let p = split::<3>(f, "--sleep", 3)?;
@@ -221,7 +245,11 @@ impl RunArgs {
         }
         for (i, f) in self.pingpong.iter().enumerate() {
             let p = split::<2>(f, "--pingpong", 1)?;
-            let work_us = p.get(1).map(|n| num(n, "--pingpong")).transpose()?.unwrap_or(5);
+            let work_us = p
+                .get(1)
+                .map(|n| num(n, "--pingpong"))
+                .transpose()?
+                .unwrap_or(5);
             s.pingpongs.push(PingPong {
                 name: name("cli-pipe", i),
                 pairs: num(&p[0], "--pingpong")?,
@@ -237,7 +265,11 @@ impl RunArgs {
                 every_us: num(&p[0], "--forks")?,
                 burst: num(&p[1], "--forks")?,
                 run_us: num(&p[2], "--forks")?,
-                limit: p.get(3).map(|n| num(n, "--forks")).transpose()?.unwrap_or(0),
+                limit: p
+                    .get(3)
+                    .map(|n| num(n, "--forks"))
+                    .transpose()?
+                    .unwrap_or(0),
                 nice: 0,
             });
         }
@@ -274,7 +306,10 @@ impl RunArgs {
             });
         }
         if let Some(m) = &self.machine {
-            s.machine = Machine { numa_distance: s.machine.numa_distance, ..Machine::parse(m)? };
+            s.machine = Machine {
+                numa_distance: s.machine.numa_distance,
+                ..Machine::parse(m)?
+            };
         }
         let r = &mut s.run;
         r.duration_ms = self.duration_ms.unwrap_or(r.duration_ms);
@@ -298,15 +333,22 @@ fn run(a: RunArgs) -> Result<u8> {
         return Ok(0);
     }
     if random && !a.json {
-        eprintln!("no workload given: running the random workload of seed {} (--print-spec shows it)", a.seed);
+        eprintln!(
+            "no workload given: running the random workload of seed {} (--print-spec shows it)",
+            a.seed
+        );
     }
     let mut cfg = SimConfig::new(spec.clone(), a.seed, entry.props);
     cfg.timeline = a.perfetto.is_some();
     cfg.check = !a.no_check;
     let recorder = match &a.record {
         Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            let r = Recorder::new(std::io::BufWriter::new(file), trace_header(entry.name, &spec)?)?;
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let r = Recorder::new(
+                std::io::BufWriter::new(file),
+                trace_header(entry.name, &spec)?,
+            )?;
             cfg.record = Some(r.sink());
             Some(r)
         }
@@ -314,10 +356,16 @@ fn run(a: RunArgs) -> Result<u8> {
     };
     let out = (entry.simulate)(cfg)?;
     if let (Some(r), Some(path)) = (recorder, &a.record) {
-        r.finish().with_context(|| format!("writing {}", path.display()))?;
+        r.finish()
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &a.perfetto {
-        let doc = perfetto::to_json(out.report.nr_cpus, &out.timeline, &out.names, &out.report.violations);
+        let doc = perfetto::to_json(
+            out.report.nr_cpus,
+            &out.timeline,
+            &out.names,
+            &out.report.violations,
+        );
         perfetto::write(path, &doc)?;
     }
     if a.json {
@@ -338,19 +386,36 @@ fn run(a: RunArgs) -> Result<u8> {
 }
 
 fn replay(a: ReplayArgs) -> Result<u8> {
-    let mut reader = TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
+    let mut reader =
+        TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
     let header = reader.header().clone();
     let name = a.sched.clone().unwrap_or_else(|| header.scheduler.clone());
-    let entry = registry::find(&name)
-        .with_context(|| format!("the trace was recorded with scheduler {:?}", header.scheduler))?;
-    let opts = ReplayOptions { context: a.context, timeline: a.perfetto.is_some() };
-    let run = if a.by_locks { entry.replay_by_locks } else { entry.replay };
+    let entry = registry::find(&name).with_context(|| {
+        format!(
+            "the trace was recorded with scheduler {:?}",
+            header.scheduler
+        )
+    })?;
+    let opts = ReplayOptions {
+        context: a.context,
+        timeline: a.perfetto.is_some(),
+    };
+    let run = if a.by_locks {
+        entry.replay_by_locks
+    } else {
+        entry.replay
+    };
     let rep = run(&header, &mut reader, &opts)?;
     for n in &rep.notices {
         eprintln!("notice: {n}");
     }
     if let (Some(path), Some(slices)) = (&a.perfetto, &rep.timeline) {
-        let doc = perfetto::to_json(header.topology.nr_cpus as usize, slices, &BTreeMap::new(), &[]);
+        let doc = perfetto::to_json(
+            header.topology.nr_cpus as usize,
+            slices,
+            &BTreeMap::new(),
+            &[],
+        );
         perfetto::write(path, &doc)?;
     }
     if a.json {
@@ -381,7 +446,11 @@ fn replay(a: ReplayArgs) -> Result<u8> {
         }
     }
     if let Some(e) = &rep.read_error {
-        eprintln!("error: {}: {e} (replayed the {} messages before it)", a.trace.display(), rep.messages);
+        eprintln!(
+            "error: {}: {e} (replayed the {} messages before it)",
+            a.trace.display(),
+            rep.messages
+        );
     }
     Ok(match (&rep.divergence, &rep.read_error) {
         (Some(_), _) => 1,
@@ -399,7 +468,8 @@ fn import(a: ImportArgs) -> Result<u8> {
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let topology = trace::topology_from_kernel(&read(&a.topology)?)
         .with_context(|| format!("{} is not an enoki topology dump", a.topology.display()))?;
-    let records = trace::records_from_kernel(&read(&a.records)?).with_context(|| a.records.display().to_string())?;
+    let records = trace::records_from_kernel(&read(&a.records)?)
+        .with_context(|| a.records.display().to_string())?;
     let header = TraceHeader {
         abi_version: enoki::abi::ABI_VERSION,
         flags: trace::HEADER_LOCKS,
@@ -411,7 +481,8 @@ fn import(a: ImportArgs) -> Result<u8> {
         slice_ns: a.slice_us * 1000,
         args: a.args,
     };
-    let file = std::fs::File::create(&a.output).with_context(|| format!("creating {}", a.output.display()))?;
+    let file = std::fs::File::create(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
     let mut w = TraceWriter::new(std::io::BufWriter::new(file), header)?;
     for r in &records {
         w.write(r)?;
@@ -423,9 +494,13 @@ fn import(a: ImportArgs) -> Result<u8> {
 }
 
 fn dump(a: DumpArgs) -> Result<u8> {
-    let mut reader = TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
+    let mut reader =
+        TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
     let h = reader.header().clone();
-    println!("scheduler {:?}  build {:?}  ABI {}", h.scheduler, h.build_id, h.abi_version);
+    println!(
+        "scheduler {:?}  build {:?}  ABI {}",
+        h.scheduler, h.build_id, h.abi_version
+    );
     println!(
         "{} CPUs, {} nodes; max_tasks {} slice_ns {} args {:?}; dropped events {}",
         h.topology.nr_cpus, h.topology.nr_nodes, h.max_tasks, h.slice_ns, h.args, h.dropped_events
@@ -452,7 +527,10 @@ fn main() -> ExitCode {
         Some(Command::Import(a)) => import(a),
         Some(Command::List) => {
             for e in SCHEDULERS {
-                println!("{:<10} correct={} work_conserving={}", e.name, e.props.correct, e.props.work_conserving);
+                println!(
+                    "{:<10} correct={} work_conserving={}",
+                    e.name, e.props.correct, e.props.work_conserving
+                );
             }
             Ok(0)
         }

@@ -24,9 +24,15 @@ pub struct Slice {
 
 /// The JSON document for `slices`; `names` labels pids, `marks` become
 /// instant events on a global track.
-pub fn to_json(nr_cpus: usize, slices: &[Slice], names: &BTreeMap<Pid, String>, marks: &[Violation]) -> Value {
+pub fn to_json(
+    nr_cpus: usize,
+    slices: &[Slice],
+    names: &BTreeMap<Pid, String>,
+    marks: &[Violation],
+) -> Value {
     let us = |ns: u64| ns as f64 / 1000.0;
-    let mut ev = vec![json!({"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "CPUs"}})];
+    let mut ev =
+        vec![json!({"name": "process_name", "ph": "M", "pid": 0, "args": {"name": "CPUs"}})];
     for cpu in 0..nr_cpus {
         ev.push(
             json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": cpu, "args": {"name": format!("CPU {cpu}")}}),
@@ -34,7 +40,10 @@ pub fn to_json(nr_cpus: usize, slices: &[Slice], names: &BTreeMap<Pid, String>, 
         ev.push(json!({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": cpu, "args": {"sort_index": cpu}}));
     }
     for s in slices {
-        let name = names.get(&s.pid).cloned().unwrap_or_else(|| format!("pid {}", s.pid));
+        let name = names
+            .get(&s.pid)
+            .cloned()
+            .unwrap_or_else(|| format!("pid {}", s.pid));
         ev.push(json!({
             "name": name, "cat": "task", "ph": "X", "pid": 0, "tid": s.cpu,
             "ts": us(s.start_ns), "dur": us(s.end_ns.saturating_sub(s.start_ns)),
@@ -72,19 +81,33 @@ pub struct TimelineBuilder {
 impl TimelineBuilder {
     fn close(&mut self, cpu: CpuId, at: u64) {
         if let Some((pid, start)) = self.open.remove(&cpu) {
-            self.slices.push(Slice { cpu, pid, start_ns: start, end_ns: at });
+            self.slices.push(Slice {
+                cpu,
+                pid,
+                start_ns: start,
+                end_ns: at,
+            });
         }
     }
 
     fn close_pid(&mut self, pid: Pid, at: u64) {
-        if let Some(cpu) = self.open.iter().find(|(_, (p, _))| *p == pid).map(|(c, _)| *c) {
+        if let Some(cpu) = self
+            .open
+            .iter()
+            .find(|(_, (p, _))| *p == pid)
+            .map(|(c, _)| *c)
+        {
             self.close(cpu, at);
         }
     }
 
     pub fn add(&mut self, r: &Record) {
         let Event::Msg(m) = r.event else { return };
-        let at = if r.time_ns != 0 { r.time_ns } else { r.seq * 1000 };
+        let at = if r.time_ns != 0 {
+            r.time_ns
+        } else {
+            r.seq * 1000
+        };
         self.last = self.last.max(at);
         self.msg(&m, usize::try_from(m.cpu).unwrap_or(0), at);
     }

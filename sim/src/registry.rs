@@ -25,10 +25,19 @@ pub struct SchedEntry {
 }
 
 const fn entry<S: EnokiScheduler>(props: Props) -> SchedEntry {
-    SchedEntry { name: S::NAME, props, simulate: simulate::<S>, replay: replay::<S>, replay_by_locks: replay_by_locks::<S> }
+    SchedEntry {
+        name: S::NAME,
+        props,
+        simulate: simulate::<S>,
+        replay: replay::<S>,
+        replay_by_locks: replay_by_locks::<S>,
+    }
 }
 
-const CORRECT: Props = Props { correct: true, work_conserving: true };
+const CORRECT: Props = Props {
+    correct: true,
+    work_conserving: true,
+};
 
 /// Every scheduler in schedulers/. Add one line per new scheduler (and its
 /// crate to sim/Cargo.toml).
@@ -36,7 +45,10 @@ pub static SCHEDULERS: &[SchedEntry] = &[
     entry::<enoki_fifo::EnokiSched>(CORRECT),
     entry::<enoki_wfq::EnokiSched>(CORRECT),
     // Deliberately wrong: picks tokens for other CPUs.
-    entry::<enoki_badpick::EnokiSched>(Props { correct: false, work_conserving: false }),
+    entry::<enoki_badpick::EnokiSched>(Props {
+        correct: false,
+        work_conserving: false,
+    }),
 ];
 
 /// The scheduler called `name`.

@@ -52,20 +52,35 @@ pub struct Answer {
 
 impl Answer {
     pub fn of(m: &Msg) -> Self {
-        Answer { ret: m.ret, ret_cpu: m.ret_cpu, ret_err: m.ret_err, ret_slice: m.ret_slice }
+        Answer {
+            ret: m.ret,
+            ret_cpu: m.ret_cpu,
+            ret_err: m.ret_err,
+            ret_slice: m.ret_slice,
+        }
     }
 }
 
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ret={} ret_cpu={} ret_err={:#x} ret_slice={}", self.ret, self.ret_cpu, self.ret_err, self.ret_slice)
+        write!(
+            f,
+            "ret={} ret_cpu={} ret_err={:#x} ret_slice={}",
+            self.ret, self.ret_cpu, self.ret_err, self.ret_slice
+        )
     }
 }
 
 /// `m` with its answer fields as Enoki-C sends them (empty).
 pub fn question(m: &Msg) -> Msg {
     let blank = Msg::new(m.kind, m.cpu);
-    Msg { ret: blank.ret, ret_cpu: blank.ret_cpu, ret_err: blank.ret_err, ret_slice: blank.ret_slice, ..*m }
+    Msg {
+        ret: blank.ret,
+        ret_cpu: blank.ret_cpu,
+        ret_err: blank.ret_err,
+        ret_slice: blank.ret_slice,
+        ..*m
+    }
 }
 
 /// Feeds one recorded message (answer cleared) to the scheduler; returns
@@ -86,7 +101,11 @@ fn cpulist(words: [u64; enoki::abi::CPUMASK_WORDS]) -> String {
         while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
             j += 1;
         }
-        out.push(if i == j { cpus[i].to_string() } else { format!("{}-{}", cpus[i], cpus[j]) });
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
         i = j + 1;
     }
     out.join(",")
@@ -94,11 +113,20 @@ fn cpulist(words: [u64; enoki::abi::CPUMASK_WORDS]) -> String {
 
 /// One line for a message's question.
 pub fn describe(m: &Msg) -> String {
-    let name = kind::NAMES.get(m.kind as usize).copied().unwrap_or("unknown");
+    let name = kind::NAMES
+        .get(m.kind as usize)
+        .copied()
+        .unwrap_or("unknown");
     let mut s = format!("{name} cpu={} pid={}", m.cpu, m.pid);
     match m.kind {
         kind::TASK_NEW => {
-            s += &format!(" tgid={} weight={} nice={} allowed={}", m.tgid, m.weight, m.nice, cpulist(m.allowed))
+            s += &format!(
+                " tgid={} weight={} nice={} allowed={}",
+                m.tgid,
+                m.weight,
+                m.nice,
+                cpulist(m.allowed)
+            )
         }
         kind::TASK_WAKEUP | kind::TASK_PREEMPT | kind::MIGRATE_TASK_RQ => {
             s += &format!(" task_cpu={} runtime={}", m.task_cpu, m.runtime);
@@ -111,19 +139,31 @@ pub fn describe(m: &Msg) -> String {
                 " task_cpu={} runtime={}{}",
                 m.task_cpu,
                 m.runtime,
-                if m.flags & flag::SLEEP != 0 { " sleep" } else { "" }
+                if m.flags & flag::SLEEP != 0 {
+                    " sleep"
+                } else {
+                    ""
+                }
             )
         }
         kind::TASK_TICK => s += &format!(" runtime={}", m.runtime),
-        kind::SELECT_TASK_RQ => s += &format!(" prev_cpu={} allowed={}", m.task_cpu, cpulist(m.allowed)),
+        kind::SELECT_TASK_RQ => {
+            s += &format!(" prev_cpu={} allowed={}", m.task_cpu, cpulist(m.allowed))
+        }
         kind::PICK_NEXT_TASK if m.flags & flag::HAS_PREV != 0 => {
             s += &format!(
                 " prev runtime={}{}",
                 m.runtime,
-                if m.flags & flag::PREV_RUNNABLE != 0 { " runnable" } else { "" }
+                if m.flags & flag::PREV_RUNNABLE != 0 {
+                    " runnable"
+                } else {
+                    ""
+                }
             )
         }
-        kind::PNT_ERR | kind::BALANCE_ERR => s += &format!(" task_cpu={} err={}", m.task_cpu, m.flags),
+        kind::PNT_ERR | kind::BALANCE_ERR => {
+            s += &format!(" task_cpu={} err={}", m.task_cpu, m.flags)
+        }
         kind::TASK_PRIO_CHANGED => s += &format!(" weight={} nice={}", m.weight, m.nice),
         kind::TASK_AFFINITY_CHANGED => s += &format!(" allowed={}", cpulist(m.allowed)),
         _ => {}
@@ -168,7 +208,11 @@ impl Divergence {
 
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "first divergence at message #{} (seq {}, cpu {}):", self.index, self.record.seq, self.record.cpu)?;
+        writeln!(
+            f,
+            "first divergence at message #{} (seq {}, cpu {}):",
+            self.index, self.record.seq, self.record.cpu
+        )?;
         match self.record.event {
             Event::Msg(m) => writeln!(f, "  message:  {}", describe(&m))?,
             _ => writeln!(f, "  record:   {}", describe_record(&self.record))?,
@@ -196,7 +240,10 @@ pub struct ReplayOptions {
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { context: 10, timeline: false }
+        ReplayOptions {
+            context: 10,
+            timeline: false,
+        }
     }
 }
 
@@ -322,7 +369,10 @@ impl<S: EnokiScheduler> Replayer<S> {
     /// scheduler locks differently).
     pub fn new(header: &TraceHeader, keep: usize) -> Result<Self> {
         if header.abi_version != ABI_VERSION {
-            bail!("the trace speaks message ABI version {}, this build speaks {ABI_VERSION}", header.abi_version);
+            bail!(
+                "the trace speaks message ABI version {}, this build speaks {ABI_VERSION}",
+                header.abi_version
+            );
         }
         let topology = Topology::from_raw(&header.topology)
             .map_err(|e| anyhow::anyhow!("the trace's topology is unusable: {e:?}"))?;
@@ -333,8 +383,12 @@ impl<S: EnokiScheduler> Replayer<S> {
             args: Args(&header.args),
             services: enoki::user::services(Some(Arc::new(IgnoreHost))),
         };
-        let sched = S::init(&ctx)
-            .map_err(|e| anyhow::anyhow!("{} would not load with the trace's parameters: {e:?}", S::NAME))?;
+        let sched = S::init(&ctx).map_err(|e| {
+            anyhow::anyhow!(
+                "{} would not load with the trace's parameters: {e:?}",
+                S::NAME
+            )
+        })?;
         Ok(Replayer {
             loaded: Loaded::new(sched, topology.nr_cpus()),
             context: VecDeque::with_capacity(keep + 1),
@@ -398,8 +452,10 @@ impl<S: EnokiScheduler> Replayer<S> {
     fn unmatched_locks(&self, cpu: u32) -> Option<Divergence> {
         let call = self.calls.get(&cpu)?;
         let (addr, acquire) = *call.locks.front()?;
-        let what =
-            format!("the replayed call did a lock {} of {addr:#x} the recording does not have", lock_name(acquire));
+        let what = format!(
+            "the replayed call did a lock {} of {addr:#x} the recording does not have",
+            lock_name(acquire)
+        );
         Some(self.lock_divergence(Some(call), &call.record, what))
     }
 
@@ -407,7 +463,10 @@ impl<S: EnokiScheduler> Replayer<S> {
     pub fn step(&mut self, r: &Record) -> Result<Option<Divergence>> {
         if let Some(last) = self.last_seq {
             if r.seq <= last {
-                bail!("record seq {} after seq {last}: the trace is not in sequence order", r.seq);
+                bail!(
+                    "record seq {} after seq {last}: the trace is not in sequence order",
+                    r.seq
+                );
             }
             if r.seq > last + 1 {
                 // Events were lost: what they did cannot be checked.
@@ -421,10 +480,22 @@ impl<S: EnokiScheduler> Replayer<S> {
                 Some(d) => Some(d),
                 None => {
                     let actual = apply(&self.loaded, m);
-                    let locks = self.locks.as_ref().map(|(cap, _)| cap.take().into()).unwrap_or_default();
+                    let locks = self
+                        .locks
+                        .as_ref()
+                        .map(|(cap, _)| cap.take().into())
+                        .unwrap_or_default();
                     let expected = Answer::of(m);
                     let index = self.messages;
-                    self.calls.insert(r.cpu, Call { index, record: *r, answer: expected, locks });
+                    self.calls.insert(
+                        r.cpu,
+                        Call {
+                            index,
+                            record: *r,
+                            answer: expected,
+                            locks,
+                        },
+                    );
                     self.messages += 1;
                     (actual != expected).then(|| Divergence {
                         index,
@@ -465,7 +536,11 @@ pub fn replay<S: EnokiScheduler>(
 ) -> Result<ReplayReport> {
     let mut notices = Vec::new();
     if header.scheduler != S::NAME {
-        let locks = if header.flags & HEADER_LOCKS != 0 { " (lock events not checked)" } else { "" };
+        let locks = if header.flags & HEADER_LOCKS != 0 {
+            " (lock events not checked)"
+        } else {
+            ""
+        };
         notices.push(format!(
             "the trace recorded scheduler {:?}; replaying it against {:?}{locks}",
             header.scheduler,
@@ -480,7 +555,10 @@ pub fn replay<S: EnokiScheduler>(
         ));
     }
     if header.dropped_events > 0 {
-        notices.push(format!("the recorder dropped {} events: answers after a gap may differ", header.dropped_events));
+        notices.push(format!(
+            "the recorder dropped {} events: answers after a gap may differ",
+            header.dropped_events
+        ));
     }
     let mut rp = Replayer::<S>::new(header, opts.context)?;
     let mut timeline = opts.timeline.then(TimelineBuilder::default);
@@ -506,7 +584,10 @@ pub fn replay<S: EnokiScheduler>(
         divergence = rp.finish();
     }
     if rp.seq_gaps > 0 && header.dropped_events == 0 {
-        notices.push(format!("{} sequence numbers are missing between records", rp.seq_gaps));
+        notices.push(format!(
+            "{} sequence numbers are missing between records",
+            rp.seq_gaps
+        ));
     }
     Ok(ReplayReport {
         scheduler: S::NAME.to_owned(),
@@ -555,12 +636,18 @@ impl Gate {
         self.slot
             .iter()
             .map(|(cpu, i)| {
-                let (l, seq) = (self.waiting[*i].0.load(Relaxed), self.waiting[*i].1.load(Relaxed));
+                let (l, seq) = (
+                    self.waiting[*i].0.load(Relaxed),
+                    self.waiting[*i].1.load(Relaxed),
+                );
                 if l == 0 {
                     format!("CPU {cpu} (call seq {seq}) runs")
                 } else {
                     let t = *turn.0.get(&l).unwrap_or(&0);
-                    format!("CPU {cpu} (call seq {seq}) waits for {l:#x} #{t} (CPU {:?})", self.order[&l].get(t))
+                    format!(
+                        "CPU {cpu} (call seq {seq}) waits for {l:#x} #{t} (CPU {:?})",
+                        self.order[&l].get(t)
+                    )
                 }
             })
             .collect::<Vec<_>>()
@@ -678,7 +765,8 @@ fn gate_event(addr: usize, acquire: bool) {
             return;
         }
         if acquire {
-            gate.progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gate.progress
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let t = g.0.entry(rec).or_insert(0);
             *t += 1;
             if let Some(next) = gate.order[&rec].get(*t) {
@@ -707,7 +795,11 @@ where
     Loaded<S>: Sync,
 {
     if !checks_locks::<S>(header) {
-        bail!("lock-ordered replay needs a trace with lock events of {} (recorded: {:?})", S::NAME, header.scheduler);
+        bail!(
+            "lock-ordered replay needs a trace with lock events of {} (recorded: {:?})",
+            S::NAME,
+            header.scheduler
+        );
     }
     let mut notices = Vec::new();
     let ours = crate::build_id();
@@ -733,21 +825,32 @@ where
         };
         if let Some(last) = last_seq {
             if r.seq <= last {
-                bail!("record seq {} after seq {last}: the trace is not in sequence order", r.seq);
+                bail!(
+                    "record seq {} after seq {last}: the trace is not in sequence order",
+                    r.seq
+                );
             }
             seq_gaps += r.seq - last - 1;
         }
         last_seq = Some(r.seq);
         match r.event {
             Event::Msg(_) => {
-                scripts.entry(r.cpu).or_default().push(ScriptCall { index: messages, record: r, locks: Vec::new() });
+                scripts.entry(r.cpu).or_default().push(ScriptCall {
+                    index: messages,
+                    record: r,
+                    locks: Vec::new(),
+                });
                 messages += 1;
             }
             Event::LockAcquire { addr } | Event::LockRelease { addr } => {
                 lock_events += 1;
                 let acquire = matches!(r.event, Event::LockAcquire { .. });
                 let Some(call) = scripts.get_mut(&r.cpu).and_then(|v| v.last_mut()) else {
-                    bail!("lock event seq {} on CPU {} before any call on that CPU", r.seq, r.cpu);
+                    bail!(
+                        "lock event seq {} on CPU {} before any call on that CPU",
+                        r.seq,
+                        r.cpu
+                    );
                 };
                 call.locks.push((addr, acquire));
                 if acquire {
@@ -833,13 +936,25 @@ where
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("replay thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("replay thread panicked"))
+            .collect()
     });
-    let divergence = found.into_iter().flatten().min_by_key(|(r, ..)| r.seq).map(|(record, index, expected, actual, locks)| {
-        let at = all.partition_point(|x| x.seq < record.seq);
-        let context = all[at.saturating_sub(opts.context)..at].to_vec();
-        Divergence { index, record, expected, actual, locks, context }
-    });
+    let divergence = found.into_iter().flatten().min_by_key(|(r, ..)| r.seq).map(
+        |(record, index, expected, actual, locks)| {
+            let at = all.partition_point(|x| x.seq < record.seq);
+            let context = all[at.saturating_sub(opts.context)..at].to_vec();
+            Divergence {
+                index,
+                record,
+                expected,
+                actual,
+                locks,
+                context,
+            }
+        },
+    );
     Ok(ReplayReport {
         scheduler: S::NAME.to_owned(),
         messages,

@@ -141,7 +141,16 @@ impl Report {
         let _ = writeln!(
             s,
             "\n{:>6} {:<14} {:>5} {:>10} {:>10} {:>6} {:>8} {:>8} {:>10} {:>10}",
-            "pid", "task", "nice", "run ms", "wait ms", "cpu%", "wakeups", "preempt", "wake p50us", "wake p99us"
+            "pid",
+            "task",
+            "nice",
+            "run ms",
+            "wait ms",
+            "cpu%",
+            "wakeups",
+            "preempt",
+            "wake p50us",
+            "wake p99us"
         );
         for t in &self.tasks {
             let _ = writeln!(
@@ -179,12 +188,25 @@ impl Report {
             );
         }
         for f in &self.fairness {
-            let _ = writeln!(s, "fairness: {} spinners of weight {}: Jain {:.4}", f.tasks, f.weight, f.jain);
+            let _ = writeln!(
+                s,
+                "fairness: {} spinners of weight {}: Jain {:.4}",
+                f.tasks, f.weight, f.jain
+            );
         }
-        let util: Vec<String> = self.cpus.iter().map(|c| format!("{}:{:.0}%", c.cpu, 100.0 * c.utilisation)).collect();
+        let util: Vec<String> = self
+            .cpus
+            .iter()
+            .map(|c| format!("{}:{:.0}%", c.cpu, 100.0 * c.utilisation))
+            .collect();
         let _ = writeln!(s, "CPU utilisation: {}", util.join(" "));
         let c = &self.counters;
-        let msgs: Vec<String> = c.messages.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
+        let msgs: Vec<String> = c
+            .messages
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
         let _ = writeln!(s, "messages: {}", msgs.join(" "));
         let _ = writeln!(
             s,
@@ -194,7 +216,11 @@ impl Report {
         if self.violations.is_empty() {
             let _ = writeln!(s, "invariants: ok");
         } else {
-            let _ = writeln!(s, "invariants: {} violation(s)", self.violations.len() as u64 + self.violations_dropped);
+            let _ = writeln!(
+                s,
+                "invariants: {} violation(s)",
+                self.violations.len() as u64 + self.violations_dropped
+            );
             for v in &self.violations {
                 let _ = writeln!(s, "  {v}");
             }

@@ -62,7 +62,14 @@ pub struct SimConfig {
 
 impl SimConfig {
     pub fn new(spec: Spec, seed: u64, props: Props) -> Self {
-        SimConfig { spec, seed, props, timeline: false, check: true, record: None }
+        SimConfig {
+            spec,
+            seed,
+            props,
+            timeline: false,
+            check: true,
+            record: None,
+        }
     }
 }
 
@@ -78,8 +85,14 @@ pub struct Outcome {
 pub fn trace_header(scheduler: &str, spec: &Spec) -> Result<TraceHeader> {
     let topology = spec.machine.topology()?;
     let r = &spec.run;
-    let mut h =
-        TraceHeader::new(scheduler, &crate::build_id(), &topology, r.max_tasks as u64, r.slice_us * 1000, &r.args);
+    let mut h = TraceHeader::new(
+        scheduler,
+        &crate::build_id(),
+        &topology,
+        r.max_tasks as u64,
+        r.slice_us * 1000,
+        &r.args,
+    );
     h.flags |= HEADER_LOCKS;
     Ok(h)
 }
@@ -100,7 +113,12 @@ struct SimTap {
 
 impl SimTap {
     fn stamp(&self, seq: u64, event: Event) -> Record {
-        Record { seq, cpu: self.clock.cpu.get(), time_ns: self.clock.now.get(), event }
+        Record {
+            seq,
+            cpu: self.clock.cpu.get(),
+            time_ns: self.clock.now.get(),
+            event,
+        }
     }
 }
 
@@ -128,11 +146,22 @@ impl tap::Tap for SimTap {
     }
 
     fn lock(&mut self, addr: usize, acquire: bool) {
-        let Some(sink) = self.record.as_mut() else { return };
+        let Some(sink) = self.record.as_mut() else {
+            return;
+        };
         self.seq += 1;
         let addr = addr as u64;
-        let event = if acquire { Event::LockAcquire { addr } } else { Event::LockRelease { addr } };
-        let r = Record { seq: self.seq, cpu: self.clock.cpu.get(), time_ns: self.clock.now.get(), event };
+        let event = if acquire {
+            Event::LockAcquire { addr }
+        } else {
+            Event::LockRelease { addr }
+        };
+        let r = Record {
+            seq: self.seq,
+            cpu: self.clock.cpu.get(),
+            time_ns: self.clock.now.get(),
+            event,
+        };
         if self.call.is_some() {
             self.locks.push(r);
         } else {
@@ -151,7 +180,9 @@ pub struct Recorder<W: Write + Seek> {
 
 impl<W: Write + Seek + 'static> Recorder<W> {
     pub fn new(out: W, header: TraceHeader) -> Result<Self, TraceError> {
-        Ok(Recorder { state: Rc::new(RefCell::new((Some(TraceWriter::new(out, header)?), None))) })
+        Ok(Recorder {
+            state: Rc::new(RefCell::new((Some(TraceWriter::new(out, header)?), None))),
+        })
     }
 
     /// The sink to put in [`SimConfig::record`].
@@ -347,7 +378,13 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     let clock = Clock::default();
     let record = cfg.record.take();
     d.set_observer(Some(tap::observer()));
-    let _tap = tap::install(Box::new(SimTap { clock: clock.clone(), seq: 0, call: None, locks: Vec::new(), record }));
+    let _tap = tap::install(Box::new(SimTap {
+        clock: clock.clone(),
+        seq: 0,
+        call: None,
+        locks: Vec::new(),
+        record,
+    }));
     let stall = (spec.run.stall_ms > 0).then_some(spec.run.stall_ms * 1_000_000);
     let mut sim = Sim {
         d,
@@ -367,13 +404,23 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
         spawn_rr: 0,
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
         resched: BTreeSet::new(),
-        checker: cfg.check.then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
+        checker: cfg
+            .check
+            .then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
         timeline: cfg.timeline.then(Vec::new),
     };
     sim.run()?;
-    let names = sim.tasks.iter().map(|(p, t)| (*p, t.name.clone())).collect();
+    let names = sim
+        .tasks
+        .iter()
+        .map(|(p, t)| (*p, t.name.clone()))
+        .collect();
     let report = sim.report(S::NAME);
-    Ok(Outcome { report, timeline: sim.timeline.take().unwrap_or_default(), names })
+    Ok(Outcome {
+        report,
+        timeline: sim.timeline.take().unwrap_or_default(),
+        names,
+    })
 }
 
 impl<S: EnokiScheduler> Sim<S> {
@@ -396,16 +443,30 @@ impl<S: EnokiScheduler> Sim<S> {
     fn setup(&mut self) -> Result<()> {
         let n = self.nr_cpus();
         let spec = self.spec.clone();
-        let cpus = |s: &Option<String>| s.as_deref().map_or(Ok(CpuSet::first_n(n)), |s| parse_cpus(s, n));
+        let cpus = |s: &Option<String>| {
+            s.as_deref()
+                .map_or(Ok(CpuSet::first_n(n)), |s| parse_cpus(s, n))
+        };
         for g in &spec.spinners {
             self.add_group(&g.name, Kind::Spinner, g.nice, cpus(&g.cpus)?, g.count);
         }
         for g in &spec.sleepers {
-            let kind = Kind::Sleeper { run: g.run_us * 1000, sleep: g.sleep_us * 1000 };
+            let kind = Kind::Sleeper {
+                run: g.run_us * 1000,
+                sleep: g.sleep_us * 1000,
+            };
             self.add_group(&g.name, kind, g.nice, cpus(&g.cpus)?, g.count);
         }
         for g in &spec.pingpongs {
-            self.add_group(&g.name, Kind::PingPong { work: g.work_us * 1000 }, g.nice, cpus(&g.cpus)?, g.pairs);
+            self.add_group(
+                &g.name,
+                Kind::PingPong {
+                    work: g.work_us * 1000,
+                },
+                g.nice,
+                cpus(&g.cpus)?,
+                g.pairs,
+            );
         }
         for g in &spec.forkstorms {
             let kind = Kind::Fork {
@@ -419,7 +480,11 @@ impl<S: EnokiScheduler> Sim<S> {
         }
         for g in &spec.requests {
             let mix = WeightedIndex::new(g.mix.iter().map(|c| c.weight))?;
-            let service = g.mix.iter().map(|c| (c.service_us * 1000.0).round() as u64).collect();
+            let service = g
+                .mix
+                .iter()
+                .map(|c| (c.service_us * 1000.0).round() as u64)
+                .collect();
             let kind = Kind::Requests {
                 queue: VecDeque::new(),
                 mix,
@@ -485,7 +550,14 @@ impl<S: EnokiScheduler> Sim<S> {
     }
 
     fn add_group(&mut self, name: &str, kind: Kind, nice: i32, allowed: CpuSet, count: usize) {
-        self.groups.push(Group { name: name.to_owned(), kind, nice, allowed, count, pids: Vec::new() });
+        self.groups.push(Group {
+            name: name.to_owned(),
+            kind,
+            nice,
+            allowed,
+            count,
+            pids: Vec::new(),
+        });
     }
 
     fn interarrival(&mut self, rate: f64) -> u64 {
@@ -535,7 +607,8 @@ impl<S: EnokiScheduler> Sim<S> {
             }
             Some(TaskState::Fallback) => {
                 let allowed = self.groups[self.tasks[&pid].group].allowed;
-                let idle = (0..self.nr_cpus()).find(|c| self.d.running(*c).is_none() && allowed.contains(*c));
+                let idle = (0..self.nr_cpus())
+                    .find(|c| self.d.running(*c).is_none() && allowed.contains(*c));
                 if let Some(cpu) = idle {
                     self.resched.insert(cpu);
                 }
@@ -599,8 +672,21 @@ impl<S: EnokiScheduler> Sim<S> {
                 }
             }
             Ev::Fork { group } => {
-                let Kind::Fork { every, burst, run, limit, spawned } = self.groups[group].kind else { return };
-                let n = if limit > 0 { burst.min(limit - spawned) } else { burst };
+                let Kind::Fork {
+                    every,
+                    burst,
+                    run,
+                    limit,
+                    spawned,
+                } = self.groups[group].kind
+                else {
+                    return;
+                };
+                let n = if limit > 0 {
+                    burst.min(limit - spawned)
+                } else {
+                    burst
+                };
                 for i in 0..n {
                     self.spawn(group, spawned + i, run);
                 }
@@ -614,7 +700,8 @@ impl<S: EnokiScheduler> Sim<S> {
             Ev::Arrival { group } => self.arrival(group),
             Ev::Affinity { idx } => {
                 let a = self.spec.affinity[idx].clone();
-                let allowed = parse_cpus(&a.cpus, self.nr_cpus()).unwrap_or_else(|_| CpuSet::first_n(self.nr_cpus()));
+                let allowed = parse_cpus(&a.cpus, self.nr_cpus())
+                    .unwrap_or_else(|_| CpuSet::first_n(self.nr_cpus()));
                 self.on(0);
                 for pid in self.targets(&a.target) {
                     self.d.set_affinity(pid, allowed);
@@ -645,14 +732,18 @@ impl<S: EnokiScheduler> Sim<S> {
     fn targets(&self, target: &str) -> Vec<Pid> {
         self.tasks
             .iter()
-            .filter(|(_, t)| t.died.is_none() && (t.name == target || self.groups[t.group].name == target))
+            .filter(|(_, t)| {
+                t.died.is_none() && (t.name == target || self.groups[t.group].name == target)
+            })
             .map(|(p, _)| *p)
             .collect()
     }
 
     /// The task on `cpu` finished its burst: what it does next.
     fn burst_end(&mut self, cpu: CpuId) {
-        let Some(pid) = self.cpus[cpu].running else { return };
+        let Some(pid) = self.cpus[cpu].running else {
+            return;
+        };
         let gi = self.tasks[&pid].group;
         match &mut self.groups[gi].kind {
             Kind::Spinner => {
@@ -684,7 +775,12 @@ impl<S: EnokiScheduler> Sim<S> {
                 self.d.exit(pid);
                 self.tasks.get_mut(&pid).expect("running task").died = Some(self.now);
             }
-            Kind::Requests { queue, latencies, done, .. } => {
+            Kind::Requests {
+                queue,
+                latencies,
+                done,
+                ..
+            } => {
                 let t = self.tasks.get_mut(&pid).expect("running task");
                 if let Some(arrived) = t.request.take() {
                     latencies.push(self.now - arrived);
@@ -703,7 +799,9 @@ impl<S: EnokiScheduler> Sim<S> {
 
     /// Hands `pid` more work (`ns`), waking it if it sleeps.
     fn give(&mut self, pid: Pid, ns: u64, waker: CpuId) {
-        let Some(t) = self.tasks.get_mut(&pid) else { return };
+        let Some(t) = self.tasks.get_mut(&pid) else {
+            return;
+        };
         t.token = true;
         t.remaining += ns;
         match (t.on_cpu, self.d.state(pid)) {
@@ -715,10 +813,19 @@ impl<S: EnokiScheduler> Sim<S> {
 
     fn arrival(&mut self, gi: usize) {
         let irq = self.rng.random_range(0..self.nr_cpus());
-        let Kind::Requests { mix, service, rate, .. } = &self.groups[gi].kind else { return };
+        let Kind::Requests {
+            mix, service, rate, ..
+        } = &self.groups[gi].kind
+        else {
+            return;
+        };
         let ns = service[mix.sample(&mut self.rng)];
         let rate = *rate;
-        let idle = self.groups[gi].pids.iter().copied().find(|p| self.tasks[p].request.is_none());
+        let idle = self.groups[gi]
+            .pids
+            .iter()
+            .copied()
+            .find(|p| self.tasks[p].request.is_none());
         self.on(irq);
         match idle {
             Some(pid) => {
@@ -766,7 +873,9 @@ impl<S: EnokiScheduler> Sim<S> {
 
     /// (Re)arms the burst end of the task on `cpu`.
     fn restart_burst(&mut self, cpu: CpuId) {
-        let Some(pid) = self.cpus[cpu].running else { return };
+        let Some(pid) = self.cpus[cpu].running else {
+            return;
+        };
         self.cpus[cpu].gen += 1;
         let at = self.now.saturating_add(self.tasks[&pid].remaining);
         let gen = self.cpus[cpu].gen;
@@ -795,7 +904,12 @@ impl<S: EnokiScheduler> Sim<S> {
         let c = &self.cpus[cpu];
         if let (Some(tl), Some(pid)) = (self.timeline.as_mut(), c.running) {
             if self.now > c.since {
-                tl.push(Slice { cpu, pid, start_ns: c.since, end_ns: self.now });
+                tl.push(Slice {
+                    cpu,
+                    pid,
+                    start_ns: c.since,
+                    end_ns: self.now,
+                });
             }
         }
     }
@@ -878,7 +992,9 @@ impl<S: EnokiScheduler> Sim<S> {
     }
 
     fn check(&mut self) {
-        let Some(checker) = self.checker.as_mut() else { return };
+        let Some(checker) = self.checker.as_mut() else {
+            return;
+        };
         let running: Vec<Option<Pid>> = (0..self.cpus.len()).map(|c| self.d.running(c)).collect();
         let mut queued = Vec::new();
         let mut runnable = Vec::new();
@@ -896,8 +1012,18 @@ impl<S: EnokiScheduler> Sim<S> {
             }
         }
         let c = &self.d.counters;
-        let errors = Errors { pick: c.pick_errors, select: c.select_errors, migrate: c.migrate_errors };
-        checker.check(&Snapshot { now: self.now, running: &running, queued: &queued, runnable: &runnable, errors });
+        let errors = Errors {
+            pick: c.pick_errors,
+            select: c.select_errors,
+            migrate: c.migrate_errors,
+        };
+        checker.check(&Snapshot {
+            now: self.now,
+            running: &running,
+            queued: &queued,
+            runnable: &runnable,
+            errors,
+        });
     }
 
     fn report(&mut self, scheduler: &str) -> Report {
@@ -916,7 +1042,11 @@ impl<S: EnokiScheduler> Sim<S> {
                 runtime_ns: t.runtime,
                 wait_ns: wait,
                 alive_ns: alive,
-                cpu_share: if alive > 0 { t.runtime as f64 / alive as f64 } else { 0.0 },
+                cpu_share: if alive > 0 {
+                    t.runtime as f64 / alive as f64
+                } else {
+                    0.0
+                },
                 wakeups,
                 preemptions: t.preemptions,
                 wakeup_p50_ns: report::percentile(&mut t.latencies, 50.0),
@@ -935,9 +1065,13 @@ impl<S: EnokiScheduler> Sim<S> {
             }
             let common = by_weight.values().max_by_key(|v| v.len());
             let (done, p50, p99) = match &mut g.kind {
-                Kind::Requests { latencies, done, .. } => {
-                    (Some(*done), report::percentile(latencies, 50.0), report::percentile(latencies, 99.0))
-                }
+                Kind::Requests {
+                    latencies, done, ..
+                } => (
+                    Some(*done),
+                    report::percentile(latencies, 50.0),
+                    report::percentile(latencies, 99.0),
+                ),
                 _ => (None, None, None),
             };
             groups.push(GroupReport {
@@ -952,26 +1086,35 @@ impl<S: EnokiScheduler> Sim<S> {
             });
         }
         let mut spin: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-        for t in
-            tasks.iter().filter(|t| whole_run(t) && matches!(self.groups[self.tasks[&t.pid].group].kind, Kind::Spinner))
-        {
+        for t in tasks.iter().filter(|t| {
+            whole_run(t) && matches!(self.groups[self.tasks[&t.pid].group].kind, Kind::Spinner)
+        }) {
             spin.entry(t.weight).or_default().push(t.cpu_share);
         }
         let fairness = spin
             .into_iter()
-            .filter_map(|(weight, v)| report::jain(&v).map(|jain| Fairness { weight, tasks: v.len(), jain }))
+            .filter_map(|(weight, v)| {
+                report::jain(&v).map(|jain| Fairness {
+                    weight,
+                    tasks: v.len(),
+                    jain,
+                })
+            })
             .collect();
         let c = &self.d.counters;
         let counters = Counters {
-            messages: (1..kind::NR as usize).map(|k| (kind::NAMES[k], c.msgs[k])).collect(),
+            messages: (1..kind::NR as usize)
+                .map(|k| (kind::NAMES[k], c.msgs[k]))
+                .collect(),
             pick_errors: c.pick_errors,
             balance_errors: c.balance_errors,
             select_errors: c.select_errors,
             migrate_errors: c.migrate_errors,
             rejected: c.rejected,
         };
-        let (violations, dropped) =
-            self.checker.as_mut().map_or((Vec::new(), 0), |c| (std::mem::take(&mut c.found), c.dropped));
+        let (violations, dropped) = self.checker.as_mut().map_or((Vec::new(), 0), |c| {
+            (std::mem::take(&mut c.found), c.dropped)
+        });
         Report {
             scheduler: scheduler.to_owned(),
             seed: self.seed,
@@ -982,7 +1125,11 @@ impl<S: EnokiScheduler> Sim<S> {
                 .cpus
                 .iter()
                 .enumerate()
-                .map(|(cpu, c)| CpuReport { cpu, busy_ns: c.busy, utilisation: c.busy as f64 / end as f64 })
+                .map(|(cpu, c)| CpuReport {
+                    cpu,
+                    busy_ns: c.busy,
+                    utilisation: c.busy as f64 / end as f64,
+                })
                 .collect(),
             groups,
             fairness,

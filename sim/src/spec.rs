@@ -47,7 +47,12 @@ pub struct Machine {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine { sockets: 1, cores: 2, threads: 1, numa_distance: 21 }
+        Machine {
+            sockets: 1,
+            cores: 2,
+            threads: 1,
+            numa_distance: 21,
+        }
     }
 }
 
@@ -61,7 +66,11 @@ impl Machine {
             bail!("machine: sockets, cores and threads must be at least 1");
         }
         if self.nr_cpus() > enoki::abi::MAX_CPUS || self.sockets > enoki::abi::MAX_NODES {
-            bail!("machine: at most {} CPUs and {} sockets", enoki::abi::MAX_CPUS, enoki::abi::MAX_NODES);
+            bail!(
+                "machine: at most {} CPUs and {} sockets",
+                enoki::abi::MAX_CPUS,
+                enoki::abi::MAX_NODES
+            );
         }
         Topology::symmetric(self.sockets, self.cores, self.threads, self.numa_distance)
             .map_err(|_| anyhow::anyhow!("out of memory for the topology"))
@@ -73,14 +82,21 @@ impl Machine {
             .split('x')
             .map(|p| p.trim().parse::<usize>())
             .collect::<Result<_, _>>()
-            .with_context(|| format!("bad machine {s:?}: want SOCKETSxCORESxTHREADS or a CPU count"))?;
+            .with_context(|| {
+                format!("bad machine {s:?}: want SOCKETSxCORESxTHREADS or a CPU count")
+            })?;
         let (sockets, cores, threads) = match parts[..] {
             [n] => (1, n, 1),
             [s, c] => (s, c, 1),
             [s, c, t] => (s, c, t),
             _ => bail!("bad machine {s:?}: want SOCKETSxCORESxTHREADS or a CPU count"),
         };
-        Ok(Machine { sockets, cores, threads, ..Machine::default() })
+        Ok(Machine {
+            sockets,
+            cores,
+            threads,
+            ..Machine::default()
+        })
     }
 }
 
@@ -102,7 +118,14 @@ pub struct Run {
 
 impl Default for Run {
     fn default() -> Self {
-        Run { duration_ms: 1000, tick_us: 1000, slice_us: 3000, max_tasks: 1024, args: String::new(), stall_ms: 0 }
+        Run {
+            duration_ms: 1000,
+            tick_us: 1000,
+            slice_us: 3000,
+            max_tasks: 1024,
+            args: String::new(),
+            stall_ms: 0,
+        }
     }
 }
 
@@ -248,7 +271,9 @@ pub fn parse_cpus(s: &str, nr_cpus: usize) -> Result<CpuSet> {
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
             None => {
-                let n = part.parse::<usize>().with_context(|| format!("bad CPU list {s:?}"))?;
+                let n = part
+                    .parse::<usize>()
+                    .with_context(|| format!("bad CPU list {s:?}"))?;
                 (n, n)
             }
         };
@@ -273,7 +298,8 @@ impl Spec {
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -346,14 +372,26 @@ impl Spec {
             if !(q.rate_per_s > 0.0 && q.rate_per_s.is_finite()) {
                 bail!("requests {}: rate_per_s must be positive", q.name);
             }
-            if q.mix.is_empty() || q.mix.iter().any(|c| !(c.weight > 0.0 && c.service_us >= 0.0)) {
-                bail!("requests {}: mix needs classes with positive weight and service_us >= 0", q.name);
+            if q.mix.is_empty()
+                || q.mix
+                    .iter()
+                    .any(|c| !(c.weight > 0.0 && c.service_us >= 0.0))
+            {
+                bail!(
+                    "requests {}: mix needs classes with positive weight and service_us >= 0",
+                    q.name
+                );
             }
         }
         for a in &self.affinity {
             parse_cpus(&a.cpus, n)?;
         }
-        for target in self.affinity.iter().map(|a| &a.target).chain(self.renice.iter().map(|r| &r.target)) {
+        for target in self
+            .affinity
+            .iter()
+            .map(|a| &a.target)
+            .chain(self.renice.iter().map(|r| &r.target))
+        {
             let group = target.split('.').next().unwrap_or_default();
             if !names.contains(&group) {
                 bail!("event target {target:?}: no group {group:?}");
@@ -435,15 +473,26 @@ impl Spec {
                 workers: rng.random_range(1..=4),
                 rate_per_s: rng.random_range(1000.0..20000.0),
                 mix: vec![
-                    RequestClass { weight: 99.5, service_us: 5.0 },
-                    RequestClass { weight: 0.5, service_us: 500.0 },
+                    RequestClass {
+                        weight: 99.5,
+                        service_us: 5.0,
+                    },
+                    RequestClass {
+                        weight: 0.5,
+                        service_us: 500.0,
+                    },
                 ],
                 nice: 0,
                 cpus: None,
             });
         }
         if spec.has_no_tasks() {
-            spec.spinners.push(Spinner { name: "spin".into(), count: n + 1, nice: 0, cpus: None });
+            spec.spinners.push(Spinner {
+                name: "spin".into(),
+                count: n + 1,
+                nice: 0,
+                cpus: None,
+            });
         }
         let groups: Vec<String> = spec.group_names().into_iter().map(str::to_owned).collect();
         for _ in 0..rng.random_range(0..=3) {
@@ -478,13 +527,20 @@ mod tests {
             let s = Spec::random(seed);
             s.validate().unwrap();
             assert_eq!(s, Spec::random(seed));
-            assert_eq!(Spec::from_toml(&s.to_toml()).unwrap(), s, "seed {seed} does not round-trip through TOML");
+            assert_eq!(
+                Spec::from_toml(&s.to_toml()).unwrap(),
+                s,
+                "seed {seed} does not round-trip through TOML"
+            );
         }
     }
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpus("0-2,5", 8).unwrap().iter().collect::<Vec<_>>(), [0, 1, 2, 5]);
+        assert_eq!(
+            parse_cpus("0-2,5", 8).unwrap().iter().collect::<Vec<_>>(),
+            [0, 1, 2, 5]
+        );
         assert!(parse_cpus("7-8", 8).is_err());
         assert!(parse_cpus("", 8).is_err());
         assert!(parse_cpus("3-1", 8).is_err());
@@ -494,7 +550,9 @@ mod tests {
     fn unknown_fields_are_rejected() {
         assert!(Spec::from_toml("[run]\nduration = 5\n").is_err());
         assert!(Spec::from_toml("[[spinner]]\ncont = 5\n").is_err());
-        assert!(Spec::from_toml("[[affinity]]\nat_ms = 1\ntarget = \"nope\"\ncpus = \"0\"\n").is_err());
+        assert!(
+            Spec::from_toml("[[affinity]]\nat_ms = 1\ntarget = \"nope\"\ncpus = \"0\"\n").is_err()
+        );
     }
 
     #[test]

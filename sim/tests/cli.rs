@@ -5,11 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn sim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enoki-sim")).args(args).env("ENOKI_QUIET", "1").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_enoki-sim"))
+        .args(args)
+        .env("ENOKI_QUIET", "1")
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn examples() -> Vec<PathBuf> {
@@ -37,7 +44,17 @@ fn every_example_runs_clean() {
 
 #[test]
 fn json_report() {
-    let o = sim(&["--spin", "3:2", "--sleep", "1:100:400", "--machine", "2", "--duration-ms", "20", "--json"]);
+    let o = sim(&[
+        "--spin",
+        "3:2",
+        "--sleep",
+        "1:100:400",
+        "--machine",
+        "2",
+        "--duration-ms",
+        "20",
+        "--json",
+    ]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["scheduler"], "fifo");
@@ -64,7 +81,11 @@ fn record_replay_dump_and_timelines() {
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&pf).unwrap()).unwrap();
-    assert!(doc["traceEvents"].as_array().unwrap().iter().any(|e| e["ph"] == "X" && e["name"] == "spin.0"));
+    assert!(doc["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["ph"] == "X" && e["name"] == "spin.0"));
 
     let o = sim(&["replay", t]);
     let (out, _) = text(&o);
@@ -76,19 +97,31 @@ fn record_replay_dump_and_timelines() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["messages"].as_u64().unwrap() > 100 && v["divergence"].is_null());
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&pf2).unwrap()).unwrap();
-    assert!(doc["traceEvents"].as_array().unwrap().iter().any(|e| e["ph"] == "X"));
+    assert!(doc["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["ph"] == "X"));
 
     let o = sim(&["replay", t, "--sched", "badpick"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
-    assert!(out.contains("first divergence at message #") && out.contains("the 10 events before:"), "{out}");
-    assert!(err.contains("notice: the trace recorded scheduler \"fifo\""), "{err}");
+    assert!(
+        out.contains("first divergence at message #") && out.contains("the 10 events before:"),
+        "{out}"
+    );
+    assert!(
+        err.contains("notice: the trace recorded scheduler \"fifo\""),
+        "{err}"
+    );
 
     let o = sim(&["dump", t, "--limit", "3"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
     assert!(
-        out.contains("scheduler \"fifo\"") && out.contains("4 CPUs, 2 nodes") && out.contains("pick_next_task"),
+        out.contains("scheduler \"fifo\"")
+            && out.contains("4 CPUs, 2 nodes")
+            && out.contains("pick_next_task"),
         "{out}"
     );
 
@@ -125,18 +158,31 @@ fn seed_alone_runs_a_reproducible_random_workload() {
     let o = sim(&["--seed", "42"]);
     assert!(text(&o).1.contains("random workload of seed 42"));
     let spec = sim(&["--seed", "42", "--print-spec"]);
-    let parsed = enoki_sim::spec::Spec::from_toml(&String::from_utf8(spec.stdout).unwrap()).unwrap();
+    let parsed =
+        enoki_sim::spec::Spec::from_toml(&String::from_utf8(spec.stdout).unwrap()).unwrap();
     assert_eq!(parsed, enoki_sim::spec::Spec::random(42));
 }
 
 #[test]
 fn violations_exit_1_with_a_reproducer() {
     // Four spinners share one CPU in 3 ms slices: a 2 ms stall bound trips.
-    let o = sim(&["--spin", "4", "--machine", "1", "--duration-ms", "50", "--stall-ms", "2"]);
+    let o = sim(&[
+        "--spin",
+        "4",
+        "--machine",
+        "1",
+        "--duration-ms",
+        "50",
+        "--stall-ms",
+        "2",
+    ]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("Stall"), "{out}");
-    assert!(err.contains("reproduce with: enoki-sim --sched fifo --seed 0"), "{err}");
+    assert!(
+        err.contains("reproduce with: enoki-sim --sched fifo --seed 0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -173,7 +219,14 @@ fn kernel_rec(r: &enoki_sim::trace::Record) -> Vec<u8> {
     b.extend_from_slice(&ty.to_le_bytes());
     b.extend_from_slice(&addr.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
-    for v in [m.kind, m.flags, m.cpu as u32, m.pid as u32, m.tgid as u32, m.task_cpu as u32] {
+    for v in [
+        m.kind,
+        m.flags,
+        m.cpu as u32,
+        m.pid as u32,
+        m.tgid as u32,
+        m.task_cpu as u32,
+    ] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b.extend_from_slice(&m.runtime.to_le_bytes());
@@ -194,7 +247,14 @@ fn kernel_rec(r: &enoki_sim::trace::Record) -> Vec<u8> {
 fn import_a_kernel_recording_and_replay_it() {
     let dir = tempfile::tempdir().unwrap();
     let sim_trace = dir.path().join("sim.enk");
-    let o = sim(&["--spec", "examples/mixed.toml", "--duration-ms", "30", "--record", sim_trace.to_str().unwrap()]);
+    let o = sim(&[
+        "--spec",
+        "examples/mixed.toml",
+        "--duration-ms",
+        "30",
+        "--record",
+        sim_trace.to_str().unwrap(),
+    ]);
     assert!(o.status.success());
     // Lay the records out as the debugfs file does: CPU by CPU, each CPU's
     // in order.
@@ -241,12 +301,24 @@ fn import_a_kernel_recording_and_replay_it() {
     let o = sim(&["replay", out.to_str().unwrap()]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("no divergence") && stderr.contains("enoki_fifo.ko 1234"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("no divergence") && stderr.contains("enoki_fifo.ko 1234"),
+        "{stdout}{stderr}"
+    );
 
     // A cut record and a bad topology are refused.
     let import = || {
         let (raw, topo) = (raw.to_str().unwrap(), topo_file.to_str().unwrap());
-        sim(&["import", raw, "--topology", topo, "--sched", "fifo", "-o", "/dev/null"])
+        sim(&[
+            "import",
+            raw,
+            "--topology",
+            topo,
+            "--sched",
+            "fifo",
+            "-o",
+            "/dev/null",
+        ])
     };
     std::fs::write(&raw, &by_cpu.concat()[..300]).unwrap();
     let o = import();

@@ -12,7 +12,10 @@ use proptest::prelude::*;
 
 use common::{mixed_spec, quiet, Lazy, Leaky};
 
-const STRICT: Props = Props { correct: true, work_conserving: true };
+const STRICT: Props = Props {
+    correct: true,
+    work_conserving: true,
+};
 
 fn kinds(v: &[enoki_sim::check::Violation]) -> Vec<ViolationKind> {
     v.iter().map(|v| v.kind).collect()
@@ -43,7 +46,9 @@ fn random_runs_are_deterministic() {
     quiet();
     for seed in [1, 77] {
         let run = || {
-            let out = simulate::<enoki_fifo::Fifo>(SimConfig::new(Spec::random(seed), seed, STRICT)).unwrap();
+            let out =
+                simulate::<enoki_fifo::Fifo>(SimConfig::new(Spec::random(seed), seed, STRICT))
+                    .unwrap();
             serde_json::to_string(&out.report).unwrap()
         };
         assert_eq!(run(), run());
@@ -64,8 +69,14 @@ fn mixed_workload_report() {
         assert!(t.runtime_ns + t.wait_ns <= t.alive_ns);
     }
     let sleepers: Vec<_> = r.tasks.iter().filter(|t| t.group == "sleep").collect();
-    assert!(sleepers.iter().all(|t| t.wakeups > 5 && t.wakeup_p50_ns.is_some() && t.wakeup_p99_ns >= t.wakeup_p50_ns));
-    assert_eq!(r.tasks.iter().find(|t| t.name == "sleep.1").unwrap().nice, -3, "renice applied");
+    assert!(sleepers
+        .iter()
+        .all(|t| t.wakeups > 5 && t.wakeup_p50_ns.is_some() && t.wakeup_p99_ns >= t.wakeup_p50_ns));
+    assert_eq!(
+        r.tasks.iter().find(|t| t.name == "sleep.1").unwrap().nice,
+        -3,
+        "renice applied"
+    );
     let forks = r.groups.iter().find(|g| g.name == "fork").unwrap();
     assert!(forks.tasks >= 30 && r.tasks.iter().filter(|t| t.exited).count() > 20);
     let rpc = r.groups.iter().find(|g| g.name == "rpc").unwrap();
@@ -75,15 +86,23 @@ fn mixed_workload_report() {
     let ran: u64 = r.tasks.iter().map(|t| t.runtime_ns).sum();
     assert_eq!(busy, ran, "every busy ns is some task's runtime");
     assert!(r.cpus.iter().all(|c| c.utilisation <= 1.0));
-    assert!(r.fairness.iter().all(|f| f.jain > 0.0 && f.jain <= 1.0 + 1e-9));
+    assert!(r
+        .fairness
+        .iter()
+        .all(|f| f.jain > 0.0 && f.jain <= 1.0 + 1e-9));
     let text = r.to_text();
-    assert!(text.contains("invariants: ok") && text.contains("wake p99us"), "{text}");
+    assert!(
+        text.contains("invariants: ok") && text.contains("wake p99us"),
+        "{text}"
+    );
 }
 
 #[test]
 fn equal_spinners_on_one_cpu_are_perfectly_fair() {
     quiet();
-    let spec = Spec::from_toml("[machine]\ncores = 1\n[run]\nduration_ms = 300\n[[spinner]]\ncount = 3\n").unwrap();
+    let spec =
+        Spec::from_toml("[machine]\ncores = 1\n[run]\nduration_ms = 300\n[[spinner]]\ncount = 3\n")
+            .unwrap();
     let out = simulate::<enoki_fifo::Fifo>(SimConfig::new(spec, 0, STRICT)).unwrap();
     let f = &out.report.fairness[0];
     assert_eq!((f.weight, f.tasks), (1024, 3));
@@ -95,7 +114,11 @@ fn badpick_mistakes_are_caught_when_held_to_correctness() {
     quiet();
     let out = simulate::<enoki_badpick::BadPick>(SimConfig::new(mixed_spec(), 1, STRICT)).unwrap();
     assert!(out.report.counters.pick_errors > 0);
-    assert!(kinds(&out.report.violations).contains(&ViolationKind::SchedulerError), "{:?}", out.report.violations);
+    assert!(
+        kinds(&out.report.violations).contains(&ViolationKind::SchedulerError),
+        "{:?}",
+        out.report.violations
+    );
     // Registered as not correct, it is not blamed for them.
     let entry = registry::find("badpick").unwrap();
     let out = (entry.simulate)(SimConfig::new(mixed_spec(), 1, entry.props)).unwrap();
@@ -109,8 +132,15 @@ fn idle_cpu_with_queued_work_is_caught() {
     let v = &out.report.violations;
     assert!(kinds(v).contains(&ViolationKind::IdleWithWork), "{v:?}");
     assert!(v.iter().any(|v| v.detail.contains("is idle while task")));
-    let out =
-        simulate::<Lazy>(SimConfig::new(mixed_spec(), 1, Props { correct: true, work_conserving: false })).unwrap();
+    let out = simulate::<Lazy>(SimConfig::new(
+        mixed_spec(),
+        1,
+        Props {
+            correct: true,
+            work_conserving: false,
+        },
+    ))
+    .unwrap();
     assert!(!kinds(&out.report.violations).contains(&ViolationKind::IdleWithWork));
 }
 
@@ -123,7 +153,11 @@ fn lost_task_is_a_stall() {
     let out = simulate::<Leaky>(SimConfig::new(spec, 1, Props::default())).unwrap();
     let v = &out.report.violations;
     assert!(kinds(v).contains(&ViolationKind::Stall), "{v:?}");
-    assert!(v[0].detail.contains("runnable for") && v[0].time_ns > 100_000_000, "{}", v[0]);
+    assert!(
+        v[0].detail.contains("runnable for") && v[0].time_ns > 100_000_000,
+        "{}",
+        v[0]
+    );
 }
 
 #[test]
@@ -149,7 +183,11 @@ fn messages_carry_exact_runtimes() {
         if let enoki_sim::trace::Event::Msg(m) = r.unwrap().event {
             if m.kind == enoki::abi::kind::TASK_BLOCKED {
                 blocked += 1;
-                assert_eq!(m.runtime, blocked * 300_000, "runtime at the {blocked}th sleep");
+                assert_eq!(
+                    m.runtime,
+                    blocked * 300_000,
+                    "runtime at the {blocked}th sleep"
+                );
             }
         }
     }
@@ -170,8 +208,17 @@ fn wfq_shares_a_cpu_fairly_between_hogs_and_pipes() {
     )
     .unwrap();
     let out = (entry.simulate)(SimConfig::new(spec, 0, entry.props)).unwrap();
-    assert!(out.report.violations.is_empty(), "{:?}", out.report.violations);
+    assert!(
+        out.report.violations.is_empty(),
+        "{:?}",
+        out.report.violations
+    );
     for t in &out.report.tasks {
-        assert!((0.2..0.3).contains(&t.cpu_share), "{} got {:.3} of the CPU", t.name, t.cpu_share);
+        assert!(
+            (0.2..0.3).contains(&t.cpu_share),
+            "{} got {:.3} of the CPU",
+            t.name,
+            t.cpu_share
+        );
     }
 }

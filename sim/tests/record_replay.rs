@@ -16,13 +16,20 @@ use enoki_sim::trace::{Event, Record, TraceReader};
 
 use common::{mixed_spec, quiet, record, Flaky, LockFlaky};
 
-const FIFO: Props = Props { correct: true, work_conserving: true };
+const FIFO: Props = Props {
+    correct: true,
+    work_conserving: true,
+};
 
 #[test]
 fn fifo_round_trip_has_no_divergence() {
     quiet();
     let (out, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
-    assert!(out.report.violations.is_empty(), "{:?}", out.report.violations);
+    assert!(
+        out.report.violations.is_empty(),
+        "{:?}",
+        out.report.violations
+    );
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
     let header = reader.header().clone();
     assert_eq!(header.scheduler, "fifo");
@@ -37,7 +44,10 @@ fn fifo_round_trip_has_no_divergence() {
     // lock event of every call was checked.
     let sent: u64 = out.report.counters.messages.values().sum();
     assert_eq!(rep.messages, sent);
-    assert!(rep.lock_events > sent, "FIFO takes at least one lock per call");
+    assert!(
+        rep.lock_events > sent,
+        "FIFO takes at least one lock per call"
+    );
     assert_eq!(reader.end().unwrap().records, sent + rep.lock_events);
     // The workload exercised every kind of call.
     for k in [
@@ -53,7 +63,10 @@ fn fifo_round_trip_has_no_divergence() {
         "task_affinity_changed",
         "task_prio_changed",
     ] {
-        assert!(out.report.counters.messages[k] > 0, "no {k} in the mixed workload");
+        assert!(
+            out.report.counters.messages[k] > 0,
+            "no {k} in the mixed workload"
+        );
     }
 }
 
@@ -84,9 +97,15 @@ fn same_seed_same_trace() {
     quiet();
     let (_, a) = record::<Fifo>(&mixed_spec(), 9, FIFO);
     let (_, b) = record::<Fifo>(&mixed_spec(), 9, FIFO);
-    assert!(normalized(&a) == normalized(&b), "same seed, different traces");
+    assert!(
+        normalized(&a) == normalized(&b),
+        "same seed, different traces"
+    );
     let (_, c) = record::<Fifo>(&mixed_spec(), 10, FIFO);
-    assert!(normalized(&a) != normalized(&c), "the seed must matter (request arrivals)");
+    assert!(
+        normalized(&a) != normalized(&c),
+        "the seed must matter (request arrivals)"
+    );
 }
 
 #[test]
@@ -97,7 +116,13 @@ fn fifo_trace_against_badpick_diverges_at_the_first_differing_message() {
     let header = reader.header().clone();
     let entry = registry::find("badpick").unwrap();
     let rep = (entry.replay)(&header, &mut reader, &ReplayOptions::default()).unwrap();
-    assert!(rep.notices.iter().any(|n| n.contains("recorded scheduler \"fifo\"")), "{:?}", rep.notices);
+    assert!(
+        rep.notices
+            .iter()
+            .any(|n| n.contains("recorded scheduler \"fifo\"")),
+        "{:?}",
+        rep.notices
+    );
     let d = rep.divergence.expect("badpick must diverge from fifo");
     // The divergence is the first message whose answer differs, with up to
     // 10 events before it.
@@ -107,9 +132,15 @@ fn fifo_trace_against_badpick_diverges_at_the_first_differing_message() {
     assert_eq!(d.context.len() as u64, d.index.min(10));
     assert_eq!(rep.messages, d.index + 1, "replay stops at the divergence");
     let text = d.to_string();
-    assert!(text.contains("pick_next_task") && text.contains("expected:") && text.contains("actual:"), "{text}");
+    assert!(
+        text.contains("pick_next_task") && text.contains("expected:") && text.contains("actual:"),
+        "{text}"
+    );
     // It is the index-th message of the trace.
-    let msgs: Vec<_> = normalized(&bytes).into_iter().filter(|r| matches!(r.event, Event::Msg(_))).collect();
+    let msgs: Vec<_> = normalized(&bytes)
+        .into_iter()
+        .filter(|r| matches!(r.event, Event::Msg(_)))
+        .collect();
     assert_eq!(msgs[d.index as usize], d.record);
 }
 
@@ -120,11 +151,25 @@ fn nondeterministic_scheduler_diverges_on_replay() {
     assert!(out.report.counters.messages["pick_next_task"] > 100);
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
     let header = reader.header().clone();
-    let rep = replay::<Flaky>(&header, &mut reader, &ReplayOptions { context: 4, timeline: false }).unwrap();
-    let d = rep.divergence.expect("a pick that depends on a process-wide counter must diverge");
+    let rep = replay::<Flaky>(
+        &header,
+        &mut reader,
+        &ReplayOptions {
+            context: 4,
+            timeline: false,
+        },
+    )
+    .unwrap();
+    let d = rep
+        .divergence
+        .expect("a pick that depends on a process-wide counter must diverge");
     assert_eq!(d.message().kind, kind::PICK_NEXT_TASK);
     assert_eq!(d.context.len(), 4);
-    assert!(rep.notices.is_empty(), "same scheduler, same build: {:?}", rep.notices);
+    assert!(
+        rep.notices.is_empty(),
+        "same scheduler, same build: {:?}",
+        rep.notices
+    );
 }
 
 #[test]
@@ -134,7 +179,9 @@ fn different_lock_order_with_the_same_answers_diverges() {
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
     let header = reader.header().clone();
     let rep = replay::<LockFlaky>(&header, &mut reader, &ReplayOptions::default()).unwrap();
-    let d = rep.divergence.expect("an extra lock on replay must be found");
+    let d = rep
+        .divergence
+        .expect("an extra lock on replay must be found");
     assert_eq!(d.expected, d.actual, "the answers agree; the locks do not");
     let what = d.locks.as_deref().unwrap();
     assert!(what.contains("lock"), "{what}");
@@ -157,7 +204,13 @@ fn other_build_is_replayed_with_a_notice() {
     let header = reader.header().clone();
     let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
     assert!(rep.divergence.is_none());
-    assert!(rep.notices.iter().any(|n| n.contains("deadbeef") && n.contains("replaying anyway")), "{:?}", rep.notices);
+    assert!(
+        rep.notices
+            .iter()
+            .any(|n| n.contains("deadbeef") && n.contains("replaying anyway")),
+        "{:?}",
+        rep.notices
+    );
 }
 
 #[test]
@@ -197,17 +250,29 @@ fn timeline_from_a_trace_matches_the_simulated_one() {
     let slices = tb.finish();
     // Runs of picked tasks (not of tasks the scheduler refused) appear in
     // both, with the same CPU, task, start and end.
-    let sim: std::collections::BTreeSet<_> =
-        out.timeline.iter().map(|s| (s.cpu, s.pid, s.start_ns, s.end_ns)).collect();
-    let from_trace: Vec<_> =
-        slices.iter().filter(|s| s.end_ns > s.start_ns).map(|s| (s.cpu, s.pid, s.start_ns, s.end_ns)).collect();
+    let sim: std::collections::BTreeSet<_> = out
+        .timeline
+        .iter()
+        .map(|s| (s.cpu, s.pid, s.start_ns, s.end_ns))
+        .collect();
+    let from_trace: Vec<_> = slices
+        .iter()
+        .filter(|s| s.end_ns > s.start_ns)
+        .map(|s| (s.cpu, s.pid, s.start_ns, s.end_ns))
+        .collect();
     assert!(from_trace.len() > 50);
     let matching = from_trace.iter().filter(|s| sim.contains(s)).count();
-    assert!(matching * 10 >= from_trace.len() * 9, "{matching} of {} slices match", from_trace.len());
+    assert!(
+        matching * 10 >= from_trace.len() * 9,
+        "{matching} of {} slices match",
+        from_trace.len()
+    );
     let doc = enoki_sim::perfetto::to_json(4, &slices, &out.names, &[]);
     let events = doc["traceEvents"].as_array().unwrap();
     assert!(events.iter().any(|e| e["ph"] == "X"));
-    assert!(events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == "CPU 3"));
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "M" && e["args"]["name"] == "CPU 3"));
 }
 
 #[test]
@@ -225,7 +290,10 @@ fn records_carry_cpu_seq_and_time() {
         assert!(r.cpu < 4);
         match r.event {
             Event::Msg(m) => {
-                assert_eq!(held, None, "every lock of a call is released before the next call");
+                assert_eq!(
+                    held, None,
+                    "every lock of a call is released before the next call"
+                );
                 if m.kind == kind::TASK_TICK || m.kind == kind::PICK_NEXT_TASK {
                     assert_eq!(m.cpu as u32, r.cpu, "a tick or pick runs on its own CPU");
                 }
@@ -278,7 +346,8 @@ fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
         }
     }
     assert!(interleaved > 100, "{interleaved}");
-    let mut w = enoki_sim::trace::TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
+    let mut w =
+        enoki_sim::trace::TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
     for (seq, mut r) in order.into_iter().enumerate() {
         r.seq = seq as u64 + 1;
         w.write(&r).unwrap();
@@ -296,11 +365,20 @@ fn fifo_round_trip_replays_by_locks_without_divergence() {
     let (_out, bytes) = record::<Fifo>(&mixed_spec(), 5, FIFO);
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
     let header = reader.header().clone();
-    let seq = replay::<Fifo>(&header, &mut TraceReader::new(Cursor::new(&bytes)).unwrap(), &ReplayOptions::default())
-        .unwrap();
-    let rep = enoki_sim::replay::replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    let seq = replay::<Fifo>(
+        &header,
+        &mut TraceReader::new(Cursor::new(&bytes)).unwrap(),
+        &ReplayOptions::default(),
+    )
+    .unwrap();
+    let rep =
+        enoki_sim::replay::replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default())
+            .unwrap();
     assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
-    assert_eq!((rep.messages, rep.lock_events), (seq.messages, seq.lock_events));
+    assert_eq!(
+        (rep.messages, rep.lock_events),
+        (seq.messages, seq.lock_events)
+    );
 }
 
 #[test]

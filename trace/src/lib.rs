@@ -116,7 +116,9 @@ pub enum TraceError {
     Empty,
     #[error("not an Enoki trace (magic {found:02x?}, expected \"ENOKITRC\")")]
     BadMagic { found: Vec<u8> },
-    #[error("trace format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "trace format version {found} is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("trace is truncated: {what} ends at byte {offset}")]
     Truncated { what: &'static str, offset: u64 },
@@ -182,7 +184,9 @@ impl TraceHeader {
         let t = &self.topology;
         let (ncpu, nnode) = (t.nr_cpus as usize, t.nr_nodes as usize);
         if ncpu == 0 || ncpu > MAX_CPUS || nnode == 0 || nnode > MAX_NODES {
-            return Err(TraceError::Invalid(format!("topology with {ncpu} CPUs and {nnode} nodes")));
+            return Err(TraceError::Invalid(format!(
+                "topology with {ncpu} CPUs and {nnode} nodes"
+            )));
         }
         let mut b = Vec::with_capacity(FIXED_HEADER + 16 * ncpu + 256);
         b.extend_from_slice(&MAGIC);
@@ -196,8 +200,8 @@ impl TraceHeader {
         b.extend_from_slice(&t.nr_cpus.to_le_bytes());
         b.extend_from_slice(&t.nr_nodes.to_le_bytes());
         for s in [&self.scheduler, &self.build_id, &self.args] {
-            let len =
-                u16::try_from(s.len()).map_err(|_| TraceError::Invalid("string longer than 65535 bytes".into()))?;
+            let len = u16::try_from(s.len())
+                .map_err(|_| TraceError::Invalid("string longer than 65535 bytes".into()))?;
             b.extend_from_slice(&len.to_le_bytes());
             b.extend_from_slice(s.as_bytes());
         }
@@ -522,32 +526,51 @@ impl<R: Read> TraceReader<R> {
             return Err(TraceError::Empty);
         }
         if fixed[..n.min(8)] != MAGIC[..n.min(8)] {
-            return Err(TraceError::BadMagic { found: fixed[..n.min(8)].to_vec() });
+            return Err(TraceError::BadMagic {
+                found: fixed[..n.min(8)].to_vec(),
+            });
         }
         if n < 16 {
-            return Err(TraceError::Truncated { what: "the header", offset: n as u64 });
+            return Err(TraceError::Truncated {
+                what: "the header",
+                offset: n as u64,
+            });
         }
         let version = u32::from_le_bytes(fixed[8..12].try_into().unwrap_or_default());
         if version != FORMAT_VERSION {
-            return Err(TraceError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(TraceError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let len = u32::from_le_bytes(fixed[12..16].try_into().unwrap_or_default()) as usize;
         if !(FIXED_HEADER + 6 + 16 + 1 + 4..=MAX_HEADER).contains(&len) {
-            return Err(TraceError::Corrupt { what: format!("header length {len}"), offset: 12 });
+            return Err(TraceError::Corrupt {
+                what: format!("header length {len}"),
+                offset: 12,
+            });
         }
         let mut bytes = vec![0u8; len];
         bytes[..16].copy_from_slice(&fixed);
         let got = read_full(&mut input, &mut bytes[16..])?;
         if got < len - 16 {
-            return Err(TraceError::Truncated { what: "the header", offset: (16 + got) as u64 });
+            return Err(TraceError::Truncated {
+                what: "the header",
+                offset: (16 + got) as u64,
+            });
         }
         let body = &bytes[..len - 4];
         let crc = u32::from_le_bytes(bytes[len - 4..].try_into().unwrap_or_default());
         if crc32fast::hash(body) != crc && !FUZZING {
-            return Err(TraceError::Corrupt { what: "header checksum mismatch".into(), offset: (len - 4) as u64 });
+            return Err(TraceError::Corrupt {
+                what: "header checksum mismatch".into(),
+                offset: (len - 4) as u64,
+            });
         }
-        let header = Self::parse_header(body)
-            .ok_or_else(|| TraceError::Corrupt { what: "header fields do not fit its length".into(), offset: 16 })??;
+        let header = Self::parse_header(body).ok_or_else(|| TraceError::Corrupt {
+            what: "header fields do not fit its length".into(),
+            offset: 16,
+        })??;
         Ok(TraceReader {
             input,
             header,
@@ -575,7 +598,11 @@ impl<R: Read> TraceReader<R> {
         let nr_cpus = c.u32()?;
         let nr_nodes = c.u32()?;
         let corrupt = |what: String| Some(Err(TraceError::Corrupt { what, offset: 48 }));
-        if nr_cpus == 0 || nr_cpus as usize > MAX_CPUS || nr_nodes == 0 || nr_nodes as usize > MAX_NODES {
+        if nr_cpus == 0
+            || nr_cpus as usize > MAX_CPUS
+            || nr_nodes == 0
+            || nr_nodes as usize > MAX_NODES
+        {
             return corrupt(format!("topology with {nr_cpus} CPUs and {nr_nodes} nodes"));
         }
         let mut strings = [String::new(), String::new(), String::new()];
@@ -589,7 +616,12 @@ impl<R: Read> TraceReader<R> {
         topology.nr_cpus = nr_cpus;
         topology.nr_nodes = nr_nodes;
         for cpu in topology.cpus[..nr_cpus as usize].iter_mut() {
-            *cpu = RawCpu { core: c.i32()?, llc: c.i32()?, node: c.i32()?, package: c.i32()? };
+            *cpu = RawCpu {
+                core: c.i32()?,
+                llc: c.i32()?,
+                node: c.i32()?,
+                package: c.i32()?,
+            };
         }
         for row in topology.distance[..nr_nodes as usize].iter_mut() {
             row[..nr_nodes as usize].copy_from_slice(c.take(nr_nodes as usize)?);
@@ -640,16 +672,31 @@ impl<R: Read> TraceReader<R> {
         let n = read_full(&mut self.input, &mut h)?;
         let at = self.offset;
         if n == 0 {
-            return Err(TraceError::Truncated { what: "the block list (no end block)", offset: at });
+            return Err(TraceError::Truncated {
+                what: "the block list (no end block)",
+                offset: at,
+            });
         }
         if n < BLOCK_HEADER {
-            return Err(TraceError::Truncated { what: "a block header", offset: at + n as u64 });
+            return Err(TraceError::Truncated {
+                what: "a block header",
+                offset: at + n as u64,
+            });
         }
         let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
         if h[..4] != BLOCK_MAGIC {
-            return Err(TraceError::Corrupt { what: format!("no block magic (found {:02x?})", &h[..4]), offset: at });
+            return Err(TraceError::Corrupt {
+                what: format!("no block magic (found {:02x?})", &h[..4]),
+                offset: at,
+            });
         }
-        let (flags, len, raw_len, nrec, crc) = (word(4), word(8) as usize, word(12) as usize, word(16), word(20));
+        let (flags, len, raw_len, nrec, crc) = (
+            word(4),
+            word(8) as usize,
+            word(12) as usize,
+            word(16),
+            word(20),
+        );
         if len > MAX_BLOCK || raw_len > MAX_BLOCK {
             return Err(TraceError::Corrupt {
                 what: format!("block length {len}/{raw_len} exceeds {MAX_BLOCK}"),
@@ -658,26 +705,40 @@ impl<R: Read> TraceReader<R> {
         }
         let compressed = flags & BLOCK_LZ4 != 0;
         if !compressed && raw_len != len {
-            return Err(TraceError::Corrupt { what: "uncompressed block with two lengths".into(), offset: at + 8 });
+            return Err(TraceError::Corrupt {
+                what: "uncompressed block with two lengths".into(),
+                offset: at + 8,
+            });
         }
         self.stored.clear();
         self.stored.resize(len, 0);
         let got = read_full(&mut self.input, &mut self.stored)?;
         if got < len {
-            return Err(TraceError::Truncated { what: "a block", offset: at + (BLOCK_HEADER + got) as u64 });
+            return Err(TraceError::Truncated {
+                what: "a block",
+                offset: at + (BLOCK_HEADER + got) as u64,
+            });
         }
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&h[4..20]);
         hasher.update(&self.stored);
         if hasher.finalize() != crc && !FUZZING {
-            return Err(TraceError::Corrupt { what: "block checksum mismatch".into(), offset: at });
+            return Err(TraceError::Corrupt {
+                what: "block checksum mismatch".into(),
+                offset: at,
+            });
         }
         if compressed {
             self.block.clear();
             self.block.resize(raw_len, 0);
             match lz4_flex::block::decompress_into(&self.stored, &mut self.block) {
                 Ok(n) if n == raw_len => {}
-                _ => return Err(TraceError::Corrupt { what: "block does not decompress".into(), offset: at }),
+                _ => {
+                    return Err(TraceError::Corrupt {
+                        what: "block does not decompress".into(),
+                        offset: at,
+                    })
+                }
             }
         } else {
             std::mem::swap(&mut self.block, &mut self.stored);
@@ -689,24 +750,41 @@ impl<R: Read> TraceReader<R> {
         if flags & BLOCK_END != 0 {
             let mut c = Cursor::new(&self.block);
             let end = match (c.u64(), c.u64(), nrec, raw_len, compressed) {
-                (Some(records), Some(dropped_events), 0, 16, false) => TraceEnd { records, dropped_events },
-                _ => return Err(TraceError::Corrupt { what: "malformed end block".into(), offset: at }),
+                (Some(records), Some(dropped_events), 0, 16, false) => TraceEnd {
+                    records,
+                    dropped_events,
+                },
+                _ => {
+                    return Err(TraceError::Corrupt {
+                        what: "malformed end block".into(),
+                        offset: at,
+                    })
+                }
             };
             if end.records != self.seen {
                 return Err(TraceError::Corrupt {
-                    what: format!("end block counts {} records, the file holds {}", end.records, self.seen),
+                    what: format!(
+                        "end block counts {} records, the file holds {}",
+                        end.records, self.seen
+                    ),
                     offset: at,
                 });
             }
             let mut extra = [0u8; 1];
             if read_full(&mut self.input, &mut extra)? != 0 {
-                return Err(TraceError::Corrupt { what: "data after the end block".into(), offset: self.offset });
+                return Err(TraceError::Corrupt {
+                    what: "data after the end block".into(),
+                    offset: self.offset,
+                });
             }
             self.end = Some(end);
             return Ok(false);
         }
         if nrec == 0 {
-            return Err(TraceError::Corrupt { what: "empty data block".into(), offset: at });
+            return Err(TraceError::Corrupt {
+                what: "empty data block".into(),
+                offset: at,
+            });
         }
         Ok(true)
     }
@@ -721,7 +799,13 @@ impl<R: Read> TraceReader<R> {
             let (at, pos) = (self.block_at, self.pos);
             if self.left_in_block == 0 {
                 if pos != self.block.len() {
-                    return self.corrupt(format!("block holds {} bytes after its records", self.block.len() - pos), at);
+                    return self.corrupt(
+                        format!(
+                            "block holds {} bytes after its records",
+                            self.block.len() - pos
+                        ),
+                        at,
+                    );
                 }
                 match self.next_block() {
                     Ok(_) => continue,
@@ -736,13 +820,25 @@ impl<R: Read> TraceReader<R> {
                 Some((ty, c.u16()? as usize, c.u32()?, c.u64()?, c.u64()?))
             })();
             let Some((ty, len, cpu, seq, time_ns)) = prefix else {
-                return self.corrupt(format!("record at payload byte {pos} cut short by its block"), at);
+                return self.corrupt(
+                    format!("record at payload byte {pos} cut short by its block"),
+                    at,
+                );
             };
-            let Some(body) = rest.get(RECORD_PREFIX..len.max(RECORD_PREFIX)).filter(|_| len >= RECORD_PREFIX) else {
-                return self.corrupt(format!("record at payload byte {pos}: length {len} does not fit its block"), at);
+            let Some(body) = rest
+                .get(RECORD_PREFIX..len.max(RECORD_PREFIX))
+                .filter(|_| len >= RECORD_PREFIX)
+            else {
+                return self.corrupt(
+                    format!("record at payload byte {pos}: length {len} does not fit its block"),
+                    at,
+                );
             };
             let event = match ty {
-                rtype::MSG => Cursor::new(body).msg().filter(|_| body.len() == MSG_BYTES).map(Event::Msg),
+                rtype::MSG => Cursor::new(body)
+                    .msg()
+                    .filter(|_| body.len() == MSG_BYTES)
+                    .map(Event::Msg),
                 rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE => Self::lock(ty, body),
                 _ => None,
             };
@@ -752,13 +848,20 @@ impl<R: Read> TraceReader<R> {
             match event {
                 Some(event) => {
                     self.records += 1;
-                    return Ok(Some(Record { seq, cpu, time_ns, event }));
+                    return Ok(Some(Record {
+                        seq,
+                        cpu,
+                        time_ns,
+                        event,
+                    }));
                 }
                 // A record type from a newer writer: skip it.
                 None if ty > rtype::LOCK_RELEASE => {}
                 None => {
-                    return self
-                        .corrupt(format!("malformed record at payload byte {pos} (type {ty}, length {len})"), at)
+                    return self.corrupt(
+                        format!("malformed record at payload byte {pos} (type {ty}, length {len})"),
+                        at,
+                    )
                 }
             }
         }
@@ -769,7 +872,11 @@ impl<R: Read> TraceReader<R> {
             return None;
         }
         let addr = Cursor::new(body).u64()?;
-        Some(if ty == rtype::LOCK_ACQUIRE { Event::LockAcquire { addr } } else { Event::LockRelease { addr } })
+        Some(if ty == rtype::LOCK_ACQUIRE {
+            Event::LockAcquire { addr }
+        } else {
+            Event::LockRelease { addr }
+        })
     }
 }
 
@@ -793,7 +900,12 @@ impl Record {
             rtype::LOCK_RELEASE => Event::LockRelease { addr },
             _ => return None,
         };
-        Some(Record { seq, cpu, time_ns, event })
+        Some(Record {
+            seq,
+            cpu,
+            time_ns,
+            event,
+        })
     }
 }
 
@@ -804,21 +916,32 @@ pub fn records_from_kernel(raw: &[u8]) -> Result<Vec<Record>, TraceError> {
     let chunks = raw.chunks_exact(KERNEL_REC_BYTES);
     if !chunks.remainder().is_empty() {
         let whole = raw.len() - chunks.remainder().len();
-        return Err(TraceError::Truncated { what: "the last kernel record", offset: whole as u64 });
+        return Err(TraceError::Truncated {
+            what: "the last kernel record",
+            offset: whole as u64,
+        });
     }
     let mut out = Vec::with_capacity(raw.len() / KERNEL_REC_BYTES);
     for (i, c) in chunks.enumerate() {
         let rec = c.try_into().ok().and_then(Record::from_kernel);
         let Some(rec) = rec else {
-            let what =
-                format!("kernel record {i} has unknown type {}", u32::from_le_bytes([c[12], c[13], c[14], c[15]]));
-            return Err(TraceError::Corrupt { what, offset: (i * KERNEL_REC_BYTES) as u64 });
+            let what = format!(
+                "kernel record {i} has unknown type {}",
+                u32::from_le_bytes([c[12], c[13], c[14], c[15]])
+            );
+            return Err(TraceError::Corrupt {
+                what,
+                offset: (i * KERNEL_REC_BYTES) as u64,
+            });
         };
         out.push(rec);
     }
     out.sort_by_key(|r| r.seq);
     if let Some(w) = out.windows(2).find(|w| w[0].seq == w[1].seq) {
-        return Err(TraceError::Corrupt { what: format!("two kernel records with seq {}", w[0].seq), offset: 0 });
+        return Err(TraceError::Corrupt {
+            what: format!("two kernel records with seq {}", w[0].seq),
+            offset: 0,
+        });
     }
     Ok(out)
 }
@@ -834,7 +957,12 @@ pub fn topology_from_kernel(b: &[u8]) -> Option<Box<RawTopology>> {
     t.nr_cpus = c.u32()?;
     t.nr_nodes = c.u32()?;
     for cpu in t.cpus.iter_mut() {
-        *cpu = RawCpu { core: c.i32()?, llc: c.i32()?, node: c.i32()?, package: c.i32()? };
+        *cpu = RawCpu {
+            core: c.i32()?,
+            llc: c.i32()?,
+            node: c.i32()?,
+            package: c.i32()?,
+        };
     }
     for row in t.distance.iter_mut() {
         row.copy_from_slice(c.take(MAX_NODES)?);
@@ -849,6 +977,9 @@ pub fn read_all(input: impl Read) -> Result<(TraceHeader, Vec<Record>, TraceEnd)
     while let Some(rec) = r.next_record()? {
         records.push(rec);
     }
-    let end = r.end().ok_or(TraceError::Truncated { what: "the block list", offset: r.offset })?;
+    let end = r.end().ok_or(TraceError::Truncated {
+        what: "the block list",
+        offset: r.offset,
+    })?;
     Ok((r.header, records, end))
 }

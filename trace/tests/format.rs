@@ -5,7 +5,9 @@ use std::io::Cursor;
 
 use enoki::abi::{kind, Msg};
 use enoki::Topology;
-use enoki_trace::{read_all, Event, Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION};
+use enoki_trace::{
+    read_all, Event, Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION,
+};
 use proptest::prelude::*;
 
 fn header() -> TraceHeader {
@@ -33,8 +35,12 @@ fn records(n: u64) -> Vec<Record> {
             cpu: (i % 8) as u32,
             time_ns: i * 10,
             event: match i % 5 {
-                3 => Event::LockAcquire { addr: 0xffff_8880_0000_0000 + i },
-                4 => Event::LockRelease { addr: 0xffff_8880_0000_0000 + i - 1 },
+                3 => Event::LockAcquire {
+                    addr: 0xffff_8880_0000_0000 + i,
+                },
+                4 => Event::LockRelease {
+                    addr: 0xffff_8880_0000_0000 + i - 1,
+                },
                 _ => Event::Msg(msg(i)),
             },
         })
@@ -65,13 +71,28 @@ fn round_trip_keeps_everything() {
         assert_eq!(back, recs);
         assert_eq!(end.records, 5000);
         assert_eq!(end.dropped_events, 17);
-        assert_eq!(h.dropped_events, 17, "the final count is patched into the header");
-        assert_eq!((h.scheduler.as_str(), h.build_id.as_str(), h.args.as_str()), ("fifo", "test-build 1", "every=3"));
-        assert_eq!((h.max_tasks, h.slice_ns, h.abi_version), (512, 3_000_000, enoki::abi::ABI_VERSION));
+        assert_eq!(
+            h.dropped_events, 17,
+            "the final count is patched into the header"
+        );
+        assert_eq!(
+            (h.scheduler.as_str(), h.build_id.as_str(), h.args.as_str()),
+            ("fifo", "test-build 1", "every=3")
+        );
+        assert_eq!(
+            (h.max_tasks, h.slice_ns, h.abi_version),
+            (512, 3_000_000, enoki::abi::ABI_VERSION)
+        );
         let t = Topology::from_raw(&h.topology).unwrap();
-        assert_eq!((t.nr_cpus(), t.nr_nodes(), t.distance(0, 7), t.core_of(3)), (8, 2, 31, 2));
+        assert_eq!(
+            (t.nr_cpus(), t.nr_nodes(), t.distance(0, 7), t.core_of(3)),
+            (8, 2, 31, 2)
+        );
     }
-    assert!(write(&recs, true, 0).len() * 3 < write(&recs, false, 0).len(), "compression pays");
+    assert!(
+        write(&recs, true, 0).len() * 3 < write(&recs, false, 0).len(),
+        "compression pays"
+    );
 }
 
 #[test]
@@ -79,17 +100,35 @@ fn a_message_is_its_repr_c_bytes() {
     // The kernel recorder copies `struct enoki_msg` as is: check the layout
     // the format promises against the real one.
     let m = msg(5);
-    let bytes = write(&[Record { seq: 0, cpu: 1, time_ns: 2, event: Event::Msg(m) }], false, 0);
+    let bytes = write(
+        &[Record {
+            seq: 0,
+            cpu: 1,
+            time_ns: 2,
+            event: Event::Msg(m),
+        }],
+        false,
+        0,
+    );
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     let rec = &bytes[hlen + 24..hlen + 24 + 120];
     assert_eq!(rec[0], 1, "type");
     assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 120);
     let body = &rec[24..];
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), m.kind);
-    assert_eq!(u64::from_le_bytes(body[24..32].try_into().unwrap()), m.runtime);
-    assert_eq!(u64::from_le_bytes(body[40..48].try_into().unwrap()), m.allowed[0]);
+    assert_eq!(
+        u64::from_le_bytes(body[24..32].try_into().unwrap()),
+        m.runtime
+    );
+    assert_eq!(
+        u64::from_le_bytes(body[40..48].try_into().unwrap()),
+        m.allowed[0]
+    );
     assert_eq!(i64::from_le_bytes(body[72..80].try_into().unwrap()), m.ret);
-    assert_eq!(u64::from_le_bytes(body[88..96].try_into().unwrap()), m.ret_slice);
+    assert_eq!(
+        u64::from_le_bytes(body[88..96].try_into().unwrap()),
+        m.ret_slice
+    );
 }
 
 fn err(bytes: &[u8]) -> TraceError {
@@ -111,7 +150,10 @@ fn wrong_magic() {
     let e = err(b"#!/bin/sh\necho not a trace\n");
     assert!(matches!(e, TraceError::BadMagic { .. }), "{e}");
     assert!(e.to_string().contains("not an Enoki trace"), "{e}");
-    assert!(matches!(err(b"ENOKI"), TraceError::Truncated { .. }), "a prefix of the magic is a cut file");
+    assert!(
+        matches!(err(b"ENOKI"), TraceError::Truncated { .. }),
+        "a prefix of the magic is a cut file"
+    );
     assert!(matches!(err(b"ENOXI"), TraceError::BadMagic { .. }));
 }
 
@@ -130,8 +172,20 @@ fn wrong_version() {
 fn truncated_anywhere() {
     let b = sample();
     let hlen = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
-    for cut in [9, 15, 16, 40, hlen - 1, hlen, hlen + 3, hlen + 24, hlen + 500, b.len() / 2, b.len() - 17, b.len() - 1]
-    {
+    for cut in [
+        9,
+        15,
+        16,
+        40,
+        hlen - 1,
+        hlen,
+        hlen + 3,
+        hlen + 24,
+        hlen + 500,
+        b.len() / 2,
+        b.len() - 17,
+        b.len() - 1,
+    ] {
         let e = err(&b[..cut]);
         assert!(e.is_truncated(), "cut at {cut}: {e}");
         assert!(e.to_string().starts_with("trace is truncated"), "{e}");
@@ -151,7 +205,10 @@ fn truncated_file_still_yields_its_complete_blocks() {
         }
     };
     assert!(e.is_truncated());
-    assert!(n > 1000, "complete blocks before the cut are readable ({n})");
+    assert!(
+        n > 1000,
+        "complete blocks before the cut are readable ({n})"
+    );
     assert_eq!(r.next_record().unwrap(), None, "nothing after an error");
 }
 
@@ -160,7 +217,15 @@ fn corrupt_header_and_blocks() {
     let b = sample();
     let hlen = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
     // A flipped bit in the header, in a block header, in a payload.
-    for at in [20, 60, hlen - 5, hlen + 5, hlen + 13, hlen + 100, b.len() - 20] {
+    for at in [
+        20,
+        60,
+        hlen - 5,
+        hlen + 5,
+        hlen + 13,
+        hlen + 100,
+        b.len() - 20,
+    ] {
         let mut c = b.clone();
         c[at] ^= 0x10;
         let e = err(&c);

@@ -15,7 +15,10 @@ pub fn gettid() -> i32 {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid timespec to write to.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime({clock})");
@@ -44,7 +47,10 @@ pub fn current_cpu() -> usize {
 pub fn task_cpu_ns(tid: i32) -> Result<u64> {
     let path = format!("/proc/self/task/{tid}/schedstat");
     let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
-    text.split_whitespace().next().and_then(|f| f.parse().ok()).with_context(|| format!("{path}: {text:?}"))
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .with_context(|| format!("{path}: {text:?}"))
 }
 
 /// The CPU thread `tid` of this process last ran on (/proc stat field 39).
@@ -52,9 +58,15 @@ pub fn task_cpu(tid: i32) -> Result<usize> {
     let path = format!("/proc/self/task/{tid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
     // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).context("stat format")?;
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("stat format")?;
     // rest starts at field 3 (state); field 39 is the 37th of rest.
-    rest.split_whitespace().nth(36).and_then(|f| f.parse().ok()).with_context(|| format!("{path}: no field 39"))
+    rest.split_whitespace()
+        .nth(36)
+        .and_then(|f| f.parse().ok())
+        .with_context(|| format!("{path}: no field 39"))
 }
 
 /// Restricts thread `tid` (0: the caller) to `cpus`.
@@ -68,7 +80,10 @@ pub fn set_affinity(tid: i32, cpus: &[usize]) -> Result<()> {
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        bail!("sched_setaffinity({tid}, {cpus:?}): {}", std::io::Error::last_os_error());
+        bail!(
+            "sched_setaffinity({tid}, {cpus:?}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -78,14 +93,20 @@ pub fn set_nice(tid: i32, nice: i32) -> Result<()> {
     // SAFETY: setpriority on a thread id is a plain syscall.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc != 0 {
-        bail!("setpriority({tid}, {nice}): {}", std::io::Error::last_os_error());
+        bail!(
+            "setpriority({tid}, {nice}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
 
 /// Online CPUs of the machine (0..n).
 pub fn nr_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(online_cpus().len())
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(online_cpus().len())
 }
 
 /// The online CPUs (from /sys/devices/system/cpu/online).
@@ -101,7 +122,9 @@ pub fn node_cpus() -> Vec<Vec<usize>> {
     let mut nodes = Vec::new();
     for n in 0.. {
         let path = format!("/sys/devices/system/node/node{n}/cpulist");
-        let Ok(list) = std::fs::read_to_string(&path) else { break };
+        let Ok(list) = std::fs::read_to_string(&path) else {
+            break;
+        };
         nodes.push(parse_cpu_list(list.trim()).unwrap_or_default());
     }
     nodes
@@ -137,7 +160,11 @@ pub fn format_cpu_list(cpus: &[usize]) -> String {
         while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
             j += 1;
         }
-        parts.push(if i == j { v[i].to_string() } else { format!("{}-{}", v[i], v[j]) });
+        parts.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
         i = j + 1;
     }
     parts.join(",")

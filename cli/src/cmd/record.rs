@@ -76,7 +76,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let header = match (header, &a.load) {
         (Some(h), _) => h,
         (None, Some(sched)) => {
-            let params = LoadParams { mode: a.mode, ..Default::default() };
+            let params = LoadParams {
+                mode: a.mode,
+                ..Default::default()
+            };
             load::load(&Paths::from_env(), sched, &params)?;
             record::build_header(&paths)?
         }

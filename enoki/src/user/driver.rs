@@ -36,11 +36,17 @@ impl RecordingHost {
 
 impl HostOps for RecordingHost {
     fn kick_cpu(&self, cpu: CpuId, preempt: bool) {
-        self.events.lock().unwrap().push(HostEvent::Kick { cpu, preempt });
+        self.events
+            .lock()
+            .unwrap()
+            .push(HostEvent::Kick { cpu, preempt });
     }
 
     fn set_timer(&self, cpu: CpuId, ns: Option<u64>) {
-        self.events.lock().unwrap().push(HostEvent::Timer { cpu, ns });
+        self.events
+            .lock()
+            .unwrap()
+            .push(HostEvent::Timer { cpu, ns });
     }
 }
 
@@ -68,10 +74,14 @@ pub struct DriverCounters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
     /// Waiting in the scheduler with a token for `cpu`.
-    Queued { cpu: CpuId },
+    Queued {
+        cpu: CpuId,
+    },
     /// Waiting outside the scheduler (it refused the task).
     Fallback,
-    Running { cpu: CpuId },
+    Running {
+        cpu: CpuId,
+    },
     Blocked,
 }
 
@@ -100,7 +110,12 @@ pub struct Driver<S: EnokiScheduler> {
 
 impl<S: EnokiScheduler> Driver<S> {
     /// Creates the scheduler as a module load would.
-    pub fn new(topology: Topology, max_tasks: usize, slice_ns: u64, args: &str) -> Result<Self, InitError> {
+    pub fn new(
+        topology: Topology,
+        max_tasks: usize,
+        slice_ns: u64,
+        args: &str,
+    ) -> Result<Self, InitError> {
         let host = Arc::new(RecordingHost::default());
         let ctx = InitContext {
             topology: &topology,
@@ -184,7 +199,15 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).
     pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent_cpu: CpuId) {
-        self.tasks.insert(pid, Task { allowed, runtime: 0, state: TaskState::Blocked, last_cpu: parent_cpu });
+        self.tasks.insert(
+            pid,
+            Task {
+                allowed,
+                runtime: 0,
+                state: TaskState::Blocked,
+                last_cpu: parent_cpu,
+            },
+        );
         let mut m = self.msg(kind::TASK_NEW, parent_cpu, pid);
         m.tgid = pid;
         m.weight = nice_to_weight(nice);
@@ -199,13 +222,19 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// `pid` wakes up, woken from `waker_cpu`.
     pub fn wake(&mut self, pid: Pid, waker_cpu: CpuId) {
-        let Some(task) = self.tasks.get(&pid) else { return };
+        let Some(task) = self.tasks.get(&pid) else {
+            return;
+        };
         let allowed = task.allowed;
         let prev = match task.state {
             TaskState::Blocked => task.last_cpu,
             _ => return,
         };
-        let prev = if allowed.contains(prev) { prev } else { allowed.iter().next().unwrap_or(0) };
+        let prev = if allowed.contains(prev) {
+            prev
+        } else {
+            allowed.iter().next().unwrap_or(0)
+        };
         let mut cpu = prev;
         if allowed.len() > 1 {
             let mut m = self.msg(kind::SELECT_TASK_RQ, waker_cpu, pid);
@@ -273,7 +302,16 @@ impl<S: EnokiScheduler> Driver<S> {
             if m.ret >= 0 {
                 let pid = m.ret as Pid;
                 match self.check_pick(pid, cpu) {
-                    Ok(()) => return Some((pid, if m.ret_slice == 0 { self.slice_ns } else { m.ret_slice })),
+                    Ok(()) => {
+                        return Some((
+                            pid,
+                            if m.ret_slice == 0 {
+                                self.slice_ns
+                            } else {
+                                m.ret_slice
+                            },
+                        ))
+                    }
                     Err(code) => {
                         self.counters.pick_errors += 1;
                         let mut e = Msg::new(kind::PNT_ERR, cpu as i32);
@@ -325,7 +363,9 @@ impl<S: EnokiScheduler> Driver<S> {
         if let Some(pid) = self.running(cpu) {
             return Some(pid);
         }
-        let (pid, slice) = self.fallback_task(cpu).or_else(|| self.dispatch(cpu, None))?;
+        let (pid, slice) = self
+            .fallback_task(cpu)
+            .or_else(|| self.dispatch(cpu, None))?;
         Some(self.start(pid, cpu, slice))
     }
 
@@ -353,7 +393,9 @@ impl<S: EnokiScheduler> Driver<S> {
     /// when its slice is used up or the scheduler asks for it; returns
     /// whether it was.
     pub fn tick(&mut self, cpu: CpuId, ns: u64) -> bool {
-        let Some(pid) = self.running(cpu) else { return false };
+        let Some(pid) = self.running(cpu) else {
+            return false;
+        };
         if let Some(t) = self.tasks.get_mut(&pid) {
             t.runtime += ns;
         }
@@ -375,9 +417,16 @@ impl<S: EnokiScheduler> Driver<S> {
     /// on `cpu` now.
     pub fn preempt(&mut self, cpu: CpuId, yielded: bool) -> Option<Pid> {
         let pid = self.running(cpu)?;
-        let next = self.fallback_task(cpu).or_else(|| self.dispatch(cpu, Some(pid)));
+        let next = self
+            .fallback_task(cpu)
+            .or_else(|| self.dispatch(cpu, Some(pid)));
         self.running[cpu] = None;
-        self.enqueue(pid, cpu, kind::TASK_PREEMPT, if yielded { flag::YIELD } else { 0 });
+        self.enqueue(
+            pid,
+            cpu,
+            kind::TASK_PREEMPT,
+            if yielded { flag::YIELD } else { 0 },
+        );
         match next {
             Some((next, slice)) => Some(self.start(next, cpu, slice)),
             None => self.schedule(cpu),
@@ -386,7 +435,9 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// The task on `cpu` goes to sleep.
     pub fn block(&mut self, cpu: CpuId) {
-        let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else { return };
+        let Some(pid) = self.running.get_mut(cpu).and_then(Option::take) else {
+            return;
+        };
         self.set_state(pid, TaskState::Blocked);
         let mut m = self.msg(kind::TASK_BLOCKED, cpu, pid);
         m.task_cpu = cpu as i32;
@@ -441,7 +492,9 @@ impl<S: EnokiScheduler> Driver<S> {
         match state {
             TaskState::Queued { cpu } => {
                 self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
-                if !allowed.contains(cpu) && matches!(self.state(pid), Some(TaskState::Queued { .. })) {
+                if !allowed.contains(cpu)
+                    && matches!(self.state(pid), Some(TaskState::Queued { .. }))
+                {
                     self.move_queued(pid, cpu, first);
                 }
             }

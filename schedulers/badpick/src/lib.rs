@@ -8,8 +8,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use enoki::{
-    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, Pid, PickError, PrevTask, Ring, Schedulable,
-    SpinLock, TaskError, TaskInfo,
+    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid, PrevTask,
+    Ring, Schedulable, SpinLock, TaskError, TaskInfo,
 };
 
 /// The deliberately wrong scheduler.
@@ -80,7 +80,13 @@ impl EnokiScheduler for BadPick {
         self.push(sched)
     }
 
-    fn task_preempt(&self, _pid: Pid, _runtime: u64, _yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_preempt(
+        &self,
+        _pid: Pid,
+        _runtime: u64,
+        _yielded: bool,
+        sched: Schedulable,
+    ) -> Result<(), Schedulable> {
         self.push(sched)
     }
 

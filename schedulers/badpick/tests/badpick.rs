@@ -17,7 +17,13 @@ fn only(cpu: usize) -> CpuSet {
 fn driver(every: u64) -> Driver<BadPick> {
     std::env::set_var("ENOKI_QUIET", "1");
     let args = format!("every={every}");
-    Driver::new(Topology::symmetric(1, 2, 1, 21).unwrap(), 16, 1_000_000, &args).unwrap()
+    Driver::new(
+        Topology::symmetric(1, 2, 1, 21).unwrap(),
+        16,
+        1_000_000,
+        &args,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -26,7 +32,10 @@ fn wrong_token_is_handed_back_and_nothing_runs() {
     d.spawn(7, only(1), 0, 1);
     assert_eq!(d.schedule(0), None, "CPU 0 must not run CPU 1's task");
     assert!(d.counters.pick_errors >= 1);
-    assert_eq!(d.scheduler().handed_back.load(Ordering::Relaxed), d.counters.pick_errors);
+    assert_eq!(
+        d.scheduler().handed_back.load(Ordering::Relaxed),
+        d.counters.pick_errors
+    );
     assert_eq!(d.state(7), Some(TaskState::Queued { cpu: 1 }));
 }
 

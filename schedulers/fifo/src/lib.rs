@@ -11,8 +11,8 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, Pid, PickError, PrevTask, Ring,
-    Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
+    CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid,
+    PrevTask, Ring, Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -67,11 +67,21 @@ impl Fifo {
     fn enqueue(&self, token: Schedulable) -> Result<(), Schedulable> {
         let pid = token.pid();
         let cpu = token.cpu();
-        let Some(allowed) = self.tasks.lock().get(pid).copied() else { return Err(token) };
-        let Some(queue) = self.queue(cpu) else { return Err(token) };
-        queue.lock().push_back(Waiting { token, allowed }).map_err(|w| w.token)?;
+        let Some(allowed) = self.tasks.lock().get(pid).copied() else {
+            return Err(token);
+        };
+        let Some(queue) = self.queue(cpu) else {
+            return Err(token);
+        };
+        queue
+            .lock()
+            .push_back(Waiting { token, allowed })
+            .map_err(|w| w.token)?;
         if !self.is_idle(cpu) {
-            if let Some(idle) = self.nearest(cpu).find(|c| allowed.contains(*c) && self.is_idle(*c)) {
+            if let Some(idle) = self
+                .nearest(cpu)
+                .find(|c| allowed.contains(*c) && self.is_idle(*c))
+            {
                 self.services.kick_cpu(idle);
             }
         }
@@ -80,7 +90,10 @@ impl Fifo {
 
     /// Removes `pid`'s token from whichever queue holds it.
     fn dequeue(&self, pid: Pid) -> Option<Schedulable> {
-        self.queues.iter().find_map(|q| q.lock().remove_first(|w| w.token.pid() == pid)).map(|w| w.token)
+        self.queues
+            .iter()
+            .find_map(|q| q.lock().remove_first(|w| w.token.pid() == pid))
+            .map(|w| w.token)
     }
 }
 
@@ -97,7 +110,9 @@ impl EnokiScheduler for Fifo {
             topology: ctx.topology.try_clone()?,
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
-            queues: FixedVec::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks).map(SpinLock::new))?,
+            queues: FixedVec::try_new_with(nr, |_| {
+                Ring::with_capacity(ctx.max_tasks).map(SpinLock::new)
+            })?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             idle: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
         })
@@ -122,14 +137,24 @@ impl EnokiScheduler for Fifo {
     }
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
-        self.tasks.lock().insert(task.pid, task.allowed).map(|_| ()).map_err(|_| TaskError::Full)
+        self.tasks
+            .lock()
+            .insert(task.pid, task.allowed)
+            .map(|_| ())
+            .map_err(|_| TaskError::Full)
     }
 
     fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
         self.enqueue(sched)
     }
 
-    fn task_preempt(&self, _pid: Pid, _runtime: u64, _yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_preempt(
+        &self,
+        _pid: Pid,
+        _runtime: u64,
+        _yielded: bool,
+        sched: Schedulable,
+    ) -> Result<(), Schedulable> {
         self.enqueue(sched)
     }
 
@@ -146,23 +171,32 @@ impl EnokiScheduler for Fifo {
     }
 
     fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
-        let Some(allowed) = self.tasks.lock().get(pid).copied() else { return prev_cpu };
+        let Some(allowed) = self.tasks.lock().get(pid).copied() else {
+            return prev_cpu;
+        };
         if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
             return prev_cpu;
         }
-        self.nearest(prev_cpu).find(|c| allowed.contains(*c) && self.is_idle(*c)).unwrap_or(prev_cpu)
+        self.nearest(prev_cpu)
+            .find(|c| allowed.contains(*c) && self.is_idle(*c))
+            .unwrap_or(prev_cpu)
     }
 
     fn balance(&self, cpu: CpuId) -> Option<Pid> {
         // The longest queue with a task allowed here; nearest wins ties.
         let mut best: Option<(usize, Pid)> = None;
         for other in self.nearest(cpu) {
-            let Some(queue) = self.queue(other) else { continue };
+            let Some(queue) = self.queue(other) else {
+                continue;
+            };
             let q = queue.lock();
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;
             }
-            let allowed_here = q.iter().find(|w| w.allowed.contains(cpu)).map(|w| w.token.pid());
+            let allowed_here = q
+                .iter()
+                .find(|w| w.allowed.contains(cpu))
+                .map(|w| w.token.pid());
             if let Some(pid) = allowed_here {
                 best = Some((q.len(), pid));
             }
@@ -175,7 +209,14 @@ impl EnokiScheduler for Fifo {
         let allowed = self.tasks.lock().get(pid).copied().unwrap_or_default();
         // The thief asked for it: put it first so it runs next there.
         let queue = self.queue(sched.cpu())?;
-        if queue.lock().push_front(Waiting { token: sched, allowed }).is_err() {
+        if queue
+            .lock()
+            .push_front(Waiting {
+                token: sched,
+                allowed,
+            })
+            .is_err()
+        {
             // Full: the new token is dropped, the old one goes back instead.
             let _ = self.enqueue(old);
             return None;

@@ -11,7 +11,13 @@ const TICK: u64 = 1_000_000;
 
 fn driver(max_tasks: usize) -> Driver<Fifo> {
     std::env::set_var("ENOKI_QUIET", "1");
-    Driver::new(Topology::symmetric(2, 4, 1, 21).unwrap(), max_tasks, SLICE, "").unwrap()
+    Driver::new(
+        Topology::symmetric(2, 4, 1, 21).unwrap(),
+        max_tasks,
+        SLICE,
+        "",
+    )
+    .unwrap()
 }
 
 fn only(cpu: usize) -> CpuSet {
@@ -48,7 +54,10 @@ fn slice_expiry_sends_the_task_to_the_back() {
     assert_eq!(d.schedule(0), Some(1));
     assert!(!d.tick(0, TICK));
     assert!(!d.tick(0, TICK));
-    assert!(d.tick(0, TICK), "slice of 3 ms must end after 3 ticks of 1 ms");
+    assert!(
+        d.tick(0, TICK),
+        "slice of 3 ms must end after 3 ticks of 1 ms"
+    );
     assert_eq!(d.state(1), Some(TaskState::Queued { cpu: 0 }));
     assert_eq!(d.schedule(0), Some(2));
     assert_eq!(d.runtime(1), 3 * TICK);
@@ -86,7 +95,10 @@ fn busy_cpu_kicks_an_idle_one_to_steal() {
     two.insert(1);
     d.set_affinity(2, two);
     assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 0 }));
-    assert!(d.host.take().contains(&HostEvent::Kick { cpu: 1, preempt: false }));
+    assert!(d.host.take().contains(&HostEvent::Kick {
+        cpu: 1,
+        preempt: false
+    }));
     assert_eq!(d.schedule(1), Some(2), "the kicked CPU steals it");
 }
 
@@ -136,7 +148,11 @@ fn a_full_scheduler_rejects_and_the_task_still_runs() {
     }
     assert_eq!(d.counters.rejected, 2, "refused at task_new and at wakeup");
     assert_eq!(d.state(116), Some(TaskState::Fallback));
-    assert_eq!(d.schedule(0), Some(116), "rejected tasks run FIFO outside the scheduler first");
+    assert_eq!(
+        d.schedule(0),
+        Some(116),
+        "rejected tasks run FIFO outside the scheduler first"
+    );
 }
 
 #[test]

@@ -54,8 +54,9 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use enoki::abi::{CPUMASK_WORDS, MAX_NODES};
 use enoki::sync::SpinLockGuard;
 use enoki::{
-    nice_to_weight, Args, CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, Pid, PickError,
-    PrevTask, Schedulable, Services, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
+    nice_to_weight, Args, CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint,
+    PickError, Pid, PrevTask, Schedulable, Services, SpinLock, TaskError, TaskHeap, TaskInfo,
+    TaskMap, Topology,
 };
 
 /// Weight of a nice-0 task: its vruntime runs at wall-clock speed.
@@ -67,26 +68,35 @@ const KICK_SCAN: usize = 4;
 
 /// The CPUs of `set` in increasing order, word by word.
 fn cpus_in(set: CpuSet) -> impl Iterator<Item = CpuId> {
-    set.words().into_iter().enumerate().flat_map(|(i, mut word)| {
-        core::iter::from_fn(move || {
-            let bit = word.trailing_zeros() as usize;
-            word &= word.checked_sub(1)?;
-            Some(i * 64 + bit)
+    set.words()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, mut word)| {
+            core::iter::from_fn(move || {
+                let bit = word.trailing_zeros() as usize;
+                word &= word.checked_sub(1)?;
+                Some(i * 64 + bit)
+            })
         })
-    })
 }
 
 /// The CPUs in both `a` and `b`.
 fn both(a: CpuSet, b: CpuSet) -> CpuSet {
     let mut words = a.words();
-    words.iter_mut().zip(b.words()).for_each(|(w, other)| *w &= other);
+    words
+        .iter_mut()
+        .zip(b.words())
+        .for_each(|(w, other)| *w &= other);
     CpuSet::from_words(words)
 }
 
 /// The CPUs in `a` but not in `b`.
 fn except(a: CpuSet, b: CpuSet) -> CpuSet {
     let mut words = a.words();
-    words.iter_mut().zip(b.words()).for_each(|(w, other)| *w &= !other);
+    words
+        .iter_mut()
+        .zip(b.words())
+        .for_each(|(w, other)| *w &= !other);
     CpuSet::from_words(words)
 }
 
@@ -132,19 +142,27 @@ struct Params {
 }
 
 impl Params {
-    const KNOWN: [&'static str; 4] = ["period_us", "min_granularity_us", "wakeup_granularity_us", "imbalance_pct"];
+    const KNOWN: [&'static str; 4] = [
+        "period_us",
+        "min_granularity_us",
+        "wakeup_granularity_us",
+        "imbalance_pct",
+    ];
 
     fn from_args(args: &Args<'_>) -> Result<Self, InitError> {
         args.check_known(&Self::KNOWN)?;
         let period_us = args.u64_in("period_us", 6_000, 100, 1_000_000)?;
         let min_granularity_us = args.u64_in("min_granularity_us", 750, 10, 1_000_000)?;
         if min_granularity_us > period_us {
-            return Err(InitError::InvalidArgument("min_granularity_us (at most period_us)"));
+            return Err(InitError::InvalidArgument(
+                "min_granularity_us (at most period_us)",
+            ));
         }
         Ok(Params {
             period_ns: period_us * 1000,
             min_granularity_ns: min_granularity_us * 1000,
-            wakeup_granularity_ns: args.u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)? * 1000,
+            wakeup_granularity_ns: args.u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
+                * 1000,
             imbalance_pct: args.u64_in("imbalance_pct", 125, 100, 1_000)?,
         })
     }
@@ -152,7 +170,10 @@ impl Params {
     /// The time in which each of `nr_running` tasks runs once.
     fn period(&self, nr_running: u64) -> u64 {
         // (checked: the kernel build's objtool misreads a division panic)
-        let nr_latency = self.period_ns.checked_div(self.min_granularity_ns).unwrap_or(1);
+        let nr_latency = self
+            .period_ns
+            .checked_div(self.min_granularity_ns)
+            .unwrap_or(1);
         if nr_running > nr_latency {
             nr_running.saturating_mul(self.min_granularity_ns)
         } else {
@@ -246,7 +267,9 @@ impl RunQueue {
     /// Takes `pid` out of this queue: stops it if running (charging
     /// `runtime`), else drops its waiting token. Its record stays.
     fn detach(&mut self, pid: Pid, runtime: Option<u64>) {
-        let Some(task) = self.tasks.get_mut(pid) else { return };
+        let Some(task) = self.tasks.get_mut(pid) else {
+            return;
+        };
         let (state, weight) = (task.state, task.weight);
         task.state = State::Off;
         match state {
@@ -272,8 +295,12 @@ impl RunQueue {
 
     /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
     fn push(&mut self, pid: Pid, vruntime: u64, token: Schedulable) -> Result<(), Schedulable> {
-        let Some(task) = self.tasks.get_mut(pid) else { return Err(token) };
-        self.waiting.push(pid, vruntime, token).map_err(|(_, token)| token)?;
+        let Some(task) = self.tasks.get_mut(pid) else {
+            return Err(token);
+        };
+        self.waiting
+            .push(pid, vruntime, token)
+            .map_err(|(_, token)| token)?;
         task.vruntime = vruntime;
         task.state = State::Waiting;
         task.new = false;
@@ -286,8 +313,13 @@ impl RunQueue {
     /// full.
     fn move_task(&mut self, to: &mut RunQueue, pid: Pid) -> bool {
         self.detach(pid, None);
-        let Some(task) = self.tasks.remove(pid) else { return false };
-        let moved = Task { vruntime: rebase(task.vruntime, self.min_vruntime, to.min_vruntime), ..task };
+        let Some(task) = self.tasks.remove(pid) else {
+            return false;
+        };
+        let moved = Task {
+            vruntime: rebase(task.vruntime, self.min_vruntime, to.min_vruntime),
+            ..task
+        };
         if to.tasks.insert(pid, moved).is_ok() {
             return true;
         }
@@ -323,7 +355,9 @@ impl Near {
         let mut others = [(u8::MAX, 0usize); MAX_NODES];
         let mut n = 0;
         for node in (0..t.nr_nodes()).filter(|node| *node != local) {
-            let Some(first) = cpus_in(t.node_cpus(node)).next() else { continue };
+            let Some(first) = cpus_in(t.node_cpus(node)).next() else {
+                continue;
+            };
             if let Some(slot) = others.get_mut(n) {
                 *slot = (t.distance(cpu, first), node);
                 n += 1;
@@ -334,7 +368,11 @@ impl Near {
         for (set, (_, node)) in remote.iter_mut().zip(&others).take(n) {
             *set = t.node_cpus(*node);
         }
-        Near { llc: t.llc_cpus(cpu), node: t.node_cpus(local), remote }
+        Near {
+            llc: t.llc_cpus(cpu),
+            node: t.node_cpus(local),
+            remote,
+        }
     }
 }
 
@@ -386,7 +424,9 @@ impl Wfq {
     }
 
     fn idle_cpus(&self) -> CpuSet {
-        CpuSet::from_words(core::array::from_fn(|i| self.idle.get(i).map_or(0, |w| w.load(Relaxed))))
+        CpuSet::from_words(core::array::from_fn(|i| {
+            self.idle.get(i).map_or(0, |w| w.load(Relaxed))
+        }))
     }
 
     /// Locks `cpu`'s run queue.
@@ -525,7 +565,9 @@ impl Wfq {
     /// another, an idle CPU is kicked to take it.
     fn enqueue(&self, token: Schedulable, why: Enqueue) -> Result<(), Schedulable> {
         let (pid, cpu) = (token.pid(), token.cpu());
-        let Some(mut rq) = self.bring(pid, cpu, None) else { return Err(token) };
+        let Some(mut rq) = self.bring(pid, cpu, None) else {
+            return Err(token);
+        };
         let runtime = match why {
             Enqueue::Preempt { runtime, .. } => Some(runtime),
             Enqueue::Wakeup { .. } | Enqueue::Refused => None,
@@ -571,10 +613,14 @@ impl Wfq {
     fn place(&self, rq: &RunQueue, task: &Task) -> u64 {
         if task.new {
             let nr = rq.nr_running() as u64 + 1;
-            let slice = self.params.slice(nr, rq.load.saturating_add(task.weight), task.weight);
-            rq.min_vruntime.saturating_add(to_virtual(slice, task.weight))
+            let slice = self
+                .params
+                .slice(nr, rq.load.saturating_add(task.weight), task.weight);
+            rq.min_vruntime
+                .saturating_add(to_virtual(slice, task.weight))
         } else {
-            task.vruntime.max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
+            task.vruntime
+                .max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
         }
     }
 
@@ -584,14 +630,20 @@ impl Wfq {
         self.near.get(cpu).into_iter().flat_map(move |near| {
             let llc = cpus_in(near.llc).filter(move |c| *c != cpu);
             let node = cpus_in(except(near.node, near.llc));
-            llc.chain(node).chain(near.remote.iter().flat_map(|n| cpus_in(*n)))
+            llc.chain(node)
+                .chain(near.remote.iter().flat_map(|n| cpus_in(*n)))
         })
     }
 
     /// Tasks on `cpu`'s node (queued or running) and CPUs there.
     fn node_load(&self, cpu: CpuId) -> (u64, u64) {
-        let Some(near) = self.near.get(cpu) else { return (0, 1) };
-        (cpus_in(near.node).map(|c| self.nr_running(c) as u64).sum(), near.node.len() as u64)
+        let Some(near) = self.near.get(cpu) else {
+            return (0, 1);
+        };
+        (
+            cpus_in(near.node).map(|c| self.nr_running(c) as u64).sum(),
+            near.node.len() as u64,
+        )
     }
 
     /// Whether `thief` may take work from `victim`: always within a node;
@@ -604,7 +656,9 @@ impl Wfq {
         let (here_tasks, here_cpus) = self.node_load(thief);
         let (there_tasks, there_cpus) = self.node_load(victim);
         there_tasks.saturating_mul(here_cpus).saturating_mul(100)
-            > here_tasks.saturating_mul(there_cpus).saturating_mul(self.params.imbalance_pct)
+            > here_tasks
+                .saturating_mul(there_cpus)
+                .saturating_mul(self.params.imbalance_pct)
     }
 
     /// The idle CPU nearest to `cpu` that `allowed` permits and that may
@@ -614,7 +668,8 @@ impl Wfq {
         if candidates.is_empty() {
             return None;
         }
-        self.nearest(cpu).find(|c| candidates.contains(*c) && self.may_steal(*c, cpu))
+        self.nearest(cpu)
+            .find(|c| candidates.contains(*c) && self.may_steal(*c, cpu))
     }
 
     /// The task `cpu` should take from the busiest of `victims`: of the
@@ -629,8 +684,13 @@ impl Wfq {
                 continue;
             }
             let Some(rq) = self.rq(victim) else { continue };
-            let allowed_here = |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
-            let next = rq.waiting.iter().filter(|(pid, _, _)| allowed_here(*pid)).min_by_key(|(pid, v, _)| (**v, *pid));
+            let allowed_here =
+                |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
+            let next = rq
+                .waiting
+                .iter()
+                .filter(|(pid, _, _)| allowed_here(*pid))
+                .min_by_key(|(pid, v, _)| (**v, *pid));
             if let Some((pid, _, _)) = next.filter(|_| rq.nr_running() >= 2) {
                 best = Some((rq.nr_running(), pid, victim));
             }
@@ -642,12 +702,17 @@ impl Wfq {
     /// `prev_cpu`: `prev_cpu` if idle, else an idle CPU of its LLC, else of
     /// its node, else the least loaded allowed CPU, nearest first on ties.
     fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId) -> CpuId {
-        let Some(near) = self.near.get(prev_cpu) else { return prev_cpu };
+        let Some(near) = self.near.get(prev_cpu) else {
+            return prev_cpu;
+        };
         let idle = both(allowed, self.idle_cpus());
         if idle.contains(prev_cpu) {
             return prev_cpu;
         }
-        if let Some(cpu) = cpus_in(both(idle, near.llc)).chain(cpus_in(both(idle, near.node))).next() {
+        if let Some(cpu) = cpus_in(both(idle, near.llc))
+            .chain(cpus_in(both(idle, near.node)))
+            .next()
+        {
             return cpu;
         }
         let load = |cpu: &CpuId| self.cpu(*cpu).map_or(u64::MAX, |c| c.load.load(Relaxed));
@@ -664,7 +729,9 @@ impl Wfq {
         if let Some(Some(task)) = self.registry.lock().get(pid) {
             return Some(task.vruntime);
         }
-        self.topology.cpus().find_map(|cpu| self.holding(cpu, pid)?.1.tasks.get(pid).map(|t| t.vruntime))
+        self.topology
+            .cpus()
+            .find_map(|cpu| self.holding(cpu, pid)?.1.tasks.get(pid).map(|t| t.vruntime))
     }
 
     /// Calls `f` for every task a run queue holds, running or waiting; for
@@ -673,10 +740,18 @@ impl Wfq {
         for queue in self.topology.cpus() {
             let Some(rq) = self.rq(queue) else { continue };
             if let Some(pid) = rq.curr {
-                f(Held { queue, pid, token_cpu: None });
+                f(Held {
+                    queue,
+                    pid,
+                    token_cpu: None,
+                });
             }
             for (pid, _, token) in rq.waiting.iter() {
-                f(Held { queue, pid, token_cpu: Some(token.cpu()) });
+                f(Held {
+                    queue,
+                    pid,
+                    token_cpu: Some(token.cpu()),
+                });
             }
         }
     }
@@ -690,7 +765,10 @@ impl Wfq {
             let rq = self.rq(cpu).ok_or("no run queue")?;
             let mut load = 0;
             for (pid, vruntime, token) in rq.waiting.iter() {
-                let t = rq.tasks.get(pid).ok_or("a task waits in a queue that is not its home")?;
+                let t = rq
+                    .tasks
+                    .get(pid)
+                    .ok_or("a task waits in a queue that is not its home")?;
                 if t.state != State::Waiting || token.cpu() != cpu {
                     return Err("a waiting task is not marked waiting there");
                 }
@@ -700,7 +778,10 @@ impl Wfq {
                 load = t.weight.saturating_add(load);
             }
             if let Some(pid) = rq.curr {
-                let t = rq.tasks.get(pid).ok_or("a task runs on a queue that is not its home")?;
+                let t = rq
+                    .tasks
+                    .get(pid)
+                    .ok_or("a task runs on a queue that is not its home")?;
                 if t.state != State::Running {
                     return Err("the running task is not marked running there");
                 }
@@ -709,17 +790,32 @@ impl Wfq {
             if load != rq.load || self.nr_running(cpu) != rq.nr_running() {
                 return Err("a queue's load or summary is out of date");
             }
-            let marked = rq.tasks.iter().filter(|(_, t)| t.state != State::Off).count();
+            let marked = rq
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.state != State::Off)
+                .count();
             if marked != rq.nr_running() {
                 return Err("a task is marked queued or running where it is not");
             }
             let registry = self.registry.lock();
-            if rq.tasks.iter().any(|(pid, _)| !matches!(registry.get(pid), Some(None))) {
+            if rq
+                .tasks
+                .iter()
+                .any(|(pid, _)| !matches!(registry.get(pid), Some(None)))
+            {
                 return Err("a queue holds a task that is dead or not placed");
             }
             homed = rq.tasks.len().saturating_add(homed);
         }
-        if homed != self.registry.lock().iter().filter(|(_, t)| t.is_none()).count() {
+        if homed
+            != self
+                .registry
+                .lock()
+                .iter()
+                .filter(|(_, t)| t.is_none())
+                .count()
+        {
             return Err("a task is homed on two queues, or on none");
         }
         Ok(())
@@ -800,13 +896,18 @@ impl EnokiScheduler for Wfq {
         rq.woken = false;
         let mut picked = None;
         while let Some((pid, vruntime, mut token)) = rq.waiting.pop() {
-            let Some(task) = rq.tasks.get_mut(pid) else { continue }; // no record: drop its token
+            let Some(task) = rq.tasks.get_mut(pid) else {
+                continue;
+            }; // no record: drop its token
             task.state = State::Running;
             let weight = task.weight;
             rq.curr = Some(pid);
             rq.update_min_vruntime(Some(vruntime));
             let nr = (rq.nr_running() as u64).saturating_add(u64::from(prev_weight > 0));
-            token.set_slice_ns(self.params.slice(nr, rq.load.saturating_add(prev_weight), weight));
+            token.set_slice_ns(
+                self.params
+                    .slice(nr, rq.load.saturating_add(prev_weight), weight),
+            );
             picked = Some(token);
             break;
         }
@@ -837,14 +938,24 @@ impl EnokiScheduler for Wfq {
             new: true,
         };
         // Placed on a run queue when it is first woken (or looked for).
-        self.registry.lock().insert(task.pid, Some(new)).map(|_| ()).map_err(|_| TaskError::Full)
+        self.registry
+            .lock()
+            .insert(task.pid, Some(new))
+            .map(|_| ())
+            .map_err(|_| TaskError::Full)
     }
 
     fn task_wakeup(&self, _pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
         self.enqueue(sched, Enqueue::Wakeup { runtime })
     }
 
-    fn task_preempt(&self, _pid: Pid, runtime: u64, yielded: bool, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_preempt(
+        &self,
+        _pid: Pid,
+        runtime: u64,
+        yielded: bool,
+        sched: Schedulable,
+    ) -> Result<(), Schedulable> {
         self.enqueue(sched, Enqueue::Preempt { runtime, yielded })
     }
 
@@ -859,12 +970,16 @@ impl EnokiScheduler for Wfq {
     }
 
     fn task_tick(&self, cpu: CpuId, pid: Pid, runtime: u64) -> bool {
-        let Some(mut rq) = self.rq(cpu) else { return false };
+        let Some(mut rq) = self.rq(cpu) else {
+            return false;
+        };
         let rq = &mut *rq;
         if !rq.is_running(pid) {
             return false;
         }
-        let Some(task) = rq.tasks.get_mut(pid) else { return false };
+        let Some(task) = rq.tasks.get_mut(pid) else {
+            return false;
+        };
         task.charge(runtime);
         let vruntime = task.vruntime;
         rq.update_min_vruntime(Some(vruntime));
@@ -874,7 +989,9 @@ impl EnokiScheduler for Wfq {
         let gran = self.params.wakeup_granularity_ns;
         let weight_of = |pid: Pid| rq.tasks.get(pid).map_or(NICE_0_WEIGHT, |t| t.weight);
         let preempt = core::mem::take(&mut rq.woken)
-            && rq.waiting.peek().is_some_and(|(p, v, _)| v.saturating_add(to_virtual(gran, weight_of(p))) < vruntime);
+            && rq.waiting.peek().is_some_and(|(p, v, _)| {
+                v.saturating_add(to_virtual(gran, weight_of(p))) < vruntime
+            });
         // Idle balance: a CPU idles while work waits here that it could take.
         let thief = rq
             .waiting
@@ -890,8 +1007,12 @@ impl EnokiScheduler for Wfq {
     }
 
     fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
-        let Some((home, rq)) = self.locate(pid, Some(prev_cpu)) else { return prev_cpu };
-        let Some(task) = rq.tasks.get(pid).copied() else { return prev_cpu };
+        let Some((home, rq)) = self.locate(pid, Some(prev_cpu)) else {
+            return prev_cpu;
+        };
+        let Some(task) = rq.tasks.get(pid).copied() else {
+            return prev_cpu;
+        };
         drop(rq);
         let cpu = self.choose_cpu(task.allowed, prev_cpu);
         // Its record goes ahead, so that the wakeup finds it there.
@@ -908,17 +1029,25 @@ impl EnokiScheduler for Wfq {
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
         let to = sched.cpu();
         // Where `balance` found it, normally.
-        let note = self.cpu(to).map_or(u64::MAX, |c| c.stolen.swap(u64::MAX, Relaxed));
+        let note = self
+            .cpu(to)
+            .map_or(u64::MAX, |c| c.stolen.swap(u64::MAX, Relaxed));
         let noted = (note >> 32 == u64::from(pid as u32)).then_some((note & 0xffff_ffff) as CpuId);
-        let Some(from) = noted.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else { return Some(sched) };
+        let Some(from) = noted.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
+            return Some(sched);
+        };
         // Refused (the new token comes back) unless it still waits there.
-        let Some((mut src_rq, mut dst_rq)) = self.rq_pair(from, to) else { return Some(sched) };
+        let Some((mut src_rq, mut dst_rq)) = self.rq_pair(from, to) else {
+            return Some(sched);
+        };
         let (src, dst) = (&mut *src_rq, &mut *dst_rq);
         if src.tasks.get(pid).is_none_or(|t| t.state != State::Waiting) {
             return Some(sched);
         }
         // Out of the queue it waits in, into the thief's, keeping its lag.
-        let Some(old) = src.waiting.remove(pid).map(|(_, token)| token) else { return Some(sched) };
+        let Some(old) = src.waiting.remove(pid).map(|(_, token)| token) else {
+            return Some(sched);
+        };
         if let Some(task) = src.tasks.get_mut(pid) {
             task.state = State::Off;
             src.load = src.load.saturating_sub(task.weight);
@@ -953,22 +1082,35 @@ impl EnokiScheduler for Wfq {
             .or_else(|| {
                 near.remote
                     .iter()
-                    .filter(|node| cpus_in(**node).next().is_some_and(|victim| self.may_steal(cpu, victim)))
+                    .filter(|node| {
+                        cpus_in(**node)
+                            .next()
+                            .is_some_and(|victim| self.may_steal(cpu, victim))
+                    })
                     .find_map(|node| self.steal(cpu, cpus_in(*node)))
             });
         let (pid, victim) = found?;
         if let Some(c) = self.cpu(cpu) {
-            c.stolen.store(u64::from(pid as u32) << 32 | victim as u64, Relaxed);
+            c.stolen
+                .store(u64::from(pid as u32) << 32 | victim as u64, Relaxed);
         }
         Some(pid)
     }
 
     fn task_prio_changed(&self, pid: Pid, weight: u32, nice: i32) {
-        let weight = u64::from(if weight > 0 { weight } else { nice_to_weight(nice) });
-        let Some((cpu, mut rq)) = self.locate(pid, None) else { return };
+        let weight = u64::from(if weight > 0 {
+            weight
+        } else {
+            nice_to_weight(nice)
+        });
+        let Some((cpu, mut rq)) = self.locate(pid, None) else {
+            return;
+        };
         let rq = &mut *rq;
         let min = rq.min_vruntime;
-        let Some(task) = rq.tasks.get_mut(pid) else { return };
+        let Some(task) = rq.tasks.get_mut(pid) else {
+            return;
+        };
         // The task keeps its lag (its distance to min_vruntime) in CPU time;
         // Enoki-C takes a waiting task out of its queue for this. A running
         // task's next slice follows the new weight.

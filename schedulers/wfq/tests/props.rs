@@ -12,16 +12,33 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Spawn { pid: i32, mask: u8, nice: i32, cpu: usize },
+    Spawn {
+        pid: i32,
+        mask: u8,
+        nice: i32,
+        cpu: usize,
+    },
     /// `cpu` picks (balancing if it finds nothing), whatever its state.
     Schedule(usize),
     Tick(usize),
-    Preempt { cpu: usize, yielded: bool },
+    Preempt {
+        cpu: usize,
+        yielded: bool,
+    },
     Block(usize),
-    Wake { pid: i32, waker: usize },
+    Wake {
+        pid: i32,
+        waker: usize,
+    },
     Exit(i32),
-    Affinity { pid: i32, mask: u8 },
-    Nice { pid: i32, nice: i32 },
+    Affinity {
+        pid: i32,
+        mask: u8,
+    },
+    Nice {
+        pid: i32,
+        nice: i32,
+    },
     /// Kernel-like: kicked and idle CPUs with work pick.
     Settle,
     /// Every busy CPU runs a tick, then CPUs reschedule.
@@ -29,7 +46,13 @@ enum Op {
 }
 
 fn mask() -> impl Strategy<Value = u8> {
-    prop_oneof![(0..8u32).prop_map(|c| 1u8 << c), Just(0xff), Just(0x0f), Just(0xf0), 1..=255u8]
+    prop_oneof![
+        (0..8u32).prop_map(|c| 1u8 << c),
+        Just(0xff),
+        Just(0x0f),
+        Just(0xf0),
+        1..=255u8
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,12 +74,19 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn cpus(mask: u8) -> CpuSet {
-    set(&(0..NR_CPUS).filter(|c| mask & (1 << c) != 0).collect::<Vec<_>>())
+    set(&(0..NR_CPUS)
+        .filter(|c| mask & (1 << c) != 0)
+        .collect::<Vec<_>>())
 }
 
 fn apply(m: &mut Machine, op: &Op) {
     match *op {
-        Op::Spawn { pid, mask, nice, cpu } => {
+        Op::Spawn {
+            pid,
+            mask,
+            nice,
+            cpu,
+        } => {
             if let std::collections::btree_map::Entry::Vacant(e) = m.allowed.entry(pid) {
                 e.insert(cpus(mask));
                 m.d.spawn(pid, cpus(mask), nice, cpu);

@@ -30,7 +30,10 @@ fn five_spinners_get_a_cpu_each_then_a_fifth_of_one() {
     assert_eq!(cpus.len(), 5, "each spinner on its own CPU");
     m.run(1000);
     for r in m.runtimes(&pids) {
-        assert!(r.abs_diff(1000 * MS) <= 10 * MS, "alone on a CPU: ~T, got {r}");
+        assert!(
+            r.abs_diff(1000 * MS) <= 10 * MS,
+            "alone on a CPU: ~T, got {r}"
+        );
     }
     m.check_consistent().unwrap();
 
@@ -40,7 +43,12 @@ fn five_spinners_get_a_cpu_each_then_a_fifth_of_one() {
     }
     let before = m.runtimes(&pids);
     m.run(2000);
-    let got: Vec<u64> = m.runtimes(&pids).iter().zip(&before).map(|(a, b)| a - b).collect();
+    let got: Vec<u64> = m
+        .runtimes(&pids)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
     assert_eq!(got.iter().sum::<u64>(), 2000 * MS, "CPU 2 never idles");
     assert!(equal_within(&got, 0.05), "equal shares of CPU 2: {got:?}");
     for g in &got {
@@ -58,12 +66,21 @@ fn a_nice_19_task_gets_its_weight_share_and_the_others_share_equally() {
     m.spawn(5, only(0), 19, 0);
     m.run(20_000);
     let normal = m.runtimes(&[1, 2, 3, 4]);
-    assert!(equal_within(&normal, 0.05), "nice-0 tasks share equally: {normal:?}");
+    assert!(
+        equal_within(&normal, 0.05),
+        "nice-0 tasks share equally: {normal:?}"
+    );
     let mean = normal.iter().sum::<u64>() / 4;
     let want = nice_to_weight(19) as f64 / nice_to_weight(0) as f64;
     let got = ratio(m.runtime(5), mean);
-    assert!((got / want - 1.0).abs() <= 0.10, "nice 19 / nice 0 share {got:.5}, weights say {want:.5}");
-    assert_eq!(m.runtimes(&[1, 2, 3, 4, 5]).iter().sum::<u64>(), 20_000 * MS);
+    assert!(
+        (got / want - 1.0).abs() <= 0.10,
+        "nice 19 / nice 0 share {got:.5}, weights say {want:.5}"
+    );
+    assert_eq!(
+        m.runtimes(&[1, 2, 3, 4, 5]).iter().sum::<u64>(),
+        20_000 * MS
+    );
 }
 
 #[test]
@@ -83,7 +100,11 @@ fn work_conserving_with_a_spinner_per_cpu_and_one_forced_extra() {
     m.run_conserving(600);
     let after = m.runtimes(&(1..=9).collect::<Vec<_>>());
     for (pid, (a, b)) in (1..=9).zip(after.iter().zip(&before)) {
-        assert!(a - b >= 100 * MS, "task {pid} progresses: {} ms", (a - b) / MS);
+        assert!(
+            a - b >= 100 * MS,
+            "task {pid} progresses: {} ms",
+            (a - b) / MS
+        );
     }
 
     // One spinner forced onto another's CPU while nothing waits that its own
@@ -98,11 +119,20 @@ fn work_conserving_with_a_spinner_per_cpu_and_one_forced_extra() {
     m.run_conserving(600);
     let after = m.runtimes(&(1..=9).collect::<Vec<_>>());
     for (pid, (a, b)) in (1..=9).zip(after.iter().zip(&before)) {
-        assert!(a - b >= 100 * MS, "task {pid} progresses: {} ms", (a - b) / MS);
+        assert!(
+            a - b >= 100 * MS,
+            "task {pid} progresses: {} ms",
+            (a - b) / MS
+        );
     }
     let busy: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
     // CPU 5 idles only until spinner 1's slice on CPU 0 ends.
-    assert!(busy >= 8 * 600 * MS - 10 * MS, "all eight CPUs busy: {} ms of {}", busy / MS, 8 * 600);
+    assert!(
+        busy >= 8 * 600 * MS - 10 * MS,
+        "all eight CPUs busy: {} ms of {}",
+        busy / MS,
+        8 * 600
+    );
     m.check_consistent().unwrap();
 }
 
@@ -130,7 +160,10 @@ fn an_idle_cpu_steals_from_its_own_node_first() {
 
     // CPU 1 (node 0) takes from CPU 0 although CPU 4 is busier.
     let stolen = m.d.schedule(1).unwrap();
-    assert!((10..13).contains(&stolen), "stole {stolen} from the remote node");
+    assert!(
+        (10..13).contains(&stolen),
+        "stole {stolen} from the remote node"
+    );
     assert_eq!(m.d.schedule(2).map(|p| (10..13).contains(&p)), Some(true));
     // Node 0 has nothing waiting now: CPU 3 goes to node 1, which is busier.
     let remote = m.d.schedule(3).unwrap();
@@ -166,7 +199,10 @@ fn an_idle_cpu_steals_from_its_llc_before_its_node() {
     m.allowed.insert(23, all());
     m.d.host.take();
     let stolen = m.d.schedule(1).unwrap();
-    assert!((10..13).contains(&stolen), "CPU 1 shares CPU 0's LLC, stole {stolen}");
+    assert!(
+        (10..13).contains(&stolen),
+        "CPU 1 shares CPU 0's LLC, stole {stolen}"
+    );
     m.check_consistent().unwrap();
 }
 
@@ -187,7 +223,11 @@ fn wakeup_placement_prefers_prev_then_llc_then_node_then_least_loaded() {
     m.spawn(7, only(6), 10, 6);
     m.spawn(8, only(7), 0, 7);
     m.spawn(9, all(), 0, 2);
-    assert_eq!(m.d.state(9), Some(TaskState::Queued { cpu: 6 }), "least loaded: CPU 6 runs a nice-10 task");
+    assert_eq!(
+        m.d.state(9),
+        Some(TaskState::Queued { cpu: 6 }),
+        "least loaded: CPU 6 runs a nice-10 task"
+    );
     m.check_consistent().unwrap();
 }
 
@@ -199,7 +239,10 @@ fn work_queued_behind_a_running_task_kicks_an_idle_cpu() {
     assert_eq!(m.running(0), Some(1));
     // Task 2 may now also run on CPU 1, which idles.
     m.d.set_affinity(2, set(&[0, 1]));
-    assert!(m.d.host.take().contains(&HostEvent::Kick { cpu: 1, preempt: false }));
+    assert!(m.d.host.take().contains(&HostEvent::Kick {
+        cpu: 1,
+        preempt: false
+    }));
     m.allowed.insert(2, set(&[0, 1]));
     m.settle(&mut [true, true, false, false, false, false, false, false]);
     assert_eq!(m.running(1), Some(2), "the kicked CPU took it");
@@ -223,8 +266,15 @@ fn sleeper_wakes(args: &str) -> Machine {
 #[test]
 fn a_woken_task_with_smaller_vruntime_preempts_at_the_next_tick() {
     let mut m = sleeper_wakes("");
-    let (v1, v2) = (m.sched().vruntime(1).unwrap(), m.sched().vruntime(2).unwrap());
-    assert_eq!(v2, v1 - 3 * MS, "a sleeper gets at most half a period of credit");
+    let (v1, v2) = (
+        m.sched().vruntime(1).unwrap(),
+        m.sched().vruntime(2).unwrap(),
+    );
+    assert_eq!(
+        v2,
+        v1 - 3 * MS,
+        "a sleeper gets at most half a period of credit"
+    );
     assert_eq!(m.running(0), Some(1));
     assert!(m.tick(0), "preempted at the next tick");
     assert_eq!(m.running(0), Some(2));
@@ -247,7 +297,9 @@ fn a_nice_change_applies_from_the_running_tasks_next_slice() {
     }
     // Task 2 runs with a 3 ms slice (half of 6 ms) when it turns nice -10.
     m.set_nice(2, -10);
-    let slices: Vec<_> = (0..8).map(|_| (m.running(0).unwrap(), ticks_until_preempted(&mut m, 0))).collect();
+    let slices: Vec<_> = (0..8)
+        .map(|_| (m.running(0).unwrap(), ticks_until_preempted(&mut m, 0)))
+        .collect();
     assert_eq!(slices[0], (2, 3), "the current slice is kept: {slices:?}");
     for (pid, ticks) in &slices[1..] {
         // Shares of 6 ms: 5.4 ms for task 2, 0.6 ms (raised to the 0.75 ms
@@ -298,7 +350,10 @@ fn nice_changes_move_the_shares() {
     window(&mut m, 200); // let the lag settle
     let (a, b) = window(&mut m, 20_000);
     let want = nice_to_weight(19) as f64 / nice_to_weight(0) as f64;
-    assert!((ratio(b, a) / want - 1.0).abs() <= 0.10, "after nice 19: {b} vs {a}");
+    assert!(
+        (ratio(b, a) / want - 1.0).abs() <= 0.10,
+        "after nice 19: {b} vs {a}"
+    );
     m.set_nice(2, 0);
     window(&mut m, 200);
     let (a, b) = window(&mut m, 2000);
@@ -320,14 +375,25 @@ fn bad_args_are_refused_and_good_ones_apply() {
         "period_us=6000,bogus",
     ] {
         let r = Driver::<Wfq>::new(two_nodes(), 64, SLICE, args);
-        assert!(matches!(r, Err(InitError::InvalidArgument(_))), "{args} accepted");
+        assert!(
+            matches!(r, Err(InitError::InvalidArgument(_))),
+            "{args} accepted"
+        );
     }
     let mut m = Machine::new("period_us=12000, min_granularity_us=1000");
     m.spawn(1, only(0), 0, 0);
     m.spawn(2, only(0), 0, 0);
-    assert_eq!(ticks_until_preempted(&mut m, 0), 12, "alone when it was picked: the whole period");
+    assert_eq!(
+        ticks_until_preempted(&mut m, 0),
+        12,
+        "alone when it was picked: the whole period"
+    );
     assert_eq!(m.running(0), Some(2));
-    assert_eq!(ticks_until_preempted(&mut m, 0), 6, "half of a 12 ms period");
+    assert_eq!(
+        ticks_until_preempted(&mut m, 0),
+        6,
+        "half of a 12 ms period"
+    );
 }
 
 #[test]
@@ -359,7 +425,10 @@ fn exit_and_sleep_release_everything() {
         }
         m.check_consistent().unwrap();
     }
-    assert_eq!(m.d.counters.rejected, 0, "the room is free again after exits");
+    assert_eq!(
+        m.d.counters.rejected, 0,
+        "the room is free again after exits"
+    );
 }
 
 /// Raw messages in Enoki-C's order, which the Driver does not model: under
@@ -393,7 +462,8 @@ fn kernel_order_pick_before_preempt_and_refused_picks() {
     };
     let held = || {
         let mut v = Vec::new();
-        l.scheduler().for_each_held(|h| v.push((h.pid, h.token_cpu)));
+        l.scheduler()
+            .for_each_held(|h| v.push((h.pid, h.token_cpu)));
         v.sort();
         v
     };
@@ -405,14 +475,28 @@ fn kernel_order_pick_before_preempt_and_refused_picks() {
     let second = 3 - first;
     assert_eq!(send(kind::TASK_TICK, first, 3 * MS, 0), 0);
     // Slice over: dispatch names the runnable prev, then prev is re-queued.
-    let picked = send(kind::PICK_NEXT_TASK, first, 3 * MS, flag::HAS_PREV | flag::PREV_RUNNABLE);
+    let picked = send(
+        kind::PICK_NEXT_TASK,
+        first,
+        3 * MS,
+        flag::HAS_PREV | flag::PREV_RUNNABLE,
+    );
     assert_eq!(picked, second as i64);
     assert_eq!(send(kind::TASK_PREEMPT, first, 3 * MS, 0), 0);
-    assert_eq!(held(), [(1, if first == 1 { Some(0) } else { None }), (2, if first == 2 { Some(0) } else { None })]);
+    assert_eq!(
+        held(),
+        [
+            (1, if first == 1 { Some(0) } else { None }),
+            (2, if first == 2 { Some(0) } else { None })
+        ]
+    );
     l.scheduler().check().unwrap();
     // The running task sleeps: blocked first, then the pick names it.
     assert_eq!(send(kind::TASK_BLOCKED, second, MS, flag::SLEEP), 0);
-    assert_eq!(send(kind::PICK_NEXT_TASK, second, MS, flag::HAS_PREV), first as i64);
+    assert_eq!(
+        send(kind::PICK_NEXT_TASK, second, MS, flag::HAS_PREV),
+        first as i64
+    );
     assert_eq!(held(), [(first, None)]);
     // Enoki-C refuses a pick and hands the token back: it waits again.
     assert_eq!(send(kind::TASK_WAKEUP, second, MS, 0), 0);
@@ -441,12 +525,18 @@ fn a_nice_change_moves_a_waiting_task_the_same_way_in_either_message_order() {
         m
     };
     let (mut a, mut b) = (setup(), setup());
-    let waiting = (1..=3).find(|p| a.d.state(*p) == Some(TaskState::Queued { cpu: 0 })).unwrap();
+    let waiting = (1..=3)
+        .find(|p| a.d.state(*p) == Some(TaskState::Queued { cpu: 0 }))
+        .unwrap();
     let before = a.sched().vruntime(waiting).unwrap();
     // The Driver sends the change alone...
     a.set_nice(waiting, 10);
     // ...Enoki-C (sched_ext) dequeues the waiting task around it.
-    for (kind, flags) in [(kind::TASK_BLOCKED, 0), (kind::TASK_PRIO_CHANGED, 0), (kind::TASK_WAKEUP, 0)] {
+    for (kind, flags) in [
+        (kind::TASK_BLOCKED, 0),
+        (kind::TASK_PRIO_CHANGED, 0),
+        (kind::TASK_WAKEUP, 0),
+    ] {
         let mut msg = Msg::new(kind, 0);
         msg.pid = waiting;
         msg.task_cpu = 0;
@@ -457,9 +547,15 @@ fn a_nice_change_moves_a_waiting_task_the_same_way_in_either_message_order() {
         msg.allowed = only(0).words();
         b.d.send(&mut msg);
     }
-    let (va, vb) = (a.sched().vruntime(waiting).unwrap(), b.sched().vruntime(waiting).unwrap());
+    let (va, vb) = (
+        a.sched().vruntime(waiting).unwrap(),
+        b.sched().vruntime(waiting).unwrap(),
+    );
     assert_eq!(va, vb);
-    assert!(va > before, "ahead of min_vruntime, it moves back: {before} -> {va}");
+    assert!(
+        va > before,
+        "ahead of min_vruntime, it moves back: {before} -> {va}"
+    );
     a.check_consistent().unwrap();
     b.check_consistent().unwrap();
 }
@@ -504,12 +600,20 @@ fn common_paths_take_only_their_cpus_run_queue_lock() {
     let sleeper = m.running(0).unwrap();
     assert_eq!(locks(|| m.d.block(0)).1, rq0, "task_blocked");
     assert_eq!(locks(|| m.d.schedule(0)).1, rq0, "pick_next_task");
-    assert_eq!(locks(|| m.d.wake(sleeper, 5)).1, rq0, "task_wakeup (one allowed CPU: no select)");
+    assert_eq!(
+        locks(|| m.d.wake(sleeper, 5)).1,
+        rq0,
+        "task_wakeup (one allowed CPU: no select)"
+    );
     assert_eq!(locks(|| m.d.preempt(0, true)).1, rq0, "yield");
 
     // With a choice of CPUs: select_task_rq looks where the task slept.
     m.d.block(2);
-    assert_eq!(locks(|| m.d.wake(3, 5)).1, rq2, "select_task_rq and task_wakeup on its idle CPU");
+    assert_eq!(
+        locks(|| m.d.wake(3, 5)).1,
+        rq2,
+        "select_task_rq and task_wakeup on its idle CPU"
+    );
     assert_eq!(m.d.schedule(2), Some(3));
     m.check_consistent().unwrap();
 
@@ -534,10 +638,21 @@ fn common_paths_take_only_their_cpus_run_queue_lock() {
     assert_eq!(select.ret_cpu, 3, "the idle CPU of its LLC");
     assert_eq!(taken, &rq2 | &rq3);
     let mut wakeup = wake(enoki::abi::kind::TASK_WAKEUP, 3);
-    assert_eq!(locks(|| m.d.send(&mut wakeup)).1, rq3, "task_wakeup where select_task_rq sent it");
+    assert_eq!(
+        locks(|| m.d.send(&mut wakeup)).1,
+        rq3,
+        "task_wakeup where select_task_rq sent it"
+    );
     assert_eq!(wakeup.ret, 0);
     m.sched().check().unwrap();
     let mut held = Vec::new();
     m.sched().for_each_held(|h| held.push(h));
-    assert!(held.contains(&enoki_wfq::Held { queue: 3, pid: 3, token_cpu: Some(3) }), "{held:?}");
+    assert!(
+        held.contains(&enoki_wfq::Held {
+            queue: 3,
+            pid: 3,
+            token_cpu: Some(3)
+        }),
+        "{held:?}"
+    );
 }

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use enoki::{
-    CpuId, EnokiScheduler, InitContext, InitError, NoHint, PickError, Pid, PrevTask, Schedulable, TaskError, TaskInfo,
+    CpuId, EnokiScheduler, InitContext, InitError, NoHint, PickError, Pid, PrevTask, Schedulable,
+    TaskError, TaskInfo,
 };
 use enoki_sim::check::Props;
 use enoki_sim::sim::{simulate, trace_header, Outcome, Recorder, SimConfig};
@@ -23,7 +24,11 @@ pub struct Queues(Mutex<Vec<VecDeque<Schedulable>>>);
 
 impl Queues {
     fn new(ctx: &InitContext<'_>) -> Self {
-        Queues(Mutex::new((0..ctx.topology.nr_cpus()).map(|_| VecDeque::new()).collect()))
+        Queues(Mutex::new(
+            (0..ctx.topology.nr_cpus())
+                .map(|_| VecDeque::new())
+                .collect(),
+        ))
     }
 
     fn push(&self, t: Schedulable) -> Result<(), Schedulable> {
@@ -77,12 +82,23 @@ macro_rules! queue_scheduler {
                 Ok(())
             }
 
-            fn task_wakeup(&self, _pid: Pid, _runtime: u64, $tok: Schedulable) -> Result<(), Schedulable> {
+            fn task_wakeup(
+                &self,
+                _pid: Pid,
+                _runtime: u64,
+                $tok: Schedulable,
+            ) -> Result<(), Schedulable> {
                 let $ws = self;
                 $wake
             }
 
-            fn task_preempt(&self, _pid: Pid, _runtime: u64, _y: bool, sched: Schedulable) -> Result<(), Schedulable> {
+            fn task_preempt(
+                &self,
+                _pid: Pid,
+                _runtime: u64,
+                _y: bool,
+                sched: Schedulable,
+            ) -> Result<(), Schedulable> {
                 self.0.push(sched)
             }
 
@@ -165,7 +181,11 @@ pub fn mixed_spec() -> Spec {
 
 /// Runs `S` on `spec` and records the run into an in-memory trace.
 pub fn record<S: EnokiScheduler>(spec: &Spec, seed: u64, props: Props) -> (Outcome, Vec<u8>) {
-    let rec = Recorder::new(Cursor::new(Vec::new()), trace_header(S::NAME, spec).unwrap()).unwrap();
+    let rec = Recorder::new(
+        Cursor::new(Vec::new()),
+        trace_header(S::NAME, spec).unwrap(),
+    )
+    .unwrap();
     let mut cfg = SimConfig::new(spec.clone(), seed, props);
     cfg.record = Some(rec.sink());
     let out = simulate::<S>(cfg).unwrap();
@@ -188,7 +208,10 @@ impl EnokiScheduler for LockFlaky {
     type UpgradeState = ();
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
-        Ok(LockFlaky { fifo: enoki_fifo::Fifo::init(ctx)?, extra: enoki::SpinLock::new(()) })
+        Ok(LockFlaky {
+            fifo: enoki_fifo::Fifo::init(ctx)?,
+            extra: enoki::SpinLock::new(()),
+        })
     }
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
         if EXTRA_LOCKS.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
@@ -205,7 +228,13 @@ impl EnokiScheduler for LockFlaky {
     fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
         self.fifo.task_wakeup(pid, runtime, sched)
     }
-    fn task_preempt(&self, pid: Pid, runtime: u64, y: bool, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_preempt(
+        &self,
+        pid: Pid,
+        runtime: u64,
+        y: bool,
+        sched: Schedulable,
+    ) -> Result<(), Schedulable> {
         self.fifo.task_preempt(pid, runtime, y, sched)
     }
     fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, sleeping: bool) {

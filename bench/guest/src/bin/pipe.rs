@@ -33,7 +33,11 @@ fn main() -> Result<()> {
     if let Some(pin) = cli.child {
         return child(&pin);
     }
-    let cpus = if cli.cpus == "any" { Vec::new() } else { parse_cpu_list(&cli.cpus)? };
+    let cpus = if cli.cpus == "any" {
+        Vec::new()
+    } else {
+        parse_cpu_list(&cli.cpus)?
+    };
     ensure!(cpus.len() <= 2, "--cpus takes one or two CPUs, or any");
     let (mine, theirs) = match cpus.as_slice() {
         [] => (None, "any".to_string()),
@@ -69,7 +73,12 @@ fn main() -> Result<()> {
         bail!("child failed: {status}");
     }
     let us = elapsed.as_secs_f64() * 1e6 / cli.loops as f64;
-    println!("loops {} cpus {} total_s {:.3}", cli.loops, cli.cpus, elapsed.as_secs_f64());
+    println!(
+        "loops {} cpus {} total_s {:.3}",
+        cli.loops,
+        cli.cpus,
+        elapsed.as_secs_f64()
+    );
     println!("usecs_per_op {us:.3}");
     println!("ops_per_sec {:.0}", 1e6 / us);
     Ok(())

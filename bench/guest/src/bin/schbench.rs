@@ -55,14 +55,21 @@ struct Group {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    ensure!(cli.message_threads > 0 && cli.workers > 0, "need at least one message thread and one worker");
+    ensure!(
+        cli.message_threads > 0 && cli.workers > 0,
+        "need at least one message thread and one worker"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let measure_from = Arc::new(AtomicU64::new(u64::MAX));
     let groups: Vec<Arc<Group>> = (0..cli.message_threads)
         .map(|_| {
             Arc::new(Group {
                 workers: (0..cli.workers)
-                    .map(|_| Worker { posted: AtomicU64::new(0), go: AtomicBool::new(false), thread: OnceLock::new() })
+                    .map(|_| Worker {
+                        posted: AtomicU64::new(0),
+                        go: AtomicBool::new(false),
+                        thread: OnceLock::new(),
+                    })
                     .collect(),
                 pending: AtomicUsize::new(0),
                 thread: OnceLock::new(),
@@ -100,7 +107,10 @@ fn main() -> Result<()> {
                     }
                 }
             });
-            g.workers[w].thread.set(h.thread().clone()).expect("set once");
+            g.workers[w]
+                .thread
+                .set(h.thread().clone())
+                .expect("set once");
             worker_handles.push(h);
         }
     }
@@ -165,7 +175,10 @@ fn main() -> Result<()> {
     println!("p90_us {:.1}", us(percentile(&all, 90.0)));
     println!("p99_us {:.1}", us(percentile(&all, 99.0)));
     println!("max_us {:.1}", us(all.last().copied().unwrap_or(0)));
-    println!("rounds_per_sec {:.1}", (rounds1 - rounds0) as f64 / ((t1 - t0) as f64 / 1e9));
+    println!(
+        "rounds_per_sec {:.1}",
+        (rounds1 - rounds0) as f64 / ((t1 - t0) as f64 / 1e9)
+    );
     ensure!(!all.is_empty(), "no wakeups measured");
     Ok(())
 }

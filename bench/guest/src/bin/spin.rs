@@ -25,8 +25,8 @@ use std::thread;
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use enoki_bench_guest::{
-    burn, current_cpu, format_cpu_list, gettid, mono_ns, node_cpus, online_cpus, parse_cpu_list, set_affinity,
-    set_nice, task_cpu, thread_cpu_ns,
+    burn, current_cpu, format_cpu_list, gettid, mono_ns, node_cpus, online_cpus, parse_cpu_list,
+    set_affinity, set_nice, task_cpu, thread_cpu_ns,
 };
 
 #[derive(Parser)]
@@ -107,9 +107,22 @@ fn ms(ns: u64) -> f64 {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Group { tasks, cpu_ms, pin, nice } => group(tasks, cpu_ms, pin.as_deref(), &nice),
-        Cmd::Move { tasks, cpu_ms, move_at_ms } => move_one(tasks, cpu_ms, move_at_ms),
-        Cmd::Numa { rounds, cpu_ms, limit_ms } => numa(rounds, cpu_ms, limit_ms),
+        Cmd::Group {
+            tasks,
+            cpu_ms,
+            pin,
+            nice,
+        } => group(tasks, cpu_ms, pin.as_deref(), &nice),
+        Cmd::Move {
+            tasks,
+            cpu_ms,
+            move_at_ms,
+        } => move_one(tasks, cpu_ms, move_at_ms),
+        Cmd::Numa {
+            rounds,
+            cpu_ms,
+            limit_ms,
+        } => numa(rounds, cpu_ms, limit_ms),
     }
 }
 
@@ -127,7 +140,11 @@ fn group(tasks: usize, cpu_ms: u64, pin: Option<&str>, nice: &str) -> Result<()>
     let nices: Vec<i32> = nice
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().with_context(|| format!("nice value {s:?}")))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .with_context(|| format!("nice value {s:?}"))
+        })
         .collect::<Result<_>>()?;
     let budget = cpu_ms * 1_000_000;
     let barrier = Arc::new(Barrier::new(tasks));
@@ -139,8 +156,14 @@ fn group(tasks: usize, cpu_ms: u64, pin: Option<&str>, nice: &str) -> Result<()>
     let at_first: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; tasks]));
     let handles: Vec<_> = (0..tasks)
         .map(|i| {
-            let (barrier, tids, first_done, at_first, pin, used) =
-                (barrier.clone(), tids.clone(), first_done.clone(), at_first.clone(), pin.clone(), used.clone());
+            let (barrier, tids, first_done, at_first, pin, used) = (
+                barrier.clone(),
+                tids.clone(),
+                first_done.clone(),
+                at_first.clone(),
+                pin.clone(),
+                used.clone(),
+            );
             let nice = nices.get(i).copied().unwrap_or(0);
             thread::spawn(move || -> Result<Done> {
                 let tid = gettid();
@@ -172,17 +195,28 @@ fn group(tasks: usize, cpu_ms: u64, pin: Option<&str>, nice: &str) -> Result<()>
                     }
                 }
                 std::hint::black_box(acc);
-                Ok(Done { tid, start, end, cpu, trail })
+                Ok(Done {
+                    tid,
+                    start,
+                    end,
+                    cpu,
+                    trail,
+                })
             })
         })
         .collect();
-    let done: Vec<Done> = handles.into_iter().map(|h| h.join().expect("task panicked")).collect::<Result<_>>()?;
+    let done: Vec<Done> = handles
+        .into_iter()
+        .map(|h| h.join().expect("task panicked"))
+        .collect::<Result<_>>()?;
     // CPU time before the barrier (thread setup) is subtracted from the snapshot.
     let t0 = done.iter().map(|d| d.start).min().unwrap_or(0);
     let snap = at_first.lock().unwrap().clone();
     println!(
         "group tasks {tasks} cpu_ms {cpu_ms} pin {}",
-        pin.as_deref().map(format_cpu_list).unwrap_or_else(|| "none".into())
+        pin.as_deref()
+            .map(format_cpu_list)
+            .unwrap_or_else(|| "none".into())
     );
     let mut walls = Vec::new();
     for (i, d) in done.iter().enumerate() {
@@ -200,8 +234,15 @@ fn group(tasks: usize, cpu_ms: u64, pin: Option<&str>, nice: &str) -> Result<()>
             format_cpu_list(&d.trail.cpus)
         );
     }
-    let (min, max) = (walls.iter().min().copied().unwrap_or(0), walls.iter().max().copied().unwrap_or(0));
-    println!("summary wall_min_ms {:.3} wall_max_ms {:.3}", ms(min), ms(max));
+    let (min, max) = (
+        walls.iter().min().copied().unwrap_or(0),
+        walls.iter().max().copied().unwrap_or(0),
+    );
+    println!(
+        "summary wall_min_ms {:.3} wall_max_ms {:.3}",
+        ms(min),
+        ms(max)
+    );
     Ok(())
 }
 
@@ -249,11 +290,20 @@ fn move_one(tasks: Option<usize>, cpu_ms: u64, move_at_ms: u64) -> Result<()> {
                 }
                 let end = mono_ns();
                 std::hint::black_box(acc);
-                Ok(Done { tid, start, end, cpu: thread_cpu_ns() - cpu0, trail })
+                Ok(Done {
+                    tid,
+                    start,
+                    end,
+                    cpu: thread_cpu_ns() - cpu0,
+                    trail,
+                })
             })
         })
         .collect();
-    let done: Vec<Done> = handles.into_iter().map(|h| h.join().expect("task panicked")).collect::<Result<_>>()?;
+    let done: Vec<Done> = handles
+        .into_iter()
+        .map(|h| h.join().expect("task panicked"))
+        .collect::<Result<_>>()?;
     let t0 = done.iter().map(|d| d.start).min().unwrap_or(0);
     let (from, to) = (moved.0.load(SeqCst), moved.1.load(SeqCst));
     println!("move tasks {tasks} cpu_ms {cpu_ms} move_at_ms {move_at_ms} moved_from {from} moved_to {to}");
@@ -358,7 +408,12 @@ fn numa(rounds: usize, cpu_ms: u64, limit_ms: u64) -> Result<()> {
         for h in handles {
             h.join().expect("task panicked")?;
         }
-        let node_of = |c: usize| nodes.iter().position(|n| n.contains(&c)).unwrap_or(usize::MAX);
+        let node_of = |c: usize| {
+            nodes
+                .iter()
+                .position(|n| n.contains(&c))
+                .unwrap_or(usize::MAX)
+        };
         let remote = trail.cpus.iter().filter(|c| node_of(**c) != 0).count();
         let (first, after) = match left {
             Some((cpu, ns)) => (cpu.to_string(), format!("{:.3}", ms(ns))),

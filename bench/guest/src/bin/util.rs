@@ -69,7 +69,9 @@ fn datagen(bytes: u64, seed: u64) -> Result<()> {
     let vocab: Vec<Vec<u8>> = (0..4096)
         .map(|_| {
             let len = 2 + (rng.next() % 9) as usize;
-            (0..len).map(|_| letters[(rng.next() % 26).min(rng.next() % 26) as usize]).collect()
+            (0..len)
+                .map(|_| letters[(rng.next() % 26).min(rng.next() % 26) as usize])
+                .collect()
         })
         .collect();
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
@@ -102,7 +104,10 @@ fn datagen(bytes: u64, seed: u64) -> Result<()> {
 
 fn time(output: Option<&str>, cmd: &[String]) -> Result<i32> {
     let start = Instant::now();
-    let status = Command::new(&cmd[0]).args(&cmd[1..]).status().with_context(|| format!("running {:?}", cmd[0]));
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .status()
+        .with_context(|| format!("running {:?}", cmd[0]));
     let elapsed = start.elapsed();
     let code = match &status {
         Ok(s) => s.code().unwrap_or(128 + 9),

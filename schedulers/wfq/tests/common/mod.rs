@@ -61,8 +61,12 @@ impl Machine {
 
     pub fn with(topology: Topology, max_tasks: usize, args: &str) -> Self {
         std::env::set_var("ENOKI_QUIET", "1");
-        let d = Driver::new(topology, max_tasks, SLICE, args).unwrap_or_else(|e| panic!("init: {e:?}"));
-        Machine { d, allowed: BTreeMap::new() }
+        let d =
+            Driver::new(topology, max_tasks, SLICE, args).unwrap_or_else(|e| panic!("init: {e:?}"));
+        Machine {
+            d,
+            allowed: BTreeMap::new(),
+        }
     }
 
     pub fn sched(&self) -> &Wfq {
@@ -86,8 +90,9 @@ impl Machine {
     pub fn act<R>(&mut self, f: impl FnOnce(&mut Driver<Wfq>) -> R) -> R {
         let before: Vec<_> = (0..NR_CPUS).map(|c| self.d.running(c)).collect();
         let r = f(&mut self.d);
-        let mut resched: Vec<bool> =
-            (0..NR_CPUS).map(|c| before[c].is_some() && self.d.running(c) != before[c]).collect();
+        let mut resched: Vec<bool> = (0..NR_CPUS)
+            .map(|c| before[c].is_some() && self.d.running(c) != before[c])
+            .collect();
         self.settle(&mut resched);
         r
     }
@@ -104,8 +109,13 @@ impl Machine {
                     resched[cpu] = true;
                 }
             }
-            let queued_for = |m: &Self, cpu| m.allowed.keys().any(|p| m.d.state(*p) == Some(TaskState::Queued { cpu }));
-            let next = (0..NR_CPUS).find(|&c| self.d.running(c).is_none() && (resched[c] || queued_for(self, c)));
+            let queued_for = |m: &Self, cpu| {
+                m.allowed
+                    .keys()
+                    .any(|p| m.d.state(*p) == Some(TaskState::Queued { cpu }))
+            };
+            let next = (0..NR_CPUS)
+                .find(|&c| self.d.running(c).is_none() && (resched[c] || queued_for(self, c)));
             let Some(cpu) = next else { return };
             resched[cpu] = false;
             self.d.schedule(cpu);
@@ -168,7 +178,10 @@ impl Machine {
         for i in 0..rounds {
             self.round();
             let idle = self.idle_with_work();
-            assert!(idle.is_empty(), "round {i}: idle CPUs with a waiting task they could run: {idle:?}");
+            assert!(
+                idle.is_empty(),
+                "round {i}: idle CPUs with a waiting task they could run: {idle:?}"
+            );
         }
     }
 
@@ -185,7 +198,9 @@ impl Machine {
         let mut out = Vec::new();
         for cpu in (0..NR_CPUS).filter(|c| self.d.running(*c).is_none()) {
             for (pid, allowed) in &self.allowed {
-                if matches!(self.d.state(*pid), Some(TaskState::Queued { .. })) && allowed.contains(cpu) {
+                if matches!(self.d.state(*pid), Some(TaskState::Queued { .. }))
+                    && allowed.contains(cpu)
+                {
                     out.push((cpu, *pid));
                 }
             }
@@ -200,7 +215,8 @@ impl Machine {
     pub fn check_consistent(&self) -> Result<(), String> {
         self.sched().check().map_err(|e| e.to_string())?;
         let mut held: BTreeMap<Pid, Vec<Held>> = BTreeMap::new();
-        self.sched().for_each_held(|h| held.entry(h.pid).or_default().push(h));
+        self.sched()
+            .for_each_held(|h| held.entry(h.pid).or_default().push(h));
         for (pid, hs) in &held {
             if !self.allowed.contains_key(pid) {
                 return Err(format!("scheduler holds unknown task {pid}: {hs:?}"));
@@ -209,16 +225,29 @@ impl Machine {
         for (pid, allowed) in &self.allowed {
             let hs = held.get(pid).map(Vec::as_slice).unwrap_or(&[]);
             let want = match self.d.state(*pid) {
-                Some(TaskState::Queued { cpu }) => vec![Held { queue: cpu, pid: *pid, token_cpu: Some(cpu) }],
-                Some(TaskState::Running { cpu }) => vec![Held { queue: cpu, pid: *pid, token_cpu: None }],
+                Some(TaskState::Queued { cpu }) => vec![Held {
+                    queue: cpu,
+                    pid: *pid,
+                    token_cpu: Some(cpu),
+                }],
+                Some(TaskState::Running { cpu }) => vec![Held {
+                    queue: cpu,
+                    pid: *pid,
+                    token_cpu: None,
+                }],
                 _ => vec![],
             };
             if hs != want.as_slice() {
-                return Err(format!("task {pid} ({:?}): scheduler holds {hs:?}", self.d.state(*pid)));
+                return Err(format!(
+                    "task {pid} ({:?}): scheduler holds {hs:?}",
+                    self.d.state(*pid)
+                ));
             }
             if let Some(Held { queue, .. }) = want.first() {
                 if !allowed.contains(*queue) {
-                    return Err(format!("task {pid} is on CPU {queue}, outside its allowed set"));
+                    return Err(format!(
+                        "task {pid} is on CPU {queue}, outside its allowed set"
+                    ));
                 }
             }
         }
@@ -238,5 +267,7 @@ pub fn ratio(a: u64, b: u64) -> f64 {
 /// Whether all values are within `tol` (relative) of their mean.
 pub fn equal_within(values: &[u64], tol: f64) -> bool {
     let mean = values.iter().sum::<u64>() as f64 / values.len() as f64;
-    values.iter().all(|v| ((*v as f64) - mean).abs() <= tol * mean)
+    values
+        .iter()
+        .all(|v| ((*v as f64) - mean).abs() <= tol * mean)
 }
