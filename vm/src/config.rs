@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::VmError;
+use crate::{Purpose, VmError};
 
 /// Accelerator choice. `Auto` uses KVM only when a real probe boot works.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -17,7 +17,8 @@ pub enum Accel {
     Kvm,
     /// Single-threaded TCG: the safe default without KVM.
     Tcg,
-    /// Multi-threaded TCG: faster, but Oopses in half-patched kernel text here.
+    /// Multi-threaded TCG: every host core runs vCPUs; safe only for a kernel
+    /// that patches no text at run time (see [`crate::accel`]).
     Mttcg,
 }
 
@@ -85,6 +86,8 @@ pub struct VmConfig {
     /// interactive shells.
     pub timeout: Option<Duration>,
     pub accel: Accel,
+    /// What the VM is for: picks the TCG flavour when `accel` is `Auto`.
+    pub purpose: Purpose,
     /// Share `root` into the guest (virtiofs, else 9p).
     pub share: bool,
     /// Echo the serial console (kernel log) to stderr while running.
@@ -122,6 +125,7 @@ impl VmConfig {
             append: Vec::new(),
             timeout: None,
             accel,
+            purpose: Purpose::default(),
             share: true,
             verbose: false,
             echo_output: false,
@@ -166,6 +170,10 @@ impl VmConfig {
     }
     pub fn accel(mut self, a: Accel) -> Self {
         self.accel = a;
+        self
+    }
+    pub fn purpose(mut self, p: Purpose) -> Self {
+        self.purpose = p;
         self
     }
     pub fn share(mut self, yes: bool) -> Self {

@@ -13,6 +13,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+pub mod accel;
 mod config;
 mod logscan;
 mod probe;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+pub use accel::Purpose;
 pub use config::{default_timeout, parse_mem_mib, Accel, VmConfig};
 pub use logscan::kernel_log_problems;
 pub use run::{Interactive, Outcome, Vm};

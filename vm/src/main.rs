@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use enoki_vm::{log_tail, parse_mem_mib, Accel, VmConfig};
+use enoki_vm::{log_tail, parse_mem_mib, Accel, Purpose, VmConfig};
 
 /// Exit status when the guest timed out (as timeout(1)).
 const EXIT_TIMEOUT: u8 = 124;
@@ -47,9 +47,13 @@ struct Cli {
     /// Seconds before the VM is killed [default: 300 under TCG, 120 under KVM; none for a shell]
     #[arg(long)]
     timeout: Option<u64>,
-    /// Accelerator; auto = KVM if a probe boot works, else single-threaded TCG
+    /// Accelerator; auto = KVM if a probe boot works, else multi-threaded TCG for
+    /// a kernel without runtime text patching (single-threaded for --purpose latency)
     #[arg(long, value_enum, env = "ENOKI_ACCEL", default_value_t = Accel::Auto)]
     accel: Accel,
+    /// What the VM is for, when --accel is auto
+    #[arg(long, value_enum, default_value_t = Purpose::Test)]
+    purpose: Purpose,
     /// Do not share the workspace into the guest
     #[arg(long)]
     no_share: bool,
@@ -75,6 +79,7 @@ fn config(cli: &Cli) -> anyhow::Result<VmConfig> {
         .numa(cli.numa)
         .mem_mib(parse_mem_mib(&cli.mem)?)
         .accel(cli.accel)
+        .purpose(cli.purpose)
         .share(!cli.no_share)
         .verbose(cli.verbose);
     if let Some(k) = &cli.kernel {
@@ -175,6 +180,8 @@ mod tests {
             "9",
             "--no-share",
             "-v",
+            "--purpose",
+            "latency",
         ])
         .unwrap();
         assert_eq!(c.accel, Accel::Mttcg);
@@ -184,6 +191,7 @@ mod tests {
         assert_eq!(cfg.append, ["quiet", "foo=1"]);
         assert_eq!(cfg.timeout, Some(Duration::from_secs(9)));
         assert!(!cfg.share && cfg.verbose);
+        assert_eq!(cfg.purpose, Purpose::Latency);
         assert!(Cli::try_parse_from(["enoki-vm", "--accel", "hvf"]).is_err());
     }
 }

@@ -11,20 +11,33 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{Accel, Vm, VmConfig, VmError};
+use crate::{accel, Accel, Vm, VmConfig, VmError};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The accelerator for `cfg`, announced on stderr with the reason (the line CI
+/// logs show).
 pub(crate) fn resolve_accel(cfg: &VmConfig, qemu: &Path) -> Result<Accel> {
-    if cfg.accel != Accel::Auto {
-        return Ok(cfg.accel);
-    }
-    let (kvm, reason) = kvm_verdict(cfg, qemu)?;
-    if kvm {
-        return Ok(Accel::Kvm);
-    }
-    eprintln!("enoki-vm: KVM unusable ({reason}); using single-threaded TCG");
-    Ok(Accel::Tcg)
+    let (accel, why) = match cfg.accel {
+        Accel::Auto => {
+            let (kvm, reason) = kvm_verdict(cfg, qemu)?;
+            let kvm = if kvm { Ok(()) } else { Err(reason) };
+            accel::choose(cfg.purpose, kvm, accel::mttcg_safe(&cfg.kernel))
+        }
+        Accel::Mttcg => match accel::mttcg_safe(&cfg.kernel) {
+            Ok(()) => (
+                Accel::Mttcg,
+                "forced; kernel patches no text at run time".into(),
+            ),
+            Err(e) => (
+                Accel::Mttcg,
+                format!("forced although {e}: expect int3 Oopses"),
+            ),
+        },
+        forced => (forced, "forced (--accel or ENOKI_ACCEL)".into()),
+    };
+    eprintln!("enoki-vm: accelerator {accel}: {why}");
+    Ok(accel)
 }
 
 /// Cache key: QEMU version and the kernel file's identity.
