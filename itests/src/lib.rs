@@ -13,7 +13,9 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use enoki_vm::{kernel_log_problems, log_tail, Accel, Interactive, Outcome, Vm, VmConfig};
+pub use enoki_vm::{
+    kernel_log_problems, log_tail, Accel, Interactive, Outcome, Purpose, Vm, VmConfig,
+};
 
 /// Lines of serial log printed when a test fails.
 pub const TAIL_LINES: usize = 60;
@@ -24,6 +26,15 @@ pub fn config() -> VmConfig {
     VmConfig::new()
         .expect("finding the workspace root")
         .echo_output(true)
+}
+
+/// The test VM for tests that compare wall-clock timing between schedulers
+/// (fair shares, wakeup placement, time to steal): without KVM it runs on
+/// single-threaded TCG, where every vCPU progresses at the same rate. Under
+/// multi-threaded TCG the host schedules the 8 vCPU threads on its 2 cores
+/// as it likes, and a vCPU the host leaves waiting still sees guest time pass.
+pub fn timing_config() -> VmConfig {
+    config().purpose(Purpose::Latency)
 }
 
 /// Builds the VM, failing the test with the fix when kernel/initrd/QEMU are missing.

@@ -10,7 +10,9 @@
 //! scheduler shares CPUs and not how fast the emulated CPUs are (under
 //! single-threaded TCG each busy vCPU gets a fraction of a host core, but the
 //! guest clock and its CPU-time accounting keep real time). Only ratios
-//! measured in the guest are compared, never absolute host times.
+//! measured in the guest are compared, never absolute host times. That holds
+//! when every vCPU progresses at the same rate, so these tests boot
+//! [`it::timing_config`] (single-threaded TCG when there is no KVM).
 
 use std::collections::HashMap;
 
@@ -39,7 +41,9 @@ enoki unload >/dev/null
 echo scx-state $(cat /sys/kernel/sched_ext/state)
 "#
     );
-    let r = it::run_ok(&script);
+    let r = it::boot(it::timing_config(), &script);
+    r.assert_exit(0);
+    r.assert_clean();
     assert_eq!(
         field(&r, "wfq.state"),
         "enabled",
