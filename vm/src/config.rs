@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{Purpose, VmError};
+use crate::{Purpose, StopHandle, VmError};
 
 /// Accelerator choice. `Auto` uses KVM only when a real probe boot works.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -98,6 +98,8 @@ pub struct VmConfig {
     pub cwd: Option<PathBuf>,
     /// Directory for serial logs; None: `<root>/target/vm/logs`.
     pub log_dir: Option<PathBuf>,
+    /// Stops launches from another thread; None: a launch runs to its end.
+    pub stop: Option<StopHandle>,
 }
 
 impl VmConfig {
@@ -131,6 +133,7 @@ impl VmConfig {
             echo_output: false,
             cwd: None,
             log_dir: None,
+            stop: None,
         }
     }
 
@@ -194,6 +197,11 @@ impl VmConfig {
     }
     pub fn log_dir(mut self, p: impl Into<PathBuf>) -> Self {
         self.log_dir = Some(p.into());
+        self
+    }
+    /// Launches stop (QEMU killed, [`crate::VmError::Stopped`]) once `handle` fires.
+    pub fn stop_on(mut self, handle: StopHandle) -> Self {
+        self.stop = Some(handle);
         self
     }
 

@@ -14,11 +14,21 @@
 //! ```
 
 pub mod accel;
+mod child;
 mod config;
+mod interactive;
+mod launch;
+mod logs;
 mod logscan;
+mod outcome;
 mod probe;
+mod pump;
 pub mod qemu;
-mod run;
+mod stop;
+mod term;
+mod virtiofsd;
+mod vm;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,8 +37,11 @@ use anyhow::{Context, Result};
 
 pub use accel::Purpose;
 pub use config::{default_timeout, parse_mem_mib, Accel, VmConfig};
+pub use interactive::Interactive;
 pub use logscan::kernel_log_problems;
-pub use run::{Interactive, Outcome, Vm};
+pub use outcome::Outcome;
+pub use stop::StopHandle;
+pub use vm::Vm;
 
 /// Failures with a known fix, so callers can match on them.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +62,8 @@ pub enum VmError {
         log: PathBuf,
         stderr: String,
     },
+    #[error("the VM was stopped (its stop handle fired)")]
+    Stopped,
     #[error("cannot find the Enoki workspace root (a directory with Makefile.toml and vm/Cargo.toml) above {0}; set ENOKI_ROOT")]
     NoRoot(PathBuf),
 }

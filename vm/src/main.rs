@@ -2,12 +2,19 @@
 //! `enoki-vm [OPTIONS] [-- CMD ARGS...]`: boot the Enoki kernel, run CMD (or an
 //! interactive shell) and exit with its status.
 
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use clap::Parser;
-use enoki_vm::{log_tail, parse_mem_mib, Accel, Purpose, VmConfig};
+use enoki_vm::{log_tail, parse_mem_mib, Accel, Purpose, StopHandle, VmConfig};
+use nix::sys::signal::Signal;
+use signal_hook::iterator::Signals;
 
 /// Exit status when the guest timed out (as timeout(1)).
 const EXIT_TIMEOUT: u8 = 124;
@@ -72,6 +79,41 @@ struct Cli {
     cmd: Vec<String>,
 }
 
+/// SIGINT, SIGTERM and SIGHUP stop the VM: a thread turns the first one into
+/// a stop of the launch (which kills QEMU, restores the terminal and removes
+/// the run directory); the launcher then dies of that signal.
+struct SignalStop {
+    handle: StopHandle,
+    caught: Arc<AtomicI32>,
+}
+
+impl SignalStop {
+    fn install() -> anyhow::Result<Self> {
+        let handle = StopHandle::new()?;
+        let caught = Arc::new(AtomicI32::new(0));
+        let mut signals =
+            Signals::new([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP].map(|s| s as i32))?;
+        let (h, c) = (handle.clone(), caught.clone());
+        thread::spawn(move || {
+            for sig in signals.forever() {
+                let _ = c.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                h.stop();
+            }
+        });
+        Ok(Self { handle, caught })
+    }
+
+    /// If a signal came, says so and dies of it (exit 128+signal if that fails).
+    fn die_if_caught(&self) {
+        let Ok(sig) = Signal::try_from(self.caught.load(Ordering::SeqCst)) else {
+            return;
+        };
+        eprintln!("enoki-vm: {sig}: stopped the VM");
+        let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
+        std::process::exit(128 + sig as i32);
+    }
+}
+
 fn config(cli: &Cli) -> anyhow::Result<VmConfig> {
     let mut cfg = VmConfig::new()?
         .cpus(cli.cpus)
@@ -99,7 +141,12 @@ fn config(cli: &Cli) -> anyhow::Result<VmConfig> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let result = SignalStop::install().and_then(|signals| {
+        let r = run(&cli, &signals);
+        signals.die_if_caught();
+        r
+    });
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("enoki-vm: error: {e:#}");
@@ -108,25 +155,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let vm = config(cli)?.build()?;
+/// The QEMU command line, arguments with spaces in single quotes; paths go
+/// out as their bytes.
+fn command_line(args: &[std::ffi::OsString]) -> Vec<u8> {
+    let mut line = b"qemu-system-x86_64".to_vec();
+    for a in args {
+        let a = a.as_bytes();
+        line.push(b' ');
+        if a.contains(&b' ') {
+            line.extend([b"'", a, b"'"].concat());
+        } else {
+            line.extend_from_slice(a);
+        }
+    }
+    line.push(b'\n');
+    line
+}
+
+fn run(cli: &Cli, signals: &SignalStop) -> anyhow::Result<ExitCode> {
+    let vm = config(cli)?.stop_on(signals.handle.clone()).build()?;
     let cmd = (!cli.cmd.is_empty()).then(|| cli.cmd.join(" "));
     if cli.dry_run {
         let args = vm.qemu_args(cmd.as_deref())?;
-        let quoted: Vec<String> = args
-            .iter()
-            .map(|a| {
-                if a.contains(' ') {
-                    format!("'{a}'")
-                } else {
-                    a.clone()
-                }
-            })
-            .collect();
-        println!("qemu-system-x86_64 {}", quoted.join(" "));
+        std::io::stdout().write_all(&command_line(&args))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let out = vm.run_inherit(cmd.as_deref())?;
+    let out = vm.run_inherit(cmd.as_deref());
+    signals.die_if_caught();
+    let out = out?;
     if let Some(code) = out.exit_code {
         return Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)));
     }
@@ -193,5 +249,19 @@ mod tests {
         assert!(!cfg.share && cfg.verbose);
         assert_eq!(cfg.purpose, Purpose::Latency);
         assert!(Cli::try_parse_from(["enoki-vm", "--accel", "hvf"]).is_err());
+    }
+
+    #[test]
+    fn dry_run_line_quotes_spaces_and_keeps_bytes() {
+        use std::ffi::OsStr;
+        let args = [
+            OsStr::new("-append").to_owned(),
+            OsStr::new("a b").to_owned(),
+            OsStr::from_bytes(b"/w/\xff").to_owned(),
+        ];
+        assert_eq!(
+            command_line(&args),
+            b"qemu-system-x86_64 -append 'a b' /w/\xff\n"
+        );
     }
 }

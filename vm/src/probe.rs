@@ -85,6 +85,20 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
         }
     }
     eprintln!("enoki-vm: probing KVM with a test boot (once per kernel build)...");
+    let (ok, reason) = probe_boot(cfg)?;
+    if let Some(dir) = cache.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let _ = fs::write(
+        &cache,
+        format!("{key}\n{}\n{reason}\n", if ok { "kvm" } else { "tcg" }),
+    );
+    Ok((ok, reason))
+}
+
+/// Boots `cfg`'s kernel under KVM once: whether it worked, and why (not).
+/// Fails only if the probe was stopped, which says nothing about KVM.
+fn probe_boot(cfg: &VmConfig) -> Result<(bool, String)> {
     let probe_cfg = cfg
         .clone()
         .cpus(1)
@@ -95,7 +109,7 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
         .verbose(false)
         .echo_output(false)
         .timeout(PROBE_TIMEOUT);
-    let (ok, reason) = match Vm::with_accel(probe_cfg, Accel::Kvm).and_then(|vm| vm.run("true")) {
+    let verdict = match Vm::with_accel(probe_cfg, Accel::Kvm).and_then(|vm| vm.run("true")) {
         Ok(o) if o.success() => (true, "probe boot worked".to_owned()),
         Ok(o) => {
             let why = o
@@ -109,6 +123,7 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
                 ),
             )
         }
+        Err(e) if matches!(e.downcast_ref::<VmError>(), Some(VmError::Stopped)) => return Err(e),
         Err(e) => {
             let why = match e.downcast_ref::<VmError>() {
                 Some(VmError::QemuFailed { status, stderr, .. }) => {
@@ -123,12 +138,5 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
             (false, format!("probe boot failed: {why}"))
         }
     };
-    if let Some(dir) = cache.parent() {
-        let _ = fs::create_dir_all(dir);
-    }
-    let _ = fs::write(
-        &cache,
-        format!("{key}\n{}\n{reason}\n", if ok { "kvm" } else { "tcg" }),
-    );
-    Ok((ok, reason))
+    Ok(verdict)
 }

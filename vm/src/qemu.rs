@@ -2,6 +2,8 @@
 //! QEMU command line and guest kernel command line, as pure functions so that
 //! they can be unit-tested without booting anything.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -56,19 +58,20 @@ pub struct Plan<'a> {
     pub guest: GuestParams,
 }
 
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The guest kernel command line: defaults, user `--append`, then the
-/// `enoki.*` parameters the init reads (base64 where the value is free text).
+/// `enoki.*` parameters the init reads (base64 where the value is free text
+/// or a path, whose bytes pass untouched).
 pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
     let mut a: Vec<String> = DEFAULT_APPEND.split(' ').map(str::to_owned).collect();
     a.extend(plan.cfg.append.iter().cloned());
     if let Some(share) = &plan.share {
         a.push(format!(
             "enoki.share={}",
-            b64(&plan.cfg.root.to_string_lossy())
+            b64(plan.cfg.root.as_os_str().as_bytes())
         ));
         a.push(format!(
             "enoki.sharefs={}",
@@ -80,10 +83,10 @@ pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
     }
     a.push(format!(
         "enoki.cwd={}",
-        b64(&plan.guest.cwd.to_string_lossy())
+        b64(plan.guest.cwd.as_os_str().as_bytes())
     ));
     if let Some(cmd) = &plan.guest.cmd {
-        a.push(format!("enoki.cmd={}", b64(cmd)));
+        a.push(format!("enoki.cmd={}", b64(cmd.as_bytes())));
         a.push(format!(
             "enoki.stdin={}",
             if plan.guest.console_stdin {
@@ -115,34 +118,71 @@ pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
     Ok(line)
 }
 
-/// The full QEMU argument list (without the program name).
-pub fn qemu_args(plan: &Plan) -> Result<Vec<String>> {
-    let cfg = plan.cfg;
-    let mut v: Vec<String> = Vec::new();
-    let mut push = |args: &[&str]| v.extend(args.iter().map(|s| s.to_string()));
+/// `prefix` followed by `path` as a QEMU option value: its bytes untouched
+/// except that each comma is doubled (QEMU's escape for a literal comma).
+fn opt_path(prefix: &str, path: &Path) -> OsString {
+    let mut bytes = prefix.as_bytes().to_vec();
+    for &b in path.as_os_str().as_bytes() {
+        bytes.push(b);
+        if b == b',' {
+            bytes.push(b',');
+        }
+    }
+    OsString::from_vec(bytes)
+}
 
-    push(&[
+/// A QEMU argument list under construction.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, args: &[&str]) {
+        self.0.extend(args.iter().map(OsString::from));
+    }
+
+    /// An option whose value is built with [`opt_path`] or holds a path.
+    fn push_os(&mut self, opt: &str, value: impl Into<OsString>) {
+        self.0.push(opt.into());
+        self.0.push(value.into());
+    }
+}
+
+/// The full QEMU argument list (without the program name).
+pub fn qemu_args(plan: &Plan) -> Result<Vec<OsString>> {
+    let mut v = Args::default();
+    v.push(&[
         "-nodefaults",
         "-no-user-config",
         "-display",
         "none",
         "-no-reboot",
     ]);
-    push(&["-machine", "pc"]);
+    v.push(&["-machine", "pc"]);
     match plan.accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Mttcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        Accel::Kvm => v.push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Mttcg => v.push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
         // Auto is resolved before we get here; treat it as the safe choice.
-        Accel::Tcg | Accel::Auto => push(&["-accel", "tcg,thread=single", "-cpu", "max"]),
+        Accel::Tcg | Accel::Auto => v.push(&["-accel", "tcg,thread=single", "-cpu", "max"]),
     }
+    push_topology(&mut v, plan.cfg);
+    let append = kernel_cmdline(plan)?;
+    v.push_os("-kernel", &plan.cfg.kernel);
+    v.push_os("-initrd", &plan.cfg.initrd);
+    v.push(&["-append", &append]);
+    push_consoles(&mut v, plan);
+    push_share(&mut v, plan);
+    Ok(v.0)
+}
 
+/// CPUs, sockets, memory and NUMA nodes.
+fn push_topology(v: &mut Args, cfg: &VmConfig) {
     let cores = cfg.cpus / cfg.sockets;
     let smp = format!(
         "{},sockets={},cores={cores},threads=1",
         cfg.cpus, cfg.sockets
     );
     let mem = format!("{}M", cfg.mem_mib);
-    push(&["-smp", &smp, "-m", &mem]);
+    v.push(&["-smp", &smp, "-m", &mem]);
 
     // One shared memfd backend per node: vhost-user (virtiofsd) needs shared
     // guest memory, and per-node backends give real NUMA nodes.
@@ -158,69 +198,57 @@ pub fn qemu_args(plan: &Plan) -> Result<Vec<String>> {
             format!("{first}-{last}")
         };
         let node = format!("node,nodeid={n},cpus={cpus},memdev=mem{n}");
-        push(&["-object", &obj, "-numa", &node]);
+        v.push(&["-object", &obj, "-numa", &node]);
     }
     for src in 0..cfg.numa {
         for dst in (src + 1)..cfg.numa {
-            push(&["-numa", &format!("dist,src={src},dst={dst},val=21")]);
+            v.push(&["-numa", &format!("dist,src={src},dst={dst},val=21")]);
         }
     }
+}
 
-    let append = kernel_cmdline(plan)?;
-    push(&[
-        "-kernel",
-        &cfg.kernel.to_string_lossy(),
-        "-initrd",
-        &cfg.initrd.to_string_lossy(),
-    ]);
-    push(&["-append", &append]);
-
+/// ttyS0 to the serial log, hvc0 on QEMU's stdio, the exit port to a file.
+fn push_consoles(v: &mut Args, plan: &Plan) {
     // ttyS0: full kernel log, to a file only.
-    push(&[
+    v.push_os(
         "-chardev",
-        &format!("file,id=serial0,path={}", plan.serial_log.display()),
-    ]);
-    push(&["-serial", "chardev:serial0"]);
+        opt_path("file,id=serial0,path=", plan.serial_log),
+    );
+    v.push(&["-serial", "chardev:serial0"]);
     // hvc0: the command's stdio / the shell, on QEMU's own stdio.
-    push(&["-device", "virtio-serial-pci,id=vser0"]);
-    push(&["-chardev", "stdio,id=con0,signal=off"]);
-    push(&[
+    v.push(&["-device", "virtio-serial-pci,id=vser0"]);
+    v.push(&["-chardev", "stdio,id=con0,signal=off"]);
+    v.push(&[
         "-device",
         "virtconsole,bus=vser0.0,chardev=con0,name=console",
     ]);
     // Exit status: written by the guest init to a named virtio-serial port.
-    push(&[
-        "-chardev",
-        &format!("file,id=exit0,path={}", plan.exit_file.display()),
-    ]);
-    push(&[
+    v.push_os("-chardev", opt_path("file,id=exit0,path=", plan.exit_file));
+    v.push(&[
         "-device",
         &format!("virtserialport,bus=vser0.0,chardev=exit0,name={EXIT_PORT}"),
     ]);
+}
 
+/// The workspace share: vhost-user-fs on virtiofsd's socket, or QEMU's 9p.
+fn push_share(v: &mut Args, plan: &Plan) {
     match &plan.share {
         Some(Share::Virtiofs { socket }) => {
-            push(&[
-                "-chardev",
-                &format!("socket,id=vfs0,path={}", socket.display()),
-            ]);
-            push(&[
+            v.push_os("-chardev", opt_path("socket,id=vfs0,path=", socket));
+            v.push(&[
                 "-device",
                 &format!("vhost-user-fs-pci,chardev=vfs0,tag={SHARE_TAG},queue-size=1024"),
             ]);
         }
         Some(Share::NineP) => {
-            let root = cfg.root.to_string_lossy().replace(',', ",,");
-            push(&[
-                "-virtfs",
-                &format!(
-                    "local,path={root},mount_tag={SHARE_TAG},security_model=none,multidevs=remap"
-                ),
-            ]);
+            let mut opt = opt_path("local,path=", &plan.cfg.root);
+            opt.push(format!(
+                ",mount_tag={SHARE_TAG},security_model=none,multidevs=remap"
+            ));
+            v.push_os("-virtfs", opt);
         }
         None => {}
     }
-    Ok(v)
 }
 
 #[cfg(test)]
@@ -246,16 +274,23 @@ mod tests {
         }
     }
 
-    fn joined(args: &[String]) -> String {
-        args.join(" ")
+    fn joined(args: &[OsString]) -> String {
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
-    fn decode(line: &str, key: &str) -> String {
+    fn decode_bytes(line: &str, key: &str) -> Vec<u8> {
         let v = line
             .split(' ')
             .find_map(|w| w.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("{key} missing in {line}"));
-        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).unwrap()).unwrap()
+        base64::engine::general_purpose::STANDARD.decode(v).unwrap()
+    }
+
+    fn decode(line: &str, key: &str) -> String {
+        String::from_utf8(decode_bytes(line, key)).unwrap()
     }
 
     #[test]
@@ -371,5 +406,64 @@ mod tests {
         let long = "x".repeat(3000);
         let e = kernel_cmdline(&plan(&c, None, Some(&long))).unwrap_err();
         assert!(e.to_string().contains("would be 4092 bytes"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_paths_pass_through_as_bytes() {
+        use std::ffi::OsStr;
+        let root = PathBuf::from(OsStr::from_bytes(b"/w/en\xffoki"));
+        let c = VmConfig::with_root(&root).accel(Accel::Tcg);
+        let serial = root.join("target/vm/logs/x.serial.log");
+        let mut p = plan(&c, Some(Share::NineP), Some("true"));
+        p.serial_log = &serial;
+        p.guest.cwd = root.join("vm");
+        let args = qemu_args(&p).unwrap();
+        let value_of = |opt: &str, prefix: &[u8]| -> Vec<u8> {
+            args.windows(2)
+                .filter(|w| w[0] == opt)
+                .map(|w| w[1].as_bytes().to_vec())
+                .find(|v| v.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {opt} with {prefix:?}"))
+        };
+        assert_eq!(
+            value_of("-kernel", b""),
+            b"/w/en\xffoki/target/kernel/arch/x86/boot/bzImage"
+        );
+        assert_eq!(
+            value_of("-initrd", b""),
+            b"/w/en\xffoki/target/rootfs/initrd.gz"
+        );
+        assert_eq!(
+            value_of("-chardev", b"file,id=serial0"),
+            b"file,id=serial0,path=/w/en\xffoki/target/vm/logs/x.serial.log"
+        );
+        assert!(value_of("-virtfs", b"").starts_with(b"local,path=/w/en\xffoki,mount_tag=host,"));
+        let line = kernel_cmdline(&p).unwrap();
+        assert_eq!(decode_bytes(&line, "enoki.share"), b"/w/en\xffoki");
+        assert_eq!(decode_bytes(&line, "enoki.cwd"), b"/w/en\xffoki/vm");
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let c = VmConfig::with_root("/w/a,b");
+        let mut p = plan(&c, Some(Share::NineP), None);
+        p.exit_file = Path::new("/tmp/r,1/exit");
+        let a = joined(&qemu_args(&p).unwrap());
+        assert!(
+            a.contains("-chardev file,id=exit0,path=/tmp/r,,1/exit "),
+            "{a}"
+        );
+        assert!(
+            a.contains("-virtfs local,path=/w/a,,b,mount_tag=host"),
+            "{a}"
+        );
+        let vfs = Share::Virtiofs {
+            socket: PathBuf::from("/tmp/r,1/v.sock"),
+        };
+        let a = joined(&qemu_args(&plan(&c, Some(vfs), None)).unwrap());
+        assert!(
+            a.contains("-chardev socket,id=vfs0,path=/tmp/r,,1/v.sock "),
+            "{a}"
+        );
     }
 }
