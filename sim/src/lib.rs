@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! enoki-sim: run Enoki schedulers on simulated machines, check invariants
 //! on every event, record what passes between the kernel model and the
-//! scheduler into `.enk` traces, and replay traces (from the simulator or,
-//! later, from Enoki-C's recorder) against the same scheduler code.
+//! scheduler into `.enk` traces, and replay traces (from the simulator, or
+//! from Enoki-C's recorder through `enoki-sim import`) against the same
+//! scheduler code.
 //!
 //! - [`spec`]: workloads (TOML, flags, or random from a seed);
 //! - [`sim`]: the event-driven simulator around libEnoki's `Driver`;

@@ -208,6 +208,107 @@ fn mix(s: &str) -> Result<Vec<RequestClass>> {
         .collect()
 }
 
+/// The name of the `i`th group a task flag adds.
+fn flag_group(base: &str, i: usize) -> String {
+    if i == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}{i}")
+    }
+}
+
+/// `--spin COUNT[:NICE]`.
+fn spinner(i: usize, f: &str) -> Result<Spinner> {
+    let p = split::<2>(f, "--spin", 1)?;
+    let nice = p.get(1).map(|n| num(n, "--spin")).transpose()?.unwrap_or(0);
+    Ok(Spinner {
+        name: flag_group("cli-spin", i),
+        count: num(&p[0], "--spin")?,
+        nice,
+        cpus: None,
+    })
+}
+
+/// `--sleep COUNT:RUN_US:SLEEP_US`.
+fn sleeper(i: usize, f: &str) -> Result<Sleeper> {
+    let p = split::<3>(f, "--sleep", 3)?;
+    Ok(Sleeper {
+        name: flag_group("cli-sleep", i),
+        count: num(&p[0], "--sleep")?,
+        nice: 0,
+        run_us: num(&p[1], "--sleep")?,
+        sleep_us: num(&p[2], "--sleep")?,
+        cpus: None,
+    })
+}
+
+/// `--pingpong PAIRS[:WORK_US]`.
+fn pingpong(i: usize, f: &str) -> Result<PingPong> {
+    let p = split::<2>(f, "--pingpong", 1)?;
+    let work_us = p
+        .get(1)
+        .map(|n| num(n, "--pingpong"))
+        .transpose()?
+        .unwrap_or(5);
+    Ok(PingPong {
+        name: flag_group("cli-pipe", i),
+        pairs: num(&p[0], "--pingpong")?,
+        work_us,
+        nice: 0,
+        cpus: None,
+    })
+}
+
+/// `--forks EVERY_US:BURST:RUN_US[:LIMIT]`.
+fn forkstorm(i: usize, f: &str) -> Result<ForkStorm> {
+    let p = split::<4>(f, "--forks", 3)?;
+    Ok(ForkStorm {
+        name: flag_group("cli-fork", i),
+        every_us: num(&p[0], "--forks")?,
+        burst: num(&p[1], "--forks")?,
+        run_us: num(&p[2], "--forks")?,
+        limit: p
+            .get(3)
+            .map(|n| num(n, "--forks"))
+            .transpose()?
+            .unwrap_or(0),
+        nice: 0,
+    })
+}
+
+/// `--requests RATE_PER_S:WORKERS`, service times from `--mix`.
+fn requests(i: usize, f: &str, mix_flag: &str) -> Result<Requests> {
+    let p = split::<2>(f, "--requests", 2)?;
+    Ok(Requests {
+        name: flag_group("cli-rpc", i),
+        workers: num(&p[1], "--requests")?,
+        rate_per_s: num(&p[0], "--requests")?,
+        mix: mix(mix_flag)?,
+        nice: 0,
+        cpus: None,
+    })
+}
+
+/// `--affinity AT_MS:TARGET:CPULIST`.
+fn affinity_change(f: &str) -> Result<AffinityChange> {
+    let p = split::<3>(f, "--affinity", 3)?;
+    Ok(AffinityChange {
+        at_ms: num(&p[0], "--affinity")?,
+        target: p[1].clone(),
+        cpus: p[2].clone(),
+    })
+}
+
+/// `--renice AT_MS:TARGET:NICE`.
+fn renice(f: &str) -> Result<Renice> {
+    let p = split::<3>(f, "--renice", 3)?;
+    Ok(Renice {
+        at_ms: num(&p[0], "--renice")?,
+        target: p[1].clone(),
+        nice: num(&p[2], "--renice")?,
+    })
+}
+
 impl RunArgs {
     /// The spec file plus the flags; a random workload when neither names a task.
     fn spec(&self) -> Result<(Spec, bool)> {
@@ -215,96 +316,45 @@ impl RunArgs {
             Some(path) => Spec::load(path)?,
             None => Spec::default(),
         };
-        let name = |base: &str, i: usize| {
-            if i == 0 {
-                base.to_owned()
-            } else {
-                format!("{base}{i}")
-            }
-        };
-        for (i, f) in self.spin.iter().enumerate() {
-            let p = split::<2>(f, "--spin", 1)?;
-            let nice = p.get(1).map(|n| num(n, "--spin")).transpose()?.unwrap_or(0);
-            s.spinners.push(Spinner {
-                name: name("cli-spin", i),
-                count: num(&p[0], "--spin")?,
-                nice,
-                cpus: None,
-            });
-        }
-        for (i, f) in self.sleep.iter().enumerate() {
-            let p = split::<3>(f, "--sleep", 3)?;
-            s.sleepers.push(Sleeper {
-                name: name("cli-sleep", i),
-                count: num(&p[0], "--sleep")?,
-                nice: 0,
-                run_us: num(&p[1], "--sleep")?,
-                sleep_us: num(&p[2], "--sleep")?,
-                cpus: None,
-            });
-        }
-        for (i, f) in self.pingpong.iter().enumerate() {
-            let p = split::<2>(f, "--pingpong", 1)?;
-            let work_us = p
-                .get(1)
-                .map(|n| num(n, "--pingpong"))
-                .transpose()?
-                .unwrap_or(5);
-            s.pingpongs.push(PingPong {
-                name: name("cli-pipe", i),
-                pairs: num(&p[0], "--pingpong")?,
-                work_us,
-                nice: 0,
-                cpus: None,
-            });
-        }
-        for (i, f) in self.forks.iter().enumerate() {
-            let p = split::<4>(f, "--forks", 3)?;
-            s.forkstorms.push(ForkStorm {
-                name: name("cli-fork", i),
-                every_us: num(&p[0], "--forks")?,
-                burst: num(&p[1], "--forks")?,
-                run_us: num(&p[2], "--forks")?,
-                limit: p
-                    .get(3)
-                    .map(|n| num(n, "--forks"))
-                    .transpose()?
-                    .unwrap_or(0),
-                nice: 0,
-            });
-        }
-        for (i, f) in self.requests.iter().enumerate() {
-            let p = split::<2>(f, "--requests", 2)?;
-            s.requests.push(Requests {
-                name: name("cli-rpc", i),
-                workers: num(&p[1], "--requests")?,
-                rate_per_s: num(&p[0], "--requests")?,
-                mix: mix(&self.mix)?,
-                nice: 0,
-                cpus: None,
-            });
-        }
+        self.add_tasks(&mut s)?;
         // Nothing but defaults so far: the seed's random workload.
         let random = s.has_no_tasks() && self.spec.is_none();
         if random {
             s = Spec::random(self.seed);
         }
         for f in &self.affinity {
-            let p = split::<3>(f, "--affinity", 3)?;
-            s.affinity.push(AffinityChange {
-                at_ms: num(&p[0], "--affinity")?,
-                target: p[1].clone(),
-                cpus: p[2].clone(),
-            });
+            s.affinity.push(affinity_change(f)?);
         }
         for f in &self.renice {
-            let p = split::<3>(f, "--renice", 3)?;
-            s.renice.push(Renice {
-                at_ms: num(&p[0], "--renice")?,
-                target: p[1].clone(),
-                nice: num(&p[2], "--renice")?,
-            });
+            s.renice.push(renice(f)?);
         }
+        self.set_machine_and_run(&mut s)?;
+        s.validate()?;
+        Ok((s, random))
+    }
+
+    /// The task groups the flags name.
+    fn add_tasks(&self, s: &mut Spec) -> Result<()> {
+        for (i, f) in self.spin.iter().enumerate() {
+            s.spinners.push(spinner(i, f)?);
+        }
+        for (i, f) in self.sleep.iter().enumerate() {
+            s.sleepers.push(sleeper(i, f)?);
+        }
+        for (i, f) in self.pingpong.iter().enumerate() {
+            s.pingpongs.push(pingpong(i, f)?);
+        }
+        for (i, f) in self.forks.iter().enumerate() {
+            s.forkstorms.push(forkstorm(i, f)?);
+        }
+        for (i, f) in self.requests.iter().enumerate() {
+            s.requests.push(requests(i, f, &self.mix)?);
+        }
+        Ok(())
+    }
+
+    /// The machine and the run parameters the flags override.
+    fn set_machine_and_run(&self, s: &mut Spec) -> Result<()> {
         if let Some(m) = &self.machine {
             s.machine = Machine {
                 numa_distance: s.machine.numa_distance,
@@ -320,8 +370,7 @@ impl RunArgs {
         if let Some(a) = &self.args {
             r.args = a.clone();
         }
-        s.validate()?;
-        Ok((s, random))
+        Ok(())
     }
 }
 

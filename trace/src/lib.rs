@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The `.enk` trace format: what a recorder (the simulator now, Enoki-C's
-//! recorder later) saw pass between the kernel and a scheduler.
+//! The `.enk` trace format: what a recorder (the simulator's, or Enoki-C's
+//! after `enoki-sim import`) saw pass between the kernel and a scheduler.
 //!
 //! All integers are little-endian. A file is a header, then blocks.
 //!

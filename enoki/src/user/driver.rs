@@ -52,10 +52,19 @@ impl HostOps for RecordingHost {
 
 /// Sees every message the driver sends (record, taps, checks).
 pub trait MsgObserver {
-    /// `m` is about to be handled; the observer may fill in fields.
-    fn call_begins(&mut self, m: &mut Msg);
+    /// `m` is about to be handled.
+    fn call_begins(&mut self, m: &Msg);
     /// The scheduler answered `m`.
     fn call_ends(&mut self, m: &Msg);
+}
+
+/// A task's total CPU time (the kernel's `sum_exec_runtime`), from a clock
+/// finer than the model's own count, which advances only in [`Driver::tick`]
+/// and [`Driver::run`]: a task that runs a few µs between ticks and blocks
+/// would otherwise look as if it never ran.
+pub trait RuntimeSource {
+    /// `pid`'s runtime in ns, or `None` to use the model's count.
+    fn runtime(&self, pid: Pid) -> Option<u64>;
 }
 
 /// What the model counted, like `/sys/kernel/enoki/`.
@@ -105,6 +114,7 @@ pub struct Driver<S: EnokiScheduler> {
     slice_left: std::vec::Vec<u64>,
     slice_ns: u64,
     observer: Option<std::boxed::Box<dyn MsgObserver>>,
+    runtime_source: Option<std::boxed::Box<dyn RuntimeSource>>,
     pub counters: DriverCounters,
 }
 
@@ -135,6 +145,7 @@ impl<S: EnokiScheduler> Driver<S> {
             slice_left: vec![0; nr],
             slice_ns,
             observer: None,
+            runtime_source: None,
             counters: DriverCounters::default(),
         })
     }
@@ -150,6 +161,12 @@ impl<S: EnokiScheduler> Driver<S> {
     /// Shows every message from now on to `observer` (`None` removes it).
     pub fn set_observer(&mut self, observer: Option<std::boxed::Box<dyn MsgObserver>>) {
         self.observer = observer;
+    }
+
+    /// Takes every task's runtime from `source` from now on (`None`: the
+    /// model's own count).
+    pub fn set_runtime_source(&mut self, source: Option<std::boxed::Box<dyn RuntimeSource>>) {
+        self.runtime_source = source;
     }
 
     /// Sends one message, counting it and the mistakes libEnoki caught.
@@ -179,7 +196,7 @@ impl<S: EnokiScheduler> Driver<S> {
         let mut m = Msg::new(kind, cpu as i32);
         m.pid = pid;
         if let Some(t) = self.tasks.get(&pid) {
-            m.runtime = t.runtime;
+            m.runtime = self.runtime(pid);
             m.allowed = t.allowed.words();
         }
         m
@@ -193,8 +210,12 @@ impl<S: EnokiScheduler> Driver<S> {
         self.running.get(cpu).copied().flatten()
     }
 
+    /// `pid`'s total CPU time, as the messages about it carry it.
     pub fn runtime(&self, pid: Pid) -> u64 {
-        self.tasks.get(&pid).map_or(0, |t| t.runtime)
+        self.runtime_source
+            .as_ref()
+            .and_then(|s| s.runtime(pid))
+            .unwrap_or_else(|| self.tasks.get(&pid).map_or(0, |t| t.runtime))
     }
 
     /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).

@@ -10,7 +10,9 @@ use super::types::CpuId;
 
 mod driver;
 
-pub use driver::{Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, TaskState};
+pub use driver::{
+    Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, RuntimeSource, TaskState,
+};
 
 /// What the userspace backend does with a scheduler's service requests.
 pub trait HostOps: Send + Sync {

@@ -10,13 +10,14 @@ use std::cell::RefCell;
 
 use enoki::abi::Msg;
 
-pub use enoki::user::{Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, TaskState};
+pub use enoki::user::{
+    Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, RuntimeSource, TaskState,
+};
 
 /// Sees what passes between the driver and the scheduler on this thread.
 pub trait Tap {
-    /// A message is about to be handled; the tap may complete it (see
-    /// `sim::SimTap`).
-    fn call_begins(&mut self, m: &mut Msg);
+    /// A message is about to be handled.
+    fn call_begins(&mut self, m: &Msg);
     /// The scheduler answered `m`.
     fn call_ends(&mut self, m: &Msg);
     /// A libEnoki lock at `addr` was taken (`acquire`) or released.
@@ -63,7 +64,7 @@ fn on_lock(addr: usize, acquire: bool) {
 struct TapObserver;
 
 impl MsgObserver for TapObserver {
-    fn call_begins(&mut self, m: &mut Msg) {
+    fn call_begins(&mut self, m: &Msg) {
         with_tap(|t| t.call_begins(m));
     }
     fn call_ends(&mut self, m: &Msg) {

@@ -1,0 +1,81 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# enoki-bench's guest script: one VM, each workload under both schedulers.
+#
+# Parameters, from the environment:
+#   BENCH_RAW      directory for the raw output of every run
+#   BENCH_SCHED    the Enoki scheduler (enoki load NAME)
+#   BENCH_ARGS     its parameters (enoki load --args), empty for none
+#   BENCH_TIMEOUT  limit for one run, seconds
+#   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
+# Argument: the run list, a script of one bench_setup call and then
+# bench_run calls.
+
+RAW=$BENCH_RAW
+cd /tmp || exit 1
+
+enoki_load() {
+	if [ -n "$BENCH_ARGS" ]; then
+		enoki load "$BENCH_SCHED" --args "$BENCH_ARGS"
+	else
+		enoki load "$BENCH_SCHED"
+	fi
+}
+
+# Around each Enoki run, with the run's id and raw-output directory as $1
+# and $2 (and the workload command as $3 for record_end). With
+# BENCH_RECORD=1, record_end runs the workload once more, still under
+# Enoki, inside `enoki record`: its time goes to RAW/ID.rec.time, its output
+# and the recorder's summary (calls, bytes_per_call, ...) to RAW/ID.rec.out.
+record_begin() { :; }
+record_end() {
+	local id=$1 raw=$2 cmd=$3 t0 t1 rc
+	[ "$BENCH_RECORD" = 1 ] || return 0
+	t0=$EPOCHREALTIME
+	enoki record -o /tmp/x.enk -- timeout -k 5 "$BENCH_TIMEOUT" bash -c "$cmd" >"$raw/$id.rec.out" 2>&1
+	rc=$?
+	t1=$EPOCHREALTIME
+	echo "$rc" >"$raw/$id.rec.status"
+	echo "$t0 $t1" >"$raw/$id.rec.time"
+	rm -f /tmp/x.enk
+}
+
+# bench_run ID SCHED LABEL CMD: runs CMD, writes RAW/ID.{out,status,time}.
+bench_run() {
+	local id=$1 sched=$2 label=$3 cmd=$4 status=ok rc t0 t1
+	printf 'bench: %s ... ' "$label"
+	if [ "$sched" = enoki ]; then
+		if ! enoki_load >"$RAW/$id.load" 2>&1; then
+			echo "load failed: $(tail -1 "$RAW/$id.load")" >"$RAW/$id.status"
+			echo "FAILED (enoki load)"
+			return
+		fi
+		record_begin "$id" "$RAW"
+	fi
+	t0=$EPOCHREALTIME
+	timeout -k 5 "$BENCH_TIMEOUT" bash -c "$cmd" >"$RAW/$id.out" 2>&1
+	rc=$?
+	t1=$EPOCHREALTIME
+	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status=timeout; elif [ $rc -ne 0 ]; then status="exit $rc"; fi
+	if [ "$sched" = enoki ]; then
+		record_end "$id" "$RAW" "$cmd"
+		if [ "$(cat /sys/kernel/enoki/state)" != enabled ]; then
+			status="ejected: $(cat /sys/kernel/enoki/last_exit)"
+		fi
+		echo "$(cat /sys/kernel/enoki/pick_errors) pick errors" >>"$RAW/$id.load"
+		enoki unload >>"$RAW/$id.load" 2>&1
+	fi
+	echo "$status" >"$RAW/$id.status"
+	echo "$t0 $t1" >"$RAW/$id.time"
+	echo "$status ($(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s)"
+}
+
+# bench_setup CMD: generates the input data.
+bench_setup() {
+	echo "bench: setup: generating input data"
+	bash -c "$1" || echo "bench: setup failed"
+}
+
+# shellcheck source=/dev/null
+. "$1"
+echo bench: all runs done

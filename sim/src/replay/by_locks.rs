@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Lock-ordered replay: one thread per recorded CPU, every blocking lock
+//! acquisition held until it is that CPU's turn in the lock's recorded
+//! acquisition order.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use enoki::dispatch::Loaded;
+use enoki::EnokiScheduler;
+
+use super::{
+    apply, build_notice, checks_locks, load, lock_name, Answer, Divergence, InOrder, LockEvent,
+    LockMap, ReplayOptions, ReplayReport,
+};
+use crate::trace::{Event, Record, TraceError, TraceHeader};
+
+/// How long a thread waits for its turn at a lock before the replay gives up.
+const TURN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting thread looks whether the replay still moves.
+const TURN_POLL: Duration = Duration::from_millis(100);
+
+/// One recorded call: its message record and the lock events that follow
+/// it on its CPU.
+struct ScriptCall {
+    index: u64,
+    record: Record,
+    locks: Vec<LockEvent>,
+}
+
+/// A trace, read and sorted for lock-ordered replay.
+struct Script {
+    /// Per recorded CPU: its calls, in order.
+    calls: BTreeMap<u32, Vec<ScriptCall>>,
+    /// Per recorded lock: the CPUs in the order they acquired it.
+    order: BTreeMap<u64, Vec<u32>>,
+    messages: u64,
+    lock_events: u64,
+    /// Every record, when a divergence report needs context.
+    records: Vec<Record>,
+    read_error: Option<TraceError>,
+}
+
+impl Script {
+    /// Reads `records`; a trace with gaps cannot be replayed by locks.
+    fn read(
+        records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
+        keep_records: bool,
+    ) -> Result<Self> {
+        let mut script = Script {
+            calls: BTreeMap::new(),
+            order: BTreeMap::new(),
+            messages: 0,
+            lock_events: 0,
+            records: Vec::new(),
+            read_error: None,
+        };
+        let mut reader = InOrder::new(records);
+        while let Some(next) = reader.next()? {
+            script.add(next.record)?;
+            if keep_records {
+                script.records.push(next.record);
+            }
+        }
+        if reader.seq_gaps > 0 {
+            bail!(
+                "{} sequence numbers are missing (dropped events): lock-ordered replay needs a whole trace",
+                reader.seq_gaps
+            );
+        }
+        script.read_error = reader.read_error;
+        Ok(script)
+    }
+
+    fn add(&mut self, r: Record) -> Result<()> {
+        let Some(lock) = LockEvent::of(&r) else {
+            self.calls.entry(r.cpu).or_default().push(ScriptCall {
+                index: self.messages,
+                record: r,
+                locks: Vec::new(),
+            });
+            self.messages += 1;
+            return Ok(());
+        };
+        self.lock_events += 1;
+        let Some(call) = self.calls.get_mut(&r.cpu).and_then(|v| v.last_mut()) else {
+            bail!(
+                "lock event seq {} on CPU {} before any call on that CPU",
+                r.seq,
+                r.cpu
+            );
+        };
+        call.locks.push(lock);
+        if lock.acquire {
+            self.order.entry(lock.addr).or_default().push(r.cpu);
+        }
+        Ok(())
+    }
+
+    /// The `keep` records before `record`.
+    fn context(&self, record: &Record, keep: usize) -> Vec<Record> {
+        let at = self.records.partition_point(|x| x.seq < record.seq);
+        self.records[at.saturating_sub(keep)..at].to_vec()
+    }
+}
+
+/// Acquisitions so far, under the gate's mutex.
+#[derive(Default)]
+struct Turns {
+    /// Per recorded lock: how many acquisitions have happened.
+    taken: BTreeMap<u64, usize>,
+    pairs: LockMap,
+}
+
+impl Turns {
+    fn taken(&self, lock: u64) -> usize {
+        self.taken.get(&lock).copied().unwrap_or(0)
+    }
+}
+
+/// Per CPU slot, for the stall report.
+#[derive(Default)]
+struct Waiting {
+    /// The recorded lock it waits for its turn at (0: none).
+    lock: AtomicU64,
+    /// The seq of its current call.
+    seq: AtomicU64,
+}
+
+struct Gate {
+    /// Per recorded lock: the CPUs in the order they acquired it.
+    order: BTreeMap<u64, Vec<u32>>,
+    turns: Mutex<Turns>,
+    /// One per CPU slot, notified when a lock's turn may be that CPU's.
+    conds: Vec<Condvar>,
+    slot: BTreeMap<u32, usize>,
+    failed: AtomicBool,
+    waiting: Vec<Waiting>,
+    /// Acquisitions so far, all locks: a waiter gives up only when this
+    /// stops moving (slow machines and debug builds make turns slow).
+    progress: AtomicU64,
+}
+
+impl Gate {
+    fn new(order: BTreeMap<u64, Vec<u32>>, cpus: impl Iterator<Item = u32>) -> Self {
+        let slot: BTreeMap<u32, usize> = cpus.enumerate().map(|(i, c)| (c, i)).collect();
+        Gate {
+            order,
+            turns: Mutex::new(Turns::default()),
+            conds: (0..slot.len()).map(|_| Condvar::new()).collect(),
+            waiting: (0..slot.len()).map(|_| Waiting::default()).collect(),
+            progress: AtomicU64::new(0),
+            slot,
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn turns(&self) -> MutexGuard<'_, Turns> {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What every CPU is doing, for a stall report.
+    fn waiters(&self) -> String {
+        let turns = self.turns();
+        self.slot
+            .iter()
+            .map(|(cpu, i)| {
+                let lock = self.waiting[*i].lock.load(Ordering::Relaxed);
+                let seq = self.waiting[*i].seq.load(Ordering::Relaxed);
+                if lock == 0 {
+                    format!("CPU {cpu} (call seq {seq}) runs")
+                } else {
+                    let t = turns.taken(lock);
+                    format!(
+                        "CPU {cpu} (call seq {seq}) waits for {lock:#x} #{t} (CPU {:?})",
+                        self.order[&lock].get(t)
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        let _g = self.turns();
+        self.conds.iter().for_each(|c| c.notify_all());
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Counts an acquisition of recorded lock `lock` and wakes the CPU
+    /// whose turn at it is next.
+    fn acquired(&self, turns: &mut Turns, lock: u64) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        let t = turns.taken.entry(lock).or_insert(0);
+        *t += 1;
+        if let Some(next) = self.order[&lock].get(*t) {
+            self.conds[self.slot[next]].notify_all();
+        }
+    }
+}
+
+/// What the replay thread of one CPU is doing, for the lock hooks.
+struct ThreadCtx {
+    gate: Arc<Gate>,
+    cpu: u32,
+    /// Recorded lock events of the current call and how far they went.
+    locks: Vec<LockEvent>,
+    pos: usize,
+    error: Option<String>,
+}
+
+impl ThreadCtx {
+    fn fail(&mut self, error: String) {
+        self.error = Some(error);
+        self.gate.fail();
+    }
+
+    /// Waits until it is this CPU's turn at recorded lock `rec`, or the
+    /// replay failed, or nothing moved for [`TURN_TIMEOUT`].
+    fn wait_turn(&mut self, rec: u64) {
+        let gate = self.gate.clone();
+        let slot = gate.slot[&self.cpu];
+        let order = &gate.order[&rec];
+        let mut turns = gate.turns();
+        let mut start = Instant::now();
+        let mut seen = gate.progress.load(Ordering::Relaxed);
+        gate.waiting[slot].lock.store(rec, Ordering::Relaxed);
+        loop {
+            let t = turns.taken(rec);
+            if order.get(t) == Some(&self.cpu) || gate.failed() {
+                gate.waiting[slot].lock.store(0, Ordering::Relaxed);
+                return;
+            }
+            let now = gate.progress.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, start) = (now, Instant::now());
+            }
+            if start.elapsed() > TURN_TIMEOUT {
+                drop(turns);
+                self.fail(format!(
+                    "no lock taken for {}s while waiting for lock {rec:#x}: acquisition #{t} belongs to CPU {:?}; {}",
+                    TURN_TIMEOUT.as_secs(),
+                    order.get(t),
+                    gate.waiters()
+                ));
+                return;
+            }
+            turns = gate.conds[slot]
+                .wait_timeout(turns, TURN_POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The replayed call did `got` at `addr`: it must be the next recorded
+    /// event of the call.
+    fn lock_event(&mut self, addr: usize, acquire: bool) {
+        let Some(&rec) = self.locks.get(self.pos) else {
+            self.fail(format!(
+                "the replayed call did a lock {} of {addr:#x} the recording does not have",
+                lock_name(acquire)
+            ));
+            return;
+        };
+        self.pos += 1;
+        if rec.acquire != acquire {
+            self.fail(format!(
+                "lock {} of {addr:#x} where the recording has a {} of {:#x}",
+                lock_name(acquire),
+                lock_name(rec.acquire),
+                rec.addr
+            ));
+            return;
+        }
+        let gate = self.gate.clone();
+        let mut turns = gate.turns();
+        if let Err(e) = turns.pairs.check(rec.addr, addr as u64) {
+            drop(turns);
+            self.fail(e);
+            return;
+        }
+        if acquire {
+            gate.acquired(&mut turns, rec.addr);
+        }
+    }
+
+    /// What went wrong with the locks of the call that just ended.
+    fn call_error(&mut self) -> Option<String> {
+        self.error.take().or_else(|| {
+            let rec = self.locks.get(self.pos)?;
+            Some(format!(
+                "the recording has a lock {} of {:#x} on CPU {} the replayed call did not do",
+                lock_name(rec.acquire),
+                rec.addr,
+                self.cpu
+            ))
+        })
+    }
+}
+
+thread_local! {
+    static CTX: RefCell<Option<ThreadCtx>> = const { RefCell::new(None) };
+}
+
+fn with_ctx<T>(f: impl FnOnce(&mut ThreadCtx) -> T) -> Option<T> {
+    CTX.with(|c| c.borrow_mut().as_mut().map(f))
+}
+
+/// The lock waiter of a replay thread.
+fn gate_wait(_addr: usize) {
+    with_ctx(|ctx| {
+        if ctx.error.is_some() || ctx.gate.failed() {
+            return;
+        }
+        match ctx.locks.get(ctx.pos).copied() {
+            Some(LockEvent {
+                addr,
+                acquire: true,
+            }) => ctx.wait_turn(addr),
+            Some(LockEvent { addr, .. }) => ctx.fail(format!(
+                "the replayed call takes a lock where the recording releases {addr:#x}"
+            )),
+            None => {
+                ctx.fail("the replayed call takes a lock the recording does not have".to_string())
+            }
+        }
+    });
+}
+
+/// The lock observer of a replay thread.
+fn gate_event(addr: usize, acquire: bool) {
+    with_ctx(|ctx| {
+        if ctx.error.is_none() {
+            ctx.lock_event(addr, acquire);
+        }
+    });
+}
+
+/// Replays `calls`, the calls of recorded CPU `cpu`, on this thread; the
+/// first divergence (without context) is returned.
+fn replay_cpu<S: EnokiScheduler>(
+    gate: &Arc<Gate>,
+    cpu: u32,
+    calls: &[ScriptCall],
+    loaded: &Loaded<S>,
+) -> Option<Divergence> {
+    CTX.with(|c| {
+        *c.borrow_mut() = Some(ThreadCtx {
+            gate: gate.clone(),
+            cpu,
+            locks: Vec::new(),
+            pos: 0,
+            error: None,
+        })
+    });
+    enoki::user::set_lock_waiter(Some(gate_wait));
+    enoki::user::set_lock_observer(Some(gate_event));
+    let found = calls
+        .iter()
+        .map_while(|call| replay_call(gate, cpu, call, loaded))
+        .find_map(|d| d);
+    enoki::user::set_lock_waiter(None);
+    enoki::user::set_lock_observer(None);
+    CTX.with(|c| *c.borrow_mut() = None);
+    found
+}
+
+/// Replays one call: `None` to stop (the replay failed elsewhere),
+/// `Some(Some(d))` when this call diverged.
+fn replay_call<S: EnokiScheduler>(
+    gate: &Gate,
+    cpu: u32,
+    call: &ScriptCall,
+    loaded: &Loaded<S>,
+) -> Option<Option<Divergence>> {
+    if gate.failed() {
+        return None;
+    }
+    with_ctx(|ctx| {
+        ctx.locks.clone_from(&call.locks);
+        ctx.pos = 0;
+    });
+    gate.waiting[gate.slot[&cpu]]
+        .seq
+        .store(call.record.seq, Ordering::Relaxed);
+    let Event::Msg(m) = &call.record.event else {
+        unreachable!("a script call is a message")
+    };
+    let actual = apply(loaded, m);
+    let expected = Answer::of(m);
+    let lock_err = with_ctx(ThreadCtx::call_error).flatten();
+    if lock_err.is_none() && gate.failed() {
+        // Another CPU diverged: this call may have run out of order.
+        return None;
+    }
+    if actual != expected || lock_err.is_some() {
+        gate.fail();
+        return Some(Some(Divergence {
+            index: call.index,
+            record: call.record,
+            expected,
+            actual,
+            locks: lock_err,
+            context: Vec::new(),
+        }));
+    }
+    Some(None)
+}
+
+/// Lock-ordered replay of `records` (in sequence order) against `S`: one
+/// thread per recorded CPU replays that CPU's calls in order, and every
+/// blocking lock acquisition waits until it is that CPU's turn in the
+/// recorded acquisition order of that lock. Calls that overlapped on
+/// different CPUs in the kernel then see the scheduler state they saw
+/// there. Needs a trace with lock events of this scheduler and no gaps.
+pub fn replay_by_locks<S: EnokiScheduler>(
+    header: &TraceHeader,
+    records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
+    opts: &ReplayOptions,
+) -> Result<ReplayReport>
+where
+    Loaded<S>: Sync,
+{
+    if !checks_locks::<S>(header) {
+        bail!(
+            "lock-ordered replay needs a trace with lock events of {} (recorded: {:?})",
+            S::NAME,
+            header.scheduler
+        );
+    }
+    let notices: Vec<String> = build_notice(header).into_iter().collect();
+    let mut script = Script::read(records, opts.context > 0)?;
+    let loaded = load::<S>(header)?;
+    let order = std::mem::take(&mut script.order);
+    let gate = Arc::new(Gate::new(order, script.calls.keys().copied()));
+    let found: Vec<Option<Divergence>> = std::thread::scope(|s| {
+        let handles: Vec<_> = script
+            .calls
+            .iter()
+            .map(|(cpu, calls)| {
+                let (gate, loaded) = (&gate, &loaded);
+                s.spawn(move || replay_cpu(gate, *cpu, calls, loaded))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("replay thread panicked"))
+            .collect()
+    });
+    let divergence = found
+        .into_iter()
+        .flatten()
+        .min_by_key(|d| d.record.seq)
+        .map(|d| Divergence {
+            context: script.context(&d.record, opts.context),
+            ..d
+        });
+    Ok(ReplayReport {
+        scheduler: S::NAME.to_owned(),
+        messages: script.messages,
+        lock_events: script.lock_events,
+        divergence,
+        notices,
+        read_error: script.read_error,
+        seq_gaps: 0,
+        timeline: None,
+    })
+}

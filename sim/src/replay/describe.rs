@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! One-line descriptions of messages and records, for divergence reports
+//! and `enoki-sim dump`.
+
+use enoki::abi::{flag, kind, Msg};
+use enoki::{CpuId, CpuSet};
+
+use super::Answer;
+use crate::trace::{Event, Record};
+
+/// The CPUs of a mask as a cpulist ("0-3,6").
+fn cpulist(words: [u64; enoki::abi::CPUMASK_WORDS]) -> String {
+    let set = CpuSet::from_words(words);
+    let cpus: Vec<CpuId> = set.iter().collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+/// " sleep"-style marker: `name` when `flags` has `bit`.
+fn marker(flags: u32, bit: u32, name: &'static str) -> &'static str {
+    if flags & bit != 0 {
+        name
+    } else {
+        ""
+    }
+}
+
+/// The fields of `m` that matter for its kind, after the common ones.
+fn details(m: &Msg) -> String {
+    match m.kind {
+        kind::TASK_NEW => format!(
+            " tgid={} weight={} nice={} allowed={}",
+            m.tgid,
+            m.weight,
+            m.nice,
+            cpulist(m.allowed)
+        ),
+        kind::TASK_WAKEUP | kind::TASK_PREEMPT | kind::MIGRATE_TASK_RQ => format!(
+            " task_cpu={} runtime={}{}",
+            m.task_cpu,
+            m.runtime,
+            marker(m.flags, flag::YIELD, " yield")
+        ),
+        kind::TASK_BLOCKED => format!(
+            " task_cpu={} runtime={}{}",
+            m.task_cpu,
+            m.runtime,
+            marker(m.flags, flag::SLEEP, " sleep")
+        ),
+        kind::TASK_TICK => format!(" runtime={}", m.runtime),
+        kind::SELECT_TASK_RQ => format!(" prev_cpu={} allowed={}", m.task_cpu, cpulist(m.allowed)),
+        kind::PICK_NEXT_TASK if m.flags & flag::HAS_PREV != 0 => format!(
+            " prev runtime={}{}",
+            m.runtime,
+            marker(m.flags, flag::PREV_RUNNABLE, " runnable")
+        ),
+        kind::PNT_ERR | kind::BALANCE_ERR => format!(" task_cpu={} err={}", m.task_cpu, m.flags),
+        kind::TASK_PRIO_CHANGED => format!(" weight={} nice={}", m.weight, m.nice),
+        kind::TASK_AFFINITY_CHANGED => format!(" allowed={}", cpulist(m.allowed)),
+        _ => String::new(),
+    }
+}
+
+/// One line for a message's question.
+pub fn describe(m: &Msg) -> String {
+    let name = kind::NAMES
+        .get(m.kind as usize)
+        .copied()
+        .unwrap_or("unknown");
+    format!("{name} cpu={} pid={}{}", m.cpu, m.pid, details(m))
+}
+
+/// One line for any record, answer included.
+pub fn describe_record(r: &Record) -> String {
+    let at = format!("seq {:>8} cpu {:>3}", r.seq, r.cpu);
+    match &r.event {
+        Event::Msg(m) => format!("{at}  {} -> {}", describe(m), Answer::of(m)),
+        Event::LockAcquire { addr } => format!("{at}  lock acquire {addr:#x}"),
+        Event::LockRelease { addr } => format!("{at}  lock release {addr:#x}"),
+    }
+}

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Replay: re-create the recorded scheduler from the trace header, feed it
+//! every recorded message through libEnoki's `Loaded::handle` (the function
+//! Enoki-C's calls go through) and compare each answer with the recorded one.
+//!
+//! [`apply`] is the only place a message reaches the scheduler; it takes
+//! `&Loaded` and touches nothing else, so per-CPU replay threads can call it
+//! at once. Both replays read the trace through one loop ([`InOrder`]):
+//! records in sequence order, missing sequence numbers counted.
+//!
+//! [`replay`] is the sequential executor: records in sequence order, one at
+//! a time. When the trace has lock events (`HEADER_LOCKS`), the locks each
+//! replayed call takes are checked against the lock records that follow its
+//! message on its CPU (calls on other CPUs may interleave their records, as
+//! in a kernel trace): same order, and the same lock every time a recorded
+//! address comes back (addresses differ between instances; the first use
+//! pairs them up, as the paper's replay assumes locks are created in the
+//! same order).
+//!
+//! Kernel traces need [`replay_by_locks`]: calls on different CPUs overlap
+//! there, so seq order is not the order they saw each other's state in. It
+//! starts one thread per recorded CPU and holds every blocking acquisition
+//! (`sync::hooks::acquiring`) until it is that CPU's turn in the lock's
+//! recorded acquisition order. State read outside libEnoki locks (atomics)
+//! is not ordered: a scheduler replays exactly only if its shared state is
+//! behind libEnoki locks.
+
+mod by_locks;
+mod describe;
+mod sequential;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+
+use enoki::abi::{Msg, ABI_VERSION};
+use enoki::dispatch::Loaded;
+use enoki::scheduler::{Args, InitContext};
+use enoki::user::HostOps;
+use enoki::{CpuId, EnokiScheduler, Topology};
+
+use crate::perfetto::Slice;
+use crate::trace::{Event, Record, TraceError, TraceHeader, HEADER_LOCKS};
+
+pub use by_locks::replay_by_locks;
+pub use describe::{describe, describe_record};
+pub use sequential::{replay, Replayer};
+
+/// The answer fields of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Answer {
+    pub ret: i64,
+    pub ret_cpu: i32,
+    pub ret_err: u32,
+    pub ret_slice: u64,
+}
+
+impl Answer {
+    pub fn of(m: &Msg) -> Self {
+        Answer {
+            ret: m.ret,
+            ret_cpu: m.ret_cpu,
+            ret_err: m.ret_err,
+            ret_slice: m.ret_slice,
+        }
+    }
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ret={} ret_cpu={} ret_err={:#x} ret_slice={}",
+            self.ret, self.ret_cpu, self.ret_err, self.ret_slice
+        )
+    }
+}
+
+/// `m` with its answer fields as Enoki-C sends them (empty).
+pub fn question(m: &Msg) -> Msg {
+    let blank = Msg::new(m.kind, m.cpu);
+    Msg {
+        ret: blank.ret,
+        ret_cpu: blank.ret_cpu,
+        ret_err: blank.ret_err,
+        ret_slice: blank.ret_slice,
+        ..*m
+    }
+}
+
+/// Feeds one recorded message (answer cleared) to the scheduler; returns
+/// the scheduler's answer.
+pub fn apply<S: EnokiScheduler>(loaded: &Loaded<S>, recorded: &Msg) -> Answer {
+    let mut m = question(recorded);
+    loaded.handle(&mut m);
+    Answer::of(&m)
+}
+
+/// The first message whose answer, or whose lock events, differ.
+#[derive(Clone, Debug)]
+pub struct Divergence {
+    /// 0-based position among the replayed messages.
+    pub index: u64,
+    /// The message (a lock record when no call precedes it on its CPU).
+    pub record: Record,
+    pub expected: Answer,
+    pub actual: Answer,
+    /// The answer matched but the call took other locks, or in another
+    /// order: what differed.
+    pub locks: Option<String>,
+    /// The records before the point of divergence, oldest first.
+    pub context: Vec<Record>,
+}
+
+impl Divergence {
+    pub fn message(&self) -> Msg {
+        match self.record.event {
+            Event::Msg(m) => m,
+            _ => Msg::default(),
+        }
+    }
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "first divergence at message #{} (seq {}, cpu {}):",
+            self.index, self.record.seq, self.record.cpu
+        )?;
+        match self.record.event {
+            Event::Msg(m) => writeln!(f, "  message:  {}", describe(&m))?,
+            _ => writeln!(f, "  record:   {}", describe_record(&self.record))?,
+        }
+        writeln!(f, "  expected: {}", self.expected)?;
+        writeln!(f, "  actual:   {}", self.actual)?;
+        if let Some(l) = &self.locks {
+            writeln!(f, "  locks:    {l}")?;
+        }
+        writeln!(f, "the {} events before:", self.context.len())?;
+        for r in &self.context {
+            writeln!(f, "  {}", describe_record(r))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// Records kept to show before a divergence.
+    pub context: usize,
+    /// Rebuild the per-CPU timeline.
+    pub timeline: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            context: 10,
+            timeline: false,
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Debug)]
+pub struct ReplayReport {
+    /// The scheduler replayed.
+    pub scheduler: String,
+    pub messages: u64,
+    pub lock_events: u64,
+    pub divergence: Option<Divergence>,
+    /// Things worth knowing that do not stop the replay (another build,
+    /// another scheduler, dropped events).
+    pub notices: Vec<String>,
+    /// The trace could not be read to its end: replay stopped here.
+    pub read_error: Option<TraceError>,
+    /// Sequence numbers missing between records (events the recorder lost).
+    pub seq_gaps: u64,
+    pub timeline: Option<Vec<Slice>>,
+}
+
+/// A record read in sequence order.
+struct Next {
+    record: Record,
+    /// Sequence numbers missing right before it (events the recorder lost).
+    missing: u64,
+}
+
+/// The loop every replay reads a trace through: records in sequence order,
+/// up to the first one that cannot be read (kept in `read_error`); a record
+/// out of order is an error, missing sequence numbers are counted.
+struct InOrder<'a> {
+    records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>,
+    last_seq: Option<u64>,
+    seq_gaps: u64,
+    read_error: Option<TraceError>,
+}
+
+impl<'a> InOrder<'a> {
+    fn new(records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>) -> Self {
+        InOrder {
+            records,
+            last_seq: None,
+            seq_gaps: 0,
+            read_error: None,
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Next>> {
+        if self.read_error.is_some() {
+            return Ok(None);
+        }
+        let record = match self.records.next() {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                self.read_error = Some(e);
+                return Ok(None);
+            }
+            Some(Ok(r)) => r,
+        };
+        let missing = match self.last_seq {
+            Some(last) if record.seq <= last => bail!(
+                "record seq {} after seq {last}: the trace is not in sequence order",
+                record.seq
+            ),
+            Some(last) => record.seq - last - 1,
+            None => 0,
+        };
+        self.seq_gaps += missing;
+        self.last_seq = Some(record.seq);
+        Ok(Some(Next { record, missing }))
+    }
+}
+
+/// One lock event: a lock at `addr` taken (`acquire`) or released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LockEvent {
+    addr: u64,
+    acquire: bool,
+}
+
+impl LockEvent {
+    /// The lock event `r` holds, if it holds one.
+    fn of(r: &Record) -> Option<Self> {
+        match r.event {
+            Event::LockAcquire { addr } => Some(LockEvent {
+                addr,
+                acquire: true,
+            }),
+            Event::LockRelease { addr } => Some(LockEvent {
+                addr,
+                acquire: false,
+            }),
+            Event::Msg(_) => None,
+        }
+    }
+}
+
+fn lock_name(acquire: bool) -> &'static str {
+    if acquire {
+        "acquire"
+    } else {
+        "release"
+    }
+}
+
+/// Pairs recorded lock addresses with this instance's.
+#[derive(Default)]
+struct LockMap {
+    recorded: BTreeMap<u64, u64>,
+    replayed: BTreeMap<u64, u64>,
+}
+
+impl LockMap {
+    fn check(&mut self, recorded: u64, replayed: u64) -> Result<(), String> {
+        match (self.recorded.get(&recorded), self.replayed.get(&replayed)) {
+            (Some(r), _) if *r != replayed => Err(format!(
+                "took lock {replayed:#x} where the recording took {recorded:#x} (paired with {r:#x} before)"
+            )),
+            (None, Some(o)) => Err(format!(
+                "took lock {replayed:#x} where the recording took {recorded:#x} (it stood for {o:#x} before)"
+            )),
+            _ => {
+                self.recorded.insert(recorded, replayed);
+                self.replayed.insert(replayed, recorded);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether lock events are checked: the trace has them, and from this
+/// scheduler (another scheduler locks differently).
+fn checks_locks<S: EnokiScheduler>(header: &TraceHeader) -> bool {
+    header.flags & HEADER_LOCKS != 0 && header.scheduler == S::NAME
+}
+
+/// The notice for a trace from another build, if it is one.
+fn build_notice(header: &TraceHeader) -> Option<String> {
+    let ours = crate::build_id();
+    (header.build_id != ours).then(|| {
+        format!(
+            "the trace comes from build {:?}, this is build {ours:?}: replaying anyway",
+            header.build_id
+        )
+    })
+}
+
+struct IgnoreHost;
+
+impl HostOps for IgnoreHost {
+    fn kick_cpu(&self, _cpu: CpuId, _preempt: bool) {}
+    fn set_timer(&self, _cpu: CpuId, _ns: Option<u64>) {}
+}
+
+/// Creates the scheduler as the recorded module load did.
+fn load<S: EnokiScheduler>(header: &TraceHeader) -> Result<Loaded<S>> {
+    if header.abi_version != ABI_VERSION {
+        bail!(
+            "the trace speaks message ABI version {}, this build speaks {ABI_VERSION}",
+            header.abi_version
+        );
+    }
+    let topology = Topology::from_raw(&header.topology)
+        .map_err(|e| anyhow!("the trace's topology is unusable: {e:?}"))?;
+    let ctx = InitContext {
+        topology: &topology,
+        max_tasks: usize::try_from(header.max_tasks)?,
+        slice_ns: header.slice_ns,
+        args: Args(&header.args),
+        services: enoki::user::services(Some(Arc::new(IgnoreHost))),
+    };
+    let sched = S::init(&ctx).map_err(|e| {
+        anyhow!(
+            "{} would not load with the trace's parameters: {e:?}",
+            S::NAME
+        )
+    })?;
+    Ok(Loaded::new(sched, topology.nr_cpus()))
+}
