@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! `enoki-bench`: boots ONE Enoki VM and runs each workload under the
-//! default scheduler and under an Enoki scheduler (WFQ by default),
-//! back to back, for `--reps` repetitions (the order alternates each
-//! repetition, A B then B A, so drift hits both alike). A run that fails,
+//! `enoki-bench`: runs each workload under the default scheduler and under
+//! an Enoki scheduler (WFQ by default), back to back in the same VM boot, for
+//! `--reps` repetitions (the order alternates each repetition, A B then B A,
+//! so drift hits both alike). Latency workloads (pipe, schbench) and
+//! throughput workloads (real programs) each get one boot, with the
+//! accelerator for their purpose (see `enoki_vm::accel`). A run that fails,
 //! times out or ejects the scheduler is recorded as failed for that
 //! scheduler and the harness goes on. Writes `results.md`, `results.json`
 //! and `ratios.png` under `target/bench/<time>/` and copies them to
@@ -337,13 +339,12 @@ struct RunDir {
     /// Every run's raw output.
     raw: PathBuf,
     script: PathBuf,
-    runs: PathBuf,
 }
 
 impl RunDir {
     /// Creates the directory (`--out`, else `target/bench/<stamp>`) with the
-    /// guest script and its run list in it.
-    fn create(cli: &Cli, ws: &[Workload], stamp: &str) -> Result<Self> {
+    /// guest script in it.
+    fn create(cli: &Cli, stamp: &str) -> Result<Self> {
         let dir = match &cli.out {
             Some(d) => d.clone(),
             None => enoki_vm::find_root()?.join("target/bench").join(stamp),
@@ -354,26 +355,51 @@ impl RunDir {
         let d = RunDir {
             raw: dir.join("raw"),
             script: dir.join("guest.sh"),
-            runs: dir.join("runs.sh"),
             dir,
         };
         fs::write(&d.script, GUEST_SCRIPT)?;
-        fs::write(&d.runs, run_list(cli, ws))?;
         Ok(d)
     }
 }
 
-/// Boots the VM and runs the guest script in it; returns what the VM did
-/// and how long it took, seconds.
-fn run_vm(cli: &Cli, ws: &[Workload], d: &RunDir) -> Result<(enoki_vm::Outcome, f64)> {
+/// One VM boot: the workloads of one purpose and what the boot did.
+struct Boot {
+    purpose: enoki_vm::Purpose,
+    workloads: Vec<&'static str>,
+    out: enoki_vm::Outcome,
+    seconds: f64,
+}
+
+/// The workloads grouped by purpose, latency first, in their given order.
+fn by_purpose(ws: &[Workload]) -> Vec<(enoki_vm::Purpose, Vec<Workload>)> {
+    [enoki_vm::Purpose::Latency, enoki_vm::Purpose::Throughput]
+        .into_iter()
+        .map(|p| {
+            (
+                p,
+                ws.iter()
+                    .filter(|w| w.purpose() == p)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, group)| !group.is_empty())
+        .collect()
+}
+
+/// Boots one VM for `purpose` and runs the guest script on `ws` in it.
+fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) -> Result<Boot> {
+    let runs = d.dir.join(format!("runs-{purpose}.sh"));
+    fs::write(&runs, run_list(cli, ws))?;
     let runs_total = (cli.reps * ws.len() * 2) as u64;
     let vm_timeout = Duration::from_secs(600 + runs_total * (cli.run_timeout + 15));
     let vm = enoki_vm::VmConfig::new()?
+        .purpose(purpose)
         .timeout(vm_timeout)
         .echo_output(true)
         .build()?;
     println!(
-        "bench: {} workloads x {} reps x 2 schedulers (default, enoki {}) in one VM ({:?}); raw output in {}",
+        "bench: {purpose}: {} workloads x {} reps x 2 schedulers (default, enoki {}) in one VM ({}); raw output in {}",
         ws.len(),
         cli.reps,
         cli.scheduler,
@@ -381,7 +407,7 @@ fn run_vm(cli: &Cli, ws: &[Workload], d: &RunDir) -> Result<(enoki_vm::Outcome, 
         d.raw.display()
     );
     let started = Instant::now();
-    let out = vm.run(&guest_command(&guest_env(cli, &d.raw), &d.script, &d.runs))?;
+    let out = vm.run(&guest_command(&guest_env(cli, &d.raw), &d.script, &runs))?;
     let seconds = started.elapsed().as_secs_f64();
     let problems = out.problems();
     if !problems.is_empty() {
@@ -393,18 +419,26 @@ fn run_vm(cli: &Cli, ws: &[Workload], d: &RunDir) -> Result<(enoki_vm::Outcome, 
             eprintln!("  {p}");
         }
     }
-    Ok((out, seconds))
+    let workloads = ws.iter().map(|w| w.name).collect();
+    Ok(Boot {
+        purpose,
+        workloads,
+        out,
+        seconds,
+    })
+}
+
+/// `purpose: value` for every boot, joined with "; ".
+fn per_boot(boots: &[Boot], value: impl Fn(&Boot) -> String) -> String {
+    let parts: Vec<String> = boots
+        .iter()
+        .map(|b| format!("{}: {}", b.purpose, value(b)))
+        .collect();
+    parts.join("; ")
 }
 
 /// The report's facts about the run.
-fn meta(
-    cli: &Cli,
-    ws: &[Workload],
-    raw: &Path,
-    date: String,
-    vm: (&enoki_vm::Outcome, f64),
-) -> Meta {
-    let (out, vm_seconds) = vm;
+fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) -> Meta {
     let host_cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -413,17 +447,21 @@ fn meta(
         reps: cli.reps,
         scheduler: cli.scheduler.clone(),
         scheduler_args: cli.args.clone().unwrap_or_default(),
-        accel: format!("{:?}", out.accel),
+        accel: per_boot(boots, |b| {
+            format!("{} ({})", b.out.accel, b.workloads.join(", "))
+        }),
         vm: format!(
-            "8 vCPUs, 2 NUMA nodes, {:?} on a {host_cpus}-CPU host",
-            out.accel
+            "8 vCPUs, 2 NUMA nodes, on a {host_cpus}-CPU host; {}",
+            per_boot(boots, |b| b.out.accel.to_string())
         ),
         host_cpus,
-        vm_seconds,
-        vm_exit: out
-            .failure()
-            .unwrap_or_else(|| format!("exit {}", out.exit_code.unwrap_or(-1))),
-        kernel_log_problems: out.problems(),
+        vm_seconds: boots.iter().map(|b| b.seconds).sum(),
+        vm_exit: per_boot(boots, |b| {
+            b.out
+                .failure()
+                .unwrap_or_else(|| format!("exit {}", b.out.exit_code.unwrap_or(-1)))
+        }),
+        kernel_log_problems: boots.iter().flat_map(|b| b.out.problems()).collect(),
         record: cli.record,
         note: if cli.record {
             record_overhead(ws, cli.reps, raw).join("\n")
@@ -449,11 +487,15 @@ fn main() -> Result<()> {
     }
     let ws = selected(&cli.only)?;
     let (stamp, date) = now_stamp();
-    let d = RunDir::create(&cli, &ws, &stamp)?;
-    let (out, vm_seconds) = run_vm(&cli, &ws, &d)?;
+    let d = RunDir::create(&cli, &stamp)?;
+    let boots = by_purpose(&ws)
+        .into_iter()
+        .map(|(purpose, group)| run_vm(&cli, purpose, &group, &d))
+        .collect::<Result<Vec<_>>>()?;
     let runs = collect(&ws, cli.reps, &d.raw);
     let (metrics, summary) = report::summarize(&ws, &runs, cli.reps);
-    let meta = meta(&cli, &ws, &d.raw, date, (&out, vm_seconds));
+    let meta = meta(&cli, &ws, &d.raw, date, &boots);
+    let vm_seconds = meta.vm_seconds;
     for l in meta.note.lines() {
         println!("bench: {l}");
     }
@@ -474,6 +516,32 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_and_throughput_workloads_get_their_own_boot() {
+        use enoki_vm::Purpose;
+        let groups = by_purpose(&workloads::all());
+        let names = |p: Purpose| -> Vec<&str> {
+            groups
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .flat_map(|(_, g)| g.iter().map(|w| w.name))
+                .collect()
+        };
+        let latency = names(Purpose::Latency);
+        let throughput = names(Purpose::Throughput);
+        assert!(
+            latency.contains(&"pipe-2cpu") && latency.contains(&"schbench-2x2"),
+            "{latency:?}"
+        );
+        assert!(
+            throughput.contains(&"hackbench") && throughput.contains(&"zstd"),
+            "{throughput:?}"
+        );
+        assert_eq!(latency.len() + throughput.len(), workloads::all().len());
+        let only_apps = by_purpose(&selected(&["zstd".to_owned()]).unwrap());
+        assert_eq!(only_apps.len(), 1, "no boot for a purpose with no workload");
+    }
 
     #[test]
     fn script_interleaves_and_alternates_the_order() {

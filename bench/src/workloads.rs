@@ -3,6 +3,7 @@
 //! metrics from its output. Sizes are chosen for single-threaded TCG, where
 //! the 8 vCPUs share one host thread: each run takes a few seconds.
 
+use enoki_vm::Purpose;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,19 @@ pub struct Workload {
     /// Shell command (bash); runs in /tmp; output goes to the raw file.
     pub cmd: &'static str,
     pub metrics: Vec<Metric>,
+}
+
+impl Workload {
+    /// What its VM is for: real programs measure work per second
+    /// (throughput); pipe and schbench measure wakeups (latency), which need
+    /// every vCPU on one host thread when there is no KVM.
+    pub fn purpose(&self) -> Purpose {
+        if self.metrics.iter().all(|m| m.group == Group::App) {
+            Purpose::Throughput
+        } else {
+            Purpose::Latency
+        }
+    }
 }
 
 /// Size of the generated input of the compression benchmarks.
