@@ -11,7 +11,8 @@
 //! - "Which queue holds this task": [`RunQueues::lock_holder`] locks the
 //!   queues one at a time until one says it holds the task;
 //!   [`RunQueues::lock_holder_and`] then also locks a destination queue,
-//!   looking again when the task moved between the search and the locking.
+//!   searching again when the task moved between the search and the
+//!   locking.
 //!
 //! Nothing here allocates after [`RunQueues::try_new_with`] or panics: a CPU
 //! number out of range is `None`.
@@ -109,17 +110,18 @@ impl<Q> RunQueues<Q> {
     }
 
     /// The queue `holds` says yes to and `to`'s queue, both locked (lower
-    /// CPU first): for moving a task to `to`. When the task moved between
-    /// the search and the locking, it is looked for again, up to
-    /// [`LOCK_RETRIES`] times.
-    pub fn lock_holder_and(
-        &self,
+    /// CPU first): for moving a task to `to`. `find` searches (e.g.
+    /// [`RunQueues::lock_holder`], or a scheduler's own search that also
+    /// places new tasks); when the task moved between the search and the
+    /// locking, it searches again, up to [`LOCK_RETRIES`] times.
+    pub fn lock_holder_and<'a>(
+        &'a self,
         to: CpuId,
-        hint: Option<CpuId>,
         holds: impl Fn(&Q) -> bool,
-    ) -> Option<Holder<'_, Q>> {
+        mut find: impl FnMut() -> Option<(CpuId, QueueGuard<'a, Q>)>,
+    ) -> Option<Holder<'a, Q>> {
         for _ in 0..LOCK_RETRIES {
-            let (from, queue) = self.lock_holder(hint, &holds)?;
+            let (from, queue) = find()?;
             if from == to {
                 return Some(Holder::Same(queue));
             }
@@ -189,11 +191,13 @@ mod tests {
     fn holder_and_destination() {
         let q = queues(&[&[1], &[2]]);
         let holds = |id| move |q: &Vec<i32>| q.contains(&id);
+        let q = &q;
+        let search = |id| move || q.lock_holder(None, holds(id));
         assert!(matches!(
-            q.lock_holder_and(1, None, holds(2)),
+            q.lock_holder_and(1, holds(2), search(2)),
             Some(Holder::Same(_))
         ));
-        match q.lock_holder_and(1, None, holds(1)) {
+        match q.lock_holder_and(1, holds(1), search(1)) {
             Some(Holder::Apart {
                 from,
                 mut src,
@@ -205,7 +209,7 @@ mod tests {
             _ => panic!("task 1 is on CPU 0"),
         }
         assert_eq!(*q.lock(1).unwrap(), [2, 1]);
-        assert!(q.lock_holder_and(0, None, holds(5)).is_none());
+        assert!(q.lock_holder_and(0, holds(5), search(5)).is_none());
     }
 
     /// Runs `f` on another thread; fails if it takes longer than a
@@ -263,7 +267,7 @@ mod tests {
             };
             let holds = |q: &Vec<i32>| q.contains(&42);
             for _ in 0..20_000 {
-                match q.lock_holder_and(3, None, holds) {
+                match q.lock_holder_and(3, holds, || q.lock_holder(None, holds)) {
                     Some(Holder::Same(dst)) => assert!(holds(&dst)),
                     Some(Holder::Apart { src, .. }) => assert!(holds(&src)),
                     None => {} // outran LOCK_RETRIES times: allowed
@@ -298,7 +302,7 @@ mod tests {
                 }
                 None => proptest::prop_assert!(holders.is_empty()),
             }
-            match q.lock_holder_and(to, hint, holds) {
+            match q.lock_holder_and(to, holds, || q.lock_holder(hint, holds)) {
                 Some(Holder::Same(_)) => proptest::prop_assert!(holders.contains(&to)),
                 Some(Holder::Apart { from, src, .. }) => {
                     proptest::prop_assert!(from != to && holds(&src));

@@ -52,53 +52,22 @@
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use enoki::abi::{CPUMASK_WORDS, MAX_NODES};
-use enoki::sync::SpinLockGuard;
+use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
-    nice_to_weight, Args, CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint,
-    PickError, Pid, PrevTask, Schedulable, Services, SpinLock, TaskError, TaskHeap, TaskInfo,
-    TaskMap, Topology,
+    nice_to_weight, Args, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
+    NoHint, PickError, Pid, PrevTask, QueueGuard, RunQueues, Schedulable, Services, SpinLock,
+    TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
 };
+
+#[cfg(any(test, feature = "introspect"))]
+mod introspect;
+#[cfg(any(test, feature = "introspect"))]
+pub use introspect::Held;
 
 /// Weight of a nice-0 task: its vruntime runs at wall-clock speed.
 const NICE_0_WEIGHT: u64 = 1024;
-/// Attempts at locking a task's run queue while the task keeps moving.
-const LOCK_RETRIES: usize = 8;
 /// Waiting tasks a tick looks at for one an idle CPU could take.
 const KICK_SCAN: usize = 4;
-
-/// The CPUs of `set` in increasing order, word by word.
-fn cpus_in(set: CpuSet) -> impl Iterator<Item = CpuId> {
-    set.words()
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, mut word)| {
-            core::iter::from_fn(move || {
-                let bit = word.trailing_zeros() as usize;
-                word &= word.checked_sub(1)?;
-                Some(i * 64 + bit)
-            })
-        })
-}
-
-/// The CPUs in both `a` and `b`.
-fn both(a: CpuSet, b: CpuSet) -> CpuSet {
-    let mut words = a.words();
-    words
-        .iter_mut()
-        .zip(b.words())
-        .for_each(|(w, other)| *w &= other);
-    CpuSet::from_words(words)
-}
-
-/// The CPUs in `a` but not in `b`.
-fn except(a: CpuSet, b: CpuSet) -> CpuSet {
-    let mut words = a.words();
-    words
-        .iter_mut()
-        .zip(b.words())
-        .for_each(|(w, other)| *w &= !other);
-    CpuSet::from_words(words)
-}
 
 /// `ns` of CPU time in the virtual time of a task of `weight`.
 fn to_virtual(ns: u64, weight: u64) -> u64 {
@@ -328,14 +297,13 @@ impl RunQueue {
     }
 }
 
-/// A CPU: its run queue and a summary other CPUs read without the lock.
-struct Cpu {
-    rq: SpinLock<RunQueue>,
+/// What other CPUs read of a CPU's run queue without its lock.
+struct Summary {
     nr_running: AtomicUsize,
     load: AtomicU64,
     /// The task `balance` last named for this CPU and the queue it waits
     /// in (`pid << 32 | cpu`), for the `migrate_task_rq` that follows.
-    stolen: AtomicU64,
+    claimed: AtomicU64,
 }
 
 /// The CPUs around one CPU, nearest first (computed at init).
@@ -355,7 +323,7 @@ impl Near {
         let mut others = [(u8::MAX, 0usize); MAX_NODES];
         let mut n = 0;
         for node in (0..t.nr_nodes()).filter(|node| *node != local) {
-            let Some(first) = cpus_in(t.node_cpus(node)).next() else {
+            let Some(first) = t.node_cpus(node).iter().next() else {
                 continue;
             };
             if let Some(slot) = others.get_mut(n) {
@@ -387,23 +355,13 @@ enum Enqueue {
     Refused,
 }
 
-/// A task as a run queue holds it (see [`Wfq::for_each_held`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Held {
-    /// The CPU of the run queue.
-    pub queue: CpuId,
-    /// The task.
-    pub pid: Pid,
-    /// `None` when running there; else the CPU of the token it waits with.
-    pub token_cpu: Option<CpuId>,
-}
-
 /// The WFQ scheduler.
 pub struct Wfq {
     topology: Topology,
     services: Services,
     params: Params,
-    cpus: FixedVec<Cpu>,
+    rqs: RunQueues<RunQueue>,
+    summaries: FixedVec<Summary>,
     near: FixedVec<Near>,
     /// CPUs with nothing to run, one bit each.
     idle: [AtomicU64; CPUMASK_WORDS],
@@ -412,15 +370,16 @@ pub struct Wfq {
     registry: SpinLock<TaskMap<Option<Task>>>,
 }
 
-type Rq<'a> = SpinLockGuard<'a, RunQueue>;
+/// A run queue, locked.
+type LockedRq<'a> = QueueGuard<'a, RunQueue>;
 
 impl Wfq {
-    fn cpu(&self, cpu: CpuId) -> Option<&Cpu> {
-        self.cpus.get(cpu)
+    fn summary(&self, cpu: CpuId) -> Option<&Summary> {
+        self.summaries.get(cpu)
     }
 
     fn nr_running(&self, cpu: CpuId) -> usize {
-        self.cpu(cpu).map_or(0, |c| c.nr_running.load(Relaxed))
+        self.summary(cpu).map_or(0, |c| c.nr_running.load(Relaxed))
     }
 
     fn idle_cpus(&self) -> CpuSet {
@@ -429,30 +388,9 @@ impl Wfq {
         }))
     }
 
-    /// Locks `cpu`'s run queue.
-    fn rq(&self, cpu: CpuId) -> Option<Rq<'_>> {
-        Some(self.cpu(cpu)?.rq.lock())
-    }
-
-    /// Locks the run queues of `a` and `b` (`a != b`), the lower CPU first.
-    fn rq_pair(&self, a: CpuId, b: CpuId) -> Option<(Rq<'_>, Rq<'_>)> {
-        let (ca, cb) = (self.cpu(a)?, self.cpu(b)?);
-        match a.cmp(&b) {
-            core::cmp::Ordering::Less => {
-                let ra = ca.rq.lock();
-                Some((ra, cb.rq.lock()))
-            }
-            core::cmp::Ordering::Greater => {
-                let rb = cb.rq.lock();
-                Some((ca.rq.lock(), rb))
-            }
-            core::cmp::Ordering::Equal => None,
-        }
-    }
-
-    /// Updates `cpu`'s summary; called with its run queue locked.
-    fn publish(&self, cpu: CpuId, rq: &RunQueue) {
-        if let Some(c) = self.cpu(cpu) {
+    /// Updates `cpu`'s summary and idle bit; called with its run queue locked.
+    fn update_summary(&self, cpu: CpuId, rq: &RunQueue) {
+        if let Some(c) = self.summary(cpu) {
             c.nr_running.store(rq.nr_running(), Relaxed);
             c.load.store(rq.load, Relaxed);
         }
@@ -467,17 +405,17 @@ impl Wfq {
     }
 
     /// `cpu`'s run queue, locked, if `pid` is homed there.
-    fn holding(&self, cpu: CpuId, pid: Pid) -> Option<(CpuId, Rq<'_>)> {
-        let rq = self.rq(cpu)?;
-        rq.tasks.contains(pid).then_some((cpu, rq))
+    fn lock_if_home(&self, cpu: CpuId, pid: Pid) -> Option<(CpuId, LockedRq<'_>)> {
+        let rq = self.rqs.lock_if(cpu, |rq| rq.tasks.contains(pid))?;
+        Some((cpu, rq))
     }
 
     /// Gives a new task a home: `hint`, else its first allowed CPU. Returns
     /// that run queue, locked, or `None` if `pid` is not a new task.
-    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, Rq<'_>)> {
+    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, LockedRq<'_>)> {
         let allowed = self.registry.lock().get(pid).copied().flatten()?.allowed;
-        let cpu = hint.or_else(|| cpus_in(allowed).next()).unwrap_or(0);
-        let mut rq = self.rq(cpu)?;
+        let cpu = hint.or_else(|| allowed.iter().next()).unwrap_or(0);
+        let mut rq = self.rqs.lock(cpu)?;
         let mut registry = self.registry.lock();
         let entry = registry.get_mut(pid)?;
         let mut task = entry.take()?; // else placed meanwhile
@@ -493,15 +431,15 @@ impl Wfq {
     /// The run queue whose map holds `pid`, locked: `hint` first (the CPU
     /// the message names), then a new task's placement, then every queue.
     /// `None` if the task is unknown.
-    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, Rq<'_>)> {
-        if let Some(found) = hint.and_then(|cpu| self.holding(cpu, pid)) {
+    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, LockedRq<'_>)> {
+        if let Some(found) = hint.and_then(|cpu| self.lock_if_home(cpu, pid)) {
             return Some(found);
         }
         for _ in 0..LOCK_RETRIES {
             if let Some(found) = self.home_newborn(pid, hint) {
                 return Some(found);
             }
-            if let Some(found) = self.topology.cpus().find_map(|cpu| self.holding(cpu, pid)) {
+            if let Some(found) = self.rqs.lock_holder(None, |rq| rq.tasks.contains(pid)) {
                 return Some(found);
             }
             // Not found: unknown, or it moved behind our back; look again.
@@ -512,31 +450,33 @@ impl Wfq {
         None
     }
 
-    /// `to`'s run queue, locked, with `pid` homed there: if it lives
-    /// elsewhere, it is detached there and moved, with both queues locked.
-    fn bring(&self, pid: Pid, to: CpuId, hint: Option<CpuId>) -> Option<Rq<'_>> {
-        if let Some((_, rq)) = self.holding(to, pid) {
+    /// Makes `to`'s run queue `pid`'s home and returns it locked: if the
+    /// task lives elsewhere, it is detached there and its record moved,
+    /// with both queues locked.
+    fn rehome(&self, pid: Pid, to: CpuId) -> Option<LockedRq<'_>> {
+        if let Some((_, rq)) = self.lock_if_home(to, pid) {
             return Some(rq);
         }
         if let Some((_, rq)) = self.home_newborn(pid, Some(to)) {
             return Some(rq);
         }
-        for _ in 0..LOCK_RETRIES {
-            let (from, rq) = self.locate(pid, hint)?;
-            if from == to {
-                return Some(rq);
+        let is_home = |rq: &RunQueue| rq.tasks.contains(pid);
+        match self
+            .rqs
+            .lock_holder_and(to, is_home, || self.locate(pid, None))?
+        {
+            Holder::Same(rq) => Some(rq),
+            Holder::Apart {
+                from,
+                mut src,
+                mut dst,
+            } => {
+                let moved = src.move_task(&mut dst, pid);
+                self.update_summary(from, &src);
+                drop(src);
+                moved.then_some(dst)
             }
-            drop(rq);
-            let (mut src, mut dst) = self.rq_pair(from, to)?;
-            if !src.tasks.contains(pid) {
-                continue; // it moved before we had the locks
-            }
-            let moved = src.move_task(&mut dst, pid);
-            self.publish(from, &src);
-            drop(src);
-            return moved.then_some(dst);
         }
-        None
     }
 
     /// Takes `pid` out of the run queue that holds it: stops it if running
@@ -544,17 +484,17 @@ impl Wfq {
     fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) {
         if let Some((cpu, mut rq)) = self.locate(pid, hint) {
             rq.detach(pid, runtime);
-            self.publish(cpu, &rq);
+            self.update_summary(cpu, &rq);
         }
     }
 
-    /// Forgets `pid`'s record, wherever it is.
-    fn forget(&self, pid: Pid) {
+    /// Removes `pid`'s record from every run queue.
+    fn remove_record(&self, pid: Pid) {
         for cpu in self.topology.cpus() {
-            if let Some((_, mut rq)) = self.holding(cpu, pid) {
+            if let Some((_, mut rq)) = self.lock_if_home(cpu, pid) {
                 rq.detach(pid, None);
                 rq.tasks.remove(pid);
-                self.publish(cpu, &rq);
+                self.update_summary(cpu, &rq);
             }
         }
     }
@@ -565,7 +505,7 @@ impl Wfq {
     /// another, an idle CPU is kicked to take it.
     fn enqueue(&self, token: Schedulable, why: Enqueue) -> Result<(), Schedulable> {
         let (pid, cpu) = (token.pid(), token.cpu());
-        let Some(mut rq) = self.bring(pid, cpu, None) else {
+        let Some(mut rq) = self.rehome(pid, cpu) else {
             return Err(token);
         };
         let runtime = match why {
@@ -574,7 +514,7 @@ impl Wfq {
         };
         rq.detach(pid, runtime);
         let Some(task) = rq.tasks.get_mut(pid) else {
-            self.publish(cpu, &rq);
+            self.update_summary(cpu, &rq);
             return Err(token);
         };
         match why {
@@ -596,7 +536,7 @@ impl Wfq {
         rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
         // Someone waits here if a task runs, or if more than one waits.
         let work_waits = rq.waiting.len() > usize::from(rq.curr.is_none());
-        self.publish(cpu, &rq);
+        self.update_summary(cpu, &rq);
         drop(rq);
         pushed?;
         if work_waits && why != Enqueue::Refused {
@@ -628,10 +568,10 @@ impl Wfq {
     /// other nodes by distance.
     fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> + '_ {
         self.near.get(cpu).into_iter().flat_map(move |near| {
-            let llc = cpus_in(near.llc).filter(move |c| *c != cpu);
-            let node = cpus_in(except(near.node, near.llc));
+            let llc = near.llc.iter().filter(move |c| *c != cpu);
+            let node = (near.node - near.llc).iter();
             llc.chain(node)
-                .chain(near.remote.iter().flat_map(|n| cpus_in(*n)))
+                .chain(near.remote.iter().flat_map(CpuSet::iter))
         })
     }
 
@@ -641,7 +581,7 @@ impl Wfq {
             return (0, 1);
         };
         (
-            cpus_in(near.node).map(|c| self.nr_running(c) as u64).sum(),
+            near.node.iter().map(|c| self.nr_running(c) as u64).sum(),
             near.node.len() as u64,
         )
     }
@@ -664,7 +604,7 @@ impl Wfq {
     /// The idle CPU nearest to `cpu` that `allowed` permits and that may
     /// take work from `cpu`.
     fn idle_thief(&self, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
-        let candidates = both(*allowed, self.idle_cpus());
+        let candidates = *allowed & self.idle_cpus();
         if candidates.is_empty() {
             return None;
         }
@@ -683,7 +623,9 @@ impl Wfq {
             if nr < 2 || best.is_some_and(|(most, _, _)| nr <= most) {
                 continue;
             }
-            let Some(rq) = self.rq(victim) else { continue };
+            let Some(rq) = self.rqs.lock(victim) else {
+                continue;
+            };
             let allowed_here =
                 |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
             let next = rq
@@ -705,120 +647,26 @@ impl Wfq {
         let Some(near) = self.near.get(prev_cpu) else {
             return prev_cpu;
         };
-        let idle = both(allowed, self.idle_cpus());
+        let idle = allowed & self.idle_cpus();
         if idle.contains(prev_cpu) {
             return prev_cpu;
         }
-        if let Some(cpu) = cpus_in(both(idle, near.llc))
-            .chain(cpus_in(both(idle, near.node)))
+        if let Some(cpu) = (idle & near.llc)
+            .iter()
+            .chain((idle & near.node).iter())
             .next()
         {
             return cpu;
         }
-        let load = |cpu: &CpuId| self.cpu(*cpu).map_or(u64::MAX, |c| c.load.load(Relaxed));
+        let load = |cpu: &CpuId| {
+            self.summary(*cpu)
+                .map_or(u64::MAX, |c| c.load.load(Relaxed))
+        };
         core::iter::once(prev_cpu)
             .chain(self.nearest(prev_cpu))
             .filter(|cpu| allowed.contains(*cpu))
             .min_by_key(load)
             .unwrap_or(prev_cpu)
-    }
-
-    /// A task's vruntime (on the clock of its home queue), for tests and
-    /// tools.
-    pub fn vruntime(&self, pid: Pid) -> Option<u64> {
-        if let Some(Some(task)) = self.registry.lock().get(pid) {
-            return Some(task.vruntime);
-        }
-        self.topology
-            .cpus()
-            .find_map(|cpu| self.holding(cpu, pid)?.1.tasks.get(pid).map(|t| t.vruntime))
-    }
-
-    /// Calls `f` for every task a run queue holds, running or waiting; for
-    /// tests and tools (takes every lock in turn).
-    pub fn for_each_held(&self, mut f: impl FnMut(Held)) {
-        for queue in self.topology.cpus() {
-            let Some(rq) = self.rq(queue) else { continue };
-            if let Some(pid) = rq.curr {
-                f(Held {
-                    queue,
-                    pid,
-                    token_cpu: None,
-                });
-            }
-            for (pid, _, token) in rq.waiting.iter() {
-                f(Held {
-                    queue,
-                    pid,
-                    token_cpu: Some(token.cpu()),
-                });
-            }
-        }
-    }
-
-    /// Checks the scheduler's bookkeeping (queue loads, keys and states
-    /// against the tasks' records, each task homed once); for tests and
-    /// tools.
-    pub fn check(&self) -> Result<(), &'static str> {
-        let mut homed = 0;
-        for cpu in self.topology.cpus() {
-            let rq = self.rq(cpu).ok_or("no run queue")?;
-            let mut load = 0;
-            for (pid, vruntime, token) in rq.waiting.iter() {
-                let t = rq
-                    .tasks
-                    .get(pid)
-                    .ok_or("a task waits in a queue that is not its home")?;
-                if t.state != State::Waiting || token.cpu() != cpu {
-                    return Err("a waiting task is not marked waiting there");
-                }
-                if *vruntime != t.vruntime {
-                    return Err("a queue entry is out of date");
-                }
-                load = t.weight.saturating_add(load);
-            }
-            if let Some(pid) = rq.curr {
-                let t = rq
-                    .tasks
-                    .get(pid)
-                    .ok_or("a task runs on a queue that is not its home")?;
-                if t.state != State::Running {
-                    return Err("the running task is not marked running there");
-                }
-                load = t.weight.saturating_add(load);
-            }
-            if load != rq.load || self.nr_running(cpu) != rq.nr_running() {
-                return Err("a queue's load or summary is out of date");
-            }
-            let marked = rq
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.state != State::Off)
-                .count();
-            if marked != rq.nr_running() {
-                return Err("a task is marked queued or running where it is not");
-            }
-            let registry = self.registry.lock();
-            if rq
-                .tasks
-                .iter()
-                .any(|(pid, _)| !matches!(registry.get(pid), Some(None)))
-            {
-                return Err("a queue holds a task that is dead or not placed");
-            }
-            homed = rq.tasks.len().saturating_add(homed);
-        }
-        if homed
-            != self
-                .registry
-                .lock()
-                .iter()
-                .filter(|(_, t)| t.is_none())
-                .count()
-        {
-            return Err("a task is homed on two queues, or on none");
-        }
-        Ok(())
     }
 }
 
@@ -830,40 +678,40 @@ impl EnokiScheduler for Wfq {
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         let params = Params::from_args(&ctx.args)?;
-        let cpus = FixedVec::try_new_with(ctx.topology.nr_cpus(), |_| -> Result<Cpu, InitError> {
-            let rq = RunQueue {
+        let t = ctx.topology;
+        let rqs = RunQueues::try_new_with(t.nr_cpus(), |_| -> Result<RunQueue, InitError> {
+            Ok(RunQueue {
                 tasks: TaskMap::with_capacity(ctx.max_tasks)?,
                 waiting: TaskHeap::with_capacity(ctx.max_tasks)?,
                 curr: None,
                 load: 0,
                 min_vruntime: 0,
                 woken: false,
-            };
-            Ok(Cpu {
-                rq: SpinLock::new(rq),
-                nr_running: AtomicUsize::new(0),
-                load: AtomicU64::new(0),
-                stolen: AtomicU64::new(u64::MAX),
             })
         })?;
-        let t = ctx.topology;
+        let summaries = FixedVec::new_with(t.nr_cpus(), |_| Summary {
+            nr_running: AtomicUsize::new(0),
+            load: AtomicU64::new(0),
+            claimed: AtomicU64::new(u64::MAX),
+        })?;
         let wfq = Wfq {
             topology: t.try_clone()?,
             services: ctx.services.clone(),
             params,
-            cpus,
+            rqs,
+            summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
             idle: core::array::from_fn(|_| AtomicU64::new(0)),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
         };
         for cpu in t.cpus() {
-            wfq.publish(cpu, &*wfq.rq(cpu).ok_or(InitError::OutOfMemory)?);
+            wfq.update_summary(cpu, &*wfq.rqs.lock(cpu).ok_or(InitError::OutOfMemory)?);
         }
         Ok(wfq)
     }
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
-        let mut rq = self.rq(cpu)?;
+        let mut rq = self.rqs.lock(cpu)?;
         let rq = &mut *rq;
         // The kernel asks before it hands a still-runnable previous task
         // back (task_preempt comes next): it still competes, and still
@@ -880,7 +728,7 @@ impl EnokiScheduler for Wfq {
                 // nothing: it is handed back and picked again.
                 if rq.waiting.peek().is_none_or(|(_, v, _)| *v > vruntime) {
                     rq.woken = false;
-                    self.publish(cpu, rq);
+                    self.update_summary(cpu, rq);
                     return None;
                 }
                 prev_weight = weight;
@@ -911,7 +759,7 @@ impl EnokiScheduler for Wfq {
             picked = Some(token);
             break;
         }
-        self.publish(cpu, rq);
+        self.update_summary(cpu, rq);
         picked
     }
 
@@ -927,7 +775,7 @@ impl EnokiScheduler for Wfq {
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
         if self.registry.lock().contains(task.pid) {
-            self.forget(task.pid); // a stale entry of a reused pid
+            self.remove_record(task.pid); // a stale entry of a reused pid
         }
         let new = Task {
             weight: u64::from(task.weight).max(1),
@@ -965,12 +813,12 @@ impl EnokiScheduler for Wfq {
 
     fn task_dead(&self, pid: Pid) {
         if self.registry.lock().remove(pid).is_some() {
-            self.forget(pid);
+            self.remove_record(pid);
         }
     }
 
     fn task_tick(&self, cpu: CpuId, pid: Pid, runtime: u64) -> bool {
-        let Some(mut rq) = self.rq(cpu) else {
+        let Some(mut rq) = self.rqs.lock(cpu) else {
             return false;
         };
         let rq = &mut *rq;
@@ -999,7 +847,7 @@ impl EnokiScheduler for Wfq {
             .take(KICK_SCAN)
             .filter_map(|(pid, _, _)| rq.tasks.get(pid))
             .find_map(|t| self.idle_thief(cpu, &t.allowed));
-        self.publish(cpu, rq);
+        self.update_summary(cpu, rq);
         if let Some(idle) = thief {
             self.services.kick_cpu(idle);
         }
@@ -1017,7 +865,7 @@ impl EnokiScheduler for Wfq {
         let cpu = self.choose_cpu(task.allowed, prev_cpu);
         // Its record goes ahead, so that the wakeup finds it there.
         if cpu != home && task.state == State::Off {
-            if let Some((mut src, mut dst)) = self.rq_pair(home, cpu) {
+            if let Some((mut src, mut dst)) = self.rqs.lock_pair(home, cpu) {
                 if src.tasks.get(pid).is_some_and(|t| t.state == State::Off) {
                     src.move_task(&mut dst, pid);
                 }
@@ -1029,15 +877,16 @@ impl EnokiScheduler for Wfq {
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
         let to = sched.cpu();
         // Where `balance` found it, normally.
-        let note = self
-            .cpu(to)
-            .map_or(u64::MAX, |c| c.stolen.swap(u64::MAX, Relaxed));
-        let noted = (note >> 32 == u64::from(pid as u32)).then_some((note & 0xffff_ffff) as CpuId);
-        let Some(from) = noted.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
+        let claim = self
+            .summary(to)
+            .map_or(u64::MAX, |c| c.claimed.swap(u64::MAX, Relaxed));
+        let claimed_from =
+            (claim >> 32 == u64::from(pid as u32)).then_some((claim & 0xffff_ffff) as CpuId);
+        let Some(from) = claimed_from.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
             return Some(sched);
         };
         // Refused (the new token comes back) unless it still waits there.
-        let Some((mut src_rq, mut dst_rq)) = self.rq_pair(from, to) else {
+        let Some((mut src_rq, mut dst_rq)) = self.rqs.lock_pair(from, to) else {
             return Some(sched);
         };
         let (src, dst) = (&mut *src_rq, &mut *dst_rq);
@@ -1069,29 +918,29 @@ impl EnokiScheduler for Wfq {
                 Some(sched)
             }
         };
-        self.publish(from, src);
-        self.publish(to, dst);
+        self.update_summary(from, src);
+        self.update_summary(to, dst);
         result
     }
 
     fn balance(&self, cpu: CpuId) -> Option<Pid> {
         let near = self.near.get(cpu)?;
         let found = self
-            .steal(cpu, cpus_in(near.llc))
-            .or_else(|| self.steal(cpu, cpus_in(except(near.node, near.llc))))
+            .steal(cpu, near.llc.iter())
+            .or_else(|| self.steal(cpu, (near.node - near.llc).iter()))
             .or_else(|| {
                 near.remote
                     .iter()
                     .filter(|node| {
-                        cpus_in(**node)
+                        node.iter()
                             .next()
                             .is_some_and(|victim| self.may_steal(cpu, victim))
                     })
-                    .find_map(|node| self.steal(cpu, cpus_in(*node)))
+                    .find_map(|node| self.steal(cpu, node.iter()))
             });
         let (pid, victim) = found?;
-        if let Some(c) = self.cpu(cpu) {
-            c.stolen
+        if let Some(c) = self.summary(cpu) {
+            c.claimed
                 .store(u64::from(pid as u32) << 32 | victim as u64, Relaxed);
         }
         Some(pid)
@@ -1123,7 +972,7 @@ impl EnokiScheduler for Wfq {
         if state != State::Off {
             rq.load = rq.load.saturating_sub(old).saturating_add(weight);
         }
-        self.publish(cpu, rq);
+        self.update_summary(cpu, rq);
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) {
