@@ -49,253 +49,30 @@
 //! `wakeup_granularity_us`, `imbalance_pct`.
 #![forbid(unsafe_code)]
 
+mod fair;
+#[cfg(any(test, feature = "introspect"))]
+mod introspect;
+mod placement;
+mod queue;
+
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use enoki::abi::{CPUMASK_WORDS, MAX_NODES};
+use enoki::abi::CPUMASK_WORDS;
 use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
-    nice_to_weight, Args, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
+    nice_to_weight, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
     NoHint, PickError, Pid, PrevTask, QueueGuard, RunQueues, Schedulable, Services, SpinLock,
     TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
 };
 
-#[cfg(any(test, feature = "introspect"))]
-mod introspect;
+use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
 #[cfg(any(test, feature = "introspect"))]
 pub use introspect::Held;
+use placement::Near;
+use queue::{RunQueue, State, Task};
 
-/// Weight of a nice-0 task: its vruntime runs at wall-clock speed.
-const NICE_0_WEIGHT: u64 = 1024;
 /// Waiting tasks a tick looks at for one an idle CPU could take.
 const KICK_SCAN: usize = 4;
-
-/// `ns` of CPU time in the virtual time of a task of `weight`.
-fn to_virtual(ns: u64, weight: u64) -> u64 {
-    ns.saturating_mul(NICE_0_WEIGHT) / weight.max(1)
-}
-
-/// `v`, measured against a queue whose min_vruntime is `from`, measured
-/// against one whose min_vruntime is `to` (its lag is kept).
-fn rebase(v: u64, from: u64, to: u64) -> u64 {
-    if v >= from {
-        to.saturating_add(v - from)
-    } else {
-        to.saturating_sub(from - v)
-    }
-}
-
-/// `v`'s distance to `min`, worth the same CPU time at weight `new` as it
-/// was at weight `old`.
-fn rescale_lag(v: u64, min: u64, old: u64, new: u64) -> u64 {
-    let scale = |lag: u64| lag.saturating_mul(old) / new.max(1);
-    if v >= min {
-        min.saturating_add(scale(v - min))
-    } else {
-        min.saturating_sub(scale(min - v))
-    }
-}
-
-/// Tunables, like CFS's sysctls.
-#[derive(Clone, Copy, Debug)]
-struct Params {
-    /// Time in which every runnable task should run once (sched_latency).
-    period_ns: u64,
-    /// Shortest slice; the period stretches to `nr_running` of these.
-    min_granularity_ns: u64,
-    /// How far ahead in vruntime the running task may get before a waiting
-    /// one preempts it.
-    wakeup_granularity_ns: u64,
-    /// How much busier (%, tasks per CPU) another node must be before an
-    /// idle CPU takes work from it.
-    imbalance_pct: u64,
-}
-
-impl Params {
-    const KNOWN: [&'static str; 4] = [
-        "period_us",
-        "min_granularity_us",
-        "wakeup_granularity_us",
-        "imbalance_pct",
-    ];
-
-    fn from_args(args: &Args<'_>) -> Result<Self, InitError> {
-        args.check_known(&Self::KNOWN)?;
-        let period_us = args.u64_in("period_us", 6_000, 100, 1_000_000)?;
-        let min_granularity_us = args.u64_in("min_granularity_us", 750, 10, 1_000_000)?;
-        if min_granularity_us > period_us {
-            return Err(InitError::InvalidArgument(
-                "min_granularity_us (at most period_us)",
-            ));
-        }
-        Ok(Params {
-            period_ns: period_us * 1000,
-            min_granularity_ns: min_granularity_us * 1000,
-            wakeup_granularity_ns: args.u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
-                * 1000,
-            imbalance_pct: args.u64_in("imbalance_pct", 125, 100, 1_000)?,
-        })
-    }
-
-    /// The time in which each of `nr_running` tasks runs once.
-    fn period(&self, nr_running: u64) -> u64 {
-        // (checked: the kernel build's objtool misreads a division panic)
-        let nr_latency = self
-            .period_ns
-            .checked_div(self.min_granularity_ns)
-            .unwrap_or(1);
-        if nr_running > nr_latency {
-            nr_running.saturating_mul(self.min_granularity_ns)
-        } else {
-            self.period_ns
-        }
-    }
-
-    /// A task's slice: its weight's share of the period.
-    fn slice(&self, nr_running: u64, queue_weight: u64, weight: u64) -> u64 {
-        let share = self.period(nr_running).saturating_mul(weight) / queue_weight.max(1);
-        share.max(self.min_granularity_ns)
-    }
-}
-
-/// Where a task is, relative to the run queue whose map holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// In no run queue: asleep, or between two messages.
-    Off,
-    /// Waiting in the queue with a token for its CPU.
-    Waiting,
-    /// Picked there and not stopped yet.
-    Running,
-}
-
-/// What the scheduler knows about a task. It lives in the map of one run
-/// queue (its *home*: where it runs, waits, or last did), under that
-/// queue's lock, and moves with the task.
-#[derive(Clone, Copy, Debug)]
-struct Task {
-    weight: u64,
-    allowed: CpuSet,
-    /// Weighted virtual runtime, on the clock of its home queue.
-    vruntime: u64,
-    /// CPU time charged so far (Enoki-C's `sum_exec_runtime`), ns.
-    charged: u64,
-    state: State,
-    /// Never queued yet: starts after the tasks of the current period.
-    new: bool,
-}
-
-impl Task {
-    /// Charges the CPU time used since the last charge.
-    fn charge(&mut self, runtime: u64) {
-        let delta = runtime.saturating_sub(self.charged);
-        self.charged = self.charged.max(runtime);
-        self.vruntime = self.vruntime.saturating_add(to_virtual(delta, self.weight));
-    }
-}
-
-/// One CPU's run queue, and the tasks homed on it.
-struct RunQueue {
-    /// Every task homed here, whatever its state.
-    tasks: TaskMap<Task>,
-    /// Waiting tasks' tokens, by (vruntime, pid).
-    waiting: TaskHeap<u64, Schedulable>,
-    /// The task running here.
-    curr: Option<Pid>,
-    /// Total weight of the running and waiting tasks.
-    load: u64,
-    /// Follows the smallest vruntime here and never goes back; wakeups and
-    /// migrations are placed relative to it.
-    min_vruntime: u64,
-    /// A task woke here since the last tick: the tick checks whether it
-    /// preempts.
-    woken: bool,
-}
-
-impl RunQueue {
-    fn nr_running(&self) -> usize {
-        self.waiting.len() + usize::from(self.curr.is_some())
-    }
-
-    fn is_running(&self, pid: Pid) -> bool {
-        self.curr == Some(pid)
-    }
-
-    /// Moves `min_vruntime` up to the smallest vruntime here; `curr` is the
-    /// running task's.
-    fn update_min_vruntime(&mut self, curr: Option<u64>) {
-        let leftmost = self.waiting.peek().map(|(_, v, _)| *v);
-        let smallest = match (curr, leftmost) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(v) = smallest {
-            self.min_vruntime = self.min_vruntime.max(v);
-        }
-    }
-
-    /// Takes `pid` out of this queue: stops it if running (charging
-    /// `runtime`), else drops its waiting token. Its record stays.
-    fn detach(&mut self, pid: Pid, runtime: Option<u64>) {
-        let Some(task) = self.tasks.get_mut(pid) else {
-            return;
-        };
-        let (state, weight) = (task.state, task.weight);
-        task.state = State::Off;
-        match state {
-            State::Running => {
-                if let Some(runtime) = runtime {
-                    task.charge(runtime);
-                }
-                let vruntime = task.vruntime;
-                self.update_min_vruntime(Some(vruntime));
-                if self.curr == Some(pid) {
-                    self.curr = None;
-                    self.load = self.load.saturating_sub(weight);
-                }
-            }
-            State::Waiting => {
-                if self.waiting.remove(pid).is_some() {
-                    self.load = self.load.saturating_sub(weight);
-                }
-            }
-            State::Off => {}
-        }
-    }
-
-    /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
-    fn push(&mut self, pid: Pid, vruntime: u64, token: Schedulable) -> Result<(), Schedulable> {
-        let Some(task) = self.tasks.get_mut(pid) else {
-            return Err(token);
-        };
-        self.waiting
-            .push(pid, vruntime, token)
-            .map_err(|(_, token)| token)?;
-        task.vruntime = vruntime;
-        task.state = State::Waiting;
-        task.new = false;
-        self.load = self.load.saturating_add(task.weight);
-        Ok(())
-    }
-
-    /// Moves `pid`'s record from `self` to `to` (detached first), keeping
-    /// its lag behind `min_vruntime`; false if it is not here or `to` is
-    /// full.
-    fn move_task(&mut self, to: &mut RunQueue, pid: Pid) -> bool {
-        self.detach(pid, None);
-        let Some(task) = self.tasks.remove(pid) else {
-            return false;
-        };
-        let moved = Task {
-            vruntime: rebase(task.vruntime, self.min_vruntime, to.min_vruntime),
-            ..task
-        };
-        if to.tasks.insert(pid, moved).is_ok() {
-            return true;
-        }
-        let _ = self.tasks.insert(pid, task); // no room there: it stays
-        false
-    }
-}
 
 /// What other CPUs read of a CPU's run queue without its lock.
 struct Summary {
@@ -304,44 +81,6 @@ struct Summary {
     /// The task `balance` last named for this CPU and the queue it waits
     /// in (`pid << 32 | cpu`), for the `migrate_task_rq` that follows.
     claimed: AtomicU64,
-}
-
-/// The CPUs around one CPU, nearest first (computed at init).
-struct Near {
-    /// CPUs sharing its last-level cache, itself included.
-    llc: CpuSet,
-    /// CPUs of its NUMA node.
-    node: CpuSet,
-    /// The CPUs of each other node, nearest node first.
-    remote: [CpuSet; MAX_NODES],
-}
-
-impl Near {
-    fn new(t: &Topology, cpu: CpuId) -> Self {
-        let local = t.node_of(cpu);
-        // Other nodes with CPUs, by (distance, node).
-        let mut others = [(u8::MAX, 0usize); MAX_NODES];
-        let mut n = 0;
-        for node in (0..t.nr_nodes()).filter(|node| *node != local) {
-            let Some(first) = t.node_cpus(node).iter().next() else {
-                continue;
-            };
-            if let Some(slot) = others.get_mut(n) {
-                *slot = (t.distance(cpu, first), node);
-                n += 1;
-            }
-        }
-        others.sort_unstable();
-        let mut remote = [CpuSet::empty(); MAX_NODES];
-        for (set, (_, node)) in remote.iter_mut().zip(&others).take(n) {
-            *set = t.node_cpus(*node);
-        }
-        Near {
-            llc: t.llc_cpus(cpu),
-            node: t.node_cpus(local),
-            remote,
-        }
-    }
 }
 
 /// Why a token goes into a run queue.
@@ -524,7 +263,7 @@ impl Wfq {
         }
         let task = *task;
         let vruntime = match why {
-            Enqueue::Wakeup { .. } => self.place(&rq, &task),
+            Enqueue::Wakeup { .. } => self.wakeup_vruntime(&rq, &task),
             // Yielding: behind the next waiting task.
             Enqueue::Preempt { yielded: true, .. } => match rq.waiting.peek() {
                 Some((_, next, _)) => task.vruntime.max(next.saturating_add(1)),
@@ -532,7 +271,7 @@ impl Wfq {
             },
             Enqueue::Preempt { .. } | Enqueue::Refused => task.vruntime,
         };
-        let pushed = rq.push(pid, vruntime, token);
+        let pushed = rq.queue_token(pid, vruntime, token);
         rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
         // Someone waits here if a task runs, or if more than one waits.
         let work_waits = rq.waiting.len() > usize::from(rq.curr.is_none());
@@ -550,7 +289,7 @@ impl Wfq {
     /// Where a waking task starts on `rq`: a new task after the tasks of
     /// the current period, a sleeper at most half a period before
     /// `min_vruntime` (so sleeping earns little credit).
-    fn place(&self, rq: &RunQueue, task: &Task) -> u64 {
+    fn wakeup_vruntime(&self, rq: &RunQueue, task: &Task) -> u64 {
         if task.new {
             let nr = rq.nr_running() as u64 + 1;
             let slice = self
@@ -562,111 +301,6 @@ impl Wfq {
             task.vruntime
                 .max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
         }
-    }
-
-    /// The other CPUs, nearest to `cpu` first: its LLC, its node, then the
-    /// other nodes by distance.
-    fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> + '_ {
-        self.near.get(cpu).into_iter().flat_map(move |near| {
-            let llc = near.llc.iter().filter(move |c| *c != cpu);
-            let node = (near.node - near.llc).iter();
-            llc.chain(node)
-                .chain(near.remote.iter().flat_map(CpuSet::iter))
-        })
-    }
-
-    /// Tasks on `cpu`'s node (queued or running) and CPUs there.
-    fn node_load(&self, cpu: CpuId) -> (u64, u64) {
-        let Some(near) = self.near.get(cpu) else {
-            return (0, 1);
-        };
-        (
-            near.node.iter().map(|c| self.nr_running(c) as u64).sum(),
-            near.node.len() as u64,
-        )
-    }
-
-    /// Whether `thief` may take work from `victim`: always within a node;
-    /// across nodes when the victim's has `imbalance_pct` % more tasks per CPU.
-    fn may_steal(&self, thief: CpuId, victim: CpuId) -> bool {
-        let t = &self.topology;
-        if t.node_of(thief) == t.node_of(victim) {
-            return true;
-        }
-        let (here_tasks, here_cpus) = self.node_load(thief);
-        let (there_tasks, there_cpus) = self.node_load(victim);
-        there_tasks.saturating_mul(here_cpus).saturating_mul(100)
-            > here_tasks
-                .saturating_mul(there_cpus)
-                .saturating_mul(self.params.imbalance_pct)
-    }
-
-    /// The idle CPU nearest to `cpu` that `allowed` permits and that may
-    /// take work from `cpu`.
-    fn idle_thief(&self, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
-        let candidates = *allowed & self.idle_cpus();
-        if candidates.is_empty() {
-            return None;
-        }
-        self.nearest(cpu)
-            .find(|c| candidates.contains(*c) && self.may_steal(*c, cpu))
-    }
-
-    /// The task `cpu` should take from the busiest of `victims`: of the
-    /// waiting tasks allowed on `cpu`, the next in line; and its queue.
-    fn steal(&self, cpu: CpuId, victims: impl Iterator<Item = CpuId>) -> Option<(Pid, CpuId)> {
-        let mut best: Option<(usize, Pid, CpuId)> = None;
-        for victim in victims.filter(|v| *v != cpu) {
-            // Only a queue where a task waits behind another; the summary
-            // spares locking the rest.
-            let nr = self.nr_running(victim);
-            if nr < 2 || best.is_some_and(|(most, _, _)| nr <= most) {
-                continue;
-            }
-            let Some(rq) = self.rqs.lock(victim) else {
-                continue;
-            };
-            let allowed_here =
-                |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
-            let next = rq
-                .waiting
-                .iter()
-                .filter(|(pid, _, _)| allowed_here(*pid))
-                .min_by_key(|(pid, v, _)| (**v, *pid));
-            if let Some((pid, _, _)) = next.filter(|_| rq.nr_running() >= 2) {
-                best = Some((rq.nr_running(), pid, victim));
-            }
-        }
-        best.map(|(_, pid, victim)| (pid, victim))
-    }
-
-    /// The CPU for a waking task allowed on `allowed` that last ran on
-    /// `prev_cpu`: `prev_cpu` if idle, else an idle CPU of its LLC, else of
-    /// its node, else the least loaded allowed CPU, nearest first on ties.
-    fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId) -> CpuId {
-        let Some(near) = self.near.get(prev_cpu) else {
-            return prev_cpu;
-        };
-        let idle = allowed & self.idle_cpus();
-        if idle.contains(prev_cpu) {
-            return prev_cpu;
-        }
-        if let Some(cpu) = (idle & near.llc)
-            .iter()
-            .chain((idle & near.node).iter())
-            .next()
-        {
-            return cpu;
-        }
-        let load = |cpu: &CpuId| {
-            self.summary(*cpu)
-                .map_or(u64::MAX, |c| c.load.load(Relaxed))
-        };
-        core::iter::once(prev_cpu)
-            .chain(self.nearest(prev_cpu))
-            .filter(|cpu| allowed.contains(*cpu))
-            .min_by_key(load)
-            .unwrap_or(prev_cpu)
     }
 }
 
@@ -905,7 +539,7 @@ impl EnokiScheduler for Wfq {
             Err(sched)
         } else {
             let vruntime = dst.tasks.get(pid).map_or(dst.min_vruntime, |t| t.vruntime);
-            dst.push(pid, vruntime, sched).inspect_err(|_| {
+            dst.queue_token(pid, vruntime, sched).inspect_err(|_| {
                 // No room: it goes back where it was.
                 let _ = dst.move_task(src, pid);
             })
@@ -914,7 +548,7 @@ impl EnokiScheduler for Wfq {
             Ok(()) => Some(old),
             Err(sched) => {
                 let vruntime = src.tasks.get(pid).map_or(src.min_vruntime, |t| t.vruntime);
-                let _ = src.push(pid, vruntime, old);
+                let _ = src.queue_token(pid, vruntime, old);
                 Some(sched)
             }
         };
@@ -926,8 +560,8 @@ impl EnokiScheduler for Wfq {
     fn balance(&self, cpu: CpuId) -> Option<Pid> {
         let near = self.near.get(cpu)?;
         let found = self
-            .steal(cpu, near.llc.iter())
-            .or_else(|| self.steal(cpu, (near.node - near.llc).iter()))
+            .task_to_steal(cpu, near.llc.iter())
+            .or_else(|| self.task_to_steal(cpu, (near.node - near.llc).iter()))
             .or_else(|| {
                 near.remote
                     .iter()
@@ -936,7 +570,7 @@ impl EnokiScheduler for Wfq {
                             .next()
                             .is_some_and(|victim| self.may_steal(cpu, victim))
                     })
-                    .find_map(|node| self.steal(cpu, node.iter()))
+                    .find_map(|node| self.task_to_steal(cpu, node.iter()))
             });
         let (pid, victim) = found?;
         if let Some(c) = self.summary(cpu) {
