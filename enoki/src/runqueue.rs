@@ -40,10 +40,13 @@ pub struct RunQueues<Q> {
 pub enum Holder<'a, Q> {
     /// The destination queue holds it.
     Same(QueueGuard<'a, Q>),
-    /// Queue `from` holds it; `src` is that queue, `dst` the destination.
+    /// Another queue holds it.
     Apart {
+        /// The CPU of the queue that holds it.
         from: CpuId,
+        /// That queue.
         src: QueueGuard<'a, Q>,
+        /// The destination queue.
         dst: QueueGuard<'a, Q>,
     },
 }

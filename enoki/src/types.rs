@@ -135,11 +135,6 @@ impl CpuSet {
         })
     }
 
-    /// CPUs in both sets.
-    pub fn and(&self, other: &CpuSet) -> CpuSet {
-        *self & *other
-    }
-
     /// CPUs in this set but not in `other`.
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         *self - *other
@@ -269,7 +264,6 @@ mod tests {
         assert_eq!(cpus(a - b), [1, 64]);
         assert_eq!(cpus(b - a), [4, 200]);
         assert_eq!(a.difference(&b), a - b);
-        assert_eq!(a.and(&b), a & b);
         assert!((a - a).is_empty());
         assert_eq!(a | CpuSet::empty(), a);
     }
