@@ -109,8 +109,24 @@ pub fn module_name(sched: &str) -> String {
     format!("enoki_{sched}")
 }
 
-/// Scheduler names with an `enoki_<name>.ko` in `dir`, sorted; a missing
-/// directory simply has none.
+/// The modinfo string the module build (enoki/kbuild/build-modules.sh)
+/// gives every scheduler module, followed by the scheduler's name: what
+/// tells a scheduler from other Enoki modules, such as the hello smoke test.
+const SCHEDULER_MODINFO: &str = "description=Enoki scheduler ";
+
+/// Whether the module file `ko` is the module build's scheduler `name`
+/// (an unreadable file is not).
+fn is_scheduler_module(ko: &Path, name: &str) -> bool {
+    let tag = format!("{SCHEDULER_MODINFO}{name}\0");
+    std::fs::read(ko).is_ok_and(|bytes| {
+        bytes
+            .windows(tag.len())
+            .any(|window| window == tag.as_bytes())
+    })
+}
+
+/// Scheduler names with an `enoki_<name>.ko` scheduler module in `dir`,
+/// sorted; a missing directory simply has none.
 pub fn available_schedulers(dir: &Path) -> Result<Vec<String>, Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -126,7 +142,7 @@ pub fn available_schedulers(dir: &Path) -> Result<Vec<String>, Error> {
             .strip_prefix("enoki_")
             .and_then(|f| f.strip_suffix(".ko"))
         {
-            if valid_name(name) {
+            if valid_name(name) && is_scheduler_module(&entry.path(), name) {
                 names.push(name.to_string());
             }
         }
@@ -156,7 +172,7 @@ pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
         return Err(Error::NoEnoki(paths.sysfs.clone()));
     }
     let ko = paths.module_dir.join(format!("{}.ko", module_name(sched)));
-    if !valid_name(sched) || !ko.is_file() {
+    if !valid_name(sched) || !ko.is_file() || !is_scheduler_module(&ko, sched) {
         return Err(Error::UnknownScheduler {
             name: sched.into(),
             available: available_schedulers(&paths.module_dir)?,
@@ -239,6 +255,12 @@ mod tests {
         paths: Paths,
     }
 
+    /// Module file contents with the modinfo strings of the module build's
+    /// scheduler `name`.
+    fn scheduler_module(name: &str) -> String {
+        format!("ELF\0license=GPL\0description=Enoki scheduler {name}\0author=Enoki\0")
+    }
+
     /// A sysfs dir with an empty `scheduler` file and a module dir holding
     /// fifo and badpick.
     fn fake() -> Fake {
@@ -250,8 +272,12 @@ mod tests {
         fs::create_dir(&paths.sysfs).unwrap();
         fs::create_dir(&paths.module_dir).unwrap();
         fs::write(paths.sysfs.join("scheduler"), "\n").unwrap();
-        for f in ["enoki_fifo.ko", "enoki_badpick.ko", "README", "other.ko"] {
+        for f in ["README", "other.ko"] {
             fs::write(paths.module_dir.join(f), "").unwrap();
+        }
+        for name in ["fifo", "badpick"] {
+            let ko = paths.module_dir.join(format!("enoki_{name}.ko"));
+            fs::write(ko, scheduler_module(name)).unwrap();
         }
         Fake { _tmp: tmp, paths }
     }
@@ -266,6 +292,25 @@ mod tests {
         assert!(available_schedulers(Path::new("/nonexistent/enoki"))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn only_scheduler_modules_are_offered() {
+        let f = fake();
+        let dir = &f.paths.module_dir;
+        let hello = "ELF\0description=Enoki hello: out-of-tree Rust module smoke test\0";
+        fs::write(dir.join("enoki_hello.ko"), hello).unwrap();
+        // Named like one scheduler, built as another.
+        fs::write(dir.join("enoki_wfq.ko"), scheduler_module("fifo")).unwrap();
+        fs::write(dir.join("enoki_empty.ko"), "").unwrap();
+        assert_eq!(available_schedulers(dir).unwrap(), ["badpick", "fifo"]);
+        for name in ["hello", "wfq", "empty"] {
+            let err = preflight(&f.paths, name).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("unknown scheduler '{name}'; available: badpick, fifo")
+            );
+        }
     }
 
     #[test]

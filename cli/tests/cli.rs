@@ -16,10 +16,18 @@ impl Fake {
         let tmp = TempDir::new().unwrap();
         fs::create_dir(tmp.path().join("sysfs")).unwrap();
         fs::create_dir(tmp.path().join("modules")).unwrap();
-        for f in ["enoki_fifo.ko", "enoki_badpick.ko"] {
-            fs::write(tmp.path().join("modules").join(f), "").unwrap();
+        for name in ["fifo", "badpick"] {
+            // The modinfo string the module build gives a scheduler module.
+            let modinfo = format!("description=Enoki scheduler {name}\0");
+            fs::write(tmp.path().join(format!("modules/enoki_{name}.ko")), modinfo).unwrap();
         }
         Fake { tmp }
+    }
+
+    /// Adds the hello smoke-test module, which is no scheduler.
+    fn add_hello(&self) {
+        let modinfo = "description=Enoki hello: out-of-tree Rust module smoke test\0";
+        fs::write(self.tmp.path().join("modules/enoki_hello.ko"), modinfo).unwrap();
     }
 
     fn sysfs(&self) -> std::path::PathBuf {
@@ -100,6 +108,26 @@ fn status_without_enoki() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn load_offers_schedulers_only() {
+    let f = Fake::new();
+    f.add_hello();
+    f.write("scheduler", "");
+    for sched in ["nope", "hello"] {
+        let out = f.enoki(&["load", sched]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        if is_root() {
+            assert_eq!(
+                err,
+                format!("enoki: unknown scheduler '{sched}'; available: badpick, fifo\n")
+            );
+        } else {
+            assert_eq!(err, "enoki: must be root\n");
+        }
+    }
 }
 
 #[test]

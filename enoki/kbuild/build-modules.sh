@@ -1,25 +1,65 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# Builds every scheduler in schedulers/ (and the hello smoke-test module) as
-# an out-of-tree Rust-for-Linux module against target/kernel, into
-# target/modules/enoki_<name>.ko.
+# Builds every scheduler in schedulers/ as an out-of-tree Rust-for-Linux
+# module against target/kernel, into target/modules/enoki_<name>.ko: a
+# scheduler is a directory whose src/lib.rs calls `enoki::export_scheduler!`.
+# target/modules holds those and nothing else (the guest gets all of it):
+# modules of schedulers whose directory is gone are removed, and the hello
+# smoke-test module (kernel/module/hello) is built in target/kbuild/hello
+# only, to prove the out-of-tree build works.
 #
 # Each module is one crate whose root is generated here: libEnoki and the
 # scheduler source are included as modules (`extern crate self as enoki`
 # keeps `enoki::` paths working), plus kernel/module/enoki_params.c for the
 # module parameters. The scheduler sources are the same files cargo builds.
+# Its modinfo description, "Enoki scheduler <name>", is what `enoki load`
+# recognises a scheduler module by.
+#
+# `build-modules.sh --prune` only removes what is no longer built (no kernel
+# needed); ENOKI_TOP names another tree (for tests).
 set -euo pipefail
 
-top=$(cd "$(dirname "$0")/../.." && pwd)
+top=${ENOKI_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 kdir="$top/target/kernel"
 gen="$top/target/kbuild"
 out="$top/target/modules"
-[ -f "$kdir/Module.symvers" ] || { echo "modules: no kernel build at $kdir: run 'cargo make kernel'" >&2; exit 1; }
-bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 mkdir -p "$gen" "$out"
 # One build at a time: two makes in the same module directory corrupt it.
 exec 9>"$gen/.lock"
 flock 9
+
+# The schedulers to build, by directory name.
+schedulers=()
+for sched in "$top"/schedulers/*/; do
+	name=$(basename "$sched")
+	[ -f "$sched/src/lib.rs" ] || continue
+	grep -q 'export_scheduler!' "$sched/src/lib.rs" || { echo "modules: skipping $name (no export_scheduler!)"; continue; }
+	schedulers+=("$name")
+done
+is_scheduler() { # NAME
+	local s
+	for s in "${schedulers[@]}"; do [ "$s" = "$1" ] && return 0; done
+	return 1
+}
+
+# What is no longer built goes: modules, and their generated crates.
+for ko in "$out"/*.ko; do
+	[ -e "$ko" ] || continue
+	name=$(basename "$ko" .ko)
+	name=${name#enoki_}
+	is_scheduler "$name" && continue
+	rm -f "$ko"
+	echo "modules: removed $(basename "$ko") (no scheduler schedulers/$name)"
+done
+for d in "$gen"/*/; do
+	[ -d "$d" ] || continue
+	name=$(basename "$d")
+	[ "$name" = hello ] || is_scheduler "$name" || rm -rf "$d"
+done
+[ "${1:-}" = --prune ] && exit 0
+
+[ -f "$kdir/Module.symvers" ] || { echo "modules: no kernel build at $kdir: run 'cargo make kernel'" >&2; exit 1; }
+bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 
 # write_if_changed FILE: stdin to FILE, keeping the mtime when equal
 write_if_changed() {
@@ -38,10 +78,8 @@ if [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null
 fi
 
 dirs=()
-for sched in "$top"/schedulers/*/; do
-	name=$(basename "$sched")
-	[ -f "$sched/src/lib.rs" ] || continue
-	grep -q 'export_scheduler!' "$sched/src/lib.rs" || { echo "modules: skipping $name (no export_scheduler!)"; continue; }
+for name in "${schedulers[@]}"; do
+	sched="$top/schedulers/$name"
 	d="$gen/$name"
 	mkdir -p "$d"
 	write_if_changed "$d/Kbuild" <<-KB
@@ -75,11 +113,11 @@ for sched in "$top"/schedulers/*/; do
 	RS
 	dirs+=("$d")
 done
-d="$gen/hello"
-mkdir -p "$d"
-echo 'obj-m := enoki_hello.o' | write_if_changed "$d/Kbuild"
-cp -p "$top/kernel/module/hello/enoki_hello.rs" "$d/enoki_hello.rs"
-dirs+=("$d")
+hello="$gen/hello"
+mkdir -p "$hello"
+echo 'obj-m := enoki_hello.o' | write_if_changed "$hello/Kbuild"
+cp -p "$top/kernel/module/hello/enoki_hello.rs" "$hello/enoki_hello.rs"
+dirs+=("$hello")
 
 for d in "${dirs[@]}"; do
 	name=$(basename "$d")
@@ -90,6 +128,7 @@ for d in "${dirs[@]}"; do
 		grep -E -A6 '^(error|warning: unused)' "$log" | head -60 >&2 || tail -40 "$log" >&2
 		exit 1
 	fi
+	[ "$d" = "$hello" ] && continue # built, not installed
 	for ko in "$d"/*.ko; do
 		if ! cmp -s "$ko" "$out/$(basename "$ko")"; then
 			cp "$ko" "$out/"

@@ -13,6 +13,7 @@ pub mod collections;
 pub mod dispatch;
 pub mod heap;
 pub mod log;
+pub mod runqueue;
 pub mod scheduler;
 pub mod services;
 pub mod sync;
@@ -31,6 +32,7 @@ use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
 pub use heap::TaskHeap;
+pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
 pub use services::Services;
 pub use sync::{RwLock, SpinLock};

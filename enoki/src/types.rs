@@ -2,6 +2,8 @@
 //! The vocabulary schedulers work with: CPUs, tasks, CPU sets and the
 //! [`Schedulable`] token.
 
+use core::ops::{BitAnd, BitOr, Sub};
+
 use super::abi::{CPUMASK_WORDS, MAX_CPUS};
 
 /// A CPU number, `0..Topology::nr_cpus()`.
@@ -133,13 +135,42 @@ impl CpuSet {
         })
     }
 
-    /// CPUs in both sets.
-    pub fn and(&self, other: &CpuSet) -> CpuSet {
+    /// CPUs in this set but not in `other`.
+    pub fn difference(&self, other: &CpuSet) -> CpuSet {
+        *self - *other
+    }
+
+    /// Word by word, `f(ours, theirs)`.
+    fn combine(self, other: CpuSet, f: impl Fn(u64, u64) -> u64) -> CpuSet {
         let mut bits = self.bits;
         for (b, o) in bits.iter_mut().zip(other.bits) {
-            *b &= o;
+            *b = f(*b, o);
         }
         CpuSet { bits }
+    }
+}
+
+/// CPUs in both sets.
+impl BitAnd for CpuSet {
+    type Output = CpuSet;
+    fn bitand(self, other: CpuSet) -> CpuSet {
+        self.combine(other, |a, b| a & b)
+    }
+}
+
+/// CPUs in either set.
+impl BitOr for CpuSet {
+    type Output = CpuSet;
+    fn bitor(self, other: CpuSet) -> CpuSet {
+        self.combine(other, |a, b| a | b)
+    }
+}
+
+/// CPUs in the left set but not in the right one.
+impl Sub for CpuSet {
+    type Output = CpuSet;
+    fn sub(self, other: CpuSet) -> CpuSet {
+        self.combine(other, |a, b| a & !b)
     }
 }
 
@@ -212,6 +243,45 @@ mod tests {
         s.remove(3);
         assert_eq!(s.len(), 1);
         assert_eq!(CpuSet::first_n(8).len(), 8);
+    }
+
+    fn set(cpus: &[CpuId]) -> CpuSet {
+        let mut s = CpuSet::empty();
+        cpus.iter().for_each(|c| s.insert(*c));
+        s
+    }
+
+    fn cpus(s: CpuSet) -> std::vec::Vec<CpuId> {
+        s.iter().collect()
+    }
+
+    #[test]
+    fn cpuset_operators() {
+        let a = set(&[1, 3, 64, 130]);
+        let b = set(&[3, 4, 130, 200]);
+        assert_eq!(cpus(a & b), [3, 130]);
+        assert_eq!(cpus(a | b), [1, 3, 4, 64, 130, 200]);
+        assert_eq!(cpus(a - b), [1, 64]);
+        assert_eq!(cpus(b - a), [4, 200]);
+        assert_eq!(a.difference(&b), a - b);
+        assert!((a - a).is_empty());
+        assert_eq!(a | CpuSet::empty(), a);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cpuset_operators_match_membership(
+            a in proptest::collection::vec(0..MAX_CPUS, 0..40),
+            b in proptest::collection::vec(0..MAX_CPUS, 0..40),
+        ) {
+            let (sa, sb) = (set(&a), set(&b));
+            for cpu in 0..MAX_CPUS {
+                let (in_a, in_b) = (a.contains(&cpu), b.contains(&cpu));
+                proptest::prop_assert_eq!((sa & sb).contains(cpu), in_a && in_b);
+                proptest::prop_assert_eq!((sa | sb).contains(cpu), in_a || in_b);
+                proptest::prop_assert_eq!((sa - sb).contains(cpu), in_a && !in_b);
+            }
+        }
     }
 }
 

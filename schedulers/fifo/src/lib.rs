@@ -12,7 +12,8 @@
 
 use enoki::{
     CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid,
-    PrevTask, Ring, Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
+    PrevTask, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap,
+    Topology,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -27,7 +28,7 @@ pub struct Fifo {
     topology: Topology,
     services: Services,
     slice_ns: u64,
-    queues: FixedVec<SpinLock<Ring<Waiting>>>,
+    queues: RunQueues<Ring<Waiting>>,
     /// Allowed CPUs of every task the scheduler knows.
     tasks: SpinLock<TaskMap<CpuSet>>,
     /// CPUs whose last pick found nothing. Behind libEnoki locks, not
@@ -37,10 +38,6 @@ pub struct Fifo {
 }
 
 impl Fifo {
-    fn queue(&self, cpu: CpuId) -> Option<&SpinLock<Ring<Waiting>>> {
-        self.queues.get(cpu)
-    }
-
     fn is_idle(&self, cpu: CpuId) -> bool {
         self.idle.get(cpu).is_some_and(|i| *i.lock())
     }
@@ -57,8 +54,8 @@ impl Fifo {
         let llc = t.llc_cpus(cpu);
         let node = t.node_cpus(t.node_of(cpu));
         let near = llc.iter().filter(move |c| *c != cpu);
-        let mid = node.iter().filter(move |c| !llc.contains(*c));
-        let far = t.cpus().filter(move |c| !node.contains(*c));
+        let mid = (node - llc).iter();
+        let far = (t.all_cpus() - node).iter();
         near.chain(mid).chain(far)
     }
 
@@ -70,13 +67,12 @@ impl Fifo {
         let Some(allowed) = self.tasks.lock().get(pid).copied() else {
             return Err(token);
         };
-        let Some(queue) = self.queue(cpu) else {
+        let Some(mut queue) = self.queues.lock(cpu) else {
             return Err(token);
         };
-        queue
-            .lock()
-            .push_back(Waiting { token, allowed })
-            .map_err(|w| w.token)?;
+        let queued = queue.push_back(Waiting { token, allowed });
+        drop(queue);
+        queued.map_err(|w| w.token)?;
         if !self.is_idle(cpu) {
             if let Some(idle) = self
                 .nearest(cpu)
@@ -91,8 +87,7 @@ impl Fifo {
     /// Removes `pid`'s token from whichever queue holds it.
     fn dequeue(&self, pid: Pid) -> Option<Schedulable> {
         self.queues
-            .iter()
-            .find_map(|q| q.lock().remove_first(|w| w.token.pid() == pid))
+            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
             .map(|w| w.token)
     }
 }
@@ -110,16 +105,14 @@ impl EnokiScheduler for Fifo {
             topology: ctx.topology.try_clone()?,
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
-            queues: FixedVec::try_new_with(nr, |_| {
-                Ring::with_capacity(ctx.max_tasks).map(SpinLock::new)
-            })?,
+            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             idle: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
         })
     }
 
     fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
-        let next = self.queue(cpu)?.lock().pop_front();
+        let next = self.queues.lock(cpu)?.pop_front();
         self.set_idle(cpu, next.is_none());
         next.map(|w| {
             let mut token = w.token;
@@ -186,10 +179,9 @@ impl EnokiScheduler for Fifo {
         // The longest queue with a task allowed here; nearest wins ties.
         let mut best: Option<(usize, Pid)> = None;
         for other in self.nearest(cpu) {
-            let Some(queue) = self.queue(other) else {
+            let Some(q) = self.queues.lock(other) else {
                 continue;
             };
-            let q = queue.lock();
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;
             }
@@ -208,15 +200,11 @@ impl EnokiScheduler for Fifo {
         let old = self.dequeue(pid)?;
         let allowed = self.tasks.lock().get(pid).copied().unwrap_or_default();
         // The thief asked for it: put it first so it runs next there.
-        let queue = self.queue(sched.cpu())?;
-        if queue
-            .lock()
-            .push_front(Waiting {
-                token: sched,
-                allowed,
-            })
-            .is_err()
-        {
+        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
+            token: sched,
+            allowed,
+        });
+        if queued.is_err() {
             // Full: the new token is dropped, the old one goes back instead.
             let _ = self.enqueue(old);
             return None;

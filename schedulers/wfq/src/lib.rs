@@ -49,331 +49,38 @@
 //! `wakeup_granularity_us`, `imbalance_pct`.
 #![forbid(unsafe_code)]
 
+mod fair;
+#[cfg(any(test, feature = "introspect"))]
+mod introspect;
+mod placement;
+mod queue;
+
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use enoki::abi::{CPUMASK_WORDS, MAX_NODES};
-use enoki::sync::SpinLockGuard;
+use enoki::abi::CPUMASK_WORDS;
+use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
-    nice_to_weight, Args, CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint,
-    PickError, Pid, PrevTask, Schedulable, Services, SpinLock, TaskError, TaskHeap, TaskInfo,
-    TaskMap, Topology,
+    nice_to_weight, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
+    NoHint, PickError, Pid, PrevTask, QueueGuard, RunQueues, Schedulable, Services, SpinLock,
+    TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
 };
 
-/// Weight of a nice-0 task: its vruntime runs at wall-clock speed.
-const NICE_0_WEIGHT: u64 = 1024;
-/// Attempts at locking a task's run queue while the task keeps moving.
-const LOCK_RETRIES: usize = 8;
+use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
+#[cfg(any(test, feature = "introspect"))]
+pub use introspect::Held;
+use placement::Near;
+use queue::{RunQueue, State, Task};
+
 /// Waiting tasks a tick looks at for one an idle CPU could take.
 const KICK_SCAN: usize = 4;
 
-/// The CPUs of `set` in increasing order, word by word.
-fn cpus_in(set: CpuSet) -> impl Iterator<Item = CpuId> {
-    set.words()
-        .into_iter()
-        .enumerate()
-        .flat_map(|(i, mut word)| {
-            core::iter::from_fn(move || {
-                let bit = word.trailing_zeros() as usize;
-                word &= word.checked_sub(1)?;
-                Some(i * 64 + bit)
-            })
-        })
-}
-
-/// The CPUs in both `a` and `b`.
-fn both(a: CpuSet, b: CpuSet) -> CpuSet {
-    let mut words = a.words();
-    words
-        .iter_mut()
-        .zip(b.words())
-        .for_each(|(w, other)| *w &= other);
-    CpuSet::from_words(words)
-}
-
-/// The CPUs in `a` but not in `b`.
-fn except(a: CpuSet, b: CpuSet) -> CpuSet {
-    let mut words = a.words();
-    words
-        .iter_mut()
-        .zip(b.words())
-        .for_each(|(w, other)| *w &= !other);
-    CpuSet::from_words(words)
-}
-
-/// `ns` of CPU time in the virtual time of a task of `weight`.
-fn to_virtual(ns: u64, weight: u64) -> u64 {
-    ns.saturating_mul(NICE_0_WEIGHT) / weight.max(1)
-}
-
-/// `v`, measured against a queue whose min_vruntime is `from`, measured
-/// against one whose min_vruntime is `to` (its lag is kept).
-fn rebase(v: u64, from: u64, to: u64) -> u64 {
-    if v >= from {
-        to.saturating_add(v - from)
-    } else {
-        to.saturating_sub(from - v)
-    }
-}
-
-/// `v`'s distance to `min`, worth the same CPU time at weight `new` as it
-/// was at weight `old`.
-fn rescale_lag(v: u64, min: u64, old: u64, new: u64) -> u64 {
-    let scale = |lag: u64| lag.saturating_mul(old) / new.max(1);
-    if v >= min {
-        min.saturating_add(scale(v - min))
-    } else {
-        min.saturating_sub(scale(min - v))
-    }
-}
-
-/// Tunables, like CFS's sysctls.
-#[derive(Clone, Copy, Debug)]
-struct Params {
-    /// Time in which every runnable task should run once (sched_latency).
-    period_ns: u64,
-    /// Shortest slice; the period stretches to `nr_running` of these.
-    min_granularity_ns: u64,
-    /// How far ahead in vruntime the running task may get before a waiting
-    /// one preempts it.
-    wakeup_granularity_ns: u64,
-    /// How much busier (%, tasks per CPU) another node must be before an
-    /// idle CPU takes work from it.
-    imbalance_pct: u64,
-}
-
-impl Params {
-    const KNOWN: [&'static str; 4] = [
-        "period_us",
-        "min_granularity_us",
-        "wakeup_granularity_us",
-        "imbalance_pct",
-    ];
-
-    fn from_args(args: &Args<'_>) -> Result<Self, InitError> {
-        args.check_known(&Self::KNOWN)?;
-        let period_us = args.u64_in("period_us", 6_000, 100, 1_000_000)?;
-        let min_granularity_us = args.u64_in("min_granularity_us", 750, 10, 1_000_000)?;
-        if min_granularity_us > period_us {
-            return Err(InitError::InvalidArgument(
-                "min_granularity_us (at most period_us)",
-            ));
-        }
-        Ok(Params {
-            period_ns: period_us * 1000,
-            min_granularity_ns: min_granularity_us * 1000,
-            wakeup_granularity_ns: args.u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
-                * 1000,
-            imbalance_pct: args.u64_in("imbalance_pct", 125, 100, 1_000)?,
-        })
-    }
-
-    /// The time in which each of `nr_running` tasks runs once.
-    fn period(&self, nr_running: u64) -> u64 {
-        // (checked: the kernel build's objtool misreads a division panic)
-        let nr_latency = self
-            .period_ns
-            .checked_div(self.min_granularity_ns)
-            .unwrap_or(1);
-        if nr_running > nr_latency {
-            nr_running.saturating_mul(self.min_granularity_ns)
-        } else {
-            self.period_ns
-        }
-    }
-
-    /// A task's slice: its weight's share of the period.
-    fn slice(&self, nr_running: u64, queue_weight: u64, weight: u64) -> u64 {
-        let share = self.period(nr_running).saturating_mul(weight) / queue_weight.max(1);
-        share.max(self.min_granularity_ns)
-    }
-}
-
-/// Where a task is, relative to the run queue whose map holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// In no run queue: asleep, or between two messages.
-    Off,
-    /// Waiting in the queue with a token for its CPU.
-    Waiting,
-    /// Picked there and not stopped yet.
-    Running,
-}
-
-/// What the scheduler knows about a task. It lives in the map of one run
-/// queue (its *home*: where it runs, waits, or last did), under that
-/// queue's lock, and moves with the task.
-#[derive(Clone, Copy, Debug)]
-struct Task {
-    weight: u64,
-    allowed: CpuSet,
-    /// Weighted virtual runtime, on the clock of its home queue.
-    vruntime: u64,
-    /// CPU time charged so far (Enoki-C's `sum_exec_runtime`), ns.
-    charged: u64,
-    state: State,
-    /// Never queued yet: starts after the tasks of the current period.
-    new: bool,
-}
-
-impl Task {
-    /// Charges the CPU time used since the last charge.
-    fn charge(&mut self, runtime: u64) {
-        let delta = runtime.saturating_sub(self.charged);
-        self.charged = self.charged.max(runtime);
-        self.vruntime = self.vruntime.saturating_add(to_virtual(delta, self.weight));
-    }
-}
-
-/// One CPU's run queue, and the tasks homed on it.
-struct RunQueue {
-    /// Every task homed here, whatever its state.
-    tasks: TaskMap<Task>,
-    /// Waiting tasks' tokens, by (vruntime, pid).
-    waiting: TaskHeap<u64, Schedulable>,
-    /// The task running here.
-    curr: Option<Pid>,
-    /// Total weight of the running and waiting tasks.
-    load: u64,
-    /// Follows the smallest vruntime here and never goes back; wakeups and
-    /// migrations are placed relative to it.
-    min_vruntime: u64,
-    /// A task woke here since the last tick: the tick checks whether it
-    /// preempts.
-    woken: bool,
-}
-
-impl RunQueue {
-    fn nr_running(&self) -> usize {
-        self.waiting.len() + usize::from(self.curr.is_some())
-    }
-
-    fn is_running(&self, pid: Pid) -> bool {
-        self.curr == Some(pid)
-    }
-
-    /// Moves `min_vruntime` up to the smallest vruntime here; `curr` is the
-    /// running task's.
-    fn update_min_vruntime(&mut self, curr: Option<u64>) {
-        let leftmost = self.waiting.peek().map(|(_, v, _)| *v);
-        let smallest = match (curr, leftmost) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(v) = smallest {
-            self.min_vruntime = self.min_vruntime.max(v);
-        }
-    }
-
-    /// Takes `pid` out of this queue: stops it if running (charging
-    /// `runtime`), else drops its waiting token. Its record stays.
-    fn detach(&mut self, pid: Pid, runtime: Option<u64>) {
-        let Some(task) = self.tasks.get_mut(pid) else {
-            return;
-        };
-        let (state, weight) = (task.state, task.weight);
-        task.state = State::Off;
-        match state {
-            State::Running => {
-                if let Some(runtime) = runtime {
-                    task.charge(runtime);
-                }
-                let vruntime = task.vruntime;
-                self.update_min_vruntime(Some(vruntime));
-                if self.curr == Some(pid) {
-                    self.curr = None;
-                    self.load = self.load.saturating_sub(weight);
-                }
-            }
-            State::Waiting => {
-                if self.waiting.remove(pid).is_some() {
-                    self.load = self.load.saturating_sub(weight);
-                }
-            }
-            State::Off => {}
-        }
-    }
-
-    /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
-    fn push(&mut self, pid: Pid, vruntime: u64, token: Schedulable) -> Result<(), Schedulable> {
-        let Some(task) = self.tasks.get_mut(pid) else {
-            return Err(token);
-        };
-        self.waiting
-            .push(pid, vruntime, token)
-            .map_err(|(_, token)| token)?;
-        task.vruntime = vruntime;
-        task.state = State::Waiting;
-        task.new = false;
-        self.load = self.load.saturating_add(task.weight);
-        Ok(())
-    }
-
-    /// Moves `pid`'s record from `self` to `to` (detached first), keeping
-    /// its lag behind `min_vruntime`; false if it is not here or `to` is
-    /// full.
-    fn move_task(&mut self, to: &mut RunQueue, pid: Pid) -> bool {
-        self.detach(pid, None);
-        let Some(task) = self.tasks.remove(pid) else {
-            return false;
-        };
-        let moved = Task {
-            vruntime: rebase(task.vruntime, self.min_vruntime, to.min_vruntime),
-            ..task
-        };
-        if to.tasks.insert(pid, moved).is_ok() {
-            return true;
-        }
-        let _ = self.tasks.insert(pid, task); // no room there: it stays
-        false
-    }
-}
-
-/// A CPU: its run queue and a summary other CPUs read without the lock.
-struct Cpu {
-    rq: SpinLock<RunQueue>,
+/// What other CPUs read of a CPU's run queue without its lock.
+struct Summary {
     nr_running: AtomicUsize,
     load: AtomicU64,
     /// The task `balance` last named for this CPU and the queue it waits
     /// in (`pid << 32 | cpu`), for the `migrate_task_rq` that follows.
-    stolen: AtomicU64,
-}
-
-/// The CPUs around one CPU, nearest first (computed at init).
-struct Near {
-    /// CPUs sharing its last-level cache, itself included.
-    llc: CpuSet,
-    /// CPUs of its NUMA node.
-    node: CpuSet,
-    /// The CPUs of each other node, nearest node first.
-    remote: [CpuSet; MAX_NODES],
-}
-
-impl Near {
-    fn new(t: &Topology, cpu: CpuId) -> Self {
-        let local = t.node_of(cpu);
-        // Other nodes with CPUs, by (distance, node).
-        let mut others = [(u8::MAX, 0usize); MAX_NODES];
-        let mut n = 0;
-        for node in (0..t.nr_nodes()).filter(|node| *node != local) {
-            let Some(first) = cpus_in(t.node_cpus(node)).next() else {
-                continue;
-            };
-            if let Some(slot) = others.get_mut(n) {
-                *slot = (t.distance(cpu, first), node);
-                n += 1;
-            }
-        }
-        others.sort_unstable();
-        let mut remote = [CpuSet::empty(); MAX_NODES];
-        for (set, (_, node)) in remote.iter_mut().zip(&others).take(n) {
-            *set = t.node_cpus(*node);
-        }
-        Near {
-            llc: t.llc_cpus(cpu),
-            node: t.node_cpus(local),
-            remote,
-        }
-    }
+    claimed: AtomicU64,
 }
 
 /// Why a token goes into a run queue.
@@ -387,23 +94,13 @@ enum Enqueue {
     Refused,
 }
 
-/// A task as a run queue holds it (see [`Wfq::for_each_held`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Held {
-    /// The CPU of the run queue.
-    pub queue: CpuId,
-    /// The task.
-    pub pid: Pid,
-    /// `None` when running there; else the CPU of the token it waits with.
-    pub token_cpu: Option<CpuId>,
-}
-
 /// The WFQ scheduler.
 pub struct Wfq {
     topology: Topology,
     services: Services,
     params: Params,
-    cpus: FixedVec<Cpu>,
+    rqs: RunQueues<RunQueue>,
+    summaries: FixedVec<Summary>,
     near: FixedVec<Near>,
     /// CPUs with nothing to run, one bit each.
     idle: [AtomicU64; CPUMASK_WORDS],
@@ -412,15 +109,16 @@ pub struct Wfq {
     registry: SpinLock<TaskMap<Option<Task>>>,
 }
 
-type Rq<'a> = SpinLockGuard<'a, RunQueue>;
+/// A run queue, locked.
+type LockedRq<'a> = QueueGuard<'a, RunQueue>;
 
 impl Wfq {
-    fn cpu(&self, cpu: CpuId) -> Option<&Cpu> {
-        self.cpus.get(cpu)
+    fn summary(&self, cpu: CpuId) -> Option<&Summary> {
+        self.summaries.get(cpu)
     }
 
     fn nr_running(&self, cpu: CpuId) -> usize {
-        self.cpu(cpu).map_or(0, |c| c.nr_running.load(Relaxed))
+        self.summary(cpu).map_or(0, |c| c.nr_running.load(Relaxed))
     }
 
     fn idle_cpus(&self) -> CpuSet {
@@ -429,30 +127,9 @@ impl Wfq {
         }))
     }
 
-    /// Locks `cpu`'s run queue.
-    fn rq(&self, cpu: CpuId) -> Option<Rq<'_>> {
-        Some(self.cpu(cpu)?.rq.lock())
-    }
-
-    /// Locks the run queues of `a` and `b` (`a != b`), the lower CPU first.
-    fn rq_pair(&self, a: CpuId, b: CpuId) -> Option<(Rq<'_>, Rq<'_>)> {
-        let (ca, cb) = (self.cpu(a)?, self.cpu(b)?);
-        match a.cmp(&b) {
-            core::cmp::Ordering::Less => {
-                let ra = ca.rq.lock();
-                Some((ra, cb.rq.lock()))
-            }
-            core::cmp::Ordering::Greater => {
-                let rb = cb.rq.lock();
-                Some((ca.rq.lock(), rb))
-            }
-            core::cmp::Ordering::Equal => None,
-        }
-    }
-
-    /// Updates `cpu`'s summary; called with its run queue locked.
-    fn publish(&self, cpu: CpuId, rq: &RunQueue) {
-        if let Some(c) = self.cpu(cpu) {
+    /// Updates `cpu`'s summary and idle bit; called with its run queue locked.
+    fn update_summary(&self, cpu: CpuId, rq: &RunQueue) {
+        if let Some(c) = self.summary(cpu) {
             c.nr_running.store(rq.nr_running(), Relaxed);
             c.load.store(rq.load, Relaxed);
         }
@@ -467,17 +144,17 @@ impl Wfq {
     }
 
     /// `cpu`'s run queue, locked, if `pid` is homed there.
-    fn holding(&self, cpu: CpuId, pid: Pid) -> Option<(CpuId, Rq<'_>)> {
-        let rq = self.rq(cpu)?;
-        rq.tasks.contains(pid).then_some((cpu, rq))
+    fn lock_if_home(&self, cpu: CpuId, pid: Pid) -> Option<(CpuId, LockedRq<'_>)> {
+        let rq = self.rqs.lock_if(cpu, |rq| rq.tasks.contains(pid))?;
+        Some((cpu, rq))
     }
 
     /// Gives a new task a home: `hint`, else its first allowed CPU. Returns
     /// that run queue, locked, or `None` if `pid` is not a new task.
-    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, Rq<'_>)> {
+    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, LockedRq<'_>)> {
         let allowed = self.registry.lock().get(pid).copied().flatten()?.allowed;
-        let cpu = hint.or_else(|| cpus_in(allowed).next()).unwrap_or(0);
-        let mut rq = self.rq(cpu)?;
+        let cpu = hint.or_else(|| allowed.iter().next()).unwrap_or(0);
+        let mut rq = self.rqs.lock(cpu)?;
         let mut registry = self.registry.lock();
         let entry = registry.get_mut(pid)?;
         let mut task = entry.take()?; // else placed meanwhile
@@ -493,15 +170,15 @@ impl Wfq {
     /// The run queue whose map holds `pid`, locked: `hint` first (the CPU
     /// the message names), then a new task's placement, then every queue.
     /// `None` if the task is unknown.
-    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, Rq<'_>)> {
-        if let Some(found) = hint.and_then(|cpu| self.holding(cpu, pid)) {
+    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, LockedRq<'_>)> {
+        if let Some(found) = hint.and_then(|cpu| self.lock_if_home(cpu, pid)) {
             return Some(found);
         }
         for _ in 0..LOCK_RETRIES {
             if let Some(found) = self.home_newborn(pid, hint) {
                 return Some(found);
             }
-            if let Some(found) = self.topology.cpus().find_map(|cpu| self.holding(cpu, pid)) {
+            if let Some(found) = self.rqs.lock_holder(None, |rq| rq.tasks.contains(pid)) {
                 return Some(found);
             }
             // Not found: unknown, or it moved behind our back; look again.
@@ -512,31 +189,33 @@ impl Wfq {
         None
     }
 
-    /// `to`'s run queue, locked, with `pid` homed there: if it lives
-    /// elsewhere, it is detached there and moved, with both queues locked.
-    fn bring(&self, pid: Pid, to: CpuId, hint: Option<CpuId>) -> Option<Rq<'_>> {
-        if let Some((_, rq)) = self.holding(to, pid) {
+    /// Makes `to`'s run queue `pid`'s home and returns it locked: if the
+    /// task lives elsewhere, it is detached there and its record moved,
+    /// with both queues locked.
+    fn rehome(&self, pid: Pid, to: CpuId) -> Option<LockedRq<'_>> {
+        if let Some((_, rq)) = self.lock_if_home(to, pid) {
             return Some(rq);
         }
         if let Some((_, rq)) = self.home_newborn(pid, Some(to)) {
             return Some(rq);
         }
-        for _ in 0..LOCK_RETRIES {
-            let (from, rq) = self.locate(pid, hint)?;
-            if from == to {
-                return Some(rq);
+        let is_home = |rq: &RunQueue| rq.tasks.contains(pid);
+        match self
+            .rqs
+            .lock_holder_and(to, is_home, || self.locate(pid, None))?
+        {
+            Holder::Same(rq) => Some(rq),
+            Holder::Apart {
+                from,
+                mut src,
+                mut dst,
+            } => {
+                let moved = src.move_task(&mut dst, pid);
+                self.update_summary(from, &src);
+                drop(src);
+                moved.then_some(dst)
             }
-            drop(rq);
-            let (mut src, mut dst) = self.rq_pair(from, to)?;
-            if !src.tasks.contains(pid) {
-                continue; // it moved before we had the locks
-            }
-            let moved = src.move_task(&mut dst, pid);
-            self.publish(from, &src);
-            drop(src);
-            return moved.then_some(dst);
         }
-        None
     }
 
     /// Takes `pid` out of the run queue that holds it: stops it if running
@@ -544,17 +223,17 @@ impl Wfq {
     fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) {
         if let Some((cpu, mut rq)) = self.locate(pid, hint) {
             rq.detach(pid, runtime);
-            self.publish(cpu, &rq);
+            self.update_summary(cpu, &rq);
         }
     }
 
-    /// Forgets `pid`'s record, wherever it is.
-    fn forget(&self, pid: Pid) {
+    /// Removes `pid`'s record from every run queue.
+    fn remove_record(&self, pid: Pid) {
         for cpu in self.topology.cpus() {
-            if let Some((_, mut rq)) = self.holding(cpu, pid) {
+            if let Some((_, mut rq)) = self.lock_if_home(cpu, pid) {
                 rq.detach(pid, None);
                 rq.tasks.remove(pid);
-                self.publish(cpu, &rq);
+                self.update_summary(cpu, &rq);
             }
         }
     }
@@ -565,7 +244,7 @@ impl Wfq {
     /// another, an idle CPU is kicked to take it.
     fn enqueue(&self, token: Schedulable, why: Enqueue) -> Result<(), Schedulable> {
         let (pid, cpu) = (token.pid(), token.cpu());
-        let Some(mut rq) = self.bring(pid, cpu, None) else {
+        let Some(mut rq) = self.rehome(pid, cpu) else {
             return Err(token);
         };
         let runtime = match why {
@@ -574,7 +253,7 @@ impl Wfq {
         };
         rq.detach(pid, runtime);
         let Some(task) = rq.tasks.get_mut(pid) else {
-            self.publish(cpu, &rq);
+            self.update_summary(cpu, &rq);
             return Err(token);
         };
         match why {
@@ -584,7 +263,7 @@ impl Wfq {
         }
         let task = *task;
         let vruntime = match why {
-            Enqueue::Wakeup { .. } => self.place(&rq, &task),
+            Enqueue::Wakeup { .. } => self.wakeup_vruntime(&rq, &task),
             // Yielding: behind the next waiting task.
             Enqueue::Preempt { yielded: true, .. } => match rq.waiting.peek() {
                 Some((_, next, _)) => task.vruntime.max(next.saturating_add(1)),
@@ -592,11 +271,11 @@ impl Wfq {
             },
             Enqueue::Preempt { .. } | Enqueue::Refused => task.vruntime,
         };
-        let pushed = rq.push(pid, vruntime, token);
+        let pushed = rq.queue_token(pid, vruntime, token);
         rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
         // Someone waits here if a task runs, or if more than one waits.
         let work_waits = rq.waiting.len() > usize::from(rq.curr.is_none());
-        self.publish(cpu, &rq);
+        self.update_summary(cpu, &rq);
         drop(rq);
         pushed?;
         if work_waits && why != Enqueue::Refused {
@@ -610,7 +289,7 @@ impl Wfq {
     /// Where a waking task starts on `rq`: a new task after the tasks of
     /// the current period, a sleeper at most half a period before
     /// `min_vruntime` (so sleeping earns little credit).
-    fn place(&self, rq: &RunQueue, task: &Task) -> u64 {
+    fn wakeup_vruntime(&self, rq: &RunQueue, task: &Task) -> u64 {
         if task.new {
             let nr = rq.nr_running() as u64 + 1;
             let slice = self
@@ -623,203 +302,6 @@ impl Wfq {
                 .max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
         }
     }
-
-    /// The other CPUs, nearest to `cpu` first: its LLC, its node, then the
-    /// other nodes by distance.
-    fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> + '_ {
-        self.near.get(cpu).into_iter().flat_map(move |near| {
-            let llc = cpus_in(near.llc).filter(move |c| *c != cpu);
-            let node = cpus_in(except(near.node, near.llc));
-            llc.chain(node)
-                .chain(near.remote.iter().flat_map(|n| cpus_in(*n)))
-        })
-    }
-
-    /// Tasks on `cpu`'s node (queued or running) and CPUs there.
-    fn node_load(&self, cpu: CpuId) -> (u64, u64) {
-        let Some(near) = self.near.get(cpu) else {
-            return (0, 1);
-        };
-        (
-            cpus_in(near.node).map(|c| self.nr_running(c) as u64).sum(),
-            near.node.len() as u64,
-        )
-    }
-
-    /// Whether `thief` may take work from `victim`: always within a node;
-    /// across nodes when the victim's has `imbalance_pct` % more tasks per CPU.
-    fn may_steal(&self, thief: CpuId, victim: CpuId) -> bool {
-        let t = &self.topology;
-        if t.node_of(thief) == t.node_of(victim) {
-            return true;
-        }
-        let (here_tasks, here_cpus) = self.node_load(thief);
-        let (there_tasks, there_cpus) = self.node_load(victim);
-        there_tasks.saturating_mul(here_cpus).saturating_mul(100)
-            > here_tasks
-                .saturating_mul(there_cpus)
-                .saturating_mul(self.params.imbalance_pct)
-    }
-
-    /// The idle CPU nearest to `cpu` that `allowed` permits and that may
-    /// take work from `cpu`.
-    fn idle_thief(&self, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
-        let candidates = both(*allowed, self.idle_cpus());
-        if candidates.is_empty() {
-            return None;
-        }
-        self.nearest(cpu)
-            .find(|c| candidates.contains(*c) && self.may_steal(*c, cpu))
-    }
-
-    /// The task `cpu` should take from the busiest of `victims`: of the
-    /// waiting tasks allowed on `cpu`, the next in line; and its queue.
-    fn steal(&self, cpu: CpuId, victims: impl Iterator<Item = CpuId>) -> Option<(Pid, CpuId)> {
-        let mut best: Option<(usize, Pid, CpuId)> = None;
-        for victim in victims.filter(|v| *v != cpu) {
-            // Only a queue where a task waits behind another; the summary
-            // spares locking the rest.
-            let nr = self.nr_running(victim);
-            if nr < 2 || best.is_some_and(|(most, _, _)| nr <= most) {
-                continue;
-            }
-            let Some(rq) = self.rq(victim) else { continue };
-            let allowed_here =
-                |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
-            let next = rq
-                .waiting
-                .iter()
-                .filter(|(pid, _, _)| allowed_here(*pid))
-                .min_by_key(|(pid, v, _)| (**v, *pid));
-            if let Some((pid, _, _)) = next.filter(|_| rq.nr_running() >= 2) {
-                best = Some((rq.nr_running(), pid, victim));
-            }
-        }
-        best.map(|(_, pid, victim)| (pid, victim))
-    }
-
-    /// The CPU for a waking task allowed on `allowed` that last ran on
-    /// `prev_cpu`: `prev_cpu` if idle, else an idle CPU of its LLC, else of
-    /// its node, else the least loaded allowed CPU, nearest first on ties.
-    fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId) -> CpuId {
-        let Some(near) = self.near.get(prev_cpu) else {
-            return prev_cpu;
-        };
-        let idle = both(allowed, self.idle_cpus());
-        if idle.contains(prev_cpu) {
-            return prev_cpu;
-        }
-        if let Some(cpu) = cpus_in(both(idle, near.llc))
-            .chain(cpus_in(both(idle, near.node)))
-            .next()
-        {
-            return cpu;
-        }
-        let load = |cpu: &CpuId| self.cpu(*cpu).map_or(u64::MAX, |c| c.load.load(Relaxed));
-        core::iter::once(prev_cpu)
-            .chain(self.nearest(prev_cpu))
-            .filter(|cpu| allowed.contains(*cpu))
-            .min_by_key(load)
-            .unwrap_or(prev_cpu)
-    }
-
-    /// A task's vruntime (on the clock of its home queue), for tests and
-    /// tools.
-    pub fn vruntime(&self, pid: Pid) -> Option<u64> {
-        if let Some(Some(task)) = self.registry.lock().get(pid) {
-            return Some(task.vruntime);
-        }
-        self.topology
-            .cpus()
-            .find_map(|cpu| self.holding(cpu, pid)?.1.tasks.get(pid).map(|t| t.vruntime))
-    }
-
-    /// Calls `f` for every task a run queue holds, running or waiting; for
-    /// tests and tools (takes every lock in turn).
-    pub fn for_each_held(&self, mut f: impl FnMut(Held)) {
-        for queue in self.topology.cpus() {
-            let Some(rq) = self.rq(queue) else { continue };
-            if let Some(pid) = rq.curr {
-                f(Held {
-                    queue,
-                    pid,
-                    token_cpu: None,
-                });
-            }
-            for (pid, _, token) in rq.waiting.iter() {
-                f(Held {
-                    queue,
-                    pid,
-                    token_cpu: Some(token.cpu()),
-                });
-            }
-        }
-    }
-
-    /// Checks the scheduler's bookkeeping (queue loads, keys and states
-    /// against the tasks' records, each task homed once); for tests and
-    /// tools.
-    pub fn check(&self) -> Result<(), &'static str> {
-        let mut homed = 0;
-        for cpu in self.topology.cpus() {
-            let rq = self.rq(cpu).ok_or("no run queue")?;
-            let mut load = 0;
-            for (pid, vruntime, token) in rq.waiting.iter() {
-                let t = rq
-                    .tasks
-                    .get(pid)
-                    .ok_or("a task waits in a queue that is not its home")?;
-                if t.state != State::Waiting || token.cpu() != cpu {
-                    return Err("a waiting task is not marked waiting there");
-                }
-                if *vruntime != t.vruntime {
-                    return Err("a queue entry is out of date");
-                }
-                load = t.weight.saturating_add(load);
-            }
-            if let Some(pid) = rq.curr {
-                let t = rq
-                    .tasks
-                    .get(pid)
-                    .ok_or("a task runs on a queue that is not its home")?;
-                if t.state != State::Running {
-                    return Err("the running task is not marked running there");
-                }
-                load = t.weight.saturating_add(load);
-            }
-            if load != rq.load || self.nr_running(cpu) != rq.nr_running() {
-                return Err("a queue's load or summary is out of date");
-            }
-            let marked = rq
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.state != State::Off)
-                .count();
-            if marked != rq.nr_running() {
-                return Err("a task is marked queued or running where it is not");
-            }
-            let registry = self.registry.lock();
-            if rq
-                .tasks
-                .iter()
-                .any(|(pid, _)| !matches!(registry.get(pid), Some(None)))
-            {
-                return Err("a queue holds a task that is dead or not placed");
-            }
-            homed = rq.tasks.len().saturating_add(homed);
-        }
-        if homed
-            != self
-                .registry
-                .lock()
-                .iter()
-                .filter(|(_, t)| t.is_none())
-                .count()
-        {
-            return Err("a task is homed on two queues, or on none");
-        }
-        Ok(())
-    }
 }
 
 impl EnokiScheduler for Wfq {
@@ -830,40 +312,40 @@ impl EnokiScheduler for Wfq {
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         let params = Params::from_args(&ctx.args)?;
-        let cpus = FixedVec::try_new_with(ctx.topology.nr_cpus(), |_| -> Result<Cpu, InitError> {
-            let rq = RunQueue {
+        let t = ctx.topology;
+        let rqs = RunQueues::try_new_with(t.nr_cpus(), |_| -> Result<RunQueue, InitError> {
+            Ok(RunQueue {
                 tasks: TaskMap::with_capacity(ctx.max_tasks)?,
                 waiting: TaskHeap::with_capacity(ctx.max_tasks)?,
                 curr: None,
                 load: 0,
                 min_vruntime: 0,
                 woken: false,
-            };
-            Ok(Cpu {
-                rq: SpinLock::new(rq),
-                nr_running: AtomicUsize::new(0),
-                load: AtomicU64::new(0),
-                stolen: AtomicU64::new(u64::MAX),
             })
         })?;
-        let t = ctx.topology;
+        let summaries = FixedVec::new_with(t.nr_cpus(), |_| Summary {
+            nr_running: AtomicUsize::new(0),
+            load: AtomicU64::new(0),
+            claimed: AtomicU64::new(u64::MAX),
+        })?;
         let wfq = Wfq {
             topology: t.try_clone()?,
             services: ctx.services.clone(),
             params,
-            cpus,
+            rqs,
+            summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
             idle: core::array::from_fn(|_| AtomicU64::new(0)),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
         };
         for cpu in t.cpus() {
-            wfq.publish(cpu, &*wfq.rq(cpu).ok_or(InitError::OutOfMemory)?);
+            wfq.update_summary(cpu, &*wfq.rqs.lock(cpu).ok_or(InitError::OutOfMemory)?);
         }
         Ok(wfq)
     }
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
-        let mut rq = self.rq(cpu)?;
+        let mut rq = self.rqs.lock(cpu)?;
         let rq = &mut *rq;
         // The kernel asks before it hands a still-runnable previous task
         // back (task_preempt comes next): it still competes, and still
@@ -880,7 +362,7 @@ impl EnokiScheduler for Wfq {
                 // nothing: it is handed back and picked again.
                 if rq.waiting.peek().is_none_or(|(_, v, _)| *v > vruntime) {
                     rq.woken = false;
-                    self.publish(cpu, rq);
+                    self.update_summary(cpu, rq);
                     return None;
                 }
                 prev_weight = weight;
@@ -911,7 +393,7 @@ impl EnokiScheduler for Wfq {
             picked = Some(token);
             break;
         }
-        self.publish(cpu, rq);
+        self.update_summary(cpu, rq);
         picked
     }
 
@@ -927,7 +409,7 @@ impl EnokiScheduler for Wfq {
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
         if self.registry.lock().contains(task.pid) {
-            self.forget(task.pid); // a stale entry of a reused pid
+            self.remove_record(task.pid); // a stale entry of a reused pid
         }
         let new = Task {
             weight: u64::from(task.weight).max(1),
@@ -965,12 +447,12 @@ impl EnokiScheduler for Wfq {
 
     fn task_dead(&self, pid: Pid) {
         if self.registry.lock().remove(pid).is_some() {
-            self.forget(pid);
+            self.remove_record(pid);
         }
     }
 
     fn task_tick(&self, cpu: CpuId, pid: Pid, runtime: u64) -> bool {
-        let Some(mut rq) = self.rq(cpu) else {
+        let Some(mut rq) = self.rqs.lock(cpu) else {
             return false;
         };
         let rq = &mut *rq;
@@ -999,7 +481,7 @@ impl EnokiScheduler for Wfq {
             .take(KICK_SCAN)
             .filter_map(|(pid, _, _)| rq.tasks.get(pid))
             .find_map(|t| self.idle_thief(cpu, &t.allowed));
-        self.publish(cpu, rq);
+        self.update_summary(cpu, rq);
         if let Some(idle) = thief {
             self.services.kick_cpu(idle);
         }
@@ -1017,7 +499,7 @@ impl EnokiScheduler for Wfq {
         let cpu = self.choose_cpu(task.allowed, prev_cpu);
         // Its record goes ahead, so that the wakeup finds it there.
         if cpu != home && task.state == State::Off {
-            if let Some((mut src, mut dst)) = self.rq_pair(home, cpu) {
+            if let Some((mut src, mut dst)) = self.rqs.lock_pair(home, cpu) {
                 if src.tasks.get(pid).is_some_and(|t| t.state == State::Off) {
                     src.move_task(&mut dst, pid);
                 }
@@ -1029,15 +511,16 @@ impl EnokiScheduler for Wfq {
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
         let to = sched.cpu();
         // Where `balance` found it, normally.
-        let note = self
-            .cpu(to)
-            .map_or(u64::MAX, |c| c.stolen.swap(u64::MAX, Relaxed));
-        let noted = (note >> 32 == u64::from(pid as u32)).then_some((note & 0xffff_ffff) as CpuId);
-        let Some(from) = noted.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
+        let claim = self
+            .summary(to)
+            .map_or(u64::MAX, |c| c.claimed.swap(u64::MAX, Relaxed));
+        let claimed_from =
+            (claim >> 32 == u64::from(pid as u32)).then_some((claim & 0xffff_ffff) as CpuId);
+        let Some(from) = claimed_from.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
             return Some(sched);
         };
         // Refused (the new token comes back) unless it still waits there.
-        let Some((mut src_rq, mut dst_rq)) = self.rq_pair(from, to) else {
+        let Some((mut src_rq, mut dst_rq)) = self.rqs.lock_pair(from, to) else {
             return Some(sched);
         };
         let (src, dst) = (&mut *src_rq, &mut *dst_rq);
@@ -1056,7 +539,7 @@ impl EnokiScheduler for Wfq {
             Err(sched)
         } else {
             let vruntime = dst.tasks.get(pid).map_or(dst.min_vruntime, |t| t.vruntime);
-            dst.push(pid, vruntime, sched).inspect_err(|_| {
+            dst.queue_token(pid, vruntime, sched).inspect_err(|_| {
                 // No room: it goes back where it was.
                 let _ = dst.move_task(src, pid);
             })
@@ -1065,33 +548,33 @@ impl EnokiScheduler for Wfq {
             Ok(()) => Some(old),
             Err(sched) => {
                 let vruntime = src.tasks.get(pid).map_or(src.min_vruntime, |t| t.vruntime);
-                let _ = src.push(pid, vruntime, old);
+                let _ = src.queue_token(pid, vruntime, old);
                 Some(sched)
             }
         };
-        self.publish(from, src);
-        self.publish(to, dst);
+        self.update_summary(from, src);
+        self.update_summary(to, dst);
         result
     }
 
     fn balance(&self, cpu: CpuId) -> Option<Pid> {
         let near = self.near.get(cpu)?;
         let found = self
-            .steal(cpu, cpus_in(near.llc))
-            .or_else(|| self.steal(cpu, cpus_in(except(near.node, near.llc))))
+            .task_to_steal(cpu, near.llc.iter())
+            .or_else(|| self.task_to_steal(cpu, (near.node - near.llc).iter()))
             .or_else(|| {
                 near.remote
                     .iter()
                     .filter(|node| {
-                        cpus_in(**node)
+                        node.iter()
                             .next()
                             .is_some_and(|victim| self.may_steal(cpu, victim))
                     })
-                    .find_map(|node| self.steal(cpu, cpus_in(*node)))
+                    .find_map(|node| self.task_to_steal(cpu, node.iter()))
             });
         let (pid, victim) = found?;
-        if let Some(c) = self.cpu(cpu) {
-            c.stolen
+        if let Some(c) = self.summary(cpu) {
+            c.claimed
                 .store(u64::from(pid as u32) << 32 | victim as u64, Relaxed);
         }
         Some(pid)
@@ -1123,7 +606,7 @@ impl EnokiScheduler for Wfq {
         if state != State::Off {
             rq.load = rq.load.saturating_sub(old).saturating_add(weight);
         }
-        self.publish(cpu, rq);
+        self.update_summary(cpu, rq);
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) {

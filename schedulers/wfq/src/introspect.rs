@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: GPL-2.0
+//! What tests and tools may look at inside WFQ: run-queue contents, a
+//! task's vruntime, and a check of the bookkeeping. Compiled for tests and
+//! the `introspect` feature only, never into the kernel module.
+
+use enoki::{CpuId, Pid};
+
+use super::{State, Wfq};
+
+/// A task as a run queue holds it (see [`Wfq::for_each_held`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The CPU of the run queue.
+    pub queue: CpuId,
+    /// The task.
+    pub pid: Pid,
+    /// `None` when running there; else the CPU of the token it waits with.
+    pub token_cpu: Option<CpuId>,
+}
+
+impl Wfq {
+    /// A task's vruntime (on the clock of its home queue), for tests and
+    /// tools.
+    pub fn vruntime(&self, pid: Pid) -> Option<u64> {
+        if let Some(Some(task)) = self.registry.lock().get(pid) {
+            return Some(task.vruntime);
+        }
+        self.topology.cpus().find_map(|cpu| {
+            self.lock_if_home(cpu, pid)?
+                .1
+                .tasks
+                .get(pid)
+                .map(|t| t.vruntime)
+        })
+    }
+
+    /// Calls `f` for every task a run queue holds, running or waiting; for
+    /// tests and tools (takes every lock in turn).
+    pub fn for_each_held(&self, mut f: impl FnMut(Held)) {
+        for queue in self.topology.cpus() {
+            let Some(rq) = self.rqs.lock(queue) else {
+                continue;
+            };
+            if let Some(pid) = rq.curr {
+                f(Held {
+                    queue,
+                    pid,
+                    token_cpu: None,
+                });
+            }
+            for (pid, _, token) in rq.waiting.iter() {
+                f(Held {
+                    queue,
+                    pid,
+                    token_cpu: Some(token.cpu()),
+                });
+            }
+        }
+    }
+
+    /// Checks the scheduler's bookkeeping (queue loads, keys and states
+    /// against the tasks' records, each task homed once); for tests and
+    /// tools.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let mut homed = 0;
+        for cpu in self.topology.cpus() {
+            let rq = self.rqs.lock(cpu).ok_or("no run queue")?;
+            let mut load = 0;
+            for (pid, vruntime, token) in rq.waiting.iter() {
+                let t = rq
+                    .tasks
+                    .get(pid)
+                    .ok_or("a task waits in a queue that is not its home")?;
+                if t.state != State::Waiting || token.cpu() != cpu {
+                    return Err("a waiting task is not marked waiting there");
+                }
+                if *vruntime != t.vruntime {
+                    return Err("a queue entry is out of date");
+                }
+                load = t.weight.saturating_add(load);
+            }
+            if let Some(pid) = rq.curr {
+                let t = rq
+                    .tasks
+                    .get(pid)
+                    .ok_or("a task runs on a queue that is not its home")?;
+                if t.state != State::Running {
+                    return Err("the running task is not marked running there");
+                }
+                load = t.weight.saturating_add(load);
+            }
+            if load != rq.load || self.nr_running(cpu) != rq.nr_running() {
+                return Err("a queue's load or summary is out of date");
+            }
+            let marked = rq
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.state != State::Off)
+                .count();
+            if marked != rq.nr_running() {
+                return Err("a task is marked queued or running where it is not");
+            }
+            let registry = self.registry.lock();
+            if rq
+                .tasks
+                .iter()
+                .any(|(pid, _)| !matches!(registry.get(pid), Some(None)))
+            {
+                return Err("a queue holds a task that is dead or not placed");
+            }
+            homed = rq.tasks.len().saturating_add(homed);
+        }
+        if homed
+            != self
+                .registry
+                .lock()
+                .iter()
+                .filter(|(_, t)| t.is_none())
+                .count()
+        {
+            return Err("a task is homed on two queues, or on none");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: GPL-2.0
+//! One CPU's run queue: the records of the tasks homed on it, its waiting
+//! tokens by vruntime, and its load and `min_vruntime`.
+
+use enoki::{CpuSet, Pid, Schedulable, TaskHeap, TaskMap};
+
+use super::fair::{rebase, to_virtual};
+
+/// Where a task is, relative to the run queue whose map holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// In no run queue: asleep, or between two messages.
+    Off,
+    /// Waiting in the queue with a token for its CPU.
+    Waiting,
+    /// Picked there and not stopped yet.
+    Running,
+}
+
+/// What the scheduler knows about a task. It lives in the map of one run
+/// queue (its *home*: where it runs, waits, or last did), under that
+/// queue's lock, and moves with the task.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Task {
+    pub(super) weight: u64,
+    pub(super) allowed: CpuSet,
+    /// Weighted virtual runtime, on the clock of its home queue.
+    pub(super) vruntime: u64,
+    /// CPU time charged so far (Enoki-C's `sum_exec_runtime`), ns.
+    pub(super) charged: u64,
+    pub(super) state: State,
+    /// Never queued yet: starts after the tasks of the current period.
+    pub(super) new: bool,
+}
+
+impl Task {
+    /// Charges the CPU time used since the last charge.
+    pub(super) fn charge(&mut self, runtime: u64) {
+        let delta = runtime.saturating_sub(self.charged);
+        self.charged = self.charged.max(runtime);
+        self.vruntime = self.vruntime.saturating_add(to_virtual(delta, self.weight));
+    }
+}
+
+/// One CPU's run queue, and the tasks homed on it.
+pub(super) struct RunQueue {
+    /// Every task homed here, whatever its state.
+    pub(super) tasks: TaskMap<Task>,
+    /// Waiting tasks' tokens, by (vruntime, pid).
+    pub(super) waiting: TaskHeap<u64, Schedulable>,
+    /// The task running here.
+    pub(super) curr: Option<Pid>,
+    /// Total weight of the running and waiting tasks.
+    pub(super) load: u64,
+    /// Follows the smallest vruntime here and never goes back; wakeups and
+    /// migrations are placed relative to it.
+    pub(super) min_vruntime: u64,
+    /// A task woke here since the last tick: the tick checks whether it
+    /// preempts.
+    pub(super) woken: bool,
+}
+
+impl RunQueue {
+    pub(super) fn nr_running(&self) -> usize {
+        self.waiting.len() + usize::from(self.curr.is_some())
+    }
+
+    pub(super) fn is_running(&self, pid: Pid) -> bool {
+        self.curr == Some(pid)
+    }
+
+    /// Moves `min_vruntime` up to the smallest vruntime here; `curr` is the
+    /// running task's.
+    pub(super) fn update_min_vruntime(&mut self, curr: Option<u64>) {
+        let leftmost = self.waiting.peek().map(|(_, v, _)| *v);
+        let smallest = match (curr, leftmost) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(v) = smallest {
+            self.min_vruntime = self.min_vruntime.max(v);
+        }
+    }
+
+    /// Takes `pid` out of this queue: stops it if running (charging
+    /// `runtime`), else drops its waiting token. Its record stays.
+    pub(super) fn detach(&mut self, pid: Pid, runtime: Option<u64>) {
+        let Some(task) = self.tasks.get_mut(pid) else {
+            return;
+        };
+        let (state, weight) = (task.state, task.weight);
+        task.state = State::Off;
+        match state {
+            State::Running => {
+                if let Some(runtime) = runtime {
+                    task.charge(runtime);
+                }
+                let vruntime = task.vruntime;
+                self.update_min_vruntime(Some(vruntime));
+                if self.curr == Some(pid) {
+                    self.curr = None;
+                    self.load = self.load.saturating_sub(weight);
+                }
+            }
+            State::Waiting => {
+                if self.waiting.remove(pid).is_some() {
+                    self.load = self.load.saturating_sub(weight);
+                }
+            }
+            State::Off => {}
+        }
+    }
+
+    /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
+    pub(super) fn queue_token(
+        &mut self,
+        pid: Pid,
+        vruntime: u64,
+        token: Schedulable,
+    ) -> Result<(), Schedulable> {
+        let Some(task) = self.tasks.get_mut(pid) else {
+            return Err(token);
+        };
+        self.waiting
+            .push(pid, vruntime, token)
+            .map_err(|(_, token)| token)?;
+        task.vruntime = vruntime;
+        task.state = State::Waiting;
+        task.new = false;
+        self.load = self.load.saturating_add(task.weight);
+        Ok(())
+    }
+
+    /// Moves `pid`'s record from `self` to `to` (detached first), keeping
+    /// its lag behind `min_vruntime`; false if it is not here or `to` is
+    /// full.
+    pub(super) fn move_task(&mut self, to: &mut RunQueue, pid: Pid) -> bool {
+        self.detach(pid, None);
+        let Some(task) = self.tasks.remove(pid) else {
+            return false;
+        };
+        let moved = Task {
+            vruntime: rebase(task.vruntime, self.min_vruntime, to.min_vruntime),
+            ..task
+        };
+        if to.tasks.insert(pid, moved).is_ok() {
+            return true;
+        }
+        let _ = self.tasks.insert(pid, task); // no room there: it stays
+        false
+    }
+}
