@@ -32,7 +32,7 @@ use report::{Meta, Report, RunRecord, ORIENTATION, SCHEDS};
 use workloads::Workload;
 
 #[derive(Parser, Debug)]
-#[command(about = "Compare an Enoki scheduler with the default scheduler in one VM")]
+#[command(about = "Compare an Enoki scheduler with the default scheduler in the same VM boots")]
 struct Cli {
     /// Repetitions of every workload under each scheduler.
     #[arg(long, default_value_t = 3)]

@@ -335,7 +335,7 @@ pub fn markdown(r: &Report) -> String {
     let m = &r.meta;
     let _ = writeln!(
         s,
-        "Enoki `{}` vs the default scheduler, {} repetitions interleaved in one VM ({}), {}.\n",
+        "Enoki `{}` vs the default scheduler, {} repetitions interleaved in the same boot ({}), {}.\n",
         m.scheduler, m.reps, m.vm, m.date
     );
     let _ = writeln!(s, "Ratio: {}. Values are medians; ± is half the min-max spread across repetitions; the range column is the spread of the per-repetition ratios.\n", r.orientation.trim_start_matches("ratio = "));
