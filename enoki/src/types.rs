@@ -227,6 +227,19 @@ impl PickError {
     }
 }
 
+/// CFS weights by nice value, `NICE_TO_WEIGHT[(nice + 20) as usize]`
+/// (the kernel's `sched_prio_to_weight`): each step is about 10 % CPU.
+pub const NICE_TO_WEIGHT: [u32; 40] = [
+    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904,
+    3906, 3121, 2501, 1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87,
+    70, 56, 45, 36, 29, 23, 18, 15,
+];
+
+/// CFS weight of `nice` (clamped to -20..=19).
+pub fn nice_to_weight(nice: i32) -> u32 {
+    NICE_TO_WEIGHT[(nice.clamp(-20, 19) + 20) as usize]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,17 +296,4 @@ mod tests {
             }
         }
     }
-}
-
-/// CFS weights by nice value, `NICE_TO_WEIGHT[(nice + 20) as usize]`
-/// (the kernel's `sched_prio_to_weight`): each step is about 10 % CPU.
-pub const NICE_TO_WEIGHT: [u32; 40] = [
-    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904,
-    3906, 3121, 2501, 1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87,
-    70, 56, 45, 36, 29, 23, 18, 15,
-];
-
-/// CFS weight of `nice` (clamped to -20..=19).
-pub fn nice_to_weight(nice: i32) -> u32 {
-    NICE_TO_WEIGHT[(nice.clamp(-20, 19) + 20) as usize]
 }

@@ -215,21 +215,21 @@ impl VmConfig {
         if self.cpus == 0 || self.sockets == 0 || self.numa == 0 {
             bail!("--cpus, --sockets and --numa must be at least 1");
         }
-        if self.cpus % self.sockets != 0 {
+        if !self.cpus.is_multiple_of(self.sockets) {
             bail!(
                 "--cpus {} is not a multiple of --sockets {}",
                 self.cpus,
                 self.sockets
             );
         }
-        if self.cpus % self.numa != 0 {
+        if !self.cpus.is_multiple_of(self.numa) {
             bail!(
                 "--cpus {} is not a multiple of --numa {}",
                 self.cpus,
                 self.numa
             );
         }
-        if self.mem_mib % u64::from(self.numa) != 0 {
+        if !self.mem_mib.is_multiple_of(u64::from(self.numa)) {
             bail!(
                 "--mem {}M does not split evenly into {} NUMA nodes",
                 self.mem_mib,

@@ -121,7 +121,7 @@ static FLAKY_PICKS: AtomicU64 = AtomicU64::new(0);
 
 // Takes from the back of its queue on every third pick process-wide.
 queue_scheduler!(Flaky, "flaky",
-    pick: |_s, q| if FLAKY_PICKS.fetch_add(1, Ordering::Relaxed) % 3 == 0 { q.pop_back() } else { q.pop_front() },
+    pick: |_s, q| if FLAKY_PICKS.fetch_add(1, Ordering::Relaxed).is_multiple_of(3) { q.pop_back() } else { q.pop_front() },
     wakeup: |s, t| s.0.push(t));
 
 // Every other pick finds nothing, however full the queue: the CPU idles with

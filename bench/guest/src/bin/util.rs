@@ -87,7 +87,7 @@ fn datagen(bytes: u64, seed: u64) -> Result<()> {
             // Skewed choice: small indices much more often.
             let r = rng.next();
             let idx = ((r % 4096) * ((r >> 20) % 4096) / 4096) as usize;
-            if r % 17 == 0 {
+            if r.is_multiple_of(17) {
                 line.extend_from_slice((r % 100_000).to_string().as_bytes());
             } else {
                 line.extend_from_slice(&vocab[idx]);
