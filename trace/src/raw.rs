@@ -195,12 +195,12 @@ pub fn records_from_kernel(raw: &[u8]) -> Result<Vec<Record>, TraceError> {
     Ok(out)
 }
 
-/// Byte `at` of a CPU's entry in a [`RawTopology`] image.
+/// Offset of `cpu`'s entry in a [`RawTopology`] image.
 fn topology_cpu_at(cpu: usize) -> usize {
     offset_of!(RawTopology, cpus) + CPU_BYTES * cpu
 }
 
-/// Byte `at` of a row of distances in a [`RawTopology`] image.
+/// Offset of `node`'s row of distances in a [`RawTopology`] image.
 fn topology_row_at(node: usize) -> usize {
     offset_of!(RawTopology, distance) + MAX_NODES * node
 }
