@@ -166,7 +166,8 @@ trap 'kill $pid 2>/dev/null' INT TERM EXIT
 while kill -0 $pid 2>/dev/null; do
 	sleep 20
 	kill -0 $pid 2>/dev/null || break
-	objs=$(find "$out" -name '*.o' -newer "$kdir" 2>/dev/null | wc -l)
+	# make deletes files while find walks the tree: a count, never a failure
+	objs=$( (find "$out" -name '*.o' -newer "$kdir" 2>/dev/null || true) | wc -l)
 	say "  $(( $(date +%s) - start ))s: $objs objects built"
 done
 trap - INT TERM EXIT

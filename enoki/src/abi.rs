@@ -2,8 +2,11 @@
 //! The message ABI shared with Enoki-C (`kernel/src/kernel/sched/enoki.h`).
 //!
 //! Every call from the kernel is one fixed-size [`Msg`]: plain data, no
-//! pointers, so it can be recorded and replayed byte for byte. Keep this file
-//! and `enoki.h` in sync; `ABI_VERSION` guards against mixing them.
+//! pointers, so it can be recorded and replayed byte for byte. `enoki.h` is
+//! the one source of the layout: `enoki-abi-check` (enoki/abi-check) runs
+//! bindgen on it and compares every structure, field offset and constant
+//! here with what the C compiler sees. `ABI_VERSION` guards against mixing a
+//! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
 pub const ABI_VERSION: u32 = 1;
@@ -212,6 +215,35 @@ impl Default for RawTopology {
     }
 }
 
+/// Record entry types ([`RawRec::type_`], `enum enoki_rec_type`).
+pub mod rec_type {
+    /// A message with its answer ([`RawRec::msg`](super::RawRec::msg)).
+    pub const MSG: u32 = 1;
+    /// A libEnoki lock was taken ([`RawRec::addr`](super::RawRec::addr)).
+    pub const LOCK_ACQUIRE: u32 = 2;
+    /// A libEnoki lock was released.
+    pub const LOCK_RELEASE: u32 = 3;
+}
+
+/// One entry of Enoki-C's per-CPU record rings, as its debugfs `trace` file
+/// hands them out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawRec {
+    /// Global order across CPUs; a message takes its number before the call.
+    pub seq: u64,
+    /// CPU the call or lock operation ran on.
+    pub cpu: u32,
+    /// One of [`rec_type`] (`type` in C).
+    pub type_: u32,
+    /// Lock address of the lock events.
+    pub addr: u64,
+    /// CLOCK_MONOTONIC in ns, for timelines only.
+    pub time_ns: u64,
+    /// The message of a [`rec_type::MSG`] entry, answer included.
+    pub msg: Msg,
+}
+
 /// Length of [`RawOps::name`].
 pub const NAME_LEN: usize = 32;
 
@@ -252,6 +284,7 @@ mod tests {
             8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES
         );
         assert_eq!(core::mem::offset_of!(RawOps, process), 72);
+        assert_eq!(core::mem::size_of::<RawRec>(), 128);
     }
 
     #[test]

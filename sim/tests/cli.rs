@@ -205,44 +205,6 @@ fn bad_input_is_exit_2() {
     assert!(text(&o).0.contains("badpick"));
 }
 
-/// `struct enoki_rec` (enoki.h) for a record, written out field by field.
-fn kernel_rec(r: &enoki_sim::trace::Record) -> Vec<u8> {
-    use enoki_sim::trace::Event;
-    let mut b = Vec::with_capacity(128);
-    let (ty, addr, m) = match r.event {
-        Event::Msg(m) => (1u32, 0u64, m),
-        Event::LockAcquire { addr } => (2, addr, enoki::abi::Msg::default()),
-        Event::LockRelease { addr } => (3, addr, enoki::abi::Msg::default()),
-    };
-    b.extend_from_slice(&r.seq.to_le_bytes());
-    b.extend_from_slice(&r.cpu.to_le_bytes());
-    b.extend_from_slice(&ty.to_le_bytes());
-    b.extend_from_slice(&addr.to_le_bytes());
-    b.extend_from_slice(&0u64.to_le_bytes());
-    for v in [
-        m.kind,
-        m.flags,
-        m.cpu as u32,
-        m.pid as u32,
-        m.tgid as u32,
-        m.task_cpu as u32,
-    ] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(&m.runtime.to_le_bytes());
-    b.extend_from_slice(&m.weight.to_le_bytes());
-    b.extend_from_slice(&m.nice.to_le_bytes());
-    for w in m.allowed {
-        b.extend_from_slice(&w.to_le_bytes());
-    }
-    b.extend_from_slice(&m.ret.to_le_bytes());
-    b.extend_from_slice(&m.ret_cpu.to_le_bytes());
-    b.extend_from_slice(&m.ret_err.to_le_bytes());
-    b.extend_from_slice(&m.ret_slice.to_le_bytes());
-    assert_eq!(b.len(), 128);
-    b
-}
-
 #[test]
 fn import_a_kernel_recording_and_replay_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,24 +225,16 @@ fn import_a_kernel_recording_and_replay_it() {
     let mut by_cpu: Vec<Vec<u8>> = vec![Vec::new(); 4];
     for r in &mut reader {
         let r = r.unwrap();
-        by_cpu[r.cpu as usize].extend(kernel_rec(&r));
+        by_cpu[r.cpu as usize].extend(r.to_kernel());
     }
     let raw = dir.path().join("trace.bin");
     std::fs::write(&raw, by_cpu.concat()).unwrap();
-    let t = &header.topology;
-    let mut topo = Vec::new();
-    topo.extend_from_slice(&t.nr_cpus.to_le_bytes());
-    topo.extend_from_slice(&t.nr_nodes.to_le_bytes());
-    for c in t.cpus.iter() {
-        for v in [c.core, c.llc, c.node, c.package] {
-            topo.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for row in t.distance.iter() {
-        topo.extend_from_slice(row);
-    }
     let topo_file = dir.path().join("topology.bin");
-    std::fs::write(&topo_file, &topo).unwrap();
+    std::fs::write(
+        &topo_file,
+        enoki_sim::trace::topology_to_kernel(&header.topology),
+    )
+    .unwrap();
 
     let out = dir.path().join("kernel.enk");
     let o = sim(&[

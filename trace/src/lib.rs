@@ -48,7 +48,8 @@
 //! known). Then:
 //!
 //! - type 1, message (length 120): the 96-byte `enoki::abi::Msg` exactly as
-//!   its `#[repr(C)]` layout on a little-endian machine, answer included.
+//!   its `#[repr(C)]` layout on a little-endian machine ([`msg_to_bytes`]),
+//!   answer included.
 //! - type 2, lock acquired / type 3, lock released (length 40): lock address
 //!   (u64), then 8 reserved bytes (0).
 //!
@@ -65,7 +66,15 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use enoki::abi::{Msg, RawCpu, RawTopology, CPUMASK_WORDS, MAX_CPUS, MAX_NODES};
+use enoki::abi::{Msg, RawTopology, MAX_CPUS, MAX_NODES};
+
+mod raw;
+
+use raw::{cpu_from_bytes, cpu_to_bytes, CPU_BYTES};
+pub use raw::{
+    msg_from_bytes, msg_to_bytes, records_from_kernel, topology_from_kernel, topology_to_kernel,
+    KERNEL_REC_BYTES, MSG_BYTES,
+};
 
 /// First bytes of every `.enk` file.
 pub const MAGIC: [u8; 8] = *b"ENOKITRC";
@@ -83,19 +92,17 @@ pub const MAX_BLOCK: usize = 1 << 24;
 pub const MAX_HEADER: usize = 1 << 20;
 /// Bytes of the prefix every record starts with.
 pub const RECORD_PREFIX: usize = 24;
-/// Bytes of a serialized [`Msg`].
-pub const MSG_BYTES: usize = 96;
 
 /// Header flag: the recorder recorded lock events (replay may check them).
 pub const HEADER_LOCKS: u32 = 1;
-/// Bytes of Enoki-C's `struct enoki_rec`.
-pub const KERNEL_REC_BYTES: usize = 128;
 
-/// Record types (`enum enoki_rec_type`).
+/// Record types (`enum enoki_rec_type`, `enoki::abi::rec_type`).
 pub mod rtype {
-    pub const MSG: u8 = 1;
-    pub const LOCK_ACQUIRE: u8 = 2;
-    pub const LOCK_RELEASE: u8 = 3;
+    use enoki::abi::rec_type;
+
+    pub const MSG: u8 = rec_type::MSG as u8;
+    pub const LOCK_ACQUIRE: u8 = rec_type::LOCK_ACQUIRE as u8;
+    pub const LOCK_RELEASE: u8 = rec_type::LOCK_RELEASE as u8;
 }
 
 const BLOCK_HEADER: usize = 24;
@@ -206,9 +213,7 @@ impl TraceHeader {
             b.extend_from_slice(s.as_bytes());
         }
         for c in &t.cpus[..ncpu] {
-            for v in [c.core, c.llc, c.node, c.package] {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
+            b.extend_from_slice(&cpu_to_bytes(c));
         }
         for row in &t.distance[..nnode] {
             b.extend_from_slice(&row[..nnode]);
@@ -244,25 +249,6 @@ pub struct Record {
     pub event: Event,
 }
 
-fn put_msg(b: &mut Vec<u8>, m: &Msg) {
-    for v in [m.kind, m.flags] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    for v in [m.cpu, m.pid, m.tgid, m.task_cpu] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(&m.runtime.to_le_bytes());
-    b.extend_from_slice(&m.weight.to_le_bytes());
-    b.extend_from_slice(&m.nice.to_le_bytes());
-    for w in m.allowed {
-        b.extend_from_slice(&w.to_le_bytes());
-    }
-    b.extend_from_slice(&m.ret.to_le_bytes());
-    b.extend_from_slice(&m.ret_cpu.to_le_bytes());
-    b.extend_from_slice(&m.ret_err.to_le_bytes());
-    b.extend_from_slice(&m.ret_slice.to_le_bytes());
-}
-
 /// Reads little-endian fields from a byte slice; `None` past its end.
 struct Cursor<'a> {
     b: &'a [u8],
@@ -293,45 +279,14 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.arr()?))
     }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_le_bytes(self.arr()?))
-    }
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.arr()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_le_bytes(self.arr()?))
     }
     fn string(&mut self) -> Option<Result<String, std::string::FromUtf8Error>> {
         let n = self.u16()? as usize;
         Some(String::from_utf8(self.take(n)?.to_vec()))
     }
-
-    fn msg(&mut self) -> Option<Msg> {
-        let mut m = Msg {
-            kind: self.u32()?,
-            flags: self.u32()?,
-            cpu: self.i32()?,
-            pid: self.i32()?,
-            tgid: self.i32()?,
-            task_cpu: self.i32()?,
-            runtime: self.u64()?,
-            weight: self.u32()?,
-            nice: self.i32()?,
-            ..Msg::default()
-        };
-        for w in m.allowed.iter_mut() {
-            *w = self.u64()?;
-        }
-        m.ret = self.i64()?;
-        m.ret_cpu = self.i32()?;
-        m.ret_err = self.u32()?;
-        m.ret_slice = self.u64()?;
-        Some(m)
-    }
 }
-
-const _: () = assert!(core::mem::size_of::<Msg>() == MSG_BYTES && CPUMASK_WORDS == 4);
 
 /// Writes a `.enk` file: [`new`](Self::new), [`write`](Self::write) each
 /// record in sequence order, then [`finish`](Self::finish).
@@ -391,7 +346,7 @@ impl<W: Write + Seek> TraceWriter<W> {
         b.extend_from_slice(&r.seq.to_le_bytes());
         b.extend_from_slice(&r.time_ns.to_le_bytes());
         match r.event {
-            Event::Msg(m) => put_msg(b, &m),
+            Event::Msg(m) => b.extend_from_slice(&msg_to_bytes(&m)),
             Event::LockAcquire { addr } | Event::LockRelease { addr } => {
                 b.extend_from_slice(&addr.to_le_bytes());
                 b.extend_from_slice(&0u64.to_le_bytes());
@@ -616,12 +571,7 @@ impl<R: Read> TraceReader<R> {
         topology.nr_cpus = nr_cpus;
         topology.nr_nodes = nr_nodes;
         for cpu in topology.cpus[..nr_cpus as usize].iter_mut() {
-            *cpu = RawCpu {
-                core: c.i32()?,
-                llc: c.i32()?,
-                node: c.i32()?,
-                package: c.i32()?,
-            };
+            *cpu = cpu_from_bytes(&c.arr::<CPU_BYTES>()?);
         }
         for row in topology.distance[..nr_nodes as usize].iter_mut() {
             row[..nr_nodes as usize].copy_from_slice(c.take(nr_nodes as usize)?);
@@ -835,10 +785,9 @@ impl<R: Read> TraceReader<R> {
                 );
             };
             let event = match ty {
-                rtype::MSG => Cursor::new(body)
-                    .msg()
-                    .filter(|_| body.len() == MSG_BYTES)
-                    .map(Event::Msg),
+                rtype::MSG => <&[u8; MSG_BYTES]>::try_from(body)
+                    .ok()
+                    .map(|b| Event::Msg(msg_from_bytes(b))),
                 rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE => Self::lock(ty, body),
                 _ => None,
             };
@@ -885,89 +834,6 @@ impl<R: Read> Iterator for TraceReader<R> {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_record().transpose()
     }
-}
-
-impl Record {
-    /// One entry of Enoki-C's record rings (`struct enoki_rec`, 128 bytes,
-    /// little-endian: seq u64, cpu u32, type u32, addr u64, time_ns u64,
-    /// `struct enoki_msg`). `None` for an unknown type.
-    pub fn from_kernel(rec: &[u8; KERNEL_REC_BYTES]) -> Option<Record> {
-        let mut c = Cursor::new(rec);
-        let (seq, cpu, ty, addr, time_ns) = (c.u64()?, c.u32()?, c.u32()?, c.u64()?, c.u64()?);
-        let event = match u8::try_from(ty).ok()? {
-            rtype::MSG => Event::Msg(c.msg()?),
-            rtype::LOCK_ACQUIRE => Event::LockAcquire { addr },
-            rtype::LOCK_RELEASE => Event::LockRelease { addr },
-            _ => return None,
-        };
-        Some(Record {
-            seq,
-            cpu,
-            time_ns,
-            event,
-        })
-    }
-}
-
-/// Records as Enoki-C's debugfs `trace` file gives them (whole 128-byte
-/// `struct enoki_rec`s, drained CPU by CPU, so out of order), sorted into
-/// sequence order.
-pub fn records_from_kernel(raw: &[u8]) -> Result<Vec<Record>, TraceError> {
-    let chunks = raw.chunks_exact(KERNEL_REC_BYTES);
-    if !chunks.remainder().is_empty() {
-        let whole = raw.len() - chunks.remainder().len();
-        return Err(TraceError::Truncated {
-            what: "the last kernel record",
-            offset: whole as u64,
-        });
-    }
-    let mut out = Vec::with_capacity(raw.len() / KERNEL_REC_BYTES);
-    for (i, c) in chunks.enumerate() {
-        let rec = c.try_into().ok().and_then(Record::from_kernel);
-        let Some(rec) = rec else {
-            let what = format!(
-                "kernel record {i} has unknown type {}",
-                u32::from_le_bytes([c[12], c[13], c[14], c[15]])
-            );
-            return Err(TraceError::Corrupt {
-                what,
-                offset: (i * KERNEL_REC_BYTES) as u64,
-            });
-        };
-        out.push(rec);
-    }
-    out.sort_by_key(|r| r.seq);
-    if let Some(w) = out.windows(2).find(|w| w[0].seq == w[1].seq) {
-        return Err(TraceError::Corrupt {
-            what: format!("two kernel records with seq {}", w[0].seq),
-            offset: 0,
-        });
-    }
-    Ok(out)
-}
-
-/// `struct enoki_topology` as Enoki-C's debugfs `topology` file gives it
-/// (the `#[repr(C)]` `RawTopology`, little-endian).
-pub fn topology_from_kernel(b: &[u8]) -> Option<Box<RawTopology>> {
-    if b.len() != core::mem::size_of::<RawTopology>() {
-        return None;
-    }
-    let mut c = Cursor::new(b);
-    let mut t = Box::<RawTopology>::default();
-    t.nr_cpus = c.u32()?;
-    t.nr_nodes = c.u32()?;
-    for cpu in t.cpus.iter_mut() {
-        *cpu = RawCpu {
-            core: c.i32()?,
-            llc: c.i32()?,
-            node: c.i32()?,
-            package: c.i32()?,
-        };
-    }
-    for row in t.distance.iter_mut() {
-        row.copy_from_slice(c.take(MAX_NODES)?);
-    }
-    Some(t)
 }
 
 /// A whole trace in memory.

@@ -5,22 +5,32 @@
  *
  * Every sched_ext operation becomes one synchronous message (struct
  * enoki_msg) handed to the module's process() under a per-scheduler read
- * lock; register, unregister and (later) live upgrade take it for writing.
+ * lock; register and unregister take it for writing.
  * Enoki-C accounts task runtime itself and passes it in the messages, checks
  * every decision the module makes before applying it through sched_ext, and
  * lets sched_ext handle migration, bypass, the stall watchdog and ejection.
  *
- * Included from build_policy.c right after ext.c, so it uses sched_ext
- * internals directly.
+ * This file: the call path (a sched_ext operation, its message, the check
+ * of the answer) and registration, and the services scheduler modules call
+ * (kick, timer, log, topology).
+ *
+ * Owns: the loaded scheduler (enoki), its per-CPU counters, preemption
+ * timers and yield marks.
+ *
+ * Locks: enoki_lock is read-held (interrupts off) around every call into
+ * the module and write-held only to set or clear enoki.ops. enoki_mutex
+ * serialises register and unregister, and the sysfs readers of enoki.*.
+ * The sched_ext operations run under the runqueue lock: nothing here
+ * sleeps on the call path.
+ *
+ * May call: sched_ext internals and the record producer (enoki_record.c).
+ * build_policy.c includes enoki_record.c, this file and enoki_sysfs.c in
+ * that order right after ext.c, so each file uses what the ones before it
+ * define.
  */
-#include <linux/debugfs.h>
 #include <linux/hrtimer.h>
-#include <linux/kobject.h>
 #include <linux/module.h>
 #include <linux/pid_namespace.h>
-#include <linux/sysfs.h>
-#include <linux/uaccess.h>
-#include <linux/vmalloc.h>
 
 #include "enoki.h"
 
@@ -62,95 +72,6 @@ static DEFINE_PER_CPU(struct enoki_timer, enoki_timers);
 static DEFINE_PER_CPU(struct task_struct *, enoki_yielding);
 static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
 
-/*
- * Record: a single-producer (its CPU, interrupts off) single-consumer (the
- * debugfs reader) ring per CPU. Producers never wait: a full ring counts a
- * drop. The rings live from the first start to the next start.
- */
-#define ENOKI_REC_ENTRIES	(1U << 15)	/* 4 MiB per CPU */
-
-struct enoki_ring {
-	struct enoki_rec *buf;
-	u64 head;	/* written by the producer */
-	u64 tail;	/* written by the consumer */
-	u64 drops;
-};
-
-int enoki_recording;
-EXPORT_SYMBOL_GPL(enoki_recording);
-static atomic64_t enoki_seq = ATOMIC64_INIT(0);
-static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
-/* serialises record start/stop and trace readers */
-static DEFINE_MUTEX(enoki_record_mutex);
-
-static struct enoki_rec *enoki_ring_slot(void)
-{
-	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
-	u64 head = ring->head;
-
-	if (!ring->buf)
-		return NULL;
-	/* pairs with the reader's release: its slots are free to reuse */
-	if (head - smp_load_acquire(&ring->tail) >= ENOKI_REC_ENTRIES) {
-		ring->drops++;
-		return NULL;
-	}
-	return &ring->buf[head & (ENOKI_REC_ENTRIES - 1)];
-}
-
-static void enoki_ring_commit(void)
-{
-	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
-
-	/* pairs with the reader's acquire: the record is complete */
-	smp_store_release(&ring->head, ring->head + 1);
-}
-
-static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
-{
-	struct enoki_rec *rec = enoki_ring_slot();
-
-	if (!rec)
-		return;
-	rec->seq = seq;
-	rec->cpu = smp_processor_id();
-	rec->type = ENOKI_REC_MSG;
-	rec->addr = 0;
-	rec->time_ns = ktime_get_ns();
-	rec->msg = *msg;
-	enoki_ring_commit();
-}
-
-/**
- * enoki_record_lock - record a libEnoki lock event while recording
- * @addr: the lock's address (its identity in the trace)
- * @acquire: taken (true) or released (false)
- *
- * Called with interrupts off from inside a scheduler call.
- */
-void enoki_record_lock(u64 addr, bool acquire)
-{
-	struct enoki_rec *rec;
-	unsigned long flags;
-
-	if (!READ_ONCE(enoki_recording))
-		return;
-	local_irq_save(flags);
-	rec = enoki_ring_slot();
-	if (rec) {
-		memset(rec, 0, sizeof(*rec));
-		rec->seq = atomic64_inc_return(&enoki_seq);
-		rec->cpu = smp_processor_id();
-		rec->type = acquire ? ENOKI_REC_LOCK_ACQUIRE :
-				      ENOKI_REC_LOCK_RELEASE;
-		rec->addr = addr;
-		rec->time_ns = ktime_get_ns();
-		enoki_ring_commit();
-	}
-	local_irq_restore(flags);
-}
-EXPORT_SYMBOL_GPL(enoki_record_lock);
-
 static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 {
 	memset(msg, 0, sizeof(*msg));
@@ -190,8 +111,7 @@ static bool enoki_call(struct enoki_msg *msg)
 	read_lock_irqsave(&enoki_lock, flags);
 	ops = enoki.ops;
 	if (ops) {
-		if (unlikely(READ_ONCE(enoki_recording)))
-			seq = atomic64_inc_return(&enoki_seq);
+		seq = enoki_record_seq();
 		ops->process(ops->sched, msg);
 		if (unlikely(seq))
 			enoki_record_msg(seq, msg);
@@ -703,288 +623,9 @@ void enoki_unregister(const struct enoki_sched_ops *ops)
 }
 EXPORT_SYMBOL_GPL(enoki_unregister);
 
-/* /sys/kernel/enoki */
-
-static u64 enoki_stat_sum(size_t offset)
-{
-	u64 sum = 0;
-	int cpu;
-
-	for_each_possible_cpu(cpu)
-		sum += *(u64 *)((char *)per_cpu_ptr(&enoki_stats, cpu) + offset);
-	return sum;
-}
-
-#define ENOKI_ATTR_RO(name)						\
-static struct kobj_attribute enoki_attr_##name =			\
-	__ATTR(name, 0444, enoki_##name##_show, NULL)
-
-#define ENOKI_STAT_ATTR(field)						\
-static ssize_t enoki_##field##_show(struct kobject *kobj,		\
-				    struct kobj_attribute *attr,	\
-				    char *buf)				\
-{									\
-	return sysfs_emit(buf, "%llu\n",				\
-		enoki_stat_sum(offsetof(struct enoki_stats, field)));	\
-}									\
-ENOKI_ATTR_RO(field)
-
-ENOKI_STAT_ATTR(pick_errors);
-ENOKI_STAT_ATTR(balance_errors);
-ENOKI_STAT_ATTR(select_errors);
-ENOKI_STAT_ATTR(migrate_errors);
-ENOKI_STAT_ATTR(rejected);
-
-/* a string about the loaded scheduler, read under enoki_mutex */
-#define ENOKI_STR_ATTR(name, value)					\
-static ssize_t enoki_##name##_show(struct kobject *kobj,		\
-				   struct kobj_attribute *attr,		\
-				   char *buf)				\
-{									\
-	ssize_t ret;							\
-									\
-	mutex_lock(&enoki_mutex);					\
-	ret = sysfs_emit(buf, "%s\n", value);				\
-	mutex_unlock(&enoki_mutex);					\
-	return ret;							\
-}									\
-ENOKI_ATTR_RO(name)
-
-ENOKI_STR_ATTR(scheduler, enoki.ops ? enoki.name : "");
-ENOKI_STR_ATTR(module, enoki.ops ? enoki.module : "");
-ENOKI_STR_ATTR(last_exit, enoki.last_exit);
-
-static ssize_t enoki_mode_show(struct kobject *kobj,
-			       struct kobj_attribute *attr, char *buf)
-{
-	if (!READ_ONCE(enoki.ops))
-		return sysfs_emit(buf, "\n");
-	return sysfs_emit(buf, "%s\n",
-			  enoki.mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
-}
-ENOKI_ATTR_RO(mode);
-
-static ssize_t enoki_state_show(struct kobject *kobj,
-				struct kobj_attribute *attr, char *buf)
-{
-	const char *state = "none";
-
-	if (READ_ONCE(enoki.ops))
-		state = READ_ONCE(enoki.ejected) ? "ejected" : "enabled";
-	return sysfs_emit(buf, "%s\n", state);
-}
-ENOKI_ATTR_RO(state);
-
-static ssize_t enoki_nr_tasks_show(struct kobject *kobj,
-				   struct kobj_attribute *attr, char *buf)
-{
-	return sysfs_emit(buf, "%d\n", max(atomic_read(&enoki_nr_tasks), 0));
-}
-ENOKI_ATTR_RO(nr_tasks);
-
-static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
-	[ENOKI_TASK_NEW]		= "task_new",
-	[ENOKI_TASK_WAKEUP]		= "task_wakeup",
-	[ENOKI_TASK_PREEMPT]		= "task_preempt",
-	[ENOKI_TASK_BLOCKED]		= "task_blocked",
-	[ENOKI_TASK_DEAD]		= "task_dead",
-	[ENOKI_TASK_TICK]		= "task_tick",
-	[ENOKI_SELECT_TASK_RQ]		= "select_task_rq",
-	[ENOKI_PICK_NEXT_TASK]		= "pick_next_task",
-	[ENOKI_PNT_ERR]			= "pnt_err",
-	[ENOKI_BALANCE]			= "balance",
-	[ENOKI_BALANCE_ERR]		= "balance_err",
-	[ENOKI_MIGRATE_TASK_RQ]		= "migrate_task_rq",
-	[ENOKI_TASK_PRIO_CHANGED]	= "task_prio_changed",
-	[ENOKI_TASK_AFFINITY_CHANGED]	= "task_affinity_changed",
-};
-
-static ssize_t enoki_counters_show(struct kobject *kobj,
-				   struct kobj_attribute *attr, char *buf)
-{
-	ssize_t len = 0;
-	int kind;
-
-	for (kind = ENOKI_TASK_NEW; kind < ENOKI_MSG_NR; kind++)
-		len += sysfs_emit_at(buf, len, "%s %llu\n", enoki_msg_names[kind],
-				     enoki_stat_sum(offsetof(struct enoki_stats,
-							     msgs[kind])));
-	return len;
-}
-ENOKI_ATTR_RO(counters);
-
-/* record control: /sys/kernel/enoki/record, trace in debugfs */
-
-static void enoki_record_stop(void)
-{
-	WRITE_ONCE(enoki_recording, 0);
-	/* producers run with interrupts off: wait until none is inside */
-	synchronize_rcu();
-}
-
-static int enoki_record_start(void)
-{
-	int cpu;
-
-	enoki_record_stop();
-	for_each_possible_cpu(cpu) {
-		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
-
-		if (!ring->buf) {
-			ring->buf = vmalloc_array(ENOKI_REC_ENTRIES,
-						  sizeof(*ring->buf));
-			if (!ring->buf)
-				return -ENOMEM;
-		}
-		ring->head = 0;
-		ring->tail = 0;
-		ring->drops = 0;
-	}
-	atomic64_set(&enoki_seq, 0);
-	WRITE_ONCE(enoki_recording, 1);
-	return 0;
-}
-
-static ssize_t enoki_record_show(struct kobject *kobj,
-				 struct kobj_attribute *attr, char *buf)
-{
-	return sysfs_emit(buf, "%d\n", READ_ONCE(enoki_recording));
-}
-
-static ssize_t enoki_record_store(struct kobject *kobj,
-				  struct kobj_attribute *attr,
-				  const char *buf, size_t count)
-{
-	bool on;
-	int ret;
-
-	ret = kstrtobool(buf, &on);
-	if (ret)
-		return ret;
-	mutex_lock(&enoki_record_mutex);
-	if (on)
-		ret = enoki_record_start();
-	else
-		enoki_record_stop();
-	mutex_unlock(&enoki_record_mutex);
-	return ret ?: count;
-}
-static struct kobj_attribute enoki_attr_record =
-	__ATTR(record, 0644, enoki_record_show, enoki_record_store);
-
-static ssize_t enoki_record_drops_show(struct kobject *kobj,
-				       struct kobj_attribute *attr, char *buf)
-{
-	u64 drops = 0;
-	int cpu;
-
-	for_each_possible_cpu(cpu)
-		drops += READ_ONCE(per_cpu_ptr(&enoki_rings, cpu)->drops);
-	return sysfs_emit(buf, "%llu\n", drops);
-}
-ENOKI_ATTR_RO(record_drops);
-
-static ssize_t enoki_abi_version_show(struct kobject *kobj,
-				      struct kobj_attribute *attr, char *buf)
-{
-	return sysfs_emit(buf, "%u\n", ENOKI_ABI_VERSION);
-}
-ENOKI_ATTR_RO(abi_version);
-
-/* Moves whole records from the CPUs' rings to userspace, any order. */
-static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
-				size_t count, loff_t *ppos)
-{
-	size_t done = 0;
-	int cpu;
-
-	mutex_lock(&enoki_record_mutex);
-	for_each_possible_cpu(cpu) {
-		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
-		u64 tail = ring->tail;
-
-		if (!ring->buf)
-			continue;
-		while (count - done >= sizeof(struct enoki_rec)) {
-			struct enoki_rec *rec;
-
-			/* pairs with enoki_ring_commit(): whole records only */
-			if (tail == smp_load_acquire(&ring->head))
-				break;
-			rec = &ring->buf[tail & (ENOKI_REC_ENTRIES - 1)];
-			if (copy_to_user(ubuf + done, rec, sizeof(*rec))) {
-				mutex_unlock(&enoki_record_mutex);
-				return done ?: -EFAULT;
-			}
-			done += sizeof(*rec);
-			tail++;
-			/* the producer may reuse the slot once it sees this */
-			smp_store_release(&ring->tail, tail);
-		}
-	}
-	mutex_unlock(&enoki_record_mutex);
-	*ppos += done;
-	return done;
-}
-
-static const struct file_operations enoki_trace_fops = {
-	.owner	= THIS_MODULE,
-	.read	= enoki_trace_read,
-	.llseek	= noop_llseek,
-};
-
-/* The topology a scheduler sees, as struct enoki_topology. */
-static ssize_t enoki_topology_read(struct file *file, char __user *ubuf,
-				   size_t count, loff_t *ppos)
-{
-	struct enoki_topology *topo;
-	ssize_t ret;
-
-	topo = kvmalloc(sizeof(*topo), GFP_KERNEL);
-	if (!topo)
-		return -ENOMEM;
-	ret = enoki_get_topology(topo);
-	if (!ret)
-		ret = simple_read_from_buffer(ubuf, count, ppos, topo,
-					      sizeof(*topo));
-	kvfree(topo);
-	return ret;
-}
-
-static const struct file_operations enoki_topology_fops = {
-	.owner	= THIS_MODULE,
-	.read	= enoki_topology_read,
-	.llseek	= default_llseek,
-};
-
-static struct attribute *enoki_attrs[] = {
-	&enoki_attr_scheduler.attr,
-	&enoki_attr_module.attr,
-	&enoki_attr_mode.attr,
-	&enoki_attr_state.attr,
-	&enoki_attr_nr_tasks.attr,
-	&enoki_attr_pick_errors.attr,
-	&enoki_attr_balance_errors.attr,
-	&enoki_attr_select_errors.attr,
-	&enoki_attr_migrate_errors.attr,
-	&enoki_attr_rejected.attr,
-	&enoki_attr_last_exit.attr,
-	&enoki_attr_counters.attr,
-	&enoki_attr_record.attr,
-	&enoki_attr_record_drops.attr,
-	&enoki_attr_abi_version.attr,
-	NULL,
-};
-
-static const struct attribute_group enoki_attr_group = {
-	.attrs = enoki_attrs,
-};
-
 static int __init enoki_init(void)
 {
-	struct kobject *kobj;
-	struct dentry *dir;
-	int cpu, ret;
+	int cpu;
 
 	for_each_possible_cpu(cpu) {
 		struct enoki_timer *t = per_cpu_ptr(&enoki_timers, cpu);
@@ -993,19 +634,6 @@ static int __init enoki_init(void)
 		t->timer.function = enoki_timer_fn;
 		t->cpu = cpu;
 	}
-
-	kobj = kobject_create_and_add("enoki", kernel_kobj);
-	if (!kobj)
-		return -ENOMEM;
-	ret = sysfs_create_group(kobj, &enoki_attr_group);
-	if (ret) {
-		kobject_put(kobj);
-		return ret;
-	}
-	dir = debugfs_create_dir("enoki", NULL);
-	debugfs_create_file("trace", 0400, dir, NULL, &enoki_trace_fops);
-	debugfs_create_file("topology", 0444, dir, NULL, &enoki_topology_fops);
-	pr_info("enoki: ready (ABI %u)\n", ENOKI_ABI_VERSION);
 	return 0;
 }
 late_initcall(enoki_init);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Enoki-C message ABI, shared with scheduler modules built on libEnoki.
- * The Rust side is enoki/src/abi.rs; keep the two in sync and bump
- * ENOKI_ABI_VERSION on any change.
+ * This header is the one source: enoki/src/abi.rs mirrors it in Rust and
+ * enoki/abi-check holds the two together (bindgen). Bump ENOKI_ABI_VERSION
+ * on any change.
  */
 #ifndef _KERNEL_SCHED_ENOKI_H
 #define _KERNEL_SCHED_ENOKI_H

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Enoki-C record rings: while recording is on, every message with its
+ * answer and every libEnoki lock event, for replay in userspace.
+ *
+ * Owns: one ring of struct enoki_rec per CPU, enoki_recording and the
+ * global sequence counter. The rings live from the first start to the next
+ * start.
+ *
+ * Locks: a ring has a single producer (its CPU, interrupts off) and a
+ * single consumer (the debugfs trace reader); head and tail are published
+ * with release/acquire pairs and producers never wait: a full ring counts
+ * a drop. enoki_record_mutex serialises start, stop and the trace reader.
+ *
+ * May call: nothing else in Enoki-C. build_policy.c includes this file
+ * before enoki.c, whose call path takes enoki_record_seq() and
+ * enoki_record_msg(), and enoki_sysfs.c, whose files use
+ * enoki_record_set(), enoki_record_drops() and enoki_trace_fops.
+ */
+#include <linux/debugfs.h>
+#include <linux/percpu.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+
+#include "enoki.h"
+
+#define ENOKI_REC_ENTRIES	(1U << 15)	/* 4 MiB per CPU */
+
+struct enoki_ring {
+	struct enoki_rec *buf;
+	u64 head;	/* written by the producer */
+	u64 tail;	/* written by the consumer */
+	u64 drops;
+};
+
+int enoki_recording;
+EXPORT_SYMBOL_GPL(enoki_recording);
+static atomic64_t enoki_seq = ATOMIC64_INIT(0);
+static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
+/* serialises record start/stop and trace readers */
+static DEFINE_MUTEX(enoki_record_mutex);
+
+/* the producers, on the call path and in libEnoki's locks */
+
+static struct enoki_rec *enoki_ring_slot(void)
+{
+	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
+	u64 head = ring->head;
+
+	if (!ring->buf)
+		return NULL;
+	/* pairs with the reader's release: its slots are free to reuse */
+	if (head - smp_load_acquire(&ring->tail) >= ENOKI_REC_ENTRIES) {
+		ring->drops++;
+		return NULL;
+	}
+	return &ring->buf[head & (ENOKI_REC_ENTRIES - 1)];
+}
+
+static void enoki_ring_commit(void)
+{
+	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
+
+	/* pairs with the reader's acquire: the record is complete */
+	smp_store_release(&ring->head, ring->head + 1);
+}
+
+/* Sequence number of a message about to be handed over; 0: not recording */
+static u64 enoki_record_seq(void)
+{
+	if (unlikely(READ_ONCE(enoki_recording)))
+		return atomic64_inc_return(&enoki_seq);
+	return 0;
+}
+
+static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
+{
+	struct enoki_rec *rec = enoki_ring_slot();
+
+	if (!rec)
+		return;
+	rec->seq = seq;
+	rec->cpu = smp_processor_id();
+	rec->type = ENOKI_REC_MSG;
+	rec->addr = 0;
+	rec->time_ns = ktime_get_ns();
+	rec->msg = *msg;
+	enoki_ring_commit();
+}
+
+/**
+ * enoki_record_lock - record a libEnoki lock event while recording
+ * @addr: the lock's address (its identity in the trace)
+ * @acquire: taken (true) or released (false)
+ *
+ * Called with interrupts off from inside a scheduler call.
+ */
+void enoki_record_lock(u64 addr, bool acquire)
+{
+	struct enoki_rec *rec;
+	unsigned long flags;
+
+	if (!READ_ONCE(enoki_recording))
+		return;
+	local_irq_save(flags);
+	rec = enoki_ring_slot();
+	if (rec) {
+		memset(rec, 0, sizeof(*rec));
+		rec->seq = atomic64_inc_return(&enoki_seq);
+		rec->cpu = smp_processor_id();
+		rec->type = acquire ? ENOKI_REC_LOCK_ACQUIRE :
+				      ENOKI_REC_LOCK_RELEASE;
+		rec->addr = addr;
+		rec->time_ns = ktime_get_ns();
+		enoki_ring_commit();
+	}
+	local_irq_restore(flags);
+}
+EXPORT_SYMBOL_GPL(enoki_record_lock);
+
+/* control, behind /sys/kernel/enoki/record and record_drops */
+
+static void enoki_record_stop(void)
+{
+	WRITE_ONCE(enoki_recording, 0);
+	/* producers run with interrupts off: wait until none is inside */
+	synchronize_rcu();
+}
+
+static int enoki_record_start(void)
+{
+	int cpu;
+
+	enoki_record_stop();
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+
+		if (!ring->buf) {
+			ring->buf = vmalloc_array(ENOKI_REC_ENTRIES,
+						  sizeof(*ring->buf));
+			if (!ring->buf)
+				return -ENOMEM;
+		}
+		ring->head = 0;
+		ring->tail = 0;
+		ring->drops = 0;
+	}
+	atomic64_set(&enoki_seq, 0);
+	WRITE_ONCE(enoki_recording, 1);
+	return 0;
+}
+
+/* Starts (@on) or stops recording; 0 or -ENOMEM. */
+static int enoki_record_set(bool on)
+{
+	int ret = 0;
+
+	mutex_lock(&enoki_record_mutex);
+	if (on)
+		ret = enoki_record_start();
+	else
+		enoki_record_stop();
+	mutex_unlock(&enoki_record_mutex);
+	return ret;
+}
+
+/* Events lost to full rings since the last start. */
+static u64 enoki_record_drops(void)
+{
+	u64 drops = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		drops += READ_ONCE(per_cpu_ptr(&enoki_rings, cpu)->drops);
+	return drops;
+}
+
+/*
+ * The consumer, debugfs enoki/trace: moves whole records from the CPUs'
+ * rings to userspace, any order.
+ */
+static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
+				size_t count, loff_t *ppos)
+{
+	size_t done = 0;
+	int cpu;
+
+	mutex_lock(&enoki_record_mutex);
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+		u64 tail = ring->tail;
+
+		if (!ring->buf)
+			continue;
+		while (count - done >= sizeof(struct enoki_rec)) {
+			struct enoki_rec *rec;
+
+			/* pairs with enoki_ring_commit(): whole records only */
+			if (tail == smp_load_acquire(&ring->head))
+				break;
+			rec = &ring->buf[tail & (ENOKI_REC_ENTRIES - 1)];
+			if (copy_to_user(ubuf + done, rec, sizeof(*rec))) {
+				mutex_unlock(&enoki_record_mutex);
+				return done ?: -EFAULT;
+			}
+			done += sizeof(*rec);
+			tail++;
+			/* the producer may reuse the slot once it sees this */
+			smp_store_release(&ring->tail, tail);
+		}
+	}
+	mutex_unlock(&enoki_record_mutex);
+	*ppos += done;
+	return done;
+}
+
+static const struct file_operations enoki_trace_fops = {
+	.owner	= THIS_MODULE,
+	.read	= enoki_trace_read,
+	.llseek	= noop_llseek,
+};

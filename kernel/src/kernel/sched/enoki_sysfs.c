@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Enoki-C status files: /sys/kernel/enoki (the loaded scheduler, its
+ * counters and errors, record control) and debugfs enoki/ (the record
+ * trace, the topology schedulers see).
+ *
+ * Owns: the attributes and files; no state of its own.
+ *
+ * Locks: scheduler, module and last_exit are read under enoki_mutex, which
+ * register and unregister hold while they change them; mode and state test
+ * enoki.ops with READ_ONCE(); counters are per-CPU sums read without a
+ * lock; record control goes through enoki_record_set().
+ *
+ * May call: what enoki_record.c and enoki.c define (build_policy.c
+ * includes them before this file). Nothing else in Enoki-C calls it.
+ */
+#include <linux/debugfs.h>
+#include <linux/kobject.h>
+#include <linux/sysfs.h>
+
+#include "enoki.h"
+
+static u64 enoki_stat_sum(size_t offset)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += *(u64 *)((char *)per_cpu_ptr(&enoki_stats, cpu) + offset);
+	return sum;
+}
+
+#define ENOKI_ATTR_RO(name)						\
+static struct kobj_attribute enoki_attr_##name =			\
+	__ATTR(name, 0444, enoki_##name##_show, NULL)
+
+#define ENOKI_STAT_ATTR(field)						\
+static ssize_t enoki_##field##_show(struct kobject *kobj,		\
+				    struct kobj_attribute *attr,	\
+				    char *buf)				\
+{									\
+	return sysfs_emit(buf, "%llu\n",				\
+		enoki_stat_sum(offsetof(struct enoki_stats, field)));	\
+}									\
+ENOKI_ATTR_RO(field)
+
+ENOKI_STAT_ATTR(pick_errors);
+ENOKI_STAT_ATTR(balance_errors);
+ENOKI_STAT_ATTR(select_errors);
+ENOKI_STAT_ATTR(migrate_errors);
+ENOKI_STAT_ATTR(rejected);
+
+/* a string about the loaded scheduler, read under enoki_mutex */
+#define ENOKI_STR_ATTR(name, value)					\
+static ssize_t enoki_##name##_show(struct kobject *kobj,		\
+				   struct kobj_attribute *attr,		\
+				   char *buf)				\
+{									\
+	ssize_t ret;							\
+									\
+	mutex_lock(&enoki_mutex);					\
+	ret = sysfs_emit(buf, "%s\n", value);				\
+	mutex_unlock(&enoki_mutex);					\
+	return ret;							\
+}									\
+ENOKI_ATTR_RO(name)
+
+ENOKI_STR_ATTR(scheduler, enoki.ops ? enoki.name : "");
+ENOKI_STR_ATTR(module, enoki.ops ? enoki.module : "");
+ENOKI_STR_ATTR(last_exit, enoki.last_exit);
+
+static ssize_t enoki_mode_show(struct kobject *kobj,
+			       struct kobj_attribute *attr, char *buf)
+{
+	if (!READ_ONCE(enoki.ops))
+		return sysfs_emit(buf, "\n");
+	return sysfs_emit(buf, "%s\n",
+			  enoki.mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
+}
+ENOKI_ATTR_RO(mode);
+
+static ssize_t enoki_state_show(struct kobject *kobj,
+				struct kobj_attribute *attr, char *buf)
+{
+	const char *state = "none";
+
+	if (READ_ONCE(enoki.ops))
+		state = READ_ONCE(enoki.ejected) ? "ejected" : "enabled";
+	return sysfs_emit(buf, "%s\n", state);
+}
+ENOKI_ATTR_RO(state);
+
+static ssize_t enoki_nr_tasks_show(struct kobject *kobj,
+				   struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", max(atomic_read(&enoki_nr_tasks), 0));
+}
+ENOKI_ATTR_RO(nr_tasks);
+
+static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
+	[ENOKI_TASK_NEW]		= "task_new",
+	[ENOKI_TASK_WAKEUP]		= "task_wakeup",
+	[ENOKI_TASK_PREEMPT]		= "task_preempt",
+	[ENOKI_TASK_BLOCKED]		= "task_blocked",
+	[ENOKI_TASK_DEAD]		= "task_dead",
+	[ENOKI_TASK_TICK]		= "task_tick",
+	[ENOKI_SELECT_TASK_RQ]		= "select_task_rq",
+	[ENOKI_PICK_NEXT_TASK]		= "pick_next_task",
+	[ENOKI_PNT_ERR]			= "pnt_err",
+	[ENOKI_BALANCE]			= "balance",
+	[ENOKI_BALANCE_ERR]		= "balance_err",
+	[ENOKI_MIGRATE_TASK_RQ]		= "migrate_task_rq",
+	[ENOKI_TASK_PRIO_CHANGED]	= "task_prio_changed",
+	[ENOKI_TASK_AFFINITY_CHANGED]	= "task_affinity_changed",
+};
+
+static ssize_t enoki_counters_show(struct kobject *kobj,
+				   struct kobj_attribute *attr, char *buf)
+{
+	ssize_t len = 0;
+	int kind;
+
+	for (kind = ENOKI_TASK_NEW; kind < ENOKI_MSG_NR; kind++)
+		len += sysfs_emit_at(buf, len, "%s %llu\n", enoki_msg_names[kind],
+				     enoki_stat_sum(offsetof(struct enoki_stats,
+							     msgs[kind])));
+	return len;
+}
+ENOKI_ATTR_RO(counters);
+
+/* record control; the rings and the trace file are enoki_record.c's */
+
+static ssize_t enoki_record_show(struct kobject *kobj,
+				 struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(enoki_recording));
+}
+
+static ssize_t enoki_record_store(struct kobject *kobj,
+				  struct kobj_attribute *attr,
+				  const char *buf, size_t count)
+{
+	bool on;
+	int ret;
+
+	ret = kstrtobool(buf, &on);
+	if (ret)
+		return ret;
+	ret = enoki_record_set(on);
+	return ret ?: count;
+}
+static struct kobj_attribute enoki_attr_record =
+	__ATTR(record, 0644, enoki_record_show, enoki_record_store);
+
+static ssize_t enoki_record_drops_show(struct kobject *kobj,
+				       struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%llu\n", enoki_record_drops());
+}
+ENOKI_ATTR_RO(record_drops);
+
+static ssize_t enoki_abi_version_show(struct kobject *kobj,
+				      struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", ENOKI_ABI_VERSION);
+}
+ENOKI_ATTR_RO(abi_version);
+
+/* The topology a scheduler sees, as struct enoki_topology. */
+static ssize_t enoki_topology_read(struct file *file, char __user *ubuf,
+				   size_t count, loff_t *ppos)
+{
+	struct enoki_topology *topo;
+	ssize_t ret;
+
+	topo = kvmalloc(sizeof(*topo), GFP_KERNEL);
+	if (!topo)
+		return -ENOMEM;
+	ret = enoki_get_topology(topo);
+	if (!ret)
+		ret = simple_read_from_buffer(ubuf, count, ppos, topo,
+					      sizeof(*topo));
+	kvfree(topo);
+	return ret;
+}
+
+static const struct file_operations enoki_topology_fops = {
+	.owner	= THIS_MODULE,
+	.read	= enoki_topology_read,
+	.llseek	= default_llseek,
+};
+
+static struct attribute *enoki_attrs[] = {
+	&enoki_attr_scheduler.attr,
+	&enoki_attr_module.attr,
+	&enoki_attr_mode.attr,
+	&enoki_attr_state.attr,
+	&enoki_attr_nr_tasks.attr,
+	&enoki_attr_pick_errors.attr,
+	&enoki_attr_balance_errors.attr,
+	&enoki_attr_select_errors.attr,
+	&enoki_attr_migrate_errors.attr,
+	&enoki_attr_rejected.attr,
+	&enoki_attr_last_exit.attr,
+	&enoki_attr_counters.attr,
+	&enoki_attr_record.attr,
+	&enoki_attr_record_drops.attr,
+	&enoki_attr_abi_version.attr,
+	NULL,
+};
+
+static const struct attribute_group enoki_attr_group = {
+	.attrs = enoki_attrs,
+};
+
+static int __init enoki_sysfs_init(void)
+{
+	struct kobject *kobj;
+	struct dentry *dir;
+	int ret;
+
+	kobj = kobject_create_and_add("enoki", kernel_kobj);
+	if (!kobj)
+		return -ENOMEM;
+	ret = sysfs_create_group(kobj, &enoki_attr_group);
+	if (ret) {
+		kobject_put(kobj);
+		return ret;
+	}
+	dir = debugfs_create_dir("enoki", NULL);
+	debugfs_create_file("trace", 0400, dir, NULL, &enoki_trace_fops);
+	debugfs_create_file("topology", 0444, dir, NULL, &enoki_topology_fops);
+	pr_info("enoki: ready (ABI %u)\n", ENOKI_ABI_VERSION);
+	return 0;
+}
+late_initcall(enoki_sysfs_init);
