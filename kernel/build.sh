@@ -68,17 +68,25 @@ if [ "$action" = "--pristine" ]; then
 fi
 
 # --- profile: its fragment and the upstream fragments it names ---------------
-profile_cfg="$here/config/profiles/$profile.config"
-[ -f "$profile_cfg" ] || die "unknown profile '$profile' (have: $(cd "$here/config/profiles" && ls *.config | sed 's/\.config$//' | xargs))"
+# A profile can start from another ('# extends: NAME'); its fragments come first.
+profile_chain() { # NAME: the fragment files, base first
+	local f="$here/config/profiles/$1.config" base
+	[ -f "$f" ] || die "unknown profile '$1' (have: $(cd "$here/config/profiles" && ls *.config | sed 's/\.config$//' | xargs))"
+	base=$(sed -n 's/^# extends: *//p' "$f")
+	[ -z "$base" ] || profile_chain "$base"
+	echo "$f"
+}
+profile_cfgs=$(profile_chain "$profile")
 # '# merge: PATH' lines name upstream fragments (relative to the kernel tree).
-upstream_fragments=$(sed -n 's/^# merge: *//p' "$profile_cfg")
+# shellcheck disable=SC2086 # the chain is words
+upstream_fragments=$(sed -n 's/^# merge: *//p' $profile_cfgs)
 if [ "$profile" = vm ]; then link="$top/target/kernel"; else link="$top/target/kernel-$profile"; fi
 
 # --- cache key: what forces a full rebuild ---------------------------------
 bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 [ -x "$bindgen" ] || die "bindgen not found: run 'cargo make deps'"
 [ -x /usr/bin/rustc ] || die "/usr/bin/rustc (Debian rustc-web) not found: run 'cargo make deps'"
-key=$( (echo "$KVER_DEB $profile"; cat "$here/config/enoki.config" "$profile_cfg"; /usr/bin/rustc --version; clang --version | head -1;
+key=$( (echo "$KVER_DEB $profile"; cat "$here/config/enoki.config" $profile_cfgs; /usr/bin/rustc --version; clang --version | head -1;
 	"$bindgen" --version) | sha256sum | cut -c1-16)
 kdir="$cache/kernel-$key"
 src="$kdir/src"
@@ -139,15 +147,16 @@ MAKE=(make -s -C "$src" O="$out" LLVM=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/ru
 
 # --- config ---------------------------------------------------------------
 if [ ! -f "$out/.config" ]; then
-	say "configuring profile $profile (x86_64_defconfig + ${upstream_fragments:+$(echo $upstream_fragments | xargs -n1 basename | xargs) + }enoki.config + profiles/$profile.config)"
+	say "configuring profile $profile (x86_64_defconfig + ${upstream_fragments:+$(echo $upstream_fragments | xargs -n1 basename | xargs) + }enoki.config + $(for f in $profile_cfgs; do echo "profiles/$(basename "$f")"; done | xargs | sed 's/ / + /g'))"
 	mkdir -p "$out"
 	"${MAKE[@]}" x86_64_defconfig >/dev/null
 	# shellcheck disable=SC2086 # the fragment list is words
 	(cd "$src" && KCONFIG_CONFIG="$out/.config" scripts/kconfig/merge_config.sh -m -O "$out" \
-		"$out/.config" $upstream_fragments "$here/config/enoki.config" "$profile_cfg" >/dev/null)
+		"$out/.config" $upstream_fragments "$here/config/enoki.config" $profile_cfgs >/dev/null)
 	"${MAKE[@]}" olddefconfig >/dev/null
 	# Every =y/=n the fragments ask for must survive (a dependency can drop it silently).
-	for want in $(grep -hE '^CONFIG_[A-Z0-9_]+=[yn]$' "$here/config/enoki.config" "$profile_cfg"); do
+	# shellcheck disable=SC2086 # the chain is words
+	for want in $(grep -hE '^CONFIG_[A-Z0-9_]+=[yn]$' "$here/config/enoki.config" $profile_cfgs | tac | awk -F= '!seen[$1]++' | tac); do
 		case "$want" in
 		*=n) grep -q "^${want%=n}=[ym]" "$out/.config" && bad="${want%=n} is still set" || bad="" ;;
 		*) grep -qx "$want" "$out/.config" && bad="" || bad="$want" ;;

@@ -9,13 +9,17 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Largest CPU count a scheduler can address.
 pub const MAX_CPUS: usize = 256;
 /// Largest NUMA node count in [`RawTopology`].
 pub const MAX_NODES: usize = 8;
 /// `u64` words of a CPU mask.
 pub const CPUMASK_WORDS: usize = MAX_CPUS / 64;
+/// Shortest time slice Enoki-C gives a task, whatever the module asks for.
+pub const SLICE_MIN_NS: u64 = 50_000;
+/// Longest time slice Enoki-C gives a task.
+pub const SLICE_MAX_NS: u64 = 1_000_000_000;
 
 /// Message kinds (`Msg::kind`). Plain constants: a C value outside an enum's
 /// range must not be undefined behaviour on the Rust side.
@@ -48,8 +52,12 @@ pub mod kind {
     pub const TASK_PRIO_CHANGED: u32 = 13;
     /// Allowed CPUs changed.
     pub const TASK_AFFINITY_CHANGED: u32 = 14;
+    /// A CPU came online (`cpu` names it).
+    pub const CPU_ONLINE: u32 = 15;
+    /// A CPU is going offline (`cpu` names it).
+    pub const CPU_OFFLINE: u32 = 16;
     /// One past the last kind; sizes the per-kind counters.
-    pub const NR: u32 = 15;
+    pub const NR: u32 = 17;
 
     /// Short names, indexed by kind, as shown in `/sys/kernel/enoki/counters`.
     pub const NAMES: [&str; NR as usize] = [
@@ -68,6 +76,8 @@ pub mod kind {
         "migrate_task_rq",
         "task_prio_changed",
         "task_affinity_changed",
+        "cpu_online",
+        "cpu_offline",
     ];
 }
 
@@ -84,6 +94,9 @@ pub mod flag {
     pub const PREV_RUNNABLE: u32 = 1 << 3;
     /// TASK_WAKEUP: first time the task becomes runnable under Enoki.
     pub const NEW: u32 = 1 << 4;
+    /// Answer to PICK_NEXT_TASK: keep running the previous task (`ret` is
+    /// its pid) for another slice.
+    pub const KEEP_PREV: u32 = 1 << 5;
 }
 
 /// Error codes carried in `Msg::flags` of PNT_ERR / BALANCE_ERR.
@@ -139,8 +152,12 @@ pub struct Msg {
     pub ret_cpu: i32,
     /// Answer: [`ret_err`] bits.
     pub ret_err: u32,
-    /// Answer: time slice for a picked task in ns (0: the module default).
+    /// Answer: time slice for a picked task in ns (0: the module default;
+    /// Enoki-C clamps it to [`SLICE_MIN_NS`]..=[`SLICE_MAX_NS`]).
     pub ret_slice: u64,
+    /// Generation of `pid`: unique to the task while it is in Enoki, so a
+    /// reused pid (a new task) has a different one.
+    pub generation: u64,
 }
 
 impl Msg {
@@ -223,6 +240,9 @@ pub mod rec_type {
     pub const LOCK_ACQUIRE: u32 = 2;
     /// A libEnoki lock was released.
     pub const LOCK_RELEASE: u32 = 3;
+    /// [`RawRec::addr`](super::RawRec::addr) events of this CPU were lost
+    /// to a full ring; `seq` is the first lost event's.
+    pub const GAP: u32 = 4;
 }
 
 /// One entry of Enoki-C's per-CPU record rings, as its debugfs `trace` file
@@ -236,7 +256,7 @@ pub struct RawRec {
     pub cpu: u32,
     /// One of [`rec_type`] (`type` in C).
     pub type_: u32,
-    /// Lock address of the lock events.
+    /// Lock address of the lock events; events lost for a gap.
     pub addr: u64,
     /// CLOCK_MONOTONIC in ns, for timelines only.
     pub time_ns: u64,
@@ -268,24 +288,35 @@ pub struct RawOps {
     pub process: unsafe extern "C" fn(sched: *const core::ffi::c_void, msg: *mut Msg) -> i64,
 }
 
+/// The layout `enoki.h` states with its own static_asserts, checked by
+/// every build (the kernel module's included): a mismatch does not compile.
+/// `enoki-abi-check` compares the rest with bindgen's reading of `enoki.h`.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    macro_rules! at {
+        ($t:ty { $($field:ident: $off:expr),+ $(,)? } size $size:expr) => {
+            $(assert!(offset_of!($t, $field) == $off);)+
+            assert!(size_of::<$t>() == $size);
+        };
+    }
+    at!(Msg {
+        kind: 0, flags: 4, cpu: 8, pid: 12, tgid: 16, task_cpu: 20, runtime: 24, weight: 32,
+        nice: 36, allowed: 40, ret: 72, ret_cpu: 80, ret_err: 84, ret_slice: 88, generation: 96,
+    } size 104);
+    at!(RawCpu { core: 0, llc: 4, node: 8, package: 12 } size 16);
+    at!(RawTopology {
+        nr_cpus: 0, nr_nodes: 4, cpus: 8, distance: 8 + 16 * MAX_CPUS,
+    } size 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
+    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 136);
+    at!(RawOps {
+        abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, name: 20, owner: 56, sched: 64,
+        process: 72,
+    } size 80);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layout_matches_enoki_h() {
-        // The C side has the same static_asserts.
-        assert_eq!(core::mem::size_of::<Msg>(), 96);
-        assert_eq!(core::mem::offset_of!(Msg, allowed), 40);
-        assert_eq!(core::mem::offset_of!(Msg, ret), 72);
-        assert_eq!(core::mem::size_of::<RawCpu>(), 16);
-        assert_eq!(
-            core::mem::size_of::<RawTopology>(),
-            8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES
-        );
-        assert_eq!(core::mem::offset_of!(RawOps, process), 72);
-        assert_eq!(core::mem::size_of::<RawRec>(), 128);
-    }
 
     #[test]
     fn every_kind_has_a_name() {

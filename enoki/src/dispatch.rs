@@ -4,19 +4,31 @@
 //! tests, the simulator and replay run exactly the same path.
 
 use super::abi::{flag, kind, ret_err, Msg};
+use super::collections::{AllocError, TaskMap};
 use super::scheduler::EnokiScheduler;
-use super::types::{CpuId, CpuSet, PickError, PrevTask, Schedulable, TaskInfo};
+use super::sync::SpinLock;
+use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 
 /// A scheduler as libEnoki holds it, with what is needed to check messages.
 pub struct Loaded<S> {
     sched: S,
     nr_cpus: usize,
+    /// The generation of each task the scheduler knows, by pid: a pid can
+    /// name a new task before the last message about its previous owner
+    /// (TASK_DEAD comes at the final put). Messages that change which task
+    /// a pid names (TASK_NEW, TASK_DEAD) are handled under this lock.
+    gens: SpinLock<TaskMap<u64>>,
 }
 
 impl<S: EnokiScheduler> Loaded<S> {
-    /// Wraps a created scheduler for a machine of `nr_cpus` CPUs.
-    pub fn new(sched: S, nr_cpus: usize) -> Self {
-        Loaded { sched, nr_cpus }
+    /// Wraps a created scheduler for a machine of `nr_cpus` CPUs, tracking
+    /// up to `max_tasks` tasks.
+    pub fn new(sched: S, nr_cpus: usize, max_tasks: usize) -> Result<Self, AllocError> {
+        Ok(Loaded {
+            sched,
+            nr_cpus,
+            gens: SpinLock::new(TaskMap::with_capacity(max_tasks)?),
+        })
     }
 
     /// The scheduler itself.
@@ -36,17 +48,7 @@ impl<S: EnokiScheduler> Loaded<S> {
         m.ret_cpu = -1;
         let Some(cpu) = self.cpu(m.cpu) else { return };
         match m.kind {
-            kind::TASK_NEW => {
-                let task = TaskInfo {
-                    pid: m.pid,
-                    tgid: m.tgid,
-                    weight: m.weight,
-                    nice: m.nice,
-                    runtime: m.runtime,
-                    allowed: CpuSet::from_words(m.allowed),
-                };
-                m.ret = if s.task_new(&task).is_ok() { 0 } else { -1 };
-            }
+            kind::TASK_NEW => m.ret = if self.task_new(m) { 0 } else { -1 },
             kind::TASK_WAKEUP | kind::TASK_PREEMPT => {
                 let Some(task_cpu) = self.cpu(m.task_cpu) else {
                     return;
@@ -66,7 +68,7 @@ impl<S: EnokiScheduler> Loaded<S> {
                 m.ret = 0;
             }
             kind::TASK_DEAD => {
-                s.task_dead(m.pid);
+                self.task_dead(m.pid, m.generation);
                 m.ret = 0;
             }
             kind::TASK_TICK => m.ret = s.task_tick(cpu, m.pid, m.runtime) as i64,
@@ -87,7 +89,15 @@ impl<S: EnokiScheduler> Loaded<S> {
                     runtime: m.runtime,
                     runnable: m.flags & flag::PREV_RUNNABLE != 0,
                 });
-                if let Some(token) = s.pick_next_task(cpu, prev) {
+                let picked = s.pick_next_task(cpu, prev);
+                if let (None, Some(prev)) = (&picked, prev) {
+                    if prev.runnable && s.keep_running(cpu, &prev) {
+                        m.flags |= flag::KEEP_PREV;
+                        m.ret = prev.pid as i64;
+                        m.ret_cpu = cpu as i32;
+                    }
+                }
+                if let Some(token) = picked {
                     if token.cpu() != cpu {
                         // Never let a token for another CPU reach the kernel.
                         m.ret_err |= ret_err::WRONG_CPU;
@@ -137,6 +147,54 @@ impl<S: EnokiScheduler> Loaded<S> {
                 s.task_affinity_changed(m.pid, &CpuSet::from_words(m.allowed));
                 m.ret = 0;
             }
+            kind::CPU_ONLINE => {
+                s.cpu_online(cpu);
+                m.ret = 0;
+            }
+            kind::CPU_OFFLINE => {
+                s.cpu_offline(cpu);
+                m.ret = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// TASK_NEW: a pid still held by an older task (its TASK_DEAD not yet
+    /// here) now names a new one, so the old one is dead to the scheduler.
+    fn task_new(&self, m: &Msg) -> bool {
+        let task = TaskInfo {
+            pid: m.pid,
+            tgid: m.tgid,
+            weight: m.weight,
+            nice: m.nice,
+            runtime: m.runtime,
+            allowed: CpuSet::from_words(m.allowed),
+        };
+        let mut gens = self.gens.lock();
+        if gens.get(m.pid).is_some_and(|g| *g != m.generation) {
+            self.sched.task_dead(m.pid);
+            gens.remove(m.pid);
+        }
+        if gens.insert(m.pid, m.generation).is_err() {
+            return false;
+        }
+        let taken = self.sched.task_new(&task).is_ok();
+        if !taken {
+            gens.remove(m.pid);
+        }
+        taken
+    }
+
+    /// TASK_DEAD: only for the task the pid names now; a stale one (its pid
+    /// already reused) is dropped.
+    fn task_dead(&self, pid: Pid, generation: u64) {
+        let mut gens = self.gens.lock();
+        match gens.get(pid) {
+            Some(g) if *g == generation => {
+                gens.remove(pid);
+                self.sched.task_dead(pid);
+            }
+            // Stale, or refused at TASK_NEW: not the scheduler's.
             _ => {}
         }
     }

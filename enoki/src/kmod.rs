@@ -236,7 +236,8 @@ impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
         name[..n].copy_from_slice(&S::NAME.as_bytes()[..n]);
         let mut state = KBox::new(
             State {
-                loaded: Loaded::new(sched, topology.nr_cpus()),
+                loaded: Loaded::new(sched, topology.nr_cpus(), params.max_tasks)
+                    .map_err(|e| init_error(e.into()))?,
                 ops: RawOps {
                     abi_version: abi::ABI_VERSION,
                     mode: params.mode,

@@ -168,6 +168,21 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     /// Allowed CPUs changed; tokens follow through blocked/wakeup.
     fn task_affinity_changed(&self, _pid: Pid, _allowed: &CpuSet) {}
 
+    /// `cpu` found nothing to pick while `prev` is still runnable: `true`
+    /// keeps `prev` running for another slice with no switch at all;
+    /// `false` lets the CPU go idle and hands `prev` back through
+    /// `task_preempt`.
+    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> bool {
+        true
+    }
+
+    /// `cpu` came online: it may be chosen again.
+    fn cpu_online(&self, _cpu: CpuId) {}
+
+    /// `cpu` is going offline: choose it no more. Its runnable tasks move
+    /// through `task_blocked` and `task_wakeup` on another CPU.
+    fn cpu_offline(&self, _cpu: CpuId) {}
+
     /// A user-to-kernel hint queue was created.
     fn register_queue(&self, _queue: QueueId) -> Result<(), TaskError> {
         Err(TaskError::Unsupported)

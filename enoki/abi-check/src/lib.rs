@@ -94,6 +94,7 @@ mod tests {
                     ret_cpu,
                     ret_err,
                     ret_slice,
+                    generation,
                 }
             ),
             layout_diff!(
@@ -168,12 +169,15 @@ mod tests {
             abi::kind::MIGRATE_TASK_RQ => ENOKI_MIGRATE_TASK_RQ,
             abi::kind::TASK_PRIO_CHANGED => ENOKI_TASK_PRIO_CHANGED,
             abi::kind::TASK_AFFINITY_CHANGED => ENOKI_TASK_AFFINITY_CHANGED,
+            abi::kind::CPU_ONLINE => ENOKI_CPU_ONLINE,
+            abi::kind::CPU_OFFLINE => ENOKI_CPU_OFFLINE,
             abi::kind::NR => ENOKI_MSG_NR,
             abi::flag::YIELD => ENOKI_F_YIELD,
             abi::flag::SLEEP => ENOKI_F_SLEEP,
             abi::flag::HAS_PREV => ENOKI_F_HAS_PREV,
             abi::flag::PREV_RUNNABLE => ENOKI_F_PREV_RUNNABLE,
             abi::flag::NEW => ENOKI_F_NEW,
+            abi::flag::KEEP_PREV => ENOKI_F_KEEP_PREV,
             abi::err::WRONG_CPU => ENOKI_ERR_WRONG_CPU,
             abi::err::NOT_QUEUED => ENOKI_ERR_NOT_QUEUED,
             abi::err::AFFINITY => ENOKI_ERR_AFFINITY,
@@ -188,6 +192,9 @@ mod tests {
             abi::rec_type::MSG => ENOKI_REC_MSG,
             abi::rec_type::LOCK_ACQUIRE => ENOKI_REC_LOCK_ACQUIRE,
             abi::rec_type::LOCK_RELEASE => ENOKI_REC_LOCK_RELEASE,
+            abi::rec_type::GAP => ENOKI_REC_GAP,
+            abi::SLICE_MIN_NS => ENOKI_SLICE_MIN_NS,
+            abi::SLICE_MAX_NS => ENOKI_SLICE_MAX_NS,
         ]
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::super::abi::{err, flag, kind, ret_err, Msg};
+use super::super::abi::{err, flag, kind, ret_err, Msg, SLICE_MAX_NS, SLICE_MIN_NS};
 use super::super::dispatch::Loaded;
 use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::super::topology::Topology;
@@ -95,6 +95,8 @@ pub enum TaskState {
 }
 
 struct Task {
+    /// Enoki-C's `p->scx.enoki_gen`: unique to this task.
+    generation: u64,
     allowed: CpuSet,
     runtime: u64,
     state: TaskState,
@@ -116,7 +118,15 @@ pub struct Driver<S: EnokiScheduler> {
     observer: Option<std::boxed::Box<dyn MsgObserver>>,
     runtime_source: Option<std::boxed::Box<dyn RuntimeSource>>,
     pub counters: DriverCounters,
+    /// Last generation handed out.
+    gen_seq: u64,
+    /// Dispatches per CPU, for the refused queue's turn.
+    dispatches: std::vec::Vec<u64>,
 }
+
+/// Every this many dispatches a CPU runs a refused task first, as Enoki-C's
+/// `ENOKI_REFUSED_EVERY`.
+const REFUSED_EVERY: u64 = 8;
 
 impl<S: EnokiScheduler> Driver<S> {
     /// Creates the scheduler as a module load would.
@@ -137,7 +147,7 @@ impl<S: EnokiScheduler> Driver<S> {
         let sched = S::init(&ctx)?;
         let nr = topology.nr_cpus();
         Ok(Driver {
-            loaded: Loaded::new(sched, nr),
+            loaded: Loaded::new(sched, nr, max_tasks)?,
             topology,
             host,
             tasks: BTreeMap::new(),
@@ -147,6 +157,8 @@ impl<S: EnokiScheduler> Driver<S> {
             observer: None,
             runtime_source: None,
             counters: DriverCounters::default(),
+            gen_seq: 0,
+            dispatches: vec![0; nr],
         })
     }
 
@@ -196,6 +208,7 @@ impl<S: EnokiScheduler> Driver<S> {
         let mut m = Msg::new(kind, cpu as i32);
         m.pid = pid;
         if let Some(t) = self.tasks.get(&pid) {
+            m.generation = t.generation;
             m.runtime = self.runtime(pid);
             m.allowed = t.allowed.words();
         }
@@ -220,9 +233,11 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).
     pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent_cpu: CpuId) {
+        self.gen_seq += 1;
         self.tasks.insert(
             pid,
             Task {
+                generation: self.gen_seq,
                 allowed,
                 runtime: 0,
                 state: TaskState::Blocked,
@@ -285,20 +300,22 @@ impl<S: EnokiScheduler> Driver<S> {
         }
     }
 
-    /// Checks a pick the way Enoki-C does before running it.
-    fn check_pick(&self, pid: Pid, cpu: CpuId) -> Result<(), u32> {
-        let t = self.tasks.get(&pid).ok_or(err::NO_TASK)?;
-        if !matches!(t.state, TaskState::Queued { .. }) {
-            return Err(err::NOT_QUEUED);
-        }
+    /// Checks a pick the way Enoki-C does before running it. An error
+    /// comes with where a token for the task is still good: nowhere (-1)
+    /// unless it is only on the wrong CPU.
+    fn check_pick(&self, pid: Pid, cpu: CpuId) -> Result<(), (u32, i32)> {
+        let t = self.tasks.get(&pid).ok_or((err::NO_TASK, -1))?;
+        let TaskState::Queued { cpu: queued } = t.state else {
+            return Err((err::NOT_QUEUED, -1));
+        };
         if !t.allowed.contains(cpu) {
-            return Err(err::AFFINITY);
+            return Err((err::AFFINITY, queued as i32));
         }
         Ok(())
     }
 
-    /// A task refused by the scheduler that may run on `cpu` (sched_ext's
-    /// global queue, consumed before the scheduler is asked).
+    /// A task refused by the scheduler that may run on `cpu` (Enoki-C's
+    /// refused queue).
     fn fallback_task(&self, cpu: CpuId) -> Option<(Pid, u64)> {
         self.tasks
             .iter()
@@ -306,10 +323,26 @@ impl<S: EnokiScheduler> Driver<S> {
             .map(|(p, _)| (*p, self.slice_ns))
     }
 
-    /// Enoki-C's dispatch: pick (handing refused picks back), balance once
-    /// when nothing is there. `prev` is the task still running on `cpu`.
-    /// Returns the task to run and its slice.
+    /// Enoki-C's dispatch: every [`REFUSED_EVERY`]th time a refused task
+    /// first, then the scheduler's picks (handing failed ones back),
+    /// balance once when it has nothing, then refused tasks. `prev` is the
+    /// task still running on `cpu`; `prev` itself comes back when the
+    /// scheduler keeps it running. Returns the task to run and its slice.
     fn dispatch(&mut self, cpu: CpuId, prev: Option<Pid>) -> Option<(Pid, u64)> {
+        let turn = self.dispatches.get_mut(cpu).map(|n| {
+            *n += 1;
+            *n % REFUSED_EVERY == 0
+        });
+        if turn == Some(true) {
+            if let Some(refused) = self.fallback_task(cpu) {
+                return Some(refused);
+            }
+        }
+        self.dispatch_module(cpu, prev)
+            .or_else(|| self.fallback_task(cpu))
+    }
+
+    fn dispatch_module(&mut self, cpu: CpuId, prev: Option<Pid>) -> Option<(Pid, u64)> {
         // A CPU whose task is still runnable has work: it never steals.
         let mut balanced = prev.is_some();
         for attempt in 0..4 {
@@ -320,24 +353,20 @@ impl<S: EnokiScheduler> Driver<S> {
                 m.flags = flag::HAS_PREV | flag::PREV_RUNNABLE;
             }
             self.send(&mut m);
+            if m.ret >= 0 && m.flags & flag::KEEP_PREV != 0 {
+                return prev
+                    .filter(|p| *p as i64 == m.ret)
+                    .map(|p| (p, self.slice(m.ret_slice)));
+            }
             if m.ret >= 0 {
                 let pid = m.ret as Pid;
                 match self.check_pick(pid, cpu) {
-                    Ok(()) => {
-                        return Some((
-                            pid,
-                            if m.ret_slice == 0 {
-                                self.slice_ns
-                            } else {
-                                m.ret_slice
-                            },
-                        ))
-                    }
-                    Err(code) => {
+                    Ok(()) => return Some((pid, self.slice(m.ret_slice))),
+                    Err((code, token_cpu)) => {
                         self.counters.pick_errors += 1;
                         let mut e = Msg::new(kind::PNT_ERR, cpu as i32);
                         e.pid = pid;
-                        e.task_cpu = m.ret_cpu;
+                        e.task_cpu = token_cpu;
                         e.flags = code;
                         self.send(&mut e);
                     }
@@ -365,7 +394,7 @@ impl<S: EnokiScheduler> Driver<S> {
                     self.send(&mut mig);
                     self.set_state(pid, TaskState::Queued { cpu });
                 }
-                Err(code) => {
+                Err((code, _)) => {
                     self.counters.balance_errors += 1;
                     let mut e = Msg::new(kind::BALANCE_ERR, cpu as i32);
                     e.pid = pid;
@@ -378,15 +407,23 @@ impl<S: EnokiScheduler> Driver<S> {
         None
     }
 
-    /// `cpu` needs a task: refused tasks first, then the scheduler's pick,
-    /// then balance. Returns what runs there now (the running task, if any).
+    /// Enoki-C's slice for a pick's answer: the default, or the answer
+    /// clamped to what Enoki-C allows.
+    fn slice(&self, answer: u64) -> u64 {
+        if answer == 0 {
+            self.slice_ns
+        } else {
+            answer.clamp(SLICE_MIN_NS, SLICE_MAX_NS)
+        }
+    }
+
+    /// `cpu` needs a task: [`Self::dispatch`]. Returns what runs there now
+    /// (the running task, if any).
     pub fn schedule(&mut self, cpu: CpuId) -> Option<Pid> {
         if let Some(pid) = self.running(cpu) {
             return Some(pid);
         }
-        let (pid, slice) = self
-            .fallback_task(cpu)
-            .or_else(|| self.dispatch(cpu, None))?;
+        let (pid, slice) = self.dispatch(cpu, None)?;
         Some(self.start(pid, cpu, slice))
     }
 
@@ -411,8 +448,8 @@ impl<S: EnokiScheduler> Driver<S> {
     }
 
     /// The task on `cpu` runs `ns` more and takes a tick. It is preempted
-    /// when its slice is used up or the scheduler asks for it; returns
-    /// whether it was.
+    /// when its slice is used up or the scheduler asks for it, unless the
+    /// scheduler keeps it running; returns whether it stopped running.
     pub fn tick(&mut self, cpu: CpuId, ns: u64) -> bool {
         let Some(pid) = self.running(cpu) else {
             return false;
@@ -424,10 +461,7 @@ impl<S: EnokiScheduler> Driver<S> {
         let mut m = self.msg(kind::TASK_TICK, cpu, pid);
         self.send(&mut m);
         let preempt = self.slice_left[cpu] == 0 || m.ret > 0;
-        if preempt {
-            self.preempt(cpu, false);
-        }
-        preempt
+        preempt && self.preempt(cpu, false) != Some(pid)
     }
 
     /// The task on `cpu` stops running but stays runnable (slice over,
@@ -438,9 +472,14 @@ impl<S: EnokiScheduler> Driver<S> {
     /// on `cpu` now.
     pub fn preempt(&mut self, cpu: CpuId, yielded: bool) -> Option<Pid> {
         let pid = self.running(cpu)?;
-        let next = self
-            .fallback_task(cpu)
-            .or_else(|| self.dispatch(cpu, Some(pid)));
+        let next = self.dispatch(cpu, Some(pid));
+        if let Some((kept, slice)) = next.filter(|(n, _)| *n == pid) {
+            // Kept running: a new slice, no switch, no TASK_PREEMPT.
+            if let Some(left) = self.slice_left.get_mut(cpu) {
+                *left = slice;
+            }
+            return Some(kept);
+        }
         self.running[cpu] = None;
         self.enqueue(
             pid,

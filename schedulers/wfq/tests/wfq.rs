@@ -448,7 +448,7 @@ fn kernel_order_pick_before_preempt_and_refused_picks() {
         args: Args(""),
         services: enoki::user::services(None),
     };
-    let l = Loaded::new(Wfq::init(&ctx).unwrap(), NR_CPUS);
+    let l = Loaded::new(Wfq::init(&ctx).unwrap(), NR_CPUS, ctx.max_tasks).unwrap();
     let send = |kind: u32, pid: i32, runtime: u64, flags: u32| {
         let mut m = Msg::new(kind, 0);
         m.pid = pid;

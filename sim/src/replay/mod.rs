@@ -340,5 +340,6 @@ fn load<S: EnokiScheduler>(header: &TraceHeader) -> Result<Loaded<S>> {
             S::NAME
         )
     })?;
-    Ok(Loaded::new(sched, topology.nr_cpus()))
+    Loaded::new(sched, topology.nr_cpus(), ctx.max_tasks)
+        .map_err(|_| anyhow!("out of memory for {} tasks", ctx.max_tasks))
 }

@@ -4,24 +4,36 @@
  * modules, as an in-kernel client of sched_ext.
  *
  * Every sched_ext operation becomes one synchronous message (struct
- * enoki_msg) handed to the module's process() under a per-scheduler read
- * lock; register and unregister take it for writing.
+ * enoki_msg) handed to the module's process() under this CPU's call lock.
  * Enoki-C accounts task runtime itself and passes it in the messages, checks
  * every decision the module makes before applying it through sched_ext, and
  * lets sched_ext handle migration, bypass, the stall watchdog and ejection.
  *
  * This file: the call path (a sched_ext operation, its message, the check
- * of the answer) and registration, and the services scheduler modules call
- * (kick, timer, log, topology).
+ * of the answer), registration and the scheduler's state, and the services
+ * scheduler modules call (kick, timer, log, topology).
  *
- * Owns: the loaded scheduler (enoki), its per-CPU counters, preemption
- * timers and yield marks.
+ * Owns: the loaded scheduler (enoki), its per-CPU counters, call locks,
+ * preemption timers and yield marks, and each task's Enoki identity
+ * (p->scx.enoki_pid and enoki_gen, set when the task enters Enoki).
  *
- * Locks: enoki_lock is read-held (interrupts off) around every call into
- * the module and write-held only to set or clear enoki.ops. enoki_mutex
- * serialises register and unregister, and the sysfs readers of enoki.*.
- * The sched_ext operations run under the runqueue lock: nothing here
- * sleeps on the call path.
+ * Locks, outermost first:
+ *   enoki_mutex           register and unregister (sleeps; never on the
+ *                         call path)
+ *   rq lock / p->pi_lock  held by sched_ext around most operations
+ *   enoki_call_lock       this CPU's, around every call into the module:
+ *                         a "big reader" lock of per-CPU arch spinlocks
+ *                         (legal under the raw rq lock with interrupts
+ *                         off, never sleeps, even on PREEMPT_RT); whoever
+ *                         changes enoki.ops takes every CPU's (enoki_quiesce())
+ *                         so that no call is in flight or can start
+ *   module locks          libEnoki's spin locks, inside process()
+ *   hrtimer base lock     enoki_set_timer() from inside process()
+ *   enoki_status_lock     state, last_exit and the exit dump; a leaf, also
+ *                         taken by sched_ext's disable worker and the sysfs
+ *                         readers
+ * Lockdep sees the call locks as one lock class (enoki_call_map): shared on
+ * the call path, exclusive in enoki_quiesce().
  *
  * May call: sched_ext internals and the record producer (enoki_record.c).
  * build_policy.c includes enoki_record.c, this file and enoki_sysfs.c in
@@ -37,6 +49,20 @@
 /* picks (and wrong picks) tried per dispatch before giving the CPU away */
 #define ENOKI_PICK_TRIES	4
 #define ENOKI_EXIT_LEN		192
+/* sched_ext's state dump kept after an exit, for debugfs enoki/exit_dump */
+#define ENOKI_EXIT_DUMP_LEN	(32 * 1024)
+/* tasks the module refused wait here; drained when it has nothing to run */
+#define ENOKI_DSQ_REFUSED	1
+/* ...and every this many dispatches ahead of it, so they cannot starve */
+#define ENOKI_REFUSED_EVERY	8
+
+/* What /sys/kernel/enoki/state says. */
+enum enoki_state {
+	ENOKI_NONE,	/* no scheduler */
+	ENOKI_ENABLED,	/* scheduling */
+	ENOKI_EXITED,	/* sched_ext ended it cleanly (sysrq-S, kernel) */
+	ENOKI_EJECTED,	/* sched_ext ejected it for an error or a stall */
+};
 
 struct enoki_stats {
 	u64 msgs[ENOKI_MSG_NR];
@@ -45,6 +71,7 @@ struct enoki_stats {
 	u64 select_errors;
 	u64 migrate_errors;
 	u64 rejected;
+	u64 dispatches;
 };
 
 struct enoki_timer {
@@ -53,24 +80,75 @@ struct enoki_timer {
 };
 
 static struct {
+	/* read under this CPU's call lock, written under all of them */
 	const struct enoki_sched_ops *ops;	/* NULL: none loaded */
 	char name[ENOKI_NAME_LEN];
 	char module[MODULE_NAME_LEN];
 	u32 mode;
 	u64 slice_ns;
-	bool ejected;
+	/* under enoki_status_lock */
+	enum enoki_state state;
 	char last_exit[ENOKI_EXIT_LEN];
+	size_t exit_dump_len;	/* of enoki_exit_dump */
 } enoki;
+static char enoki_exit_dump[ENOKI_EXIT_DUMP_LEN];
 
-/* the call path: read for every message, write to change the scheduler */
-static DEFINE_RWLOCK(enoki_lock);
+static DEFINE_PER_CPU(arch_spinlock_t, enoki_call_lock) =
+	__ARCH_SPIN_LOCK_UNLOCKED;
+static struct lock_class_key enoki_call_key;
+static struct lockdep_map enoki_call_map;
 /* serialises register and unregister, and sysfs readers against them */
 static DEFINE_MUTEX(enoki_mutex);
+static DEFINE_SPINLOCK(enoki_status_lock);
 static DEFINE_PER_CPU(struct enoki_stats, enoki_stats);
 static DEFINE_PER_CPU(struct enoki_timer, enoki_timers);
 /* task that called sched_yield() on this CPU, until it is enqueued */
 static DEFINE_PER_CPU(struct task_struct *, enoki_yielding);
 static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
+static atomic64_t enoki_gen_seq = ATOMIC64_INIT(0);
+
+/* Takes every CPU's call lock: no call into the module is in flight. */
+static void enoki_quiesce(unsigned long *flags)
+{
+	int cpu;
+
+	local_irq_save(*flags);
+	lock_acquire_exclusive(&enoki_call_map, 0, 0, NULL, _RET_IP_);
+	for_each_possible_cpu(cpu)
+		arch_spin_lock(per_cpu_ptr(&enoki_call_lock, cpu));
+}
+
+static void enoki_unquiesce(unsigned long *flags)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		arch_spin_unlock(per_cpu_ptr(&enoki_call_lock, cpu));
+	lock_release(&enoki_call_map, _RET_IP_);
+	local_irq_restore(*flags);
+}
+
+/* Points the call path at @ops (NULL: none) once no call is in flight. */
+static void enoki_set_ops(const struct enoki_sched_ops *ops)
+{
+	unsigned long flags;
+
+	enoki_quiesce(&flags);
+	WRITE_ONCE(enoki.ops, ops);
+	enoki_unquiesce(&flags);
+}
+
+static void enoki_set_state(enum enoki_state state)
+{
+	spin_lock_irq(&enoki_status_lock);
+	enoki.state = state;
+	spin_unlock_irq(&enoki_status_lock);
+}
+
+static u64 enoki_clamp_slice(u64 ns)
+{
+	return clamp_t(u64, ns, ENOKI_SLICE_MIN_NS, ENOKI_SLICE_MAX_NS);
+}
 
 static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 {
@@ -84,39 +162,29 @@ static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 	msg->ret_cpu = -1;
 }
 
-static void enoki_msg_task(struct enoki_msg *msg, struct task_struct *p)
-{
-	unsigned int cpu;
-
-	msg->pid = p->pid;
-	msg->tgid = p->tgid;
-	msg->runtime = p->se.sum_exec_runtime;
-	msg->weight = sched_prio_to_weight[p->static_prio - MAX_RT_PRIO];
-	msg->nice = task_nice(p);
-	for_each_cpu(cpu, p->cpus_ptr) {
-		if (cpu >= ENOKI_MAX_CPUS)
-			break;
-		msg->allowed[cpu / 64] |= 1ULL << (cpu % 64);
-	}
-}
-
 /* Hands @msg to the loaded scheduler; false if there is none. */
 static bool enoki_call(struct enoki_msg *msg)
 {
 	const struct enoki_sched_ops *ops;
 	struct enoki_stats *stats;
+	arch_spinlock_t *lock;
 	unsigned long flags;
 	u64 seq = 0;
 
-	read_lock_irqsave(&enoki_lock, flags);
-	ops = enoki.ops;
+	local_irq_save(flags);
+	lock = this_cpu_ptr(&enoki_call_lock);
+	lock_acquire_shared(&enoki_call_map, 0, 0, NULL, _RET_IP_);
+	arch_spin_lock(lock);
+	ops = READ_ONCE(enoki.ops);
 	if (ops) {
 		seq = enoki_record_seq();
 		ops->process(ops->sched, msg);
 		if (unlikely(seq))
 			enoki_record_msg(seq, msg);
 	}
-	read_unlock_irqrestore(&enoki_lock, flags);
+	arch_spin_unlock(lock);
+	lock_release(&enoki_call_map, _RET_IP_);
+	local_irq_restore(flags);
 	if (!ops)
 		return false;
 
@@ -130,6 +198,64 @@ static bool enoki_call(struct enoki_msg *msg)
 	if (msg->ret_err & ENOKI_RET_BAD_MIGRATE)
 		stats->migrate_errors++;
 	return true;
+}
+
+/* Fills in what the scheduler knows about @p. */
+static void enoki_msg_fill(struct enoki_msg *msg, struct task_struct *p)
+{
+	unsigned int cpu;
+
+	msg->pid = p->scx.enoki_pid;
+	msg->generation = p->scx.enoki_gen;
+	msg->tgid = p->tgid;
+	msg->runtime = p->se.sum_exec_runtime;
+	msg->weight = sched_prio_to_weight[p->static_prio - MAX_RT_PRIO];
+	msg->nice = task_nice(p);
+	for_each_cpu(cpu, p->cpus_ptr) {
+		if (cpu >= ENOKI_MAX_CPUS)
+			break;
+		msg->allowed[cpu / 64] |= 1ULL << (cpu % 64);
+	}
+}
+
+/* Gives @p a fresh identity and introduces it to the scheduler. */
+static void enoki_task_new(struct task_struct *p)
+{
+	struct enoki_msg msg;
+
+	p->scx.enoki_pid = p->pid;
+	p->scx.enoki_gen = atomic64_inc_return(&enoki_gen_seq);
+	enoki_msg_init(&msg, ENOKI_TASK_NEW, smp_processor_id());
+	enoki_msg_fill(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	if (enoki_call(&msg) && msg.ret < 0)
+		this_cpu_inc(enoki_stats.rejected);
+}
+
+/* Tells the scheduler @p (as it knows it) is gone. */
+static void enoki_task_dead(struct task_struct *p)
+{
+	struct enoki_msg msg;
+
+	enoki_msg_init(&msg, ENOKI_TASK_DEAD, smp_processor_id());
+	msg.pid = p->scx.enoki_pid;
+	msg.generation = p->scx.enoki_gen;
+	msg.runtime = p->se.sum_exec_runtime;
+	enoki_call(&msg);
+}
+
+/*
+ * Names @p in @msg. de_thread() gives an exec'ing thread its group
+ * leader's pid while the old leader, holding the thread's pid, waits to
+ * be reaped: to the scheduler the thread is then a new task.
+ */
+static void enoki_msg_task(struct enoki_msg *msg, struct task_struct *p)
+{
+	if (unlikely(p->scx.enoki_pid != p->pid)) {
+		enoki_task_dead(p);
+		enoki_task_new(p);
+	}
+	enoki_msg_fill(msg, p);
 }
 
 /* Can @p be dispatched to @cpu now? 0 or an ENOKI_ERR_* code. */
@@ -149,6 +275,12 @@ static int enoki_check_task(struct task_struct *p, int cpu)
 	return 0;
 }
 
+/*
+ * Tells the scheduler its pick or balance answer for @pid failed with
+ * @err. @task_cpu is where the task's token is still good, or -1 when no
+ * token for it can ever work (the task is gone, running, sleeping or
+ * being dequeued: a fresh token comes with its next wakeup or preemption).
+ */
 static void enoki_send_err(u32 kind, int cpu, s32 pid, s32 task_cpu, int err)
 {
 	struct enoki_msg msg;
@@ -185,6 +317,15 @@ static s32 enoki_op_select_cpu(struct task_struct *p, s32 prev_cpu,
 	return cpu;
 }
 
+/* Wakes an idle CPU that may run @p, to drain the refused queue. */
+static void enoki_kick_idle(struct task_struct *p)
+{
+	s32 cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+
+	if (cpu >= 0)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+}
+
 static void enoki_op_enqueue(struct task_struct *p, u64 enq_flags)
 {
 	struct rq *rq = task_rq(p);
@@ -203,16 +344,17 @@ static void enoki_op_enqueue(struct task_struct *p, u64 enq_flags)
 	}
 
 	if (!enoki_call(&msg) || msg.ret < 0) {
-		/* refused (or no scheduler): run it FIFO outside the module */
+		/* refused (or no scheduler): it runs outside the module */
 		this_cpu_inc(enoki_stats.rejected);
-		scx_bpf_dispatch(p, SCX_DSQ_GLOBAL, enoki.slice_ns, enq_flags);
-		return;
+		scx_bpf_dispatch(p, ENOKI_DSQ_REFUSED, enoki.slice_ns,
+				 enq_flags);
+		enoki_kick_idle(p);
 	}
 
 	/*
 	 * SCX_ENQ_LAST: the CPU found nothing else and is about to leave the
-	 * ext class although @p is still runnable. Make it ask again, now
-	 * that the scheduler holds @p.
+	 * ext class although @p is still runnable. Make it look again, now
+	 * that the scheduler or the refused queue holds @p.
 	 */
 	if (enq_flags & SCX_ENQ_LAST)
 		scx_bpf_kick_cpu(cpu_of(rq), 0);
@@ -242,17 +384,25 @@ static void enoki_op_quiescent(struct task_struct *p, u64 deq_flags)
 		enoki_task_msg(ENOKI_TASK_BLOCKED, p, ENOKI_F_SLEEP);
 }
 
-/* Dispatches task @pid to @cpu's local queue; 0 or an ENOKI_ERR_* code. */
-static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice)
+/*
+ * Dispatches task @pid to @cpu's local queue: 0 or an ENOKI_ERR_* code,
+ * with *@task_cpu set to where a token for it is still good (-1: nowhere).
+ */
+static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice, s32 *task_cpu)
 {
 	struct task_struct *p;
 	int err;
 
+	*task_cpu = -1;
 	rcu_read_lock();
 	p = find_task_by_pid_ns(pid, &init_pid_ns);
 	err = p ? enoki_check_task(p, cpu) : ENOKI_ERR_NO_TASK;
 	if (!err)
-		scx_bpf_dispatch(p, SCX_DSQ_LOCAL, slice ?: enoki.slice_ns, 0);
+		scx_bpf_dispatch(p, SCX_DSQ_LOCAL,
+				 slice ? enoki_clamp_slice(slice) :
+					 enoki.slice_ns, 0);
+	else if (err == ENOKI_ERR_AFFINITY)
+		*task_cpu = task_cpu(p);
 	rcu_read_unlock();
 	return err;
 }
@@ -275,7 +425,8 @@ static bool enoki_balance(int cpu)
 	err = p ? enoki_check_task(p, cpu) : ENOKI_ERR_NO_TASK;
 	if (!err) {
 		enoki_msg_init(&msg, ENOKI_MIGRATE_TASK_RQ, cpu);
-		enoki_msg_task(&msg, p);
+		/* not its rq lock: a new pid is noticed by its own CPU */
+		enoki_msg_fill(&msg, p);
 		msg.task_cpu = cpu;
 	}
 	rcu_read_unlock();
@@ -287,39 +438,81 @@ static bool enoki_balance(int cpu)
 	return true;
 }
 
-static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
+/* The module said to keep running @prev: give it a new slice. */
+static bool enoki_keep_prev(struct task_struct *prev, const struct enoki_msg *msg)
+{
+	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) ||
+	    msg->ret != prev->scx.enoki_pid)
+		return false;
+	prev->scx.slice = msg->ret_slice ? enoki_clamp_slice(msg->ret_slice) :
+					   enoki.slice_ns;
+	/* a yield with nothing else to run is over */
+	if (__this_cpu_read(enoki_yielding) == prev)
+		__this_cpu_write(enoki_yielding, NULL);
+	return true;
+}
+
+enum enoki_pick_result {
+	ENOKI_PICKED,	/* @cpu has a task */
+	ENOKI_EMPTY,	/* the module has nothing for @cpu */
+	ENOKI_RETRY,	/* its answer could not be used: ask again */
+};
+
+/* One pick from the module for @cpu. */
+static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
+					 bool first)
 {
 	struct enoki_msg msg;
+	s32 task_cpu;
+	int err;
+
+	enoki_msg_init(&msg, ENOKI_PICK_NEXT_TASK, cpu);
+	if (prev && first) {
+		msg.flags |= ENOKI_F_HAS_PREV;
+		msg.pid = prev->scx.enoki_pid;
+		msg.generation = prev->scx.enoki_gen;
+		msg.runtime = prev->se.sum_exec_runtime;
+		if (prev->scx.flags & SCX_TASK_QUEUED)
+			msg.flags |= ENOKI_F_PREV_RUNNABLE;
+	}
+	if (!enoki_call(&msg))
+		return ENOKI_EMPTY;
+	if (msg.ret < 0)
+		/* libEnoki refused a token for another CPU: ask again */
+		return msg.ret_err ? ENOKI_RETRY : ENOKI_EMPTY;
+	if (msg.flags & ENOKI_F_KEEP_PREV)
+		return enoki_keep_prev(prev, &msg) ? ENOKI_PICKED : ENOKI_EMPTY;
+	err = enoki_dispatch_pid(cpu, msg.ret, msg.ret_slice, &task_cpu);
+	if (!err)
+		return ENOKI_PICKED;
+	enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, task_cpu, err);
+	return ENOKI_RETRY;
+}
+
+static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
+{
+	struct enoki_stats *stats = this_cpu_ptr(&enoki_stats);
 	/* a CPU whose task is still runnable has work: it never steals */
 	bool balanced = prev && (prev->scx.flags & SCX_TASK_QUEUED);
-	int tries, err;
+	int tries;
 
+	if (!(++stats->dispatches % ENOKI_REFUSED_EVERY) &&
+	    scx_bpf_consume(ENOKI_DSQ_REFUSED))
+		return;
 	for (tries = 0; tries < ENOKI_PICK_TRIES; tries++) {
-		enoki_msg_init(&msg, ENOKI_PICK_NEXT_TASK, cpu);
-		if (prev && !tries) {
-			msg.flags |= ENOKI_F_HAS_PREV;
-			msg.pid = prev->pid;
-			msg.runtime = prev->se.sum_exec_runtime;
-			if (prev->scx.flags & SCX_TASK_QUEUED)
-				msg.flags |= ENOKI_F_PREV_RUNNABLE;
-		}
-		if (!enoki_call(&msg))
+		switch (enoki_pick(cpu, prev, !tries)) {
+		case ENOKI_PICKED:
 			return;
-		if (msg.ret >= 0) {
-			err = enoki_dispatch_pid(cpu, msg.ret, msg.ret_slice);
-			if (!err)
-				return;
-			enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, msg.ret_cpu,
-				       err);
+		case ENOKI_RETRY:
 			continue;
+		case ENOKI_EMPTY:
+			break;
 		}
-		/* libEnoki refused a token for another CPU: ask again */
-		if (msg.ret_err)
-			continue;
 		if (balanced || !enoki_balance(cpu))
-			return;
+			break;
 		balanced = true;
 	}
+	scx_bpf_consume(ENOKI_DSQ_REFUSED);
 }
 
 static void enoki_op_tick(struct task_struct *p)
@@ -327,7 +520,8 @@ static void enoki_op_tick(struct task_struct *p)
 	struct enoki_msg msg;
 
 	enoki_msg_init(&msg, ENOKI_TASK_TICK, smp_processor_id());
-	msg.pid = p->pid;
+	msg.pid = p->scx.enoki_pid;
+	msg.generation = p->scx.enoki_gen;
 	msg.runtime = p->se.sum_exec_runtime;
 	if (enoki_call(&msg) && msg.ret > 0)
 		p->scx.slice = 0;
@@ -355,41 +549,65 @@ static void enoki_op_set_cpumask(struct task_struct *p,
 
 static void enoki_op_enable(struct task_struct *p)
 {
-	struct enoki_msg msg;
-
 	atomic_inc(&enoki_nr_tasks);
-	enoki_msg_init(&msg, ENOKI_TASK_NEW, smp_processor_id());
-	enoki_msg_task(&msg, p);
-	msg.task_cpu = task_cpu(p);
-	if (enoki_call(&msg) && msg.ret < 0)
-		this_cpu_inc(enoki_stats.rejected);
+	enoki_task_new(p);
 }
 
 static void enoki_op_disable(struct task_struct *p)
 {
+	atomic_dec(&enoki_nr_tasks);
+	enoki_task_dead(p);
+}
+
+static void enoki_cpu_msg(u32 kind, s32 cpu)
+{
 	struct enoki_msg msg;
 
-	atomic_dec(&enoki_nr_tasks);
-	enoki_msg_init(&msg, ENOKI_TASK_DEAD, smp_processor_id());
-	msg.pid = p->pid;
-	msg.runtime = p->se.sum_exec_runtime;
+	enoki_msg_init(&msg, kind, cpu);
 	enoki_call(&msg);
+}
+
+static void enoki_op_cpu_online(s32 cpu)
+{
+	enoki_cpu_msg(ENOKI_CPU_ONLINE, cpu);
+}
+
+static void enoki_op_cpu_offline(s32 cpu)
+{
+	enoki_cpu_msg(ENOKI_CPU_OFFLINE, cpu);
+	/* its preemption timer would kick a CPU that is gone */
+	hrtimer_cancel(&per_cpu(enoki_timers, cpu).timer);
+}
+
+static s32 enoki_op_init(void)
+{
+	return scx_bpf_create_dsq(ENOKI_DSQ_REFUSED, NUMA_NO_NODE);
 }
 
 static void enoki_op_exit(struct scx_exit_info *info)
 {
+	enum enoki_state state;
+	ssize_t len;
+
 	/* runs in the disable worker, after sched_ext moved tasks to CFS */
+	state = info->kind >= SCX_EXIT_ERROR ? ENOKI_EJECTED : ENOKI_EXITED;
+	spin_lock_irq(&enoki_status_lock);
+	enoki.state = state;
 	if (info->msg && info->msg[0])
 		snprintf(enoki.last_exit, sizeof(enoki.last_exit), "%s: %s",
 			 info->reason ?: "unknown", info->msg);
 	else
 		strscpy(enoki.last_exit, info->reason ?: "unknown",
 			sizeof(enoki.last_exit));
-	if (info->kind >= SCX_EXIT_ERROR) {
-		WRITE_ONCE(enoki.ejected, true);
+	if (info->dump) {
+		len = strscpy(enoki_exit_dump, info->dump,
+			      sizeof(enoki_exit_dump));
+		enoki.exit_dump_len = len < 0 ? sizeof(enoki_exit_dump) - 1 : len;
+	}
+	spin_unlock_irq(&enoki_status_lock);
+	if (state == ENOKI_EJECTED)
 		pr_err("enoki: scheduler %s ejected: %s\n", enoki.name,
 		       enoki.last_exit);
-	}
 }
 
 static struct sched_ext_ops enoki_scx_ops = {
@@ -404,7 +622,11 @@ static struct sched_ext_ops enoki_scx_ops = {
 	.set_cpumask	= enoki_op_set_cpumask,
 	.enable		= enoki_op_enable,
 	.disable	= enoki_op_disable,
+	.cpu_online	= enoki_op_cpu_online,
+	.cpu_offline	= enoki_op_cpu_offline,
+	.init		= enoki_op_init,
 	.exit		= enoki_op_exit,
+	.exit_dump_len	= ENOKI_EXIT_DUMP_LEN,
 	.name		= "enoki",
 };
 
@@ -522,11 +744,42 @@ static void enoki_clear(void)
 {
 	int cpu;
 
-	write_lock_irq(&enoki_lock);
-	enoki.ops = NULL;
-	write_unlock_irq(&enoki_lock);
+	enoki_set_ops(NULL);
 	for_each_possible_cpu(cpu)
 		hrtimer_cancel(&per_cpu(enoki_timers, cpu).timer);
+}
+
+static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
+{
+	return ops && ops->abi_version == ENOKI_ABI_VERSION && ops->process &&
+	       ops->mode <= ENOKI_MODE_OPT_IN &&
+	       memchr(ops->name, '\0', sizeof(ops->name)) && ops->name[0] &&
+	       (!ops->slice_ns || (ops->slice_ns >= ENOKI_SLICE_MIN_NS &&
+				   ops->slice_ns <= ENOKI_SLICE_MAX_NS)) &&
+	       ops->timeout_ms <= SCX_WATCHDOG_MAX_TIMEOUT / HZ * MSEC_PER_SEC;
+}
+
+/* Makes @ops the loaded scheduler's, before sched_ext calls into it. */
+static void enoki_take(const struct enoki_sched_ops *ops)
+{
+	int cpu;
+
+	strscpy(enoki.name, ops->name, sizeof(enoki.name));
+	strscpy(enoki.module, ops->owner ? module_name(ops->owner) : "",
+		sizeof(enoki.module));
+	enoki.mode = ops->mode;
+	enoki.slice_ns = ops->slice_ns ?: SCX_SLICE_DFL;
+	for_each_possible_cpu(cpu) {
+		memset(per_cpu_ptr(&enoki_stats, cpu), 0,
+		       sizeof(struct enoki_stats));
+		per_cpu(enoki_yielding, cpu) = NULL;
+	}
+	spin_lock_irq(&enoki_status_lock);
+	enoki.state = ENOKI_ENABLED;
+	enoki.last_exit[0] = '\0';
+	enoki.exit_dump_len = 0;
+	spin_unlock_irq(&enoki_status_lock);
+	enoki_set_ops(ops);
 }
 
 /**
@@ -535,49 +788,36 @@ static void enoki_clear(void)
  *       enoki_unregister()
  *
  * Switches tasks to the scheduler (all normal tasks, or only SCHED_EXT ones
- * in opt-in mode) and returns once it runs.
+ * in opt-in mode) and returns once it runs. A scheduler that sched_ext
+ * ended (state exited or ejected) no longer counts as loaded: its module
+ * may stay until it is removed.
  *
- * Return: 0, -EBUSY if a scheduler (Enoki or BPF) is loaded, -EINVAL for
- * bad @ops or when sched_ext refused to enable it (reason in
+ * Return: 0, -EBUSY if a scheduler (Enoki or BPF) is running, -EINVAL for
+ * bad @ops (slice outside 50 us..1 s, watchdog over sched_ext's maximum)
+ * or when sched_ext refused to enable it (reason in
  * /sys/kernel/enoki/last_exit).
  */
 int enoki_register(const struct enoki_sched_ops *ops)
 {
-	int cpu, ret;
+	int ret;
 
-	if (!ops || ops->abi_version != ENOKI_ABI_VERSION || !ops->process ||
-	    ops->mode > ENOKI_MODE_OPT_IN ||
-	    !memchr(ops->name, '\0', sizeof(ops->name)) || !ops->name[0]) {
+	if (!enoki_ops_valid(ops)) {
 		pr_err("enoki: bad scheduler registration (ABI %u, kernel %u)\n",
 		       ops ? ops->abi_version : 0, ENOKI_ABI_VERSION);
 		return -EINVAL;
 	}
 
 	mutex_lock(&enoki_mutex);
-	if (enoki.ops || scx_enabled()) {
+	/* an exit in progress finishes before its state is looked at */
+	kthread_flush_work(&scx_ops_disable_work);
+	if (READ_ONCE(enoki.state) == ENOKI_ENABLED || scx_enabled()) {
 		pr_err("enoki: cannot load %s: scheduler %s is loaded\n",
 		       ops->name, enoki.ops ? enoki.name : "(BPF)");
 		ret = -EBUSY;
 		goto out;
 	}
 
-	strscpy(enoki.name, ops->name, sizeof(enoki.name));
-	strscpy(enoki.module, ops->owner ? module_name(ops->owner) : "",
-		sizeof(enoki.module));
-	enoki.mode = ops->mode;
-	enoki.slice_ns = ops->slice_ns ?: SCX_SLICE_DFL;
-	enoki.ejected = false;
-	enoki.last_exit[0] = '\0';
-	for_each_possible_cpu(cpu) {
-		memset(per_cpu_ptr(&enoki_stats, cpu), 0,
-		       sizeof(struct enoki_stats));
-		per_cpu(enoki_yielding, cpu) = NULL;
-	}
-
-	write_lock_irq(&enoki_lock);
-	enoki.ops = ops;
-	write_unlock_irq(&enoki_lock);
-
+	enoki_take(ops);
 	enoki_scx_ops.flags = SCX_OPS_ENQ_LAST;
 	if (ops->mode == ENOKI_MODE_OPT_IN)
 		enoki_scx_ops.flags |= SCX_OPS_SWITCH_PARTIAL;
@@ -590,6 +830,7 @@ int enoki_register(const struct enoki_sched_ops *ops)
 		pr_err("enoki: enabling %s failed (%d): %s\n", ops->name, ret,
 		       enoki.last_exit);
 		enoki_clear();
+		enoki_set_state(ENOKI_NONE);
 		goto out;
 	}
 	pr_info("enoki: scheduler %s loaded (mode %s)\n", ops->name,
@@ -616,6 +857,7 @@ void enoki_unregister(const struct enoki_sched_ops *ops)
 	scx_ops_disable(SCX_EXIT_UNREG);
 	kthread_flush_work(&scx_ops_disable_work);
 	enoki_clear();
+	enoki_set_state(ENOKI_NONE);
 	pr_info("enoki: scheduler %s unloaded\n", enoki.name);
 	enoki.name[0] = '\0';
 	enoki.module[0] = '\0';
@@ -627,6 +869,8 @@ static int __init enoki_init(void)
 {
 	int cpu;
 
+	lockdep_init_map_wait(&enoki_call_map, "enoki_call_lock",
+			      &enoki_call_key, 0, LD_WAIT_SPIN);
 	for_each_possible_cpu(cpu) {
 		struct enoki_timer *t = per_cpu_ptr(&enoki_timers, cpu);
 

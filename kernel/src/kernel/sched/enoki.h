@@ -11,11 +11,14 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	1
+#define ENOKI_ABI_VERSION	2
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
 #define ENOKI_NAME_LEN		32
+/* time slices Enoki-C applies, whatever a module asks for */
+#define ENOKI_SLICE_MIN_NS	50000ULL	/* 50 us */
+#define ENOKI_SLICE_MAX_NS	1000000000ULL	/* 1 s */
 
 enum enoki_msg_kind {
 	ENOKI_TASK_NEW = 1,
@@ -32,6 +35,8 @@ enum enoki_msg_kind {
 	ENOKI_MIGRATE_TASK_RQ,
 	ENOKI_TASK_PRIO_CHANGED,
 	ENOKI_TASK_AFFINITY_CHANGED,
+	ENOKI_CPU_ONLINE,
+	ENOKI_CPU_OFFLINE,
 	ENOKI_MSG_NR,
 };
 
@@ -41,6 +46,8 @@ enum enoki_msg_kind {
 #define ENOKI_F_HAS_PREV	(1U << 2)
 #define ENOKI_F_PREV_RUNNABLE	(1U << 3)
 #define ENOKI_F_NEW		(1U << 4)
+/* answer to PICK_NEXT_TASK: keep running the previous task (ret = its pid) */
+#define ENOKI_F_KEEP_PREV	(1U << 5)
 
 /* error codes in enoki_msg.flags of PNT_ERR and BALANCE_ERR */
 #define ENOKI_ERR_WRONG_CPU	1
@@ -59,7 +66,11 @@ enum enoki_msg_kind {
 #define ENOKI_KICK_RESCHED	0
 #define ENOKI_KICK_PREEMPT	1
 
-/* One call into the scheduler and its answer; plain data, recordable. */
+/*
+ * One call into the scheduler and its answer; plain data, recordable.
+ * A task is named by @pid and @generation together: @generation is unique
+ * to the task while it is in Enoki, so a reused pid is a different task.
+ */
 struct enoki_msg {
 	u32 kind;
 	u32 flags;
@@ -75,8 +86,9 @@ struct enoki_msg {
 	s32 ret_cpu;
 	u32 ret_err;
 	u64 ret_slice;
+	u64 generation;
 };
-static_assert(sizeof(struct enoki_msg) == 96);
+static_assert(sizeof(struct enoki_msg) == 104);
 
 struct enoki_cpu_topo {
 	s32 core;
@@ -97,6 +109,7 @@ enum enoki_rec_type {
 	ENOKI_REC_MSG = 1,		/* @msg: a call with its answer */
 	ENOKI_REC_LOCK_ACQUIRE,		/* @addr: a libEnoki lock was taken */
 	ENOKI_REC_LOCK_RELEASE,		/* @addr: ... and released */
+	ENOKI_REC_GAP,			/* @addr events of this CPU were lost, from @seq on */
 };
 
 struct enoki_rec {
@@ -107,7 +120,7 @@ struct enoki_rec {
 	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
 	struct enoki_msg msg;
 };
-static_assert(sizeof(struct enoki_rec) == 128);
+static_assert(sizeof(struct enoki_rec) == 136);
 
 struct module;
 
@@ -131,7 +144,10 @@ void enoki_set_timer(int cpu, u64 ns);
 void enoki_cancel_timer(int cpu);
 void enoki_log(int level, const char *msg, size_t len);
 
-/* non-zero while recording; libEnoki tests it before enoki_record_lock() */
+/*
+ * Non-zero while recording, published with release once the rings are
+ * ready; libEnoki reads it with acquire before enoki_record_lock().
+ */
 extern int enoki_recording;
 void enoki_record_lock(u64 addr, bool acquire);
 

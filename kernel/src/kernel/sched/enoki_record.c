@@ -4,13 +4,17 @@
  * answer and every libEnoki lock event, for replay in userspace.
  *
  * Owns: one ring of struct enoki_rec per CPU, enoki_recording and the
- * global sequence counter. The rings live from the first start to the next
- * start.
+ * global sequence counter. The rings live from a start until the trace
+ * has been read to its end with recording off (or stop finds them empty).
+ * Events lost to a full ring leave a gap record in their place, with the
+ * number lost, so that replay knows where its trace has a hole.
  *
  * Locks: a ring has a single producer (its CPU, interrupts off) and a
  * single consumer (the debugfs trace reader); head and tail are published
  * with release/acquire pairs and producers never wait: a full ring counts
- * a drop. enoki_record_mutex serialises start, stop and the trace reader.
+ * a drop. enoki_recording is published with release after the rings are
+ * set up and read with acquire. enoki_record_mutex serialises start, stop
+ * and the trace reader.
  *
  * May call: nothing else in Enoki-C. build_policy.c includes this file
  * before enoki.c, whose call path takes enoki_record_seq() and
@@ -31,6 +35,8 @@ struct enoki_ring {
 	u64 head;	/* written by the producer */
 	u64 tail;	/* written by the consumer */
 	u64 drops;
+	u64 lost;	/* drops not yet reported by a gap record */
+	u64 lost_seq;	/* sequence number of the first of them */
 };
 
 int enoki_recording;
@@ -42,50 +48,70 @@ static DEFINE_MUTEX(enoki_record_mutex);
 
 /* the producers, on the call path and in libEnoki's locks */
 
-static struct enoki_rec *enoki_ring_slot(void)
+static void enoki_ring_commit(struct enoki_ring *ring)
+{
+	/* pairs with the reader's acquire: the record is complete */
+	smp_store_release(&ring->head, ring->head + 1);
+}
+
+static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr)
+{
+	rec->seq = seq;
+	rec->cpu = smp_processor_id();
+	rec->type = type;
+	rec->addr = addr;
+	rec->time_ns = ktime_get_ns();
+}
+
+/*
+ * The slot for this CPU's next record, numbered @seq; NULL if the ring is
+ * full. If events were lost, a gap record goes first, numbered like the
+ * first lost event: it stands where they would have been.
+ */
+static struct enoki_rec *enoki_ring_slot(u64 seq)
 {
 	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
-	u64 head = ring->head;
+	struct enoki_rec *rec;
+	u64 used;
 
 	if (!ring->buf)
 		return NULL;
 	/* pairs with the reader's release: its slots are free to reuse */
-	if (head - smp_load_acquire(&ring->tail) >= ENOKI_REC_ENTRIES) {
+	used = ring->head - smp_load_acquire(&ring->tail);
+	if (used + (ring->lost ? 2 : 1) > ENOKI_REC_ENTRIES) {
 		ring->drops++;
+		if (!ring->lost++)
+			ring->lost_seq = seq;
 		return NULL;
 	}
-	return &ring->buf[head & (ENOKI_REC_ENTRIES - 1)];
-}
-
-static void enoki_ring_commit(void)
-{
-	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
-
-	/* pairs with the reader's acquire: the record is complete */
-	smp_store_release(&ring->head, ring->head + 1);
+	if (ring->lost) {
+		rec = &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
+		memset(rec, 0, sizeof(*rec));
+		enoki_rec_init(rec, ring->lost_seq, ENOKI_REC_GAP, ring->lost);
+		enoki_ring_commit(ring);
+		ring->lost = 0;
+	}
+	return &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
 }
 
 /* Sequence number of a message about to be handed over; 0: not recording */
 static u64 enoki_record_seq(void)
 {
-	if (unlikely(READ_ONCE(enoki_recording)))
+	/* pairs with enoki_record_start(): the rings are ready */
+	if (unlikely(smp_load_acquire(&enoki_recording)))
 		return atomic64_inc_return(&enoki_seq);
 	return 0;
 }
 
 static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 {
-	struct enoki_rec *rec = enoki_ring_slot();
+	struct enoki_rec *rec = enoki_ring_slot(seq);
 
 	if (!rec)
 		return;
-	rec->seq = seq;
-	rec->cpu = smp_processor_id();
-	rec->type = ENOKI_REC_MSG;
-	rec->addr = 0;
-	rec->time_ns = ktime_get_ns();
+	enoki_rec_init(rec, seq, ENOKI_REC_MSG, 0);
 	rec->msg = *msg;
-	enoki_ring_commit();
+	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 }
 
 /**
@@ -99,20 +125,18 @@ void enoki_record_lock(u64 addr, bool acquire)
 {
 	struct enoki_rec *rec;
 	unsigned long flags;
+	u64 seq;
 
-	if (!READ_ONCE(enoki_recording))
+	if (!smp_load_acquire(&enoki_recording))
 		return;
 	local_irq_save(flags);
-	rec = enoki_ring_slot();
+	seq = atomic64_inc_return(&enoki_seq);
+	rec = enoki_ring_slot(seq);
 	if (rec) {
 		memset(rec, 0, sizeof(*rec));
-		rec->seq = atomic64_inc_return(&enoki_seq);
-		rec->cpu = smp_processor_id();
-		rec->type = acquire ? ENOKI_REC_LOCK_ACQUIRE :
-				      ENOKI_REC_LOCK_RELEASE;
-		rec->addr = addr;
-		rec->time_ns = ktime_get_ns();
-		enoki_ring_commit();
+		enoki_rec_init(rec, seq, acquire ? ENOKI_REC_LOCK_ACQUIRE :
+						   ENOKI_REC_LOCK_RELEASE, addr);
+		enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 	}
 	local_irq_restore(flags);
 }
@@ -120,11 +144,40 @@ EXPORT_SYMBOL_GPL(enoki_record_lock);
 
 /* control, behind /sys/kernel/enoki/record and record_drops */
 
+static bool enoki_rings_empty(void)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+
+		if (ring->buf && ring->head != ring->tail)
+			return false;
+	}
+	return true;
+}
+
+/* With recording off and nothing left to read, the rings go. */
+static void enoki_rings_free_if_done(void)
+{
+	int cpu;
+
+	if (READ_ONCE(enoki_recording) || !enoki_rings_empty())
+		return;
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+
+		vfree(ring->buf);
+		ring->buf = NULL;
+	}
+}
+
 static void enoki_record_stop(void)
 {
 	WRITE_ONCE(enoki_recording, 0);
 	/* producers run with interrupts off: wait until none is inside */
 	synchronize_rcu();
+	enoki_rings_free_if_done();
 }
 
 static int enoki_record_start(void)
@@ -144,9 +197,11 @@ static int enoki_record_start(void)
 		ring->head = 0;
 		ring->tail = 0;
 		ring->drops = 0;
+		ring->lost = 0;
 	}
 	atomic64_set(&enoki_seq, 0);
-	WRITE_ONCE(enoki_recording, 1);
+	/* pairs with the producers' acquire: the rings are ready */
+	smp_store_release(&enoki_recording, 1);
 	return 0;
 }
 
@@ -209,6 +264,8 @@ static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
 			smp_store_release(&ring->tail, tail);
 		}
 	}
+	if (!done)
+		enoki_rings_free_if_done();
 	mutex_unlock(&enoki_record_mutex);
 	*ppos += done;
 	return done;

@@ -6,10 +6,12 @@
  *
  * Owns: the attributes and files; no state of its own.
  *
- * Locks: scheduler, module and last_exit are read under enoki_mutex, which
- * register and unregister hold while they change them; mode and state test
- * enoki.ops with READ_ONCE(); counters are per-CPU sums read without a
- * lock; record control goes through enoki_record_set().
+ * Locks: scheduler and module are read under enoki_mutex, which register
+ * and unregister hold while they change them; state, last_exit and the
+ * exit dump under enoki_status_lock, which sched_ext's disable worker
+ * takes to set them; mode tests enoki.ops with READ_ONCE(); counters are
+ * per-CPU sums read without a lock; record control goes through
+ * enoki_record_set().
  *
  * May call: what enoki_record.c and enoki.c define (build_policy.c
  * includes them before this file). Nothing else in Enoki-C calls it.
@@ -67,7 +69,18 @@ ENOKI_ATTR_RO(name)
 
 ENOKI_STR_ATTR(scheduler, enoki.ops ? enoki.name : "");
 ENOKI_STR_ATTR(module, enoki.ops ? enoki.module : "");
-ENOKI_STR_ATTR(last_exit, enoki.last_exit);
+
+static ssize_t enoki_last_exit_show(struct kobject *kobj,
+				    struct kobj_attribute *attr, char *buf)
+{
+	ssize_t ret;
+
+	spin_lock_irq(&enoki_status_lock);
+	ret = sysfs_emit(buf, "%s\n", enoki.last_exit);
+	spin_unlock_irq(&enoki_status_lock);
+	return ret;
+}
+ENOKI_ATTR_RO(last_exit);
 
 static ssize_t enoki_mode_show(struct kobject *kobj,
 			       struct kobj_attribute *attr, char *buf)
@@ -82,11 +95,18 @@ ENOKI_ATTR_RO(mode);
 static ssize_t enoki_state_show(struct kobject *kobj,
 				struct kobj_attribute *attr, char *buf)
 {
-	const char *state = "none";
+	static const char * const names[] = {
+		[ENOKI_NONE]	= "none",
+		[ENOKI_ENABLED]	= "enabled",
+		[ENOKI_EXITED]	= "exited",
+		[ENOKI_EJECTED]	= "ejected",
+	};
+	enum enoki_state state;
 
-	if (READ_ONCE(enoki.ops))
-		state = READ_ONCE(enoki.ejected) ? "ejected" : "enabled";
-	return sysfs_emit(buf, "%s\n", state);
+	spin_lock_irq(&enoki_status_lock);
+	state = enoki.state;
+	spin_unlock_irq(&enoki_status_lock);
+	return sysfs_emit(buf, "%s\n", names[state]);
 }
 ENOKI_ATTR_RO(state);
 
@@ -112,6 +132,8 @@ static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
 	[ENOKI_MIGRATE_TASK_RQ]		= "migrate_task_rq",
 	[ENOKI_TASK_PRIO_CHANGED]	= "task_prio_changed",
 	[ENOKI_TASK_AFFINITY_CHANGED]	= "task_affinity_changed",
+	[ENOKI_CPU_ONLINE]		= "cpu_online",
+	[ENOKI_CPU_OFFLINE]		= "cpu_offline",
 };
 
 static ssize_t enoki_counters_show(struct kobject *kobj,
@@ -190,6 +212,32 @@ static const struct file_operations enoki_topology_fops = {
 	.llseek	= default_llseek,
 };
 
+/* sched_ext's state dump from the last ejection */
+static ssize_t enoki_exit_dump_read(struct file *file, char __user *ubuf,
+				    size_t count, loff_t *ppos)
+{
+	size_t len;
+	ssize_t ret;
+	char *copy;
+
+	copy = kvmalloc(ENOKI_EXIT_DUMP_LEN, GFP_KERNEL);
+	if (!copy)
+		return -ENOMEM;
+	spin_lock_irq(&enoki_status_lock);
+	len = enoki.exit_dump_len;
+	memcpy(copy, enoki_exit_dump, len);
+	spin_unlock_irq(&enoki_status_lock);
+	ret = simple_read_from_buffer(ubuf, count, ppos, copy, len);
+	kvfree(copy);
+	return ret;
+}
+
+static const struct file_operations enoki_exit_dump_fops = {
+	.owner	= THIS_MODULE,
+	.read	= enoki_exit_dump_read,
+	.llseek	= default_llseek,
+};
+
 static struct attribute *enoki_attrs[] = {
 	&enoki_attr_scheduler.attr,
 	&enoki_attr_module.attr,
@@ -230,6 +278,8 @@ static int __init enoki_sysfs_init(void)
 	dir = debugfs_create_dir("enoki", NULL);
 	debugfs_create_file("trace", 0400, dir, NULL, &enoki_trace_fops);
 	debugfs_create_file("topology", 0444, dir, NULL, &enoki_topology_fops);
+	debugfs_create_file("exit_dump", 0400, dir, NULL,
+			    &enoki_exit_dump_fops);
 	pr_info("enoki: ready (ABI %u)\n", ENOKI_ABI_VERSION);
 	return 0;
 }
