@@ -8,7 +8,11 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
-out="$top/target/rootfs"
+# ENOKI_PROFILE=NAME: the modules of kernel profile NAME, into target/rootfs-NAME
+profile=${ENOKI_PROFILE:-vm}
+sfx=""
+[ "$profile" = vm ] || sfx="-$profile"
+out="$top/target/rootfs$sfx"
 stage="$out/stage"
 say() { echo "rootfs: $*"; }
 warn() { echo "rootfs: warning: $*" >&2; }
@@ -62,8 +66,8 @@ libs() { ldd "$1" 2>/dev/null | awk '/=> \//{print $3} /^\t\/.*ld-linux/{print $
 all_libs=$(for t in "${tools[@]}"; do libs "${t#*:}"; done | sort -u)
 
 modules=()
-if compgen -G "$top/target/modules/*.ko" >/dev/null; then
-	modules=("$top"/target/modules/*.ko)
+if compgen -G "$top/target/modules$sfx/*.ko" >/dev/null; then
+	modules=("$top"/target/modules"$sfx"/*.ko)
 fi
 
 # --- up-to-date check over every input --------------------------------------

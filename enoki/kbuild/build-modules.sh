@@ -16,13 +16,18 @@
 # recognises a scheduler module by.
 #
 # `build-modules.sh --prune` only removes what is no longer built (no kernel
-# needed); ENOKI_TOP names another tree (for tests).
+# needed); ENOKI_TOP names another tree (for tests). ENOKI_PROFILE=NAME
+# builds against another kernel profile (target/kernel-NAME, see
+# kernel/build.sh) into target/modules-NAME.
 set -euo pipefail
 
 top=${ENOKI_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
-kdir="$top/target/kernel"
-gen="$top/target/kbuild"
-out="$top/target/modules"
+profile=${ENOKI_PROFILE:-vm}
+sfx=""
+[ "$profile" = vm ] || sfx="-$profile"
+kdir="$top/target/kernel$sfx"
+gen="$top/target/kbuild$sfx"
+out="$top/target/modules$sfx"
 mkdir -p "$gen" "$out"
 # One build at a time: two makes in the same module directory corrupt it.
 exec 9>"$gen/.lock"
@@ -58,7 +63,7 @@ for d in "$gen"/*/; do
 done
 [ "${1:-}" = --prune ] && exit 0
 
-[ -f "$kdir/Module.symvers" ] || { echo "modules: no kernel build at $kdir: run 'cargo make kernel'" >&2; exit 1; }
+[ -f "$kdir/Module.symvers" ] || { echo "modules: no kernel build at $kdir: run 'cargo make kernel${sfx}'" >&2; exit 1; }
 bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 
 # write_if_changed FILE: stdin to FILE, keeping the mtime when equal

@@ -199,3 +199,119 @@ impl<S: EnokiScheduler> Loaded<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::scheduler::{InitContext, InitError, NoHint, TaskError};
+
+    /// Remembers every call that changes which tasks it knows, and picks
+    /// nothing.
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<(&'static str, Pid)>>);
+
+    impl Calls {
+        fn note(&self, what: &'static str, pid: Pid) {
+            self.0.lock().unwrap().push((what, pid));
+        }
+        fn take(&self) -> Vec<(&'static str, Pid)> {
+            core::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    impl EnokiScheduler for Calls {
+        const NAME: &'static str = "calls";
+        type Hint = NoHint;
+        type RevHint = NoHint;
+        type UpgradeState = ();
+        fn init(_: &InitContext<'_>) -> Result<Self, InitError> {
+            Ok(Calls::default())
+        }
+        fn pick_next_task(&self, _: CpuId, _: Option<PrevTask>) -> Option<Schedulable> {
+            None
+        }
+        fn pnt_err(&self, _: CpuId, _: Pid, _: PickError, _: Option<Schedulable>) {}
+        fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
+            self.note("new", task.pid);
+            Ok(())
+        }
+        fn task_wakeup(&self, _: Pid, _: u64, _: Schedulable) -> Result<(), Schedulable> {
+            Ok(())
+        }
+        fn task_preempt(&self, _: Pid, _: u64, _: bool, _: Schedulable) -> Result<(), Schedulable> {
+            Ok(())
+        }
+        fn task_blocked(&self, _: Pid, _: u64, _: CpuId, _: bool) {}
+        fn task_dead(&self, pid: Pid) {
+            self.note("dead", pid);
+        }
+        fn cpu_online(&self, cpu: CpuId) {
+            self.note("online", cpu as Pid);
+        }
+        fn cpu_offline(&self, cpu: CpuId) {
+            self.note("offline", cpu as Pid);
+        }
+    }
+
+    fn loaded() -> Loaded<Calls> {
+        Loaded::new(Calls::default(), 4, 16).unwrap()
+    }
+
+    fn task_msg(kind: u32, pid: Pid, generation: u64) -> Msg {
+        let mut m = Msg::new(kind, 0);
+        m.pid = pid;
+        m.generation = generation;
+        m
+    }
+
+    #[test]
+    fn a_stale_task_dead_after_pid_reuse_is_dropped() {
+        let l = loaded();
+        l.handle(&mut task_msg(kind::TASK_NEW, 7, 1));
+        // pid 7 is reused before the first task's final put
+        l.handle(&mut task_msg(kind::TASK_NEW, 7, 2));
+        l.handle(&mut task_msg(kind::TASK_DEAD, 7, 1));
+        assert_eq!(
+            l.scheduler().take(),
+            [("new", 7), ("dead", 7), ("new", 7)],
+            "the old task is dead to the scheduler once its pid names a new one; its own \
+             TASK_DEAD then must not kill the new one"
+        );
+        l.handle(&mut task_msg(kind::TASK_DEAD, 7, 2));
+        assert_eq!(l.scheduler().take(), [("dead", 7)]);
+    }
+
+    #[test]
+    fn a_pick_with_nothing_else_keeps_a_runnable_prev_running() {
+        let l = loaded();
+        let mut m = Msg::new(kind::PICK_NEXT_TASK, 1);
+        m.pid = 9;
+        m.flags = flag::HAS_PREV | flag::PREV_RUNNABLE;
+        l.handle(&mut m);
+        assert_ne!(m.flags & flag::KEEP_PREV, 0);
+        assert_eq!((m.ret, m.ret_cpu), (9, 1));
+
+        let mut sleeping = Msg::new(kind::PICK_NEXT_TASK, 1);
+        sleeping.pid = 9;
+        sleeping.flags = flag::HAS_PREV;
+        l.handle(&mut sleeping);
+        assert_eq!(sleeping.flags & flag::KEEP_PREV, 0);
+        assert_eq!(sleeping.ret, -1, "a sleeping prev cannot be kept");
+    }
+
+    #[test]
+    fn cpu_hotplug_reaches_the_scheduler() {
+        let l = loaded();
+        l.handle(&mut Msg::new(kind::CPU_OFFLINE, 3));
+        l.handle(&mut Msg::new(kind::CPU_ONLINE, 3));
+        l.handle(&mut Msg::new(kind::CPU_ONLINE, 4));
+        assert_eq!(
+            l.scheduler().take(),
+            [("offline", 3), ("online", 3)],
+            "CPU 4 is outside the topology"
+        );
+    }
+}

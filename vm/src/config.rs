@@ -109,16 +109,22 @@ impl VmConfig {
         Ok(Self::with_root(crate::find_root()?))
     }
 
-    /// Defaults for an explicit workspace root.
+    /// Defaults for an explicit workspace root. The kernel and initrd are
+    /// those of kernel profile `ENOKI_PROFILE` (default `vm`; another
+    /// profile NAME boots `target/kernel-NAME` with `target/rootfs-NAME`).
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
+        let suffix = match std::env::var("ENOKI_PROFILE") {
+            Ok(p) if !p.is_empty() && p != "vm" => format!("-{p}"),
+            _ => String::new(),
+        };
         let accel = std::env::var("ENOKI_ACCEL")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(Accel::Auto);
         Self {
-            kernel: root.join("target/kernel/arch/x86/boot/bzImage"),
-            initrd: root.join("target/rootfs/initrd.gz"),
+            kernel: root.join(format!("target/kernel{suffix}/arch/x86/boot/bzImage")),
+            initrd: root.join(format!("target/rootfs{suffix}/initrd.gz")),
             root,
             cpus: 8,
             sockets: 2,

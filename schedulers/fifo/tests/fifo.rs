@@ -150,9 +150,17 @@ fn a_full_scheduler_rejects_and_the_task_still_runs() {
     assert_eq!(d.state(116), Some(TaskState::Fallback));
     assert_eq!(
         d.schedule(0),
-        Some(116),
-        "rejected tasks run FIFO outside the scheduler first"
+        Some(100),
+        "the scheduler's own tasks run before refused ones"
     );
+    // A refused task gets every 8th dispatch of its CPU: it cannot starve.
+    let next: Vec<_> = (0..8)
+        .map(|_| {
+            d.block(0);
+            d.schedule(0)
+        })
+        .collect();
+    assert_eq!(next.iter().filter(|p| **p == Some(116)).count(), 1, "{next:?}");
 }
 
 #[test]
