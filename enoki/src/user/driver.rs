@@ -581,4 +581,15 @@ impl<S: EnokiScheduler> Driver<S> {
             self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
         }
     }
+
+    /// CPU hotplug: `cpu` goes offline (`online` false) or comes back, as
+    /// sched_ext's `cpu_offline`/`cpu_online` tell Enoki-C.
+    pub fn set_cpu_online(&mut self, cpu: CpuId, online: bool) {
+        let kind = if online {
+            kind::CPU_ONLINE
+        } else {
+            kind::CPU_OFFLINE
+        };
+        self.send(&mut Msg::new(kind, cpu as i32));
+    }
 }

@@ -35,11 +35,23 @@ pub struct Fifo {
     /// atomics: every read and write is then a lock event, so lock-ordered
     /// replay of a kernel trace sees the values the kernel run saw.
     idle: FixedVec<SpinLock<bool>>,
+    /// CPUs taken offline: never chosen, never idle.
+    offline: FixedVec<SpinLock<bool>>,
 }
 
 impl Fifo {
     fn is_idle(&self, cpu: CpuId) -> bool {
-        self.idle.get(cpu).is_some_and(|i| *i.lock())
+        self.is_online(cpu) && self.idle.get(cpu).is_some_and(|i| *i.lock())
+    }
+
+    fn is_online(&self, cpu: CpuId) -> bool {
+        self.offline.get(cpu).is_some_and(|o| !*o.lock())
+    }
+
+    fn set_offline(&self, cpu: CpuId, offline: bool) {
+        if let Some(o) = self.offline.get(cpu) {
+            *o.lock() = offline;
+        }
     }
 
     fn set_idle(&self, cpu: CpuId, idle: bool) {
@@ -108,6 +120,7 @@ impl EnokiScheduler for Fifo {
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             idle: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
+            offline: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
         })
     }
 
@@ -170,8 +183,12 @@ impl EnokiScheduler for Fifo {
         if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
             return prev_cpu;
         }
-        self.nearest(prev_cpu)
-            .find(|c| allowed.contains(*c) && self.is_idle(*c))
+        let near = || self.nearest(prev_cpu).filter(|c| allowed.contains(*c));
+        // An idle CPU, else prev if it is still online, else any online one.
+        near()
+            .find(|c| self.is_idle(*c))
+            .or_else(|| Some(prev_cpu).filter(|c| allowed.contains(*c) && self.is_online(*c)))
+            .or_else(|| near().find(|c| self.is_online(*c)))
             .unwrap_or(prev_cpu)
     }
 
@@ -216,6 +233,14 @@ impl EnokiScheduler for Fifo {
         if let Some(a) = self.tasks.lock().get_mut(pid) {
             *a = *allowed;
         }
+    }
+
+    fn cpu_online(&self, cpu: CpuId) {
+        self.set_offline(cpu, false);
+    }
+
+    fn cpu_offline(&self, cpu: CpuId) {
+        self.set_offline(cpu, true);
     }
 }
 

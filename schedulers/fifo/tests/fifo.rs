@@ -160,7 +160,11 @@ fn a_full_scheduler_rejects_and_the_task_still_runs() {
             d.schedule(0)
         })
         .collect();
-    assert_eq!(next.iter().filter(|p| **p == Some(116)).count(), 1, "{next:?}");
+    assert_eq!(
+        next.iter().filter(|p| **p == Some(116)).count(),
+        1,
+        "{next:?}"
+    );
 }
 
 #[test]
@@ -177,4 +181,24 @@ fn exit_drops_every_trace_of_the_task() {
         d.spawn(pid, only(1), 0, 1);
     }
     assert_eq!(d.counters.rejected, 0);
+}
+
+#[test]
+fn an_offline_cpu_is_never_chosen() {
+    let mut d = driver(64);
+    all_idle(&mut d);
+    d.set_cpu_online(1, false);
+    let mut near = CpuSet::empty();
+    near.insert(0);
+    near.insert(1);
+    // Task 1 last ran on CPU 1, which is gone: it wakes on CPU 0.
+    d.spawn(1, near, 0, 1);
+    assert_eq!(d.state(1), Some(TaskState::Queued { cpu: 0 }));
+    assert_eq!(d.counters.select_errors, 0);
+    d.set_cpu_online(1, true);
+    assert_eq!(d.schedule(0), Some(1));
+    assert_eq!(d.schedule(1), None);
+    // CPU 0 is busy; CPU 1 is back online and idle.
+    d.spawn(2, near, 0, 0);
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 1 }));
 }

@@ -27,7 +27,11 @@ fn a_task_that_blocks_while_queued_leaves_a_token_that_fails_once() {
     d.set_nice(2, 5);
     assert_eq!(d.schedule(0), Some(1));
     d.block(0);
-    assert_eq!(d.schedule(0), Some(2), "the old token still names a queued task");
+    assert_eq!(
+        d.schedule(0),
+        Some(2),
+        "the old token still names a queued task"
+    );
     d.block(0);
     assert_eq!(d.schedule(0), None, "the second token fails: 2 sleeps");
     assert_eq!(d.counters.pick_errors, 1);
@@ -47,7 +51,10 @@ fn a_dead_tasks_token_is_refused_and_never_comes_back() {
     assert_eq!(d.schedule(0), None, "2's token fails: no such task");
     assert_eq!(d.counters.pick_errors, 1);
     assert_eq!(d.schedule(0), None);
-    assert_eq!(d.counters.pick_errors, 1, "the dead token was not handed back");
+    assert_eq!(
+        d.counters.pick_errors, 1,
+        "the dead token was not handed back"
+    );
 }
 
 #[test]
@@ -58,12 +65,20 @@ fn a_queued_token_for_a_cpu_no_longer_allowed_is_rehomed() {
     // queues it on CPU 1 with a new one.
     d.set_affinity(1, only(1));
     assert_eq!(d.state(1), Some(TaskState::Queued { cpu: 1 }));
-    assert_eq!(d.schedule(0), None, "the stale CPU 0 tokens cannot run there");
+    assert_eq!(
+        d.schedule(0),
+        None,
+        "the stale CPU 0 tokens cannot run there"
+    );
     let rehomed = d.counters.pick_errors;
     assert!(rehomed >= 1);
     assert_eq!(d.schedule(1), Some(1));
     d.block(1);
-    assert_eq!(d.schedule(1), None, "the re-homed stale tokens name a sleeping task");
+    assert_eq!(
+        d.schedule(1),
+        None,
+        "the re-homed stale tokens name a sleeping task"
+    );
     let dropped = d.counters.pick_errors;
     assert_eq!(d.schedule(1), None);
     assert_eq!(d.schedule(0), None);
