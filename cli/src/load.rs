@@ -165,6 +165,15 @@ pub fn loaded_scheduler(sysfs: &Path) -> Result<Option<String>, Error> {
     read_attr(sysfs, "scheduler")
 }
 
+/// Whether the loaded scheduler has ended (sched_ext exited or ejected it)
+/// while its module is still in memory: it no longer counts as loaded.
+pub fn scheduler_ended(sysfs: &Path) -> Result<bool, Error> {
+    Ok(matches!(
+        read_attr(sysfs, "state")?.as_deref(),
+        Some("exited" | "ejected")
+    ))
+}
+
 /// Checks everything that can be checked before asking the kernel, and
 /// returns the module file to load.
 pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
@@ -180,7 +189,9 @@ pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
         });
     }
     if let Some(loaded) = loaded_scheduler(&paths.sysfs)? {
-        return Err(Error::AlreadyLoaded(loaded));
+        if !scheduler_ended(&paths.sysfs)? {
+            return Err(Error::AlreadyLoaded(loaded));
+        }
     }
     Ok(ko)
 }
@@ -188,6 +199,11 @@ pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
 /// Loads scheduler `sched` with `params`. The caller checks for root.
 pub fn load(paths: &Paths, sched: &str, params: &LoadParams) -> Result<(), Error> {
     let ko = preflight(paths, sched)?;
+    // A scheduler that ended leaves its module behind: it goes first (it
+    // may be the very module being loaded again).
+    if loaded_scheduler(&paths.sysfs)?.is_some() {
+        crate::unload::unload(paths)?;
+    }
     let file = File::open(&ko).map_err(|e| Error::io(&ko, e))?;
     // KeyValue and the numeric fields cannot contain NUL.
     let values = CString::new(params.to_module_params()).expect("no NUL in module params");
@@ -349,6 +365,21 @@ mod tests {
             msg.starts_with("unknown scheduler 'fifo'; no schedulers found in "),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_scheduler_that_ended_does_not_block_a_load() {
+        let f = fake();
+        fs::write(f.paths.sysfs.join("scheduler"), "fifo\n").unwrap();
+        for state in ["exited", "ejected"] {
+            fs::write(f.paths.sysfs.join("state"), format!("{state}\n")).unwrap();
+            assert!(preflight(&f.paths, "badpick").is_ok(), "{state}");
+        }
+        fs::write(f.paths.sysfs.join("state"), "enabled\n").unwrap();
+        assert!(matches!(
+            preflight(&f.paths, "badpick"),
+            Err(Error::AlreadyLoaded(_))
+        ));
     }
 
     #[test]

@@ -277,17 +277,17 @@ static int enoki_check_task(struct task_struct *p, int cpu)
 
 /*
  * Tells the scheduler its pick or balance answer for @pid failed with
- * @err. @task_cpu is where the task's token is still good, or -1 when no
+ * @err. @token_cpu is where the task's token is still good, or -1 when no
  * token for it can ever work (the task is gone, running, sleeping or
  * being dequeued: a fresh token comes with its next wakeup or preemption).
  */
-static void enoki_send_err(u32 kind, int cpu, s32 pid, s32 task_cpu, int err)
+static void enoki_send_err(u32 kind, int cpu, s32 pid, s32 token_cpu, int err)
 {
 	struct enoki_msg msg;
 
 	enoki_msg_init(&msg, kind, cpu);
 	msg.pid = pid;
-	msg.task_cpu = task_cpu;
+	msg.task_cpu = token_cpu;
 	msg.flags = err;
 	enoki_call(&msg);
 	if (kind == ENOKI_PNT_ERR)
@@ -386,14 +386,14 @@ static void enoki_op_quiescent(struct task_struct *p, u64 deq_flags)
 
 /*
  * Dispatches task @pid to @cpu's local queue: 0 or an ENOKI_ERR_* code,
- * with *@task_cpu set to where a token for it is still good (-1: nowhere).
+ * with *@token_cpu set to where a token for it is still good (-1: nowhere).
  */
-static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice, s32 *task_cpu)
+static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice, s32 *token_cpu)
 {
 	struct task_struct *p;
 	int err;
 
-	*task_cpu = -1;
+	*token_cpu = -1;
 	rcu_read_lock();
 	p = find_task_by_pid_ns(pid, &init_pid_ns);
 	err = p ? enoki_check_task(p, cpu) : ENOKI_ERR_NO_TASK;
@@ -402,7 +402,7 @@ static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice, s32 *task_cpu)
 				 slice ? enoki_clamp_slice(slice) :
 					 enoki.slice_ns, 0);
 	else if (err == ENOKI_ERR_AFFINITY)
-		*task_cpu = task_cpu(p);
+		*token_cpu = task_cpu(p);
 	rcu_read_unlock();
 	return err;
 }
@@ -463,7 +463,7 @@ static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 					 bool first)
 {
 	struct enoki_msg msg;
-	s32 task_cpu;
+	s32 token_cpu;
 	int err;
 
 	enoki_msg_init(&msg, ENOKI_PICK_NEXT_TASK, cpu);
@@ -482,10 +482,10 @@ static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 		return msg.ret_err ? ENOKI_RETRY : ENOKI_EMPTY;
 	if (msg.flags & ENOKI_F_KEEP_PREV)
 		return enoki_keep_prev(prev, &msg) ? ENOKI_PICKED : ENOKI_EMPTY;
-	err = enoki_dispatch_pid(cpu, msg.ret, msg.ret_slice, &task_cpu);
+	err = enoki_dispatch_pid(cpu, msg.ret, msg.ret_slice, &token_cpu);
 	if (!err)
 		return ENOKI_PICKED;
-	enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, task_cpu, err);
+	enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, token_cpu, err);
 	return ENOKI_RETRY;
 }
 
