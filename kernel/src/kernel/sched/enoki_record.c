@@ -127,6 +127,7 @@ void enoki_record_lock(u64 addr, bool acquire)
 	unsigned long flags;
 	u64 seq;
 
+	/* pairs with enoki_record_start(): the rings are ready */
 	if (!smp_load_acquire(&enoki_recording))
 		return;
 	local_irq_save(flags);
