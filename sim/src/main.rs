@@ -480,6 +480,7 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             "scheduler": rep.scheduler, "recorded_scheduler": header.scheduler, "build_id": header.build_id,
             "messages": rep.messages, "lock_events": rep.lock_events, "seq_gaps": rep.seq_gaps,
             "notices": rep.notices, "divergence": d, "read_error": rep.read_error.as_ref().map(|e| e.to_string()),
+            "gap": rep.gap,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -501,10 +502,22 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             rep.messages
         );
     }
-    Ok(match (&rep.divergence, &rep.read_error) {
-        (Some(_), _) => 1,
-        (None, Some(_)) => 2,
-        (None, None) => {
+    if let (Some(g), None) = (&rep.gap, &rep.divergence) {
+        let line = format!(
+            "{g}: replay stopped there; no divergence in the {} messages before it",
+            rep.messages
+        );
+        if a.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(match (&rep.divergence, &rep.read_error, &rep.gap) {
+        (Some(_), _, _) => 1,
+        (None, Some(_), _) => 2,
+        (None, None, Some(_)) => 3,
+        (None, None, None) => {
             if !a.json {
                 println!("no divergence");
             }

@@ -69,7 +69,7 @@ pub fn write(path: &std::path::Path, doc: &Value) -> anyhow::Result<()> {
 
 /// Rebuilds who ran where from recorded messages alone: a pick starts a
 /// slice on its CPU; a refused pick, a preempt, a block, a death or the next
-/// pick there ends it. Without recorded times, one sequence number counts as
+/// pick there (unless it keeps the task running) ends it. Without recorded times, one sequence number counts as
 /// 1 µs.
 #[derive(Default)]
 pub struct TimelineBuilder {
@@ -114,6 +114,10 @@ impl TimelineBuilder {
 
     fn msg(&mut self, m: &Msg, cpu: CpuId, at: u64) {
         match m.kind {
+            // Kept running: no switch, the slice goes on.
+            kind::PICK_NEXT_TASK
+                if m.flags & flag::KEEP_PREV != 0
+                    && self.open.get(&cpu).is_some_and(|(p, _)| *p as i64 == m.ret) => {}
             kind::PICK_NEXT_TASK => {
                 self.close(cpu, at);
                 if m.ret >= 0 && m.ret_err == 0 {

@@ -282,3 +282,88 @@ fn import_a_kernel_recording_and_replay_it() {
     let o = import();
     assert!(text(&o).1.contains("not an enoki topology dump"));
 }
+
+#[test]
+fn a_kernel_recording_with_a_gap_replays_up_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_trace = dir.path().join("sim.enk");
+    let o = sim(&[
+        "--spec",
+        "examples/mixed.toml",
+        "--duration-ms",
+        "30",
+        "--record",
+        sim_trace.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    // CPU 1's ring was full for 4 of its events from the middle of its
+    // records on: the next one wrote a gap record first.
+    let mut reader = enoki_sim::trace::TraceReader::open(&sim_trace).unwrap();
+    let header = reader.header().clone();
+    let mut by_cpu: Vec<Vec<enoki_sim::trace::Record>> = vec![Vec::new(); 4];
+    for r in &mut reader {
+        let r = r.unwrap();
+        by_cpu[r.cpu as usize].push(r);
+    }
+    let cpu1 = &mut by_cpu[1];
+    let at = cpu1.len() / 2;
+    let seq = cpu1[at].seq;
+    cpu1[at].event = enoki_sim::trace::Event::Gap { lost: 4 };
+    cpu1.drain(at + 1..at + 4);
+    let raw = dir.path().join("trace.bin");
+    let bytes: Vec<u8> = by_cpu
+        .iter()
+        .flatten()
+        .flat_map(|r| r.to_kernel())
+        .collect();
+    std::fs::write(&raw, bytes).unwrap();
+    let topo = dir.path().join("topology.bin");
+    std::fs::write(
+        &topo,
+        enoki_sim::trace::topology_to_kernel(&header.topology),
+    )
+    .unwrap();
+    let out = dir.path().join("kernel.enk");
+    let (raw, topo, out) = (
+        raw.to_str().unwrap(),
+        topo.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let o = sim(&[
+        "import",
+        raw,
+        "--topology",
+        topo,
+        "--sched",
+        "fifo",
+        "--dropped",
+        "4",
+        "-o",
+        out,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    let gap = format!("trace has a gap: 4 events lost on CPU 1 at seq {seq}: replay stopped there");
+    for extra in [None, Some("--by-locks")] {
+        let o = sim(&["replay", out].into_iter().chain(extra).collect::<Vec<_>>());
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{extra:?}: {stdout}{stderr}");
+        assert!(stdout.contains(&gap), "{extra:?}: {stdout}");
+        assert!(!stdout.contains("divergence at"), "{stdout}");
+    }
+    let o = sim(&["replay", out, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["gap"]["seq"], seq);
+    assert_eq!(
+        (v["gap"]["cpu"].as_u64(), v["gap"]["lost"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let o = sim(&["dump", out]);
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.contains(&format!(
+            "seq {seq:>8} cpu   1  gap: 4 events of this CPU lost"
+        )),
+        "{stdout}"
+    );
+}

@@ -11,8 +11,8 @@ use enoki_fifo::Fifo;
 use enoki_sim::check::Props;
 use enoki_sim::perfetto::TimelineBuilder;
 use enoki_sim::registry;
-use enoki_sim::replay::{replay, ReplayOptions};
-use enoki_sim::trace::{Event, Record, TraceReader};
+use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions, TraceGap};
+use enoki_sim::trace::{Event, Record, TraceHeader, TraceReader, TraceWriter};
 
 use common::{mixed_spec, quiet, record, Flaky, LockFlaky};
 
@@ -281,7 +281,7 @@ fn records_carry_cpu_seq_and_time() {
     let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
     let mut last_seq = 0;
     let mut last_time = 0;
-    let mut held: Option<u64> = None;
+    let mut held: Vec<u64> = Vec::new();
     for r in TraceReader::new(Cursor::new(&bytes)).unwrap() {
         let r = r.unwrap();
         // Numbered from 1 without gaps, like Enoki-C's recorder.
@@ -290,17 +290,22 @@ fn records_carry_cpu_seq_and_time() {
         assert!(r.cpu < 4);
         match r.event {
             Event::Msg(m) => {
-                assert_eq!(
-                    held, None,
-                    "every lock of a call is released before the next call"
+                assert!(
+                    held.is_empty(),
+                    "every lock of a call is released before the next call: {held:x?}"
                 );
                 if m.kind == kind::TASK_TICK || m.kind == kind::PICK_NEXT_TASK {
                     assert_eq!(m.cpu as u32, r.cpu, "a tick or pick runs on its own CPU");
                 }
             }
-            // FIFO never holds two locks at once.
-            Event::LockAcquire { addr } => assert_eq!(held.replace(addr), None),
-            Event::LockRelease { addr } => assert_eq!(held.take(), Some(addr)),
+            // libEnoki's task-generation lock is held around FIFO's in
+            // task_new and task_dead: locks nest, innermost released first.
+            Event::LockAcquire { addr } => {
+                assert!(!held.contains(&addr), "{addr:#x} taken twice");
+                held.push(addr);
+            }
+            Event::LockRelease { addr } => assert_eq!(held.pop(), Some(addr)),
+            Event::Gap { .. } => panic!("the simulator's recorder loses nothing"),
         }
         last_seq = r.seq;
         last_time = r.time_ns;
@@ -314,7 +319,21 @@ fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
     // every two consecutive calls made on different CPUs that way.
     quiet();
     let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let (header, order, interleaved) = interleaved(&bytes);
+    assert!(interleaved > 100, "{interleaved}");
+    let bytes = write(&header, &order);
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert!(rep.lock_events > 0);
+}
+
+/// A simulated trace laid out as a kernel recorder may see it: every two
+/// consecutive calls made on different CPUs overlap (both messages, then
+/// their lock events alternating), renumbered. Also returns how many pairs
+/// overlap.
+fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
+    let mut reader = TraceReader::new(Cursor::new(bytes)).unwrap();
     let header = reader.header().clone();
     let mut calls: Vec<Vec<Record>> = Vec::new();
     for r in &mut reader {
@@ -345,18 +364,146 @@ fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
             }
         }
     }
-    assert!(interleaved > 100, "{interleaved}");
-    let mut w =
-        enoki_sim::trace::TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
-    for (seq, mut r) in order.into_iter().enumerate() {
+    for (seq, r) in order.iter_mut().enumerate() {
         r.seq = seq as u64 + 1;
-        w.write(&r).unwrap();
     }
-    let bytes = w.finish().unwrap().into_inner();
-    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    (header, order, interleaved)
+}
+
+/// A trace of `records` (in sequence order).
+fn write(header: &TraceHeader, records: &[Record]) -> Vec<u8> {
+    let mut w = TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
+    for r in records {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// `records` as Enoki-C records them when the ring of `records[at]`'s CPU
+/// is full for that record and the `lost - 1` after it on its CPU: a gap
+/// record in the first one's place, the others gone.
+fn lose(records: &[Record], at: usize, lost: usize) -> (Vec<Record>, TraceGap) {
+    let first = records[at];
+    let gap = TraceGap {
+        seq: first.seq,
+        cpu: first.cpu,
+        lost: lost as u64,
+    };
+    let mut out = records[..at].to_vec();
+    out.push(Record {
+        event: Event::Gap { lost: gap.lost },
+        ..first
+    });
+    let on_cpu = records[at..].iter().filter(|r| r.cpu == first.cpu);
+    let last_lost = on_cpu.clone().nth(lost - 1).unwrap().seq;
+    out.extend(
+        records[at + 1..]
+            .iter()
+            .filter(|r| r.cpu != first.cpu || r.seq > last_lost),
+    );
+    (out, gap)
+}
+
+/// Messages of `records` before sequence number `seq`.
+fn messages_before(records: &[Record], seq: u64) -> u64 {
+    records
+        .iter()
+        .filter(|r| r.seq < seq && matches!(r.event, Event::Msg(_)))
+        .count() as u64
+}
+
+#[test]
+fn a_gap_stops_the_replay_and_is_reported() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let recs = normalized(&bytes);
+    let header = TraceReader::new(Cursor::new(&bytes))
+        .unwrap()
+        .header()
+        .clone();
+    // CPU 2 loses a lock release and what follows it: the call before the
+    // gap never finishes in the trace.
+    let at = (recs.len() / 2..recs.len())
+        .find(|&i| recs[i].cpu == 2 && matches!(recs[i].event, Event::LockRelease { .. }))
+        .unwrap();
+    let (lossy, gap) = lose(&recs, at, 5);
+    let mut reader = TraceReader::new(Cursor::new(write(&header, &lossy))).unwrap();
     let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
     assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
-    assert!(rep.lock_events > 0);
+    assert!(rep.read_error.is_none());
+    assert_eq!(rep.gap, Some(gap));
+    assert_eq!(rep.messages, messages_before(&recs, gap.seq));
+    assert!(rep.messages > 100);
+    assert_eq!(
+        gap.to_string(),
+        format!("trace has a gap: 5 events lost on CPU 2 at seq {}", gap.seq)
+    );
+}
+
+#[test]
+fn a_gap_stops_the_lock_ordered_replay_with_calls_cut_short() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let (header, order, _) = interleaved(&bytes);
+    // Mid-trace, two overlapping calls (messages of two CPUs, then their
+    // lock events alternating): the second CPU loses its call's release.
+    let pair = (order.len() / 2..order.len() - 4)
+        .find(|&i| {
+            let w = &order[i..i + 4];
+            matches!(w[0].event, Event::Msg(_))
+                && matches!(w[1].event, Event::Msg(_))
+                && w[0].cpu != w[1].cpu
+                && matches!(w[2].event, Event::LockAcquire { .. })
+                && matches!(w[3].event, Event::LockAcquire { .. })
+        })
+        .unwrap();
+    let cpu = order[pair + 1].cpu;
+    let at = (pair + 4..order.len())
+        .find(|&i| order[i].cpu == cpu && matches!(order[i].event, Event::LockRelease { .. }))
+        .unwrap();
+    let (lossy, gap) = lose(&order, at, 3);
+    let mut reader = TraceReader::new(Cursor::new(write(&header, &lossy))).unwrap();
+    let rep = replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert_eq!(rep.gap, Some(gap));
+    assert_eq!(rep.messages, messages_before(&order, gap.seq));
+    // The sequential replay agrees.
+    let mut reader = TraceReader::new(Cursor::new(write(&header, &lossy))).unwrap();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert_eq!(rep.gap, Some(gap));
+}
+
+#[test]
+fn a_changed_keep_running_answer_diverges() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let header = TraceReader::new(Cursor::new(&bytes))
+        .unwrap()
+        .header()
+        .clone();
+    let mut recs = normalized(&bytes);
+    let kept = recs
+        .iter()
+        .position(|r| {
+            matches!(r.event, Event::Msg(m) if m.kind == kind::PICK_NEXT_TASK
+                && m.flags & enoki::abi::flag::KEEP_PREV != 0)
+        })
+        .expect("FIFO keeps a task running when nothing else waits");
+    let mut reader = TraceReader::new(Cursor::new(write(&header, &recs))).unwrap();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    // The same pid picked, but as a switch: another answer.
+    let Event::Msg(m) = &mut recs[kept].event else {
+        unreachable!()
+    };
+    m.flags &= !enoki::abi::flag::KEEP_PREV;
+    let mut reader = TraceReader::new(Cursor::new(write(&header, &recs))).unwrap();
+    let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    let d = rep.divergence.expect("keep_prev is part of the answer");
+    assert_eq!(d.record.seq, recs[kept].seq);
+    assert!(d.actual.keep_prev && !d.expected.keep_prev, "{d}");
+    assert!(d.to_string().contains("keep_prev"), "{d}");
 }
 
 #[test]

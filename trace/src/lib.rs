@@ -4,12 +4,12 @@
 //!
 //! All integers are little-endian. A file is a header, then blocks.
 //!
-//! Header (`FORMAT_VERSION` 1):
+//! Header (`FORMAT_VERSION` 2):
 //!
 //! | off | size | field                                                    |
 //! |-----|------|----------------------------------------------------------|
 //! | 0   | 8    | magic `b"ENOKITRC"`                                      |
-//! | 8   | 4    | format version (u32, 1)                                  |
+//! | 8   | 4    | format version (u32, 2)                                  |
 //! | 12  | 4    | header length in bytes, magic to CRC inclusive (u32)     |
 //! | 16  | 4    | ABI version of the messages (`enoki::abi::ABI_VERSION`)  |
 //! | 20  | 4    | flags (u32): bit 0 `HEADER_LOCKS`, lock events recorded  |
@@ -44,21 +44,27 @@
 //! A data block's payload (uncompressed) is records back to back. Every record starts with
 //! the same 24 bytes: type (u8), flags (u8), record length incl. this prefix
 //! (u16), calling CPU (u32), global sequence number (u64, one counter for all
-//! record types and CPUs: gaps are dropped events), time (u64 ns, 0 if not
-//! known). Then:
+//! record types and CPUs: missing numbers are events the recorder lost),
+//! time (u64 ns, 0 if not known). Then:
 //!
-//! - type 1, message (length 120): the 96-byte `enoki::abi::Msg` exactly as
-//!   its `#[repr(C)]` layout on a little-endian machine ([`msg_to_bytes`]),
-//!   answer included.
+//! - type 1, message (length 24 + [`MSG_BYTES`] = 128): the 104-byte
+//!   `enoki::abi::Msg` exactly as its `#[repr(C)]` layout on a little-endian
+//!   machine ([`msg_to_bytes`]), answer and task generation included.
 //! - type 2, lock acquired / type 3, lock released (length 40): lock address
 //!   (u64), then 8 reserved bytes (0).
+//! - type 4, gap (length 40): events of the record's CPU that were lost to
+//!   a full ring (u64, at least 1), then 8 reserved bytes (0). Its sequence
+//!   number is the first lost event's, so it stands where they would have
+//!   been; the other lost events' numbers are missing from the trace.
 //!
 //! The types and fields are those of Enoki-C's `struct enoki_rec` (enoki.h),
 //! whose rings the kernel recorder drains: [`Record::from_kernel`] converts
 //! one. As there, a message takes its sequence number *before* the call, so
 //! the lock events of a call follow its message record.
 //!
-//! A reader skips record types it does not know, by their length.
+//! A reader skips record types it does not know, by their length. Version 1
+//! (96-byte messages, no gap records) is not read: its traces must be
+//! recorded again.
 //!
 //! The last block is the end block (flag bit 0), with a 16-byte payload:
 //! total records (u64) and total dropped events (u64). A file without one was
@@ -79,7 +85,7 @@ pub use raw::{
 /// First bytes of every `.enk` file.
 pub const MAGIC: [u8; 8] = *b"ENOKITRC";
 /// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of every block.
 pub const BLOCK_MAGIC: [u8; 4] = *b"EBLK";
 /// Block flag: the end block.
@@ -103,6 +109,7 @@ pub mod rtype {
     pub const MSG: u8 = rec_type::MSG as u8;
     pub const LOCK_ACQUIRE: u8 = rec_type::LOCK_ACQUIRE as u8;
     pub const LOCK_RELEASE: u8 = rec_type::LOCK_RELEASE as u8;
+    pub const GAP: u8 = rec_type::GAP as u8;
 }
 
 const BLOCK_HEADER: usize = 24;
@@ -235,6 +242,9 @@ pub enum Event {
     LockAcquire { addr: u64 },
     /// A libEnoki lock at `addr` was released.
     LockRelease { addr: u64 },
+    /// `lost` events of the record's CPU were lost to a full ring, from the
+    /// record's sequence number on: the trace has a hole here.
+    Gap { lost: u64 },
 }
 
 /// An event with where and when it happened.
@@ -332,11 +342,18 @@ impl<W: Write + Seek> TraceWriter<W> {
                 r.seq, self.last_seq
             )));
         }
+        if r.event == (Event::Gap { lost: 0 }) {
+            return Err(TraceError::Invalid(format!(
+                "gap record seq {} loses no events",
+                r.seq
+            )));
+        }
         self.last_seq = Some(r.seq);
         let (ty, len) = match r.event {
             Event::Msg(_) => (rtype::MSG, RECORD_PREFIX + MSG_BYTES),
             Event::LockAcquire { .. } => (rtype::LOCK_ACQUIRE, RECORD_PREFIX + 16),
             Event::LockRelease { .. } => (rtype::LOCK_RELEASE, RECORD_PREFIX + 16),
+            Event::Gap { .. } => (rtype::GAP, RECORD_PREFIX + 16),
         };
         let b = &mut self.block;
         b.push(ty);
@@ -347,8 +364,10 @@ impl<W: Write + Seek> TraceWriter<W> {
         b.extend_from_slice(&r.time_ns.to_le_bytes());
         match r.event {
             Event::Msg(m) => b.extend_from_slice(&msg_to_bytes(&m)),
-            Event::LockAcquire { addr } | Event::LockRelease { addr } => {
-                b.extend_from_slice(&addr.to_le_bytes());
+            Event::LockAcquire { addr: word }
+            | Event::LockRelease { addr: word }
+            | Event::Gap { lost: word } => {
+                b.extend_from_slice(&word.to_le_bytes());
                 b.extend_from_slice(&0u64.to_le_bytes());
             }
         }
@@ -788,7 +807,7 @@ impl<R: Read> TraceReader<R> {
                 rtype::MSG => <&[u8; MSG_BYTES]>::try_from(body)
                     .ok()
                     .map(|b| Event::Msg(msg_from_bytes(b))),
-                rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE => Self::lock(ty, body),
+                rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE | rtype::GAP => Self::word(ty, body),
                 _ => None,
             };
             self.pos += len;
@@ -805,7 +824,7 @@ impl<R: Read> TraceReader<R> {
                     }));
                 }
                 // A record type from a newer writer: skip it.
-                None if ty > rtype::LOCK_RELEASE => {}
+                None if ty > rtype::GAP => {}
                 None => {
                     return self.corrupt(
                         format!("malformed record at payload byte {pos} (type {ty}, length {len})"),
@@ -816,16 +835,17 @@ impl<R: Read> TraceReader<R> {
         }
     }
 
-    fn lock(ty: u8, body: &[u8]) -> Option<Event> {
+    /// A record of one u64 and 8 reserved bytes: a lock event or a gap.
+    fn word(ty: u8, body: &[u8]) -> Option<Event> {
         if body.len() != 16 {
             return None;
         }
-        let addr = Cursor::new(body).u64()?;
-        Some(if ty == rtype::LOCK_ACQUIRE {
-            Event::LockAcquire { addr }
-        } else {
-            Event::LockRelease { addr }
-        })
+        let word = Cursor::new(body).u64()?;
+        match ty {
+            rtype::LOCK_ACQUIRE => Some(Event::LockAcquire { addr: word }),
+            rtype::LOCK_RELEASE => Some(Event::LockRelease { addr: word }),
+            _ => (word > 0).then_some(Event::Gap { lost: word }),
+        }
     }
 }
 

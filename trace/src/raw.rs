@@ -71,6 +71,7 @@ pub fn msg_to_bytes(m: &Msg) -> [u8; MSG_BYTES] {
     put(&mut b, offset_of!(Msg, ret_cpu), m.ret_cpu);
     put(&mut b, offset_of!(Msg, ret_err), m.ret_err);
     put(&mut b, offset_of!(Msg, ret_slice), m.ret_slice);
+    put(&mut b, offset_of!(Msg, generation), m.generation);
     b
 }
 
@@ -90,6 +91,7 @@ pub fn msg_from_bytes(b: &[u8; MSG_BYTES]) -> Msg {
         ret_cpu: get(b, offset_of!(Msg, ret_cpu)),
         ret_err: get(b, offset_of!(Msg, ret_err)),
         ret_slice: get(b, offset_of!(Msg, ret_slice)),
+        generation: get(b, offset_of!(Msg, generation)),
         ..Msg::default()
     };
     for (i, w) in m.allowed.iter_mut().enumerate() {
@@ -129,6 +131,7 @@ impl Record {
             }
             rec_type::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
+            rec_type::GAP => Event::Gap { lost: addr },
             _ => return None,
         };
         Some(Record {
@@ -139,12 +142,14 @@ impl Record {
         })
     }
 
-    /// The record ring entry Enoki-C would hold for this record.
+    /// The record ring entry Enoki-C would hold for this record (the
+    /// message of a record that is not one all zeros, as Enoki-C leaves it).
     pub fn to_kernel(&self) -> [u8; KERNEL_REC_BYTES] {
         let (ty, addr, msg) = match self.event {
             Event::Msg(m) => (rec_type::MSG, 0, m),
             Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr, Msg::default()),
             Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
+            Event::Gap { lost } => (rec_type::GAP, lost, Msg::default()),
         };
         let mut b = [0u8; KERNEL_REC_BYTES];
         put(&mut b, offset_of!(RawRec, seq), self.seq);
@@ -260,6 +265,7 @@ mod tests {
         m.ret_cpu = 7;
         m.ret_err = 4;
         m.ret_slice = 3_000_000;
+        m.generation = 0x1122_3344_5566_7788;
         m
     }
 
@@ -279,6 +285,7 @@ mod tests {
             Event::LockRelease {
                 addr: 0xffff_8880_1234_5678,
             },
+            Event::Gap { lost: 77 },
         ] {
             let r = Record {
                 seq: 9,
@@ -288,6 +295,20 @@ mod tests {
             };
             assert_eq!(Record::from_kernel(&r.to_kernel()), Some(r));
         }
+    }
+
+    #[test]
+    fn a_gap_is_its_kernel_fields() {
+        let r = Record {
+            seq: 40,
+            cpu: 3,
+            time_ns: 5,
+            event: Event::Gap { lost: 12 },
+        };
+        let b = r.to_kernel();
+        assert_eq!(get::<u32, 4>(&b, offset_of!(RawRec, type_)), rec_type::GAP);
+        assert_eq!(get::<u64, 8>(&b, offset_of!(RawRec, addr)), 12);
+        assert_eq!(get::<u64, 8>(&b, offset_of!(RawRec, seq)), 40);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::io::Cursor;
 use enoki::abi::{kind, Msg};
 use enoki::Topology;
 use enoki_trace::{
-    read_all, Event, Record, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION,
+    read_all, records_from_kernel, Event, Record, TraceError, TraceHeader, TraceReader,
+    TraceWriter, FORMAT_VERSION, KERNEL_REC_BYTES,
 };
 use proptest::prelude::*;
 
@@ -25,6 +26,7 @@ fn msg(i: u64) -> Msg {
     m.ret_cpu = 2;
     m.ret_err = 4;
     m.ret_slice = 7;
+    m.generation = (i << 32) | 0xabcd;
     m
 }
 
@@ -35,6 +37,7 @@ fn records(n: u64) -> Vec<Record> {
             cpu: (i % 8) as u32,
             time_ns: i * 10,
             event: match i % 5 {
+                _ if i % 97 == 96 => Event::Gap { lost: i },
                 3 => Event::LockAcquire {
                     addr: 0xffff_8880_0000_0000 + i,
                 },
@@ -111,9 +114,9 @@ fn a_message_is_its_repr_c_bytes() {
         0,
     );
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let rec = &bytes[hlen + 24..hlen + 24 + 120];
+    let rec = &bytes[hlen + 24..hlen + 24 + 128];
     assert_eq!(rec[0], 1, "type");
-    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 120);
+    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 128);
     let body = &rec[24..];
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), m.kind);
     assert_eq!(
@@ -128,6 +131,118 @@ fn a_message_is_its_repr_c_bytes() {
     assert_eq!(
         u64::from_le_bytes(body[88..96].try_into().unwrap()),
         m.ret_slice
+    );
+    assert_eq!(
+        u64::from_le_bytes(body[96..104].try_into().unwrap()),
+        m.generation
+    );
+}
+
+/// A trace with a gap between two messages of its CPU.
+fn with_gap() -> Vec<Record> {
+    let rec = |seq, event| Record {
+        seq,
+        cpu: 1,
+        time_ns: seq * 100,
+        event,
+    };
+    vec![
+        rec(1, Event::Msg(msg(1))),
+        rec(4, Event::Gap { lost: 3 }),
+        rec(7, Event::Msg(msg(7))),
+    ]
+}
+
+#[test]
+fn a_gap_round_trips_where_it_stood() {
+    let recs = with_gap();
+    for compress in [false, true] {
+        let (_, back, _) = read_all(Cursor::new(write(&recs, compress, 3))).unwrap();
+        assert_eq!(back, recs);
+        let Event::Msg(m) = back[2].event else {
+            panic!("{:?}", back[2])
+        };
+        assert_eq!(m.generation, (7 << 32) | 0xabcd);
+    }
+    let bytes = write(&recs, false, 3);
+    let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let gap = &bytes[hlen + 24 + 128..hlen + 24 + 128 + 40];
+    assert_eq!((gap[0], u16::from_le_bytes([gap[2], gap[3]])), (4, 40));
+    assert_eq!(u64::from_le_bytes(gap[8..16].try_into().unwrap()), 4, "seq");
+    assert_eq!(
+        u64::from_le_bytes(gap[24..32].try_into().unwrap()),
+        3,
+        "lost"
+    );
+}
+
+#[test]
+fn a_gap_that_loses_nothing_is_refused() {
+    let mut w = TraceWriter::new(Cursor::new(Vec::new()), header()).unwrap();
+    let e = w
+        .write(&Record {
+            seq: 1,
+            cpu: 0,
+            time_ns: 0,
+            event: Event::Gap { lost: 0 },
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("loses no events"), "{e}");
+}
+
+#[test]
+fn kernel_records_with_a_gap_import_in_order() {
+    let rec = |seq: u64, cpu, event| Record {
+        seq,
+        cpu,
+        time_ns: seq * 10,
+        event,
+    };
+    // CPU 1's ring was full for events 3 to 5; its next event (6) wrote
+    // the gap first. debugfs gives the rings CPU by CPU.
+    let cpu0 = [
+        rec(1, 0, Event::Msg(msg(1))),
+        rec(2, 0, Event::Msg(msg(2))),
+        rec(7, 0, Event::Msg(msg(7))),
+    ];
+    let cpu1 = [
+        rec(3, 1, Event::Gap { lost: 3 }),
+        rec(6, 1, Event::LockAcquire { addr: 0xf00 }),
+    ];
+    let raw: Vec<u8> = cpu0
+        .iter()
+        .chain(&cpu1)
+        .flat_map(|r| r.to_kernel())
+        .collect();
+    assert_eq!(raw.len(), 5 * KERNEL_REC_BYTES);
+    let recs = records_from_kernel(&raw).unwrap();
+    assert_eq!(
+        recs,
+        [cpu0[0], cpu0[1], cpu1[0], cpu1[1], cpu0[2]],
+        "sequence order, the gap where its events were"
+    );
+    let (_, back, _) = read_all(Cursor::new(write(&recs, true, 3))).unwrap();
+    assert_eq!(back, recs);
+}
+
+#[test]
+fn version_1_is_refused_clearly() {
+    let mut b = sample();
+    b[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let e = err(&b);
+    assert!(
+        matches!(
+            e,
+            TraceError::UnsupportedVersion {
+                found: 1,
+                supported: 2
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "trace format version 1 is not supported (this build reads version 2)"
     );
 }
 
@@ -165,7 +280,12 @@ fn wrong_version() {
     assert!(
         matches!(e, TraceError::UnsupportedVersion { found, supported } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION)
     );
-    assert!(e.to_string().contains("version 2 is not supported"), "{e}");
+    let found = FORMAT_VERSION + 1;
+    assert!(
+        e.to_string()
+            .contains(&format!("version {found} is not supported")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -260,7 +380,7 @@ proptest! {
         let mut b = bytes;
         if magic && b.len() >= 12 {
             b[..8].copy_from_slice(b"ENOKITRC");
-            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         }
         let _ = read_all(Cursor::new(&b));
     }

@@ -16,7 +16,7 @@ use enoki::EnokiScheduler;
 
 use super::{
     apply, build_notice, checks_locks, load, lock_name, Answer, Divergence, InOrder, LockEvent,
-    LockMap, ReplayOptions, ReplayReport,
+    LockMap, ReplayOptions, ReplayReport, TraceGap,
 };
 use crate::trace::{Event, Record, TraceError, TraceHeader};
 
@@ -31,6 +31,10 @@ struct ScriptCall {
     index: u64,
     record: Record,
     locks: Vec<LockEvent>,
+    /// The call may have run on past the trace's first gap: `locks` are
+    /// only those recorded before it, and what it does after them is not
+    /// checked.
+    open: bool,
 }
 
 /// A trace, read and sorted for lock-ordered replay.
@@ -44,10 +48,14 @@ struct Script {
     /// Every record, when a divergence report needs context.
     records: Vec<Record>,
     read_error: Option<TraceError>,
+    /// The first gap record: the script ends there.
+    gap: Option<TraceGap>,
 }
 
 impl Script {
-    /// Reads `records`; a trace with gaps cannot be replayed by locks.
+    /// Reads `records` up to the first gap record; sequence numbers missing
+    /// before it (events lost without a gap record) cannot be replayed by
+    /// locks.
     fn read(
         records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
         keep_records: bool,
@@ -59,6 +67,7 @@ impl Script {
             lock_events: 0,
             records: Vec::new(),
             read_error: None,
+            gap: None,
         };
         let mut reader = InOrder::new(records);
         while let Some(next) = reader.next()? {
@@ -74,6 +83,12 @@ impl Script {
             );
         }
         script.read_error = reader.read_error;
+        script.gap = reader.gap;
+        if script.gap.is_some() {
+            for call in script.calls.values_mut().filter_map(|c| c.last_mut()) {
+                call.open = true;
+            }
+        }
         Ok(script)
     }
 
@@ -83,6 +98,7 @@ impl Script {
                 index: self.messages,
                 record: r,
                 locks: Vec::new(),
+                open: false,
             });
             self.messages += 1;
             return Ok(());
@@ -141,15 +157,20 @@ struct Gate {
     slot: BTreeMap<u32, usize>,
     failed: AtomicBool,
     waiting: Vec<Waiting>,
-    /// Acquisitions so far, all locks: a waiter gives up only when this
-    /// stops moving (slow machines and debug builds make turns slow).
+    /// Recorded acquisitions so far, all locks: a waiter gives up only
+    /// when this stops moving (slow machines and debug builds make turns
+    /// slow).
     progress: AtomicU64,
+    /// Recorded acquisitions in all.
+    recorded: u64,
 }
 
 impl Gate {
     fn new(order: BTreeMap<u64, Vec<u32>>, cpus: impl Iterator<Item = u32>) -> Self {
         let slot: BTreeMap<u32, usize> = cpus.enumerate().map(|(i, c)| (c, i)).collect();
+        let recorded = order.values().map(|o| o.len() as u64).sum();
         Gate {
+            recorded,
             order,
             turns: Mutex::new(Turns::default()),
             conds: (0..slot.len()).map(|_| Condvar::new()).collect(),
@@ -197,12 +218,15 @@ impl Gate {
     }
 
     /// Counts an acquisition of recorded lock `lock` and wakes the CPU
-    /// whose turn at it is next.
+    /// whose turn at it is next, or everyone after the last one (calls
+    /// waiting to acquire past a gap).
     fn acquired(&self, turns: &mut Turns, lock: u64) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
+        let done = self.progress.fetch_add(1, Ordering::Relaxed) + 1;
         let t = turns.taken.entry(lock).or_insert(0);
         *t += 1;
-        if let Some(next) = self.order[&lock].get(*t) {
+        if done == self.recorded {
+            self.conds.iter().for_each(|c| c.notify_all());
+        } else if let Some(next) = self.order[&lock].get(*t) {
             self.conds[self.slot[next]].notify_all();
         }
     }
@@ -215,6 +239,8 @@ struct ThreadCtx {
     /// Recorded lock events of the current call and how far they went.
     locks: Vec<LockEvent>,
     pos: usize,
+    /// The current call is [`ScriptCall::open`].
+    open: bool,
     error: Option<String>,
 }
 
@@ -227,16 +253,56 @@ impl ThreadCtx {
     /// Waits until it is this CPU's turn at recorded lock `rec`, or the
     /// replay failed, or nothing moved for [`TURN_TIMEOUT`].
     fn wait_turn(&mut self, rec: u64) {
+        let (gate, cpu) = (self.gate.clone(), self.cpu);
+        let order = &gate.order[&rec];
+        self.wait_until(
+            rec,
+            |turns| order.get(turns.taken(rec)) == Some(&cpu),
+            |turns| {
+                let t = turns.taken(rec);
+                format!(
+                    "lock {rec:#x}: acquisition #{t} belongs to CPU {:?}",
+                    order.get(t)
+                )
+            },
+        );
+    }
+
+    /// An open call past its recorded lock events acquires after the gap,
+    /// so after every recorded acquisition, as in the recording.
+    fn wait_past_gap(&mut self) {
+        let gate = self.gate.clone();
+        let done = || gate.progress.load(Ordering::Relaxed);
+        self.wait_until(
+            0,
+            |_| done() >= gate.recorded,
+            |_| {
+                format!(
+                    "the recorded acquisitions to end ({} of {} done)",
+                    done(),
+                    gate.recorded
+                )
+            },
+        );
+    }
+
+    /// Waits until `ready` holds, or the replay failed, or nothing moved
+    /// for [`TURN_TIMEOUT`] (then fails with what it waited for, from
+    /// `stalled`). `rec` is the recorded lock waited for, 0 for none.
+    fn wait_until(
+        &mut self,
+        rec: u64,
+        ready: impl Fn(&Turns) -> bool,
+        stalled: impl Fn(&Turns) -> String,
+    ) {
         let gate = self.gate.clone();
         let slot = gate.slot[&self.cpu];
-        let order = &gate.order[&rec];
         let mut turns = gate.turns();
         let mut start = Instant::now();
         let mut seen = gate.progress.load(Ordering::Relaxed);
         gate.waiting[slot].lock.store(rec, Ordering::Relaxed);
         loop {
-            let t = turns.taken(rec);
-            if order.get(t) == Some(&self.cpu) || gate.failed() {
+            if ready(&turns) || gate.failed() {
                 gate.waiting[slot].lock.store(0, Ordering::Relaxed);
                 return;
             }
@@ -245,11 +311,11 @@ impl ThreadCtx {
                 (seen, start) = (now, Instant::now());
             }
             if start.elapsed() > TURN_TIMEOUT {
+                let what = stalled(&turns);
                 drop(turns);
                 self.fail(format!(
-                    "no lock taken for {}s while waiting for lock {rec:#x}: acquisition #{t} belongs to CPU {:?}; {}",
+                    "no lock taken for {}s while waiting for {what}; {}",
                     TURN_TIMEOUT.as_secs(),
-                    order.get(t),
                     gate.waiters()
                 ));
                 return;
@@ -265,6 +331,9 @@ impl ThreadCtx {
     /// event of the call.
     fn lock_event(&mut self, addr: usize, acquire: bool) {
         let Some(&rec) = self.locks.get(self.pos) else {
+            if self.open {
+                return;
+            }
             self.fail(format!(
                 "the replayed call did a lock {} of {addr:#x} the recording does not have",
                 lock_name(acquire)
@@ -329,6 +398,7 @@ fn gate_wait(_addr: usize) {
             Some(LockEvent { addr, .. }) => ctx.fail(format!(
                 "the replayed call takes a lock where the recording releases {addr:#x}"
             )),
+            None if ctx.open => ctx.wait_past_gap(),
             None => {
                 ctx.fail("the replayed call takes a lock the recording does not have".to_string())
             }
@@ -359,6 +429,7 @@ fn replay_cpu<S: EnokiScheduler>(
             cpu,
             locks: Vec::new(),
             pos: 0,
+            open: false,
             error: None,
         })
     });
@@ -388,6 +459,7 @@ fn replay_call<S: EnokiScheduler>(
     with_ctx(|ctx| {
         ctx.locks.clone_from(&call.locks);
         ctx.pos = 0;
+        ctx.open = call.open;
     });
     gate.waiting[gate.slot[&cpu]]
         .seq
@@ -421,7 +493,8 @@ fn replay_call<S: EnokiScheduler>(
 /// blocking lock acquisition waits until it is that CPU's turn in the
 /// recorded acquisition order of that lock. Calls that overlapped on
 /// different CPUs in the kernel then see the scheduler state they saw
-/// there. Needs a trace with lock events of this scheduler and no gaps.
+/// there. Needs a trace with lock events of this scheduler; it stops at
+/// the first gap record ([`ReplayReport::gap`]).
 pub fn replay_by_locks<S: EnokiScheduler>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -472,6 +545,7 @@ where
         notices,
         read_error: script.read_error,
         seq_gaps: 0,
+        gap: script.gap,
         timeline: None,
     })
 }

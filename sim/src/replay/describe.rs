@@ -80,7 +80,17 @@ pub fn describe(m: &Msg) -> String {
         .get(m.kind as usize)
         .copied()
         .unwrap_or("unknown");
-    format!("{name} cpu={} pid={}{}", m.cpu, m.pid, details(m))
+    let generation = if m.generation != 0 {
+        format!(" gen={}", m.generation)
+    } else {
+        String::new()
+    };
+    format!(
+        "{name} cpu={} pid={}{generation}{}",
+        m.cpu,
+        m.pid,
+        details(m)
+    )
 }
 
 /// One line for any record, answer included.
@@ -90,5 +100,6 @@ pub fn describe_record(r: &Record) -> String {
         Event::Msg(m) => format!("{at}  {} -> {}", describe(m), Answer::of(m)),
         Event::LockAcquire { addr } => format!("{at}  lock acquire {addr:#x}"),
         Event::LockRelease { addr } => format!("{at}  lock release {addr:#x}"),
+        Event::Gap { lost } => format!("{at}  gap: {lost} events of this CPU lost"),
     }
 }

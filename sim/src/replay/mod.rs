@@ -24,6 +24,15 @@
 //! recorded acquisition order. State read outside libEnoki locks (atomics)
 //! is not ordered: a scheduler replays exactly only if its shared state is
 //! behind libEnoki locks.
+//!
+//! A gap record (Enoki-C's ring for a CPU was full) means the scheduler saw
+//! calls the trace does not have, and its state after that point is not
+//! the recorded one on any CPU. Both replays stop at the first gap, having
+//! replayed every call before it, and say so in [`ReplayReport::gap`]: that
+//! is an incomplete replay, not a divergence. Lock events that follow the
+//! gap are not read, so the calls still running at it (the last call of
+//! each CPU) have their answers checked but only the lock events recorded
+//! before the gap.
 
 mod by_locks;
 mod describe;
@@ -36,7 +45,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
-use enoki::abi::{Msg, ABI_VERSION};
+use enoki::abi::{flag, kind, Msg, ABI_VERSION};
 use enoki::dispatch::Loaded;
 use enoki::scheduler::{Args, InitContext};
 use enoki::user::HostOps;
@@ -56,6 +65,13 @@ pub struct Answer {
     pub ret_cpu: i32,
     pub ret_err: u32,
     pub ret_slice: u64,
+    /// PICK_NEXT_TASK: the `KEEP_PREV` bit the scheduler set in `flags`.
+    pub keep_prev: bool,
+}
+
+/// Whether `m` is a pick answered with "keep running the previous task".
+fn keeps_prev(m: &Msg) -> bool {
+    m.kind == kind::PICK_NEXT_TASK && m.flags & flag::KEEP_PREV != 0
 }
 
 impl Answer {
@@ -65,6 +81,7 @@ impl Answer {
             ret_cpu: m.ret_cpu,
             ret_err: m.ret_err,
             ret_slice: m.ret_slice,
+            keep_prev: keeps_prev(m),
         }
     }
 }
@@ -73,21 +90,62 @@ impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ret={} ret_cpu={} ret_err={:#x} ret_slice={}",
-            self.ret, self.ret_cpu, self.ret_err, self.ret_slice
+            "ret={} ret_cpu={} ret_err={:#x} ret_slice={}{}",
+            self.ret,
+            self.ret_cpu,
+            self.ret_err,
+            self.ret_slice,
+            if self.keep_prev { " keep_prev" } else { "" }
         )
     }
 }
 
-/// `m` with its answer fields as Enoki-C sends them (empty).
+/// `m` with its answer fields as Enoki-C sends them (empty; a pick's
+/// `flags` without the answer's `KEEP_PREV`).
 pub fn question(m: &Msg) -> Msg {
     let blank = Msg::new(m.kind, m.cpu);
+    let answer_flags = if keeps_prev(m) { flag::KEEP_PREV } else { 0 };
     Msg {
+        flags: m.flags & !answer_flags,
         ret: blank.ret,
         ret_cpu: blank.ret_cpu,
         ret_err: blank.ret_err,
         ret_slice: blank.ret_slice,
         ..*m
+    }
+}
+
+/// Events of one CPU the recorder lost (a gap record): replay stops there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceGap {
+    /// Sequence number of the first lost event.
+    pub seq: u64,
+    pub cpu: u32,
+    /// Events lost.
+    pub lost: u64,
+}
+
+impl TraceGap {
+    /// The gap `r` records, if it is a gap record.
+    fn of(r: &Record) -> Option<Self> {
+        match r.event {
+            Event::Gap { lost } => Some(TraceGap {
+                seq: r.seq,
+                cpu: r.cpu,
+                lost,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TraceGap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "trace has a gap: {} events lost on CPU {} at seq {}",
+            self.lost, self.cpu, self.seq
+        )
     }
 }
 
@@ -180,6 +238,10 @@ pub struct ReplayReport {
     pub read_error: Option<TraceError>,
     /// Sequence numbers missing between records (events the recorder lost).
     pub seq_gaps: u64,
+    /// The first gap record: replay stopped there, having replayed every
+    /// message before it (`messages`). Not a divergence: what follows
+    /// cannot be replayed exactly.
+    pub gap: Option<TraceGap>,
     pub timeline: Option<Vec<Slice>>,
 }
 
@@ -191,13 +253,15 @@ struct Next {
 }
 
 /// The loop every replay reads a trace through: records in sequence order,
-/// up to the first one that cannot be read (kept in `read_error`); a record
-/// out of order is an error, missing sequence numbers are counted.
+/// up to the first gap record (kept in `gap`) or the first record that
+/// cannot be read (kept in `read_error`); a record out of order is an
+/// error, missing sequence numbers are counted.
 struct InOrder<'a> {
     records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>,
     last_seq: Option<u64>,
     seq_gaps: u64,
     read_error: Option<TraceError>,
+    gap: Option<TraceGap>,
 }
 
 impl<'a> InOrder<'a> {
@@ -207,11 +271,12 @@ impl<'a> InOrder<'a> {
             last_seq: None,
             seq_gaps: 0,
             read_error: None,
+            gap: None,
         }
     }
 
     fn next(&mut self) -> Result<Option<Next>> {
-        if self.read_error.is_some() {
+        if self.read_error.is_some() || self.gap.is_some() {
             return Ok(None);
         }
         let record = match self.records.next() {
@@ -232,6 +297,10 @@ impl<'a> InOrder<'a> {
         };
         self.seq_gaps += missing;
         self.last_seq = Some(record.seq);
+        self.gap = TraceGap::of(&record);
+        if self.gap.is_some() {
+            return Ok(None);
+        }
         Ok(Some(Next { record, missing }))
     }
 }
@@ -255,7 +324,7 @@ impl LockEvent {
                 addr,
                 acquire: false,
             }),
-            Event::Msg(_) => None,
+            Event::Msg(_) | Event::Gap { .. } => None,
         }
     }
 }

@@ -203,6 +203,10 @@ impl<S: EnokiScheduler> Replayer<S> {
     pub fn step(&mut self, r: &Record) -> Option<Divergence> {
         let found = match (&r.event, LockEvent::of(r)) {
             (Event::Msg(m), _) => self.call(r, m),
+            (Event::Gap { .. }, _) => {
+                self.events_lost();
+                None
+            }
             (_, Some(lock)) => {
                 self.lock_events += 1;
                 self.check_lock(r, lock)
@@ -250,7 +254,7 @@ fn notices<S: EnokiScheduler>(header: &TraceHeader) -> Vec<String> {
 }
 
 /// Sequential replay of `records` against scheduler `S`, stopping at the
-/// first divergence.
+/// first divergence or the first gap record.
 pub fn replay<S: EnokiScheduler>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -273,7 +277,8 @@ pub fn replay<S: EnokiScheduler>(
             break;
         }
     }
-    if divergence.is_none() && reader.read_error.is_none() {
+    // Past a gap, the lock events of the calls running at it are not read.
+    if divergence.is_none() && reader.read_error.is_none() && reader.gap.is_none() {
         divergence = rp.finish();
     }
     if reader.seq_gaps > 0 && header.dropped_events == 0 {
@@ -290,6 +295,7 @@ pub fn replay<S: EnokiScheduler>(
         notices,
         read_error: reader.read_error,
         seq_gaps: reader.seq_gaps,
+        gap: reader.gap,
         timeline: timeline.map(|t| t.finish()),
     })
 }
