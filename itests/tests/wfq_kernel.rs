@@ -45,7 +45,11 @@ dump after.
     );
     let r = it::run_ok(&script);
     assert_eq!(field(&r, "stress-exit"), "0");
-    assert!(r.output.contains("successful run completed"), "{}", r.output);
+    assert!(
+        r.output.contains("successful run completed"),
+        "{}",
+        r.output
+    );
     assert!(r.output.contains("forkexec-done") && r.output.contains("spinner-done"));
     assert!(number(&r, "renice-rounds") > 0, "the renice loop never ran");
     assert_eq!(field(&r, "during.scheduler"), "wfq");
@@ -62,12 +66,19 @@ dump after.
         "task_affinity_changed",
         "migrate_task_rq",
     ] {
-        assert!(number(&r, &format!("during.{msg}")) > 0, "no {msg} messages");
+        assert!(
+            number(&r, &format!("during.{msg}")) > 0,
+            "no {msg} messages"
+        );
     }
     assert_eq!(number(&r, "during.pick_errors"), 0);
     assert_eq!(number(&r, "during.rejected"), 0);
     assert_eq!(field(&r, "after.state"), "none");
-    assert_eq!(field(&r, "after.scx"), "disabled", "tasks must be back on CFS");
+    assert_eq!(
+        field(&r, "after.scx"),
+        "disabled",
+        "tasks must be back on CFS"
+    );
 }
 
 #[test]
@@ -129,6 +140,11 @@ kill $load; wait $load 2>/dev/null
 echo scx-state $(cat /sys/kernel/sched_ext/state)
 "#;
     let r = it::run_ok(script);
-    assert_eq!(field(&r, "cycles"), "20", "last_exit: {}", field(&r, "last_exit"));
+    assert_eq!(
+        field(&r, "cycles"),
+        "20",
+        "last_exit: {}",
+        field(&r, "last_exit")
+    );
     assert_eq!(field(&r, "scx-state"), "disabled");
 }
