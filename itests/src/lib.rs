@@ -178,10 +178,21 @@ pub fn run(cmd: &str) -> Run {
 
 /// Runs `cmd` in the default test VM and asserts exit status 0 and a clean log.
 pub fn run_ok(cmd: &str) -> Run {
-    let r = run(cmd);
+    run_ok_in(config(), cmd)
+}
+
+/// Boots `cfg`, runs `cmd` and asserts exit status 0 and a clean log.
+pub fn run_ok_in(cfg: VmConfig, cmd: &str) -> Run {
+    let r = boot(cfg, cmd);
     r.assert_exit(0);
     r.assert_clean();
     r
+}
+
+/// The default test VM with a timeout for workloads that take minutes
+/// without KVM on a busy host (boot alone can take two there).
+pub fn heavy_config() -> VmConfig {
+    config().timeout(Duration::from_secs(900))
 }
 
 /// A directory under `<root>/target/itests` (inside the share, so the guest

@@ -3,8 +3,6 @@
 //! tasks that must not stall, who may enter and control Enoki, the exit
 //! states, pid reuse, and a lone task that keeps its CPU.
 
-use std::time::Duration;
-
 use enoki_itests::{self as it, field, number, DUMP};
 use serial_test::serial;
 
@@ -43,7 +41,7 @@ for S in fifo wfq; do
 done
 "#
     );
-    let r = it::boot(it::config().timeout(Duration::from_secs(900)), &script);
+    let r = it::boot(it::heavy_config(), &script);
     r.assert_exit(0);
     for s in ["fifo", "wfq"] {
         it::assert_enabled(&r, &format!("{s}."));
@@ -101,7 +99,7 @@ dump full.
 enoki unload
 "#
     );
-    let r = it::run_ok(&script);
+    let r = it::run_ok_in(it::heavy_config(), &script);
     println!("storm under CFS: {} ms", field(&r, "cfs-storm-ms"));
     assert_eq!(
         field(&r, "storm-exit"),
@@ -260,7 +258,7 @@ for S in fifo wfq; do
 done
 "#
     );
-    let r = it::boot(it::config().timeout(Duration::from_secs(900)), &script);
+    let r = it::boot(it::heavy_config(), &script);
     r.assert_exit(0);
     for s in ["fifo", "wfq"] {
         assert_eq!(

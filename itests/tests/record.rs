@@ -35,7 +35,7 @@ enoki unload
 "#,
         trace = trace.display()
     );
-    let r = it::run_ok(&script);
+    let r = it::run_ok_in(it::heavy_config(), &script);
     let out = &r.output;
     assert_eq!(field(out, "record-exit"), "0", "{out}");
     assert!(out.contains("workload-done"), "{out}");

@@ -43,7 +43,7 @@ wait $spin
 dump after.
 "#
     );
-    let r = it::run_ok(&script);
+    let r = it::run_ok_in(it::heavy_config(), &script);
     assert_eq!(field(&r, "stress-exit"), "0");
     assert!(
         r.output.contains("successful run completed"),
@@ -89,8 +89,8 @@ fn wfq_runs_hackbench_and_pipe_ping_pongs() {
 set -e
 enoki load wfq --mode all
 # Many short wakeups between groups of processes or threads.
-timeout 120 hackbench -g 4 -l 100 | grep '^Time' | sed 's/^/hackbench-proc-socket /'
-timeout 120 hackbench -p -T -g 4 -l 100 | grep '^Time' | sed 's/^/hackbench-thread-pipe /'
+timeout 120 hackbench -g 4 -l 50 | grep '^Time' | sed 's/^/hackbench-proc-socket /'
+timeout 120 hackbench -p -T -g 4 -l 50 | grep '^Time' | sed 's/^/hackbench-thread-pipe /'
 # One wakeup per message: both ends on one CPU, on two CPUs, and placed by WFQ.
 timeout 60 enoki-pipe -l 20000 --cpus 0 | sed 's/^/pipe-1cpu./'
 timeout 60 enoki-pipe -l 20000 --cpus 0,1 | sed 's/^/pipe-2cpu./'
@@ -103,7 +103,7 @@ dump during.
 enoki unload
 "#
     );
-    let r = it::run_ok(&script);
+    let r = it::run_ok_in(it::heavy_config(), &script);
     for key in ["hackbench-proc-socket", "hackbench-thread-pipe"] {
         assert!(field(&r, key).starts_with("Time"), "{key}: {}", r.output);
     }
@@ -139,7 +139,7 @@ echo last_exit $(cat /sys/kernel/enoki/last_exit)
 kill $load; wait $load 2>/dev/null
 echo scx-state $(cat /sys/kernel/sched_ext/state)
 "#;
-    let r = it::run_ok(script);
+    let r = it::run_ok_in(it::heavy_config(), script);
     assert_eq!(
         field(&r, "cycles"),
         "20",
