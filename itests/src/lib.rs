@@ -97,6 +97,55 @@ impl Run {
     }
 }
 
+impl AsRef<str> for Run {
+    /// The guest command's output, for [`field`] and [`number`].
+    fn as_ref(&self) -> &str {
+        &self.out.output
+    }
+}
+
+/// The value of a `key value` (or `key: value`, `key=value`) line of guest
+/// output: the first line that starts with `key` and a separator.
+pub fn field<'a, T: AsRef<str> + ?Sized>(out: &'a T, key: &str) -> &'a str {
+    let out = out.as_ref();
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix([' ', ':', '=']))
+        })
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no '{key}' in guest output:\n{out}"))
+}
+
+/// [`field`] as a number.
+pub fn number<T: AsRef<str> + ?Sized>(out: &T, key: &str) -> u64 {
+    let v = field(out, key);
+    v.parse()
+        .unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
+}
+
+/// A guest shell function `dump PREFIX` that prints Enoki's status files,
+/// its message counters and sched_ext's state as `PREFIXname value` lines
+/// (`scx` is sched_ext's state), for [`field`] and [`number`].
+pub const DUMP: &str = r#"dump() { for f in scheduler state nr_tasks pick_errors balance_errors rejected; do echo "$1$f $(cat /sys/kernel/enoki/$f)"; done; sed "s/^/$1/" /sys/kernel/enoki/counters; echo "${1}scx $(cat /sys/kernel/sched_ext/state)"; echo "${1}last_exit $(cat /sys/kernel/enoki/last_exit)"; }"#;
+
+/// Fails unless the dump with `prefix` (see [`DUMP`]) shows the scheduler
+/// still running: Enoki's `state` is `enabled` and sched_ext still enabled.
+pub fn assert_enabled(r: &Run, prefix: &str) {
+    let exit = field(r, &format!("{prefix}last_exit"));
+    assert_eq!(
+        field(r, &format!("{prefix}scx")),
+        "enabled",
+        "{prefix}: sched_ext is no longer running the scheduler (last_exit: {exit})"
+    );
+    assert_eq!(
+        field(r, &format!("{prefix}state")),
+        "enabled",
+        "{prefix}: Enoki state (last_exit: {exit})"
+    );
+    assert_eq!(exit, "", "{prefix}: the scheduler exited");
+}
+
 /// Prints the tail of a serial log and its problem lines (to stdout, so the
 /// test harness shows it with the failure).
 pub fn print_failure_context(serial_log: &std::path::Path) {
@@ -129,10 +178,21 @@ pub fn run(cmd: &str) -> Run {
 
 /// Runs `cmd` in the default test VM and asserts exit status 0 and a clean log.
 pub fn run_ok(cmd: &str) -> Run {
-    let r = run(cmd);
+    run_ok_in(config(), cmd)
+}
+
+/// Boots `cfg`, runs `cmd` and asserts exit status 0 and a clean log.
+pub fn run_ok_in(cfg: VmConfig, cmd: &str) -> Run {
+    let r = boot(cfg, cmd);
     r.assert_exit(0);
     r.assert_clean();
     r
+}
+
+/// The default test VM with a timeout for workloads that take minutes
+/// without KVM on a busy host (boot alone can take two there).
+pub fn heavy_config() -> VmConfig {
+    config().timeout(Duration::from_secs(900))
 }
 
 /// A directory under `<root>/target/itests` (inside the share, so the guest

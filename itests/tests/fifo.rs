@@ -3,29 +3,8 @@
 //! scheduling the whole VM under load, load/unload cycles, opt-in mode, a
 //! deliberately wrong scheduler, and bad input.
 
-use enoki_itests::{self as it, Run};
+use enoki_itests::{self as it, field, number, DUMP};
 use serial_test::serial;
-
-/// `key value` or `key: value` lines printed by the guest script.
-fn field<'a>(r: &'a Run, key: &str) -> &'a str {
-    r.output
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)
-                .and_then(|rest| rest.strip_prefix([' ', ':', '=']))
-        })
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no '{key}' in guest output:\n{}", r.output))
-}
-
-fn number(r: &Run, key: &str) -> u64 {
-    let v = field(r, key);
-    v.parse()
-        .unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
-}
-
-/// Prints Enoki's status files as `name value` lines, prefixed.
-const DUMP: &str = r#"dump() { for f in scheduler state nr_tasks pick_errors balance_errors rejected; do echo "$1$f $(cat /sys/kernel/enoki/$f)"; done; sed "s/^/$1/" /sys/kernel/enoki/counters; echo "${1}last_exit $(cat /sys/kernel/enoki/last_exit)"; }"#;
 
 #[test]
 #[serial]

@@ -1,27 +1,20 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! `enoki record` in the real kernel: record FIFO under a mixed workload into
-//! the shared directory, then replay the trace on the host against FIFO's
-//! source and require every answer and lock event to match.
+//! `enoki record` in the real kernel: record a scheduler under a mixed
+//! workload into the shared directory, then replay the trace on the host
+//! against the scheduler's source and require every answer and lock event
+//! to match.
 
-use enoki_itests as it;
+use enoki_itests::{self as it, field};
 use serial_test::serial;
 
-fn field<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no '{key}' in guest output:\n{out}"))
-}
-
-#[test]
-#[serial]
-fn fifo_recording_replays_without_divergence() {
+/// Records `sched` (in `all` mode) for ~5 s of CPU spinners, a fork/exec
+/// loop and a pipe ping-pong, then replays the trace by locks.
+fn record_and_replay(sched: &str) {
     let dir = it::shared_tempdir();
-    let trace = dir.path().join("fifo.enk");
+    let trace = dir.path().join(format!("{sched}.enk"));
     let script = format!(
         r#"set -e
 cat > /tmp/work.sh <<'W'
-# ~5 s: CPU spinners, a fork/exec loop and a pipe ping-pong.
 end=$(( $(date +%s) + 5 ))
 ( while [ $(date +%s) -lt $end ]; do /bin/true; done ) &
 ( enoki-pipe -l 20000 >/dev/null ) &
@@ -33,16 +26,16 @@ rc=0
 # The trace goes to the guest's tmpfs and onto the share afterwards: the
 # share's writes are served by virtiofsd on the host, which shares the host
 # cores with the vCPUs under multi-threaded TCG and would stall the drain.
-enoki record -o /tmp/fifo.enk --load fifo --mode all -- sh /tmp/work.sh || rc=$?
+timeout 120 enoki record -o /tmp/{sched}.enk --load {sched} --mode all -- sh /tmp/work.sh || rc=$?
 echo record-exit $rc
-cp /tmp/fifo.enk {trace}
+cp /tmp/{sched}.enk {trace}
 echo drops-file $(cat /sys/kernel/enoki/record_drops)
 echo state $(cat /sys/kernel/enoki/state)
 enoki unload
 "#,
         trace = trace.display()
     );
-    let r = it::run_ok(&script);
+    let r = it::run_ok_in(it::heavy_config(), &script);
     let out = &r.output;
     assert_eq!(field(out, "record-exit"), "0", "{out}");
     assert!(out.contains("workload-done"), "{out}");
@@ -55,9 +48,9 @@ enoki unload
 
     let mut reader = enoki_sim::trace::TraceReader::open(&trace).expect("reading the trace");
     let header = reader.header().clone();
-    assert_eq!(header.scheduler, "fifo");
+    assert_eq!(header.scheduler, sched);
     assert_eq!(header.dropped_events, 0);
-    let entry = enoki_sim::registry::find("fifo").unwrap();
+    let entry = enoki_sim::registry::find(sched).unwrap();
     let rep = (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
     assert!(rep.read_error.is_none(), "{:?}", rep.read_error);
     if let Some(d) = &rep.divergence {
@@ -67,4 +60,18 @@ enoki unload
     }
     assert_eq!(rep.messages, calls);
     assert_eq!(rep.seq_gaps, 0);
+}
+
+#[test]
+#[serial]
+fn fifo_recording_replays_without_divergence() {
+    record_and_replay("fifo");
+}
+
+/// WFQ's shared state (idle CPUs, queue lengths, load, steals) must be
+/// visible to replay for the lock-ordered replay to reproduce its answers.
+#[test]
+#[serial]
+fn wfq_recording_replays_without_divergence() {
+    record_and_replay("wfq");
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use enoki_itests::{self as it, Run};
+use enoki_itests::{self as it, field, Run};
 use serial_test::serial;
 
 /// Weights of nice 0 and nice 19 in the kernel's table.
@@ -57,15 +57,6 @@ echo scx-state $(cat /sys/kernel/sched_ext/state)
         "tasks must be back on the default scheduler"
     );
     r
-}
-
-/// `key value` line printed by the guest.
-fn field<'a>(r: &'a Run, key: &str) -> &'a str {
-    r.output
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(' ')))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no '{key}' in guest output:\n{}", r.output))
 }
 
 fn counter(r: &Run, name: &str) -> u64 {
