@@ -7,6 +7,7 @@
 //! [`hooks`], the one place where record and deadlock detection attach.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -30,6 +31,11 @@ pub mod hooks {
         super::super::backend::lock_event(addr, false);
     }
 }
+
+/// Makes a guard `!Send` (and `!Sync` until a guard says otherwise): a
+/// lock is released by the thread that took it, and two threads must not
+/// reach the value through one guard (as std's `MutexGuard`).
+type NotSend = PhantomData<*const ()>;
 
 /// A spin lock protecting a `T`.
 pub struct SpinLock<T> {
@@ -67,16 +73,23 @@ impl<T> SpinLock<T> {
             }
         }
         hooks::acquired(self as *const _ as usize);
-        SpinLockGuard { lock: self }
+        SpinLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// Takes the lock if it is free.
+    #[must_use = "the lock is released at once if the guard is not kept"]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
         hooks::acquired(self as *const _ as usize);
-        Some(SpinLockGuard { lock: self })
+        Some(SpinLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        })
     }
 
     /// Direct access when no one else can hold the lock.
@@ -86,9 +99,51 @@ impl<T> SpinLock<T> {
 }
 
 /// Holds a [`SpinLock`]; releases it when dropped.
+///
+/// Sharing a guard shares `&T`, so it is `Sync` only when `T` is; it
+/// cannot move to another thread. A `Cell` behind a lock stays with the
+/// thread that holds the lock:
+///
+/// ```compile_fail
+/// # use enoki::SpinLock;
+/// # use core::cell::Cell;
+/// let lock = SpinLock::new(Cell::new(0u32));
+/// let guard = lock.lock();
+/// std::thread::scope(|s| {
+///     s.spawn(|| guard.set(guard.get() + 1)); // `&guard` is not Send
+///     guard.set(guard.get() + 1);
+/// });
+/// ```
+///
+/// while a `Sync` value may be read through a shared guard:
+///
+/// ```
+/// # use enoki::SpinLock;
+/// let lock = SpinLock::new(0u32);
+/// let guard = lock.lock();
+/// std::thread::scope(|s| {
+///     s.spawn(|| assert_eq!(*guard, 0));
+/// });
+/// ```
+///
+/// nor can a guard move to another thread:
+///
+/// ```compile_fail
+/// # use enoki::SpinLock;
+/// let lock = SpinLock::new(0u32);
+/// let guard = lock.lock();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard));
+/// });
+/// ```
+#[must_use = "the lock is released at once if the guard is not kept"]
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    _not_send: NotSend,
 }
+
+// SAFETY: a shared guard gives shared access to `T` only.
+unsafe impl<T: Sync> Sync for SpinLockGuard<'_, T> {}
 
 impl<T> Deref for SpinLockGuard<'_, T> {
     type Target = T;
@@ -150,7 +205,10 @@ impl<T> RwLock<T> {
             core::hint::spin_loop();
         }
         hooks::acquired(self as *const _ as usize);
-        RwLockReadGuard { lock: self }
+        RwLockReadGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// Exclusive access; spins until readers are gone.
@@ -173,14 +231,32 @@ impl<T> RwLock<T> {
             core::hint::spin_loop();
         }
         hooks::acquired(self as *const _ as usize);
-        RwLockWriteGuard { lock: self }
+        RwLockWriteGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 }
 
-/// Shared access to an [`RwLock`]; released when dropped.
+/// Shared access to an [`RwLock`]; released when dropped. `Sync` only
+/// when `T` is, never `Send` (see [`SpinLockGuard`]).
+///
+/// ```compile_fail
+/// # use enoki::RwLock;
+/// let lock = RwLock::new(0u32);
+/// let guard = lock.read();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard));
+/// });
+/// ```
+#[must_use = "the lock is released at once if the guard is not kept"]
 pub struct RwLockReadGuard<'a, T> {
     lock: &'a RwLock<T>,
+    _not_send: NotSend,
 }
+
+// SAFETY: a shared guard gives shared access to `T` only.
+unsafe impl<T: Sync> Sync for RwLockReadGuard<'_, T> {}
 
 impl<T> Deref for RwLockReadGuard<'_, T> {
     type Target = T;
@@ -197,10 +273,26 @@ impl<T> Drop for RwLockReadGuard<'_, T> {
     }
 }
 
-/// Exclusive access to an [`RwLock`]; released when dropped.
+/// Exclusive access to an [`RwLock`]; released when dropped. `Sync` only
+/// when `T` is, never `Send` (see [`SpinLockGuard`]).
+///
+/// ```compile_fail
+/// # use enoki::RwLock;
+/// # use core::cell::Cell;
+/// let lock = RwLock::new(Cell::new(0u32));
+/// let guard = lock.write();
+/// std::thread::scope(|s| {
+///     s.spawn(|| guard.set(1));
+/// });
+/// ```
+#[must_use = "the lock is released at once if the guard is not kept"]
 pub struct RwLockWriteGuard<'a, T> {
     lock: &'a RwLock<T>,
+    _not_send: NotSend,
 }
+
+// SAFETY: a shared guard gives shared access to `T` only.
+unsafe impl<T: Sync> Sync for RwLockWriteGuard<'_, T> {}
 
 impl<T> Deref for RwLockWriteGuard<'_, T> {
     type Target = T;
