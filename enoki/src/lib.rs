@@ -12,6 +12,7 @@ pub mod abi;
 pub mod collections;
 pub mod dispatch;
 pub mod heap;
+pub mod hint;
 pub mod log;
 pub mod runqueue;
 pub mod scheduler;
@@ -32,6 +33,7 @@ use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
 pub use heap::TaskHeap;
+pub use hint::HintData;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
 pub use services::Services;
