@@ -75,7 +75,9 @@ where
         let mut rest = out;
         for item in self {
             item.write(rest);
-            rest = core::mem::take(&mut rest).get_mut(T::SIZE..).unwrap_or_default();
+            rest = core::mem::take(&mut rest)
+                .get_mut(T::SIZE..)
+                .unwrap_or_default();
         }
     }
 }
@@ -198,7 +200,10 @@ mod tests {
 
     #[test]
     fn short_input_reads_zeros_and_short_output_is_not_overrun() {
-        assert_eq!(u64::read(&[1]), u64::from_ne_bytes([1, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(
+            u64::read(&[1]),
+            u64::from_ne_bytes([1, 0, 0, 0, 0, 0, 0, 0])
+        );
         let mut out = [0u8; 3];
         u64::MAX.write(&mut out);
         assert_eq!(out, [0xff; 3]);

@@ -78,7 +78,9 @@ fn prune_removes_modules_of_removed_schedulers_and_hello() {
 /// Runs a kbuild script with `args` under `timeout` (a test must fail,
 /// not hang): (success, stdout, stderr).
 fn run_script(script: &str, args: &[&Path], top: Option<&Path>) -> (bool, String, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kbuild").join(script);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kbuild")
+        .join(script);
     let mut cmd = Command::new("timeout");
     cmd.args(["60", "bash"]).arg(&script).args(args);
     if let Some(top) = top {
@@ -145,10 +147,9 @@ fn module_build_refuses_a_scheduler_that_uses_the_kernel_crate() {
 
 #[test]
 fn generated_crate_root_forbids_unsafe_code_in_the_scheduler() {
-    let script = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("kbuild/build-modules.sh"),
-    )
-    .unwrap();
+    let script =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("kbuild/build-modules.sh"))
+            .unwrap();
     let root: Vec<&str> = script.lines().map(str::trim).collect();
     let module = root
         .iter()
