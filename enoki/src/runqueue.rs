@@ -153,7 +153,7 @@ impl<Q> RunQueues<Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{mpsc, Arc};
+    use std::sync::Arc;
     use std::time::Duration;
     use std::vec::Vec;
 
@@ -221,17 +221,9 @@ mod tests {
         assert!(q.lock_holder_and(0, holds(5), search(5)).is_none());
     }
 
-    /// Runs `f` on another thread; fails if it takes longer than a
-    /// generous bound (a deadlock), instead of hanging the test run.
+    /// Generous: a deadlock fails the test instead of hanging it.
     fn within_timeout(f: impl FnOnce() + Send + 'static) {
-        let (done, finished) = mpsc::channel();
-        std::thread::spawn(move || {
-            f();
-            let _ = done.send(());
-        });
-        finished
-            .recv_timeout(Duration::from_secs(60))
-            .expect("deadlock: the threads did not finish");
+        crate::user::within_timeout(Duration::from_secs(60), f);
     }
 
     #[test]
