@@ -37,7 +37,7 @@ pub use hint::HintData;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
 pub use services::Services;
-pub use sync::{RwLock, SpinLock};
+pub use sync::{RwLock, Shared, SpinLock};
 pub use topology::Topology;
 pub use types::{nice_to_weight, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 

@@ -167,6 +167,81 @@ impl<T> Drop for SpinLockGuard<'_, T> {
     }
 }
 
+/// A value CPUs read and write without another lock around it: a summary
+/// other CPUs look at, a counter. Use it instead of an atomic, which
+/// record and replay cannot see.
+///
+/// Every access is a short critical section of the value's own
+/// [`SpinLock`] that runs no scheduler code, so it never nests another lock
+/// and costs about what an atomic read-modify-write does. Its lock events
+/// go through [`hooks`] like any lock's, so the kernel record and
+/// lock-ordered replay order the accesses exactly. (An atomic with events
+/// recorded around it would not be: two CPUs can record in the other order
+/// than they changed the value.)
+pub struct Shared<T: Copy> {
+    value: SpinLock<T>,
+}
+
+impl<T: Copy> Shared<T> {
+    /// A shared `value`.
+    pub const fn new(value: T) -> Self {
+        Shared {
+            value: SpinLock::new(value),
+        }
+    }
+
+    /// The value now.
+    pub fn get(&self) -> T {
+        *self.value.lock()
+    }
+
+    /// Sets the value.
+    pub fn set(&self, value: T) {
+        *self.value.lock() = value;
+    }
+
+    /// Sets the value and returns the one before.
+    pub fn replace(&self, value: T) -> T {
+        core::mem::replace(&mut *self.value.lock(), value)
+    }
+}
+
+impl<T: Copy + Default> Default for Shared<T> {
+    fn default() -> Self {
+        Shared::new(T::default())
+    }
+}
+
+macro_rules! shared_int {
+    ($($t:ty),*) => {$(
+        impl Shared<$t> {
+            /// Adds `n` (wrapping) and returns the value before.
+            pub fn fetch_add(&self, n: $t) -> $t {
+                let mut v = self.value.lock();
+                let old = *v;
+                *v = old.wrapping_add(n);
+                old
+            }
+            /// Sets the bits of `bits` and returns the value before.
+            pub fn fetch_or(&self, bits: $t) -> $t {
+                let mut v = self.value.lock();
+                let old = *v;
+                *v = old | bits;
+                old
+            }
+            /// Keeps only the bits of `bits` and returns the value before.
+            pub fn fetch_and(&self, bits: $t) -> $t {
+                let mut v = self.value.lock();
+                let old = *v;
+                *v = old & bits;
+                old
+            }
+        }
+    )*};
+}
+
+shared_int!(u32, u64, usize);
+
 const WRITER: u32 = 1 << 31;
 
 /// A reader-writer spin lock protecting a `T`; writers wait for readers.
@@ -321,23 +396,30 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// Generous: a deadlock fails the test instead of hanging it.
+    fn within_timeout(f: impl FnOnce() + Send + 'static) {
+        crate::user::within_timeout(std::time::Duration::from_secs(60), f);
+    }
+
     #[test]
     fn spinlock_excludes_threads() {
-        let lock = Arc::new(SpinLock::new(0u64));
-        let threads: std::vec::Vec<_> = (0..4)
-            .map(|_| {
-                let lock = lock.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..10_000 {
-                        *lock.lock() += 1;
-                    }
+        within_timeout(|| {
+            let lock = Arc::new(SpinLock::new(0u64));
+            let threads: std::vec::Vec<_> = (0..4)
+                .map(|_| {
+                    let lock = lock.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..10_000 {
+                            *lock.lock() += 1;
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(*lock.lock(), 40_000);
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(*lock.lock(), 40_000);
+        });
     }
 
     #[test]
@@ -350,26 +432,76 @@ mod tests {
     }
 
     #[test]
-    fn rwlock_readers_share_writers_exclude() {
-        let lock = Arc::new(RwLock::new(0u64));
-        let r1 = lock.read();
-        let r2 = lock.read();
-        assert_eq!(*r1 + *r2, 0);
-        drop((r1, r2));
-        let threads: std::vec::Vec<_> = (0..4)
-            .map(|_| {
-                let lock = lock.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..5_000 {
-                        *lock.write() += 1;
-                        let _ = *lock.read();
-                    }
+    fn shared_values_are_exact_across_threads() {
+        within_timeout(|| {
+            let n = Arc::new(Shared::new(0u64));
+            let bits = Arc::new(Shared::new(0u32));
+            let threads: std::vec::Vec<_> = (0..4)
+                .map(|i| {
+                    let (n, bits) = (n.clone(), bits.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..10_000 {
+                            n.fetch_add(1);
+                            bits.fetch_or(1 << i);
+                            bits.fetch_and(!(1 << (i + 8)));
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(n.get(), 40_000);
+            assert_eq!(bits.get(), 0xf);
+            assert_eq!(n.replace(7), 40_000);
+            n.set(n.get() + 1);
+            assert_eq!(n.get(), 8);
+        });
+    }
+
+    #[test]
+    fn shared_access_is_a_lock_event_pair() {
+        use std::cell::RefCell;
+        std::thread_local!(static EVENTS: RefCell<std::vec::Vec<(usize, bool)>> = const { RefCell::new(std::vec::Vec::new()) });
+        fn observe(addr: usize, acquired: bool) {
+            EVENTS.with(|e| e.borrow_mut().push((addr, acquired)));
         }
-        assert_eq!(*lock.read(), 20_000);
+        let shared = Shared::new(1u64);
+        crate::user::set_lock_observer(Some(observe));
+        shared.fetch_add(1);
+        let _ = shared.get();
+        crate::user::set_lock_observer(None);
+        let addr = &shared.value as *const _ as usize;
+        let events = EVENTS.with(|e| e.borrow().clone());
+        assert_eq!(
+            events,
+            [(addr, true), (addr, false), (addr, true), (addr, false)]
+        );
+    }
+
+    #[test]
+    fn rwlock_readers_share_writers_exclude() {
+        within_timeout(|| {
+            let lock = Arc::new(RwLock::new(0u64));
+            let r1 = lock.read();
+            let r2 = lock.read();
+            assert_eq!(*r1 + *r2, 0);
+            drop((r1, r2));
+            let threads: std::vec::Vec<_> = (0..4)
+                .map(|_| {
+                    let lock = lock.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..5_000 {
+                            *lock.write() += 1;
+                            let _ = *lock.read();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(*lock.read(), 20_000);
+        });
     }
 }
