@@ -11,7 +11,9 @@
 # Each module is one crate whose root is generated here: libEnoki and the
 # scheduler source are included as modules (`extern crate self as enoki`
 # keeps `enoki::` paths working), plus kernel/module/enoki_params.c for the
-# module parameters. The scheduler sources are the same files cargo builds.
+# module parameters. The scheduler sources are the same files cargo builds;
+# their module is #[forbid(unsafe_code)], and a source that uses the
+# kernel crate is refused (check-sched-source.sh).
 # Its modinfo description, "Enoki scheduler <name>", is what `enoki load`
 # recognises a scheduler module by.
 #
@@ -63,6 +65,14 @@ for d in "$gen"/*/; do
 done
 [ "${1:-}" = --prune ] && exit 0
 
+# Schedulers are safe Rust on enoki:: alone: the generated crate root
+# forbids unsafe code in them, and this refuses the kernel crate.
+here=$(cd "$(dirname "$0")" && pwd)
+for name in "${schedulers[@]}"; do
+	bash "$here/check-sched-source.sh" "$top/schedulers/$name" ||
+		{ echo "modules: refusing to build $name (see above)" >&2; exit 1; }
+done
+
 [ -f "$kdir/Module.symvers" ] || { echo "modules: no kernel build at $kdir: run 'cargo make kernel${sfx}'" >&2; exit 1; }
 bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
 
@@ -76,7 +86,7 @@ write_if_changed() {
 
 # Nothing changed since the last build: no work at all.
 stamp=$( (cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
-	"$0" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
+	"$0" "$here/check-sched-source.sh" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
 if [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
 	echo "modules: up to date ($(ls "$out" | wc -l) modules in $out)"
 	exit 0
@@ -104,6 +114,7 @@ for name in "${schedulers[@]}"; do
 	pub use enoki_lib::*;
 
 	#[path = "$sched/src/lib.rs"]
+	#[forbid(unsafe_code)]
 	pub mod scheduler_src;
 
 	type Module = enoki_lib::kmod::EnokiModule<scheduler_src::EnokiSched>;

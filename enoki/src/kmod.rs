@@ -3,6 +3,7 @@
 //! All of libEnoki's kernel `unsafe` lives here.
 
 use core::ffi::{c_char, c_int, c_void, CStr};
+use core::sync::atomic::{AtomicI32, Ordering};
 
 use kernel::alloc::{flags::GFP_KERNEL, KBox, KVVec};
 use kernel::error::{code, Error};
@@ -25,7 +26,9 @@ extern "C" {
     fn enoki_cancel_timer(cpu: c_int);
     fn enoki_log(level: c_int, msg: *const u8, len: usize);
     fn enoki_record_lock(addr: u64, acquire: bool);
-    static enoki_recording: c_int;
+    /// Enoki-C's `int enoki_recording` (same layout as an `AtomicI32`),
+    /// published with release when recording starts.
+    static enoki_recording: AtomicI32;
 
     // Module parameters, from kernel/module/enoki_params.c.
     static enoki_param_mode: *const c_char;
@@ -67,9 +70,9 @@ pub(super) fn lock_wait(_addr: usize) {}
 /// Records a lock event while Enoki-C records; one load and branch otherwise.
 #[inline(always)]
 pub(super) fn lock_event(addr: usize, acquire: bool) {
-    // SAFETY: an int Enoki-C writes with WRITE_ONCE; a racy read only
-    // records one event more or less around a start or stop.
-    let on = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(enoki_recording)) };
+    // SAFETY: an int Enoki-C only ever accesses atomically; acquire pairs
+    // with its release on start, so the rings it set up are seen.
+    let on = unsafe { enoki_recording.load(Ordering::Acquire) };
     if on != 0 {
         // SAFETY: callable from any context; it checks the flag again.
         unsafe { enoki_record_lock(addr as u64, acquire) };

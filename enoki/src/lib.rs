@@ -12,6 +12,7 @@ pub mod abi;
 pub mod collections;
 pub mod dispatch;
 pub mod heap;
+pub mod hint;
 pub mod log;
 pub mod runqueue;
 pub mod scheduler;
@@ -32,10 +33,11 @@ use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
 pub use heap::TaskHeap;
+pub use hint::HintData;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
 pub use services::Services;
-pub use sync::{RwLock, SpinLock};
+pub use sync::{RwLock, Shared, SpinLock};
 pub use topology::Topology;
 pub use types::{nice_to_weight, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 

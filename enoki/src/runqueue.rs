@@ -37,6 +37,7 @@ pub struct RunQueues<Q> {
 
 /// Where [`RunQueues::lock_holder_and`] found a task, relative to the
 /// destination queue, with the locks held.
+#[must_use = "the queues are unlocked at once if the guards are not kept"]
 pub enum Holder<'a, Q> {
     /// The destination queue holds it.
     Same(QueueGuard<'a, Q>),
@@ -68,11 +69,13 @@ impl<Q> RunQueues<Q> {
     }
 
     /// Locks `cpu`'s queue.
+    #[must_use = "the queues are unlocked at once if the guards are not kept"]
     pub fn lock(&self, cpu: CpuId) -> Option<QueueGuard<'_, Q>> {
         Some(self.queues.get(cpu)?.lock())
     }
 
     /// Locks `cpu`'s queue and keeps it locked if `holds` says yes.
+    #[must_use = "the queues are unlocked at once if the guards are not kept"]
     pub fn lock_if(&self, cpu: CpuId, holds: impl FnOnce(&Q) -> bool) -> Option<QueueGuard<'_, Q>> {
         let queue = self.lock(cpu)?;
         holds(&queue).then_some(queue)
@@ -80,6 +83,7 @@ impl<Q> RunQueues<Q> {
 
     /// Locks the queues of `a` and `b`, the lower CPU first; `None` when
     /// `a == b` (one lock cannot be held twice) or either is out of range.
+    #[must_use = "the queues are unlocked at once if the guards are not kept"]
     pub fn lock_pair(&self, a: CpuId, b: CpuId) -> Option<(QueueGuard<'_, Q>, QueueGuard<'_, Q>)> {
         let (qa, qb) = (self.queues.get(a)?, self.queues.get(b)?);
         match a.cmp(&b) {
@@ -99,6 +103,7 @@ impl<Q> RunQueues<Q> {
     /// every queue in CPU order, one lock at a time. A task moving while
     /// the search runs can be missed: callers that know it exists search
     /// again.
+    #[must_use = "the queues are unlocked at once if the guards are not kept"]
     pub fn lock_holder(
         &self,
         hint: Option<CpuId>,
@@ -117,6 +122,7 @@ impl<Q> RunQueues<Q> {
     /// [`RunQueues::lock_holder`], or a scheduler's own search that also
     /// places new tasks); when the task moved between the search and the
     /// locking, it searches again, up to [`LOCK_RETRIES`] times.
+    #[must_use = "the queues are unlocked at once if the guards are not kept"]
     pub fn lock_holder_and<'a>(
         &'a self,
         to: CpuId,
@@ -147,7 +153,7 @@ impl<Q> RunQueues<Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{mpsc, Arc};
+    use std::sync::Arc;
     use std::time::Duration;
     use std::vec::Vec;
 
@@ -215,17 +221,9 @@ mod tests {
         assert!(q.lock_holder_and(0, holds(5), search(5)).is_none());
     }
 
-    /// Runs `f` on another thread; fails if it takes longer than a
-    /// generous bound (a deadlock), instead of hanging the test run.
+    /// Generous: a deadlock fails the test instead of hanging it.
     fn within_timeout(f: impl FnOnce() + Send + 'static) {
-        let (done, finished) = mpsc::channel();
-        std::thread::spawn(move || {
-            f();
-            let _ = done.send(());
-        });
-        finished
-            .recv_timeout(Duration::from_secs(60))
-            .expect("deadlock: the threads did not finish");
+        crate::user::within_timeout(Duration::from_secs(60), f);
     }
 
     #[test]

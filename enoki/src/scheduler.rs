@@ -3,6 +3,7 @@
 //! init.
 
 use super::collections::AllocError;
+use super::hint::HintData;
 use super::services::Services;
 use super::topology::Topology;
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
@@ -97,10 +98,11 @@ pub type QueueId = u32;
 pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     /// Name shown in `/sys/kernel/enoki/scheduler`.
     const NAME: &'static str;
-    /// Hint entries userspace sends (use [`NoHint`] for none).
-    type Hint: Copy + Default + Send + 'static;
+    /// Hint entries userspace sends (use [`NoHint`] for none): plain data
+    /// read from user memory, see [`HintData`].
+    type Hint: HintData;
     /// Hint entries the scheduler sends back to userspace.
-    type RevHint: Copy + Default + Send + 'static;
+    type RevHint: HintData;
     /// State handed to the next version in a live upgrade.
     type UpgradeState: Send + 'static;
 

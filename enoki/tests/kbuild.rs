@@ -74,3 +74,93 @@ fn prune_removes_modules_of_removed_schedulers_and_hello() {
     assert_eq!(kbuild, ["fifo", "hello"]);
     assert!(stdout.contains("removed enoki_gone.ko"), "{stdout}");
 }
+
+/// Runs a kbuild script with `args` under `timeout` (a test must fail,
+/// not hang): (success, stdout, stderr).
+fn run_script(script: &str, args: &[&Path], top: Option<&Path>) -> (bool, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kbuild")
+        .join(script);
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "bash"]).arg(&script).args(args);
+    if let Some(top) = top {
+        cmd.env("ENOKI_TOP", top);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A scheduler source reaching into the kernel crate, one way per line
+/// (lines 2..=6), and one line that only looks like it (line 7).
+const USES_KERNEL: &str = "#![forbid(unsafe_code)]
+use kernel::prelude::*;
+extern crate kernel;
+fn f() { let _ = ::kernel::time::ktime_get(); }
+use kernel as k;
+fn g() { kernel :: print::call_printk(); }
+fn h() { let my_kernel = 1; let _ = enoki::kernels; }
+";
+
+#[test]
+fn source_check_names_every_use_of_the_kernel_crate() {
+    let tmp = TempDir::new().unwrap();
+    let bad = tmp.path().join("bad");
+    write(&bad.join("src/lib.rs"), "enoki::export_scheduler!(X);\n");
+    write(&bad.join("src/more.rs"), USES_KERNEL);
+    let good = tmp.path().join("good");
+    write(
+        &good.join("src/lib.rs"),
+        "//! Runs tasks as the kernel's CFS would.\nuse enoki::SpinLock;\n",
+    );
+
+    let (ok, _, stderr) = run_script("check-sched-source.sh", &[&good], None);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run_script("check-sched-source.sh", &[&good, &bad], None);
+    assert!(!ok);
+    let more = bad.join("src/more.rs");
+    for line in 2..=6 {
+        let at = format!("{}:{line}:", more.display());
+        assert!(stderr.contains(&at), "{at} not in: {stderr}");
+    }
+    assert!(!stderr.contains(":7:"), "{stderr}");
+    assert!(!stderr.contains("lib.rs"), "{stderr}");
+}
+
+#[test]
+fn module_build_refuses_a_scheduler_that_uses_the_kernel_crate() {
+    let tmp = TempDir::new().unwrap();
+    let top = tmp.path();
+    write(
+        &top.join("schedulers/evil/src/lib.rs"),
+        "enoki::export_scheduler!(Evil);\nuse kernel::prelude::*;\n",
+    );
+    let (ok, stdout, stderr) = run_script("build-modules.sh", &[], Some(top));
+    assert!(!ok, "{stdout}");
+    let at = format!("{}:2:", top.join("schedulers/evil/src/lib.rs").display());
+    assert!(stderr.contains(&at), "{stderr}");
+    assert!(stderr.contains("refusing to build evil"), "{stderr}");
+}
+
+#[test]
+fn generated_crate_root_forbids_unsafe_code_in_the_scheduler() {
+    let script =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("kbuild/build-modules.sh"))
+            .unwrap();
+    let root: Vec<&str> = script.lines().map(str::trim).collect();
+    let module = root
+        .iter()
+        .position(|l| *l == "pub mod scheduler_src;")
+        .expect("the generated root declares the scheduler module");
+    assert!(
+        root[..module]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with("#["))
+            .any(|l| *l == "#[forbid(unsafe_code)]"),
+        "no #[forbid(unsafe_code)] on `mod scheduler_src`"
+    );
+}

@@ -52,6 +52,25 @@ std::thread_local! {
     static LOCK_OBSERVER: core::cell::Cell<Option<LockObserver>> = const { core::cell::Cell::new(None) };
 }
 
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn within_timeout_returns_passes_panics_on_and_times_out() {
+        assert_eq!(super::within_timeout(Duration::from_secs(60), || 7), 7);
+        let panicked = std::panic::catch_unwind(|| {
+            super::within_timeout(Duration::from_secs(60), || panic!("inner"))
+        });
+        assert_eq!(*panicked.unwrap_err().downcast::<&str>().unwrap(), "inner");
+        let (_keep, parked) = std::sync::mpsc::channel::<()>();
+        let hung = std::panic::catch_unwind(move || {
+            super::within_timeout(Duration::from_millis(50), move || parked.recv())
+        });
+        assert!(hung.is_err());
+    }
+}
+
 /// Calls `observer(addr, acquired)` on every libEnoki lock event of this
 /// thread (simulator record and replay); `None` stops it.
 pub fn set_lock_observer(observer: Option<LockObserver>) {
@@ -85,6 +104,29 @@ pub(super) fn lock_event(addr: usize, acquire: bool) {
             f(addr, acquire);
         }
     });
+}
+
+/// Runs `f` on a thread of its own and returns what it returns; panics if
+/// it takes longer than `limit` (for tests whose threads could deadlock:
+/// they fail instead of hanging). A panic in `f` is passed on.
+pub fn within_timeout<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("deadlock? not finished within {limit:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker returns only after sending"),
+        },
+    }
 }
 
 pub(super) type Storage<T> = std::vec::Vec<T>;

@@ -5,19 +5,17 @@
 //! the machine must survive and every task must still make progress.
 #![forbid(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use enoki::{
     CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid, PrevTask,
-    Ring, Schedulable, SpinLock, TaskError, TaskInfo,
+    Ring, Schedulable, Shared, SpinLock, TaskError, TaskInfo,
 };
 
 /// The deliberately wrong scheduler.
 pub struct BadPick {
     every: u64,
-    picks: AtomicU64,
+    picks: Shared<u64>,
     /// Tokens handed back through `pnt_err`.
-    pub handed_back: AtomicU64,
+    pub handed_back: Shared<u64>,
     queues: FixedVec<SpinLock<Ring<Schedulable>>>,
 }
 
@@ -40,8 +38,8 @@ impl EnokiScheduler for BadPick {
         ctx.args.check_known(&["every"])?;
         Ok(BadPick {
             every: ctx.args.u64_in("every", 2, 1, 1_000_000)?,
-            picks: AtomicU64::new(0),
-            handed_back: AtomicU64::new(0),
+            picks: Shared::new(0),
+            handed_back: Shared::new(0),
             queues: FixedVec::try_new_with(ctx.topology.nr_cpus(), |_| {
                 Ring::with_capacity(ctx.max_tasks).map(SpinLock::new)
             })?,
@@ -49,7 +47,7 @@ impl EnokiScheduler for BadPick {
     }
 
     fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
-        let n = self.picks.fetch_add(1, Ordering::Relaxed);
+        let n = self.picks.fetch_add(1);
         if n.is_multiple_of(self.every) {
             // The bug: take the first task queued for some other CPU.
             let stolen = self
@@ -67,7 +65,7 @@ impl EnokiScheduler for BadPick {
 
     fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
         if let Some(token) = sched {
-            self.handed_back.fetch_add(1, Ordering::Relaxed);
+            self.handed_back.fetch_add(1);
             let _ = self.push(token);
         }
     }

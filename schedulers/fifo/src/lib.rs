@@ -12,8 +12,8 @@
 
 use enoki::{
     CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid,
-    PrevTask, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError, TaskInfo, TaskMap,
-    Topology,
+    PrevTask, Ring, RunQueues, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo,
+    TaskMap, Topology,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -31,32 +31,32 @@ pub struct Fifo {
     queues: RunQueues<Ring<Waiting>>,
     /// Allowed CPUs of every task the scheduler knows.
     tasks: SpinLock<TaskMap<CpuSet>>,
-    /// CPUs whose last pick found nothing. Behind libEnoki locks, not
-    /// atomics: every read and write is then a lock event, so lock-ordered
-    /// replay of a kernel trace sees the values the kernel run saw.
-    idle: FixedVec<SpinLock<bool>>,
+    /// CPUs whose last pick found nothing. libEnoki `Shared`, not atomics:
+    /// every read and write is then a lock event, so lock-ordered replay of
+    /// a kernel trace sees the values the kernel run saw.
+    idle: FixedVec<Shared<bool>>,
     /// CPUs taken offline: never chosen, never idle.
-    offline: FixedVec<SpinLock<bool>>,
+    offline: FixedVec<Shared<bool>>,
 }
 
 impl Fifo {
     fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu).is_some_and(|i| *i.lock())
+        self.is_online(cpu) && self.idle.get(cpu).is_some_and(Shared::get)
     }
 
     fn is_online(&self, cpu: CpuId) -> bool {
-        self.offline.get(cpu).is_some_and(|o| !*o.lock())
+        self.offline.get(cpu).is_some_and(|o| !o.get())
     }
 
     fn set_offline(&self, cpu: CpuId, offline: bool) {
         if let Some(o) = self.offline.get(cpu) {
-            *o.lock() = offline;
+            o.set(offline);
         }
     }
 
     fn set_idle(&self, cpu: CpuId, idle: bool) {
         if let Some(i) = self.idle.get(cpu) {
-            *i.lock() = idle;
+            i.set(idle);
         }
     }
 
@@ -119,8 +119,8 @@ impl EnokiScheduler for Fifo {
             slice_ns: ctx.slice_ns,
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-            idle: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
-            offline: FixedVec::new_with(nr, |_| SpinLock::new(false))?,
+            idle: FixedVec::new_with(nr, |_| Shared::new(false))?,
+            offline: FixedVec::new_with(nr, |_| Shared::new(false))?,
         })
     }
 

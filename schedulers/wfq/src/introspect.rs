@@ -3,6 +3,8 @@
 //! task's vruntime, and a check of the bookkeeping. Compiled for tests and
 //! the `introspect` feature only, never into the kernel module.
 
+use core::ops::Range;
+
 use enoki::{CpuId, Pid};
 
 use super::{State, Wfq};
@@ -32,6 +34,22 @@ impl Wfq {
                 .get(pid)
                 .map(|t| t.vruntime)
         })
+    }
+
+    /// Calls `f` with the address range of every value WFQ shares outside
+    /// its run-queue locks (per-CPU summaries, the idle mask); each is an
+    /// `enoki::Shared`, whose lock events fall in its range. For tests
+    /// that tell run-queue locks from these.
+    pub fn for_each_shared(&self, mut f: impl FnMut(Range<usize>)) {
+        fn range<T>(value: &T) -> Range<usize> {
+            let start = value as *const T as usize;
+            start..start.saturating_add(core::mem::size_of::<T>())
+        }
+        for s in self.summaries.iter() {
+            f(range(&s.load));
+            f(range(&s.claimed));
+        }
+        self.idle.iter().for_each(|w| f(range(w)));
     }
 
     /// Calls `f` for every task a run queue holds, running or waiting; for

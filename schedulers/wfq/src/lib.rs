@@ -55,32 +55,30 @@ mod introspect;
 mod placement;
 mod queue;
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-
 use enoki::abi::CPUMASK_WORDS;
 use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
     nice_to_weight, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
-    NoHint, PickError, Pid, PrevTask, QueueGuard, RunQueues, Schedulable, Services, SpinLock,
-    TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
+    NoHint, PickError, Pid, PrevTask, QueueGuard, RunQueues, Schedulable, Services, Shared,
+    SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
 };
 
 use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
 #[cfg(any(test, feature = "introspect"))]
 pub use introspect::Held;
 use placement::Near;
-use queue::{RunQueue, State, Task};
+use queue::{Load, RunQueue, State, Task};
 
 /// Waiting tasks a tick looks at for one an idle CPU could take.
 const KICK_SCAN: usize = 4;
 
-/// What other CPUs read of a CPU's run queue without its lock.
+/// What other CPUs read of a CPU's run queue without its lock (each a
+/// libEnoki `Shared`, so record and replay see every access).
 struct Summary {
-    nr_running: AtomicUsize,
-    load: AtomicU64,
+    load: Shared<Load>,
     /// The task `balance` last named for this CPU and the queue it waits
     /// in (`pid << 32 | cpu`), for the `migrate_task_rq` that follows.
-    claimed: AtomicU64,
+    claimed: Shared<u64>,
 }
 
 /// Why a token goes into a run queue.
@@ -102,8 +100,9 @@ pub struct Wfq {
     rqs: RunQueues<RunQueue>,
     summaries: FixedVec<Summary>,
     near: FixedVec<Near>,
-    /// CPUs with nothing to run, one bit each.
-    idle: [AtomicU64; CPUMASK_WORDS],
+    /// CPUs with nothing to run, one bit each; written only when a CPU
+    /// becomes idle or busy.
+    idle: [Shared<u64>; CPUMASK_WORDS],
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
@@ -118,27 +117,41 @@ impl Wfq {
     }
 
     fn nr_running(&self, cpu: CpuId) -> usize {
-        self.summary(cpu).map_or(0, |c| c.nr_running.load(Relaxed))
+        self.summary(cpu).map_or(0, |c| c.load.get().nr_running)
     }
 
+    /// The idle CPUs (reading only the words that hold CPUs).
     fn idle_cpus(&self) -> CpuSet {
+        let words = self.topology.nr_cpus().div_ceil(64);
         CpuSet::from_words(core::array::from_fn(|i| {
-            self.idle.get(i).map_or(0, |w| w.load(Relaxed))
+            self.idle
+                .get(i)
+                .filter(|_| i < words)
+                .map_or(0, Shared::get)
         }))
     }
 
-    /// Updates `cpu`'s summary and idle bit; called with its run queue locked.
-    fn update_summary(&self, cpu: CpuId, rq: &RunQueue) {
+    /// Publishes what changed of `cpu`'s summary and idle bit; called with
+    /// its run queue locked.
+    fn update_summary(&self, cpu: CpuId, rq: &mut RunQueue) {
+        let now = rq.summary();
+        let was = rq.published.replace(now);
+        if was == Some(now) {
+            return;
+        }
         if let Some(c) = self.summary(cpu) {
-            c.nr_running.store(rq.nr_running(), Relaxed);
-            c.load.store(rq.load, Relaxed);
+            c.load.set(now);
+        }
+        let idle = now.nr_running == 0;
+        if was.map(|w| w.nr_running == 0) == Some(idle) {
+            return;
         }
         if let Some(word) = self.idle.get(cpu / 64) {
             let bit = 1 << (cpu % 64);
-            if rq.nr_running() == 0 {
-                word.fetch_or(bit, Relaxed);
+            if idle {
+                word.fetch_or(bit);
             } else {
-                word.fetch_and(!bit, Relaxed);
+                word.fetch_and(!bit);
             }
         }
     }
@@ -211,7 +224,7 @@ impl Wfq {
                 mut dst,
             } => {
                 let moved = src.move_task(&mut dst, pid);
-                self.update_summary(from, &src);
+                self.update_summary(from, &mut src);
                 drop(src);
                 moved.then_some(dst)
             }
@@ -223,7 +236,7 @@ impl Wfq {
     fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) {
         if let Some((cpu, mut rq)) = self.locate(pid, hint) {
             rq.detach(pid, runtime);
-            self.update_summary(cpu, &rq);
+            self.update_summary(cpu, &mut rq);
         }
     }
 
@@ -233,7 +246,7 @@ impl Wfq {
             if let Some((_, mut rq)) = self.lock_if_home(cpu, pid) {
                 rq.detach(pid, None);
                 rq.tasks.remove(pid);
-                self.update_summary(cpu, &rq);
+                self.update_summary(cpu, &mut rq);
             }
         }
     }
@@ -253,7 +266,7 @@ impl Wfq {
         };
         rq.detach(pid, runtime);
         let Some(task) = rq.tasks.get_mut(pid) else {
-            self.update_summary(cpu, &rq);
+            self.update_summary(cpu, &mut rq);
             return Err(token);
         };
         match why {
@@ -275,11 +288,11 @@ impl Wfq {
         rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
         // Someone waits here if a task runs, or if more than one waits.
         let work_waits = rq.waiting.len() > usize::from(rq.curr.is_none());
-        self.update_summary(cpu, &rq);
+        self.update_summary(cpu, &mut rq);
         drop(rq);
         pushed?;
         if work_waits && why != Enqueue::Refused {
-            if let Some(idle) = self.idle_thief(cpu, &task.allowed) {
+            if let Some(idle) = self.idle_thief(cpu, &task.allowed, self.idle_cpus()) {
                 self.services.kick_cpu(idle);
             }
         }
@@ -321,12 +334,12 @@ impl EnokiScheduler for Wfq {
                 load: 0,
                 min_vruntime: 0,
                 woken: false,
+                published: None,
             })
         })?;
         let summaries = FixedVec::new_with(t.nr_cpus(), |_| Summary {
-            nr_running: AtomicUsize::new(0),
-            load: AtomicU64::new(0),
-            claimed: AtomicU64::new(u64::MAX),
+            load: Shared::new(Load::default()),
+            claimed: Shared::new(u64::MAX),
         })?;
         let wfq = Wfq {
             topology: t.try_clone()?,
@@ -335,11 +348,12 @@ impl EnokiScheduler for Wfq {
             rqs,
             summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
-            idle: core::array::from_fn(|_| AtomicU64::new(0)),
+            idle: core::array::from_fn(|_| Shared::new(0)),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
         };
         for cpu in t.cpus() {
-            wfq.update_summary(cpu, &*wfq.rqs.lock(cpu).ok_or(InitError::OutOfMemory)?);
+            let mut rq = wfq.rqs.lock(cpu).ok_or(InitError::OutOfMemory)?;
+            wfq.update_summary(cpu, &mut rq);
         }
         Ok(wfq)
     }
@@ -475,12 +489,17 @@ impl EnokiScheduler for Wfq {
                 v.saturating_add(to_virtual(gran, weight_of(p))) < vruntime
             });
         // Idle balance: a CPU idles while work waits here that it could take.
+        let idle = if rq.waiting.is_empty() {
+            CpuSet::empty()
+        } else {
+            self.idle_cpus()
+        };
         let thief = rq
             .waiting
             .iter()
             .take(KICK_SCAN)
             .filter_map(|(pid, _, _)| rq.tasks.get(pid))
-            .find_map(|t| self.idle_thief(cpu, &t.allowed));
+            .find_map(|t| self.idle_thief(cpu, &t.allowed, idle));
         self.update_summary(cpu, rq);
         if let Some(idle) = thief {
             self.services.kick_cpu(idle);
@@ -513,7 +532,7 @@ impl EnokiScheduler for Wfq {
         // Where `balance` found it, normally.
         let claim = self
             .summary(to)
-            .map_or(u64::MAX, |c| c.claimed.swap(u64::MAX, Relaxed));
+            .map_or(u64::MAX, |c| c.claimed.replace(u64::MAX));
         let claimed_from =
             (claim >> 32 == u64::from(pid as u32)).then_some((claim & 0xffff_ffff) as CpuId);
         let Some(from) = claimed_from.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
@@ -574,8 +593,7 @@ impl EnokiScheduler for Wfq {
             });
         let (pid, victim) = found?;
         if let Some(c) = self.summary(cpu) {
-            c.claimed
-                .store(u64::from(pid as u32) << 32 | victim as u64, Relaxed);
+            c.claimed.set(u64::from(pid as u32) << 32 | victim as u64);
         }
         Some(pid)
     }

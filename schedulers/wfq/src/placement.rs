@@ -3,8 +3,6 @@
 //! waking task is placed on; the idle CPU kicked to take waiting work; the
 //! task an idle CPU steals.
 
-use core::sync::atomic::Ordering::Relaxed;
-
 use enoki::abi::MAX_NODES;
 use enoki::{CpuId, CpuSet, Pid, Topology};
 
@@ -86,10 +84,10 @@ impl Wfq {
                 .saturating_mul(self.params.imbalance_pct)
     }
 
-    /// The idle CPU nearest to `cpu` that `allowed` permits and that may
-    /// take work from `cpu`.
-    pub(super) fn idle_thief(&self, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
-        let candidates = *allowed & self.idle_cpus();
+    /// The CPU of `idle` nearest to `cpu` that `allowed` permits and that
+    /// may take work from `cpu`.
+    pub(super) fn idle_thief(&self, cpu: CpuId, allowed: &CpuSet, idle: CpuSet) -> Option<CpuId> {
+        let candidates = *allowed & idle;
         if candidates.is_empty() {
             return None;
         }
@@ -147,10 +145,7 @@ impl Wfq {
         {
             return cpu;
         }
-        let load = |cpu: &CpuId| {
-            self.summary(*cpu)
-                .map_or(u64::MAX, |c| c.load.load(Relaxed))
-        };
+        let load = |cpu: &CpuId| self.summary(*cpu).map_or(u64::MAX, |c| c.load.get().load);
         core::iter::once(prev_cpu)
             .chain(self.nearest(prev_cpu))
             .filter(|cpu| allowed.contains(*cpu))

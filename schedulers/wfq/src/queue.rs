@@ -42,6 +42,15 @@ impl Task {
     }
 }
 
+/// What other CPUs read of a run queue without its lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Load {
+    /// Tasks running or waiting.
+    pub(super) nr_running: usize,
+    /// Their total weight.
+    pub(super) load: u64,
+}
+
 /// One CPU's run queue, and the tasks homed on it.
 pub(super) struct RunQueue {
     /// Every task homed here, whatever its state.
@@ -58,11 +67,21 @@ pub(super) struct RunQueue {
     /// A task woke here since the last tick: the tick checks whether it
     /// preempts.
     pub(super) woken: bool,
+    /// The summary other CPUs see (`None` before the first).
+    pub(super) published: Option<Load>,
 }
 
 impl RunQueue {
     pub(super) fn nr_running(&self) -> usize {
         self.waiting.len() + usize::from(self.curr.is_some())
+    }
+
+    /// What other CPUs are to see of this queue.
+    pub(super) fn summary(&self) -> Load {
+        Load {
+            nr_running: self.nr_running(),
+            load: self.load,
+        }
     }
 
     pub(super) fn is_running(&self, pid: Pid) -> bool {

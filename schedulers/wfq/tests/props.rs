@@ -159,64 +159,67 @@ proptest! {
 /// panics, and the bookkeeping is consistent afterwards.
 #[test]
 fn concurrent_callers_keep_the_bookkeeping_consistent() {
-    use enoki::abi::{flag, kind, Msg};
-    use enoki::dispatch::Loaded;
-    use enoki::{Args, EnokiScheduler, InitContext};
-    use enoki_wfq::Wfq;
-    use std::sync::Arc;
+    // A deadlock fails the test (after a generous bound) instead of hanging it.
+    enoki::user::within_timeout(std::time::Duration::from_secs(120), || {
+        use enoki::abi::{flag, kind, Msg};
+        use enoki::dispatch::Loaded;
+        use enoki::{Args, EnokiScheduler, InitContext};
+        use enoki_wfq::Wfq;
+        use std::sync::Arc;
 
-    let topology = two_nodes();
-    let ctx = InitContext {
-        topology: &topology,
-        max_tasks: 64,
-        slice_ns: SLICE,
-        args: Args(""),
-        services: enoki::user::services(None),
-    };
-    let loaded = Arc::new(Loaded::new(Wfq::init(&ctx).unwrap(), NR_CPUS, ctx.max_tasks).unwrap());
-    let threads: Vec<_> = (0..2)
-        .map(|t: usize| {
-            let l = loaded.clone();
-            std::thread::spawn(move || {
-                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ t as u64;
-                let mut next = move |n: u64| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed % n
-                };
-                let mut runtime = 0;
-                for _ in 0..20_000 {
-                    let pid = 100 * t as i32 + next(8) as i32;
-                    let cpu = (t + 4 * next(2) as usize) as i32; // this thread's CPUs: t, t + 4
-                    runtime += next(1_000_000);
-                    let k = [
-                        kind::TASK_NEW,
-                        kind::TASK_WAKEUP,
-                        kind::TASK_PREEMPT,
-                        kind::TASK_BLOCKED,
-                        kind::TASK_TICK,
-                        kind::SELECT_TASK_RQ,
-                        kind::PICK_NEXT_TASK,
-                        kind::BALANCE,
-                        kind::MIGRATE_TASK_RQ,
-                        kind::TASK_PRIO_CHANGED,
-                        kind::TASK_DEAD,
-                    ][next(11) as usize];
-                    let mut m = Msg::new(k, cpu);
-                    m.pid = pid;
-                    m.task_cpu = cpu;
-                    m.runtime = runtime;
-                    m.weight = 1024 >> next(4);
-                    m.allowed = all().words();
-                    m.flags = if next(2) == 0 { flag::SLEEP } else { 0 };
-                    l.handle(&mut m);
-                }
+        let topology = two_nodes();
+        let ctx = InitContext {
+            topology: &topology,
+            max_tasks: 64,
+            slice_ns: SLICE,
+            args: Args(""),
+            services: enoki::user::services(None),
+        };
+        let loaded = Arc::new(Loaded::new(Wfq::init(&ctx).unwrap(), NR_CPUS, ctx.max_tasks).unwrap());
+        let threads: Vec<_> = (0..2)
+            .map(|t: usize| {
+                let l = loaded.clone();
+                std::thread::spawn(move || {
+                    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ t as u64;
+                    let mut next = move |n: u64| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed % n
+                    };
+                    let mut runtime = 0;
+                    for _ in 0..20_000 {
+                        let pid = 100 * t as i32 + next(8) as i32;
+                        let cpu = (t + 4 * next(2) as usize) as i32; // this thread's CPUs: t, t + 4
+                        runtime += next(1_000_000);
+                        let k = [
+                            kind::TASK_NEW,
+                            kind::TASK_WAKEUP,
+                            kind::TASK_PREEMPT,
+                            kind::TASK_BLOCKED,
+                            kind::TASK_TICK,
+                            kind::SELECT_TASK_RQ,
+                            kind::PICK_NEXT_TASK,
+                            kind::BALANCE,
+                            kind::MIGRATE_TASK_RQ,
+                            kind::TASK_PRIO_CHANGED,
+                            kind::TASK_DEAD,
+                        ][next(11) as usize];
+                        let mut m = Msg::new(k, cpu);
+                        m.pid = pid;
+                        m.task_cpu = cpu;
+                        m.runtime = runtime;
+                        m.weight = 1024 >> next(4);
+                        m.allowed = all().words();
+                        m.flags = if next(2) == 0 { flag::SLEEP } else { 0 };
+                        l.handle(&mut m);
+                    }
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    loaded.scheduler().check().unwrap();
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        loaded.scheduler().check().unwrap();
+    });
 }
