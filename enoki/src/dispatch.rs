@@ -90,11 +90,12 @@ impl<S: EnokiScheduler> Loaded<S> {
                     runnable: m.flags & flag::PREV_RUNNABLE != 0,
                 });
                 let picked = s.pick_next_task(cpu, prev);
-                if let (None, Some(prev)) = (&picked, prev) {
-                    if prev.runnable && s.keep_running(cpu, &prev) {
+                if let (None, Some(prev)) = (&picked, prev.filter(|p| p.runnable)) {
+                    if let Some(slice) = s.keep_running(cpu, &prev) {
                         m.flags |= flag::KEEP_PREV;
                         m.ret = prev.pid as i64;
                         m.ret_cpu = cpu as i32;
+                        m.ret_slice = slice;
                     }
                 }
                 if let Some(token) = picked {

@@ -170,12 +170,12 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     /// Allowed CPUs changed; tokens follow through blocked/wakeup.
     fn task_affinity_changed(&self, _pid: Pid, _allowed: &CpuSet) {}
 
-    /// `cpu` found nothing to pick while `prev` is still runnable: `true`
-    /// keeps `prev` running for another slice with no switch at all;
-    /// `false` lets the CPU go idle and hands `prev` back through
-    /// `task_preempt`.
-    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> bool {
-        true
+    /// `cpu` found nothing to pick while `prev` is still runnable:
+    /// `Some(slice_ns)` keeps `prev` running for another slice (0: the
+    /// module's default) with no switch at all; `None` hands `prev` back
+    /// through `task_preempt` and asks again.
+    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Option<u64> {
+        Some(0)
     }
 
     /// `cpu` came online: it may be chosen again.

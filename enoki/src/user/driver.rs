@@ -447,9 +447,9 @@ impl<S: EnokiScheduler> Driver<S> {
         self.slice_left[cpu] = self.slice_left[cpu].saturating_sub(ns);
     }
 
-    /// The task on `cpu` runs `ns` more and takes a tick. It is preempted
-    /// when its slice is used up or the scheduler asks for it, unless the
-    /// scheduler keeps it running; returns whether it stopped running.
+    /// The task on `cpu` runs `ns` more and takes a tick. Its slice ends
+    /// when used up or when the scheduler asks; then the CPU picks again
+    /// (the scheduler may keep it running). Returns whether the slice ended.
     pub fn tick(&mut self, cpu: CpuId, ns: u64) -> bool {
         let Some(pid) = self.running(cpu) else {
             return false;
@@ -461,7 +461,10 @@ impl<S: EnokiScheduler> Driver<S> {
         let mut m = self.msg(kind::TASK_TICK, cpu, pid);
         self.send(&mut m);
         let preempt = self.slice_left[cpu] == 0 || m.ret > 0;
-        preempt && self.preempt(cpu, false) != Some(pid)
+        if preempt {
+            self.preempt(cpu, false);
+        }
+        preempt
     }
 
     /// The task on `cpu` stops running but stays runnable (slice over,

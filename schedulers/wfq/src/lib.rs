@@ -411,6 +411,18 @@ impl EnokiScheduler for Wfq {
         picked
     }
 
+    /// `pick_next_task` found `prev` still first in line: it keeps the CPU
+    /// for its share of the period, as if handed back and picked again.
+    fn keep_running(&self, cpu: CpuId, prev: &PrevTask) -> Option<u64> {
+        let rq = self.rqs.lock(cpu)?;
+        let weight = rq
+            .tasks
+            .get(prev.pid)
+            .filter(|_| rq.is_running(prev.pid))?
+            .weight;
+        Some(self.params.slice(rq.nr_running() as u64, rq.load, weight))
+    }
+
     fn pnt_err(&self, cpu: CpuId, pid: Pid, _err: PickError, sched: Option<Schedulable>) {
         // Not running after all. A token handed back waits again as it was.
         match sched {

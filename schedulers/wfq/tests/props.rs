@@ -175,7 +175,8 @@ fn concurrent_callers_keep_the_bookkeeping_consistent() {
             args: Args(""),
             services: enoki::user::services(None),
         };
-        let loaded = Arc::new(Loaded::new(Wfq::init(&ctx).unwrap(), NR_CPUS, ctx.max_tasks).unwrap());
+        let loaded =
+            Arc::new(Loaded::new(Wfq::init(&ctx).unwrap(), NR_CPUS, ctx.max_tasks).unwrap());
         let threads: Vec<_> = (0..2)
             .map(|t: usize| {
                 let l = loaded.clone();

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Enoki-C's own machinery in the real kernel: its pick checks against a
+//! scheduler that keeps stale tokens, its call lock under lockdep (debug
+//! kernel), and its record rings (gap records for lost events, freed once
+//! drained).
+
+use enoki_itests::{self as it, assert_enabled, field, number, DUMP};
+use enoki_sim::trace::{records_from_kernel, Event};
+use serial_test::serial;
+
+#[test]
+#[serial]
+fn stale_tokens_fail_enoki_cs_checks_once_and_are_dropped() {
+    let script = format!(
+        r#"{DUMP}
+set -e
+enoki load staletoken --mode all
+( i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done; echo forkexec-done ) &
+loop=$!
+enoki-pipe -l 5000 >/dev/null && echo pipe-done
+stress-ng -c 4 -f 2 --affinity 2 --affinity-delay 1 --affinity-pin -t 10s >/tmp/stress.log 2>&1
+tail -1 /tmp/stress.log
+wait $loop
+dump stale.
+enoki unload
+echo after.state $(cat /sys/kernel/enoki/state)
+"#
+    );
+    let r = it::run_ok(&script);
+    assert!(
+        r.output.contains("successful run completed"),
+        "{}",
+        r.output
+    );
+    assert!(r.output.contains("forkexec-done") && r.output.contains("pipe-done"));
+    assert_enabled(&r, "stale.");
+    assert!(
+        number(&r, "stale.pnt_err") > 0,
+        "the stale tokens never reached Enoki-C's checks"
+    );
+    assert!(number(&r, "stale.pick_errors") >= number(&r, "stale.pnt_err"));
+    assert_eq!(field(&r, "after.state"), "none");
+}
+
+#[test]
+#[serial]
+fn lockdep_tracks_the_call_lock_on_the_debug_kernel() {
+    let debug = std::env::var("ENOKI_PROFILE").is_ok_and(|p| p == "debug");
+    let r = it::run_ok(
+        "set -e; enoki load fifo --mode all; stress-ng -c 4 -f 2 -t 3s >/dev/null 2>&1; \
+         enoki unload; if [ -e /proc/lockdep ]; then \
+         echo lockdep $(grep -c enoki_call_lock /proc/lockdep); else echo lockdep none; fi",
+    );
+    if debug {
+        assert!(
+            number(&r, "lockdep") > 0,
+            "lockdep never saw enoki_call_lock: the call path is not annotated"
+        );
+    } else {
+        assert_eq!(field(&r, "lockdep"), "none", "the vm kernel has no lockdep");
+    }
+}
+
+#[test]
+#[serial]
+fn a_full_record_ring_leaves_gap_records_and_drained_rings_are_freed() {
+    let dir = it::shared_tempdir();
+    let raw = dir.path().join("trace.raw");
+    let script = format!(
+        r#"set -e
+vmalloc() {{ awk '/^VmallocUsed/{{print $2}}' /proc/meminfo; }}
+enoki load fifo --mode all
+v0=$(vmalloc)
+echo 1 > /sys/kernel/enoki/record
+v1=$(vmalloc)
+# Nobody drains the rings: a wakeup-heavy run overflows them.
+enoki-pipe -l 20000 >/dev/null
+echo 0 > /sys/kernel/enoki/record
+echo drops $(cat /sys/kernel/enoki/record_drops)
+v2=$(vmalloc)
+cat /sys/kernel/debug/enoki/trace > /tmp/trace.raw
+echo again $(cat /sys/kernel/debug/enoki/trace | wc -c)
+v3=$(vmalloc)
+cp /tmp/trace.raw {raw}
+enoki unload
+echo kib-recording $((v1 - v0)) kib-stopped $((v2 - v0)) kib-drained $((v3 - v0))
+"#,
+        raw = raw.display()
+    );
+    let r = it::run_ok(&script);
+    let drops = number(&r, "drops");
+    assert!(
+        drops > 0,
+        "the rings never overflowed: the test proves nothing"
+    );
+    // 8 CPUs x 32768 x 136 bytes, give or take the allocator.
+    assert!(number(&r, "kib-recording") > 30_000, "{}", r.output);
+    assert!(
+        number(&r, "kib-stopped") > 30_000,
+        "freed before the trace was read"
+    );
+    assert_eq!(number(&r, "again"), 0, "the first read drains everything");
+    let drained: i64 = field(&r, "kib-drained").parse().unwrap();
+    assert!(
+        drained < 4_096,
+        "the rings were not freed: {drained} KiB still in use"
+    );
+
+    let bytes = std::fs::read(&raw).expect("reading the raw trace");
+    let records = records_from_kernel(&bytes).expect("parsing the kernel records");
+    let lost: Vec<u64> = records
+        .iter()
+        .filter_map(|r| match r.event {
+            Event::Gap { lost } => Some(lost),
+            _ => None,
+        })
+        .collect();
+    assert!(!lost.is_empty(), "{drops} events lost and no gap record");
+    let reported: u64 = lost.iter().sum();
+    assert!(
+        reported <= drops,
+        "gap records report {reported} lost events, record_drops says {drops}"
+    );
+}
