@@ -663,3 +663,37 @@ fn common_paths_take_only_their_cpus_run_queue_lock() {
         "{held:?}"
     );
 }
+
+/// What WFQ reads of other CPUs without their run-queue locks (idle mask,
+/// loads) is a lock event, which record and replay order: a wakeup that
+/// chooses among CPUs by their idle state and load touches the shared
+/// summaries through libEnoki, never through atomics replay cannot see.
+#[test]
+#[allow(clippy::disallowed_types)] // host-only test code
+fn placement_reads_shared_state_through_lock_events() {
+    use std::cell::RefCell;
+    thread_local!(static TAKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) });
+    fn observe(addr: usize, acquired: bool) {
+        if acquired {
+            TAKEN.with(|t| t.borrow_mut().push(addr));
+        }
+    }
+    let mut m = Machine::new("");
+    m.spawn(3, set(&[2, 3]), 0, 2);
+    m.d.block(2);
+    enoki::user::set_lock_observer(Some(observe));
+    m.d.wake(3, 5);
+    enoki::user::set_lock_observer(None);
+    let taken = TAKEN.with(|t| t.take());
+    let mut shared = Vec::new();
+    m.sched().for_each_shared(|r| shared.push(r));
+    let reads = taken
+        .iter()
+        .filter(|a| shared.iter().any(|r| r.contains(a)))
+        .count();
+    assert!(
+        reads >= 2,
+        "select_task_rq read the idle mask and loads without lock events: {taken:x?}"
+    );
+    m.check_consistent().unwrap();
+}
