@@ -83,7 +83,9 @@ echo again $(cat /sys/kernel/debug/enoki/trace | wc -c)
 v3=$(vmalloc)
 cp /tmp/trace.raw {raw}
 enoki unload
-echo kib-recording $((v1 - v0)) kib-stopped $((v2 - v0)) kib-drained $((v3 - v0))
+echo kib-recording $((v1 - v0))
+echo kib-stopped $((v2 - v0))
+echo kib-drained $((v3 - v0))
 "#,
         raw = raw.display()
     );

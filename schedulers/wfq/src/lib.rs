@@ -103,6 +103,8 @@ pub struct Wfq {
     /// CPUs with nothing to run, one bit each; written only when a CPU
     /// becomes idle or busy.
     idle: [Shared<u64>; CPUMASK_WORDS],
+    /// CPUs taken offline: never chosen, never idle.
+    offline: Shared<CpuSet>,
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
@@ -120,7 +122,8 @@ impl Wfq {
         self.summary(cpu).map_or(0, |c| c.load.get().nr_running)
     }
 
-    /// The idle CPUs (reading only the words that hold CPUs).
+    /// The idle CPUs that are online (reading only the words that hold
+    /// CPUs).
     fn idle_cpus(&self) -> CpuSet {
         let words = self.topology.nr_cpus().div_ceil(64);
         CpuSet::from_words(core::array::from_fn(|i| {
@@ -128,7 +131,17 @@ impl Wfq {
                 .get(i)
                 .filter(|_| i < words)
                 .map_or(0, Shared::get)
-        }))
+        })) - self.offline.get()
+    }
+
+    /// `allowed` without the offline CPUs, unless that leaves none.
+    fn online(&self, allowed: CpuSet) -> CpuSet {
+        let online = allowed - self.offline.get();
+        if online.is_empty() {
+            allowed
+        } else {
+            online
+        }
     }
 
     /// Publishes what changed of `cpu`'s summary and idle bit; called with
@@ -349,6 +362,7 @@ impl EnokiScheduler for Wfq {
             summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
             idle: core::array::from_fn(|_| Shared::new(0)),
+            offline: Shared::new(CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
         };
         for cpu in t.cpus() {
@@ -527,7 +541,7 @@ impl EnokiScheduler for Wfq {
             return prev_cpu;
         };
         drop(rq);
-        let cpu = self.choose_cpu(task.allowed, prev_cpu);
+        let cpu = self.choose_cpu(self.online(task.allowed), prev_cpu);
         // Its record goes ahead, so that the wakeup finds it there.
         if cpu != home && task.state == State::Off {
             if let Some((mut src, mut dst)) = self.rqs.lock_pair(home, cpu) {
@@ -646,6 +660,19 @@ impl EnokiScheduler for Wfq {
                 task.allowed = *allowed;
             }
         }
+    }
+
+    /// Hotplug calls are serialised by the kernel: a plain read-modify-write.
+    fn cpu_online(&self, cpu: CpuId) {
+        let mut offline = self.offline.get();
+        offline.remove(cpu);
+        self.offline.set(offline);
+    }
+
+    fn cpu_offline(&self, cpu: CpuId) {
+        let mut offline = self.offline.get();
+        offline.insert(cpu);
+        self.offline.set(offline);
     }
 }
 

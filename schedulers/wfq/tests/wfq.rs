@@ -697,3 +697,17 @@ fn placement_reads_shared_state_through_lock_events() {
     );
     m.check_consistent().unwrap();
 }
+
+#[test]
+fn a_waking_task_never_goes_to_an_offline_cpu() {
+    let mut m = Machine::new("");
+    m.run(1); // every CPU looks once and finds nothing: all idle
+    m.act(|d| d.set_cpu_online(1, false));
+    m.spawn(1, set(&[0, 1]), 0, 1);
+    assert_eq!(m.cpu_of(1), Some(0), "CPU 1 is offline");
+    assert_eq!(m.d.counters.select_errors, 0);
+    m.act(|d| d.set_cpu_online(1, true));
+    m.spawn(2, set(&[1]), 0, 1);
+    assert_eq!(m.cpu_of(2), Some(1), "back online");
+    m.check_consistent().unwrap();
+}
