@@ -119,8 +119,8 @@ echo kib-drained $((v3 - v0))
         .collect();
     assert!(!lost.is_empty(), "{drops} events lost and no gap record");
     let reported: u64 = lost.iter().sum();
-    assert!(
-        reported <= drops,
-        "gap records report {reported} lost events, record_drops says {drops}"
+    assert_eq!(
+        reported, drops,
+        "gap records must account for every event record_drops counted"
     );
 }

@@ -63,34 +63,44 @@ static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr)
 	rec->time_ns = ktime_get_ns();
 }
 
+/* Writes @ring's gap record, numbered like the first lost event. */
+static void enoki_ring_gap(struct enoki_ring *ring, int cpu)
+{
+	struct enoki_rec *rec = &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
+
+	memset(rec, 0, sizeof(*rec));
+	rec->seq = ring->lost_seq;
+	rec->cpu = cpu;
+	rec->type = ENOKI_REC_GAP;
+	rec->addr = ring->lost;
+	rec->time_ns = ktime_get_ns();
+	enoki_ring_commit(ring);
+	ring->lost = 0;
+}
+
 /*
  * The slot for this CPU's next record, numbered @seq; NULL if the ring is
  * full. If events were lost, a gap record goes first, numbered like the
- * first lost event: it stands where they would have been.
+ * first lost event: it stands where they would have been. The last slot
+ * is kept for the gap record enoki_record_stop() may have to write.
  */
 static struct enoki_rec *enoki_ring_slot(u64 seq)
 {
 	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
-	struct enoki_rec *rec;
 	u64 used;
 
 	if (!ring->buf)
 		return NULL;
 	/* pairs with the reader's release: its slots are free to reuse */
 	used = ring->head - smp_load_acquire(&ring->tail);
-	if (used + (ring->lost ? 2 : 1) > ENOKI_REC_ENTRIES) {
+	if (used + (ring->lost ? 2 : 1) > ENOKI_REC_ENTRIES - 1) {
 		ring->drops++;
 		if (!ring->lost++)
 			ring->lost_seq = seq;
 		return NULL;
 	}
-	if (ring->lost) {
-		rec = &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
-		memset(rec, 0, sizeof(*rec));
-		enoki_rec_init(rec, ring->lost_seq, ENOKI_REC_GAP, ring->lost);
-		enoki_ring_commit(ring);
-		ring->lost = 0;
-	}
+	if (ring->lost)
+		enoki_ring_gap(ring, smp_processor_id());
 	return &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
 }
 
@@ -175,9 +185,18 @@ static void enoki_rings_free_if_done(void)
 
 static void enoki_record_stop(void)
 {
+	int cpu;
+
 	WRITE_ONCE(enoki_recording, 0);
 	/* producers run with interrupts off: wait until none is inside */
 	synchronize_rcu();
+	/* what was lost since the last record goes in the slot kept for it */
+	for_each_possible_cpu(cpu) {
+		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
+
+		if (ring->buf && ring->lost)
+			enoki_ring_gap(ring, cpu);
+	}
 	enoki_rings_free_if_done();
 }
 
