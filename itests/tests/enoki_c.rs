@@ -124,3 +124,43 @@ echo kib-drained $((v3 - v0))
         "gap records must account for every event record_drops counted"
     );
 }
+
+#[test]
+#[serial]
+fn an_ejected_scheduler_leaves_its_state_dump_and_makes_way_for_the_next() {
+    let r = it::run(
+        "set -e; enoki load blackhole --mode opt-in --watchdog-ms 1000; \
+         timeout 60 enoki run sh -c 'echo starved-task-ran'; \
+         echo state $(cat /sys/kernel/enoki/state); \
+         echo last_exit $(cat /sys/kernel/enoki/last_exit); \
+         echo dump-bytes $(wc -c < /sys/kernel/debug/enoki/exit_dump); \
+         enoki load fifo --mode opt-in; echo next $(cat /sys/kernel/enoki/state); enoki unload",
+    );
+    r.assert_exit(0);
+    assert!(
+        r.output.contains("starved-task-ran"),
+        "the task never ran after the ejection"
+    );
+    assert_eq!(field(&r, "state"), "ejected");
+    assert!(field(&r, "last_exit").contains("stall"), "{}", r.output);
+    assert!(
+        number(&r, "dump-bytes") > 0,
+        "sched_ext's dump was not kept"
+    );
+    assert_eq!(
+        field(&r, "next"),
+        "enabled",
+        "a new load must not need the old module gone"
+    );
+    // The stall report is the point; anything else is a problem.
+    let unexpected: Vec<String> = r
+        .problems()
+        .into_iter()
+        .filter(|l| !l.contains("sched_ext:"))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "kernel log problems:\n{}",
+        unexpected.join("\n")
+    );
+}

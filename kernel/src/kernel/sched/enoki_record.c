@@ -39,8 +39,17 @@ struct enoki_ring {
 	u64 lost_seq;	/* sequence number of the first of them */
 };
 
+/*
+ * A call is recorded whole or not at all: enoki_record_calls decides at its
+ * start (enoki_record_seq()) and enoki_rec_call remembers it for the lock
+ * events inside. enoki_recording, which libEnoki tests before it reports a
+ * lock event, is on from before the first recorded call starts until after
+ * the last one ends.
+ */
 int enoki_recording;
 EXPORT_SYMBOL_GPL(enoki_recording);
+static int enoki_record_calls;
+static DEFINE_PER_CPU(bool, enoki_rec_call);
 static atomic64_t enoki_seq = ATOMIC64_INIT(0);
 static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
 /* serialises record start/stop and trace readers */
@@ -108,15 +117,17 @@ static struct enoki_rec *enoki_ring_slot(u64 seq)
 static u64 enoki_record_seq(void)
 {
 	/* pairs with enoki_record_start(): the rings are ready */
-	if (unlikely(smp_load_acquire(&enoki_recording)))
-		return atomic64_inc_return(&enoki_seq);
-	return 0;
+	if (likely(!smp_load_acquire(&enoki_record_calls)))
+		return 0;
+	__this_cpu_write(enoki_rec_call, true);
+	return atomic64_inc_return(&enoki_seq);
 }
 
 static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 {
 	struct enoki_rec *rec = enoki_ring_slot(seq);
 
+	__this_cpu_write(enoki_rec_call, false);
 	if (!rec)
 		return;
 	enoki_rec_init(rec, seq, ENOKI_REC_MSG, 0);
@@ -141,6 +152,11 @@ void enoki_record_lock(u64 addr, bool acquire)
 	if (!smp_load_acquire(&enoki_recording))
 		return;
 	local_irq_save(flags);
+	if (!__this_cpu_read(enoki_rec_call)) {
+		/* inside a call that started before recording did */
+		local_irq_restore(flags);
+		return;
+	}
 	seq = atomic64_inc_return(&enoki_seq);
 	rec = enoki_ring_slot(seq);
 	if (rec) {
@@ -187,8 +203,10 @@ static void enoki_record_stop(void)
 {
 	int cpu;
 
+	WRITE_ONCE(enoki_record_calls, 0);
+	/* calls run with interrupts off: wait until every recorded one ended */
+	synchronize_rcu();
 	WRITE_ONCE(enoki_recording, 0);
-	/* producers run with interrupts off: wait until none is inside */
 	synchronize_rcu();
 	/* what was lost since the last record goes in the slot kept for it */
 	for_each_possible_cpu(cpu) {
@@ -220,8 +238,10 @@ static int enoki_record_start(void)
 		ring->lost = 0;
 	}
 	atomic64_set(&enoki_seq, 0);
-	/* pairs with the producers' acquire: the rings are ready */
+	/* both pair with the producers' acquire: the rings are ready */
 	smp_store_release(&enoki_recording, 1);
+	/* ... and lock events are taken before the first call is recorded */
+	smp_store_release(&enoki_record_calls, 1);
 	return 0;
 }
 
