@@ -50,6 +50,7 @@ impl Wfq {
             f(range(&s.claimed));
         }
         self.idle.iter().for_each(|w| f(range(w)));
+        f(range(&self.offline));
     }
 
     /// Calls `f` for every task a run queue holds, running or waiting; for
