@@ -226,8 +226,8 @@ enoki unload
 
 /// A small pid_max and stressors that fork, clone and exec from threads
 /// (which swaps pids in de_thread) reuse pids within milliseconds: under
-/// FIFO and WFQ no task may be lost or refused, and Enoki's task count
-/// returns to where it was.
+/// FIFO and WFQ no task may be lost or refused, and every task is on
+/// Enoki's books once each way (TASK_NEW, TASK_DEAD).
 #[test]
 #[serial]
 fn pid_reuse_storm_loses_no_task() {
