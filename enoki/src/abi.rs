@@ -119,6 +119,9 @@ pub mod ret_err {
     pub const BAD_MIGRATE: u32 = 1 << 1;
     /// select_task_rq returned a CPU outside the task's allowed set.
     pub const BAD_SELECT: u32 = 1 << 2;
+    /// The scheduler has failed (libEnoki reported why through
+    /// `enoki_fail()`); it was not called.
+    pub const FAILED: u32 = 1 << 3;
 }
 
 /// One call into the scheduler and its answer.

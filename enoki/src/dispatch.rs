@@ -3,10 +3,13 @@
 //! writes the answer back. Both backends go through here, so the kernel, the
 //! tests, the simulator and replay run exactly the same path.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use super::abi::{flag, kind, ret_err, Msg};
 use super::collections::{AllocError, TaskMap};
-use super::scheduler::EnokiScheduler;
-use super::sync::SpinLock;
+use super::fault::{Failed, Fault, FaultKind, Party};
+use super::scheduler::{EnokiScheduler, NotTaken, Result};
+use super::sync::{detect, Shared, SpinLock};
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 
 /// A scheduler as libEnoki holds it, with what is needed to check messages.
@@ -18,16 +21,27 @@ pub struct Loaded<S> {
     /// (TASK_DEAD comes at the final put). Messages that change which task
     /// a pid names (TASK_NEW, TASK_DEAD) are handled under this lock.
     gens: SpinLock<TaskMap<u64>>,
+    /// Set once a call failed: every later message is answered without
+    /// the scheduler.
+    failed: AtomicBool,
+    /// What went wrong first.
+    fault: Shared<Option<Fault>>,
 }
 
 impl<S: EnokiScheduler> Loaded<S> {
     /// Wraps a created scheduler for a machine of `nr_cpus` CPUs, tracking
     /// up to `max_tasks` tasks.
-    pub fn new(sched: S, nr_cpus: usize, max_tasks: usize) -> Result<Self, AllocError> {
+    pub fn new(
+        sched: S,
+        nr_cpus: usize,
+        max_tasks: usize,
+    ) -> core::result::Result<Self, AllocError> {
         Ok(Loaded {
             sched,
             nr_cpus,
             gens: SpinLock::new(TaskMap::with_capacity(max_tasks)?),
+            failed: AtomicBool::new(false),
+            fault: Shared::new(None),
         })
     }
 
@@ -36,22 +50,70 @@ impl<S: EnokiScheduler> Loaded<S> {
         &self.sched
     }
 
+    /// Why the scheduler failed, once it has.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault.get()
+    }
+
     fn cpu(&self, raw: i32) -> Option<CpuId> {
         usize::try_from(raw).ok().filter(|c| *c < self.nr_cpus)
     }
 
     /// Handles `m` in place. A message naming a CPU outside the topology is
-    /// answered with -1 and never reaches the scheduler.
+    /// answered with -1 and never reaches the scheduler; nor does any
+    /// message once the scheduler failed (answered with
+    /// [`ret_err::FAILED`]).
     pub fn handle(&self, m: &mut Msg) {
-        let s = &self.sched;
         m.ret = -1;
         m.ret_cpu = -1;
+        if self.failed.load(Ordering::Acquire) {
+            m.ret_err |= ret_err::FAILED;
+            return;
+        }
         let Some(cpu) = self.cpu(m.cpu) else { return };
+        let call = detect::enter_call(cpu as u32);
+        let outcome = self.call(m, cpu);
+        let fault = call.finish();
+        if outcome.is_err() || fault.is_some() {
+            self.fail(m, cpu, fault);
+        }
+    }
+
+    /// The call failed: its answer is "nothing", and the first failure is
+    /// reported (Enoki-C then ejects the scheduler).
+    fn fail(&self, m: &mut Msg, cpu: CpuId, fault: Option<Fault>) {
+        m.ret = -1;
+        m.ret_cpu = -1;
+        m.flags &= !flag::KEEP_PREV;
+        m.ret_err |= ret_err::FAILED;
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut fault = fault.unwrap_or_else(|| {
+            Fault::new(
+                FaultKind::Unexplained,
+                Party {
+                    cpu: cpu as u32,
+                    lock: 0,
+                    at: None,
+                    holder: None,
+                    held_since: None,
+                },
+            )
+        });
+        fault.call = kind::NAMES.get(m.kind as usize).copied().unwrap_or("?");
+        self.fault.set(Some(fault));
+        super::backend::report_failure(S::NAME, &fault);
+    }
+
+    /// One message, one scheduler call.
+    fn call(&self, m: &mut Msg, cpu: CpuId) -> Result {
+        let s = &self.sched;
         match m.kind {
-            kind::TASK_NEW => m.ret = if self.task_new(m) { 0 } else { -1 },
+            kind::TASK_NEW => m.ret = if self.task_new(m)? { 0 } else { -1 },
             kind::TASK_WAKEUP | kind::TASK_PREEMPT => {
                 let Some(task_cpu) = self.cpu(m.task_cpu) else {
-                    return;
+                    return Ok(());
                 };
                 let token = Schedulable::new(m.pid, task_cpu);
                 let taken = if m.kind == kind::TASK_WAKEUP {
@@ -59,22 +121,26 @@ impl<S: EnokiScheduler> Loaded<S> {
                 } else {
                     s.task_preempt(m.pid, m.runtime, m.flags & flag::YIELD != 0, token)
                 };
-                // A token handed back means Enoki-C runs the task itself.
-                m.ret = if taken.is_ok() { 0 } else { -1 };
+                match taken {
+                    Ok(()) => m.ret = 0,
+                    // A token handed back means Enoki-C runs the task itself.
+                    Err(NotTaken::Refused(_)) => {}
+                    Err(NotTaken::Failed(failed)) => return Err(failed),
+                }
             }
             kind::TASK_BLOCKED => {
                 let task_cpu = self.cpu(m.task_cpu).unwrap_or(cpu);
-                s.task_blocked(m.pid, m.runtime, task_cpu, m.flags & flag::SLEEP != 0);
+                s.task_blocked(m.pid, m.runtime, task_cpu, m.flags & flag::SLEEP != 0)?;
                 m.ret = 0;
             }
             kind::TASK_DEAD => {
-                self.task_dead(m.pid, m.generation);
+                self.task_dead(m.pid, m.generation)?;
                 m.ret = 0;
             }
-            kind::TASK_TICK => m.ret = s.task_tick(cpu, m.pid, m.runtime) as i64,
+            kind::TASK_TICK => m.ret = s.task_tick(cpu, m.pid, m.runtime)? as i64,
             kind::SELECT_TASK_RQ => {
                 let prev = self.cpu(m.task_cpu).unwrap_or(cpu);
-                let chosen = s.select_task_rq(m.pid, prev, cpu);
+                let chosen = s.select_task_rq(m.pid, prev, cpu)?;
                 if chosen < self.nr_cpus && CpuSet::from_words(m.allowed).contains(chosen) {
                     m.ret_cpu = chosen as i32;
                 } else {
@@ -83,57 +149,29 @@ impl<S: EnokiScheduler> Loaded<S> {
                 }
                 m.ret = m.ret_cpu as i64;
             }
-            kind::PICK_NEXT_TASK => {
-                let prev = (m.flags & flag::HAS_PREV != 0).then_some(PrevTask {
-                    pid: m.pid,
-                    runtime: m.runtime,
-                    runnable: m.flags & flag::PREV_RUNNABLE != 0,
-                });
-                let picked = s.pick_next_task(cpu, prev);
-                if let (None, Some(prev)) = (&picked, prev.filter(|p| p.runnable)) {
-                    if let Some(slice) = s.keep_running(cpu, &prev) {
-                        m.flags |= flag::KEEP_PREV;
-                        m.ret = prev.pid as i64;
-                        m.ret_cpu = cpu as i32;
-                        m.ret_slice = slice;
-                    }
-                }
-                if let Some(token) = picked {
-                    if token.cpu() != cpu {
-                        // Never let a token for another CPU reach the kernel.
-                        m.ret_err |= ret_err::WRONG_CPU;
-                        let pid = token.pid();
-                        s.pnt_err(cpu, pid, PickError::WrongCpu, Some(token));
-                    } else {
-                        let (pid, token_cpu, slice) = token.into_parts();
-                        m.ret = pid as i64;
-                        m.ret_cpu = token_cpu as i32;
-                        m.ret_slice = slice;
-                    }
-                }
-            }
+            kind::PICK_NEXT_TASK => self.pick(m, cpu)?,
             kind::PNT_ERR | kind::BALANCE_ERR => {
                 let err = PickError::from_code(m.flags);
                 if m.kind == kind::BALANCE_ERR {
-                    s.balance_err(cpu, m.pid, err);
+                    s.balance_err(cpu, m.pid, err)?;
                 } else {
                     // Enoki-C refused the task: the token is still the
                     // scheduler's, unless the task is gone.
                     let token = self.cpu(m.task_cpu).filter(|_| err != PickError::NoTask);
-                    s.pnt_err(cpu, m.pid, err, token.map(|c| Schedulable::new(m.pid, c)));
+                    s.pnt_err(cpu, m.pid, err, token.map(|c| Schedulable::new(m.pid, c)))?;
                 }
                 m.ret = 0;
             }
             kind::BALANCE => {
-                if let Some(pid) = s.balance(cpu) {
+                if let Some(pid) = s.balance(cpu)? {
                     m.ret = pid as i64;
                 }
             }
             kind::MIGRATE_TASK_RQ => {
                 let Some(to) = self.cpu(m.task_cpu) else {
-                    return;
+                    return Ok(());
                 };
-                match s.migrate_task_rq(m.pid, Schedulable::new(m.pid, to)) {
+                match s.migrate_task_rq(m.pid, Schedulable::new(m.pid, to))? {
                     Some(old) if old.pid() == m.pid => m.ret = 0,
                     // Another task's token was handed in: that task can no
                     // longer be picked. Count it; the watchdog has the rest.
@@ -141,28 +179,64 @@ impl<S: EnokiScheduler> Loaded<S> {
                 }
             }
             kind::TASK_PRIO_CHANGED => {
-                s.task_prio_changed(m.pid, m.weight, m.nice);
+                s.task_prio_changed(m.pid, m.weight, m.nice)?;
                 m.ret = 0;
             }
             kind::TASK_AFFINITY_CHANGED => {
-                s.task_affinity_changed(m.pid, &CpuSet::from_words(m.allowed));
+                s.task_affinity_changed(m.pid, &CpuSet::from_words(m.allowed))?;
                 m.ret = 0;
             }
             kind::CPU_ONLINE => {
-                s.cpu_online(cpu);
+                s.cpu_online(cpu)?;
                 m.ret = 0;
             }
             kind::CPU_OFFLINE => {
-                s.cpu_offline(cpu);
+                s.cpu_offline(cpu)?;
                 m.ret = 0;
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// PICK_NEXT_TASK: the scheduler's pick, or `prev` kept running when it
+    /// has none, checked to be a token for this CPU.
+    fn pick(&self, m: &mut Msg, cpu: CpuId) -> Result {
+        let s = &self.sched;
+        let prev = (m.flags & flag::HAS_PREV != 0).then_some(PrevTask {
+            pid: m.pid,
+            runtime: m.runtime,
+            runnable: m.flags & flag::PREV_RUNNABLE != 0,
+        });
+        let picked = s.pick_next_task(cpu, prev)?;
+        if let (None, Some(prev)) = (&picked, prev.filter(|p| p.runnable)) {
+            if let Some(slice) = s.keep_running(cpu, &prev)? {
+                m.flags |= flag::KEEP_PREV;
+                m.ret = prev.pid as i64;
+                m.ret_cpu = cpu as i32;
+                m.ret_slice = slice;
+            }
+        }
+        let Some(token) = picked else {
+            return Ok(());
+        };
+        if token.cpu() != cpu {
+            // Never let a token for another CPU reach the kernel.
+            m.ret_err |= ret_err::WRONG_CPU;
+            let pid = token.pid();
+            return s.pnt_err(cpu, pid, PickError::WrongCpu, Some(token));
+        }
+        let (pid, token_cpu, slice) = token.into_parts();
+        m.ret = pid as i64;
+        m.ret_cpu = token_cpu as i32;
+        m.ret_slice = slice;
+        Ok(())
     }
 
     /// TASK_NEW: a pid still held by an older task (its TASK_DEAD not yet
     /// here) now names a new one, so the old one is dead to the scheduler.
-    fn task_new(&self, m: &Msg) -> bool {
+    /// `Ok(false)`: the scheduler would not take the task.
+    fn task_new(&self, m: &Msg) -> Result<bool> {
         let task = TaskInfo {
             pid: m.pid,
             tgid: m.tgid,
@@ -171,32 +245,35 @@ impl<S: EnokiScheduler> Loaded<S> {
             runtime: m.runtime,
             allowed: CpuSet::from_words(m.allowed),
         };
-        let mut gens = self.gens.lock();
+        let mut gens = self.gens.lock()?;
         if gens.get(m.pid).is_some_and(|g| *g != m.generation) {
-            self.sched.task_dead(m.pid);
+            self.sched.task_dead(m.pid)?;
             gens.remove(m.pid);
         }
         if gens.insert(m.pid, m.generation).is_err() {
-            return false;
+            return Ok(false);
         }
-        let taken = self.sched.task_new(&task).is_ok();
-        if !taken {
-            gens.remove(m.pid);
+        match self.sched.task_new(&task) {
+            Ok(()) => Ok(true),
+            Err(super::scheduler::TaskError::Failed) => Err(Failed::new()),
+            Err(_) => {
+                gens.remove(m.pid);
+                Ok(false)
+            }
         }
-        taken
     }
 
     /// TASK_DEAD: only for the task the pid names now; a stale one (its pid
     /// already reused) is dropped.
-    fn task_dead(&self, pid: Pid, generation: u64) {
-        let mut gens = self.gens.lock();
+    fn task_dead(&self, pid: Pid, generation: u64) -> Result {
+        let mut gens = self.gens.lock()?;
         match gens.get(pid) {
             Some(g) if *g == generation => {
                 gens.remove(pid);
-                self.sched.task_dead(pid);
+                self.sched.task_dead(pid)
             }
             // Stale, or refused at TASK_NEW: not the scheduler's.
-            _ => {}
+            _ => Ok(()),
         }
     }
 }
@@ -208,6 +285,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::{InitContext, InitError, NoHint, TaskError};
+    use crate::Result;
 
     /// Remembers every call that changes which tasks it knows, and picks
     /// nothing.
@@ -231,29 +309,36 @@ mod tests {
         fn init(_: &InitContext<'_>) -> Result<Self, InitError> {
             Ok(Calls::default())
         }
-        fn pick_next_task(&self, _: CpuId, _: Option<PrevTask>) -> Option<Schedulable> {
-            None
+        fn pick_next_task(&self, _: CpuId, _: Option<PrevTask>) -> Result<Option<Schedulable>> {
+            Ok(None)
         }
-        fn pnt_err(&self, _: CpuId, _: Pid, _: PickError, _: Option<Schedulable>) {}
+        fn pnt_err(&self, _: CpuId, _: Pid, _: PickError, _: Option<Schedulable>) -> Result {
+            Ok(())
+        }
         fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
             self.note("new", task.pid);
             Ok(())
         }
-        fn task_wakeup(&self, _: Pid, _: u64, _: Schedulable) -> Result<(), Schedulable> {
+        fn task_wakeup(&self, _: Pid, _: u64, _: Schedulable) -> Result<(), NotTaken> {
             Ok(())
         }
-        fn task_preempt(&self, _: Pid, _: u64, _: bool, _: Schedulable) -> Result<(), Schedulable> {
+        fn task_preempt(&self, _: Pid, _: u64, _: bool, _: Schedulable) -> Result<(), NotTaken> {
             Ok(())
         }
-        fn task_blocked(&self, _: Pid, _: u64, _: CpuId, _: bool) {}
-        fn task_dead(&self, pid: Pid) {
+        fn task_blocked(&self, _: Pid, _: u64, _: CpuId, _: bool) -> Result {
+            Ok(())
+        }
+        fn task_dead(&self, pid: Pid) -> Result {
             self.note("dead", pid);
+            Ok(())
         }
-        fn cpu_online(&self, cpu: CpuId) {
+        fn cpu_online(&self, cpu: CpuId) -> Result {
             self.note("online", cpu as Pid);
+            Ok(())
         }
-        fn cpu_offline(&self, cpu: CpuId) {
+        fn cpu_offline(&self, cpu: CpuId) -> Result {
             self.note("offline", cpu as Pid);
+            Ok(())
         }
     }
 

@@ -2,6 +2,7 @@
 //! The kernel backend: Rust-for-Linux module glue and the FFI to Enoki-C.
 //! All of libEnoki's kernel `unsafe` lives here.
 
+use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::sync::atomic::{AtomicI32, Ordering};
 
@@ -11,9 +12,11 @@ use kernel::error::{code, Error};
 use super::abi::{self, Msg, RawOps, RawTopology};
 use super::collections::AllocError;
 use super::dispatch::Loaded;
+use super::fault::Fault;
 use super::log::{format_line, Level};
 use super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::services::Services;
+use super::sync::detect::{self, MAX_CONTEXTS};
 use super::topology::Topology;
 use super::types::CpuId;
 
@@ -26,6 +29,9 @@ extern "C" {
     fn enoki_cancel_timer(cpu: c_int);
     fn enoki_log(level: c_int, msg: *const u8, len: usize);
     fn enoki_record_lock(addr: u64, acquire: bool);
+    fn enoki_this_cpu() -> c_int;
+    fn enoki_clock_ns() -> u64;
+    fn enoki_fail(report: *const u8, len: usize);
     /// Enoki-C's `int enoki_recording` (same layout as an `AtomicI32`),
     /// published with release when recording starts.
     static enoki_recording: AtomicI32;
@@ -35,6 +41,7 @@ extern "C" {
     static enoki_param_max_tasks: u32;
     static enoki_param_slice_us: u32;
     static enoki_param_watchdog_ms: u32;
+    static enoki_param_lock_timeout_ms: u32;
     static enoki_param_args: *const c_char;
 }
 
@@ -77,6 +84,60 @@ pub(super) fn lock_event(addr: usize, acquire: bool) {
         // SAFETY: callable from any context; it checks the flag again.
         unsafe { enoki_record_lock(addr as u64, acquire) };
     }
+}
+
+/// This CPU, inside a scheduler call; `None` elsewhere (module init may
+/// sleep and move between CPUs, so it cannot have a CPU's context).
+pub(super) fn context() -> Option<usize> {
+    // SAFETY: callable from any context.
+    usize::try_from(unsafe { enoki_this_cpu() }).ok()
+}
+
+/// The CPU's clock (`local_clock()`), ns.
+pub(super) fn now_ns() -> u64 {
+    // SAFETY: callable from any context.
+    unsafe { enoki_clock_ns() }
+}
+
+/// The fault each CPU's current call ran into.
+///
+/// # Invariants
+/// Entry `i` is only accessed on CPU `i` inside a scheduler call, with
+/// interrupts off ([`context`] is `None` elsewhere), so accesses to one
+/// entry never overlap.
+struct PendingFaults([UnsafeCell<Option<Fault>>; MAX_CONTEXTS]);
+
+// SAFETY: by the invariants each entry has one accessor at a time.
+unsafe impl Sync for PendingFaults {}
+
+static PENDING: PendingFaults = PendingFaults([const { UnsafeCell::new(None) }; MAX_CONTEXTS]);
+
+/// Runs `f` on this CPU's pending fault, inside a call.
+fn with_pending<R>(f: impl FnOnce(&mut Option<Fault>) -> R) -> Option<R> {
+    let cell = PENDING.0.get(context()?)?;
+    // SAFETY: this CPU's entry, inside a call (see the invariants).
+    Some(f(unsafe { &mut *cell.get() }))
+}
+
+/// Keeps `fault` for this CPU's call (the first one wins).
+pub(super) fn raise_fault(fault: Fault) {
+    with_pending(|p| {
+        p.get_or_insert(fault);
+    });
+}
+
+/// The fault this CPU's call ran into, forgetting it.
+pub(super) fn take_fault() -> Option<Fault> {
+    with_pending(Option::take).flatten()
+}
+
+/// A scheduler failed: Enoki-C logs the report and ejects it.
+pub(super) fn report_failure(name: &str, fault: &Fault) {
+    let line = format_line::<1000>(format_args!("{name}: {fault}"));
+    let bytes = line.as_bytes();
+    // SAFETY: the pointer and length describe `bytes`, alive for the call;
+    // enoki_fail() copies them and is safe under runqueue locks.
+    unsafe { enoki_fail(bytes.as_ptr(), bytes.len()) };
 }
 
 pub(super) type Storage<T> = KVVec<T>;
@@ -124,6 +185,7 @@ struct Params {
     max_tasks: usize,
     slice_ns: u64,
     timeout_ms: u32,
+    lock_timeout_ms: u32,
     args: &'static str,
 }
 
@@ -131,12 +193,13 @@ impl Params {
     fn read() -> Result<Self, InitError> {
         // SAFETY: module parameters are written by the module loader before
         // init runs and never again (they are read-only in sysfs).
-        let (mode, max_tasks, slice_us, watchdog_ms, args) = unsafe {
+        let (mode, max_tasks, slice_us, watchdog_ms, lock_timeout_ms, args) = unsafe {
             (
                 param_str(enoki_param_mode),
                 enoki_param_max_tasks,
                 enoki_param_slice_us,
                 enoki_param_watchdog_ms,
+                enoki_param_lock_timeout_ms,
                 param_str(enoki_param_args),
             )
         };
@@ -154,11 +217,18 @@ impl Params {
         if !(500..=30_000).contains(&watchdog_ms) {
             return Err(InitError::InvalidArgument("watchdog_ms (500..=30000)"));
         }
+        // Well under the watchdog, so a deadlock is ours to report.
+        if !(1..=watchdog_ms / 2).contains(&lock_timeout_ms) {
+            return Err(InitError::InvalidArgument(
+                "lock_timeout_ms (1..=watchdog_ms/2)",
+            ));
+        }
         Ok(Params {
             mode,
             max_tasks: max_tasks as usize,
             slice_ns: slice_us as u64 * 1000,
             timeout_ms: watchdog_ms,
+            lock_timeout_ms,
             args,
         })
     }
@@ -225,6 +295,7 @@ fn read_topology() -> Result<Topology, Error> {
 impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
     fn init(module: &'static kernel::ThisModule) -> kernel::error::Result<Self> {
         let params = Params::read().map_err(init_error)?;
+        detect::set_timeout_ns(u64::from(params.lock_timeout_ms) * 1_000_000);
         let topology = read_topology()?;
         let ctx = InitContext {
             topology: &topology,

@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod collections;
 pub mod dispatch;
+pub mod fault;
 pub mod heap;
 pub mod hint;
 pub mod log;
@@ -32,10 +33,13 @@ pub mod user;
 use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
+pub use fault::{Failed, Fault, FaultKind};
 pub use heap::TaskHeap;
 pub use hint::HintData;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
-pub use scheduler::{Args, EnokiScheduler, InitContext, InitError, NoHint, QueueId, TaskError};
+pub use scheduler::{
+    Args, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, QueueId, Result, TaskError,
+};
 pub use services::Services;
 pub use sync::{RwLock, Shared, SpinLock};
 pub use topology::Topology;

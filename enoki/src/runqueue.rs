@@ -14,13 +14,16 @@
 //!   searching again when the task moved between the search and the
 //!   locking.
 //!
-//! Nothing here allocates after [`RunQueues::try_new_with`] or panics: a CPU
-//! number out of range is `None`.
+//! Nothing here allocates after [`RunQueues::try_new_with`] or panics.
+//! Locking fails as [`SpinLock::lock`] does, and for a CPU number out of
+//! range (a scheduler bug, reported as such).
 
 use core::ops::Range;
+use core::panic::Location;
 
 use super::collections::{AllocError, FixedVec};
-use super::sync::{SpinLock, SpinLockGuard};
+use super::fault::{Failed, Site};
+use super::sync::{detect, SpinLock, SpinLockGuard};
 use super::types::CpuId;
 
 /// Attempts at locking the queue that holds a task while the task keeps
@@ -29,6 +32,9 @@ pub const LOCK_RETRIES: usize = 8;
 
 /// A run queue, locked.
 pub type QueueGuard<'a, Q> = SpinLockGuard<'a, Q>;
+
+/// Two run queues, locked.
+pub type Pair<'a, Q> = (QueueGuard<'a, Q>, QueueGuard<'a, Q>);
 
 /// One `Q` per CPU, each behind its own lock.
 pub struct RunQueues<Q> {
@@ -68,53 +74,83 @@ impl<Q> RunQueues<Q> {
         0..self.queues.len()
     }
 
-    /// Locks `cpu`'s queue.
-    #[must_use = "the queues are unlocked at once if the guards are not kept"]
-    pub fn lock(&self, cpu: CpuId) -> Option<QueueGuard<'_, Q>> {
-        Some(self.queues.get(cpu)?.lock())
+    fn queue(&self, cpu: CpuId, at: Site) -> Result<&SpinLock<Q>, Failed> {
+        self.queues
+            .get(cpu)
+            .ok_or_else(|| detect::no_such_cpu(cpu, at))
+    }
+
+    /// Locks `cpu`'s queue. Fails as [`SpinLock::lock`] does, and for a
+    /// CPU the machine does not have.
+    #[track_caller]
+    pub fn lock(&self, cpu: CpuId) -> Result<QueueGuard<'_, Q>, Failed> {
+        let at = Location::caller();
+        self.queue(cpu, at)?.lock_at(at)
     }
 
     /// Locks `cpu`'s queue and keeps it locked if `holds` says yes.
-    #[must_use = "the queues are unlocked at once if the guards are not kept"]
-    pub fn lock_if(&self, cpu: CpuId, holds: impl FnOnce(&Q) -> bool) -> Option<QueueGuard<'_, Q>> {
-        let queue = self.lock(cpu)?;
-        holds(&queue).then_some(queue)
+    #[track_caller]
+    pub fn lock_if(
+        &self,
+        cpu: CpuId,
+        holds: impl FnOnce(&Q) -> bool,
+    ) -> Result<Option<QueueGuard<'_, Q>>, Failed> {
+        self.lock_if_at(cpu, holds, Location::caller())
+    }
+
+    fn lock_if_at(
+        &self,
+        cpu: CpuId,
+        holds: impl FnOnce(&Q) -> bool,
+        at: Site,
+    ) -> Result<Option<QueueGuard<'_, Q>>, Failed> {
+        let queue = self.queue(cpu, at)?.lock_at(at)?;
+        Ok(holds(&queue).then_some(queue))
     }
 
     /// Locks the queues of `a` and `b`, the lower CPU first; `None` when
-    /// `a == b` (one lock cannot be held twice) or either is out of range.
-    #[must_use = "the queues are unlocked at once if the guards are not kept"]
-    pub fn lock_pair(&self, a: CpuId, b: CpuId) -> Option<(QueueGuard<'_, Q>, QueueGuard<'_, Q>)> {
-        let (qa, qb) = (self.queues.get(a)?, self.queues.get(b)?);
-        match a.cmp(&b) {
+    /// `a == b` (one lock cannot be held twice).
+    #[track_caller]
+    pub fn lock_pair(&self, a: CpuId, b: CpuId) -> Result<Option<Pair<'_, Q>>, Failed> {
+        self.lock_pair_at(a, b, Location::caller())
+    }
+
+    fn lock_pair_at(&self, a: CpuId, b: CpuId, at: Site) -> Result<Option<Pair<'_, Q>>, Failed> {
+        let (qa, qb) = (self.queue(a, at)?, self.queue(b, at)?);
+        Ok(match a.cmp(&b) {
             core::cmp::Ordering::Less => {
-                let ga = qa.lock();
-                Some((ga, qb.lock()))
+                let ga = qa.lock_at(at)?;
+                Some((ga, qb.lock_at(at)?))
             }
             core::cmp::Ordering::Greater => {
-                let gb = qb.lock();
-                Some((qa.lock(), gb))
+                let gb = qb.lock_at(at)?;
+                Some((qa.lock_at(at)?, gb))
             }
             core::cmp::Ordering::Equal => None,
-        }
+        })
     }
 
     /// The first queue `holds` says yes to, locked: `hint`'s first, then
     /// every queue in CPU order, one lock at a time. A task moving while
     /// the search runs can be missed: callers that know it exists search
     /// again.
-    #[must_use = "the queues are unlocked at once if the guards are not kept"]
+    #[track_caller]
     pub fn lock_holder(
         &self,
         hint: Option<CpuId>,
         holds: impl Fn(&Q) -> bool,
-    ) -> Option<(CpuId, QueueGuard<'_, Q>)> {
-        if let Some(found) = hint.and_then(|cpu| Some((cpu, self.lock_if(cpu, &holds)?))) {
-            return Some(found);
+    ) -> Result<Option<(CpuId, QueueGuard<'_, Q>)>, Failed> {
+        let at = Location::caller();
+        let hint = hint.filter(|cpu| self.cpus().contains(cpu));
+        let order = hint
+            .into_iter()
+            .chain(self.cpus().filter(|cpu| Some(*cpu) != hint));
+        for cpu in order {
+            if let Some(queue) = self.lock_if_at(cpu, &holds, at)? {
+                return Ok(Some((cpu, queue)));
+            }
         }
-        self.cpus()
-            .filter(|cpu| Some(*cpu) != hint)
-            .find_map(|cpu| Some((cpu, self.lock_if(cpu, &holds)?)))
+        Ok(None)
     }
 
     /// The queue `holds` says yes to and `to`'s queue, both locked (lower
@@ -122,31 +158,46 @@ impl<Q> RunQueues<Q> {
     /// [`RunQueues::lock_holder`], or a scheduler's own search that also
     /// places new tasks); when the task moved between the search and the
     /// locking, it searches again, up to [`LOCK_RETRIES`] times.
-    #[must_use = "the queues are unlocked at once if the guards are not kept"]
+    #[track_caller]
     pub fn lock_holder_and<'a>(
         &'a self,
         to: CpuId,
         holds: impl Fn(&Q) -> bool,
-        mut find: impl FnMut() -> Option<(CpuId, QueueGuard<'a, Q>)>,
-    ) -> Option<Holder<'a, Q>> {
+        mut find: impl FnMut() -> Result<Option<(CpuId, QueueGuard<'a, Q>)>, Failed>,
+    ) -> Result<Option<Holder<'a, Q>>, Failed> {
+        let at = Location::caller();
         for _ in 0..LOCK_RETRIES {
-            let (from, queue) = find()?;
+            let Some((from, queue)) = find()? else {
+                return Ok(None);
+            };
             if from == to {
-                return Some(Holder::Same(queue));
+                return Ok(Some(Holder::Same(queue)));
             }
             drop(queue);
-            let (src, dst) = self.lock_pair(from, to)?;
+            let Some((src, dst)) = self.lock_pair_at(from, to, at)? else {
+                return Ok(None);
+            };
             if holds(&src) {
-                return Some(Holder::Apart { from, src, dst });
+                return Ok(Some(Holder::Apart { from, src, dst }));
             }
         }
-        None
+        Ok(None)
     }
 
     /// The first `Some` of `f` over the queues in CPU order, each locked
     /// only while `f` looks at it.
-    pub fn find_map<T>(&self, mut f: impl FnMut(CpuId, &mut Q) -> Option<T>) -> Option<T> {
-        self.cpus().find_map(|cpu| f(cpu, &mut *self.lock(cpu)?))
+    #[track_caller]
+    pub fn find_map<T>(
+        &self,
+        mut f: impl FnMut(CpuId, &mut Q) -> Option<T>,
+    ) -> Result<Option<T>, Failed> {
+        let at = Location::caller();
+        for cpu in self.cpus() {
+            if let Some(found) = f(cpu, &mut *self.queue(cpu, at)?.lock_at(at)?) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -166,34 +217,47 @@ mod tests {
     }
 
     #[test]
-    fn locks_one_queue_and_out_of_range_is_none() {
+    fn locks_one_queue_and_out_of_range_fails_naming_the_caller() {
         let q = queues(&[&[1], &[2, 3]]);
         assert_eq!(q.cpus(), 0..2);
         assert_eq!(*q.lock(1).unwrap(), [2, 3]);
-        assert!(q.lock(2).is_none());
-        assert!(q.lock_if(0, |q| q.contains(&1)).is_some());
-        assert!(q.lock_if(0, |q| q.contains(&2)).is_none());
+        assert!(q.lock_if(0, |q| q.contains(&1)).unwrap().is_some());
+        assert!(q.lock_if(0, |q| q.contains(&2)).unwrap().is_none());
+        let _ = crate::sync::detect::take_fault();
+        let line = line!() + 1;
+        assert!(q.lock(2).is_err());
+        let fault = crate::sync::detect::take_fault().expect("a fault is left");
+        assert_eq!(fault.kind, crate::FaultKind::NoSuchCpu);
+        let p = fault.parties().next().unwrap();
+        assert_eq!(
+            (p.lock, p.at.map(|l| (l.file(), l.line()))),
+            (2, Some((file!(), line)))
+        );
     }
 
     #[test]
     fn pair_is_in_argument_order_and_never_the_same_queue() {
         let q = queues(&[&[1], &[2], &[3]]);
-        let (a, b) = q.lock_pair(2, 0).unwrap();
+        let (a, b) = q.lock_pair(2, 0).unwrap().unwrap();
         assert_eq!((a[0], b[0]), (3, 1));
         drop((a, b));
-        assert!(q.lock_pair(1, 1).is_none());
-        assert!(q.lock_pair(1, 3).is_none());
+        assert!(q.lock_pair(1, 1).unwrap().is_none());
+        assert!(q.lock_pair(1, 3).is_err());
     }
 
     #[test]
     fn finds_the_holder_hint_first() {
         let q = queues(&[&[7], &[], &[7, 8]]);
         let holds = |id| move |q: &Vec<i32>| q.contains(&id);
-        assert_eq!(q.lock_holder(None, holds(7)).unwrap().0, 0);
-        assert_eq!(q.lock_holder(Some(2), holds(7)).unwrap().0, 2);
-        assert_eq!(q.lock_holder(Some(1), holds(8)).unwrap().0, 2);
-        assert!(q.lock_holder(Some(9), holds(9)).is_none());
-        assert_eq!(q.find_map(|cpu, q| q.contains(&8).then_some(cpu)), Some(2));
+        let found = |hint, id| q.lock_holder(hint, holds(id)).unwrap().map(|(cpu, _)| cpu);
+        assert_eq!(found(None, 7), Some(0));
+        assert_eq!(found(Some(2), 7), Some(2));
+        assert_eq!(found(Some(1), 8), Some(2));
+        assert_eq!(found(Some(9), 9), None);
+        assert_eq!(
+            q.find_map(|cpu, q| q.contains(&8).then_some(cpu)),
+            Ok(Some(2))
+        );
     }
 
     #[test]
@@ -204,21 +268,24 @@ mod tests {
         let search = |id| move || q.lock_holder(None, holds(id));
         assert!(matches!(
             q.lock_holder_and(1, holds(2), search(2)),
-            Some(Holder::Same(_))
+            Ok(Some(Holder::Same(_)))
         ));
         match q.lock_holder_and(1, holds(1), search(1)) {
-            Some(Holder::Apart {
+            Ok(Some(Holder::Apart {
                 from,
                 mut src,
                 mut dst,
-            }) => {
+            })) => {
                 assert_eq!(from, 0);
                 dst.extend(src.drain(..));
             }
             _ => panic!("task 1 is on CPU 0"),
         }
         assert_eq!(*q.lock(1).unwrap(), [2, 1]);
-        assert!(q.lock_holder_and(0, holds(5), search(5)).is_none());
+        assert!(matches!(
+            q.lock_holder_and(0, holds(5), search(5)),
+            Ok(None)
+        ));
     }
 
     /// Generous: a deadlock fails the test instead of hanging it.
@@ -236,7 +303,7 @@ mod tests {
                     let q = Arc::clone(&q);
                     std::thread::spawn(move || {
                         for _ in 0..20_000 {
-                            if let Some((mut src, mut dst)) = q.lock_pair(from, to) {
+                            if let Some((mut src, mut dst)) = q.lock_pair(from, to).unwrap() {
                                 if let Some(task) = src.pop() {
                                     dst.push(task);
                                 }
@@ -260,7 +327,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..20_000usize {
                         let (from, to) = (i % 4, (i + 1) % 4);
-                        if let Some((mut src, mut dst)) = q.lock_pair(from, to) {
+                        if let Some((mut src, mut dst)) = q.lock_pair(from, to).unwrap() {
                             dst.append(&mut src);
                         }
                     }
@@ -268,7 +335,10 @@ mod tests {
             };
             let holds = |q: &Vec<i32>| q.contains(&42);
             for _ in 0..20_000 {
-                match q.lock_holder_and(3, holds, || q.lock_holder(None, holds)) {
+                match q
+                    .lock_holder_and(3, holds, || q.lock_holder(None, holds))
+                    .unwrap()
+                {
                     Some(Holder::Same(dst)) => assert!(holds(&dst)),
                     Some(Holder::Apart { src, .. }) => assert!(holds(&src)),
                     None => {} // outran LOCK_RETRIES times: allowed
@@ -295,7 +365,7 @@ mod tests {
             let holds = |q: &Vec<i32>| q.contains(&task);
             let holders: Vec<usize> =
                 (0..contents.len()).filter(|c| contents[*c].contains(&task)).collect();
-            match q.lock_holder(hint, holds) {
+            match q.lock_holder(hint, holds).unwrap() {
                 Some((cpu, guard)) => {
                     proptest::prop_assert!(holds(&guard));
                     let want = hint.filter(|h| holders.contains(h)).or(holders.first().copied());
@@ -304,11 +374,12 @@ mod tests {
                 None => proptest::prop_assert!(holders.is_empty()),
             }
             match q.lock_holder_and(to, holds, || q.lock_holder(hint, holds)) {
-                Some(Holder::Same(_)) => proptest::prop_assert!(holders.contains(&to)),
-                Some(Holder::Apart { from, src, .. }) => {
+                Ok(Some(Holder::Same(_))) => proptest::prop_assert!(holders.contains(&to)),
+                Ok(Some(Holder::Apart { from, src, .. })) => {
                     proptest::prop_assert!(from != to && holds(&src));
                 }
-                None => proptest::prop_assert!(holders.is_empty() || to >= contents.len()),
+                Ok(None) => proptest::prop_assert!(holders.is_empty()),
+                Err(_) => proptest::prop_assert!(to >= contents.len() && !holders.is_empty()),
             };
         }
     }

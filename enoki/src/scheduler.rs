@@ -3,6 +3,7 @@
 //! init.
 
 use super::collections::AllocError;
+use super::fault::Failed;
 use super::hint::HintData;
 use super::services::Services;
 use super::topology::Topology;
@@ -23,6 +24,10 @@ impl From<AllocError> for InitError {
     }
 }
 
+/// What scheduler calls return: `Err(Failed)` when one of its locks could
+/// not be taken (see [`Failed`]); pass it up with `?`.
+pub type Result<T = (), E = Failed> = core::result::Result<T, E>;
+
 /// A task could not be taken on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskError {
@@ -30,6 +35,47 @@ pub enum TaskError {
     Full,
     /// The scheduler does not support this.
     Unsupported,
+    /// A lock could not be taken.
+    Failed,
+}
+
+impl From<Failed> for TaskError {
+    fn from(_: Failed) -> Self {
+        TaskError::Failed
+    }
+}
+
+/// Why `task_wakeup` or `task_preempt` did not keep a task's token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotTaken {
+    /// The scheduler cannot take the task: its token, handed back. The task
+    /// then runs outside the scheduler.
+    Refused(Schedulable),
+    /// A lock could not be taken.
+    Failed(Failed),
+}
+
+impl NotTaken {
+    /// Drops a refused token (the task is then the kernel's to run); passes
+    /// a failure on: `self.enqueue(token).or_else(NotTaken::drop_token)?`.
+    pub fn drop_token(self) -> Result {
+        match self {
+            NotTaken::Refused(_) => Ok(()),
+            NotTaken::Failed(failed) => Err(failed),
+        }
+    }
+}
+
+impl From<Schedulable> for NotTaken {
+    fn from(token: Schedulable) -> Self {
+        NotTaken::Refused(token)
+    }
+}
+
+impl From<Failed> for NotTaken {
+    fn from(failed: Failed) -> Self {
+        NotTaken::Failed(failed)
+    }
 }
 
 /// Scheduler-specific parameters, `key=value` pairs separated by commas
@@ -94,7 +140,9 @@ pub type QueueId = u32;
 
 /// A CPU scheduler. Every method is called with interrupts off and must not
 /// sleep or allocate; state lives behind libEnoki's locks (`&self`), since
-/// all CPUs call in at once.
+/// all CPUs call in at once. Every call returns a [`Result`]: a lock that
+/// would deadlock fails, the method passes the failure up with `?`, and
+/// libEnoki ejects the scheduler with a report of what went wrong.
 pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     /// Name shown in `/sys/kernel/enoki/scheduler`.
     const NAME: &'static str;
@@ -111,18 +159,18 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
 
     /// The task CPU `cpu` should run next, as a token for `cpu`. `prev` is the
     /// task it ran before, if Enoki's.
-    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable>;
+    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>>;
 
     /// The token picked for `cpu` could not run; it is handed back when it is
     /// still valid (`None` when the task is gone).
-    fn pnt_err(&self, cpu: CpuId, pid: Pid, err: PickError, sched: Option<Schedulable>);
+    fn pnt_err(&self, cpu: CpuId, pid: Pid, err: PickError, sched: Option<Schedulable>) -> Result;
 
     /// A task entered Enoki; it becomes runnable through `task_wakeup`.
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError>;
 
     /// A task became runnable on `sched.cpu()`. Returning the token back means
     /// "cannot take it": the task then runs outside the scheduler.
-    fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable>;
+    fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), NotTaken>;
 
     /// A running task was preempted (slice over, kicked) or yielded, and is
     /// still runnable.
@@ -132,58 +180,68 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
         runtime: u64,
         yielded: bool,
         sched: Schedulable,
-    ) -> Result<(), Schedulable>;
+    ) -> Result<(), NotTaken>;
 
     /// A task left the runnable set (it slept if `sleeping`, otherwise it is
     /// being changed and will wake again). Drop any token held for it.
-    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, sleeping: bool);
+    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, sleeping: bool) -> Result;
 
     /// A task left Enoki (exited or changed policy).
-    fn task_dead(&self, pid: Pid);
+    fn task_dead(&self, pid: Pid) -> Result;
 
     /// Timer tick on `cpu` while `pid` runs; `true` preempts it.
-    fn task_tick(&self, _cpu: CpuId, _pid: Pid, _runtime: u64) -> bool {
-        false
+    fn task_tick(&self, _cpu: CpuId, _pid: Pid, _runtime: u64) -> Result<bool> {
+        Ok(false)
     }
 
     /// CPU for a waking task; must be in its allowed set.
-    fn select_task_rq(&self, _pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
-        prev_cpu
+    fn select_task_rq(&self, _pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+        Ok(prev_cpu)
     }
 
     /// `pid` moves: here is its token for the new CPU; give back the old one.
-    fn migrate_task_rq(&self, _pid: Pid, sched: Schedulable) -> Option<Schedulable> {
-        Some(sched)
+    fn migrate_task_rq(&self, _pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
+        Ok(Some(sched))
     }
 
     /// `cpu` has nothing to run: name a task to pull onto it.
-    fn balance(&self, _cpu: CpuId) -> Option<Pid> {
-        None
+    fn balance(&self, _cpu: CpuId) -> Result<Option<Pid>> {
+        Ok(None)
     }
 
     /// The task named by `balance` could not be moved.
-    fn balance_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError) {}
+    fn balance_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError) -> Result {
+        Ok(())
+    }
 
     /// Nice value, and so weight, changed.
-    fn task_prio_changed(&self, _pid: Pid, _weight: u32, _nice: i32) {}
+    fn task_prio_changed(&self, _pid: Pid, _weight: u32, _nice: i32) -> Result {
+        Ok(())
+    }
 
     /// Allowed CPUs changed; tokens follow through blocked/wakeup.
-    fn task_affinity_changed(&self, _pid: Pid, _allowed: &CpuSet) {}
+    fn task_affinity_changed(&self, _pid: Pid, _allowed: &CpuSet) -> Result {
+        Ok(())
+    }
 
     /// `cpu` found nothing to pick while `prev` is still runnable:
     /// `Some(slice_ns)` keeps `prev` running for another slice (0: the
     /// module's default) with no switch at all; `None` hands `prev` back
     /// through `task_preempt` and asks again.
-    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Option<u64> {
-        Some(0)
+    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Result<Option<u64>> {
+        Ok(Some(0))
     }
 
     /// `cpu` came online: it may be chosen again.
-    fn cpu_online(&self, _cpu: CpuId) {}
+    fn cpu_online(&self, _cpu: CpuId) -> Result {
+        Ok(())
+    }
 
     /// `cpu` is going offline: choose it no more. Its runnable tasks move
     /// through `task_blocked` and `task_wakeup` on another CPU.
-    fn cpu_offline(&self, _cpu: CpuId) {}
+    fn cpu_offline(&self, _cpu: CpuId) -> Result {
+        Ok(())
+    }
 
     /// A user-to-kernel hint queue was created.
     fn register_queue(&self, _queue: QueueId) -> Result<(), TaskError> {
@@ -191,17 +249,23 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     }
 
     /// Userspace says queue `queue` has new hints.
-    fn enter_queue(&self, _queue: QueueId, _entries: u32) {}
+    fn enter_queue(&self, _queue: QueueId, _entries: u32) -> Result {
+        Ok(())
+    }
 
     /// A hint queue was closed.
-    fn unregister_queue(&self, _queue: QueueId) {}
+    fn unregister_queue(&self, _queue: QueueId) -> Result {
+        Ok(())
+    }
 
     /// One hint, synchronously.
-    fn parse_hint(&self, _hint: Self::Hint) {}
+    fn parse_hint(&self, _hint: Self::Hint) -> Result {
+        Ok(())
+    }
 
     /// Live upgrade: this version is being replaced; hand over state.
-    fn reregister_prep(&self) -> Option<Self::UpgradeState> {
-        None
+    fn reregister_prep(&self) -> Result<Option<Self::UpgradeState>> {
+        Ok(None)
     }
 
     /// Live upgrade: start from the previous version's state.

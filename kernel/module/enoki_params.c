@@ -26,3 +26,7 @@ MODULE_PARM_DESC(watchdog_ms, "eject the scheduler when a task waits this long (
 char *enoki_param_args = "";
 module_param_named(args, enoki_param_args, charp, 0444);
 MODULE_PARM_DESC(args, "scheduler-specific key=value,... settings");
+
+unsigned int enoki_param_lock_timeout_ms = 100;
+module_param_named(lock_timeout_ms, enoki_param_lock_timeout_ms, uint, 0444);
+MODULE_PARM_DESC(lock_timeout_ms, "fail a lock wait or a call this long and eject the scheduler (1..watchdog_ms/2)");

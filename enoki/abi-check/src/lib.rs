@@ -185,6 +185,7 @@ mod tests {
             abi::ret_err::WRONG_CPU => ENOKI_RET_WRONG_CPU,
             abi::ret_err::BAD_MIGRATE => ENOKI_RET_BAD_MIGRATE,
             abi::ret_err::BAD_SELECT => ENOKI_RET_BAD_SELECT,
+            abi::ret_err::FAILED => ENOKI_RET_FAILED,
             abi::mode::ALL => ENOKI_MODE_ALL,
             abi::mode::OPT_IN => ENOKI_MODE_OPT_IN,
             abi::kick::RESCHED => ENOKI_KICK_RESCHED,

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use super::collections::AllocError;
+use super::fault::Fault;
 use super::log::Level;
+use super::sync::detect::{self, MAX_CONTEXTS};
 use super::types::CpuId;
 
 mod driver;
@@ -127,6 +129,74 @@ pub fn within_timeout<T: Send + 'static>(
             Ok(()) => unreachable!("the worker returns only after sending"),
         },
     }
+}
+
+/// A thread's slot in the deadlock detector's table of contexts, given
+/// back (and cleared) when the thread ends.
+struct ContextSlot(usize);
+
+static SLOT_TAKEN: [std::sync::atomic::AtomicBool; MAX_CONTEXTS] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; MAX_CONTEXTS];
+
+impl ContextSlot {
+    fn claim() -> Option<Self> {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        SLOT_TAKEN
+            .iter()
+            .position(|t| t.compare_exchange(false, true, Acquire, Relaxed).is_ok())
+            .map(ContextSlot)
+    }
+}
+
+impl Drop for ContextSlot {
+    fn drop(&mut self) {
+        detect::reset(self.0);
+        if let Some(t) = SLOT_TAKEN.get(self.0) {
+            t.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+std::thread_local! {
+    static CONTEXT: Option<ContextSlot> = ContextSlot::claim();
+    static FAULT: core::cell::Cell<Option<Fault>> = const { core::cell::Cell::new(None) };
+}
+
+/// This thread's context in the deadlock detector (`None` once more than
+/// [`MAX_CONTEXTS`] threads use locks at once: only the timeout works then).
+pub(super) fn context() -> Option<usize> {
+    CONTEXT.try_with(|c| c.as_ref().map(|c| c.0)).ok().flatten()
+}
+
+/// A monotonic clock, ns (never 0).
+pub(super) fn now_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// Keeps `fault` for this thread's call (the first one wins).
+pub(super) fn raise_fault(fault: Fault) {
+    let _ = FAULT.try_with(|f| {
+        if f.get().is_none() {
+            f.set(Some(fault));
+        }
+    });
+}
+
+/// The fault this thread's call ran into, forgetting it.
+pub(super) fn take_fault() -> Option<Fault> {
+    FAULT.try_with(|f| f.take()).ok().flatten()
+}
+
+/// A scheduler failed: said on stderr (unless `ENOKI_QUIET` is set).
+pub(super) fn report_failure(name: &str, fault: &Fault) {
+    log(
+        Level::Error,
+        format_args!("scheduler {name} failed: {fault}"),
+    );
 }
 
 pub(super) type Storage<T> = std::vec::Vec<T>;

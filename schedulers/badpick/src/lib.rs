@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid, PrevTask,
-    Ring, Schedulable, Shared, SpinLock, TaskError, TaskInfo,
+    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, NotTaken, PickError, Pid,
+    PrevTask, Result, Ring, Schedulable, Shared, SpinLock, TaskError, TaskInfo,
 };
 
 /// The deliberately wrong scheduler.
@@ -20,10 +20,10 @@ pub struct BadPick {
 }
 
 impl BadPick {
-    fn push(&self, token: Schedulable) -> Result<(), Schedulable> {
+    fn push(&self, token: Schedulable) -> Result<(), NotTaken> {
         match self.queues.get(token.cpu()) {
-            Some(q) => q.lock().push_back(token),
-            None => Err(token),
+            Some(q) => Ok(q.lock()?.push_back(token)?),
+            None => Err(token.into()),
         }
     }
 }
@@ -46,27 +46,40 @@ impl EnokiScheduler for BadPick {
         })
     }
 
-    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let n = self.picks.fetch_add(1);
         if n.is_multiple_of(self.every) {
             // The bug: take the first task queued for some other CPU.
-            let stolen = self
+            for (_, q) in self
                 .queues
                 .iter()
                 .enumerate()
                 .filter(|(other, _)| *other != cpu)
-                .find_map(|(_, q)| q.lock().pop_front());
-            if stolen.is_some() {
-                return stolen;
+            {
+                if let Some(stolen) = q.lock()?.pop_front() {
+                    return Ok(Some(stolen));
+                }
             }
         }
-        self.queues.get(cpu)?.lock().pop_front()
+        match self.queues.get(cpu) {
+            Some(q) => Ok(q.lock()?.pop_front()),
+            None => Ok(None),
+        }
     }
 
-    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
-        if let Some(token) = sched {
-            self.handed_back.fetch_add(1);
-            let _ = self.push(token);
+    fn pnt_err(
+        &self,
+        _cpu: CpuId,
+        _pid: Pid,
+        _err: PickError,
+        sched: Option<Schedulable>,
+    ) -> Result {
+        match sched {
+            Some(token) => {
+                self.handed_back.fetch_add(1);
+                self.push(token).or_else(NotTaken::drop_token)
+            }
+            None => Ok(()),
         }
     }
 
@@ -74,7 +87,7 @@ impl EnokiScheduler for BadPick {
         Ok(())
     }
 
-    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
         self.push(sched)
     }
 
@@ -84,20 +97,21 @@ impl EnokiScheduler for BadPick {
         _runtime: u64,
         _yielded: bool,
         sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    ) -> Result<(), NotTaken> {
         self.push(sched)
     }
 
-    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) {
+    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
         if !sleeping {
             for q in self.queues.iter() {
-                q.lock().remove_first(|t| t.pid() == pid);
+                q.lock()?.remove_first(|t| t.pid() == pid);
             }
         }
+        Ok(())
     }
 
-    fn task_dead(&self, pid: Pid) {
-        self.task_blocked(pid, 0, 0, false);
+    fn task_dead(&self, pid: Pid) -> Result {
+        self.task_blocked(pid, 0, 0, false)
     }
 }
 

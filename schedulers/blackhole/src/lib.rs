@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuId, EnokiScheduler, InitContext, InitError, NoHint, PickError, Pid, PrevTask, Schedulable,
-    TaskError, TaskInfo,
+    CpuId, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError, Pid, PrevTask,
+    Result, Schedulable, TaskError, TaskInfo,
 };
 
 /// The deliberately wrong scheduler.
@@ -25,28 +25,31 @@ impl EnokiScheduler for BlackHole {
     }
 
     /// The bug: nothing is ever picked.
-    fn pick_next_task(&self, _cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
-        None
+    fn pick_next_task(&self, _cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+        Ok(None)
     }
 
     /// Nor kept running.
-    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Option<u64> {
-        None
+    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Result<Option<u64>> {
+        Ok(None)
     }
 
-    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, _sched: Option<Schedulable>) {}
+    fn pnt_err(
+        &self,
+        _cpu: CpuId,
+        _pid: Pid,
+        _err: PickError,
+        _sched: Option<Schedulable>,
+    ) -> Result {
+        Ok(())
+    }
 
     fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {
         Ok(())
     }
 
     /// The token is taken and dropped.
-    fn task_wakeup(
-        &self,
-        _pid: Pid,
-        _runtime: u64,
-        _sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, _sched: Schedulable) -> Result<(), NotTaken> {
         Ok(())
     }
 
@@ -56,13 +59,17 @@ impl EnokiScheduler for BlackHole {
         _runtime: u64,
         _yielded: bool,
         _sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    ) -> Result<(), NotTaken> {
         Ok(())
     }
 
-    fn task_blocked(&self, _pid: Pid, _runtime: u64, _cpu: CpuId, _sleeping: bool) {}
+    fn task_blocked(&self, _pid: Pid, _runtime: u64, _cpu: CpuId, _sleeping: bool) -> Result {
+        Ok(())
+    }
 
-    fn task_dead(&self, _pid: Pid) {}
+    fn task_dead(&self, _pid: Pid) -> Result {
+        Ok(())
+    }
 }
 
 enoki::export_scheduler!(BlackHole);

@@ -11,9 +11,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid,
-    PrevTask, Ring, RunQueues, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo,
-    TaskMap, Topology,
+    CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, NotTaken, PickError,
+    Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, Shared, SpinLock, TaskError,
+    TaskInfo, TaskMap, Topology,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -73,15 +73,13 @@ impl Fifo {
 
     /// Queues `token` at the back of its CPU's queue; if that CPU is busy,
     /// kicks an idle CPU that may run the task.
-    fn enqueue(&self, token: Schedulable) -> Result<(), Schedulable> {
+    fn enqueue(&self, token: Schedulable) -> Result<(), NotTaken> {
         let pid = token.pid();
         let cpu = token.cpu();
-        let Some(allowed) = self.tasks.lock().get(pid).copied() else {
-            return Err(token);
+        let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
+            return Err(token.into());
         };
-        let Some(mut queue) = self.queues.lock(cpu) else {
-            return Err(token);
-        };
+        let mut queue = self.queues.lock(cpu)?;
         let queued = queue.push_back(Waiting { token, allowed });
         drop(queue);
         queued.map_err(|w| w.token)?;
@@ -97,10 +95,11 @@ impl Fifo {
     }
 
     /// Removes `pid`'s token from whichever queue holds it.
-    fn dequeue(&self, pid: Pid) -> Option<Schedulable> {
-        self.queues
-            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
-            .map(|w| w.token)
+    fn dequeue(&self, pid: Pid) -> Result<Option<Schedulable>> {
+        let found = self
+            .queues
+            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))?;
+        Ok(found.map(|w| w.token))
     }
 }
 
@@ -124,33 +123,40 @@ impl EnokiScheduler for Fifo {
         })
     }
 
-    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let next = self.queues.lock(cpu)?.pop_front();
         self.set_idle(cpu, next.is_none());
-        next.map(|w| {
+        Ok(next.map(|w| {
             let mut token = w.token;
             token.set_slice_ns(self.slice_ns);
             token
-        })
+        }))
     }
 
-    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
+    fn pnt_err(
+        &self,
+        _cpu: CpuId,
+        _pid: Pid,
+        _err: PickError,
+        sched: Option<Schedulable>,
+    ) -> Result {
         // Still the task's token: back to the queue it belongs to. If the
         // task left meanwhile, task_blocked/task_dead will drop it.
-        if let Some(token) = sched {
-            let _ = self.enqueue(token);
+        match sched {
+            Some(token) => self.enqueue(token).or_else(NotTaken::drop_token),
+            None => Ok(()),
         }
     }
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
         self.tasks
-            .lock()
+            .lock()?
             .insert(task.pid, task.allowed)
             .map(|_| ())
             .map_err(|_| TaskError::Full)
     }
 
-    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
         self.enqueue(sched)
     }
 
@@ -160,45 +166,45 @@ impl EnokiScheduler for Fifo {
         _runtime: u64,
         _yielded: bool,
         sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    ) -> Result<(), NotTaken> {
         self.enqueue(sched)
     }
 
-    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) {
+    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
         // Only a running task sleeps, and a running task has no token queued.
         if !sleeping {
-            self.dequeue(pid);
+            self.dequeue(pid)?;
         }
+        Ok(())
     }
 
-    fn task_dead(&self, pid: Pid) {
-        self.dequeue(pid);
-        self.tasks.lock().remove(pid);
+    fn task_dead(&self, pid: Pid) -> Result {
+        self.dequeue(pid)?;
+        self.tasks.lock()?.remove(pid);
+        Ok(())
     }
 
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
-        let Some(allowed) = self.tasks.lock().get(pid).copied() else {
-            return prev_cpu;
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+        let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
+            return Ok(prev_cpu);
         };
         if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
-            return prev_cpu;
+            return Ok(prev_cpu);
         }
         let near = || self.nearest(prev_cpu).filter(|c| allowed.contains(*c));
         // An idle CPU, else prev if it is still online, else any online one.
-        near()
+        Ok(near()
             .find(|c| self.is_idle(*c))
             .or_else(|| Some(prev_cpu).filter(|c| allowed.contains(*c) && self.is_online(*c)))
             .or_else(|| near().find(|c| self.is_online(*c)))
-            .unwrap_or(prev_cpu)
+            .unwrap_or(prev_cpu))
     }
 
-    fn balance(&self, cpu: CpuId) -> Option<Pid> {
+    fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
         // The longest queue with a task allowed here; nearest wins ties.
         let mut best: Option<(usize, Pid)> = None;
         for other in self.nearest(cpu) {
-            let Some(q) = self.queues.lock(other) else {
-                continue;
-            };
+            let q = self.queues.lock(other)?;
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;
             }
@@ -210,12 +216,14 @@ impl EnokiScheduler for Fifo {
                 best = Some((q.len(), pid));
             }
         }
-        best.map(|(_, pid)| pid)
+        Ok(best.map(|(_, pid)| pid))
     }
 
-    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
-        let old = self.dequeue(pid)?;
-        let allowed = self.tasks.lock().get(pid).copied().unwrap_or_default();
+    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
+        let Some(old) = self.dequeue(pid)? else {
+            return Ok(None);
+        };
+        let allowed = self.tasks.lock()?.get(pid).copied().unwrap_or_default();
         // The thief asked for it: put it first so it runs next there.
         let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
             token: sched,
@@ -223,24 +231,27 @@ impl EnokiScheduler for Fifo {
         });
         if queued.is_err() {
             // Full: the new token is dropped, the old one goes back instead.
-            let _ = self.enqueue(old);
-            return None;
+            self.enqueue(old).or_else(NotTaken::drop_token)?;
+            return Ok(None);
         }
-        Some(old)
+        Ok(Some(old))
     }
 
-    fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) {
-        if let Some(a) = self.tasks.lock().get_mut(pid) {
+    fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {
+        if let Some(a) = self.tasks.lock()?.get_mut(pid) {
             *a = *allowed;
         }
+        Ok(())
     }
 
-    fn cpu_online(&self, cpu: CpuId) {
+    fn cpu_online(&self, cpu: CpuId) -> Result {
         self.set_offline(cpu, false);
+        Ok(())
     }
 
-    fn cpu_offline(&self, cpu: CpuId) {
+    fn cpu_offline(&self, cpu: CpuId) -> Result {
         self.set_offline(cpu, true);
+        Ok(())
     }
 }
 

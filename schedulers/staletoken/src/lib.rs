@@ -8,8 +8,8 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, PickError, Pid, PrevTask,
-    Ring, Schedulable, SpinLock, TaskError, TaskInfo,
+    CpuId, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, NotTaken, PickError, Pid,
+    PrevTask, Result, Ring, Schedulable, SpinLock, TaskError, TaskInfo,
 };
 
 /// The deliberately wrong scheduler.
@@ -18,10 +18,10 @@ pub struct StaleToken {
 }
 
 impl StaleToken {
-    fn push(&self, token: Schedulable) -> Result<(), Schedulable> {
+    fn push(&self, token: Schedulable) -> Result<(), NotTaken> {
         match self.queues.get(token.cpu()) {
-            Some(q) => q.lock().push_back(token),
-            None => Err(token),
+            Some(q) => Ok(q.lock()?.push_back(token)?),
+            None => Err(token.into()),
         }
     }
 }
@@ -43,13 +43,23 @@ impl EnokiScheduler for StaleToken {
         })
     }
 
-    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
-        self.queues.get(cpu)?.lock().pop_front()
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+        match self.queues.get(cpu) {
+            Some(q) => Ok(q.lock()?.pop_front()),
+            None => Ok(None),
+        }
     }
 
-    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
-        if let Some(token) = sched {
-            let _ = self.push(token);
+    fn pnt_err(
+        &self,
+        _cpu: CpuId,
+        _pid: Pid,
+        _err: PickError,
+        sched: Option<Schedulable>,
+    ) -> Result {
+        match sched {
+            Some(token) => self.push(token).or_else(NotTaken::drop_token),
+            None => Ok(()),
         }
     }
 
@@ -57,7 +67,7 @@ impl EnokiScheduler for StaleToken {
         Ok(())
     }
 
-    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
         self.push(sched)
     }
 
@@ -67,15 +77,19 @@ impl EnokiScheduler for StaleToken {
         _runtime: u64,
         _yielded: bool,
         sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    ) -> Result<(), NotTaken> {
         self.push(sched)
     }
 
     /// The bug: the token stays queued.
-    fn task_blocked(&self, _pid: Pid, _runtime: u64, _cpu: CpuId, _sleeping: bool) {}
+    fn task_blocked(&self, _pid: Pid, _runtime: u64, _cpu: CpuId, _sleeping: bool) -> Result {
+        Ok(())
+    }
 
     /// The bug: the token stays queued.
-    fn task_dead(&self, _pid: Pid) {}
+    fn task_dead(&self, _pid: Pid) -> Result {
+        Ok(())
+    }
 }
 
 enoki::export_scheduler!(StaleToken);

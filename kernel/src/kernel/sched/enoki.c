@@ -48,7 +48,8 @@
 
 /* picks (and wrong picks) tried per dispatch before giving the CPU away */
 #define ENOKI_PICK_TRIES	4
-#define ENOKI_EXIT_LEN		192
+/* sched_ext's reason, ": ", and its message (a libEnoki fault report) */
+#define ENOKI_EXIT_LEN		(32 + SCX_EXIT_MSG_LEN)
 /* sched_ext's state dump kept after an exit, for debugfs enoki/exit_dump */
 #define ENOKI_EXIT_DUMP_LEN	(32 * 1024)
 /* tasks the module refused wait here; drained when it has nothing to run */
@@ -702,6 +703,52 @@ void enoki_log(int level, const char *msg, size_t len)
 			(int)min_t(size_t, len, 512), msg);
 }
 EXPORT_SYMBOL_GPL(enoki_log);
+
+/**
+ * enoki_this_cpu - the CPU a scheduler call runs on
+ *
+ * Return: the CPU inside a call (interrupts are off there), -1 elsewhere:
+ * libEnoki's deadlock detector keeps a table of held locks per CPU, which
+ * code that can move between CPUs (module init) must stay out of.
+ */
+int enoki_this_cpu(void)
+{
+	return irqs_disabled() ? raw_smp_processor_id() : -1;
+}
+EXPORT_SYMBOL_GPL(enoki_this_cpu);
+
+/**
+ * enoki_clock_ns - this CPU's clock, for libEnoki's lock timeout
+ *
+ * Return: local_clock(), ns.
+ */
+u64 enoki_clock_ns(void)
+{
+	return local_clock();
+}
+EXPORT_SYMBOL_GPL(enoki_clock_ns);
+
+/**
+ * enoki_fail - eject the scheduler for a fault libEnoki caught
+ * @report: what went wrong (kind, CPUs, locks, source lines); not
+ *          NUL-terminated
+ * @len: its length
+ *
+ * Called from inside a call, under the rq lock with interrupts off.
+ * sched_ext's error exit only queues an irq_work; its disable worker then
+ * moves every task back to CFS and calls enoki_op_exit(), which keeps the
+ * report in last_exit. libEnoki answers every later call itself, so no
+ * message reaches the scheduler again.
+ */
+void enoki_fail(const char *report, size_t len)
+{
+	int n = min_t(size_t, len, SCX_EXIT_MSG_LEN - 1);
+
+	printk_deferred(KERN_ERR "enoki: scheduler %s failed: %.*s\n",
+			enoki.name, n, report);
+	scx_ops_error("%.*s", n, report);
+}
+EXPORT_SYMBOL_GPL(enoki_fail);
 
 /**
  * enoki_get_topology - describe the machine to a scheduler

@@ -59,6 +59,7 @@ enum enoki_msg_kind {
 #define ENOKI_RET_WRONG_CPU	(1U << 0)
 #define ENOKI_RET_BAD_MIGRATE	(1U << 1)
 #define ENOKI_RET_BAD_SELECT	(1U << 2)
+#define ENOKI_RET_FAILED	(1U << 3)
 
 #define ENOKI_MODE_ALL		0
 #define ENOKI_MODE_OPT_IN	1
@@ -143,6 +144,9 @@ void enoki_kick_cpu(int cpu, u32 flags);
 void enoki_set_timer(int cpu, u64 ns);
 void enoki_cancel_timer(int cpu);
 void enoki_log(int level, const char *msg, size_t len);
+int enoki_this_cpu(void);
+u64 enoki_clock_ns(void);
+void enoki_fail(const char *report, size_t len);
 
 /*
  * Non-zero while recording, published with release once the rings are

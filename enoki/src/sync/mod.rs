@@ -3,13 +3,25 @@
 //!
 //! libEnoki's own spin locks, the same code in both backends. Every call into
 //! a scheduler runs with interrupts off (Enoki-C guarantees it), so a plain
-//! spin lock is enough and never sleeps. Acquisition and release go through
-//! [`hooks`], the one place where record and deadlock detection attach.
+//! spin lock is enough and never sleeps.
+//!
+//! They are resilient: an acquisition that would deadlock (the CPU holds
+//! the lock already, or CPUs wait for each other in a cycle) or waits past
+//! the lock timeout fails with [`Failed`] instead of hanging the CPU (see
+//! [`detect`]). Schedulers pass it up with `?`; libEnoki then ejects the
+//! scheduler with a report naming the CPUs, locks and source lines.
+//! Acquisition and release also go through [`hooks`], where record and
+//! replay attach.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
+use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use super::fault::{Failed, Site};
+
+pub mod detect;
 
 /// Lock events, for record/replay and lock debugging: the backend records
 /// them while recording is on (one branch when it is off).
@@ -37,7 +49,7 @@ pub mod hooks {
 /// reach the value through one guard (as std's `MutexGuard`).
 type NotSend = PhantomData<*const ()>;
 
-/// A spin lock protecting a `T`.
+/// A spin lock protecting a `T`; taking it fails rather than deadlock.
 pub struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
@@ -57,39 +69,60 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Spins until the lock is free, then holds it until the guard drops.
-    pub fn lock(&self) -> SpinLockGuard<'_, T> {
-        hooks::acquiring(self as *const _ as usize);
-        loop {
-            if self
-                .locked
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                break;
-            }
-            while self.locked.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
-            }
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    fn try_take(&self) -> bool {
+        self.locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Holds the lock until the guard drops. Fails, without taking it, when
+    /// this CPU holds it already, when CPUs wait for each other's locks in a
+    /// cycle with this one, or after the lock timeout: return the error
+    /// with `?`.
+    #[track_caller]
+    pub fn lock(&self) -> Result<SpinLockGuard<'_, T>, Failed> {
+        self.lock_at(Location::caller())
+    }
+
+    /// [`SpinLock::lock`], reporting `at` as where it was taken (for
+    /// libEnoki's own helpers that lock on a scheduler's behalf).
+    pub(super) fn lock_at(&self, at: Site) -> Result<SpinLockGuard<'_, T>, Failed> {
+        let addr = self.addr();
+        let ctx = detect::before(addr, at)?;
+        hooks::acquiring(addr);
+        if !self.try_take() {
+            detect::wait(ctx, addr, at, || {
+                !self.locked.load(Ordering::Relaxed) && self.try_take()
+            })?;
         }
-        hooks::acquired(self as *const _ as usize);
+        Ok(self.guard(ctx, at))
+    }
+
+    fn guard(&self, ctx: Option<usize>, at: Site) -> SpinLockGuard<'_, T> {
+        detect::acquired(ctx, self.addr(), at);
+        hooks::acquired(self.addr());
         SpinLockGuard {
             lock: self,
+            ctx,
             _not_send: PhantomData,
         }
     }
 
-    /// Takes the lock if it is free.
+    /// Takes the lock if it is free (never waits, so never deadlocks).
+    #[track_caller]
     #[must_use = "the lock is released at once if the guard is not kept"]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
-        hooks::acquired(self as *const _ as usize);
-        Some(SpinLockGuard {
-            lock: self,
-            _not_send: PhantomData,
-        })
+        let ctx = detect::before(self.addr(), Location::caller())
+            .ok()
+            .flatten();
+        Some(self.guard(ctx, Location::caller()))
     }
 
     /// Direct access when no one else can hold the lock.
@@ -108,7 +141,7 @@ impl<T> SpinLock<T> {
 /// # use enoki::SpinLock;
 /// # use core::cell::Cell;
 /// let lock = SpinLock::new(Cell::new(0u32));
-/// let guard = lock.lock();
+/// let guard = lock.lock().unwrap();
 /// std::thread::scope(|s| {
 ///     s.spawn(|| guard.set(guard.get() + 1)); // `&guard` is not Send
 ///     guard.set(guard.get() + 1);
@@ -120,7 +153,7 @@ impl<T> SpinLock<T> {
 /// ```
 /// # use enoki::SpinLock;
 /// let lock = SpinLock::new(0u32);
-/// let guard = lock.lock();
+/// let guard = lock.lock().unwrap();
 /// std::thread::scope(|s| {
 ///     s.spawn(|| assert_eq!(*guard, 0));
 /// });
@@ -131,7 +164,7 @@ impl<T> SpinLock<T> {
 /// ```compile_fail
 /// # use enoki::SpinLock;
 /// let lock = SpinLock::new(0u32);
-/// let guard = lock.lock();
+/// let guard = lock.lock().unwrap();
 /// std::thread::scope(|s| {
 ///     s.spawn(move || drop(guard));
 /// });
@@ -139,6 +172,8 @@ impl<T> SpinLock<T> {
 #[must_use = "the lock is released at once if the guard is not kept"]
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    /// The acquirer's context in the deadlock detector's table.
+    ctx: Option<usize>,
     _not_send: NotSend,
 }
 
@@ -162,7 +197,8 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
 
 impl<T> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
-        hooks::released(self.lock as *const _ as usize);
+        detect::released(self.ctx, self.lock.addr());
+        hooks::released(self.lock.addr());
         self.lock.locked.store(false, Ordering::Release);
     }
 }
@@ -171,38 +207,63 @@ impl<T> Drop for SpinLockGuard<'_, T> {
 /// other CPUs look at, a counter. Use it instead of an atomic, which
 /// record and replay cannot see.
 ///
-/// Every access is a short critical section of the value's own
-/// [`SpinLock`] that runs no scheduler code, so it never nests another lock
-/// and costs about what an atomic read-modify-write does. Its lock events
-/// go through [`hooks`] like any lock's, so the kernel record and
-/// lock-ordered replay order the accesses exactly. (An atomic with events
-/// recorded around it would not be: two CPUs can record in the other order
-/// than they changed the value.)
+/// Every access is a short critical section of the value's own spin lock
+/// that runs no scheduler code, so it never nests another lock, cannot
+/// deadlock (and so cannot fail), and costs about what an atomic
+/// read-modify-write does. Its lock events go through [`hooks`] like any
+/// lock's, so the kernel record and lock-ordered replay order the accesses
+/// exactly. (An atomic with events recorded around it would not be: two
+/// CPUs can record in the other order than they changed the value.)
 pub struct Shared<T: Copy> {
-    value: SpinLock<T>,
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
 }
+
+// SAFETY: every access to `value` is under `locked`.
+unsafe impl<T: Copy + Send> Sync for Shared<T> {}
 
 impl<T: Copy> Shared<T> {
     /// A shared `value`.
     pub const fn new(value: T) -> Self {
         Shared {
-            value: SpinLock::new(value),
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
         }
+    }
+
+    /// Runs `f` on the value under its lock.
+    fn access<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let addr = self as *const Self as usize;
+        hooks::acquiring(addr);
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        hooks::acquired(addr);
+        // SAFETY: `locked` is held, and `f` is one of this type's own
+        // closures, which neither lock anything nor keep the reference.
+        let r = f(unsafe { &mut *self.value.get() });
+        hooks::released(addr);
+        self.locked.store(false, Ordering::Release);
+        r
     }
 
     /// The value now.
     pub fn get(&self) -> T {
-        *self.value.lock()
+        self.access(|v| *v)
     }
 
     /// Sets the value.
     pub fn set(&self, value: T) {
-        *self.value.lock() = value;
+        self.access(|v| *v = value);
     }
 
     /// Sets the value and returns the one before.
     pub fn replace(&self, value: T) -> T {
-        core::mem::replace(&mut *self.value.lock(), value)
+        self.access(|v| core::mem::replace(v, value))
     }
 }
 
@@ -217,24 +278,15 @@ macro_rules! shared_int {
         impl Shared<$t> {
             /// Adds `n` (wrapping) and returns the value before.
             pub fn fetch_add(&self, n: $t) -> $t {
-                let mut v = self.value.lock();
-                let old = *v;
-                *v = old.wrapping_add(n);
-                old
+                self.access(|v| core::mem::replace(v, v.wrapping_add(n)))
             }
             /// Sets the bits of `bits` and returns the value before.
             pub fn fetch_or(&self, bits: $t) -> $t {
-                let mut v = self.value.lock();
-                let old = *v;
-                *v = old | bits;
-                old
+                self.access(|v| core::mem::replace(v, *v | bits))
             }
             /// Keeps only the bits of `bits` and returns the value before.
             pub fn fetch_and(&self, bits: $t) -> $t {
-                let mut v = self.value.lock();
-                let old = *v;
-                *v = old & bits;
-                old
+                self.access(|v| core::mem::replace(v, *v & bits))
             }
         }
     )*};
@@ -264,52 +316,62 @@ impl<T> RwLock<T> {
         }
     }
 
-    /// Shared access; spins while a writer holds or waits for the lock.
-    pub fn read(&self) -> RwLockReadGuard<'_, T> {
-        hooks::acquiring(self as *const _ as usize);
-        loop {
-            let s = self.state.load(Ordering::Relaxed);
-            if s & WRITER == 0
-                && self
-                    .state
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                break;
-            }
-            core::hint::spin_loop();
-        }
-        hooks::acquired(self as *const _ as usize);
-        RwLockReadGuard {
-            lock: self,
-            _not_send: PhantomData,
-        }
+    fn addr(&self) -> usize {
+        self as *const Self as usize
     }
 
-    /// Exclusive access; spins until readers are gone.
-    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-        hooks::acquiring(self as *const _ as usize);
-        // Claim the writer bit first so new readers back off, then drain readers.
-        loop {
-            let s = self.state.load(Ordering::Relaxed);
-            if s & WRITER == 0
-                && self
-                    .state
-                    .compare_exchange_weak(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                break;
-            }
-            core::hint::spin_loop();
-        }
-        while self.state.load(Ordering::Acquire) != WRITER {
-            core::hint::spin_loop();
-        }
-        hooks::acquired(self as *const _ as usize);
-        RwLockWriteGuard {
+    /// Sets the writer bit if no writer has it.
+    fn try_claim(&self, bits: impl Fn(u32) -> u32) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        s & WRITER == 0
+            && self
+                .state
+                .compare_exchange_weak(s, bits(s), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Shared access; waits while a writer holds or waits for the lock.
+    /// Fails as [`SpinLock::lock`] does; taking it again on a CPU that
+    /// holds it (even for reading) fails too, since a waiting writer
+    /// would block the second read for ever.
+    #[track_caller]
+    pub fn read(&self) -> Result<RwLockReadGuard<'_, T>, Failed> {
+        let (addr, at) = (self.addr(), Location::caller());
+        let ctx = detect::before(addr, at)?;
+        hooks::acquiring(addr);
+        detect::wait(ctx, addr, at, || self.try_claim(|s| s + 1))?;
+        detect::acquired(ctx, addr, at);
+        hooks::acquired(addr);
+        Ok(RwLockReadGuard {
             lock: self,
+            ctx,
             _not_send: PhantomData,
+        })
+    }
+
+    /// Exclusive access; waits until readers are gone. Fails as
+    /// [`SpinLock::lock`] does.
+    #[track_caller]
+    pub fn write(&self) -> Result<RwLockWriteGuard<'_, T>, Failed> {
+        let (addr, at) = (self.addr(), Location::caller());
+        let ctx = detect::before(addr, at)?;
+        hooks::acquiring(addr);
+        // Claim the writer bit first so new readers back off, then drain readers.
+        detect::wait(ctx, addr, at, || self.try_claim(|s| s | WRITER))?;
+        let drained = detect::wait(ctx, addr, at, || {
+            self.state.load(Ordering::Acquire) == WRITER
+        });
+        if let Err(failed) = drained {
+            self.state.fetch_and(!WRITER, Ordering::Release);
+            return Err(failed);
         }
+        detect::acquired(ctx, addr, at);
+        hooks::acquired(addr);
+        Ok(RwLockWriteGuard {
+            lock: self,
+            ctx,
+            _not_send: PhantomData,
+        })
     }
 }
 
@@ -319,7 +381,7 @@ impl<T> RwLock<T> {
 /// ```compile_fail
 /// # use enoki::RwLock;
 /// let lock = RwLock::new(0u32);
-/// let guard = lock.read();
+/// let guard = lock.read().unwrap();
 /// std::thread::scope(|s| {
 ///     s.spawn(move || drop(guard));
 /// });
@@ -327,6 +389,7 @@ impl<T> RwLock<T> {
 #[must_use = "the lock is released at once if the guard is not kept"]
 pub struct RwLockReadGuard<'a, T> {
     lock: &'a RwLock<T>,
+    ctx: Option<usize>,
     _not_send: NotSend,
 }
 
@@ -343,7 +406,8 @@ impl<T> Deref for RwLockReadGuard<'_, T> {
 
 impl<T> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        hooks::released(self.lock as *const _ as usize);
+        detect::released(self.ctx, self.lock.addr());
+        hooks::released(self.lock.addr());
         self.lock.state.fetch_sub(1, Ordering::Release);
     }
 }
@@ -355,7 +419,7 @@ impl<T> Drop for RwLockReadGuard<'_, T> {
 /// # use enoki::RwLock;
 /// # use core::cell::Cell;
 /// let lock = RwLock::new(Cell::new(0u32));
-/// let guard = lock.write();
+/// let guard = lock.write().unwrap();
 /// std::thread::scope(|s| {
 ///     s.spawn(|| guard.set(1));
 /// });
@@ -363,6 +427,7 @@ impl<T> Drop for RwLockReadGuard<'_, T> {
 #[must_use = "the lock is released at once if the guard is not kept"]
 pub struct RwLockWriteGuard<'a, T> {
     lock: &'a RwLock<T>,
+    ctx: Option<usize>,
     _not_send: NotSend,
 }
 
@@ -386,7 +451,8 @@ impl<T> DerefMut for RwLockWriteGuard<'_, T> {
 
 impl<T> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
-        hooks::released(self.lock as *const _ as usize);
+        detect::released(self.ctx, self.lock.addr());
+        hooks::released(self.lock.addr());
         self.lock.state.store(0, Ordering::Release);
     }
 }
@@ -410,7 +476,7 @@ mod tests {
                     let lock = lock.clone();
                     std::thread::spawn(move || {
                         for _ in 0..10_000 {
-                            *lock.lock() += 1;
+                            *lock.lock().unwrap() += 1;
                         }
                     })
                 })
@@ -418,14 +484,14 @@ mod tests {
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!(*lock.lock(), 40_000);
+            assert_eq!(*lock.lock().unwrap(), 40_000);
         });
     }
 
     #[test]
     fn try_lock_fails_while_held() {
         let lock = SpinLock::new(());
-        let g = lock.lock();
+        let g = lock.lock().unwrap();
         assert!(lock.try_lock().is_none());
         drop(g);
         assert!(lock.try_lock().is_some());
@@ -471,7 +537,7 @@ mod tests {
         shared.fetch_add(1);
         let _ = shared.get();
         crate::user::set_lock_observer(None);
-        let addr = &shared.value as *const _ as usize;
+        let addr = &shared as *const _ as usize;
         let events = EVENTS.with(|e| e.borrow().clone());
         assert_eq!(
             events,
@@ -483,17 +549,22 @@ mod tests {
     fn rwlock_readers_share_writers_exclude() {
         within_timeout(|| {
             let lock = Arc::new(RwLock::new(0u64));
-            let r1 = lock.read();
-            let r2 = lock.read();
-            assert_eq!(*r1 + *r2, 0);
-            drop((r1, r2));
+            let r1 = lock.read().unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| assert_eq!(*lock.read().unwrap(), 0, "readers share"));
+            });
+            assert!(
+                lock.read().is_err(),
+                "a second read on one CPU could wait for ever"
+            );
+            drop(r1);
             let threads: std::vec::Vec<_> = (0..4)
                 .map(|_| {
                     let lock = lock.clone();
                     std::thread::spawn(move || {
                         for _ in 0..5_000 {
-                            *lock.write() += 1;
-                            let _ = *lock.read();
+                            *lock.write().unwrap() += 1;
+                            let _ = *lock.read().unwrap();
                         }
                     })
                 })
@@ -501,7 +572,7 @@ mod tests {
             for t in threads {
                 t.join().unwrap();
             }
-            assert_eq!(*lock.read(), 20_000);
+            assert_eq!(*lock.read().unwrap(), 20_000);
         });
     }
 }
