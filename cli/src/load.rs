@@ -77,6 +77,7 @@ pub struct LoadParams {
     pub max_tasks: Option<u32>,
     pub slice_us: Option<u32>,
     pub watchdog_ms: Option<u32>,
+    pub lock_timeout_ms: Option<u32>,
     pub args: Vec<KeyValue>,
 }
 
@@ -96,6 +97,9 @@ impl LoadParams {
         }
         if let Some(n) = self.watchdog_ms {
             out.push(format!("watchdog_ms={n}"));
+        }
+        if let Some(n) = self.lock_timeout_ms {
+            out.push(format!("lock_timeout_ms={n}"));
         }
         if !self.args.is_empty() {
             let items: Vec<String> = self.args.iter().map(ToString::to_string).collect();
@@ -243,11 +247,12 @@ mod tests {
             max_tasks: Some(64),
             slice_us: Some(3000),
             watchdog_ms: Some(0),
+            lock_timeout_ms: Some(20),
             args: vec![kv("a=1"), kv("verbose=")],
         };
         assert_eq!(
             p.to_module_params(),
-            "mode=all max_tasks=64 slice_us=3000 watchdog_ms=0 args=a=1,verbose="
+            "mode=all max_tasks=64 slice_us=3000 watchdog_ms=0 lock_timeout_ms=20 args=a=1,verbose="
         );
     }
 

@@ -86,11 +86,18 @@ write_if_changed() {
 
 # Nothing changed since the last build: no work at all.
 stamp=$( (cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
-	"$0" "$here/check-sched-source.sh" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
+	"$0" "$here/check-sched-source.sh" "$here/check-sched-lints.sh" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
 if [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
 	echo "modules: up to date ($(ls "$out" | wc -l) modules in $out)"
 	exit 0
 fi
+
+# ...and nothing in them can panic: a panic is a BUG() under the rq lock.
+echo "modules: checking ${#schedulers[@]} schedulers cannot panic (clippy)"
+for name in "${schedulers[@]}"; do
+	bash "$here/check-sched-lints.sh" "$top/schedulers/$name" ||
+		{ echo "modules: refusing to build $name (see above)" >&2; exit 1; }
+done
 
 dirs=()
 for name in "${schedulers[@]}"; do

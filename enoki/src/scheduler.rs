@@ -92,6 +92,11 @@ impl<'a> Args<'a> {
             .map(|(_, v)| v.trim())
     }
 
+    /// A text parameter, `default` when absent.
+    pub fn str_or(&self, key: &str, default: &'a str) -> &'a str {
+        self.value(key).unwrap_or(default)
+    }
+
     /// An integer parameter within `min..=max`, `default` when absent.
     pub fn u64_in(
         &self,

@@ -166,11 +166,19 @@ impl BitOr for CpuSet {
     }
 }
 
+impl CpuSet {
+    /// CPUs in this set but not in `other` (the `-` operator, by name for
+    /// schedulers, whose lints refuse arithmetic operators).
+    pub fn without(self, other: CpuSet) -> CpuSet {
+        self.combine(other, |a, b| a & !b)
+    }
+}
+
 /// CPUs in the left set but not in the right one.
 impl Sub for CpuSet {
     type Output = CpuSet;
     fn sub(self, other: CpuSet) -> CpuSet {
-        self.combine(other, |a, b| a & !b)
+        self.without(other)
     }
 }
 

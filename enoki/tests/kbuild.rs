@@ -164,3 +164,60 @@ fn generated_crate_root_forbids_unsafe_code_in_the_scheduler() {
         "no #[forbid(unsafe_code)] on `mod scheduler_src`"
     );
 }
+
+/// A crate of its own (outside the workspace), named after its directory,
+/// whose library is `lib`.
+fn lone_crate(dir: &Path, lib: &str) {
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    write(
+        &dir.join("Cargo.toml"),
+        &format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"),
+    );
+    write(&dir.join("src/lib.rs"), lib);
+}
+
+const PANICS: &str = "\
+pub fn f(v: &[u32], d: u32, o: Option<u32>) -> u32 {
+    let a = v[0];
+    let b = o.unwrap();
+    let c = a / d;
+    a + b + c
+}
+";
+
+const CANNOT_PANIC: &str = "\
+pub fn f(v: &[u32], d: u32, o: Option<u32>) -> Option<u32> {
+    let a = *v.first()?;
+    let c = a.checked_div(d)?;
+    a.checked_add(o?)?.checked_add(c)
+}
+";
+
+#[test]
+fn lint_check_refuses_a_scheduler_that_could_panic_and_names_each_site() {
+    let tmp = TempDir::new().unwrap();
+    let (bad, good) = (tmp.path().join("bad"), tmp.path().join("good"));
+    lone_crate(&bad, PANICS);
+    lone_crate(&good, CANNOT_PANIC);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("kbuild/check-sched-lints.sh");
+    let run = |dir: &Path| {
+        let out = Command::new("timeout")
+            .args(["120", "bash"])
+            .arg(&script)
+            .arg(dir)
+            .env("CARGO_TARGET_DIR", tmp.path().join("target"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, stderr) = run(&good);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run(&bad);
+    assert!(!ok, "a scheduler that can panic is refused: {stderr}");
+    for (line, what) in [(2, "indexing"), (3, "unwrap"), (4, "division"), (5, "arithmetic")] {
+        let at = format!("src/lib.rs:{line}:");
+        assert!(stderr.contains(&at), "{what} at {at} not in: {stderr}");
+    }
+    assert!(stderr.contains("refused"), "{stderr}");
+}

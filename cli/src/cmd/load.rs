@@ -29,6 +29,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     watchdog_ms: Option<u32>,
 
+    /// Longest wait for one of the scheduler's locks, and longest call, in
+    /// milliseconds: past it (or at once, for a deadlock) the scheduler is
+    /// ejected with a report of the locks involved
+    #[arg(long, value_name = "N")]
+    lock_timeout_ms: Option<u32>,
+
     /// Scheduler-specific KEY=VALUE settings, comma-separated or repeated
     #[arg(long, value_name = "K=V,...", value_delimiter = ',')]
     args: Vec<KeyValue>,
@@ -42,6 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         max_tasks: a.max_tasks,
         slice_us: a.slice_us,
         watchdog_ms: a.watchdog_ms,
+        lock_timeout_ms: a.lock_timeout_ms,
         args: a.args,
     };
     load::load(&paths, &a.sched, &params)?;

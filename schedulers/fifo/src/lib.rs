@@ -66,8 +66,8 @@ impl Fifo {
         let llc = t.llc_cpus(cpu);
         let node = t.node_cpus(t.node_of(cpu));
         let near = llc.iter().filter(move |c| *c != cpu);
-        let mid = (node - llc).iter();
-        let far = (t.all_cpus() - node).iter();
+        let mid = node.without(llc).iter();
+        let far = t.all_cpus().without(node).iter();
         near.chain(mid).chain(far)
     }
 

@@ -5,9 +5,12 @@
 
 use core::ops::Range;
 
-use enoki::{CpuId, Pid};
+use enoki::{CpuId, Pid, Result};
 
 use super::{State, Wfq};
+
+/// What [`Wfq::check`] says when it could not take a lock.
+const LOCK_FAILED: &str = "a lock could not be taken";
 
 /// A task as a run queue holds it (see [`Wfq::for_each_held`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,17 +26,12 @@ pub struct Held {
 impl Wfq {
     /// A task's vruntime (on the clock of its home queue), for tests and
     /// tools.
-    pub fn vruntime(&self, pid: Pid) -> Option<u64> {
-        if let Some(Some(task)) = self.registry.lock().get(pid) {
-            return Some(task.vruntime);
+    pub fn vruntime(&self, pid: Pid) -> Result<Option<u64>> {
+        if let Some(Some(task)) = self.registry.lock()?.get(pid) {
+            return Ok(Some(task.vruntime));
         }
-        self.topology.cpus().find_map(|cpu| {
-            self.lock_if_home(cpu, pid)?
-                .1
-                .tasks
-                .get(pid)
-                .map(|t| t.vruntime)
-        })
+        self.rqs
+            .find_map(|_, rq| rq.tasks.get(pid).map(|t| t.vruntime))
     }
 
     /// Calls `f` with the address range of every value WFQ shares outside
@@ -55,11 +53,9 @@ impl Wfq {
 
     /// Calls `f` for every task a run queue holds, running or waiting; for
     /// tests and tools (takes every lock in turn).
-    pub fn for_each_held(&self, mut f: impl FnMut(Held)) {
+    pub fn for_each_held(&self, mut f: impl FnMut(Held)) -> Result {
         for queue in self.topology.cpus() {
-            let Some(rq) = self.rqs.lock(queue) else {
-                continue;
-            };
+            let rq = self.rqs.lock(queue)?;
             if let Some(pid) = rq.curr {
                 f(Held {
                     queue,
@@ -75,15 +71,16 @@ impl Wfq {
                 });
             }
         }
+        Ok(())
     }
 
     /// Checks the scheduler's bookkeeping (queue loads, keys and states
     /// against the tasks' records, each task homed once); for tests and
-    /// tools.
+    /// tools. A lock that fails fails the check (libEnoki keeps the fault).
     pub fn check(&self) -> Result<(), &'static str> {
         let mut homed = 0;
         for cpu in self.topology.cpus() {
-            let rq = self.rqs.lock(cpu).ok_or("no run queue")?;
+            let rq = self.rqs.lock(cpu).map_err(|_| LOCK_FAILED)?;
             let mut load = 0;
             for (pid, vruntime, token) in rq.waiting.iter() {
                 let t = rq
@@ -119,7 +116,7 @@ impl Wfq {
             if marked != rq.nr_running() {
                 return Err("a task is marked queued or running where it is not");
             }
-            let registry = self.registry.lock();
+            let registry = self.registry.lock().map_err(|_| LOCK_FAILED)?;
             if rq
                 .tasks
                 .iter()
@@ -129,14 +126,9 @@ impl Wfq {
             }
             homed = rq.tasks.len().saturating_add(homed);
         }
-        if homed
-            != self
-                .registry
-                .lock()
-                .iter()
-                .filter(|(_, t)| t.is_none())
-                .count()
-        {
+        let registry = self.registry.lock().map_err(|_| LOCK_FAILED)?;
+        let placed = registry.iter().filter(|(_, t)| t.is_none()).count();
+        if homed != placed {
             return Err("a task is homed on two queues, or on none");
         }
         Ok(())

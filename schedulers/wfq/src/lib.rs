@@ -59,8 +59,8 @@ use enoki::abi::CPUMASK_WORDS;
 use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
     nice_to_weight, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
-    NoHint, PickError, Pid, PrevTask, QueueGuard, RunQueues, Schedulable, Services, Shared,
-    SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
+    NoHint, NotTaken, PickError, Pid, PrevTask, QueueGuard, Result, RunQueues, Schedulable,
+    Services, Shared, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
 };
 
 use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
@@ -148,15 +148,15 @@ impl Wfq {
     /// its run queue locked.
     fn update_summary(&self, cpu: CpuId, rq: &mut RunQueue) {
         let now = rq.summary();
-        let was = rq.published.replace(now);
-        if was == Some(now) {
+        let was = core::mem::replace(&mut rq.published, now);
+        if was == now {
             return;
         }
         if let Some(c) = self.summary(cpu) {
             c.load.set(now);
         }
         let idle = now.nr_running == 0;
-        if was.map(|w| w.nr_running == 0) == Some(idle) {
+        if (was.nr_running == 0) == idle {
             return;
         }
         if let Some(word) = self.idle.get(cpu / 64) {
@@ -170,67 +170,78 @@ impl Wfq {
     }
 
     /// `cpu`'s run queue, locked, if `pid` is homed there.
-    fn lock_if_home(&self, cpu: CpuId, pid: Pid) -> Option<(CpuId, LockedRq<'_>)> {
+    fn lock_if_home(&self, cpu: CpuId, pid: Pid) -> Result<Option<(CpuId, LockedRq<'_>)>> {
         let rq = self.rqs.lock_if(cpu, |rq| rq.tasks.contains(pid))?;
-        Some((cpu, rq))
+        Ok(rq.map(|rq| (cpu, rq)))
     }
 
     /// Gives a new task a home: `hint`, else its first allowed CPU. Returns
     /// that run queue, locked, or `None` if `pid` is not a new task.
-    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, LockedRq<'_>)> {
-        let allowed = self.registry.lock().get(pid).copied().flatten()?.allowed;
-        let cpu = hint.or_else(|| allowed.iter().next()).unwrap_or(0);
+    fn home_newborn(&self, pid: Pid, hint: Option<CpuId>) -> Result<Option<(CpuId, LockedRq<'_>)>> {
+        let Some(newborn) = self.registry.lock()?.get(pid).copied().flatten() else {
+            return Ok(None);
+        };
+        let cpu = hint.or_else(|| newborn.allowed.iter().next()).unwrap_or(0);
         let mut rq = self.rqs.lock(cpu)?;
-        let mut registry = self.registry.lock();
-        let entry = registry.get_mut(pid)?;
-        let mut task = entry.take()?; // else placed meanwhile
+        let mut registry = self.registry.lock()?;
+        let Some(entry) = registry.get_mut(pid) else {
+            return Ok(None); // died meanwhile
+        };
+        let Some(mut task) = entry.take() else {
+            return Ok(None); // placed meanwhile
+        };
         task.vruntime = rq.min_vruntime;
         if let Err(task) = rq.tasks.insert(pid, task) {
             *entry = Some(task);
-            return None;
+            return Ok(None);
         }
         drop(registry);
-        Some((cpu, rq))
+        Ok(Some((cpu, rq)))
     }
 
     /// The run queue whose map holds `pid`, locked: `hint` first (the CPU
     /// the message names), then a new task's placement, then every queue.
     /// `None` if the task is unknown.
-    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Option<(CpuId, LockedRq<'_>)> {
-        if let Some(found) = hint.and_then(|cpu| self.lock_if_home(cpu, pid)) {
-            return Some(found);
+    fn locate(&self, pid: Pid, hint: Option<CpuId>) -> Result<Option<(CpuId, LockedRq<'_>)>> {
+        if let Some(cpu) = hint {
+            if let Some(found) = self.lock_if_home(cpu, pid)? {
+                return Ok(Some(found));
+            }
         }
         for _ in 0..LOCK_RETRIES {
-            if let Some(found) = self.home_newborn(pid, hint) {
-                return Some(found);
+            if let Some(found) = self.home_newborn(pid, hint)? {
+                return Ok(Some(found));
             }
-            if let Some(found) = self.rqs.lock_holder(None, |rq| rq.tasks.contains(pid)) {
-                return Some(found);
+            if let Some(found) = self.rqs.lock_holder(None, |rq| rq.tasks.contains(pid))? {
+                return Ok(Some(found));
             }
             // Not found: unknown, or it moved behind our back; look again.
-            if !self.registry.lock().contains(pid) {
-                return None;
+            if !self.registry.lock()?.contains(pid) {
+                return Ok(None);
             }
         }
-        None
+        Ok(None)
     }
 
     /// Makes `to`'s run queue `pid`'s home and returns it locked: if the
     /// task lives elsewhere, it is detached there and its record moved,
     /// with both queues locked.
-    fn rehome(&self, pid: Pid, to: CpuId) -> Option<LockedRq<'_>> {
-        if let Some((_, rq)) = self.lock_if_home(to, pid) {
-            return Some(rq);
+    fn rehome(&self, pid: Pid, to: CpuId) -> Result<Option<LockedRq<'_>>> {
+        if let Some((_, rq)) = self.lock_if_home(to, pid)? {
+            return Ok(Some(rq));
         }
-        if let Some((_, rq)) = self.home_newborn(pid, Some(to)) {
-            return Some(rq);
+        if let Some((_, rq)) = self.home_newborn(pid, Some(to))? {
+            return Ok(Some(rq));
         }
         let is_home = |rq: &RunQueue| rq.tasks.contains(pid);
-        match self
+        let Some(holder) = self
             .rqs
             .lock_holder_and(to, is_home, || self.locate(pid, None))?
-        {
-            Holder::Same(rq) => Some(rq),
+        else {
+            return Ok(None);
+        };
+        match holder {
+            Holder::Same(rq) => Ok(Some(rq)),
             Holder::Apart {
                 from,
                 mut src,
@@ -239,39 +250,42 @@ impl Wfq {
                 let moved = src.move_task(&mut dst, pid);
                 self.update_summary(from, &mut src);
                 drop(src);
-                moved.then_some(dst)
+                Ok(moved.then_some(dst))
             }
         }
     }
 
     /// Takes `pid` out of the run queue that holds it: stops it if running
     /// (charging `runtime`), else drops its waiting token.
-    fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) {
-        if let Some((cpu, mut rq)) = self.locate(pid, hint) {
+    fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) -> Result {
+        if let Some((cpu, mut rq)) = self.locate(pid, hint)? {
             rq.detach(pid, runtime);
             self.update_summary(cpu, &mut rq);
         }
+        Ok(())
     }
 
     /// Removes `pid`'s record from every run queue.
-    fn remove_record(&self, pid: Pid) {
+    fn remove_record(&self, pid: Pid) -> Result {
         for cpu in self.topology.cpus() {
-            if let Some((_, mut rq)) = self.lock_if_home(cpu, pid) {
+            if let Some((_, mut rq)) = self.lock_if_home(cpu, pid)? {
                 rq.detach(pid, None);
                 rq.tasks.remove(pid);
                 self.update_summary(cpu, &mut rq);
             }
         }
+        Ok(())
     }
 
     /// Queues `token` on its CPU, moving the task's record there if needed
     /// (a queue holds a task once: whatever it held for it is dropped).
     /// Wakeups are placed relative to the queue; if the task waits behind
-    /// another, an idle CPU is kicked to take it.
-    fn enqueue(&self, token: Schedulable, why: Enqueue) -> Result<(), Schedulable> {
+    /// another, an idle CPU is kicked to take it. The token is refused when
+    /// the task is unknown or there is no room for it.
+    fn enqueue(&self, token: Schedulable, why: Enqueue) -> Result<(), NotTaken> {
         let (pid, cpu) = (token.pid(), token.cpu());
-        let Some(mut rq) = self.rehome(pid, cpu) else {
-            return Err(token);
+        let Some(mut rq) = self.rehome(pid, cpu)? else {
+            return Err(token.into());
         };
         let runtime = match why {
             Enqueue::Preempt { runtime, .. } => Some(runtime),
@@ -280,7 +294,7 @@ impl Wfq {
         rq.detach(pid, runtime);
         let Some(task) = rq.tasks.get_mut(pid) else {
             self.update_summary(cpu, &mut rq);
-            return Err(token);
+            return Err(token.into());
         };
         match why {
             Enqueue::Wakeup { runtime } => task.charged = runtime,
@@ -339,6 +353,8 @@ impl EnokiScheduler for Wfq {
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         let params = Params::from_args(&ctx.args)?;
         let t = ctx.topology;
+        // Every CPU starts idle, and is published so: empty summaries, and
+        // the idle mask below.
         let rqs = RunQueues::try_new_with(t.nr_cpus(), |_| -> Result<RunQueue, InitError> {
             Ok(RunQueue {
                 tasks: TaskMap::with_capacity(ctx.max_tasks)?,
@@ -347,32 +363,27 @@ impl EnokiScheduler for Wfq {
                 load: 0,
                 min_vruntime: 0,
                 woken: false,
-                published: None,
+                published: Load::default(),
             })
         })?;
         let summaries = FixedVec::new_with(t.nr_cpus(), |_| Summary {
             load: Shared::new(Load::default()),
             claimed: Shared::new(u64::MAX),
         })?;
-        let wfq = Wfq {
+        Ok(Wfq {
             topology: t.try_clone()?,
             services: ctx.services.clone(),
             params,
             rqs,
             summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
-            idle: core::array::from_fn(|_| Shared::new(0)),
+            idle: CpuSet::first_n(t.nr_cpus()).words().map(Shared::new),
             offline: Shared::new(CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-        };
-        for cpu in t.cpus() {
-            let mut rq = wfq.rqs.lock(cpu).ok_or(InitError::OutOfMemory)?;
-            wfq.update_summary(cpu, &mut rq);
-        }
-        Ok(wfq)
+        })
     }
 
-    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
+    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let mut rq = self.rqs.lock(cpu)?;
         let rq = &mut *rq;
         // The kernel asks before it hands a still-runnable previous task
@@ -391,7 +402,7 @@ impl EnokiScheduler for Wfq {
                 if rq.waiting.peek().is_none_or(|(_, v, _)| *v > vruntime) {
                     rq.woken = false;
                     self.update_summary(cpu, rq);
-                    return None;
+                    return Ok(None);
                 }
                 prev_weight = weight;
             }
@@ -422,34 +433,37 @@ impl EnokiScheduler for Wfq {
             break;
         }
         self.update_summary(cpu, rq);
-        picked
+        Ok(picked)
     }
 
     /// `pick_next_task` found `prev` still first in line: it keeps the CPU
     /// for its share of the period, as if handed back and picked again.
-    fn keep_running(&self, cpu: CpuId, prev: &PrevTask) -> Option<u64> {
+    fn keep_running(&self, cpu: CpuId, prev: &PrevTask) -> Result<Option<u64>> {
         let rq = self.rqs.lock(cpu)?;
-        let weight = rq
-            .tasks
-            .get(prev.pid)
-            .filter(|_| rq.is_running(prev.pid))?
-            .weight;
-        Some(self.params.slice(rq.nr_running() as u64, rq.load, weight))
+        let Some(task) = rq.tasks.get(prev.pid).filter(|_| rq.is_running(prev.pid)) else {
+            return Ok(None);
+        };
+        Ok(Some(self.params.slice(
+            rq.nr_running() as u64,
+            rq.load,
+            task.weight,
+        )))
     }
 
-    fn pnt_err(&self, cpu: CpuId, pid: Pid, _err: PickError, sched: Option<Schedulable>) {
-        // Not running after all. A token handed back waits again as it was.
+    fn pnt_err(&self, cpu: CpuId, pid: Pid, _err: PickError, sched: Option<Schedulable>) -> Result {
+        // Not running after all. A token handed back waits again as it was
+        // (if refused, the task is the kernel's to run).
         match sched {
-            Some(token) => {
-                let _ = self.enqueue(token, Enqueue::Refused);
-            }
+            Some(token) => self
+                .enqueue(token, Enqueue::Refused)
+                .or_else(NotTaken::drop_token),
             None => self.detach(pid, None, Some(cpu)),
         }
     }
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
-        if self.registry.lock().contains(task.pid) {
-            self.remove_record(task.pid); // a stale entry of a reused pid
+        if self.registry.lock()?.contains(task.pid) {
+            self.remove_record(task.pid)?; // a stale entry of a reused pid
         }
         let new = Task {
             weight: u64::from(task.weight).max(1),
@@ -461,13 +475,13 @@ impl EnokiScheduler for Wfq {
         };
         // Placed on a run queue when it is first woken (or looked for).
         self.registry
-            .lock()
+            .lock()?
             .insert(task.pid, Some(new))
             .map(|_| ())
             .map_err(|_| TaskError::Full)
     }
 
-    fn task_wakeup(&self, _pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_wakeup(&self, _pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
         self.enqueue(sched, Enqueue::Wakeup { runtime })
     }
 
@@ -477,30 +491,29 @@ impl EnokiScheduler for Wfq {
         runtime: u64,
         yielded: bool,
         sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    ) -> Result<(), NotTaken> {
         self.enqueue(sched, Enqueue::Preempt { runtime, yielded })
     }
 
-    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, _sleeping: bool) {
-        self.detach(pid, Some(runtime), Some(cpu));
+    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, _sleeping: bool) -> Result {
+        self.detach(pid, Some(runtime), Some(cpu))
     }
 
-    fn task_dead(&self, pid: Pid) {
-        if self.registry.lock().remove(pid).is_some() {
-            self.remove_record(pid);
+    fn task_dead(&self, pid: Pid) -> Result {
+        if self.registry.lock()?.remove(pid).is_some() {
+            self.remove_record(pid)?;
         }
+        Ok(())
     }
 
-    fn task_tick(&self, cpu: CpuId, pid: Pid, runtime: u64) -> bool {
-        let Some(mut rq) = self.rqs.lock(cpu) else {
-            return false;
-        };
+    fn task_tick(&self, cpu: CpuId, pid: Pid, runtime: u64) -> Result<bool> {
+        let mut rq = self.rqs.lock(cpu)?;
         let rq = &mut *rq;
         if !rq.is_running(pid) {
-            return false;
+            return Ok(false);
         }
         let Some(task) = rq.tasks.get_mut(pid) else {
-            return false;
+            return Ok(false);
         };
         task.charge(runtime);
         let vruntime = task.vruntime;
@@ -530,30 +543,30 @@ impl EnokiScheduler for Wfq {
         if let Some(idle) = thief {
             self.services.kick_cpu(idle);
         }
-        preempt
+        Ok(preempt)
     }
 
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> CpuId {
-        let Some((home, rq)) = self.locate(pid, Some(prev_cpu)) else {
-            return prev_cpu;
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+        let Some((home, rq)) = self.locate(pid, Some(prev_cpu))? else {
+            return Ok(prev_cpu);
         };
         let Some(task) = rq.tasks.get(pid).copied() else {
-            return prev_cpu;
+            return Ok(prev_cpu);
         };
         drop(rq);
         let cpu = self.choose_cpu(self.online(task.allowed), prev_cpu);
         // Its record goes ahead, so that the wakeup finds it there.
         if cpu != home && task.state == State::Off {
-            if let Some((mut src, mut dst)) = self.rqs.lock_pair(home, cpu) {
+            if let Some((mut src, mut dst)) = self.rqs.lock_pair(home, cpu)? {
                 if src.tasks.get(pid).is_some_and(|t| t.state == State::Off) {
                     src.move_task(&mut dst, pid);
                 }
             }
         }
-        cpu
+        Ok(cpu)
     }
 
-    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
+    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
         let to = sched.cpu();
         // Where `balance` found it, normally.
         let claim = self
@@ -561,20 +574,24 @@ impl EnokiScheduler for Wfq {
             .map_or(u64::MAX, |c| c.claimed.replace(u64::MAX));
         let claimed_from =
             (claim >> 32 == u64::from(pid as u32)).then_some((claim & 0xffff_ffff) as CpuId);
-        let Some(from) = claimed_from.or_else(|| self.locate(pid, None).map(|(cpu, _)| cpu)) else {
-            return Some(sched);
+        let from = match claimed_from {
+            Some(from) => Some(from),
+            None => self.locate(pid, None)?.map(|(cpu, _)| cpu),
+        };
+        let Some(from) = from else {
+            return Ok(Some(sched));
         };
         // Refused (the new token comes back) unless it still waits there.
-        let Some((mut src_rq, mut dst_rq)) = self.rqs.lock_pair(from, to) else {
-            return Some(sched);
+        let Some((mut src_rq, mut dst_rq)) = self.rqs.lock_pair(from, to)? else {
+            return Ok(Some(sched));
         };
         let (src, dst) = (&mut *src_rq, &mut *dst_rq);
         if src.tasks.get(pid).is_none_or(|t| t.state != State::Waiting) {
-            return Some(sched);
+            return Ok(Some(sched));
         }
         // Out of the queue it waits in, into the thief's, keeping its lag.
         let Some(old) = src.waiting.remove(pid).map(|(_, token)| token) else {
-            return Some(sched);
+            return Ok(Some(sched));
         };
         if let Some(task) = src.tasks.get_mut(pid) {
             task.state = State::Off;
@@ -599,44 +616,48 @@ impl EnokiScheduler for Wfq {
         };
         self.update_summary(from, src);
         self.update_summary(to, dst);
-        result
+        Ok(result)
     }
 
-    fn balance(&self, cpu: CpuId) -> Option<Pid> {
-        let near = self.near.get(cpu)?;
-        let found = self
-            .task_to_steal(cpu, near.llc.iter())
-            .or_else(|| self.task_to_steal(cpu, (near.node - near.llc).iter()))
-            .or_else(|| {
-                near.remote
-                    .iter()
-                    .filter(|node| {
-                        node.iter()
-                            .next()
-                            .is_some_and(|victim| self.may_steal(cpu, victim))
-                    })
-                    .find_map(|node| self.task_to_steal(cpu, node.iter()))
-            });
-        let (pid, victim) = found?;
-        if let Some(c) = self.summary(cpu) {
-            c.claimed.set(u64::from(pid as u32) << 32 | victim as u64);
+    fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
+        let Some(near) = self.near.get(cpu) else {
+            return Ok(None);
+        };
+        // Nearest first: its LLC, the rest of its node, then the other
+        // nodes busy enough to take work from.
+        let remote = near
+            .remote
+            .iter()
+            .filter(|node| {
+                node.iter()
+                    .next()
+                    .is_some_and(|victim| self.may_steal(cpu, victim))
+            })
+            .copied();
+        for victims in [near.llc, near.node - near.llc].into_iter().chain(remote) {
+            if let Some((pid, victim)) = self.task_to_steal(cpu, victims.iter())? {
+                if let Some(c) = self.summary(cpu) {
+                    c.claimed.set(u64::from(pid as u32) << 32 | victim as u64);
+                }
+                return Ok(Some(pid));
+            }
         }
-        Some(pid)
+        Ok(None)
     }
 
-    fn task_prio_changed(&self, pid: Pid, weight: u32, nice: i32) {
+    fn task_prio_changed(&self, pid: Pid, weight: u32, nice: i32) -> Result {
         let weight = u64::from(if weight > 0 {
             weight
         } else {
             nice_to_weight(nice)
         });
-        let Some((cpu, mut rq)) = self.locate(pid, None) else {
-            return;
+        let Some((cpu, mut rq)) = self.locate(pid, None)? else {
+            return Ok(());
         };
         let rq = &mut *rq;
         let min = rq.min_vruntime;
         let Some(task) = rq.tasks.get_mut(pid) else {
-            return;
+            return Ok(());
         };
         // The task keeps its lag (its distance to min_vruntime) in CPU time;
         // Enoki-C takes a waiting task out of its queue for this. A running
@@ -651,28 +672,32 @@ impl EnokiScheduler for Wfq {
             rq.load = rq.load.saturating_sub(old).saturating_add(weight);
         }
         self.update_summary(cpu, rq);
+        Ok(())
     }
 
-    fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) {
+    fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {
         // Enoki-C re-queues the task with a token for an allowed CPU.
-        if let Some((_, mut rq)) = self.locate(pid, None) {
+        if let Some((_, mut rq)) = self.locate(pid, None)? {
             if let Some(task) = rq.tasks.get_mut(pid) {
                 task.allowed = *allowed;
             }
         }
+        Ok(())
     }
 
     /// Hotplug calls are serialised by the kernel: a plain read-modify-write.
-    fn cpu_online(&self, cpu: CpuId) {
+    fn cpu_online(&self, cpu: CpuId) -> Result {
         let mut offline = self.offline.get();
         offline.remove(cpu);
         self.offline.set(offline);
+        Ok(())
     }
 
-    fn cpu_offline(&self, cpu: CpuId) {
+    fn cpu_offline(&self, cpu: CpuId) -> Result {
         let mut offline = self.offline.get();
         offline.insert(cpu);
         self.offline.set(offline);
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 //! task an idle CPU steals.
 
 use enoki::abi::MAX_NODES;
-use enoki::{CpuId, CpuSet, Pid, Topology};
+use enoki::{CpuId, CpuSet, Pid, Result, Topology};
 
 use super::Wfq;
 
@@ -101,7 +101,7 @@ impl Wfq {
         &self,
         cpu: CpuId,
         victims: impl Iterator<Item = CpuId>,
-    ) -> Option<(Pid, CpuId)> {
+    ) -> Result<Option<(Pid, CpuId)>> {
         let mut best: Option<(usize, Pid, CpuId)> = None;
         for victim in victims.filter(|v| *v != cpu) {
             // Only a queue where a task waits behind another; the summary
@@ -110,9 +110,7 @@ impl Wfq {
             if nr < 2 || best.is_some_and(|(most, _, _)| nr <= most) {
                 continue;
             }
-            let Some(rq) = self.rqs.lock(victim) else {
-                continue;
-            };
+            let rq = self.rqs.lock(victim)?;
             let allowed_here =
                 |pid: Pid| rq.tasks.get(pid).is_some_and(|t| t.allowed.contains(cpu));
             let next = rq
@@ -124,7 +122,7 @@ impl Wfq {
                 best = Some((rq.nr_running(), pid, victim));
             }
         }
-        best.map(|(_, pid, victim)| (pid, victim))
+        Ok(best.map(|(_, pid, victim)| (pid, victim)))
     }
 
     /// The CPU for a waking task allowed on `allowed` that last ran on

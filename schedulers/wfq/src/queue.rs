@@ -67,8 +67,8 @@ pub(super) struct RunQueue {
     /// A task woke here since the last tick: the tick checks whether it
     /// preempts.
     pub(super) woken: bool,
-    /// The summary other CPUs see (`None` before the first).
-    pub(super) published: Option<Load>,
+    /// The summary other CPUs see (its load, and its bit in the idle mask).
+    pub(super) published: Load,
 }
 
 impl RunQueue {

@@ -267,8 +267,8 @@ fn sleeper_wakes(args: &str) -> Machine {
 fn a_woken_task_with_smaller_vruntime_preempts_at_the_next_tick() {
     let mut m = sleeper_wakes("");
     let (v1, v2) = (
-        m.sched().vruntime(1).unwrap(),
-        m.sched().vruntime(2).unwrap(),
+        m.sched().vruntime(1).unwrap().unwrap(),
+        m.sched().vruntime(2).unwrap().unwrap(),
     );
     assert_eq!(
         v2,
@@ -463,7 +463,8 @@ fn kernel_order_pick_before_preempt_and_refused_picks() {
     let held = || {
         let mut v = Vec::new();
         l.scheduler()
-            .for_each_held(|h| v.push((h.pid, h.token_cpu)));
+            .for_each_held(|h| v.push((h.pid, h.token_cpu)))
+            .unwrap();
         v.sort();
         v
     };
@@ -528,7 +529,7 @@ fn a_nice_change_moves_a_waiting_task_the_same_way_in_either_message_order() {
     let waiting = (1..=3)
         .find(|p| a.d.state(*p) == Some(TaskState::Queued { cpu: 0 }))
         .unwrap();
-    let before = a.sched().vruntime(waiting).unwrap();
+    let before = a.sched().vruntime(waiting).unwrap().unwrap();
     // The Driver sends the change alone...
     a.set_nice(waiting, 10);
     // ...Enoki-C (sched_ext) dequeues the waiting task around it.
@@ -548,8 +549,8 @@ fn a_nice_change_moves_a_waiting_task_the_same_way_in_either_message_order() {
         b.d.send(&mut msg);
     }
     let (va, vb) = (
-        a.sched().vruntime(waiting).unwrap(),
-        b.sched().vruntime(waiting).unwrap(),
+        a.sched().vruntime(waiting).unwrap().unwrap(),
+        b.sched().vruntime(waiting).unwrap().unwrap(),
     );
     assert_eq!(va, vb);
     assert!(
@@ -653,7 +654,7 @@ fn common_paths_take_only_their_cpus_run_queue_lock() {
     assert_eq!(wakeup.ret, 0);
     m.sched().check().unwrap();
     let mut held = Vec::new();
-    m.sched().for_each_held(|h| held.push(h));
+    m.sched().for_each_held(|h| held.push(h)).unwrap();
     assert!(
         held.contains(&enoki_wfq::Held {
             queue: 3,
@@ -710,4 +711,53 @@ fn a_waking_task_never_goes_to_an_offline_cpu() {
     m.spawn(2, set(&[1]), 0, 1);
     assert_eq!(m.cpu_of(2), Some(1), "back online");
     m.check_consistent().unwrap();
+}
+
+/// A lock that cannot be taken fails the message, through every helper
+/// between it and the message: here each call is made with CPU 0's run
+/// queue already held by the same thread (from inside `for_each_held`),
+/// a self-deadlock libEnoki reports instead of spinning. Nothing changes.
+#[test]
+fn a_lock_failure_fails_the_message() {
+    use enoki::sync::detect::take_fault;
+    use enoki::{EnokiScheduler, FaultKind};
+
+    let mut m = Machine::new("");
+    m.spawn(1, only(0), 0, 0);
+    m.spawn(2, only(0), 0, 0);
+    assert_eq!(m.running(0), Some(1));
+    let s = m.sched();
+    let mut failed = Vec::new();
+    let mut called = false;
+    s.for_each_held(|h| {
+        if std::mem::replace(&mut called, true) {
+            return;
+        }
+        let mut fails = |name: &'static str, err: bool| {
+            let fault = take_fault().map(|f| f.kind);
+            failed.push((name, err, fault));
+        };
+        fails("task_tick", s.task_tick(h.queue, h.pid, TICK).is_err());
+        fails(
+            "select_task_rq",
+            s.select_task_rq(h.pid, h.queue, h.queue).is_err(),
+        );
+        fails("task_prio_changed", s.task_prio_changed(2, 0, 5).is_err());
+        fails("balance", s.balance(1).is_err());
+        fails("vruntime", s.vruntime(2).is_err());
+    })
+    .unwrap();
+    let want = |name| (name, true, Some(FaultKind::SelfDeadlock));
+    assert_eq!(
+        failed,
+        [
+            want("task_tick"),
+            want("select_task_rq"),
+            want("task_prio_changed"),
+            want("balance"),
+            want("vruntime"),
+        ]
+    );
+    m.sched().check().unwrap();
+    assert_eq!(m.running(0), Some(1));
 }

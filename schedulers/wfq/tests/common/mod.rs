@@ -216,7 +216,8 @@ impl Machine {
         self.sched().check().map_err(|e| e.to_string())?;
         let mut held: BTreeMap<Pid, Vec<Held>> = BTreeMap::new();
         self.sched()
-            .for_each_held(|h| held.entry(h.pid).or_default().push(h));
+            .for_each_held(|h| held.entry(h.pid).or_default().push(h))
+            .map_err(|e| format!("for_each_held: {e:?}"))?;
         for (pid, hs) in &held {
             if !self.allowed.contains_key(pid) {
                 return Err(format!("scheduler holds unknown task {pid}: {hs:?}"));

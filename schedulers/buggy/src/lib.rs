@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Buggy: a per-CPU FIFO that, once armed, commits the bug its `bug=`
+//! setting names, so tests can force every fault class Enoki must contain:
+//!
+//! | `bug=`     | what it does                                | who catches it          |
+//! |------------|---------------------------------------------|-------------------------|
+//! | `none`     | nothing: a correct FIFO                     | -                       |
+//! | `aa`       | takes its CPU's queue lock twice            | libEnoki, at once (AA)  |
+//! | `cycle`    | CPUs `0..cpus` each hold their queue and take the next one's (`cpus=2`: ABBA) | libEnoki (cycle) |
+//! | `leak`     | returns from a pick holding its queue lock  | libEnoki, at call end   |
+//! | `loop`     | locks and unlocks its queue for ever        | libEnoki (call budget)  |
+//! | `lost`     | drops one waking task's token               | sched_ext's watchdog    |
+//! | `stall`    | never picks a task again                    | sched_ext's watchdog    |
+//! | `starve`   | picks only one favoured task                | sched_ext's watchdog    |
+//! | `wrongcpu` | picks another CPU's tasks                   | libEnoki's token check, then the watchdog |
+//!
+//! It arms after `after=` picks (default 1000), so it first schedules the
+//! load like any scheduler. A panic is not among the bugs: the module build
+//! refuses any scheduler that could panic (see `check-sched-lints.sh`).
+#![forbid(unsafe_code)]
+
+use enoki::{
+    CpuId, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError, Pid, PrevTask,
+    Result, Ring, RunQueues, Schedulable, Shared, TaskError, TaskInfo,
+};
+
+/// Spins a CPU of a `cycle` waits for the others to hold their locks: far
+/// less than the lock timeout, so a missed meeting is no timeout.
+const MEET_SPINS: u32 = 1 << 16;
+
+/// The bug, from `bug=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    None,
+    Aa,
+    Cycle { cpus: usize },
+    Leak,
+    Loop,
+    Lost,
+    Stall,
+    Starve,
+    WrongCpu,
+}
+
+impl Bug {
+    fn parse(name: &str, cpus: usize) -> Option<Bug> {
+        Some(match name {
+            "none" => Bug::None,
+            "aa" => Bug::Aa,
+            "cycle" => Bug::Cycle { cpus },
+            "leak" => Bug::Leak,
+            "loop" => Bug::Loop,
+            "lost" => Bug::Lost,
+            "stall" => Bug::Stall,
+            "starve" => Bug::Starve,
+            "wrongcpu" => Bug::WrongCpu,
+            _ => return None,
+        })
+    }
+}
+
+/// The buggy scheduler.
+pub struct Buggy {
+    bug: Bug,
+    after: u64,
+    queues: RunQueues<Ring<Schedulable>>,
+    picks: Shared<u64>,
+    /// CPUs of a `cycle` holding their own queue.
+    arrived: Shared<u64>,
+    /// `lost`: a token was dropped. `starve`: the favoured pid + 1.
+    done: Shared<u64>,
+}
+
+impl Buggy {
+    fn armed(&self) -> bool {
+        self.picks.fetch_add(1) >= self.after
+    }
+
+    fn push(&self, token: Schedulable) -> Result<(), NotTaken> {
+        Ok(self.queues.lock(token.cpu())?.push_back(token)?)
+    }
+
+    /// The next CPU of a cycle of `cpus`.
+    fn next_in_cycle(cpu: CpuId, cpus: usize) -> CpuId {
+        match cpu.checked_add(1) {
+            Some(next) if next < cpus => next,
+            _ => 0,
+        }
+    }
+
+    /// Holds `cpu`'s queue, waits a little for the other CPUs of the cycle
+    /// to hold theirs, then takes the next CPU's.
+    fn cycle(&self, cpu: CpuId, cpus: usize) -> Result {
+        let mine = self.queues.lock(cpu)?;
+        self.arrived.fetch_add(1);
+        let mut spins = 0u32;
+        while self.arrived.get() < cpus as u64 && spins < MEET_SPINS {
+            spins = spins.saturating_add(1);
+            core::hint::spin_loop();
+        }
+        let next = self.queues.lock(Self::next_in_cycle(cpu, cpus));
+        self.arrived.fetch_add(u64::MAX);
+        drop((next?, mine));
+        Ok(())
+    }
+
+    /// The bug, in a pick on `cpu`: `Some(answer)` to pick that instead.
+    fn misbehave(&self, cpu: CpuId) -> Result<Option<Option<Schedulable>>> {
+        match self.bug {
+            Bug::Aa => {
+                let _held = self.queues.lock(cpu)?;
+                let _again = self.queues.lock(cpu)?;
+            }
+            Bug::Cycle { cpus } if cpu < cpus => self.cycle(cpu, cpus)?,
+            Bug::Leak => core::mem::forget(self.queues.lock(cpu)?),
+            Bug::Loop => loop {
+                drop(self.queues.lock(cpu)?);
+            },
+            Bug::Stall => return Ok(Some(None)),
+            Bug::Starve => return self.favoured(cpu).map(Some),
+            Bug::WrongCpu => {
+                for other in self.queues.cpus().filter(|c| *c != cpu) {
+                    if let Some(stolen) = self.queues.lock(other)?.pop_front() {
+                        return Ok(Some(Some(stolen)));
+                    }
+                }
+            }
+            Bug::None | Bug::Cycle { .. } | Bug::Lost => {}
+        }
+        Ok(None)
+    }
+
+    /// `starve`: only the first task picked once armed ever runs again.
+    fn favoured(&self, cpu: CpuId) -> Result<Option<Schedulable>> {
+        let mut queue = self.queues.lock(cpu)?;
+        let favoured = self.done.get();
+        if favoured == 0 {
+            let next = queue.pop_front();
+            if let Some(t) = &next {
+                self.done.set(u64::from(t.pid().unsigned_abs()).saturating_add(1));
+            }
+            return Ok(next);
+        }
+        Ok(queue.remove_first(|t| u64::from(t.pid().unsigned_abs()).saturating_add(1) == favoured))
+    }
+}
+
+impl EnokiScheduler for Buggy {
+    const NAME: &'static str = "buggy";
+    type Hint = NoHint;
+    type RevHint = NoHint;
+    type UpgradeState = ();
+
+    fn init(ctx: &InitContext<'_>) -> core::result::Result<Self, InitError> {
+        ctx.args.check_known(&["bug", "after", "cpus"])?;
+        let nr = ctx.topology.nr_cpus();
+        let cpus = ctx.args.u64_in("cpus", 2, 2, nr as u64)? as usize;
+        let bug = Bug::parse(ctx.args.str_or("bug", "none"), cpus)
+            .ok_or(InitError::InvalidArgument(
+                "bug (none aa cycle leak loop lost stall starve wrongcpu)",
+            ))?;
+        Ok(Buggy {
+            bug,
+            after: ctx.args.u64_in("after", 1000, 0, u64::MAX)?,
+            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
+            picks: Shared::new(0),
+            arrived: Shared::new(0),
+            done: Shared::new(0),
+        })
+    }
+
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+        if self.armed() {
+            if let Some(answer) = self.misbehave(cpu)? {
+                return Ok(answer);
+            }
+        }
+        Ok(self.queues.lock(cpu)?.pop_front())
+    }
+
+    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) -> Result {
+        match sched {
+            Some(token) => self.push(token).or_else(NotTaken::drop_token),
+            None => Ok(()),
+        }
+    }
+
+    fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
+        if self.bug == Bug::Lost && self.picks.get() >= self.after && self.done.replace(1) == 0 {
+            // The bug: the token is dropped; the task can never run again.
+            return Ok(());
+        }
+        self.push(sched)
+    }
+
+    fn task_preempt(
+        &self,
+        _pid: Pid,
+        _runtime: u64,
+        _yielded: bool,
+        sched: Schedulable,
+    ) -> Result<(), NotTaken> {
+        self.push(sched)
+    }
+
+    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
+        if !sleeping {
+            self.task_dead(pid)?;
+        }
+        Ok(())
+    }
+
+    fn task_dead(&self, pid: Pid) -> Result {
+        self.queues.find_map(|_, q| q.remove_first(|t| t.pid() == pid))?;
+        Ok(())
+    }
+
+    /// `stall`: the running task is not kept either.
+    fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Result<Option<u64>> {
+        let stalled = self.bug == Bug::Stall && self.picks.get() >= self.after;
+        Ok((!stalled).then_some(0))
+    }
+}
+
+enoki::export_scheduler!(Buggy);
