@@ -55,6 +55,11 @@ impl<S: EnokiScheduler> Loaded<S> {
         self.fault.get()
     }
 
+    /// Whether the scheduler failed (cheaper than [`Loaded::fault`]).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     fn cpu(&self, raw: i32) -> Option<CpuId> {
         usize::try_from(raw).ok().filter(|c| *c < self.nr_cpus)
     }

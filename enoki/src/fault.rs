@@ -157,9 +157,12 @@ impl fmt::Display for Fault {
         if !self.call.is_empty() {
             write!(f, " in {}", self.call)?;
         }
-        let ms = self.waited_ns / 1_000_000;
-        let us = self.waited_ns / 1_000 % 1_000;
-        write!(f, " after {ms}.{us:03} ms:")?;
+        if self.waited_ns > 0 {
+            let ms = self.waited_ns / 1_000_000;
+            let us = self.waited_ns / 1_000 % 1_000;
+            write!(f, " after {ms}.{us:03} ms")?;
+        }
+        f.write_str(":")?;
         for (i, p) in self.parties().enumerate() {
             f.write_str(if i == 0 { " " } else { "; " })?;
             match self.kind {

@@ -86,6 +86,10 @@ pub(super) fn lock_event(addr: usize, acquire: bool) {
     }
 }
 
+/// Calls run with interrupts off, so a lock holder is never descheduled:
+/// a wait this long is a bug (the module's `lock_timeout_ms` sets it).
+pub(super) const DEFAULT_LOCK_TIMEOUT_NS: u64 = 100_000_000;
+
 /// This CPU, inside a scheduler call; `None` elsewhere (module init may
 /// sleep and move between CPUs, so it cannot have a CPU's context).
 pub(super) fn context() -> Option<usize> {

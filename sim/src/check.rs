@@ -41,6 +41,9 @@ pub enum ViolationKind {
     IdleWithWork,
     /// Kicks and picks did not settle.
     Livelock,
+    /// The scheduler failed (a deadlock, a leaked lock, a call over
+    /// budget): libEnoki's report. Enoki-C would eject it.
+    Failed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

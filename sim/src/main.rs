@@ -480,7 +480,7 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             "scheduler": rep.scheduler, "recorded_scheduler": header.scheduler, "build_id": header.build_id,
             "messages": rep.messages, "lock_events": rep.lock_events, "seq_gaps": rep.seq_gaps,
             "notices": rep.notices, "divergence": d, "read_error": rep.read_error.as_ref().map(|e| e.to_string()),
-            "gap": rep.gap,
+            "gap": rep.gap, "fault": rep.fault.map(|f| f.to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -493,6 +493,9 @@ fn replay(a: ReplayArgs) -> Result<u8> {
         );
         if let Some(d) = &rep.divergence {
             print!("{d}");
+        }
+        if let Some(f) = &rep.fault {
+            println!("the scheduler failed: {f}");
         }
     }
     if let Some(e) = &rep.read_error {

@@ -32,8 +32,9 @@ const BUDGET_EVERY: u32 = 1 << 8;
 pub const MAX_CONTEXTS: usize = super::super::abi::MAX_CPUS;
 
 /// Default lock timeout, and call budget: far below sched_ext's watchdog
-/// and the lockup detectors, far above any legitimate wait.
-pub const DEFAULT_TIMEOUT_NS: u64 = 100_000_000;
+/// and the lockup detectors, far above any legitimate wait (see the
+/// backends: host threads can be descheduled while they hold a lock).
+pub const DEFAULT_TIMEOUT_NS: u64 = backend::DEFAULT_LOCK_TIMEOUT_NS;
 
 static TIMEOUT_NS: AtomicU64 = AtomicU64::new(DEFAULT_TIMEOUT_NS);
 /// One past the highest context index ever used: how far scans go.

@@ -166,6 +166,17 @@ impl<S: EnokiScheduler> Driver<S> {
         self.loaded.scheduler()
     }
 
+    /// Why the scheduler failed, once it has (every later message is then
+    /// answered without it, as Enoki-C's would be until the ejection).
+    pub fn fault(&self) -> Option<super::super::fault::Fault> {
+        self.loaded.fault()
+    }
+
+    /// Whether the scheduler failed.
+    pub fn failed(&self) -> bool {
+        self.loaded.failed()
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
     }

@@ -131,6 +131,11 @@ pub fn within_timeout<T: Send + 'static>(
     }
 }
 
+/// Host threads can be descheduled while they hold a lock (for tens of
+/// milliseconds on a loaded machine), so waits get far longer than in the
+/// kernel before they count as a deadlock.
+pub(super) const DEFAULT_LOCK_TIMEOUT_NS: u64 = 2_000_000_000;
+
 /// A thread's slot in the deadlock detector's table of contexts, given
 /// back (and cleared) when the thread ends.
 struct ContextSlot(usize);

@@ -112,7 +112,10 @@ impl Buggy {
                 let _again = self.queues.lock(cpu)?;
             }
             Bug::Cycle { cpus } if cpu < cpus => self.cycle(cpu, cpus)?,
-            Bug::Leak => core::mem::forget(self.queues.lock(cpu)?),
+            Bug::Leak => {
+                core::mem::forget(self.queues.lock(cpu)?);
+                return Ok(Some(None));
+            }
             Bug::Loop => loop {
                 drop(self.queues.lock(cpu)?);
             },

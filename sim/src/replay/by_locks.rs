@@ -547,5 +547,6 @@ where
         seq_gaps: 0,
         gap: script.gap,
         timeline: None,
+        fault: loaded.fault(),
     })
 }

@@ -243,6 +243,10 @@ pub struct ReplayReport {
     /// cannot be replayed exactly.
     pub gap: Option<TraceGap>,
     pub timeline: Option<Vec<Slice>>,
+    /// The scheduler failed in the replay (a deadlock, a leaked lock...):
+    /// what libEnoki reported. A recorded failure replays as the same
+    /// failure.
+    pub fault: Option<enoki::Fault>,
 }
 
 /// A record read in sequence order.

@@ -297,5 +297,6 @@ pub fn replay<S: EnokiScheduler>(
         seq_gaps: reader.seq_gaps,
         gap: reader.gap,
         timeline: timeline.map(|t| t.finish()),
+        fault: rp.loaded.fault(),
     })
 }

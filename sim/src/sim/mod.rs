@@ -170,6 +170,8 @@ struct Sim<S: EnokiScheduler> {
     rng: ChaCha8Rng,
     resched: BTreeSet<CpuId>,
     checker: Option<Checker>,
+    /// When the scheduler failed (libEnoki answers for it from then on).
+    failed_at: Option<u64>,
     timeline: Option<Vec<Slice>>,
 }
 
@@ -227,6 +229,7 @@ impl<S: EnokiScheduler> Sim<S> {
             spawn_rr: 0,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             resched: BTreeSet::new(),
+            failed_at: None,
             checker: cfg
                 .check
                 .then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
@@ -433,6 +436,9 @@ impl<S: EnokiScheduler> Sim<S> {
 
     /// Starts and stops simulated tasks where the driver changed what runs.
     fn follow_driver(&mut self) {
+        if self.failed_at.is_none() && self.d.failed() {
+            self.failed_at = Some(self.now);
+        }
         for cpu in 0..self.nr_cpus() {
             let now_running = self.d.running(cpu);
             if self.cpus[cpu].running != now_running {

@@ -7,6 +7,7 @@ use enoki::abi::kind;
 use enoki::EnokiScheduler;
 
 use super::workload::Kind;
+use crate::check::{Violation, ViolationKind};
 use super::Sim;
 use crate::report::{self, Counters, CpuReport, Fairness, GroupReport, Report, TaskReport};
 
@@ -20,9 +21,20 @@ impl<S: EnokiScheduler> Sim<S> {
         let tasks = self.task_reports();
         let groups = self.group_reports(&tasks);
         let fairness = self.fairness(&tasks);
-        let (violations, dropped) = self.checker.as_mut().map_or((Vec::new(), 0), |c| {
+        let (mut violations, dropped) = self.checker.as_mut().map_or((Vec::new(), 0), |c| {
             (std::mem::take(&mut c.found), c.dropped)
         });
+        // A failure is reported whether or not invariants are checked.
+        if let (Some(time_ns), Some(fault)) = (self.failed_at, self.d.fault()) {
+            violations.insert(
+                0,
+                Violation {
+                    time_ns,
+                    kind: ViolationKind::Failed,
+                    detail: fault.to_string(),
+                },
+            );
+        }
         let end = self.end;
         Report {
             scheduler: scheduler.to_owned(),

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use enoki::{
-    CpuId, EnokiScheduler, InitContext, InitError, NoHint, PickError, Pid, PrevTask, Schedulable,
-    TaskError, TaskInfo,
+    CpuId, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError, Pid, PrevTask,
+    Result, Schedulable, TaskError, TaskInfo,
 };
 use enoki_sim::check::Props;
 use enoki_sim::sim::{simulate, trace_header, Outcome, Recorder, SimConfig};
@@ -31,14 +31,14 @@ impl Queues {
         ))
     }
 
-    fn push(&self, t: Schedulable) -> Result<(), Schedulable> {
+    fn push(&self, t: Schedulable) -> Result<(), NotTaken> {
         let mut q = self.0.lock().unwrap();
         match q.get_mut(t.cpu()) {
             Some(q) => {
                 q.push_back(t);
                 Ok(())
             }
-            None => Err(t),
+            None => Err(t.into()),
         }
     }
 
@@ -65,16 +65,19 @@ macro_rules! queue_scheduler {
                 Ok($t(Queues::new(ctx), AtomicU64::new(0)))
             }
 
-            fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Option<Schedulable> {
+            fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
                 let $s = self;
                 let mut all = self.0 .0.lock().unwrap();
-                let $q = all.get_mut(cpu)?;
-                $pick
+                let Some($q) = all.get_mut(cpu) else {
+                    return Ok(None);
+                };
+                Ok($pick)
             }
 
-            fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) {
-                if let Some(t) = sched {
-                    let _ = self.0.push(t);
+            fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) -> Result {
+                match sched {
+                    Some(t) => self.0.push(t).or_else(NotTaken::drop_token),
+                    None => Ok(()),
                 }
             }
 
@@ -87,7 +90,7 @@ macro_rules! queue_scheduler {
                 _pid: Pid,
                 _runtime: u64,
                 $tok: Schedulable,
-            ) -> Result<(), Schedulable> {
+            ) -> Result<(), NotTaken> {
                 let $ws = self;
                 $wake
             }
@@ -98,18 +101,20 @@ macro_rules! queue_scheduler {
                 _runtime: u64,
                 _y: bool,
                 sched: Schedulable,
-            ) -> Result<(), Schedulable> {
+            ) -> Result<(), NotTaken> {
                 self.0.push(sched)
             }
 
-            fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) {
+            fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
                 if !sleeping {
                     self.0.remove(pid);
                 }
+                Ok(())
             }
 
-            fn task_dead(&self, pid: Pid) {
+            fn task_dead(&self, pid: Pid) -> Result {
                 self.0.remove(pid);
+                Ok(())
             }
         }
     };
@@ -213,19 +218,19 @@ impl EnokiScheduler for LockFlaky {
             extra: enoki::SpinLock::new(()),
         })
     }
-    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Option<Schedulable> {
+    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         if EXTRA_LOCKS.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
-            drop(self.extra.lock());
+            drop(self.extra.lock()?);
         }
         self.fifo.pick_next_task(cpu, prev)
     }
-    fn pnt_err(&self, cpu: CpuId, pid: Pid, err: PickError, sched: Option<Schedulable>) {
+    fn pnt_err(&self, cpu: CpuId, pid: Pid, err: PickError, sched: Option<Schedulable>) -> Result {
         self.fifo.pnt_err(cpu, pid, err, sched)
     }
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
         self.fifo.task_new(task)
     }
-    fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), Schedulable> {
+    fn task_wakeup(&self, pid: Pid, runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
         self.fifo.task_wakeup(pid, runtime, sched)
     }
     fn task_preempt(
@@ -234,25 +239,25 @@ impl EnokiScheduler for LockFlaky {
         runtime: u64,
         y: bool,
         sched: Schedulable,
-    ) -> Result<(), Schedulable> {
+    ) -> Result<(), NotTaken> {
         self.fifo.task_preempt(pid, runtime, y, sched)
     }
-    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, sleeping: bool) {
+    fn task_blocked(&self, pid: Pid, runtime: u64, cpu: CpuId, sleeping: bool) -> Result {
         self.fifo.task_blocked(pid, runtime, cpu, sleeping)
     }
-    fn task_dead(&self, pid: Pid) {
+    fn task_dead(&self, pid: Pid) -> Result {
         self.fifo.task_dead(pid)
     }
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, waker_cpu: CpuId) -> CpuId {
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, waker_cpu: CpuId) -> Result<CpuId> {
         self.fifo.select_task_rq(pid, prev_cpu, waker_cpu)
     }
-    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Option<Schedulable> {
+    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
         self.fifo.migrate_task_rq(pid, sched)
     }
-    fn balance(&self, cpu: CpuId) -> Option<Pid> {
+    fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
         self.fifo.balance(cpu)
     }
-    fn task_affinity_changed(&self, pid: Pid, allowed: &enoki::CpuSet) {
+    fn task_affinity_changed(&self, pid: Pid, allowed: &enoki::CpuSet) -> Result {
         self.fifo.task_affinity_changed(pid, allowed)
     }
 }

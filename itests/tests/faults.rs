@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Fault containment: each bug class of `schedulers/buggy` is forced under
+//! a mixed load (CPU hogs, pipes, fork/exec). Each must be ejected with
+//! the right reason in `/sys/kernel/enoki/last_exit` and `enoki status`,
+//! in time, with every workload process finishing on CFS and the next
+//! scheduler loading cleanly; the kernel log may hold nothing but the
+//! ejections.
+
+use enoki_itests as it;
+use it::field;
+use serial_test::serial;
+
+/// One class: its `bug=` arguments, what its report must say, and the
+/// longest time from load to ejection (ms) it may take.
+struct Class {
+    name: &'static str,
+    args: &'static str,
+    reason: &'static str,
+    eject_ms: u64,
+}
+
+/// Where the buggy scheduler takes its locks: libEnoki's reports name it.
+const SITE: &str = "buggy/src/lib.rs:";
+
+/// sched_ext's watchdog for the classes only it can catch.
+const WATCHDOG_MS: u64 = 2000;
+
+/// libEnoki catches these at the acquisition (or call end, or budget):
+/// the bound is the arming (500 picks) plus emulation overhead.
+const LOCK_CLASSES: &[Class] = &[
+    Class { name: "aa", args: "bug=aa", reason: "AA deadlock", eject_ms: 5000 },
+    Class { name: "abba", args: "bug=cycle,cpus=2", reason: "ABBA deadlock", eject_ms: 10000 },
+    Class { name: "cycle3", args: "bug=cycle,cpus=3", reason: "lock cycle of 3 CPUs", eject_ms: 10000 },
+    Class { name: "leak", args: "bug=leak", reason: "lock leaked", eject_ms: 5000 },
+    Class { name: "loop", args: "bug=loop", reason: "call over budget", eject_ms: 5000 },
+];
+
+/// sched_ext's watchdog catches these within `WATCHDOG_MS` of the first
+/// task left waiting.
+const STALL_CLASSES: &[Class] = &[
+    Class { name: "lost", args: "bug=lost", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
+    Class { name: "stall", args: "bug=stall", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
+    Class { name: "starve", args: "bug=starve", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
+    Class { name: "wrongcpu", args: "bug=wrongcpu", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
+];
+
+/// The guest script: for each class, load, start the load, wait for the
+/// ejection (polling the state, bounded), wait for every workload process,
+/// report. Then a good scheduler must load.
+fn script(classes: &[Class]) -> String {
+    let mut s = String::from(
+        r#"set -e
+ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+state() { cat /sys/kernel/enoki/state; }
+"#,
+    );
+    for c in classes {
+        s += &format!(
+            r#"enoki load buggy --mode all --watchdog-ms {WATCHDOG_MS} --args {args},after=500 >/dev/null
+t0=$(ms)
+stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1 & load=$!
+( end=$(( $(ms) + 4000 )); while [ $(ms) -lt $end ]; do /bin/true; done ) & forks=$!
+i=0; while [ "$(state)" = enabled ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+echo "{name} eject-ms $(( $(ms) - t0 ))"
+rc=0; wait $load || rc=$?; echo "{name} load-exit $rc"
+rc=0; wait $forks || rc=$?; echo "{name} forks-exit $rc"
+echo "{name} state $(state)"
+echo "{name} last_exit $(cat /sys/kernel/enoki/last_exit)"
+echo "{name} status $(enoki status | grep last_exit)"
+"#,
+            args = c.args,
+            name = c.name,
+        );
+    }
+    s += "enoki load fifo --mode all >/dev/null; echo after $(state); enoki unload\n";
+    s
+}
+
+fn check(classes: &[Class]) {
+    let dir = it::shared_tempdir();
+    let path = dir.path().join("faults.sh");
+    std::fs::write(&path, script(classes)).unwrap();
+    let r = it::boot(it::heavy_config(), &format!("sh {}", path.display()));
+    r.assert_exit(0);
+    let mut table = String::new();
+    for c in classes {
+        let at = |what: &str| field(&r, &format!("{} {what}", c.name)).to_owned();
+        let eject_ms = it::number(&r, &format!("{} eject-ms", c.name));
+        table += &format!("{:<9} {:>6} ms  {}\n", c.name, eject_ms, at("last_exit"));
+        assert_eq!(at("state"), "ejected", "{}: {}", c.name, r.output);
+        assert!(
+            at("last_exit").contains(c.reason),
+            "{}: the report must say {:?}: {}",
+            c.name,
+            c.reason,
+            at("last_exit")
+        );
+        assert!(
+            at("status").contains(c.reason),
+            "{}: enoki status must show the reason: {}",
+            c.name,
+            at("status")
+        );
+        if c.reason != "stall" {
+            assert!(
+                at("last_exit").contains(SITE),
+                "{}: the report must name the acquisition sites: {}",
+                c.name,
+                at("last_exit")
+            );
+        }
+        assert!(eject_ms <= c.eject_ms, "{}: ejected after {eject_ms} ms", c.name);
+        assert_eq!(at("load-exit"), "0", "{}: stress-ng must finish", c.name);
+        assert_eq!(at("forks-exit"), "0", "{}: fork/exec must finish", c.name);
+    }
+    eprintln!("time from load to ejection, and the report:\n{table}");
+    assert_eq!(field(&r, "after"), "enabled", "a good scheduler loads after");
+    // The ejections are the point; anything else in the log is a problem.
+    let unexpected: Vec<String> = r
+        .problems()
+        .into_iter()
+        .filter(|l| !l.contains("sched_ext:"))
+        .collect();
+    assert!(unexpected.is_empty(), "kernel log problems:\n{}", unexpected.join("\n"));
+}
+
+#[test]
+#[serial]
+fn lock_faults_are_ejected_with_the_locks_and_sites_named() {
+    check(LOCK_CLASSES);
+}
+
+#[test]
+#[serial]
+fn stalls_lost_tasks_and_wrong_tokens_are_ejected_by_the_watchdog() {
+    check(STALL_CLASSES);
+}
