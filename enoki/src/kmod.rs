@@ -136,8 +136,8 @@ pub(super) fn take_fault() -> Option<Fault> {
 }
 
 /// A scheduler failed: Enoki-C logs the report and ejects it.
-pub(super) fn report_failure(name: &str, fault: &Fault) {
-    let line = format_line::<1000>(format_args!("{name}: {fault}"));
+pub(super) fn report_failure(_name: &str, fault: &Fault) {
+    let line = format_line::<1000>(format_args!("{fault}"));
     let bytes = line.as_bytes();
     // SAFETY: the pointer and length describe `bytes`, alive for the call;
     // enoki_fail() copies them and is safe under runqueue locks.

@@ -135,3 +135,81 @@ fn lock_faults_are_ejected_with_the_locks_and_sites_named() {
 fn stalls_lost_tasks_and_wrong_tokens_are_ejected_by_the_watchdog() {
     check(STALL_CLASSES);
 }
+
+/// The `buggy/src/lib.rs:LINE` sites a report names, sorted.
+fn sites(report: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"buggy/src/lib\.rs:\d+").unwrap();
+    let mut v: Vec<String> = re.find_iter(report).map(|m| m.as_str().to_owned()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+#[serial]
+fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
+    let dir = it::shared_tempdir();
+    let classes = [("aa", "bug=aa"), ("abba", "bug=cycle,cpus=2")];
+    let mut script = String::from(
+        "set -e\nprintf 'stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1\\n' >/tmp/work.sh\n",
+    );
+    for (name, args) in classes {
+        script += &format!(
+            "rc=0; timeout 120 enoki record -o /tmp/{name}.enk --load buggy --mode all \
+             --watchdog-ms {WATCHDOG_MS} --args {args},after=500 -- sh /tmp/work.sh >/dev/null || rc=$?\n\
+             echo {name} record-exit $rc\n\
+             cp /tmp/{name}.enk {dir}/{name}.enk\n\
+             echo {name} last_exit $(cat /sys/kernel/enoki/last_exit)\n",
+            dir = dir.path().display()
+        );
+    }
+    let r = it::boot(it::heavy_config(), &script);
+    r.assert_exit(0);
+    for (name, _) in classes {
+        assert_eq!(field(&r, &format!("{name} record-exit")), "0", "{}", r.output);
+        let kernel = field(&r, &format!("{name} last_exit")).to_owned();
+        let trace = dir.path().join(format!("{name}.enk"));
+        let mut reader = enoki_sim::trace::TraceReader::open(&trace).expect("reading the trace");
+        let header = reader.header().clone();
+        let entry = enoki_sim::registry::find("buggy").unwrap();
+        let rep = (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
+        assert!(rep.divergence.is_none(), "{name}: {:?}", rep.divergence);
+        let fault = rep.fault.unwrap_or_else(|| panic!("{name}: the replay did not fail; kernel: {kernel}"));
+        let replayed = fault.to_string();
+        // "ABBA deadlock in pick_next_task", without the wait time.
+        let head = replayed.split(':').next().unwrap();
+        let kind = head.split(" after").next().unwrap().to_owned();
+        assert!(kernel.contains(&kind), "{name}: kernel {kernel:?}, replay {replayed:?}");
+        assert_eq!(sites(&kernel), sites(&replayed), "{name}: kernel {kernel:?}, replay {replayed:?}");
+        eprintln!("{name}: kernel: {kernel}\n{name}: replay: {replayed}");
+    }
+}
+
+/// A SCHED_FIFO hog (RT throttling off) holds CPU 1 for three watchdog
+/// periods while an Enoki task waits there: no scheduler could run it, so
+/// the scheduler stays and the kernel log says who starved the task.
+#[test]
+#[serial]
+fn a_task_starved_by_an_rt_hog_is_not_the_schedulers_stall() {
+    let r = it::boot(
+        it::config(),
+        "set -e; echo -1 > /proc/sys/kernel/sched_rt_runtime_us; \
+         enoki load fifo --mode opt-in --watchdog-ms 1000 >/dev/null; \
+         taskset -c 1 enoki run -- sh -c 'while :; do :; done' & spin=$!; \
+         taskset -c 1 chrt -f 50 timeout 3 sh -c 'while :; do :; done' || true; \
+         kill $spin; wait $spin || true; \
+         echo state $(cat /sys/kernel/enoki/state); \
+         echo last_exit $(cat /sys/kernel/enoki/last_exit); \
+         echo excused $(dmesg | grep -c 'of a higher class, not blamed on the BPF scheduler'); \
+         enoki unload",
+    );
+    r.assert_exit(0);
+    assert_eq!(
+        field(&r, "state"),
+        "enabled",
+        "ejected for what the RT task did: {}",
+        field(&r, "last_exit")
+    );
+    assert!(it::number(&r, "excused") >= 1, "{}", r.output);
+    r.assert_clean();
+}

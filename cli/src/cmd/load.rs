@@ -13,6 +13,13 @@ pub struct Args {
     /// Scheduler name, e.g. fifo (see $ENOKI_MODULE_DIR/enoki_*.ko)
     sched: String,
 
+    #[command(flatten)]
+    options: Options,
+}
+
+/// The module parameters a load may set (also `enoki record --load`).
+#[derive(clap::Args, Default)]
+pub struct Options {
     /// Schedule every task (all), or only tasks that chose SCHED_EXT, e.g. via `enoki run` (opt-in)
     #[arg(long)]
     mode: Option<Mode>,
@@ -40,17 +47,24 @@ pub struct Args {
     args: Vec<KeyValue>,
 }
 
+impl Options {
+    /// As module parameters.
+    pub fn params(self) -> LoadParams {
+        LoadParams {
+            mode: self.mode,
+            max_tasks: self.max_tasks,
+            slice_us: self.slice_us,
+            watchdog_ms: self.watchdog_ms,
+            lock_timeout_ms: self.lock_timeout_ms,
+            args: self.args,
+        }
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     enoki_cli::ensure_root()?;
     let paths = Paths::from_env();
-    let params = LoadParams {
-        mode: a.mode,
-        max_tasks: a.max_tasks,
-        slice_us: a.slice_us,
-        watchdog_ms: a.watchdog_ms,
-        lock_timeout_ms: a.lock_timeout_ms,
-        args: a.args,
-    };
+    let params = a.options.params();
     load::load(&paths, &a.sched, &params)?;
     // Report the mode the module actually runs in, defaults included.
     let mode = enoki_cli::status::Status::read(&paths.sysfs)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use enoki_cli::load::{self, LoadParams, Mode};
+use enoki_cli::load::{self, LoadParams};
 use enoki_cli::record::{self, RecordPaths, Recording};
 use enoki_cli::Paths;
 
@@ -33,9 +33,9 @@ pub struct Args {
     /// Load this scheduler once recording has started (replayable trace)
     #[arg(long, value_name = "SCHED")]
     load: Option<String>,
-    /// With --load: all tasks, or only those that chose SCHED_EXT
-    #[arg(long, requires = "load")]
-    mode: Option<Mode>,
+    /// With --load: its module parameters, as for `enoki load`
+    #[command(flatten)]
+    options: super::load::Options,
     /// Command to run while recording
     #[arg(last = true)]
     cmd: Vec<OsString>,
@@ -55,8 +55,12 @@ fn catch_signals() {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     enoki_cli::ensure_root()?;
+    let params = std::mem::take(&mut a.options).params();
+    if a.load.is_none() && params != LoadParams::default() {
+        anyhow::bail!("module parameters need --load SCHED");
+    }
     let paths = RecordPaths::from_env();
     let header = match &a.load {
         None => Some(record::build_header(&paths)?),
@@ -76,10 +80,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let header = match (header, &a.load) {
         (Some(h), _) => h,
         (None, Some(sched)) => {
-            let params = LoadParams {
-                mode: a.mode,
-                ..Default::default()
-            };
             load::load(&Paths::from_env(), sched, &params)?;
             record::build_header(&paths)?
         }

@@ -7,29 +7,40 @@ use enoki::{Args, InitError};
 /// Weight of a nice-0 task: its vruntime runs at wall-clock speed.
 pub(super) const NICE_0_WEIGHT: u64 = 1024;
 
+/// `a / b` for a divisor that is never 0 (a weight, a count): were it 0,
+/// a bug, the kernel must not panic, so `a` comes back as if it were 1.
+pub(super) fn div(a: u64, b: u64) -> u64 {
+    a.checked_div(b).unwrap_or(a)
+}
+
+/// `a * b / c`, saturating.
+fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    div(a.saturating_mul(b), c)
+}
+
 /// `ns` of CPU time in the virtual time of a task of `weight`.
 pub(super) fn to_virtual(ns: u64, weight: u64) -> u64 {
-    ns.saturating_mul(NICE_0_WEIGHT) / weight.max(1)
+    mul_div(ns, NICE_0_WEIGHT, weight)
 }
 
 /// `v`, measured against a queue whose min_vruntime is `from`, measured
 /// against one whose min_vruntime is `to` (its lag is kept).
 pub(super) fn rebase(v: u64, from: u64, to: u64) -> u64 {
     if v >= from {
-        to.saturating_add(v - from)
+        to.saturating_add(v.abs_diff(from))
     } else {
-        to.saturating_sub(from - v)
+        to.saturating_sub(v.abs_diff(from))
     }
 }
 
 /// `v`'s distance to `min`, worth the same CPU time at weight `new` as it
 /// was at weight `old`.
 pub(super) fn rescale_lag(v: u64, min: u64, old: u64, new: u64) -> u64 {
-    let scale = |lag: u64| lag.saturating_mul(old) / new.max(1);
+    let lag = mul_div(v.abs_diff(min), old, new);
     if v >= min {
-        min.saturating_add(scale(v - min))
+        min.saturating_add(lag)
     } else {
-        min.saturating_sub(scale(min - v))
+        min.saturating_sub(lag)
     }
 }
 
@@ -66,10 +77,11 @@ impl Params {
             ));
         }
         Ok(Params {
-            period_ns: period_us * 1000,
-            min_granularity_ns: min_granularity_us * 1000,
-            wakeup_granularity_ns: args.u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
-                * 1000,
+            period_ns: period_us.saturating_mul(1000),
+            min_granularity_ns: min_granularity_us.saturating_mul(1000),
+            wakeup_granularity_ns: args
+                .u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
+                .saturating_mul(1000),
             imbalance_pct: args.u64_in("imbalance_pct", 125, 100, 1_000)?,
         })
     }
@@ -90,7 +102,6 @@ impl Params {
 
     /// A task's slice: its weight's share of the period.
     pub(super) fn slice(&self, nr_running: u64, queue_weight: u64, weight: u64) -> u64 {
-        let share = self.period(nr_running).saturating_mul(weight) / queue_weight.max(1);
-        share.max(self.min_granularity_ns)
+        mul_div(self.period(nr_running), weight, queue_weight).max(self.min_granularity_ns)
     }
 }

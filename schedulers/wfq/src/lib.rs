@@ -131,12 +131,13 @@ impl Wfq {
                 .get(i)
                 .filter(|_| i < words)
                 .map_or(0, Shared::get)
-        })) - self.offline.get()
+        }))
+        .without(self.offline.get())
     }
 
     /// `allowed` without the offline CPUs, unless that leaves none.
     fn online(&self, allowed: CpuSet) -> CpuSet {
-        let online = allowed - self.offline.get();
+        let online = allowed.without(self.offline.get());
         if online.is_empty() {
             allowed
         } else {
@@ -159,8 +160,9 @@ impl Wfq {
         if (was.nr_running == 0) == idle {
             return;
         }
-        if let Some(word) = self.idle.get(cpu / 64) {
-            let bit = 1 << (cpu % 64);
+        // CPU `cpu` is bit `cpu % 64` of word `cpu / 64`.
+        if let Some(word) = self.idle.get(cpu >> 6) {
+            let bit = 1 << (cpu & 63);
             if idle {
                 word.fetch_or(bit);
             } else {
@@ -331,7 +333,7 @@ impl Wfq {
     /// `min_vruntime` (so sleeping earns little credit).
     fn wakeup_vruntime(&self, rq: &RunQueue, task: &Task) -> u64 {
         if task.new {
-            let nr = rq.nr_running() as u64 + 1;
+            let nr = (rq.nr_running() as u64).saturating_add(1);
             let slice = self
                 .params
                 .slice(nr, rq.load.saturating_add(task.weight), task.weight);
@@ -339,7 +341,7 @@ impl Wfq {
                 .saturating_add(to_virtual(slice, task.weight))
         } else {
             task.vruntime
-                .max(rq.min_vruntime.saturating_sub(self.params.period_ns / 2))
+                .max(rq.min_vruntime.saturating_sub(self.params.period_ns >> 1))
         }
     }
 }
@@ -634,7 +636,10 @@ impl EnokiScheduler for Wfq {
                     .is_some_and(|victim| self.may_steal(cpu, victim))
             })
             .copied();
-        for victims in [near.llc, near.node - near.llc].into_iter().chain(remote) {
+        for victims in [near.llc, near.node.without(near.llc)]
+            .into_iter()
+            .chain(remote)
+        {
             if let Some((pid, victim)) = self.task_to_steal(cpu, victims.iter())? {
                 if let Some(c) = self.summary(cpu) {
                     c.claimed.set(u64::from(pid as u32) << 32 | victim as u64);

@@ -30,7 +30,7 @@ impl Near {
             };
             if let Some(slot) = others.get_mut(n) {
                 *slot = (t.distance(cpu, first), node);
-                n += 1;
+                n = n.saturating_add(1);
             }
         }
         others.sort_unstable();
@@ -52,7 +52,7 @@ impl Wfq {
     pub(super) fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> + '_ {
         self.near.get(cpu).into_iter().flat_map(move |near| {
             let llc = near.llc.iter().filter(move |c| *c != cpu);
-            let node = (near.node - near.llc).iter();
+            let node = near.node.without(near.llc).iter();
             llc.chain(node)
                 .chain(near.remote.iter().flat_map(CpuSet::iter))
         })

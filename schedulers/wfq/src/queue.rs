@@ -73,7 +73,9 @@ pub(super) struct RunQueue {
 
 impl RunQueue {
     pub(super) fn nr_running(&self) -> usize {
-        self.waiting.len() + usize::from(self.curr.is_some())
+        self.waiting
+            .len()
+            .saturating_add(usize::from(self.curr.is_some()))
     }
 
     /// What other CPUs are to see of this queue.

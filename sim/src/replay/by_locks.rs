@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use enoki::abi::ret_err;
 use enoki::dispatch::Loaded;
 use enoki::EnokiScheduler;
 
@@ -131,6 +132,8 @@ struct Turns {
     /// Per recorded lock: how many acquisitions have happened.
     taken: BTreeMap<u64, usize>,
     pairs: LockMap,
+    /// Per replayed lock: the CPU holding it now.
+    held_by: BTreeMap<u64, u32>,
 }
 
 impl Turns {
@@ -156,6 +159,8 @@ struct Gate {
     conds: Vec<Condvar>,
     slot: BTreeMap<u32, usize>,
     failed: AtomicBool,
+    /// The scheduler failed: the replay ends there (not a divergence).
+    stopped: AtomicBool,
     waiting: Vec<Waiting>,
     /// Recorded acquisitions so far, all locks: a waiter gives up only
     /// when this stops moving (slow machines and debug builds make turns
@@ -178,6 +183,7 @@ impl Gate {
             progress: AtomicU64::new(0),
             slot,
             failed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -217,6 +223,16 @@ impl Gate {
         self.failed.load(Ordering::SeqCst)
     }
 
+    /// Ends the replay at the scheduler's failure.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.fail();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Counts an acquisition of recorded lock `lock` and wakes the CPU
     /// whose turn at it is next, or everyone after the last one (calls
     /// waiting to acquire past a gap).
@@ -241,6 +257,9 @@ struct ThreadCtx {
     pos: usize,
     /// The current call is [`ScriptCall::open`].
     open: bool,
+    /// The current call failed in the recording: the acquisition that
+    /// failed left no event.
+    failing: bool,
     error: Option<String>,
 }
 
@@ -266,6 +285,22 @@ impl ThreadCtx {
                 )
             },
         );
+    }
+
+    /// The acquisition of replayed lock `addr` that failed in the
+    /// recording (a deadlock) is tried once another CPU holds the lock, as
+    /// it was there, so that replay runs into the same deadlock.
+    fn wait_held_elsewhere(&mut self, addr: usize) {
+        let cpu = self.cpu;
+        let held = |turns: &Turns| {
+            turns
+                .held_by
+                .get(&(addr as u64))
+                .is_some_and(|holder| *holder != cpu)
+        };
+        self.wait_until(0, held, |_| {
+            format!("another CPU to hold {addr:#x}, as when this call failed in the recording")
+        });
     }
 
     /// An open call past its recorded lock events acquires after the gap,
@@ -358,7 +393,10 @@ impl ThreadCtx {
             return;
         }
         if acquire {
+            turns.held_by.insert(addr as u64, self.cpu);
             gate.acquired(&mut turns, rec.addr);
+        } else {
+            turns.held_by.remove(&(addr as u64));
         }
     }
 
@@ -385,12 +423,17 @@ fn with_ctx<T>(f: impl FnOnce(&mut ThreadCtx) -> T) -> Option<T> {
 }
 
 /// The lock waiter of a replay thread.
-fn gate_wait(_addr: usize) {
+fn gate_wait(addr: usize) {
     with_ctx(|ctx| {
         if ctx.error.is_some() || ctx.gate.failed() {
             return;
         }
-        match ctx.locks.get(ctx.pos).copied() {
+        let next = ctx.locks.get(ctx.pos).copied();
+        if ctx.failing && !next.is_some_and(|e| e.acquire) {
+            ctx.wait_held_elsewhere(addr);
+            return;
+        }
+        match next {
             Some(LockEvent {
                 addr,
                 acquire: true,
@@ -430,6 +473,7 @@ fn replay_cpu<S: EnokiScheduler>(
             locks: Vec::new(),
             pos: 0,
             open: false,
+            failing: false,
             error: None,
         })
     });
@@ -456,18 +500,25 @@ fn replay_call<S: EnokiScheduler>(
     if gate.failed() {
         return None;
     }
+    let Event::Msg(m) = &call.record.event else {
+        unreachable!("a script call is a message")
+    };
     with_ctx(|ctx| {
         ctx.locks.clone_from(&call.locks);
         ctx.pos = 0;
         ctx.open = call.open;
+        ctx.failing = m.ret_err & ret_err::FAILED != 0;
     });
     gate.waiting[gate.slot[&cpu]]
         .seq
         .store(call.record.seq, Ordering::Relaxed);
-    let Event::Msg(m) = &call.record.event else {
-        unreachable!("a script call is a message")
-    };
     let actual = apply(loaded, m);
+    if loaded.failed() {
+        gate.stop();
+    }
+    if gate.stopped() {
+        return None;
+    }
     let expected = Answer::of(m);
     let lock_err = with_ctx(ThreadCtx::call_error).flatten();
     if lock_err.is_none() && gate.failed() {

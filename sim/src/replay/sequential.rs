@@ -254,7 +254,7 @@ fn notices<S: EnokiScheduler>(header: &TraceHeader) -> Vec<String> {
 }
 
 /// Sequential replay of `records` against scheduler `S`, stopping at the
-/// first divergence or the first gap record.
+/// first divergence, the first gap record, or the scheduler's failure.
 pub fn replay<S: EnokiScheduler>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -271,6 +271,12 @@ pub fn replay<S: EnokiScheduler>(
         }
         if next.missing > 0 {
             rp.events_lost();
+        }
+        // Replay ends where the scheduler failed (its report is the
+        // result): later calls ran in the kernel partly before the failure
+        // was marked, which replay cannot order.
+        if rp.loaded.failed() && matches!(next.record.event, Event::Msg(_)) {
+            break;
         }
         divergence = rp.step(&next.record);
         if divergence.is_some() {

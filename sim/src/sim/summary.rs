@@ -25,7 +25,9 @@ impl<S: EnokiScheduler> Sim<S> {
             (std::mem::take(&mut c.found), c.dropped)
         });
         // A failure is reported whether or not invariants are checked.
-        if let (Some(time_ns), Some(fault)) = (self.failed_at, self.d.fault()) {
+        // (`fault()` only once failed: reading it is a lock event, which a
+        // recording in progress would keep.)
+        if let Some((time_ns, fault)) = self.failed_at.and_then(|t| Some((t, self.d.fault()?))) {
             violations.insert(
                 0,
                 Violation {

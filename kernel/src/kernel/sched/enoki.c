@@ -744,9 +744,8 @@ void enoki_fail(const char *report, size_t len)
 {
 	int n = min_t(size_t, len, SCX_EXIT_MSG_LEN - 1);
 
-	printk_deferred(KERN_ERR "enoki: scheduler %s failed: %.*s\n",
-			enoki.name, n, report);
-	scx_ops_error("%.*s", n, report);
+	enoki_log(0, report, n);
+	scx_ops_error("%s: %.*s", enoki.name, n, report);
 }
 EXPORT_SYMBOL_GPL(enoki_fail);
 
