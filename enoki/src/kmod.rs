@@ -97,7 +97,7 @@ pub(super) fn context() -> Option<usize> {
     usize::try_from(unsafe { enoki_this_cpu() }).ok()
 }
 
-/// The CPU's clock (`local_clock()`), ns.
+/// CLOCK_MONOTONIC (`ktime_get_mono_fast_ns()`), ns.
 pub(super) fn now_ns() -> u64 {
     // SAFETY: callable from any context.
     unsafe { enoki_clock_ns() }

@@ -24,9 +24,10 @@ use enoki::{
     Result, Ring, RunQueues, Schedulable, Shared, TaskError, TaskInfo,
 };
 
-/// Spins a CPU of a `cycle` waits for the others to hold their locks: far
-/// less than the lock timeout, so a missed meeting is no timeout.
-const MEET_SPINS: u32 = 1 << 16;
+/// Spins a CPU of a `cycle` holds its own queue before it takes the next
+/// one: a window for the other CPUs to take theirs (a plain spin, not a
+/// `Shared` poll, so the kernel record stays small and replays exactly).
+const HOLD_SPINS: u32 = 1 << 14;
 
 /// The bug, from `bug=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +66,6 @@ pub struct Buggy {
     after: u64,
     queues: RunQueues<Ring<Schedulable>>,
     picks: Shared<u64>,
-    /// CPUs of a `cycle` holding their own queue.
-    arrived: Shared<u64>,
     /// `lost`: a token was dropped. `starve`: the favoured pid + 1.
     done: Shared<u64>,
 }
@@ -88,19 +87,15 @@ impl Buggy {
         }
     }
 
-    /// Holds `cpu`'s queue, waits a little for the other CPUs of the cycle
-    /// to hold theirs, then takes the next CPU's.
+    /// Holds `cpu`'s queue a while, then takes the next CPU's: when the
+    /// other CPUs of the cycle do the same at once, each waits for the next.
     fn cycle(&self, cpu: CpuId, cpus: usize) -> Result {
         let mine = self.queues.lock(cpu)?;
-        self.arrived.fetch_add(1);
-        let mut spins = 0u32;
-        while self.arrived.get() < cpus as u64 && spins < MEET_SPINS {
-            spins = spins.saturating_add(1);
+        for _ in 0..HOLD_SPINS {
             core::hint::spin_loop();
         }
-        let next = self.queues.lock(Self::next_in_cycle(cpu, cpus));
-        self.arrived.fetch_add(u64::MAX);
-        drop((next?, mine));
+        let next = self.queues.lock(Self::next_in_cycle(cpu, cpus))?;
+        drop((next, mine));
         Ok(())
     }
 
@@ -167,7 +162,6 @@ impl EnokiScheduler for Buggy {
             after: ctx.args.u64_in("after", 1000, 0, u64::MAX)?,
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             picks: Shared::new(0),
-            arrived: Shared::new(0),
             done: Shared::new(0),
         })
     }

@@ -718,13 +718,17 @@ int enoki_this_cpu(void)
 EXPORT_SYMBOL_GPL(enoki_this_cpu);
 
 /**
- * enoki_clock_ns - this CPU's clock, for libEnoki's lock timeout
+ * enoki_clock_ns - a clock for libEnoki's lock timeout and call budget
  *
- * Return: local_clock(), ns.
+ * Not local_clock(): with an unstable TSC (emulated CPUs) it does not move
+ * past the next tick while interrupts are off, which is exactly when a
+ * waiting CPU reads it.
+ *
+ * Return: CLOCK_MONOTONIC, ns, readable in any context.
  */
 u64 enoki_clock_ns(void)
 {
-	return local_clock();
+	return ktime_get_mono_fast_ns();
 }
 EXPORT_SYMBOL_GPL(enoki_clock_ns);
 
