@@ -154,6 +154,27 @@ fn load_errors() {
 }
 
 #[test]
+fn record_load_replaces_an_ended_scheduler_but_not_a_running_one() {
+    if !is_root() {
+        return;
+    }
+    let f = Fake::new();
+    f.write("scheduler", "badpick\n");
+    let record = |f: &Fake| {
+        let out = f.enoki(&["record", "-o", "/dev/null", "--load", "fifo", "--", "true"]);
+        stderr(&out)
+    };
+    f.write("state", "enabled\n");
+    assert_eq!(
+        record(&f),
+        "enoki: scheduler 'badpick' is already loaded; run 'enoki unload' first\n"
+    );
+    f.write("state", "ejected\n");
+    let err = record(&f);
+    assert!(!err.contains("already loaded"), "{err}");
+}
+
+#[test]
 fn load_rejects_bad_arguments() {
     let f = Fake::new();
     for args in [

@@ -188,6 +188,8 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
 /// A SCHED_FIFO hog (RT throttling off) holds CPU 1 for three watchdog
 /// periods while an Enoki task waits there: no scheduler could run it, so
 /// the scheduler stays and the kernel log says who starved the task.
+/// (`timeout` runs outside the hog's CPU and class, or it could never run
+/// to stop it.)
 #[test]
 #[serial]
 fn a_task_starved_by_an_rt_hog_is_not_the_schedulers_stall() {
@@ -196,7 +198,7 @@ fn a_task_starved_by_an_rt_hog_is_not_the_schedulers_stall() {
         "set -e; echo -1 > /proc/sys/kernel/sched_rt_runtime_us; \
          enoki load fifo --mode opt-in --watchdog-ms 1000 >/dev/null; \
          taskset -c 1 enoki run -- sh -c 'while :; do :; done' & spin=$!; \
-         taskset -c 1 chrt -f 50 timeout 3 sh -c 'while :; do :; done' || true; \
+         timeout 3 taskset -c 1 chrt -f 50 sh -c 'while :; do :; done' || true; \
          kill $spin; wait $spin || true; \
          echo state $(cat /sys/kernel/enoki/state); \
          echo last_exit $(cat /sys/kernel/enoki/last_exit); \

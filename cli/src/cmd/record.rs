@@ -65,10 +65,7 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     let header = match &a.load {
         None => Some(record::build_header(&paths)?),
         Some(sched) => {
-            let loaded = load::loaded_scheduler(&paths.sysfs)?;
-            if let Some(l) = loaded {
-                return Err(enoki_cli::Error::AlreadyLoaded(l).into());
-            }
+            // Refuses a scheduler still running, not one that ended.
             load::preflight(&Paths::from_env(), sched)?;
             None
         }
