@@ -208,14 +208,20 @@ fn lint_check_refuses_a_scheduler_that_could_panic_and_names_each_site() {
             .env("CARGO_TARGET_DIR", tmp.path().join("target"))
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
     };
     let (ok, stderr) = run(&good);
     assert!(ok, "{stderr}");
     let (ok, stderr) = run(&bad);
     assert!(!ok, "a scheduler that can panic is refused: {stderr}");
-    for (line, what) in [(2, "indexing"), (3, "unwrap"), (4, "division"), (5, "arithmetic")] {
+    for (line, what) in [
+        (2, "indexing"),
+        (3, "unwrap"),
+        (4, "division"),
+        (5, "arithmetic"),
+    ] {
         let at = format!("src/lib.rs:{line}:");
         assert!(stderr.contains(&at), "{what} at {at} not in: {stderr}");
     }

@@ -28,20 +28,65 @@ const WATCHDOG_MS: u64 = 2000;
 /// libEnoki catches these at the acquisition (or call end, or budget):
 /// the bound is the arming (500 picks) plus emulation overhead.
 const LOCK_CLASSES: &[Class] = &[
-    Class { name: "aa", args: "bug=aa", reason: "AA deadlock", eject_ms: 5000 },
-    Class { name: "abba", args: "bug=cycle,cpus=2", reason: "ABBA deadlock", eject_ms: 10000 },
-    Class { name: "cycle3", args: "bug=cycle,cpus=3", reason: "lock cycle of 3 CPUs", eject_ms: 10000 },
-    Class { name: "leak", args: "bug=leak", reason: "lock leaked", eject_ms: 5000 },
-    Class { name: "loop", args: "bug=loop", reason: "call over budget", eject_ms: 5000 },
+    Class {
+        name: "aa",
+        args: "bug=aa",
+        reason: "AA deadlock",
+        eject_ms: 5000,
+    },
+    Class {
+        name: "abba",
+        args: "bug=cycle,cpus=2",
+        reason: "ABBA deadlock",
+        eject_ms: 10000,
+    },
+    Class {
+        name: "cycle3",
+        args: "bug=cycle,cpus=3",
+        reason: "lock cycle of 3 CPUs",
+        eject_ms: 10000,
+    },
+    Class {
+        name: "leak",
+        args: "bug=leak",
+        reason: "lock leaked",
+        eject_ms: 5000,
+    },
+    Class {
+        name: "loop",
+        args: "bug=loop",
+        reason: "call over budget",
+        eject_ms: 5000,
+    },
 ];
 
 /// sched_ext's watchdog catches these within `WATCHDOG_MS` of the first
 /// task left waiting.
 const STALL_CLASSES: &[Class] = &[
-    Class { name: "lost", args: "bug=lost", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
-    Class { name: "stall", args: "bug=stall", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
-    Class { name: "starve", args: "bug=starve", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
-    Class { name: "wrongcpu", args: "bug=wrongcpu", reason: "stall", eject_ms: 3 * WATCHDOG_MS + 5000 },
+    Class {
+        name: "lost",
+        args: "bug=lost",
+        reason: "stall",
+        eject_ms: 3 * WATCHDOG_MS + 5000,
+    },
+    Class {
+        name: "stall",
+        args: "bug=stall",
+        reason: "stall",
+        eject_ms: 3 * WATCHDOG_MS + 5000,
+    },
+    Class {
+        name: "starve",
+        args: "bug=starve",
+        reason: "stall",
+        eject_ms: 3 * WATCHDOG_MS + 5000,
+    },
+    Class {
+        name: "wrongcpu",
+        args: "bug=wrongcpu",
+        reason: "stall",
+        eject_ms: 3 * WATCHDOG_MS + 5000,
+    },
 ];
 
 /// The guest script: for each class, load, start the load, wait for the
@@ -109,19 +154,31 @@ fn check(classes: &[Class]) {
                 at("last_exit")
             );
         }
-        assert!(eject_ms <= c.eject_ms, "{}: ejected after {eject_ms} ms", c.name);
+        assert!(
+            eject_ms <= c.eject_ms,
+            "{}: ejected after {eject_ms} ms",
+            c.name
+        );
         assert_eq!(at("load-exit"), "0", "{}: stress-ng must finish", c.name);
         assert_eq!(at("forks-exit"), "0", "{}: fork/exec must finish", c.name);
     }
     eprintln!("time from load to ejection, and the report:\n{table}");
-    assert_eq!(field(&r, "after"), "enabled", "a good scheduler loads after");
+    assert_eq!(
+        field(&r, "after"),
+        "enabled",
+        "a good scheduler loads after"
+    );
     // The ejections are the point; anything else in the log is a problem.
     let unexpected: Vec<String> = r
         .problems()
         .into_iter()
         .filter(|l| !l.contains("sched_ext:"))
         .collect();
-    assert!(unexpected.is_empty(), "kernel log problems:\n{}", unexpected.join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "kernel log problems:\n{}",
+        unexpected.join("\n")
+    );
 }
 
 #[test]
@@ -139,7 +196,10 @@ fn stalls_lost_tasks_and_wrong_tokens_are_ejected_by_the_watchdog() {
 /// The `buggy/src/lib.rs:LINE` sites a report names, sorted.
 fn sites(report: &str) -> Vec<String> {
     let re = regex::Regex::new(r"buggy/src/lib\.rs:\d+").unwrap();
-    let mut v: Vec<String> = re.find_iter(report).map(|m| m.as_str().to_owned()).collect();
+    let mut v: Vec<String> = re
+        .find_iter(report)
+        .map(|m| m.as_str().to_owned())
+        .collect();
     v.sort();
     v.dedup();
     v
@@ -166,21 +226,36 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     let r = it::boot(it::heavy_config(), &script);
     r.assert_exit(0);
     for (name, _) in classes {
-        assert_eq!(field(&r, &format!("{name} record-exit")), "0", "{}", r.output);
+        assert_eq!(
+            field(&r, &format!("{name} record-exit")),
+            "0",
+            "{}",
+            r.output
+        );
         let kernel = field(&r, &format!("{name} last_exit")).to_owned();
         let trace = dir.path().join(format!("{name}.enk"));
         let mut reader = enoki_sim::trace::TraceReader::open(&trace).expect("reading the trace");
         let header = reader.header().clone();
         let entry = enoki_sim::registry::find("buggy").unwrap();
-        let rep = (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
+        let rep =
+            (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
         assert!(rep.divergence.is_none(), "{name}: {:?}", rep.divergence);
-        let fault = rep.fault.unwrap_or_else(|| panic!("{name}: the replay did not fail; kernel: {kernel}"));
+        let fault = rep
+            .fault
+            .unwrap_or_else(|| panic!("{name}: the replay did not fail; kernel: {kernel}"));
         let replayed = fault.to_string();
         // "ABBA deadlock in pick_next_task", without the wait time.
         let head = replayed.split(':').next().unwrap();
         let kind = head.split(" after").next().unwrap().to_owned();
-        assert!(kernel.contains(&kind), "{name}: kernel {kernel:?}, replay {replayed:?}");
-        assert_eq!(sites(&kernel), sites(&replayed), "{name}: kernel {kernel:?}, replay {replayed:?}");
+        assert!(
+            kernel.contains(&kind),
+            "{name}: kernel {kernel:?}, replay {replayed:?}"
+        );
+        assert_eq!(
+            sites(&kernel),
+            sites(&replayed),
+            "{name}: kernel {kernel:?}, replay {replayed:?}"
+        );
         eprintln!("{name}: kernel: {kernel}\n{name}: replay: {replayed}");
     }
 }

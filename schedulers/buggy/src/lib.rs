@@ -135,7 +135,8 @@ impl Buggy {
         if favoured == 0 {
             let next = queue.pop_front();
             if let Some(t) = &next {
-                self.done.set(u64::from(t.pid().unsigned_abs()).saturating_add(1));
+                self.done
+                    .set(u64::from(t.pid().unsigned_abs()).saturating_add(1));
             }
             return Ok(next);
         }
@@ -153,10 +154,9 @@ impl EnokiScheduler for Buggy {
         ctx.args.check_known(&["bug", "after", "cpus"])?;
         let nr = ctx.topology.nr_cpus();
         let cpus = ctx.args.u64_in("cpus", 2, 2, nr as u64)? as usize;
-        let bug = Bug::parse(ctx.args.str_or("bug", "none"), cpus)
-            .ok_or(InitError::InvalidArgument(
-                "bug (none aa cycle leak loop lost stall starve wrongcpu)",
-            ))?;
+        let bug = Bug::parse(ctx.args.str_or("bug", "none"), cpus).ok_or(
+            InitError::InvalidArgument("bug (none aa cycle leak loop lost stall starve wrongcpu)"),
+        )?;
         Ok(Buggy {
             bug,
             after: ctx.args.u64_in("after", 1000, 0, u64::MAX)?,
@@ -175,7 +175,13 @@ impl EnokiScheduler for Buggy {
         Ok(self.queues.lock(cpu)?.pop_front())
     }
 
-    fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) -> Result {
+    fn pnt_err(
+        &self,
+        _cpu: CpuId,
+        _pid: Pid,
+        _err: PickError,
+        sched: Option<Schedulable>,
+    ) -> Result {
         match sched {
             Some(token) => self.push(token).or_else(NotTaken::drop_token),
             None => Ok(()),
@@ -212,7 +218,8 @@ impl EnokiScheduler for Buggy {
     }
 
     fn task_dead(&self, pid: Pid) -> Result {
-        self.queues.find_map(|_, q| q.remove_first(|t| t.pid() == pid))?;
+        self.queues
+            .find_map(|_, q| q.remove_first(|t| t.pid() == pid))?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Each lock bug of `buggy` fails the scheduler with the right report in
 //! the host backend, and no message reaches it afterwards.
+#![allow(clippy::disallowed_types)] // host threads start together
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -49,7 +50,11 @@ fn aa_names_both_acquisitions() {
     assert_eq!(f.call, "pick_next_task");
     let p = f.parties().next().unwrap();
     assert!(p.at.unwrap().file().ends_with("buggy/src/lib.rs"), "{f}");
-    assert_eq!(p.held_since.unwrap().line() + 1, p.at.unwrap().line(), "{f}");
+    assert_eq!(
+        p.held_since.unwrap().line() + 1,
+        p.at.unwrap().line(),
+        "{f}"
+    );
 }
 
 #[test]
@@ -77,7 +82,11 @@ fn a_failed_scheduler_is_never_called_again() {
     assert_ne!(m.ret_err & ret_err::FAILED, 0);
     assert_eq!(m.ret, -1);
     assert!(d.counters.msgs[kind::PICK_NEXT_TASK as usize] > picks);
-    assert_eq!(d.fault(), Some(first), "the first fault is the one reported");
+    assert_eq!(
+        d.fault(),
+        Some(first),
+        "the first fault is the one reported"
+    );
 }
 
 /// `cpus` threads, one per CPU, each picking on its CPU until the
@@ -90,7 +99,11 @@ fn cycle(cpus: usize) -> enoki::Fault {
             topology: &t,
             max_tasks: 16,
             slice_ns: 1_000_000,
-            args: enoki::Args(if cpus == 2 { "bug=cycle,after=0" } else { "bug=cycle,cpus=3,after=0" }),
+            args: enoki::Args(if cpus == 2 {
+                "bug=cycle,after=0"
+            } else {
+                "bug=cycle,cpus=3,after=0"
+            }),
             services: enoki::user::services(None),
         };
         let loaded = Arc::new(Loaded::new(Buggy::init(&ctx).unwrap(), 4, 16).unwrap());
@@ -116,7 +129,10 @@ fn abba_between_two_cpus_is_reported_with_both() {
     let f = cycle(2);
     assert_eq!(f.kind, FaultKind::Cycle, "{f}");
     assert_eq!(f.parties().count(), 2, "{f}");
-    assert!(f.to_string().starts_with("ABBA deadlock in pick_next_task"), "{f}");
+    assert!(
+        f.to_string().starts_with("ABBA deadlock in pick_next_task"),
+        "{f}"
+    );
 }
 
 #[test]

@@ -503,6 +503,12 @@ fn replay_call<S: EnokiScheduler>(
     let Event::Msg(m) = &call.record.event else {
         unreachable!("a script call is a message")
     };
+    if m.ret_err & ret_err::FAILED != 0 && call.locks.is_empty() {
+        // The scheduler had failed (on another CPU, maybe not replayed
+        // yet) and was not called: every later call on this CPU is the
+        // same, and the failure is replayed where it happened.
+        return None;
+    }
     with_ctx(|ctx| {
         ctx.locks.clone_from(&call.locks);
         ctx.pos = 0;

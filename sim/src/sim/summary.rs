@@ -7,8 +7,8 @@ use enoki::abi::kind;
 use enoki::EnokiScheduler;
 
 use super::workload::Kind;
-use crate::check::{Violation, ViolationKind};
 use super::Sim;
+use crate::check::{Violation, ViolationKind};
 use crate::report::{self, Counters, CpuReport, Fairness, GroupReport, Report, TaskReport};
 
 /// Ran from the start to the end of the simulation.

@@ -65,7 +65,11 @@ macro_rules! queue_scheduler {
                 Ok($t(Queues::new(ctx), AtomicU64::new(0)))
             }
 
-            fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+            fn pick_next_task(
+                &self,
+                cpu: CpuId,
+                _prev: Option<PrevTask>,
+            ) -> Result<Option<Schedulable>> {
                 let $s = self;
                 let mut all = self.0 .0.lock().unwrap();
                 let Some($q) = all.get_mut(cpu) else {
@@ -74,7 +78,13 @@ macro_rules! queue_scheduler {
                 Ok($pick)
             }
 
-            fn pnt_err(&self, _cpu: CpuId, _pid: Pid, _err: PickError, sched: Option<Schedulable>) -> Result {
+            fn pnt_err(
+                &self,
+                _cpu: CpuId,
+                _pid: Pid,
+                _err: PickError,
+                sched: Option<Schedulable>,
+            ) -> Result {
                 match sched {
                     Some(t) => self.0.push(t).or_else(NotTaken::drop_token),
                     None => Ok(()),
