@@ -39,9 +39,6 @@ pub enum FaultKind {
     OverBudget,
     /// A run queue was asked for a CPU the machine does not have.
     NoSuchCpu,
-    /// The scheduler panicked (user backend only; in the kernel a panic
-    /// is a BUG, see the README).
-    Panic,
     /// A call failed with no fault recorded (it said `TaskError::Failed`
     /// itself, or its CPU had no place in the detector's table).
     Unexplained,
@@ -57,7 +54,6 @@ impl FaultKind {
             FaultKind::Leaked => "lock leaked",
             FaultKind::OverBudget => "call over budget",
             FaultKind::NoSuchCpu => "no such CPU",
-            FaultKind::Panic => "panic",
             FaultKind::Unexplained => "failed",
         }
     }
@@ -180,7 +176,7 @@ impl fmt::Display for Fault {
                     At(p.at),
                     p.lock
                 )?,
-                FaultKind::OverBudget | FaultKind::Panic | FaultKind::Unexplained => {
+                FaultKind::OverBudget | FaultKind::Unexplained => {
                     write!(f, "CPU {} at {}", p.cpu, At(p.at))?
                 }
                 _ => p.fmt(f)?,
