@@ -38,7 +38,8 @@ pub use heap::TaskHeap;
 pub use hint::HintData;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{
-    Args, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, QueueId, Result, TaskError,
+    requeue, Args, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, QueueId, Result,
+    TaskError,
 };
 pub use services::Services;
 pub use sync::{RwLock, Shared, SpinLock};

@@ -66,6 +66,16 @@ impl NotTaken {
     }
 }
 
+/// What `pnt_err` usually does with the token it is handed: back where
+/// `enqueue` puts tokens (refused there, it is dropped and the task runs
+/// outside the scheduler); a lock failure is passed on.
+pub fn requeue(
+    token: Option<Schedulable>,
+    enqueue: impl FnOnce(Schedulable) -> Result<(), NotTaken>,
+) -> Result {
+    token.map_or(Ok(()), |t| enqueue(t).or_else(NotTaken::drop_token))
+}
+
 impl From<Schedulable> for NotTaken {
     fn from(token: Schedulable) -> Self {
         NotTaken::Refused(token)

@@ -78,6 +78,21 @@ impl Run {
         );
     }
 
+    /// Fails on any kernel-log problem but sched_ext's own report of an
+    /// ejection (for tests whose scheduler is meant to be ejected).
+    pub fn assert_clean_but_ejections(&self) {
+        let unexpected: Vec<String> = self
+            .problems()
+            .into_iter()
+            .filter(|l| !l.contains("sched_ext:"))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "kernel log problems besides the ejections:\n  {}",
+            unexpected.join("\n  ")
+        );
+    }
+
     /// Fails unless the guest command exited with `code`.
     pub fn assert_exit(&self, code: i32) {
         if let Some(why) = self.failure() {

@@ -152,15 +152,5 @@ fn an_ejected_scheduler_leaves_its_state_dump_and_makes_way_for_the_next() {
         "enabled",
         "a new load must not need the old module gone"
     );
-    // The stall report is the point; anything else is a problem.
-    let unexpected: Vec<String> = r
-        .problems()
-        .into_iter()
-        .filter(|l| !l.contains("sched_ext:"))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "kernel log problems:\n{}",
-        unexpected.join("\n")
-    );
+    r.assert_clean_but_ejections();
 }

@@ -168,17 +168,7 @@ fn check(classes: &[Class]) {
         "enabled",
         "a good scheduler loads after"
     );
-    // The ejections are the point; anything else in the log is a problem.
-    let unexpected: Vec<String> = r
-        .problems()
-        .into_iter()
-        .filter(|l| !l.contains("sched_ext:"))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "kernel log problems:\n{}",
-        unexpected.join("\n")
-    );
+    r.assert_clean_but_ejections();
 }
 
 #[test]
@@ -225,6 +215,7 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     }
     let r = it::boot(it::heavy_config(), &script);
     r.assert_exit(0);
+    r.assert_clean_but_ejections();
     for (name, _) in classes {
         assert_eq!(
             field(&r, &format!("{name} record-exit")),

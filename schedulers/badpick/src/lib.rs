@@ -74,13 +74,10 @@ impl EnokiScheduler for BadPick {
         _err: PickError,
         sched: Option<Schedulable>,
     ) -> Result {
-        match sched {
-            Some(token) => {
-                self.handed_back.fetch_add(1);
-                self.push(token).or_else(NotTaken::drop_token)
-            }
-            None => Ok(()),
-        }
+        enoki::requeue(sched, |token| {
+            self.handed_back.fetch_add(1);
+            self.push(token)
+        })
     }
 
     fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {

@@ -142,10 +142,7 @@ impl EnokiScheduler for Fifo {
     ) -> Result {
         // Still the task's token: back to the queue it belongs to. If the
         // task left meanwhile, task_blocked/task_dead will drop it.
-        match sched {
-            Some(token) => self.enqueue(token).or_else(NotTaken::drop_token),
-            None => Ok(()),
-        }
+        enoki::requeue(sched, |token| self.enqueue(token))
     }
 
     fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {

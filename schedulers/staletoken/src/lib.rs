@@ -57,10 +57,7 @@ impl EnokiScheduler for StaleToken {
         _err: PickError,
         sched: Option<Schedulable>,
     ) -> Result {
-        match sched {
-            Some(token) => self.push(token).or_else(NotTaken::drop_token),
-            None => Ok(()),
-        }
+        enoki::requeue(sched, |token| self.push(token))
     }
 
     fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {

@@ -85,10 +85,7 @@ macro_rules! queue_scheduler {
                 _err: PickError,
                 sched: Option<Schedulable>,
             ) -> Result {
-                match sched {
-                    Some(t) => self.0.push(t).or_else(NotTaken::drop_token),
-                    None => Ok(()),
-                }
+                enoki::requeue(sched, |t| self.0.push(t))
             }
 
             fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {
