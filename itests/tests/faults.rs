@@ -10,11 +10,13 @@ use enoki_itests as it;
 use it::field;
 use serial_test::serial;
 
-/// One class: its `bug=` arguments, what its report must say, and the
-/// longest time from load to ejection (ms) it may take.
+/// One class: its `bug=` arguments, more `enoki load` options, what its
+/// report must say, and the longest time from load to ejection (ms) it
+/// may take.
 struct Class {
     name: &'static str,
     args: &'static str,
+    options: &'static str,
     reason: &'static str,
     eject_ms: u64,
 }
@@ -25,36 +27,47 @@ const SITE: &str = "buggy/src/lib.rs:";
 /// sched_ext's watchdog for the classes only it can catch.
 const WATCHDOG_MS: u64 = 2000;
 
+/// For cycles: the longest lock timeout the watchdog allows. An emulated
+/// CPU the host deschedules while it holds its queue can keep the others
+/// waiting past the default 100 ms before the cycle closes, which would be
+/// reported as a timeout.
+const CYCLE_OPTIONS: &str = "--lock-timeout-ms 1000";
+
 /// libEnoki catches these at the acquisition (or call end, or budget):
 /// the bound is the arming (500 picks) plus emulation overhead.
 const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "aa",
         args: "bug=aa",
+        options: "",
         reason: "AA deadlock",
         eject_ms: 5000,
     },
     Class {
         name: "abba",
         args: "bug=cycle,cpus=2",
+        options: CYCLE_OPTIONS,
         reason: "ABBA deadlock",
         eject_ms: 10000,
     },
     Class {
         name: "cycle3",
         args: "bug=cycle,cpus=3",
+        options: CYCLE_OPTIONS,
         reason: "lock cycle of 3 CPUs",
         eject_ms: 10000,
     },
     Class {
         name: "leak",
         args: "bug=leak",
+        options: "",
         reason: "lock leaked",
         eject_ms: 5000,
     },
     Class {
         name: "loop",
         args: "bug=loop",
+        options: "",
         reason: "call over budget",
         eject_ms: 5000,
     },
@@ -66,24 +79,28 @@ const STALL_CLASSES: &[Class] = &[
     Class {
         name: "lost",
         args: "bug=lost",
+        options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
     },
     Class {
         name: "stall",
         args: "bug=stall",
+        options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
     },
     Class {
         name: "starve",
         args: "bug=starve",
+        options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
     },
     Class {
         name: "wrongcpu",
         args: "bug=wrongcpu",
+        options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
     },
@@ -101,7 +118,7 @@ state() { cat /sys/kernel/enoki/state; }
     );
     for c in classes {
         s += &format!(
-            r#"enoki load buggy --mode all --watchdog-ms {WATCHDOG_MS} --args {args},after=500 >/dev/null
+            r#"enoki load buggy --mode all --watchdog-ms {WATCHDOG_MS} {options} --args {args},after=500 >/dev/null
 t0=$(ms)
 stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1 & load=$!
 ( end=$(( $(ms) + 4000 )); while [ $(ms) -lt $end ]; do /bin/true; done ) & forks=$!
@@ -114,6 +131,7 @@ echo "{name} last_exit $(cat /sys/kernel/enoki/last_exit)"
 echo "{name} status $(enoki status | grep last_exit)"
 "#,
             args = c.args,
+            options = c.options,
             name = c.name,
         );
     }
@@ -199,14 +217,17 @@ fn sites(report: &str) -> Vec<String> {
 #[serial]
 fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     let dir = it::shared_tempdir();
-    let classes = [("aa", "bug=aa"), ("abba", "bug=cycle,cpus=2")];
+    let classes = [
+        ("aa", "bug=aa", ""),
+        ("abba", "bug=cycle,cpus=2", CYCLE_OPTIONS),
+    ];
     let mut script = String::from(
         "set -e\nprintf 'stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1\\n' >/tmp/work.sh\n",
     );
-    for (name, args) in classes {
+    for (name, args, options) in classes {
         script += &format!(
             "rc=0; timeout 120 enoki record -o /tmp/{name}.enk --load buggy --mode all \
-             --watchdog-ms {WATCHDOG_MS} --args {args},after=500 -- sh /tmp/work.sh >/dev/null || rc=$?\n\
+             --watchdog-ms {WATCHDOG_MS} {options} --args {args},after=500 -- sh /tmp/work.sh >/dev/null || rc=$?\n\
              echo {name} record-exit $rc\n\
              cp /tmp/{name}.enk {dir}/{name}.enk\n\
              echo {name} last_exit $(cat /sys/kernel/enoki/last_exit)\n",
@@ -216,7 +237,7 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     let r = it::boot(it::heavy_config(), &script);
     r.assert_exit(0);
     r.assert_clean_but_ejections();
-    for (name, _) in classes {
+    for (name, _, _) in classes {
         assert_eq!(
             field(&r, &format!("{name} record-exit")),
             "0",

@@ -156,7 +156,8 @@ fn party(c: &Context, lock: usize, at: Option<Site>) -> Party {
 }
 
 /// Checks before an acquisition of `lock` at `at`: AA, and the call's
-/// budget. Returns the context to pass to [`wait`] and [`acquired`].
+/// budget; then publishes that this context waits for `lock` until
+/// [`acquired`] or [`wait`] returns. Returns the context to pass to them.
 pub(super) fn before(lock: usize, at: Site) -> Result<Option<usize>, Failed> {
     let Some((i, c)) = current() else {
         return Ok(None);
@@ -172,6 +173,11 @@ pub(super) fn before(lock: usize, at: Site) -> Result<Option<usize>, Failed> {
     if n % BUDGET_EVERY == 0 {
         check_budget(c, at)?;
     }
+    // Published before any wait, including lock-ordered replay's wait for
+    // its turn: a thread held there is part of a cycle like any waiter
+    // (its turn follows the recording, so such a cycle deadlocked there).
+    c.awaiting_at.store(site_ptr(at), Relaxed);
+    c.awaiting.store(lock, Relaxed);
     Ok(Some(i))
 }
 
@@ -201,6 +207,7 @@ pub(in super::super) fn no_such_cpu(cpu: usize, at: Site) -> Failed {
 }
 
 /// Spins until `try_take` succeeds, or fails on a cycle or the timeout.
+/// The context stays published as waiting for `lock` until [`acquired`].
 pub(super) fn wait(
     ctx: Option<usize>,
     lock: usize,
@@ -208,10 +215,6 @@ pub(super) fn wait(
     mut try_take: impl FnMut() -> bool,
 ) -> Result<(), Failed> {
     let me = ctx.and_then(|i| Some((i, context(i)?)));
-    if let Some((_, c)) = me {
-        c.awaiting_at.store(site_ptr(at), Relaxed);
-        c.awaiting.store(lock, Relaxed);
-    }
     let start = backend::now_ns();
     let mut suspect = None;
     let result = loop {
@@ -233,13 +236,14 @@ pub(super) fn wait(
             break Err((FaultKind::Timeout, None, waited));
         }
     };
-    if let Some((_, c)) = me {
-        c.stop_waiting();
-    }
     let (kind, cycle, waited) = match result {
+        // Still waiting, as far as others can tell, until `acquired`.
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
+    if let Some((_, c)) = me {
+        c.stop_waiting();
+    }
     let mut fault = match cycle {
         Some(parties) => Fault {
             kind,
@@ -298,6 +302,7 @@ pub(super) fn acquired(ctx: Option<usize>, lock: usize, at: Site) {
     let Some(c) = ctx.and_then(context) else {
         return;
     };
+    c.stop_waiting();
     c.depth
         .store(c.depth.load(Relaxed).saturating_add(1), Relaxed);
     if let Some(h) = c.held.iter().find(|h| h.lock.load(Relaxed) == 0) {
@@ -482,6 +487,58 @@ mod tests {
     #[test]
     fn a_three_cpu_cycle_is_found() {
         check_cycle(3);
+    }
+
+    static IN_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static LEAVE_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// A lock waiter like lock-ordered replay's: holds the thread before
+    /// it tries the lock.
+    fn hold_in_gate(_: usize) {
+        IN_GATE.store(true, Relaxed);
+        while !LEAVE_GATE.load(Relaxed) {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_cpu_held_before_trying_a_lock_is_part_of_a_cycle() {
+        let fault = within_timeout(|| {
+            let (x, y) = (Arc::new(SpinLock::new(())), Arc::new(SpinLock::new(())));
+            let x_held = Arc::new(Barrier::new(2));
+            let other = {
+                let (x, y, x_held) = (x.clone(), y.clone(), x_held.clone());
+                std::thread::spawn(move || {
+                    let call = enter_call(1);
+                    x_held.wait();
+                    let y = y.lock().unwrap();
+                    crate::user::set_lock_waiter(Some(hold_in_gate));
+                    let _ = x.lock().map(drop);
+                    crate::user::set_lock_waiter(None);
+                    drop(y);
+                    call.finish()
+                })
+            };
+            let call = enter_call(0);
+            let held = x.lock().unwrap();
+            x_held.wait();
+            while !IN_GATE.load(Relaxed) {
+                std::thread::yield_now();
+            }
+            let y = y.lock().map(drop);
+            LEAVE_GATE.store(true, Relaxed);
+            drop(held);
+            assert!(y.is_err());
+            let fault = call.finish();
+            assert_eq!(other.join().unwrap(), None);
+            fault
+        });
+        let f = fault.expect("the cycle is reported");
+        assert_eq!(f.kind, FaultKind::Cycle, "{f}");
+        assert!(
+            f.waited_ns < DEFAULT_TIMEOUT_NS,
+            "found before the timeout: {f}"
+        );
     }
 
     #[test]
