@@ -36,6 +36,12 @@ pub enum Error {
         errno: Errno,
     },
 
+    #[error("no scheduler is running to upgrade; load one with 'enoki load'")]
+    NothingToUpgrade,
+
+    #[error("upgrade to {sched} refused: {}; the running scheduler goes on; {SEE_DMESG}", explain_upgrade(*.errno))]
+    UpgradeFailed { sched: String, errno: Errno },
+
     #[error("unloading {module} failed: {}; {SEE_DMESG}", explain_unload(*.errno, .module))]
     UnloadFailed { module: String, errno: Errno },
 
@@ -98,6 +104,26 @@ fn explain_load(errno: Errno, module: &str) -> String {
         }
         Errno::EPERM => "module loading is disabled on this kernel".into(),
         Errno::ENOKEY | Errno::EKEYREJECTED => "module signature missing or rejected".into(),
+        other => return describe(other),
+    };
+    format!("{why} ({errno:?})")
+}
+
+fn explain_upgrade(errno: Errno) -> String {
+    let why = match errno {
+        Errno::EPROTO => {
+            "the two versions' upgrade states differ (use --fresh to start without it)"
+        }
+        Errno::ECANCELED => {
+            "the running version could not hand over its state, or the new one could not take it"
+        }
+        Errno::EPERM => "the new version would not take a task the running one holds",
+        Errno::ENOENT => "no scheduler is running",
+        Errno::EBUSY => "a recording is on; stop it first",
+        Errno::EEXIST => "that module is the one running",
+        Errno::EINVAL => {
+            "the new version rejected its parameters, failed to start, or runs in another mode"
+        }
         other => return describe(other),
     };
     format!("{why} ({errno:?})")

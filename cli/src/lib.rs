@@ -10,6 +10,7 @@ pub mod record;
 pub mod run;
 pub mod status;
 pub mod unload;
+pub mod upgrade;
 
 pub use error::Error;
 pub use paths::Paths;

@@ -27,6 +27,7 @@ struct Cli {
 enum Command {
     Load(cmd::load::Args),
     Unload(cmd::unload::Args),
+    Upgrade(cmd::upgrade::Args),
     Status(cmd::status::Args),
     Run(cmd::run::Args),
     Policy(cmd::policy::Args),
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Load(a) => cmd::load::run(a),
         Command::Unload(a) => cmd::unload::run(a),
+        Command::Upgrade(a) => cmd::upgrade::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Policy(a) => cmd::policy::run(a),

@@ -29,6 +29,9 @@ pub struct Status {
     pub balance_errors: Option<u64>,
     pub rejected: Option<u64>,
     pub last_exit: Option<String>,
+    /// Live upgrades since boot, and how long the last one and the
+    /// longest one held every call off (ns).
+    pub upgrades: Option<Upgrades>,
     /// In the kernel's order; a JSON object.
     #[serde(serialize_with = "counters_as_map")]
     pub counters: Option<Vec<Counter>>,
@@ -38,6 +41,49 @@ fn counters_as_map<S: Serializer>(c: &Option<Vec<Counter>>, s: S) -> Result<S::O
     match c {
         None => s.serialize_none(),
         Some(v) => s.collect_map(v.iter().map(|c| (&c.name, c.value))),
+    }
+}
+
+/// The `upgrades` file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Upgrades {
+    pub upgrades: u64,
+    pub blackout_last_ns: u64,
+    pub blackout_max_ns: u64,
+}
+
+impl Upgrades {
+    fn from_counters(path: &Path, counters: &[Counter]) -> Result<Self, Error> {
+        let get = |name: &str| {
+            counters
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.value)
+                .ok_or_else(|| Error::Malformed {
+                    path: path.into(),
+                    msg: format!("no {name}"),
+                })
+        };
+        Ok(Upgrades {
+            upgrades: get("upgrades")?,
+            blackout_last_ns: get("blackout_last_ns")?,
+            blackout_max_ns: get("blackout_max_ns")?,
+        })
+    }
+}
+
+impl fmt::Display for Upgrades {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.upgrades)?;
+        if self.upgrades > 0 {
+            write!(
+                f,
+                " (calls held off {:.1} us last, {:.1} us at most)",
+                self.blackout_last_ns as f64 / 1e3,
+                self.blackout_max_ns as f64 / 1e3
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -107,6 +153,15 @@ impl Status {
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(counters_path, e)),
         };
+        let upgrades_path = dir.join("upgrades");
+        let upgrades = match std::fs::read_to_string(&upgrades_path) {
+            Ok(text) => Some(Upgrades::from_counters(
+                &upgrades_path,
+                &parse_counters(&upgrades_path, &text)?,
+            )?),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(upgrades_path, e)),
+        };
         Ok(Status {
             scheduler: read_attr(dir, "scheduler")?,
             module: read_attr(dir, "module")?,
@@ -117,6 +172,7 @@ impl Status {
             balance_errors: read_number(dir, "balance_errors")?,
             rejected: read_number(dir, "rejected")?,
             last_exit: read_attr(dir, "last_exit")?,
+            upgrades,
             counters,
         })
     }
@@ -140,6 +196,7 @@ impl fmt::Display for Status {
             ("balance_errors", cell(&self.balance_errors)),
             ("rejected", cell(&self.rejected)),
             ("last_exit", cell(&self.last_exit)),
+            ("upgrades", cell(&self.upgrades)),
         ];
         for (name, value) in rows {
             writeln!(f, "{name:<15} {value}")?;
@@ -176,6 +233,10 @@ mod tests {
             ("rejected", "1\n"),
             ("last_exit", "\n"),
             ("counters", "enqueue 120\npick_next 340\n\ntask_dead   7\n"),
+            (
+                "upgrades",
+                "upgrades 2\nblackout_last_ns 1500\nblackout_max_ns 2250\n",
+            ),
         ] {
             fs::write(d.join(name), text).unwrap();
         }
@@ -195,6 +256,18 @@ mod tests {
         assert_eq!(s.balance_errors, Some(3));
         assert_eq!(s.rejected, Some(1));
         assert_eq!(s.last_exit, None);
+        assert_eq!(
+            s.upgrades,
+            Some(Upgrades {
+                upgrades: 2,
+                blackout_last_ns: 1500,
+                blackout_max_ns: 2250
+            })
+        );
+        assert_eq!(
+            s.upgrades.unwrap().to_string(),
+            "2 (calls held off 1.5 us last, 2.2 us at most)"
+        );
         let names: Vec<_> = s
             .counters
             .as_ref()
@@ -264,6 +337,7 @@ pick_errors     0
 balance_errors  3
 rejected        1
 last_exit       -
+upgrades        2 (calls held off 1.5 us last, 2.2 us at most)
 counters
   enqueue   120
   pick_next 340
@@ -289,6 +363,7 @@ counters
                 "balance_errors": 3,
                 "rejected": 1,
                 "last_exit": null,
+                "upgrades": {"upgrades": 2, "blackout_last_ns": 1500, "blackout_max_ns": 2250},
                 "counters": {"enqueue": 120, "pick_next": 340, "task_dead": 7},
             })
         );

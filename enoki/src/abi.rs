@@ -9,7 +9,7 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Largest CPU count a scheduler can address.
 pub const MAX_CPUS: usize = 256;
 /// Largest NUMA node count in [`RawTopology`].
@@ -289,6 +289,18 @@ pub struct RawOps {
     pub sched: *const core::ffi::c_void,
     /// The one entry point: handles `msg` in place.
     pub process: unsafe extern "C" fn(sched: *const core::ffi::c_void, msg: *mut Msg) -> i64,
+    /// Live upgrade: the fingerprint of the upgrade state (0: none).
+    pub state_fp: u64,
+    /// Room for the state this version starts from (an upgrade), or null.
+    pub state: *mut core::ffi::c_void,
+    /// Writes this version's state into the next version's `state`.
+    pub export_state:
+        unsafe extern "C" fn(sched: *const core::ffi::c_void, state: *mut core::ffi::c_void) -> i32,
+    /// Starts this version from `state`.
+    pub adopt_state: unsafe extern "C" fn(
+        sched: *const core::ffi::c_void,
+        state: *const core::ffi::c_void,
+    ) -> i32,
 }
 
 /// The layout `enoki.h` states with its own static_asserts, checked by
@@ -313,8 +325,8 @@ const _: () = {
     at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 136);
     at!(RawOps {
         abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, name: 20, owner: 56, sched: 64,
-        process: 72,
-    } size 80);
+        process: 72, state_fp: 80, state: 88, export_state: 96, adopt_state: 104,
+    } size 112);
 };
 
 #[cfg(test)]

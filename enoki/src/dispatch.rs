@@ -11,6 +11,7 @@ use super::fault::{Failed, Fault, FaultKind, Party};
 use super::scheduler::{EnokiScheduler, NotTaken, Result};
 use super::sync::{detect, Shared, SpinLock};
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
+use super::upgrade::Refusal;
 
 /// A scheduler as libEnoki holds it, with what is needed to check messages.
 pub struct Loaded<S> {
@@ -58,6 +59,32 @@ impl<S: EnokiScheduler> Loaded<S> {
     /// Whether the scheduler failed (cheaper than [`Loaded::fault`]).
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Live upgrade, on CPU `cpu` with every call held off: the scheduler
+    /// writes the state the next version starts from. A failure refuses
+    /// the upgrade; this version keeps running, so it is not reported.
+    pub fn export_state(&self, cpu: CpuId, state: &mut S::UpgradeState) -> Result<(), Refusal> {
+        if self.failed() {
+            return Err(Refusal::PrepFailed);
+        }
+        let call = detect::enter_call(cpu as u32);
+        let done = self.sched.reregister_prep(state);
+        match (done, call.finish()) {
+            (Ok(()), None) => Ok(()),
+            _ => Err(Refusal::PrepFailed),
+        }
+    }
+
+    /// Live upgrade, on CPU `cpu` with every call held off: this freshly
+    /// created scheduler takes over from the previous version's `state`.
+    pub fn adopt_state(&self, cpu: CpuId, state: &S::UpgradeState) -> Result<(), Refusal> {
+        let call = detect::enter_call(cpu as u32);
+        let done = self.sched.reregister_init(state);
+        match (done, call.finish()) {
+            (Ok(()), None) => Ok(()),
+            _ => Err(Refusal::InitFailed),
+        }
     }
 
     fn cpu(&self, raw: i32) -> Option<CpuId> {

@@ -19,9 +19,11 @@ use super::services::Services;
 use super::sync::detect::{self, MAX_CONTEXTS};
 use super::topology::Topology;
 use super::types::CpuId;
+use super::upgrade::{self, PlainData};
 
 extern "C" {
     fn enoki_register(ops: *const RawOps) -> c_int;
+    fn enoki_upgrade(ops: *const RawOps, fresh: bool) -> c_int;
     fn enoki_unregister(ops: *const RawOps);
     fn enoki_get_topology(topo: *mut RawTopology) -> c_int;
     fn enoki_kick_cpu(cpu: c_int, flags: u32);
@@ -43,6 +45,7 @@ extern "C" {
     static enoki_param_watchdog_ms: u32;
     static enoki_param_lock_timeout_ms: u32;
     static enoki_param_args: *const c_char;
+    static enoki_param_upgrade: *const c_char;
 }
 
 /// The backend handle inside [`Services`]: calls into Enoki-C.
@@ -191,13 +194,15 @@ struct Params {
     timeout_ms: u32,
     lock_timeout_ms: u32,
     args: &'static str,
+    /// A live upgrade (`Some(fresh)`) rather than a load.
+    upgrade: Option<bool>,
 }
 
 impl Params {
     fn read() -> Result<Self, InitError> {
         // SAFETY: module parameters are written by the module loader before
         // init runs and never again (they are read-only in sysfs).
-        let (mode, max_tasks, slice_us, watchdog_ms, lock_timeout_ms, args) = unsafe {
+        let (mode, max_tasks, slice_us, watchdog_ms, lock_timeout_ms, args, upgrade) = unsafe {
             (
                 param_str(enoki_param_mode),
                 enoki_param_max_tasks,
@@ -205,7 +210,14 @@ impl Params {
                 enoki_param_watchdog_ms,
                 enoki_param_lock_timeout_ms,
                 param_str(enoki_param_args),
+                param_str(enoki_param_upgrade),
             )
+        };
+        let upgrade = match upgrade {
+            "" => None,
+            "state" => Some(false),
+            "fresh" => Some(true),
+            _ => return Err(InitError::InvalidArgument("upgrade (state or fresh)")),
         };
         let mode = match mode {
             "all" => abi::mode::ALL,
@@ -234,6 +246,7 @@ impl Params {
             timeout_ms: watchdog_ms,
             lock_timeout_ms,
             args,
+            upgrade,
         })
     }
 }
@@ -258,6 +271,68 @@ fn init_error(e: InitError) -> Error {
 struct State<S: EnokiScheduler> {
     loaded: Loaded<S>,
     ops: RawOps,
+    /// Room for the previous version's state, in an upgrade.
+    carry: Option<KBox<S::UpgradeState>>,
+}
+
+/// Room for an upgrade state, all zeroes.
+fn zeroed_state<T: PlainData>() -> Result<KBox<T>, Error> {
+    let boxed = KBox::<T>::new_uninit(GFP_KERNEL | kernel::alloc::flags::__GFP_ZERO)?;
+    // SAFETY: the memory is zeroed, and all zeroes is a valid `T`: plain
+    // data is integers, booleans and arrays and structs of them.
+    Ok(unsafe { boxed.assume_init() })
+}
+
+/// Enoki-C's `export_state`: this version's state for the next one.
+///
+/// # Safety
+/// `sched` is this module's registered `Loaded<S>`; `state` is the next
+/// version's `state` room, which Enoki-C passes only when the two
+/// fingerprints match: the same definition, so the same layout as
+/// `S::UpgradeState`, valid for any value this version writes.
+unsafe extern "C" fn export_state<S: EnokiScheduler>(
+    sched: *const c_void,
+    state: *mut c_void,
+) -> c_int {
+    // SAFETY: guaranteed by the caller, see above; every call is held
+    // off, so nothing else uses either.
+    let (loaded, state) = unsafe {
+        (
+            &*(sched as *const Loaded<S>),
+            &mut *(state as *mut S::UpgradeState),
+        )
+    };
+    match loaded.export_state(this_cpu(), state) {
+        Ok(()) => 0,
+        Err(_) => -(kernel::bindings::ECANCELED as c_int),
+    }
+}
+
+/// Enoki-C's `adopt_state`: start from the previous version's state.
+///
+/// # Safety
+/// `sched` is this module's `Loaded<S>`; `state` is this module's own
+/// `carry` room, written by the previous version (see [`export_state`]).
+unsafe extern "C" fn adopt_state<S: EnokiScheduler>(
+    sched: *const c_void,
+    state: *const c_void,
+) -> c_int {
+    // SAFETY: guaranteed by the caller, see above.
+    let (loaded, state) = unsafe {
+        (
+            &*(sched as *const Loaded<S>),
+            &*(state as *const S::UpgradeState),
+        )
+    };
+    match loaded.adopt_state(this_cpu(), state) {
+        Ok(()) => 0,
+        Err(_) => -(kernel::bindings::ECANCELED as c_int),
+    }
+}
+
+/// The CPU an upgrade runs on (interrupts are off there).
+fn this_cpu() -> CpuId {
+    context().unwrap_or(0)
 }
 
 /// A loaded scheduler module; `kernel::module!` takes this type.
@@ -325,14 +400,30 @@ impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
                     owner: module.as_ptr() as *mut c_void,
                     sched: core::ptr::null(),
                     process: process::<S>,
+                    state_fp: upgrade::fingerprint::<S>(),
+                    state: core::ptr::null_mut(),
+                    export_state: export_state::<S>,
+                    adopt_state: adopt_state::<S>,
+                },
+                carry: match params.upgrade {
+                    Some(false) => Some(zeroed_state::<S::UpgradeState>()?),
+                    _ => None,
                 },
             },
             GFP_KERNEL,
         )?;
         state.ops.sched = &state.loaded as *const Loaded<S> as *const c_void;
+        if let Some(carry) = state.carry.as_mut() {
+            state.ops.state = &mut **carry as *mut S::UpgradeState as *mut c_void;
+        }
         // SAFETY: `state` is heap-allocated and outlives the registration:
         // Drop unregisters before freeing it.
-        let ret = unsafe { enoki_register(&state.ops) };
+        let ret = unsafe {
+            match params.upgrade {
+                Some(fresh) => enoki_upgrade(&state.ops, fresh),
+                None => enoki_register(&state.ops),
+            }
+        };
         if ret < 0 {
             return Err(Error::from_errno(ret));
         }

@@ -21,6 +21,7 @@ pub mod services;
 pub mod sync;
 pub mod topology;
 pub mod types;
+pub mod upgrade;
 
 #[cfg(enoki_kernel)]
 pub mod kmod;

@@ -8,6 +8,7 @@ use super::hint::HintData;
 use super::services::Services;
 use super::topology::Topology;
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
+use super::upgrade::PlainData;
 
 /// Why a scheduler could not be created; the module load fails with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,8 +167,14 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     type Hint: HintData;
     /// Hint entries the scheduler sends back to userspace.
     type RevHint: HintData;
-    /// State handed to the next version in a live upgrade.
-    type UpgradeState: Send + 'static;
+    /// State handed to the next version in a live upgrade (see
+    /// [`upgrade`](super::upgrade)); `()` for none: the next version then
+    /// starts from the task list alone.
+    type UpgradeState: PlainData;
+    /// Changes whenever the meaning of [`Self::UpgradeState`] changes
+    /// without its definition changing: versions that differ here refuse
+    /// to hand state to each other.
+    const STATE_VERSION: u32 = 1;
 
     /// Creates the scheduler with all the memory it will ever use.
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError>;
@@ -278,17 +285,21 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
         Ok(())
     }
 
-    /// Live upgrade: this version is being replaced; hand over state.
-    fn reregister_prep(&self) -> Result<Option<Self::UpgradeState>> {
-        Ok(None)
+    /// Live upgrade: the next version is taking over; write the state it
+    /// starts from into `state` (all zeroes when called). Called with
+    /// every CPU's calls held off, so nothing changes meanwhile; an error
+    /// refuses the upgrade and this version keeps running.
+    fn reregister_prep(&self, _state: &mut Self::UpgradeState) -> Result {
+        Ok(())
     }
 
-    /// Live upgrade: start from the previous version's state.
-    fn reregister_init(
-        ctx: &InitContext<'_>,
-        _state: Option<Self::UpgradeState>,
-    ) -> Result<Self, InitError> {
-        Self::init(ctx)
+    /// Live upgrade: this version, just created by [`Self::init`], takes
+    /// over from the previous one, whose state is `state`; every CPU's
+    /// calls are held off. Its tasks arrive next, through `task_new` and,
+    /// for those waiting to run, `task_wakeup`. An error refuses the
+    /// upgrade (the previous version keeps running).
+    fn reregister_init(&self, _state: &Self::UpgradeState) -> Result {
+        Ok(())
     }
 }
 

@@ -7,3 +7,4 @@ pub mod record;
 pub mod run;
 pub mod status;
 pub mod unload;
+pub mod upgrade;

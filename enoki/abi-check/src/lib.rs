@@ -137,6 +137,10 @@ mod tests {
                         owner,
                         sched,
                         process,
+                        state_fp,
+                        state,
+                        export_state,
+                        adopt_state,
                     }
             ),
         ]

@@ -12,6 +12,7 @@ use super::super::dispatch::Loaded;
 use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::super::topology::Topology;
 use super::super::types::{nice_to_weight, CpuId, CpuSet, Pid};
+use super::super::upgrade::{fingerprint, plan, Carry, PlainData, Refusal};
 use super::HostOps;
 
 /// A service request a scheduler made.
@@ -98,6 +99,7 @@ struct Task {
     /// Enoki-C's `p->scx.enoki_gen`: unique to this task.
     generation: u64,
     allowed: CpuSet,
+    nice: i32,
     runtime: u64,
     state: TaskState,
     /// CPU it last ran on (its parent's until it runs): `task_cpu(p)`.
@@ -115,6 +117,7 @@ pub struct Driver<S: EnokiScheduler> {
     /// `p->scx.slice`).
     slice_left: std::vec::Vec<u64>,
     slice_ns: u64,
+    max_tasks: usize,
     observer: Option<std::boxed::Box<dyn MsgObserver>>,
     runtime_source: Option<std::boxed::Box<dyn RuntimeSource>>,
     pub counters: DriverCounters,
@@ -154,6 +157,7 @@ impl<S: EnokiScheduler> Driver<S> {
             running: vec![None; nr],
             slice_left: vec![0; nr],
             slice_ns,
+            max_tasks,
             observer: None,
             runtime_source: None,
             counters: DriverCounters::default(),
@@ -250,6 +254,7 @@ impl<S: EnokiScheduler> Driver<S> {
             Task {
                 generation: self.gen_seq,
                 allowed,
+                nice,
                 runtime: 0,
                 state: TaskState::Blocked,
                 last_cpu: parent_cpu,
@@ -587,6 +592,9 @@ impl<S: EnokiScheduler> Driver<S> {
         if let TaskState::Queued { cpu } = state {
             self.dequeue(pid, cpu);
         }
+        if let Some(t) = self.tasks.get_mut(&pid) {
+            t.nice = nice;
+        }
         let mut m = self.msg(kind::TASK_PRIO_CHANGED, 0, pid);
         m.weight = nice_to_weight(nice);
         m.nice = nice;
@@ -605,5 +613,123 @@ impl<S: EnokiScheduler> Driver<S> {
             kind::CPU_OFFLINE
         };
         self.send(&mut Msg::new(kind, cpu as i32));
+    }
+
+    /// Live upgrade to a new version of the same scheduler, created with
+    /// `args`, as `enoki upgrade` does it from CPU `on` (see
+    /// [`upgrade`](super::super::upgrade)). Refused, the running version
+    /// goes on untouched.
+    pub fn upgrade(&mut self, args: &str, fresh: bool, on: CpuId) -> Result<(), Refusal> {
+        let new = self.create::<S>(args)?;
+        self.hand_over(&new, fresh, on)?;
+        self.loaded = new;
+        self.preempt_all();
+        Ok(())
+    }
+
+    /// After an upgrade, as Enoki-C's preempting kick of every CPU: each
+    /// running task comes back to the new version through `task_preempt`
+    /// (which does not know it runs, so does not keep it running).
+    fn preempt_all(&mut self) {
+        for cpu in 0..self.running.len() {
+            if self.running(cpu).is_some() {
+                self.preempt(cpu, false);
+            }
+        }
+    }
+
+    /// Live upgrade to scheduler `T` (the same or another), created with
+    /// `args`; refused, the driver comes back with the running version.
+    pub fn upgrade_to<T: EnokiScheduler>(
+        mut self,
+        args: &str,
+        fresh: bool,
+        on: CpuId,
+    ) -> Result<Driver<T>, (std::boxed::Box<Self>, Refusal)> {
+        let new = match self.create::<T>(args) {
+            Ok(new) => new,
+            Err(e) => return Err((std::boxed::Box::new(self), e)),
+        };
+        if let Err(e) = self.hand_over(&new, fresh, on) {
+            return Err((std::boxed::Box::new(self), e));
+        }
+        let mut upgraded = Driver {
+            loaded: new,
+            topology: self.topology,
+            host: self.host,
+            tasks: self.tasks,
+            running: self.running,
+            slice_left: self.slice_left,
+            slice_ns: self.slice_ns,
+            max_tasks: self.max_tasks,
+            observer: self.observer,
+            runtime_source: self.runtime_source,
+            counters: self.counters,
+            gen_seq: self.gen_seq,
+            dispatches: self.dispatches,
+        };
+        upgraded.preempt_all();
+        Ok(upgraded)
+    }
+
+    /// Creates version `T` as its module load would, before the upgrade
+    /// holds calls off.
+    fn create<T: EnokiScheduler>(&self, args: &str) -> Result<Loaded<T>, Refusal> {
+        let ctx = InitContext {
+            topology: &self.topology,
+            max_tasks: self.max_tasks,
+            slice_ns: self.slice_ns,
+            args: Args(args),
+            services: super::services(Some(self.host.clone())),
+        };
+        let sched = T::init(&ctx).map_err(Refusal::Init)?;
+        Loaded::new(sched, self.topology.nr_cpus(), self.max_tasks)
+            .map_err(|e| Refusal::Init(e.into()))
+    }
+
+    /// What Enoki-C does while every call is held off: the running
+    /// version's state to `new`, then every task introduced to `new`
+    /// again, with a fresh token for each one the running version held.
+    /// `new` is thrown away on a refusal, so it may be left half-built.
+    fn hand_over<T: EnokiScheduler>(
+        &mut self,
+        new: &Loaded<T>,
+        fresh: bool,
+        on: CpuId,
+    ) -> Result<(), Refusal> {
+        let (old_fp, new_fp) = (fingerprint::<S>(), fingerprint::<T>());
+        if plan(old_fp, new_fp, fresh)? == Carry::State {
+            let mut state = std::boxed::Box::new(<S::UpgradeState as PlainData>::ZERO);
+            self.loaded.export_state(on, &mut state)?;
+            // Equal fingerprints: the same definition, so the same type here.
+            let state: &dyn core::any::Any = &*state;
+            let state = state
+                .downcast_ref::<T::UpgradeState>()
+                .ok_or(Refusal::Mismatch {
+                    old: old_fp,
+                    new: new_fp,
+                })?;
+            new.adopt_state(on, state)?;
+        }
+        for (&pid, t) in &self.tasks {
+            let mut m = self.msg(kind::TASK_NEW, on, pid);
+            m.tgid = pid;
+            m.weight = nice_to_weight(t.nice);
+            m.nice = t.nice;
+            m.task_cpu = t.last_cpu as i32;
+            new.handle(&mut m);
+            if let TaskState::Queued { cpu } = t.state {
+                let mut m = self.msg(kind::TASK_WAKEUP, on, pid);
+                m.task_cpu = cpu as i32;
+                new.handle(&mut m);
+                if m.ret < 0 {
+                    return Err(Refusal::TaskRefused { pid });
+                }
+            }
+        }
+        if new.failed() {
+            return Err(Refusal::InitFailed);
+        }
+        Ok(())
     }
 }

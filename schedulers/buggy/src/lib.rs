@@ -13,6 +13,8 @@
 //! | `stall`    | never picks a task again                    | sched_ext's watchdog    |
 //! | `starve`   | picks only one favoured task                | sched_ext's watchdog    |
 //! | `wrongcpu` | picks another CPU's tasks                   | libEnoki's token check, then the watchdog |
+//! | `prep`     | deadlocks handing its state to a next version (AA) | libEnoki: the upgrade is refused |
+//! | `adopt`    | deadlocks taking over from a previous version (AA) | libEnoki: the upgrade is refused |
 //!
 //! It arms after `after=` picks (default 1000), so it first schedules the
 //! load like any scheduler. A panic is not among the bugs: the module build
@@ -41,6 +43,18 @@ pub enum Bug {
     Stall,
     Starve,
     WrongCpu,
+    Prep,
+    Adopt,
+}
+
+enoki::plain_data! {
+    /// What a version hands to the next: a count no other scheduler's
+    /// state matches, so an upgrade between Buggy and another stateful
+    /// scheduler is refused unless fresh.
+    pub struct Carry {
+        /// Upgrades the state went through.
+        pub upgrades: u32,
+    }
 }
 
 impl Bug {
@@ -55,6 +69,8 @@ impl Bug {
             "stall" => Bug::Stall,
             "starve" => Bug::Starve,
             "wrongcpu" => Bug::WrongCpu,
+            "prep" => Bug::Prep,
+            "adopt" => Bug::Adopt,
             _ => return None,
         })
     }
@@ -68,11 +84,25 @@ pub struct Buggy {
     picks: Shared<u64>,
     /// `lost`: a token was dropped. `starve`: the favoured pid + 1.
     done: Shared<u64>,
+    /// Live upgrades its state went through.
+    upgrades: Shared<u32>,
 }
 
 impl Buggy {
     fn armed(&self) -> bool {
         self.picks.fetch_add(1) >= self.after
+    }
+
+    /// Live upgrades its state went through (for tests).
+    pub fn upgrades(&self) -> u32 {
+        self.upgrades.get()
+    }
+
+    /// `prep` and `adopt`: CPU 0's queue taken twice.
+    fn deadlock(&self) -> Result {
+        let _held = self.queues.lock(0)?;
+        let _again = self.queues.lock(0)?;
+        Ok(())
     }
 
     fn push(&self, token: Schedulable) -> Result<(), NotTaken> {
@@ -123,7 +153,7 @@ impl Buggy {
                     }
                 }
             }
-            Bug::None | Bug::Cycle { .. } | Bug::Lost => {}
+            Bug::None | Bug::Cycle { .. } | Bug::Lost | Bug::Prep | Bug::Adopt => {}
         }
         Ok(None)
     }
@@ -148,21 +178,23 @@ impl EnokiScheduler for Buggy {
     const NAME: &'static str = "buggy";
     type Hint = NoHint;
     type RevHint = NoHint;
-    type UpgradeState = ();
+    type UpgradeState = Carry;
 
     fn init(ctx: &InitContext<'_>) -> core::result::Result<Self, InitError> {
         ctx.args.check_known(&["bug", "after", "cpus"])?;
         let nr = ctx.topology.nr_cpus();
         let cpus = ctx.args.u64_in("cpus", 2, 2, nr as u64)? as usize;
-        let bug = Bug::parse(ctx.args.str_or("bug", "none"), cpus).ok_or(
-            InitError::InvalidArgument("bug (none aa cycle leak loop lost stall starve wrongcpu)"),
-        )?;
+        let bug =
+            Bug::parse(ctx.args.str_or("bug", "none"), cpus).ok_or(InitError::InvalidArgument(
+                "bug (none aa cycle leak loop lost stall starve wrongcpu prep adopt)",
+            ))?;
         Ok(Buggy {
             bug,
             after: ctx.args.u64_in("after", 1000, 0, u64::MAX)?,
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             picks: Shared::new(0),
             done: Shared::new(0),
+            upgrades: Shared::new(0),
         })
     }
 
@@ -217,6 +249,22 @@ impl EnokiScheduler for Buggy {
     fn task_dead(&self, pid: Pid) -> Result {
         self.queues
             .find_map(|_, q| q.remove_first(|t| t.pid() == pid))?;
+        Ok(())
+    }
+
+    fn reregister_prep(&self, carry: &mut Carry) -> Result {
+        if self.bug == Bug::Prep {
+            self.deadlock()?;
+        }
+        carry.upgrades = self.upgrades.get().saturating_add(1);
+        Ok(())
+    }
+
+    fn reregister_init(&self, carry: &Carry) -> Result {
+        if self.bug == Bug::Adopt {
+            self.deadlock()?;
+        }
+        self.upgrades.set(carry.upgrades);
         Ok(())
     }
 

@@ -24,6 +24,11 @@ pub struct Held {
 }
 
 impl Wfq {
+    /// Live upgrades this scheduler's state went through.
+    pub fn upgrades(&self) -> u32 {
+        self.upgrades.get()
+    }
+
     /// A task's vruntime (on the clock of its home queue), for tests and
     /// tools.
     pub fn vruntime(&self, pid: Pid) -> Result<Option<u64>> {

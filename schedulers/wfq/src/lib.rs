@@ -92,6 +92,33 @@ enum Enqueue {
     Refused,
 }
 
+/// Tasks whose place in the fair order an upgrade carries over; any more
+/// start as new tasks in the next version.
+pub const CARRIED_TASKS: usize = 256;
+
+enoki::plain_data! {
+    /// One task's place in the fair order: how far its vruntime is ahead
+    /// of its queue's `min_vruntime`.
+    pub struct Lag {
+        /// The task.
+        pub pid: i32,
+        /// Its vruntime minus its queue's `min_vruntime` (0 if behind).
+        pub ahead: u64,
+    }
+}
+
+enoki::plain_data! {
+    /// What WFQ hands to its next version in a live upgrade.
+    pub struct Carry {
+        /// Upgrades this state went through.
+        pub upgrades: u32,
+        /// Entries of `lags` in use.
+        pub len: u32,
+        /// Each task's place, for the first `len`.
+        pub lags: [Lag; CARRIED_TASKS],
+    }
+}
+
 /// The WFQ scheduler.
 pub struct Wfq {
     topology: Topology,
@@ -108,6 +135,11 @@ pub struct Wfq {
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
+    /// Lags carried over from the previous version, until each task
+    /// arrives (`task_new`).
+    carried: SpinLock<TaskMap<u64>>,
+    /// Upgrades the state went through.
+    upgrades: Shared<u32>,
 }
 
 /// A run queue, locked.
@@ -192,7 +224,9 @@ impl Wfq {
         let Some(mut task) = entry.take() else {
             return Ok(None); // placed meanwhile
         };
-        task.vruntime = rq.min_vruntime;
+        // Until placed, a record's vruntime is its lag (0, or carried over
+        // by an upgrade): placed on this queue's clock.
+        task.vruntime = rq.min_vruntime.saturating_add(task.vruntime);
         if let Err(task) = rq.tasks.insert(pid, task) {
             *entry = Some(task);
             return Ok(None);
@@ -350,7 +384,7 @@ impl EnokiScheduler for Wfq {
     const NAME: &'static str = "wfq";
     type Hint = NoHint;
     type RevHint = NoHint;
-    type UpgradeState = ();
+    type UpgradeState = Carry;
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         let params = Params::from_args(&ctx.args)?;
@@ -382,6 +416,8 @@ impl EnokiScheduler for Wfq {
             idle: CpuSet::first_n(t.nr_cpus()).words().map(Shared::new),
             offline: Shared::new(CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
+            carried: SpinLock::new(TaskMap::with_capacity(CARRIED_TASKS)?),
+            upgrades: Shared::new(0),
         })
     }
 
@@ -467,13 +503,15 @@ impl EnokiScheduler for Wfq {
         if self.registry.lock()?.contains(task.pid) {
             self.remove_record(task.pid)?; // a stale entry of a reused pid
         }
+        // A task the previous version ran keeps its lag (see home_newborn).
+        let carried = self.carried.lock()?.remove(task.pid);
         let new = Task {
             weight: u64::from(task.weight).max(1),
             allowed: task.allowed,
-            vruntime: 0,
+            vruntime: carried.unwrap_or(0),
             charged: task.runtime,
             state: State::Off,
-            new: true,
+            new: carried.is_none(),
         };
         // Placed on a run queue when it is first woken (or looked for).
         self.registry
@@ -702,6 +740,39 @@ impl EnokiScheduler for Wfq {
         let mut offline = self.offline.get();
         offline.insert(cpu);
         self.offline.set(offline);
+        Ok(())
+    }
+
+    /// Each task's lag behind its queue, so the next version keeps the
+    /// fair order (tasks not yet placed have none: they start as new).
+    fn reregister_prep(&self, carry: &mut Carry) -> Result {
+        carry.upgrades = self.upgrades.get().saturating_add(1);
+        let mut slots = carry.lags.iter_mut();
+        let mut len: u32 = 0;
+        for cpu in self.rqs.cpus() {
+            let rq = self.rqs.lock(cpu)?;
+            for (pid, task) in rq.tasks.iter() {
+                let Some(slot) = slots.next() else {
+                    break;
+                };
+                let ahead = task.vruntime.saturating_sub(rq.min_vruntime);
+                *slot = Lag { pid, ahead };
+                len = len.saturating_add(1);
+            }
+        }
+        carry.len = len;
+        Ok(())
+    }
+
+    /// Each task's lag waits for its `task_new` (which arrives next).
+    fn reregister_init(&self, carry: &Carry) -> Result {
+        self.upgrades.set(carry.upgrades);
+        let mut carried = self.carried.lock()?;
+        let len = usize::try_from(carry.len).unwrap_or(usize::MAX);
+        for lag in carry.lags.iter().take(len) {
+            // Full: the rest start as new tasks.
+            let _ = carried.insert(lag.pid, lag.ahead);
+        }
         Ok(())
     }
 }

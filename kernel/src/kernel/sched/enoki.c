@@ -18,8 +18,11 @@
  * (p->scx.enoki_pid and enoki_gen, set when the task enters Enoki).
  *
  * Locks, outermost first:
- *   enoki_mutex           register and unregister (sleeps; never on the
- *                         call path)
+ *   enoki_mutex           register, upgrade and unregister (sleeps; never
+ *                         on the call path)
+ *   scx_tasks_lock        sched_ext's task list: an upgrade walks it with
+ *                         every call held off (sched_ext takes it before
+ *                         rq locks, and no call takes it)
  *   rq lock / p->pi_lock  held by sched_ext around most operations
  *   enoki_call_lock       this CPU's, around every call into the module:
  *                         a "big reader" lock of per-CPU arch spinlocks
@@ -87,6 +90,10 @@ static struct {
 	char module[MODULE_NAME_LEN];
 	u32 mode;
 	u64 slice_ns;
+	/* live upgrades, under enoki_mutex */
+	u64 upgrades;
+	u64 blackout_last_ns;	/* calls held off by the last upgrade */
+	u64 blackout_max_ns;
 	/* under enoki_status_lock */
 	enum enoki_state state;
 	char last_exit[ENOKI_EXIT_LEN];
@@ -105,6 +112,19 @@ static DEFINE_PER_CPU(struct enoki_stats, enoki_stats);
 static DEFINE_PER_CPU(struct enoki_timer, enoki_timers);
 /* task that called sched_yield() on this CPU, until it is enqueued */
 static DEFINE_PER_CPU(struct task_struct *, enoki_yielding);
+
+/*
+ * The task this CPU's last pick put in sched_ext's dispatch buffer, until
+ * its next dispatch: still QUEUED for a moment, but no longer the
+ * module's (an upgrade must not hand it to the next version). Compared,
+ * never dereferenced; @gen tells a new task at the same address apart.
+ */
+struct enoki_dispatched {
+	struct task_struct *p;
+	unsigned long qseq;
+	u64 gen;
+};
+static DEFINE_PER_CPU(struct enoki_dispatched, enoki_dispatched);
 static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
 static atomic64_t enoki_gen_seq = ATOMIC64_INIT(0);
 
@@ -163,8 +183,14 @@ static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 	msg->ret_cpu = -1;
 }
 
-/* Hands @msg to the loaded scheduler; false if there is none. */
-static bool enoki_call(struct enoki_msg *msg)
+/*
+ * Hands @msg to the loaded scheduler and, if there is one, calls
+ * @apply(@msg, @arg) still under the call lock, to act on the answer
+ * before an upgrade can look; false if there is no scheduler.
+ */
+static bool enoki_call_apply(struct enoki_msg *msg,
+			     void (*apply)(struct enoki_msg *msg, void *arg),
+			     void *arg)
 {
 	const struct enoki_sched_ops *ops;
 	struct enoki_stats *stats;
@@ -180,6 +206,8 @@ static bool enoki_call(struct enoki_msg *msg)
 	if (ops) {
 		seq = enoki_record_seq();
 		ops->process(ops->sched, msg);
+		if (apply)
+			apply(msg, arg);
 		if (unlikely(seq))
 			enoki_record_msg(seq, msg);
 	}
@@ -199,6 +227,12 @@ static bool enoki_call(struct enoki_msg *msg)
 	if (msg->ret_err & ENOKI_RET_BAD_MIGRATE)
 		stats->migrate_errors++;
 	return true;
+}
+
+/* Hands @msg to the loaded scheduler; false if there is none. */
+static bool enoki_call(struct enoki_msg *msg)
+{
+	return enoki_call_apply(msg, NULL, NULL);
 }
 
 /* Fills in what the scheduler knows about @p. */
@@ -398,11 +432,17 @@ static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice, s32 *token_cpu)
 	rcu_read_lock();
 	p = find_task_by_pid_ns(pid, &init_pid_ns);
 	err = p ? enoki_check_task(p, cpu) : ENOKI_ERR_NO_TASK;
-	if (!err)
+	if (!err) {
 		scx_bpf_dispatch(p, SCX_DSQ_LOCAL,
 				 slice ? enoki_clamp_slice(slice) :
 					 enoki.slice_ns, 0);
-	else if (err == ENOKI_ERR_AFFINITY)
+		*this_cpu_ptr(&enoki_dispatched) = (struct enoki_dispatched){
+			.p = p,
+			.qseq = atomic_long_read(&p->scx.ops_state) &
+				SCX_OPSS_QSEQ_MASK,
+			.gen = p->scx.enoki_gen,
+		};
+	} else if (err == ENOKI_ERR_AFFINITY)
 		*token_cpu = task_cpu(p);
 	rcu_read_unlock();
 	return err;
@@ -459,13 +499,31 @@ enum enoki_pick_result {
 	ENOKI_RETRY,	/* its answer could not be used: ask again */
 };
 
+/* What became of a picked task: dispatched, or why not. */
+struct enoki_picked {
+	bool tried;
+	int err;
+	s32 token_cpu;
+};
+
+/* Dispatches the module's pick, under the call lock (see enoki_call_apply()). */
+static void enoki_dispatch_pick(struct enoki_msg *msg, void *arg)
+{
+	struct enoki_picked *picked = arg;
+
+	if (msg->ret < 0 || (msg->flags & ENOKI_F_KEEP_PREV))
+		return;
+	picked->tried = true;
+	picked->err = enoki_dispatch_pid(msg->cpu, msg->ret, msg->ret_slice,
+					 &picked->token_cpu);
+}
+
 /* One pick from the module for @cpu. */
 static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 					 bool first)
 {
+	struct enoki_picked picked = { .token_cpu = -1 };
 	struct enoki_msg msg;
-	s32 token_cpu;
-	int err;
 
 	enoki_msg_init(&msg, ENOKI_PICK_NEXT_TASK, cpu);
 	if (prev && first) {
@@ -476,17 +534,17 @@ static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 		if (prev->scx.flags & SCX_TASK_QUEUED)
 			msg.flags |= ENOKI_F_PREV_RUNNABLE;
 	}
-	if (!enoki_call(&msg))
+	if (!enoki_call_apply(&msg, enoki_dispatch_pick, &picked))
 		return ENOKI_EMPTY;
 	if (msg.ret < 0)
 		/* libEnoki refused a token for another CPU: ask again */
 		return msg.ret_err ? ENOKI_RETRY : ENOKI_EMPTY;
 	if (msg.flags & ENOKI_F_KEEP_PREV)
 		return enoki_keep_prev(prev, &msg) ? ENOKI_PICKED : ENOKI_EMPTY;
-	err = enoki_dispatch_pid(cpu, msg.ret, msg.ret_slice, &token_cpu);
-	if (!err)
+	if (picked.tried && !picked.err)
 		return ENOKI_PICKED;
-	enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, token_cpu, err);
+	enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, picked.token_cpu,
+		       picked.tried ? picked.err : ENOKI_ERR_NO_TASK);
 	return ENOKI_RETRY;
 }
 
@@ -497,6 +555,8 @@ static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
 	bool balanced = prev && (prev->scx.flags & SCX_TASK_QUEUED);
 	int tries;
 
+	/* the last dispatch's buffer was flushed before this one began */
+	this_cpu_write(enoki_dispatched.p, NULL);
 	if (!(++stats->dispatches % ENOKI_REFUSED_EVERY) &&
 	    scx_bpf_consume(ENOKI_DSQ_REFUSED))
 		return;
@@ -890,6 +950,222 @@ out:
 	return ret;
 }
 EXPORT_SYMBOL_GPL(enoki_register);
+
+/* Whether @p was picked by this CPU's last dispatch, not yet flushed. */
+static bool enoki_being_dispatched(struct task_struct *p, unsigned long qseq)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		struct enoki_dispatched *d = per_cpu_ptr(&enoki_dispatched, cpu);
+
+		if (READ_ONCE(d->p) == p && d->qseq == qseq &&
+		    d->gen == p->scx.enoki_gen)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Introduces @p to the next version @ops, as the running one knows it:
+ * TASK_NEW, then a fresh token if the running version holds one (the
+ * task is QUEUED in sched_ext and not just picked). Returns -EPERM if
+ * the next version would not take a task it must hold.
+ */
+static int enoki_introduce(const struct enoki_sched_ops *ops,
+			   struct task_struct *p, u32 *waiting)
+{
+	unsigned long opss;
+	struct enoki_msg msg;
+
+	enoki_msg_init(&msg, ENOKI_TASK_NEW, smp_processor_id());
+	enoki_msg_fill(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	ops->process(ops->sched, &msg);
+
+	/*
+	 * A picked task is QUEUED until its CPU flushes its dispatch buffer,
+	 * which it may do now: it is the module's only if it is QUEUED, not
+	 * picked, and still QUEUED the same way after the look (a flush
+	 * changes the state before the next dispatch clears the mark).
+	 */
+	opss = atomic_long_read(&p->scx.ops_state);
+	if ((opss & SCX_OPSS_STATE_MASK) != SCX_OPSS_QUEUED ||
+	    enoki_being_dispatched(p, opss & SCX_OPSS_QSEQ_MASK))
+		return 0;
+	/* pairs with the dispatching CPU's rq lock release after its flush */
+	smp_rmb();
+	if (atomic_long_read(&p->scx.ops_state) != opss)
+		return 0;
+	enoki_msg_init(&msg, ENOKI_TASK_WAKEUP, smp_processor_id());
+	enoki_msg_fill(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	ops->process(ops->sched, &msg);
+	if (msg.ret < 0)
+		return -EPERM;
+	(*waiting)++;
+	return 0;
+}
+
+struct enoki_handover {
+	u32 tasks;
+	u32 waiting;
+	bool carried;
+};
+
+/*
+ * With every call held off and the task list locked: the running
+ * version's state to @ops (when @carry), then every task of Enoki to it.
+ * Nothing of the running version changes, so an error leaves it as it
+ * was (its export only reads).
+ */
+static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
+			   struct enoki_handover *h)
+{
+	const struct enoki_sched_ops *old = enoki.ops;
+	struct sched_ext_entity *pos;
+	int ret;
+
+	lockdep_assert_held(&scx_tasks_lock);
+	if (carry) {
+		ret = old->export_state(old->sched, ops->state);
+		if (ret)
+			return ret;
+		ret = ops->adopt_state(ops->sched, ops->state);
+		if (ret)
+			return ret;
+		h->carried = true;
+	}
+	list_for_each_entry(pos, &scx_tasks, tasks_node) {
+		struct task_struct *p;
+
+		if (pos->flags & SCX_TASK_CURSOR)
+			continue;
+		p = container_of(pos, struct task_struct, scx);
+		if (scx_get_task_state(p) != SCX_TASK_ENABLED)
+			continue;
+		ret = enoki_introduce(ops, p, &h->waiting);
+		if (ret)
+			return ret;
+		h->tasks++;
+	}
+	return 0;
+}
+
+/* Can @ops replace the running scheduler? 0, or why not (logged). */
+static int enoki_upgrade_check(const struct enoki_sched_ops *ops, bool fresh,
+			       bool *carry)
+{
+	const struct enoki_sched_ops *old = enoki.ops;
+
+	if (!old || READ_ONCE(enoki.state) != ENOKI_ENABLED || !scx_enabled()) {
+		pr_err("enoki: cannot upgrade to %s: no scheduler is running\n",
+		       ops->name);
+		return -ENOENT;
+	}
+	if (old == ops || (ops->owner && old->owner == ops->owner)) {
+		pr_err("enoki: cannot upgrade %s to the module it runs from\n",
+		       enoki.name);
+		return -EEXIST;
+	}
+	if (ops->mode != old->mode) {
+		pr_err("enoki: cannot upgrade %s to %s: the mode differs\n",
+		       enoki.name, ops->name);
+		return -EINVAL;
+	}
+	if (READ_ONCE(enoki_recording)) {
+		pr_err("enoki: cannot upgrade %s while recording\n", enoki.name);
+		return -EBUSY;
+	}
+	*carry = !fresh && old->state_fp && ops->state_fp;
+	if (*carry && (old->state_fp != ops->state_fp || !ops->state)) {
+		pr_err("enoki: upgrade of %s to %s refused: their states differ (fingerprint %#llx running, %#llx new)\n",
+		       enoki.name, ops->name, old->state_fp, ops->state_fp);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Holds every call off, hands over to @ops and switches to it. */
+static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
+		      struct enoki_handover *h, u64 *blackout_ns)
+{
+	unsigned long flags, qflags;
+	u64 start;
+	int ret;
+
+	spin_lock_irqsave(&scx_tasks_lock, flags);
+	/* from the first call lock taken to the last one released */
+	start = ktime_get_mono_fast_ns();
+	enoki_quiesce(&qflags);
+	ret = enoki_hand_over(ops, carry, h);
+	if (!ret)
+		WRITE_ONCE(enoki.ops, ops);
+	enoki_unquiesce(&qflags);
+	*blackout_ns = ktime_get_mono_fast_ns() - start;
+	spin_unlock_irqrestore(&scx_tasks_lock, flags);
+	return ret;
+}
+
+/**
+ * enoki_upgrade - replace the running scheduler with @ops, live
+ * @ops: the next version (or another scheduler), created but not
+ *       registered; must stay valid until enoki_unregister()
+ * @fresh: start @ops from the task list alone, even if the running version
+ *         has state for it
+ *
+ * With every CPU's calls held off (and so every message waiting): the
+ * running version's state goes to @ops when both have matching state,
+ * every task in Enoki is introduced to @ops (TASK_NEW, and TASK_WAKEUP
+ * with a fresh token for each task the running version held one for), and
+ * calls go to @ops from then on. Tasks never leave sched_ext. Every CPU is
+ * then kicked, so each running task comes back through TASK_PREEMPT. The
+ * replaced module is no longer called and can be removed.
+ *
+ * Return: 0; -ENOENT if no scheduler runs, -EEXIST for the module already
+ * running, -EINVAL for bad @ops or another mode, -EBUSY while recording,
+ * -EPROTO when the states differ, or the error of the state handover or
+ * -EPERM when @ops would not take a task: then the running version goes
+ * on, untouched.
+ */
+int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
+{
+	struct enoki_handover h = { };
+	char old_module[MODULE_NAME_LEN];
+	u64 blackout;
+	bool carry;
+	int cpu, ret;
+
+	if (!enoki_ops_valid(ops))
+		return -EINVAL;
+	mutex_lock(&enoki_mutex);
+	kthread_flush_work(&scx_ops_disable_work);
+	ret = enoki_upgrade_check(ops, fresh, &carry);
+	if (ret)
+		goto out;
+	ret = enoki_swap(ops, carry, &h, &blackout);
+	if (ret) {
+		pr_err("enoki: upgrade of %s to %s refused (%d): the running version goes on\n",
+		       enoki.name, ops->name, ret);
+		goto out;
+	}
+	strscpy(old_module, enoki.module, sizeof(old_module));
+	strscpy(enoki.name, ops->name, sizeof(enoki.name));
+	strscpy(enoki.module, ops->owner ? module_name(ops->owner) : "",
+		sizeof(enoki.module));
+	enoki.upgrades++;
+	enoki.blackout_last_ns = blackout;
+	enoki.blackout_max_ns = max(enoki.blackout_max_ns, blackout);
+	for_each_online_cpu(cpu)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u waiting, %s, calls held off %llu ns\n",
+		old_module, enoki.module, enoki.name, h.tasks, h.waiting,
+		h.carried ? "state carried" : "fresh state", blackout);
+out:
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
+EXPORT_SYMBOL_GPL(enoki_upgrade);
 
 /**
  * enoki_unregister - stop a scheduler; tasks go back to CFS

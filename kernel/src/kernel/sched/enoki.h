@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	2
+#define ENOKI_ABI_VERSION	3
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -134,10 +134,24 @@ struct enoki_sched_ops {
 	struct module *owner;
 	const void *sched;
 	s64 (*process)(const void *sched, struct enoki_msg *msg);
+	/*
+	 * Live upgrade. @state_fp: what the scheduler's upgrade state is (0:
+	 * it has none); versions hand state over only when theirs match.
+	 * @state: room for the state this version starts from, or NULL.
+	 * export_state() writes the running version's state into the next
+	 * version's @state; adopt_state() starts the next version from it.
+	 * Both return 0 or -errno and run with every call held off.
+	 */
+	u64 state_fp;
+	void *state;
+	int (*export_state)(const void *sched, void *state);
+	int (*adopt_state)(const void *sched, const void *state);
 };
 static_assert(offsetof(struct enoki_sched_ops, process) == 72);
+static_assert(offsetof(struct enoki_sched_ops, adopt_state) == 104);
 
 int enoki_register(const struct enoki_sched_ops *ops);
+int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh);
 void enoki_unregister(const struct enoki_sched_ops *ops);
 int enoki_get_topology(struct enoki_topology *topo);
 void enoki_kick_cpu(int cpu, u32 flags);

@@ -6,10 +6,10 @@
  *
  * Owns: the attributes and files; no state of its own.
  *
- * Locks: scheduler and module are read under enoki_mutex, which register
- * and unregister hold while they change them; state, last_exit and the
- * exit dump under enoki_status_lock, which sched_ext's disable worker
- * takes to set them; mode tests enoki.ops with READ_ONCE(); counters are
+ * Locks: scheduler, module and upgrades are read under enoki_mutex,
+ * which register, upgrade and unregister hold while they change them;
+ * state, last_exit and the exit dump under enoki_status_lock, which
+ * sched_ext's disable worker takes to set them; mode tests enoki.ops with READ_ONCE(); counters are
  * per-CPU sums read without a lock; record control goes through
  * enoki_record_set().
  *
@@ -109,6 +109,21 @@ static ssize_t enoki_state_show(struct kobject *kobj,
 	return sysfs_emit(buf, "%s\n", names[state]);
 }
 ENOKI_ATTR_RO(state);
+
+/* live upgrades since boot, and how long the calls were held off (ns) */
+static ssize_t enoki_upgrades_show(struct kobject *kobj,
+				   struct kobj_attribute *attr, char *buf)
+{
+	ssize_t ret;
+
+	mutex_lock(&enoki_mutex);
+	ret = sysfs_emit(buf, "upgrades %llu\nblackout_last_ns %llu\nblackout_max_ns %llu\n",
+			 enoki.upgrades, enoki.blackout_last_ns,
+			 enoki.blackout_max_ns);
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
+ENOKI_ATTR_RO(upgrades);
 
 static ssize_t enoki_nr_tasks_show(struct kobject *kobj,
 				   struct kobj_attribute *attr, char *buf)
@@ -251,6 +266,7 @@ static struct attribute *enoki_attrs[] = {
 	&enoki_attr_rejected.attr,
 	&enoki_attr_last_exit.attr,
 	&enoki_attr_counters.attr,
+	&enoki_attr_upgrades.attr,
 	&enoki_attr_record.attr,
 	&enoki_attr_record_drops.attr,
 	&enoki_attr_abi_version.attr,

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Live upgrade in the real kernel: WFQ replaced by new versions of itself
+//! 51 times under a mixed load (CPU hogs, pipes, fork/exec) with its state
+//! carried over, refusals that leave the running version going, upgrades
+//! between schedulers, and bad input. Every workload process must finish
+//! and the kernel log stay clean.
+
+use enoki_itests::{self as it, field, number, DUMP};
+use serial_test::serial;
+
+/// Upgrades in a row after the first one, alternating two settings.
+const ROUNDS: u64 = 50;
+
+#[test]
+#[serial]
+fn wfq_is_upgraded_live_under_load_and_refusals_change_nothing() {
+    let script = format!(
+        r#"{DUMP}
+ms() {{ awk '{{ printf "%d", $1 * 1000 }}' /proc/uptime; }}
+load() {{ # SECONDS: the mixed load, in the background
+    stress-ng -c 8 --pipe 2 -t "$1"s >/dev/null 2>&1 & hogs=$!
+    ( end=$(( $(ms) + $1 * 1000 )); while [ $(ms) -lt $end ]; do /bin/true; done ) & forks=$!
+}}
+finish() {{ # NAME: waits for the load and reports how it ended
+    rc=0; wait $hogs || rc=$?; echo "$1.hogs-exit $rc"
+    rc=0; wait $forks || rc=$?; echo "$1.forks-exit $rc"
+}}
+try() {{ # NAME CMD...: runs an upgrade that must be refused
+    name=$1; shift
+    rc=0; out=$("$@" 2>&1) || rc=$?
+    echo "$name.rc $rc"
+    echo "$name.error $out"
+    echo "$name.module $(cat /sys/kernel/enoki/module)"
+    echo "$name.state $(cat /sys/kernel/enoki/state)"
+}}
+
+enoki load wfq --mode all >/dev/null
+load 20
+echo "first.out $(enoki upgrade wfq --args period_us=9000)"
+echo "first.module $(cat /sys/kernel/enoki/module)"
+echo "first.args $(cat /sys/module/enoki_wfq_u1/parameters/args)"
+echo "first.old-gone $([ -e /sys/module/enoki_wfq ] && echo no || echo yes)"
+ok=0
+for i in $(seq {ROUNDS}); do
+    if [ $((i % 2)) = 1 ]; then p=6000; else p=9000; fi
+    enoki upgrade wfq --args period_us=$p >/dev/null && ok=$((ok + 1))
+done
+echo "rounds.ok $ok"
+sed 's/^/wfq./' /sys/kernel/enoki/upgrades
+echo "wfq.carried $(dmesg | grep -c 'enoki: upgraded.*state carried')"
+enoki status | grep upgrades
+dump wfq.
+finish wfq
+
+enoki unload >/dev/null
+enoki load buggy --mode all --args bug=prep >/dev/null
+load 10
+try prep enoki upgrade buggy
+enoki upgrade buggy --fresh --args bug=none >/dev/null && echo "prep.fresh ok"
+try adopt enoki upgrade buggy --args bug=adopt
+try mismatch enoki upgrade wfq
+enoki upgrade wfq --fresh >/dev/null && echo "buggy-wfq ok"
+enoki upgrade fifo >/dev/null && echo "wfq-fifo ok"
+enoki upgrade wfq >/dev/null && echo "fifo-wfq ok"
+dump mixed.
+finish mixed
+try unknown enoki upgrade nope
+enoki unload >/dev/null
+try none enoki upgrade wfq
+"#
+    );
+    let dir = it::shared_tempdir();
+    let path = dir.path().join("upgrade.sh");
+    std::fs::write(&path, script).unwrap();
+    let r = it::boot(it::heavy_config(), &format!("sh {}", path.display()));
+    r.assert_exit(0);
+
+    assert!(
+        field(&r, "first.out").starts_with("upgraded enoki_wfq -> enoki_wfq_u1, calls held off"),
+        "{}",
+        field(&r, "first.out")
+    );
+    assert_eq!(field(&r, "first.module"), "enoki_wfq_u1");
+    assert_eq!(
+        field(&r, "first.args"),
+        "period_us=9000",
+        "the new version runs with its own settings"
+    );
+    assert_eq!(
+        field(&r, "first.old-gone"),
+        "yes",
+        "the old module is removed"
+    );
+    assert_eq!(number(&r, "rounds.ok"), ROUNDS);
+    assert_eq!(number(&r, "wfq.upgrades"), ROUNDS + 1);
+    assert_eq!(
+        number(&r, "wfq.carried"),
+        ROUNDS + 1,
+        "WFQ's state went along each time"
+    );
+    let max_us = number(&r, "wfq.blackout_max_ns") / 1000;
+    eprintln!(
+        "calls held off: last {} ns, at most {max_us} us",
+        number(&r, "wfq.blackout_last_ns")
+    );
+    it::assert_enabled(&r, "wfq.");
+    assert_eq!(number(&r, "wfq.pick_errors"), 0);
+    for load in ["wfq", "mixed"] {
+        assert_eq!(
+            field(&r, &format!("{load}.hogs-exit")),
+            "0",
+            "{load}: stress-ng"
+        );
+        assert_eq!(
+            field(&r, &format!("{load}.forks-exit")),
+            "0",
+            "{load}: fork/exec"
+        );
+    }
+
+    for (name, errno, module) in [
+        ("prep", "ECANCELED", "enoki_buggy"),
+        ("adopt", "ECANCELED", "enoki_buggy_u1"),
+        ("mismatch", "EPROTO", "enoki_buggy_u1"),
+    ] {
+        assert_ne!(number(&r, &format!("{name}.rc")), 0, "{name}: refused");
+        let error = field(&r, &format!("{name}.error"));
+        assert!(error.contains(errno), "{name}: {error}");
+        assert!(
+            error.contains("the running scheduler goes on"),
+            "{name}: {error}"
+        );
+        assert_eq!(
+            field(&r, &format!("{name}.module")),
+            module,
+            "{name}: untouched"
+        );
+        assert_eq!(field(&r, &format!("{name}.state")), "enabled", "{name}");
+    }
+    for step in ["prep.fresh", "buggy-wfq", "wfq-fifo", "fifo-wfq"] {
+        assert_eq!(field(&r, step), "ok", "{step}");
+    }
+    it::assert_enabled(&r, "mixed.");
+    assert_eq!(field(&r, "mixed.scheduler"), "wfq");
+    assert!(field(&r, "unknown.error").contains("unknown scheduler 'nope'"));
+    assert!(field(&r, "none.error").contains("no scheduler is running"));
+    r.assert_clean();
+}
