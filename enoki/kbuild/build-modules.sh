@@ -18,7 +18,7 @@
 # recognises a scheduler module by.
 #
 # `build-modules.sh --prune` only removes what is no longer built (no kernel
-# needed); ENOKI_TOP names another tree (for tests). ENOKI_PROFILE=NAME
+# needed); ENOKI_ONLY=NAME builds scheduler NAME alone (`cargo make reload`); ENOKI_TOP names another tree (for tests). ENOKI_PROFILE=NAME
 # builds against another kernel profile (target/kernel-NAME, see
 # kernel/build.sh) into target/modules-NAME.
 set -euo pipefail
@@ -65,6 +65,13 @@ for d in "$gen"/*/; do
 done
 [ "${1:-}" = --prune ] && exit 0
 
+# What this run builds: every scheduler, or ENOKI_ONLY.
+only=${ENOKI_ONLY:-}
+if [ -n "$only" ]; then
+	is_scheduler "$only" || { echo "modules: no scheduler schedulers/$only" >&2; exit 1; }
+	schedulers=("$only")
+fi
+
 # Schedulers are safe Rust on enoki:: alone: the generated crate root
 # forbids unsafe code in them, and this refuses the kernel crate.
 here=$(cd "$(dirname "$0")" && pwd)
@@ -87,7 +94,7 @@ write_if_changed() {
 # Nothing changed since the last build: no work at all.
 stamp=$( (cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
 	"$0" "$here/check-sched-source.sh" "$here/check-sched-lints.sh" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
-if [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
+if [ -z "$only" ] && [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
 	echo "modules: up to date ($(ls "$out" | wc -l) modules in $out)"
 	exit 0
 fi
@@ -137,10 +144,12 @@ for name in "${schedulers[@]}"; do
 	dirs+=("$d")
 done
 hello="$gen/hello"
-mkdir -p "$hello"
-echo 'obj-m := enoki_hello.o' | write_if_changed "$hello/Kbuild"
-cp -p "$top/kernel/module/hello/enoki_hello.rs" "$hello/enoki_hello.rs"
-dirs+=("$hello")
+if [ -z "$only" ]; then
+	mkdir -p "$hello"
+	echo 'obj-m := enoki_hello.o' | write_if_changed "$hello/Kbuild"
+	cp -p "$top/kernel/module/hello/enoki_hello.rs" "$hello/enoki_hello.rs"
+	dirs+=("$hello")
+fi
 
 for d in "${dirs[@]}"; do
 	name=$(basename "$d")
@@ -159,5 +168,5 @@ for d in "${dirs[@]}"; do
 		fi
 	done
 done
-echo "$stamp" >"$gen/stamp"
+[ -n "$only" ] || echo "$stamp" >"$gen/stamp"
 echo "modules: $(ls "$out" | wc -l) modules in $out"

@@ -108,7 +108,9 @@ const STALL_CLASSES: &[Class] = &[
 
 /// The guest script: for each class, load, start the load, wait for the
 /// ejection (polling the state, bounded), wait for every workload process,
-/// report. Then a good scheduler must load.
+/// report. Then a good scheduler must load. The load goes on in rounds
+/// until the ejection (at least 4 s): a cycle needs its CPUs to pick at
+/// the same moment, which an idle machine may take long to do.
 fn script(classes: &[Class]) -> String {
     let mut s = String::from(
         r#"set -e
@@ -120,8 +122,9 @@ state() { cat /sys/kernel/enoki/state; }
         s += &format!(
             r#"enoki load buggy --mode all --watchdog-ms {WATCHDOG_MS} {options} --args {args},after=500 >/dev/null
 t0=$(ms)
-stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1 & load=$!
-( end=$(( $(ms) + 4000 )); while [ $(ms) -lt $end ]; do /bin/true; done ) & forks=$!
+busy() {{ [ $(ms) -lt $((t0 + 4000)) ] || {{ [ "$(state)" = enabled ] && [ $(ms) -lt $((t0 + 60000)) ]; }}; }}
+( while busy; do stress-ng -c 4 --pipe 2 -t 2s >/dev/null 2>&1 || exit; done ) & load=$!
+( while busy; do /bin/true; done ) & forks=$!
 i=0; while [ "$(state)" = enabled ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
 echo "{name} eject-ms $(( $(ms) - t0 ))"
 rc=0; wait $load || rc=$?; echo "{name} load-exit $rc"

@@ -146,3 +146,62 @@ try none enoki upgrade wfq
     assert!(field(&r, "none.error").contains("no scheduler is running"));
     r.assert_clean();
 }
+
+/// The edit-to-running loop with no reboot: a dev VM with a control port
+/// runs WFQ; `control::reload` rebuilds the module on the host and
+/// upgrades the VM to it through the port; the guest then runs the new
+/// version with its new settings.
+#[test]
+#[serial]
+fn reload_upgrades_a_running_dev_vm_through_its_control_port() {
+    use enoki_vm::control;
+    use std::time::{Duration, Instant};
+
+    let dir = it::shared_tempdir();
+    let socket = dir.path().join("control.sock");
+    let vm = it::vm(it::heavy_config().control(&socket));
+    // The guest idles until the host says stop (through the port).
+    let guest = std::thread::spawn(move || {
+        vm.run("mkfifo /tmp/stop && read -r _ </tmp/stop && echo stopped")
+    });
+    let ask = |cmd: &str| {
+        let mut out = Vec::new();
+        let rc = control::run(&socket, cmd, Duration::from_secs(300), &mut out)
+            .unwrap_or_else(|e| panic!("{cmd}: {e:#}"));
+        (rc, String::from_utf8_lossy(&out).into_owned())
+    };
+    // QEMU creates the socket once it runs; the guest reads once booted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU never opened {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        ask("enoki load wfq --mode all"),
+        (0, "loaded wfq (mode all)\n".into())
+    );
+
+    let root = enoki_vm::find_root().unwrap();
+    let mut out = Vec::new();
+    let args = ["--args".to_string(), "period_us=7000".to_string()];
+    let took = control::reload(&root, &socket, "wfq", &args, &mut out).expect("reload");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        out.starts_with("upgraded enoki_wfq -> enoki_wfq_u1, calls held off"),
+        "{out}"
+    );
+    eprintln!("reload: build {:?}, upgrade {:?}", took.build, took.upgrade);
+
+    let (rc, now) = ask("cat /sys/module/enoki_wfq_u1/parameters/args /sys/kernel/enoki/state");
+    assert_eq!((rc, now.as_str()), (0, "period_us=7000\nenabled\n"));
+    assert_eq!(ask("enoki unload >/dev/null && echo >/tmp/stop").0, 0);
+    let r = it::Run {
+        out: guest.join().unwrap().expect("the VM ran"),
+    };
+    r.assert_exit(0);
+    r.assert_clean();
+}

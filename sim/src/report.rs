@@ -90,6 +90,9 @@ pub struct Report {
     pub duration_ns: u64,
     pub nr_cpus: usize,
     pub events: u64,
+    /// Live upgrades during the run (`[[upgrade]]`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub upgrades: usize,
     pub cpus: Vec<CpuReport>,
     pub groups: Vec<GroupReport>,
     pub fairness: Vec<Fairness>,
@@ -98,6 +101,10 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// Violations found beyond the ones kept.
     pub violations_dropped: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Nearest-rank percentile `p` (0..=100) of `v`, sorting it.

@@ -31,6 +31,8 @@ pub struct Spec {
     pub affinity: Vec<AffinityChange>,
     #[serde(default, rename = "renice", skip_serializing_if = "Vec::is_empty")]
     pub renice: Vec<Renice>,
+    #[serde(default, rename = "upgrade", skip_serializing_if = "Vec::is_empty")]
+    pub upgrades: Vec<Upgrade>,
 }
 
 /// The simulated machine: `sockets` × `cores` × `threads`, one NUMA node
@@ -236,6 +238,19 @@ pub struct Renice {
     pub at_ms: u64,
     pub target: String,
     pub nice: i32,
+}
+
+/// At `at_ms`, the scheduler is live-upgraded to a new version of itself
+/// created with `args` (default: the run's), starting from the old one's
+/// state unless `fresh`, as `enoki upgrade` does.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrade {
+    pub at_ms: u64,
+    #[serde(default)]
+    pub args: Option<String>,
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 fn one() -> usize {

@@ -100,6 +100,9 @@ pub struct VmConfig {
     pub log_dir: Option<PathBuf>,
     /// Stops launches from another thread; None: a launch runs to its end.
     pub stop: Option<StopHandle>,
+    /// A unix socket the guest takes commands on (a dev VM, see
+    /// [`crate::control`]); None: no control port.
+    pub control: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -140,7 +143,14 @@ impl VmConfig {
             cwd: None,
             log_dir: None,
             stop: None,
+            control: None,
         }
+    }
+
+    /// Takes commands from the host on the unix socket `socket`.
+    pub fn control(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.control = Some(socket.into());
+        self
     }
 
     pub fn kernel(mut self, p: impl Into<PathBuf>) -> Self {

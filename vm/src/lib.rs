@@ -16,6 +16,7 @@
 pub mod accel;
 mod child;
 mod config;
+pub mod control;
 mod interactive;
 mod launch;
 mod logs;

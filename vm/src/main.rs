@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use enoki_vm::{log_tail, parse_mem_mib, Accel, Purpose, StopHandle, VmConfig};
 use nix::sys::signal::Signal;
@@ -70,6 +71,10 @@ struct Cli {
     /// Print the QEMU command line and exit
     #[arg(long)]
     dry_run: bool,
+    /// Take commands from the host on this unix socket (`cargo make reload`)
+    /// [default for a shell: <root>/target/vm/control.sock]
+    #[arg(long, value_name = "SOCKET")]
+    control: Option<PathBuf>,
     /// Command to run in the guest; none: interactive root shell
     #[arg(
         trailing_var_arg = true,
@@ -136,7 +141,32 @@ fn config(cli: &Cli) -> anyhow::Result<VmConfig> {
     if let Some(t) = cli.timeout {
         cfg = cfg.timeout(Duration::from_secs(t));
     }
+    if let Some(socket) = &cli.control {
+        cfg = cfg.control(socket);
+    }
     Ok(cfg)
+}
+
+/// Makes way for QEMU to listen on `socket`: a socket nobody listens on
+/// (left by a VM that died) goes; a live one is another dev VM's.
+fn claim_socket(socket: &std::path::Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        anyhow::bail!(
+            "another dev VM takes commands on {} (stop it, or pass --control)",
+            socket.display()
+        );
+    }
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", socket.display()))
+        }
+        _ => {
+            if let Some(dir) = socket.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -173,8 +203,19 @@ fn command_line(args: &[std::ffi::OsString]) -> Vec<u8> {
 }
 
 fn run(cli: &Cli, signals: &SignalStop) -> anyhow::Result<ExitCode> {
-    let vm = config(cli)?.stop_on(signals.handle.clone()).build()?;
+    let mut cfg = config(cli)?;
     let cmd = (!cli.cmd.is_empty()).then(|| cli.cmd.join(" "));
+    if !cli.dry_run {
+        // A shell is a dev VM: `cargo make reload` upgrades schedulers in it.
+        if cmd.is_none() && cfg.control.is_none() {
+            let socket = enoki_vm::control::default_socket(&cfg.root);
+            cfg = cfg.control(socket);
+        }
+        if let Some(socket) = &cfg.control {
+            claim_socket(socket)?;
+        }
+    }
+    let vm = cfg.stop_on(signals.handle.clone()).build()?;
     if cli.dry_run {
         let args = vm.qemu_args(cmd.as_deref())?;
         std::io::stdout().write_all(&command_line(&args))?;

@@ -25,6 +25,10 @@ pub const MAX_CMDLINE: usize = 2047;
 /// Name of the virtio-serial port the guest writes its exit status to.
 pub const EXIT_PORT: &str = "enoki.exit";
 
+/// Name of the virtio-serial port a dev VM's guest takes commands on
+/// (see [`crate::control`]).
+pub const CONTROL_PORT: &str = "enoki.control";
+
 /// virtiofs / 9p mount tag of the host share.
 pub const SHARE_TAG: &str = "host";
 
@@ -231,6 +235,16 @@ fn push_consoles(v: &mut Args, plan: &Plan) {
         "-device",
         &format!("virtserialport,bus=vser0.0,chardev=exit0,name={EXIT_PORT}"),
     ]);
+    // Commands from the host, on a socket QEMU listens on.
+    if let Some(socket) = &plan.cfg.control {
+        let mut opt = opt_path("socket,id=ctl0,path=", socket);
+        opt.push(",server=on,wait=off");
+        v.push_os("-chardev", opt);
+        v.push(&[
+            "-device",
+            &format!("virtserialport,bus=vser0.0,chardev=ctl0,name={CONTROL_PORT}"),
+        ]);
+    }
 }
 
 /// The workspace share: vhost-user-fs on virtiofsd's socket, or QEMU's 9p.
@@ -348,6 +362,20 @@ mod tests {
         assert!(a.contains("virtconsole,bus=vser0.0,chardev=con0"));
         assert!(a.contains("-chardev file,id=exit0,path=/tmp/run/exit"));
         assert!(a.contains("virtserialport,bus=vser0.0,chardev=exit0,name=enoki.exit"));
+        assert!(
+            !a.contains("enoki.control"),
+            "a control port only when asked"
+        );
+    }
+
+    #[test]
+    fn a_dev_vm_takes_commands_on_its_control_socket() {
+        let c = cfg().control("/w/enoki/target/vm/control,1.sock");
+        let a = joined(&qemu_args(&plan(&c, None, None)).unwrap());
+        assert!(a.contains(
+            "-chardev socket,id=ctl0,path=/w/enoki/target/vm/control,,1.sock,server=on,wait=off"
+        ));
+        assert!(a.contains("virtserialport,bus=vser0.0,chardev=ctl0,name=enoki.control"));
     }
 
     #[test]

@@ -112,6 +112,9 @@ enum Ev {
     Renice {
         idx: usize,
     },
+    Upgrade {
+        idx: usize,
+    },
 }
 
 /// An event in the queue: ordered by time, then by insertion.
@@ -172,6 +175,9 @@ struct Sim<S: EnokiScheduler> {
     checker: Option<Checker>,
     /// When the scheduler failed (libEnoki answers for it from then on).
     failed_at: Option<u64>,
+    /// Live upgrades done, and why one was refused (which ends the run).
+    upgrades: usize,
+    refused: Option<String>,
     timeline: Option<Vec<Slice>>,
 }
 
@@ -180,6 +186,11 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     cfg.spec.validate()?;
     let clock = Clock::default();
     let record = cfg.record.take();
+    if record.is_some() && !cfg.spec.upgrades.is_empty() {
+        return Err(anyhow!(
+            "recording across a live upgrade is not supported: drop [[upgrade]] or the record"
+        ));
+    }
     let mut sim = Sim::<S>::new(&cfg, clock.clone())?;
     // Installed once the scheduler is loaded: a recording starts with the
     // first message, as Enoki-C's does.
@@ -230,6 +241,8 @@ impl<S: EnokiScheduler> Sim<S> {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             resched: BTreeSet::new(),
             failed_at: None,
+            upgrades: 0,
+            refused: None,
             checker: cfg
                 .check
                 .then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
@@ -283,6 +296,9 @@ impl<S: EnokiScheduler> Sim<S> {
                 self.account(cpu);
             }
             self.handle(ev);
+            if let Some(refused) = self.refused.take() {
+                return Err(anyhow!("{}: {refused}", S::NAME));
+            }
             self.settle();
             self.check();
         }
@@ -320,6 +336,7 @@ impl<S: EnokiScheduler> Sim<S> {
             Ev::Arrival { group } => self.arrival(group),
             Ev::Affinity { idx } => self.change_affinity(idx),
             Ev::Renice { idx } => self.renice(idx),
+            Ev::Upgrade { idx } => self.upgrade(idx),
         }
     }
 

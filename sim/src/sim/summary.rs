@@ -44,6 +44,7 @@ impl<S: EnokiScheduler> Sim<S> {
             duration_ns: end,
             nr_cpus: self.nr_cpus(),
             events: self.events,
+            upgrades: self.upgrades,
             cpus: self
                 .cpus
                 .iter()

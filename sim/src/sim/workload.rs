@@ -222,6 +222,10 @@ impl<S: EnokiScheduler> Sim<S> {
         for (idx, at_ms) in renice.into_iter().enumerate() {
             self.push(at_ms * 1_000_000, Ev::Renice { idx });
         }
+        let upgrades: Vec<u64> = self.spec.upgrades.iter().map(|u| u.at_ms).collect();
+        for (idx, at_ms) in upgrades.into_iter().enumerate() {
+            self.push(at_ms * 1_000_000, Ev::Upgrade { idx });
+        }
     }
 
     fn interarrival(&mut self, rate: f64) -> u64 {
@@ -337,6 +341,26 @@ impl<S: EnokiScheduler> Sim<S> {
         }
         if let Some(g) = self.groups.iter_mut().find(|g| g.name == r.target) {
             g.nice = r.nice;
+        }
+    }
+
+    /// The spec's live upgrade `idx`, from CPU 0; then every CPU picks
+    /// again, as Enoki-C's kick makes them. A refusal ends the run.
+    pub(super) fn upgrade(&mut self, idx: usize) {
+        let u = self.spec.upgrades[idx].clone();
+        let args = u.args.unwrap_or_else(|| self.spec.run.args.clone());
+        self.on(0);
+        match self.d.upgrade(&args, u.fresh, 0) {
+            Ok(()) => {
+                self.upgrades += 1;
+                self.resched.extend(0..self.nr_cpus());
+            }
+            Err(refusal) => {
+                self.refused.get_or_insert(format!(
+                    "the upgrade at {} ms was refused: {refusal}",
+                    u.at_ms
+                ));
+            }
         }
     }
 
