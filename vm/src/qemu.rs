@@ -74,6 +74,12 @@ fn b64(bytes: &[u8]) -> String {
 /// or a path, whose bytes pass untouched).
 pub fn kernel_cmdline(plan: &Plan) -> Result<String> {
     let mut a: Vec<String> = DEFAULT_APPEND.split(' ').map(str::to_owned).collect();
+    if plan.accel != Accel::Kvm {
+        // Emulated CPUs share the host's cores: one the host does not run
+        // for seconds looks locked up to the (buddy) hard lockup detector,
+        // whose report would panic the guest. The soft one stays.
+        a.push("nmi_watchdog=0".into());
+    }
     a.extend(plan.cfg.append.iter().cloned());
     if let Some(share) = &plan.share {
         a.push(format!(
@@ -349,6 +355,12 @@ mod tests {
             let mut p = plan(&c, None, None);
             p.accel = accel;
             assert!(joined(&qemu_args(&p).unwrap()).contains(want), "{accel}");
+            let line = kernel_cmdline(&p).unwrap();
+            assert_eq!(
+                line.contains("nmi_watchdog=0"),
+                accel != Accel::Kvm,
+                "the hard lockup detector only with real CPUs: {accel}"
+            );
         }
     }
 
@@ -408,7 +420,7 @@ mod tests {
         let line = kernel_cmdline(&plan(&c, None, Some(cmd))).unwrap();
         assert!(
             line.starts_with(
-                "console=ttyS0 panic=-1 loglevel=7 nokaslr no_timer_check sched_verbose foo=1 "
+                "console=ttyS0 panic=-1 loglevel=7 nokaslr no_timer_check nmi_watchdog=0 sched_verbose foo=1 "
             ),
             "{line}"
         );
@@ -438,7 +450,7 @@ mod tests {
         let c = cfg();
         let long = "x".repeat(3000);
         let e = kernel_cmdline(&plan(&c, None, Some(&long))).unwrap_err();
-        assert!(e.to_string().contains("would be 4107 bytes"), "{e}");
+        assert!(e.to_string().contains("would be 4122 bytes"), "{e}");
     }
 
     #[test]
