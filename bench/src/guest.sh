@@ -8,6 +8,7 @@
 #   BENCH_ARGS     its parameters (enoki load --args), empty for none
 #   BENCH_TIMEOUT  limit for one run, seconds
 #   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
+# The run list may end with bench_upgrades N (`enoki-bench --upgrades N`).
 # Argument: the run list, a script of one bench_setup call and then
 # bench_run calls.
 
@@ -68,6 +69,37 @@ bench_run() {
 	echo "$status" >"$RAW/$id.status"
 	echo "$t0 $t1" >"$RAW/$id.time"
 	echo "$status ($(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s)"
+}
+
+# bench_upgrades N: Enoki's live upgrade, in this boot: a pipe round trip
+# (enoki-pipe, CPUs 0 and 1), then enoki-schbench before, during and after
+# N upgrades of the scheduler to itself. RAW/upgrade.{pipe,before,during,
+# after} hold the outputs, RAW/upgrade.blackouts each upgrade's blackout
+# (ns), RAW/upgrade.failed the upgrades that failed.
+bench_upgrades() {
+	local n=$1 up
+	echo "bench: live upgrade: $n upgrades of $BENCH_SCHED under enoki-schbench"
+	if ! enoki_load >"$RAW/upgrade.load" 2>&1; then
+		echo "bench: live upgrade: enoki load failed"
+		return
+	fi
+	enoki-pipe -l 20000 --cpus 0,1 >"$RAW/upgrade.pipe" 2>&1
+	enoki-schbench -m 2 -t 2 -w 1 -r 4 >"$RAW/upgrade.before" 2>&1
+	(
+		for _ in $(seq "$n"); do
+			if [ -n "$BENCH_ARGS" ]; then
+				enoki upgrade "$BENCH_SCHED" --args "$BENCH_ARGS"
+			else
+				enoki upgrade "$BENCH_SCHED"
+			fi >/dev/null 2>>"$RAW/upgrade.failed" &&
+				sed -n 's/^blackout_last_ns //p' /sys/kernel/enoki/upgrades
+		done >"$RAW/upgrade.blackouts"
+	) &
+	up=$!
+	enoki-schbench -m 2 -t 2 -w 1 -r 8 >"$RAW/upgrade.during" 2>&1
+	wait "$up"
+	enoki-schbench -m 2 -t 2 -w 1 -r 4 >"$RAW/upgrade.after" 2>&1
+	enoki unload >/dev/null 2>&1
 }
 
 # bench_setup CMD: generates the input data.

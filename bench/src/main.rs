@@ -57,6 +57,12 @@ struct Cli {
     /// call; in meta.note and on stdout). See `record_hooks`.
     #[arg(long)]
     record: bool,
+    /// Also measure live upgrade in the latency boot: N upgrades of the
+    /// scheduler to itself under enoki-schbench; reports the blackout as a
+    /// ratio to a pipe round trip and schbench's p99 before, during and
+    /// after (in meta.note and on stdout). See `upgrade_report`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    upgrades: usize,
     /// Output directory (default: <workspace>/target/bench/<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -81,6 +87,68 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
             (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
         }
     })
+}
+
+/// The live-upgrade target: the blackout (median) at most this fraction of
+/// a pipe round trip (the paper: 1.5 us against 3 us).
+const UPGRADE_TARGET: f64 = 0.3;
+
+/// The live-upgrade measurement (`--upgrades`): blackout against a pipe
+/// round trip, and schbench's p99 before, during and after the upgrades.
+fn upgrade_report(raw: &Path) -> Vec<String> {
+    let read = |name: &str| fs::read_to_string(raw.join(format!("upgrade.{name}")));
+    let Ok(blackouts) = read("blackouts") else {
+        return Vec::new();
+    };
+    let ns: Vec<f64> = blackouts
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let failed = read("failed").map_or(0, |f| f.lines().filter(|l| !l.is_empty()).count());
+    let mut lines = vec![format!(
+        "live upgrade: {} upgrades done, {failed} error lines",
+        ns.len()
+    )];
+    let (Some(med), Some(max)) = (median(ns.clone()), ns.iter().copied().reduce(f64::max)) else {
+        return lines;
+    };
+    let rt_us = read("pipe")
+        .ok()
+        .and_then(|t| last_value(&t, "usecs_per_op"));
+    lines.push(match rt_us {
+        Some(rt) => {
+            let ratio = med / 1e3 / rt;
+            let verdict = if ratio <= UPGRADE_TARGET {
+                "met"
+            } else {
+                "missed"
+            };
+            format!(
+                "live upgrade: blackout median {:.1} us, max {:.1} us; pipe round trip {rt:.1} us; \
+                 blackout/round trip {ratio:.2} (target <= {UPGRADE_TARGET}: {verdict})",
+                med / 1e3,
+                max / 1e3
+            )
+        }
+        None => format!(
+            "live upgrade: blackout median {:.1} us, max {:.1} us; no pipe round trip measured",
+            med / 1e3,
+            max / 1e3
+        ),
+    });
+    let p99 = |name: &str| {
+        read(name)
+            .ok()
+            .and_then(|t| last_value(&t, "p99_us"))
+            .map_or("-".into(), |v| format!("{v:.0} us"))
+    };
+    lines.push(format!(
+        "live upgrade: enoki-schbench p99 before {}, during {}, after {}",
+        p99("before"),
+        p99("during"),
+        p99("after")
+    ));
+    lines
 }
 
 /// Recorded vs unrecorded Enoki runs (`--record`): one line per workload
@@ -390,9 +458,20 @@ fn by_purpose(ws: &[Workload]) -> Vec<(enoki_vm::Purpose, Vec<Workload>)> {
 /// Boots one VM for `purpose` and runs the guest script on `ws` in it.
 fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) -> Result<Boot> {
     let runs = d.dir.join(format!("runs-{purpose}.sh"));
-    fs::write(&runs, run_list(cli, ws))?;
+    let mut list = run_list(cli, ws);
+    // Upgrades disturb latency the most: measured where latency is.
+    let upgrades = if purpose == enoki_vm::Purpose::Latency {
+        cli.upgrades
+    } else {
+        0
+    };
+    if upgrades > 0 {
+        let _ = writeln!(list, "bench_upgrades {upgrades}");
+    }
+    fs::write(&runs, list)?;
     let runs_total = (cli.reps * ws.len() * 2) as u64;
-    let vm_timeout = Duration::from_secs(600 + runs_total * (cli.run_timeout + 15));
+    let vm_timeout =
+        Duration::from_secs(600 + runs_total * (cli.run_timeout + 15) + 60 + 10 * upgrades as u64);
     let vm = enoki_vm::VmConfig::new()?
         .purpose(purpose)
         .timeout(vm_timeout)
@@ -463,10 +542,15 @@ fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) ->
         }),
         kernel_log_problems: boots.iter().flat_map(|b| b.out.problems()).collect(),
         record: cli.record,
-        note: if cli.record {
-            record_overhead(ws, cli.reps, raw).join("\n")
-        } else {
-            String::new()
+        note: {
+            let mut note = Vec::new();
+            if cli.record {
+                note.extend(record_overhead(ws, cli.reps, raw));
+            }
+            if cli.upgrades > 0 {
+                note.extend(upgrade_report(raw));
+            }
+            note.join("\n")
         },
     }
 }
@@ -651,6 +735,31 @@ mod tests {
             "bytes_per_call 91.5\nduration_s 2.5\n",
         );
         assert!(record_overhead(&ws, 1, dir.path())[0].contains("time x1.250"));
+    }
+
+    #[test]
+    fn upgrade_report_sets_the_blackout_against_a_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(upgrade_report(dir.path()).is_empty(), "nothing measured");
+        let w =
+            |name: &str, s: &str| fs::write(dir.path().join(format!("upgrade.{name}")), s).unwrap();
+        w("blackouts", "3000\n1000\n2000\n9000\n");
+        w("pipe", "loops 20000\nusecs_per_op 10.000\n");
+        w("before", "p50_us 10\np99_us 40\n");
+        w("during", "p99_us 900\n");
+        let lines = upgrade_report(dir.path());
+        assert_eq!(lines[0], "live upgrade: 4 upgrades done, 0 error lines");
+        assert_eq!(
+            lines[1],
+            "live upgrade: blackout median 2.5 us, max 9.0 us; pipe round trip 10.0 us; \
+             blackout/round trip 0.25 (target <= 0.3: met)"
+        );
+        assert_eq!(
+            lines[2],
+            "live upgrade: enoki-schbench p99 before 40 us, during 900 us, after -"
+        );
+        w("pipe", "usecs_per_op 5.0\n");
+        assert!(upgrade_report(dir.path())[1].ends_with("0.50 (target <= 0.3: missed)"));
     }
 
     #[test]
