@@ -34,7 +34,9 @@ const WATCHDOG_MS: u64 = 2000;
 const CYCLE_OPTIONS: &str = "--lock-timeout-ms 1000";
 
 /// libEnoki catches these at the acquisition (or call end, or budget):
-/// the bound is the arming (500 picks) plus emulation overhead.
+/// the bound is the arming (500 picks) plus emulation overhead; a cycle
+/// also needs its CPUs to pick at the same moment, which emulated CPUs on
+/// a busy 2-core host may take long to do.
 const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "aa",
@@ -48,14 +50,14 @@ const LOCK_CLASSES: &[Class] = &[
         args: "bug=cycle,cpus=2",
         options: CYCLE_OPTIONS,
         reason: "ABBA deadlock",
-        eject_ms: 10000,
+        eject_ms: 30000,
     },
     Class {
         name: "cycle3",
         args: "bug=cycle,cpus=3",
         options: CYCLE_OPTIONS,
         reason: "lock cycle of 3 CPUs",
-        eject_ms: 10000,
+        eject_ms: 30000,
     },
     Class {
         name: "leak",

@@ -29,9 +29,9 @@ use enoki::{
 /// Spins a CPU of a `cycle` holds its own queue before it takes the next
 /// one: a window for the other CPUs to take theirs (a plain spin, not a
 /// `Shared` poll, so the kernel record stays small and replays exactly).
-/// About a millisecond: emulated CPUs that share two host cores seldom
-/// run at the same moment, and the cycle needs them to.
-const HOLD_SPINS: u32 = 1 << 17;
+/// Short: under emulation a `pause` can cost a microsecond, and a longer
+/// hold on every pick starved sched_ext's watchdog work into a stall.
+const HOLD_SPINS: u32 = 1 << 14;
 
 /// The bug, from `bug=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
