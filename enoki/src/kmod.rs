@@ -89,9 +89,13 @@ pub(super) fn lock_event(addr: usize, acquire: bool) {
     }
 }
 
-/// Calls run with interrupts off, so a lock holder is never descheduled:
-/// a wait this long is a bug (the module's `lock_timeout_ms` sets it).
-pub(super) const DEFAULT_LOCK_TIMEOUT_NS: u64 = 100_000_000;
+/// Calls run with interrupts off, so the guest never deschedules a lock
+/// holder; a hypervisor can, though (a vCPU it does not run for a while,
+/// seen for over 100 ms under emulation on a busy host): a second is far
+/// beyond any legitimate wait and still far under the watchdog. The
+/// module's `lock_timeout_ms` sets it (0: this, capped at half the
+/// watchdog).
+pub(super) const DEFAULT_LOCK_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// This CPU, inside a scheduler call; `None` elsewhere (module init may
 /// sleep and move between CPUs, so it cannot have a CPU's context).
@@ -234,6 +238,11 @@ impl Params {
             return Err(InitError::InvalidArgument("watchdog_ms (500..=30000)"));
         }
         // Well under the watchdog, so a deadlock is ours to report.
+        let default_ms = (DEFAULT_LOCK_TIMEOUT_NS / 1_000_000) as u32;
+        let lock_timeout_ms = match lock_timeout_ms {
+            0 => default_ms.min(watchdog_ms / 2),
+            ms => ms,
+        };
         if !(1..=watchdog_ms / 2).contains(&lock_timeout_ms) {
             return Err(InitError::InvalidArgument(
                 "lock_timeout_ms (1..=watchdog_ms/2)",

@@ -27,10 +27,11 @@ const SITE: &str = "buggy/src/lib.rs:";
 /// sched_ext's watchdog for the classes only it can catch.
 const WATCHDOG_MS: u64 = 2000;
 
-/// For cycles: the longest lock timeout the watchdog allows. An emulated
-/// CPU the host deschedules while it holds its queue can keep the others
-/// waiting past the default 100 ms before the cycle closes, which would be
-/// reported as a timeout.
+/// For cycles: the longest lock timeout the watchdog allows (the default
+/// here too, stated so the test does not hang on it). An emulated CPU the
+/// host deschedules while it holds its queue can keep the others waiting
+/// long before the cycle closes, which a short timeout reports as a
+/// timeout.
 const CYCLE_OPTIONS: &str = "--lock-timeout-ms 1000";
 
 /// libEnoki catches these at the acquisition (or call end, or budget):

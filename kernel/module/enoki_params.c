@@ -27,9 +27,9 @@ char *enoki_param_args = "";
 module_param_named(args, enoki_param_args, charp, 0444);
 MODULE_PARM_DESC(args, "scheduler-specific key=value,... settings");
 
-unsigned int enoki_param_lock_timeout_ms = 100;
+unsigned int enoki_param_lock_timeout_ms;
 module_param_named(lock_timeout_ms, enoki_param_lock_timeout_ms, uint, 0444);
-MODULE_PARM_DESC(lock_timeout_ms, "fail a lock wait or a call this long and eject the scheduler (1..watchdog_ms/2)");
+MODULE_PARM_DESC(lock_timeout_ms, "fail a lock wait or a call this long and eject the scheduler (1..watchdog_ms/2; 0: 1000, at most watchdog_ms/2)");
 
 char *enoki_param_upgrade = "";
 module_param_named(upgrade, enoki_param_upgrade, charp, 0444);
