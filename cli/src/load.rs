@@ -178,9 +178,8 @@ pub fn scheduler_ended(sysfs: &Path) -> Result<bool, Error> {
     ))
 }
 
-/// Checks everything that can be checked before asking the kernel, and
-/// returns the module file to load.
-pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
+/// The module file of scheduler `sched`, on a kernel with Enoki.
+pub fn scheduler_module(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
     if !paths.sysfs.is_dir() {
         return Err(Error::NoEnoki(paths.sysfs.clone()));
     }
@@ -192,6 +191,13 @@ pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
             dir: paths.module_dir.clone(),
         });
     }
+    Ok(ko)
+}
+
+/// Checks everything that can be checked before asking the kernel, and
+/// returns the module file to load.
+pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
+    let ko = scheduler_module(paths, sched)?;
     if let Some(loaded) = loaded_scheduler(&paths.sysfs)? {
         if !scheduler_ended(&paths.sysfs)? {
             return Err(Error::AlreadyLoaded(loaded));

@@ -9,7 +9,7 @@
 //! (Enoki-C's `enoki_upgrade()`); the replaced module is then removed.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::kmod::{delete_module, init_module, DeleteModuleFlags};
@@ -106,7 +106,7 @@ pub fn upgrade(
     params: &LoadParams,
     start: Start,
 ) -> Result<Upgraded, Error> {
-    let ko = module_file(paths, sched)?;
+    let ko = load::scheduler_module(paths, sched)?;
     let running = running_module(paths)?;
     let to = next_module_name(sched, |name| sysmodule.join(name).exists());
     let mut image = std::fs::read(&ko).map_err(|e| Error::io(&ko, e))?;
@@ -133,24 +133,6 @@ pub fn upgrade(
         to,
         old_module_left,
     })
-}
-
-/// The module file of scheduler `sched`.
-fn module_file(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
-    if !paths.sysfs.is_dir() {
-        return Err(Error::NoEnoki(paths.sysfs.clone()));
-    }
-    let known = load::available_schedulers(&paths.module_dir)?;
-    if !known.iter().any(|k| k == sched) {
-        return Err(Error::UnknownScheduler {
-            name: sched.into(),
-            available: known,
-            dir: paths.module_dir.clone(),
-        });
-    }
-    Ok(paths
-        .module_dir
-        .join(format!("{}.ko", load::module_name(sched))))
 }
 
 /// The module of the scheduler running now.

@@ -9,6 +9,14 @@ use common::*;
 use enoki::upgrade::Refusal;
 use enoki::{InitError, Pid};
 
+/// The tasks of `pids` not running on CPU 0 (so waiting there).
+fn waiting_on_cpu0(m: &Machine, pids: &[Pid]) -> Vec<Pid> {
+    pids.iter()
+        .copied()
+        .filter(|p| m.running(0) != Some(*p))
+        .collect()
+}
+
 /// How far each task waiting on CPU 0 is ahead of the first of them
 /// (tasks waiting on one queue keep these gaps while they wait).
 fn gaps(m: &Machine, waiting: &[Pid]) -> Vec<(Pid, i64)> {
@@ -36,11 +44,7 @@ fn an_upgrade_mid_workload_keeps_every_task_in_its_fair_order() {
         m.spawn(pid, all(), 0, 1);
     }
     m.run(20);
-    let waiting: Vec<Pid> = pids
-        .iter()
-        .copied()
-        .filter(|p| m.running(0) != Some(*p))
-        .collect();
+    let waiting = waiting_on_cpu0(&m, &pids);
     let before = gaps(&m, &waiting);
     assert!(
         before.iter().any(|(_, gap)| *gap != 0),
@@ -83,11 +87,7 @@ fn a_fresh_upgrade_drops_the_state_but_keeps_every_task() {
 #[test]
 fn a_refused_upgrade_leaves_the_running_version_untouched() {
     let (mut m, pids) = uneven_cpu0();
-    let waiting: Vec<Pid> = pids
-        .iter()
-        .copied()
-        .filter(|p| m.running(0) != Some(*p))
-        .collect();
+    let waiting = waiting_on_cpu0(&m, &pids);
     let before = gaps(&m, &waiting);
     let refused = m.act(|d| d.upgrade("period_us=0", false, 0));
     assert_eq!(
