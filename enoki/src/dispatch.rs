@@ -278,6 +278,11 @@ impl<S: EnokiScheduler> Loaded<S> {
             allowed: CpuSet::from_words(m.allowed),
         };
         let mut gens = self.gens.lock()?;
+        if gens.get(m.pid) == Some(&m.generation) {
+            // Met already: an upgrade introduces every task, then tells of
+            // the changes since, which may include this same task_new.
+            return Ok(true);
+        }
         if gens.get(m.pid).is_some_and(|g| *g != m.generation) {
             self.sched.task_dead(m.pid)?;
             gens.remove(m.pid);
@@ -400,6 +405,18 @@ mod tests {
         );
         l.handle(&mut task_msg(kind::TASK_DEAD, 7, 2));
         assert_eq!(l.scheduler().take(), [("dead", 7)]);
+    }
+
+    #[test]
+    fn a_task_met_twice_is_introduced_once() {
+        let l = loaded();
+        let mut first = task_msg(kind::TASK_NEW, 7, 3);
+        l.handle(&mut first);
+        // An upgrade's log of changes may repeat the task_new it met.
+        let mut again = task_msg(kind::TASK_NEW, 7, 3);
+        l.handle(&mut again);
+        assert_eq!(l.scheduler().take(), [("new", 7)]);
+        assert_eq!(again.ret, first.ret);
     }
 
     #[test]

@@ -293,11 +293,13 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
         Ok(())
     }
 
-    /// Live upgrade: this version, just created by [`Self::init`], takes
-    /// over from the previous one, whose state is `state`; every CPU's
-    /// calls are held off. Its tasks arrive next, through `task_new` and,
-    /// for those waiting to run, `task_wakeup`. An error refuses the
-    /// upgrade (the previous version keeps running).
+    /// Live upgrade: this version, created by [`Self::init`], takes over
+    /// from the previous one, whose state is `state`; every CPU's calls
+    /// are held off. Every task has already met this version through
+    /// `task_new` (and any change since, through the usual messages), but
+    /// none has been woken: those waiting to run arrive next, through
+    /// `task_wakeup`. An error refuses the upgrade (the previous version
+    /// keeps running).
     fn reregister_init(&self, _state: &Self::UpgradeState) -> Result {
         Ok(())
     }

@@ -1,19 +1,26 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Live upgrade in the real kernel: WFQ replaced by new versions of itself
 //! 51 times under a mixed load (CPU hogs, pipes, fork/exec) with its state
-//! carried over, refusals that leave the running version going, upgrades
+//! carried over, the first 10 recorded (the trace replays up to the first
+//! upgrade), refusals that leave the running version going, upgrades
 //! between schedulers, and bad input. Every workload process must finish
 //! and the kernel log stay clean.
 
 use enoki_itests::{self as it, field, number, DUMP};
 use serial_test::serial;
 
-/// Upgrades in a row after the first one, alternating two settings.
+/// Upgrades in a row besides the one whose names are checked, alternating
+/// two settings.
 const ROUNDS: u64 = 50;
+/// The first rounds, recorded from the load of WFQ on (a trace replays
+/// only from a scheduler's first message).
+const RECORDED: u64 = 10;
 
 #[test]
 #[serial]
 fn wfq_is_upgraded_live_under_load_and_refusals_change_nothing() {
+    let dir = it::shared_tempdir();
+    let trace = dir.path().join("upgrades.enk");
     let script = format!(
         r#"{DUMP}
 ms() {{ awk '{{ printf "%d", $1 * 1000 }}' /proc/uptime; }}
@@ -34,18 +41,29 @@ try() {{ # NAME CMD...: runs an upgrade that must be refused
     echo "$name.state $(cat /sys/kernel/enoki/state)"
 }}
 
-enoki load wfq --mode all >/dev/null
-load 20
-echo "first.out $(enoki upgrade wfq --args period_us=9000)"
-echo "first.module $(cat /sys/kernel/enoki/module)"
-echo "first.args $(cat /sys/module/enoki_wfq_u1/parameters/args)"
-echo "first.old-gone $([ -e /sys/module/enoki_wfq ] && echo no || echo yes)"
+cat > /tmp/rounds.sh <<'R'
+# FIRST LAST NAME: upgrades FIRST..LAST, alternating two settings
 ok=0
-for i in $(seq {ROUNDS}); do
+for i in $(seq $1 $2); do
     if [ $((i % 2)) = 1 ]; then p=6000; else p=9000; fi
     enoki upgrade wfq --args period_us=$p >/dev/null && ok=$((ok + 1))
 done
-echo "rounds.ok $ok"
+echo "$3.ok $ok"
+R
+
+load 30
+rc=0
+enoki record -o /tmp/up.enk --load wfq --mode all -- sh -c \
+    'enoki-pipe -l 2000 >/dev/null; sh /tmp/rounds.sh 1 {RECORDED} recorded' \
+    >/tmp/record.out 2>&1 || rc=$?
+echo "record.exit $rc"
+sed 's/^/record./' /tmp/record.out
+cp /tmp/up.enk {trace}
+echo "named.out $(enoki upgrade wfq --args period_us=9000)"
+echo "named.module $(cat /sys/kernel/enoki/module)"
+echo "named.args $(cat /sys/module/enoki_wfq_u1/parameters/args)"
+echo "named.old-gone $([ -e /sys/module/enoki_wfq ] && echo no || echo yes)"
+sh /tmp/rounds.sh {RECORDED1} {ROUNDS} after
 sed 's/^/wfq./' /sys/kernel/enoki/upgrades
 echo "wfq.carried $(dmesg | grep -c 'enoki: upgraded.*state carried')"
 enoki status | grep upgrades
@@ -67,31 +85,37 @@ finish mixed
 try unknown enoki upgrade nope
 enoki unload >/dev/null
 try none enoki upgrade wfq
-"#
+"#,
+        RECORDED1 = RECORDED + 1,
+        trace = trace.display(),
     );
-    let dir = it::shared_tempdir();
     let path = dir.path().join("upgrade.sh");
     std::fs::write(&path, script).unwrap();
     let r = it::boot(it::heavy_config(), &format!("sh {}", path.display()));
     r.assert_exit(0);
 
     assert!(
-        field(&r, "first.out").starts_with("upgraded enoki_wfq -> enoki_wfq_u1, calls held off"),
+        field(&r, "named.out").starts_with("upgraded enoki_wfq -> enoki_wfq_u1, calls held off"),
         "{}",
-        field(&r, "first.out")
+        field(&r, "named.out")
     );
-    assert_eq!(field(&r, "first.module"), "enoki_wfq_u1");
+    assert_eq!(field(&r, "named.module"), "enoki_wfq_u1");
     assert_eq!(
-        field(&r, "first.args"),
+        field(&r, "named.args"),
         "period_us=9000",
         "the new version runs with its own settings"
     );
     assert_eq!(
-        field(&r, "first.old-gone"),
+        field(&r, "named.old-gone"),
         "yes",
         "the old module is removed"
     );
-    assert_eq!(number(&r, "rounds.ok"), ROUNDS);
+    let ok: u64 = ["record.recorded", "after"]
+        .iter()
+        .map(|part| number(&r, &format!("{part}.ok")))
+        .sum();
+    assert_eq!(ok, ROUNDS);
+    assert_recorded_upgrades_replay_up_to_the_first(&r, &trace);
     assert_eq!(number(&r, "wfq.upgrades"), ROUNDS + 1);
     assert_eq!(
         number(&r, "wfq.carried"),
@@ -145,6 +169,29 @@ try none enoki upgrade wfq
     assert!(field(&r, "unknown.error").contains("unknown scheduler 'nope'"));
     assert!(field(&r, "none.error").contains("no scheduler is running"));
     r.assert_clean();
+}
+
+/// The rounds recorded went into the trace, and the trace replays on the
+/// host without divergence up to the first of them.
+fn assert_recorded_upgrades_replay_up_to_the_first(r: &it::Run, trace: &std::path::Path) {
+    assert_eq!(field(r, "record.exit"), "0");
+    assert_eq!(number(r, "record.recorded.ok"), RECORDED);
+    assert_eq!(number(r, "record.upgrades"), RECORDED);
+    let mut reader = enoki_sim::trace::TraceReader::open(trace).expect("reading the trace");
+    let header = reader.header().clone();
+    assert_eq!(header.scheduler, "wfq");
+    assert_eq!(header.args, "", "the version loaded at the start");
+    let wfq = enoki_sim::registry::find("wfq").unwrap();
+    let rep = (wfq.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
+    assert!(rep.read_error.is_none(), "{:?}", rep.read_error);
+    if let Some(d) = &rep.divergence {
+        let keep = it::shared_tempdir().keep().join("diverged.enk");
+        std::fs::copy(trace, &keep).unwrap();
+        panic!("replay diverged (trace kept at {}):\n{d}", keep.display());
+    }
+    let upgrade = rep.upgrade.expect("replay stopped at the first upgrade");
+    assert_ne!(upgrade.state, 0, "WFQ's state was carried");
+    assert!(rep.messages > 1000, "{} messages before it", rep.messages);
 }
 
 /// The edit-to-running loop with no reboot: a dev VM with a control port

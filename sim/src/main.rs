@@ -140,6 +140,15 @@ struct ReplayArgs {
     /// the recorded order (for kernel traces, where calls overlap)
     #[arg(long)]
     by_locks: bool,
+    /// End at the first message numbered SEQ or later, calling
+    /// `enoki_sim::replay::stop::stopped_before` just before handing it to
+    /// the scheduler: break there in gdb to step into that call
+    #[arg(long, value_name = "SEQ")]
+    stop_before: Option<u64>,
+    /// Replay up to the first divergence, then again to stop just before
+    /// it, as --stop-before would
+    #[arg(long, conflicts_with = "stop_before")]
+    stop_at_divergence: bool,
 }
 
 #[derive(Args)]
@@ -445,16 +454,26 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             header.scheduler
         )
     })?;
-    let opts = ReplayOptions {
+    let mut opts = ReplayOptions {
         context: a.context,
         timeline: a.perfetto.is_some(),
+        stop_before: a.stop_before,
     };
     let run = if a.by_locks {
         entry.replay_by_locks
     } else {
         entry.replay
     };
-    let rep = run(&header, &mut reader, &opts)?;
+    let mut rep = run(&header, &mut reader, &opts)?;
+    if let (true, Some(d)) = (a.stop_at_divergence, &rep.divergence) {
+        eprintln!(
+            "replaying again, to stop before the divergence at seq {}",
+            d.record.seq
+        );
+        opts.stop_before = Some(d.record.seq);
+        let mut reader = TraceReader::open(&a.trace)?;
+        rep = run(&header, &mut reader, &opts)?;
+    }
     for n in &rep.notices {
         eprintln!("notice: {n}");
     }
@@ -480,7 +499,7 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             "scheduler": rep.scheduler, "recorded_scheduler": header.scheduler, "build_id": header.build_id,
             "messages": rep.messages, "lock_events": rep.lock_events, "seq_gaps": rep.seq_gaps,
             "notices": rep.notices, "divergence": d, "read_error": rep.read_error.as_ref().map(|e| e.to_string()),
-            "gap": rep.gap, "fault": rep.fault.map(|f| f.to_string()),
+            "gap": rep.gap, "upgrade": rep.upgrade, "stopped_at": rep.stopped_at, "fault": rep.fault.map(|f| f.to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -505,16 +524,31 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             rep.messages
         );
     }
-    if let (Some(g), None) = (&rep.gap, &rep.divergence) {
-        let line = format!(
-            "{g}: replay stopped there; no divergence in the {} messages before it",
-            rep.messages
-        );
+    let stop = match (&rep.gap, &rep.upgrade) {
+        (Some(g), _) => Some(format!("{g}: replay stopped there")),
+        (None, Some(u)) => Some(format!(
+            "{u}: replay stopped there, at the end of the recorded version"
+        )),
+        (None, None) => None,
+    };
+    let say = |line: String| {
         if a.json {
             eprintln!("{line}");
         } else {
             println!("{line}");
         }
+    };
+    if let (Some(stop), None) = (stop, &rep.divergence) {
+        say(format!(
+            "{stop}; no divergence in the {} messages before it",
+            rep.messages
+        ));
+    }
+    if let Some(seq) = rep.stopped_at {
+        say(format!(
+            "stopped at seq {seq} as asked: its message was the last replayed, \
+             right after a call to enoki_sim::replay::stop::stopped_before"
+        ));
     }
     Ok(match (&rep.divergence, &rep.read_error, &rep.gap) {
         (Some(_), _, _) => 1,

@@ -367,3 +367,39 @@ fn a_kernel_recording_with_a_gap_replays_up_to_it() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_recording_across_an_upgrade_replays_up_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("upgraded.toml");
+    let mixed = std::fs::read_to_string("examples/mixed.toml").unwrap();
+    std::fs::write(&spec, format!("{mixed}\n[[upgrade]]\nat_ms = 20\n")).unwrap();
+    let trace = dir.path().join("run.enk");
+    let (s, t) = (spec.to_str().unwrap(), trace.to_str().unwrap());
+    let o = sim(&[
+        "--sched",
+        "wfq",
+        "--spec",
+        s,
+        "--duration-ms",
+        "40",
+        "--record",
+        t,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for extra in [None, Some("--by-locks")] {
+        let o = sim(&["replay", t].into_iter().chain(extra).collect::<Vec<_>>());
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{extra:?}: {stdout}{stderr}");
+        assert!(
+            stdout.contains("the scheduler was live-upgraded at seq")
+                && stdout.contains("(the new version took over state 0x")
+                && stdout.contains("replay stopped there, at the end of the recorded version"),
+            "{extra:?}: {stdout}"
+        );
+    }
+    let o = sim(&["replay", t, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["upgrade"]["seq"].as_u64().unwrap() > 100, "{v}");
+    assert!(v["divergence"].is_null() && v["gap"].is_null(), "{v}");
+}

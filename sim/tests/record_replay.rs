@@ -156,7 +156,7 @@ fn nondeterministic_scheduler_diverges_on_replay() {
         &mut reader,
         &ReplayOptions {
             context: 4,
-            timeline: false,
+            ..ReplayOptions::default()
         },
     )
     .unwrap();
@@ -305,7 +305,9 @@ fn records_carry_cpu_seq_and_time() {
                 held.push(addr);
             }
             Event::LockRelease { addr } => assert_eq!(held.pop(), Some(addr)),
-            Event::Gap { .. } => panic!("the simulator's recorder loses nothing"),
+            Event::Gap { .. } | Event::Upgrade { .. } => {
+                panic!("the simulator lost nothing and upgraded nothing")
+            }
         }
         last_seq = r.seq;
         last_time = r.time_ns;
@@ -538,4 +540,49 @@ fn lock_ordered_replay_refuses_another_schedulers_trace() {
     header.scheduler = "wfq".into();
     let entry = registry::find("fifo").unwrap();
     assert!((entry.replay_by_locks)(&header, &mut reader, &ReplayOptions::default()).is_err());
+}
+
+#[test]
+fn a_replay_asked_to_stop_ends_with_that_message() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let recs = normalized(&bytes);
+    let header = TraceReader::new(Cursor::new(&bytes))
+        .unwrap()
+        .header()
+        .clone();
+    let msgs: Vec<&Record> = recs
+        .iter()
+        .filter(|r| matches!(r.event, Event::Msg(_)))
+        .collect();
+    let at = msgs[msgs.len() / 2].seq;
+    let opts = ReplayOptions {
+        stop_before: Some(at),
+        ..ReplayOptions::default()
+    };
+    for by_locks in [false, true] {
+        let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+        let rep = if by_locks {
+            replay_by_locks::<Fifo>(&header, &mut reader, &opts)
+        } else {
+            replay::<Fifo>(&header, &mut reader, &opts)
+        }
+        .unwrap();
+        assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+        assert_eq!(rep.stopped_at, Some(at), "by_locks {by_locks}");
+        assert_eq!(rep.messages, messages_before(&recs, at) + 1);
+    }
+    // A lock event's number stops before the next message.
+    let lock = recs
+        .iter()
+        .find(|r| r.seq > at && matches!(r.event, Event::LockAcquire { .. }))
+        .unwrap();
+    let next = msgs.iter().find(|r| r.seq > lock.seq).unwrap().seq;
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let opts = ReplayOptions {
+        stop_before: Some(lock.seq),
+        ..ReplayOptions::default()
+    };
+    let rep = replay::<Fifo>(&header, &mut reader, &opts).unwrap();
+    assert_eq!(rep.stopped_at, Some(next));
 }

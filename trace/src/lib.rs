@@ -56,6 +56,10 @@
 //!   a full ring (u64, at least 1), then 8 reserved bytes (0). Its sequence
 //!   number is the first lost event's, so it stands where they would have
 //!   been; the other lost events' numbers are missing from the trace.
+//! - type 5, upgrade (length 40): the scheduler was live-upgraded at this
+//!   point, every call held off: records after it are the new version's.
+//!   The state fingerprint the new version took over (u64; 0 if it started
+//!   fresh), then 8 reserved bytes (0).
 //!
 //! The types and fields are those of Enoki-C's `struct enoki_rec` (enoki.h),
 //! whose rings the kernel recorder drains: [`Record::from_kernel`] converts
@@ -110,6 +114,7 @@ pub mod rtype {
     pub const LOCK_ACQUIRE: u8 = rec_type::LOCK_ACQUIRE as u8;
     pub const LOCK_RELEASE: u8 = rec_type::LOCK_RELEASE as u8;
     pub const GAP: u8 = rec_type::GAP as u8;
+    pub const UPGRADE: u8 = rec_type::UPGRADE as u8;
 }
 
 const BLOCK_HEADER: usize = 24;
@@ -245,6 +250,10 @@ pub enum Event {
     /// `lost` events of the record's CPU were lost to a full ring, from the
     /// record's sequence number on: the trace has a hole here.
     Gap { lost: u64 },
+    /// The scheduler was live-upgraded here (every call held off): what
+    /// follows went to the new version, which took over the state with
+    /// fingerprint `state` (0: it started fresh).
+    Upgrade { state: u64 },
 }
 
 /// An event with where and when it happened.
@@ -354,6 +363,7 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::LockAcquire { .. } => (rtype::LOCK_ACQUIRE, RECORD_PREFIX + 16),
             Event::LockRelease { .. } => (rtype::LOCK_RELEASE, RECORD_PREFIX + 16),
             Event::Gap { .. } => (rtype::GAP, RECORD_PREFIX + 16),
+            Event::Upgrade { .. } => (rtype::UPGRADE, RECORD_PREFIX + 16),
         };
         let b = &mut self.block;
         b.push(ty);
@@ -366,7 +376,8 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::Msg(m) => b.extend_from_slice(&msg_to_bytes(&m)),
             Event::LockAcquire { addr: word }
             | Event::LockRelease { addr: word }
-            | Event::Gap { lost: word } => {
+            | Event::Gap { lost: word }
+            | Event::Upgrade { state: word } => {
                 b.extend_from_slice(&word.to_le_bytes());
                 b.extend_from_slice(&0u64.to_le_bytes());
             }
@@ -807,7 +818,9 @@ impl<R: Read> TraceReader<R> {
                 rtype::MSG => <&[u8; MSG_BYTES]>::try_from(body)
                     .ok()
                     .map(|b| Event::Msg(msg_from_bytes(b))),
-                rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE | rtype::GAP => Self::word(ty, body),
+                rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE | rtype::GAP | rtype::UPGRADE => {
+                    Self::word(ty, body)
+                }
                 _ => None,
             };
             self.pos += len;
@@ -824,7 +837,7 @@ impl<R: Read> TraceReader<R> {
                     }));
                 }
                 // A record type from a newer writer: skip it.
-                None if ty > rtype::GAP => {}
+                None if ty > rtype::UPGRADE => {}
                 None => {
                     return self.corrupt(
                         format!("malformed record at payload byte {pos} (type {ty}, length {len})"),
@@ -835,7 +848,8 @@ impl<R: Read> TraceReader<R> {
         }
     }
 
-    /// A record of one u64 and 8 reserved bytes: a lock event or a gap.
+    /// A record of one u64 and 8 reserved bytes: a lock event, a gap or an
+    /// upgrade.
     fn word(ty: u8, body: &[u8]) -> Option<Event> {
         if body.len() != 16 {
             return None;
@@ -844,6 +858,7 @@ impl<R: Read> TraceReader<R> {
         match ty {
             rtype::LOCK_ACQUIRE => Some(Event::LockAcquire { addr: word }),
             rtype::LOCK_RELEASE => Some(Event::LockRelease { addr: word }),
+            rtype::UPGRADE => Some(Event::Upgrade { state: word }),
             _ => (word > 0).then_some(Event::Gap { lost: word }),
         }
     }

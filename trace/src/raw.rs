@@ -132,6 +132,7 @@ impl Record {
             rec_type::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
             rec_type::GAP => Event::Gap { lost: addr },
+            rec_type::UPGRADE => Event::Upgrade { state: addr },
             _ => return None,
         };
         Some(Record {
@@ -150,6 +151,7 @@ impl Record {
             Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr, Msg::default()),
             Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
             Event::Gap { lost } => (rec_type::GAP, lost, Msg::default()),
+            Event::Upgrade { state } => (rec_type::UPGRADE, state, Msg::default()),
         };
         let mut b = [0u8; KERNEL_REC_BYTES];
         put(&mut b, offset_of!(RawRec, seq), self.seq);
@@ -286,6 +288,10 @@ mod tests {
                 addr: 0xffff_8880_1234_5678,
             },
             Event::Gap { lost: 77 },
+            Event::Upgrade { state: 0 },
+            Event::Upgrade {
+                state: 0x0123_4567_89ab_cdef,
+            },
         ] {
             let r = Record {
                 seq: 9,

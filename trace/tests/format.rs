@@ -38,6 +38,7 @@ fn records(n: u64) -> Vec<Record> {
             time_ns: i * 10,
             event: match i % 5 {
                 _ if i % 97 == 96 => Event::Gap { lost: i },
+                _ if i % 89 == 88 => Event::Upgrade { state: i % 2 * i },
                 3 => Event::LockAcquire {
                     addr: 0xffff_8880_0000_0000 + i,
                 },
@@ -174,6 +175,28 @@ fn a_gap_round_trips_where_it_stood() {
         3,
         "lost"
     );
+}
+
+#[test]
+fn an_upgrade_round_trips_with_its_state_fingerprint() {
+    let rec = |seq, event| Record {
+        seq,
+        cpu: 0,
+        time_ns: seq,
+        event,
+    };
+    let recs = vec![
+        rec(1, Event::Msg(msg(1))),
+        rec(2, Event::Upgrade { state: 0 }),
+        rec(3, Event::Msg(msg(3))),
+        rec(4, Event::Upgrade { state: u64::MAX }),
+    ];
+    let bytes = write(&recs, false, 0);
+    let (_, back, _) = read_all(Cursor::new(&bytes)).unwrap();
+    assert_eq!(back, recs);
+    let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let up = &bytes[hlen + 24 + 128..hlen + 24 + 128 + 40];
+    assert_eq!((up[0], u16::from_le_bytes([up[2], up[3]])), (5, 40));
 }
 
 #[test]

@@ -96,10 +96,10 @@ fn kvm_verdict(cfg: &VmConfig, qemu: &Path) -> Result<(bool, String)> {
     Ok((ok, reason))
 }
 
-/// Boots `cfg`'s kernel under KVM once: whether it worked, and why (not).
-/// Fails only if the probe was stopped, which says nothing about KVM.
-fn probe_boot(cfg: &VmConfig) -> Result<(bool, String)> {
-    let probe_cfg = cfg
+/// The smallest VM that boots `cfg`'s kernel: no share, and no control
+/// port (whose socket would be left behind for the VM that asked).
+fn probe_config(cfg: &VmConfig) -> VmConfig {
+    let mut probe = cfg
         .clone()
         .cpus(1)
         .sockets(1)
@@ -109,7 +109,15 @@ fn probe_boot(cfg: &VmConfig) -> Result<(bool, String)> {
         .verbose(false)
         .echo_output(false)
         .timeout(PROBE_TIMEOUT);
-    let verdict = match Vm::with_accel(probe_cfg, Accel::Kvm).and_then(|vm| vm.run("true")) {
+    probe.control = None;
+    probe
+}
+
+/// Boots `cfg`'s kernel under KVM once: whether it worked, and why (not).
+/// Fails only if the probe was stopped, which says nothing about KVM.
+fn probe_boot(cfg: &VmConfig) -> Result<(bool, String)> {
+    let verdict = match Vm::with_accel(probe_config(cfg), Accel::Kvm).and_then(|vm| vm.run("true"))
+    {
         Ok(o) if o.success() => (true, "probe boot worked".to_owned()),
         Ok(o) => {
             let why = o
@@ -139,4 +147,16 @@ fn probe_boot(cfg: &VmConfig) -> Result<(bool, String)> {
         }
     };
     Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_boot_opens_no_control_port() {
+        let cfg = VmConfig::with_root("/nonexistent").control("/tmp/enoki-test-control.sock");
+        assert!(probe_config(&cfg).control.is_none());
+        assert_eq!(probe_config(&cfg).cpus, 1);
+    }
 }

@@ -57,6 +57,14 @@ pub trait MsgObserver {
     fn call_begins(&mut self, m: &Msg);
     /// The scheduler answered `m`.
     fn call_ends(&mut self, m: &Msg);
+    /// A live upgrade starts handing over: until [`upgrade_ends`]
+    /// (`Self::upgrade_ends`), calls are held off and what the versions do
+    /// is the hand-over, not calls.
+    fn upgrade_begins(&mut self) {}
+    /// The hand-over is over: `Some(state)` if the new version took over
+    /// (with the state of that fingerprint; 0: it started fresh), before
+    /// any call reaches it; `None` if the upgrade was refused.
+    fn upgrade_ends(&mut self, _done: Option<u64>) {}
 }
 
 /// A task's total CPU time (the kernel's `sum_exec_runtime`), from a clock
@@ -621,7 +629,7 @@ impl<S: EnokiScheduler> Driver<S> {
     /// goes on untouched.
     pub fn upgrade(&mut self, args: &str, fresh: bool, on: CpuId) -> Result<(), Refusal> {
         let new = self.create::<S>(args)?;
-        self.hand_over(&new, fresh, on)?;
+        self.observed_hand_over(&new, fresh, on)?;
         self.loaded = new;
         self.preempt_all();
         Ok(())
@@ -650,7 +658,7 @@ impl<S: EnokiScheduler> Driver<S> {
             Ok(new) => new,
             Err(e) => return Err((std::boxed::Box::new(self), e)),
         };
-        if let Err(e) = self.hand_over(&new, fresh, on) {
+        if let Err(e) = self.observed_hand_over(&new, fresh, on) {
             return Err((std::boxed::Box::new(self), e));
         }
         let mut upgraded = Driver {
@@ -691,26 +699,49 @@ impl<S: EnokiScheduler> Driver<S> {
     /// version's state to `new`, then every task introduced to `new`
     /// again, with a fresh token for each one the running version held.
     /// `new` is thrown away on a refusal, so it may be left half-built.
+    /// [`Self::hand_over`], shown to the observer.
+    fn observed_hand_over<T: EnokiScheduler>(
+        &mut self,
+        new: &Loaded<T>,
+        fresh: bool,
+        on: CpuId,
+    ) -> Result<(), Refusal> {
+        if let Some(o) = self.observer.as_mut() {
+            o.upgrade_begins();
+        }
+        let done = self.hand_over(new, fresh, on);
+        let state = match plan(fingerprint::<S>(), fingerprint::<T>(), fresh) {
+            Ok(Carry::State) => fingerprint::<T>(),
+            _ => 0,
+        };
+        if let Some(o) = self.observer.as_mut() {
+            o.upgrade_ends(done.is_ok().then_some(state));
+        }
+        done
+    }
+
     fn hand_over<T: EnokiScheduler>(
         &mut self,
         new: &Loaded<T>,
         fresh: bool,
         on: CpuId,
     ) -> Result<(), Refusal> {
-        let (old_fp, new_fp) = (fingerprint::<S>(), fingerprint::<T>());
-        if plan(old_fp, new_fp, fresh)? == Carry::State {
-            let mut state = std::boxed::Box::new(<S::UpgradeState as PlainData>::ZERO);
-            self.loaded.export_state(on, &mut state)?;
-            // Equal fingerprints: the same definition, so the same type here.
-            let state: &dyn core::any::Any = &*state;
-            let state = state
-                .downcast_ref::<T::UpgradeState>()
-                .ok_or(Refusal::Mismatch {
-                    old: old_fp,
-                    new: new_fp,
-                })?;
-            new.adopt_state(on, state)?;
+        let carry = plan(fingerprint::<S>(), fingerprint::<T>(), fresh)?;
+        // As Enoki-C: every task meets the new version, then (calls held
+        // off) the state goes over, then the waiting tasks' tokens.
+        self.introduce_tasks(new, on);
+        if carry == Carry::State {
+            self.carry_state(new, on)?;
         }
+        self.offer_tokens(new, on)?;
+        if new.failed() {
+            return Err(Refusal::InitFailed);
+        }
+        Ok(())
+    }
+
+    /// TASK_NEW for every task, to `new`.
+    fn introduce_tasks<T: EnokiScheduler>(&self, new: &Loaded<T>, on: CpuId) {
         for (&pid, t) in &self.tasks {
             let mut m = self.msg(kind::TASK_NEW, on, pid);
             m.tgid = pid;
@@ -718,6 +749,27 @@ impl<S: EnokiScheduler> Driver<S> {
             m.nice = t.nice;
             m.task_cpu = t.last_cpu as i32;
             new.handle(&mut m);
+        }
+    }
+
+    /// The running version's state, to `new` (their fingerprints match).
+    fn carry_state<T: EnokiScheduler>(&self, new: &Loaded<T>, on: CpuId) -> Result<(), Refusal> {
+        let mut state = std::boxed::Box::new(<S::UpgradeState as PlainData>::ZERO);
+        self.loaded.export_state(on, &mut state)?;
+        // Equal fingerprints: the same definition, so the same type here.
+        let state: &dyn core::any::Any = &*state;
+        let state = state
+            .downcast_ref::<T::UpgradeState>()
+            .ok_or(Refusal::Mismatch {
+                old: fingerprint::<S>(),
+                new: fingerprint::<T>(),
+            })?;
+        new.adopt_state(on, state)
+    }
+
+    /// A fresh token (TASK_WAKEUP) to `new` for every waiting task.
+    fn offer_tokens<T: EnokiScheduler>(&self, new: &Loaded<T>, on: CpuId) -> Result<(), Refusal> {
+        for (&pid, t) in &self.tasks {
             if let TaskState::Queued { cpu } = t.state {
                 let mut m = self.msg(kind::TASK_WAKEUP, on, pid);
                 m.task_cpu = cpu as i32;
@@ -726,9 +778,6 @@ impl<S: EnokiScheduler> Driver<S> {
                     return Err(Refusal::TaskRefused { pid });
                 }
             }
-        }
-        if new.failed() {
-            return Err(Refusal::InitFailed);
         }
         Ok(())
     }

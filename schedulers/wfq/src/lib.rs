@@ -135,9 +135,6 @@ pub struct Wfq {
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
-    /// Lags carried over from the previous version, until each task
-    /// arrives (`task_new`).
-    carried: SpinLock<TaskMap<u64>>,
     /// Upgrades the state went through.
     upgrades: Shared<u32>,
 }
@@ -416,7 +413,6 @@ impl EnokiScheduler for Wfq {
             idle: CpuSet::first_n(t.nr_cpus()).words().map(Shared::new),
             offline: Shared::new(CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-            carried: SpinLock::new(TaskMap::with_capacity(CARRIED_TASKS)?),
             upgrades: Shared::new(0),
         })
     }
@@ -503,15 +499,13 @@ impl EnokiScheduler for Wfq {
         if self.registry.lock()?.contains(task.pid) {
             self.remove_record(task.pid)?; // a stale entry of a reused pid
         }
-        // A task the previous version ran keeps its lag (see home_newborn).
-        let carried = self.carried.lock()?.remove(task.pid);
         let new = Task {
             weight: u64::from(task.weight).max(1),
             allowed: task.allowed,
-            vruntime: carried.unwrap_or(0),
+            vruntime: 0,
             charged: task.runtime,
             state: State::Off,
-            new: carried.is_none(),
+            new: true,
         };
         // Placed on a run queue when it is first woken (or looked for).
         self.registry
@@ -764,14 +758,17 @@ impl EnokiScheduler for Wfq {
         Ok(())
     }
 
-    /// Each task's lag waits for its `task_new` (which arrives next).
+    /// Each task met already keeps its lag: its record, not yet placed,
+    /// holds the lag until its first wakeup places it (see home_newborn).
     fn reregister_init(&self, carry: &Carry) -> Result {
         self.upgrades.set(carry.upgrades);
-        let mut carried = self.carried.lock()?;
+        let mut registry = self.registry.lock()?;
         let len = usize::try_from(carry.len).unwrap_or(usize::MAX);
         for lag in carry.lags.iter().take(len) {
-            // Full: the rest start as new tasks.
-            let _ = carried.insert(lag.pid, lag.ahead);
+            if let Some(Some(task)) = registry.get_mut(lag.pid) {
+                task.vruntime = lag.ahead;
+                task.new = false;
+            }
         }
         Ok(())
     }

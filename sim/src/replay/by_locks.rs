@@ -16,8 +16,8 @@ use enoki::dispatch::Loaded;
 use enoki::EnokiScheduler;
 
 use super::{
-    apply, build_notice, checks_locks, load, lock_name, Answer, Divergence, InOrder, LockEvent,
-    LockMap, ReplayOptions, ReplayReport, TraceGap,
+    apply, build_notice, checks_locks, load, lock_name, question, stopped_before, Answer,
+    Divergence, InOrder, LockEvent, LockMap, ReplayOptions, ReplayReport, TraceGap, TraceUpgrade,
 };
 use crate::trace::{Event, Record, TraceError, TraceHeader};
 
@@ -36,6 +36,8 @@ struct ScriptCall {
     /// only those recorded before it, and what it does after them is not
     /// checked.
     open: bool,
+    /// The call the replay was asked to stop at ([`stopped_before`]).
+    stop: bool,
 }
 
 /// A trace, read and sorted for lock-ordered replay.
@@ -51,15 +53,20 @@ struct Script {
     read_error: Option<TraceError>,
     /// The first gap record: the script ends there.
     gap: Option<TraceGap>,
+    /// The first upgrade, where the script ends too (every call had ended).
+    upgrade: Option<TraceUpgrade>,
+    /// The message the script was asked to end at (its last call).
+    stopped_at: Option<u64>,
 }
 
 impl Script {
-    /// Reads `records` up to the first gap record; sequence numbers missing
+    /// Reads `records` up to the first gap or upgrade record; sequence numbers missing
     /// before it (events lost without a gap record) cannot be replayed by
     /// locks.
     fn read(
         records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
         keep_records: bool,
+        stop_before: Option<u64>,
     ) -> Result<Self> {
         let mut script = Script {
             calls: BTreeMap::new(),
@@ -69,10 +76,12 @@ impl Script {
             records: Vec::new(),
             read_error: None,
             gap: None,
+            upgrade: None,
+            stopped_at: None,
         };
-        let mut reader = InOrder::new(records);
+        let mut reader = InOrder::new(records, stop_before);
         while let Some(next) = reader.next()? {
-            script.add(next.record)?;
+            script.add(next.record, next.stop)?;
             if keep_records {
                 script.records.push(next.record);
             }
@@ -83,23 +92,26 @@ impl Script {
                 reader.seq_gaps
             );
         }
-        script.read_error = reader.read_error;
-        script.gap = reader.gap;
-        if script.gap.is_some() {
+        if reader.cut() {
             for call in script.calls.values_mut().filter_map(|c| c.last_mut()) {
                 call.open = true;
             }
         }
+        script.read_error = reader.read_error;
+        script.gap = reader.gap;
+        script.upgrade = reader.upgrade;
+        script.stopped_at = reader.stopped_at;
         Ok(script)
     }
 
-    fn add(&mut self, r: Record) -> Result<()> {
+    fn add(&mut self, r: Record, stop: bool) -> Result<()> {
         let Some(lock) = LockEvent::of(&r) else {
             self.calls.entry(r.cpu).or_default().push(ScriptCall {
                 index: self.messages,
                 record: r,
                 locks: Vec::new(),
                 open: false,
+                stop,
             });
             self.messages += 1;
             return Ok(());
@@ -518,6 +530,9 @@ fn replay_call<S: EnokiScheduler>(
     gate.waiting[gate.slot[&cpu]]
         .seq
         .store(call.record.seq, Ordering::Relaxed);
+    if call.stop {
+        stopped_before(&call.record, &question(m));
+    }
     let actual = apply(loaded, m);
     if loaded.failed() {
         gate.stop();
@@ -551,7 +566,8 @@ fn replay_call<S: EnokiScheduler>(
 /// recorded acquisition order of that lock. Calls that overlapped on
 /// different CPUs in the kernel then see the scheduler state they saw
 /// there. Needs a trace with lock events of this scheduler; it stops at
-/// the first gap record ([`ReplayReport::gap`]).
+/// the first gap record ([`ReplayReport::gap`]) or upgrade
+/// ([`ReplayReport::upgrade`]).
 pub fn replay_by_locks<S: EnokiScheduler>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -568,7 +584,7 @@ where
         );
     }
     let notices: Vec<String> = build_notice(header).into_iter().collect();
-    let mut script = Script::read(records, opts.context > 0)?;
+    let mut script = Script::read(records, opts.context > 0, opts.stop_before)?;
     let loaded = load::<S>(header)?;
     let order = std::mem::take(&mut script.order);
     let gate = Arc::new(Gate::new(order, script.calls.keys().copied()));
@@ -603,6 +619,8 @@ where
         read_error: script.read_error,
         seq_gaps: 0,
         gap: script.gap,
+        upgrade: script.upgrade,
+        stopped_at: script.stopped_at,
         timeline: None,
         fault: loaded.fault(),
     })

@@ -33,10 +33,16 @@
 //! gap are not read, so the calls still running at it (the last call of
 //! each CPU) have their answers checked but only the lock events recorded
 //! before the gap.
+//!
+//! [`ReplayOptions::stop_before`] ends a replay the same way at a message
+//! of the user's choosing, calling [`stopped_before`] just before handing
+//! it to the scheduler: a debugger's breakpoint there, then `step`, lands
+//! in the scheduler's own code at that call.
 
 mod by_locks;
 mod describe;
 mod sequential;
+mod stop;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,6 +63,7 @@ use crate::trace::{Event, Record, TraceError, TraceHeader, HEADER_LOCKS};
 pub use by_locks::replay_by_locks;
 pub use describe::{describe, describe_record};
 pub use sequential::{replay, Replayer};
+pub use stop::stopped_before;
 
 /// The answer fields of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -149,6 +156,41 @@ impl fmt::Display for TraceGap {
     }
 }
 
+/// A live upgrade in the recording: what follows went to another version,
+/// so replay stops there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceUpgrade {
+    pub seq: u64,
+    pub cpu: u32,
+    /// Fingerprint of the state the new version took over; 0: it started
+    /// fresh.
+    pub state: u64,
+}
+
+impl TraceUpgrade {
+    /// The upgrade `r` records, if it is an upgrade record.
+    fn of(r: &Record) -> Option<Self> {
+        match r.event {
+            Event::Upgrade { state } => Some(TraceUpgrade {
+                seq: r.seq,
+                cpu: r.cpu,
+                state,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TraceUpgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the scheduler was live-upgraded at seq {}", self.seq)?;
+        match self.state {
+            0 => write!(f, " (the new version started fresh)"),
+            fp => write!(f, " (the new version took over state {fp:#018x})"),
+        }
+    }
+}
+
 /// Feeds one recorded message (answer cleared) to the scheduler; returns
 /// the scheduler's answer.
 pub fn apply<S: EnokiScheduler>(loaded: &Loaded<S>, recorded: &Msg) -> Answer {
@@ -212,6 +254,9 @@ pub struct ReplayOptions {
     pub context: usize,
     /// Rebuild the per-CPU timeline.
     pub timeline: bool,
+    /// End at the first message numbered this or later: it is handed to
+    /// the scheduler right after [`stopped_before`], and nothing after it.
+    pub stop_before: Option<u64>,
 }
 
 impl Default for ReplayOptions {
@@ -219,6 +264,7 @@ impl Default for ReplayOptions {
         ReplayOptions {
             context: 10,
             timeline: false,
+            stop_before: None,
         }
     }
 }
@@ -242,6 +288,13 @@ pub struct ReplayReport {
     /// message before it (`messages`). Not a divergence: what follows
     /// cannot be replayed exactly.
     pub gap: Option<TraceGap>,
+    /// The first live upgrade: replay stopped there, having replayed every
+    /// message of the recorded version (`messages`); what follows went to
+    /// the new one.
+    pub upgrade: Option<TraceUpgrade>,
+    /// Sequence number of the message the replay stopped at, as
+    /// [`ReplayOptions::stop_before`] asked (it was the last one replayed).
+    pub stopped_at: Option<u64>,
     pub timeline: Option<Vec<Slice>>,
     /// The scheduler failed in the replay (a deadlock, a leaked lock...):
     /// what libEnoki reported. A recorded failure replays as the same
@@ -254,10 +307,14 @@ struct Next {
     record: Record,
     /// Sequence numbers missing right before it (events the recorder lost).
     missing: u64,
+    /// The message [`ReplayOptions::stop_before`] asked to stop at: the
+    /// last record read.
+    stop: bool,
 }
 
 /// The loop every replay reads a trace through: records in sequence order,
-/// up to the first gap record (kept in `gap`) or the first record that
+/// up to the first gap record (kept in `gap`), the first upgrade (kept in
+/// `upgrade`) or the first record that
 /// cannot be read (kept in `read_error`); a record out of order is an
 /// error, missing sequence numbers are counted.
 struct InOrder<'a> {
@@ -266,21 +323,44 @@ struct InOrder<'a> {
     seq_gaps: u64,
     read_error: Option<TraceError>,
     gap: Option<TraceGap>,
+    upgrade: Option<TraceUpgrade>,
+    stop_before: Option<u64>,
+    stopped_at: Option<u64>,
 }
 
 impl<'a> InOrder<'a> {
-    fn new(records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>) -> Self {
+    fn new(
+        records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>,
+        stop_before: Option<u64>,
+    ) -> Self {
         InOrder {
             records,
             last_seq: None,
             seq_gaps: 0,
             read_error: None,
             gap: None,
+            upgrade: None,
+            stop_before,
+            stopped_at: None,
         }
     }
 
+    /// Replay cannot go past what it stopped at.
+    fn stopped(&self) -> bool {
+        self.read_error.is_some()
+            || self.gap.is_some()
+            || self.upgrade.is_some()
+            || self.stopped_at.is_some()
+    }
+
+    /// Whether the replay was cut short with calls still running: their
+    /// lock events after the cut were not read.
+    fn cut(&self) -> bool {
+        self.gap.is_some() || self.stopped_at.is_some()
+    }
+
     fn next(&mut self) -> Result<Option<Next>> {
-        if self.read_error.is_some() || self.gap.is_some() {
+        if self.stopped() {
             return Ok(None);
         }
         let record = match self.records.next() {
@@ -302,10 +382,20 @@ impl<'a> InOrder<'a> {
         self.seq_gaps += missing;
         self.last_seq = Some(record.seq);
         self.gap = TraceGap::of(&record);
-        if self.gap.is_some() {
+        self.upgrade = TraceUpgrade::of(&record);
+        if self.stopped() {
             return Ok(None);
         }
-        Ok(Some(Next { record, missing }))
+        let stop = matches!(record.event, Event::Msg(_))
+            && self.stop_before.is_some_and(|at| record.seq >= at);
+        if stop {
+            self.stopped_at = Some(record.seq);
+        }
+        Ok(Some(Next {
+            record,
+            missing,
+            stop,
+        }))
     }
 }
 
@@ -328,7 +418,7 @@ impl LockEvent {
                 addr,
                 acquire: false,
             }),
-            Event::Msg(_) | Event::Gap { .. } => None,
+            Event::Msg(_) | Event::Gap { .. } | Event::Upgrade { .. } => None,
         }
     }
 }

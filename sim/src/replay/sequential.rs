@@ -12,8 +12,8 @@ use enoki::dispatch::Loaded;
 use enoki::EnokiScheduler;
 
 use super::{
-    apply, build_notice, checks_locks, load, lock_name, Answer, Divergence, InOrder, LockEvent,
-    LockMap, ReplayOptions, ReplayReport,
+    apply, build_notice, checks_locks, load, lock_name, question, stopped_before, Answer,
+    Divergence, InOrder, LockEvent, LockMap, ReplayOptions, ReplayReport,
 };
 use crate::perfetto::TimelineBuilder;
 use crate::trace::{Event, Record, TraceError, TraceHeader, HEADER_LOCKS};
@@ -254,7 +254,8 @@ fn notices<S: EnokiScheduler>(header: &TraceHeader) -> Vec<String> {
 }
 
 /// Sequential replay of `records` against scheduler `S`, stopping at the
-/// first divergence, the first gap record, or the scheduler's failure.
+/// first divergence, the first gap or upgrade record, or the scheduler's
+/// failure.
 pub fn replay<S: EnokiScheduler>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -264,7 +265,7 @@ pub fn replay<S: EnokiScheduler>(
     let mut rp = Replayer::<S>::new(header, opts.context)?;
     let mut timeline = opts.timeline.then(TimelineBuilder::default);
     let mut divergence = None;
-    let mut reader = InOrder::new(records);
+    let mut reader = InOrder::new(records, opts.stop_before);
     while let Some(next) = reader.next()? {
         if let Some(t) = timeline.as_mut() {
             t.add(&next.record);
@@ -278,13 +279,17 @@ pub fn replay<S: EnokiScheduler>(
         if rp.loaded.failed() && matches!(next.record.event, Event::Msg(_)) {
             break;
         }
+        if let (true, Event::Msg(m)) = (next.stop, &next.record.event) {
+            stopped_before(&next.record, &question(m));
+        }
         divergence = rp.step(&next.record);
         if divergence.is_some() {
             break;
         }
     }
-    // Past a gap, the lock events of the calls running at it are not read.
-    if divergence.is_none() && reader.read_error.is_none() && reader.gap.is_none() {
+    // Past a gap or a stop, the lock events of the calls running at it are
+    // not read; an upgrade held every call off, so each had ended before it.
+    if divergence.is_none() && reader.read_error.is_none() && !reader.cut() {
         divergence = rp.finish();
     }
     if reader.seq_gaps > 0 && header.dropped_events == 0 {
@@ -302,6 +307,8 @@ pub fn replay<S: EnokiScheduler>(
         read_error: reader.read_error,
         seq_gaps: reader.seq_gaps,
         gap: reader.gap,
+        upgrade: reader.upgrade,
+        stopped_at: reader.stopped_at,
         timeline: timeline.map(|t| t.finish()),
         fault: rp.loaded.fault(),
     })

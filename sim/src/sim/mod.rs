@@ -186,11 +186,6 @@ pub fn simulate<S: EnokiScheduler>(mut cfg: SimConfig) -> Result<Outcome> {
     cfg.spec.validate()?;
     let clock = Clock::default();
     let record = cfg.record.take();
-    if record.is_some() && !cfg.spec.upgrades.is_empty() {
-        return Err(anyhow!(
-            "recording across a live upgrade is not supported: drop [[upgrade]] or the record"
-        ));
-    }
     let mut sim = Sim::<S>::new(&cfg, clock.clone())?;
     // Installed once the scheduler is loaded: a recording starts with the
     // first message, as Enoki-C's does.

@@ -44,6 +44,9 @@ pub(super) struct RecordingTap {
     call: Option<u64>,
     /// Lock events of the call in progress.
     locks: Vec<Record>,
+    /// A live upgrade is handing over: as in Enoki-C, where the hand-over
+    /// runs outside any recorded call, nothing of it is recorded.
+    upgrading: bool,
     sink: RecordSink,
 }
 
@@ -54,6 +57,7 @@ impl RecordingTap {
             seq: 0,
             call: None,
             locks: Vec::new(),
+            upgrading: false,
             sink,
         }
     }
@@ -84,6 +88,9 @@ impl tap::Tap for RecordingTap {
     }
 
     fn lock(&mut self, addr: usize, acquire: bool) {
+        if self.upgrading {
+            return;
+        }
         self.seq += 1;
         let addr = addr as u64;
         let event = if acquire {
@@ -95,6 +102,19 @@ impl tap::Tap for RecordingTap {
         if self.call.is_some() {
             self.locks.push(r);
         } else {
+            (self.sink)(&r);
+        }
+    }
+
+    fn upgrade_begins(&mut self) {
+        self.upgrading = true;
+    }
+
+    fn upgrade_ends(&mut self, done: Option<u64>) {
+        self.upgrading = false;
+        if let Some(state) = done {
+            self.seq += 1;
+            let r = self.stamp(self.seq, Event::Upgrade { state });
             (self.sink)(&r);
         }
     }

@@ -22,6 +22,10 @@ pub trait Tap {
     fn call_ends(&mut self, m: &Msg);
     /// A libEnoki lock at `addr` was taken (`acquire`) or released.
     fn lock(&mut self, addr: usize, acquire: bool);
+    /// A live upgrade hands over (`MsgObserver::upgrade_begins`).
+    fn upgrade_begins(&mut self) {}
+    /// The hand-over ended (`MsgObserver::upgrade_ends`).
+    fn upgrade_ends(&mut self, _done: Option<u64>) {}
 }
 
 thread_local! {
@@ -69,6 +73,12 @@ impl MsgObserver for TapObserver {
     }
     fn call_ends(&mut self, m: &Msg) {
         with_tap(|t| t.call_ends(m));
+    }
+    fn upgrade_begins(&mut self) {
+        with_tap(|t| t.upgrade_begins());
+    }
+    fn upgrade_ends(&mut self, done: Option<u64>) {
+        with_tap(|t| t.upgrade_ends(done));
     }
 }
 

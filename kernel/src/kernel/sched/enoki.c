@@ -20,9 +20,12 @@
  * Locks, outermost first:
  *   enoki_mutex           register, upgrade and unregister (sleeps; never
  *                         on the call path)
- *   scx_tasks_lock        sched_ext's task list: an upgrade walks it with
- *                         every call held off (sched_ext takes it before
- *                         rq locks, and no call takes it)
+ *   scx_fork_rwsem        sched_ext's; an upgrade holds it for writing so
+ *                         that no new task is enabled but not yet listed
+ *   scx_tasks_lock        sched_ext's task list: an upgrade walks it, first
+ *                         with calls going on, then with every call held
+ *                         off (sched_ext takes it before rq locks, and no
+ *                         call takes it)
  *   rq lock / p->pi_lock  held by sched_ext around most operations
  *   enoki_call_lock       this CPU's, around every call into the module:
  *                         a "big reader" lock of per-CPU arch spinlocks
@@ -128,6 +131,20 @@ static DEFINE_PER_CPU(struct enoki_dispatched, enoki_dispatched);
 static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
 static atomic64_t enoki_gen_seq = ATOMIC64_INIT(0);
 
+/*
+ * While an upgrade introduces every task to the next version, calls still
+ * go to the running one; those that change which tasks there are, or a
+ * task's weight or CPUs, are logged here for the next version, which gets
+ * them once every call is held off. @on is read under a call lock; the log
+ * is read with every call lock held.
+ */
+#define ENOKI_INTRO_LOG		64
+static struct {
+	bool on;
+	atomic_t nr;	/* calls logged, or that would have been */
+	struct enoki_msg msgs[ENOKI_INTRO_LOG];
+} enoki_intro;
+
 /* Takes every CPU's call lock: no call into the module is in flight. */
 static void enoki_quiesce(unsigned long *flags)
 {
@@ -183,6 +200,23 @@ static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 	msg->ret_cpu = -1;
 }
 
+/* Under a call lock: logs @msg if the next version must hear of it too. */
+static void enoki_intro_log(const struct enoki_msg *msg)
+{
+	int i;
+
+	switch (msg->kind) {
+	case ENOKI_TASK_NEW:
+	case ENOKI_TASK_DEAD:
+	case ENOKI_TASK_PRIO_CHANGED:
+	case ENOKI_TASK_AFFINITY_CHANGED:
+		i = atomic_fetch_inc(&enoki_intro.nr);
+		if (i < ENOKI_INTRO_LOG)
+			enoki_intro.msgs[i] = *msg;
+		break;
+	}
+}
+
 /*
  * Hands @msg to the loaded scheduler and, if there is one, calls
  * @apply(@msg, @arg) still under the call lock, to act on the answer
@@ -208,6 +242,8 @@ static bool enoki_call_apply(struct enoki_msg *msg,
 		ops->process(ops->sched, msg);
 		if (apply)
 			apply(msg, arg);
+		if (unlikely(READ_ONCE(enoki_intro.on)))
+			enoki_intro_log(msg);
 		if (unlikely(seq))
 			enoki_record_msg(seq, msg);
 	}
@@ -967,21 +1003,15 @@ static bool enoki_being_dispatched(struct task_struct *p, unsigned long qseq)
 }
 
 /*
- * Introduces @p to the next version @ops, as the running one knows it:
- * TASK_NEW, then a fresh token if the running version holds one (the
- * task is QUEUED in sched_ext and not just picked). Returns -EPERM if
- * the next version would not take a task it must hold.
+ * Gives @ops a token for @p if the running version holds one: @p is
+ * QUEUED in sched_ext and not just picked. Returns -EPERM if @ops would
+ * not take it.
  */
-static int enoki_introduce(const struct enoki_sched_ops *ops,
-			   struct task_struct *p, u32 *waiting)
+static int enoki_offer_token(const struct enoki_sched_ops *ops,
+			     struct task_struct *p, u32 *waiting)
 {
 	unsigned long opss;
 	struct enoki_msg msg;
-
-	enoki_msg_init(&msg, ENOKI_TASK_NEW, smp_processor_id());
-	enoki_msg_fill(&msg, p);
-	msg.task_cpu = task_cpu(p);
-	ops->process(ops->sched, &msg);
 
 	/*
 	 * A picked task is QUEUED until its CPU flushes its dispatch buffer,
@@ -1007,15 +1037,93 @@ static int enoki_introduce(const struct enoki_sched_ops *ops,
 	return 0;
 }
 
+/* The task at @pos of scx_tasks if it is one of Enoki's, else NULL. */
+static struct task_struct *enoki_listed_task(struct sched_ext_entity *pos)
+{
+	struct task_struct *p;
+
+	if (pos->flags & SCX_TASK_CURSOR)
+		return NULL;
+	p = container_of(pos, struct task_struct, scx);
+	return scx_get_task_state(p) == SCX_TASK_ENABLED ? p : NULL;
+}
+
 struct enoki_handover {
 	u32 tasks;
+	u32 changes;
 	u32 waiting;
 	bool carried;
 };
 
 /*
- * With every call held off and the task list locked: the running
- * version's state to @ops (when @carry), then every task of Enoki to it.
+ * First step of an upgrade, with the task list locked and calls still
+ * going to the running version: every task of Enoki meets @ops
+ * (TASK_NEW). From the first look on, the calls that change a task are
+ * logged for enoki_hand_over(): a pass over every call lock first makes
+ * each call either end before the look or see the log on.
+ */
+static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
+			     struct enoki_handover *h)
+{
+	struct sched_ext_entity *pos;
+	struct task_struct *p;
+	struct enoki_msg msg;
+	int cpu;
+
+	lockdep_assert_held(&scx_tasks_lock);
+	atomic_set(&enoki_intro.nr, 0);
+	WRITE_ONCE(enoki_intro.on, true);
+	lock_acquire_exclusive(&enoki_call_map, 0, 0, NULL, _RET_IP_);
+	for_each_possible_cpu(cpu) {
+		arch_spin_lock(per_cpu_ptr(&enoki_call_lock, cpu));
+		arch_spin_unlock(per_cpu_ptr(&enoki_call_lock, cpu));
+	}
+	lock_release(&enoki_call_map, _RET_IP_);
+	list_for_each_entry(pos, &scx_tasks, tasks_node) {
+		p = enoki_listed_task(pos);
+		if (!p)
+			continue;
+		enoki_msg_init(&msg, ENOKI_TASK_NEW, smp_processor_id());
+		enoki_msg_fill(&msg, p);
+		msg.task_cpu = task_cpu(p);
+		ops->process(ops->sched, &msg);
+		h->tasks++;
+	}
+}
+
+/*
+ * With every call held off: the changes logged since enoki_meet_tasks()
+ * looked, in the order they happened, to @ops. -EAGAIN if there were more
+ * than the log holds.
+ */
+static int enoki_replay_changes(const struct enoki_sched_ops *ops,
+				struct enoki_handover *h)
+{
+	int i, nr = atomic_read(&enoki_intro.nr);
+
+	if (nr > ENOKI_INTRO_LOG) {
+		pr_err("enoki: upgrade to %s refused: %d tasks changed while it met them (at most %d)\n",
+		       ops->name, nr, ENOKI_INTRO_LOG);
+		return -EAGAIN;
+	}
+	for (i = 0; i < nr; i++) {
+		struct enoki_msg msg = enoki_intro.msgs[i];
+
+		msg.cpu = smp_processor_id();
+		msg.ret = -1;
+		msg.ret_cpu = -1;
+		msg.ret_err = 0;
+		msg.ret_slice = 0;
+		ops->process(ops->sched, &msg);
+	}
+	h->changes = nr;
+	return 0;
+}
+
+/*
+ * Second step, with every call held off and the task list locked: the
+ * running version's state to @ops (when @carry), the changes since @ops
+ * met the tasks, and a token for each task the running version holds.
  * Nothing of the running version changes, so an error leaves it as it
  * was (its export only reads).
  */
@@ -1024,9 +1132,13 @@ static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
 {
 	const struct enoki_sched_ops *old = enoki.ops;
 	struct sched_ext_entity *pos;
+	struct task_struct *p;
 	int ret;
 
 	lockdep_assert_held(&scx_tasks_lock);
+	ret = enoki_replay_changes(ops, h);
+	if (ret)
+		return ret;
 	if (carry) {
 		ret = old->export_state(old->sched, ops->state);
 		if (ret)
@@ -1037,17 +1149,12 @@ static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
 		h->carried = true;
 	}
 	list_for_each_entry(pos, &scx_tasks, tasks_node) {
-		struct task_struct *p;
-
-		if (pos->flags & SCX_TASK_CURSOR)
+		p = enoki_listed_task(pos);
+		if (!p)
 			continue;
-		p = container_of(pos, struct task_struct, scx);
-		if (scx_get_task_state(p) != SCX_TASK_ENABLED)
-			continue;
-		ret = enoki_introduce(ops, p, &h->waiting);
+		ret = enoki_offer_token(ops, p, &h->waiting);
 		if (ret)
 			return ret;
-		h->tasks++;
 	}
 	return 0;
 }
@@ -1073,10 +1180,6 @@ static int enoki_upgrade_check(const struct enoki_sched_ops *ops, bool fresh,
 		       enoki.name, ops->name);
 		return -EINVAL;
 	}
-	if (READ_ONCE(enoki_recording)) {
-		pr_err("enoki: cannot upgrade %s while recording\n", enoki.name);
-		return -EBUSY;
-	}
 	*carry = !fresh && old->state_fp && ops->state_fp;
 	if (*carry && (old->state_fp != ops->state_fp || !ops->state)) {
 		pr_err("enoki: upgrade of %s to %s refused: their states differ (fingerprint %#llx running, %#llx new)\n",
@@ -1094,16 +1197,23 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
 	u64 start;
 	int ret;
 
+	/* no task is between sched_ext's enable and its task list */
+	percpu_down_write(&scx_fork_rwsem);
 	spin_lock_irqsave(&scx_tasks_lock, flags);
+	enoki_meet_tasks(ops, h);
 	/* from the first call lock taken to the last one released */
 	start = ktime_get_mono_fast_ns();
 	enoki_quiesce(&qflags);
 	ret = enoki_hand_over(ops, carry, h);
-	if (!ret)
+	if (!ret) {
+		enoki_record_upgrade(h->carried ? ops->state_fp : 0);
 		WRITE_ONCE(enoki.ops, ops);
+	}
+	WRITE_ONCE(enoki_intro.on, false);
 	enoki_unquiesce(&qflags);
 	*blackout_ns = ktime_get_mono_fast_ns() - start;
 	spin_unlock_irqrestore(&scx_tasks_lock, flags);
+	percpu_up_write(&scx_fork_rwsem);
 	return ret;
 }
 
@@ -1114,19 +1224,21 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
  * @fresh: start @ops from the task list alone, even if the running version
  *         has state for it
  *
- * With every CPU's calls held off (and so every message waiting): the
- * running version's state goes to @ops when both have matching state,
- * every task in Enoki is introduced to @ops (TASK_NEW, and TASK_WAKEUP
- * with a fresh token for each task the running version held one for), and
- * calls go to @ops from then on. Tasks never leave sched_ext. Every CPU is
+ * First every task in Enoki meets @ops (TASK_NEW) while the running
+ * version goes on scheduling. Then, with every CPU's calls held off (and
+ * so every message waiting): @ops hears of the tasks that changed
+ * meanwhile, gets the running version's state when both have matching
+ * state, and a fresh token (TASK_WAKEUP) for each task the running version
+ * held one for; calls go to @ops from then on. Tasks never leave sched_ext. Every CPU is
  * then kicked, so each running task comes back through TASK_PREEMPT. The
- * replaced module is no longer called and can be removed.
+ * replaced module is no longer called and can be removed. While
+ * recording, the switch is marked in the trace (ENOKI_REC_UPGRADE).
  *
  * Return: 0; -ENOENT if no scheduler runs, -EEXIST for the module already
- * running, -EINVAL for bad @ops or another mode, -EBUSY while recording,
- * -EPROTO when the states differ, or the error of the state handover or
- * -EPERM when @ops would not take a task: then the running version goes
- * on, untouched.
+ * running, -EINVAL for bad @ops or another mode, -EPROTO when the states
+ * differ, -EAGAIN when more tasks changed while @ops met them than it can
+ * hear of, or the error of the state handover or -EPERM when @ops would
+ * not take a task: then the running version goes on, untouched.
  */
 int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 {
@@ -1158,9 +1270,10 @@ int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 	enoki.blackout_max_ns = max(enoki.blackout_max_ns, blackout);
 	for_each_online_cpu(cpu)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u waiting, %s, calls held off %llu ns\n",
-		old_module, enoki.module, enoki.name, h.tasks, h.waiting,
-		h.carried ? "state carried" : "fresh state", blackout);
+	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting, %s, calls held off %llu ns\n",
+		old_module, enoki.module, enoki.name, h.tasks, h.changes,
+		h.waiting, h.carried ? "state carried" : "fresh state",
+		blackout);
 out:
 	mutex_unlock(&enoki_mutex);
 	return ret;

@@ -18,7 +18,8 @@
  *
  * May call: nothing else in Enoki-C. build_policy.c includes this file
  * before enoki.c, whose call path takes enoki_record_seq() and
- * enoki_record_msg(), and enoki_sysfs.c, whose files use
+ * enoki_record_msg() (and whose upgrade, enoki_record_upgrade()), and
+ * enoki_sysfs.c, whose files use
  * enoki_record_set(), enoki_record_drops() and enoki_trace_fops.
  */
 #include <linux/debugfs.h>
@@ -132,6 +133,27 @@ static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 		return;
 	enoki_rec_init(rec, seq, ENOKI_REC_MSG, 0);
 	rec->msg = *msg;
+	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+}
+
+/*
+ * Marks a live upgrade in the trace, with every call held off: the records
+ * before it are the running version's, those after it the new one's.
+ * @state_fp is the fingerprint of the state carried over (0: none).
+ */
+static void enoki_record_upgrade(u64 state_fp)
+{
+	struct enoki_rec *rec;
+	u64 seq = enoki_record_seq();
+
+	if (!seq)
+		return;
+	__this_cpu_write(enoki_rec_call, false);
+	rec = enoki_ring_slot(seq);
+	if (!rec)
+		return;
+	memset(rec, 0, sizeof(*rec));
+	enoki_rec_init(rec, seq, ENOKI_REC_UPGRADE, state_fp);
 	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 }
 
