@@ -16,6 +16,8 @@ use serial_test::serial;
 struct Class {
     name: &'static str,
     args: &'static str,
+    /// sched_ext's watchdog (`--watchdog-ms`).
+    watchdog_ms: u64,
     options: &'static str,
     reason: &'static str,
     eject_ms: u64,
@@ -27,12 +29,16 @@ const SITE: &str = "buggy/src/lib.rs:";
 /// sched_ext's watchdog for the classes only it can catch.
 const WATCHDOG_MS: u64 = 2000;
 
-/// For cycles: the longest lock timeout the watchdog allows (the default
-/// here too, stated so the test does not hang on it). An emulated CPU the
-/// host deschedules while it holds its queue can keep the others waiting
-/// long before the cycle closes, which a short timeout reports as a
-/// timeout.
-const CYCLE_OPTIONS: &str = "--lock-timeout-ms 1000";
+/// For cycles, a longer watchdog: until the cycle closes, its CPUs wait
+/// on each other's queues, and on emulated CPUs a 2 s watchdog once saw
+/// its own check-in starved first ("watchdog failed to check in").
+const CYCLE_WATCHDOG_MS: u64 = 10_000;
+
+/// For cycles: the longest lock timeout the watchdog allows. An emulated
+/// CPU the host deschedules while it holds its queue can keep the others
+/// waiting long before the cycle closes, which a short timeout reports as
+/// a timeout.
+const CYCLE_OPTIONS: &str = "--lock-timeout-ms 5000";
 
 /// libEnoki catches these at the acquisition (or call end, or budget):
 /// the bound is the arming (500 picks) plus emulation overhead; a cycle
@@ -42,6 +48,7 @@ const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "aa",
         args: "bug=aa",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "AA deadlock",
         eject_ms: 5000,
@@ -49,6 +56,7 @@ const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "abba",
         args: "bug=cycle,cpus=2",
+        watchdog_ms: CYCLE_WATCHDOG_MS,
         options: CYCLE_OPTIONS,
         reason: "ABBA deadlock",
         eject_ms: 30000,
@@ -56,6 +64,7 @@ const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "cycle3",
         args: "bug=cycle,cpus=3",
+        watchdog_ms: CYCLE_WATCHDOG_MS,
         options: CYCLE_OPTIONS,
         reason: "lock cycle of 3 CPUs",
         eject_ms: 30000,
@@ -63,6 +72,7 @@ const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "leak",
         args: "bug=leak",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "lock leaked",
         eject_ms: 5000,
@@ -70,6 +80,7 @@ const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "loop",
         args: "bug=loop",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "call over budget",
         eject_ms: 5000,
@@ -82,6 +93,7 @@ const STALL_CLASSES: &[Class] = &[
     Class {
         name: "lost",
         args: "bug=lost",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
@@ -89,6 +101,7 @@ const STALL_CLASSES: &[Class] = &[
     Class {
         name: "stall",
         args: "bug=stall",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
@@ -96,6 +109,7 @@ const STALL_CLASSES: &[Class] = &[
     Class {
         name: "starve",
         args: "bug=starve",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
@@ -103,6 +117,7 @@ const STALL_CLASSES: &[Class] = &[
     Class {
         name: "wrongcpu",
         args: "bug=wrongcpu",
+        watchdog_ms: WATCHDOG_MS,
         options: "",
         reason: "stall",
         eject_ms: 3 * WATCHDOG_MS + 5000,
@@ -123,7 +138,7 @@ state() { cat /sys/kernel/enoki/state; }
     );
     for c in classes {
         s += &format!(
-            r#"enoki load buggy --mode all --watchdog-ms {WATCHDOG_MS} {options} --args {args},after=500 >/dev/null
+            r#"enoki load buggy --mode all --watchdog-ms {watchdog_ms} {options} --args {args},after=500 >/dev/null
 t0=$(ms)
 busy() {{ [ $(ms) -lt $((t0 + 4000)) ] || {{ [ "$(state)" = enabled ] && [ $(ms) -lt $((t0 + 60000)) ]; }}; }}
 ( while busy; do stress-ng -c 4 --pipe 2 -t 2s >/dev/null 2>&1 || exit; done ) & load=$!
@@ -137,6 +152,7 @@ echo "{name} last_exit $(cat /sys/kernel/enoki/last_exit)"
 echo "{name} status $(enoki status | grep last_exit)"
 "#,
             args = c.args,
+            watchdog_ms = c.watchdog_ms,
             options = c.options,
             name = c.name,
         );
@@ -224,16 +240,16 @@ fn sites(report: &str) -> Vec<String> {
 fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     let dir = it::shared_tempdir();
     let classes = [
-        ("aa", "bug=aa", ""),
-        ("abba", "bug=cycle,cpus=2", CYCLE_OPTIONS),
+        ("aa", "bug=aa", WATCHDOG_MS, ""),
+        ("abba", "bug=cycle,cpus=2", CYCLE_WATCHDOG_MS, CYCLE_OPTIONS),
     ];
     let mut script = String::from(
         "set -e\nprintf 'stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1\\n' >/tmp/work.sh\n",
     );
-    for (name, args, options) in classes {
+    for (name, args, watchdog_ms, options) in classes {
         script += &format!(
             "rc=0; timeout 120 enoki record -o /tmp/{name}.enk --load buggy --mode all \
-             --watchdog-ms {WATCHDOG_MS} {options} --args {args},after=500 -- sh /tmp/work.sh >/dev/null || rc=$?\n\
+             --watchdog-ms {watchdog_ms} {options} --args {args},after=500 -- sh /tmp/work.sh >/dev/null || rc=$?\n\
              echo {name} record-exit $rc\n\
              cp /tmp/{name}.enk {dir}/{name}.enk\n\
              echo {name} last_exit $(cat /sys/kernel/enoki/last_exit)\n",
@@ -243,7 +259,7 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     let r = it::boot(it::heavy_config(), &script);
     r.assert_exit(0);
     r.assert_clean_but_ejections();
-    for (name, _, _) in classes {
+    for (name, ..) in classes {
         assert_eq!(
             field(&r, &format!("{name} record-exit")),
             "0",

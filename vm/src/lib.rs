@@ -30,6 +30,7 @@ mod term;
 mod virtiofsd;
 mod vm;
 mod wait;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
