@@ -1053,6 +1053,7 @@ struct enoki_handover {
 	u32 changes;
 	u32 waiting;
 	bool carried;
+	u64 quiesce_ns;	/* of the blackout: waiting for calls in flight */
 };
 
 /*
@@ -1204,6 +1205,7 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
 	/* from the first call lock taken to the last one released */
 	start = ktime_get_mono_fast_ns();
 	enoki_quiesce(&qflags);
+	h->quiesce_ns = ktime_get_mono_fast_ns() - start;
 	ret = enoki_hand_over(ops, carry, h);
 	if (!ret) {
 		enoki_record_upgrade(h->carried ? ops->state_fp : 0);
@@ -1270,10 +1272,10 @@ int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 	enoki.blackout_max_ns = max(enoki.blackout_max_ns, blackout);
 	for_each_online_cpu(cpu)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting, %s, calls held off %llu ns\n",
+	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting, %s, calls held off %llu ns (%llu ns of it waiting for calls in flight)\n",
 		old_module, enoki.module, enoki.name, h.tasks, h.changes,
 		h.waiting, h.carried ? "state carried" : "fresh state",
-		blackout);
+		blackout, h.quiesce_ns);
 out:
 	mutex_unlock(&enoki_mutex);
 	return ret;
