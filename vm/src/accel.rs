@@ -7,6 +7,9 @@
 //! crosses vCPUs waits for another host thread, so latency measurements keep
 //! single-threaded TCG. MTTCG is only offered to a kernel that patches no text
 //! at run time: a vCPU can execute another vCPU's half-written `int3` patch.
+//! Nor to a VM whose session cannot be repeated (a dev VM driven through its
+//! control port): QEMU 7.2 itself crashes under MTTCG now and then, and only a
+//! one-shot command can be run again on single-threaded TCG when it does.
 
 use std::fmt;
 use std::fs;
@@ -73,8 +76,10 @@ fn text_patching_in(config: &str) -> Option<(&'static str, &'static str)> {
 
 /// The accelerator for `purpose` given what the KVM probe and the kernel's
 /// config say (each `Err` carries the reason), and one line saying why.
+/// `rerunnable`: the launcher can run the session again if QEMU crashes.
 pub(crate) fn choose(
     purpose: Purpose,
+    rerunnable: bool,
     kvm: Result<(), String>,
     mttcg: Result<(), String>,
 ) -> (crate::Accel, String) {
@@ -87,6 +92,10 @@ pub(crate) fn choose(
         (Purpose::Latency, _) => (
             Accel::Tcg,
             format!("KVM unusable ({why_not_kvm}); latency work keeps every vCPU on one host thread"),
+        ),
+        (_, Ok(())) if !rerunnable => (
+            Accel::Tcg,
+            format!("KVM unusable ({why_not_kvm}); a session driven through a control port cannot be run again if QEMU crashes under MTTCG"),
         ),
         (_, Ok(())) => (
             Accel::Mttcg,
@@ -140,11 +149,18 @@ mod tests {
     #[test]
     fn choice_follows_kvm_then_purpose_then_kernel() {
         let no = || Err("no /dev/kvm".to_owned());
-        assert_eq!(choose(Purpose::Latency, Ok(()), Ok(())).0, Accel::Kvm);
-        assert_eq!(choose(Purpose::Test, no(), Ok(())).0, Accel::Mttcg);
-        assert_eq!(choose(Purpose::Throughput, no(), Ok(())).0, Accel::Mttcg);
-        assert_eq!(choose(Purpose::Latency, no(), Ok(())).0, Accel::Tcg);
-        let (accel, why) = choose(Purpose::Test, no(), Err("CONFIG_JUMP_LABEL=y".into()));
+        assert_eq!(choose(Purpose::Latency, true, Ok(()), Ok(())).0, Accel::Kvm);
+        assert_eq!(choose(Purpose::Test, false, Ok(()), Ok(())).0, Accel::Kvm);
+        assert_eq!(choose(Purpose::Test, true, no(), Ok(())).0, Accel::Mttcg);
+        assert_eq!(
+            choose(Purpose::Throughput, true, no(), Ok(())).0,
+            Accel::Mttcg
+        );
+        assert_eq!(choose(Purpose::Latency, true, no(), Ok(())).0, Accel::Tcg);
+        let (accel, why) = choose(Purpose::Test, false, no(), Ok(()));
+        assert_eq!(accel, Accel::Tcg);
+        assert!(why.contains("control port"), "{why}");
+        let (accel, why) = choose(Purpose::Test, true, no(), Err("CONFIG_JUMP_LABEL=y".into()));
         assert_eq!(accel, Accel::Tcg);
         assert!(
             why.contains("no /dev/kvm") && why.contains("CONFIG_JUMP_LABEL=y"),

@@ -38,7 +38,15 @@ pub struct Interactive {
 impl Vm {
     /// Boots to an interactive root shell in a pty driven by rexpect; every
     /// `exp_*` call times out after `expect_timeout`.
+    ///
+    /// A session cannot be run again if QEMU crashes, so an MTTCG the
+    /// launcher picked by itself becomes single-threaded TCG here (see
+    /// [`crate::accel`]).
     pub fn spawn_interactive(&self, expect_timeout: Duration) -> Result<Interactive> {
+        self.unrepeatable().spawn_session(expect_timeout)
+    }
+
+    fn spawn_session(&self, expect_timeout: Duration) -> Result<Interactive> {
         self.check_stop()?;
         let files = RunFiles::new(self)?;
         let (share, virtiofsd) = self.start_share(files.rundir.path());

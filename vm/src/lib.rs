@@ -61,6 +61,8 @@ pub enum VmError {
     #[error("QEMU failed ({status}). Serial log: {log}\n{stderr}")]
     QemuFailed {
         status: String,
+        /// The signal QEMU died of, if it crashed rather than exited.
+        signal: Option<i32>,
         log: PathBuf,
         stderr: String,
     },

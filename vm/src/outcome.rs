@@ -3,6 +3,7 @@
 //! classified into an [`Outcome`] or a [`VmError`].
 
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -120,6 +121,7 @@ pub(crate) fn classify(f: Finished) -> Result<Outcome, VmError> {
         Ending::Exited(Some(st)) if !st.success() && exit_code.is_none() && !panicked => {
             return Err(VmError::QemuFailed {
                 status: st.to_string(),
+                signal: st.signal(),
                 log: f.serial_log,
                 stderr: f.qemu_stderr,
             });
@@ -151,7 +153,6 @@ pub(crate) fn parse_exit_code(exit_port: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::process::ExitStatusExt;
 
     #[test]
     fn exit_code_parsing() {
@@ -253,10 +254,12 @@ mod tests {
         match e {
             VmError::QemuFailed {
                 status,
+                signal,
                 log,
                 stderr,
             } => {
                 assert_eq!(status, "exit status: 1");
+                assert_eq!(signal, None);
                 assert_eq!(log, PathBuf::from("/l/x.serial.log"));
                 assert!(stderr.contains("qemu: oops"));
             }

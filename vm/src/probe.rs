@@ -22,7 +22,8 @@ pub(crate) fn resolve_accel(cfg: &VmConfig, qemu: &Path) -> Result<Accel> {
         Accel::Auto => {
             let (kvm, reason) = kvm_verdict(cfg, qemu)?;
             let kvm = if kvm { Ok(()) } else { Err(reason) };
-            accel::choose(cfg.purpose, kvm, accel::mttcg_safe(&cfg.kernel))
+            let rerunnable = cfg.control.is_none();
+            accel::choose(cfg.purpose, rerunnable, kvm, accel::mttcg_safe(&cfg.kernel))
         }
         Accel::Mttcg => match accel::mttcg_safe(&cfg.kernel) {
             Ok(()) => (

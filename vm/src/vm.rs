@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::child::find_qemu;
 use crate::launch::Io;
 use crate::qemu::{self, GuestParams, Plan, Share};
-use crate::{default_timeout, probe, Accel, Outcome, VmConfig};
+use crate::{default_timeout, probe, Accel, Outcome, VmConfig, VmError};
 
 /// A validated VM configuration with its accelerator chosen.
 #[derive(Clone, Debug)]
@@ -70,8 +70,54 @@ impl Vm {
 
     /// Boots, runs `cmd` with `sh -c` in the guest (stdin /dev/null), captures
     /// its output and returns once the guest powered off, panicked or timed out.
+    ///
+    /// If QEMU itself crashes under multi-threaded TCG, the run is repeated
+    /// once on single-threaded TCG: an emulator crash says nothing about the
+    /// guest, and a test should not fail for it. Said on stderr.
     pub fn run(&self, cmd: &str) -> Result<Outcome> {
-        self.launch(Some(cmd), Io::Capture, Some(self.timeout()))
+        let first = self.launch(Some(cmd), Io::Capture, Some(self.timeout()));
+        let Some(why) = self.emulator_crash(&first) else {
+            return first;
+        };
+        eprintln!("enoki-vm: {why}; running the command again on single-threaded TCG");
+        let tcg = Self {
+            accel: Accel::Tcg,
+            ..self.clone()
+        };
+        tcg.launch(Some(cmd), Io::Capture, Some(tcg.timeout()))
+    }
+
+    /// This VM for a session that cannot be run again: single-threaded TCG
+    /// where `--accel auto` chose MTTCG.
+    pub(crate) fn unrepeatable(&self) -> Self {
+        if self.cfg.accel == Accel::Auto && self.accel == Accel::Mttcg {
+            eprintln!("enoki-vm: accelerator tcg: a session cannot be run again if QEMU crashes under MTTCG");
+            return Self {
+                accel: Accel::Tcg,
+                ..self.clone()
+            };
+        }
+        self.clone()
+    }
+
+    /// Why `result` is QEMU crashing under MTTCG, if it is.
+    fn emulator_crash(&self, result: &Result<Outcome>) -> Option<String> {
+        if self.accel != Accel::Mttcg {
+            return None;
+        }
+        let err = result.as_ref().err()?.downcast_ref::<VmError>()?;
+        match err {
+            VmError::QemuFailed {
+                status,
+                signal: Some(_),
+                log,
+                ..
+            } => Some(format!(
+                "QEMU crashed under MTTCG ({status}; serial log {})",
+                log.display()
+            )),
+            _ => None,
+        }
     }
 
     /// Like [`Vm::run`] but the guest console is the launcher's own stdio;
@@ -93,5 +139,31 @@ impl Vm {
             term: std::env::var("TERM").ok(),
             cols_rows: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(asked: Accel, chosen: Accel) -> Vm {
+        Vm {
+            cfg: VmConfig::with_root("/w/enoki").accel(asked),
+            accel: chosen,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+        }
+    }
+
+    #[test]
+    fn an_unrepeatable_session_leaves_mttcg_only_when_the_launcher_chose_it() {
+        assert_eq!(
+            vm(Accel::Auto, Accel::Mttcg).unrepeatable().accel,
+            Accel::Tcg
+        );
+        assert_eq!(
+            vm(Accel::Mttcg, Accel::Mttcg).unrepeatable().accel,
+            Accel::Mttcg
+        );
+        assert_eq!(vm(Accel::Auto, Accel::Kvm).unrepeatable().accel, Accel::Kvm);
     }
 }

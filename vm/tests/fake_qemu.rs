@@ -28,7 +28,8 @@ for a in "$@"; do
     fi
     prev=$a
 done
-export EXIT_FILE SERIAL
+QEMU_ARGS="$*"
+export EXIT_FILE SERIAL QEMU_ARGS
 trap 'echo $? > "$EXIT_FILE"' EXIT
 eval "$cmd"
 "#;
@@ -116,6 +117,30 @@ fn qemu_failure_and_kvm_error_are_errors() {
         "{e:#}"
     );
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn qemu_crash_under_mttcg_reruns_on_single_threaded_tcg() {
+    let crash = "case \"$QEMU_ARGS\" in *thread=multi*) trap - EXIT; kill -SEGV $$ ;; esac; \
+                 echo \"$QEMU_ARGS\" | grep -o 'thread=[a-z]*'";
+    let out = config()
+        .accel(Accel::Mttcg)
+        .build()
+        .unwrap()
+        .run(crash)
+        .unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.output, "thread=single\n");
+    // Single-threaded TCG crashing is the caller's error, not run again.
+    let e = config()
+        .build()
+        .unwrap()
+        .run("trap - EXIT; kill -SEGV $$")
+        .unwrap_err();
+    match vm_error(&e) {
+        VmError::QemuFailed { signal, .. } => assert_eq!(*signal, Some(11)),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
