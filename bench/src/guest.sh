@@ -10,7 +10,7 @@
 #   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
 # The run list may end with bench_upgrades N (`enoki-bench --upgrades N`).
 # Argument: the run list, a script of one bench_setup call and then
-# bench_run calls.
+# bench_run calls (sweep_run calls for `--only shinjuku`).
 
 RAW=$BENCH_RAW
 cd /tmp || exit 1
@@ -41,10 +41,23 @@ record_end() {
 	rm -f /tmp/x.enk
 }
 
+# The scheduler `enoki status` shows: `-` (or nothing, without enoki) when
+# none is loaded.
+loaded_scheduler() {
+	enoki status 2>/dev/null | awk '$1 == "scheduler" { print $2 }'
+}
+
 # bench_run ID SCHED LABEL CMD: runs CMD, writes RAW/ID.{out,status,time}.
 bench_run() {
-	local id=$1 sched=$2 label=$3 cmd=$4 status=ok rc t0 t1
+	local id=$1 sched=$2 label=$3 cmd=$4 status=ok rc t0 t1 loaded
 	printf 'bench: %s ... ' "$label"
+	loaded=$(loaded_scheduler)
+	if [ "$sched" = default ] && [ -n "$loaded" ] && [ "$loaded" != - ]; then
+		# An earlier unload failed: this run would measure Enoki, not the default.
+		echo "scheduler $loaded still loaded" >"$RAW/$id.status"
+		echo "FAILED (scheduler $loaded still loaded)"
+		return
+	fi
 	if [ "$sched" = enoki ]; then
 		if ! enoki_load >"$RAW/$id.load" 2>&1; then
 			echo "load failed: $(tail -1 "$RAW/$id.load")" >"$RAW/$id.status"
@@ -69,6 +82,19 @@ bench_run() {
 	echo "$status" >"$RAW/$id.status"
 	echo "$t0 $t1" >"$RAW/$id.time"
 	echo "$status ($(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s)"
+}
+
+# sweep_run ID SCHED ARGS LABEL CMD: bench_run for the sweep, where each run
+# names its scheduler: `default`, or the Enoki scheduler to load (with
+# ARGS, empty for none) for this run only, in its default mode (no
+# `--mode all`: only tasks that set SCHED_EXT, the workers, run under it).
+sweep_run() {
+	local BENCH_SCHED=$2 BENCH_ARGS=$3 BENCH_RECORD=0
+	if [ "$2" = default ]; then
+		bench_run "$1" default "$4" "$5"
+	else
+		bench_run "$1" enoki "$4" "$5"
+	fi
 }
 
 # bench_upgrades N: Enoki's live upgrade, in this boot: a pipe round trip

@@ -10,14 +10,25 @@
 //! and `ratios.png` under `target/bench/<time>/` and copies them to
 //! `target/bench/latest.*`.
 //!
+//! `--only shinjuku` is a sweep of its own instead (see `sweep`): the
+//! paper's Figure 2, tail latency and a batch job's CPU share over offered
+//! load under the default, the fair and the Shinjuku-style scheduler, in
+//! one latency boot; `results.{md,json}` and three PNGs, copied to
+//! `target/bench/latest-shinjuku*`.
+//!
 //! ```text
 //! cargo make bench                       # kernel + rootfs, then 3 reps
 //! cargo run -p enoki-bench -- --reps 1 --only pipe-1cpu,zstd
 //! cargo run -p enoki-bench -- --from target/bench/<time>   # re-render a report
+//! cargo run -p enoki-bench -- --only shinjuku --rates 500,1000,2000
 //! ```
 
 mod plot;
+mod replay;
 mod report;
+mod stats;
+mod sweep;
+mod sweep_plot;
 mod workloads;
 
 use std::fmt::Write as _;
@@ -29,6 +40,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use report::{Meta, Report, RunRecord, ORIENTATION, SCHEDS};
+use sweep::{SweepConfig, SweepReport};
 use workloads::Workload;
 
 #[derive(Parser, Debug)]
@@ -63,6 +75,21 @@ struct Cli {
     /// after (in meta.note and on stdout). See `upgrade_report`.
     #[arg(long, default_value_t = 0, value_name = "N")]
     upgrades: usize,
+    /// Offered loads of the shinjuku sweep (`--only shinjuku`), requests/s.
+    #[arg(long, value_delimiter = ',', default_values_t = sweep::DEFAULT_RATES)]
+    rates: Vec<u32>,
+    /// The sweep's Shinjuku-style scheduler (`enoki load NAME`); a scheduler
+    /// that does not exist fails only its own points.
+    #[arg(long, default_value = "shinjuku")]
+    shinjuku_sched: String,
+    /// Its parameters (`enoki load --args`). The default slice is 1 ms:
+    /// under TCG a switch costs more than the paper's 10 us, which then
+    /// only thrashes (README, "Shinjuku"); under KVM pass preempt_us=10.
+    #[arg(long, default_value = "preempt_us=1000")]
+    shinjuku_args: String,
+    /// Requests are generated for this long at each point of the sweep, ms.
+    #[arg(long, default_value_t = 3000)]
+    sweep_ms: u64,
     /// Output directory (default: <workspace>/target/bench/<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -381,9 +408,14 @@ fn write_outputs(dir: &Path, rep: &Report) -> Result<()> {
 
 /// `--from`: the report of an earlier run directory, rendered again.
 fn rerender(dir: &Path) -> Result<()> {
-    let old: Report = serde_json::from_str(
-        &fs::read_to_string(dir.join("results.json")).context("results.json")?,
-    )?;
+    let text = fs::read_to_string(dir.join("results.json")).context("results.json")?;
+    if let Ok(old) = serde_json::from_str::<SweepReport>(&text) {
+        if old.kind == sweep::KIND {
+            let points = sweep::collect(&old.config, &dir.join("raw"));
+            return write_sweep_outputs(dir, &SweepReport { points, ..old });
+        }
+    }
+    let old: Report = serde_json::from_str(&text)?;
     let ws: Vec<Workload> = workloads::all()
         .into_iter()
         .filter(|w| old.runs.iter().any(|r| r.workload == w.name))
@@ -399,6 +431,119 @@ fn rerender(dir: &Path) -> Result<()> {
             ..old
         },
     )
+}
+
+/// Writes the sweep's results.{json,md} and charts into `dir` and copies
+/// them to `latest-shinjuku*` beside it (apart from the A/B `latest.*`,
+/// whose format differs).
+fn write_sweep_outputs(dir: &Path, rep: &SweepReport) -> Result<()> {
+    let json = serde_json::to_string_pretty(rep)?;
+    let md = sweep::markdown(rep);
+    fs::write(dir.join("results.json"), &json)?;
+    fs::write(dir.join("results.md"), &md)?;
+    let pngs = sweep_plot::sweep_pngs(dir, rep)?;
+    if let Some(parent) = dir.parent() {
+        fs::write(parent.join("latest-shinjuku.json"), &json)?;
+        fs::write(parent.join("latest-shinjuku.md"), &md)?;
+        for (png, name) in pngs.iter().zip(sweep_plot::FILES) {
+            fs::copy(png, parent.join(format!("latest-shinjuku-{name}")))?;
+        }
+    }
+    println!("\n{md}");
+    println!(
+        "bench: wrote {}/results.{{md,json}} and {} (also target/bench/latest-shinjuku*)",
+        dir.display(),
+        sweep_plot::FILES.join(", ")
+    );
+    Ok(())
+}
+
+/// The sweep's settings from the command line: `--rates` ascending, the
+/// fair scheduler from `--scheduler`/`--args`.
+fn sweep_config(cli: &Cli) -> Result<SweepConfig> {
+    let mut rates = cli.rates.clone();
+    rates.sort_unstable();
+    rates.dedup();
+    if rates.is_empty() || rates.contains(&0) {
+        bail!("--rates needs positive rates (requests/s)");
+    }
+    Ok(SweepConfig {
+        rates,
+        duration_ms: cli.sweep_ms,
+        fair: (cli.scheduler.clone(), cli.args.clone().unwrap_or_default()),
+        shinjuku: (cli.shinjuku_sched.clone(), cli.shinjuku_args.clone()),
+    })
+}
+
+/// `--only shinjuku`: the sweep, in one latency boot (wakeups and tail
+/// latency, like pipe and schbench).
+fn run_sweep(cli: &Cli) -> Result<()> {
+    let cfg = sweep_config(cli)?;
+    let (stamp, date) = now_stamp();
+    let d = RunDir::create(cli, &stamp)?;
+    let plan = Plan {
+        purpose: enoki_vm::Purpose::Latency,
+        list: cfg.run_list(),
+        runs: cfg.runs() as u64,
+        extra_s: 60,
+        what: format!(
+            "shinjuku sweep, {} rates x {} series (default, enoki {}, enoki {})",
+            cfg.rates.len(),
+            sweep::SERIES.len(),
+            cfg.fair.0,
+            cfg.shinjuku.0
+        ),
+        workloads: vec![sweep::NAME],
+    };
+    let boots = [boot(cli, plan, &d)?];
+    let meta = Meta {
+        reps: 1,
+        scheduler: cfg.shinjuku.0.clone(),
+        scheduler_args: cfg.shinjuku.1.clone(),
+        ..meta(cli, &[], &d.raw, date, &boots)
+    };
+    let report = SweepReport {
+        kind: sweep::KIND.into(),
+        meta,
+        points: sweep::collect(&cfg, &d.raw),
+        config: cfg,
+    };
+    write_sweep_outputs(&d.dir, &report)?;
+    println!("bench: VM time {:.0} s", report.meta.vm_seconds);
+    Ok(())
+}
+
+/// `--only replay`: record in one VM boot, replay on the host.
+fn run_replay(cli: &Cli) -> Result<()> {
+    let (stamp, _) = now_stamp();
+    let d = RunDir::create(cli, &stamp)?;
+    let boot = |cmd: &str| {
+        let vm = enoki_vm::VmConfig::new()?
+            .timeout(Duration::from_secs(900))
+            .echo_output(true)
+            .build()?;
+        println!(
+            "bench: replay: recording fifo and wfq in one VM ({}); traces in {}",
+            vm.accel(),
+            d.raw.display()
+        );
+        let started = Instant::now();
+        let out = vm.run(cmd)?;
+        let problems = out.problems();
+        if !problems.is_empty() {
+            eprintln!(
+                "bench: replay: kernel log problems while recording (serial log {})",
+                out.serial_log.display()
+            );
+        }
+        Ok(replay::Recorded {
+            took: started.elapsed(),
+            problems,
+        })
+    };
+    let md = replay::run(cli.reps, &d.dir, &d.raw, boot)?;
+    println!("bench: replay report in {}", md.display());
+    Ok(())
 }
 
 /// Where one benchmark run keeps its files.
@@ -455,9 +600,21 @@ fn by_purpose(ws: &[Workload]) -> Vec<(enoki_vm::Purpose, Vec<Workload>)> {
         .collect()
 }
 
+/// What one VM boot runs.
+struct Plan {
+    purpose: enoki_vm::Purpose,
+    /// The run list for the guest script, and how many runs it has.
+    list: String,
+    runs: u64,
+    /// Time for work besides the runs (live upgrades), seconds.
+    extra_s: u64,
+    /// For the progress line: what the runs are.
+    what: String,
+    workloads: Vec<&'static str>,
+}
+
 /// Boots one VM for `purpose` and runs the guest script on `ws` in it.
 fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) -> Result<Boot> {
-    let runs = d.dir.join(format!("runs-{purpose}.sh"));
     let mut list = run_list(cli, ws);
     // Upgrades disturb latency the most: measured where latency is.
     let upgrades = if purpose == enoki_vm::Purpose::Latency {
@@ -468,20 +625,36 @@ fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) ->
     if upgrades > 0 {
         let _ = writeln!(list, "bench_upgrades {upgrades}");
     }
-    fs::write(&runs, list)?;
-    let runs_total = (cli.reps * ws.len() * 2) as u64;
-    let vm_timeout =
-        Duration::from_secs(600 + runs_total * (cli.run_timeout + 15) + 60 + 10 * upgrades as u64);
+    let plan = Plan {
+        purpose,
+        list,
+        runs: (cli.reps * ws.len() * 2) as u64,
+        extra_s: 60 + 10 * upgrades as u64,
+        what: format!(
+            "{} workloads x {} reps x 2 schedulers (default, enoki {})",
+            ws.len(),
+            cli.reps,
+            cli.scheduler
+        ),
+        workloads: ws.iter().map(|w| w.name).collect(),
+    };
+    boot(cli, plan, d)
+}
+
+/// Boots one VM that runs the guest script on `plan`'s run list.
+fn boot(cli: &Cli, plan: Plan, d: &RunDir) -> Result<Boot> {
+    let purpose = plan.purpose;
+    let runs = d.dir.join(format!("runs-{purpose}.sh"));
+    fs::write(&runs, &plan.list)?;
+    let vm_timeout = Duration::from_secs(600 + plan.runs * (cli.run_timeout + 15) + plan.extra_s);
     let vm = enoki_vm::VmConfig::new()?
         .purpose(purpose)
         .timeout(vm_timeout)
         .echo_output(true)
         .build()?;
     println!(
-        "bench: {purpose}: {} workloads x {} reps x 2 schedulers (default, enoki {}) in one VM ({}); raw output in {}",
-        ws.len(),
-        cli.reps,
-        cli.scheduler,
+        "bench: {purpose}: {} in one VM ({}); raw output in {}",
+        plan.what,
         vm.accel(),
         d.raw.display()
     );
@@ -498,10 +671,9 @@ fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) ->
             eprintln!("  {p}");
         }
     }
-    let workloads = ws.iter().map(|w| w.name).collect();
     Ok(Boot {
         purpose,
-        workloads,
+        workloads: plan.workloads,
         out,
         seconds,
     })
@@ -555,19 +727,39 @@ fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) ->
     }
 }
 
+/// Whether `--only` asks for `name`, a benchmark of its own; an error if
+/// other workloads, `--record` or `--upgrades` come with it.
+fn runs_alone(cli: &Cli, name: &str) -> Result<bool> {
+    if !cli.only.iter().any(|o| o == name) {
+        return Ok(false);
+    }
+    if cli.only.len() > 1 || cli.record || cli.upgrades > 0 {
+        bail!("--only {name} is a benchmark of its own, without other workloads, --record or --upgrades");
+    }
+    Ok(true)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.list {
         for w in workloads::all() {
             println!("{:<16} {}", w.name, w.what);
         }
+        println!("{:<16} {}", sweep::NAME, sweep::WHAT);
+        println!("{:<16} {}", replay::NAME, replay::WHAT);
         return Ok(());
     }
     if let Some(dir) = &cli.from {
         return rerender(dir);
     }
+    if runs_alone(&cli, sweep::NAME)? {
+        return run_sweep(&cli);
+    }
     if cli.reps == 0 {
         bail!("--reps must be at least 1");
+    }
+    if runs_alone(&cli, replay::NAME)? {
+        return run_replay(&cli);
     }
     let ws = selected(&cli.only)?;
     let (stamp, date) = now_stamp();
@@ -577,6 +769,7 @@ fn main() -> Result<()> {
         .map(|(purpose, group)| run_vm(&cli, purpose, &group, &d))
         .collect::<Result<Vec<_>>>()?;
     let runs = collect(&ws, cli.reps, &d.raw);
+    let ejected = ejections(&runs);
     let (metrics, summary) = report::summarize(&ws, &runs, cli.reps);
     let meta = meta(&cli, &ws, &d.raw, date, &boots);
     let vm_seconds = meta.vm_seconds;
@@ -594,7 +787,22 @@ fn main() -> Result<()> {
         },
     )?;
     println!("bench: VM time {vm_seconds:.0} s");
+    if !ejected.is_empty() {
+        bail!(
+            "the scheduler was ejected in {} run(s), so its numbers are not the scheduler's: {}",
+            ejected.len(),
+            ejected.join("; ")
+        );
+    }
     Ok(())
+}
+
+/// The runs whose scheduler was ejected, named.
+fn ejections(runs: &[RunRecord]) -> Vec<String> {
+    runs.iter()
+        .filter(|r| r.status.starts_with("ejected"))
+        .map(|r| format!("{} rep {}: {}", r.workload, r.rep, r.status))
+        .collect()
 }
 
 #[cfg(test)]
@@ -783,11 +991,149 @@ mod tests {
         assert_eq!(runs[0].metrics["time"], 2.5);
         assert_eq!(runs[0].elapsed_s, Some(2.5));
         assert_eq!(runs[1].status, "ejected: runnable task stall");
+        let named = ejections(&runs);
+        assert_eq!(named.len(), 1, "{named:?}");
+        assert!(
+            named[0].ends_with(": ejected: runnable task stall"),
+            "{named:?}"
+        );
         assert!(
             runs[1].metrics.is_empty(),
             "a failed run's numbers are not used"
         );
         assert!(runs[2].status.starts_with("not run"));
+    }
+
+    #[test]
+    fn sweep_options_make_the_config() {
+        let cli = Cli::parse_from(["enoki-bench", "--only", "shinjuku"]);
+        let cfg = sweep_config(&cli).unwrap();
+        assert_eq!(cfg.rates, sweep::DEFAULT_RATES);
+        assert_eq!(cfg.fair, ("wfq".into(), String::new()));
+        assert_eq!(
+            cfg.shinjuku,
+            ("shinjuku".into(), "preempt_us=1000".into()),
+            "a slice that does not thrash under TCG"
+        );
+        let cli = Cli::parse_from([
+            "enoki-bench",
+            "--rates",
+            "2000,500,500",
+            "--shinjuku-sched",
+            "sj2",
+            "--shinjuku-args",
+            "preempt_us=10",
+            "--sweep-ms",
+            "1000",
+        ]);
+        let cfg = sweep_config(&cli).unwrap();
+        assert_eq!(cfg.rates, [500, 2000], "ascending, once each");
+        assert_eq!(cfg.shinjuku, ("sj2".into(), "preempt_us=10".into()));
+        assert_eq!(cfg.duration_ms, 1000);
+        assert!(sweep_config(&Cli::parse_from(["enoki-bench", "--rates", "0,5"])).is_err());
+    }
+
+    /// Runs `sweep_run` lines with the guest script on the host, with a
+    /// fake `enoki` whose `status` shows `scheduler` as the loaded one.
+    fn run_sweep_script(scheduler: &str, list: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, bin) = (dir.path().join("raw"), dir.path().join("bin"));
+        fs::create_dir(&raw).unwrap();
+        fs::create_dir(&bin).unwrap();
+        let fake = format!(
+            "#!/bin/sh\n[ \"$1\" = status ] && printf 'scheduler       {scheduler}\\nstate x\\n'\n\
+             [ \"$1\" = load ] && echo \"unknown scheduler '$2'\" && exit 1\nexit 0\n"
+        );
+        fs::write(bin.join("enoki"), fake).unwrap();
+        let chmod = std::process::Command::new("chmod")
+            .args(["+x", &bin.join("enoki").display().to_string()])
+            .status()
+            .unwrap();
+        assert!(chmod.success());
+        let script = dir.path().join("guest.sh");
+        fs::write(&script, GUEST_SCRIPT).unwrap();
+        let runs = dir.path().join("runs.sh");
+        fs::write(&runs, list).unwrap();
+        let cli = Cli::parse_from(["enoki-bench"]);
+        let cmd = guest_command(&guest_env(&cli, &raw), &script, &runs);
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}");
+        (dir, stdout)
+    }
+
+    #[test]
+    fn guest_script_runs_the_sweep_and_refuses_a_loaded_scheduler() {
+        let cfg = SweepConfig {
+            rates: vec![500],
+            ..sweep_config(&Cli::parse_from(["enoki-bench"])).unwrap()
+        };
+        let list = "sweep_run alone-default-500 'default' '' 'a label' 'echo short_p99_us 12.5'\n\
+                    sweep_run alone-shinjuku-500 'shinjuku' 'a=1' 'sj' 'echo short_p99_us 1'\n";
+        let (dir, stdout) = run_sweep_script("-", list);
+        assert!(stdout.contains("bench: a label ... ok ("), "{stdout}");
+        assert!(
+            stdout.contains("bench: sj ... FAILED (enoki load)"),
+            "{stdout}"
+        );
+        let points = sweep::collect(&cfg, &dir.path().join("raw"));
+        assert_eq!(points[0].value(sweep::P99), Some(12.5));
+        assert_eq!(
+            points[2].status,
+            "load failed: unknown scheduler 'shinjuku'"
+        );
+        // A default run while an Enoki scheduler is still loaded measures
+        // nothing.
+        let (dir, stdout) = run_sweep_script("wfq", list);
+        assert!(
+            stdout.contains("FAILED (scheduler wfq still loaded)"),
+            "{stdout}"
+        );
+        let points = sweep::collect(&cfg, &dir.path().join("raw"));
+        assert_eq!(points[0].status, "scheduler wfq still loaded");
+    }
+
+    #[test]
+    fn sweep_report_renders_and_rerenders() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("run");
+        let raw = dir.join("raw");
+        fs::create_dir_all(&raw).unwrap();
+        let cfg = SweepConfig {
+            rates: vec![500, 1000],
+            ..sweep_config(&Cli::parse_from(["enoki-bench"])).unwrap()
+        };
+        let report = SweepReport {
+            kind: sweep::KIND.into(),
+            meta: Meta::default(),
+            points: sweep::collect(&cfg, &raw),
+            config: cfg,
+        };
+        // Nothing ran: empty charts still render.
+        write_sweep_outputs(&dir, &report).unwrap();
+        for (id, out) in [
+            ("alone-default-500", "short_p99_us 40\n"),
+            ("alone-default-1000", "short_p99_us 9000\n"),
+            (
+                "batch-shinjuku-500",
+                "short_p99_us 30\nbatch_cpu_share 0.5\n",
+            ),
+        ] {
+            fs::write(raw.join(format!("{id}.status")), "ok\n").unwrap();
+            fs::write(raw.join(format!("{id}.out")), out).unwrap();
+        }
+        rerender(&dir).unwrap();
+        let md = fs::read_to_string(dir.join("results.md")).unwrap();
+        assert!(md.contains("| 1000 | 9000 |"), "{md}");
+        for f in sweep_plot::FILES {
+            let png = fs::read(top.path().join(format!("latest-shinjuku-{f}"))).unwrap();
+            assert_eq!(&png[1..4], b"PNG", "{f}");
+        }
     }
 
     #[test]

@@ -24,7 +24,13 @@ const WIDTH: i32 = 1140;
 
 /// The font every text is set in, under the name plotters knows it by.
 const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
-const FAMILY: &str = "DejaVu Sans";
+pub const FAMILY: &str = "DejaVu Sans";
+
+/// Makes the embedded font available to plotters as [`FAMILY`].
+pub fn register_embedded_font() -> Result<()> {
+    register_font(FAMILY, FontStyle::Normal, FONT)
+        .map_err(|_| anyhow!("the embedded font {FAMILY} does not load"))
+}
 /// Text sizes, pixels: labels and values, notes.
 const LARGE: u32 = 17;
 const SMALL: u32 = 14;
@@ -188,8 +194,7 @@ fn footer(area: &Area, report: &Report, bottom: i32) -> Result<()> {
 pub fn ratios_png(path: &Path, report: &Report) -> Result<()> {
     let rows: &[MetricSummary] = &report.metrics;
     let bottom = TOP + ROW * rows.len() as i32;
-    register_font(FAMILY, FontStyle::Normal, FONT)
-        .map_err(|_| anyhow!("the embedded font {FAMILY} does not load"))?;
+    register_embedded_font()?;
     let area = BitMapBackend::new(path, (WIDTH as u32, (bottom + 90) as u32)).into_drawing_area();
     area.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let scale = Scale::fitting(rows);

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::{self, Verdict};
 use crate::workloads::{Better, Group, Workload};
 
 /// The two schedulers compared.
@@ -53,11 +54,17 @@ pub struct MetricSummary {
     pub group: Group,
     pub default: Side,
     pub enoki: Side,
-    /// Enoki's cost / default's cost from the medians (> 1: Enoki worse).
+    /// Enoki's cost / default's cost (> 1: Enoki worse): the median of
+    /// the per-repetition ratios (both ran back to back in each).
     pub ratio: Option<f64>,
+    /// Bootstrap confidence interval of `ratio` ([`stats::CONFIDENCE`]).
+    pub ratio_ci: Option<(f64, f64)>,
     /// Range of the per-repetition ratios (same repetition, back to back).
     pub ratio_min: Option<f64>,
     pub ratio_max: Option<f64>,
+    /// The ratio of each repetition, in order (`None`: a side failed).
+    #[serde(default)]
+    pub pairs: Vec<Option<f64>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +73,12 @@ pub struct Target {
     pub goal: String,
     /// The measured value the goal is about (a ratio), if measurable.
     pub value: Option<f64>,
+    /// The interval of `value`, when there is one.
+    pub ci: Option<(f64, f64)>,
+    /// (Reports from before verdicts read as undecided.)
+    #[serde(default)]
+    pub verdict: Verdict,
+    /// `verdict` is [`Verdict::Met`].
     pub met: bool,
     pub detail: String,
 }
@@ -108,27 +121,9 @@ pub struct Report {
 pub const ORIENTATION: &str =
     "ratio = Enoki's cost / the default scheduler's cost (time and latency: Enoki/default; throughput: default/Enoki); > 1 means Enoki is worse";
 
-fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    Some(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    })
-}
-
-pub fn geomean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
-}
-
 fn side(values: Vec<Option<f64>>) -> Side {
     let ok: Vec<f64> = values.iter().flatten().copied().collect();
-    let median = median(&ok);
+    let median = stats::median(&ok);
     let spread_pct = median.filter(|m| *m > 0.0 && ok.len() > 1).map(|m| {
         let (lo, hi) = ok
             .iter()
@@ -174,13 +169,13 @@ pub fn summarize(
                     .collect()
             };
             let (d, e) = (side(values("default")), side(values("enoki")));
-            let pairs: Vec<f64> = d
+            let by_rep: Vec<Option<f64>> = d
                 .values
                 .iter()
                 .zip(&e.values)
-                .filter_map(|(a, b)| Some(cost(m.better, (*a)?, (*b)?)))
+                .map(|(a, b)| Some(cost(m.better, (*a)?, (*b)?)))
                 .collect();
-            let ratio = d.median.zip(e.median).map(|(a, b)| cost(m.better, a, b));
+            let pairs: Vec<f64> = by_rep.iter().flatten().copied().collect();
             out.push(MetricSummary {
                 key: m.key(w),
                 workload: w.name.into(),
@@ -188,7 +183,9 @@ pub fn summarize(
                 unit: m.unit.into(),
                 better: m.better,
                 group: m.group,
-                ratio,
+                ratio: stats::median(&pairs),
+                ratio_ci: stats::median_ci(&pairs),
+                pairs: by_rep,
                 ratio_min: pairs.iter().copied().reduce(f64::min),
                 ratio_max: pairs.iter().copied().reduce(f64::max),
                 default: d,
@@ -216,7 +213,7 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
             .map(|m| m.key.clone())
             .collect::<Vec<_>>()
     };
-    let geomean_app = geomean(&ratios(&app));
+    let geomean_app = stats::geomean(&ratios(&app));
     let worst_app = worst(&app);
     let pct = |r: f64| (r - 1.0) * 100.0;
 
@@ -226,22 +223,33 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
         let missing = incomplete(&covered);
         let w = worst(&covered);
         let value = w.as_ref().map(|(_, r)| *r);
-        let met = missing.is_empty() && value.is_some_and(|r| r <= limit);
+        let ci = covered
+            .iter()
+            .find(|m| w.as_ref().is_some_and(|(k, _)| *k == m.key))
+            .and_then(|m| m.ratio_ci);
+        let verdict = Verdict::all(
+            covered
+                .iter()
+                .map(|m| Verdict::of(m.ratio_ci, limit))
+                .chain((!missing.is_empty()).then_some(Verdict::Undecided)),
+        );
         let mut detail = match &w {
-            Some((k, r)) => format!("worst {k}: {:+.1} %", pct(*r)),
+            Some((k, r)) => format!("worst {k}: {:+.1} %{}", pct(*r), ci_pct(ci)),
             None => "no data".into(),
         };
         if !missing.is_empty() {
             let _ = write!(detail, "; no result for {}", missing.join(", "));
         }
         if let Some(r) = value.filter(|r| *r > limit) {
-            let _ = write!(detail, "; missed by {:.1} points", pct(r) - pct(limit));
+            let _ = write!(detail, "; over by {:.1} points", pct(r) - pct(limit));
         }
         targets.push(Target {
             name: name.into(),
             goal: goal.into(),
             value,
-            met,
+            ci,
+            verdict,
+            met: verdict == Verdict::Met,
             detail,
         });
     };
@@ -264,16 +272,25 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
     );
     max_target("application worst case", "within 5 %", app.clone(), 1.05);
     let missing = incomplete(&app);
+    let per_rep = geomean_by_rep(&app);
+    let (value, ci) = (stats::median(&per_rep), stats::median_ci(&per_rep));
+    let verdict = match missing.is_empty() {
+        true => Verdict::of(ci, 1.005),
+        false => Verdict::Undecided,
+    };
     targets.push(Target {
         name: "application geomean".into(),
         goal: "within 0.5 %".into(),
-        value: geomean_app,
-        met: missing.is_empty() && geomean_app.is_some_and(|g| g <= 1.005),
-        detail: match geomean_app {
-            Some(g) if g > 1.005 => {
-                format!("{:+.2} %; missed by {:.2} points", pct(g), pct(g) - 0.5)
-            }
-            Some(g) => format!("{:+.2} %", pct(g)),
+        value,
+        ci,
+        verdict,
+        met: verdict == Verdict::Met,
+        detail: match value {
+            Some(g) => format!(
+                "{:+.2} %{} (median over repetitions of their geomean)",
+                pct(g),
+                ci_pct(ci)
+            ),
             None => "no data".into(),
         } + &if missing.is_empty() {
             String::new()
@@ -285,7 +302,7 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
     Summary {
         geomean_app,
         worst_app,
-        geomean_all: geomean(&ratios(&all)),
+        geomean_all: stats::geomean(&ratios(&all)),
         worst_all: worst(&all),
         failed_runs: runs
             .iter()
@@ -299,6 +316,24 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
             .collect(),
         targets,
     }
+}
+
+/// The geometric mean of `ms`' ratios in each repetition where every one
+/// of them has a ratio.
+fn geomean_by_rep(ms: &[&MetricSummary]) -> Vec<f64> {
+    let reps = ms.iter().map(|m| m.pairs.len()).max().unwrap_or(0);
+    (0..reps)
+        .filter_map(|i| {
+            let v: Option<Vec<f64>> = ms.iter().map(|m| *m.pairs.get(i)?).collect();
+            stats::geomean(&v?)
+        })
+        .collect()
+}
+
+/// ` [lo, hi]` in percent of overhead, or nothing.
+fn ci_pct(ci: Option<(f64, f64)>) -> String {
+    ci.map(|(lo, hi)| format!(" [{:+.1}, {:+.1}]", (lo - 1.0) * 100.0, (hi - 1.0) * 100.0))
+        .unwrap_or_default()
 }
 
 fn num(v: f64) -> String {
@@ -338,8 +373,8 @@ pub fn markdown(r: &Report) -> String {
         "Enoki `{}` vs the default scheduler, {} repetitions interleaved in the same boot ({}), {}.\n",
         m.scheduler, m.reps, m.vm, m.date
     );
-    let _ = writeln!(s, "Ratio: {}. Values are medians; ± is half the min-max spread across repetitions; the range column is the spread of the per-repetition ratios.\n", r.orientation.trim_start_matches("ratio = "));
-    s.push_str("| workload | metric | default | Enoki | ratio | ratio range |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
+    let _ = writeln!(s, "Ratio: {}. Values are medians; ± is half the min-max spread across repetitions. The ratio is the median of the per-repetition ratios (both schedulers back to back in each), with its {:.0} % bootstrap interval; the range is the spread of those ratios. A target is met when the whole interval is within it, missed when the whole interval is beyond it, else undecided.\n", r.orientation.trim_start_matches("ratio = "), stats::CONFIDENCE * 100.0);
+    s.push_str("| workload | metric | default | Enoki | ratio | 95 % interval | ratio range |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
     for x in &r.metrics {
         let ratio = x
             .ratio
@@ -349,13 +384,17 @@ pub fn markdown(r: &Report) -> String {
             (Some(a), Some(b)) => format!("{a:.3}-{b:.3}"),
             _ => "-".into(),
         };
+        let ci = match x.ratio_ci {
+            Some((a, b)) => format!("{a:.3}-{b:.3}"),
+            None => "-".into(),
+        };
         let better = match x.better {
             Better::Lower => "lower is better",
             Better::Higher => "higher is better",
         };
         let _ = writeln!(
             s,
-            "| {} | {} ({}, {better}) | {} | {} | {ratio} | {range} |",
+            "| {} | {} ({}, {better}) | {} | {} | {ratio} | {ci} | {range} |",
             x.workload,
             x.metric,
             x.unit,
@@ -378,7 +417,7 @@ pub fn markdown(r: &Report) -> String {
         w(&sm.worst_app),
         w(&sm.worst_all)
     );
-    s.push_str("| target | goal | measured | met |\n| --- | --- | --- | --- |\n");
+    s.push_str("| target | goal | measured | verdict |\n| --- | --- | --- | --- |\n");
     for t in &sm.targets {
         let _ = writeln!(
             s,
@@ -386,7 +425,7 @@ pub fn markdown(r: &Report) -> String {
             t.name,
             t.goal,
             t.detail,
-            if t.met { "yes" } else { "**no**" }
+            t.verdict.word()
         );
     }
     if !sm.failed_runs.is_empty() {
@@ -460,11 +499,14 @@ mod tests {
         assert_eq!(sum.failed_runs.len(), 2);
         let t = |n: &str| sum.targets.iter().find(|t| t.name == n).unwrap();
         assert!(!t("pipe latency").met && t("pipe latency").detail.contains("no result"));
+        assert_eq!(t("pipe latency").verdict, Verdict::Undecided);
+        // hackbench's two pairs agree on +10 %: the whole interval is over.
+        assert_eq!(t("application worst case").verdict, Verdict::Missed);
         assert!(!t("application worst case").met);
         assert!(
             t("application worst case")
                 .detail
-                .contains("missed by 5.0 points"),
+                .contains("worst hackbench/time: +10.0 % [+10.0, +10.0]; over by 5.0 points"),
             "{}",
             t("application worst case").detail
         );
@@ -475,10 +517,46 @@ mod tests {
             summary: sum,
             runs,
         });
-        assert!(md.contains("| hackbench | time (s, lower is better) | 2.00 ±0.0% | 2.20 ±0.0% | 1.100 | 1.100-1.100 |"), "{md}");
+        assert!(md.contains("| hackbench | time (s, lower is better) | 2.00 ±0.0% | 2.20 ±0.0% | 1.100 | 1.100-1.100 | 1.100-1.100 |"), "{md}");
         assert!(
-            md.contains("| 50.00 (1 failed) | failed (2/2) | - |"),
+            md.contains("| application worst case | within 5 % |"),
             "{md}"
         );
+        assert!(md.contains("| **missed** |"), "{md}");
+        assert!(
+            md.contains("| 50.00 (1 failed) | failed (2/2) | - | - | - |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_of_paired_ratios_with_an_interval() {
+        let ws: Vec<Workload> = workloads::all()
+            .into_iter()
+            .filter(|w| w.name == "hackbench")
+            .collect();
+        // The ratio of the medians would be 2.2 / 2.0; the pairs are 2.2,
+        // 0.5 and 1.0, and drift between repetitions cancels within each.
+        let runs: Vec<RunRecord> = [(1.0, 2.2), (2.0, 1.0), (3.0, 3.0)]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (d, e))| {
+                [
+                    rec("hackbench", "default", i + 1, "time", Some(*d)),
+                    rec("hackbench", "enoki", i + 1, "time", Some(*e)),
+                ]
+            })
+            .collect();
+        let (ms, sum) = summarize(&ws, &runs, 3);
+        let m = ms.iter().find(|m| m.key == "hackbench/time").unwrap();
+        assert!((m.ratio.unwrap() - 1.0).abs() < 1e-9);
+        let (lo, hi) = m.ratio_ci.unwrap();
+        assert!(lo <= 0.5 + 1e-9 && hi >= 2.2 - 1e-9, "{lo} {hi}");
+        let t = |n: &str| sum.targets.iter().find(|t| t.name == n).unwrap();
+        // The interval straddles +5 %: neither met nor missed.
+        assert_eq!(t("application worst case").verdict, Verdict::Undecided);
+        // One application: its geomean per repetition is its ratio.
+        assert!((t("application geomean").value.unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(t("application geomean").verdict, Verdict::Undecided);
     }
 }

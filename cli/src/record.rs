@@ -28,6 +28,12 @@ pub const SYSMODULE_ENV: &str = "ENOKI_SYSMODULE";
 /// How often the drain thread empties the rings.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(3);
 
+/// Most a drain pass reads before the drain thread sleeps again: the rings
+/// can fill as fast as it reads them, and a real-time thread must not run
+/// on unbounded. (Sleeping as long as each pass ran, to leave half of the
+/// CPU, lost most events under emulation: reading is the bottleneck.)
+pub const DRAIN_PASS_MAX: usize = 2 << 20;
+
 /// Every file `enoki record` touches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordPaths {
@@ -119,10 +125,21 @@ impl<R: Read> Drainer<R> {
         }
     }
 
-    /// Reads until the source is empty; returns the bytes read.
+    /// Reads until the source is empty or [`DRAIN_PASS_MAX`] bytes came;
+    /// returns the bytes read.
     pub fn drain(&mut self) -> std::io::Result<usize> {
+        self.drain_up_to(DRAIN_PASS_MAX)
+    }
+
+    /// Reads until the source is empty (recording has stopped, so it will
+    /// be).
+    pub fn drain_all(&mut self) -> std::io::Result<usize> {
+        self.drain_up_to(usize::MAX)
+    }
+
+    fn drain_up_to(&mut self, max: usize) -> std::io::Result<usize> {
         let mut total = 0;
-        loop {
+        while total < max {
             match self.src.read(&mut self.buf) {
                 Ok(0) => return Ok(total),
                 Ok(n) => {
@@ -133,6 +150,7 @@ impl<R: Read> Drainer<R> {
                 Err(e) => return Err(e),
             }
         }
+        Ok(total)
     }
 }
 
@@ -249,7 +267,7 @@ impl Recording {
                     d.drain()?;
                     std::thread::sleep(DRAIN_EVERY);
                 }
-                d.drain()?;
+                d.drain_all()?;
                 Ok(d.data)
             })
         };
@@ -274,7 +292,7 @@ impl Recording {
         stopped?;
         // Whatever the kernel wrote between the thread's last read and the stop.
         let mut d = Drainer::new(File::open(&trace).map_err(|e| Error::io(&trace, e))?);
-        d.drain().map_err(|e| Error::io(&trace, e))?;
+        d.drain_all().map_err(|e| Error::io(&trace, e))?;
         data.extend_from_slice(&d.data);
         let drops = read_number(&self.paths.sysfs, "record_drops")?.unwrap_or(0);
         Ok((data, drops))
@@ -404,6 +422,29 @@ mod tests {
             self.1 += n;
             Ok(n)
         }
+    }
+
+    /// A ring that fills as fast as it is read.
+    struct Endless(u64);
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0 += 1;
+            assert!(self.0 < 1 << 20, "the drain pass never ended");
+            let n = buf.len() / KERNEL_REC_BYTES * KERNEL_REC_BYTES;
+            buf[..n].fill(0);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_drain_pass_ends_while_the_rings_keep_filling() {
+        let mut d = Drainer::new(Endless(0));
+        let n = d.drain().unwrap();
+        assert!(
+            (DRAIN_PASS_MAX..DRAIN_PASS_MAX + 256 * KERNEL_REC_BYTES).contains(&n),
+            "{n}"
+        );
+        assert_eq!(n % KERNEL_REC_BYTES, 0, "whole records only");
     }
 
     #[test]

@@ -77,6 +77,10 @@ impl Host {
 #[inline(always)]
 pub(super) fn lock_wait(_addr: usize) {}
 
+/// A CPU spinning for a lock only spins.
+#[inline(always)]
+pub(super) fn lock_spin() {}
+
 /// Records a lock event while Enoki-C records; one load and branch otherwise.
 #[inline(always)]
 pub(super) fn lock_event(addr: usize, acquire: bool) {

@@ -43,7 +43,7 @@ pub use scheduler::{
     TaskError,
 };
 pub use services::Services;
-pub use sync::{RwLock, Shared, SpinLock};
+pub use sync::{CpuFlags, RwLock, Shared, SpinLock};
 pub use topology::Topology;
 pub use types::{nice_to_weight, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 

@@ -169,6 +169,17 @@ impl Topology {
     pub fn all_cpus(&self) -> CpuSet {
         CpuSet::first_n(self.nr_cpus())
     }
+
+    /// The other CPUs in order of closeness to `cpu`: its LLC, its node,
+    /// then the rest (where a waking task or a thief looks first).
+    pub fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> {
+        let llc = self.llc_cpus(cpu);
+        let node = self.node_cpus(self.node_of(cpu));
+        let near = llc.iter().filter(move |c| *c != cpu);
+        let mid = node.without(llc).iter();
+        let far = self.all_cpus().without(node).iter();
+        near.chain(mid).chain(far)
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +206,14 @@ mod tests {
         let smt = Topology::symmetric(1, 2, 2, 21).unwrap();
         assert_eq!(smt.core_of(1), 0);
         assert_eq!(smt.core_of(3), 2);
+    }
+
+    #[test]
+    fn nearest_cpus_share_the_llc_first() {
+        let t = Topology::symmetric(2, 4, 1, 21).unwrap();
+        let near: std::vec::Vec<_> = t.nearest(5).collect();
+        assert_eq!(near, [4, 6, 7, 0, 1, 2, 3]);
+        assert_eq!(t.nearest(0).next(), Some(1));
     }
 
     #[test]

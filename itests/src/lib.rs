@@ -142,7 +142,7 @@ pub fn number<T: AsRef<str> + ?Sized>(out: &T, key: &str) -> u64 {
 /// A guest shell function `dump PREFIX` that prints Enoki's status files,
 /// its message counters and sched_ext's state as `PREFIXname value` lines
 /// (`scx` is sched_ext's state), for [`field`] and [`number`].
-pub const DUMP: &str = r#"dump() { for f in scheduler state nr_tasks pick_errors balance_errors rejected; do echo "$1$f $(cat /sys/kernel/enoki/$f)"; done; sed "s/^/$1/" /sys/kernel/enoki/counters; echo "${1}scx $(cat /sys/kernel/sched_ext/state)"; echo "${1}last_exit $(cat /sys/kernel/enoki/last_exit)"; }"#;
+pub const DUMP: &str = r#"dump() { for f in scheduler state nr_tasks pick_errors select_errors balance_errors rejected; do echo "$1$f $(cat /sys/kernel/enoki/$f)"; done; sed "s/^/$1/" /sys/kernel/enoki/counters; echo "${1}scx $(cat /sys/kernel/sched_ext/state)"; echo "${1}last_exit $(cat /sys/kernel/enoki/last_exit)"; }"#;
 
 /// Fails unless the dump with `prefix` (see [`DUMP`]) shows the scheduler
 /// still running: Enoki's `state` is `enabled` and sched_ext still enabled.

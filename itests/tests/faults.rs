@@ -298,7 +298,10 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
 /// periods while an Enoki task waits there: no scheduler could run it, so
 /// the scheduler stays and the kernel log says who starved the task.
 /// (`timeout` runs outside the hog's CPU and class, or it could never run
-/// to stop it.)
+/// to stop it. The hog starts once the spinner is in Enoki, policy 7:
+/// before that it is a CFS task the hog would starve unseen. The hog is
+/// RT before it moves to CPU 1: as a CFS task there it would wait behind
+/// the Enoki spinner, which runs ahead of CFS.)
 #[test]
 #[serial]
 fn a_task_starved_by_an_rt_hog_is_not_the_schedulers_stall() {
@@ -307,7 +310,10 @@ fn a_task_starved_by_an_rt_hog_is_not_the_schedulers_stall() {
         "set -e; echo -1 > /proc/sys/kernel/sched_rt_runtime_us; \
          enoki load fifo --mode opt-in --watchdog-ms 1000 >/dev/null; \
          taskset -c 1 enoki run -- sh -c 'while :; do :; done' & spin=$!; \
-         timeout 3 taskset -c 1 chrt -f 50 sh -c 'while :; do :; done' || true; \
+         policy() { cut -d' ' -f41 /proc/$spin/stat; }; \
+         for i in $(seq 100); do [ \"$(policy)\" = 7 ] && break; sleep 0.05; done; \
+         echo spin_policy $(policy); \
+         timeout 3 chrt -f 50 taskset -c 1 sh -c 'while :; do :; done' || true; \
          kill $spin; wait $spin || true; \
          echo state $(cat /sys/kernel/enoki/state); \
          echo last_exit $(cat /sys/kernel/enoki/last_exit); \
@@ -315,6 +321,7 @@ fn a_task_starved_by_an_rt_hog_is_not_the_schedulers_stall() {
          enoki unload",
     );
     r.assert_exit(0);
+    assert_eq!(field(&r, "spin_policy"), "7", "the spinner entered Enoki");
     assert_eq!(
         field(&r, "state"),
         "enabled",

@@ -67,6 +67,49 @@ done
     r.assert_clean();
 }
 
+/// CPUs 3 and 5 are offline before WFQ loads, and stay offline through an
+/// upgrade that carries WFQ's state and one from FIFO that does not: each
+/// version hears of them at its start (`cpu_offline` at load) and, with
+/// every online CPU busy, never chooses them for a task.
+#[test]
+#[serial]
+fn offline_cpus_are_never_chosen_after_a_load_or_an_upgrade() {
+    let script = format!(
+        r#"{DUMP}
+for c in 3 5; do echo 0 > /sys/devices/system/cpu/cpu$c/online; done
+echo "online $(cat /sys/devices/system/cpu/online)"
+work() {{ rc=0; stress-ng -c 8 -f 2 -t 5s >/dev/null 2>&1 || rc=$?; echo "$1.stress-exit $rc"; }}
+enoki load wfq --mode all >/dev/null
+dump load.
+work load
+enoki upgrade wfq >/dev/null
+work carried
+enoki upgrade fifo >/dev/null
+enoki upgrade wfq >/dev/null
+work fresh
+dump end.
+enoki unload >/dev/null
+for c in 3 5; do echo 1 > /sys/devices/system/cpu/cpu$c/online; done
+"#
+    );
+    let r = it::boot(it::heavy_config(), &script);
+    r.assert_exit(0);
+    assert_eq!(field(&r, "online"), "0-2,4,6-7");
+    assert_eq!(number(&r, "load.cpu_offline"), 2, "told at load");
+    for phase in ["load", "carried", "fresh"] {
+        assert_eq!(field(&r, &format!("{phase}.stress-exit")), "0", "{phase}");
+    }
+    it::assert_enabled(&r, "end.");
+    assert_eq!(field(&r, "end.scheduler"), "wfq");
+    assert_eq!(
+        number(&r, "end.select_errors"),
+        0,
+        "an offline CPU was chosen"
+    );
+    assert_eq!(number(&r, "end.pick_errors"), 0);
+    r.assert_clean();
+}
+
 /// With room for only 16 tasks, almost every task is refused: a fork storm
 /// of 200 processes next to CPU hogs must still finish, without the
 /// watchdog ejecting the scheduler for a task left waiting.

@@ -7,9 +7,9 @@
 use enoki_itests::{self as it, field};
 use serial_test::serial;
 
-/// Records `sched` (in `all` mode) for ~5 s of CPU spinners, a fork/exec
-/// loop and a pipe ping-pong, then replays the trace by locks.
-fn record_and_replay(sched: &str) {
+/// Records `sched` (in `all` mode, with `args`) for ~5 s of CPU spinners,
+/// a fork/exec loop and a pipe ping-pong, then replays the trace by locks.
+fn record_and_replay(sched: &str, args: &str) {
     let dir = it::shared_tempdir();
     let trace = dir.path().join(format!("{sched}.enk"));
     let script = format!(
@@ -26,7 +26,7 @@ rc=0
 # The trace goes to the guest's tmpfs and onto the share afterwards: the
 # share's writes are served by virtiofsd on the host, which shares the host
 # cores with the vCPUs under multi-threaded TCG and would stall the drain.
-timeout 120 enoki record -o /tmp/{sched}.enk --load {sched} --mode all -- sh /tmp/work.sh || rc=$?
+timeout 120 enoki record -o /tmp/{sched}.enk --load {sched} --mode all {args} -- sh /tmp/work.sh || rc=$?
 echo record-exit $rc
 cp /tmp/{sched}.enk {trace}
 echo drops-file $(cat /sys/kernel/enoki/record_drops)
@@ -65,7 +65,7 @@ enoki unload
 #[test]
 #[serial]
 fn fifo_recording_replays_without_divergence() {
-    record_and_replay("fifo");
+    record_and_replay("fifo", "");
 }
 
 /// WFQ's shared state (idle CPUs, queue lengths, load, steals) must be
@@ -73,5 +73,13 @@ fn fifo_recording_replays_without_divergence() {
 #[test]
 #[serial]
 fn wfq_recording_replays_without_divergence() {
-    record_and_replay("wfq");
+    record_and_replay("wfq", "");
+}
+
+/// Shinjuku's shared state (idle and timer-armed flags per CPU, the
+/// arrival counter that orders steals) must be visible to replay too.
+#[test]
+#[serial]
+fn shinjuku_recording_replays_without_divergence() {
+    record_and_replay("shinjuku", "--args preempt_us=1000");
 }

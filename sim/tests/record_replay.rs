@@ -388,7 +388,7 @@ fn lose(records: &[Record], at: usize, lost: usize) -> (Vec<Record>, TraceGap) {
     let first = records[at];
     let gap = TraceGap {
         seq: first.seq,
-        cpu: first.cpu,
+        cpu: Some(first.cpu),
         lost: lost as u64,
     };
     let mut out = records[..at].to_vec();
@@ -474,6 +474,48 @@ fn a_gap_stops_the_lock_ordered_replay_with_calls_cut_short() {
     let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
     assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
     assert_eq!(rep.gap, Some(gap));
+}
+
+/// A kernel trace's hole comes before its gap record (written once the
+/// ring has room again): both replays stop at the missing sequence numbers
+/// as at a gap record, having replayed every message before them.
+#[test]
+fn missing_sequence_numbers_stop_both_replays_as_a_gap() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let (header, order, _) = interleaved(&bytes);
+    let at = (order.len() / 2..order.len())
+        .find(|&i| matches!(order[i].event, Event::LockRelease { .. }))
+        .unwrap();
+    let mut holed = order.clone();
+    holed.drain(at..at + 4);
+    let gap = TraceGap {
+        seq: order[at].seq,
+        cpu: None,
+        lost: 4,
+    };
+    for by_locks in [false, true] {
+        let mut reader = TraceReader::new(Cursor::new(write(&header, &holed))).unwrap();
+        let opts = ReplayOptions::default();
+        let rep = if by_locks {
+            replay_by_locks::<Fifo>(&header, &mut reader, &opts)
+        } else {
+            replay::<Fifo>(&header, &mut reader, &opts)
+        }
+        .unwrap();
+        assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+        assert_eq!(rep.gap, Some(gap), "by locks: {by_locks}");
+        assert_eq!(rep.seq_gaps, 4);
+        assert_eq!(rep.messages, messages_before(&order, gap.seq));
+        assert!(rep.messages > 100);
+    }
+    assert_eq!(
+        gap.to_string(),
+        format!(
+            "trace has a gap: 4 sequence numbers missing at seq {} (events lost)",
+            gap.seq
+        )
+    );
 }
 
 #[test]
@@ -585,4 +627,28 @@ fn a_replay_asked_to_stop_ends_with_that_message() {
     };
     let rep = replay::<Fifo>(&header, &mut reader, &opts).unwrap();
     assert_eq!(rep.stopped_at, Some(next));
+}
+
+/// A kernel trace (`itests` faults: the `buggy` scheduler's ABBA between
+/// CPUs 0 and 1) in which CPU 1 began waiting first and found the cycle.
+/// The replay runs into the same deadlock and CPU 1 finds it again: CPU 0
+/// finding it instead would take locks its recorded call never took.
+#[test]
+fn a_recorded_abba_replays_with_the_same_cpu_finding_the_cycle() {
+    quiet();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/abba-cpu1-finds-the-cycle.enk");
+    let mut reader = TraceReader::open(&path).unwrap();
+    let header = reader.header().clone();
+    let entry = registry::find("buggy").unwrap();
+    let rep = (entry.replay_by_locks)(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    let fault = rep
+        .fault
+        .expect("the replay fails as the kernel did")
+        .to_string();
+    assert!(
+        fault.starts_with("ABBA deadlock in pick_next_task") && fault.contains(": CPU 1 at "),
+        "{fault}"
+    );
 }

@@ -206,7 +206,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // Less a hair, so 0.99 * 1000 (990.000...01 in floating point) is 990.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
@@ -231,6 +232,9 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), 100);
         assert_eq!(percentile(&[7], 99.0), 7);
         assert_eq!(percentile(&[], 50.0), 0);
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 99.0), 990);
+        assert_eq!(percentile(&v, 99.9), 999);
     }
 
     #[test]

@@ -224,6 +224,7 @@ pub(super) fn wait(
         }) {
             break Ok(());
         }
+        backend::lock_spin();
         let waited = backend::now_ns().saturating_sub(start);
         if let Some((i, _)) = me {
             let cycle = find_cycle(i, lock);

@@ -21,13 +21,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::fault::{Failed, Site};
 
+mod cpu_flags;
 pub mod detect;
+
+pub use cpu_flags::CpuFlags;
 
 /// Lock events, for record/replay and lock debugging: the backend records
 /// them while recording is on (one branch when it is off).
 pub mod hooks {
     /// About to wait for the lock at `addr` (not called by `try_lock`):
-    /// lock-ordered replay holds the thread here until it is its turn.
+    /// lock-ordered replay holds the CPU's fiber here until it is its turn.
     #[inline(always)]
     pub fn acquiring(addr: usize) {
         super::super::backend::lock_wait(addr);

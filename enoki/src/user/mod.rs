@@ -11,6 +11,7 @@ use super::sync::detect::{self, MAX_CONTEXTS};
 use super::types::CpuId;
 
 mod driver;
+pub mod fiber;
 
 pub use driver::{
     Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, RuntimeSource, TaskState,
@@ -100,6 +101,12 @@ pub(super) fn lock_wait(addr: usize) {
     });
 }
 
+/// A lock wait inside a [`fiber`] lets the other fibers run: the holder
+/// may be one of them.
+pub(super) fn lock_spin() {
+    fiber::suspend();
+}
+
 pub(super) fn lock_event(addr: usize, acquire: bool) {
     LOCK_OBSERVER.with(|o| {
         if let Some(f) = o.get() {
@@ -164,12 +171,16 @@ impl Drop for ContextSlot {
 
 std::thread_local! {
     static CONTEXT: Option<ContextSlot> = ContextSlot::claim();
-    static FAULT: core::cell::Cell<Option<Fault>> = const { core::cell::Cell::new(None) };
+    pub(self) static FAULT: core::cell::Cell<Option<Fault>> = const { core::cell::Cell::new(None) };
 }
 
-/// This thread's context in the deadlock detector (`None` once more than
+/// This thread's (or the running fiber's) context in the deadlock
+/// detector (`None` once more than
 /// [`MAX_CONTEXTS`] threads use locks at once: only the timeout works then).
 pub(super) fn context() -> Option<usize> {
+    if let Some(i) = fiber::ACTING.try_with(|a| a.get()).ok().flatten() {
+        return Some(i);
+    }
     CONTEXT.try_with(|c| c.as_ref().map(|c| c.0)).ok().flatten()
 }
 

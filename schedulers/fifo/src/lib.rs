@@ -11,9 +11,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuId, CpuSet, EnokiScheduler, FixedVec, InitContext, InitError, NoHint, NotTaken, PickError,
-    Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, Shared, SpinLock, TaskError,
-    TaskInfo, TaskMap, Topology,
+    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError,
+    Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError, TaskInfo,
+    TaskMap, Topology,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -31,44 +31,21 @@ pub struct Fifo {
     queues: RunQueues<Ring<Waiting>>,
     /// Allowed CPUs of every task the scheduler knows.
     tasks: SpinLock<TaskMap<CpuSet>>,
-    /// CPUs whose last pick found nothing. libEnoki `Shared`, not atomics:
+    /// CPUs whose last pick found nothing. libEnoki flags, not atomics:
     /// every read and write is then a lock event, so lock-ordered replay of
     /// a kernel trace sees the values the kernel run saw.
-    idle: FixedVec<Shared<bool>>,
+    idle: CpuFlags,
     /// CPUs taken offline: never chosen, never idle.
-    offline: FixedVec<Shared<bool>>,
+    offline: CpuFlags,
 }
 
 impl Fifo {
     fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu).is_some_and(Shared::get)
+        self.is_online(cpu) && self.idle.get(cpu)
     }
 
     fn is_online(&self, cpu: CpuId) -> bool {
-        self.offline.get(cpu).is_some_and(|o| !o.get())
-    }
-
-    fn set_offline(&self, cpu: CpuId, offline: bool) {
-        if let Some(o) = self.offline.get(cpu) {
-            o.set(offline);
-        }
-    }
-
-    fn set_idle(&self, cpu: CpuId, idle: bool) {
-        if let Some(i) = self.idle.get(cpu) {
-            i.set(idle);
-        }
-    }
-
-    /// CPUs in order of closeness to `cpu`: same LLC, same node, the rest.
-    fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> + '_ {
-        let t = &self.topology;
-        let llc = t.llc_cpus(cpu);
-        let node = t.node_cpus(t.node_of(cpu));
-        let near = llc.iter().filter(move |c| *c != cpu);
-        let mid = node.without(llc).iter();
-        let far = t.all_cpus().without(node).iter();
-        near.chain(mid).chain(far)
+        cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
     }
 
     /// Queues `token` at the back of its CPU's queue; if that CPU is busy,
@@ -85,6 +62,7 @@ impl Fifo {
         queued.map_err(|w| w.token)?;
         if !self.is_idle(cpu) {
             if let Some(idle) = self
+                .topology
                 .nearest(cpu)
                 .find(|c| allowed.contains(*c) && self.is_idle(*c))
             {
@@ -118,14 +96,14 @@ impl EnokiScheduler for Fifo {
             slice_ns: ctx.slice_ns,
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-            idle: FixedVec::new_with(nr, |_| Shared::new(false))?,
-            offline: FixedVec::new_with(nr, |_| Shared::new(false))?,
+            idle: CpuFlags::new(nr)?,
+            offline: CpuFlags::new(nr)?,
         })
     }
 
     fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let next = self.queues.lock(cpu)?.pop_front();
-        self.set_idle(cpu, next.is_none());
+        self.idle.set(cpu, next.is_none());
         Ok(next.map(|w| {
             let mut token = w.token;
             token.set_slice_ns(self.slice_ns);
@@ -188,7 +166,11 @@ impl EnokiScheduler for Fifo {
         if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
             return Ok(prev_cpu);
         }
-        let near = || self.nearest(prev_cpu).filter(|c| allowed.contains(*c));
+        let near = || {
+            self.topology
+                .nearest(prev_cpu)
+                .filter(|c| allowed.contains(*c))
+        };
         // An idle CPU, else prev if it is still online, else any online one.
         Ok(near()
             .find(|c| self.is_idle(*c))
@@ -200,7 +182,7 @@ impl EnokiScheduler for Fifo {
     fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
         // The longest queue with a task allowed here; nearest wins ties.
         let mut best: Option<(usize, Pid)> = None;
-        for other in self.nearest(cpu) {
+        for other in self.topology.nearest(cpu) {
             let q = self.queues.lock(other)?;
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;
@@ -242,12 +224,12 @@ impl EnokiScheduler for Fifo {
     }
 
     fn cpu_online(&self, cpu: CpuId) -> Result {
-        self.set_offline(cpu, false);
+        self.offline.set(cpu, false);
         Ok(())
     }
 
     fn cpu_offline(&self, cpu: CpuId) -> Result {
-        self.set_offline(cpu, true);
+        self.offline.set(cpu, true);
         Ok(())
     }
 }

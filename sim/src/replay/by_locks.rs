@@ -1,271 +1,279 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Lock-ordered replay: one thread per recorded CPU, every blocking lock
-//! acquisition held until it is that CPU's turn in the lock's recorded
-//! acquisition order.
+//! Lock-ordered replay: one fiber per recorded CPU, all on this thread
+//! ([`enoki::user::fiber`]), every blocking lock acquisition held until it
+//! is that CPU's turn in the lock's recorded acquisition order.
+//!
+//! A fiber runs its CPU's calls back to back until an acquisition is not
+//! its turn yet; it then suspends and the driver resumes the next fiber
+//! round the ring. Handing over costs a stack switch, not a thread
+//! wake-up, and the order is the same on every run. When every fiber waits
+//! for a turn that none of them can give, the replay stalled: reported at
+//! once, with what each CPU waits for.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use rustc_hash::FxHashMap;
 
 use enoki::abi::ret_err;
 use enoki::dispatch::Loaded;
+use enoki::user::fiber::{self, Fiber, Resumed};
 use enoki::EnokiScheduler;
 
 use super::{
     apply, build_notice, checks_locks, load, lock_name, question, stopped_before, Answer,
-    Divergence, InOrder, LockEvent, LockMap, ReplayOptions, ReplayReport, TraceGap, TraceUpgrade,
+    Divergence, InOrder, LockEvent, LockMap, ReplayOptions, ReplayReport,
 };
 use crate::trace::{Event, Record, TraceError, TraceHeader};
 
-/// How long a thread waits for its turn at a lock before the replay gives up.
-const TURN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a waiting thread looks whether the replay still moves.
-const TURN_POLL: Duration = Duration::from_millis(100);
+/// One recorded lock event of a call, its lock numbered densely.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    event: LockEvent,
+    /// Index of the recorded lock in [`Gate::order`].
+    lock: usize,
+}
 
 /// One recorded call: its message record and the lock events that follow
 /// it on its CPU.
 struct ScriptCall {
     index: u64,
     record: Record,
-    locks: Vec<LockEvent>,
-    /// The call may have run on past the trace's first gap: `locks` are
-    /// only those recorded before it, and what it does after them is not
-    /// checked.
+    steps: Vec<Step>,
+    /// The call may have run on past the end of what is replayed (the
+    /// trace's first gap, or `--stop-before`): `steps` are only those
+    /// recorded before it, and what it does after them is not checked.
     open: bool,
     /// The call the replay was asked to stop at ([`stopped_before`]).
     stop: bool,
 }
 
-/// A trace, read and sorted for lock-ordered replay.
-struct Script {
-    /// Per recorded CPU: its calls, in order.
-    calls: BTreeMap<u32, Vec<ScriptCall>>,
-    /// Per recorded lock: the CPUs in the order they acquired it.
-    order: BTreeMap<u64, Vec<u32>>,
-    messages: u64,
-    lock_events: u64,
-    /// Every record, when a divergence report needs context.
-    records: Vec<Record>,
-    read_error: Option<TraceError>,
-    /// The first gap record: the script ends there.
-    gap: Option<TraceGap>,
-    /// The first upgrade, where the script ends too (every call had ended).
-    upgrade: Option<TraceUpgrade>,
-    /// The message the script was asked to end at (its last call).
-    stopped_at: Option<u64>,
+/// Records read so far for the divergence report's context (the newest
+/// [`Window::KEEP`] messages and lock events at most). Lock events, most of
+/// a trace, are kept in a quarter of a record's size.
+struct Window {
+    messages: VecDeque<Record>,
+    locks: VecDeque<KeptLock>,
+    keep: usize,
 }
 
-impl Script {
-    /// Reads `records` up to the first gap or upgrade record; sequence numbers missing
-    /// before it (events lost without a gap record) cannot be replayed by
-    /// locks.
-    fn read(
-        records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
-        keep_records: bool,
-        stop_before: Option<u64>,
-    ) -> Result<Self> {
-        let mut script = Script {
-            calls: BTreeMap::new(),
-            order: BTreeMap::new(),
-            messages: 0,
-            lock_events: 0,
-            records: Vec::new(),
-            read_error: None,
-            gap: None,
-            upgrade: None,
-            stopped_at: None,
+/// A lock event record, kept small.
+#[derive(Clone, Copy)]
+struct KeptLock {
+    seq: u64,
+    time_ns: u64,
+    addr: u64,
+    cpu: u32,
+    acquire: bool,
+}
+
+impl KeptLock {
+    fn record(&self) -> Record {
+        let addr = self.addr;
+        Record {
+            seq: self.seq,
+            cpu: self.cpu,
+            time_ns: self.time_ns,
+            event: match self.acquire {
+                true => Event::LockAcquire { addr },
+                false => Event::LockRelease { addr },
+            },
+        }
+    }
+}
+
+impl Window {
+    /// How far before the read frontier a divergence may be and still get
+    /// its context: the reader runs ahead only as far as a waiting fiber
+    /// needs.
+    const KEEP: usize = 1 << 16;
+
+    fn new(context: usize) -> Self {
+        let keep = if context == 0 {
+            0
+        } else {
+            Self::KEEP.max(context)
         };
-        let mut reader = InOrder::new(records, stop_before);
-        while let Some(next) = reader.next()? {
-            script.add(next.record, next.stop)?;
-            if keep_records {
-                script.records.push(next.record);
-            }
+        Window {
+            messages: VecDeque::new(),
+            locks: VecDeque::new(),
+            keep,
         }
-        if reader.seq_gaps > 0 {
-            bail!(
-                "{} sequence numbers are missing (dropped events): lock-ordered replay needs a whole trace",
-                reader.seq_gaps
-            );
-        }
-        if reader.cut() {
-            for call in script.calls.values_mut().filter_map(|c| c.last_mut()) {
-                call.open = true;
-            }
-        }
-        script.read_error = reader.read_error;
-        script.gap = reader.gap;
-        script.upgrade = reader.upgrade;
-        script.stopped_at = reader.stopped_at;
-        Ok(script)
     }
 
-    fn add(&mut self, r: Record, stop: bool) -> Result<()> {
-        let Some(lock) = LockEvent::of(&r) else {
-            self.calls.entry(r.cpu).or_default().push(ScriptCall {
+    fn push(&mut self, r: &Record, lock: Option<LockEvent>) {
+        if self.keep == 0 {
+            return;
+        }
+        match lock {
+            Some(l) => {
+                if self.locks.len() == self.keep {
+                    self.locks.pop_front();
+                }
+                self.locks.push_back(KeptLock {
+                    seq: r.seq,
+                    time_ns: r.time_ns,
+                    addr: l.addr,
+                    cpu: r.cpu,
+                    acquire: l.acquire,
+                });
+            }
+            None => {
+                if self.messages.len() == self.keep {
+                    self.messages.pop_front();
+                }
+                self.messages.push_back(*r);
+            }
+        }
+    }
+
+    /// The `n` records before `record`, oldest first.
+    fn before(&self, record: &Record, n: usize) -> Vec<Record> {
+        let m = self.messages.partition_point(|x| x.seq < record.seq);
+        let l = self.locks.partition_point(|x| x.seq < record.seq);
+        let mut v: Vec<Record> = self
+            .messages
+            .range(m.saturating_sub(n)..m)
+            .copied()
+            .chain(
+                self.locks
+                    .range(l.saturating_sub(n)..l)
+                    .map(KeptLock::record),
+            )
+            .collect();
+        v.sort_by_key(|r| r.seq);
+        v.split_off(v.len().saturating_sub(n))
+    }
+}
+
+/// The trace, read as the fibers need it: calls go to their CPU's queue,
+/// acquisitions to their lock's turn order.
+struct Reader<'a> {
+    input: InOrder<'a>,
+    /// Recorded lock address -> its index in [`Gate::order`].
+    locks: FxHashMap<u64, usize>,
+    messages: u64,
+    lock_events: u64,
+    window: Window,
+}
+
+/// Records read per refill: enough to amortise waking every fiber, few
+/// enough to keep the read frontier close.
+const REFILL: usize = 512;
+
+impl<'a> Reader<'a> {
+    fn new(
+        records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>,
+        opts: &ReplayOptions,
+    ) -> Self {
+        Reader {
+            input: InOrder::new(records, opts.stop_before),
+            locks: FxHashMap::default(),
+            messages: 0,
+            lock_events: 0,
+            window: Window::new(opts.context),
+        }
+    }
+
+    /// Reads up to [`REFILL`] records into `gate` (returns the CPUs seen
+    /// for the first time); at the end, seals every CPU's last call.
+    fn refill(&mut self, gate: &mut Gate) -> Result<Vec<u32>> {
+        let mut new_cpus = Vec::new();
+        for _ in 0..REFILL {
+            let Some(next) = self.input.next()? else {
+                self.finish(gate);
+                break;
+            };
+            if let Some(cpu) = self.add(gate, &next.record, next.stop)? {
+                new_cpus.push(cpu);
+            }
+        }
+        Ok(new_cpus)
+    }
+
+    fn finish(&mut self, gate: &mut Gate) {
+        gate.input_done = true;
+        let cut = self.input.cut();
+        for c in &mut gate.cpus {
+            if cut {
+                if let Some(last) = c.queue.back_mut().filter(|_| c.unsealed) {
+                    last.open = true;
+                }
+            }
+            c.unsealed = false;
+        }
+    }
+
+    /// Files `r`; returns its CPU if it is the first record of that CPU.
+    fn add(&mut self, gate: &mut Gate, r: &Record, stop: bool) -> Result<Option<u32>> {
+        let lock = LockEvent::of(r);
+        self.window.push(r, lock);
+        let Some(event) = lock else {
+            let (slot, new) = gate.slot_of(r.cpu);
+            let c = &mut gate.cpus[slot];
+            c.queue.push_back(ScriptCall {
                 index: self.messages,
-                record: r,
-                locks: Vec::new(),
+                record: *r,
+                steps: gate.spare.pop().unwrap_or_default(),
                 open: false,
                 stop,
             });
+            c.unsealed = true;
             self.messages += 1;
-            return Ok(());
+            return Ok(new.then_some(r.cpu));
         };
         self.lock_events += 1;
-        let Some(call) = self.calls.get_mut(&r.cpu).and_then(|v| v.last_mut()) else {
+        let slot = gate.slot.get(&r.cpu).copied();
+        let Some(call) = slot.and_then(|s| gate.cpus[s].queue.back_mut()) else {
             bail!(
                 "lock event seq {} on CPU {} before any call on that CPU",
                 r.seq,
                 r.cpu
             );
         };
-        call.locks.push(lock);
-        if lock.acquire {
-            self.order.entry(lock.addr).or_default().push(r.cpu);
+        let order = &mut gate.order;
+        let lock = *self.locks.entry(event.addr).or_insert_with(|| {
+            order.push(VecDeque::new());
+            gate.addrs.push(event.addr);
+            gate.taken.push(0);
+            order.len() - 1
+        });
+        call.steps.push(Step { event, lock });
+        if event.acquire {
+            if let Some(o) = gate.order.get_mut(lock) {
+                o.push_back(r.cpu);
+            }
+            gate.pending += 1;
         }
-        Ok(())
-    }
-
-    /// The `keep` records before `record`.
-    fn context(&self, record: &Record, keep: usize) -> Vec<Record> {
-        let at = self.records.partition_point(|x| x.seq < record.seq);
-        self.records[at.saturating_sub(keep)..at].to_vec()
+        Ok(None)
     }
 }
-
-/// Acquisitions so far, under the gate's mutex.
-#[derive(Default)]
-struct Turns {
-    /// Per recorded lock: how many acquisitions have happened.
-    taken: BTreeMap<u64, usize>,
-    pairs: LockMap,
-    /// Per replayed lock: the CPU holding it now.
-    held_by: BTreeMap<u64, u32>,
+/// What a fiber waits for before its next acquisition.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Its turn at this recorded lock (index into [`Gate::order`]).
+    Turn(usize),
+    /// Another CPU to hold this replayed lock, as when the call failed in
+    /// the recording.
+    HeldElsewhere(u64),
+    /// Every recorded acquisition to be done (a call cut by the trace's
+    /// end takes its locks after them, as in the recording).
+    PastGap,
+    /// Its next call to be read whole.
+    Input,
 }
 
-impl Turns {
-    fn taken(&self, lock: u64) -> usize {
-        self.taken.get(&lock).copied().unwrap_or(0)
-    }
-}
-
-/// Per CPU slot, for the stall report.
-#[derive(Default)]
-struct Waiting {
-    /// The recorded lock it waits for its turn at (0: none).
-    lock: AtomicU64,
-    /// The seq of its current call.
-    seq: AtomicU64,
-}
-
-struct Gate {
-    /// Per recorded lock: the CPUs in the order they acquired it.
-    order: BTreeMap<u64, Vec<u32>>,
-    turns: Mutex<Turns>,
-    /// One per CPU slot, notified when a lock's turn may be that CPU's.
-    conds: Vec<Condvar>,
-    slot: BTreeMap<u32, usize>,
-    failed: AtomicBool,
-    /// The scheduler failed: the replay ends there (not a divergence).
-    stopped: AtomicBool,
-    waiting: Vec<Waiting>,
-    /// Recorded acquisitions so far, all locks: a waiter gives up only
-    /// when this stops moving (slow machines and debug builds make turns
-    /// slow).
-    progress: AtomicU64,
-    /// Recorded acquisitions in all.
-    recorded: u64,
-}
-
-impl Gate {
-    fn new(order: BTreeMap<u64, Vec<u32>>, cpus: impl Iterator<Item = u32>) -> Self {
-        let slot: BTreeMap<u32, usize> = cpus.enumerate().map(|(i, c)| (c, i)).collect();
-        let recorded = order.values().map(|o| o.len() as u64).sum();
-        Gate {
-            recorded,
-            order,
-            turns: Mutex::new(Turns::default()),
-            conds: (0..slot.len()).map(|_| Condvar::new()).collect(),
-            waiting: (0..slot.len()).map(|_| Waiting::default()).collect(),
-            progress: AtomicU64::new(0),
-            slot,
-            failed: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-        }
-    }
-
-    fn turns(&self) -> MutexGuard<'_, Turns> {
-        self.turns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// What every CPU is doing, for a stall report.
-    fn waiters(&self) -> String {
-        let turns = self.turns();
-        self.slot
-            .iter()
-            .map(|(cpu, i)| {
-                let lock = self.waiting[*i].lock.load(Ordering::Relaxed);
-                let seq = self.waiting[*i].seq.load(Ordering::Relaxed);
-                if lock == 0 {
-                    format!("CPU {cpu} (call seq {seq}) runs")
-                } else {
-                    let t = turns.taken(lock);
-                    format!(
-                        "CPU {cpu} (call seq {seq}) waits for {lock:#x} #{t} (CPU {:?})",
-                        self.order[&lock].get(t)
-                    )
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn fail(&self) {
-        self.failed.store(true, Ordering::SeqCst);
-        let _g = self.turns();
-        self.conds.iter().for_each(|c| c.notify_all());
-    }
-
-    fn failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
-    }
-
-    /// Ends the replay at the scheduler's failure.
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.fail();
-    }
-
-    fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-
-    /// Counts an acquisition of recorded lock `lock` and wakes the CPU
-    /// whose turn at it is next, or everyone after the last one (calls
-    /// waiting to acquire past a gap).
-    fn acquired(&self, turns: &mut Turns, lock: u64) {
-        let done = self.progress.fetch_add(1, Ordering::Relaxed) + 1;
-        let t = turns.taken.entry(lock).or_insert(0);
-        *t += 1;
-        if done == self.recorded {
-            self.conds.iter().for_each(|c| c.notify_all());
-        } else if let Some(next) = self.order[&lock].get(*t) {
-            self.conds[self.slot[next]].notify_all();
-        }
-    }
-}
-
-/// What the replay thread of one CPU is doing, for the lock hooks.
-struct ThreadCtx {
-    gate: Arc<Gate>,
+/// One recorded CPU's fiber, as the lock hooks see it.
+struct CpuState {
     cpu: u32,
+    /// Its calls read and not begun, oldest first.
+    queue: VecDeque<ScriptCall>,
+    /// More lock events of the newest call in `queue` may follow.
+    unsealed: bool,
     /// Recorded lock events of the current call and how far they went.
-    locks: Vec<LockEvent>,
+    steps: Vec<Step>,
     pos: usize,
     /// The current call is [`ScriptCall::open`].
     open: bool,
@@ -273,281 +281,391 @@ struct ThreadCtx {
     /// failed left no event.
     failing: bool,
     error: Option<String>,
+    /// The seq of its current call.
+    seq: u64,
+    waits: Option<Wait>,
+    /// Its current call: its index among the messages, and its record.
+    call: Option<(u64, Record)>,
 }
 
-impl ThreadCtx {
-    fn fail(&mut self, error: String) {
-        self.error = Some(error);
-        self.gate.fail();
-    }
-
-    /// Waits until it is this CPU's turn at recorded lock `rec`, or the
-    /// replay failed, or nothing moved for [`TURN_TIMEOUT`].
-    fn wait_turn(&mut self, rec: u64) {
-        let (gate, cpu) = (self.gate.clone(), self.cpu);
-        let order = &gate.order[&rec];
-        self.wait_until(
-            rec,
-            |turns| order.get(turns.taken(rec)) == Some(&cpu),
-            |turns| {
-                let t = turns.taken(rec);
-                format!(
-                    "lock {rec:#x}: acquisition #{t} belongs to CPU {:?}",
-                    order.get(t)
-                )
-            },
-        );
-    }
-
-    /// The acquisition of replayed lock `addr` that failed in the
-    /// recording (a deadlock) is tried once another CPU holds the lock, as
-    /// it was there, so that replay runs into the same deadlock.
-    fn wait_held_elsewhere(&mut self, addr: usize) {
-        let cpu = self.cpu;
-        let held = |turns: &Turns| {
-            turns
-                .held_by
-                .get(&(addr as u64))
-                .is_some_and(|holder| *holder != cpu)
-        };
-        self.wait_until(0, held, |_| {
-            format!("another CPU to hold {addr:#x}, as when this call failed in the recording")
-        });
-    }
-
-    /// An open call past its recorded lock events acquires after the gap,
-    /// so after every recorded acquisition, as in the recording.
-    fn wait_past_gap(&mut self) {
-        let gate = self.gate.clone();
-        let done = || gate.progress.load(Ordering::Relaxed);
-        self.wait_until(
-            0,
-            |_| done() >= gate.recorded,
-            |_| {
-                format!(
-                    "the recorded acquisitions to end ({} of {} done)",
-                    done(),
-                    gate.recorded
-                )
-            },
-        );
-    }
-
-    /// Waits until `ready` holds, or the replay failed, or nothing moved
-    /// for [`TURN_TIMEOUT`] (then fails with what it waited for, from
-    /// `stalled`). `rec` is the recorded lock waited for, 0 for none.
-    fn wait_until(
-        &mut self,
-        rec: u64,
-        ready: impl Fn(&Turns) -> bool,
-        stalled: impl Fn(&Turns) -> String,
-    ) {
-        let gate = self.gate.clone();
-        let slot = gate.slot[&self.cpu];
-        let mut turns = gate.turns();
-        let mut start = Instant::now();
-        let mut seen = gate.progress.load(Ordering::Relaxed);
-        gate.waiting[slot].lock.store(rec, Ordering::Relaxed);
-        loop {
-            if ready(&turns) || gate.failed() {
-                gate.waiting[slot].lock.store(0, Ordering::Relaxed);
-                return;
-            }
-            let now = gate.progress.load(Ordering::Relaxed);
-            if now != seen {
-                (seen, start) = (now, Instant::now());
-            }
-            if start.elapsed() > TURN_TIMEOUT {
-                let what = stalled(&turns);
-                drop(turns);
-                self.fail(format!(
-                    "no lock taken for {}s while waiting for {what}; {}",
-                    TURN_TIMEOUT.as_secs(),
-                    gate.waiters()
-                ));
-                return;
-            }
-            turns = gate.conds[slot]
-                .wait_timeout(turns, TURN_POLL)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// The replayed call did `got` at `addr`: it must be the next recorded
-    /// event of the call.
-    fn lock_event(&mut self, addr: usize, acquire: bool) {
-        let Some(&rec) = self.locks.get(self.pos) else {
-            if self.open {
-                return;
-            }
-            self.fail(format!(
-                "the replayed call did a lock {} of {addr:#x} the recording does not have",
-                lock_name(acquire)
-            ));
-            return;
-        };
-        self.pos += 1;
-        if rec.acquire != acquire {
-            self.fail(format!(
-                "lock {} of {addr:#x} where the recording has a {} of {:#x}",
-                lock_name(acquire),
-                lock_name(rec.acquire),
-                rec.addr
-            ));
-            return;
-        }
-        let gate = self.gate.clone();
-        let mut turns = gate.turns();
-        if let Err(e) = turns.pairs.check(rec.addr, addr as u64) {
-            drop(turns);
-            self.fail(e);
-            return;
-        }
-        if acquire {
-            turns.held_by.insert(addr as u64, self.cpu);
-            gate.acquired(&mut turns, rec.addr);
-        } else {
-            turns.held_by.remove(&(addr as u64));
-        }
-    }
-
-    /// What went wrong with the locks of the call that just ended.
-    fn call_error(&mut self) -> Option<String> {
-        self.error.take().or_else(|| {
-            let rec = self.locks.get(self.pos)?;
-            Some(format!(
-                "the recording has a lock {} of {:#x} on CPU {} the replayed call did not do",
-                lock_name(rec.acquire),
-                rec.addr,
-                self.cpu
-            ))
-        })
-    }
+/// The replay's shared state: the fibers, the hooks and the driver all run
+/// on one thread and reach it through [`GATE`], never across a suspend.
+struct Gate {
+    /// Per recorded lock: the CPUs whose acquisitions are read and not
+    /// replayed yet, in the recorded order.
+    order: Vec<VecDeque<u32>>,
+    /// Recorded address of each lock in `order`.
+    addrs: Vec<u64>,
+    /// Per recorded lock: how many acquisitions have been replayed.
+    taken: Vec<usize>,
+    pairs: LockMap,
+    /// Replayed locks held now, and by which CPU.
+    held_by: Vec<(u64, u32)>,
+    /// Recorded acquisitions read and not replayed yet, all locks.
+    pending: u64,
+    /// The reader has read every record.
+    input_done: bool,
+    /// Acquisitions plus calls begun: the driver's measure of progress.
+    moves: u64,
+    failed: bool,
+    /// The scheduler failed: the replay ends there (not a divergence).
+    stopped: bool,
+    /// The fiber running now (index into `cpus`).
+    current: usize,
+    cpus: Vec<CpuState>,
+    /// Emptied step lists, reused for calls read later.
+    spare: Vec<Vec<Step>>,
+    /// Recorded CPU -> its index in `cpus` (and among the fibers).
+    slot: FxHashMap<u32, usize>,
 }
 
 thread_local! {
-    static CTX: RefCell<Option<ThreadCtx>> = const { RefCell::new(None) };
+    static GATE: RefCell<Option<Gate>> = const { RefCell::new(None) };
 }
 
-fn with_ctx<T>(f: impl FnOnce(&mut ThreadCtx) -> T) -> Option<T> {
-    CTX.with(|c| c.borrow_mut().as_mut().map(f))
+/// Runs `f` on the gate; `None` outside a lock-ordered replay.
+fn with_gate<T>(f: impl FnOnce(&mut Gate) -> T) -> Option<T> {
+    GATE.with(|g| g.borrow_mut().as_mut().map(f))
 }
 
-/// The lock waiter of a replay thread.
-fn gate_wait(addr: usize) {
-    with_ctx(|ctx| {
-        if ctx.error.is_some() || ctx.gate.failed() {
-            return;
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            order: Vec::new(),
+            addrs: Vec::new(),
+            taken: Vec::new(),
+            pairs: LockMap::default(),
+            held_by: Vec::new(),
+            pending: 0,
+            input_done: false,
+            moves: 0,
+            failed: false,
+            stopped: false,
+            current: 0,
+            cpus: Vec::new(),
+            spare: Vec::new(),
+            slot: FxHashMap::default(),
         }
-        let next = ctx.locks.get(ctx.pos).copied();
-        if ctx.failing && !next.is_some_and(|e| e.acquire) {
-            ctx.wait_held_elsewhere(addr);
-            return;
-        }
-        match next {
-            Some(LockEvent {
-                addr,
-                acquire: true,
-            }) => ctx.wait_turn(addr),
-            Some(LockEvent { addr, .. }) => ctx.fail(format!(
-                "the replayed call takes a lock where the recording releases {addr:#x}"
-            )),
-            None if ctx.open => ctx.wait_past_gap(),
-            None => {
-                ctx.fail("the replayed call takes a lock the recording does not have".to_string())
-            }
-        }
-    });
-}
+    }
 
-/// The lock observer of a replay thread.
-fn gate_event(addr: usize, acquire: bool) {
-    with_ctx(|ctx| {
-        if ctx.error.is_none() {
-            ctx.lock_event(addr, acquire);
+    /// The slot of recorded CPU `cpu`, and whether it is new.
+    fn slot_of(&mut self, cpu: u32) -> (usize, bool) {
+        if let Some(&s) = self.slot.get(&cpu) {
+            return (s, false);
         }
-    });
-}
-
-/// Replays `calls`, the calls of recorded CPU `cpu`, on this thread; the
-/// first divergence (without context) is returned.
-fn replay_cpu<S: EnokiScheduler>(
-    gate: &Arc<Gate>,
-    cpu: u32,
-    calls: &[ScriptCall],
-    loaded: &Loaded<S>,
-) -> Option<Divergence> {
-    CTX.with(|c| {
-        *c.borrow_mut() = Some(ThreadCtx {
-            gate: gate.clone(),
+        self.cpus.push(CpuState {
             cpu,
-            locks: Vec::new(),
+            queue: VecDeque::new(),
+            unsealed: false,
+            steps: Vec::new(),
             pos: 0,
             open: false,
             failing: false,
             error: None,
+            seq: 0,
+            waits: None,
+            call: None,
+        });
+        self.slot.insert(cpu, self.cpus.len() - 1);
+        (self.cpus.len() - 1, true)
+    }
+
+    /// The current fiber's next call, once it is read whole.
+    fn next_call(&mut self) -> Result<ScriptCall, Wait> {
+        let me = self.me();
+        if me.queue.len() > 1 || !me.unsealed {
+            if let Some(call) = me.queue.pop_front() {
+                return Ok(call);
+            }
+        }
+        Err(Wait::Input)
+    }
+
+    fn me(&mut self) -> &mut CpuState {
+        let i = self.current;
+        &mut self.cpus[i]
+    }
+
+    fn fail(&mut self, error: String) {
+        self.me().error = Some(error);
+        self.failed = true;
+    }
+
+    /// Whether another fiber waits for replayed lock `addr` to be held.
+    fn awaited_held(&self, addr: u64) -> bool {
+        self.cpus.iter().enumerate().any(|(i, c)| {
+            i != self.current && matches!(c.waits, Some(Wait::HeldElsewhere(a)) if a == addr)
         })
+    }
+
+    fn holder(&self, addr: u64) -> Option<u32> {
+        self.held_by
+            .iter()
+            .find_map(|(a, cpu)| (*a == addr).then_some(*cpu))
+    }
+
+    /// What the current fiber must wait for before acquiring replayed lock
+    /// `addr`, if anything (a mismatch fails the replay and lets it go on).
+    fn wait_for(&mut self, addr: u64) -> Option<Wait> {
+        let me = &self.cpus[self.current];
+        if me.error.is_some() || self.failed {
+            return None;
+        }
+        let next = me.steps.get(me.pos).copied();
+        if me.failing && !next.is_some_and(|s| s.event.acquire) {
+            return Some(Wait::HeldElsewhere(addr));
+        }
+        match next {
+            Some(s) if s.event.acquire => Some(Wait::Turn(s.lock)),
+            Some(s) => {
+                let rec = s.event.addr;
+                self.fail(format!(
+                    "the replayed call takes a lock where the recording releases {rec:#x}"
+                ));
+                None
+            }
+            None if me.open => Some(Wait::PastGap),
+            None => {
+                self.fail("the replayed call takes a lock the recording does not have".into());
+                None
+            }
+        }
+    }
+
+    /// Whether `wait` is over for the current fiber, about to take `addr`.
+    fn ready(&self, wait: Wait, addr: u64) -> bool {
+        let cpu = self.cpus[self.current].cpu;
+        match wait {
+            Wait::Turn(lock) => {
+                let turn = self.order.get(lock).and_then(|o| o.front());
+                turn == Some(&cpu) && self.holder(addr).is_none()
+            }
+            Wait::HeldElsewhere(a) => self.holder(a).is_some_and(|h| h != cpu),
+            Wait::PastGap => self.input_done && self.pending == 0,
+            Wait::Input => false,
+        }
+    }
+
+    /// The replayed call did `acquire` at `addr`: it must be the next
+    /// recorded event of the call.
+    fn lock_event(&mut self, addr: u64, acquire: bool) {
+        let me = &mut self.cpus[self.current];
+        let cpu = me.cpu;
+        let Some(step) = me.steps.get(me.pos).copied() else {
+            if !me.open {
+                self.fail(format!(
+                    "the replayed call did a lock {} of {addr:#x} the recording does not have",
+                    lock_name(acquire)
+                ));
+            }
+            return;
+        };
+        me.pos += 1;
+        let rec = step.event.addr;
+        if step.event.acquire != acquire {
+            self.fail(format!(
+                "lock {} of {addr:#x} where the recording has a {} of {rec:#x}",
+                lock_name(acquire),
+                lock_name(step.event.acquire),
+            ));
+            return;
+        }
+        if let Err(e) = self.pairs.check(rec, addr) {
+            self.fail(e);
+            return;
+        }
+        if acquire {
+            self.held_by.push((addr, cpu));
+            if let Some(o) = self.order.get_mut(step.lock) {
+                o.pop_front();
+            }
+            if let Some(t) = self.taken.get_mut(step.lock) {
+                *t += 1;
+            }
+            self.pending = self.pending.saturating_sub(1);
+            self.moves += 1;
+        } else {
+            self.held_by.retain(|(a, _)| *a != addr);
+        }
+    }
+
+    /// What went wrong with the locks of the current fiber's call that
+    /// just ended.
+    fn call_error(&mut self) -> Option<String> {
+        let me = self.me();
+        me.error.take().or_else(|| {
+            let step = me.steps.get(me.pos)?;
+            Some(format!(
+                "the recording has a lock {} of {:#x} on CPU {} the replayed call did not do",
+                lock_name(step.event.acquire),
+                step.event.addr,
+                me.cpu
+            ))
+        })
+    }
+
+    /// What every CPU is doing, for a stall report.
+    fn waiters(&self) -> String {
+        self.cpus
+            .iter()
+            .map(|c| {
+                let (cpu, seq) = (c.cpu, c.seq);
+                match c.waits {
+                    None => format!("CPU {cpu} (call seq {seq}) runs or is done"),
+                    Some(Wait::Turn(lock)) => {
+                        let t = self.taken.get(lock).copied().unwrap_or(0);
+                        let owner = self.order.get(lock).and_then(|o| o.front());
+                        let addr = self.addrs.get(lock).copied().unwrap_or(0);
+                        format!(
+                            "CPU {cpu} (call seq {seq}) waits for {addr:#x} #{t} (CPU {owner:?})"
+                        )
+                    }
+                    Some(Wait::HeldElsewhere(a)) => format!(
+                        "CPU {cpu} (call seq {seq}) waits for another CPU to hold {a:#x}, as when this call failed in the recording"
+                    ),
+                    Some(Wait::PastGap) => format!(
+                        "CPU {cpu} (call seq {seq}) waits for the recorded acquisitions to end ({} to go)",
+                        self.pending
+                    ),
+                    Some(Wait::Input) => format!("CPU {cpu} (call seq {seq}) waits for its next call"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The lock waiter of the replay: suspends the fiber until its wait is
+/// over.
+fn gate_wait(addr: usize) {
+    let addr = addr as u64;
+    let Some(Some(wait)) = with_gate(|g| g.wait_for(addr)) else {
+        return;
+    };
+    loop {
+        let go = with_gate(|g| {
+            let over = g.failed || g.ready(wait, addr);
+            g.me().waits = (!over).then_some(wait);
+            over
+        });
+        if go != Some(false) {
+            return;
+        }
+        fiber::suspend();
+    }
+}
+
+/// The lock observer of the replay. A fiber that takes a lock another
+/// fiber's failing call waits to see held ([`Wait::HeldElsewhere`]) lets
+/// every other fiber run first: in the recording that call was already
+/// spinning for it, so it enters the lock wait first and, in a cycle, is
+/// the one that finds it (as it was there).
+fn gate_event(addr: usize, acquire: bool) {
+    let awaited = with_gate(|g| {
+        if g.me().error.is_none() {
+            g.lock_event(addr as u64, acquire);
+        }
+        acquire && g.awaited_held(addr as u64)
     });
-    enoki::user::set_lock_waiter(Some(gate_wait));
-    enoki::user::set_lock_observer(Some(gate_event));
-    let found = calls
-        .iter()
-        .map_while(|call| replay_call(gate, cpu, call, loaded))
-        .find_map(|d| d);
-    enoki::user::set_lock_waiter(None);
-    enoki::user::set_lock_observer(None);
-    CTX.with(|c| *c.borrow_mut() = None);
-    found
+    if awaited == Some(true) {
+        fiber::suspend();
+    }
+}
+
+/// The body of a recorded CPU's fiber: its calls in order as they are
+/// read; the first divergence (without context) is returned.
+fn replay_cpu<S: EnokiScheduler>(loaded: Arc<Loaded<S>>) -> Option<Divergence> {
+    loop {
+        let next = with_gate(|g| {
+            if g.failed {
+                return None;
+            }
+            match g.next_call() {
+                Ok(call) => {
+                    g.me().waits = None;
+                    Some(Some(call))
+                }
+                Err(_) if g.input_done => None,
+                Err(wait) => {
+                    g.me().waits = Some(wait);
+                    Some(None)
+                }
+            }
+        })
+        .flatten();
+        match next {
+            None => return None,
+            Some(None) => fiber::suspend(),
+            Some(Some(call)) => {
+                if let Some(d) = replay_call(call, &loaded)? {
+                    return Some(d);
+                }
+            }
+        }
+    }
 }
 
 /// Replays one call: `None` to stop (the replay failed elsewhere),
 /// `Some(Some(d))` when this call diverged.
 fn replay_call<S: EnokiScheduler>(
-    gate: &Gate,
-    cpu: u32,
-    call: &ScriptCall,
+    mut call: ScriptCall,
     loaded: &Loaded<S>,
 ) -> Option<Option<Divergence>> {
-    if gate.failed() {
-        return None;
-    }
     let Event::Msg(m) = &call.record.event else {
         unreachable!("a script call is a message")
     };
-    if m.ret_err & ret_err::FAILED != 0 && call.locks.is_empty() {
+    let failing = m.ret_err & ret_err::FAILED != 0;
+    if failing && call.steps.is_empty() {
         // The scheduler had failed (on another CPU, maybe not replayed
         // yet) and was not called: every later call on this CPU is the
         // same, and the failure is replayed where it happened.
         return None;
     }
-    with_ctx(|ctx| {
-        ctx.locks.clone_from(&call.locks);
-        ctx.pos = 0;
-        ctx.open = call.open;
-        ctx.failing = m.ret_err & ret_err::FAILED != 0;
+    let go_on = with_gate(|g| {
+        if g.failed {
+            return false;
+        }
+        g.moves += 1;
+        let me = g.me();
+        std::mem::swap(&mut me.steps, &mut call.steps);
+        me.pos = 0;
+        me.open = call.open;
+        me.failing = failing;
+        me.seq = call.record.seq;
+        me.call = Some((call.index, call.record));
+        // The previous call's steps, kept for a call read later.
+        call.steps.clear();
+        g.spare.push(std::mem::take(&mut call.steps));
+        true
     });
-    gate.waiting[gate.slot[&cpu]]
-        .seq
-        .store(call.record.seq, Ordering::Relaxed);
+    if go_on != Some(true) {
+        return None;
+    }
     if call.stop {
         stopped_before(&call.record, &question(m));
     }
     let actual = apply(loaded, m);
-    if loaded.failed() {
-        gate.stop();
-    }
-    if gate.stopped() {
-        return None;
-    }
     let expected = Answer::of(m);
-    let lock_err = with_ctx(ThreadCtx::call_error).flatten();
-    if lock_err.is_none() && gate.failed() {
-        // Another CPU diverged: this call may have run out of order.
-        return None;
-    }
+    let lock_err = with_gate(|g| {
+        if loaded.failed() {
+            g.stopped = true;
+            g.failed = true;
+        }
+        if g.stopped {
+            return Err(());
+        }
+        let err = g.call_error();
+        if err.is_none() && g.failed {
+            // Another CPU diverged: this call may have run out of order.
+            return Err(());
+        }
+        if actual != expected || err.is_some() {
+            g.failed = true;
+        }
+        Ok(err)
+    })?
+    .ok()?;
     if actual != expected || lock_err.is_some() {
-        gate.fail();
         return Some(Some(Divergence {
             index: call.index,
             record: call.record,
@@ -560,22 +678,118 @@ fn replay_call<S: EnokiScheduler>(
     Some(None)
 }
 
+/// Resumes the fibers round the ring, reading more of the trace whenever
+/// none can go on, until all are done, the replay failed, or every fiber
+/// waits for a turn none of them can give with the whole trace read (then
+/// the first waiting CPU's call diverges with what each CPU waits for).
+/// `spawn` makes the fiber of a CPU met for the first time.
+fn drive(
+    reader: &mut Reader<'_>,
+    fibers: &mut Vec<Fiber<Option<Divergence>>>,
+    spawn: impl Fn() -> std::io::Result<Fiber<Option<Divergence>>>,
+) -> Result<Vec<Option<Divergence>>> {
+    let mut found = Vec::new();
+    let (mut live, mut idle, mut at) = (0usize, 0usize, 0usize);
+    loop {
+        if live == 0 || idle >= live {
+            if with_gate(|g| g.input_done) != Some(false) {
+                if live > 0 {
+                    found.push(stall());
+                }
+                return Ok(found);
+            }
+            let new = with_gate(|g| reader.refill(g)).unwrap_or_else(|| Ok(Vec::new()))?;
+            for _ in new {
+                fibers.push(spawn()?);
+                live += 1;
+            }
+            idle = 0;
+            continue;
+        }
+        let slot = at;
+        at = (at + 1) % fibers.len();
+        let Some(f) = fibers.get_mut(slot).filter(|f| !f.done()) else {
+            continue;
+        };
+        let Some((false, moves)) = with_gate(|g| {
+            g.current = slot;
+            (g.failed, g.moves)
+        }) else {
+            return Ok(found);
+        };
+        match f.resume() {
+            Resumed::Finished(d) => {
+                found.push(d);
+                live -= 1;
+                idle = 0;
+            }
+            Resumed::Suspended => {
+                let waiting = with_gate(|g| g.moves == moves && g.me().waits.is_some());
+                idle = if waiting == Some(true) { idle + 1 } else { 0 };
+            }
+        }
+    }
+}
+
+/// The divergence a stalled replay ends with: the call of the first
+/// waiting CPU, with what every CPU waits for.
+fn stall() -> Option<Divergence> {
+    with_gate(|g| {
+        g.failed = true;
+        let report = g.waiters();
+        let (index, record) = g.cpus.iter().find(|c| c.waits.is_some())?.call?;
+        let Event::Msg(m) = record.event else {
+            return None;
+        };
+        let expected = Answer::of(&m);
+        Some(Divergence {
+            index,
+            record,
+            expected,
+            actual: expected,
+            locks: Some(format!(
+                "no CPU can take its next lock in the recorded order: {report}"
+            )),
+            context: Vec::new(),
+        })
+    })
+    .flatten()
+}
+
+/// The replay's gate and lock hooks on this thread, until dropped (also
+/// when a fiber's panic passes through).
+struct Installed;
+
+impl Installed {
+    fn new(gate: Gate) -> Self {
+        GATE.with(|g| *g.borrow_mut() = Some(gate));
+        enoki::user::set_lock_waiter(Some(gate_wait));
+        enoki::user::set_lock_observer(Some(gate_event));
+        Installed
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        enoki::user::set_lock_waiter(None);
+        enoki::user::set_lock_observer(None);
+        GATE.with(|g| *g.borrow_mut() = None);
+    }
+}
+
 /// Lock-ordered replay of `records` (in sequence order) against `S`: one
-/// thread per recorded CPU replays that CPU's calls in order, and every
+/// fiber per recorded CPU replays that CPU's calls in order, and every
 /// blocking lock acquisition waits until it is that CPU's turn in the
 /// recorded acquisition order of that lock. Calls that overlapped on
 /// different CPUs in the kernel then see the scheduler state they saw
 /// there. Needs a trace with lock events of this scheduler; it stops at
 /// the first gap record ([`ReplayReport::gap`]) or upgrade
 /// ([`ReplayReport::upgrade`]).
-pub fn replay_by_locks<S: EnokiScheduler>(
+pub fn replay_by_locks<S: EnokiScheduler + 'static>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
     opts: &ReplayOptions,
-) -> Result<ReplayReport>
-where
-    Loaded<S>: Sync,
-{
+) -> Result<ReplayReport> {
     if !checks_locks::<S>(header) {
         bail!(
             "lock-ordered replay needs a trace with lock events of {} (recorded: {:?})",
@@ -584,44 +798,87 @@ where
         );
     }
     let notices: Vec<String> = build_notice(header).into_iter().collect();
-    let mut script = Script::read(records, opts.context > 0, opts.stop_before)?;
-    let loaded = load::<S>(header)?;
-    let order = std::mem::take(&mut script.order);
-    let gate = Arc::new(Gate::new(order, script.calls.keys().copied()));
-    let found: Vec<Option<Divergence>> = std::thread::scope(|s| {
-        let handles: Vec<_> = script
-            .calls
-            .iter()
-            .map(|(cpu, calls)| {
-                let (gate, loaded) = (&gate, &loaded);
-                s.spawn(move || replay_cpu(gate, *cpu, calls, loaded))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("replay thread panicked"))
-            .collect()
-    });
+    let mut reader = Reader::new(records, opts);
+    let loaded = Arc::new(load::<S>(header)?);
+    let spawn = || {
+        let loaded = loaded.clone();
+        Fiber::new(move || replay_cpu(loaded))
+    };
+    let found = {
+        let _hooks = Installed::new(Gate::new());
+        let mut fibers = Vec::new();
+        let found = drive(&mut reader, &mut fibers, spawn);
+        // Fibers still suspended unwind here, hooks still on.
+        drop(fibers);
+        found?
+    };
     let divergence = found
         .into_iter()
         .flatten()
         .min_by_key(|d| d.record.seq)
         .map(|d| Divergence {
-            context: script.context(&d.record, opts.context),
+            context: reader.window.before(&d.record, opts.context),
             ..d
         });
     Ok(ReplayReport {
         scheduler: S::NAME.to_owned(),
-        messages: script.messages,
-        lock_events: script.lock_events,
+        messages: reader.messages,
+        lock_events: reader.lock_events,
         divergence,
         notices,
-        read_error: script.read_error,
-        seq_gaps: 0,
-        gap: script.gap,
-        upgrade: script.upgrade,
-        stopped_at: script.stopped_at,
+        read_error: reader.input.read_error,
+        seq_gaps: reader.input.seq_gaps,
+        gap: reader.input.gap,
+        upgrade: reader.input.upgrade,
+        stopped_at: reader.input.stopped_at,
         timeline: None,
         fault: loaded.fault(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enoki::abi::{kind, Msg};
+
+    fn msg(seq: u64) -> Record {
+        Record {
+            seq,
+            cpu: 1,
+            time_ns: seq * 10,
+            event: Event::Msg(Msg::new(kind::TASK_WAKEUP, 1)),
+        }
+    }
+
+    fn lock(seq: u64, acquire: bool) -> Record {
+        let addr = 0x1000 + seq;
+        Record {
+            seq,
+            cpu: 2,
+            time_ns: seq * 10,
+            event: match acquire {
+                true => Event::LockAcquire { addr },
+                false => Event::LockRelease { addr },
+            },
+        }
+    }
+
+    #[test]
+    fn the_window_gives_the_last_records_before_a_divergence_in_order() {
+        let mut w = Window::new(3);
+        let records = [
+            msg(1),
+            lock(2, true),
+            lock(3, false),
+            msg(4),
+            lock(5, true),
+            msg(6),
+        ];
+        for r in &records {
+            w.push(r, LockEvent::of(r));
+        }
+        assert_eq!(w.before(&records[5], 3), records[2..5].to_vec());
+        assert_eq!(w.before(&records[1], 3), records[..1].to_vec());
+        assert!(Window::new(0).before(&records[5], 3).is_empty());
+    }
 }

@@ -4,8 +4,8 @@
 //! Enoki-C's calls go through) and compare each answer with the recorded one.
 //!
 //! [`apply`] is the only place a message reaches the scheduler; it takes
-//! `&Loaded` and touches nothing else, so per-CPU replay threads can call it
-//! at once. Both replays read the trace through one loop ([`InOrder`]):
+//! `&Loaded` and touches nothing else, so per-CPU replay fibers can call it
+//! in turn. Both replays read the trace through one loop ([`InOrder`]):
 //! records in sequence order, missing sequence numbers counted.
 //!
 //! [`replay`] is the sequential executor: records in sequence order, one at
@@ -19,7 +19,7 @@
 //!
 //! Kernel traces need [`replay_by_locks`]: calls on different CPUs overlap
 //! there, so seq order is not the order they saw each other's state in. It
-//! starts one thread per recorded CPU and holds every blocking acquisition
+//! runs one fiber per recorded CPU and holds every blocking acquisition
 //! (`sync::hooks::acquiring`) until it is that CPU's turn in the lock's
 //! recorded acquisition order. State read outside libEnoki locks (atomics)
 //! is not ordered: a scheduler replays exactly only if its shared state is
@@ -44,7 +44,7 @@ mod describe;
 mod sequential;
 mod stop;
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -122,12 +122,17 @@ pub fn question(m: &Msg) -> Msg {
     }
 }
 
-/// Events of one CPU the recorder lost (a gap record): replay stops there.
+/// Events the recorder lost: replay stops there. Either a gap record (one
+/// CPU's events) or sequence numbers missing between two records: Enoki-C
+/// writes a CPU's gap record only once its ring has room again, and by
+/// then `enoki record` may have written later events of other CPUs, so a
+/// kernel trace's hole can come before its gap record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TraceGap {
     /// Sequence number of the first lost event.
     pub seq: u64,
-    pub cpu: u32,
+    /// The CPU whose events were lost; `None` for missing sequence numbers.
+    pub cpu: Option<u32>,
     /// Events lost.
     pub lost: u64,
 }
@@ -138,7 +143,7 @@ impl TraceGap {
         match r.event {
             Event::Gap { lost } => Some(TraceGap {
                 seq: r.seq,
-                cpu: r.cpu,
+                cpu: Some(r.cpu),
                 lost,
             }),
             _ => None,
@@ -148,11 +153,18 @@ impl TraceGap {
 
 impl fmt::Display for TraceGap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "trace has a gap: {} events lost on CPU {} at seq {}",
-            self.lost, self.cpu, self.seq
-        )
+        match self.cpu {
+            Some(cpu) => write!(
+                f,
+                "trace has a gap: {} events lost on CPU {cpu} at seq {}",
+                self.lost, self.seq
+            ),
+            None => write!(
+                f,
+                "trace has a gap: {} sequence numbers missing at seq {} (events lost)",
+                self.lost, self.seq
+            ),
+        }
     }
 }
 
@@ -282,9 +294,10 @@ pub struct ReplayReport {
     pub notices: Vec<String>,
     /// The trace could not be read to its end: replay stopped here.
     pub read_error: Option<TraceError>,
-    /// Sequence numbers missing between records (events the recorder lost).
+    /// Sequence numbers missing at the hole replay stopped at (events the
+    /// recorder lost; see [`TraceGap`]).
     pub seq_gaps: u64,
-    /// The first gap record: replay stopped there, having replayed every
+    /// The first gap (a gap record or missing sequence numbers): replay stopped there, having replayed every
     /// message before it (`messages`). Not a divergence: what follows
     /// cannot be replayed exactly.
     pub gap: Option<TraceGap>,
@@ -305,18 +318,16 @@ pub struct ReplayReport {
 /// A record read in sequence order.
 struct Next {
     record: Record,
-    /// Sequence numbers missing right before it (events the recorder lost).
-    missing: u64,
     /// The message [`ReplayOptions::stop_before`] asked to stop at: the
     /// last record read.
     stop: bool,
 }
 
 /// The loop every replay reads a trace through: records in sequence order,
-/// up to the first gap record (kept in `gap`), the first upgrade (kept in
-/// `upgrade`) or the first record that
+/// up to the first gap (a gap record or missing sequence numbers, kept in
+/// `gap`), the first upgrade (kept in `upgrade`) or the first record that
 /// cannot be read (kept in `read_error`); a record out of order is an
-/// error, missing sequence numbers are counted.
+/// error.
 struct InOrder<'a> {
     records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>,
     last_seq: Option<u64>,
@@ -379,7 +390,15 @@ impl<'a> InOrder<'a> {
             Some(last) => record.seq - last - 1,
             None => 0,
         };
-        self.seq_gaps += missing;
+        if missing > 0 {
+            self.seq_gaps = missing;
+            self.gap = Some(TraceGap {
+                seq: record.seq - missing,
+                cpu: None,
+                lost: missing,
+            });
+            return Ok(None);
+        }
         self.last_seq = Some(record.seq);
         self.gap = TraceGap::of(&record);
         self.upgrade = TraceUpgrade::of(&record);
@@ -391,11 +410,7 @@ impl<'a> InOrder<'a> {
         if stop {
             self.stopped_at = Some(record.seq);
         }
-        Ok(Some(Next {
-            record,
-            missing,
-            stop,
-        }))
+        Ok(Some(Next { record, stop }))
     }
 }
 
@@ -434,25 +449,28 @@ fn lock_name(acquire: bool) -> &'static str {
 /// Pairs recorded lock addresses with this instance's.
 #[derive(Default)]
 struct LockMap {
-    recorded: BTreeMap<u64, u64>,
-    replayed: BTreeMap<u64, u64>,
+    recorded: FxHashMap<u64, u64>,
+    replayed: FxHashMap<u64, u64>,
 }
 
 impl LockMap {
     fn check(&mut self, recorded: u64, replayed: u64) -> Result<(), String> {
-        match (self.recorded.get(&recorded), self.replayed.get(&replayed)) {
-            (Some(r), _) if *r != replayed => Err(format!(
-                "took lock {replayed:#x} where the recording took {recorded:#x} (paired with {r:#x} before)"
-            )),
-            (None, Some(o)) => Err(format!(
-                "took lock {replayed:#x} where the recording took {recorded:#x} (it stood for {o:#x} before)"
-            )),
-            _ => {
-                self.recorded.insert(recorded, replayed);
-                self.replayed.insert(replayed, recorded);
-                Ok(())
-            }
+        if let Some(r) = self.recorded.get(&recorded) {
+            return match *r == replayed {
+                true => Ok(()),
+                false => Err(format!(
+                    "took lock {replayed:#x} where the recording took {recorded:#x} (paired with {r:#x} before)"
+                )),
+            };
         }
+        if let Some(o) = self.replayed.get(&replayed) {
+            return Err(format!(
+                "took lock {replayed:#x} where the recording took {recorded:#x} (it stood for {o:#x} before)"
+            ));
+        }
+        self.recorded.insert(recorded, replayed);
+        self.replayed.insert(replayed, recorded);
+        Ok(())
     }
 }
 

@@ -270,9 +270,6 @@ pub fn replay<S: EnokiScheduler>(
         if let Some(t) = timeline.as_mut() {
             t.add(&next.record);
         }
-        if next.missing > 0 {
-            rp.events_lost();
-        }
         // Replay ends where the scheduler failed (its report is the
         // result): later calls ran in the kernel partly before the failure
         // was marked, which replay cannot order.

@@ -6,8 +6,9 @@
 //! line per task plus a summary line.
 //!
 //! - `group`: N tasks, optionally pinned to CPUs and reniced; reports each
-//!   one's finishing time (from a common start) and the CPU time every task
-//!   had when the first one finished (the CPU shares while all competed).
+//!   one's finishing time (from a common start), the CPU time every task
+//!   had when the first one finished (the CPU shares while all competed),
+//!   and the longest it went without a CPU (`max_gap_ms`).
 //! - `move`: one task per CPU; after a while task 0 pins itself to the CPU
 //!   another task runs on. Reports each task's waiting time (finishing time minus
 //!   CPU time): time it was runnable but not running.
@@ -81,10 +82,20 @@ struct Trail {
     cpus: Vec<usize>,
     migrations: usize,
     last: Option<usize>,
+    /// When the last chunk of work started, and the longest time between
+    /// two chunks: a chunk takes microseconds, so that is the longest the
+    /// task went without a CPU (waiting, or preempted).
+    last_ns: Option<u64>,
+    max_gap_ns: u64,
 }
 
 impl Trail {
     fn sample(&mut self) -> usize {
+        let now = mono_ns();
+        if let Some(last) = self.last_ns {
+            self.max_gap_ns = self.max_gap_ns.max(now.saturating_sub(last));
+        }
+        self.last_ns = Some(now);
         let cpu = current_cpu();
         if self.last != Some(cpu) {
             if self.last.is_some() {
@@ -223,13 +234,14 @@ fn group(tasks: usize, cpu_ms: u64, pin: Option<&str>, nice: &str) -> Result<()>
         let wall = d.end - t0;
         walls.push(wall);
         println!(
-            "task {i} tid {} nice {} wall_ms {:.3} cpu_ms {:.3} cpu_at_first_ms {:.3} wait_ms {:.3} migrations {} cpus {}",
+            "task {i} tid {} nice {} wall_ms {:.3} cpu_ms {:.3} cpu_at_first_ms {:.3} wait_ms {:.3} max_gap_ms {:.3} migrations {} cpus {}",
             d.tid,
             nices.get(i).copied().unwrap_or(0),
             ms(wall),
             ms(d.cpu),
             ms(snap[i]),
             ms(wall.saturating_sub(d.cpu)),
+            ms(d.trail.max_gap_ns),
             d.trail.migrations,
             format_cpu_list(&d.trail.cpus)
         );
@@ -238,10 +250,12 @@ fn group(tasks: usize, cpu_ms: u64, pin: Option<&str>, nice: &str) -> Result<()>
         walls.iter().min().copied().unwrap_or(0),
         walls.iter().max().copied().unwrap_or(0),
     );
+    let max_gap = done.iter().map(|d| d.trail.max_gap_ns).max().unwrap_or(0);
     println!(
-        "summary wall_min_ms {:.3} wall_max_ms {:.3}",
+        "summary wall_min_ms {:.3} wall_max_ms {:.3} max_gap_ms {:.3}",
         ms(min),
-        ms(max)
+        ms(max),
+        ms(max_gap)
     );
     Ok(())
 }

@@ -79,6 +79,7 @@ struct enoki_stats {
 	u64 migrate_errors;
 	u64 rejected;
 	u64 dispatches;
+	u64 timer_preempts;	/* preemption timers that fired */
 };
 
 struct enoki_timer {
@@ -133,10 +134,10 @@ static atomic64_t enoki_gen_seq = ATOMIC64_INIT(0);
 
 /*
  * While an upgrade introduces every task to the next version, calls still
- * go to the running one; those that change which tasks there are, or a
- * task's weight or CPUs, are logged here for the next version, which gets
- * them once every call is held off. @on is read under a call lock; the log
- * is read with every call lock held.
+ * go to the running one; those that change which tasks there are, a
+ * task's weight or CPUs, or which CPUs are online, are logged here for
+ * the next version, which gets them once every call is held off. @on is
+ * read under a call lock; the log is read with every call lock held.
  */
 #define ENOKI_INTRO_LOG		64
 static struct {
@@ -210,6 +211,8 @@ static void enoki_intro_log(const struct enoki_msg *msg)
 	case ENOKI_TASK_DEAD:
 	case ENOKI_TASK_PRIO_CHANGED:
 	case ENOKI_TASK_AFFINITY_CHANGED:
+	case ENOKI_CPU_ONLINE:
+	case ENOKI_CPU_OFFLINE:
 		i = atomic_fetch_inc(&enoki_intro.nr);
 		if (i < ENOKI_INTRO_LOG)
 			enoki_intro.msgs[i] = *msg;
@@ -676,8 +679,21 @@ static void enoki_op_cpu_offline(s32 cpu)
 	hrtimer_cancel(&per_cpu(enoki_timers, cpu).timer);
 }
 
+/*
+ * sched_ext holds CPUs still around ops.init(): from here on the scheduler
+ * hears of every CPU that comes or goes, so it hears now of those gone
+ * already. Preemption is off for the call path's per-CPU statistics.
+ */
 static s32 enoki_op_init(void)
 {
+	int cpu;
+
+	preempt_disable();
+	for_each_possible_cpu(cpu) {
+		if (!cpu_online(cpu))
+			enoki_cpu_msg(ENOKI_CPU_OFFLINE, cpu);
+	}
+	preempt_enable();
 	return scx_bpf_create_dsq(ENOKI_DSQ_REFUSED, NUMA_NO_NODE);
 }
 
@@ -731,8 +747,10 @@ static enum hrtimer_restart enoki_timer_fn(struct hrtimer *timer)
 {
 	struct enoki_timer *t = container_of(timer, struct enoki_timer, timer);
 
-	if (scx_enabled() && READ_ONCE(enoki.ops))
+	if (scx_enabled() && READ_ONCE(enoki.ops)) {
+		this_cpu_inc(enoki_stats.timer_preempts);
 		scx_bpf_kick_cpu(t->cpu, SCX_KICK_PREEMPT);
+	}
 	return HRTIMER_NORESTART;
 }
 
@@ -1058,10 +1076,11 @@ struct enoki_handover {
 
 /*
  * First step of an upgrade, with the task list locked and calls still
- * going to the running version: every task of Enoki meets @ops
- * (TASK_NEW). From the first look on, the calls that change a task are
- * logged for enoki_hand_over(): a pass over every call lock first makes
- * each call either end before the look or see the log on.
+ * going to the running version: @ops hears which CPUs are offline, and
+ * every task of Enoki meets it (TASK_NEW). From the first look on, the
+ * calls that change a task are logged for enoki_hand_over(): a pass over
+ * every call lock first makes each call either end before the look or see
+ * the log on.
  */
 static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
 			     struct enoki_handover *h)
@@ -1080,6 +1099,17 @@ static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
 		arch_spin_unlock(per_cpu_ptr(&enoki_call_lock, cpu));
 	}
 	lock_release(&enoki_call_map, _RET_IP_);
+	/*
+	 * A CPU leaves the active mask before its offline call and joins it
+	 * before its online call; a call after the look is logged, so the
+	 * look may tell a CPU's going twice but never misses it.
+	 */
+	for_each_possible_cpu(cpu) {
+		if (cpu_active(cpu))
+			continue;
+		enoki_msg_init(&msg, ENOKI_CPU_OFFLINE, cpu);
+		ops->process(ops->sched, &msg);
+	}
 	list_for_each_entry(pos, &scx_tasks, tasks_node) {
 		p = enoki_listed_task(pos);
 		if (!p)
@@ -1110,7 +1140,9 @@ static int enoki_replay_changes(const struct enoki_sched_ops *ops,
 	for (i = 0; i < nr; i++) {
 		struct enoki_msg msg = enoki_intro.msgs[i];
 
-		msg.cpu = smp_processor_id();
+		/* a task's news now come from here; a CPU's name that CPU */
+		if (msg.kind != ENOKI_CPU_ONLINE && msg.kind != ENOKI_CPU_OFFLINE)
+			msg.cpu = smp_processor_id();
 		msg.ret = -1;
 		msg.ret_cpu = -1;
 		msg.ret_err = 0;
@@ -1123,8 +1155,8 @@ static int enoki_replay_changes(const struct enoki_sched_ops *ops,
 
 /*
  * Second step, with every call held off and the task list locked: the
- * running version's state to @ops (when @carry), the changes since @ops
- * met the tasks, and a token for each task the running version holds.
+ * changes since @ops met the tasks, the running version's state (when
+ * @carry), and a token for each task the running version holds.
  * Nothing of the running version changes, so an error leaves it as it
  * was (its export only reads).
  */

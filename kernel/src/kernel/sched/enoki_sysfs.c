@@ -161,6 +161,9 @@ static ssize_t enoki_counters_show(struct kobject *kobj,
 		len += sysfs_emit_at(buf, len, "%s %llu\n", enoki_msg_names[kind],
 				     enoki_stat_sum(offsetof(struct enoki_stats,
 							     msgs[kind])));
+	len += sysfs_emit_at(buf, len, "timer_preempts %llu\n",
+			     enoki_stat_sum(offsetof(struct enoki_stats,
+						     timer_preempts)));
 	return len;
 }
 ENOKI_ATTR_RO(counters);
