@@ -253,8 +253,11 @@ impl<S: EnokiScheduler> Loaded<S> {
             return Ok(());
         };
         if token.cpu() != cpu {
-            // Never let a token for another CPU reach the kernel.
+            // Never let a token for another CPU reach the kernel. It goes
+            // back to its CPU's queue, and Enoki-C wakes that CPU
+            // (`ret_cpu`), which may have gone idle meanwhile.
             m.ret_err |= ret_err::WRONG_CPU;
+            m.ret_cpu = i32::try_from(token.cpu()).unwrap_or(-1);
             let pid = token.pid();
             return s.pnt_err(cpu, pid, PickError::WrongCpu, Some(token));
         }

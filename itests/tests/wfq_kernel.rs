@@ -21,13 +21,18 @@ stress-ng -c 8 -f 4 --nice 2 --affinity 1 --affinity-delay 1 --affinity-pin -t 3
 stress=$!
 # Nice churn from outside: renice every worker, running or not, from -5 to 19
 # and back, for as long as stress-ng runs.
+# (busybox has no pgrep: the workers are stress-ng's children in ps.)
 (
     n=0
+    reniced=0
     while kill -0 $stress 2>/dev/null; do
-        for p in $(pgrep -P $stress); do renice $(( n % 25 - 5 )) -p $p >/dev/null 2>&1 || true; done
+        for p in $(ps -o pid,ppid | awk -v s=$stress '$2 == s {{ print $1 }}'); do
+            renice $(( n % 25 - 5 )) -p $p >/dev/null 2>&1 && reniced=$((reniced+1)) || true
+        done
         n=$((n+1))
     done
     echo renice-rounds $n
+    echo reniced $reniced
 ) &
 churn=$!
 rc=0
@@ -52,6 +57,7 @@ dump after.
     );
     assert!(r.output.contains("forkexec-done") && r.output.contains("spinner-done"));
     assert!(number(&r, "renice-rounds") > 0, "the renice loop never ran");
+    assert!(number(&r, "reniced") > 0, "the renice loop found no worker");
     assert_eq!(field(&r, "during.scheduler"), "wfq");
     it::assert_enabled(&r, "during.");
     for msg in [

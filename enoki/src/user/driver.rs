@@ -393,12 +393,14 @@ impl<S: EnokiScheduler> Driver<S> {
                         e.task_cpu = token_cpu;
                         e.flags = code;
                         self.send(&mut e);
+                        self.kick_token_cpu(token_cpu, cpu);
                     }
                 }
                 continue;
             }
             // libEnoki refused a token for another CPU: ask again.
             if m.ret_err != 0 {
+                self.kick_token_cpu(m.ret_cpu, cpu);
                 continue;
             }
             if balanced {
@@ -429,6 +431,16 @@ impl<S: EnokiScheduler> Driver<S> {
             }
         }
         None
+    }
+
+    /// A token handed back goes to its CPU's queue; like Enoki-C, wake that
+    /// CPU (an idle kick), which may have found its queue empty.
+    fn kick_token_cpu(&self, token_cpu: i32, cpu: CpuId) {
+        if let Ok(token_cpu) = CpuId::try_from(token_cpu) {
+            if token_cpu != cpu && token_cpu < self.topology.nr_cpus() {
+                self.host.kick_cpu(token_cpu, false);
+            }
+        }
     }
 
     /// Enoki-C's slice for a pick's answer: the default, or the answer

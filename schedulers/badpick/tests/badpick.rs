@@ -2,7 +2,7 @@
 //! A scheduler that returns other CPUs' tokens gets them back through
 //! `pnt_err`; nothing runs on the wrong CPU.
 
-use enoki::user::{Driver, TaskState};
+use enoki::user::{Driver, HostEvent, TaskState};
 use enoki::{CpuSet, Topology};
 use enoki_badpick::BadPick;
 
@@ -13,13 +13,16 @@ fn only(cpu: usize) -> CpuSet {
 }
 
 fn driver(every: u64) -> Driver<BadPick> {
+    driver_with(&format!("every={every}"))
+}
+
+fn driver_with(args: &str) -> Driver<BadPick> {
     std::env::set_var("ENOKI_QUIET", "1");
-    let args = format!("every={every}");
     Driver::new(
         Topology::symmetric(1, 2, 1, 21).unwrap(),
         16,
         1_000_000,
-        &args,
+        args,
     )
     .unwrap()
 }
@@ -45,10 +48,30 @@ fn progress_despite_wrong_picks() {
 }
 
 #[test]
+fn a_handed_back_token_wakes_its_cpu() {
+    let mut d = driver_with("victim=1");
+    d.spawn(7, only(1), 0, 1);
+    d.host.take();
+    assert_eq!(d.schedule(1), None, "CPU 1's token was misfiled on CPU 0");
+    assert_eq!(d.schedule(0), None, "CPU 0 must not run CPU 1's task");
+    assert_eq!(d.scheduler().handed_back.get(), 1);
+    assert!(
+        d.host.take().contains(&HostEvent::Kick {
+            cpu: 1,
+            preempt: false
+        }),
+        "CPU 1 went idle with an empty queue: the hand-back must wake it"
+    );
+    assert_eq!(d.schedule(1), Some(7));
+}
+
+#[test]
 fn bad_args_are_rejected() {
     std::env::set_var("ENOKI_QUIET", "1");
     let topo = Topology::symmetric(1, 2, 1, 21).unwrap();
     assert!(Driver::<BadPick>::new(topo, 16, 1_000_000, "every=0").is_err());
     let topo = Topology::symmetric(1, 2, 1, 21).unwrap();
     assert!(Driver::<BadPick>::new(topo, 16, 1_000_000, "evry=2").is_err());
+    let topo = Topology::symmetric(1, 2, 1, 21).unwrap();
+    assert!(Driver::<BadPick>::new(topo, 16, 1_000_000, "victim=2").is_err());
 }

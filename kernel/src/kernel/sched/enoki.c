@@ -332,7 +332,15 @@ static void enoki_msg_task(struct enoki_msg *msg, struct task_struct *p)
 	enoki_msg_fill(msg, p);
 }
 
-/* Can @p be dispatched to @cpu now? 0 or an ENOKI_ERR_* code. */
+/*
+ * Can @p be dispatched to @cpu now? 0 or an ENOKI_ERR_* code.
+ *
+ * A task still QUEUEING is waiting too: its ops.enqueue() on another CPU
+ * has handed the module the token being used here and has not returned
+ * yet. sched_ext's finish_dispatch() waits for it to become QUEUED.
+ * Calling such a task not queued would lose it: the module dropped its
+ * token, and the wakeup that would bring a fresh one is this one.
+ */
 static int enoki_check_task(struct task_struct *p, int cpu)
 {
 	unsigned long opss;
@@ -340,7 +348,7 @@ static int enoki_check_task(struct task_struct *p, int cpu)
 	if (p->sched_class != &ext_sched_class)
 		return ENOKI_ERR_NOT_QUEUED;
 	opss = atomic_long_read(&p->scx.ops_state) & SCX_OPSS_STATE_MASK;
-	if (opss != SCX_OPSS_QUEUED)
+	if (opss != SCX_OPSS_QUEUED && opss != SCX_OPSS_QUEUEING)
 		return ENOKI_ERR_NOT_QUEUED;
 	if (!cpumask_test_cpu(cpu, p->cpus_ptr))
 		return ENOKI_ERR_AFFINITY;
@@ -557,6 +565,17 @@ static void enoki_dispatch_pick(struct enoki_msg *msg, void *arg)
 					 &picked->token_cpu);
 }
 
+/*
+ * A token handed back to the module is for @token_cpu, whose queue it
+ * returns to. That CPU may have found its queue empty and gone idle:
+ * wake it, or the task waits for whatever wakes the CPU next.
+ */
+static void enoki_kick_token_cpu(s32 token_cpu, s32 cpu)
+{
+	if (token_cpu >= 0 && token_cpu < nr_cpu_ids && token_cpu != cpu)
+		scx_bpf_kick_cpu(token_cpu, SCX_KICK_IDLE);
+}
+
 /* One pick from the module for @cpu. */
 static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 					 bool first)
@@ -575,15 +594,20 @@ static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 	}
 	if (!enoki_call_apply(&msg, enoki_dispatch_pick, &picked))
 		return ENOKI_EMPTY;
-	if (msg.ret < 0)
+	if (msg.ret < 0) {
+		if (!msg.ret_err)
+			return ENOKI_EMPTY;
 		/* libEnoki refused a token for another CPU: ask again */
-		return msg.ret_err ? ENOKI_RETRY : ENOKI_EMPTY;
+		enoki_kick_token_cpu(msg.ret_cpu, cpu);
+		return ENOKI_RETRY;
+	}
 	if (msg.flags & ENOKI_F_KEEP_PREV)
 		return enoki_keep_prev(prev, &msg) ? ENOKI_PICKED : ENOKI_EMPTY;
 	if (picked.tried && !picked.err)
 		return ENOKI_PICKED;
 	enoki_send_err(ENOKI_PNT_ERR, cpu, msg.ret, picked.token_cpu,
 		       picked.tried ? picked.err : ENOKI_ERR_NO_TASK);
+	enoki_kick_token_cpu(picked.token_cpu, cpu);
 	return ENOKI_RETRY;
 }
 
