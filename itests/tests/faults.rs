@@ -43,7 +43,10 @@ const CYCLE_OPTIONS: &str = "--lock-timeout-ms 5000";
 /// libEnoki catches these at the acquisition (or call end, or budget):
 /// the bound is the arming (500 picks) plus emulation overhead; a cycle
 /// also needs its CPUs to pick at the same moment, which emulated CPUs on
-/// a busy 2-core host may take long to do.
+/// a busy 2-core host may take long to do. The cycles hold their own queue
+/// for 65536 spins (`hold=`, 4x buggy's default): with the default, a
+/// cycle of 3 took 36 s to more than 60 s of load to form, and an ABBA up
+/// to 52 s; with it, 1-2.5 s.
 const LOCK_CLASSES: &[Class] = &[
     Class {
         name: "aa",
@@ -55,7 +58,7 @@ const LOCK_CLASSES: &[Class] = &[
     },
     Class {
         name: "abba",
-        args: "bug=cycle,cpus=2",
+        args: "bug=cycle,cpus=2,hold=65536",
         watchdog_ms: CYCLE_WATCHDOG_MS,
         options: CYCLE_OPTIONS,
         reason: "ABBA deadlock",
@@ -63,7 +66,7 @@ const LOCK_CLASSES: &[Class] = &[
     },
     Class {
         name: "cycle3",
-        args: "bug=cycle,cpus=3",
+        args: "bug=cycle,cpus=3,hold=65536",
         watchdog_ms: CYCLE_WATCHDOG_MS,
         options: CYCLE_OPTIONS,
         reason: "lock cycle of 3 CPUs",
@@ -241,7 +244,12 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
     let dir = it::shared_tempdir();
     let classes = [
         ("aa", "bug=aa", WATCHDOG_MS, ""),
-        ("abba", "bug=cycle,cpus=2", CYCLE_WATCHDOG_MS, CYCLE_OPTIONS),
+        (
+            "abba",
+            "bug=cycle,cpus=2,hold=65536",
+            CYCLE_WATCHDOG_MS,
+            CYCLE_OPTIONS,
+        ),
     ];
     let mut script = String::from(
         "set -e\nprintf 'stress-ng -c 4 --pipe 2 -t 4s >/dev/null 2>&1\\n' >/tmp/work.sh\n",

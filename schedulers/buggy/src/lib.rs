@@ -6,7 +6,7 @@
 //! |------------|---------------------------------------------|-------------------------|
 //! | `none`     | nothing: a correct FIFO                     | -                       |
 //! | `aa`       | takes its CPU's queue lock twice            | libEnoki, at once (AA)  |
-//! | `cycle`    | CPUs `0..cpus` each hold their queue and take the next one's (`cpus=2`: ABBA) | libEnoki (cycle) |
+//! | `cycle`    | CPUs `0..cpus` each hold their queue (`hold=` spins) and take the next one's (`cpus=2`: ABBA) | libEnoki (cycle) |
 //! | `leak`     | returns from a pick holding its queue lock  | libEnoki, at call end   |
 //! | `loop`     | locks and unlocks its queue for ever        | libEnoki (call budget)  |
 //! | `lost`     | drops one waking task's token               | sched_ext's watchdog    |
@@ -27,10 +27,13 @@ use enoki::{
 };
 
 /// Spins a CPU of a `cycle` holds its own queue before it takes the next
-/// one: a window for the other CPUs to take theirs (a plain spin, not a
-/// `Shared` poll, so the kernel record stays small and replays exactly).
-/// Short: under emulation a `pause` can cost a microsecond, and a longer
-/// hold on every pick starved sched_ext's watchdog work into a stall.
+/// one (`hold=`, by default): a window for the other CPUs to take theirs
+/// (a plain spin, not a `Shared` poll, so the kernel record stays small and
+/// replays exactly). Short: under emulation a `pause` can cost a
+/// microsecond, and a longer hold on every pick starved sched_ext's
+/// watchdog work into a stall under a 2 s watchdog. Three emulated CPUs on
+/// a 2-core host rarely overlap in so short a window: a cycle of 3 takes a
+/// longer one.
 const HOLD_SPINS: u32 = 1 << 14;
 
 /// The bug, from `bug=`.
@@ -82,6 +85,8 @@ impl Bug {
 pub struct Buggy {
     bug: Bug,
     after: u64,
+    /// `cycle`: spins each CPU holds its own queue first.
+    hold: u32,
     queues: RunQueues<Ring<Schedulable>>,
     picks: Shared<u64>,
     /// `lost`: a token was dropped. `starve`: the favoured pid + 1.
@@ -123,7 +128,7 @@ impl Buggy {
     /// other CPUs of the cycle do the same at once, each waits for the next.
     fn cycle(&self, cpu: CpuId, cpus: usize) -> Result {
         let mine = self.queues.lock(cpu)?;
-        for _ in 0..HOLD_SPINS {
+        for _ in 0..self.hold {
             core::hint::spin_loop();
         }
         let next = self.queues.lock(Self::next_in_cycle(cpu, cpus))?;
@@ -183,7 +188,7 @@ impl EnokiScheduler for Buggy {
     type UpgradeState = Carry;
 
     fn init(ctx: &InitContext<'_>) -> core::result::Result<Self, InitError> {
-        ctx.args.check_known(&["bug", "after", "cpus"])?;
+        ctx.args.check_known(&["bug", "after", "cpus", "hold"])?;
         let nr = ctx.topology.nr_cpus();
         let cpus = ctx.args.u64_in("cpus", 2, 2, nr as u64)? as usize;
         let bug =
@@ -193,6 +198,8 @@ impl EnokiScheduler for Buggy {
         Ok(Buggy {
             bug,
             after: ctx.args.u64_in("after", 1000, 0, u64::MAX)?,
+            hold: u32::try_from(ctx.args.u64_in("hold", HOLD_SPINS.into(), 0, 1 << 20)?)
+                .unwrap_or(HOLD_SPINS),
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             picks: Shared::new(0),
             done: Shared::new(0),
