@@ -406,6 +406,22 @@ fn lose(records: &[Record], at: usize, lost: usize) -> (Vec<Record>, TraceGap) {
     (out, gap)
 }
 
+/// FIFO's trace `bytes` replayed in sequence order or by locks.
+fn replay_fifo(
+    header: &TraceHeader,
+    bytes: &[u8],
+    opts: &ReplayOptions,
+    by_locks: bool,
+) -> enoki_sim::replay::ReplayReport {
+    let mut reader = TraceReader::new(Cursor::new(bytes)).unwrap();
+    if by_locks {
+        replay_by_locks::<Fifo>(header, &mut reader, opts)
+    } else {
+        replay::<Fifo>(header, &mut reader, opts)
+    }
+    .unwrap()
+}
+
 /// Messages of `records` before sequence number `seq`.
 fn messages_before(records: &[Record], seq: u64) -> u64 {
     records
@@ -495,14 +511,8 @@ fn missing_sequence_numbers_stop_both_replays_as_a_gap() {
         lost: 4,
     };
     for by_locks in [false, true] {
-        let mut reader = TraceReader::new(Cursor::new(write(&header, &holed))).unwrap();
-        let opts = ReplayOptions::default();
-        let rep = if by_locks {
-            replay_by_locks::<Fifo>(&header, &mut reader, &opts)
-        } else {
-            replay::<Fifo>(&header, &mut reader, &opts)
-        }
-        .unwrap();
+        let bytes = write(&header, &holed);
+        let rep = replay_fifo(&header, &bytes, &ReplayOptions::default(), by_locks);
         assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
         assert_eq!(rep.gap, Some(gap), "by locks: {by_locks}");
         assert_eq!(rep.seq_gaps, 4);
@@ -603,13 +613,7 @@ fn a_replay_asked_to_stop_ends_with_that_message() {
         ..ReplayOptions::default()
     };
     for by_locks in [false, true] {
-        let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
-        let rep = if by_locks {
-            replay_by_locks::<Fifo>(&header, &mut reader, &opts)
-        } else {
-            replay::<Fifo>(&header, &mut reader, &opts)
-        }
-        .unwrap();
+        let rep = replay_fifo(&header, &bytes, &opts, by_locks);
         assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
         assert_eq!(rep.stopped_at, Some(at), "by_locks {by_locks}");
         assert_eq!(rep.messages, messages_before(&recs, at) + 1);
