@@ -146,3 +146,32 @@ impl Drop for LogOnPanic {
         }
     }
 }
+
+/// An emulated guest keeps time with its TSC, not the HPET: every HPET read
+/// is an MMIO exit that takes QEMU's global lock and stalls the other vCPUs,
+/// and scheduling paths read the clock on every call. Trusting the TSC must
+/// not let time run backwards from one CPU to the next.
+#[test]
+#[serial]
+fn guest_clock_is_a_cpu_clock_that_never_goes_back_across_cpus() {
+    let r = it::run_ok(concat!(
+        "cat /sys/devices/system/clocksource/clocksource0/current_clocksource; ",
+        "enoki-util clock-check --seconds 3",
+    ));
+    let source = r.output.lines().next().unwrap_or_default().trim();
+    assert!(
+        matches!(source, "tsc" | "kvm-clock"),
+        "clocksource {source:?}\n{}",
+        r.output
+    );
+    let field = |key: &str| -> u64 {
+        r.output
+            .split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in output:\n{}", r.output))
+    };
+    assert_eq!(field("backwards"), 0, "{}", r.output);
+    assert!(field("reads") > 10_000, "{}", r.output);
+}

@@ -6,10 +6,16 @@
 //!   numbers), for the compression benchmarks.
 //! - `time [-o FILE] -- CMD ARGS...`: runs CMD and prints (or writes)
 //!   `elapsed_ns N` and `status S`; exits with CMD's status.
+//! - `clock-check [--seconds S]`: one thread pinned to each CPU reads the
+//!   monotonic clock in turn, each read after the one before it; prints
+//!   `reads N backwards M max_back_ns X` and fails if the clock ever went
+//!   back from one CPU to the next.
 
 use std::io::{BufWriter, Write};
 use std::process::Command;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -37,6 +43,11 @@ enum Cmd {
         output: Option<String>,
         #[arg(trailing_var_arg = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// Checks that the monotonic clock never goes back across CPUs.
+    ClockCheck {
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
     },
 }
 
@@ -122,9 +133,62 @@ fn time(output: Option<&str>, cmd: &[String]) -> Result<i32> {
     Ok(code)
 }
 
+/// What [`clock_check`] saw.
+#[derive(Default)]
+struct ClockSeen {
+    last: Option<Instant>,
+    reads: u64,
+    backwards: u64,
+    max_back: Duration,
+}
+
+fn clock_check(seconds: u64) -> Result<i32> {
+    let cpus = std::thread::available_parallelism()?.get();
+    let seen = Mutex::new(ClockSeen::default());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..cpus)
+            .map(|cpu| {
+                let (seen, stop) = (&seen, &stop);
+                s.spawn(move || -> Result<()> {
+                    enoki_bench_guest::set_affinity(0, &[cpu])?;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut g = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        // Read under the lock: this read follows the last one.
+                        let now = Instant::now();
+                        if let Some(back) = g.last.and_then(|l| l.checked_duration_since(now)) {
+                            g.backwards += 1;
+                            g.max_back = g.max_back.max(back);
+                        }
+                        g.last = Some(now);
+                        g.reads += 1;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a reader panicked"))??;
+        }
+        Ok(())
+    })?;
+    let g = seen.into_inner().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    println!(
+        "reads {} backwards {} max_back_ns {}",
+        g.reads,
+        g.backwards,
+        g.max_back.as_nanos()
+    );
+    Ok(i32::from(g.backwards > 0))
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Datagen { bytes, seed } => datagen(parse_size(&bytes)?, seed),
         Cmd::Time { output, cmd } => std::process::exit(time(output.as_deref(), &cmd)?),
+        Cmd::ClockCheck { seconds } => std::process::exit(clock_check(seconds)?),
     }
 }
