@@ -250,6 +250,35 @@ pub mod rec_type {
     /// the new version. [`RawRec::addr`](super::RawRec::addr) is the state
     /// fingerprint it carried over (0: it started fresh).
     pub const UPGRADE: u32 = 5;
+    /// The scheduler left (ejected or unloaded); nothing after it reached
+    /// the scheduler. [`RawRec::addr`](super::RawRec::addr) is sched_ext's
+    /// exit kind ([`super::exit_kind`]).
+    pub const EXIT: u32 = 6;
+}
+
+/// sched_ext's exit kinds (`enum scx_exit_kind`, Linux 6.12), as an exit
+/// record carries them.
+pub mod exit_kind {
+    /// The scheduler was unloaded (`SCX_EXIT_UNREG*`, `SCX_EXIT_DONE`).
+    pub const UNREG_KERN: u64 = 66;
+    /// sysrq-S switched every task back to the default scheduler.
+    pub const SYSRQ: u64 = 67;
+    /// Kinds from here on are ejections.
+    pub const ERROR: u64 = 1024;
+    /// `SCX_EXIT_ERROR_BPF`: an error the scheduler raised itself.
+    pub const ERROR_BPF: u64 = 1025;
+    /// sched_ext's watchdog: a runnable task did not run in time.
+    pub const ERROR_STALL: u64 = 1026;
+
+    /// What an exit of `kind` was, in words.
+    pub fn describe(kind: u64) -> &'static str {
+        match kind {
+            SYSRQ => "switched back by sysrq",
+            ERROR_STALL => "ejected: a runnable task stalled",
+            k if k >= ERROR => "ejected for an error",
+            _ => "unloaded",
+        }
+    }
 }
 
 /// One entry of Enoki-C's per-CPU record rings, as its debugfs `trace` file

@@ -282,6 +282,11 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
         let rep =
             (entry.replay_by_locks)(&header, &mut reader, &Default::default()).expect("replay");
         assert!(rep.divergence.is_none(), "{name}: {:?}", rep.divergence);
+        // The trace ends with the ejection, and replay ends there too.
+        let exit = rep
+            .exit
+            .unwrap_or_else(|| panic!("{name}: no exit record in the trace"));
+        assert!(exit.ejected(), "{name}: {exit}");
         let fault = rep
             .fault
             .unwrap_or_else(|| panic!("{name}: the replay did not fail; kernel: {kernel}"));

@@ -499,7 +499,7 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             "scheduler": rep.scheduler, "recorded_scheduler": header.scheduler, "build_id": header.build_id,
             "messages": rep.messages, "lock_events": rep.lock_events, "seq_gaps": rep.seq_gaps,
             "notices": rep.notices, "divergence": d, "read_error": rep.read_error.as_ref().map(|e| e.to_string()),
-            "gap": rep.gap, "upgrade": rep.upgrade, "stopped_at": rep.stopped_at, "fault": rep.fault.map(|f| f.to_string()),
+            "gap": rep.gap, "upgrade": rep.upgrade, "exit": rep.exit, "stopped_at": rep.stopped_at, "fault": rep.fault.map(|f| f.to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -524,12 +524,13 @@ fn replay(a: ReplayArgs) -> Result<u8> {
             rep.messages
         );
     }
-    let stop = match (&rep.gap, &rep.upgrade) {
-        (Some(g), _) => Some(format!("{g}: replay stopped there")),
-        (None, Some(u)) => Some(format!(
+    let stop = match (&rep.gap, &rep.upgrade, &rep.exit) {
+        (Some(g), ..) => Some(format!("{g}: replay stopped there")),
+        (None, Some(u), _) => Some(format!(
             "{u}: replay stopped there, at the end of the recorded version"
         )),
-        (None, None) => None,
+        (None, None, Some(e)) => Some(format!("{e}; replay ended there, as the run did")),
+        (None, None, None) => None,
     };
     let say = |line: String| {
         if a.json {

@@ -11,7 +11,8 @@ use enoki_fifo::Fifo;
 use enoki_sim::check::Props;
 use enoki_sim::perfetto::TimelineBuilder;
 use enoki_sim::registry;
-use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions, TraceGap};
+use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions, TraceExit, TraceGap};
+use enoki_sim::sim::{trace_header, Recorder, SimConfig};
 use enoki_sim::trace::{Event, Record, TraceHeader, TraceReader, TraceWriter};
 
 use common::{mixed_spec, quiet, record, Flaky, LockFlaky};
@@ -305,8 +306,8 @@ fn records_carry_cpu_seq_and_time() {
                 held.push(addr);
             }
             Event::LockRelease { addr } => assert_eq!(held.pop(), Some(addr)),
-            Event::Gap { .. } | Event::Upgrade { .. } => {
-                panic!("the simulator lost nothing and upgraded nothing")
+            Event::Gap { .. } | Event::Upgrade { .. } | Event::Exit { .. } => {
+                panic!("the simulator lost nothing, upgraded nothing and ejected nothing")
             }
         }
         last_seq = r.seq;
@@ -528,6 +529,58 @@ fn missing_sequence_numbers_stop_both_replays_as_a_gap() {
     );
 }
 
+/// An ejection recorded mid-trace is where the recorded run ended: both
+/// replays end there without a divergence and report it, and nothing after
+/// it is replayed.
+#[test]
+fn an_exit_record_ends_both_replays_as_the_run_did() {
+    quiet();
+    let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let mut records: Vec<Record> = reader.by_ref().map(Result::unwrap).collect();
+    // Between two calls, as Enoki-C writes it once no call can start.
+    let at = (records.len() / 2..records.len())
+        .find(|&i| matches!(records[i].event, Event::Msg(_)))
+        .unwrap();
+    let exit = Record {
+        event: Event::Exit {
+            kind: enoki::abi::exit_kind::ERROR_STALL,
+        },
+        ..records[at]
+    };
+    records.insert(at, exit);
+    for r in &mut records[at + 1..] {
+        r.seq += 1;
+    }
+    let want = TraceExit {
+        seq: exit.seq,
+        cpu: exit.cpu,
+        kind: enoki::abi::exit_kind::ERROR_STALL,
+    };
+    for by_locks in [false, true] {
+        let rep = replay_fifo(
+            &header,
+            &write(&header, &records),
+            &ReplayOptions::default(),
+            by_locks,
+        );
+        assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+        assert!(rep.gap.is_none() && rep.read_error.is_none());
+        assert_eq!(rep.exit, Some(want), "by locks: {by_locks}");
+        assert_eq!(rep.messages, messages_before(&records, exit.seq));
+        assert!(rep.messages > 100);
+    }
+    assert!(want.ejected());
+    assert_eq!(
+        want.to_string(),
+        format!(
+            "the recorded run ended at seq {}: the scheduler was ejected: a runnable task stalled",
+            exit.seq
+        )
+    );
+}
+
 #[test]
 fn a_changed_keep_running_answer_diverges() {
     quiet();
@@ -655,4 +708,67 @@ fn a_recorded_abba_replays_with_the_same_cpu_finding_the_cycle() {
         fault.starts_with("ABBA deadlock in pick_next_task") && fault.contains(": CPU 1 at "),
         "{fault}"
     );
+}
+
+/// `records` with an ejection's exit record after the last one.
+fn with_exit(mut records: Vec<Record>) -> (Vec<Record>, Record) {
+    let last = *records.last().unwrap();
+    let exit = Record {
+        seq: last.seq + 1,
+        event: Event::Exit {
+            kind: enoki::abi::exit_kind::ERROR,
+        },
+        ..last
+    };
+    records.push(exit);
+    (records, exit)
+}
+
+/// A sequential replay that fails as the recorded run did (an AA deadlock,
+/// on one CPU) reads on to the exit record and reports the run's end.
+#[test]
+fn a_replayed_aa_reports_the_recorded_ejection_after_it() {
+    quiet();
+    let mut spec = mixed_spec();
+    spec.run.args = "bug=aa,after=20".into();
+    let entry = registry::find("buggy").unwrap();
+    let rec = Recorder::new(
+        Cursor::new(Vec::new()),
+        trace_header("buggy", &spec).unwrap(),
+    )
+    .unwrap();
+    let mut cfg = SimConfig::new(spec, 3, entry.props);
+    cfg.record = Some(rec.sink());
+    (entry.simulate)(cfg).unwrap();
+    let bytes = rec.finish().unwrap().into_inner();
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let (records, exit) = with_exit(reader.by_ref().map(Result::unwrap).collect());
+    let bytes = write(&header, &records);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let rep = (entry.replay)(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    let fault = rep
+        .fault
+        .expect("the replay fails as the run did")
+        .to_string();
+    assert!(fault.starts_with("AA deadlock"), "{fault}");
+    assert_eq!(rep.exit.map(|e| e.seq), Some(exit.seq));
+}
+
+/// A lock-ordered replay that reproduces the recorded ABBA still reads on
+/// to the trace's exit record and reports the run's end.
+#[test]
+fn a_replayed_abba_reports_the_recorded_ejection_after_it() {
+    quiet();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/abba-cpu1-finds-the-cycle.enk");
+    let mut reader = TraceReader::open(&path).unwrap();
+    let header = reader.header().clone();
+    let (records, exit) = with_exit(reader.by_ref().map(Result::unwrap).collect());
+    let bytes = write(&header, &records);
+    let entry = registry::find("buggy").unwrap();
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let rep = (entry.replay_by_locks)(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.fault.is_some());
+    assert_eq!(rep.exit.map(|e| e.seq), Some(exit.seq));
 }

@@ -115,6 +115,7 @@ pub mod rtype {
     pub const LOCK_RELEASE: u8 = rec_type::LOCK_RELEASE as u8;
     pub const GAP: u8 = rec_type::GAP as u8;
     pub const UPGRADE: u8 = rec_type::UPGRADE as u8;
+    pub const EXIT: u8 = rec_type::EXIT as u8;
 }
 
 const BLOCK_HEADER: usize = 24;
@@ -254,6 +255,10 @@ pub enum Event {
     /// follows went to the new version, which took over the state with
     /// fingerprint `state` (0: it started fresh).
     Upgrade { state: u64 },
+    /// The scheduler left here (ejected or unloaded; `kind` is sched_ext's
+    /// exit kind, [`enoki::abi::exit_kind`]): nothing after it reached the
+    /// scheduler, so a recorded run ends with it.
+    Exit { kind: u64 },
 }
 
 /// An event with where and when it happened.
@@ -364,6 +369,7 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::LockRelease { .. } => (rtype::LOCK_RELEASE, RECORD_PREFIX + 16),
             Event::Gap { .. } => (rtype::GAP, RECORD_PREFIX + 16),
             Event::Upgrade { .. } => (rtype::UPGRADE, RECORD_PREFIX + 16),
+            Event::Exit { .. } => (rtype::EXIT, RECORD_PREFIX + 16),
         };
         let b = &mut self.block;
         b.push(ty);
@@ -377,7 +383,8 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::LockAcquire { addr: word }
             | Event::LockRelease { addr: word }
             | Event::Gap { lost: word }
-            | Event::Upgrade { state: word } => {
+            | Event::Upgrade { state: word }
+            | Event::Exit { kind: word } => {
                 b.extend_from_slice(&word.to_le_bytes());
                 b.extend_from_slice(&0u64.to_le_bytes());
             }
@@ -818,9 +825,11 @@ impl<R: Read> TraceReader<R> {
                 rtype::MSG => <&[u8; MSG_BYTES]>::try_from(body)
                     .ok()
                     .map(|b| Event::Msg(msg_from_bytes(b))),
-                rtype::LOCK_ACQUIRE | rtype::LOCK_RELEASE | rtype::GAP | rtype::UPGRADE => {
-                    Self::word(ty, body)
-                }
+                rtype::LOCK_ACQUIRE
+                | rtype::LOCK_RELEASE
+                | rtype::GAP
+                | rtype::UPGRADE
+                | rtype::EXIT => Self::word(ty, body),
                 _ => None,
             };
             self.pos += len;
@@ -837,7 +846,7 @@ impl<R: Read> TraceReader<R> {
                     }));
                 }
                 // A record type from a newer writer: skip it.
-                None if ty > rtype::UPGRADE => {}
+                None if ty > rtype::EXIT => {}
                 None => {
                     return self.corrupt(
                         format!("malformed record at payload byte {pos} (type {ty}, length {len})"),
@@ -848,8 +857,8 @@ impl<R: Read> TraceReader<R> {
         }
     }
 
-    /// A record of one u64 and 8 reserved bytes: a lock event, a gap or an
-    /// upgrade.
+    /// A record of one u64 and 8 reserved bytes: a lock event, a gap, an
+    /// upgrade or an exit.
     fn word(ty: u8, body: &[u8]) -> Option<Event> {
         if body.len() != 16 {
             return None;
@@ -859,6 +868,7 @@ impl<R: Read> TraceReader<R> {
             rtype::LOCK_ACQUIRE => Some(Event::LockAcquire { addr: word }),
             rtype::LOCK_RELEASE => Some(Event::LockRelease { addr: word }),
             rtype::UPGRADE => Some(Event::Upgrade { state: word }),
+            rtype::EXIT => Some(Event::Exit { kind: word }),
             _ => (word > 0).then_some(Event::Gap { lost: word }),
         }
     }

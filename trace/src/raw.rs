@@ -133,6 +133,7 @@ impl Record {
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
             rec_type::GAP => Event::Gap { lost: addr },
             rec_type::UPGRADE => Event::Upgrade { state: addr },
+            rec_type::EXIT => Event::Exit { kind: addr },
             _ => return None,
         };
         Some(Record {
@@ -152,6 +153,7 @@ impl Record {
             Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
             Event::Gap { lost } => (rec_type::GAP, lost, Msg::default()),
             Event::Upgrade { state } => (rec_type::UPGRADE, state, Msg::default()),
+            Event::Exit { kind } => (rec_type::EXIT, kind, Msg::default()),
         };
         let mut b = [0u8; KERNEL_REC_BYTES];
         put(&mut b, offset_of!(RawRec, seq), self.seq);
@@ -291,6 +293,9 @@ mod tests {
             Event::Upgrade { state: 0 },
             Event::Upgrade {
                 state: 0x0123_4567_89ab_cdef,
+            },
+            Event::Exit {
+                kind: enoki::abi::exit_kind::ERROR_STALL,
             },
         ] {
             let r = Record {

@@ -39,6 +39,7 @@ fn records(n: u64) -> Vec<Record> {
             event: match i % 5 {
                 _ if i % 97 == 96 => Event::Gap { lost: i },
                 _ if i % 89 == 88 => Event::Upgrade { state: i % 2 * i },
+                _ if i % 83 == 82 => Event::Exit { kind: i },
                 3 => Event::LockAcquire {
                     addr: 0xffff_8880_0000_0000 + i,
                 },
@@ -197,6 +198,29 @@ fn an_upgrade_round_trips_with_its_state_fingerprint() {
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     let up = &bytes[hlen + 24 + 128..hlen + 24 + 128 + 40];
     assert_eq!((up[0], u16::from_le_bytes([up[2], up[3]])), (5, 40));
+}
+
+#[test]
+fn an_exit_round_trips_with_its_kind() {
+    let recs = vec![
+        Record {
+            seq: 1,
+            cpu: 3,
+            time_ns: 1,
+            event: Event::Msg(msg(1)),
+        },
+        Record {
+            seq: 2,
+            cpu: 5,
+            time_ns: 2,
+            event: Event::Exit {
+                kind: enoki::abi::exit_kind::ERROR_STALL,
+            },
+        },
+    ];
+    let bytes = write(&recs, false, 0);
+    let (_, back, _) = read_all(Cursor::new(&bytes)).unwrap();
+    assert_eq!(back, recs);
 }
 
 #[test]

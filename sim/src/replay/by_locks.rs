@@ -783,8 +783,8 @@ impl Drop for Installed {
 /// recorded acquisition order of that lock. Calls that overlapped on
 /// different CPUs in the kernel then see the scheduler state they saw
 /// there. Needs a trace with lock events of this scheduler; it stops at
-/// the first gap record ([`ReplayReport::gap`]) or upgrade
-/// ([`ReplayReport::upgrade`]).
+/// the first gap record ([`ReplayReport::gap`]), upgrade
+/// ([`ReplayReport::upgrade`]) or exit ([`ReplayReport::exit`]).
 pub fn replay_by_locks<S: EnokiScheduler + 'static>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -812,6 +812,9 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
         drop(fibers);
         found?
     };
+    if loaded.failed() {
+        reader.input.skip_to_end()?;
+    }
     let divergence = found
         .into_iter()
         .flatten()
@@ -830,6 +833,7 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
         seq_gaps: reader.input.seq_gaps,
         gap: reader.input.gap,
         upgrade: reader.input.upgrade,
+        exit: reader.input.exit,
         stopped_at: reader.input.stopped_at,
         timeline: None,
         fault: loaded.fault(),

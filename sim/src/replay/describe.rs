@@ -103,5 +103,9 @@ pub fn describe_record(r: &Record) -> String {
         Event::Gap { lost } => format!("{at}  gap: {lost} events of this CPU lost"),
         Event::Upgrade { state: 0 } => format!("{at}  live upgrade (fresh start)"),
         Event::Upgrade { state } => format!("{at}  live upgrade (state {state:#018x})"),
+        Event::Exit { kind } => format!(
+            "{at}  exit: {} (kind {kind})",
+            enoki::abi::exit_kind::describe(*kind)
+        ),
     }
 }

@@ -203,6 +203,47 @@ impl fmt::Display for TraceUpgrade {
     }
 }
 
+/// The end of the recorded scheduler's run (ejected or unloaded): nothing
+/// after it reached the scheduler, so it is where a replay ends, not a
+/// divergence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceExit {
+    pub seq: u64,
+    pub cpu: u32,
+    /// sched_ext's exit kind ([`enoki::abi::exit_kind`]).
+    pub kind: u64,
+}
+
+impl TraceExit {
+    /// The exit `r` records, if it is an exit record.
+    fn of(r: &Record) -> Option<Self> {
+        match r.event {
+            Event::Exit { kind } => Some(TraceExit {
+                seq: r.seq,
+                cpu: r.cpu,
+                kind,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the run ended in an ejection (not an unload).
+    pub fn ejected(&self) -> bool {
+        self.kind >= enoki::abi::exit_kind::ERROR
+    }
+}
+
+impl fmt::Display for TraceExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the recorded run ended at seq {}: the scheduler was {}",
+            self.seq,
+            enoki::abi::exit_kind::describe(self.kind)
+        )
+    }
+}
+
 /// Feeds one recorded message (answer cleared) to the scheduler; returns
 /// the scheduler's answer.
 pub fn apply<S: EnokiScheduler>(loaded: &Loaded<S>, recorded: &Msg) -> Answer {
@@ -305,6 +346,9 @@ pub struct ReplayReport {
     /// message of the recorded version (`messages`); what follows went to
     /// the new one.
     pub upgrade: Option<TraceUpgrade>,
+    /// The recorded run's end (an ejection or an unload): replay ended
+    /// there, the expected end of the trace.
+    pub exit: Option<TraceExit>,
     /// Sequence number of the message the replay stopped at, as
     /// [`ReplayOptions::stop_before`] asked (it was the last one replayed).
     pub stopped_at: Option<u64>,
@@ -325,7 +369,8 @@ struct Next {
 
 /// The loop every replay reads a trace through: records in sequence order,
 /// up to the first gap (a gap record or missing sequence numbers, kept in
-/// `gap`), the first upgrade (kept in `upgrade`) or the first record that
+/// `gap`), the first upgrade (kept in `upgrade`), the exit (kept in
+/// `exit`) or the first record that
 /// cannot be read (kept in `read_error`); a record out of order is an
 /// error.
 struct InOrder<'a> {
@@ -335,6 +380,7 @@ struct InOrder<'a> {
     read_error: Option<TraceError>,
     gap: Option<TraceGap>,
     upgrade: Option<TraceUpgrade>,
+    exit: Option<TraceExit>,
     stop_before: Option<u64>,
     stopped_at: Option<u64>,
 }
@@ -351,6 +397,7 @@ impl<'a> InOrder<'a> {
             read_error: None,
             gap: None,
             upgrade: None,
+            exit: None,
             stop_before,
             stopped_at: None,
         }
@@ -361,6 +408,7 @@ impl<'a> InOrder<'a> {
         self.read_error.is_some()
             || self.gap.is_some()
             || self.upgrade.is_some()
+            || self.exit.is_some()
             || self.stopped_at.is_some()
     }
 
@@ -368,6 +416,13 @@ impl<'a> InOrder<'a> {
     /// lock events after the cut were not read.
     fn cut(&self) -> bool {
         self.gap.is_some() || self.stopped_at.is_some()
+    }
+
+    /// Reads, replaying nothing, up to where the trace stops (the exit
+    /// record of a run whose failure the replay reproduced, or a gap).
+    fn skip_to_end(&mut self) -> Result<()> {
+        while self.next()?.is_some() {}
+        Ok(())
     }
 
     fn next(&mut self) -> Result<Option<Next>> {
@@ -402,6 +457,7 @@ impl<'a> InOrder<'a> {
         self.last_seq = Some(record.seq);
         self.gap = TraceGap::of(&record);
         self.upgrade = TraceUpgrade::of(&record);
+        self.exit = TraceExit::of(&record);
         if self.stopped() {
             return Ok(None);
         }
@@ -433,7 +489,7 @@ impl LockEvent {
                 addr,
                 acquire: false,
             }),
-            Event::Msg(_) | Event::Gap { .. } | Event::Upgrade { .. } => None,
+            Event::Msg(_) | Event::Gap { .. } | Event::Upgrade { .. } | Event::Exit { .. } => None,
         }
     }
 }

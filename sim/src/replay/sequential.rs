@@ -254,8 +254,8 @@ fn notices<S: EnokiScheduler>(header: &TraceHeader) -> Vec<String> {
 }
 
 /// Sequential replay of `records` against scheduler `S`, stopping at the
-/// first divergence, the first gap or upgrade record, or the scheduler's
-/// failure.
+/// first divergence, the first gap, upgrade or exit record, or the
+/// scheduler's failure.
 pub fn replay<S: EnokiScheduler>(
     header: &TraceHeader,
     records: &mut dyn Iterator<Item = Result<Record, TraceError>>,
@@ -284,6 +284,9 @@ pub fn replay<S: EnokiScheduler>(
             break;
         }
     }
+    if rp.loaded.failed() {
+        reader.skip_to_end()?;
+    }
     // Past a gap or a stop, the lock events of the calls running at it are
     // not read; an upgrade held every call off, so each had ended before it.
     if divergence.is_none() && reader.read_error.is_none() && !reader.cut() {
@@ -305,6 +308,7 @@ pub fn replay<S: EnokiScheduler>(
         seq_gaps: reader.seq_gaps,
         gap: reader.gap,
         upgrade: reader.upgrade,
+        exit: reader.exit,
         stopped_at: reader.stopped_at,
         timeline: timeline.map(|t| t.finish()),
         fault: rp.loaded.fault(),

@@ -727,6 +727,7 @@ static void enoki_op_exit(struct scx_exit_info *info)
 	ssize_t len;
 
 	/* runs in the disable worker, after sched_ext moved tasks to CFS */
+	enoki_record_exit(info->kind);
 	state = info->kind >= SCX_EXIT_ERROR ? ENOKI_EJECTED : ENOKI_EXITED;
 	spin_lock_irq(&enoki_status_lock);
 	enoki.state = state;

@@ -112,6 +112,7 @@ enum enoki_rec_type {
 	ENOKI_REC_LOCK_RELEASE,		/* @addr: ... and released */
 	ENOKI_REC_GAP,			/* @addr events of this CPU were lost, from @seq on */
 	ENOKI_REC_UPGRADE,		/* live upgrade; @addr: state fingerprint carried, or 0 */
+	ENOKI_REC_EXIT,			/* the scheduler left; @addr: sched_ext's exit kind */
 };
 
 struct enoki_rec {

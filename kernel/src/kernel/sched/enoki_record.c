@@ -18,7 +18,8 @@
  *
  * May call: nothing else in Enoki-C. build_policy.c includes this file
  * before enoki.c, whose call path takes enoki_record_seq() and
- * enoki_record_msg() (and whose upgrade, enoki_record_upgrade()), and
+ * enoki_record_msg() (whose upgrade, enoki_record_upgrade(), and whose
+ * exit, enoki_record_exit()), and
  * enoki_sysfs.c, whose files use
  * enoki_record_set(), enoki_record_drops() and enoki_trace_fops.
  */
@@ -155,6 +156,33 @@ static void enoki_record_upgrade(u64 state_fp)
 	memset(rec, 0, sizeof(*rec));
 	enoki_rec_init(rec, seq, ENOKI_REC_UPGRADE, state_fp);
 	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+}
+
+/*
+ * Marks the end of the scheduler's run (an ejection, an unload): nothing
+ * after it reached the scheduler, so replay ends here. @kind is sched_ext's
+ * exit kind (enum scx_exit_kind). Called from sched_ext's disable worker
+ * once no call can start, so it is the last record of the run.
+ */
+static void enoki_record_exit(u64 kind)
+{
+	struct enoki_rec *rec;
+	unsigned long flags;
+	u64 seq;
+
+	/* the per-CPU call flag and ring need this CPU to stay put */
+	local_irq_save(flags);
+	seq = enoki_record_seq();
+	if (seq) {
+		__this_cpu_write(enoki_rec_call, false);
+		rec = enoki_ring_slot(seq);
+		if (rec) {
+			memset(rec, 0, sizeof(*rec));
+			enoki_rec_init(rec, seq, ENOKI_REC_EXIT, kind);
+			enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+		}
+	}
+	local_irq_restore(flags);
 }
 
 /**
