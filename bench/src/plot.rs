@@ -151,6 +151,8 @@ fn row(area: &Area, scale: &Scale, i: usize, m: &MetricSummary) -> Result<()> {
         Group::Pipe => "pipe",
         Group::Schbench => "sch",
         Group::App => "app",
+        Group::Switch => "switch",
+        Group::SysTime => "sys",
     };
     let ty = y + ROW / 2;
     text_mid(area, 6, ty, group, LARGE, BLACK)?;

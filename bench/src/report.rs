@@ -271,6 +271,18 @@ fn summary_of(ms: &[MetricSummary], runs: &[RunRecord]) -> Summary {
         1.03,
     );
     max_target("application worst case", "within 5 %", app.clone(), 1.05);
+    max_target(
+        "switch and yield",
+        "within 20 %",
+        group(Group::Switch, None),
+        1.2,
+    );
+    max_target(
+        "system time of switch and yield",
+        "at most 1.5x",
+        group(Group::SysTime, None),
+        1.5,
+    );
     let missing = incomplete(&app);
     let per_rep = geomean_by_rep(&app);
     let (value, ci) = (stats::median(&per_rep), stats::median_ci(&per_rep));

@@ -25,6 +25,11 @@ pub enum Group {
     Schbench,
     /// Real programs (target: geomean within 0.5 %, worst within 5 %).
     App,
+    /// Context-switch- and yield-heavy work (target: within 20 %).
+    Switch,
+    /// System time of the switch- and yield-heavy work (target: at most
+    /// 1.5x): CPUs that spin in the kernel instead of sleeping.
+    SysTime,
 }
 
 /// One number a workload reports.
@@ -58,14 +63,18 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// What its VM is for: real programs measure work per second
-    /// (throughput); pipe and schbench measure wakeups (latency), which need
-    /// every vCPU on one host thread when there is no KVM.
+    /// What its VM is for: pipe and schbench measure single wakeups
+    /// (latency), which need every vCPU on one host thread when there is no
+    /// KVM; everything else measures work per second (throughput).
     pub fn purpose(&self) -> Purpose {
-        if self.metrics.iter().all(|m| m.group == Group::App) {
-            Purpose::Throughput
-        } else {
+        if self
+            .metrics
+            .iter()
+            .any(|m| matches!(m.group, Group::Pipe | Group::Schbench))
+        {
             Purpose::Latency
+        } else {
+            Purpose::Throughput
         }
     }
 }
@@ -140,6 +149,25 @@ pub fn all() -> Vec<Workload> {
             metrics: vec![
                 m("p50", "us", Lower, Schbench, r"p50_us ([\d.]+)"),
                 m("p99", "us", Lower, Schbench, r"p99_us ([\d.]+)"),
+            ],
+        },
+        Workload {
+            name: "switch-4pairs",
+            what: "enoki-pipe --pairs 4: four unpinned pipe ping-pong pairs at once",
+            cmd: "enoki-pipe --pairs 4 -l 5000",
+            metrics: vec![
+                m("throughput", "round trips/s", Higher, Switch, r"ops_per_sec ([\d.]+)"),
+                m("sys", "s", Lower, SysTime, r"sys_s ([\d.]+)"),
+            ],
+        },
+        Workload {
+            name: "yieldpool",
+            what: "enoki-yieldpool: 32 threads lock, work 1 us, unlock, yield; 500 times each",
+            cmd: "enoki-yieldpool --threads 32 --ops 500",
+            metrics: vec![
+                m("throughput", "ops/s", Higher, Switch, r"ops_per_sec ([\d.]+)"),
+                m("p95", "us", Lower, Switch, r"p95_us ([\d.]+)"),
+                m("sys", "s", Lower, SysTime, r"sys_s ([\d.]+)"),
             ],
         },
         Workload {
@@ -248,6 +276,29 @@ mod tests {
         assert_eq!(metric("stress-cpu", "bogo-ops/s").parse(yaml), Some(115.65));
         assert_eq!(metric("stress-cpu", "bogo-ops/s").parse("garbage"), None);
         assert_eq!(metric("hackbench", "time").parse("Time: 0"), None);
+        let pairs = "pairs 4 loops 5000 total_s 0.016\nusecs_per_op 7.926\nops_per_sec 504671\nusr_s 0.020\nsys_s 0.014\n";
+        assert_eq!(
+            metric("switch-4pairs", "throughput").parse(pairs),
+            Some(504671.0)
+        );
+        assert_eq!(metric("switch-4pairs", "sys").parse(pairs), Some(0.014));
+        let pool = "threads 32 ops 64000 total_s 0.272\nops_per_sec 235662\np95_us 154.7\nusr_s 0.236\nsys_s 0.066\n";
+        assert_eq!(
+            metric("yieldpool", "throughput").parse(pool),
+            Some(235662.0)
+        );
+        assert_eq!(metric("yieldpool", "p95").parse(pool), Some(154.7));
+        assert_eq!(metric("yieldpool", "sys").parse(pool), Some(0.066));
+    }
+
+    #[test]
+    fn only_single_wakeup_latency_needs_one_host_thread() {
+        let purpose = |w: &str| all().into_iter().find(|x| x.name == w).unwrap().purpose();
+        assert_eq!(purpose("pipe-2cpu"), Purpose::Latency);
+        assert_eq!(purpose("schbench-2x2"), Purpose::Latency);
+        assert_eq!(purpose("hackbench"), Purpose::Throughput);
+        assert_eq!(purpose("switch-4pairs"), Purpose::Throughput);
+        assert_eq!(purpose("yieldpool"), Purpose::Throughput);
     }
 
     #[test]

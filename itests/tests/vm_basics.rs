@@ -175,3 +175,21 @@ fn guest_clock_is_a_cpu_clock_that_never_goes_back_across_cpus() {
     assert_eq!(field("backwards"), 0, "{}", r.output);
     assert!(field("reads") > 10_000, "{}", r.output);
 }
+
+/// A command longer than the kernel command line allows runs from a script
+/// on the share, with its output and exit status, and the script is gone
+/// afterwards.
+#[test]
+#[serial]
+fn a_command_too_long_for_the_kernel_command_line_still_runs() {
+    let filler = "x".repeat(3000);
+    let r = it::run(&format!(
+        "echo start; : {filler}; echo \"it's $((6 * 7))\"; exit 3"
+    ));
+    r.assert_exit(3);
+    assert_eq!(r.output, "start\nit's 42\n");
+    r.assert_clean();
+    let dir = it::config().root.join("target/vm/cmd");
+    let left = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "scripts left in {}", dir.display());
+}

@@ -106,6 +106,7 @@ impl Vm {
         if tty {
             guest.cols_rows = terminal_size::terminal_size().map(|(w, h)| (w.0, h.0));
         }
+        let _script = self.spill_long_command(&files, &mut guest)?;
         // Check the command line before starting virtiofsd: it may fail.
         qemu::kernel_cmdline(&files.plan(self, None, guest.clone()))?;
         self.check_stop()?;
@@ -118,6 +119,41 @@ impl Vm {
         let finished = running.finish(ending, &files, timeout, self);
         logs::prune_logs(&self.cfg.logs());
         Ok(classify(finished)?)
+    }
+
+    /// A command too long for the kernel command line runs from a script
+    /// on the share instead, which the guest sees at the same path; the
+    /// script is removed when the returned file drops.
+    fn spill_long_command(
+        &self,
+        files: &RunFiles,
+        guest: &mut GuestParams,
+    ) -> Result<Option<tempfile::NamedTempFile>> {
+        // The longest share parameters the boot may get.
+        let share = Share::Virtiofs {
+            socket: PathBuf::new(),
+        };
+        let plan = files.plan(self, Some(share), guest.clone());
+        let Some(cmd) = guest.cmd.as_deref() else {
+            return Ok(None);
+        };
+        if !self.cfg.share || qemu::kernel_cmdline(&plan).is_ok() {
+            return Ok(None);
+        }
+        let dir = self.cfg.root.join("target/vm/cmd");
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let mut script = tempfile::Builder::new()
+            .prefix("cmd-")
+            .suffix(".sh")
+            .tempfile_in(&dir)
+            .with_context(|| dir.display().to_string())?;
+        script.write_all(cmd.as_bytes())?;
+        let path = script
+            .path()
+            .to_str()
+            .context("the command's script has a path that is not UTF-8")?;
+        guest.cmd = Some(format!("exec /bin/sh '{}'", path.replace('\'', r"'\''")));
+        Ok(Some(script))
     }
 
     /// Fails with [`VmError::Stopped`] once the stop handle fired.

@@ -35,6 +35,23 @@ pub fn mono_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+fn cpu_s(who: nix::sys::resource::UsageWho) -> Result<(f64, f64)> {
+    let u = nix::sys::resource::getrusage(who).context("getrusage")?;
+    let s = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok((s(u.user_time()), s(u.system_time())))
+}
+
+/// User and system CPU time, s, of every child process waited for (and of
+/// theirs), so far.
+pub fn children_cpu_s() -> Result<(f64, f64)> {
+    cpu_s(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+/// User and system CPU time, s, of this process's threads so far.
+pub fn process_cpu_s() -> Result<(f64, f64)> {
+    cpu_s(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
 /// The CPU the caller runs on.
 pub fn current_cpu() -> usize {
     // SAFETY: no arguments.
