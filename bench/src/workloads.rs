@@ -162,8 +162,8 @@ pub fn all() -> Vec<Workload> {
         },
         Workload {
             name: "yieldpool",
-            what: "enoki-yieldpool: 32 threads lock, work 1 us, unlock, yield; 500 times each",
-            cmd: "enoki-yieldpool --threads 32 --ops 500",
+            what: "enoki-yieldpool: 32 threads lock, work 1 us, unlock, yield; 2000 times each",
+            cmd: "enoki-yieldpool --threads 32 --ops 2000",
             metrics: vec![
                 m("throughput", "ops/s", Higher, Switch, r"ops_per_sec ([\d.]+)"),
                 m("p95", "us", Lower, Switch, r"p95_us ([\d.]+)"),

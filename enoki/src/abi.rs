@@ -97,6 +97,9 @@ pub mod flag {
     /// Answer to PICK_NEXT_TASK: keep running the previous task (`ret` is
     /// its pid) for another slice.
     pub const KEEP_PREV: u32 = 1 << 5;
+    /// SELECT_TASK_RQ: a sync wakeup, the waker is about to sleep (a pipe
+    /// write before the read of the reply), so its CPU is about to be free.
+    pub const WAKE_SYNC: u32 = 1 << 6;
 }
 
 /// Error codes carried in `Msg::flags` of PNT_ERR / BALANCE_ERR.

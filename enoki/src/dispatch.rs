@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use super::abi::{flag, kind, ret_err, Msg};
 use super::collections::{AllocError, TaskMap};
 use super::fault::{Failed, Fault, FaultKind, Party};
-use super::scheduler::{EnokiScheduler, NotTaken, Result};
+use super::scheduler::{EnokiScheduler, NotTaken, Result, Wake};
 use super::sync::{detect, Shared, SpinLock};
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 use super::upgrade::Refusal;
@@ -172,7 +172,11 @@ impl<S: EnokiScheduler> Loaded<S> {
             kind::TASK_TICK => m.ret = s.task_tick(cpu, m.pid, m.runtime)? as i64,
             kind::SELECT_TASK_RQ => {
                 let prev = self.cpu(m.task_cpu).unwrap_or(cpu);
-                let chosen = s.select_task_rq(m.pid, prev, cpu)?;
+                let wake = Wake {
+                    waker_cpu: cpu,
+                    sync: m.flags & flag::WAKE_SYNC != 0,
+                };
+                let chosen = s.select_task_rq(m.pid, prev, wake)?;
                 if chosen < self.nr_cpus && CpuSet::from_words(m.allowed).contains(chosen) {
                     m.ret_cpu = chosen as i32;
                 } else {

@@ -40,7 +40,7 @@ pub use hint::HintData;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{
     requeue, Args, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, QueueId, Result,
-    TaskError,
+    TaskError, Wake,
 };
 pub use services::Services;
 pub use sync::{CpuFlags, RwLock, Shared, SpinLock};

@@ -154,6 +154,17 @@ pub struct InitContext<'a> {
 /// A hint queue id (hint support arrives with the hint-queue work).
 pub type QueueId = u32;
 
+/// Who wakes a task, for [`EnokiScheduler::select_task_rq`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wake {
+    /// The CPU the wakeup runs on: the waker's.
+    pub waker_cpu: CpuId,
+    /// A sync wakeup: the waker is about to sleep (a pipe write before the
+    /// read of the reply), so its CPU is about to be free, with the data
+    /// the woken task reads in its cache.
+    pub sync: bool,
+}
+
 /// A CPU scheduler. Every method is called with interrupts off and must not
 /// sleep or allocate; state lives behind libEnoki's locks (`&self`), since
 /// all CPUs call in at once. Every call returns a [`Result`]: a lock that
@@ -217,7 +228,7 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     }
 
     /// CPU for a waking task; must be in its allowed set.
-    fn select_task_rq(&self, _pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+    fn select_task_rq(&self, _pid: Pid, prev_cpu: CpuId, _wake: Wake) -> Result<CpuId> {
         Ok(prev_cpu)
     }
 

@@ -182,6 +182,7 @@ mod tests {
             abi::flag::PREV_RUNNABLE => ENOKI_F_PREV_RUNNABLE,
             abi::flag::NEW => ENOKI_F_NEW,
             abi::flag::KEEP_PREV => ENOKI_F_KEEP_PREV,
+            abi::flag::WAKE_SYNC => ENOKI_F_WAKE_SYNC,
             abi::err::WRONG_CPU => ENOKI_ERR_WRONG_CPU,
             abi::err::NOT_QUEUED => ENOKI_ERR_NOT_QUEUED,
             abi::err::AFFINITY => ENOKI_ERR_AFFINITY,

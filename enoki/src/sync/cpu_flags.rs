@@ -37,6 +37,12 @@ impl CpuFlags {
     pub fn replace(&self, cpu: CpuId, value: bool) -> bool {
         self.flags.get(cpu).is_some_and(|f| f.replace(value))
     }
+
+    /// Every flag's [`Shared`], for tools that tell shared values from
+    /// locks (a lock observer sees both).
+    pub fn shared(&self) -> impl Iterator<Item = &Shared<bool>> {
+        self.flags.iter()
+    }
 }
 
 #[cfg(test)]

@@ -282,6 +282,16 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// `pid` wakes up, woken from `waker_cpu`.
     pub fn wake(&mut self, pid: Pid, waker_cpu: CpuId) {
+        self.wake_with(pid, waker_cpu, 0);
+    }
+
+    /// `pid` wakes up, woken from `waker_cpu` by a task about to sleep (a
+    /// sync wakeup, like a pipe write before the read of the reply).
+    pub fn wake_sync(&mut self, pid: Pid, waker_cpu: CpuId) {
+        self.wake_with(pid, waker_cpu, flag::WAKE_SYNC);
+    }
+
+    fn wake_with(&mut self, pid: Pid, waker_cpu: CpuId, flags: u32) {
         let Some(task) = self.tasks.get(&pid) else {
             return;
         };
@@ -299,6 +309,7 @@ impl<S: EnokiScheduler> Driver<S> {
         if allowed.len() > 1 {
             let mut m = self.msg(kind::SELECT_TASK_RQ, waker_cpu, pid);
             m.task_cpu = prev as i32;
+            m.flags = flags;
             self.send(&mut m);
             cpu = m.ret_cpu as usize;
         }

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 //! FIFO: per-CPU first-in first-out run queues with a time slice.
 //!
-//! - A waking task goes to its previous CPU if idle, else to an idle allowed
-//!   CPU (same LLC first), else back to its previous CPU.
+//! - A task woken by a sync waker (one about to sleep, like a pipe writer
+//!   waiting for the reply) goes to the waker's CPU when nothing waits
+//!   there: that CPU runs it next, as a switch from waker to woken, with no
+//!   idle CPU woken and no migration.
+//! - Any other waking task goes to its previous CPU if idle, else to an
+//!   idle allowed CPU (same LLC first), else back to its previous CPU.
 //! - A picked task runs for one slice (the module's `slice_us`), then goes
 //!   to the back of its CPU's queue.
 //! - An idle CPU steals the oldest allowed task from the longest queue,
@@ -13,7 +17,7 @@
 use enoki::{
     CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError,
     Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError, TaskInfo,
-    TaskMap, Topology,
+    TaskMap, Topology, Wake,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -37,6 +41,10 @@ pub struct Fifo {
     idle: CpuFlags,
     /// CPUs taken offline: never chosen, never idle.
     offline: CpuFlags,
+    /// CPUs a sync wakeup was just placed on: their running task is about
+    /// to sleep, so the task queued there next must not wake an idle CPU
+    /// to steal it. Cleared by that enqueue.
+    handoff: CpuFlags,
 }
 
 impl Fifo {
@@ -48,8 +56,9 @@ impl Fifo {
         cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
     }
 
-    /// Queues `token` at the back of its CPU's queue; if that CPU is busy,
-    /// kicks an idle CPU that may run the task.
+    /// Queues `token` at the back of its CPU's queue; if that CPU is busy
+    /// (and not about to be handed over by a sync waker), kicks an idle CPU
+    /// that may run the task.
     fn enqueue(&self, token: Schedulable) -> Result<(), NotTaken> {
         let pid = token.pid();
         let cpu = token.cpu();
@@ -60,7 +69,8 @@ impl Fifo {
         let queued = queue.push_back(Waiting { token, allowed });
         drop(queue);
         queued.map_err(|w| w.token)?;
-        if !self.is_idle(cpu) {
+        let handed_over = self.handoff.replace(cpu, false);
+        if !handed_over && !self.is_idle(cpu) {
             if let Some(idle) = self
                 .topology
                 .nearest(cpu)
@@ -98,6 +108,7 @@ impl EnokiScheduler for Fifo {
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             idle: CpuFlags::new(nr)?,
             offline: CpuFlags::new(nr)?,
+            handoff: CpuFlags::new(nr)?,
         })
     }
 
@@ -159,10 +170,21 @@ impl EnokiScheduler for Fifo {
         Ok(())
     }
 
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, wake: Wake) -> Result<CpuId> {
         let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
             return Ok(prev_cpu);
         };
+        // A sync waker is about to sleep: its CPU runs the task next, with
+        // no idle CPU woken and no migration, unless others wait there.
+        let waker = wake.waker_cpu;
+        if wake.sync
+            && allowed.contains(waker)
+            && self.is_online(waker)
+            && self.queues.lock(waker)?.is_empty()
+        {
+            self.handoff.set(waker, true);
+            return Ok(waker);
+        }
         if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
             return Ok(prev_cpu);
         }

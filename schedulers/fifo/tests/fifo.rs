@@ -202,3 +202,55 @@ fn an_offline_cpu_is_never_chosen() {
     d.spawn(2, near, 0, 0);
     assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 1 }));
 }
+
+/// A task running on `cpu` (every CPU idle before), and a task `sleeper`
+/// that last ran on CPU 5 and sleeps there.
+fn waker_and_sleeper(d: &mut Driver<Fifo>, cpu: usize, sleeper: i32) {
+    all_idle(d);
+    d.spawn(sleeper, CpuSet::first_n(8), 0, 5);
+    assert_eq!(d.schedule(5), Some(sleeper));
+    d.block(5);
+    assert_eq!(d.schedule(5), None);
+    d.spawn(1, CpuSet::first_n(8), 0, cpu);
+    assert_eq!(d.schedule(cpu), Some(1));
+    d.host.take();
+}
+
+#[test]
+fn a_sync_wakeup_runs_next_on_the_wakers_cpu_and_wakes_no_other() {
+    let mut d = driver(64);
+    waker_and_sleeper(&mut d, 0, 2);
+    d.wake_sync(2, 0);
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 0 }));
+    assert!(
+        !d.host
+            .take()
+            .iter()
+            .any(|e| matches!(e, HostEvent::Kick { .. })),
+        "no idle CPU is woken to steal it"
+    );
+    d.block(0);
+    assert_eq!(d.schedule(0), Some(2), "the waker's CPU switches to it");
+    assert_eq!(d.counters.msgs[kind::MIGRATE_TASK_RQ as usize], 0);
+}
+
+#[test]
+fn a_sync_wakeup_does_not_queue_behind_waiting_tasks() {
+    let mut d = driver(64);
+    waker_and_sleeper(&mut d, 0, 2);
+    d.spawn(3, only(0), 0, 0);
+    d.wake_sync(2, 0);
+    assert_eq!(
+        d.state(2),
+        Some(TaskState::Queued { cpu: 5 }),
+        "its own idle CPU, as for any wakeup"
+    );
+}
+
+#[test]
+fn a_plain_wakeup_still_goes_to_its_idle_cpu() {
+    let mut d = driver(64);
+    waker_and_sleeper(&mut d, 0, 2);
+    d.wake(2, 0);
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 5 }));
+}

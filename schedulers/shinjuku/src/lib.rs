@@ -21,7 +21,7 @@
 use enoki::{
     CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError,
     Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, Shared, SpinLock, TaskError,
-    TaskInfo, TaskMap, Topology,
+    TaskInfo, TaskMap, Topology, Wake,
 };
 
 /// A waiting task: its token, where it may run (kept with the token so
@@ -224,7 +224,7 @@ impl EnokiScheduler for Shinjuku {
         Ok(())
     }
 
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _wake: Wake) -> Result<CpuId> {
         let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
             return Ok(prev_cpu);
         };

@@ -54,6 +54,7 @@ impl Wfq {
         }
         self.idle.iter().for_each(|w| f(range(w)));
         f(range(&self.offline));
+        self.handoff.shared().for_each(|s| f(range(s)));
     }
 
     /// Calls `f` for every task a run queue holds, running or waiting; for

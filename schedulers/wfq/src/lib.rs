@@ -19,9 +19,12 @@
 //!   wakeup, the next tick preempts the running task if it is ahead of the
 //!   smallest waiting vruntime by more than `wakeup_granularity` (counted in
 //!   the waiting task's virtual time); otherwise its slice ends it.
-//! - Placement: the previous CPU if idle, else an idle CPU of its LLC, else
-//!   of its node, else the least loaded allowed CPU. A vruntime moves between
-//!   queues relative to their `min_vruntime`.
+//! - Placement: a sync wakeup (the waker is about to sleep) goes to the
+//!   waker's CPU when only the waker runs there, which then switches to it
+//!   without waking an idle CPU (CFS's wake-affine, in its simplest form);
+//!   any other to the previous CPU if idle, else an idle CPU of its LLC,
+//!   else of its node, else the least loaded allowed CPU. A vruntime moves
+//!   between queues relative to their `min_vruntime`.
 //! - Balance: an idle CPU takes the next waiting task of the busiest queue,
 //!   nearest first (LLC, then node); from another node only when that node
 //!   has `imbalance_pct` % more tasks per CPU than ours. A queue where work
@@ -58,9 +61,10 @@ mod queue;
 use enoki::abi::CPUMASK_WORDS;
 use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
-    nice_to_weight, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext, InitError,
-    NoHint, NotTaken, PickError, Pid, PrevTask, QueueGuard, Result, RunQueues, Schedulable,
-    Services, Shared, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
+    nice_to_weight, CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext,
+    InitError, NoHint, NotTaken, PickError, Pid, PrevTask, QueueGuard, Result, RunQueues,
+    Schedulable, Services, Shared, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
+    Wake,
 };
 
 use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
@@ -137,6 +141,10 @@ pub struct Wfq {
     registry: SpinLock<TaskMap<Option<Task>>>,
     /// Upgrades the state went through.
     upgrades: Shared<u32>,
+    /// CPUs a sync wakeup was just placed on: their running task is about
+    /// to sleep, so the wakeup queued there next must not wake an idle CPU
+    /// to steal it. Cleared by that enqueue.
+    handoff: CpuFlags,
 }
 
 /// A run queue, locked.
@@ -351,7 +359,8 @@ impl Wfq {
         self.update_summary(cpu, &mut rq);
         drop(rq);
         pushed?;
-        if work_waits && why != Enqueue::Refused {
+        let handed_over = matches!(why, Enqueue::Wakeup { .. }) && self.handoff.replace(cpu, false);
+        if work_waits && why != Enqueue::Refused && !handed_over {
             if let Some(idle) = self.idle_thief(cpu, &task.allowed, self.idle_cpus()) {
                 self.services.kick_cpu(idle);
             }
@@ -414,6 +423,7 @@ impl EnokiScheduler for Wfq {
             offline: Shared::new(CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             upgrades: Shared::new(0),
+            handoff: CpuFlags::new(ctx.topology.nr_cpus())?,
         })
     }
 
@@ -580,7 +590,7 @@ impl EnokiScheduler for Wfq {
         Ok(preempt)
     }
 
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, _waker_cpu: CpuId) -> Result<CpuId> {
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, wake: Wake) -> Result<CpuId> {
         let Some((home, rq)) = self.locate(pid, Some(prev_cpu))? else {
             return Ok(prev_cpu);
         };
@@ -588,7 +598,11 @@ impl EnokiScheduler for Wfq {
             return Ok(prev_cpu);
         };
         drop(rq);
-        let cpu = self.choose_cpu(self.online(task.allowed), prev_cpu);
+        let allowed = self.online(task.allowed);
+        let cpu = match self.sync_target(allowed, wake) {
+            Some(waker) => waker,
+            None => self.choose_cpu(allowed, prev_cpu),
+        };
         // Its record goes ahead, so that the wakeup finds it there.
         if cpu != home && task.state == State::Off {
             if let Some((mut src, mut dst)) = self.rqs.lock_pair(home, cpu)? {

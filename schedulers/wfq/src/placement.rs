@@ -4,7 +4,7 @@
 //! task an idle CPU steals.
 
 use enoki::abi::MAX_NODES;
-use enoki::{CpuId, CpuSet, Pid, Result, Topology};
+use enoki::{CpuId, CpuSet, Pid, Result, Topology, Wake};
 
 use super::Wfq;
 
@@ -123,6 +123,19 @@ impl Wfq {
             }
         }
         Ok(best.map(|(_, pid, victim)| (pid, victim)))
+    }
+
+    /// The waker's CPU for a sync wakeup when only the waker runs there:
+    /// it is about to sleep, so its CPU switches to the woken task next,
+    /// with no idle CPU woken and no migration. Marks the handoff for the
+    /// enqueue that follows.
+    pub(super) fn sync_target(&self, allowed: CpuSet, wake: Wake) -> Option<CpuId> {
+        let waker = wake.waker_cpu;
+        let alone = wake.sync && allowed.contains(waker) && self.nr_running(waker) <= 1;
+        if alone {
+            self.handoff.set(waker, true);
+        }
+        alone.then_some(waker)
     }
 
     /// The CPU for a waking task allowed on `allowed` that last ran on

@@ -249,6 +249,45 @@ fn work_queued_behind_a_running_task_kicks_an_idle_cpu() {
     m.check_consistent().unwrap();
 }
 
+/// Task 1 runs on CPU 0; task 2 last ran on CPU 5 and sleeps; the other
+/// CPUs idle.
+fn waker_and_sleeper() -> Machine {
+    let mut m = Machine::new("");
+    m.spawn(2, all(), 0, 5);
+    assert_eq!(m.running(5), Some(2));
+    m.block(5);
+    m.spawn(1, all(), 0, 0);
+    assert_eq!(m.running(0), Some(1));
+    m.d.host.take();
+    m
+}
+
+#[test]
+fn a_sync_wakeup_runs_next_on_the_wakers_cpu_and_wakes_no_other() {
+    let mut m = waker_and_sleeper();
+    m.d.wake_sync(2, 0);
+    assert_eq!(m.d.state(2), Some(TaskState::Queued { cpu: 0 }));
+    assert!(
+        !m.d.host
+            .take()
+            .iter()
+            .any(|e| matches!(e, HostEvent::Kick { .. })),
+        "no idle CPU is woken to steal it"
+    );
+    m.block(0);
+    assert_eq!(m.running(0), Some(2), "the waker's CPU switches to it");
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn a_sync_wakeup_goes_elsewhere_when_others_run_on_the_wakers_cpu() {
+    let mut m = waker_and_sleeper();
+    m.spawn(3, only(0), 0, 0);
+    m.d.wake_sync(2, 0);
+    assert_eq!(m.d.state(2), Some(TaskState::Queued { cpu: 5 }));
+    m.check_consistent().unwrap();
+}
+
 /// Task 1 runs alone on CPU 0 for 50 ms while task 2 sleeps, then task 2 wakes.
 fn sleeper_wakes(args: &str) -> Machine {
     let mut m = Machine::new(args);
@@ -740,7 +779,15 @@ fn a_lock_failure_fails_the_message() {
         fails("task_tick", s.task_tick(h.queue, h.pid, TICK).is_err());
         fails(
             "select_task_rq",
-            s.select_task_rq(h.pid, h.queue, h.queue).is_err(),
+            s.select_task_rq(
+                h.pid,
+                h.queue,
+                enoki::Wake {
+                    waker_cpu: h.queue,
+                    sync: false,
+                },
+            )
+            .is_err(),
         );
         fails("task_prio_changed", s.task_prio_changed(2, 0, 5).is_err());
         fails("balance", s.balance(1).is_err());

@@ -319,7 +319,7 @@ impl<S: EnokiScheduler> Sim<S> {
             }
             Ev::Wake { pid, waker } => {
                 self.on(waker);
-                self.wake(pid, waker);
+                self.wake(pid, waker, false);
             }
             Ev::Timer { cpu, gen } => {
                 if self.cpus[cpu].timer_gen == gen && self.d.running(cpu).is_some() {

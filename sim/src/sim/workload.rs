@@ -407,7 +407,8 @@ impl<S: EnokiScheduler> Sim<S> {
         let t = self.tasks.get_mut(&pid).expect("running task");
         if std::mem::take(&mut t.token) {
             if let Some(partner) = t.partner {
-                self.give(partner, work, cpu);
+                // It reads the reply next: a sync wakeup.
+                self.give(partner, work, cpu, true);
             }
         }
         if self.tasks[&pid].token {
@@ -444,8 +445,9 @@ impl<S: EnokiScheduler> Sim<S> {
         }
     }
 
-    /// Hands `pid` more work (`ns`), waking it if it sleeps.
-    fn give(&mut self, pid: Pid, ns: u64, waker: CpuId) {
+    /// Hands `pid` more work (`ns`), waking it if it sleeps (a sync wakeup
+    /// if `sync`: the waker is about to sleep).
+    fn give(&mut self, pid: Pid, ns: u64, waker: CpuId, sync: bool) {
         let Some(t) = self.tasks.get_mut(&pid) else {
             return;
         };
@@ -453,7 +455,7 @@ impl<S: EnokiScheduler> Sim<S> {
         t.remaining += ns;
         match (t.on_cpu, self.d.state(pid)) {
             (Some(cpu), _) => self.restart_burst(cpu),
-            (None, Some(TaskState::Blocked)) => self.wake(pid, waker),
+            (None, Some(TaskState::Blocked)) => self.wake(pid, waker, sync),
             _ => {}
         }
     }
@@ -479,7 +481,7 @@ impl<S: EnokiScheduler> Sim<S> {
         match idle {
             Some(pid) => {
                 self.tasks.get_mut(&pid).expect("worker").request = Some(self.now);
-                self.give(pid, ns, irq);
+                self.give(pid, ns, irq, false);
             }
             None => {
                 if let Kind::Requests { queue, .. } = &mut self.groups[gi].kind {
@@ -494,8 +496,9 @@ impl<S: EnokiScheduler> Sim<S> {
         self.push(next, Ev::Arrival { group: gi });
     }
 
-    /// Wakes a sleeping task from `waker`.
-    pub(super) fn wake(&mut self, pid: Pid, waker: CpuId) {
+    /// Wakes a sleeping task from `waker` (by a waker about to sleep if
+    /// `sync`).
+    pub(super) fn wake(&mut self, pid: Pid, waker: CpuId, sync: bool) {
         if self.d.state(pid) != Some(TaskState::Blocked) {
             return;
         }
@@ -503,7 +506,11 @@ impl<S: EnokiScheduler> Sim<S> {
             t.runnable_since = Some(self.now);
             t.woken_at = Some(self.now);
         }
-        self.d.wake(pid, waker);
+        if sync {
+            self.d.wake_sync(pid, waker);
+        } else {
+            self.d.wake(pid, waker);
+        }
         self.note_queued(pid);
     }
 }

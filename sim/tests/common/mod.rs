@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use enoki::{
     CpuId, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError, Pid, PrevTask,
-    Result, Schedulable, TaskError, TaskInfo,
+    Result, Schedulable, TaskError, TaskInfo, Wake,
 };
 use enoki_sim::check::Props;
 use enoki_sim::sim::{simulate, trace_header, Outcome, Recorder, SimConfig};
@@ -255,8 +255,8 @@ impl EnokiScheduler for LockFlaky {
     fn task_dead(&self, pid: Pid) -> Result {
         self.fifo.task_dead(pid)
     }
-    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, waker_cpu: CpuId) -> Result<CpuId> {
-        self.fifo.select_task_rq(pid, prev_cpu, waker_cpu)
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, wake: Wake) -> Result<CpuId> {
+        self.fifo.select_task_rq(pid, prev_cpu, wake)
     }
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
         self.fifo.migrate_task_rq(pid, sched)

@@ -387,7 +387,7 @@ static s32 enoki_op_select_cpu(struct task_struct *p, s32 prev_cpu,
 	enoki_msg_init(&msg, ENOKI_SELECT_TASK_RQ, smp_processor_id());
 	enoki_msg_task(&msg, p);
 	msg.task_cpu = prev_cpu;
-	msg.flags = lower_32_bits(wake_flags);
+	msg.flags = wake_flags & SCX_WAKE_SYNC ? ENOKI_F_WAKE_SYNC : 0;
 	if (!enoki_call(&msg))
 		return prev_cpu;
 	cpu = msg.ret_cpu;

@@ -48,6 +48,8 @@ enum enoki_msg_kind {
 #define ENOKI_F_NEW		(1U << 4)
 /* answer to PICK_NEXT_TASK: keep running the previous task (ret = its pid) */
 #define ENOKI_F_KEEP_PREV	(1U << 5)
+/* SELECT_TASK_RQ: a sync wakeup (the waker is about to sleep) */
+#define ENOKI_F_WAKE_SYNC	(1U << 6)
 
 /* error codes in enoki_msg.flags of PNT_ERR and BALANCE_ERR */
 #define ENOKI_ERR_WRONG_CPU	1
