@@ -8,6 +8,8 @@
 #   BENCH_ARGS     its parameters (enoki load --args), empty for none
 #   BENCH_TIMEOUT  limit for one run, seconds
 #   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
+#                  (before the plain run where BENCH_RECORD_FIRST=1, else
+#                  after it)
 # The run list may end with bench_upgrades N (`enoki-bench --upgrades N`).
 # Argument: the run list, a script of one bench_setup call and then
 # bench_run calls (sweep_run calls for `--only shinjuku`).
@@ -23,13 +25,21 @@ enoki_load() {
 	fi
 }
 
-# Around each Enoki run, with the run's id and raw-output directory as $1
-# and $2 (and the workload command as $3 for record_end). With
-# BENCH_RECORD=1, record_end runs the workload once more, still under
-# Enoki, inside `enoki record`: its time goes to RAW/ID.rec.time, its output
-# and the recorder's summary (calls, bytes_per_call, ...) to RAW/ID.rec.out.
-record_begin() { :; }
+# Around each Enoki run, with the run's id, raw-output directory and the
+# workload command as $1, $2 and $3. With BENCH_RECORD=1, one of them runs
+# the workload once more, still under Enoki, inside `enoki record`
+# (record_begin where BENCH_RECORD_FIRST=1, record_end otherwise, so that
+# the order alternates): its time goes to RAW/ID.rec.time, its output and
+# the recorder's summary (calls, bytes_per_call, ...) to RAW/ID.rec.out.
+record_begin() {
+	[ "$BENCH_RECORD_FIRST" = 1 ] || return 0
+	record_run "$@"
+}
 record_end() {
+	[ "$BENCH_RECORD_FIRST" = 1 ] && return 0
+	record_run "$@"
+}
+record_run() {
 	local id=$1 raw=$2 cmd=$3 t0 t1 rc
 	[ "$BENCH_RECORD" = 1 ] || return 0
 	t0=$EPOCHREALTIME
@@ -64,7 +74,7 @@ bench_run() {
 			echo "FAILED (enoki load)"
 			return
 		fi
-		record_begin "$id" "$RAW"
+		record_begin "$id" "$RAW" "$cmd"
 	fi
 	t0=$EPOCHREALTIME
 	timeout -k 5 "$BENCH_TIMEOUT" bash -c "$cmd" >"$RAW/$id.out" 2>&1

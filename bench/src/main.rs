@@ -232,6 +232,13 @@ fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
             "record overhead (median of all): x{r:.3}, {b} trace bytes per call"
         ));
     }
+    let fixed: Vec<&str> = ws.iter().filter(|w| w.fixed_time).map(|w| w.name).collect();
+    if !fixed.is_empty() {
+        lines.push(format!(
+            "record overhead: not recorded (they run for a set time): {}",
+            fixed.join(", ")
+        ));
+    }
     lines
 }
 
@@ -293,9 +300,16 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
                     "[{n}/{total}] rep {rep}/{} {} under {sched}",
                     cli.reps, w.name
                 );
+                // A fixed-time workload's recorded run would only say 1.0;
+                // the others alternate recorded and plain order.
+                let env = match (cli.record, w.fixed_time, rep % 2) {
+                    (true, true, _) => "BENCH_RECORD=0 ",
+                    (true, false, 0) => "BENCH_RECORD_FIRST=1 ",
+                    _ => "",
+                };
                 let _ = writeln!(
                     s,
-                    "bench_run {} {sched} {} {}",
+                    "{env}bench_run {} {sched} {} {}",
                     run_id(rep, w.name, sched),
                     shell_quote(&label),
                     shell_quote(w.cmd)
@@ -866,7 +880,6 @@ mod tests {
         let env = guest_env(&cli, Path::new("/x/raw"));
         assert!(env.contains(&("BENCH_SCHED", "wfq".into())), "{env:?}");
         assert!(GUEST_SCRIPT.contains("enoki load \"$BENCH_SCHED\""));
-        assert!(GUEST_SCRIPT.contains("record_begin() { :; }"));
         let rec = guest_env(
             &Cli::parse_from(["enoki-bench", "--record"]),
             Path::new("/x"),
@@ -876,11 +889,56 @@ mod tests {
         assert!(GUEST_SCRIPT.contains(
             "enoki record -o /tmp/x.enk -- timeout -k 5 \"$BENCH_TIMEOUT\" bash -c \"$cmd\""
         ));
+        assert!(GUEST_SCRIPT.contains("record_begin \"$id\" \"$RAW\" \"$cmd\""));
         assert!(GUEST_SCRIPT.contains("record_end \"$id\" \"$RAW\" \"$cmd\""));
     }
 
     /// Runs the guest script with bash on the host, default-scheduler runs
     /// only (an Enoki run needs the kernel's /sys/kernel/enoki).
+    /// The guest script's record hooks with a fake `enoki`: the recorded
+    /// run comes first only where BENCH_RECORD_FIRST=1, and never where
+    /// BENCH_RECORD=0.
+    #[test]
+    fn guest_script_records_once_per_run_before_or_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw");
+        fs::create_dir(&raw).unwrap();
+        let script = dir.path().join("guest.sh");
+        fs::write(&script, GUEST_SCRIPT).unwrap();
+        let runs = dir.path().join("runs.sh");
+        let list = [
+            "enoki() { echo recorded >>\"$RAW/calls\"; }",
+            "record_begin after \"$RAW\" true",
+            "echo after-ran >>\"$RAW/calls\"",
+            "record_end after \"$RAW\" true",
+            "BENCH_RECORD_FIRST=1 record_begin before \"$RAW\" true",
+            "echo before-ran >>\"$RAW/calls\"",
+            "BENCH_RECORD_FIRST=1 record_end before \"$RAW\" true",
+            "BENCH_RECORD=0 record_end never \"$RAW\" true",
+        ];
+        fs::write(&runs, list.join("\n")).unwrap();
+        let cli = Cli::parse_from(["enoki-bench", "--record"]);
+        let cmd = guest_command(&guest_env(&cli, &raw), &script, &runs);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let calls = fs::read_to_string(raw.join("calls")).unwrap();
+        assert_eq!(calls, "after-ran\nrecorded\nrecorded\nbefore-ran\n");
+        for (id, recorded) in [("after", true), ("before", true), ("never", false)] {
+            assert_eq!(
+                raw.join(format!("{id}.rec.time")).exists(),
+                recorded,
+                "{id}"
+            );
+        }
+    }
+
     #[test]
     fn guest_script_runs_the_list_and_writes_what_collect_reads() {
         let dir = tempfile::tempdir().unwrap();
@@ -931,6 +989,7 @@ mod tests {
         );
         let lines = record_overhead(&ws, 2, dir.path());
         assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("not recorded")));
         assert!(
             lines[0]
                 .contains("hackbench: recorded/unrecorded time x1.500, 91.5 trace bytes per call"),
@@ -943,6 +1002,47 @@ mod tests {
             "bytes_per_call 91.5\nduration_s 2.5\n",
         );
         assert!(record_overhead(&ws, 1, dir.path())[0].contains("time x1.250"));
+    }
+
+    #[test]
+    fn record_leaves_out_workloads_that_run_for_a_set_time_and_alternates_order() {
+        let ws = selected(&["hackbench".into(), "stress-cpu".into()]).unwrap();
+        let list = |args: &[&str]| {
+            let cli = Cli::parse_from([&["enoki-bench"], args].concat());
+            run_list(&cli, &ws)
+        };
+        let recorded = list(&["--record", "--reps", "2"]);
+        let runs: Vec<&str> = recorded.lines().skip(1).collect();
+        assert_eq!(runs.len(), 8);
+        for r in runs {
+            let (env, rest) = r.split_once("bench_run ").unwrap();
+            let id = rest.split_whitespace().next().unwrap();
+            let want = if id.contains("-stress-cpu-") {
+                "BENCH_RECORD=0 "
+            } else if id.starts_with("02-") {
+                "BENCH_RECORD_FIRST=1 "
+            } else {
+                ""
+            };
+            assert_eq!(env, want, "{r}");
+        }
+        assert!(!list(&["--reps", "2"]).contains("BENCH_RECORD"));
+        // The guest script's record_end does nothing under that prefix.
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                "BENCH_RECORD=1; f() { [ \"$BENCH_RECORD\" = 1 ] && echo recorded; }; \
+                 BENCH_RECORD=0 f; f",
+            )
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "recorded\n");
+        let dir = tempfile::tempdir().unwrap();
+        let lines = record_overhead(&ws, 1, dir.path());
+        assert_eq!(
+            lines,
+            ["record overhead: not recorded (they run for a set time): stress-cpu"]
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Workload {
     pub what: &'static str,
     /// Shell command (bash); runs in /tmp; output goes to the raw file.
     pub cmd: &'static str,
+    /// It runs for a set time whatever the scheduler (its metrics are
+    /// rates or latencies), so its wall time says nothing about recording.
+    pub fixed_time: bool,
     pub metrics: Vec<Metric>,
 }
 
@@ -113,30 +116,35 @@ pub fn all() -> Vec<Workload> {
             name: "perf-pipe-1cpu",
             what: "perf bench sched pipe, both tasks on CPU 0",
             cmd: "taskset -c 0 perf bench sched pipe -l 20000",
+            fixed_time: false,
             metrics: vec![m("latency", "us/op", Lower, Pipe, r"([\d.]+) usecs/op")],
         },
         Workload {
             name: "perf-pipe-2cpu",
             what: "perf bench sched pipe, placed by the scheduler",
             cmd: "perf bench sched pipe -l 20000",
+            fixed_time: false,
             metrics: vec![m("latency", "us/op", Lower, Pipe, r"([\d.]+) usecs/op")],
         },
         Workload {
             name: "pipe-1cpu",
             what: "enoki-pipe: two processes on CPU 0",
             cmd: "enoki-pipe -l 20000 --cpus 0",
+            fixed_time: false,
             metrics: vec![m("latency", "us/op", Lower, Pipe, r"usecs_per_op ([\d.]+)")],
         },
         Workload {
             name: "pipe-2cpu",
             what: "enoki-pipe: one process on CPU 0, one on CPU 1",
             cmd: "enoki-pipe -l 20000 --cpus 0,1",
+            fixed_time: false,
             metrics: vec![m("latency", "us/op", Lower, Pipe, r"usecs_per_op ([\d.]+)")],
         },
         Workload {
             name: "schbench-2x2",
             what: "enoki-schbench: 2 message threads x 2 workers, 1 s warm-up, 4 s",
             cmd: "enoki-schbench -m 2 -t 2 -w 1 -r 4",
+            fixed_time: true,
             metrics: vec![
                 m("p50", "us", Lower, Schbench, r"p50_us ([\d.]+)"),
                 m("p99", "us", Lower, Schbench, r"p99_us ([\d.]+)"),
@@ -146,6 +154,7 @@ pub fn all() -> Vec<Workload> {
             name: "schbench-2x4",
             what: "enoki-schbench: 2 message threads x 4 workers (8 = CPUs), 1 s warm-up, 4 s",
             cmd: "enoki-schbench -m 2 -t 4 -w 1 -r 4",
+            fixed_time: true,
             metrics: vec![
                 m("p50", "us", Lower, Schbench, r"p50_us ([\d.]+)"),
                 m("p99", "us", Lower, Schbench, r"p99_us ([\d.]+)"),
@@ -155,6 +164,7 @@ pub fn all() -> Vec<Workload> {
             name: "switch-4pairs",
             what: "enoki-pipe --pairs 4: four unpinned pipe ping-pong pairs at once",
             cmd: "enoki-pipe --pairs 4 -l 5000",
+            fixed_time: false,
             metrics: vec![
                 m("throughput", "round trips/s", Higher, Switch, r"ops_per_sec ([\d.]+)"),
                 m("sys", "s", Lower, SysTime, r"sys_s ([\d.]+)"),
@@ -164,6 +174,7 @@ pub fn all() -> Vec<Workload> {
             name: "yieldpool",
             what: "enoki-yieldpool: 32 threads lock, work 1 us, unlock, yield; 2000 times each",
             cmd: "enoki-yieldpool --threads 32 --ops 2000",
+            fixed_time: false,
             metrics: vec![
                 m("throughput", "ops/s", Higher, Switch, r"ops_per_sec ([\d.]+)"),
                 m("p95", "us", Lower, Switch, r"p95_us ([\d.]+)"),
@@ -174,12 +185,14 @@ pub fn all() -> Vec<Workload> {
             name: "hackbench",
             what: "hackbench -g 4 -l 100 (processes, sockets)",
             cmd: "hackbench -g 4 -l 100",
+            fixed_time: false,
             metrics: vec![m("time", "s", Lower, App, r"Time: ([\d.]+)")],
         },
         Workload {
             name: "zstd",
             what: "zstd -3 -T0 -B1M on 16 MiB of generated text",
             cmd: "enoki-util time -- zstd -T0 -B1M -3 -q -f /tmp/data16 -o /tmp/out.zst",
+            fixed_time: false,
             metrics: vec![Metric {
                 name: "throughput",
                 unit: "MiB/s",
@@ -193,6 +206,7 @@ pub fn all() -> Vec<Workload> {
             name: "xz",
             what: "xz -1 -T0 --block-size=256KiB on 4 MiB of generated text",
             cmd: "enoki-util time -- xz -T0 -1 --block-size=256KiB -q -k -f /tmp/data4",
+            fixed_time: false,
             metrics: vec![Metric {
                 name: "throughput",
                 unit: "MiB/s",
@@ -206,12 +220,14 @@ pub fn all() -> Vec<Workload> {
             name: "stress-cpu",
             what: "stress-ng --cpu 8 -t 4s (bogo-ops/s, real time)",
             cmd: "stress-ng --cpu 8 -t 4s --metrics --yaml /tmp/sng.yaml >/dev/null 2>&1; cat /tmp/sng.yaml",
+            fixed_time: true,
             metrics: vec![m("bogo-ops/s", "ops/s", Higher, App, r"bogo-ops-per-second-real-time: ([\d.]+)")],
         },
         Workload {
             name: "stress-matrix",
             what: "stress-ng --matrix 8 -t 4s (bogo-ops/s, real time)",
             cmd: "stress-ng --matrix 8 -t 4s --metrics --yaml /tmp/sng.yaml >/dev/null 2>&1; cat /tmp/sng.yaml",
+            fixed_time: true,
             metrics: vec![m("bogo-ops/s", "ops/s", Higher, App, r"bogo-ops-per-second-real-time: ([\d.]+)")],
         },
     ]

@@ -724,10 +724,18 @@ static s32 enoki_op_init(void)
 static void enoki_op_exit(struct scx_exit_info *info)
 {
 	enum enoki_state state;
+	unsigned long flags;
 	ssize_t len;
 
-	/* runs in the disable worker, after sched_ext moved tasks to CFS */
+	/*
+	 * Runs in the disable worker, after sched_ext moved tasks to CFS. A
+	 * call that began before the failure may still be running (a CPU
+	 * waiting on a lock the failed call held): the exit record comes
+	 * after it, as the run's last.
+	 */
+	enoki_quiesce(&flags);
 	enoki_record_exit(info->kind);
+	enoki_unquiesce(&flags);
 	state = info->kind >= SCX_EXIT_ERROR ? ENOKI_EJECTED : ENOKI_EXITED;
 	spin_lock_irq(&enoki_status_lock);
 	enoki.state = state;

@@ -162,7 +162,7 @@ static void enoki_record_upgrade(u64 state_fp)
  * Marks the end of the scheduler's run (an ejection, an unload): nothing
  * after it reached the scheduler, so replay ends here. @kind is sched_ext's
  * exit kind (enum scx_exit_kind). Called from sched_ext's disable worker
- * once no call can start, so it is the last record of the run.
+ * with every call held off, once no call can start: the run's last record.
  */
 static void enoki_record_exit(u64 kind)
 {
