@@ -893,19 +893,33 @@ mod tests {
         assert!(GUEST_SCRIPT.contains("record_end \"$id\" \"$RAW\" \"$cmd\""));
     }
 
-    /// Runs the guest script with bash on the host, default-scheduler runs
-    /// only (an Enoki run needs the kernel's /sys/kernel/enoki).
-    /// The guest script's record hooks with a fake `enoki`: the recorded
-    /// run comes first only where BENCH_RECORD_FIRST=1, and never where
-    /// BENCH_RECORD=0.
-    #[test]
-    fn guest_script_records_once_per_run_before_or_after_it() {
+    /// Runs the guest script with bash on the host, with `list` as its run
+    /// list; returns the temporary directory, the raw-output directory in
+    /// it and the script's output.
+    fn run_guest_script(
+        list: &[&str],
+        cli: &Cli,
+    ) -> (tempfile::TempDir, PathBuf, std::process::Output) {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("raw");
         fs::create_dir(&raw).unwrap();
         let script = dir.path().join("guest.sh");
         fs::write(&script, GUEST_SCRIPT).unwrap();
         let runs = dir.path().join("runs.sh");
+        fs::write(&runs, list.join("\n")).unwrap();
+        let cmd = guest_command(&guest_env(cli, &raw), &script, &runs);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap();
+        (dir, raw, out)
+    }
+
+    /// The guest script's record hooks with a fake `enoki`: the recorded
+    /// run comes first only where BENCH_RECORD_FIRST=1, and never where
+    /// BENCH_RECORD=0.
+    #[test]
+    fn guest_script_records_once_per_run_before_or_after_it() {
         let list = [
             "enoki() { echo recorded >>\"$RAW/calls\"; }",
             "record_begin after \"$RAW\" true",
@@ -916,13 +930,8 @@ mod tests {
             "BENCH_RECORD_FIRST=1 record_end before \"$RAW\" true",
             "BENCH_RECORD=0 record_end never \"$RAW\" true",
         ];
-        fs::write(&runs, list.join("\n")).unwrap();
-        let cli = Cli::parse_from(["enoki-bench", "--record"]);
-        let cmd = guest_command(&guest_env(&cli, &raw), &script, &runs);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &cmd])
-            .output()
-            .unwrap();
+        let (_dir, raw, out) =
+            run_guest_script(&list, &Cli::parse_from(["enoki-bench", "--record"]));
         assert!(
             out.status.success(),
             "{}",
@@ -939,26 +948,17 @@ mod tests {
         }
     }
 
+    /// The default-scheduler runs only (an Enoki run needs the kernel's
+    /// /sys/kernel/enoki).
     #[test]
     fn guest_script_runs_the_list_and_writes_what_collect_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let raw = dir.path().join("raw");
-        fs::create_dir(&raw).unwrap();
-        let script = dir.path().join("guest.sh");
-        fs::write(&script, GUEST_SCRIPT).unwrap();
-        let runs = dir.path().join("runs.sh");
         let list = [
             "bench_setup 'echo setup > \"$BENCH_RAW/setup\"'",
             "bench_run 01-hackbench-default default 'a label' 'echo \"Time: 2.5\"'",
             "bench_run 02-hackbench-default default 'failing' 'exit 3'",
         ];
-        fs::write(&runs, list.join("\n")).unwrap();
         let cli = Cli::parse_from(["enoki-bench", "--run-timeout", "30"]);
-        let cmd = guest_command(&guest_env(&cli, &raw), &script, &runs);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &cmd])
-            .output()
-            .unwrap();
+        let (_dir, raw, out) = run_guest_script(&list, &cli);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}");
         assert!(stdout.contains("bench: a label ... ok ("), "{stdout}");

@@ -252,7 +252,8 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
         ),
     ];
     // Load in rounds until the ejection is over (the state says so once the
-    // exit record is written): on a slow emulator the deadlock can come
+    // exit record is written), then one round more, as the load of the run
+    // goes on after an ejection: on a slow emulator the deadlock can come
     // late, and it must fall inside the recording.
     let mut script = String::from(concat!(
         "set -e\ncat >/tmp/work.sh <<'EOF'\n",
@@ -260,6 +261,7 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
         "while [ \"$(cat /sys/kernel/enoki/state)\" != ejected ] && [ $i -lt 30 ]; do\n",
         "    stress-ng -c 4 --pipe 2 -t 2s >/dev/null 2>&1; i=$((i+1))\n",
         "done\n",
+        "stress-ng -c 4 --pipe 2 -t 2s >/dev/null 2>&1\n",
         "EOF\n",
     ));
     for (name, args, watchdog_ms, options) in classes {
