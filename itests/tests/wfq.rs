@@ -267,7 +267,6 @@ fn nice_19_task_gets_its_weight_share_like_cfs() {
 /// waiting here).
 #[test]
 #[serial]
-#[ignore = "flaky on the vm kernel under TCG: WFQ waited 556-632 ms in all (bound 500) in 5 of 7 runs; cargo make vm-test-timing"]
 fn a_forced_move_is_rebalanced_like_cfs() {
     const CPU_MS: f64 = 2000.0;
     // Under TCG ticks and IPIs are slow; CFS's busy balance interval for the
@@ -331,7 +330,6 @@ fn a_forced_move_is_rebalanced_like_cfs() {
 /// to an idle node (printed, not asserted). Both must do it promptly.
 #[test]
 #[serial]
-#[ignore = "flaky on the vm kernel under TCG: more than 1 of 7 rounds off the node in 1 of 3 runs; cargo make vm-test-timing"]
 fn waiting_task_is_stolen_within_its_numa_node() {
     const ROUNDS: usize = 7;
     let r = both(&format!(
