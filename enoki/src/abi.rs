@@ -9,7 +9,11 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
+/// The oldest [`ABI_VERSION`] whose messages and records mean what this
+/// one's do, so its traces replay here: the versions since differ only in
+/// what a module registers.
+pub const RECORDS_SINCE: u32 = 3;
 /// Largest CPU count a scheduler can address.
 pub const MAX_CPUS: usize = 256;
 /// Largest NUMA node count in [`RawTopology`].
@@ -58,6 +62,19 @@ pub mod kind {
     pub const CPU_OFFLINE: u32 = 16;
     /// One past the last kind; sizes the per-kind counters.
     pub const NR: u32 = 17;
+
+    /// Optional kinds, one bit (`1 << kind`) each: a scheduler takes
+    /// those [`RawOps::handles`](super::RawOps::handles) names, and Enoki-C
+    /// sends it no other.
+    pub const OPTIONAL: u32 = 1 << TASK_TICK
+        | 1 << SELECT_TASK_RQ
+        | 1 << BALANCE
+        | 1 << BALANCE_ERR
+        | 1 << MIGRATE_TASK_RQ
+        | 1 << TASK_PRIO_CHANGED
+        | 1 << TASK_AFFINITY_CHANGED
+        | 1 << CPU_ONLINE
+        | 1 << CPU_OFFLINE;
 
     /// Short names, indexed by kind, as shown in `/sys/kernel/enoki/counters`.
     pub const NAMES: [&str; NR as usize] = [
@@ -317,6 +334,8 @@ pub struct RawOps {
     pub slice_ns: u64,
     /// Stall watchdog: a runnable task not run for this long ejects the scheduler.
     pub timeout_ms: u32,
+    /// The [`kind::OPTIONAL`] bits of the messages the scheduler takes.
+    pub handles: u32,
     /// NUL-terminated scheduler name.
     pub name: [u8; NAME_LEN],
     /// `struct module *` of the scheduler module.
@@ -360,7 +379,8 @@ const _: () = {
     } size 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
     at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 136);
     at!(RawOps {
-        abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, name: 20, owner: 56, sched: 64,
+        abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, handles: 20, name: 24, owner: 56,
+        sched: 64,
         process: 72, state_fp: 80, state: 88, export_state: 96, adopt_state: 104,
     } size 112);
 };

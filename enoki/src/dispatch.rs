@@ -112,15 +112,14 @@ impl<S: EnokiScheduler> Loaded<S> {
     }
 
     /// The call failed: its answer is "nothing", and the first failure is
-    /// reported (Enoki-C then ejects the scheduler).
+    /// reported (Enoki-C then ejects the scheduler). Which failure is first
+    /// when CPUs fail at once is decided under `fault`'s recorded lock, not
+    /// by `failed`: a lock-ordered replay then reports the one the run did.
     fn fail(&self, m: &mut Msg, cpu: CpuId, fault: Option<Fault>) {
         m.ret = -1;
         m.ret_cpu = -1;
         m.flags &= !flag::KEEP_PREV;
         m.ret_err |= ret_err::FAILED;
-        if self.failed.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let mut fault = fault.unwrap_or_else(|| {
             Fault::new(
                 FaultKind::Unexplained,
@@ -134,8 +133,11 @@ impl<S: EnokiScheduler> Loaded<S> {
             )
         });
         fault.call = kind::NAMES.get(m.kind as usize).copied().unwrap_or("?");
-        self.fault.set(Some(fault));
-        super::backend::report_failure(S::NAME, &fault);
+        let first = self.fault.set_if_none(fault);
+        self.failed.store(true, Ordering::Release);
+        if first {
+            super::backend::report_failure(S::NAME, &fault);
+        }
     }
 
     /// One message, one scheduler call.

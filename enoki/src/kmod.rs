@@ -409,6 +409,7 @@ impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
                     mode: params.mode,
                     slice_ns: params.slice_ns,
                     timeout_ms: params.timeout_ms,
+                    handles: S::MESSAGES.bits(),
                     name,
                     owner: module.as_ptr() as *mut c_void,
                     sched: core::ptr::null(),

@@ -15,6 +15,7 @@ pub mod fault;
 pub mod heap;
 pub mod hint;
 pub mod log;
+pub mod messages;
 pub mod runqueue;
 pub mod scheduler;
 pub mod services;
@@ -37,6 +38,7 @@ pub use collections::{AllocError, FixedVec, Ring, TaskMap};
 pub use fault::{Failed, Fault, FaultKind};
 pub use heap::TaskHeap;
 pub use hint::HintData;
+pub use messages::Messages;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{
     requeue, Args, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, QueueId, Result,

@@ -5,6 +5,7 @@
 use super::collections::AllocError;
 use super::fault::Failed;
 use super::hint::HintData;
+use super::messages::Messages;
 use super::services::Services;
 use super::topology::Topology;
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
@@ -186,6 +187,11 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     /// without its definition changing: versions that differ here refuse
     /// to hand state to each other.
     const STATE_VERSION: u32 = 1;
+    /// The optional messages the scheduler takes: those whose methods it
+    /// implements (see [`Messages`]). Enoki-C sends no other, and does
+    /// what the default method would; a method implemented but not named
+    /// here is never called.
+    const MESSAGES: Messages = Messages::ALL;
 
     /// Creates the scheduler with all the memory it will ever use.
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError>;

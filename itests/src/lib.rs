@@ -211,13 +211,15 @@ pub fn heavy_config() -> VmConfig {
 }
 
 /// A directory under `<root>/target/itests` (inside the share, so the guest
-/// sees it at the same path), removed when dropped.
+/// sees it at the same path), removed when dropped unless `ENOKI_KEEP_TEMP`
+/// is set (to look at what a failed test recorded).
 pub fn shared_tempdir() -> tempfile::TempDir {
     let root = enoki_vm::find_root().expect("workspace root");
     let base = root.join("target/itests");
     std::fs::create_dir_all(&base).expect("creating target/itests");
     tempfile::Builder::new()
         .prefix("tmp.")
+        .disable_cleanup(std::env::var_os("ENOKI_KEEP_TEMP").is_some())
         .tempdir_in(base)
         .expect("tempdir in target/itests")
 }

@@ -300,14 +300,8 @@ fn recorded_deadlocks_replay_on_the_host_as_the_same_failure() {
             .filter_map(Result::ok)
             .last()
             .expect("an empty trace");
-        let ejection = match last.event {
-            enoki_sim::trace::Event::Exit { kind } => enoki_sim::replay::TraceExit {
-                seq: last.seq,
-                cpu: last.cpu,
-                kind,
-            },
-            _ => panic!("{name}: the trace ends with {last:?}, not the ejection"),
-        };
+        let ejection = enoki_sim::replay::TraceExit::of(&last)
+            .unwrap_or_else(|| panic!("{name}: the trace ends with {last:?}, not the ejection"));
         assert!(ejection.ejected(), "{name}: {ejection}");
         match rep.gap {
             None => assert_eq!(rep.exit.map(|e| e.seq), Some(last.seq), "{name}"),

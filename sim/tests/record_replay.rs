@@ -57,16 +57,23 @@ fn fifo_round_trip_has_no_divergence() {
         "task_preempt",
         "task_blocked",
         "task_dead",
-        "task_tick",
         "pick_next_task",
         "select_task_rq",
         "balance",
         "task_affinity_changed",
-        "task_prio_changed",
     ] {
         assert!(
             out.report.counters.messages[k] > 0,
             "no {k} in the mixed workload"
+        );
+    }
+    // Ticks and nice changes happened, but FIFO keeps those methods'
+    // defaults and is not called for them.
+    for k in ["task_tick", "task_prio_changed"] {
+        assert_eq!(
+            out.report.counters.messages.get(k).copied().unwrap_or(0),
+            0,
+            "{k}"
         );
     }
 }
@@ -323,7 +330,7 @@ fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
     quiet();
     let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
     let (header, order, interleaved) = interleaved(&bytes);
-    assert!(interleaved > 100, "{interleaved}");
+    assert!(interleaved > 50, "{interleaved}");
     let bytes = write(&header, &order);
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
     let rep = replay::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
@@ -332,9 +339,10 @@ fn lock_records_of_overlapping_calls_on_other_cpus_are_matched_per_cpu() {
 }
 
 /// A simulated trace laid out as a kernel recorder may see it: every two
-/// consecutive calls made on different CPUs overlap (both messages, then
-/// their lock events alternating), renumbered. Also returns how many pairs
-/// overlap.
+/// consecutive calls made on different CPUs that take no lock in common
+/// overlap (both messages, then their lock events alternating),
+/// renumbered. (Calls sharing a lock could not overlap like that without
+/// changing which took it first.) Also returns how many pairs overlap.
 fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
     let mut reader = TraceReader::new(Cursor::new(bytes)).unwrap();
     let header = reader.header().clone();
@@ -351,7 +359,12 @@ fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
     let mut i = 0;
     while i < calls.len() {
         match calls.get(i + 1) {
-            Some(b) if b[0].cpu != calls[i][0].cpu && calls[i].len() > 1 && b.len() > 1 => {
+            Some(b)
+                if b[0].cpu != calls[i][0].cpu
+                    && calls[i].len() > 1
+                    && b.len() > 1
+                    && disjoint(&calls[i], b) =>
+            {
                 let a = &calls[i];
                 order.extend([a[0], b[0]]);
                 let n = a.len().max(b.len());
@@ -371,6 +384,16 @@ fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
         r.seq = seq as u64 + 1;
     }
     (header, order, interleaved)
+}
+
+/// Whether two calls' lock events name no lock in common.
+fn disjoint(a: &[Record], b: &[Record]) -> bool {
+    let addr = |r: &Record| match r.event {
+        Event::LockAcquire { addr } | Event::LockRelease { addr } => Some(addr),
+        _ => None,
+    };
+    let of_a: std::collections::HashSet<u64> = a.iter().filter_map(addr).collect();
+    !b.iter().filter_map(addr).any(|x| of_a.contains(&x))
 }
 
 /// A trace of `records` (in sequence order).
@@ -753,6 +776,28 @@ fn a_replayed_aa_reports_the_recorded_ejection_after_it() {
         .to_string();
     assert!(fault.starts_with("AA deadlock"), "{fault}");
     assert_eq!(rep.exit.map(|e| e.seq), Some(exit.seq));
+}
+
+/// A kernel trace in which CPUs 3 and 6 both hit the armed AA bug (calls
+/// seq 4491 and 4495, overlapping) and the kernel reported CPU 6's, which
+/// was first to take the fault's lock: the lock-ordered replay reports the
+/// same CPU, whichever fiber reaches its failure first.
+#[test]
+fn when_two_cpus_fail_at_once_the_replay_reports_the_one_the_run_did() {
+    quiet();
+    let rep = enoki::user::within_timeout(std::time::Duration::from_secs(60), || {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/aa-cpus-3-and-6-fail-at-once.enk");
+        let mut reader = TraceReader::open(&path).unwrap();
+        let header = reader.header().clone();
+        let entry = registry::find("buggy").unwrap();
+        (entry.replay_by_locks)(&header, &mut reader, &ReplayOptions::default()).unwrap()
+    });
+    assert!(rep.divergence.is_none(), "{:?}", rep.divergence);
+    let fault = rep.fault.expect("the replay fails as the run did");
+    assert_eq!(fault.kind, enoki::FaultKind::SelfDeadlock, "{fault}");
+    assert_eq!(fault.parties[0].map(|p| p.cpu), Some(6), "{fault}");
+    assert!(rep.exit.is_some_and(|e| e.ejected()));
 }
 
 /// A lock-ordered replay that reproduces the recorded ABBA still reads on

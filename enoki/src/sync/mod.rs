@@ -45,6 +45,12 @@ pub mod hooks {
     pub fn released(addr: usize) {
         super::super::backend::lock_event(addr, false);
     }
+    /// A lock was found held: lets its holder go on where it is a fiber
+    /// of this thread (lock-ordered replay), nothing in the kernel.
+    #[inline(always)]
+    pub fn spin() {
+        super::super::backend::lock_spin();
+    }
 }
 
 /// Makes a guard `!Send` (and `!Sync` until a guard says otherwise): a
@@ -244,6 +250,7 @@ impl<T: Copy> Shared<T> {
             .is_err()
         {
             core::hint::spin_loop();
+            hooks::spin();
         }
         hooks::acquired(addr);
         // SAFETY: `locked` is held, and `f` is one of this type's own
@@ -267,6 +274,20 @@ impl<T: Copy> Shared<T> {
     /// Sets the value and returns the one before.
     pub fn replace(&self, value: T) -> T {
         self.access(|v| core::mem::replace(v, value))
+    }
+}
+
+impl<T: Copy> Shared<Option<T>> {
+    /// Sets the value to `Some(value)` unless it is set already; whether
+    /// it did.
+    pub fn set_if_none(&self, value: T) -> bool {
+        self.access(|v| {
+            let empty = v.is_none();
+            if empty {
+                *v = Some(value);
+            }
+            empty
+        })
     }
 }
 

@@ -205,7 +205,12 @@ impl<S: EnokiScheduler> Driver<S> {
     }
 
     /// Sends one message, counting it and the mistakes libEnoki caught.
+    /// An optional message the scheduler does without is not sent (as
+    /// Enoki-C does): its answer stays "nothing" (`ret` and `ret_cpu` -1).
     pub fn send(&mut self, m: &mut Msg) {
+        if !S::MESSAGES.takes(m.kind) {
+            return;
+        }
         if let Some(c) = self.counters.msgs.get_mut(m.kind as usize) {
             *c += 1;
         }
@@ -311,7 +316,7 @@ impl<S: EnokiScheduler> Driver<S> {
             m.task_cpu = prev as i32;
             m.flags = flags;
             self.send(&mut m);
-            cpu = m.ret_cpu as usize;
+            cpu = CpuId::try_from(m.ret_cpu).unwrap_or(prev);
         }
         self.enqueue(pid, cpu, kind::TASK_WAKEUP, 0);
     }

@@ -15,9 +15,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError,
-    Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError, TaskInfo,
-    TaskMap, Topology, Wake,
+    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages, NoHint, NotTaken,
+    PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError,
+    TaskInfo, TaskMap, Topology, Wake,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -96,6 +96,10 @@ impl EnokiScheduler for Fifo {
     type Hint = NoHint;
     type RevHint = NoHint;
     type UpgradeState = ();
+    const MESSAGES: Messages = Messages::SELECT
+        .and(Messages::BALANCE)
+        .and(Messages::AFFINITY)
+        .and(Messages::HOTPLUG);
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         ctx.args.check_known(&[])?;

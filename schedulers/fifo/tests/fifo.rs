@@ -64,6 +64,30 @@ fn slice_expiry_sends_the_task_to_the_back() {
     assert_eq!(d.counters.msgs[kind::TASK_PREEMPT as usize], 1);
 }
 
+/// FIFO keeps the default tick and priority methods: it is not called for
+/// them, and a slice still ends on time without them.
+#[test]
+fn ticks_and_priority_changes_cost_no_call() {
+    let mut d = driver(64);
+    d.spawn(1, only(0), 0, 0);
+    d.spawn(2, only(0), 0, 0);
+    assert_eq!(d.schedule(0), Some(1));
+    d.set_nice(2, 5);
+    assert!(!d.tick(0, TICK));
+    assert!(!d.tick(0, TICK));
+    assert!(d.tick(0, TICK), "the slice ends after 3 ticks of 1 ms");
+    assert_eq!(d.running(0), Some(2));
+    for k in [kind::TASK_TICK, kind::TASK_PRIO_CHANGED] {
+        assert_eq!(
+            d.counters.msgs[k as usize],
+            0,
+            "{}",
+            kind::NAMES[k as usize]
+        );
+    }
+    assert!(d.counters.msgs[kind::PICK_NEXT_TASK as usize] > 0);
+}
+
 #[test]
 fn wakeup_goes_to_an_idle_allowed_cpu_nearest_first() {
     let mut d = driver(64);

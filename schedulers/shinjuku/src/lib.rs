@@ -19,9 +19,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError,
-    Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, Shared, SpinLock, TaskError,
-    TaskInfo, TaskMap, Topology, Wake,
+    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages, NoHint, NotTaken,
+    PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, Shared, SpinLock,
+    TaskError, TaskInfo, TaskMap, Topology, Wake,
 };
 
 /// A waiting task: its token, where it may run (kept with the token so
@@ -140,6 +140,10 @@ impl EnokiScheduler for Shinjuku {
     type Hint = NoHint;
     type RevHint = NoHint;
     type UpgradeState = ();
+    const MESSAGES: Messages = Messages::SELECT
+        .and(Messages::BALANCE)
+        .and(Messages::AFFINITY)
+        .and(Messages::HOTPLUG);
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
         ctx.args.check_known(&["preempt_us"])?;

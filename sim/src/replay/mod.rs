@@ -51,7 +51,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
-use enoki::abi::{flag, kind, Msg, ABI_VERSION};
+use enoki::abi::{flag, kind, Msg, ABI_VERSION, RECORDS_SINCE};
 use enoki::dispatch::Loaded;
 use enoki::scheduler::{Args, InitContext};
 use enoki::user::HostOps;
@@ -216,7 +216,7 @@ pub struct TraceExit {
 
 impl TraceExit {
     /// The exit `r` records, if it is an exit record.
-    fn of(r: &Record) -> Option<Self> {
+    pub fn of(r: &Record) -> Option<Self> {
         match r.event {
             Event::Exit { kind } => Some(TraceExit {
                 seq: r.seq,
@@ -556,9 +556,9 @@ impl HostOps for IgnoreHost {
 
 /// Creates the scheduler as the recorded module load did.
 fn load<S: EnokiScheduler>(header: &TraceHeader) -> Result<Loaded<S>> {
-    if header.abi_version != ABI_VERSION {
+    if !(RECORDS_SINCE..=ABI_VERSION).contains(&header.abi_version) {
         bail!(
-            "the trace speaks message ABI version {}, this build speaks {ABI_VERSION}",
+            "the trace speaks message ABI version {}, this build reads {RECORDS_SINCE} to {ABI_VERSION}",
             header.abi_version
         );
     }

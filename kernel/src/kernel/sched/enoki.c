@@ -220,10 +220,19 @@ static void enoki_intro_log(const struct enoki_msg *msg)
 	}
 }
 
+/* Whether @ops takes messages of @kind: it may do without optional ones. */
+static bool enoki_handles(const struct enoki_sched_ops *ops, u32 kind)
+{
+	u32 bit = 1U << kind;
+
+	return !(ENOKI_MSGS_OPTIONAL & bit) || (ops->handles & bit);
+}
+
 /*
  * Hands @msg to the loaded scheduler and, if there is one, calls
  * @apply(@msg, @arg) still under the call lock, to act on the answer
- * before an upgrade can look; false if there is no scheduler.
+ * before an upgrade can look; false if there is no scheduler or it does
+ * without @msg's kind.
  */
 static bool enoki_call_apply(struct enoki_msg *msg,
 			     void (*apply)(struct enoki_msg *msg, void *arg),
@@ -233,6 +242,7 @@ static bool enoki_call_apply(struct enoki_msg *msg,
 	struct enoki_stats *stats;
 	arch_spinlock_t *lock;
 	unsigned long flags;
+	bool taken;
 	u64 seq = 0;
 
 	local_irq_save(flags);
@@ -240,20 +250,22 @@ static bool enoki_call_apply(struct enoki_msg *msg,
 	lock_acquire_shared(&enoki_call_map, 0, 0, NULL, _RET_IP_);
 	arch_spin_lock(lock);
 	ops = READ_ONCE(enoki.ops);
-	if (ops) {
+	taken = ops && enoki_handles(ops, msg->kind);
+	if (taken) {
 		seq = enoki_record_seq();
 		ops->process(ops->sched, msg);
 		if (apply)
 			apply(msg, arg);
-		if (unlikely(READ_ONCE(enoki_intro.on)))
-			enoki_intro_log(msg);
 		if (unlikely(seq))
 			enoki_record_msg(seq, msg);
 	}
+	/* the next version may take what this one does without */
+	if (ops && unlikely(READ_ONCE(enoki_intro.on)))
+		enoki_intro_log(msg);
 	arch_spin_unlock(lock);
 	lock_release(&enoki_call_map, _RET_IP_);
 	local_irq_restore(flags);
-	if (!ops)
+	if (!taken)
 		return false;
 
 	stats = this_cpu_ptr(&enoki_stats);
@@ -268,7 +280,7 @@ static bool enoki_call_apply(struct enoki_msg *msg,
 	return true;
 }
 
-/* Hands @msg to the loaded scheduler; false if there is none. */
+/* Hands @msg to the loaded scheduler; false if it was not called. */
 static bool enoki_call(struct enoki_msg *msg)
 {
 	return enoki_call_apply(msg, NULL, NULL);
@@ -946,9 +958,18 @@ static void enoki_clear(void)
 		hrtimer_cancel(&per_cpu(enoki_timers, cpu).timer);
 }
 
+/* BALANCE and the messages that only follow it */
+#define ENOKI_MSGS_BALANCE	((1U << ENOKI_BALANCE) | \
+				 (1U << ENOKI_BALANCE_ERR) | \
+				 (1U << ENOKI_MIGRATE_TASK_RQ))
+
 static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
 {
+	u32 balance = ops ? ops->handles & ENOKI_MSGS_BALANCE : 0;
+
 	return ops && ops->abi_version == ENOKI_ABI_VERSION && ops->process &&
+	       !(ops->handles & ~ENOKI_MSGS_OPTIONAL) &&
+	       (!balance || balance == ENOKI_MSGS_BALANCE) &&
 	       ops->mode <= ENOKI_MODE_OPT_IN &&
 	       memchr(ops->name, '\0', sizeof(ops->name)) && ops->name[0] &&
 	       (!ops->slice_ns || (ops->slice_ns >= ENOKI_SLICE_MIN_NS &&
@@ -1141,7 +1162,8 @@ static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
 		if (cpu_active(cpu))
 			continue;
 		enoki_msg_init(&msg, ENOKI_CPU_OFFLINE, cpu);
-		ops->process(ops->sched, &msg);
+		if (enoki_handles(ops, msg.kind))
+			ops->process(ops->sched, &msg);
 	}
 	list_for_each_entry(pos, &scx_tasks, tasks_node) {
 		p = enoki_listed_task(pos);
@@ -1180,7 +1202,8 @@ static int enoki_replay_changes(const struct enoki_sched_ops *ops,
 		msg.ret_cpu = -1;
 		msg.ret_err = 0;
 		msg.ret_slice = 0;
-		ops->process(ops->sched, &msg);
+		if (enoki_handles(ops, msg.kind))
+			ops->process(ops->sched, &msg);
 	}
 	h->changes = nr;
 	return 0;

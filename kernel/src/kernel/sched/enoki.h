@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	3
+#define ENOKI_ABI_VERSION	4
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -39,6 +39,22 @@ enum enoki_msg_kind {
 	ENOKI_CPU_OFFLINE,
 	ENOKI_MSG_NR,
 };
+static_assert(ENOKI_MSG_NR <= 32);
+
+/*
+ * Optional messages, one bit (1 << kind) each: a scheduler names in
+ * enoki_sched_ops.handles those it takes, and Enoki-C sends it no other
+ * (it then does what it does with no scheduler: the previous CPU for a
+ * wakeup, no preemption at a tick, no pull). BALANCE, BALANCE_ERR and
+ * MIGRATE_TASK_RQ go together: all three or none.
+ */
+#define ENOKI_MSGS_OPTIONAL	0x1fcc0U
+static_assert(ENOKI_MSGS_OPTIONAL ==
+	      ((1U << ENOKI_TASK_TICK) | (1U << ENOKI_SELECT_TASK_RQ) |
+	       (1U << ENOKI_BALANCE) | (1U << ENOKI_BALANCE_ERR) |
+	       (1U << ENOKI_MIGRATE_TASK_RQ) | (1U << ENOKI_TASK_PRIO_CHANGED) |
+	       (1U << ENOKI_TASK_AFFINITY_CHANGED) | (1U << ENOKI_CPU_ONLINE) |
+	       (1U << ENOKI_CPU_OFFLINE)));
 
 /* enoki_msg.flags */
 #define ENOKI_F_YIELD		(1U << 0)
@@ -134,6 +150,7 @@ struct enoki_sched_ops {
 	u32 mode;
 	u64 slice_ns;
 	u32 timeout_ms;
+	u32 handles;	/* ENOKI_MSGS_OPTIONAL bits the scheduler takes */
 	char name[ENOKI_NAME_LEN];
 	struct module *owner;
 	const void *sched;
