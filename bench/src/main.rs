@@ -49,6 +49,11 @@ struct Cli {
     /// Repetitions of every workload under each scheduler.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Skip the warm-up repetition (run first, with the same workloads
+    /// and order, and left out of every number: the first runs of a boot
+    /// pay for cold caches and first-time page faults).
+    #[arg(long)]
+    no_warmup: bool,
     /// The Enoki scheduler (`enoki load NAME`).
     #[arg(long, default_value = "wfq")]
     scheduler: String,
@@ -287,22 +292,41 @@ fn guest_command(env: &[(&str, String)], script: &Path, runs: &Path) -> String {
     cmd
 }
 
-/// The run list: the setup, then every (rep, workload, scheduler) run.
+/// The first repetition: 0 is the warm-up, whose runs no number uses.
+fn first_rep(cli: &Cli) -> usize {
+    if cli.no_warmup {
+        1
+    } else {
+        0
+    }
+}
+
+/// How many runs the run list has, warm-up included.
+fn total_runs(cli: &Cli, ws: &[Workload]) -> usize {
+    (cli.reps + 1 - first_rep(cli)) * ws.len() * 2
+}
+
+/// The run list: the setup, then every (rep, workload, scheduler) run,
+/// the warm-up repetition first.
 fn run_list(cli: &Cli, ws: &[Workload]) -> String {
     let mut s = format!("bench_setup {}\n", shell_quote(workloads::SETUP));
-    let total = cli.reps * ws.len() * 2;
+    let total = total_runs(cli, ws);
     let mut n = 0;
-    for rep in 1..=cli.reps {
+    for rep in first_rep(cli)..=cli.reps {
         for w in ws {
             for sched in order(rep) {
                 n += 1;
-                let label = format!(
-                    "[{n}/{total}] rep {rep}/{} {} under {sched}",
-                    cli.reps, w.name
-                );
-                // A fixed-time workload's recorded run would only say 1.0;
-                // the others alternate recorded and plain order.
-                let env = match (cli.record, w.fixed_time, rep % 2) {
+                let label = match rep {
+                    0 => format!("[{n}/{total}] warm-up {} under {sched}", w.name),
+                    _ => format!(
+                        "[{n}/{total}] rep {rep}/{} {} under {sched}",
+                        cli.reps, w.name
+                    ),
+                };
+                // A fixed-time workload's recorded run would only say 1.0,
+                // and the warm-up's is not used; the others alternate
+                // recorded and plain order.
+                let env = match (cli.record, w.fixed_time || rep == 0, rep % 2) {
                     (true, true, _) => "BENCH_RECORD=0 ",
                     (true, false, 0) => "BENCH_RECORD_FIRST=1 ",
                     _ => "",
@@ -642,12 +666,13 @@ fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) ->
     let plan = Plan {
         purpose,
         list,
-        runs: (cli.reps * ws.len() * 2) as u64,
+        runs: total_runs(cli, ws) as u64,
         extra_s: 60 + 10 * upgrades as u64,
         what: format!(
-            "{} workloads x {} reps x 2 schedulers (default, enoki {})",
+            "{} workloads x {} reps{} x 2 schedulers (default, enoki {})",
             ws.len(),
             cli.reps,
+            if cli.no_warmup { "" } else { " (+1 warm-up)" },
             cli.scheduler
         ),
         workloads: ws.iter().map(|w| w.name).collect(),
@@ -728,6 +753,7 @@ fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) ->
         }),
         kernel_log_problems: boots.iter().flat_map(|b| b.out.problems()).collect(),
         record: cli.record,
+        warmup: 1 - first_rep(cli),
         note: {
             let mut note = Vec::new();
             if cli.record {
@@ -851,7 +877,14 @@ mod tests {
 
     #[test]
     fn script_interleaves_and_alternates_the_order() {
-        let cli = Cli::parse_from(["enoki-bench", "--reps", "2", "--only", "hackbench,zstd"]);
+        let cli = Cli::parse_from([
+            "enoki-bench",
+            "--reps",
+            "2",
+            "--no-warmup",
+            "--only",
+            "hackbench,zstd",
+        ]);
         let ws = selected(&cli.only).unwrap();
         let s = run_list(&cli, &ws);
         let runs: Vec<&str> = s.lines().filter(|l| l.starts_with("bench_run ")).collect();
@@ -1005,6 +1038,33 @@ mod tests {
     }
 
     #[test]
+    fn a_warm_up_repetition_runs_first_and_no_number_uses_it() {
+        let cli = Cli::parse_from(["enoki-bench", "--reps", "2", "--only", "hackbench"]);
+        let ws = selected(&cli.only).unwrap();
+        let s = run_list(&cli, &ws);
+        let runs: Vec<&str> = s.lines().filter(|l| l.starts_with("bench_run ")).collect();
+        assert_eq!(runs.len(), 6);
+        assert_eq!(total_runs(&cli, &ws), 6);
+        assert!(
+            runs[0].contains("'[1/6] warm-up hackbench under "),
+            "{}",
+            runs[0]
+        );
+        assert!(runs[..2].iter().all(|r| r.starts_with("bench_run 00-")));
+        assert!(runs[2].starts_with("bench_run 01-hackbench-default"));
+        // Only the warm-up ran: every counted run is missing.
+        let raw = tempfile::tempdir().unwrap();
+        for sched in SCHEDS {
+            let id = run_id(0, "hackbench", sched);
+            fs::write(raw.path().join(format!("{id}.status")), "ok\n").unwrap();
+            fs::write(raw.path().join(format!("{id}.out")), "Time: 1.0\n").unwrap();
+        }
+        let got = collect(&ws, cli.reps, raw.path());
+        assert_eq!(got.len(), 4);
+        assert!(got.iter().all(|r| r.status.starts_with("not run")));
+    }
+
+    #[test]
     fn record_leaves_out_workloads_that_run_for_a_set_time_and_alternates_order() {
         let ws = selected(&["hackbench".into(), "stress-cpu".into()]).unwrap();
         let list = |args: &[&str]| {
@@ -1013,11 +1073,11 @@ mod tests {
         };
         let recorded = list(&["--record", "--reps", "2"]);
         let runs: Vec<&str> = recorded.lines().skip(1).collect();
-        assert_eq!(runs.len(), 8);
+        assert_eq!(runs.len(), 12);
         for r in runs {
             let (env, rest) = r.split_once("bench_run ").unwrap();
             let id = rest.split_whitespace().next().unwrap();
-            let want = if id.contains("-stress-cpu-") {
+            let want = if id.contains("-stress-cpu-") || id.starts_with("00-") {
                 "BENCH_RECORD=0 "
             } else if id.starts_with("02-") {
                 "BENCH_RECORD_FIRST=1 "

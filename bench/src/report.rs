@@ -97,6 +97,9 @@ pub struct Summary {
 pub struct Meta {
     pub date: String,
     pub reps: usize,
+    /// Warm-up repetitions run first and left out.
+    #[serde(default)]
+    pub warmup: usize,
     pub scheduler: String,
     pub scheduler_args: String,
     pub accel: String,
@@ -382,8 +385,15 @@ pub fn markdown(r: &Report) -> String {
     let m = &r.meta;
     let _ = writeln!(
         s,
-        "Enoki `{}` vs the default scheduler, {} repetitions interleaved in the same boot ({}), {}.\n",
-        m.scheduler, m.reps, m.vm, m.date
+        "Enoki `{}` vs the default scheduler, {} repetitions interleaved in the same boot{} ({}), {}.\n",
+        m.scheduler,
+        m.reps,
+        match m.warmup {
+            0 => String::new(),
+            n => format!(" after {n} warm-up repetition(s) left out"),
+        },
+        m.vm,
+        m.date
     );
     let _ = writeln!(s, "Ratio: {}. Values are medians; ± is half the min-max spread across repetitions. The ratio is the median of the per-repetition ratios (both schedulers back to back in each), with its {:.0} % bootstrap interval; the range is the spread of those ratios. A target is met when the whole interval is within it, missed when the whole interval is beyond it, else undecided.\n", r.orientation.trim_start_matches("ratio = "), stats::CONFIDENCE * 100.0);
     s.push_str("| workload | metric | default | Enoki | ratio | 95 % interval | ratio range |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");

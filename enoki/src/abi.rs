@@ -9,7 +9,7 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 /// The oldest [`ABI_VERSION`] whose messages and records mean what this
 /// one's do, so its traces replay here: the versions since differ only in
 /// what a module registers.
@@ -274,6 +274,10 @@ pub mod rec_type {
     /// the scheduler. [`RawRec::addr`](super::RawRec::addr) is sched_ext's
     /// exit kind ([`super::exit_kind`]).
     pub const EXIT: u32 = 6;
+    /// A libEnoki lock at `addr` was taken and released at once (a
+    /// [`Shared`](super::super::Shared) value read or written): the pair in one
+    /// record.
+    pub const LOCK_ACCESS: u32 = 7;
 }
 
 /// sched_ext's exit kinds (`enum scx_exit_kind`, Linux 6.12), as an exit

@@ -9,7 +9,7 @@ use super::abi::{flag, kind, ret_err, Msg};
 use super::collections::{AllocError, TaskMap};
 use super::fault::{Failed, Fault, FaultKind, Party};
 use super::scheduler::{EnokiScheduler, NotTaken, Result, Wake};
-use super::sync::{detect, Shared, SpinLock};
+use super::sync::{detect, First, SpinLock};
 use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
 use super::upgrade::Refusal;
 
@@ -26,7 +26,7 @@ pub struct Loaded<S> {
     /// the scheduler.
     failed: AtomicBool,
     /// What went wrong first.
-    fault: Shared<Option<Fault>>,
+    fault: First<Fault>,
 }
 
 impl<S: EnokiScheduler> Loaded<S> {
@@ -42,7 +42,7 @@ impl<S: EnokiScheduler> Loaded<S> {
             nr_cpus,
             gens: SpinLock::new(TaskMap::with_capacity(max_tasks)?),
             failed: AtomicBool::new(false),
-            fault: Shared::new(None),
+            fault: First::new(),
         })
     }
 
@@ -112,9 +112,11 @@ impl<S: EnokiScheduler> Loaded<S> {
     }
 
     /// The call failed: its answer is "nothing", and the first failure is
-    /// reported (Enoki-C then ejects the scheduler). Which failure is first
-    /// when CPUs fail at once is decided under `fault`'s recorded lock, not
-    /// by `failed`: a lock-ordered replay then reports the one the run did.
+    /// reported (Enoki-C then ejects the scheduler). `fault` is not a
+    /// recorded value, so a replayed failing call never waits for a lock
+    /// the recording does not show; when CPUs fail at once, a replay reports
+    /// the first failure it replays, a failure of the run though maybe not
+    /// the one the kernel reported.
     fn fail(&self, m: &mut Msg, cpu: CpuId, fault: Option<Fault>) {
         m.ret = -1;
         m.ret_cpu = -1;
@@ -133,7 +135,7 @@ impl<S: EnokiScheduler> Loaded<S> {
             )
         });
         fault.call = kind::NAMES.get(m.kind as usize).copied().unwrap_or("?");
-        let first = self.fault.set_if_none(fault);
+        let first = self.fault.set(fault);
         self.failed.store(true, Ordering::Release);
         if first {
             super::backend::report_failure(S::NAME, &fault);

@@ -30,7 +30,7 @@ extern "C" {
     fn enoki_set_timer(cpu: c_int, ns: u64);
     fn enoki_cancel_timer(cpu: c_int);
     fn enoki_log(level: c_int, msg: *const u8, len: usize);
-    fn enoki_record_lock(addr: u64, acquire: bool);
+    fn enoki_record_lock(addr: u64, rec_type: u32);
     fn enoki_this_cpu() -> c_int;
     fn enoki_clock_ns() -> u64;
     fn enoki_fail(report: *const u8, len: usize);
@@ -84,12 +84,29 @@ pub(super) fn lock_spin() {}
 /// Records a lock event while Enoki-C records; one load and branch otherwise.
 #[inline(always)]
 pub(super) fn lock_event(addr: usize, acquire: bool) {
+    let rec_type = if acquire {
+        abi::rec_type::LOCK_ACQUIRE
+    } else {
+        abi::rec_type::LOCK_RELEASE
+    };
+    record_lock(addr, rec_type);
+}
+
+/// Records a lock taken and released at once (one record for the pair).
+#[inline(always)]
+pub(super) fn lock_access(addr: usize) {
+    record_lock(addr, abi::rec_type::LOCK_ACCESS);
+}
+
+#[inline(always)]
+fn record_lock(addr: usize, rec_type: u32) {
     // SAFETY: an int Enoki-C only ever accesses atomically; acquire pairs
     // with its release on start, so the rings it set up are seen.
     let on = unsafe { enoki_recording.load(Ordering::Acquire) };
     if on != 0 {
-        // SAFETY: callable from any context; it checks the flag again.
-        unsafe { enoki_record_lock(addr as u64, acquire) };
+        // SAFETY: callable from any context; it checks the flag again, and
+        // `rec_type` is one of the three lock record types it takes.
+        unsafe { enoki_record_lock(addr as u64, rec_type) };
     }
 }
 

@@ -93,6 +93,7 @@ fn normalized(bytes: &[u8]) -> Vec<Record> {
             r.event = match r.event {
                 Event::LockAcquire { addr } => Event::LockAcquire { addr: id(addr) },
                 Event::LockRelease { addr } => Event::LockRelease { addr: id(addr) },
+                Event::LockAccess { addr } => Event::LockAccess { addr: id(addr) },
                 e => e,
             };
             r
@@ -313,6 +314,7 @@ fn records_carry_cpu_seq_and_time() {
                 held.push(addr);
             }
             Event::LockRelease { addr } => assert_eq!(held.pop(), Some(addr)),
+            Event::LockAccess { addr } => assert!(!held.contains(&addr), "{addr:#x} taken twice"),
             Event::Gap { .. } | Event::Upgrade { .. } | Event::Exit { .. } => {
                 panic!("the simulator lost nothing, upgraded nothing and ejected nothing")
             }
@@ -389,7 +391,9 @@ fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
 /// Whether two calls' lock events name no lock in common.
 fn disjoint(a: &[Record], b: &[Record]) -> bool {
     let addr = |r: &Record| match r.event {
-        Event::LockAcquire { addr } | Event::LockRelease { addr } => Some(addr),
+        Event::LockAcquire { addr } | Event::LockRelease { addr } | Event::LockAccess { addr } => {
+            Some(addr)
+        }
         _ => None,
     };
     let of_a: std::collections::HashSet<u64> = a.iter().filter_map(addr).collect();
@@ -488,20 +492,28 @@ fn a_gap_stops_the_lock_ordered_replay_with_calls_cut_short() {
     let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
     let (header, order, _) = interleaved(&bytes);
     // Mid-trace, two overlapping calls (messages of two CPUs, then their
-    // lock events alternating): the second CPU loses its call's release.
+    // lock events alternating): the second CPU loses a release of its call
+    // (a release, or an access: an acquire and release in one record).
+    let taking = |e: &Event| matches!(e, Event::LockAcquire { .. } | Event::LockAccess { .. });
     let pair = (order.len() / 2..order.len() - 4)
         .find(|&i| {
             let w = &order[i..i + 4];
             matches!(w[0].event, Event::Msg(_))
                 && matches!(w[1].event, Event::Msg(_))
                 && w[0].cpu != w[1].cpu
-                && matches!(w[2].event, Event::LockAcquire { .. })
-                && matches!(w[3].event, Event::LockAcquire { .. })
+                && taking(&w[2].event)
+                && taking(&w[3].event)
         })
         .unwrap();
     let cpu = order[pair + 1].cpu;
-    let at = (pair + 4..order.len())
-        .find(|&i| order[i].cpu == cpu && matches!(order[i].event, Event::LockRelease { .. }))
+    let at = (pair + 3..order.len())
+        .find(|&i| {
+            order[i].cpu == cpu
+                && matches!(
+                    order[i].event,
+                    Event::LockRelease { .. } | Event::LockAccess { .. }
+                )
+        })
         .unwrap();
     let (lossy, gap) = lose(&order, at, 3);
     let mut reader = TraceReader::new(Cursor::new(write(&header, &lossy))).unwrap();
@@ -779,11 +791,11 @@ fn a_replayed_aa_reports_the_recorded_ejection_after_it() {
 }
 
 /// A kernel trace in which CPUs 3 and 6 both hit the armed AA bug (calls
-/// seq 4491 and 4495, overlapping) and the kernel reported CPU 6's, which
-/// was first to take the fault's lock: the lock-ordered replay reports the
-/// same CPU, whichever fiber reaches its failure first.
+/// seq 4491 and 4495, overlapping; the kernel reported CPU 6's): the
+/// lock-ordered replay fails as the run did, with one of the two, and does
+/// not wait forever for a fault slot the loser never recorded taking.
 #[test]
-fn when_two_cpus_fail_at_once_the_replay_reports_the_one_the_run_did() {
+fn when_two_cpus_fail_at_once_the_replay_reports_one_of_them() {
     quiet();
     let rep = enoki::user::within_timeout(std::time::Duration::from_secs(60), || {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -796,7 +808,8 @@ fn when_two_cpus_fail_at_once_the_replay_reports_the_one_the_run_did() {
     assert!(rep.divergence.is_none(), "{:?}", rep.divergence);
     let fault = rep.fault.expect("the replay fails as the run did");
     assert_eq!(fault.kind, enoki::FaultKind::SelfDeadlock, "{fault}");
-    assert_eq!(fault.parties[0].map(|p| p.cpu), Some(6), "{fault}");
+    let cpu = fault.parties[0].map(|p| p.cpu);
+    assert!(cpu == Some(3) || cpu == Some(6), "{fault}");
     assert!(rep.exit.is_some_and(|e| e.ejected()));
 }
 

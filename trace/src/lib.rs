@@ -60,6 +60,11 @@
 //!   point, every call held off: records after it are the new version's.
 //!   The state fingerprint the new version took over (u64; 0 if it started
 //!   fresh), then 8 reserved bytes (0).
+//! - type 6, exit (length 40): the scheduler left here (ejected or
+//!   unloaded); sched_ext's exit kind (u64), then 8 reserved bytes (0).
+//! - type 7, lock access (length 40): a lock taken and released at once (a
+//!   libEnoki `Shared` value read or written), an acquire and a release in
+//!   one record: lock address (u64), then 8 reserved bytes (0).
 //!
 //! The types and fields are those of Enoki-C's `struct enoki_rec` (enoki.h),
 //! whose rings the kernel recorder drains: [`Record::from_kernel`] converts
@@ -116,6 +121,7 @@ pub mod rtype {
     pub const GAP: u8 = rec_type::GAP as u8;
     pub const UPGRADE: u8 = rec_type::UPGRADE as u8;
     pub const EXIT: u8 = rec_type::EXIT as u8;
+    pub const LOCK_ACCESS: u8 = rec_type::LOCK_ACCESS as u8;
 }
 
 const BLOCK_HEADER: usize = 24;
@@ -248,6 +254,9 @@ pub enum Event {
     LockAcquire { addr: u64 },
     /// A libEnoki lock at `addr` was released.
     LockRelease { addr: u64 },
+    /// A libEnoki lock at `addr` was taken and released with nothing in
+    /// between (a `Shared` value read or written): both events in one.
+    LockAccess { addr: u64 },
     /// `lost` events of the record's CPU were lost to a full ring, from the
     /// record's sequence number on: the trace has a hole here.
     Gap { lost: u64 },
@@ -367,6 +376,7 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::Msg(_) => (rtype::MSG, RECORD_PREFIX + MSG_BYTES),
             Event::LockAcquire { .. } => (rtype::LOCK_ACQUIRE, RECORD_PREFIX + 16),
             Event::LockRelease { .. } => (rtype::LOCK_RELEASE, RECORD_PREFIX + 16),
+            Event::LockAccess { .. } => (rtype::LOCK_ACCESS, RECORD_PREFIX + 16),
             Event::Gap { .. } => (rtype::GAP, RECORD_PREFIX + 16),
             Event::Upgrade { .. } => (rtype::UPGRADE, RECORD_PREFIX + 16),
             Event::Exit { .. } => (rtype::EXIT, RECORD_PREFIX + 16),
@@ -382,6 +392,7 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::Msg(m) => b.extend_from_slice(&msg_to_bytes(&m)),
             Event::LockAcquire { addr: word }
             | Event::LockRelease { addr: word }
+            | Event::LockAccess { addr: word }
             | Event::Gap { lost: word }
             | Event::Upgrade { state: word }
             | Event::Exit { kind: word } => {
@@ -829,7 +840,8 @@ impl<R: Read> TraceReader<R> {
                 | rtype::LOCK_RELEASE
                 | rtype::GAP
                 | rtype::UPGRADE
-                | rtype::EXIT => Self::word(ty, body),
+                | rtype::EXIT
+                | rtype::LOCK_ACCESS => Self::word(ty, body),
                 _ => None,
             };
             self.pos += len;
@@ -846,7 +858,7 @@ impl<R: Read> TraceReader<R> {
                     }));
                 }
                 // A record type from a newer writer: skip it.
-                None if ty > rtype::EXIT => {}
+                None if ty > rtype::LOCK_ACCESS => {}
                 None => {
                     return self.corrupt(
                         format!("malformed record at payload byte {pos} (type {ty}, length {len})"),
@@ -867,6 +879,7 @@ impl<R: Read> TraceReader<R> {
         match ty {
             rtype::LOCK_ACQUIRE => Some(Event::LockAcquire { addr: word }),
             rtype::LOCK_RELEASE => Some(Event::LockRelease { addr: word }),
+            rtype::LOCK_ACCESS => Some(Event::LockAccess { addr: word }),
             rtype::UPGRADE => Some(Event::Upgrade { state: word }),
             rtype::EXIT => Some(Event::Exit { kind: word }),
             _ => (word > 0).then_some(Event::Gap { lost: word }),

@@ -131,6 +131,7 @@ impl Record {
             }
             rec_type::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
+            rec_type::LOCK_ACCESS => Event::LockAccess { addr },
             rec_type::GAP => Event::Gap { lost: addr },
             rec_type::UPGRADE => Event::Upgrade { state: addr },
             rec_type::EXIT => Event::Exit { kind: addr },
@@ -151,6 +152,7 @@ impl Record {
             Event::Msg(m) => (rec_type::MSG, 0, m),
             Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr, Msg::default()),
             Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
+            Event::LockAccess { addr } => (rec_type::LOCK_ACCESS, addr, Msg::default()),
             Event::Gap { lost } => (rec_type::GAP, lost, Msg::default()),
             Event::Upgrade { state } => (rec_type::UPGRADE, state, Msg::default()),
             Event::Exit { kind } => (rec_type::EXIT, kind, Msg::default()),

@@ -40,6 +40,9 @@ fn records(n: u64) -> Vec<Record> {
                 _ if i % 97 == 96 => Event::Gap { lost: i },
                 _ if i % 89 == 88 => Event::Upgrade { state: i % 2 * i },
                 _ if i % 83 == 82 => Event::Exit { kind: i },
+                _ if i % 79 == 78 => Event::LockAccess {
+                    addr: 0xffff_8880_0000_0000 + i,
+                },
                 3 => Event::LockAcquire {
                     addr: 0xffff_8880_0000_0000 + i,
                 },

@@ -203,6 +203,7 @@ mod tests {
             abi::rec_type::GAP => ENOKI_REC_GAP,
             abi::rec_type::UPGRADE => ENOKI_REC_UPGRADE,
             abi::rec_type::EXIT => ENOKI_REC_EXIT,
+            abi::rec_type::LOCK_ACCESS => ENOKI_REC_LOCK_ACCESS,
             abi::SLICE_MIN_NS => ENOKI_SLICE_MIN_NS,
             abi::SLICE_MAX_NS => ENOKI_SLICE_MAX_NS,
         ]

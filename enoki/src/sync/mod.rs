@@ -23,8 +23,10 @@ use super::fault::{Failed, Site};
 
 mod cpu_flags;
 pub mod detect;
+mod first;
 
 pub use cpu_flags::CpuFlags;
+pub use first::First;
 
 /// Lock events, for record/replay and lock debugging: the backend records
 /// them while recording is on (one branch when it is off).
@@ -44,6 +46,13 @@ pub mod hooks {
     #[inline(always)]
     pub fn released(addr: usize) {
         super::super::backend::lock_event(addr, false);
+    }
+    /// The lock at `addr` was taken to read or write one value and is
+    /// released right after, with no other lock taken meanwhile: one event
+    /// for the pair (a kernel trace records it once).
+    #[inline(always)]
+    pub fn accessed(addr: usize) {
+        super::super::backend::lock_access(addr);
     }
     /// A lock was found held: lets its holder go on where it is a fiber
     /// of this thread (lock-ordered replay), nothing in the kernel.
@@ -219,10 +228,11 @@ impl<T> Drop for SpinLockGuard<'_, T> {
 /// Every access is a short critical section of the value's own spin lock
 /// that runs no scheduler code, so it never nests another lock, cannot
 /// deadlock (and so cannot fail), and costs about what an atomic
-/// read-modify-write does. Its lock events go through [`hooks`] like any
-/// lock's, so the kernel record and lock-ordered replay order the accesses
-/// exactly. (An atomic with events recorded around it would not be: two
-/// CPUs can record in the other order than they changed the value.)
+/// read-modify-write does. Each access is one lock event through
+/// [`hooks::accessed`], taken while the lock is held, so the kernel record
+/// and lock-ordered replay order the accesses exactly. (An atomic with
+/// events recorded around it would not be: two CPUs can record in the
+/// other order than they changed the value.)
 pub struct Shared<T: Copy> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
@@ -252,11 +262,10 @@ impl<T: Copy> Shared<T> {
             core::hint::spin_loop();
             hooks::spin();
         }
-        hooks::acquired(addr);
+        hooks::accessed(addr);
         // SAFETY: `locked` is held, and `f` is one of this type's own
         // closures, which neither lock anything nor keep the reference.
         let r = f(unsafe { &mut *self.value.get() });
-        hooks::released(addr);
         self.locked.store(false, Ordering::Release);
         r
     }
@@ -274,20 +283,6 @@ impl<T: Copy> Shared<T> {
     /// Sets the value and returns the one before.
     pub fn replace(&self, value: T) -> T {
         self.access(|v| core::mem::replace(v, value))
-    }
-}
-
-impl<T: Copy> Shared<Option<T>> {
-    /// Sets the value to `Some(value)` unless it is set already; whether
-    /// it did.
-    pub fn set_if_none(&self, value: T) -> bool {
-        self.access(|v| {
-            let empty = v.is_none();
-            if empty {
-                *v = Some(value);
-            }
-            empty
-        })
     }
 }
 

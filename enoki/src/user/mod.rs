@@ -115,6 +115,12 @@ pub(super) fn lock_event(addr: usize, acquire: bool) {
     });
 }
 
+/// A lock taken and released at once: the observer sees both events.
+pub(super) fn lock_access(addr: usize) {
+    lock_event(addr, true);
+    lock_event(addr, false);
+}
+
 /// Runs `f` on a thread of its own and returns what it returns; panics if
 /// it takes longer than `limit` (for tests whose threads could deadlock:
 /// they fail instead of hanging). A panic in `f` is passed on.

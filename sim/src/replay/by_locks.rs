@@ -66,20 +66,34 @@ struct KeptLock {
     time_ns: u64,
     addr: u64,
     cpu: u32,
-    acquire: bool,
+    /// `Event::LockAcquire`, `LockRelease` or `LockAccess` of `addr`.
+    event: fn(u64) -> Event,
 }
 
 impl KeptLock {
+    /// `r` kept, if it is a lock event record.
+    fn of(r: &Record) -> Option<Self> {
+        let (addr, event): (u64, fn(u64) -> Event) = match r.event {
+            Event::LockAcquire { addr } => (addr, |addr| Event::LockAcquire { addr }),
+            Event::LockRelease { addr } => (addr, |addr| Event::LockRelease { addr }),
+            Event::LockAccess { addr } => (addr, |addr| Event::LockAccess { addr }),
+            _ => return None,
+        };
+        Some(KeptLock {
+            seq: r.seq,
+            time_ns: r.time_ns,
+            addr,
+            cpu: r.cpu,
+            event,
+        })
+    }
+
     fn record(&self) -> Record {
-        let addr = self.addr;
         Record {
             seq: self.seq,
             cpu: self.cpu,
             time_ns: self.time_ns,
-            event: match self.acquire {
-                true => Event::LockAcquire { addr },
-                false => Event::LockRelease { addr },
-            },
+            event: (self.event)(self.addr),
         }
     }
 }
@@ -103,22 +117,16 @@ impl Window {
         }
     }
 
-    fn push(&mut self, r: &Record, lock: Option<LockEvent>) {
+    fn push(&mut self, r: &Record) {
         if self.keep == 0 {
             return;
         }
-        match lock {
+        match KeptLock::of(r) {
             Some(l) => {
                 if self.locks.len() == self.keep {
                     self.locks.pop_front();
                 }
-                self.locks.push_back(KeptLock {
-                    seq: r.seq,
-                    time_ns: r.time_ns,
-                    addr: l.addr,
-                    cpu: r.cpu,
-                    acquire: l.acquire,
-                });
+                self.locks.push_back(l);
             }
             None => {
                 if self.messages.len() == self.keep {
@@ -208,9 +216,9 @@ impl<'a> Reader<'a> {
 
     /// Files `r`; returns its CPU if it is the first record of that CPU.
     fn add(&mut self, gate: &mut Gate, r: &Record, stop: bool) -> Result<Option<u32>> {
-        let lock = LockEvent::of(r);
-        self.window.push(r, lock);
-        let Some(event) = lock else {
+        self.window.push(r);
+        let mut events = LockEvent::of(r).peekable();
+        if events.peek().is_none() {
             let (slot, new) = gate.slot_of(r.cpu);
             let c = &mut gate.cpus[slot];
             c.queue.push_back(ScriptCall {
@@ -223,7 +231,7 @@ impl<'a> Reader<'a> {
             c.unsealed = true;
             self.messages += 1;
             return Ok(new.then_some(r.cpu));
-        };
+        }
         self.lock_events += 1;
         let slot = gate.slot.get(&r.cpu).copied();
         let Some(call) = slot.and_then(|s| gate.cpus[s].queue.back_mut()) else {
@@ -233,19 +241,21 @@ impl<'a> Reader<'a> {
                 r.cpu
             );
         };
-        let order = &mut gate.order;
-        let lock = *self.locks.entry(event.addr).or_insert_with(|| {
-            order.push(VecDeque::new());
-            gate.addrs.push(event.addr);
-            gate.taken.push(0);
-            order.len() - 1
-        });
-        call.steps.push(Step { event, lock });
-        if event.acquire {
-            if let Some(o) = gate.order.get_mut(lock) {
-                o.push_back(r.cpu);
+        for event in events {
+            let order = &mut gate.order;
+            let lock = *self.locks.entry(event.addr).or_insert_with(|| {
+                order.push(VecDeque::new());
+                gate.addrs.push(event.addr);
+                gate.taken.push(0);
+                order.len() - 1
+            });
+            call.steps.push(Step { event, lock });
+            if event.acquire {
+                if let Some(o) = gate.order.get_mut(lock) {
+                    o.push_back(r.cpu);
+                }
+                gate.pending += 1;
             }
-            gate.pending += 1;
         }
         Ok(None)
     }
@@ -875,11 +885,14 @@ mod tests {
             lock(2, true),
             lock(3, false),
             msg(4),
-            lock(5, true),
+            Record {
+                event: Event::LockAccess { addr: 0x2000 },
+                ..lock(5, true)
+            },
             msg(6),
         ];
         for r in &records {
-            w.push(r, LockEvent::of(r));
+            w.push(r);
         }
         assert_eq!(w.before(&records[5], 3), records[2..5].to_vec());
         assert_eq!(w.before(&records[1], 3), records[..1].to_vec());

@@ -100,6 +100,7 @@ pub fn describe_record(r: &Record) -> String {
         Event::Msg(m) => format!("{at}  {} -> {}", describe(m), Answer::of(m)),
         Event::LockAcquire { addr } => format!("{at}  lock acquire {addr:#x}"),
         Event::LockRelease { addr } => format!("{at}  lock release {addr:#x}"),
+        Event::LockAccess { addr } => format!("{at}  lock access {addr:#x}"),
         Event::Gap { lost } => format!("{at}  gap: {lost} events of this CPU lost"),
         Event::Upgrade { state: 0 } => format!("{at}  live upgrade (fresh start)"),
         Event::Upgrade { state } => format!("{at}  live upgrade (state {state:#018x})"),

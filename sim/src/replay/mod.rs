@@ -478,19 +478,20 @@ struct LockEvent {
 }
 
 impl LockEvent {
-    /// The lock event `r` holds, if it holds one.
-    fn of(r: &Record) -> Option<Self> {
-        match r.event {
-            Event::LockAcquire { addr } => Some(LockEvent {
-                addr,
-                acquire: true,
-            }),
-            Event::LockRelease { addr } => Some(LockEvent {
-                addr,
-                acquire: false,
-            }),
-            Event::Msg(_) | Event::Gap { .. } | Event::Upgrade { .. } | Event::Exit { .. } => None,
-        }
+    /// The lock events `r` holds, in order: none, one, or an access's
+    /// acquire and release.
+    fn of(r: &Record) -> impl Iterator<Item = LockEvent> {
+        let (addr, acquires): (u64, &[bool]) = match r.event {
+            Event::LockAcquire { addr } => (addr, &[true]),
+            Event::LockRelease { addr } => (addr, &[false]),
+            Event::LockAccess { addr } => (addr, &[true, false]),
+            Event::Msg(_) | Event::Gap { .. } | Event::Upgrade { .. } | Event::Exit { .. } => {
+                (0, &[])
+            }
+        };
+        acquires
+            .iter()
+            .map(move |&acquire| LockEvent { addr, acquire })
     }
 }
 

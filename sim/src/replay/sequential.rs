@@ -201,17 +201,17 @@ impl<S: EnokiScheduler> Replayer<S> {
     /// Replays one record (in sequence order); the first difference is
     /// returned.
     pub fn step(&mut self, r: &Record) -> Option<Divergence> {
-        let found = match (&r.event, LockEvent::of(r)) {
-            (Event::Msg(m), _) => self.call(r, m),
-            (Event::Gap { .. }, _) => {
+        let found = match &r.event {
+            Event::Msg(m) => self.call(r, m),
+            Event::Gap { .. } => {
                 self.events_lost();
                 None
             }
-            (_, Some(lock)) => {
+            Event::LockAcquire { .. } | Event::LockRelease { .. } | Event::LockAccess { .. } => {
                 self.lock_events += 1;
-                self.check_lock(r, lock)
+                LockEvent::of(r).find_map(|lock| self.check_lock(r, lock))
             }
-            (_, None) => None,
+            Event::Upgrade { .. } | Event::Exit { .. } => None,
         };
         if self.keep > 0 {
             if self.context.len() == self.keep {

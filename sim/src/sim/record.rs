@@ -91,8 +91,18 @@ impl tap::Tap for RecordingTap {
         if self.upgrading {
             return;
         }
-        self.seq += 1;
         let addr = addr as u64;
+        // A lock released right after it was taken is one access record,
+        // as Enoki-C records a `Shared` value's use.
+        if let Some(last) = self
+            .locks
+            .last_mut()
+            .filter(|l| !acquire && l.event == Event::LockAcquire { addr })
+        {
+            last.event = Event::LockAccess { addr };
+            return;
+        }
+        self.seq += 1;
         let event = if acquire {
             Event::LockAcquire { addr }
         } else {

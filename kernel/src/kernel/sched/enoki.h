@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	4
+#define ENOKI_ABI_VERSION	5
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -131,6 +131,7 @@ enum enoki_rec_type {
 	ENOKI_REC_GAP,			/* @addr events of this CPU were lost, from @seq on */
 	ENOKI_REC_UPGRADE,		/* live upgrade; @addr: state fingerprint carried, or 0 */
 	ENOKI_REC_EXIT,			/* the scheduler left; @addr: sched_ext's exit kind */
+	ENOKI_REC_LOCK_ACCESS,		/* @addr: taken and released at once */
 };
 
 struct enoki_rec {
@@ -185,9 +186,11 @@ void enoki_fail(const char *report, size_t len);
 
 /*
  * Non-zero while recording, published with release once the rings are
- * ready; libEnoki reads it with acquire before enoki_record_lock().
+ * ready; libEnoki reads it with acquire before enoki_record_lock(), whose
+ * @type is ENOKI_REC_LOCK_ACQUIRE, _RELEASE or _ACCESS (a libEnoki shared
+ * value: its lock held only while the value is read or written).
  */
 extern int enoki_recording;
-void enoki_record_lock(u64 addr, bool acquire);
+void enoki_record_lock(u64 addr, u32 type);
 
 #endif /* _KERNEL_SCHED_ENOKI_H */

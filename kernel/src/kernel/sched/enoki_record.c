@@ -188,11 +188,13 @@ static void enoki_record_exit(u64 kind)
 /**
  * enoki_record_lock - record a libEnoki lock event while recording
  * @addr: the lock's address (its identity in the trace)
- * @acquire: taken (true) or released (false)
+ * @type: ENOKI_REC_LOCK_ACQUIRE, ENOKI_REC_LOCK_RELEASE, or
+ *        ENOKI_REC_LOCK_ACCESS for a lock taken and released with nothing
+ *        else in between (one record where a pair would cost two)
  *
  * Called with interrupts off from inside a scheduler call.
  */
-void enoki_record_lock(u64 addr, bool acquire)
+void enoki_record_lock(u64 addr, u32 type)
 {
 	struct enoki_rec *rec;
 	unsigned long flags;
@@ -200,6 +202,10 @@ void enoki_record_lock(u64 addr, bool acquire)
 
 	/* pairs with enoki_record_start(): the rings are ready */
 	if (!smp_load_acquire(&enoki_recording))
+		return;
+	if (WARN_ON_ONCE(type != ENOKI_REC_LOCK_ACQUIRE &&
+			 type != ENOKI_REC_LOCK_RELEASE &&
+			 type != ENOKI_REC_LOCK_ACCESS))
 		return;
 	local_irq_save(flags);
 	if (!__this_cpu_read(enoki_rec_call)) {
@@ -211,8 +217,7 @@ void enoki_record_lock(u64 addr, bool acquire)
 	rec = enoki_ring_slot(seq);
 	if (rec) {
 		memset(rec, 0, sizeof(*rec));
-		enoki_rec_init(rec, seq, acquire ? ENOKI_REC_LOCK_ACQUIRE :
-						   ENOKI_REC_LOCK_RELEASE, addr);
+		enoki_rec_init(rec, seq, type, addr);
 		enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 	}
 	local_irq_restore(flags);
