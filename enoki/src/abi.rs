@@ -9,10 +9,11 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 /// The oldest [`ABI_VERSION`] whose messages and records mean what this
-/// one's do, so its traces replay here: the versions since differ only in
-/// what a module registers.
+/// one's do, so its traces replay here: the versions since differ in what a
+/// module registers, and in fields added at the end of [`Msg`] (0 in older
+/// traces) with the kinds that use them.
 pub const RECORDS_SINCE: u32 = 3;
 /// Largest CPU count a scheduler can address.
 pub const MAX_CPUS: usize = 256;
@@ -60,8 +61,17 @@ pub mod kind {
     pub const CPU_ONLINE: u32 = 15;
     /// A CPU is going offline (`cpu` names it).
     pub const CPU_OFFLINE: u32 = 16;
+    /// A cgroup came (`cgroup`, `cgroup_parent`, its cpu.weight in
+    /// `weight`); sent parents first.
+    pub const CGROUP_NEW: u32 = 17;
+    /// A cgroup went (`cgroup`); its tasks left it before.
+    pub const CGROUP_GONE: u32 = 18;
+    /// A cgroup's cpu.weight changed (`cgroup`, `weight`).
+    pub const CGROUP_WEIGHT: u32 = 19;
+    /// A task moved to cgroup `cgroup`.
+    pub const TASK_CGROUP_MOVED: u32 = 20;
     /// One past the last kind; sizes the per-kind counters.
-    pub const NR: u32 = 17;
+    pub const NR: u32 = 21;
 
     /// Optional kinds, one bit (`1 << kind`) each: a scheduler takes
     /// those [`RawOps::handles`](super::RawOps::handles) names, and Enoki-C
@@ -74,7 +84,11 @@ pub mod kind {
         | 1 << TASK_PRIO_CHANGED
         | 1 << TASK_AFFINITY_CHANGED
         | 1 << CPU_ONLINE
-        | 1 << CPU_OFFLINE;
+        | 1 << CPU_OFFLINE
+        | 1 << CGROUP_NEW
+        | 1 << CGROUP_GONE
+        | 1 << CGROUP_WEIGHT
+        | 1 << TASK_CGROUP_MOVED;
 
     /// Short names, indexed by kind, as shown in `/sys/kernel/enoki/counters`.
     pub const NAMES: [&str; NR as usize] = [
@@ -95,6 +109,10 @@ pub mod kind {
         "task_affinity_changed",
         "cpu_online",
         "cpu_offline",
+        "cgroup_new",
+        "cgroup_gone",
+        "cgroup_weight",
+        "task_cgroup_moved",
     ];
 }
 
@@ -181,6 +199,12 @@ pub struct Msg {
     /// Generation of `pid`: unique to the task while it is in Enoki, so a
     /// reused pid (a new task) has a different one.
     pub generation: u64,
+    /// The task's cgroup where `weight` is the task's; the cgroup a
+    /// `CGROUP_*` message is about (its cpu.weight is then `weight`). An
+    /// id: the root's is 1; 0 in traces older than the field.
+    pub cgroup: u64,
+    /// CGROUP_NEW: the parent's id (0 for the root).
+    pub cgroup_parent: u64,
 }
 
 impl Msg {
@@ -376,12 +400,13 @@ const _: () = {
     at!(Msg {
         kind: 0, flags: 4, cpu: 8, pid: 12, tgid: 16, task_cpu: 20, runtime: 24, weight: 32,
         nice: 36, allowed: 40, ret: 72, ret_cpu: 80, ret_err: 84, ret_slice: 88, generation: 96,
-    } size 104);
+        cgroup: 104, cgroup_parent: 112,
+    } size 120);
     at!(RawCpu { core: 0, llc: 4, node: 8, package: 12 } size 16);
     at!(RawTopology {
         nr_cpus: 0, nr_nodes: 4, cpus: 8, distance: 8 + 16 * MAX_CPUS,
     } size 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
-    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 136);
+    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 152);
     at!(RawOps {
         abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, handles: 20, name: 24, owner: 56,
         sched: 64,

@@ -10,8 +10,21 @@ use super::collections::{AllocError, TaskMap};
 use super::fault::{Failed, Fault, FaultKind, Party};
 use super::scheduler::{EnokiScheduler, NotTaken, Result, Wake};
 use super::sync::{detect, First, SpinLock};
-use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
+use super::types::{
+    CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo,
+    ROOT_CGROUP,
+};
 use super::upgrade::Refusal;
+
+/// The cgroup of the task `m` is about: the root when the trace predates
+/// cgroups.
+fn task_cgroup(m: &Msg) -> CgroupId {
+    if m.cgroup == 0 {
+        ROOT_CGROUP
+    } else {
+        m.cgroup
+    }
+}
 
 /// A scheduler as libEnoki holds it, with what is needed to check messages.
 pub struct Loaded<S> {
@@ -234,6 +247,27 @@ impl<S: EnokiScheduler> Loaded<S> {
                 s.cpu_offline(cpu)?;
                 m.ret = 0;
             }
+            kind::CGROUP_NEW => {
+                let info = CgroupInfo {
+                    id: m.cgroup,
+                    parent: (m.cgroup_parent != 0).then_some(m.cgroup_parent),
+                    weight: m.weight,
+                };
+                s.cgroup_new(&info)?;
+                m.ret = 0;
+            }
+            kind::CGROUP_GONE => {
+                s.cgroup_gone(m.cgroup)?;
+                m.ret = 0;
+            }
+            kind::CGROUP_WEIGHT => {
+                s.cgroup_weight(m.cgroup, m.weight)?;
+                m.ret = 0;
+            }
+            kind::TASK_CGROUP_MOVED => {
+                s.task_cgroup_moved(m.pid, task_cgroup(m))?;
+                m.ret = 0;
+            }
             _ => {}
         }
         Ok(())
@@ -287,6 +321,7 @@ impl<S: EnokiScheduler> Loaded<S> {
             nice: m.nice,
             runtime: m.runtime,
             allowed: CpuSet::from_words(m.allowed),
+            cgroup: task_cgroup(m),
         };
         let mut gens = self.gens.lock()?;
         if gens.get(m.pid) == Some(&m.generation) {

@@ -47,7 +47,10 @@ pub use scheduler::{
 pub use services::Services;
 pub use sync::{CpuFlags, RwLock, Shared, SpinLock};
 pub use topology::Topology;
-pub use types::{nice_to_weight, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
+pub use types::{
+    nice_to_weight, CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable,
+    TaskInfo, ROOT_CGROUP,
+};
 
 /// Names the scheduler this file provides; the module build (and the
 /// simulator) load it by this name. One line per scheduler file:

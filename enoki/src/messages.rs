@@ -33,6 +33,14 @@ impl Messages {
     pub const AFFINITY: Self = Self(1 << kind::TASK_AFFINITY_CHANGED);
     /// `cpu_online` and `cpu_offline`.
     pub const HOTPLUG: Self = Self(1 << kind::CPU_ONLINE | 1 << kind::CPU_OFFLINE);
+    /// `cgroup_new`, `cgroup_gone`, `cgroup_weight` and
+    /// `task_cgroup_moved`, which go together.
+    pub const CGROUPS: Self = Self(
+        1 << kind::CGROUP_NEW
+            | 1 << kind::CGROUP_GONE
+            | 1 << kind::CGROUP_WEIGHT
+            | 1 << kind::TASK_CGROUP_MOVED,
+    );
     /// Every optional message.
     pub const ALL: Self = Self(kind::OPTIONAL);
 
@@ -78,6 +86,8 @@ mod tests {
         assert!(!fifo.takes(kind::TASK_TICK));
         assert!(!fifo.takes(kind::CPU_OFFLINE));
         assert!(!Messages::NONE.takes(kind::BALANCE));
+        assert!(!fifo.takes(kind::TASK_CGROUP_MOVED));
+        assert!(Messages::CGROUPS.takes(kind::CGROUP_NEW));
         assert!((1..kind::NR).all(|k| Messages::ALL.takes(k)));
     }
 }

@@ -8,7 +8,9 @@ use super::hint::HintData;
 use super::messages::Messages;
 use super::services::Services;
 use super::topology::Topology;
-use super::types::{CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo};
+use super::types::{
+    CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo,
+};
 use super::upgrade::PlainData;
 
 /// Why a scheduler could not be created; the module load fails with it.
@@ -279,6 +281,28 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     /// `cpu` is going offline: choose it no more. Its runnable tasks move
     /// through `task_blocked` and `task_wakeup` on another CPU.
     fn cpu_offline(&self, _cpu: CpuId) -> Result {
+        Ok(())
+    }
+
+    /// A cgroup came, or was there when the scheduler loaded (parents
+    /// come first). It cannot be refused: a scheduler with no room left
+    /// for it counts its tasks as its nearest known ancestor's.
+    fn cgroup_new(&self, _cgroup: &CgroupInfo) -> Result {
+        Ok(())
+    }
+
+    /// A cgroup went; its tasks had left it.
+    fn cgroup_gone(&self, _cgroup: CgroupId) -> Result {
+        Ok(())
+    }
+
+    /// A cgroup's `cpu.weight` changed (1..=10000).
+    fn cgroup_weight(&self, _cgroup: CgroupId, _weight: u32) -> Result {
+        Ok(())
+    }
+
+    /// A task moved to `cgroup` (it may be running, waiting or asleep).
+    fn task_cgroup_moved(&self, _pid: Pid, _cgroup: CgroupId) -> Result {
         Ok(())
     }
 

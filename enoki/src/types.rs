@@ -182,6 +182,24 @@ impl Sub for CpuSet {
     }
 }
 
+/// A cgroup, by its id (the kernel's `cgroup_id()`: stable while the
+/// cgroup lives, never reused meanwhile).
+pub type CgroupId = u64;
+
+/// The root cgroup's id: every task not in another cgroup is in it.
+pub const ROOT_CGROUP: CgroupId = 1;
+
+/// What Enoki-C tells a scheduler about a cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupInfo {
+    /// The cgroup.
+    pub id: CgroupId,
+    /// Its parent; `None` for the root.
+    pub parent: Option<CgroupId>,
+    /// Its `cpu.weight`, 1..=10000 (100 by default).
+    pub weight: u32,
+}
+
 /// What Enoki-C tells a scheduler about a task entering it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskInfo {
@@ -197,6 +215,8 @@ pub struct TaskInfo {
     pub runtime: u64,
     /// CPUs it may run on.
     pub allowed: CpuSet,
+    /// Its cgroup ([`ROOT_CGROUP`] in traces older than cgroups).
+    pub cgroup: CgroupId,
 }
 
 /// The task a CPU ran before asking for the next one.

@@ -33,6 +33,16 @@ pub struct Spec {
     pub renice: Vec<Renice>,
     #[serde(default, rename = "upgrade", skip_serializing_if = "Vec::is_empty")]
     pub upgrades: Vec<Upgrade>,
+    #[serde(default, rename = "cgroup", skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<Cgroup>,
+    #[serde(
+        default,
+        rename = "cgroup_weight",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cgroup_weights: Vec<CgroupWeight>,
+    #[serde(default, rename = "cgroup_move", skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_moves: Vec<CgroupMove>,
 }
 
 /// The simulated machine: `sockets` × `cores` × `threads`, one NUMA node
@@ -240,6 +250,45 @@ pub struct Renice {
     pub nice: i32,
 }
 
+/// A cgroup, created before any task, in spec order (so a parent comes
+/// before its children), with `cpu.weight` `weight`. The tasks of the
+/// workload groups named in `members` start in it; the others in the root.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cgroup {
+    pub name: String,
+    /// Another `[[cgroup]]` (the root when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default = "default_cgroup_weight")]
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+fn default_cgroup_weight() -> u32 {
+    100
+}
+
+/// At `at_ms`, cgroup `cgroup` gets `cpu.weight` `weight`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupWeight {
+    pub at_ms: u64,
+    pub cgroup: String,
+    pub weight: u32,
+}
+
+/// At `at_ms`, `target` (a group, whose later forks follow, or a task)
+/// moves to cgroup `cgroup` (`/` is the root).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupMove {
+    pub at_ms: u64,
+    pub target: String,
+    pub cgroup: String,
+}
+
 /// At `at_ms`, the scheduler is live-upgraded to a new version of itself
 /// created with `args` (default: the run's), starting from the old one's
 /// state unless `fresh`, as `enoki upgrade` does.
@@ -401,16 +450,68 @@ impl Spec {
         for a in &self.affinity {
             parse_cpus(&a.cpus, n)?;
         }
+        self.validate_cgroups(&names)?;
         for target in self
             .affinity
             .iter()
             .map(|a| &a.target)
             .chain(self.renice.iter().map(|r| &r.target))
+            .chain(self.cgroup_moves.iter().map(|m| &m.target))
         {
             let group = target.split('.').next().unwrap_or_default();
             if !names.contains(&group) {
                 bail!("event target {target:?}: no group {group:?}");
             }
+        }
+        Ok(())
+    }
+
+    /// The cgroups' names, parents, weights and members, and the cgroups
+    /// the events name.
+    fn validate_cgroups(&self, groups: &[&str]) -> Result<()> {
+        let weight = |w: u32, what: &str| {
+            if !(1..=10_000).contains(&w) {
+                bail!("{what}: weight {w} is not in 1..=10000");
+            }
+            Ok(())
+        };
+        let mut members = Vec::new();
+        for (i, c) in self.cgroups.iter().enumerate() {
+            let before: Vec<&str> = self.cgroups[..i].iter().map(|c| c.name.as_str()).collect();
+            if c.name.is_empty() || c.name == "/" || before.contains(&c.name.as_str()) {
+                bail!(
+                    "cgroup {:?}: a name must be non-empty, not '/', and unique",
+                    c.name
+                );
+            }
+            if let Some(p) = &c.parent {
+                if !before.contains(&p.as_str()) {
+                    bail!(
+                        "cgroup {}: parent {p:?} is not a cgroup defined before it",
+                        c.name
+                    );
+                }
+            }
+            weight(c.weight, &format!("cgroup {}", c.name))?;
+            for m in &c.members {
+                if !groups.contains(&m.as_str()) || members.contains(&m) {
+                    bail!(
+                        "cgroup {}: member {m:?} is no group, or in two cgroups",
+                        c.name
+                    );
+                }
+                members.push(m);
+            }
+        }
+        let known = |name: &str| name == "/" || self.cgroups.iter().any(|c| c.name == name);
+        for w in &self.cgroup_weights {
+            if w.cgroup == "/" || !known(&w.cgroup) {
+                bail!("cgroup_weight: no cgroup {:?}", w.cgroup);
+            }
+            weight(w.weight, "cgroup_weight")?;
+        }
+        if let Some(m) = self.cgroup_moves.iter().find(|m| !known(&m.cgroup)) {
+            bail!("cgroup_move: no cgroup {:?}", m.cgroup);
         }
         Ok(())
     }
@@ -528,7 +629,43 @@ impl Spec {
                 nice: rng.random_range(-10..=10),
             });
         }
+        spec.random_cgroups(&mut rng, &groups);
         spec
+    }
+
+    /// Up to three cgroups, each under the root or the one before, holding
+    /// some groups, and maybe a weight change and a move.
+    fn random_cgroups(&mut self, rng: &mut ChaCha8Rng, groups: &[String]) {
+        let n = rng.random_range(0..=3);
+        for i in 0..n {
+            let members = groups
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| g % n == i && rng.random_bool(0.7))
+                .map(|(_, name)| name.clone())
+                .collect();
+            self.cgroups.push(Cgroup {
+                name: format!("cg{i}"),
+                parent: (i > 0 && rng.random_bool(0.5)).then(|| format!("cg{}", i - 1)),
+                weight: rng.random_range(1..=1000),
+                members,
+            });
+        }
+        let at_ms = |rng: &mut ChaCha8Rng| rng.random_range(0..self.run.duration_ms);
+        if n > 0 && rng.random_bool(0.5) {
+            self.cgroup_weights.push(CgroupWeight {
+                at_ms: at_ms(rng),
+                cgroup: format!("cg{}", rng.random_range(0..n)),
+                weight: rng.random_range(1..=10_000),
+            });
+        }
+        if n > 0 && rng.random_bool(0.5) {
+            self.cgroup_moves.push(CgroupMove {
+                at_ms: at_ms(rng),
+                target: groups[rng.random_range(0..groups.len())].clone(),
+                cgroup: format!("cg{}", rng.random_range(0..n)),
+            });
+        }
     }
 }
 
@@ -568,6 +705,23 @@ mod tests {
         assert!(
             Spec::from_toml("[[affinity]]\nat_ms = 1\ntarget = \"nope\"\ncpus = \"0\"\n").is_err()
         );
+    }
+
+    #[test]
+    fn cgroups_must_name_what_exists() {
+        let base = "[[spinner]]\nname = \"a\"\n[[cgroup]]\nname = \"c\"\nmembers = [\"a\"]\n";
+        assert!(Spec::from_toml(base).is_ok());
+        for bad in [
+            "[[cgroup]]\nname = \"d\"\nparent = \"e\"\n",
+            "[[cgroup]]\nname = \"c\"\n",
+            "[[cgroup]]\nname = \"d\"\nmembers = [\"a\"]\n",
+            "[[cgroup]]\nname = \"d\"\nweight = 0\n",
+            "[[cgroup_weight]]\nat_ms = 1\ncgroup = \"/\"\nweight = 5\n",
+            "[[cgroup_move]]\nat_ms = 1\ntarget = \"a\"\ncgroup = \"x\"\n",
+            "[[cgroup_move]]\nat_ms = 1\ntarget = \"b\"\ncgroup = \"c\"\n",
+        ] {
+            assert!(Spec::from_toml(&format!("{base}{bad}")).is_err(), "{bad}");
+        }
     }
 
     #[test]

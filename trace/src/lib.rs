@@ -47,9 +47,11 @@
 //! record types and CPUs: missing numbers are events the recorder lost),
 //! time (u64 ns, 0 if not known). Then:
 //!
-//! - type 1, message (length 24 + [`MSG_BYTES`] = 128): the 104-byte
+//! - type 1, message (length 24 + [`MSG_BYTES`] = 144): the 120-byte
 //!   `enoki::abi::Msg` exactly as its `#[repr(C)]` layout on a little-endian
 //!   machine ([`msg_to_bytes`]), answer and task generation included.
+//!   Traces of ABI 5 and older have 104-byte messages (length 128), without
+//!   the cgroup fields at the end, which a reader takes as 0.
 //! - type 2, lock acquired / type 3, lock released (length 40): lock address
 //!   (u64), then 8 reserved bytes (0).
 //! - type 4, gap (length 40): events of the record's CPU that were lost to
@@ -87,8 +89,8 @@ mod raw;
 
 use raw::{cpu_from_bytes, cpu_to_bytes, CPU_BYTES};
 pub use raw::{
-    msg_from_bytes, msg_to_bytes, records_from_kernel, topology_from_kernel, topology_to_kernel,
-    KERNEL_REC_BYTES, MSG_BYTES,
+    msg_from_bytes, msg_from_record, msg_to_bytes, records_from_kernel, topology_from_kernel,
+    topology_to_kernel, KERNEL_REC_BYTES, MSG_BYTES, MSG_BYTES_BEFORE_CGROUPS,
 };
 
 /// First bytes of every `.enk` file.
@@ -833,9 +835,7 @@ impl<R: Read> TraceReader<R> {
                 );
             };
             let event = match ty {
-                rtype::MSG => <&[u8; MSG_BYTES]>::try_from(body)
-                    .ok()
-                    .map(|b| Event::Msg(msg_from_bytes(b))),
+                rtype::MSG => msg_from_record(body).map(Event::Msg),
                 rtype::LOCK_ACQUIRE
                 | rtype::LOCK_RELEASE
                 | rtype::GAP

@@ -72,7 +72,23 @@ pub fn msg_to_bytes(m: &Msg) -> [u8; MSG_BYTES] {
     put(&mut b, offset_of!(Msg, ret_err), m.ret_err);
     put(&mut b, offset_of!(Msg, ret_slice), m.ret_slice);
     put(&mut b, offset_of!(Msg, generation), m.generation);
+    put(&mut b, offset_of!(Msg, cgroup), m.cgroup);
+    put(&mut b, offset_of!(Msg, cgroup_parent), m.cgroup_parent);
     b
+}
+
+/// Bytes of a [`Msg`] before it had cgroup fields (ABI 5 and older).
+pub const MSG_BYTES_BEFORE_CGROUPS: usize = offset_of!(Msg, cgroup);
+
+/// The message `b` holds, if it is one: [`MSG_BYTES`], or an older
+/// message without the fields added at the end since (they read 0).
+pub fn msg_from_record(b: &[u8]) -> Option<Msg> {
+    let mut full = [0u8; MSG_BYTES];
+    if !(MSG_BYTES_BEFORE_CGROUPS..=MSG_BYTES).contains(&b.len()) {
+        return None;
+    }
+    full[..b.len()].copy_from_slice(b);
+    Some(msg_from_bytes(&full))
 }
 
 /// The message `b` holds.
@@ -92,6 +108,8 @@ pub fn msg_from_bytes(b: &[u8; MSG_BYTES]) -> Msg {
         ret_err: get(b, offset_of!(Msg, ret_err)),
         ret_slice: get(b, offset_of!(Msg, ret_slice)),
         generation: get(b, offset_of!(Msg, generation)),
+        cgroup: get(b, offset_of!(Msg, cgroup)),
+        cgroup_parent: get(b, offset_of!(Msg, cgroup_parent)),
         ..Msg::default()
     };
     for (i, w) in m.allowed.iter_mut().enumerate() {

@@ -6,8 +6,9 @@ use std::io::Cursor;
 use enoki::abi::{kind, Msg};
 use enoki::Topology;
 use enoki_trace::{
-    read_all, records_from_kernel, Event, Record, TraceError, TraceHeader, TraceReader,
-    TraceWriter, FORMAT_VERSION, KERNEL_REC_BYTES,
+    msg_from_record, msg_to_bytes, read_all, records_from_kernel, Event, Record, TraceError,
+    TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION, KERNEL_REC_BYTES,
+    MSG_BYTES_BEFORE_CGROUPS,
 };
 use proptest::prelude::*;
 
@@ -27,6 +28,8 @@ fn msg(i: u64) -> Msg {
     m.ret_err = 4;
     m.ret_slice = 7;
     m.generation = (i << 32) | 0xabcd;
+    m.cgroup = 100 + i;
+    m.cgroup_parent = 1;
     m
 }
 
@@ -119,9 +122,9 @@ fn a_message_is_its_repr_c_bytes() {
         0,
     );
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let rec = &bytes[hlen + 24..hlen + 24 + 128];
+    let rec = &bytes[hlen + 24..hlen + 24 + 144];
     assert_eq!(rec[0], 1, "type");
-    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 128);
+    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 144);
     let body = &rec[24..];
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), m.kind);
     assert_eq!(
@@ -140,6 +143,34 @@ fn a_message_is_its_repr_c_bytes() {
     assert_eq!(
         u64::from_le_bytes(body[96..104].try_into().unwrap()),
         m.generation
+    );
+    assert_eq!(
+        u64::from_le_bytes(body[104..112].try_into().unwrap()),
+        m.cgroup
+    );
+    assert_eq!(
+        u64::from_le_bytes(body[112..120].try_into().unwrap()),
+        m.cgroup_parent
+    );
+}
+
+#[test]
+fn a_message_from_before_cgroups_reads_with_the_cgroup_fields_zero() {
+    let m = msg(5);
+    let bytes = msg_to_bytes(&m);
+    let old = msg_from_record(&bytes[..MSG_BYTES_BEFORE_CGROUPS]).unwrap();
+    assert_eq!(
+        old,
+        Msg {
+            cgroup: 0,
+            cgroup_parent: 0,
+            ..m
+        }
+    );
+    assert_eq!(msg_from_record(&bytes), Some(m));
+    assert_eq!(
+        msg_from_record(&bytes[..MSG_BYTES_BEFORE_CGROUPS - 8]),
+        None
     );
 }
 
@@ -171,7 +202,7 @@ fn a_gap_round_trips_where_it_stood() {
     }
     let bytes = write(&recs, false, 3);
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let gap = &bytes[hlen + 24 + 128..hlen + 24 + 128 + 40];
+    let gap = &bytes[hlen + 24 + 144..hlen + 24 + 144 + 40];
     assert_eq!((gap[0], u16::from_le_bytes([gap[2], gap[3]])), (4, 40));
     assert_eq!(u64::from_le_bytes(gap[8..16].try_into().unwrap()), 4, "seq");
     assert_eq!(
@@ -199,7 +230,7 @@ fn an_upgrade_round_trips_with_its_state_fingerprint() {
     let (_, back, _) = read_all(Cursor::new(&bytes)).unwrap();
     assert_eq!(back, recs);
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let up = &bytes[hlen + 24 + 128..hlen + 24 + 128 + 40];
+    let up = &bytes[hlen + 24 + 144..hlen + 24 + 144 + 40];
     assert_eq!((up[0], u16::from_le_bytes([up[2], up[3]])), (5, 40));
 }
 

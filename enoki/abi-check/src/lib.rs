@@ -95,6 +95,8 @@ mod tests {
                     ret_err,
                     ret_slice,
                     generation,
+                    cgroup,
+                    cgroup_parent,
                 }
             ),
             layout_diff!(
@@ -176,6 +178,10 @@ mod tests {
             abi::kind::TASK_AFFINITY_CHANGED => ENOKI_TASK_AFFINITY_CHANGED,
             abi::kind::CPU_ONLINE => ENOKI_CPU_ONLINE,
             abi::kind::CPU_OFFLINE => ENOKI_CPU_OFFLINE,
+            abi::kind::CGROUP_NEW => ENOKI_CGROUP_NEW,
+            abi::kind::CGROUP_GONE => ENOKI_CGROUP_GONE,
+            abi::kind::CGROUP_WEIGHT => ENOKI_CGROUP_WEIGHT,
+            abi::kind::TASK_CGROUP_MOVED => ENOKI_TASK_CGROUP_MOVED,
             abi::kind::NR => ENOKI_MSG_NR,
             abi::kind::OPTIONAL => ENOKI_MSGS_OPTIONAL,
             abi::flag::YIELD => ENOKI_F_YIELD,

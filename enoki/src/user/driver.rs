@@ -11,7 +11,7 @@ use super::super::abi::{err, flag, kind, ret_err, Msg, SLICE_MAX_NS, SLICE_MIN_N
 use super::super::dispatch::Loaded;
 use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::super::topology::Topology;
-use super::super::types::{nice_to_weight, CpuId, CpuSet, Pid};
+use super::super::types::{nice_to_weight, CgroupId, CgroupInfo, CpuId, CpuSet, Pid, ROOT_CGROUP};
 use super::super::upgrade::{fingerprint, plan, Carry, PlainData, Refusal};
 use super::HostOps;
 
@@ -112,6 +112,16 @@ struct Task {
     state: TaskState,
     /// CPU it last ran on (its parent's until it runs): `task_cpu(p)`.
     last_cpu: CpuId,
+    cgroup: CgroupId,
+}
+
+/// CGROUP_NEW for `c`, on `cpu`.
+fn cgroup_new_msg(c: &CgroupInfo, cpu: CpuId) -> Msg {
+    let mut m = Msg::new(kind::CGROUP_NEW, cpu as i32);
+    m.cgroup = c.id;
+    m.cgroup_parent = c.parent.unwrap_or(0);
+    m.weight = c.weight;
+    m
 }
 
 /// Drives a scheduler the way Enoki-C does.
@@ -133,6 +143,8 @@ pub struct Driver<S: EnokiScheduler> {
     gen_seq: u64,
     /// Dispatches per CPU, for the refused queue's turn.
     dispatches: std::vec::Vec<u64>,
+    /// Live cgroups, parents first: an upgrade introduces them.
+    cgroups: std::vec::Vec<CgroupInfo>,
 }
 
 /// Every this many dispatches a CPU runs a refused task first, as Enoki-C's
@@ -171,6 +183,7 @@ impl<S: EnokiScheduler> Driver<S> {
             counters: DriverCounters::default(),
             gen_seq: 0,
             dispatches: vec![0; nr],
+            cgroups: std::vec::Vec::new(),
         })
     }
 
@@ -239,6 +252,7 @@ impl<S: EnokiScheduler> Driver<S> {
             m.generation = t.generation;
             m.runtime = self.runtime(pid);
             m.allowed = t.allowed.words();
+            m.cgroup = t.cgroup;
         }
         m
     }
@@ -261,6 +275,18 @@ impl<S: EnokiScheduler> Driver<S> {
 
     /// A new task enters Enoki and becomes runnable (fork + wake_up_new_task).
     pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent_cpu: CpuId) {
+        self.spawn_in(pid, allowed, nice, parent_cpu, ROOT_CGROUP);
+    }
+
+    /// [`Driver::spawn`] into `cgroup` (its parent's, as a fork inherits it).
+    pub fn spawn_in(
+        &mut self,
+        pid: Pid,
+        allowed: CpuSet,
+        nice: i32,
+        parent_cpu: CpuId,
+        cgroup: CgroupId,
+    ) {
         self.gen_seq += 1;
         self.tasks.insert(
             pid,
@@ -271,6 +297,7 @@ impl<S: EnokiScheduler> Driver<S> {
                 runtime: 0,
                 state: TaskState::Blocked,
                 last_cpu: parent_cpu,
+                cgroup,
             },
         );
         let mut m = self.msg(kind::TASK_NEW, parent_cpu, pid);
@@ -651,6 +678,46 @@ impl<S: EnokiScheduler> Driver<S> {
         self.send(&mut Msg::new(kind, cpu as i32));
     }
 
+    /// A cgroup is created under `parent` (`None`: the root itself) with
+    /// cpu.weight `weight`, as sched_ext's `cgroup_init` tells Enoki-C.
+    pub fn cgroup_new(&mut self, id: CgroupId, parent: Option<CgroupId>, weight: u32) {
+        let info = CgroupInfo { id, parent, weight };
+        self.cgroups.push(info);
+        self.send(&mut cgroup_new_msg(&info, 0));
+    }
+
+    /// A cgroup is removed (`cgroup_exit`); its tasks have left it.
+    pub fn cgroup_gone(&mut self, id: CgroupId) {
+        self.cgroups.retain(|c| c.id != id);
+        let mut m = Msg::new(kind::CGROUP_GONE, 0);
+        m.cgroup = id;
+        self.send(&mut m);
+    }
+
+    /// A cgroup's cpu.weight is set (`cgroup_set_weight`).
+    pub fn set_cgroup_weight(&mut self, id: CgroupId, weight: u32) {
+        for c in self.cgroups.iter_mut().filter(|c| c.id == id) {
+            c.weight = weight;
+        }
+        let mut m = Msg::new(kind::CGROUP_WEIGHT, 0);
+        m.cgroup = id;
+        m.weight = weight;
+        self.send(&mut m);
+    }
+
+    /// `pid` moves to `cgroup` (`cgroup_move`, on its CPU under its rq
+    /// lock), whatever it is doing.
+    pub fn move_to_cgroup(&mut self, pid: Pid, cgroup: CgroupId) {
+        let Some(task) = self.tasks.get_mut(&pid) else {
+            return;
+        };
+        task.cgroup = cgroup;
+        let cpu = task.last_cpu;
+        let mut m = self.msg(kind::TASK_CGROUP_MOVED, cpu, pid);
+        m.task_cpu = cpu as i32;
+        self.send(&mut m);
+    }
+
     /// Live upgrade to a new version of the same scheduler, created with
     /// `args`, as `enoki upgrade` does it from CPU `on` (see
     /// [`upgrade`](super::super::upgrade)). Refused, the running version
@@ -703,6 +770,7 @@ impl<S: EnokiScheduler> Driver<S> {
             counters: self.counters,
             gen_seq: self.gen_seq,
             dispatches: self.dispatches,
+            cgroups: self.cgroups,
         };
         upgraded.preempt_all();
         Ok(upgraded)
@@ -768,8 +836,14 @@ impl<S: EnokiScheduler> Driver<S> {
         Ok(())
     }
 
-    /// TASK_NEW for every task, to `new`.
+    /// CGROUP_NEW for every cgroup, parents first, then TASK_NEW for
+    /// every task, to `new`.
     fn introduce_tasks<T: EnokiScheduler>(&self, new: &Loaded<T>, on: CpuId) {
+        if T::MESSAGES.takes(kind::CGROUP_NEW) {
+            for c in &self.cgroups {
+                new.handle(&mut cgroup_new_msg(c, on));
+            }
+        }
         for (&pid, t) in &self.tasks {
             let mut m = self.msg(kind::TASK_NEW, on, pid);
             m.tgid = pid;

@@ -57,14 +57,17 @@ pub(super) struct Params {
     /// How much busier (%, tasks per CPU) another node must be before an
     /// idle CPU takes work from it.
     pub(super) imbalance_pct: u64,
+    /// cgroups the scheduler tells apart; more count as the root's children.
+    pub(super) max_cgroups: usize,
 }
 
 impl Params {
-    const KNOWN: [&'static str; 4] = [
+    const KNOWN: [&'static str; 5] = [
         "period_us",
         "min_granularity_us",
         "wakeup_granularity_us",
         "imbalance_pct",
+        "max_cgroups",
     ];
 
     pub(super) fn from_args(args: &Args<'_>) -> Result<Self, InitError> {
@@ -83,6 +86,8 @@ impl Params {
                 .u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
                 .saturating_mul(1000),
             imbalance_pct: args.u64_in("imbalance_pct", 125, 100, 1_000)?,
+            max_cgroups: usize::try_from(args.u64_in("max_cgroups", 256, 1, 4096)?)
+                .map_err(|_| InitError::InvalidArgument("max_cgroups"))?,
         })
     }
 

@@ -5,7 +5,7 @@
 
 use core::ops::Range;
 
-use enoki::{CpuId, Pid, Result};
+use enoki::{CpuId, FixedVec, Pid, Result};
 
 use super::{State, Wfq};
 
@@ -136,6 +136,34 @@ impl Wfq {
         let placed = registry.iter().filter(|(_, t)| t.is_none()).count();
         if homed != placed {
             return Err("a task is homed on two queues, or on none");
+        }
+        drop(registry);
+        self.check_cgroups()
+    }
+
+    /// Each cgroup's runnable weight against the tasks counted in it.
+    fn check_cgroups(&self) -> Result<(), &'static str> {
+        let slots = self.params.max_cgroups.saturating_add(1);
+        let mut counted =
+            FixedVec::new_with(slots, |_| (0u64, 0u64)).map_err(|_| "no memory for the check")?;
+        for cpu in self.topology.cpus() {
+            let rq = self.rqs.lock(cpu).map_err(|_| LOCK_FAILED)?;
+            for c in rq.tasks.iter().filter_map(|(_, t)| t.counted) {
+                let slot = counted
+                    .iter_mut()
+                    .find(|(id, _)| *id == c.cgroup || *id == 0)
+                    .ok_or("tasks are counted in more cgroups than there are")?;
+                *slot = (c.cgroup, slot.1.saturating_add(c.weight));
+            }
+        }
+        let sum = |id| {
+            counted
+                .iter()
+                .find(|(c, _)| *c == id)
+                .map_or(0, |(_, w)| *w)
+        };
+        if !self.cgroups.lock().map_err(|_| LOCK_FAILED)?.adds_up(sum) {
+            return Err("a cgroup's runnable weight is not its tasks'");
         }
         Ok(())
     }

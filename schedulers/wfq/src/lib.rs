@@ -46,12 +46,17 @@
 //! `task_dead`, a task's first wakeup, and when a message finds a task
 //! away from the CPU it names. Messages naming no CPU (`task_dead`, nice
 //! and affinity changes) look through the queues one at a time. Order: run
-//! queues by CPU number, then the registry.
+//! queues by CPU number, then the registry; the cgroup table is taken
+//! last, with nothing else taken under it.
+//!
+//! - cgroups: `cpu.weight` divides time among cgroups as CFS's group
+//!   scheduling does, flattened into each task's weight (see `cgroups`).
 //!
 //! Module `args`: `period_us`, `min_granularity_us`,
-//! `wakeup_granularity_us`, `imbalance_pct`.
+//! `wakeup_granularity_us`, `imbalance_pct`, `max_cgroups`.
 #![forbid(unsafe_code)]
 
+mod cgroups;
 mod fair;
 #[cfg(any(test, feature = "introspect"))]
 mod introspect;
@@ -64,9 +69,11 @@ use enoki::{
     nice_to_weight, CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext,
     InitError, NoHint, NotTaken, PickError, Pid, PrevTask, QueueGuard, Result, RunQueues,
     Schedulable, Services, Shared, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
-    Wake,
+    Wake, ROOT_CGROUP,
 };
+use enoki::{CgroupId, CgroupInfo};
 
+use cgroups::Cgroups;
 use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
 #[cfg(any(test, feature = "introspect"))]
 pub use introspect::Held;
@@ -145,6 +152,8 @@ pub struct Wfq {
     /// to sleep, so the wakeup queued there next must not wake an idle CPU
     /// to steal it. Cleared by that enqueue.
     handoff: CpuFlags,
+    /// The cgroup hierarchy and each cgroup's runnable weight.
+    cgroups: SpinLock<Cgroups>,
 }
 
 /// A run queue, locked.
@@ -296,11 +305,59 @@ impl Wfq {
         }
     }
 
+    /// Counts `task`, detached and about to be queued, in its cgroup's
+    /// runnable weight, and gives it the weight its cgroups leave it.
+    fn weigh_runnable(&self, task: &mut Task) -> Result {
+        if task.cgroup == ROOT_CGROUP && task.counted.is_none() {
+            task.weight = task.nice_weight;
+            return Ok(());
+        }
+        let mut cgroups = self.cgroups.lock()?;
+        if task.counted.is_none() {
+            task.counted = cgroups.count(task.cgroup, task.nice_weight);
+        }
+        task.weight = cgroups.effective(task.cgroup, task.nice_weight);
+        Ok(())
+    }
+
+    /// Counts `task` again after its cgroup or nice weight changed, if it
+    /// is runnable; returns the weight it runs at when runnable.
+    fn recount(&self, task: &mut Task) -> Result<u64> {
+        if task.cgroup == ROOT_CGROUP && task.counted.is_none() {
+            return Ok(task.nice_weight);
+        }
+        let mut cgroups = self.cgroups.lock()?;
+        let was = task.counted.take();
+        if let Some(counted) = was {
+            cgroups.uncount(counted);
+        }
+        let counted = cgroups.count(task.cgroup, task.nice_weight);
+        let weight = cgroups.effective(task.cgroup, task.nice_weight);
+        if was.is_some() || task.state != State::Off {
+            task.counted = counted;
+        } else if let Some(counted) = counted {
+            // Asleep: weighed as if runnable, not counted.
+            cgroups.uncount(counted);
+        }
+        Ok(weight)
+    }
+
+    /// `task` left the runnable tasks: its cgroup's runnable weight too.
+    fn uncount(&self, task: &mut Task) -> Result {
+        if let Some(counted) = task.counted.take() {
+            self.cgroups.lock()?.uncount(counted);
+        }
+        Ok(())
+    }
+
     /// Takes `pid` out of the run queue that holds it: stops it if running
     /// (charging `runtime`), else drops its waiting token.
     fn detach(&self, pid: Pid, runtime: Option<u64>, hint: Option<CpuId>) -> Result {
         if let Some((cpu, mut rq)) = self.locate(pid, hint)? {
             rq.detach(pid, runtime);
+            if let Some(task) = rq.tasks.get_mut(pid) {
+                self.uncount(task)?;
+            }
             self.update_summary(cpu, &mut rq);
         }
         Ok(())
@@ -311,7 +368,9 @@ impl Wfq {
         for cpu in self.topology.cpus() {
             if let Some((_, mut rq)) = self.lock_if_home(cpu, pid)? {
                 rq.detach(pid, None);
-                rq.tasks.remove(pid);
+                if let Some(mut task) = rq.tasks.remove(pid) {
+                    self.uncount(&mut task)?;
+                }
                 self.update_summary(cpu, &mut rq);
             }
         }
@@ -342,6 +401,7 @@ impl Wfq {
             Enqueue::Preempt { runtime, .. } => task.charge(runtime),
             Enqueue::Refused => {}
         }
+        self.weigh_runnable(task)?;
         let task = *task;
         let vruntime = match why {
             Enqueue::Wakeup { .. } => self.wakeup_vruntime(&rq, &task),
@@ -424,6 +484,7 @@ impl EnokiScheduler for Wfq {
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             upgrades: Shared::new(0),
             handoff: CpuFlags::new(ctx.topology.nr_cpus())?,
+            cgroups: SpinLock::new(Cgroups::with_capacity(params.max_cgroups)?),
         })
     }
 
@@ -509,8 +570,12 @@ impl EnokiScheduler for Wfq {
         if self.registry.lock()?.contains(task.pid) {
             self.remove_record(task.pid)?; // a stale entry of a reused pid
         }
+        let weight = u64::from(task.weight).max(1);
         let new = Task {
-            weight: u64::from(task.weight).max(1),
+            weight,
+            nice_weight: weight,
+            cgroup: task.cgroup,
+            counted: None,
             allowed: task.allowed,
             vruntime: 0,
             charged: task.runtime,
@@ -713,6 +778,8 @@ impl EnokiScheduler for Wfq {
         // The task keeps its lag (its distance to min_vruntime) in CPU time;
         // Enoki-C takes a waiting task out of its queue for this. A running
         // task's next slice follows the new weight.
+        task.nice_weight = weight;
+        let weight = self.recount(task)?;
         let old = core::mem::replace(&mut task.weight, weight);
         task.vruntime = rescale_lag(task.vruntime, min, old, weight);
         let (state, vruntime) = (task.state, task.vruntime);
@@ -733,6 +800,36 @@ impl EnokiScheduler for Wfq {
                 task.allowed = *allowed;
             }
         }
+        Ok(())
+    }
+
+    fn cgroup_new(&self, cgroup: &CgroupInfo) -> Result {
+        let mut cgroups = self.cgroups.lock()?;
+        cgroups.add(cgroup.id, cgroup.parent, cgroup.weight);
+        Ok(())
+    }
+
+    fn cgroup_gone(&self, cgroup: CgroupId) -> Result {
+        self.cgroups.lock()?.remove(cgroup);
+        Ok(())
+    }
+
+    fn cgroup_weight(&self, cgroup: CgroupId, weight: u32) -> Result {
+        self.cgroups.lock()?.set_weight(cgroup, weight);
+        Ok(())
+    }
+
+    /// A runnable task's count moves with it; its weight follows from its
+    /// next enqueue.
+    fn task_cgroup_moved(&self, pid: Pid, cgroup: CgroupId) -> Result {
+        let Some((_, mut rq)) = self.locate(pid, None)? else {
+            return Ok(());
+        };
+        let Some(task) = rq.tasks.get_mut(pid) else {
+            return Ok(());
+        };
+        task.cgroup = cgroup;
+        self.recount(task)?;
         Ok(())
     }
 

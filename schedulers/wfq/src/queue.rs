@@ -2,7 +2,9 @@
 //! One CPU's run queue: the records of the tasks homed on it, its waiting
 //! tokens by vruntime, and its load and `min_vruntime`.
 
-use enoki::{CpuSet, Pid, Schedulable, TaskHeap, TaskMap};
+use enoki::{CgroupId, CpuSet, Pid, Schedulable, TaskHeap, TaskMap};
+
+use super::cgroups::Counted;
 
 use super::fair::{rebase, to_virtual};
 
@@ -22,7 +24,14 @@ pub(super) enum State {
 /// queue's lock, and moves with the task.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Task {
+    /// The weight it runs at: its nice weight, scaled by its cgroups'
+    /// shares (see `cgroups`); changed only while it is off the queues.
     pub(super) weight: u64,
+    /// Its nice value's weight.
+    pub(super) nice_weight: u64,
+    pub(super) cgroup: CgroupId,
+    /// What it adds to its cgroup's runnable weight while runnable.
+    pub(super) counted: Option<Counted>,
     pub(super) allowed: CpuSet,
     /// Weighted virtual runtime, on the clock of its home queue.
     pub(super) vruntime: u64,

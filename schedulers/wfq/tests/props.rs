@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Random spawn/tick/block/wake/exit/affinity/nice sequences against WFQ:
+//! Random spawn/tick/block/wake/exit/affinity/nice/cgroup sequences against WFQ:
 //! after every step the scheduler holds exactly the runnable tasks, each
 //! once, only on allowed CPUs; afterwards every runnable task gets to run.
 
@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use enoki::user::TaskState;
-use enoki::CpuSet;
+use enoki::{CpuSet, ROOT_CGROUP};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -39,6 +39,16 @@ enum Op {
         pid: i32,
         nice: i32,
     },
+    /// `pid` moves to cgroup `CGROUPS[cgroup]`.
+    Cgroup {
+        pid: i32,
+        cgroup: usize,
+    },
+    /// `CGROUPS[cgroup]` gets cpu.weight `weight`.
+    CgroupWeight {
+        cgroup: usize,
+        weight: u32,
+    },
     /// Kernel-like: kicked and idle CPUs with work pick.
     Settle,
     /// Every busy CPU runs a tick, then CPUs reschedule.
@@ -67,11 +77,23 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pid.clone(), cpu).prop_map(|(pid, waker)| Op::Wake { pid, waker }),
         1 => pid.clone().prop_map(Op::Exit),
         2 => (pid.clone(), mask()).prop_map(|(pid, mask)| Op::Affinity { pid, mask }),
-        1 => (pid, -5..=5i32).prop_map(|(pid, nice)| Op::Nice { pid, nice }),
+        1 => (pid.clone(), -5..=5i32).prop_map(|(pid, nice)| Op::Nice { pid, nice }),
+        2 => (pid, 0..CGROUPS.len()).prop_map(|(pid, cgroup)| Op::Cgroup { pid, cgroup }),
+        // Weights that keep every share within the nice range's (the
+        // liveness check below waits a few periods, not 100 of them).
+        1 => (0..CGROUPS.len(), 50..=300u32).prop_map(|(cgroup, weight)| Op::CgroupWeight { cgroup, weight }),
         1 => Just(Op::Settle),
         2 => Just(Op::Round),
     ]
 }
+
+/// The cgroups tasks move between: (id, parent); the root first.
+const CGROUPS: [(u64, u64); 4] = [
+    (ROOT_CGROUP, 0),
+    (10, ROOT_CGROUP),
+    (11, 10),
+    (12, ROOT_CGROUP),
+];
 
 fn cpus(mask: u8) -> CpuSet {
     set(&(0..NR_CPUS)
@@ -114,6 +136,8 @@ fn apply(m: &mut Machine, op: &Op) {
             }
         }
         Op::Nice { pid, nice } => m.d.set_nice(pid, nice),
+        Op::Cgroup { pid, cgroup } => m.d.move_to_cgroup(pid, CGROUPS[cgroup].0),
+        Op::CgroupWeight { cgroup, weight } => m.d.set_cgroup_weight(CGROUPS[cgroup].0, weight),
         Op::Settle => m.settle(&mut [true; NR_CPUS]),
         Op::Round => m.round(),
     }
@@ -129,6 +153,9 @@ proptest! {
     #[test]
     fn no_task_lost_duplicated_or_misplaced(ops in proptest::collection::vec(op(), 1..120)) {
         let mut m = Machine::with(two_nodes(), 64, "");
+        for (id, parent) in &CGROUPS[1..] {
+            m.d.cgroup_new(*id, Some(*parent), 100);
+        }
         for (i, op) in ops.iter().enumerate() {
             apply(&mut m, op);
             if let Err(e) = m.check_consistent() {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use enoki::user::{Driver, HostEvent, TaskState};
-use enoki::{nice_to_weight, InitError};
+use enoki::{nice_to_weight, InitError, ROOT_CGROUP};
 use enoki_wfq::Wfq;
 
 const MS: u64 = 1_000_000;
@@ -807,4 +807,78 @@ fn a_lock_failure_fails_the_message() {
     );
     m.sched().check().unwrap();
     assert_eq!(m.running(0), Some(1));
+}
+
+/// CPU time of each of `pids` over the next `ms` of simulated time.
+fn shares_over(m: &mut Machine, pids: &[i32], ms: usize) -> Vec<u64> {
+    let before = m.runtimes(pids);
+    m.run(ms);
+    m.runtimes(pids)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect()
+}
+
+/// Whether `got[i] / got[0]` is within 10 % of `want[i] / want[0]`.
+fn in_ratio(got: &[u64], want: &[u64]) -> bool {
+    got.iter().zip(want).all(|(g, w)| {
+        let r = ratio(*g, got[0]) / (*w as f64 / want[0] as f64);
+        (r - 1.0).abs() <= 0.10
+    })
+}
+
+#[test]
+fn cgroup_weights_divide_a_cpu_between_sibling_cgroups() {
+    let mut m = Machine::new("");
+    let weights = [100, 300, 600];
+    for (i, w) in weights.iter().enumerate() {
+        let cg = 10 + i as u64;
+        m.act(|d| d.cgroup_new(cg, Some(ROOT_CGROUP), *w));
+        m.spawn_in(i as i32 + 1, only(0), 0, cg);
+    }
+    let got = shares_over(&mut m, &[1, 2, 3], 20_000);
+    assert!(
+        in_ratio(&got, &[100, 300, 600]),
+        "1:3:6 by cpu.weight: {got:?}"
+    );
+
+    // Weight changes apply: now 1:1:1.
+    m.act(|d| {
+        d.set_cgroup_weight(11, 100);
+        d.set_cgroup_weight(12, 100);
+    });
+    let got = shares_over(&mut m, &[1, 2, 3], 20_000);
+    assert!(in_ratio(&got, &[1, 1, 1]), "equal weights: {got:?}");
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn a_nested_cgroup_passes_its_share_down_and_an_idle_one_leaves_it() {
+    let mut m = Machine::new("");
+    // root ─┬─ 10 (100) ─┬─ 11 (100): two tasks
+    //       │            └─ 12 (300): one task
+    //       └─ 20 (200): one task; and one task in the root itself
+    m.act(|d| {
+        d.cgroup_new(10, Some(ROOT_CGROUP), 100);
+        d.cgroup_new(11, Some(10), 100);
+        d.cgroup_new(12, Some(10), 300);
+        d.cgroup_new(20, Some(ROOT_CGROUP), 200);
+    });
+    m.spawn_in(1, only(0), 0, 11);
+    m.spawn_in(2, only(0), 0, 11);
+    m.spawn_in(3, only(0), 0, 12);
+    m.spawn_in(4, only(0), 0, 20);
+    m.spawn(5, only(0), 0, 0);
+    // Entities at the root: 10, 20 and task 5 weigh 1:2:1; 10's quarter
+    // goes 1:3 to 11 and 12, and 11's eighth of it to each of its tasks.
+    let got = shares_over(&mut m, &[1, 2, 3, 4, 5], 40_000);
+    assert!(in_ratio(&got, &[1, 1, 6, 16, 8]), "1:1:6:16:8: {got:?}");
+
+    // 12's task moves to 11: 11 has all of 10, split three ways.
+    m.act(|d| d.move_to_cgroup(3, 11));
+    let got = shares_over(&mut m, &[1, 2, 3, 4, 5], 40_000);
+    assert!(in_ratio(&got, &[1, 1, 1, 6, 3]), "1:1:1:6:3: {got:?}");
+    m.act(|d| d.cgroup_gone(12));
+    m.check_consistent().unwrap();
 }

@@ -20,6 +20,7 @@
 //! the start of each event and is the driver's `RuntimeSource`, so every
 //! message carries the task's exact runtime as of now.
 
+mod cgroups;
 mod record;
 mod summary;
 mod workload;
@@ -113,6 +114,12 @@ enum Ev {
         idx: usize,
     },
     Upgrade {
+        idx: usize,
+    },
+    CgroupWeight {
+        idx: usize,
+    },
+    CgroupMove {
         idx: usize,
     },
 }
@@ -267,6 +274,7 @@ impl<S: EnokiScheduler> Sim<S> {
 
     fn setup(&mut self) -> Result<()> {
         self.add_groups()?;
+        self.add_cgroups();
         // The scheduler is enabled: every CPU asks once.
         self.resched.extend(0..self.nr_cpus());
         self.settle();
@@ -274,6 +282,7 @@ impl<S: EnokiScheduler> Sim<S> {
             self.start_group(gi);
         }
         self.schedule_changes();
+        self.schedule_cgroup_changes();
         self.push(self.tick, Ev::Tick);
         self.settle();
         self.check();
@@ -332,6 +341,8 @@ impl<S: EnokiScheduler> Sim<S> {
             Ev::Affinity { idx } => self.change_affinity(idx),
             Ev::Renice { idx } => self.renice(idx),
             Ev::Upgrade { idx } => self.upgrade(idx),
+            Ev::CgroupWeight { idx } => self.set_cgroup_weight(idx),
+            Ev::CgroupMove { idx } => self.move_cgroup(idx),
         }
     }
 

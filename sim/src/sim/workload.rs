@@ -10,7 +10,7 @@ use rand::distr::Distribution;
 use rand::Rng;
 use rand_distr::Exp;
 
-use enoki::{CpuId, CpuSet, EnokiScheduler, Pid};
+use enoki::{CgroupId, CpuId, CpuSet, EnokiScheduler, Pid, ROOT_CGROUP};
 
 use super::{Ev, Sim};
 use crate::spec::parse_cpus;
@@ -75,6 +75,8 @@ pub(super) struct Group {
     pub(super) allowed: CpuSet,
     /// Tasks (ping-pong: pairs) created at start.
     pub(super) count: usize,
+    /// The cgroup its tasks are forked into.
+    pub(super) cgroup: CgroupId,
     pub(super) pids: Vec<Pid>,
 }
 
@@ -163,6 +165,7 @@ impl<S: EnokiScheduler> Sim<S> {
             nice,
             allowed,
             count,
+            cgroup: ROOT_CGROUP,
             pids: Vec::new(),
         });
     }
@@ -239,7 +242,7 @@ impl<S: EnokiScheduler> Sim<S> {
         self.next_pid += 1;
         let g = &mut self.groups[gi];
         g.pids.push(pid);
-        let (allowed, nice) = (g.allowed, g.nice);
+        let (allowed, nice, cgroup) = (g.allowed, g.nice, g.cgroup);
         let task = Task {
             name: format!("{}.{index}", g.name),
             group: gi,
@@ -262,7 +265,7 @@ impl<S: EnokiScheduler> Sim<S> {
         let parent = self.spawn_rr % self.nr_cpus();
         self.spawn_rr += 1;
         self.on(parent);
-        self.d.spawn(pid, allowed, nice, parent);
+        self.d.spawn_in(pid, allowed, nice, parent, cgroup);
         self.note_queued(pid);
         pid
     }
@@ -365,7 +368,7 @@ impl<S: EnokiScheduler> Sim<S> {
     }
 
     /// Live tasks named by `target`: a group, or one task (`group.index`).
-    fn targets(&self, target: &str) -> Vec<Pid> {
+    pub(super) fn targets(&self, target: &str) -> Vec<Pid> {
         self.tasks
             .iter()
             .filter(|(_, t)| {

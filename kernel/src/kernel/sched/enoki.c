@@ -213,6 +213,10 @@ static void enoki_intro_log(const struct enoki_msg *msg)
 	case ENOKI_TASK_AFFINITY_CHANGED:
 	case ENOKI_CPU_ONLINE:
 	case ENOKI_CPU_OFFLINE:
+	case ENOKI_CGROUP_NEW:
+	case ENOKI_CGROUP_GONE:
+	case ENOKI_CGROUP_WEIGHT:
+	case ENOKI_TASK_CGROUP_MOVED:
 		i = atomic_fetch_inc(&enoki_intro.nr);
 		if (i < ENOKI_INTRO_LOG)
 			enoki_intro.msgs[i] = *msg;
@@ -286,12 +290,26 @@ static bool enoki_call(struct enoki_msg *msg)
 	return enoki_call_apply(msg, NULL, NULL);
 }
 
+#ifdef CONFIG_EXT_GROUP_SCHED
+/* @p's cgroup; under its rq lock, p->pi_lock or rcu_read_lock() */
+static u64 enoki_task_cgroup(struct task_struct *p)
+{
+	return cgroup_id(tg_cgrp(task_group(p)));
+}
+#else
+static u64 enoki_task_cgroup(struct task_struct *p)
+{
+	return 1;
+}
+#endif
+
 /* Fills in what the scheduler knows about @p. */
 static void enoki_msg_fill(struct enoki_msg *msg, struct task_struct *p)
 {
 	unsigned int cpu;
 
 	msg->pid = p->scx.enoki_pid;
+	msg->cgroup = enoki_task_cgroup(p);
 	msg->generation = p->scx.enoki_gen;
 	msg->tgid = p->tgid;
 	msg->runtime = p->se.sum_exec_runtime;
@@ -768,6 +786,59 @@ static void enoki_op_exit(struct scx_exit_info *info)
 		       enoki.last_exit);
 }
 
+#ifdef CONFIG_EXT_GROUP_SCHED
+/* Tells the scheduler of @cgrp; process context, may sleep around it. */
+static void enoki_cgroup_msg(u32 kind, struct cgroup *cgrp, u32 weight)
+{
+	struct cgroup *parent = cgroup_parent(cgrp);
+	struct enoki_msg msg;
+
+	preempt_disable();
+	enoki_msg_init(&msg, kind, smp_processor_id());
+	msg.cgroup = cgroup_id(cgrp);
+	msg.cgroup_parent = parent ? cgroup_id(parent) : 0;
+	msg.weight = weight;
+	enoki_call(&msg);
+	preempt_enable();
+}
+
+/*
+ * Never fails: a scheduler with no room left for a cgroup counts its tasks
+ * as its parent's, rather than making mkdir fail.
+ */
+static s32 enoki_op_cgroup_init(struct cgroup *cgrp,
+				struct scx_cgroup_init_args *args)
+{
+	enoki_cgroup_msg(ENOKI_CGROUP_NEW, cgrp, args->weight);
+	return 0;
+}
+
+static void enoki_op_cgroup_exit(struct cgroup *cgrp)
+{
+	enoki_cgroup_msg(ENOKI_CGROUP_GONE, cgrp, 0);
+}
+
+static void enoki_op_cgroup_set_weight(struct cgroup *cgrp, u32 weight)
+{
+	enoki_cgroup_msg(ENOKI_CGROUP_WEIGHT, cgrp, weight);
+}
+
+/* Under @p's rq lock; in opt-in mode also for tasks not in Enoki. */
+static void enoki_op_cgroup_move(struct task_struct *p, struct cgroup *from,
+				 struct cgroup *to)
+{
+	struct enoki_msg msg;
+
+	if (scx_get_task_state(p) != SCX_TASK_ENABLED)
+		return;
+	enoki_msg_init(&msg, ENOKI_TASK_CGROUP_MOVED, smp_processor_id());
+	enoki_msg_task(&msg, p);
+	msg.task_cpu = task_cpu(p);
+	msg.cgroup = cgroup_id(to);
+	enoki_call(&msg);
+}
+#endif
+
 static struct sched_ext_ops enoki_scx_ops = {
 	.select_cpu	= enoki_op_select_cpu,
 	.enqueue	= enoki_op_enqueue,
@@ -782,6 +853,12 @@ static struct sched_ext_ops enoki_scx_ops = {
 	.disable	= enoki_op_disable,
 	.cpu_online	= enoki_op_cpu_online,
 	.cpu_offline	= enoki_op_cpu_offline,
+#ifdef CONFIG_EXT_GROUP_SCHED
+	.cgroup_init	= enoki_op_cgroup_init,
+	.cgroup_exit	= enoki_op_cgroup_exit,
+	.cgroup_move	= enoki_op_cgroup_move,
+	.cgroup_set_weight = enoki_op_cgroup_set_weight,
+#endif
 	.init		= enoki_op_init,
 	.exit		= enoki_op_exit,
 	.exit_dump_len	= ENOKI_EXIT_DUMP_LEN,
@@ -962,14 +1039,25 @@ static void enoki_clear(void)
 #define ENOKI_MSGS_BALANCE	((1U << ENOKI_BALANCE) | \
 				 (1U << ENOKI_BALANCE_ERR) | \
 				 (1U << ENOKI_MIGRATE_TASK_RQ))
+#define ENOKI_MSGS_CGROUP	((1U << ENOKI_CGROUP_NEW) | \
+				 (1U << ENOKI_CGROUP_GONE) | \
+				 (1U << ENOKI_CGROUP_WEIGHT) | \
+				 (1U << ENOKI_TASK_CGROUP_MOVED))
+
+/* Whether @ops takes all of @group or none of it. */
+static bool enoki_takes_whole(const struct enoki_sched_ops *ops, u32 group)
+{
+	u32 taken = ops->handles & group;
+
+	return !taken || taken == group;
+}
 
 static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
 {
-	u32 balance = ops ? ops->handles & ENOKI_MSGS_BALANCE : 0;
-
 	return ops && ops->abi_version == ENOKI_ABI_VERSION && ops->process &&
 	       !(ops->handles & ~ENOKI_MSGS_OPTIONAL) &&
-	       (!balance || balance == ENOKI_MSGS_BALANCE) &&
+	       enoki_takes_whole(ops, ENOKI_MSGS_BALANCE) &&
+	       enoki_takes_whole(ops, ENOKI_MSGS_CGROUP) &&
 	       ops->mode <= ENOKI_MODE_OPT_IN &&
 	       memchr(ops->name, '\0', sizeof(ops->name)) && ops->name[0] &&
 	       (!ops->slice_ns || (ops->slice_ns >= ENOKI_SLICE_MIN_NS &&
@@ -1039,6 +1127,8 @@ int enoki_register(const struct enoki_sched_ops *ops)
 	enoki_scx_ops.flags = SCX_OPS_ENQ_LAST;
 	if (ops->mode == ENOKI_MODE_OPT_IN)
 		enoki_scx_ops.flags |= SCX_OPS_SWITCH_PARTIAL;
+	if (ops->handles & ENOKI_MSGS_CGROUP)
+		enoki_scx_ops.flags |= SCX_OPS_HAS_CGROUP_WEIGHT;
 	enoki_scx_ops.timeout_ms = ops->timeout_ms;
 
 	ret = scx_ops_enable(&enoki_scx_ops, NULL);
@@ -1129,6 +1219,36 @@ struct enoki_handover {
 };
 
 /*
+ * Every cgroup sched_ext told the running version of, parents first, to
+ * @ops; one created or removed meanwhile is logged, and told again after.
+ */
+static void enoki_meet_cgroups(const struct enoki_sched_ops *ops)
+{
+#ifdef CONFIG_EXT_GROUP_SCHED
+	struct cgroup_subsys_state *css;
+	struct cgroup *parent;
+	struct enoki_msg msg;
+
+	if (!enoki_handles(ops, ENOKI_CGROUP_NEW))
+		return;
+	rcu_read_lock();
+	css_for_each_descendant_pre(css, &root_task_group.css) {
+		struct task_group *tg = css_tg(css);
+
+		if (!(READ_ONCE(tg->scx_flags) & SCX_TG_INITED))
+			continue;
+		parent = cgroup_parent(css->cgroup);
+		enoki_msg_init(&msg, ENOKI_CGROUP_NEW, smp_processor_id());
+		msg.cgroup = cgroup_id(css->cgroup);
+		msg.cgroup_parent = parent ? cgroup_id(parent) : 0;
+		msg.weight = READ_ONCE(tg->scx_weight);
+		ops->process(ops->sched, &msg);
+	}
+	rcu_read_unlock();
+#endif
+}
+
+/*
  * First step of an upgrade, with the task list locked and calls still
  * going to the running version: @ops hears which CPUs are offline, and
  * every task of Enoki meets it (TASK_NEW). From the first look on, the
@@ -1165,6 +1285,7 @@ static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
 		if (enoki_handles(ops, msg.kind))
 			ops->process(ops->sched, &msg);
 	}
+	enoki_meet_cgroups(ops);
 	list_for_each_entry(pos, &scx_tasks, tasks_node) {
 		p = enoki_listed_task(pos);
 		if (!p)

@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	5
+#define ENOKI_ABI_VERSION	6
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -37,6 +37,10 @@ enum enoki_msg_kind {
 	ENOKI_TASK_AFFINITY_CHANGED,
 	ENOKI_CPU_ONLINE,
 	ENOKI_CPU_OFFLINE,
+	ENOKI_CGROUP_NEW,
+	ENOKI_CGROUP_GONE,
+	ENOKI_CGROUP_WEIGHT,
+	ENOKI_TASK_CGROUP_MOVED,
 	ENOKI_MSG_NR,
 };
 static_assert(ENOKI_MSG_NR <= 32);
@@ -45,16 +49,19 @@ static_assert(ENOKI_MSG_NR <= 32);
  * Optional messages, one bit (1 << kind) each: a scheduler names in
  * enoki_sched_ops.handles those it takes, and Enoki-C sends it no other
  * (it then does what it does with no scheduler: the previous CPU for a
- * wakeup, no preemption at a tick, no pull). BALANCE, BALANCE_ERR and
- * MIGRATE_TASK_RQ go together: all three or none.
+ * wakeup, no preemption at a tick, no pull, no cgroups). BALANCE,
+ * BALANCE_ERR and MIGRATE_TASK_RQ go together: all three or none; so do
+ * the four cgroup messages.
  */
-#define ENOKI_MSGS_OPTIONAL	0x1fcc0U
+#define ENOKI_MSGS_OPTIONAL	0x1ffcc0U
 static_assert(ENOKI_MSGS_OPTIONAL ==
 	      ((1U << ENOKI_TASK_TICK) | (1U << ENOKI_SELECT_TASK_RQ) |
 	       (1U << ENOKI_BALANCE) | (1U << ENOKI_BALANCE_ERR) |
 	       (1U << ENOKI_MIGRATE_TASK_RQ) | (1U << ENOKI_TASK_PRIO_CHANGED) |
 	       (1U << ENOKI_TASK_AFFINITY_CHANGED) | (1U << ENOKI_CPU_ONLINE) |
-	       (1U << ENOKI_CPU_OFFLINE)));
+	       (1U << ENOKI_CPU_OFFLINE) | (1U << ENOKI_CGROUP_NEW) |
+	       (1U << ENOKI_CGROUP_GONE) | (1U << ENOKI_CGROUP_WEIGHT) |
+	       (1U << ENOKI_TASK_CGROUP_MOVED)));
 
 /* enoki_msg.flags */
 #define ENOKI_F_YIELD		(1U << 0)
@@ -89,6 +96,9 @@ static_assert(ENOKI_MSGS_OPTIONAL ==
  * One call into the scheduler and its answer; plain data, recordable.
  * A task is named by @pid and @generation together: @generation is unique
  * to the task while it is in Enoki, so a reused pid is a different task.
+ * A cgroup is named by its id (cgroup_id(), the root's is 1): @cgroup is
+ * the task's where @weight is the task's, or the cgroup a CGROUP_* message
+ * is about, whose cpu.weight (1..10000) is then @weight.
  */
 struct enoki_msg {
 	u32 kind;
@@ -106,8 +116,10 @@ struct enoki_msg {
 	u32 ret_err;
 	u64 ret_slice;
 	u64 generation;
+	u64 cgroup;
+	u64 cgroup_parent;	/* CGROUP_NEW: its parent's id (0: none) */
 };
-static_assert(sizeof(struct enoki_msg) == 104);
+static_assert(sizeof(struct enoki_msg) == 120);
 
 struct enoki_cpu_topo {
 	s32 core;
@@ -142,7 +154,7 @@ struct enoki_rec {
 	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
 	struct enoki_msg msg;
 };
-static_assert(sizeof(struct enoki_rec) == 136);
+static_assert(sizeof(struct enoki_rec) == 152);
 
 struct module;
 

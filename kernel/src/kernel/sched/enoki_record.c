@@ -30,7 +30,7 @@
 
 #include "enoki.h"
 
-#define ENOKI_REC_ENTRIES	(1U << 15)	/* 4 MiB per CPU */
+#define ENOKI_REC_ENTRIES	(1U << 15)	/* 4.75 MiB per CPU */
 
 struct enoki_ring {
 	struct enoki_rec *buf;

@@ -149,6 +149,10 @@ static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
 	[ENOKI_TASK_AFFINITY_CHANGED]	= "task_affinity_changed",
 	[ENOKI_CPU_ONLINE]		= "cpu_online",
 	[ENOKI_CPU_OFFLINE]		= "cpu_offline",
+	[ENOKI_CGROUP_NEW]		= "cgroup_new",
+	[ENOKI_CGROUP_GONE]		= "cgroup_gone",
+	[ENOKI_CGROUP_WEIGHT]		= "cgroup_weight",
+	[ENOKI_TASK_CGROUP_MOVED]	= "task_cgroup_moved",
 };
 
 static ssize_t enoki_counters_show(struct kobject *kobj,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use enoki::abi::{RawTopology, MAX_NODES};
 use enoki::user::{Driver, HostEvent, TaskState};
-use enoki::{CpuId, CpuSet, Pid, Topology};
+use enoki::{CgroupId, CpuId, CpuSet, Pid, Topology};
 use enoki_wfq::{Held, Wfq};
 
 pub const TICK: u64 = 1_000_000;
@@ -126,6 +126,12 @@ impl Machine {
     pub fn spawn(&mut self, pid: Pid, allowed: CpuSet, nice: i32, parent: CpuId) {
         self.allowed.insert(pid, allowed);
         self.act(|d| d.spawn(pid, allowed, nice, parent));
+    }
+
+    /// Spawns `pid` into `cgroup`.
+    pub fn spawn_in(&mut self, pid: Pid, allowed: CpuSet, parent: CpuId, cgroup: CgroupId) {
+        self.allowed.insert(pid, allowed);
+        self.act(|d| d.spawn_in(pid, allowed, 0, parent, cgroup));
     }
 
     pub fn set_affinity(&mut self, pid: Pid, allowed: CpuSet) {

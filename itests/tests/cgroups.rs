@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! cgroup `cpu.weight` under WFQ in the real kernel, against the default
+//! scheduler in the same boot: sibling cgroups, a nested hierarchy, a task
+//! moved between cgroups while it runs, cgroups removed as their tasks
+//! exit, and cgroups a live upgrade hands to the next version. Each case runs one spinner per leaf, all pinned to one CPU, and
+//! compares the CPU time each got (`/proc/PID/schedstat`) with the shares
+//! the weights give.
+
+use enoki_itests::{self as it, field, DUMP};
+use serial_test::serial;
+
+/// Relative error allowed on each task's share.
+const TOLERANCE: f64 = 0.10;
+
+/// The guest script: `cases SCHED` runs every case and prints
+/// `SCHED.CASE ns ns ...`, one CPU time per spinner.
+const CASES: &str = r#"
+cg=/sys/fs/cgroup
+echo +cpu > $cg/cgroup.subtree_control
+
+# spin DIR: a spinner on CPU 1, moved into cgroup DIR; its pid in $last
+spin() {
+    taskset -c 1 sh -c 'while :; do :; done' &
+    last=$!
+    echo $last > $1/cgroup.procs
+}
+
+# used PID...: CPU time of each so far, ns
+used() {
+    for p in "$@"; do cut -d' ' -f1 /proc/$p/schedstat; done
+}
+
+# measure NAME PID...: CPU time each gets in the next 4 s
+measure() {
+    name=$1; shift
+    before=$(used "$@")
+    sleep 4
+    after=$(used "$@")
+    out=$name; i=1
+    for p in "$@"; do
+        t0=$(echo $before | cut -d' ' -f$i); t1=$(echo $after | cut -d' ' -f$i)
+        out="$out $((t1 - t0))"; i=$((i+1))
+    done
+    echo "$out"
+}
+
+cases() {
+    s=$1
+    # Three siblings, 100 : 200 : 600.
+    for w in 100 200 600; do mkdir $cg/$s-$w; echo $w > $cg/$s-$w/cpu.weight; done
+    pids=
+    for w in 100 200 600; do spin $cg/$s-$w; pids="$pids $last"; done
+    measure $s.siblings $pids
+    kill $pids; wait $pids 2>/dev/null
+    for w in 100 200 600; do rmdir $cg/$s-$w; done
+
+    # Nested: p (100) holds c1 (100) and c2 (300); q (200) is p's sibling.
+    mkdir $cg/$s-p $cg/$s-q
+    echo +cpu > $cg/$s-p/cgroup.subtree_control
+    mkdir $cg/$s-p/c1 $cg/$s-p/c2
+    echo 300 > $cg/$s-p/c2/cpu.weight
+    echo 200 > $cg/$s-q/cpu.weight
+    spin $cg/$s-p/c1; in_c1=$last
+    spin $cg/$s-p/c2; in_c2=$last
+    spin $cg/$s-q; in_q=$last
+    measure $s.nested $in_c1 $in_c2 $in_q
+    # c2's spinner moves to c1 while it runs: c1 holds all of p's share.
+    echo $in_c2 > $cg/$s-p/c1/cgroup.procs
+    measure $s.moved $in_c1 $in_c2 $in_q
+    # The cgroups go as their tasks exit.
+    kill $in_c1 $in_c2 $in_q; wait $in_c1 $in_c2 $in_q 2>/dev/null
+    rmdir $cg/$s-p/c1 $cg/$s-p/c2 $cg/$s-p $cg/$s-q
+    echo $s.removed $(ls -d $cg/$s-* 2>/dev/null | wc -l)
+}
+
+# upgraded: three siblings that exist before a live upgrade to the next
+# WFQ, which meets them through the upgrade
+upgraded() {
+    for w in 100 200 600; do mkdir $cg/up-$w; echo $w > $cg/up-$w/cpu.weight; done
+    pids=
+    for w in 100 200 600; do spin $cg/up-$w; pids="$pids $last"; done
+    enoki upgrade wfq >/dev/null
+    measure upgraded $pids
+    kill $pids; wait $pids 2>/dev/null
+    for w in 100 200 600; do rmdir $cg/up-$w; done
+}
+"#;
+
+/// The CPU times `key` lists.
+fn times(r: &it::Run, key: &str) -> Vec<f64> {
+    field(r, key)
+        .split_whitespace()
+        .map(|t| t.parse().unwrap_or_else(|_| panic!("{key}: {t:?}")))
+        .collect()
+}
+
+/// Each task's share against the share `weights` give it: the largest
+/// relative error.
+fn error(got: &[f64], weights: &[f64]) -> f64 {
+    let (total, wsum) = (got.iter().sum::<f64>(), weights.iter().sum::<f64>());
+    assert!(total > 0.0, "no CPU time measured");
+    got.iter()
+        .zip(weights)
+        .map(|(g, w)| ((g / total) / (w / wsum) - 1.0).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+#[serial]
+fn wfq_divides_a_cpu_by_cgroup_weight_as_the_default_scheduler_does() {
+    let script = format!(
+        r#"{DUMP}
+{CASES}
+cases cfs
+enoki load wfq --mode all
+cases wfq
+upgraded
+dump during.
+enoki unload
+"#
+    );
+    let r = it::run_ok_in(it::timing_config(), &script);
+    it::assert_enabled(&r, "during.");
+    for msg in [
+        "cgroup_new",
+        "cgroup_gone",
+        "cgroup_weight",
+        "task_cgroup_moved",
+    ] {
+        assert!(
+            it::number(&r, &format!("during.{msg}")) > 0,
+            "no {msg} messages"
+        );
+    }
+    // siblings 1:2:6; nested: p and q 1:2, p's third split 1:3; moved:
+    // c1 holds p's third, split between its two tasks.
+    let cases = [
+        ("siblings", [1.0, 2.0, 6.0]),
+        ("nested", [1.0, 3.0, 8.0]),
+        ("moved", [1.0, 1.0, 4.0]),
+    ];
+    let mut report = String::new();
+    let mut worst = 0.0f64;
+    for (case, weights) in cases {
+        let cfs = error(&times(&r, &format!("cfs.{case}")), &weights);
+        let wfq = error(&times(&r, &format!("wfq.{case}")), &weights);
+        report += &format!(
+            "{case}: cfs {:.1} %, wfq {:.1} %\n",
+            cfs * 100.0,
+            wfq * 100.0
+        );
+        worst = worst.max(wfq - cfs.max(TOLERANCE));
+    }
+    println!("largest share error per case:\n{report}");
+    assert!(
+        worst <= 0.0,
+        "WFQ's shares are off by more than {:.0} % (or than the default \
+         scheduler's):\n{report}",
+        TOLERANCE * 100.0
+    );
+    let upgraded = error(&times(&r, "upgraded"), &[1.0, 2.0, 6.0]);
+    assert!(
+        upgraded <= TOLERANCE,
+        "after a live upgrade the shares are off by {:.1} %",
+        upgraded * 100.0
+    );
+    for s in ["cfs", "wfq"] {
+        assert_eq!(field(&r, &format!("{s}.removed")), "0", "cgroups left");
+    }
+}

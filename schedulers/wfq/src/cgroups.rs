@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: GPL-2.0
+//! cgroup `cpu.weight`, flattened into each task's weight the way CFS's
+//! group scheduling divides time.
+//!
+//! A cgroup counts as one entity of weight `cpu.weight * 1024 / 100` (a
+//! nice-0 task at the default 100) among its parent's runnable members:
+//! tasks directly in the parent, and child cgroups with a runnable task
+//! below them. A task's effective weight is its nice weight times, at each
+//! cgroup from its own up to (not including) the root, that cgroup's weight
+//! over the total weight of its runnable members:
+//!
+//! `effective = nice_weight * Π shares(g) / runnable(g)`
+//!
+//! Tasks in the root cgroup keep their nice weight, so the run queues
+//! compare everything in one unit. The totals are global, as CFS's
+//! per-CPU group weights add up to the group's share: a cgroup with tasks
+//! on eight CPUs gets its weight once, split over them.
+//!
+//! A task is counted in its cgroup from the enqueue that makes it runnable
+//! to the message that takes it out of the run queues; its effective weight
+//! is recomputed at every enqueue, so a change elsewhere in the hierarchy
+//! reaches it within a slice. Cgroups beyond the table's capacity, and
+//! those whose parent it could not hold, count as children of the root.
+
+use enoki::{CgroupId, FixedVec, InitError, ROOT_CGROUP};
+
+use super::fair::div;
+
+/// The weight of one cgroup entity at `cpu.weight` `weight` (100: 1024).
+fn shares(weight: u32) -> u64 {
+    div(u64::from(weight.clamp(1, 10_000)).saturating_mul(1024), 100)
+}
+
+/// One cgroup's place in the hierarchy (`id` 0: a free slot).
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    id: CgroupId,
+    /// The parent's slot; `None` under the root.
+    parent: Option<usize>,
+    /// Its weight among its parent's members.
+    shares: u64,
+    /// The weight of its runnable members: tasks counted in it, and
+    /// child cgroups with one below them.
+    runnable: u64,
+}
+
+/// What a task added to its cgroup's runnable weight, to take back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Counted {
+    pub(super) cgroup: CgroupId,
+    pub(super) weight: u64,
+}
+
+/// Every cgroup the scheduler holds.
+pub(super) struct Cgroups {
+    slots: FixedVec<Slot>,
+}
+
+impl Cgroups {
+    pub(super) fn with_capacity(n: usize) -> Result<Self, InitError> {
+        Ok(Cgroups {
+            slots: FixedVec::new_with(n, |_| Slot::default())?,
+        })
+    }
+
+    fn find(&self, id: CgroupId) -> Option<usize> {
+        if id == ROOT_CGROUP || id == 0 {
+            return None;
+        }
+        self.slots.iter().position(|s| s.id == id)
+    }
+
+    /// A new cgroup under `parent`; a repeated one (an upgrade's
+    /// introduction and its log of changes) only takes the new weight.
+    pub(super) fn add(&mut self, id: CgroupId, parent: Option<CgroupId>, weight: u32) {
+        if id == ROOT_CGROUP || id == 0 {
+            return;
+        }
+        if self.find(id).is_some() {
+            self.set_weight(id, weight);
+            return;
+        }
+        let parent = parent.and_then(|p| self.find(p));
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.id == 0) {
+            *slot = Slot {
+                id,
+                parent,
+                shares: shares(weight),
+                runnable: 0,
+            };
+        }
+    }
+
+    /// Frees `id`'s slot (its tasks and children left it before).
+    pub(super) fn remove(&mut self, id: CgroupId) {
+        let Some(at) = self.find(id) else {
+            return;
+        };
+        let left = self.slots.get(at).map_or(0, |s| s.runnable);
+        self.sub(Some(at), left);
+        for child in self.slots.iter_mut().filter(|s| s.parent == Some(at)) {
+            child.parent = None;
+        }
+        if let Some(slot) = self.slots.get_mut(at) {
+            *slot = Slot::default();
+        }
+    }
+
+    /// `id`'s `cpu.weight` is now `weight`.
+    pub(super) fn set_weight(&mut self, id: CgroupId, weight: u32) {
+        let Some(at) = self.find(id) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(at) else {
+            return;
+        };
+        let (old, new) = (slot.shares, shares(weight));
+        slot.shares = new;
+        let (active, parent) = (slot.runnable > 0, slot.parent);
+        if active {
+            // Its parent's members weigh differently now; it stays active.
+            if let Some(p) = parent.and_then(|p| self.slots.get_mut(p)) {
+                p.runnable = p.runnable.saturating_sub(old).saturating_add(new);
+            }
+        }
+    }
+
+    /// A task of nice weight `weight` in `cgroup` became runnable.
+    pub(super) fn count(&mut self, cgroup: CgroupId, weight: u64) -> Option<Counted> {
+        let at = self.find(cgroup)?;
+        self.add_runnable(at, weight);
+        Some(Counted { cgroup, weight })
+    }
+
+    /// Takes back what `count` added.
+    pub(super) fn uncount(&mut self, counted: Counted) {
+        let at = self.find(counted.cgroup);
+        if at.is_some() {
+            self.sub(at, counted.weight);
+        }
+    }
+
+    /// Adds `weight` to `at`, and the cgroups it activates to their parents.
+    fn add_runnable(&mut self, at: usize, weight: u64) {
+        let (mut at, mut weight) = (Some(at), weight);
+        for _ in 0..self.slots.len() {
+            let Some(slot) = at.and_then(|i| self.slots.get_mut(i)) else {
+                return;
+            };
+            let was = slot.runnable;
+            slot.runnable = was.saturating_add(weight);
+            if was > 0 {
+                return;
+            }
+            (at, weight) = (slot.parent, slot.shares);
+        }
+    }
+
+    /// Takes `weight` from `at`, and the cgroups it leaves idle from their
+    /// parents.
+    fn sub(&mut self, at: Option<usize>, weight: u64) {
+        let (mut at, mut weight) = (at, weight);
+        for _ in 0..self.slots.len() {
+            let Some(slot) = at.and_then(|i| self.slots.get_mut(i)) else {
+                return;
+            };
+            let was = slot.runnable;
+            slot.runnable = was.saturating_sub(weight);
+            if was == 0 || slot.runnable > 0 {
+                return;
+            }
+            (at, weight) = (slot.parent, slot.shares);
+        }
+    }
+
+    /// Whether every cgroup's runnable weight is that of the tasks
+    /// counted in it (`counted(id)`) and of its children that have any.
+    #[cfg(any(test, feature = "introspect"))]
+    pub(super) fn adds_up(&self, counted: impl Fn(CgroupId) -> u64) -> bool {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.id != 0)
+            .all(|(at, s)| {
+                let children = self
+                    .slots
+                    .iter()
+                    .filter(|c| c.id != 0 && c.parent == Some(at) && c.runnable > 0)
+                    .fold(0u64, |sum, c| sum.saturating_add(c.shares));
+                s.runnable == counted(s.id).saturating_add(children)
+            })
+    }
+
+    /// The weight a task of nice weight `weight` in `cgroup` runs at.
+    pub(super) fn effective(&self, cgroup: CgroupId, weight: u64) -> u64 {
+        let mut at = self.find(cgroup);
+        let mut effective = weight;
+        for _ in 0..self.slots.len() {
+            let Some(slot) = at.and_then(|i| self.slots.get(i)) else {
+                break;
+            };
+            let members = slot.runnable.max(1);
+            effective = div(effective.saturating_mul(slot.shares), members);
+            at = slot.parent;
+        }
+        effective.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NICE_0: u64 = 1024;
+
+    fn tree() -> Cgroups {
+        // root ─┬─ p (100) ─┬─ c1 (100)
+        //       │           └─ c2 (300)
+        //       └─ q (200)
+        let mut g = Cgroups::with_capacity(8).unwrap();
+        g.add(10, Some(ROOT_CGROUP), 100);
+        g.add(11, Some(10), 100);
+        g.add(12, Some(10), 300);
+        g.add(20, Some(ROOT_CGROUP), 200);
+        g
+    }
+
+    #[test]
+    fn siblings_split_by_weight_and_a_parent_passes_its_share_down() {
+        let mut g = tree();
+        for cg in [11, 12, 20] {
+            g.count(cg, NICE_0).unwrap();
+        }
+        let w: Vec<u64> = [11, 12, 20].map(|cg| g.effective(cg, NICE_0)).to_vec();
+        // p and q split 1:2; p's share splits 1:3 between c1 and c2.
+        assert_eq!(w, [256, 768, 2048]);
+    }
+
+    #[test]
+    fn an_idle_sibling_leaves_its_share_to_the_others() {
+        let mut g = tree();
+        let c1 = g.count(11, NICE_0).unwrap();
+        let c2 = g.count(12, NICE_0).unwrap();
+        g.count(20, NICE_0).unwrap();
+        g.uncount(c2);
+        assert_eq!(g.effective(11, NICE_0), 1024, "c1 has all of p");
+        g.uncount(c1);
+        assert_eq!(
+            g.slots.iter().map(|s| s.runnable).sum::<u64>(),
+            NICE_0,
+            "only q's task is left"
+        );
+    }
+
+    #[test]
+    fn tasks_of_a_cgroup_share_its_weight_and_weight_changes_apply() {
+        let mut g = tree();
+        for _ in 0..4 {
+            g.count(20, NICE_0).unwrap();
+        }
+        assert_eq!(g.effective(20, NICE_0), 512, "q's 2048 over four tasks");
+        g.set_weight(20, 400);
+        assert_eq!(g.effective(20, NICE_0), 1024);
+        assert_eq!(g.effective(ROOT_CGROUP, NICE_0), NICE_0);
+        assert_eq!(g.effective(99, NICE_0), NICE_0, "unknown: the root's");
+    }
+
+    #[test]
+    fn a_full_table_counts_new_cgroups_as_the_roots_children() {
+        let mut g = Cgroups::with_capacity(1).unwrap();
+        g.add(10, Some(ROOT_CGROUP), 100);
+        g.add(11, Some(10), 900);
+        assert_eq!(g.count(11, NICE_0), None);
+        assert_eq!(g.effective(11, NICE_0), NICE_0);
+        g.remove(10);
+        g.add(11, Some(10), 900);
+        assert!(g.count(11, NICE_0).is_some(), "a freed slot is used again");
+    }
+}

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The spec's cgroups: created before any task (cgroup `i` of the spec has
+//! id `i + 2`, the root 1), and its weight changes and moves, as sched_ext
+//! tells Enoki-C of them.
+
+use enoki::{CgroupId, EnokiScheduler, ROOT_CGROUP};
+
+use super::{Ev, Sim};
+
+impl<S: EnokiScheduler> Sim<S> {
+    /// The id of the cgroup the spec calls `name` (`/`: the root).
+    fn cgroup_id(&self, name: &str) -> CgroupId {
+        self.spec
+            .cgroups
+            .iter()
+            .position(|c| c.name == name)
+            .map_or(ROOT_CGROUP, |i| i as CgroupId + 2)
+    }
+
+    /// Every cgroup, parents first, and the groups whose tasks start in it.
+    pub(super) fn add_cgroups(&mut self) {
+        self.on(0);
+        for c in self.spec.cgroups.clone() {
+            let id = self.cgroup_id(&c.name);
+            let parent = c
+                .parent
+                .as_deref()
+                .map_or(ROOT_CGROUP, |p| self.cgroup_id(p));
+            self.d.cgroup_new(id, Some(parent), c.weight);
+            for g in self
+                .groups
+                .iter_mut()
+                .filter(|g| c.members.contains(&g.name))
+            {
+                g.cgroup = id;
+            }
+        }
+    }
+
+    /// Queues the spec's cgroup weight changes and moves.
+    pub(super) fn schedule_cgroup_changes(&mut self) {
+        let weights: Vec<u64> = self.spec.cgroup_weights.iter().map(|w| w.at_ms).collect();
+        let moves: Vec<u64> = self.spec.cgroup_moves.iter().map(|m| m.at_ms).collect();
+        for (idx, at_ms) in weights.into_iter().enumerate() {
+            self.push(at_ms * 1_000_000, Ev::CgroupWeight { idx });
+        }
+        for (idx, at_ms) in moves.into_iter().enumerate() {
+            self.push(at_ms * 1_000_000, Ev::CgroupMove { idx });
+        }
+    }
+
+    /// The spec's weight change `idx`.
+    pub(super) fn set_cgroup_weight(&mut self, idx: usize) {
+        let w = self.spec.cgroup_weights[idx].clone();
+        self.on(0);
+        let id = self.cgroup_id(&w.cgroup);
+        self.d.set_cgroup_weight(id, w.weight);
+    }
+
+    /// The spec's move `idx`: a group's later forks follow its tasks.
+    pub(super) fn move_cgroup(&mut self, idx: usize) {
+        let m = self.spec.cgroup_moves[idx].clone();
+        let id = self.cgroup_id(&m.cgroup);
+        for pid in self.targets(&m.target) {
+            self.d.move_to_cgroup(pid, id);
+        }
+        if let Some(g) = self.groups.iter_mut().find(|g| g.name == m.target) {
+            g.cgroup = id;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! cgroups in workload specs: the simulator tells the scheduler of them as
+//! Enoki-C does, WFQ shares time by their weights, and the cgroup messages
+//! record and replay.
+
+mod common;
+
+use std::io::Cursor;
+
+use enoki_sim::check::Props;
+use enoki_sim::registry::wfq::Wfq;
+use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions};
+use enoki_sim::spec::{CgroupMove, Spec};
+use enoki_sim::trace::TraceReader;
+
+use common::{quiet, record};
+
+const WFQ: Props = Props {
+    correct: true,
+    work_conserving: true,
+};
+
+fn example() -> Spec {
+    Spec::from_toml(include_str!("../examples/cgroups.toml")).unwrap()
+}
+
+#[test]
+fn wfq_shares_a_cpu_by_cgroup_weight_through_a_weight_change() {
+    quiet();
+    let (out, _) = record::<Wfq>(&example(), 0, WFQ);
+    let r = &out.report;
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let ms = |group: &str| {
+        let g = r.groups.iter().find(|g| g.name == group).unwrap();
+        g.runtime_ns as f64 / 1e6
+    };
+    // 2 s at web : batch : system = 2 : 1 : 1, then 2 s at 3 : 3 : 2.
+    for (group, want) in [("web", 1750.0), ("batch", 1250.0), ("system", 1000.0)] {
+        let got = ms(group);
+        assert!(
+            (got / want - 1.0).abs() <= 0.02,
+            "{group}: {got} ms of CPU 1, the weights give {want}"
+        );
+    }
+    for k in ["cgroup_new", "cgroup_weight"] {
+        assert!(
+            r.counters.messages.get(k).copied().unwrap_or(0) > 0,
+            "no {k}"
+        );
+    }
+}
+
+#[test]
+fn cgroup_messages_and_moves_replay_without_divergence() {
+    quiet();
+    let mut spec = example();
+    spec.run.duration_ms = 200;
+    spec.cgroup_weights[0].at_ms = 50;
+    let to = |at_ms, target: &str, cgroup: &str| CgroupMove {
+        at_ms,
+        target: target.into(),
+        cgroup: cgroup.into(),
+    };
+    // A group into another cgroup, then one task back to the root.
+    spec.cgroup_moves = vec![to(100, "system", "web"), to(150, "web.0", "/")];
+    spec.validate().unwrap();
+    let (out, bytes) = record::<Wfq>(&spec, 1, WFQ);
+    assert!(out.report.violations.is_empty());
+    assert!(out.report.counters.messages["task_cgroup_moved"] >= 2);
+    let header = TraceReader::new(Cursor::new(&bytes))
+        .unwrap()
+        .header()
+        .clone();
+    let opts = ReplayOptions::default();
+    let reader = || TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let seq = replay::<Wfq>(&header, &mut reader(), &opts).unwrap();
+    assert!(seq.divergence.is_none(), "{}", seq.divergence.unwrap());
+    let sent: u64 = out.report.counters.messages.values().sum();
+    assert_eq!(seq.messages, sent);
+    let by_locks = replay_by_locks::<Wfq>(&header, &mut reader(), &opts).unwrap();
+    assert!(
+        by_locks.divergence.is_none(),
+        "{}",
+        by_locks.divergence.unwrap()
+    );
+}
