@@ -292,18 +292,14 @@ fn guest_command(env: &[(&str, String)], script: &Path, runs: &Path) -> String {
     cmd
 }
 
-/// The first repetition: 0 is the warm-up, whose runs no number uses.
-fn first_rep(cli: &Cli) -> usize {
-    if cli.no_warmup {
-        1
-    } else {
-        0
-    }
+/// Warm-up repetitions (0 or 1): repetition 0, whose runs no number uses.
+fn warmups(cli: &Cli) -> usize {
+    usize::from(!cli.no_warmup)
 }
 
 /// How many runs the run list has, warm-up included.
 fn total_runs(cli: &Cli, ws: &[Workload]) -> usize {
-    (cli.reps + 1 - first_rep(cli)) * ws.len() * 2
+    (cli.reps + warmups(cli)) * ws.len() * 2
 }
 
 /// The run list: the setup, then every (rep, workload, scheduler) run,
@@ -312,7 +308,7 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
     let mut s = format!("bench_setup {}\n", shell_quote(workloads::SETUP));
     let total = total_runs(cli, ws);
     let mut n = 0;
-    for rep in first_rep(cli)..=cli.reps {
+    for rep in 1 - warmups(cli)..=cli.reps {
         for w in ws {
             for sched in order(rep) {
                 n += 1;
@@ -672,7 +668,11 @@ fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) ->
             "{} workloads x {} reps{} x 2 schedulers (default, enoki {})",
             ws.len(),
             cli.reps,
-            if cli.no_warmup { "" } else { " (+1 warm-up)" },
+            if warmups(cli) == 0 {
+                ""
+            } else {
+                " (+1 warm-up)"
+            },
             cli.scheduler
         ),
         workloads: ws.iter().map(|w| w.name).collect(),
@@ -753,7 +753,7 @@ fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) ->
         }),
         kernel_log_problems: boots.iter().flat_map(|b| b.out.problems()).collect(),
         record: cli.record,
-        warmup: 1 - first_rep(cli),
+        warmup: warmups(cli),
         note: {
             let mut note = Vec::new();
             if cli.record {

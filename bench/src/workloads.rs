@@ -107,6 +107,19 @@ fn m(
     }
 }
 
+/// `$cmd`, run in cgroup `/bench` (the cpu controller on, weight 100): what
+/// honouring cgroups costs a scheduler.
+macro_rules! in_cgroup {
+    ($cmd:literal) => {
+        concat!(
+            "cg=/sys/fs/cgroup/bench; mkdir -p $cg && ",
+            "echo +cpu > /sys/fs/cgroup/cgroup.subtree_control && ",
+            "echo $$ > $cg/cgroup.procs && ",
+            $cmd
+        )
+    };
+}
+
 pub fn all() -> Vec<Workload> {
     use Better::*;
     use Group::*;
@@ -137,6 +150,13 @@ pub fn all() -> Vec<Workload> {
             name: "pipe-2cpu",
             what: "enoki-pipe: one process on CPU 0, one on CPU 1",
             cmd: "enoki-pipe -l 20000 --cpus 0,1",
+            fixed_time: false,
+            metrics: vec![m("latency", "us/op", Lower, Pipe, r"usecs_per_op ([\d.]+)")],
+        },
+        Workload {
+            name: "pipe-2cpu-cgroup",
+            what: "pipe-2cpu in a cgroup",
+            cmd: in_cgroup!("enoki-pipe -l 20000 --cpus 0,1"),
             fixed_time: false,
             metrics: vec![m("latency", "us/op", Lower, Pipe, r"usecs_per_op ([\d.]+)")],
         },
@@ -185,6 +205,13 @@ pub fn all() -> Vec<Workload> {
             name: "hackbench",
             what: "hackbench -g 4 -l 100 (processes, sockets)",
             cmd: "hackbench -g 4 -l 100",
+            fixed_time: false,
+            metrics: vec![m("time", "s", Lower, App, r"Time: ([\d.]+)")],
+        },
+        Workload {
+            name: "hackbench-cgroup",
+            what: "hackbench in a cgroup",
+            cmd: in_cgroup!("hackbench -g 4 -l 100"),
             fixed_time: false,
             metrics: vec![m("time", "s", Lower, App, r"Time: ([\d.]+)")],
         },

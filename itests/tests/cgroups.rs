@@ -30,11 +30,14 @@ used() {
     for p in "$@"; do cut -d' ' -f1 /proc/$p/schedstat; done
 }
 
-# measure NAME PID...: CPU time each gets in the next 4 s
+# measure NAME PID...: CPU time each gets in 8 s, after 1 s left out
+# (new tasks are placed behind the others, a transient that favours the
+# smallest share for a while)
 measure() {
     name=$1; shift
+    sleep 1
     before=$(used "$@")
-    sleep 4
+    sleep 8
     after=$(used "$@")
     out=$name; i=1
     for p in "$@"; do

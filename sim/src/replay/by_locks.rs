@@ -66,17 +66,24 @@ struct KeptLock {
     time_ns: u64,
     addr: u64,
     cpu: u32,
-    /// `Event::LockAcquire`, `LockRelease` or `LockAccess` of `addr`.
-    event: fn(u64) -> Event,
+    kind: LockKind,
+}
+
+/// Which lock event a [`KeptLock`] was.
+#[derive(Clone, Copy)]
+enum LockKind {
+    Acquire,
+    Release,
+    Access,
 }
 
 impl KeptLock {
     /// `r` kept, if it is a lock event record.
     fn of(r: &Record) -> Option<Self> {
-        let (addr, event): (u64, fn(u64) -> Event) = match r.event {
-            Event::LockAcquire { addr } => (addr, |addr| Event::LockAcquire { addr }),
-            Event::LockRelease { addr } => (addr, |addr| Event::LockRelease { addr }),
-            Event::LockAccess { addr } => (addr, |addr| Event::LockAccess { addr }),
+        let (addr, kind) = match r.event {
+            Event::LockAcquire { addr } => (addr, LockKind::Acquire),
+            Event::LockRelease { addr } => (addr, LockKind::Release),
+            Event::LockAccess { addr } => (addr, LockKind::Access),
             _ => return None,
         };
         Some(KeptLock {
@@ -84,7 +91,7 @@ impl KeptLock {
             time_ns: r.time_ns,
             addr,
             cpu: r.cpu,
-            event,
+            kind,
         })
     }
 
@@ -93,7 +100,11 @@ impl KeptLock {
             seq: self.seq,
             cpu: self.cpu,
             time_ns: self.time_ns,
-            event: (self.event)(self.addr),
+            event: match self.kind {
+                LockKind::Acquire => Event::LockAcquire { addr: self.addr },
+                LockKind::Release => Event::LockRelease { addr: self.addr },
+                LockKind::Access => Event::LockAccess { addr: self.addr },
+            },
         }
     }
 }
