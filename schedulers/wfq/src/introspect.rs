@@ -53,7 +53,6 @@ impl Wfq {
             f(range(&s.claimed));
         }
         self.idle.iter().for_each(|w| f(range(w)));
-        f(range(&self.offline));
         self.handoff.shared().for_each(|s| f(range(s)));
     }
 

@@ -138,11 +138,9 @@ pub struct Wfq {
     rqs: RunQueues<RunQueue>,
     summaries: FixedVec<Summary>,
     near: FixedVec<Near>,
-    /// CPUs with nothing to run, one bit each; written only when a CPU
-    /// becomes idle or busy.
+    /// Online CPUs with nothing to run, one bit each; written only when a
+    /// CPU becomes idle or busy, or goes offline or online.
     idle: [Shared<u64>; CPUMASK_WORDS],
-    /// CPUs taken offline: never chosen, never idle.
-    offline: Shared<CpuSet>,
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
@@ -168,8 +166,8 @@ impl Wfq {
         self.summary(cpu).map_or(0, |c| c.load.get().nr_running)
     }
 
-    /// The idle CPUs that are online (reading only the words that hold
-    /// CPUs).
+    /// The idle CPUs (reading only the words that hold CPUs); an offline
+    /// CPU is never idle.
     fn idle_cpus(&self) -> CpuSet {
         let words = self.topology.nr_cpus().div_ceil(64);
         CpuSet::from_words(core::array::from_fn(|i| {
@@ -178,17 +176,6 @@ impl Wfq {
                 .filter(|_| i < words)
                 .map_or(0, Shared::get)
         }))
-        .without(self.offline.get())
-    }
-
-    /// `allowed` without the offline CPUs, unless that leaves none.
-    fn online(&self, allowed: CpuSet) -> CpuSet {
-        let online = allowed.without(self.offline.get());
-        if online.is_empty() {
-            allowed
-        } else {
-            online
-        }
     }
 
     /// Publishes what changed of `cpu`'s summary and idle bit; called with
@@ -202,8 +189,8 @@ impl Wfq {
         if let Some(c) = self.summary(cpu) {
             c.load.set(now);
         }
-        let idle = now.nr_running == 0;
-        if (was.nr_running == 0) == idle {
+        let idle = now.idle();
+        if was.idle() == idle {
             return;
         }
         // CPU `cpu` is bit `cpu % 64` of word `cpu / 64`.
@@ -215,6 +202,14 @@ impl Wfq {
                 word.fetch_and(!bit);
             }
         }
+    }
+
+    /// Marks `cpu` offline or online, in its summary too.
+    fn set_offline(&self, cpu: CpuId, offline: bool) -> Result {
+        let mut rq = self.rqs.lock(cpu)?;
+        rq.offline = offline;
+        self.update_summary(cpu, &mut rq);
+        Ok(())
     }
 
     /// `cpu`'s run queue, locked, if `pid` is homed there.
@@ -466,6 +461,7 @@ impl EnokiScheduler for Wfq {
                 min_vruntime: 0,
                 woken: false,
                 published: Load::default(),
+                offline: false,
             })
         })?;
         let summaries = FixedVec::new_with(t.nr_cpus(), |_| Summary {
@@ -480,7 +476,6 @@ impl EnokiScheduler for Wfq {
             summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
             idle: CpuSet::first_n(t.nr_cpus()).words().map(Shared::new),
-            offline: Shared::new(CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             upgrades: Shared::new(0),
             handoff: CpuFlags::new(ctx.topology.nr_cpus())?,
@@ -663,7 +658,7 @@ impl EnokiScheduler for Wfq {
             return Ok(prev_cpu);
         };
         drop(rq);
-        let allowed = self.online(task.allowed);
+        let allowed = task.allowed;
         let cpu = match self.sync_target(allowed, wake) {
             Some(waker) => waker,
             None => self.choose_cpu(allowed, prev_cpu),
@@ -833,19 +828,14 @@ impl EnokiScheduler for Wfq {
         Ok(())
     }
 
-    /// Hotplug calls are serialised by the kernel: a plain read-modify-write.
+    /// An offline CPU publishes itself so (never idle, never the least
+    /// loaded), so placement needs no other look.
     fn cpu_online(&self, cpu: CpuId) -> Result {
-        let mut offline = self.offline.get();
-        offline.remove(cpu);
-        self.offline.set(offline);
-        Ok(())
+        self.set_offline(cpu, false)
     }
 
     fn cpu_offline(&self, cpu: CpuId) -> Result {
-        let mut offline = self.offline.get();
-        offline.insert(cpu);
-        self.offline.set(offline);
-        Ok(())
+        self.set_offline(cpu, true)
     }
 
     /// Each task's lag behind its queue, so the next version keeps the

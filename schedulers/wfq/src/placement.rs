@@ -156,11 +156,20 @@ impl Wfq {
         {
             return cpu;
         }
-        let load = |cpu: &CpuId| self.summary(*cpu).map_or(u64::MAX, |c| c.load.get().load);
+        // Offline CPUs last (a task allowed on no other CPU stays on its
+        // previous one, whose move the kernel makes).
+        let load = |cpu: &CpuId| {
+            self.summary(*cpu).map_or((true, u64::MAX), |c| {
+                let l = c.load.get();
+                (l.offline, l.load)
+            })
+        };
         core::iter::once(prev_cpu)
             .chain(self.nearest(prev_cpu))
             .filter(|cpu| allowed.contains(*cpu))
-            .min_by_key(load)
-            .unwrap_or(prev_cpu)
+            .map(|cpu| (load(&cpu), cpu))
+            .min_by_key(|(load, _)| *load)
+            .filter(|((offline, _), _)| !offline)
+            .map_or(prev_cpu, |(_, cpu)| cpu)
     }
 }

@@ -58,6 +58,15 @@ pub(super) struct Load {
     pub(super) nr_running: usize,
     /// Their total weight.
     pub(super) load: u64,
+    /// The CPU is offline: never chosen, never idle.
+    pub(super) offline: bool,
+}
+
+impl Load {
+    /// Whether the CPU is online with nothing to run.
+    pub(super) fn idle(&self) -> bool {
+        self.nr_running == 0 && !self.offline
+    }
 }
 
 /// One CPU's run queue, and the tasks homed on it.
@@ -78,6 +87,8 @@ pub(super) struct RunQueue {
     pub(super) woken: bool,
     /// The summary other CPUs see (its load, and its bit in the idle mask).
     pub(super) published: Load,
+    /// Its CPU is offline.
+    pub(super) offline: bool,
 }
 
 impl RunQueue {
@@ -92,6 +103,7 @@ impl RunQueue {
         Load {
             nr_running: self.nr_running(),
             load: self.load,
+            offline: self.offline,
         }
     }
 

@@ -735,6 +735,14 @@ fn placement_reads_shared_state_through_lock_events() {
         reads >= 2,
         "select_task_rq read the idle mask and loads without lock events: {taken:x?}"
     );
+    // Each read is a record when recording: a wakeup onto an idle CPU
+    // reads the idle mask once, then publishes that CPU's load and idle
+    // bit, and clears its handoff mark; offline CPUs are in the summaries,
+    // not read apart.
+    assert!(
+        reads <= 4,
+        "{reads} shared reads for one wakeup: {taken:x?}"
+    );
     m.check_consistent().unwrap();
 }
 
@@ -749,6 +757,20 @@ fn a_waking_task_never_goes_to_an_offline_cpu() {
     m.act(|d| d.set_cpu_online(1, true));
     m.spawn(2, set(&[1]), 0, 1);
     assert_eq!(m.cpu_of(2), Some(1), "back online");
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn a_waking_task_goes_to_a_busy_cpu_rather_than_an_empty_offline_one() {
+    let mut m = Machine::new("");
+    m.run(1);
+    m.spawn(1, only(0), 0, 0);
+    m.act(|d| d.set_cpu_online(1, false));
+    // CPU 0 is busy, CPU 1 empty but offline: the least loaded of the two
+    // that may be chosen is CPU 0.
+    m.spawn(2, set(&[0, 1]), 0, 0);
+    assert_eq!(m.d.state(2), Some(TaskState::Queued { cpu: 0 }));
+    assert_eq!(m.d.counters.select_errors, 0);
     m.check_consistent().unwrap();
 }
 
