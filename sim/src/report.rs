@@ -82,6 +82,16 @@ pub struct Counters {
     pub rejected: u64,
 }
 
+/// One cgroup of the spec.
+#[derive(Clone, Debug, Serialize)]
+pub struct CgroupReport {
+    pub name: String,
+    /// Its `cpu.weight` at the end of the run.
+    pub weight: u32,
+    /// CPU time of its tasks while in it, its descendants' included.
+    pub runtime_ns: u64,
+}
+
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -95,6 +105,9 @@ pub struct Report {
     pub upgrades: usize,
     pub cpus: Vec<CpuReport>,
     pub groups: Vec<GroupReport>,
+    /// The spec's cgroups (`[[cgroup]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<CgroupReport>,
     pub fairness: Vec<Fairness>,
     pub tasks: Vec<TaskReport>,
     pub counters: Counters,
@@ -193,6 +206,12 @@ impl Report {
                 us(g.request_p50_ns),
                 us(g.request_p99_ns)
             );
+        }
+        if !self.cgroups.is_empty() {
+            let _ = writeln!(s, "\n{:<10} {:>6} {:>10}", "cgroup", "weight", "run ms");
+        }
+        for c in &self.cgroups {
+            let _ = writeln!(s, "{:<10} {:>6} {:>10}", c.name, c.weight, ms(c.runtime_ns));
         }
         for f in &self.fairness {
             let _ = writeln!(

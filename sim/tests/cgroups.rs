@@ -42,6 +42,14 @@ fn wfq_shares_a_cpu_by_cgroup_weight_through_a_weight_change() {
             "{group}: {got} ms of CPU 1, the weights give {want}"
         );
     }
+    // The report's cgroups: `tenants` holds web and batch.
+    let cg = |name: &str| r.cgroups.iter().find(|c| c.name == name).unwrap();
+    assert_eq!(
+        cg("tenants").runtime_ns,
+        cg("web").runtime_ns + cg("batch").runtime_ns
+    );
+    assert_eq!((cg("tenants").weight, cg("batch").weight), (300, 200));
+    assert_eq!(cg("system").runtime_ns as f64 / 1e6, ms("system"));
     for k in ["cgroup_new", "cgroup_weight"] {
         assert!(
             r.counters.messages.get(k).copied().unwrap_or(0) > 0,

@@ -5,6 +5,9 @@
 
 use enoki::{CgroupId, EnokiScheduler, ROOT_CGROUP};
 
+use crate::report::CgroupReport;
+use crate::spec::Cgroup;
+
 use super::{Ev, Sim};
 
 impl<S: EnokiScheduler> Sim<S> {
@@ -49,6 +52,46 @@ impl<S: EnokiScheduler> Sim<S> {
         }
     }
 
+    /// Each spec cgroup's CPU time, its descendants' included, and its
+    /// last weight.
+    pub(super) fn cgroup_reports(&self) -> Vec<CgroupReport> {
+        let cgroups = &self.spec.cgroups;
+        // Whether spec cgroup `i` is `a` or below it.
+        let under = |mut i: usize, a: usize| {
+            for _ in 0..=cgroups.len() {
+                if i == a {
+                    return true;
+                }
+                let Some(p) = cgroups[i].parent.as_deref() else {
+                    return false;
+                };
+                let Some(parent) = cgroups.iter().position(|c| c.name == p) else {
+                    return false;
+                };
+                i = parent;
+            }
+            false
+        };
+        let weight = |c: &Cgroup| {
+            self.spec
+                .cgroup_weights
+                .iter()
+                .filter(|w| w.cgroup == c.name && w.at_ms * 1_000_000 <= self.end)
+                .max_by_key(|w| w.at_ms)
+                .map_or(c.weight, |w| w.weight)
+        };
+        (0..cgroups.len())
+            .map(|a| CgroupReport {
+                name: cgroups[a].name.clone(),
+                weight: weight(&cgroups[a]),
+                runtime_ns: (0..cgroups.len())
+                    .filter(|i| under(*i, a))
+                    .filter_map(|i| self.cgroup_runtime.get(&(i as CgroupId + 2)))
+                    .sum(),
+            })
+            .collect()
+    }
+
     /// The spec's weight change `idx`.
     pub(super) fn set_cgroup_weight(&mut self, idx: usize) {
         let w = self.spec.cgroup_weights[idx].clone();
@@ -63,6 +106,9 @@ impl<S: EnokiScheduler> Sim<S> {
         let id = self.cgroup_id(&m.cgroup);
         for pid in self.targets(&m.target) {
             self.d.move_to_cgroup(pid, id);
+            if let Some(t) = self.tasks.get_mut(&pid) {
+                t.cgroup = id;
+            }
         }
         if let Some(g) = self.groups.iter_mut().find(|g| g.name == m.target) {
             g.cgroup = id;

@@ -186,6 +186,8 @@ struct Sim<S: EnokiScheduler> {
     upgrades: usize,
     refused: Option<String>,
     timeline: Option<Vec<Slice>>,
+    /// CPU time of the tasks of each cgroup while in it, by id.
+    cgroup_runtime: BTreeMap<enoki::CgroupId, u64>,
 }
 
 /// Runs one simulation of scheduler `S`.
@@ -249,6 +251,7 @@ impl<S: EnokiScheduler> Sim<S> {
                 .check
                 .then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
             timeline: cfg.timeline.then(Vec::new),
+            cgroup_runtime: BTreeMap::new(),
         })
     }
 
@@ -369,6 +372,7 @@ impl<S: EnokiScheduler> Sim<S> {
         c.acct = self.now;
         c.busy += ns;
         if let Some(t) = self.tasks.get_mut(&pid) {
+            *self.cgroup_runtime.entry(t.cgroup).or_default() += ns;
             t.runtime += ns;
             t.remaining = t.remaining.saturating_sub(ns);
             self.clock.runtime.borrow_mut().insert(pid, t.runtime);

@@ -20,6 +20,7 @@ impl<S: EnokiScheduler> Sim<S> {
     pub(super) fn report(&mut self, scheduler: &str) -> Report {
         let tasks = self.task_reports();
         let groups = self.group_reports(&tasks);
+        let cgroups = self.cgroup_reports();
         let fairness = self.fairness(&tasks);
         let (mut violations, dropped) = self.checker.as_mut().map_or((Vec::new(), 0), |c| {
             (std::mem::take(&mut c.found), c.dropped)
@@ -45,6 +46,7 @@ impl<S: EnokiScheduler> Sim<S> {
             nr_cpus: self.nr_cpus(),
             events: self.events,
             upgrades: self.upgrades,
+            cgroups,
             cpus: self
                 .cpus
                 .iter()

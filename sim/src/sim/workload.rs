@@ -83,6 +83,7 @@ pub(super) struct Group {
 pub(super) struct Task {
     pub(super) name: String,
     pub(super) group: usize,
+    pub(super) cgroup: CgroupId,
     pub(super) nice: i32,
     /// CPU time left in the current burst.
     pub(super) remaining: u64,
@@ -246,6 +247,7 @@ impl<S: EnokiScheduler> Sim<S> {
         let task = Task {
             name: format!("{}.{index}", g.name),
             group: gi,
+            cgroup,
             nice,
             remaining: burst,
             on_cpu: None,
