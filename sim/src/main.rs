@@ -5,6 +5,7 @@
 //! diverged; 2 bad input or an unreadable trace.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -597,24 +598,34 @@ fn dump(a: DumpArgs) -> Result<u8> {
     let mut reader =
         TraceReader::open(&a.trace).with_context(|| format!("reading {}", a.trace.display()))?;
     let h = reader.header().clone();
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "scheduler {:?}  build {:?}  ABI {}",
         h.scheduler, h.build_id, h.abi_version
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{} CPUs, {} nodes; max_tasks {} slice_ns {} args {:?}; dropped events {}",
         h.topology.nr_cpus, h.topology.nr_nodes, h.max_tasks, h.slice_ns, h.args, h.dropped_events
-    );
+    )?;
     let mut shown = 0;
     while let Some(r) = reader.next_record()? {
         if shown < a.limit {
-            println!("{}", describe_record(&r));
+            writeln!(out, "{}", describe_record(&r))?;
             shown += 1;
         }
     }
     let end = reader.end().map_or("?".into(), |e| e.records.to_string());
-    println!("{} records", end);
+    writeln!(out, "{} records", end)?;
     Ok(0)
+}
+
+/// Whether `e` is a write to a pipe whose reader left (`dump | head`):
+/// the output was not wanted any more, which is no failure.
+fn reader_left(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn main() -> ExitCode {
@@ -637,6 +648,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if reader_left(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -92,3 +92,17 @@ fn cgroup_messages_and_moves_replay_without_divergence() {
         by_locks.divergence.unwrap()
     );
 }
+
+#[test]
+fn cgroup_messages_are_described_with_their_cgroups() {
+    use enoki::abi::{kind, Msg};
+    let mut m = Msg::new(kind::CGROUP_NEW, 0);
+    (m.cgroup, m.cgroup_parent, m.weight) = (5, 1, 300);
+    let line = enoki_sim::replay::describe(&m);
+    assert!(
+        line.contains("cgroup_new") && line.contains("cgroup=5 parent=1 weight=300"),
+        "{line}"
+    );
+    m.kind = kind::TASK_CGROUP_MOVED;
+    assert!(enoki_sim::replay::describe(&m).contains("cgroup=5"));
+}

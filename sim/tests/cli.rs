@@ -403,3 +403,34 @@ fn a_recording_across_an_upgrade_replays_up_to_it() {
     assert!(v["upgrade"]["seq"].as_u64().unwrap() > 100, "{v}");
     assert!(v["divergence"].is_null() && v["gap"].is_null(), "{v}");
 }
+
+#[test]
+fn a_dump_whose_reader_leaves_early_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("run.enk");
+    let t = trace.to_str().unwrap();
+    let o = sim(&[
+        "--spec",
+        "examples/mixed.toml",
+        "--duration-ms",
+        "60",
+        "--record",
+        t,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // `enoki-sim dump run.enk | head -1`: more output than a pipe holds,
+    // and a reader that takes a line and leaves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enoki-sim"))
+        .args(["dump", t])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.is_empty(), "{err}");
+}

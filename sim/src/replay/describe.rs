@@ -42,12 +42,19 @@ fn marker(flags: u32, bit: u32, name: &'static str) -> &'static str {
 fn details(m: &Msg) -> String {
     match m.kind {
         kind::TASK_NEW => format!(
-            " tgid={} weight={} nice={} allowed={}",
+            " tgid={} weight={} nice={} allowed={} cgroup={}",
             m.tgid,
             m.weight,
             m.nice,
-            cpulist(m.allowed)
+            cpulist(m.allowed),
+            m.cgroup
         ),
+        kind::CGROUP_NEW => format!(
+            " cgroup={} parent={} weight={}",
+            m.cgroup, m.cgroup_parent, m.weight
+        ),
+        kind::CGROUP_GONE | kind::TASK_CGROUP_MOVED => format!(" cgroup={}", m.cgroup),
+        kind::CGROUP_WEIGHT => format!(" cgroup={} weight={}", m.cgroup, m.weight),
         kind::TASK_WAKEUP | kind::TASK_PREEMPT | kind::MIGRATE_TASK_RQ => format!(
             " task_cpu={} runtime={}{}",
             m.task_cpu,
