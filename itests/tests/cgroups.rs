@@ -171,3 +171,53 @@ enoki unload
         assert_eq!(field(&r, &format!("{s}.removed")), "0", "cgroups left");
     }
 }
+
+/// More cgroups than WFQ's table holds (`max_cgroups=64` here), created,
+/// reweighted, joined by short-lived tasks and removed in a storm while
+/// spinners move between them: WFQ stays enabled, every task finishes, and
+/// the cgroups past the table's end count as the root's children.
+#[test]
+#[serial]
+fn a_cgroup_storm_past_wfqs_table_loses_no_task() {
+    let script = format!(
+        r#"{DUMP}
+cg=/sys/fs/cgroup
+echo +cpu > $cg/cgroup.subtree_control
+enoki load wfq --mode all --args max_cgroups=64
+stress-ng -q -c 4 -t 20s &
+stress=$!
+short=
+i=0
+while [ $i -lt 200 ]; do
+    d=$cg/storm-$i
+    mkdir $d
+    echo $(( i * 37 % 10000 + 1 )) > $d/cpu.weight
+    # a short-lived task born into it...
+    sh -c "echo \$\$ > $d/cgroup.procs; j=0; while [ \$j -lt 300 ]; do j=\$((j+1)); done" &
+    short="$short $!"
+    # ...and a stress worker moved into it while it runs
+    w=$(ps -o pid,ppid | awk -v s=$stress '$2 == s {{ print $1 }}' | sed -n "$(( i % 4 + 1 ))p")
+    [ -n "$w" ] && echo $w > $d/cgroup.procs 2>/dev/null
+    i=$((i+1))
+done
+wait $short
+echo short-done
+rc=0
+wait $stress || rc=$?
+echo stress-exit $rc
+for d in $cg/storm-*; do rmdir $d; done
+echo left $(ls -d $cg/storm-* 2>/dev/null | wc -l)
+dump during.
+enoki unload
+"#
+    );
+    let r = it::run_ok_in(it::heavy_config(), &script);
+    it::assert_enabled(&r, "during.");
+    assert_eq!(field(&r, "stress-exit"), "0");
+    assert!(r.output.contains("short-done"));
+    assert_eq!(field(&r, "left"), "0", "cgroups left behind");
+    assert!(it::number(&r, "during.cgroup_new") >= 200);
+    assert!(it::number(&r, "during.cgroup_gone") >= 200);
+    assert!(it::number(&r, "during.task_cgroup_moved") >= 200);
+    assert_eq!(it::number(&r, "during.pick_errors"), 0);
+}
