@@ -1309,7 +1309,7 @@ static int enoki_replay_changes(const struct enoki_sched_ops *ops,
 	int i, nr = atomic_read(&enoki_intro.nr);
 
 	if (nr > ENOKI_INTRO_LOG) {
-		pr_err("enoki: upgrade to %s refused: %d tasks changed while it met them (at most %d)\n",
+		pr_err("enoki: upgrade to %s refused: %d changes to tasks, CPUs or cgroups while it met them (at most %d)\n",
 		       ops->name, nr, ENOKI_INTRO_LOG);
 		return -EAGAIN;
 	}
