@@ -904,3 +904,32 @@ fn a_nested_cgroup_passes_its_share_down_and_an_idle_one_leaves_it() {
     m.act(|d| d.cgroup_gone(12));
     m.check_consistent().unwrap();
 }
+
+#[test]
+fn cgroups_past_the_table_count_as_the_roots_and_a_freed_slot_is_used_again() {
+    let mut m = Machine::new("max_cgroups=1");
+    m.act(|d| {
+        d.cgroup_new(10, Some(ROOT_CGROUP), 100);
+        d.cgroup_new(20, Some(ROOT_CGROUP), 900); // no room: the root's
+    });
+    m.spawn_in(1, only(0), 0, 10);
+    m.spawn_in(2, only(0), 0, 20);
+    let got = shares_over(&mut m, &[1, 2], 20_000);
+    assert!(
+        in_ratio(&got, &[1, 1]),
+        "cgroup 20 weighs as a root task: {got:?}"
+    );
+
+    m.act(|d| {
+        d.move_to_cgroup(1, ROOT_CGROUP);
+        d.cgroup_gone(10);
+        d.cgroup_new(30, Some(ROOT_CGROUP), 900);
+        d.move_to_cgroup(2, 30);
+    });
+    let got = shares_over(&mut m, &[1, 2], 20_000);
+    assert!(
+        in_ratio(&got, &[1, 9]),
+        "cgroup 30 took the freed slot: {got:?}"
+    );
+    m.check_consistent().unwrap();
+}
