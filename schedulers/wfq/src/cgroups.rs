@@ -134,10 +134,7 @@ impl Cgroups {
 
     /// Takes back what `count` added.
     pub(super) fn uncount(&mut self, counted: Counted) {
-        let at = self.find(counted.cgroup);
-        if at.is_some() {
-            self.sub(at, counted.weight);
-        }
+        self.sub(self.find(counted.cgroup), counted.weight);
     }
 
     /// Adds `weight` to `at`, and the cgroups it activates to their parents.

@@ -787,17 +787,25 @@ static void enoki_op_exit(struct scx_exit_info *info)
 }
 
 #ifdef CONFIG_EXT_GROUP_SCHED
+/* A message of @kind about @cgrp, whose cpu.weight is @weight. */
+static void enoki_cgroup_msg_init(struct enoki_msg *msg, u32 kind,
+				  struct cgroup *cgrp, u32 weight)
+{
+	struct cgroup *parent = cgroup_parent(cgrp);
+
+	enoki_msg_init(msg, kind, smp_processor_id());
+	msg->cgroup = cgroup_id(cgrp);
+	msg->cgroup_parent = parent ? cgroup_id(parent) : 0;
+	msg->weight = weight;
+}
+
 /* Tells the scheduler of @cgrp; process context, may sleep around it. */
 static void enoki_cgroup_msg(u32 kind, struct cgroup *cgrp, u32 weight)
 {
-	struct cgroup *parent = cgroup_parent(cgrp);
 	struct enoki_msg msg;
 
 	preempt_disable();
-	enoki_msg_init(&msg, kind, smp_processor_id());
-	msg.cgroup = cgroup_id(cgrp);
-	msg.cgroup_parent = parent ? cgroup_id(parent) : 0;
-	msg.weight = weight;
+	enoki_cgroup_msg_init(&msg, kind, cgrp, weight);
 	enoki_call(&msg);
 	preempt_enable();
 }
@@ -1226,7 +1234,6 @@ static void enoki_meet_cgroups(const struct enoki_sched_ops *ops)
 {
 #ifdef CONFIG_EXT_GROUP_SCHED
 	struct cgroup_subsys_state *css;
-	struct cgroup *parent;
 	struct enoki_msg msg;
 
 	if (!enoki_handles(ops, ENOKI_CGROUP_NEW))
@@ -1237,11 +1244,8 @@ static void enoki_meet_cgroups(const struct enoki_sched_ops *ops)
 
 		if (!(READ_ONCE(tg->scx_flags) & SCX_TG_INITED))
 			continue;
-		parent = cgroup_parent(css->cgroup);
-		enoki_msg_init(&msg, ENOKI_CGROUP_NEW, smp_processor_id());
-		msg.cgroup = cgroup_id(css->cgroup);
-		msg.cgroup_parent = parent ? cgroup_id(parent) : 0;
-		msg.weight = READ_ONCE(tg->scx_weight);
+		enoki_cgroup_msg_init(&msg, ENOKI_CGROUP_NEW, css->cgroup,
+				      READ_ONCE(tg->scx_weight));
 		ops->process(ops->sched, &msg);
 	}
 	rcu_read_unlock();
