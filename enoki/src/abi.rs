@@ -9,7 +9,7 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 /// The oldest [`ABI_VERSION`] whose messages and records mean what this
 /// one's do, so its traces replay here: the versions since differ in what a
 /// module registers, and in fields added at the end of [`Msg`] (0 in older
@@ -70,8 +70,11 @@ pub mod kind {
     pub const CGROUP_WEIGHT: u32 = 19;
     /// A task moved to cgroup `cgroup`.
     pub const TASK_CGROUP_MOVED: u32 = 20;
+    /// A cgroup's cpu.max changed (`cgroup`, `cgroup_period`,
+    /// `cgroup_quota`, `cgroup_burst`).
+    pub const CGROUP_BANDWIDTH: u32 = 21;
     /// One past the last kind; sizes the per-kind counters.
-    pub const NR: u32 = 21;
+    pub const NR: u32 = 22;
 
     /// Optional kinds, one bit (`1 << kind`) each: a scheduler takes
     /// those [`RawOps::handles`](super::RawOps::handles) names, and Enoki-C
@@ -88,7 +91,8 @@ pub mod kind {
         | 1 << CGROUP_NEW
         | 1 << CGROUP_GONE
         | 1 << CGROUP_WEIGHT
-        | 1 << TASK_CGROUP_MOVED;
+        | 1 << TASK_CGROUP_MOVED
+        | 1 << CGROUP_BANDWIDTH;
 
     /// Short names, indexed by kind, as shown in `/sys/kernel/enoki/counters`.
     pub const NAMES: [&str; NR as usize] = [
@@ -113,6 +117,7 @@ pub mod kind {
         "cgroup_gone",
         "cgroup_weight",
         "task_cgroup_moved",
+        "cgroup_bandwidth",
     ];
 }
 
@@ -205,6 +210,18 @@ pub struct Msg {
     pub cgroup: u64,
     /// CGROUP_NEW: the parent's id (0 for the root).
     pub cgroup_parent: u64,
+    /// When the call was made (CLOCK_MONOTONIC, ns): the scheduler's only
+    /// clock ([`Services::now`](crate::Services::now)), so a replay sees the
+    /// recorded times. 0 in traces older than the field.
+    pub now: u64,
+    /// CGROUP_NEW, CGROUP_BANDWIDTH: the cgroup's cpu.max period, ns.
+    pub cgroup_period: u64,
+    /// ... the CPU time its tasks may use per period, ns; `u64::MAX`: no
+    /// limit.
+    pub cgroup_quota: u64,
+    /// ... the unused quota it may carry into the next period
+    /// (cpu.max.burst), ns.
+    pub cgroup_burst: u64,
 }
 
 impl Msg {
@@ -400,13 +417,14 @@ const _: () = {
     at!(Msg {
         kind: 0, flags: 4, cpu: 8, pid: 12, tgid: 16, task_cpu: 20, runtime: 24, weight: 32,
         nice: 36, allowed: 40, ret: 72, ret_cpu: 80, ret_err: 84, ret_slice: 88, generation: 96,
-        cgroup: 104, cgroup_parent: 112,
-    } size 120);
+        cgroup: 104, cgroup_parent: 112, now: 120, cgroup_period: 128, cgroup_quota: 136,
+        cgroup_burst: 144,
+    } size 152);
     at!(RawCpu { core: 0, llc: 4, node: 8, package: 12 } size 16);
     at!(RawTopology {
         nr_cpus: 0, nr_nodes: 4, cpus: 8, distance: 8 + 16 * MAX_CPUS,
     } size 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
-    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 152);
+    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 184);
     at!(RawOps {
         abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, handles: 20, name: 24, owner: 56,
         sched: 64,

@@ -9,10 +9,11 @@ use super::abi::{flag, kind, ret_err, Msg};
 use super::collections::{AllocError, TaskMap};
 use super::fault::{Failed, Fault, FaultKind, Party};
 use super::scheduler::{EnokiScheduler, NotTaken, Result, Wake};
+use super::services;
 use super::sync::{detect, First, SpinLock};
 use super::types::{
-    CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo,
-    ROOT_CGROUP,
+    Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable,
+    TaskInfo, ROOT_CGROUP,
 };
 use super::upgrade::Refusal;
 
@@ -116,6 +117,7 @@ impl<S: EnokiScheduler> Loaded<S> {
             return;
         }
         let Some(cpu) = self.cpu(m.cpu) else { return };
+        services::set_message_time(m.now);
         let call = detect::enter_call(cpu as u32);
         let outcome = self.call(m, cpu);
         let fault = call.finish();
@@ -252,6 +254,7 @@ impl<S: EnokiScheduler> Loaded<S> {
                     id: m.cgroup,
                     parent: (m.cgroup_parent != 0).then_some(m.cgroup_parent),
                     weight: m.weight,
+                    bandwidth: Bandwidth::from_raw(m.cgroup_period, m.cgroup_quota, m.cgroup_burst),
                 };
                 s.cgroup_new(&info)?;
                 m.ret = 0;
@@ -262,6 +265,12 @@ impl<S: EnokiScheduler> Loaded<S> {
             }
             kind::CGROUP_WEIGHT => {
                 s.cgroup_weight(m.cgroup, m.weight)?;
+                m.ret = 0;
+            }
+            kind::CGROUP_BANDWIDTH => {
+                let bandwidth =
+                    Bandwidth::from_raw(m.cgroup_period, m.cgroup_quota, m.cgroup_burst);
+                s.cgroup_bandwidth(m.cgroup, bandwidth)?;
                 m.ret = 0;
             }
             kind::TASK_CGROUP_MOVED => {
@@ -423,6 +432,14 @@ mod tests {
             self.note("offline", cpu as Pid);
             Ok(())
         }
+        /// Notes the quota in ms (-1: none) and the message's time in ms.
+        fn cgroup_bandwidth(&self, _: CgroupId, b: Bandwidth) -> Result {
+            let quota_ms = b.quota_ns.map_or(-1, |q| (q / 1_000_000) as Pid);
+            self.note("quota", quota_ms);
+            let now = crate::user::services(None).now();
+            self.note("at", (now / 1_000_000) as Pid);
+            Ok(())
+        }
     }
 
     fn loaded() -> Loaded<Calls> {
@@ -434,6 +451,21 @@ mod tests {
         m.pid = pid;
         m.generation = generation;
         m
+    }
+
+    #[test]
+    fn a_cpu_max_reaches_the_scheduler_with_the_time_of_its_message() {
+        let l = loaded();
+        let mut m = Msg::new(kind::CGROUP_BANDWIDTH, 1);
+        (m.cgroup, m.now) = (5, 7_000_000);
+        (m.cgroup_period, m.cgroup_quota, m.cgroup_burst) = (100_000_000, 20_000_000, 0);
+        l.handle(&mut m);
+        (m.cgroup_quota, m.now) = (u64::MAX, 9_000_000);
+        l.handle(&mut m);
+        assert_eq!(
+            l.scheduler().take(),
+            [("quota", 20), ("at", 7), ("quota", -1), ("at", 9)]
+        );
     }
 
     #[test]

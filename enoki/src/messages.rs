@@ -33,13 +33,14 @@ impl Messages {
     pub const AFFINITY: Self = Self(1 << kind::TASK_AFFINITY_CHANGED);
     /// `cpu_online` and `cpu_offline`.
     pub const HOTPLUG: Self = Self(1 << kind::CPU_ONLINE | 1 << kind::CPU_OFFLINE);
-    /// `cgroup_new`, `cgroup_gone`, `cgroup_weight` and
-    /// `task_cgroup_moved`, which go together.
+    /// `cgroup_new`, `cgroup_gone`, `cgroup_weight`, `cgroup_bandwidth`
+    /// and `task_cgroup_moved`, which go together.
     pub const CGROUPS: Self = Self(
         1 << kind::CGROUP_NEW
             | 1 << kind::CGROUP_GONE
             | 1 << kind::CGROUP_WEIGHT
-            | 1 << kind::TASK_CGROUP_MOVED,
+            | 1 << kind::TASK_CGROUP_MOVED
+            | 1 << kind::CGROUP_BANDWIDTH,
     );
     /// Every optional message.
     pub const ALL: Self = Self(kind::OPTIONAL);

@@ -9,7 +9,7 @@ use super::messages::Messages;
 use super::services::Services;
 use super::topology::Topology;
 use super::types::{
-    CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo,
+    Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo,
 };
 use super::upgrade::PlainData;
 
@@ -298,6 +298,12 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
 
     /// A cgroup's `cpu.weight` changed (1..=10000).
     fn cgroup_weight(&self, _cgroup: CgroupId, _weight: u32) -> Result {
+        Ok(())
+    }
+
+    /// A cgroup's `cpu.max` changed. Enforcing it is the scheduler's: the
+    /// kernel throttles only tasks outside Enoki.
+    fn cgroup_bandwidth(&self, _cgroup: CgroupId, _bandwidth: Bandwidth) -> Result {
         Ok(())
     }
 

@@ -1,9 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 //! What a scheduler can ask of the kernel: kick a CPU, preempt it now or
-//! after a delay. Schedulers never read clocks: time comes in messages.
+//! after a delay, the time. Schedulers never read clocks: the time is the
+//! one stamped on the message being handled, so a replay sees the times
+//! the recorded run saw.
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::backend;
+use super::sync::detect::MAX_CONTEXTS;
 use super::types::CpuId;
+
+/// The time of the message each context (CPU, thread) is handling.
+static MESSAGE_TIME: [AtomicU64; MAX_CONTEXTS] = [const { AtomicU64::new(0) }; MAX_CONTEXTS];
+/// ... and of threads without a context.
+static SHARED_MESSAGE_TIME: AtomicU64 = AtomicU64::new(0);
+
+fn message_time_slot() -> &'static AtomicU64 {
+    backend::context()
+        .and_then(|i| MESSAGE_TIME.get(i))
+        .unwrap_or(&SHARED_MESSAGE_TIME)
+}
+
+/// This context starts handling a message stamped `now`.
+pub(super) fn set_message_time(now: u64) {
+    message_time_slot().store(now, Relaxed);
+}
 
 /// Handle to the kernel's services, given at init; cheap to clone.
 #[derive(Clone)]
@@ -26,6 +47,12 @@ impl Services {
     /// Preempts `cpu` after `ns` nanoseconds (replaces an armed timer).
     pub fn set_timer(&self, cpu: CpuId, ns: u64) {
         self.host.set_timer(cpu, Some(ns));
+    }
+
+    /// When the message being handled was sent (monotonic, ns); 0 in a
+    /// trace older than the timestamps.
+    pub fn now(&self) -> u64 {
+        message_time_slot().load(Relaxed)
     }
 
     /// Disarms `cpu`'s timer.

@@ -198,6 +198,43 @@ pub struct CgroupInfo {
     pub parent: Option<CgroupId>,
     /// Its `cpu.weight`, 1..=10000 (100 by default).
     pub weight: u32,
+    /// Its `cpu.max`.
+    pub bandwidth: Bandwidth,
+}
+
+/// A cgroup's `cpu.max` and `cpu.max.burst`: its tasks together may run
+/// for `quota_ns` in each `period_ns`, plus up to `burst_ns` of what they
+/// left unused in earlier periods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bandwidth {
+    /// The period, ns (1 ms..=1 s; 100 ms by default).
+    pub period_ns: u64,
+    /// CPU time per period, ns; `None`: no limit (`max`, the default).
+    pub quota_ns: Option<u64>,
+    /// Unused quota carried over, ns (0 by default).
+    pub burst_ns: u64,
+}
+
+impl Bandwidth {
+    /// No limit: a new cgroup's.
+    pub const UNLIMITED: Self = Bandwidth {
+        period_ns: 100_000_000,
+        quota_ns: None,
+        burst_ns: 0,
+    };
+
+    /// From the kernel's fields: `quota` `u64::MAX` means no limit; a
+    /// period of 0 (a trace older than the fields) is [`Self::UNLIMITED`].
+    pub fn from_raw(period: u64, quota: u64, burst: u64) -> Self {
+        if period == 0 {
+            return Self::UNLIMITED;
+        }
+        Bandwidth {
+            period_ns: period,
+            quota_ns: (quota != u64::MAX).then_some(quota),
+            burst_ns: burst,
+        }
+    }
 }
 
 /// What Enoki-C tells a scheduler about a task entering it.

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! cgroup `cpu.weight` under WFQ in the real kernel, against the default
-//! scheduler in the same boot: sibling cgroups, a nested hierarchy, a task
-//! moved between cgroups while it runs, cgroups removed as their tasks
-//! exit, and cgroups a live upgrade hands to the next version. Each case runs one spinner per leaf, all pinned to one CPU, and
-//! compares the CPU time each got (`/proc/PID/schedstat`) with the shares
-//! the weights give.
+//! cgroup `cpu.weight` and `cpu.max` under WFQ in the real kernel, against
+//! the default scheduler in the same boot: sibling cgroups, a nested
+//! hierarchy, a task moved between cgroups while it runs, cgroups removed
+//! as their tasks exit, cgroups a live upgrade hands to the next version,
+//! and a cgroup limited to 20 % of a CPU. Each case runs one spinner per
+//! leaf, all pinned to one CPU, and compares the CPU time each got
+//! (`/proc/PID/schedstat`) with the shares the weights or limits give.
 
 use enoki_itests::{self as it, field, DUMP};
 use serial_test::serial;
@@ -30,14 +31,14 @@ used() {
     for p in "$@"; do cut -d' ' -f1 /proc/$p/schedstat; done
 }
 
-# measure NAME PID...: CPU time each gets in 8 s, after 1 s left out
-# (new tasks are placed behind the others, a transient that favours the
-# smallest share for a while)
+# measure NAME PID...: CPU time each gets in $window s (default 8), after
+# 1 s left out (new tasks are placed behind the others, a transient that
+# favours the smallest share for a while)
 measure() {
     name=$1; shift
     sleep 1
     before=$(used "$@")
-    sleep 8
+    sleep ${window:-8}
     after=$(used "$@")
     out=$name; i=1
     for p in "$@"; do
@@ -169,6 +170,90 @@ enoki unload
     );
     for s in ["cfs", "wfq"] {
         assert_eq!(field(&r, &format!("{s}.removed")), "0", "cgroups left");
+    }
+}
+
+/// The guest script's cpu.max case: `capped SCHED` puts a spinner in a
+/// cgroup, limits it to 20 ms per 100 ms while it runs, and measures it
+/// beside an unlimited spinner on the same CPU (`SCHED.capped ns ns`).
+const CAPPED: &str = r#"
+capped() {
+    mkdir $cg/$1-max
+    spin $cg/$1-max; in_max=$last
+    spin $cg; free=$last
+    echo "20000 100000" > $cg/$1-max/cpu.max
+    window=4 measure $1.capped $in_max $free
+    kill $in_max $free; wait $in_max $free 2>/dev/null
+    rmdir $cg/$1-max
+}
+
+# capped_upgraded: the limit set before a live upgrade holds after it
+capped_upgraded() {
+    mkdir $cg/up-max
+    echo "20000 100000" > $cg/up-max/cpu.max
+    spin $cg/up-max; in_max=$last
+    spin $cg; free=$last
+    enoki upgrade wfq >/dev/null
+    window=4 measure upgraded.capped $in_max $free
+    kill $in_max $free; wait $in_max $free 2>/dev/null
+    rmdir $cg/up-max
+}
+"#;
+
+/// A cgroup with `cpu.max` "20000 100000" gets 20 % of the CPU under WFQ,
+/// as under the default scheduler (set while its task runs, and carried
+/// through a live upgrade), and the task beside it the rest.
+#[test]
+#[serial]
+fn wfq_holds_a_cgroup_to_its_cpu_max() {
+    let script = format!(
+        r#"{DUMP}
+{CASES}
+{CAPPED}
+capped cfs
+enoki load wfq --mode all
+capped wfq
+capped_upgraded
+dump during.
+enoki unload
+"#
+    );
+    let r = it::run_ok_in(it::timing_config(), &script);
+    it::assert_enabled(&r, "during.");
+    assert!(
+        it::number(&r, "during.cgroup_bandwidth") > 0,
+        "no cgroup_bandwidth messages"
+    );
+    // Of the 4 s measured: the capped spinner 20 %, the other the rest.
+    let window = 4e9;
+    let share = |key: &str| {
+        let t = times(&r, key);
+        (t[0] / window, t[1] / window)
+    };
+    let mut report = String::new();
+    let mut off = Vec::new();
+    for key in ["cfs.capped", "wfq.capped", "upgraded.capped"] {
+        let (capped, free) = share(key);
+        report += &format!(
+            "{key}: capped {:.1} %, beside it {:.1} %\n",
+            capped * 100.0,
+            free * 100.0
+        );
+        off.push(((capped / 0.2 - 1.0).abs(), free));
+    }
+    println!("CPU shares with cpu.max 20 %:\n{report}");
+    let cfs = off[0].0;
+    for (err, free) in &off[1..] {
+        assert!(
+            *err <= cfs.max(TOLERANCE),
+            "WFQ's capped share is off by more than {:.0} % (or than the default \
+             scheduler's):\n{report}",
+            TOLERANCE * 100.0
+        );
+        assert!(
+            *free >= 0.7,
+            "the task beside the capped one starves:\n{report}"
+        );
     }
 }
 

@@ -251,8 +251,9 @@ pub struct Renice {
 }
 
 /// A cgroup, created before any task, in spec order (so a parent comes
-/// before its children), with `cpu.weight` `weight`. The tasks of the
-/// workload groups named in `members` start in it; the others in the root.
+/// before its children), with `cpu.weight` `weight` and, with `quota_us`,
+/// a `cpu.max` of `quota_us` per `period_us`. The tasks of the workload
+/// groups named in `members` start in it; the others in the root.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Cgroup {
@@ -262,12 +263,21 @@ pub struct Cgroup {
     pub parent: Option<String>,
     #[serde(default = "default_cgroup_weight")]
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_us: Option<u64>,
+    #[serde(default = "default_cgroup_period_us")]
+    pub period_us: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
 }
 
 fn default_cgroup_weight() -> u32 {
     100
+}
+
+/// cpu.max's default period.
+fn default_cgroup_period_us() -> u64 {
+    100_000
 }
 
 /// At `at_ms`, cgroup `cgroup` gets `cpu.weight` `weight`.
@@ -493,6 +503,14 @@ impl Spec {
                 }
             }
             weight(c.weight, &format!("cgroup {}", c.name))?;
+            // cpu.max's own bounds: the period 1 ms..1 s, the quota 1 ms on.
+            if !(1_000..=1_000_000).contains(&c.period_us) || c.quota_us.is_some_and(|q| q < 1_000)
+            {
+                bail!(
+                    "cgroup {}: period_us must be in 1000..=1000000 and quota_us at least 1000",
+                    c.name
+                );
+            }
             for m in &c.members {
                 if !groups.contains(&m.as_str()) || members.contains(&m) {
                     bail!(
@@ -648,6 +666,10 @@ impl Spec {
                 name: format!("cg{i}"),
                 parent: (i > 0 && rng.random_bool(0.5)).then(|| format!("cg{}", i - 1)),
                 weight: rng.random_range(1..=1000),
+                quota_us: rng
+                    .random_bool(0.3)
+                    .then(|| rng.random_range(1_000..=200_000)),
+                period_us: rng.random_range(1_000..=200_000),
                 members,
             });
         }

@@ -47,11 +47,12 @@
 //! record types and CPUs: missing numbers are events the recorder lost),
 //! time (u64 ns, 0 if not known). Then:
 //!
-//! - type 1, message (length 24 + [`MSG_BYTES`] = 144): the 120-byte
+//! - type 1, message (length 24 + [`MSG_BYTES`] = 176): the 152-byte
 //!   `enoki::abi::Msg` exactly as its `#[repr(C)]` layout on a little-endian
-//!   machine ([`msg_to_bytes`]), answer and task generation included.
-//!   Traces of ABI 5 and older have 104-byte messages (length 128), without
-//!   the cgroup fields at the end, which a reader takes as 0.
+//!   machine ([`msg_to_bytes`]), answer, task generation and the call's
+//!   time included. Older traces have shorter messages without the fields
+//!   added at the end since, which a reader takes as 0: ABI 6 120 bytes
+//!   (no time, no cpu.max), ABI 5 and older 104 bytes (no cgroups).
 //! - type 2, lock acquired / type 3, lock released (length 40): lock address
 //!   (u64), then 8 reserved bytes (0).
 //! - type 4, gap (length 40): events of the record's CPU that were lost to

@@ -74,6 +74,10 @@ pub fn msg_to_bytes(m: &Msg) -> [u8; MSG_BYTES] {
     put(&mut b, offset_of!(Msg, generation), m.generation);
     put(&mut b, offset_of!(Msg, cgroup), m.cgroup);
     put(&mut b, offset_of!(Msg, cgroup_parent), m.cgroup_parent);
+    put(&mut b, offset_of!(Msg, now), m.now);
+    put(&mut b, offset_of!(Msg, cgroup_period), m.cgroup_period);
+    put(&mut b, offset_of!(Msg, cgroup_quota), m.cgroup_quota);
+    put(&mut b, offset_of!(Msg, cgroup_burst), m.cgroup_burst);
     b
 }
 
@@ -110,7 +114,12 @@ pub fn msg_from_bytes(b: &[u8; MSG_BYTES]) -> Msg {
         generation: get(b, offset_of!(Msg, generation)),
         cgroup: get(b, offset_of!(Msg, cgroup)),
         cgroup_parent: get(b, offset_of!(Msg, cgroup_parent)),
-        ..Msg::default()
+        now: get(b, offset_of!(Msg, now)),
+        cgroup_period: get(b, offset_of!(Msg, cgroup_period)),
+        cgroup_quota: get(b, offset_of!(Msg, cgroup_quota)),
+        cgroup_burst: get(b, offset_of!(Msg, cgroup_burst)),
+        // Every field is named, so a new one cannot be forgotten here.
+        allowed: Default::default(),
     };
     for (i, w) in m.allowed.iter_mut().enumerate() {
         *w = get(b, offset_of!(Msg, allowed) + 8 * i);

@@ -30,6 +30,10 @@ fn msg(i: u64) -> Msg {
     m.generation = (i << 32) | 0xabcd;
     m.cgroup = 100 + i;
     m.cgroup_parent = 1;
+    m.now = 5_000_000_000 + i;
+    m.cgroup_period = 100_000_000;
+    m.cgroup_quota = 20_000_000 + i;
+    m.cgroup_burst = 3;
     m
 }
 
@@ -122,9 +126,9 @@ fn a_message_is_its_repr_c_bytes() {
         0,
     );
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let rec = &bytes[hlen + 24..hlen + 24 + 144];
+    let rec = &bytes[hlen + 24..hlen + 24 + 176];
     assert_eq!(rec[0], 1, "type");
-    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 144);
+    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 176);
     let body = &rec[24..];
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), m.kind);
     assert_eq!(
@@ -152,6 +156,28 @@ fn a_message_is_its_repr_c_bytes() {
         u64::from_le_bytes(body[112..120].try_into().unwrap()),
         m.cgroup_parent
     );
+    let at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().unwrap());
+    assert_eq!(
+        [at(120), at(128), at(136), at(144)],
+        [m.now, m.cgroup_period, m.cgroup_quota, m.cgroup_burst]
+    );
+}
+
+#[test]
+fn a_message_from_before_timestamps_reads_with_time_and_cpu_max_zero() {
+    let m = msg(5);
+    let bytes = msg_to_bytes(&m);
+    let abi6 = msg_from_record(&bytes[..120]).unwrap();
+    assert_eq!(
+        abi6,
+        Msg {
+            now: 0,
+            cgroup_period: 0,
+            cgroup_quota: 0,
+            cgroup_burst: 0,
+            ..m
+        }
+    );
 }
 
 #[test]
@@ -164,6 +190,10 @@ fn a_message_from_before_cgroups_reads_with_the_cgroup_fields_zero() {
         Msg {
             cgroup: 0,
             cgroup_parent: 0,
+            now: 0,
+            cgroup_period: 0,
+            cgroup_quota: 0,
+            cgroup_burst: 0,
             ..m
         }
     );
@@ -202,7 +232,7 @@ fn a_gap_round_trips_where_it_stood() {
     }
     let bytes = write(&recs, false, 3);
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let gap = &bytes[hlen + 24 + 144..hlen + 24 + 144 + 40];
+    let gap = &bytes[hlen + 24 + 176..hlen + 24 + 176 + 40];
     assert_eq!((gap[0], u16::from_le_bytes([gap[2], gap[3]])), (4, 40));
     assert_eq!(u64::from_le_bytes(gap[8..16].try_into().unwrap()), 4, "seq");
     assert_eq!(
@@ -230,7 +260,7 @@ fn an_upgrade_round_trips_with_its_state_fingerprint() {
     let (_, back, _) = read_all(Cursor::new(&bytes)).unwrap();
     assert_eq!(back, recs);
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let up = &bytes[hlen + 24 + 144..hlen + 24 + 144 + 40];
+    let up = &bytes[hlen + 24 + 176..hlen + 24 + 176 + 40];
     assert_eq!((up[0], u16::from_le_bytes([up[2], up[3]])), (5, 40));
 }
 

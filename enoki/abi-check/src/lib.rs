@@ -97,6 +97,10 @@ mod tests {
                     generation,
                     cgroup,
                     cgroup_parent,
+                    now,
+                    cgroup_period,
+                    cgroup_quota,
+                    cgroup_burst,
                 }
             ),
             layout_diff!(
@@ -182,6 +186,7 @@ mod tests {
             abi::kind::CGROUP_GONE => ENOKI_CGROUP_GONE,
             abi::kind::CGROUP_WEIGHT => ENOKI_CGROUP_WEIGHT,
             abi::kind::TASK_CGROUP_MOVED => ENOKI_TASK_CGROUP_MOVED,
+            abi::kind::CGROUP_BANDWIDTH => ENOKI_CGROUP_BANDWIDTH,
             abi::kind::NR => ENOKI_MSG_NR,
             abi::kind::OPTIONAL => ENOKI_MSGS_OPTIONAL,
             abi::flag::YIELD => ENOKI_F_YIELD,

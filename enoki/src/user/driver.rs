@@ -11,7 +11,9 @@ use super::super::abi::{err, flag, kind, ret_err, Msg, SLICE_MAX_NS, SLICE_MIN_N
 use super::super::dispatch::Loaded;
 use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::super::topology::Topology;
-use super::super::types::{nice_to_weight, CgroupId, CgroupInfo, CpuId, CpuSet, Pid, ROOT_CGROUP};
+use super::super::types::{
+    nice_to_weight, Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, Pid, ROOT_CGROUP,
+};
 use super::super::upgrade::{fingerprint, plan, Carry, PlainData, Refusal};
 use super::HostOps;
 
@@ -121,7 +123,15 @@ fn cgroup_new_msg(c: &CgroupInfo, cpu: CpuId) -> Msg {
     m.cgroup = c.id;
     m.cgroup_parent = c.parent.unwrap_or(0);
     m.weight = c.weight;
+    bandwidth_into(&mut m, &c.bandwidth);
     m
+}
+
+/// `b` in the message's cpu.max fields, as Enoki-C writes them.
+fn bandwidth_into(m: &mut Msg, b: &Bandwidth) {
+    m.cgroup_period = b.period_ns;
+    m.cgroup_quota = b.quota_ns.unwrap_or(u64::MAX);
+    m.cgroup_burst = b.burst_ns;
 }
 
 /// Drives a scheduler the way Enoki-C does.
@@ -145,6 +155,8 @@ pub struct Driver<S: EnokiScheduler> {
     dispatches: std::vec::Vec<u64>,
     /// Live cgroups, parents first: an upgrade introduces them.
     cgroups: std::vec::Vec<CgroupInfo>,
+    /// The time messages are stamped with, ns.
+    now: u64,
 }
 
 /// Every this many dispatches a CPU runs a refused task first, as Enoki-C's
@@ -184,6 +196,7 @@ impl<S: EnokiScheduler> Driver<S> {
             gen_seq: 0,
             dispatches: vec![0; nr],
             cgroups: std::vec::Vec::new(),
+            now: 0,
         })
     }
 
@@ -224,6 +237,7 @@ impl<S: EnokiScheduler> Driver<S> {
         if !S::MESSAGES.takes(m.kind) {
             return;
         }
+        m.now = self.now;
         if let Some(c) = self.counters.msgs.get_mut(m.kind as usize) {
             *c += 1;
         }
@@ -248,6 +262,7 @@ impl<S: EnokiScheduler> Driver<S> {
     fn msg(&self, kind: u32, cpu: CpuId, pid: Pid) -> Msg {
         let mut m = Msg::new(kind, cpu as i32);
         m.pid = pid;
+        m.now = self.now;
         if let Some(t) = self.tasks.get(&pid) {
             m.generation = t.generation;
             m.runtime = self.runtime(pid);
@@ -678,10 +693,27 @@ impl<S: EnokiScheduler> Driver<S> {
         self.send(&mut Msg::new(kind, cpu as i32));
     }
 
+    /// The time messages are stamped with from now on (ns; 0 at first):
+    /// the clock of the machine being modelled.
+    pub fn set_now(&mut self, ns: u64) {
+        self.now = ns;
+    }
+
+    /// The time messages are stamped with.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
     /// A cgroup is created under `parent` (`None`: the root itself) with
-    /// cpu.weight `weight`, as sched_ext's `cgroup_init` tells Enoki-C.
+    /// cpu.weight `weight` and no cpu.max, as sched_ext's `cgroup_init`
+    /// tells Enoki-C.
     pub fn cgroup_new(&mut self, id: CgroupId, parent: Option<CgroupId>, weight: u32) {
-        let info = CgroupInfo { id, parent, weight };
+        let info = CgroupInfo {
+            id,
+            parent,
+            weight,
+            bandwidth: Bandwidth::UNLIMITED,
+        };
         self.cgroups.push(info);
         self.send(&mut cgroup_new_msg(&info, 0));
     }
@@ -702,6 +734,38 @@ impl<S: EnokiScheduler> Driver<S> {
         let mut m = Msg::new(kind::CGROUP_WEIGHT, 0);
         m.cgroup = id;
         m.weight = weight;
+        self.send(&mut m);
+    }
+
+    /// The cgroup `pid` is in.
+    pub fn cgroup_of(&self, pid: Pid) -> Option<CgroupId> {
+        self.tasks.get(&pid).map(|t| t.cgroup)
+    }
+
+    /// Whether `cgroup` or an ancestor has a cpu.max: its tasks may wait
+    /// while CPUs idle.
+    pub fn cgroup_limited(&self, cgroup: CgroupId) -> bool {
+        let mut at = Some(cgroup);
+        for _ in 0..=self.cgroups.len() {
+            let Some(c) = at.and_then(|id| self.cgroups.iter().find(|c| c.id == id)) else {
+                return false;
+            };
+            if c.bandwidth.quota_ns.is_some() {
+                return true;
+            }
+            at = c.parent;
+        }
+        false
+    }
+
+    /// A cgroup's cpu.max is set (`cgroup_set_bandwidth`).
+    pub fn set_cgroup_bandwidth(&mut self, id: CgroupId, bandwidth: Bandwidth) {
+        for c in self.cgroups.iter_mut().filter(|c| c.id == id) {
+            c.bandwidth = bandwidth;
+        }
+        let mut m = Msg::new(kind::CGROUP_BANDWIDTH, 0);
+        m.cgroup = id;
+        bandwidth_into(&mut m, &bandwidth);
         self.send(&mut m);
     }
 
@@ -771,6 +835,7 @@ impl<S: EnokiScheduler> Driver<S> {
             gen_seq: self.gen_seq,
             dispatches: self.dispatches,
             cgroups: self.cgroups,
+            now: self.now,
         };
         upgraded.preempt_all();
         Ok(upgraded)
@@ -841,7 +906,9 @@ impl<S: EnokiScheduler> Driver<S> {
     fn introduce_tasks<T: EnokiScheduler>(&self, new: &Loaded<T>, on: CpuId) {
         if T::MESSAGES.takes(kind::CGROUP_NEW) {
             for c in &self.cgroups {
-                new.handle(&mut cgroup_new_msg(c, on));
+                let mut m = cgroup_new_msg(c, on);
+                m.now = self.now;
+                new.handle(&mut m);
             }
         }
         for (&pid, t) in &self.tasks {

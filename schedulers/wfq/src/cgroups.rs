@@ -21,9 +21,12 @@
 //! is recomputed at every enqueue, so a change elsewhere in the hierarchy
 //! reaches it within a slice. Cgroups beyond the table's capacity, and
 //! those whose parent it could not hold, count as children of the root.
+//!
+//! Each cgroup with a `cpu.max` also holds its budget (see `bandwidth`).
 
-use enoki::{CgroupId, FixedVec, InitError, ROOT_CGROUP};
+use enoki::{Bandwidth, CgroupId, FixedVec, InitError, ROOT_CGROUP};
 
+use super::bandwidth::Budget;
 use super::fair::div;
 
 /// The weight of one cgroup entity at `cpu.weight` `weight` (100: 1024).
@@ -42,6 +45,8 @@ struct Slot {
     /// The weight of its runnable members: tasks counted in it, and
     /// child cgroups with one below them.
     runnable: u64,
+    /// Its `cpu.max` budget, if it has a limit.
+    budget: Option<Budget>,
 }
 
 /// What a task added to its cgroup's runnable weight, to take back.
@@ -70,25 +75,79 @@ impl Cgroups {
         self.slots.iter().position(|s| s.id == id)
     }
 
-    /// A new cgroup under `parent`; a repeated one (an upgrade's
-    /// introduction and its log of changes) only takes the new weight.
-    pub(super) fn add(&mut self, id: CgroupId, parent: Option<CgroupId>, weight: u32) {
+    /// A new cgroup under `parent`, at `now`; a repeated one (an
+    /// upgrade's introduction and its log of changes) only takes the new
+    /// weight and limit.
+    pub(super) fn add(&mut self, info: &enoki::CgroupInfo, now: u64) {
+        let id = info.id;
         if id == ROOT_CGROUP || id == 0 {
             return;
         }
         if self.find(id).is_some() {
-            self.set_weight(id, weight);
+            self.set_weight(id, info.weight);
+            self.set_bandwidth(id, &info.bandwidth, now);
             return;
         }
-        let parent = parent.and_then(|p| self.find(p));
+        let parent = info.parent.and_then(|p| self.find(p));
         if let Some(slot) = self.slots.iter_mut().find(|s| s.id == 0) {
             *slot = Slot {
                 id,
                 parent,
-                shares: shares(weight),
+                shares: shares(info.weight),
                 runnable: 0,
+                budget: Budget::new(&info.bandwidth, now),
             };
         }
+    }
+
+    /// `id`'s `cpu.max` is now `bandwidth`, from `now`.
+    pub(super) fn set_bandwidth(&mut self, id: CgroupId, bandwidth: &Bandwidth, now: u64) {
+        let Some(slot) = self.find(id).and_then(|at| self.slots.get_mut(at)) else {
+            return;
+        };
+        slot.budget = match slot.budget {
+            Some(budget) => budget.change(bandwidth, now),
+            None => Budget::new(bandwidth, now),
+        };
+    }
+
+    /// Calls `f` with the budget of `cgroup` and of each ancestor that has
+    /// one.
+    fn for_each_budget(&mut self, cgroup: CgroupId, mut f: impl FnMut(&mut Budget)) {
+        let mut at = self.find(cgroup);
+        for _ in 0..self.slots.len() {
+            let Some(slot) = at.and_then(|i| self.slots.get_mut(i)) else {
+                return;
+            };
+            if let Some(budget) = slot.budget.as_mut() {
+                f(budget);
+            }
+            at = slot.parent;
+        }
+    }
+
+    /// Whether `cgroup` or an ancestor has a `cpu.max`.
+    pub(super) fn limited(&mut self, cgroup: CgroupId) -> bool {
+        let mut limited = false;
+        self.for_each_budget(cgroup, |_| limited = true);
+        limited
+    }
+
+    /// A task of `cgroup` used `ns` of CPU time by `now`.
+    pub(super) fn charge(&mut self, cgroup: CgroupId, ns: u64, now: u64) {
+        self.for_each_budget(cgroup, |b| b.charge(ns, now));
+    }
+
+    /// When `cgroup`'s tasks may run again, if a budget on the way to the
+    /// root is used up at `now`.
+    pub(super) fn throttled_until(&mut self, cgroup: CgroupId, now: u64) -> Option<u64> {
+        let mut until = None;
+        self.for_each_budget(cgroup, |b| {
+            if let Some(end) = b.throttled_until(now) {
+                until = until.max(Some(end));
+            }
+        });
+        until
     }
 
     /// Frees `id`'s slot (its tasks and children left it before).

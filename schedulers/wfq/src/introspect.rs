@@ -68,7 +68,7 @@ impl Wfq {
                     token_cpu: None,
                 });
             }
-            for (pid, _, token) in rq.waiting.iter() {
+            for (pid, _, token) in rq.waiting.iter().chain(rq.throttled.iter()) {
                 f(Held {
                     queue,
                     pid,
@@ -100,6 +100,18 @@ impl Wfq {
                 }
                 load = t.weight.saturating_add(load);
             }
+            for (pid, vruntime, token) in rq.throttled.iter() {
+                let t = rq
+                    .tasks
+                    .get(pid)
+                    .ok_or("a throttled task is held back where it is not homed")?;
+                if t.state != State::Throttled || token.cpu() != cpu || *vruntime != t.vruntime {
+                    return Err("a throttled task is not marked throttled there");
+                }
+            }
+            if !rq.throttled.is_empty() && rq.unthrottle_at.is_none() {
+                return Err("tasks are held back with no time to take them back");
+            }
             if let Some(pid) = rq.curr {
                 let t = rq
                     .tasks
@@ -116,7 +128,7 @@ impl Wfq {
             let marked = rq
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.state != State::Off)
+                .filter(|(_, t)| matches!(t.state, State::Waiting | State::Running))
                 .count();
             if marked != rq.nr_running() {
                 return Err("a task is marked queued or running where it is not");

@@ -51,11 +51,17 @@
 //!
 //! - cgroups: `cpu.weight` divides time among cgroups as CFS's group
 //!   scheduling does, flattened into each task's weight (see `cgroups`).
+//!   `cpu.max` holds a cgroup's tasks back once their budget for the period
+//!   is used (see `bandwidth`): a task found over budget when queued or
+//!   picked waits in its queue's throttled heap, off the load, and the
+//!   CPU's timer is set for the refill, when the queue takes them back.
+//!   The tick preempts a task whose budget ran out.
 //!
 //! Module `args`: `period_us`, `min_granularity_us`,
 //! `wakeup_granularity_us`, `imbalance_pct`, `max_cgroups`.
 #![forbid(unsafe_code)]
 
+mod bandwidth;
 mod cgroups;
 mod fair;
 #[cfg(any(test, feature = "introspect"))]
@@ -71,7 +77,7 @@ use enoki::{
     Schedulable, Services, Shared, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
     Wake, ROOT_CGROUP,
 };
-use enoki::{CgroupId, CgroupInfo};
+use enoki::{Bandwidth, CgroupId, CgroupInfo};
 
 use cgroups::Cgroups;
 use fair::{rescale_lag, to_virtual, Params, NICE_0_WEIGHT};
@@ -301,17 +307,52 @@ impl Wfq {
     }
 
     /// Counts `task`, detached and about to be queued, in its cgroup's
-    /// runnable weight, and gives it the weight its cgroups leave it.
-    fn weigh_runnable(&self, task: &mut Task) -> Result {
+    /// runnable weight, gives it the weight its cgroups leave it, and
+    /// bills its CPU time to their budgets: when it may run again if they
+    /// are used up.
+    fn weigh_runnable(&self, task: &mut Task) -> Result<Option<u64>> {
         if task.cgroup == ROOT_CGROUP && task.counted.is_none() {
             task.weight = task.nice_weight;
-            return Ok(());
+            task.limited = false;
+            task.unbilled = 0;
+            return Ok(None);
         }
+        let now = self.services.now();
         let mut cgroups = self.cgroups.lock()?;
         if task.counted.is_none() {
             task.counted = cgroups.count(task.cgroup, task.nice_weight);
         }
         task.weight = cgroups.effective(task.cgroup, task.nice_weight);
+        task.limited = cgroups.limited(task.cgroup);
+        Ok(bill(&mut cgroups, task, now))
+    }
+
+    /// Bills `task`'s CPU time to its cgroups' budgets, if any: when it
+    /// may run again if they are used up.
+    fn throttled(&self, task: &mut Task) -> Result<Option<u64>> {
+        if !task.limited {
+            task.unbilled = 0;
+            return Ok(None);
+        }
+        let now = self.services.now();
+        Ok(bill(&mut *self.cgroups.lock()?, task, now))
+    }
+
+    /// Holds `token` back on `rq` (CPU `cpu`) until `until`, setting the
+    /// CPU's timer for it.
+    fn throttle(
+        &self,
+        cpu: CpuId,
+        rq: &mut RunQueue,
+        pid: Pid,
+        vruntime: u64,
+        token: Schedulable,
+        until: u64,
+    ) -> Result<(), Schedulable> {
+        if let Some(at) = rq.throttle(pid, vruntime, token, until)? {
+            let wait = at.saturating_sub(self.services.now()).max(1);
+            self.services.set_timer(cpu, wait);
+        }
         Ok(())
     }
 
@@ -352,6 +393,7 @@ impl Wfq {
             rq.detach(pid, runtime);
             if let Some(task) = rq.tasks.get_mut(pid) {
                 self.uncount(task)?;
+                self.throttled(task)?;
             }
             self.update_summary(cpu, &mut rq);
         }
@@ -396,7 +438,7 @@ impl Wfq {
             Enqueue::Preempt { runtime, .. } => task.charge(runtime),
             Enqueue::Refused => {}
         }
-        self.weigh_runnable(task)?;
+        let throttled = self.weigh_runnable(task)?;
         let task = *task;
         let vruntime = match why {
             Enqueue::Wakeup { .. } => self.wakeup_vruntime(&rq, &task),
@@ -407,6 +449,11 @@ impl Wfq {
             },
             Enqueue::Preempt { .. } | Enqueue::Refused => task.vruntime,
         };
+        if let Some(until) = throttled {
+            let held = self.throttle(cpu, &mut rq, pid, vruntime, token, until);
+            self.update_summary(cpu, &mut rq);
+            return held.map_err(NotTaken::from);
+        }
         let pushed = rq.queue_token(pid, vruntime, token);
         rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
         // Someone waits here if a task runs, or if more than one waits.
@@ -441,6 +488,17 @@ impl Wfq {
     }
 }
 
+/// Bills `task`'s CPU time since the last bill to its cgroups' budgets at
+/// `now` (if they have any): when it may run again if they are used up.
+fn bill(cgroups: &mut Cgroups, task: &mut Task, now: u64) -> Option<u64> {
+    let ns = core::mem::take(&mut task.unbilled);
+    if !task.limited {
+        return None;
+    }
+    cgroups.charge(task.cgroup, ns, now);
+    cgroups.throttled_until(task.cgroup, now)
+}
+
 impl EnokiScheduler for Wfq {
     const NAME: &'static str = "wfq";
     type Hint = NoHint;
@@ -456,6 +514,8 @@ impl EnokiScheduler for Wfq {
             Ok(RunQueue {
                 tasks: TaskMap::with_capacity(ctx.max_tasks)?,
                 waiting: TaskHeap::with_capacity(ctx.max_tasks)?,
+                throttled: TaskHeap::with_capacity(ctx.max_tasks)?,
+                unthrottle_at: None,
                 curr: None,
                 load: 0,
                 min_vruntime: 0,
@@ -486,6 +546,7 @@ impl EnokiScheduler for Wfq {
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let mut rq = self.rqs.lock(cpu)?;
         let rq = &mut *rq;
+        rq.unthrottle_due(self.services.now());
         // The kernel asks before it hands a still-runnable previous task
         // back (task_preempt comes next): it still competes, and still
         // counts in the period of whatever is picked instead.
@@ -494,12 +555,14 @@ impl EnokiScheduler for Wfq {
         if let Some(p) = still_runnable {
             if let Some(task) = rq.tasks.get_mut(p.pid) {
                 task.charge(p.runtime);
+                let over_budget = self.throttled(task)?.is_some();
                 let (vruntime, weight) = (task.vruntime, task.weight);
                 rq.update_min_vruntime(Some(vruntime));
                 // CFS's rule: the smallest vruntime runs, a waiting task
                 // first on a tie. When that is the previous task, pick
-                // nothing: it is handed back and picked again.
-                if rq.waiting.peek().is_none_or(|(_, v, _)| *v > vruntime) {
+                // nothing: it is handed back and picked again (unless its
+                // budget ran out: then it is held back when handed back).
+                if !over_budget && rq.waiting.peek().is_none_or(|(_, v, _)| *v > vruntime) {
                     rq.woken = false;
                     self.update_summary(cpu, rq);
                     return Ok(None);
@@ -520,6 +583,20 @@ impl EnokiScheduler for Wfq {
             let Some(task) = rq.tasks.get_mut(pid) else {
                 continue;
             }; // no record: drop its token
+            task.state = State::Off;
+            if let Some(until) = self.throttled(task)? {
+                let weight = task.weight;
+                match self.throttle(cpu, rq, pid, vruntime, token, until) {
+                    Ok(()) => {
+                        rq.load = rq.load.saturating_sub(weight);
+                        continue;
+                    }
+                    Err(back) => token = back, // no room to hold it back: it runs
+                }
+            }
+            let Some(task) = rq.tasks.get_mut(pid) else {
+                continue;
+            };
             task.state = State::Running;
             let weight = task.weight;
             rq.curr = Some(pid);
@@ -574,6 +651,8 @@ impl EnokiScheduler for Wfq {
             allowed: task.allowed,
             vruntime: 0,
             charged: task.runtime,
+            unbilled: 0,
+            limited: false,
             state: State::Off,
             new: true,
         };
@@ -620,6 +699,9 @@ impl EnokiScheduler for Wfq {
             return Ok(false);
         };
         task.charge(runtime);
+        if self.throttled(task)?.is_some() {
+            return Ok(true); // its cgroup's budget ran out
+        }
         let vruntime = task.vruntime;
         rq.update_min_vruntime(Some(vruntime));
         // Wakeup preemption: a task woke, and the next waiting task is behind
@@ -778,10 +860,16 @@ impl EnokiScheduler for Wfq {
         let old = core::mem::replace(&mut task.weight, weight);
         task.vruntime = rescale_lag(task.vruntime, min, old, weight);
         let (state, vruntime) = (task.state, task.vruntime);
-        if state == State::Waiting {
-            rq.waiting.set_key(pid, vruntime);
+        match state {
+            State::Waiting => {
+                rq.waiting.set_key(pid, vruntime);
+            }
+            State::Throttled => {
+                rq.throttled.set_key(pid, vruntime);
+            }
+            State::Running | State::Off => {}
         }
-        if state != State::Off {
+        if matches!(state, State::Waiting | State::Running) {
             rq.load = rq.load.saturating_sub(old).saturating_add(weight);
         }
         self.update_summary(cpu, rq);
@@ -799,8 +887,14 @@ impl EnokiScheduler for Wfq {
     }
 
     fn cgroup_new(&self, cgroup: &CgroupInfo) -> Result {
-        let mut cgroups = self.cgroups.lock()?;
-        cgroups.add(cgroup.id, cgroup.parent, cgroup.weight);
+        let now = self.services.now();
+        self.cgroups.lock()?.add(cgroup, now);
+        Ok(())
+    }
+
+    fn cgroup_bandwidth(&self, cgroup: CgroupId, bandwidth: Bandwidth) -> Result {
+        let now = self.services.now();
+        self.cgroups.lock()?.set_bandwidth(cgroup, &bandwidth, now);
         Ok(())
     }
 

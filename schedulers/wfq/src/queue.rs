@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! One CPU's run queue: the records of the tasks homed on it, its waiting
-//! tokens by vruntime, and its load and `min_vruntime`.
+//! tokens by vruntime, the tokens of tasks its cgroups' `cpu.max` holds
+//! back, and its load and `min_vruntime`.
 
 use enoki::{CgroupId, CpuSet, Pid, Schedulable, TaskHeap, TaskMap};
 
@@ -17,6 +18,9 @@ pub(super) enum State {
     Waiting,
     /// Picked there and not stopped yet.
     Running,
+    /// Held back with its token until its cgroup's budget is refilled;
+    /// not runnable as far as the queue's load goes.
+    Throttled,
 }
 
 /// What the scheduler knows about a task. It lives in the map of one run
@@ -37,6 +41,10 @@ pub(super) struct Task {
     pub(super) vruntime: u64,
     /// CPU time charged so far (Enoki-C's `sum_exec_runtime`), ns.
     pub(super) charged: u64,
+    /// CPU time charged and not yet taken off its cgroups' budgets.
+    pub(super) unbilled: u64,
+    /// Its cgroup or an ancestor has a `cpu.max` (as of its last enqueue).
+    pub(super) limited: bool,
     pub(super) state: State,
     /// Never queued yet: starts after the tasks of the current period.
     pub(super) new: bool,
@@ -47,6 +55,7 @@ impl Task {
     pub(super) fn charge(&mut self, runtime: u64) {
         let delta = runtime.saturating_sub(self.charged);
         self.charged = self.charged.max(runtime);
+        self.unbilled = self.unbilled.saturating_add(delta);
         self.vruntime = self.vruntime.saturating_add(to_virtual(delta, self.weight));
     }
 }
@@ -75,6 +84,11 @@ pub(super) struct RunQueue {
     pub(super) tasks: TaskMap<Task>,
     /// Waiting tasks' tokens, by (vruntime, pid).
     pub(super) waiting: TaskHeap<u64, Schedulable>,
+    /// Throttled tasks' tokens, by (vruntime, pid).
+    pub(super) throttled: TaskHeap<u64, Schedulable>,
+    /// When the earliest throttled task here may run again (the CPU's
+    /// timer is set for it).
+    pub(super) unthrottle_at: Option<u64>,
     /// The task running here.
     pub(super) curr: Option<Pid>,
     /// Total weight of the running and waiting tasks.
@@ -149,7 +163,51 @@ impl RunQueue {
                     self.load = self.load.saturating_sub(weight);
                 }
             }
+            State::Throttled => {
+                self.throttled.remove(pid);
+            }
             State::Off => {}
+        }
+    }
+
+    /// Holds `token` of `pid` (detached, homed here) back at `vruntime`
+    /// until `until`; returns the earliest time a throttled task here may
+    /// run again if that moved earlier (the CPU's timer must follow).
+    pub(super) fn throttle(
+        &mut self,
+        pid: Pid,
+        vruntime: u64,
+        token: Schedulable,
+        until: u64,
+    ) -> Result<Option<u64>, Schedulable> {
+        let Some(task) = self.tasks.get_mut(pid) else {
+            return Err(token);
+        };
+        self.throttled
+            .push(pid, vruntime, token)
+            .map_err(|(_, token)| token)?;
+        task.vruntime = vruntime;
+        task.state = State::Throttled;
+        task.new = false;
+        if self.unthrottle_at.is_some_and(|at| at <= until) {
+            return Ok(None);
+        }
+        self.unthrottle_at = Some(until);
+        Ok(Some(until))
+    }
+
+    /// At `now`, if throttled tasks are due, queues every one of them
+    /// again (those still over budget are held back when picked).
+    pub(super) fn unthrottle_due(&mut self, now: u64) {
+        if self.unthrottle_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.unthrottle_at = None;
+        while let Some((pid, vruntime, token)) = self.throttled.pop() {
+            if let Some(task) = self.tasks.get_mut(pid) {
+                task.state = State::Off;
+            }
+            let _ = self.queue_token(pid, vruntime, token);
         }
     }
 

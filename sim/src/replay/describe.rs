@@ -38,6 +38,21 @@ fn marker(flags: u32, bit: u32, name: &'static str) -> &'static str {
     }
 }
 
+/// A cgroup message's cpu.max (nothing when unlimited or unknown).
+fn cpu_max(m: &Msg) -> String {
+    let b = enoki::Bandwidth::from_raw(m.cgroup_period, m.cgroup_quota, m.cgroup_burst);
+    match b.quota_ns {
+        Some(quota) => format!(
+            " max={}/{}us burst={}us",
+            quota / 1000,
+            b.period_ns / 1000,
+            b.burst_ns / 1000
+        ),
+        None if m.kind == kind::CGROUP_BANDWIDTH => " max=none".into(),
+        None => String::new(),
+    }
+}
+
 /// The fields of `m` that matter for its kind, after the common ones.
 fn details(m: &Msg) -> String {
     match m.kind {
@@ -50,9 +65,13 @@ fn details(m: &Msg) -> String {
             m.cgroup
         ),
         kind::CGROUP_NEW => format!(
-            " cgroup={} parent={} weight={}",
-            m.cgroup, m.cgroup_parent, m.weight
+            " cgroup={} parent={} weight={}{}",
+            m.cgroup,
+            m.cgroup_parent,
+            m.weight,
+            cpu_max(m)
         ),
+        kind::CGROUP_BANDWIDTH => format!(" cgroup={}{}", m.cgroup, cpu_max(m)),
         kind::CGROUP_GONE | kind::TASK_CGROUP_MOVED => format!(" cgroup={}", m.cgroup),
         kind::CGROUP_WEIGHT => format!(" cgroup={} weight={}", m.cgroup, m.weight),
         kind::TASK_WAKEUP | kind::TASK_PREEMPT | kind::MIGRATE_TASK_RQ => format!(

@@ -3,7 +3,7 @@
 //! id `i + 2`, the root 1), and its weight changes and moves, as sched_ext
 //! tells Enoki-C of them.
 
-use enoki::{CgroupId, EnokiScheduler, ROOT_CGROUP};
+use enoki::{Bandwidth, CgroupId, EnokiScheduler, ROOT_CGROUP};
 
 use crate::report::CgroupReport;
 use crate::spec::Cgroup;
@@ -30,6 +30,14 @@ impl<S: EnokiScheduler> Sim<S> {
                 .as_deref()
                 .map_or(ROOT_CGROUP, |p| self.cgroup_id(p));
             self.d.cgroup_new(id, Some(parent), c.weight);
+            if let Some(quota_us) = c.quota_us {
+                let max = Bandwidth {
+                    period_ns: c.period_us.saturating_mul(1_000),
+                    quota_ns: Some(quota_us.saturating_mul(1_000)),
+                    burst_ns: 0,
+                };
+                self.d.set_cgroup_bandwidth(id, max);
+            }
             for g in self
                 .groups
                 .iter_mut()

@@ -297,6 +297,7 @@ impl<S: EnokiScheduler> Sim<S> {
         while let Some(Reverse(Scheduled { at, ev, .. })) = self.queue.pop() {
             self.now = at;
             self.clock.now.set(at);
+            self.d.set_now(at);
             self.events += 1;
             // Every message of this event carries runtimes as of now.
             for cpu in 0..self.nr_cpus() {
@@ -333,12 +334,17 @@ impl<S: EnokiScheduler> Sim<S> {
                 self.on(waker);
                 self.wake(pid, waker, false);
             }
-            Ev::Timer { cpu, gen } => {
-                if self.cpus[cpu].timer_gen == gen && self.d.running(cpu).is_some() {
+            // Enoki-C's timer kicks its CPU: it preempts a running task
+            // and wakes an idle CPU to pick.
+            Ev::Timer { cpu, gen } if self.cpus[cpu].timer_gen == gen => {
+                if self.d.running(cpu).is_some() {
                     self.on(cpu);
                     self.d.preempt(cpu, false);
+                } else {
+                    self.resched.insert(cpu);
                 }
             }
+            Ev::Timer { .. } => {}
             Ev::Fork { group } => self.fork(group),
             Ev::Arrival { group } => self.arrival(group),
             Ev::Affinity { idx } => self.change_affinity(idx),
@@ -527,7 +533,13 @@ impl<S: EnokiScheduler> Sim<S> {
         let mut queued = Vec::new();
         let mut runnable = Vec::new();
         for (pid, t) in &self.tasks {
-            if t.died.is_some() {
+            // A task under a cpu.max may wait while CPUs idle, for as long
+            // as its cgroup's period: that is the limit at work.
+            let limited = self
+                .d
+                .cgroup_of(*pid)
+                .is_some_and(|cg| self.d.cgroup_limited(cg));
+            if t.died.is_some() || limited {
                 continue;
             }
             match self.d.state(*pid) {

@@ -199,6 +199,7 @@ static void enoki_msg_init(struct enoki_msg *msg, u32 kind, int cpu)
 	msg->task_cpu = -1;
 	msg->ret = -1;
 	msg->ret_cpu = -1;
+	msg->now = ktime_get_mono_fast_ns();
 }
 
 /* Under a call lock: logs @msg if the next version must hear of it too. */
@@ -217,6 +218,7 @@ static void enoki_intro_log(const struct enoki_msg *msg)
 	case ENOKI_CGROUP_GONE:
 	case ENOKI_CGROUP_WEIGHT:
 	case ENOKI_TASK_CGROUP_MOVED:
+	case ENOKI_CGROUP_BANDWIDTH:
 		i = atomic_fetch_inc(&enoki_intro.nr);
 		if (i < ENOKI_INTRO_LOG)
 			enoki_intro.msgs[i] = *msg;
@@ -793,21 +795,37 @@ static void enoki_cgroup_msg_init(struct enoki_msg *msg, u32 kind,
 {
 	struct cgroup *parent = cgroup_parent(cgrp);
 
-	enoki_msg_init(msg, kind, smp_processor_id());
+	enoki_msg_init(msg, kind, raw_smp_processor_id());
 	msg->cgroup = cgroup_id(cgrp);
 	msg->cgroup_parent = parent ? cgroup_id(parent) : 0;
 	msg->weight = weight;
 }
 
-/* Tells the scheduler of @cgrp; process context, may sleep around it. */
+/* Puts a cpu.max limit, as sched_ext gives it (us), into @msg (ns). */
+static void enoki_cgroup_msg_bw(struct enoki_msg *msg, u64 period_us,
+				u64 quota_us, u64 burst_us)
+{
+	msg->cgroup_period = period_us * NSEC_PER_USEC;
+	msg->cgroup_quota = quota_us == U64_MAX ? U64_MAX :
+			    quota_us * NSEC_PER_USEC;
+	msg->cgroup_burst = burst_us * NSEC_PER_USEC;
+}
+
+/* Tells the scheduler @msg; process context, may sleep around it. */
+static void enoki_cgroup_call(struct enoki_msg *msg)
+{
+	preempt_disable();
+	msg->cpu = smp_processor_id();
+	enoki_call(msg);
+	preempt_enable();
+}
+
 static void enoki_cgroup_msg(u32 kind, struct cgroup *cgrp, u32 weight)
 {
 	struct enoki_msg msg;
 
-	preempt_disable();
 	enoki_cgroup_msg_init(&msg, kind, cgrp, weight);
-	enoki_call(&msg);
-	preempt_enable();
+	enoki_cgroup_call(&msg);
 }
 
 /*
@@ -817,7 +835,12 @@ static void enoki_cgroup_msg(u32 kind, struct cgroup *cgrp, u32 weight)
 static s32 enoki_op_cgroup_init(struct cgroup *cgrp,
 				struct scx_cgroup_init_args *args)
 {
-	enoki_cgroup_msg(ENOKI_CGROUP_NEW, cgrp, args->weight);
+	struct enoki_msg msg;
+
+	enoki_cgroup_msg_init(&msg, ENOKI_CGROUP_NEW, cgrp, args->weight);
+	enoki_cgroup_msg_bw(&msg, args->bw_period_us, args->bw_quota_us,
+			    args->bw_burst_us);
+	enoki_cgroup_call(&msg);
 	return 0;
 }
 
@@ -829,6 +852,16 @@ static void enoki_op_cgroup_exit(struct cgroup *cgrp)
 static void enoki_op_cgroup_set_weight(struct cgroup *cgrp, u32 weight)
 {
 	enoki_cgroup_msg(ENOKI_CGROUP_WEIGHT, cgrp, weight);
+}
+
+static void enoki_op_cgroup_set_bandwidth(struct cgroup *cgrp, u64 period_us,
+					  u64 quota_us, u64 burst_us)
+{
+	struct enoki_msg msg;
+
+	enoki_cgroup_msg_init(&msg, ENOKI_CGROUP_BANDWIDTH, cgrp, 0);
+	enoki_cgroup_msg_bw(&msg, period_us, quota_us, burst_us);
+	enoki_cgroup_call(&msg);
 }
 
 /* Under @p's rq lock; in opt-in mode also for tasks not in Enoki. */
@@ -866,6 +899,7 @@ static struct sched_ext_ops enoki_scx_ops = {
 	.cgroup_exit	= enoki_op_cgroup_exit,
 	.cgroup_move	= enoki_op_cgroup_move,
 	.cgroup_set_weight = enoki_op_cgroup_set_weight,
+	.cgroup_set_bandwidth = enoki_op_cgroup_set_bandwidth,
 #endif
 	.init		= enoki_op_init,
 	.exit		= enoki_op_exit,
@@ -1050,7 +1084,8 @@ static void enoki_clear(void)
 #define ENOKI_MSGS_CGROUP	((1U << ENOKI_CGROUP_NEW) | \
 				 (1U << ENOKI_CGROUP_GONE) | \
 				 (1U << ENOKI_CGROUP_WEIGHT) | \
-				 (1U << ENOKI_TASK_CGROUP_MOVED))
+				 (1U << ENOKI_TASK_CGROUP_MOVED) | \
+				 (1U << ENOKI_CGROUP_BANDWIDTH))
 
 /* Whether @ops takes all of @group or none of it. */
 static bool enoki_takes_whole(const struct enoki_sched_ops *ops, u32 group)
@@ -1246,6 +1281,9 @@ static void enoki_meet_cgroups(const struct enoki_sched_ops *ops)
 			continue;
 		enoki_cgroup_msg_init(&msg, ENOKI_CGROUP_NEW, css->cgroup,
 				      READ_ONCE(tg->scx_weight));
+		enoki_cgroup_msg_bw(&msg, READ_ONCE(tg->scx_bw_period_us),
+				    READ_ONCE(tg->scx_bw_quota_us),
+				    READ_ONCE(tg->scx_bw_burst_us));
 		ops->process(ops->sched, &msg);
 	}
 	rcu_read_unlock();

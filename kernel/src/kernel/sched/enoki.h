@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	6
+#define ENOKI_ABI_VERSION	7
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -41,6 +41,7 @@ enum enoki_msg_kind {
 	ENOKI_CGROUP_GONE,
 	ENOKI_CGROUP_WEIGHT,
 	ENOKI_TASK_CGROUP_MOVED,
+	ENOKI_CGROUP_BANDWIDTH,
 	ENOKI_MSG_NR,
 };
 static_assert(ENOKI_MSG_NR <= 32);
@@ -51,9 +52,9 @@ static_assert(ENOKI_MSG_NR <= 32);
  * (it then does what it does with no scheduler: the previous CPU for a
  * wakeup, no preemption at a tick, no pull, no cgroups). BALANCE,
  * BALANCE_ERR and MIGRATE_TASK_RQ go together: all three or none; so do
- * the four cgroup messages.
+ * the five cgroup messages.
  */
-#define ENOKI_MSGS_OPTIONAL	0x1ffcc0U
+#define ENOKI_MSGS_OPTIONAL	0x3ffcc0U
 static_assert(ENOKI_MSGS_OPTIONAL ==
 	      ((1U << ENOKI_TASK_TICK) | (1U << ENOKI_SELECT_TASK_RQ) |
 	       (1U << ENOKI_BALANCE) | (1U << ENOKI_BALANCE_ERR) |
@@ -61,7 +62,8 @@ static_assert(ENOKI_MSGS_OPTIONAL ==
 	       (1U << ENOKI_TASK_AFFINITY_CHANGED) | (1U << ENOKI_CPU_ONLINE) |
 	       (1U << ENOKI_CPU_OFFLINE) | (1U << ENOKI_CGROUP_NEW) |
 	       (1U << ENOKI_CGROUP_GONE) | (1U << ENOKI_CGROUP_WEIGHT) |
-	       (1U << ENOKI_TASK_CGROUP_MOVED)));
+	       (1U << ENOKI_TASK_CGROUP_MOVED) |
+	       (1U << ENOKI_CGROUP_BANDWIDTH)));
 
 /* enoki_msg.flags */
 #define ENOKI_F_YIELD		(1U << 0)
@@ -98,7 +100,9 @@ static_assert(ENOKI_MSGS_OPTIONAL ==
  * to the task while it is in Enoki, so a reused pid is a different task.
  * A cgroup is named by its id (cgroup_id(), the root's is 1): @cgroup is
  * the task's where @weight is the task's, or the cgroup a CGROUP_* message
- * is about, whose cpu.weight (1..10000) is then @weight.
+ * is about, whose cpu.weight (1..10000) is then @weight. @now is when
+ * the call was made (CLOCK_MONOTONIC): the scheduler's only clock, so that
+ * a replay sees the times the recorded run saw.
  */
 struct enoki_msg {
 	u32 kind;
@@ -118,8 +122,13 @@ struct enoki_msg {
 	u64 generation;
 	u64 cgroup;
 	u64 cgroup_parent;	/* CGROUP_NEW: its parent's id (0: none) */
+	u64 now;
+	/* CGROUP_NEW, CGROUP_BANDWIDTH: cpu.max and cpu.max.burst, ns */
+	u64 cgroup_period;
+	u64 cgroup_quota;	/* per period; U64_MAX: no limit */
+	u64 cgroup_burst;
 };
-static_assert(sizeof(struct enoki_msg) == 120);
+static_assert(sizeof(struct enoki_msg) == 152);
 
 struct enoki_cpu_topo {
 	s32 core;
@@ -154,7 +163,7 @@ struct enoki_rec {
 	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
 	struct enoki_msg msg;
 };
-static_assert(sizeof(struct enoki_rec) == 152);
+static_assert(sizeof(struct enoki_rec) == 184);
 
 struct module;
 

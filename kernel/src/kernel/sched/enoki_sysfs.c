@@ -153,6 +153,7 @@ static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
 	[ENOKI_CGROUP_GONE]		= "cgroup_gone",
 	[ENOKI_CGROUP_WEIGHT]		= "cgroup_weight",
 	[ENOKI_TASK_CGROUP_MOVED]	= "task_cgroup_moved",
+	[ENOKI_CGROUP_BANDWIDTH]	= "cgroup_bandwidth",
 };
 
 static ssize_t enoki_counters_show(struct kobject *kobj,
