@@ -225,6 +225,18 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// The cgroup's `cpu.max` a CGROUP_NEW or CGROUP_BANDWIDTH carries.
+    pub fn bandwidth(&self) -> crate::Bandwidth {
+        crate::Bandwidth::from_raw(self.cgroup_period, self.cgroup_quota, self.cgroup_burst)
+    }
+
+    /// Writes `b` into the `cpu.max` fields, as Enoki-C does.
+    pub fn set_bandwidth(&mut self, b: &crate::Bandwidth) {
+        self.cgroup_period = b.period_ns;
+        self.cgroup_quota = b.quota_ns.unwrap_or(u64::MAX);
+        self.cgroup_burst = b.burst_ns;
+    }
+
     /// A message of `kind` on `cpu` with every other field empty.
     pub fn new(kind: u32, cpu: i32) -> Self {
         Msg {

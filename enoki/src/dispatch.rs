@@ -12,8 +12,8 @@ use super::scheduler::{EnokiScheduler, NotTaken, Result, Wake};
 use super::services;
 use super::sync::{detect, First, SpinLock};
 use super::types::{
-    Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable,
-    TaskInfo, ROOT_CGROUP,
+    CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid, PrevTask, Schedulable, TaskInfo,
+    ROOT_CGROUP,
 };
 use super::upgrade::Refusal;
 
@@ -254,7 +254,7 @@ impl<S: EnokiScheduler> Loaded<S> {
                     id: m.cgroup,
                     parent: (m.cgroup_parent != 0).then_some(m.cgroup_parent),
                     weight: m.weight,
-                    bandwidth: Bandwidth::from_raw(m.cgroup_period, m.cgroup_quota, m.cgroup_burst),
+                    bandwidth: m.bandwidth(),
                 };
                 s.cgroup_new(&info)?;
                 m.ret = 0;
@@ -268,9 +268,7 @@ impl<S: EnokiScheduler> Loaded<S> {
                 m.ret = 0;
             }
             kind::CGROUP_BANDWIDTH => {
-                let bandwidth =
-                    Bandwidth::from_raw(m.cgroup_period, m.cgroup_quota, m.cgroup_burst);
-                s.cgroup_bandwidth(m.cgroup, bandwidth)?;
+                s.cgroup_bandwidth(m.cgroup, m.bandwidth())?;
                 m.ret = 0;
             }
             kind::TASK_CGROUP_MOVED => {
@@ -377,6 +375,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::{InitContext, InitError, NoHint, TaskError};
+    use crate::Bandwidth;
     use crate::Result;
 
     /// Remembers every call that changes which tasks it knows, and picks

@@ -10,6 +10,7 @@ use std::io::Cursor;
 use enoki_sim::check::Props;
 use enoki_sim::registry::wfq::Wfq;
 use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions};
+use enoki_sim::report::Report;
 use enoki_sim::spec::{CgroupMove, Spec};
 use enoki_sim::trace::TraceReader;
 
@@ -22,6 +23,38 @@ const WFQ: Props = Props {
 
 fn example() -> Spec {
     Spec::from_toml(include_str!("../examples/cgroups.toml")).unwrap()
+}
+
+fn cpu_max_example() -> Spec {
+    Spec::from_toml(include_str!("../examples/cpu-max.toml")).unwrap()
+}
+
+/// The CPU time the report gives cgroup `name` (descendants included), ms.
+fn cgroup_ms(r: &Report, name: &str) -> f64 {
+    r.cgroups
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap()
+        .runtime_ns as f64
+        / 1e6
+}
+
+/// Replays the WFQ trace `bytes` in sequence and by locks, asserting no
+/// divergence either way; returns how many messages the sequential replay
+/// ran.
+fn replays_exactly(bytes: &[u8]) -> u64 {
+    let reader = || TraceReader::new(Cursor::new(bytes)).unwrap();
+    let header = reader().header().clone();
+    let opts = ReplayOptions::default();
+    let seq = replay::<Wfq>(&header, &mut reader(), &opts).unwrap();
+    assert!(seq.divergence.is_none(), "{}", seq.divergence.unwrap());
+    let by_locks = replay_by_locks::<Wfq>(&header, &mut reader(), &opts).unwrap();
+    assert!(
+        by_locks.divergence.is_none(),
+        "{}",
+        by_locks.divergence.unwrap()
+    );
+    seq.messages
 }
 
 #[test]
@@ -75,22 +108,8 @@ fn cgroup_messages_and_moves_replay_without_divergence() {
     let (out, bytes) = record::<Wfq>(&spec, 1, WFQ);
     assert!(out.report.violations.is_empty());
     assert!(out.report.counters.messages["task_cgroup_moved"] >= 2);
-    let header = TraceReader::new(Cursor::new(&bytes))
-        .unwrap()
-        .header()
-        .clone();
-    let opts = ReplayOptions::default();
-    let reader = || TraceReader::new(Cursor::new(&bytes)).unwrap();
-    let seq = replay::<Wfq>(&header, &mut reader(), &opts).unwrap();
-    assert!(seq.divergence.is_none(), "{}", seq.divergence.unwrap());
     let sent: u64 = out.report.counters.messages.values().sum();
-    assert_eq!(seq.messages, sent);
-    let by_locks = replay_by_locks::<Wfq>(&header, &mut reader(), &opts).unwrap();
-    assert!(
-        by_locks.divergence.is_none(),
-        "{}",
-        by_locks.divergence.unwrap()
-    );
+    assert_eq!(replays_exactly(&bytes), sent);
 }
 
 #[test]
@@ -119,18 +138,10 @@ fn cgroup_messages_are_described_with_their_cgroups() {
 #[test]
 fn wfq_holds_a_cgroup_to_its_cpu_max_and_the_rest_goes_to_others() {
     quiet();
-    let spec = Spec::from_toml(include_str!("../examples/cpu-max.toml")).unwrap();
-    let (out, bytes) = record::<Wfq>(&spec, 0, WFQ);
+    let (out, bytes) = record::<Wfq>(&cpu_max_example(), 0, WFQ);
     let r = &out.report;
     assert!(r.violations.is_empty(), "{:?}", r.violations);
-    let cg = |name: &str| {
-        r.cgroups
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap()
-            .runtime_ns as f64
-            / 1e6
-    };
+    let cg = |name: &str| cgroup_ms(r, name);
     // 20 ms per 100 ms for `capped` (its child `nested` included) over
     // 2 s: 400 ms, give or take the one tick a budget may be overdrawn by
     // per period; `free` takes the rest of CPU 1.
@@ -144,23 +155,13 @@ fn wfq_holds_a_cgroup_to_its_cpu_max_and_the_rest_goes_to_others() {
     assert!(free >= 1500.0, "free ran {free} ms of the 1600 left");
     assert!(r.counters.messages["cgroup_bandwidth"] >= 2);
     // Throttling follows the messages' time, so it replays exactly.
-    let reader = || TraceReader::new(Cursor::new(&bytes)).unwrap();
-    let header = reader().header().clone();
-    let opts = ReplayOptions::default();
-    let seq = replay::<Wfq>(&header, &mut reader(), &opts).unwrap();
-    assert!(seq.divergence.is_none(), "{}", seq.divergence.unwrap());
-    let by_locks = replay_by_locks::<Wfq>(&header, &mut reader(), &opts).unwrap();
-    assert!(
-        by_locks.divergence.is_none(),
-        "{}",
-        by_locks.divergence.unwrap()
-    );
+    replays_exactly(&bytes);
 }
 
 #[test]
 fn a_childs_own_cpu_max_binds_inside_its_parents() {
     quiet();
-    let mut spec = Spec::from_toml(include_str!("../examples/cpu-max.toml")).unwrap();
+    let mut spec = cpu_max_example();
     let nested = spec
         .cgroups
         .iter_mut()
@@ -171,14 +172,7 @@ fn a_childs_own_cpu_max_binds_inside_its_parents() {
     let (out, _) = record::<Wfq>(&spec, 2, WFQ);
     let r = &out.report;
     assert!(r.violations.is_empty(), "{:?}", r.violations);
-    let cg = |name: &str| {
-        r.cgroups
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap()
-            .runtime_ns as f64
-            / 1e6
-    };
+    let cg = |name: &str| cgroup_ms(r, name);
     // `nested` 5 ms per 100 ms: 100 ms of the 2 s; `capped` still 400 in all.
     let (nested, capped) = (cg("nested"), cg("capped"));
     assert!(
@@ -193,7 +187,7 @@ fn a_childs_own_cpu_max_binds_inside_its_parents() {
 
 #[test]
 fn a_cpu_max_outside_the_kernels_bounds_is_refused() {
-    let mut spec = Spec::from_toml(include_str!("../examples/cpu-max.toml")).unwrap();
+    let mut spec = cpu_max_example();
     spec.cgroups[0].quota_us = Some(500);
     let e = spec.validate().unwrap_err().to_string();
     assert!(e.contains("quota_us"), "{e}");

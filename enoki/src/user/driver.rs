@@ -123,15 +123,8 @@ fn cgroup_new_msg(c: &CgroupInfo, cpu: CpuId) -> Msg {
     m.cgroup = c.id;
     m.cgroup_parent = c.parent.unwrap_or(0);
     m.weight = c.weight;
-    bandwidth_into(&mut m, &c.bandwidth);
+    m.set_bandwidth(&c.bandwidth);
     m
-}
-
-/// `b` in the message's cpu.max fields, as Enoki-C writes them.
-fn bandwidth_into(m: &mut Msg, b: &Bandwidth) {
-    m.cgroup_period = b.period_ns;
-    m.cgroup_quota = b.quota_ns.unwrap_or(u64::MAX);
-    m.cgroup_burst = b.burst_ns;
 }
 
 /// Drives a scheduler the way Enoki-C does.
@@ -765,7 +758,7 @@ impl<S: EnokiScheduler> Driver<S> {
         }
         let mut m = Msg::new(kind::CGROUP_BANDWIDTH, 0);
         m.cgroup = id;
-        bandwidth_into(&mut m, &bandwidth);
+        m.set_bandwidth(&bandwidth);
         self.send(&mut m);
     }
 

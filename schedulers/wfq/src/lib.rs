@@ -393,7 +393,7 @@ impl Wfq {
             rq.detach(pid, runtime);
             if let Some(task) = rq.tasks.get_mut(pid) {
                 self.uncount(task)?;
-                self.throttled(task)?;
+                self.throttled(task)?; // bills its last run to its cgroups' budgets
             }
             self.update_summary(cpu, &mut rq);
         }

@@ -180,15 +180,7 @@ impl RunQueue {
         token: Schedulable,
         until: u64,
     ) -> Result<Option<u64>, Schedulable> {
-        let Some(task) = self.tasks.get_mut(pid) else {
-            return Err(token);
-        };
-        self.throttled
-            .push(pid, vruntime, token)
-            .map_err(|(_, token)| token)?;
-        task.vruntime = vruntime;
-        task.state = State::Throttled;
-        task.new = false;
+        self.file_token(pid, vruntime, token, State::Throttled)?;
         if self.unthrottle_at.is_some_and(|at| at <= until) {
             return Ok(None);
         }
@@ -218,17 +210,34 @@ impl RunQueue {
         vruntime: u64,
         token: Schedulable,
     ) -> Result<(), Schedulable> {
+        let weight = self.file_token(pid, vruntime, token, State::Waiting)?;
+        self.load = self.load.saturating_add(weight);
+        Ok(())
+    }
+
+    /// Files `token` for `pid` (detached, homed here) at `vruntime` in the
+    /// heap of `state` (`Waiting` or `Throttled`), marking the task so;
+    /// returns its weight.
+    fn file_token(
+        &mut self,
+        pid: Pid,
+        vruntime: u64,
+        token: Schedulable,
+        state: State,
+    ) -> Result<u64, Schedulable> {
         let Some(task) = self.tasks.get_mut(pid) else {
             return Err(token);
         };
-        self.waiting
-            .push(pid, vruntime, token)
+        let heap = match state {
+            State::Throttled => &mut self.throttled,
+            State::Waiting | State::Running | State::Off => &mut self.waiting,
+        };
+        heap.push(pid, vruntime, token)
             .map_err(|(_, token)| token)?;
         task.vruntime = vruntime;
-        task.state = State::Waiting;
+        task.state = state;
         task.new = false;
-        self.load = self.load.saturating_add(task.weight);
-        Ok(())
+        Ok(task.weight)
     }
 
     /// Moves `pid`'s record from `self` to `to` (detached first), keeping

@@ -40,7 +40,7 @@ fn marker(flags: u32, bit: u32, name: &'static str) -> &'static str {
 
 /// A cgroup message's cpu.max (nothing when unlimited or unknown).
 fn cpu_max(m: &Msg) -> String {
-    let b = enoki::Bandwidth::from_raw(m.cgroup_period, m.cgroup_quota, m.cgroup_burst);
+    let b = m.bandwidth();
     match b.quota_ns {
         Some(quota) => format!(
             " max={}/{}us burst={}us",
