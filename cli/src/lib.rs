@@ -3,6 +3,7 @@
 //! without a real Enoki kernel lives here; `main.rs` only wires up clap.
 
 pub mod error;
+pub mod hints;
 pub mod load;
 pub mod paths;
 pub mod policy;

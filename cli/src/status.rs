@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
+use crate::hints::Hints;
 use crate::Error;
 
 /// One per-message counter from the `counters` file.
@@ -32,6 +33,8 @@ pub struct Status {
     /// Live upgrades since boot, and how long the last one and the
     /// longest one held every call off (ns).
     pub upgrades: Option<Upgrades>,
+    /// Hint queues and what became of their hints.
+    pub hints: Option<Hints>,
     /// In the kernel's order; a JSON object.
     #[serde(serialize_with = "counters_as_map")]
     pub counters: Option<Vec<Counter>>,
@@ -162,6 +165,12 @@ impl Status {
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(upgrades_path, e)),
         };
+        let hints_path = dir.join("hints");
+        let hints = match std::fs::read_to_string(&hints_path) {
+            Ok(text) => Some(Hints::parse(&hints_path, &text)?),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(hints_path, e)),
+        };
         Ok(Status {
             scheduler: read_attr(dir, "scheduler")?,
             module: read_attr(dir, "module")?,
@@ -173,6 +182,7 @@ impl Status {
             rejected: read_number(dir, "rejected")?,
             last_exit: read_attr(dir, "last_exit")?,
             upgrades,
+            hints,
             counters,
         })
     }
@@ -197,6 +207,7 @@ impl fmt::Display for Status {
             ("rejected", cell(&self.rejected)),
             ("last_exit", cell(&self.last_exit)),
             ("upgrades", cell(&self.upgrades)),
+            ("hints", cell(&self.hints)),
         ];
         for (name, value) in rows {
             writeln!(f, "{name:<15} {value}")?;
@@ -236,6 +247,11 @@ mod tests {
             (
                 "upgrades",
                 "upgrades 2\nblackout_last_ns 1500\nblackout_max_ns 2250\n",
+            ),
+            (
+                "hints",
+                "queues 1\nhints taken 4 size 0 task 0 outside 0 permission 1 refused 0 gone 0\n\
+                 queue 2 owner 99 taken 4 size 0 task 0 outside 0 permission 1 refused 0 gone 0\n",
             ),
         ] {
             fs::write(d.join(name), text).unwrap();
@@ -338,6 +354,8 @@ balance_errors  3
 rejected        1
 last_exit       -
 upgrades        2 (calls held off 1.5 us last, 2.2 us at most)
+hints           1 queues open; 4 taken, 1 refused (permission 1)
+  queue 2 (owner 99): 4 taken, 1 refused (permission 1)
 counters
   enqueue   120
   pick_next 340
@@ -364,6 +382,14 @@ counters
                 "rejected": 1,
                 "last_exit": null,
                 "upgrades": {"upgrades": 2, "blackout_last_ns": 1500, "blackout_max_ns": 2250},
+                "hints": {
+                    "open_queues": 1,
+                    "hints": {"taken": 4, "size": 0, "task": 0, "outside": 0, "permission": 1,
+                              "refused": 0, "gone": 0},
+                    "queues": [{"id": 2, "owner": 99, "retired": false, "hints": {
+                        "taken": 4, "size": 0, "task": 0, "outside": 0, "permission": 1,
+                        "refused": 0, "gone": 0}}],
+                },
                 "counters": {"enqueue": 120, "pick_next": 340, "task_dead": 7},
             })
         );

@@ -9,7 +9,7 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 /// The oldest [`ABI_VERSION`] whose messages and records mean what this
 /// one's do, so its traces replay here: the versions since differ in what a
 /// module registers, and in fields added at the end of [`Msg`] (0 in older
@@ -73,8 +73,16 @@ pub mod kind {
     /// A cgroup's cpu.max changed (`cgroup`, `cgroup_period`,
     /// `cgroup_quota`, `cgroup_burst`).
     pub const CGROUP_BANDWIDTH: u32 = 21;
+    /// Userspace opened hint queue `queue` (its owner: `pid`, `tgid`);
+    /// `ret` < 0 refuses it.
+    pub const QUEUE_NEW: u32 = 22;
+    /// A hint from queue `queue` about task `pid`: `hint_size` bytes in
+    /// `allowed`; `ret` < 0 refuses it.
+    pub const HINT: u32 = 23;
+    /// Hint queue `queue` was closed.
+    pub const QUEUE_GONE: u32 = 24;
     /// One past the last kind; sizes the per-kind counters.
-    pub const NR: u32 = 22;
+    pub const NR: u32 = 25;
 
     /// Optional kinds, one bit (`1 << kind`) each: a scheduler takes
     /// those [`RawOps::handles`](super::RawOps::handles) names, and Enoki-C
@@ -92,7 +100,10 @@ pub mod kind {
         | 1 << CGROUP_GONE
         | 1 << CGROUP_WEIGHT
         | 1 << TASK_CGROUP_MOVED
-        | 1 << CGROUP_BANDWIDTH;
+        | 1 << CGROUP_BANDWIDTH
+        | 1 << QUEUE_NEW
+        | 1 << HINT
+        | 1 << QUEUE_GONE;
 
     /// Short names, indexed by kind, as shown in `/sys/kernel/enoki/counters`.
     pub const NAMES: [&str; NR as usize] = [
@@ -118,6 +129,9 @@ pub mod kind {
         "cgroup_weight",
         "task_cgroup_moved",
         "cgroup_bandwidth",
+        "queue_new",
+        "hint",
+        "queue_gone",
     ];
 }
 
@@ -190,7 +204,8 @@ pub struct Msg {
     pub weight: u32,
     /// Nice value of `pid`.
     pub nice: i32,
-    /// CPUs `pid` may run on (TASK_NEW, TASK_AFFINITY_CHANGED).
+    /// CPUs `pid` may run on (TASK_NEW, TASK_AFFINITY_CHANGED); HINT: the
+    /// hint's bytes.
     pub allowed: [u64; CPUMASK_WORDS],
     /// Answer: a pid, a CPU, a boolean or a negative error.
     pub ret: i64,
@@ -222,12 +237,39 @@ pub struct Msg {
     /// ... the unused quota it may carry into the next period
     /// (cpu.max.burst), ns.
     pub cgroup_burst: u64,
+    /// QUEUE_NEW, HINT, QUEUE_GONE: the hint queue.
+    pub queue: u32,
+    /// HINT: how many bytes of `allowed` the hint is.
+    pub hint_size: u32,
 }
 
 impl Msg {
     /// The cgroup's `cpu.max` a CGROUP_NEW or CGROUP_BANDWIDTH carries.
     pub fn bandwidth(&self) -> crate::Bandwidth {
         crate::Bandwidth::from_raw(self.cgroup_period, self.cgroup_quota, self.cgroup_burst)
+    }
+
+    /// HINT: the hint's bytes, as the sender wrote them.
+    pub fn hint_bytes(&self) -> [u8; HINT_MAX] {
+        let mut bytes = [0u8; HINT_MAX];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(self.allowed) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        bytes
+    }
+
+    /// HINT: writes `bytes` (at most [`HINT_MAX`]) where Enoki-C puts a
+    /// hint, and their length into `hint_size`.
+    pub fn set_hint_bytes(&mut self, bytes: &[u8]) {
+        let mut padded = [0u8; HINT_MAX];
+        let n = bytes.len().min(HINT_MAX);
+        padded[..n].copy_from_slice(&bytes[..n]);
+        for (word, chunk) in self.allowed.iter_mut().zip(padded.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(w);
+        }
+        self.hint_size = n as u32;
     }
 
     /// Writes `b` into the `cpu.max` fields, as Enoki-C does.
@@ -413,7 +455,15 @@ pub struct RawOps {
         sched: *const core::ffi::c_void,
         state: *const core::ffi::c_void,
     ) -> i32,
+    /// The fingerprint of the scheduler's hint type: queues outlive an
+    /// upgrade only to a version whose hints match.
+    pub hint_fp: u64,
+    /// Bytes of one hint (at most [`HINT_MAX`]).
+    pub hint_size: u32,
 }
+
+/// Largest hint: it travels in [`Msg::allowed`].
+pub const HINT_MAX: usize = CPUMASK_WORDS * 8;
 
 /// The layout `enoki.h` states with its own static_asserts, checked by
 /// every build (the kernel module's included): a mismatch does not compile.
@@ -430,18 +480,19 @@ const _: () = {
         kind: 0, flags: 4, cpu: 8, pid: 12, tgid: 16, task_cpu: 20, runtime: 24, weight: 32,
         nice: 36, allowed: 40, ret: 72, ret_cpu: 80, ret_err: 84, ret_slice: 88, generation: 96,
         cgroup: 104, cgroup_parent: 112, now: 120, cgroup_period: 128, cgroup_quota: 136,
-        cgroup_burst: 144,
-    } size 152);
+        cgroup_burst: 144, queue: 152, hint_size: 156,
+    } size 160);
     at!(RawCpu { core: 0, llc: 4, node: 8, package: 12 } size 16);
     at!(RawTopology {
         nr_cpus: 0, nr_nodes: 4, cpus: 8, distance: 8 + 16 * MAX_CPUS,
     } size 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
-    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 184);
+    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 192);
     at!(RawOps {
         abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, handles: 20, name: 24, owner: 56,
         sched: 64,
         process: 72, state_fp: 80, state: 88, export_state: 96, adopt_state: 104,
-    } size 112);
+        hint_fp: 112, hint_size: 120,
+    } size 128);
 };
 
 #[cfg(test)]

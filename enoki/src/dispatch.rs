@@ -5,10 +5,11 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::abi::{flag, kind, ret_err, Msg};
+use super::abi::{flag, kind, ret_err, Msg, HINT_MAX};
 use super::collections::{AllocError, TaskMap};
 use super::fault::{Failed, Fault, FaultKind, Party};
-use super::scheduler::{EnokiScheduler, NotTaken, Result, Wake};
+use super::hint::HintData;
+use super::scheduler::{EnokiScheduler, HintError, NotTaken, Result, TaskError, Wake};
 use super::services;
 use super::sync::{detect, First, SpinLock};
 use super::types::{
@@ -24,6 +25,20 @@ fn task_cgroup(m: &Msg) -> CgroupId {
         ROOT_CGROUP
     } else {
         m.cgroup
+    }
+}
+
+const EINVAL: i64 = 22;
+const ENOSPC: i64 = 28;
+const EOPNOTSUPP: i64 = 95;
+
+/// QUEUE_NEW's answer: 0 (accepted) or why not, as a negative errno.
+fn queue_answer(r: Result<(), TaskError>) -> Result<i64> {
+    match r {
+        Ok(()) => Ok(0),
+        Err(TaskError::Full) => Ok(-ENOSPC),
+        Err(TaskError::Unsupported) => Ok(-EOPNOTSUPP),
+        Err(TaskError::Failed) => Err(Failed::new()),
     }
 }
 
@@ -51,6 +66,12 @@ impl<S: EnokiScheduler> Loaded<S> {
         nr_cpus: usize,
         max_tasks: usize,
     ) -> core::result::Result<Self, AllocError> {
+        const {
+            assert!(
+                <S::Hint as HintData>::SIZE <= HINT_MAX,
+                "the scheduler's hint is larger than a message carries (abi::HINT_MAX)"
+            )
+        };
         Ok(Loaded {
             sched,
             nr_cpus,
@@ -275,9 +296,29 @@ impl<S: EnokiScheduler> Loaded<S> {
                 s.task_cgroup_moved(m.pid, task_cgroup(m))?;
                 m.ret = 0;
             }
+            kind::QUEUE_NEW => m.ret = queue_answer(s.register_queue(m.queue, m.tgid, m.pid))?,
+            kind::HINT => m.ret = self.hint(m)?,
+            kind::QUEUE_GONE => {
+                s.unregister_queue(m.queue)?;
+                m.ret = 0;
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// HINT: 0 if the scheduler took it, or -EINVAL. A hint of another
+    /// size than the scheduler's is refused before it sees it.
+    fn hint(&self, m: &Msg) -> Result<i64> {
+        if m.hint_size as usize != S::Hint::SIZE {
+            return Ok(-EINVAL);
+        }
+        let hint = S::Hint::read(&m.hint_bytes());
+        match self.sched.parse_hint(m.queue, m.pid, hint) {
+            Ok(()) => Ok(0),
+            Err(HintError::Refused) => Ok(-EINVAL),
+            Err(HintError::Failed) => Err(Failed::new()),
+        }
     }
 
     /// PICK_NEXT_TASK: the scheduler's pick, or `prev` kept running when it
@@ -345,7 +386,7 @@ impl<S: EnokiScheduler> Loaded<S> {
         }
         match self.sched.task_new(&task) {
             Ok(()) => Ok(true),
-            Err(super::scheduler::TaskError::Failed) => Err(Failed::new()),
+            Err(TaskError::Failed) => Err(Failed::new()),
             Err(_) => {
                 gens.remove(m.pid);
                 Ok(false)

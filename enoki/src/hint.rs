@@ -27,6 +27,7 @@
 //! ```
 
 use super::scheduler::NoHint;
+use super::upgrade::{fnv1a, mix, type_fingerprint, FNV_BASIS};
 
 /// Plain data a hint is made of: integers, arrays of them, and structs of
 /// those declared with [`hint_struct!`](crate::hint_struct). Its bytes are
@@ -35,6 +36,10 @@ use super::scheduler::NoHint;
 pub trait HintData: Copy + Default + Send + Sync + 'static {
     /// Size in bytes.
     const SIZE: usize;
+    /// A hash of the type's layout and definition: a sender and a
+    /// scheduler (or two versions of one) speak the same hints when theirs
+    /// match.
+    const FINGERPRINT: u64;
     /// The value whose bytes start `bytes`; bytes past the end read as 0.
     fn read(bytes: &[u8]) -> Self;
     /// Writes the value's bytes to the start of `out`, as far as it goes.
@@ -45,6 +50,11 @@ macro_rules! int_hint_data {
     ($($t:ty),*) => {$(
         impl HintData for $t {
             const SIZE: usize = core::mem::size_of::<$t>();
+            const FINGERPRINT: u64 = type_fingerprint(
+                stringify!($t),
+                core::mem::size_of::<$t>(),
+                core::mem::align_of::<$t>(),
+            );
             fn read(bytes: &[u8]) -> Self {
                 let mut raw = [0u8; core::mem::size_of::<$t>()];
                 for (r, b) in raw.iter_mut().zip(bytes) {
@@ -68,6 +78,7 @@ where
     [T; N]: Default,
 {
     const SIZE: usize = T::SIZE * N;
+    const FINGERPRINT: u64 = mix(mix(fnv1a(FNV_BASIS, b"array"), T::FINGERPRINT), N as u64);
     fn read(bytes: &[u8]) -> Self {
         core::array::from_fn(|i| T::read(bytes.get(i.saturating_mul(T::SIZE)..).unwrap_or(&[])))
     }
@@ -84,6 +95,7 @@ where
 
 impl HintData for NoHint {
     const SIZE: usize = 0;
+    const FINGERPRINT: u64 = 0;
     fn read(_bytes: &[u8]) -> Self {
         NoHint
     }
@@ -144,6 +156,15 @@ macro_rules! hint_struct {
 
         impl $crate::HintData for $name {
             const SIZE: usize = 0 $(+ <$ty as $crate::HintData>::SIZE)*;
+            const FINGERPRINT: u64 = {
+                let h = $crate::upgrade::type_fingerprint(
+                    stringify!($name { $($field: $ty),* }),
+                    ::core::mem::size_of::<$name>(),
+                    ::core::mem::align_of::<$name>(),
+                );
+                $(let h = $crate::upgrade::mix(h, <$ty as $crate::HintData>::FINGERPRINT);)*
+                h
+            };
             fn read(bytes: &[u8]) -> Self {
                 let mut rest = bytes;
                 $(
@@ -209,6 +230,32 @@ mod tests {
         assert_eq!(out, [0xff; 3]);
         let m = Mixed::read(&[]);
         assert_eq!(m, Mixed::default());
+    }
+
+    crate::hint_struct! {
+        struct Renamed {
+            a: u64,
+            b: [u16; 3],
+            c: i8,
+            e: u8,
+        }
+    }
+
+    #[test]
+    fn fingerprints_tell_definitions_apart() {
+        assert_ne!(
+            <Mixed as HintData>::FINGERPRINT,
+            <Renamed as HintData>::FINGERPRINT
+        );
+        assert_ne!(
+            <u32 as HintData>::FINGERPRINT,
+            <i32 as HintData>::FINGERPRINT
+        );
+        assert_ne!(
+            <[u8; 4] as HintData>::FINGERPRINT,
+            <[u8; 8] as HintData>::FINGERPRINT
+        );
+        assert_eq!(<NoHint as HintData>::FINGERPRINT, 0);
     }
 
     #[test]

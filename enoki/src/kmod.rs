@@ -13,6 +13,7 @@ use super::abi::{self, Msg, RawOps, RawTopology};
 use super::collections::AllocError;
 use super::dispatch::Loaded;
 use super::fault::Fault;
+use super::hint::HintData;
 use super::log::{format_line, Level};
 use super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::services::Services;
@@ -435,6 +436,8 @@ impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
                     state: core::ptr::null_mut(),
                     export_state: export_state::<S>,
                     adopt_state: adopt_state::<S>,
+                    hint_fp: <S::Hint as HintData>::FINGERPRINT,
+                    hint_size: <S::Hint as HintData>::SIZE as u32,
                 },
                 carry: match params.upgrade {
                     Some(false) => Some(zeroed_state::<S::UpgradeState>()?),

@@ -41,8 +41,8 @@ pub use hint::HintData;
 pub use messages::Messages;
 pub use runqueue::{Holder, QueueGuard, RunQueues};
 pub use scheduler::{
-    requeue, Args, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, QueueId, Result,
-    TaskError, Wake,
+    requeue, Args, EnokiScheduler, HintError, InitContext, InitError, NoHint, NotTaken, QueueId,
+    Result, TaskError, Wake,
 };
 pub use services::Services;
 pub use sync::{CpuFlags, RwLock, Shared, SpinLock};

@@ -42,6 +42,9 @@ impl Messages {
             | 1 << kind::TASK_CGROUP_MOVED
             | 1 << kind::CGROUP_BANDWIDTH,
     );
+    /// `register_queue`, `parse_hint` and `unregister_queue`: hint
+    /// queues from userspace, which go together.
+    pub const HINTS: Self = Self(1 << kind::QUEUE_NEW | 1 << kind::HINT | 1 << kind::QUEUE_GONE);
     /// Every optional message.
     pub const ALL: Self = Self(kind::OPTIONAL);
 

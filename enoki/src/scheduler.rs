@@ -49,6 +49,22 @@ impl From<Failed> for TaskError {
     }
 }
 
+/// A hint the scheduler did not take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HintError {
+    /// Out-of-range values, or a task the scheduler does not know: the
+    /// sender is told (EINVAL) and the refusal counted.
+    Refused,
+    /// A lock could not be taken.
+    Failed,
+}
+
+impl From<Failed> for HintError {
+    fn from(_: Failed) -> Self {
+        HintError::Failed
+    }
+}
+
 /// Why `task_wakeup` or `task_preempt` did not keep a task's token.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotTaken {
@@ -154,7 +170,7 @@ pub struct InitContext<'a> {
     pub services: Services,
 }
 
-/// A hint queue id (hint support arrives with the hint-queue work).
+/// A hint queue: one per open of `/dev/enoki`.
 pub type QueueId = u32;
 
 /// Who wakes a task, for [`EnokiScheduler::select_task_rq`].
@@ -312,23 +328,27 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
         Ok(())
     }
 
-    /// A user-to-kernel hint queue was created.
-    fn register_queue(&self, _queue: QueueId) -> Result<(), TaskError> {
+    /// A thread of process `owner` (thread `owner_thread`) opened hint
+    /// queue `queue`: `Ok` accepts it, an error refuses it (the open
+    /// fails). A scheduler taking hints names [`Messages::HINTS`].
+    fn register_queue(
+        &self,
+        _queue: QueueId,
+        _owner: Pid,
+        _owner_thread: Pid,
+    ) -> Result<(), TaskError> {
         Err(TaskError::Unsupported)
     }
 
-    /// Userspace says queue `queue` has new hints.
-    fn enter_queue(&self, _queue: QueueId, _entries: u32) -> Result {
-        Ok(())
+    /// A hint about task `pid` from queue `queue`. Enoki-C has checked that
+    /// the sender may steer `pid` and that it is in Enoki; the values are
+    /// the scheduler's to check ([`HintError::Refused`]).
+    fn parse_hint(&self, _queue: QueueId, _pid: Pid, _hint: Self::Hint) -> Result<(), HintError> {
+        Err(HintError::Refused)
     }
 
-    /// A hint queue was closed.
+    /// Hint queue `queue` was closed.
     fn unregister_queue(&self, _queue: QueueId) -> Result {
-        Ok(())
-    }
-
-    /// One hint, synchronously.
-    fn parse_hint(&self, _hint: Self::Hint) -> Result {
         Ok(())
     }
 

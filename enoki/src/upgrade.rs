@@ -195,6 +195,12 @@ pub enum Refusal {
         /// The task.
         pid: i32,
     },
+    /// The new version reads the same hints but would not take open hint
+    /// queue `queue`.
+    QueueRefused {
+        /// The queue.
+        queue: u32,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -210,6 +216,9 @@ impl fmt::Display for Refusal {
             Refusal::InitFailed => f.write_str("the new version could not take the state"),
             Refusal::TaskRefused { pid } => {
                 write!(f, "the new version would not take task {pid}")
+            }
+            Refusal::QueueRefused { queue } => {
+                write!(f, "the new version would not take hint queue {queue}")
             }
         }
     }

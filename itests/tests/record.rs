@@ -8,8 +8,9 @@ use enoki_itests::{self as it, field};
 use serial_test::serial;
 
 /// Records `sched` (in `all` mode, with `args`) for ~5 s of CPU spinners,
-/// a fork/exec loop and a pipe ping-pong, then replays the trace by locks.
-fn record_and_replay(sched: &str, args: &str) {
+/// a fork/exec loop, a pipe ping-pong and `extra` (a shell command run in
+/// the background), then replays the trace by locks. Returns the hints the scheduler got.
+fn record_and_replay(sched: &str, args: &str, extra: &str) -> u64 {
     let dir = it::shared_tempdir();
     let trace = dir.path().join(format!("{sched}.enk"));
     let script = format!(
@@ -18,6 +19,7 @@ cat > /tmp/work.sh <<'W'
 end=$(( $(date +%s) + 5 ))
 ( while [ $(date +%s) -lt $end ]; do /bin/true; done ) &
 ( enoki-pipe -l 20000 >/dev/null ) &
+{extra}
 stress-ng -c 4 -t 5s >/dev/null 2>&1
 wait
 echo workload-done
@@ -30,6 +32,7 @@ timeout 120 enoki record -o /tmp/{sched}.enk --load {sched} --mode all {args} --
 echo record-exit $rc
 cp /tmp/{sched}.enk {trace}
 echo drops-file $(cat /sys/kernel/enoki/record_drops)
+echo hints-sent $(awk '$1=="hint"{{print $2}}' /sys/kernel/enoki/counters)
 echo state $(cat /sys/kernel/enoki/state)
 enoki unload
 "#,
@@ -60,12 +63,13 @@ enoki unload
     }
     assert_eq!(rep.messages, calls);
     assert_eq!(rep.seq_gaps, 0);
+    field(out, "hints-sent").parse().expect("the hint counter")
 }
 
 #[test]
 #[serial]
 fn fifo_recording_replays_without_divergence() {
-    record_and_replay("fifo", "");
+    record_and_replay("fifo", "", "");
 }
 
 /// WFQ's shared state (idle CPUs, queue lengths, load, steals) must be
@@ -73,7 +77,7 @@ fn fifo_recording_replays_without_divergence() {
 #[test]
 #[serial]
 fn wfq_recording_replays_without_divergence() {
-    record_and_replay("wfq", "");
+    record_and_replay("wfq", "", "");
 }
 
 /// Shinjuku's shared state (idle and timer-armed flags per CPU, the
@@ -81,5 +85,18 @@ fn wfq_recording_replays_without_divergence() {
 #[test]
 #[serial]
 fn shinjuku_recording_replays_without_divergence() {
-    record_and_replay("shinjuku", "--args preempt_us=1000");
+    record_and_replay("shinjuku", "--args preempt_us=1000", "");
+}
+
+/// Hints are calls like any other: recorded, and replayed with the
+/// scheduler's answers to them.
+#[test]
+#[serial]
+fn locality_recording_with_hints_replays_without_divergence() {
+    let hints = record_and_replay(
+        "locality",
+        "",
+        "( enoki-groups --groups 2 --threads 3 --duration-ms 4000 >/dev/null ) &",
+    );
+    assert_eq!(hints, 6, "the hinted groups' hints were not all recorded");
 }

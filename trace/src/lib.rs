@@ -47,12 +47,13 @@
 //! record types and CPUs: missing numbers are events the recorder lost),
 //! time (u64 ns, 0 if not known). Then:
 //!
-//! - type 1, message (length 24 + [`MSG_BYTES`] = 176): the 152-byte
+//! - type 1, message (length 24 + [`MSG_BYTES`] = 184): the 160-byte
 //!   `enoki::abi::Msg` exactly as its `#[repr(C)]` layout on a little-endian
-//!   machine ([`msg_to_bytes`]), answer, task generation and the call's
-//!   time included. Older traces have shorter messages without the fields
-//!   added at the end since, which a reader takes as 0: ABI 6 120 bytes
-//!   (no time, no cpu.max), ABI 5 and older 104 bytes (no cgroups).
+//!   machine ([`msg_to_bytes`]), answer, task generation, the call's time
+//!   and the hint queue included. Older traces have shorter messages
+//!   without the fields added at the end since, which a reader takes as 0:
+//!   ABI 7 152 bytes (no hint queue), ABI 6 120 bytes (no time, no
+//!   cpu.max), ABI 5 and older 104 bytes (no cgroups).
 //! - type 2, lock acquired / type 3, lock released (length 40): lock address
 //!   (u64), then 8 reserved bytes (0).
 //! - type 4, gap (length 40): events of the record's CPU that were lost to

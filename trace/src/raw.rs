@@ -78,6 +78,8 @@ pub fn msg_to_bytes(m: &Msg) -> [u8; MSG_BYTES] {
     put(&mut b, offset_of!(Msg, cgroup_period), m.cgroup_period);
     put(&mut b, offset_of!(Msg, cgroup_quota), m.cgroup_quota);
     put(&mut b, offset_of!(Msg, cgroup_burst), m.cgroup_burst);
+    put(&mut b, offset_of!(Msg, queue), m.queue);
+    put(&mut b, offset_of!(Msg, hint_size), m.hint_size);
     b
 }
 
@@ -118,6 +120,8 @@ pub fn msg_from_bytes(b: &[u8; MSG_BYTES]) -> Msg {
         cgroup_period: get(b, offset_of!(Msg, cgroup_period)),
         cgroup_quota: get(b, offset_of!(Msg, cgroup_quota)),
         cgroup_burst: get(b, offset_of!(Msg, cgroup_burst)),
+        queue: get(b, offset_of!(Msg, queue)),
+        hint_size: get(b, offset_of!(Msg, hint_size)),
         // Every field is named, so a new one cannot be forgotten here.
         allowed: Default::default(),
     };

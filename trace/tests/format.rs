@@ -34,6 +34,8 @@ fn msg(i: u64) -> Msg {
     m.cgroup_period = 100_000_000;
     m.cgroup_quota = 20_000_000 + i;
     m.cgroup_burst = 3;
+    m.queue = 9 + i as u32;
+    m.hint_size = 12;
     m
 }
 
@@ -126,9 +128,9 @@ fn a_message_is_its_repr_c_bytes() {
         0,
     );
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let rec = &bytes[hlen + 24..hlen + 24 + 176];
+    let rec = &bytes[hlen + 24..hlen + 24 + 184];
     assert_eq!(rec[0], 1, "type");
-    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 176);
+    assert_eq!(u16::from_le_bytes([rec[2], rec[3]]), 184);
     let body = &rec[24..];
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), m.kind);
     assert_eq!(
@@ -161,6 +163,17 @@ fn a_message_is_its_repr_c_bytes() {
         [at(120), at(128), at(136), at(144)],
         [m.now, m.cgroup_period, m.cgroup_quota, m.cgroup_burst]
     );
+    let at32 = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().unwrap());
+    assert_eq!([at32(152), at32(156)], [m.queue, m.hint_size]);
+}
+
+#[test]
+fn a_message_from_before_hint_queues_reads_with_them_zero() {
+    let m = msg(5);
+    let bytes = msg_to_bytes(&m);
+    let abi7 = msg_from_record(&bytes[..152]).unwrap();
+    assert_eq!((abi7.queue, abi7.hint_size), (0, 0));
+    assert_eq!(abi7.cgroup_burst, m.cgroup_burst);
 }
 
 #[test]
@@ -175,6 +188,8 @@ fn a_message_from_before_timestamps_reads_with_time_and_cpu_max_zero() {
             cgroup_period: 0,
             cgroup_quota: 0,
             cgroup_burst: 0,
+            queue: 0,
+            hint_size: 0,
             ..m
         }
     );
@@ -194,6 +209,8 @@ fn a_message_from_before_cgroups_reads_with_the_cgroup_fields_zero() {
             cgroup_period: 0,
             cgroup_quota: 0,
             cgroup_burst: 0,
+            queue: 0,
+            hint_size: 0,
             ..m
         }
     );
@@ -232,7 +249,7 @@ fn a_gap_round_trips_where_it_stood() {
     }
     let bytes = write(&recs, false, 3);
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let gap = &bytes[hlen + 24 + 176..hlen + 24 + 176 + 40];
+    let gap = &bytes[hlen + 24 + 184..hlen + 24 + 184 + 40];
     assert_eq!((gap[0], u16::from_le_bytes([gap[2], gap[3]])), (4, 40));
     assert_eq!(u64::from_le_bytes(gap[8..16].try_into().unwrap()), 4, "seq");
     assert_eq!(
@@ -260,7 +277,7 @@ fn an_upgrade_round_trips_with_its_state_fingerprint() {
     let (_, back, _) = read_all(Cursor::new(&bytes)).unwrap();
     assert_eq!(back, recs);
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let up = &bytes[hlen + 24 + 176..hlen + 24 + 176 + 40];
+    let up = &bytes[hlen + 24 + 184..hlen + 24 + 184 + 40];
     assert_eq!((up[0], u16::from_le_bytes([up[2], up[3]])), (5, 40));
 }
 

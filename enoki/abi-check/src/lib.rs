@@ -101,6 +101,8 @@ mod tests {
                     cgroup_period,
                     cgroup_quota,
                     cgroup_burst,
+                    queue,
+                    hint_size,
                 }
             ),
             layout_diff!(
@@ -148,6 +150,8 @@ mod tests {
                         state,
                         export_state,
                         adopt_state,
+                        hint_fp,
+                        hint_size,
                     }
             ),
         ]
@@ -187,6 +191,9 @@ mod tests {
             abi::kind::CGROUP_WEIGHT => ENOKI_CGROUP_WEIGHT,
             abi::kind::TASK_CGROUP_MOVED => ENOKI_TASK_CGROUP_MOVED,
             abi::kind::CGROUP_BANDWIDTH => ENOKI_CGROUP_BANDWIDTH,
+            abi::kind::QUEUE_NEW => ENOKI_QUEUE_NEW,
+            abi::kind::HINT => ENOKI_HINT,
+            abi::kind::QUEUE_GONE => ENOKI_QUEUE_GONE,
             abi::kind::NR => ENOKI_MSG_NR,
             abi::kind::OPTIONAL => ENOKI_MSGS_OPTIONAL,
             abi::flag::YIELD => ENOKI_F_YIELD,

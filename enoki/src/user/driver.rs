@@ -17,6 +17,9 @@ use super::super::types::{
 use super::super::upgrade::{fingerprint, plan, Carry, PlainData, Refusal};
 use super::HostOps;
 
+mod queues;
+pub use queues::OpenQueue;
+
 /// A service request a scheduler made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostEvent {
@@ -150,6 +153,10 @@ pub struct Driver<S: EnokiScheduler> {
     cgroups: std::vec::Vec<CgroupInfo>,
     /// The time messages are stamped with, ns.
     now: u64,
+    /// Open hint queues the scheduler accepted.
+    queues: std::vec::Vec<OpenQueue>,
+    /// Last queue id handed out.
+    queue_seq: u32,
 }
 
 /// Every this many dispatches a CPU runs a refused task first, as Enoki-C's
@@ -190,6 +197,8 @@ impl<S: EnokiScheduler> Driver<S> {
             dispatches: vec![0; nr],
             cgroups: std::vec::Vec::new(),
             now: 0,
+            queues: std::vec::Vec::new(),
+            queue_seq: 0,
         })
     }
 
@@ -829,6 +838,8 @@ impl<S: EnokiScheduler> Driver<S> {
             dispatches: self.dispatches,
             cgroups: self.cgroups,
             now: self.now,
+            queues: queues::carried::<S, T>(self.queues),
+            queue_seq: self.queue_seq,
         };
         upgraded.preempt_all();
         Ok(upgraded)
@@ -881,8 +892,10 @@ impl<S: EnokiScheduler> Driver<S> {
         on: CpuId,
     ) -> Result<(), Refusal> {
         let carry = plan(fingerprint::<S>(), fingerprint::<T>(), fresh)?;
-        // As Enoki-C: every task meets the new version, then (calls held
-        // off) the state goes over, then the waiting tasks' tokens.
+        // As Enoki-C: the hint queues and every task meet the new version,
+        // then (calls held off) the state goes over, then the waiting
+        // tasks' tokens.
+        self.introduce_queues(new, on)?;
         self.introduce_tasks(new, on);
         if carry == Carry::State {
             self.carry_state(new, on)?;

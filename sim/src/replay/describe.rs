@@ -53,6 +53,13 @@ fn cpu_max(m: &Msg) -> String {
     }
 }
 
+/// A HINT's bytes, in hex.
+fn hint_hex(m: &Msg) -> String {
+    let bytes = m.hint_bytes();
+    let n = (m.hint_size as usize).min(bytes.len());
+    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The fields of `m` that matter for its kind, after the common ones.
 fn details(m: &Msg) -> String {
     match m.kind {
@@ -96,6 +103,14 @@ fn details(m: &Msg) -> String {
         kind::PNT_ERR | kind::BALANCE_ERR => format!(" task_cpu={} err={}", m.task_cpu, m.flags),
         kind::TASK_PRIO_CHANGED => format!(" weight={} nice={}", m.weight, m.nice),
         kind::TASK_AFFINITY_CHANGED => format!(" allowed={}", cpulist(m.allowed)),
+        kind::QUEUE_NEW => format!(" queue={} owner={} tgid={}", m.queue, m.pid, m.tgid),
+        kind::QUEUE_GONE => format!(" queue={}", m.queue),
+        kind::HINT => format!(
+            " queue={} task_cpu={} hint={}",
+            m.queue,
+            m.task_cpu,
+            hint_hex(m)
+        ),
         _ => String::new(),
     }
 }

@@ -20,6 +20,8 @@
  * Locks, outermost first:
  *   enoki_mutex           register, upgrade and unregister (sleeps; never
  *                         on the call path)
+ *   enoki_queues_rwsem    hint queues (enoki_hints.c): hints read it,
+ *                         register and upgrade write it
  *   scx_fork_rwsem        sched_ext's; an upgrade holds it for writing so
  *                         that no new task is enabled but not yet listed
  *   scx_tasks_lock        sched_ext's task list: an upgrade walks it, first
@@ -145,6 +147,14 @@ static struct {
 	atomic_t nr;	/* calls logged, or that would have been */
 	struct enoki_msg msgs[ENOKI_INTRO_LOG];
 } enoki_intro;
+
+/* hint queues, enoki_hints.c */
+static void enoki_queues_retire(void);
+static int enoki_queues_upgrade_begin(const struct enoki_sched_ops *old,
+				      const struct enoki_sched_ops *ops);
+static void enoki_queues_upgrade_end(const struct enoki_sched_ops *old,
+				     const struct enoki_sched_ops *ops,
+				     bool done);
 
 /* Takes every CPU's call lock: no call into the module is in flight. */
 static void enoki_quiesce(unsigned long *flags)
@@ -290,6 +300,18 @@ static bool enoki_call_apply(struct enoki_msg *msg,
 static bool enoki_call(struct enoki_msg *msg)
 {
 	return enoki_call_apply(msg, NULL, NULL);
+}
+
+/* enoki_call() from process context, which may sleep around it. */
+static bool enoki_call_from_process(struct enoki_msg *msg)
+{
+	bool taken;
+
+	preempt_disable();
+	msg->cpu = smp_processor_id();
+	taken = enoki_call(msg);
+	preempt_enable();
+	return taken;
 }
 
 #ifdef CONFIG_EXT_GROUP_SCHED
@@ -811,21 +833,12 @@ static void enoki_cgroup_msg_bw(struct enoki_msg *msg, u64 period_us,
 	msg->cgroup_burst = burst_us * NSEC_PER_USEC;
 }
 
-/* Tells the scheduler @msg; process context, may sleep around it. */
-static void enoki_cgroup_call(struct enoki_msg *msg)
-{
-	preempt_disable();
-	msg->cpu = smp_processor_id();
-	enoki_call(msg);
-	preempt_enable();
-}
-
 static void enoki_cgroup_msg(u32 kind, struct cgroup *cgrp, u32 weight)
 {
 	struct enoki_msg msg;
 
 	enoki_cgroup_msg_init(&msg, kind, cgrp, weight);
-	enoki_cgroup_call(&msg);
+	enoki_call_from_process(&msg);
 }
 
 /*
@@ -840,7 +853,7 @@ static s32 enoki_op_cgroup_init(struct cgroup *cgrp,
 	enoki_cgroup_msg_init(&msg, ENOKI_CGROUP_NEW, cgrp, args->weight);
 	enoki_cgroup_msg_bw(&msg, args->bw_period_us, args->bw_quota_us,
 			    args->bw_burst_us);
-	enoki_cgroup_call(&msg);
+	enoki_call_from_process(&msg);
 	return 0;
 }
 
@@ -861,7 +874,7 @@ static void enoki_op_cgroup_set_bandwidth(struct cgroup *cgrp, u64 period_us,
 
 	enoki_cgroup_msg_init(&msg, ENOKI_CGROUP_BANDWIDTH, cgrp, 0);
 	enoki_cgroup_msg_bw(&msg, period_us, quota_us, burst_us);
-	enoki_cgroup_call(&msg);
+	enoki_call_from_process(&msg);
 }
 
 /* Under @p's rq lock; in opt-in mode also for tasks not in Enoki. */
@@ -1086,6 +1099,9 @@ static void enoki_clear(void)
 				 (1U << ENOKI_CGROUP_WEIGHT) | \
 				 (1U << ENOKI_TASK_CGROUP_MOVED) | \
 				 (1U << ENOKI_CGROUP_BANDWIDTH))
+#define ENOKI_MSGS_HINT		((1U << ENOKI_QUEUE_NEW) | \
+				 (1U << ENOKI_HINT) | \
+				 (1U << ENOKI_QUEUE_GONE))
 
 /* Whether @ops takes all of @group or none of it. */
 static bool enoki_takes_whole(const struct enoki_sched_ops *ops, u32 group)
@@ -1101,6 +1117,8 @@ static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
 	       !(ops->handles & ~ENOKI_MSGS_OPTIONAL) &&
 	       enoki_takes_whole(ops, ENOKI_MSGS_BALANCE) &&
 	       enoki_takes_whole(ops, ENOKI_MSGS_CGROUP) &&
+	       enoki_takes_whole(ops, ENOKI_MSGS_HINT) &&
+	       ops->hint_size <= sizeof_field(struct enoki_msg, allowed) &&
 	       ops->mode <= ENOKI_MODE_OPT_IN &&
 	       memchr(ops->name, '\0', sizeof(ops->name)) && ops->name[0] &&
 	       (!ops->slice_ns || (ops->slice_ns >= ENOKI_SLICE_MIN_NS &&
@@ -1166,6 +1184,7 @@ int enoki_register(const struct enoki_sched_ops *ops)
 		goto out;
 	}
 
+	enoki_queues_retire();
 	enoki_take(ops);
 	enoki_scx_ops.flags = SCX_OPS_ENQ_LAST;
 	if (ops->mode == ENOKI_MODE_OPT_IN)
@@ -1486,15 +1505,18 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
  * then kicked, so each running task comes back through TASK_PREEMPT. The
  * replaced module is no longer called and can be removed. While
  * recording, the switch is marked in the trace (ENOKI_REC_UPGRADE).
+ * Hint queues outlive the switch when both versions read the same hint
+ * type (they meet @ops first); otherwise they are retired.
  *
  * Return: 0; -ENOENT if no scheduler runs, -EEXIST for the module already
  * running, -EINVAL for bad @ops or another mode, -EPROTO when the states
  * differ, -EAGAIN when more tasks changed while @ops met them than it can
  * hear of, or the error of the state handover or -EPERM when @ops would
- * not take a task: then the running version goes on, untouched.
+ * not take a task or a hint queue: then the running version goes on, untouched.
  */
 int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 {
+	const struct enoki_sched_ops *old;
 	struct enoki_handover h = { };
 	char old_module[MODULE_NAME_LEN];
 	u64 blackout;
@@ -1508,7 +1530,11 @@ int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 	ret = enoki_upgrade_check(ops, fresh, &carry);
 	if (ret)
 		goto out;
-	ret = enoki_swap(ops, carry, &h, &blackout);
+	old = enoki.ops;
+	ret = enoki_queues_upgrade_begin(old, ops);
+	if (!ret)
+		ret = enoki_swap(ops, carry, &h, &blackout);
+	enoki_queues_upgrade_end(old, ops, !ret);
 	if (ret) {
 		pr_err("enoki: upgrade of %s to %s refused (%d): the running version goes on\n",
 		       enoki.name, ops->name, ret);

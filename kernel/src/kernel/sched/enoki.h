@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	7
+#define ENOKI_ABI_VERSION	8
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -42,6 +42,9 @@ enum enoki_msg_kind {
 	ENOKI_CGROUP_WEIGHT,
 	ENOKI_TASK_CGROUP_MOVED,
 	ENOKI_CGROUP_BANDWIDTH,
+	ENOKI_QUEUE_NEW,
+	ENOKI_HINT,
+	ENOKI_QUEUE_GONE,
 	ENOKI_MSG_NR,
 };
 static_assert(ENOKI_MSG_NR <= 32);
@@ -52,9 +55,9 @@ static_assert(ENOKI_MSG_NR <= 32);
  * (it then does what it does with no scheduler: the previous CPU for a
  * wakeup, no preemption at a tick, no pull, no cgroups). BALANCE,
  * BALANCE_ERR and MIGRATE_TASK_RQ go together: all three or none; so do
- * the five cgroup messages.
+ * the five cgroup messages, and the three hint-queue messages.
  */
-#define ENOKI_MSGS_OPTIONAL	0x3ffcc0U
+#define ENOKI_MSGS_OPTIONAL	0x1fffcc0U
 static_assert(ENOKI_MSGS_OPTIONAL ==
 	      ((1U << ENOKI_TASK_TICK) | (1U << ENOKI_SELECT_TASK_RQ) |
 	       (1U << ENOKI_BALANCE) | (1U << ENOKI_BALANCE_ERR) |
@@ -63,7 +66,8 @@ static_assert(ENOKI_MSGS_OPTIONAL ==
 	       (1U << ENOKI_CPU_OFFLINE) | (1U << ENOKI_CGROUP_NEW) |
 	       (1U << ENOKI_CGROUP_GONE) | (1U << ENOKI_CGROUP_WEIGHT) |
 	       (1U << ENOKI_TASK_CGROUP_MOVED) |
-	       (1U << ENOKI_CGROUP_BANDWIDTH)));
+	       (1U << ENOKI_CGROUP_BANDWIDTH) | (1U << ENOKI_QUEUE_NEW) |
+	       (1U << ENOKI_HINT) | (1U << ENOKI_QUEUE_GONE)));
 
 /* enoki_msg.flags */
 #define ENOKI_F_YIELD		(1U << 0)
@@ -103,6 +107,12 @@ static_assert(ENOKI_MSGS_OPTIONAL ==
  * is about, whose cpu.weight (1..10000) is then @weight. @now is when
  * the call was made (CLOCK_MONOTONIC): the scheduler's only clock, so that
  * a replay sees the times the recorded run saw.
+ *
+ * Hint queues: QUEUE_NEW and QUEUE_GONE name the queue in @queue and, for
+ * QUEUE_NEW, its owner in @pid and @tgid. HINT names the queue, the task
+ * the hint is about (@pid, @tgid, @generation, @task_cpu) and carries the
+ * hint's @hint_size bytes in @allowed, checked against the scheduler's
+ * hint size before the call.
  */
 struct enoki_msg {
 	u32 kind;
@@ -127,8 +137,10 @@ struct enoki_msg {
 	u64 cgroup_period;
 	u64 cgroup_quota;	/* per period; U64_MAX: no limit */
 	u64 cgroup_burst;
+	u32 queue;
+	u32 hint_size;
 };
-static_assert(sizeof(struct enoki_msg) == 152);
+static_assert(sizeof(struct enoki_msg) == 160);
 
 struct enoki_cpu_topo {
 	s32 core;
@@ -163,7 +175,7 @@ struct enoki_rec {
 	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
 	struct enoki_msg msg;
 };
-static_assert(sizeof(struct enoki_rec) == 184);
+static_assert(sizeof(struct enoki_rec) == 192);
 
 struct module;
 
@@ -189,9 +201,17 @@ struct enoki_sched_ops {
 	void *state;
 	int (*export_state)(const void *sched, void *state);
 	int (*adopt_state)(const void *sched, const void *state);
+	/*
+	 * Hints: @hint_size bytes each (at most the size of enoki_msg.allowed); @hint_fp
+	 * names their type, so that a queue outlives an upgrade only to a
+	 * version that reads its hints the same way.
+	 */
+	u64 hint_fp;
+	u32 hint_size;
 };
 static_assert(offsetof(struct enoki_sched_ops, process) == 72);
 static_assert(offsetof(struct enoki_sched_ops, adopt_state) == 104);
+static_assert(sizeof(struct enoki_sched_ops) == 128);
 
 int enoki_register(const struct enoki_sched_ops *ops);
 int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh);

@@ -10,10 +10,10 @@
  * which register, upgrade and unregister hold while they change them;
  * state, last_exit and the exit dump under enoki_status_lock, which
  * sched_ext's disable worker takes to set them; mode tests enoki.ops with READ_ONCE(); counters are
- * per-CPU sums read without a lock; record control goes through
- * enoki_record_set().
+ * per-CPU sums read without a lock; hint queues under enoki_queues_rwsem;
+ * record control goes through enoki_record_set().
  *
- * May call: what enoki_record.c and enoki.c define (build_policy.c
+ * May call: what enoki_record.c, enoki.c and enoki_hints.c define (build_policy.c
  * includes them before this file). Nothing else in Enoki-C calls it.
  */
 #include <linux/debugfs.h>
@@ -154,6 +154,9 @@ static const char * const enoki_msg_names[ENOKI_MSG_NR] = {
 	[ENOKI_CGROUP_WEIGHT]		= "cgroup_weight",
 	[ENOKI_TASK_CGROUP_MOVED]	= "task_cgroup_moved",
 	[ENOKI_CGROUP_BANDWIDTH]	= "cgroup_bandwidth",
+	[ENOKI_QUEUE_NEW]		= "queue_new",
+	[ENOKI_HINT]			= "hint",
+	[ENOKI_QUEUE_GONE]		= "queue_gone",
 };
 
 static ssize_t enoki_counters_show(struct kobject *kobj,
@@ -172,6 +175,45 @@ static ssize_t enoki_counters_show(struct kobject *kobj,
 	return len;
 }
 ENOKI_ATTR_RO(counters);
+
+/* @hints' counters after @len bytes of @buf, one "name count" each */
+static ssize_t enoki_hints_emit(char *buf, ssize_t len, const char *sep,
+				atomic64_t *hints)
+{
+	int i;
+
+	for (i = 0; i < ENOKI_HINT_OUTCOMES; i++)
+		len += sysfs_emit_at(buf, len, "%s%s %lld", i ? " " : "",
+				     enoki_hint_outcome_names[i],
+				     atomic64_read(&hints[i]));
+	return len + sysfs_emit_at(buf, len, "%s", sep);
+}
+
+/*
+ * Hint queues: the open ones, and what became of hints, all queues since
+ * boot ("hints ...") and per open queue ("queue ID owner PID ...").
+ */
+static ssize_t enoki_hints_show(struct kobject *kobj,
+				struct kobj_attribute *attr, char *buf)
+{
+	struct enoki_queue *q;
+	ssize_t len;
+	int open = 0;
+
+	down_read(&enoki_queues_rwsem);
+	list_for_each_entry(q, &enoki_queues, node)
+		open++;
+	len = sysfs_emit(buf, "queues %d\nhints ", open);
+	len = enoki_hints_emit(buf, len, "\n", enoki_hints);
+	list_for_each_entry(q, &enoki_queues, node) {
+		len += sysfs_emit_at(buf, len, "queue %u owner %d%s ", q->id,
+				     q->owner, q->retired ? " retired" : "");
+		len = enoki_hints_emit(buf, len, "\n", q->hints);
+	}
+	up_read(&enoki_queues_rwsem);
+	return len;
+}
+ENOKI_ATTR_RO(hints);
 
 /* record control; the rings and the trace file are enoki_record.c's */
 
@@ -275,6 +317,7 @@ static struct attribute *enoki_attrs[] = {
 	&enoki_attr_last_exit.attr,
 	&enoki_attr_counters.attr,
 	&enoki_attr_upgrades.attr,
+	&enoki_attr_hints.attr,
 	&enoki_attr_record.attr,
 	&enoki_attr_record_drops.attr,
 	&enoki_attr_abi_version.attr,

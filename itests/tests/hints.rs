@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Hint queues in the real kernel: `/dev/enoki` checks every hint and
+//! counts each refusal; queues die with their owner, outlive an upgrade to
+//! a scheduler with the same hints and no other; the locality scheduler
+//! co-locates the groups applications hint.
+
+use enoki_itests::{self as it, field, number, DUMP};
+use serial_test::serial;
+
+/// Shell helpers: `counts PREFIX` prints the kernel's all-queue counters
+/// as `PREFIXreason count` lines, `open_queues` the number of open queues,
+/// and `answers N` waits until the session has answered N hints.
+const HELPERS: &str = r#"
+counts() { awk -v p="$1" '$1=="hints"{for(i=2;i<NF;i+=2) print p $i, $(i+1)}' /sys/kernel/enoki/hints; }
+open_queues() { awk '$1=="queues"{print $2}' /sys/kernel/enoki/hints; }
+answers() { until [ "$(wc -l </tmp/session.out)" -ge "$1" ]; do sleep 0.05; done; }
+"#;
+
+/// No queue opens without a scheduler that takes hints. Each kind of bad
+/// hint is refused with its own reason and counted once: a wrong size, an
+/// out-of-range value (the scheduler's check), no such task, a task outside
+/// Enoki, another user's task; a thousand queues come and go without a
+/// leak.
+#[test]
+#[serial]
+fn every_bad_hint_is_refused_and_counted_by_reason() {
+    let script = format!(
+        r#"{DUMP}
+{HELPERS}
+echo "none $(enoki-hint info 2>&1 >/dev/null)"
+enoki load fifo >/dev/null || echo load-failed
+echo "nohints $(enoki-hint info 2>&1 >/dev/null)"
+enoki unload >/dev/null
+enoki load locality >/dev/null || echo load-failed
+enoki-hint info | sed 's/^/info./'
+sleep 600 & victim=$!
+# the stopper thread of CPU 0 runs in the stop class, never in Enoki
+stopper=$(for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = migration/0 ] && echo ${{p#/proc/}}; done | head -1)
+echo "own $(enoki-hint send $victim 01000000)"
+echo "size $(enoki-hint send $victim 0100)"
+echo "range $(enoki-hint send $victim ffffffff)"
+echo "nobody $(enoki-hint send 999999 01000000)"
+echo "outside $(enoki-hint send $stopper 01000000)"
+echo "foreign $(enoki-hint --uid 1000 send $victim 01000000)"
+echo "self $(enoki-hint --uid 1000 send 0 01000000)"
+counts count.
+enoki status | grep '^hints' | sed 's/^hints */status /'
+enoki-hint cycle 1000 >/dev/null && echo cycled
+echo "open_after $(open_queues)"
+counts after.
+kill $victim
+dump loc.
+enoki unload >/dev/null
+"#
+    );
+    let r = it::run_ok(&script);
+    assert!(!r.output.contains("load-failed"), "enoki load");
+    assert!(field(&r, "none").contains("no Enoki scheduler is running"));
+    assert!(field(&r, "nohints").contains("takes no hints"));
+    assert_eq!(field(&r, "info.scheduler"), "locality");
+    assert_eq!(field(&r, "info.hint_size"), "4");
+    for (case, answer) in [
+        ("own", "taken"),
+        ("size", "refused Refused"),
+        ("range", "refused Refused"),
+        ("nobody", "refused Task"),
+        ("outside", "refused Task"),
+        ("foreign", "refused Permission"),
+        ("self", "taken"),
+    ] {
+        assert_eq!(field(&r, case), answer, "{case}");
+    }
+    for (reason, n) in [
+        ("taken", 2),
+        ("size", 1),
+        ("refused", 1),
+        ("task", 1),
+        ("outside", 1),
+        ("permission", 1),
+        ("gone", 0),
+    ] {
+        assert_eq!(number(&r, &format!("count.{reason}")), n, "{reason}");
+    }
+    assert!(
+        field(&r, "status").starts_with("0 queues open; 2 taken, 5 refused"),
+        "enoki status: {}",
+        field(&r, "status")
+    );
+    assert!(r.output.contains("cycled"), "1000 queues opened and closed");
+    assert_eq!(number(&r, "open_after"), 0, "queues left open");
+    assert_eq!(number(&r, "after.taken"), 2, "cycling sent hints");
+    // the two it took and the one whose value it refused
+    assert_eq!(number(&r, "loc.hint"), 3, "hint messages the scheduler got");
+    assert_eq!(number(&r, "loc.queue_new"), number(&r, "loc.queue_gone"));
+    it::assert_enabled(&r, "loc.");
+    r.assert_clean();
+}
+
+/// A queue held open outlives an upgrade to the same scheduler (the new
+/// version meets it first) and is retired by one to a scheduler without
+/// hints; closing it leaves nothing open.
+#[test]
+#[serial]
+fn a_queue_outlives_an_upgrade_only_to_the_same_hints() {
+    let script = format!(
+        r#"{DUMP}
+{HELPERS}
+enoki load locality >/dev/null || echo load-failed
+sleep 600 & victim=$!
+mkfifo /tmp/session.in
+: >/tmp/session.out
+enoki-hint session </tmp/session.in >/tmp/session.out & session=$!
+exec 3>/tmp/session.in
+echo "$victim 01000000" >&3; answers 1
+echo "open_during $(open_queues)"
+enoki upgrade locality >/dev/null || echo upgrade-failed
+echo "$victim 02000000" >&3; answers 2
+enoki upgrade fifo >/dev/null || echo upgrade-failed
+echo "$victim 03000000" >&3; answers 3
+grep -c retired /sys/kernel/enoki/hints | sed 's/^/retired /'
+exec 3>&-
+wait $session
+echo "session.exit $?"
+sed 's/^/answer /' /tmp/session.out
+echo "open_after $(open_queues)"
+kill $victim
+dump fifo.
+enoki unload >/dev/null
+"#
+    );
+    let r = it::run_ok(&script);
+    assert!(!r.output.contains("load-failed"), "enoki load locality");
+    assert!(!r.output.contains("upgrade-failed"), "an upgrade failed");
+    assert_eq!(number(&r, "open_during"), 1);
+    assert_eq!(number(&r, "retired"), 1, "the queue was not retired");
+    assert_eq!(field(&r, "session.exit"), "0");
+    let answers: Vec<&str> = r
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("answer "))
+        .collect();
+    assert_eq!(answers, ["taken", "taken", "refused Gone"]);
+    assert_eq!(number(&r, "open_after"), 0);
+    it::assert_enabled(&r, "fifo.");
+    r.assert_clean();
+}
+
+/// Threads hinted into two groups run each group on one CPU, the groups on
+/// different CPUs; the same threads unhinted under FIFO spread out.
+#[test]
+#[serial]
+fn locality_runs_each_hinted_group_on_one_cpu() {
+    let script = format!(
+        r#"{DUMP}
+enoki load locality >/dev/null || echo load-failed
+enoki-groups --groups 2 --threads 3 --duration-ms 3000 >/tmp/loc.out
+echo "loc.exit $?"
+sed 's/^/loc./' /tmp/loc.out
+dump loc.
+enoki unload >/dev/null
+enoki load fifo >/dev/null || echo load-failed
+enoki-groups --groups 2 --threads 3 --duration-ms 3000 --no-hint >/tmp/fifo.out
+echo "fifo.exit $?"
+sed 's/^/fifo./' /tmp/fifo.out
+enoki unload >/dev/null
+"#
+    );
+    let r = it::run_ok(&script);
+    assert!(!r.output.contains("load-failed"), "enoki load");
+    assert_eq!(field(&r, "loc.exit"), "0");
+    assert_eq!(field(&r, "fifo.exit"), "0");
+    assert_eq!(number(&r, "loc.hints.taken"), 6);
+    for g in [1, 2] {
+        assert_eq!(
+            number(&r, &format!("loc.group.{g}.cpus")),
+            1,
+            "group {g} ran on more than one CPU"
+        );
+    }
+    assert_eq!(
+        number(&r, "loc.groups.shared_cpus"),
+        0,
+        "two groups shared a CPU"
+    );
+    for t in 0..6 {
+        let share: f64 = field(&r, &format!("loc.thread.{t}.share")).parse().unwrap();
+        assert!(
+            share >= 0.8,
+            "thread {t} ran {share:.2} of its bursts on its group's CPU"
+        );
+    }
+    let fifo_cpus = number(&r, "fifo.group.1.cpus") + number(&r, "fifo.group.2.cpus");
+    assert!(
+        fifo_cpus > 2,
+        "unhinted threads under FIFO stayed grouped too: the test shows nothing"
+    );
+    it::assert_enabled(&r, "loc.");
+    r.assert_clean();
+}
