@@ -460,6 +460,10 @@ pub struct RawOps {
     pub hint_fp: u64,
     /// Bytes of one hint (at most [`HINT_MAX`]).
     pub hint_size: u32,
+    /// Bytes of one reverse hint (at most [`HINT_MAX`]).
+    pub rev_hint_size: u32,
+    /// The fingerprint of the scheduler's reverse hint type.
+    pub rev_hint_fp: u64,
 }
 
 /// Largest hint: it travels in [`Msg::allowed`].
@@ -491,8 +495,8 @@ const _: () = {
         abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, handles: 20, name: 24, owner: 56,
         sched: 64,
         process: 72, state_fp: 80, state: 88, export_state: 96, adopt_state: 104,
-        hint_fp: 112, hint_size: 120,
-    } size 128);
+        hint_fp: 112, hint_size: 120, rev_hint_size: 124, rev_hint_fp: 128,
+    } size 136);
 };
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ extern "C" {
     fn enoki_kick_cpu(cpu: c_int, flags: u32);
     fn enoki_set_timer(cpu: c_int, ns: u64);
     fn enoki_cancel_timer(cpu: c_int);
+    fn enoki_send_rev_hint(queue: u32, pid: i32, hint: *const c_void, size: u32);
     fn enoki_log(level: c_int, msg: *const u8, len: usize);
     fn enoki_record_lock(addr: u64, rec_type: u32);
     fn enoki_this_cpu() -> c_int;
@@ -62,6 +63,12 @@ impl Host {
         };
         // SAFETY: Enoki-C checks the CPU number; callable from any context.
         unsafe { enoki_kick_cpu(cpu as c_int, flags) };
+    }
+
+    pub(super) fn rev_hint(&self, queue: u32, pid: i32, hint: &[u8]) {
+        // SAFETY: `hint` is readable for its length; Enoki-C copies it
+        // and checks the queue and the size; callable with interrupts off.
+        unsafe { enoki_send_rev_hint(queue, pid, hint.as_ptr().cast(), hint.len() as u32) };
     }
 
     pub(super) fn set_timer(&self, cpu: CpuId, ns: Option<u64>) {
@@ -438,6 +445,8 @@ impl<S: EnokiScheduler> kernel::Module for EnokiModule<S> {
                     adopt_state: adopt_state::<S>,
                     hint_fp: <S::Hint as HintData>::FINGERPRINT,
                     hint_size: <S::Hint as HintData>::SIZE as u32,
+                    rev_hint_size: <S::RevHint as HintData>::SIZE as u32,
+                    rev_hint_fp: <S::RevHint as HintData>::FINGERPRINT,
                 },
                 carry: match params.upgrade {
                     Some(false) => Some(zeroed_state::<S::UpgradeState>()?),

@@ -6,9 +6,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::abi::HINT_MAX;
 use super::backend;
+use super::hint::HintData;
+use super::scheduler::QueueId;
 use super::sync::detect::MAX_CONTEXTS;
-use super::types::CpuId;
+use super::types::{CpuId, Pid};
 
 /// The time of the message each context (CPU, thread) is handling.
 static MESSAGE_TIME: [AtomicU64; MAX_CONTEXTS] = [const { AtomicU64::new(0) }; MAX_CONTEXTS];
@@ -58,5 +61,16 @@ impl Services {
     /// Disarms `cpu`'s timer.
     pub fn cancel_timer(&self, cpu: CpuId) {
         self.host.set_timer(cpu, None);
+    }
+
+    /// Sends a reverse hint about `pid` (or 0) to the owner of hint queue
+    /// `queue`, through the queue's to-user ring; `R` is the scheduler's
+    /// `RevHint` (Enoki-C drops any other size). Never blocks: when the
+    /// ring is full the hint is dropped and the ring counts it.
+    pub fn send_rev_hint<R: HintData>(&self, queue: QueueId, pid: Pid, hint: &R) {
+        let mut bytes = [0u8; HINT_MAX];
+        hint.write(&mut bytes);
+        self.host
+            .rev_hint(queue, pid, bytes.get(..R::SIZE).unwrap_or(&bytes));
     }
 }

@@ -6,10 +6,11 @@ use std::sync::Mutex;
 
 use enoki::abi::{kind, Msg};
 use enoki::upgrade::Refusal;
-use enoki::user::Driver;
+use enoki::user::{Driver, HostEvent};
 use enoki::{
     CpuId, CpuSet, EnokiScheduler, HintError, InitContext, InitError, Messages, NoHint, NotTaken,
-    PickError, Pid, PrevTask, QueueId, Result, Schedulable, TaskError, TaskInfo, Topology,
+    PickError, Pid, PrevTask, QueueId, Result, Schedulable, Services, TaskError, TaskInfo,
+    Topology,
 };
 
 enoki::hint_struct! {
@@ -27,10 +28,11 @@ enoki::hint_struct! {
 }
 
 /// Notes every queue call; takes at most `queues=N` queues (default 2)
-/// and levels up to 9.
+/// and levels up to 9, and sends each hint it takes back as a reverse hint.
 struct Hinted<H> {
     notes: Mutex<Vec<String>>,
     max_queues: usize,
+    services: Services,
     hint: std::marker::PhantomData<H>,
 }
 
@@ -60,7 +62,7 @@ impl<H> Hinted<H> {
 impl<H: LevelOf> EnokiScheduler for Hinted<H> {
     const NAME: &'static str = "hinted";
     type Hint = H;
-    type RevHint = NoHint;
+    type RevHint = H;
     type UpgradeState = ();
     const MESSAGES: Messages = Messages::HINTS;
 
@@ -68,6 +70,7 @@ impl<H: LevelOf> EnokiScheduler for Hinted<H> {
         Ok(Hinted {
             notes: Mutex::default(),
             max_queues: ctx.args.u64_in("queues", 2, 0, 8)? as usize,
+            services: ctx.services.clone(),
             hint: std::marker::PhantomData,
         })
     }
@@ -108,6 +111,7 @@ impl<H: LevelOf> EnokiScheduler for Hinted<H> {
             return Err(HintError::Refused);
         }
         self.note(format!("hint {queue} {pid} {}", hint.level()));
+        self.services.send_rev_hint(queue, pid, &hint);
         Ok(())
     }
     fn unregister_queue(&self, queue: QueueId) -> Result {
@@ -143,6 +147,25 @@ fn a_hint_reaches_the_scheduler_with_its_queue_and_task() {
         ]
     );
     assert_eq!(d.counters.msgs[kind::HINT as usize], 1);
+}
+
+#[test]
+fn a_reverse_hint_goes_to_the_queue_it_names() {
+    let mut d = driver::<Level>();
+    let q = d.open_queue(30, 29, 1).unwrap();
+    d.host.take();
+    assert_eq!(d.send_hint(q, 40, &Level { level: 7 }, 1), 0);
+    let mut bytes = [0u8; enoki::abi::HINT_MAX];
+    bytes[..4].copy_from_slice(&7u32.to_ne_bytes());
+    assert_eq!(
+        d.host.take(),
+        [HostEvent::RevHint {
+            queue: q,
+            pid: 40,
+            hint: bytes,
+            size: 4
+        }]
+    );
 }
 
 #[test]

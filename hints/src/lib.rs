@@ -18,7 +18,14 @@
 //! ```
 //!
 //! Opening checks that the running scheduler reads this very type (size
-//! and fingerprint of its definition), so a hint cannot be misread. The
+//! and fingerprint of its definition), so a hint cannot be misread, and
+//! answers with reverse hints of type `R` if it says it does.
+//!
+//! Hints go one at a time ([`HintQueue::send`], a system call each) or in
+//! batches: [`HintQueue::push`] writes them into a ring shared with the
+//! kernel, and [`HintQueue::enter`] hands the whole batch over in one
+//! system call. The scheduler's reverse hints arrive in a second ring;
+//! [`HintQueue::recv`] reads the next one, waiting for it if asked to. The
 //! kernel checks each hint in turn: the task must exist, be scheduled by
 //! Enoki, and be one the caller may steer (its own user's, or with
 //! `CAP_SYS_NICE`); the scheduler then checks the values. Every refusal is
@@ -31,10 +38,14 @@
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::time::Duration;
 
-use enoki::HintData;
+use enoki::{HintData, NoHint};
+
+mod ring;
+use ring::Rings;
 
 /// bindgen's rendering of `uapi/linux/enoki.h`.
 #[allow(non_camel_case_types, non_upper_case_globals, dead_code)]
@@ -49,6 +60,7 @@ const IOC_MAGIC: u8 = 0xEB;
 nix::ioctl_read!(ioc_info, IOC_MAGIC, 0, uapi::enoki_queue_info);
 nix::ioctl_write_ptr!(ioc_hint, IOC_MAGIC, 1, uapi::enoki_hint);
 nix::ioctl_read!(ioc_stats, IOC_MAGIC, 2, uapi::enoki_queue_stats);
+nix::ioctl_none!(ioc_enter, IOC_MAGIC, 3);
 
 /// Why the kernel or the scheduler refused a hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +96,8 @@ pub enum Error {
     },
     #[error("hint refused ({0:?})")]
     Refused(Reason),
+    #[error("the hint ring is full: enter() the hints in it first")]
+    RingFull,
     #[error("{what}: {error}")]
     Io {
         what: &'static str,
@@ -113,6 +127,10 @@ pub struct QueueInfo {
     pub hint_size: u32,
     /// Fingerprint of the scheduler's hint type.
     pub hint_fingerprint: u64,
+    /// Bytes of one reverse hint (0: the scheduler sends none).
+    pub rev_hint_size: u32,
+    /// Fingerprint of the scheduler's reverse hint type.
+    pub rev_hint_fingerprint: u64,
     /// Enoki-C's message ABI version.
     pub abi_version: u32,
 }
@@ -133,15 +151,26 @@ pub struct QueueStats {
     pub refused: u64,
     /// After the scheduler went.
     pub gone: u64,
+    /// Doorbells whose ring indices made no sense (a whole batch lost).
+    pub bad_ring: u64,
 }
 
-/// An open queue to the running scheduler, sending hints of type `H`.
-pub struct HintQueue<H: HintData> {
+/// A reverse hint: what the scheduler said, about which task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevHint<R> {
+    /// The task it is about, or 0.
+    pub pid: i32,
+    pub hint: R,
+}
+
+/// An open queue to the running scheduler, sending hints of type `H` and
+/// receiving reverse hints of type `R`.
+pub struct HintQueue<H: HintData, R: HintData = NoHint> {
     raw: RawQueue,
-    _hint: PhantomData<fn(H)>,
+    _hint: PhantomData<fn(H) -> R>,
 }
 
-impl<H: HintData> HintQueue<H> {
+impl<H: HintData, R: HintData> HintQueue<H, R> {
     /// Opens a queue on [`DEVICE`], checking the scheduler reads `H`.
     pub fn open() -> Result<Self, Error> {
         Self::open_at(Path::new(DEVICE))
@@ -151,14 +180,22 @@ impl<H: HintData> HintQueue<H> {
     pub fn open_at(path: &Path) -> Result<Self, Error> {
         let raw = RawQueue::open_at(path)?;
         let info = raw.info();
-        if info.hint_size as usize != H::SIZE || info.hint_fingerprint != H::FINGERPRINT {
-            return Err(Error::WrongType {
+        let (size, fingerprint) = (info.hint_size, info.hint_fingerprint);
+        let (rev_size, rev_fingerprint) = (info.rev_hint_size, info.rev_hint_fingerprint);
+        let wrong =
+            |size: u32, fingerprint: u64, our_size: usize, our_fingerprint: u64| Error::WrongType {
                 scheduler: info.scheduler.clone(),
-                size: info.hint_size,
-                fingerprint: info.hint_fingerprint,
-                our_size: H::SIZE,
-                our_fingerprint: H::FINGERPRINT,
-            });
+                size,
+                fingerprint,
+                our_size,
+                our_fingerprint,
+            };
+        if size as usize != H::SIZE || fingerprint != H::FINGERPRINT {
+            return Err(wrong(size, fingerprint, H::SIZE, H::FINGERPRINT));
+        }
+        // A receiver of nothing takes any scheduler's answers as none.
+        if R::SIZE != 0 && (rev_size as usize != R::SIZE || rev_fingerprint != R::FINGERPRINT) {
+            return Err(wrong(rev_size, rev_fingerprint, R::SIZE, R::FINGERPRINT));
         }
         Ok(HintQueue {
             raw,
@@ -172,6 +209,34 @@ impl<H: HintData> HintQueue<H> {
         let mut bytes = [0u8; uapi::ENOKI_HINT_MAX as usize];
         hint.write(&mut bytes);
         self.raw.send(pid, bytes.get(..H::SIZE).unwrap_or(&bytes))
+    }
+
+    /// Writes `hint` about `pid` (0: the thread that rings the doorbell)
+    /// into the ring, for the next [`Self::enter`].
+    pub fn push(&mut self, pid: i32, hint: &H) -> Result<(), Error> {
+        let mut bytes = [0u8; uapi::ENOKI_HINT_MAX as usize];
+        hint.write(&mut bytes);
+        self.raw.push(pid, bytes.get(..H::SIZE).unwrap_or(&bytes))
+    }
+
+    /// Hands every hint pushed since the last call to the scheduler, in one
+    /// system call; returns how many it took (see [`Self::stats`] for why
+    /// the others were refused).
+    pub fn enter(&mut self) -> Result<u32, Error> {
+        self.raw.enter()
+    }
+
+    /// The next reverse hint; with `wait`, waits up to that long for one.
+    pub fn recv(&mut self, wait: Option<Duration>) -> Result<Option<RevHint<R>>, Error> {
+        Ok(self.raw.recv(wait)?.map(|(pid, bytes)| RevHint {
+            pid,
+            hint: R::read(&bytes),
+        }))
+    }
+
+    /// Reverse hints the kernel dropped because the ring was full.
+    pub fn rev_dropped(&self) -> u32 {
+        self.raw.rings.rev_dropped()
     }
 
     /// The queue as the kernel describes it.
@@ -190,6 +255,7 @@ impl<H: HintData> HintQueue<H> {
 pub struct RawQueue {
     file: File,
     info: QueueInfo,
+    rings: Rings,
 }
 
 impl RawQueue {
@@ -221,9 +287,66 @@ impl RawQueue {
             scheduler: String::from_utf8_lossy(&name).into_owned(),
             hint_size: raw.hint_size,
             hint_fingerprint: raw.hint_fp,
+            rev_hint_size: raw.rev_hint_size,
+            rev_hint_fingerprint: raw.rev_hint_fp,
             abi_version: raw.abi_version,
         };
-        Ok(RawQueue { file, info })
+        let rings = Rings::map(file.as_fd())?;
+        Ok(RawQueue { file, info, rings })
+    }
+
+    /// Writes `bytes` as a hint about `pid` into the ring.
+    pub fn push(&mut self, pid: i32, bytes: &[u8]) -> Result<(), Error> {
+        let hint = raw_hint(pid, bytes)?;
+        if self.rings.push(&hint) {
+            Ok(())
+        } else {
+            Err(Error::RingFull)
+        }
+    }
+
+    /// Rings the doorbell: the kernel reads every hint pushed; returns how
+    /// many the scheduler took.
+    pub fn enter(&mut self) -> Result<u32, Error> {
+        // SAFETY: `file` is open; ENOKI_IOC_ENTER takes no argument.
+        let taken = unsafe { ioc_enter(self.file.as_raw_fd()) }.map_err(|error| Error::Io {
+            what: "ENOKI_IOC_ENTER",
+            error,
+        })?;
+        Ok(taken as u32)
+    }
+
+    /// Writes an index into the to-kernel ring the kernel must refuse
+    /// (more entries than the ring holds), for tests of that refusal.
+    pub fn corrupt_ring(&mut self) {
+        self.rings.corrupt_tail();
+    }
+
+    /// Writes `bytes` over the to-kernel ring's next entries (40 bytes
+    /// each, as `struct enoki_hint`) and moves its tail `advance` entries
+    /// on, sense or not: what a buggy or hostile application could do,
+    /// for fuzzing the kernel's reading of the ring.
+    pub fn scribble(&mut self, bytes: &[u8], advance: u32) {
+        self.rings.scribble(bytes, advance);
+    }
+
+    /// The next reverse hint's task and bytes; with `wait`, waits up to
+    /// that long for one.
+    pub fn recv(&mut self, wait: Option<Duration>) -> Result<Option<(i32, Vec<u8>)>, Error> {
+        if let Some(entry) = self.rings.pop() {
+            return Ok(Some(entry));
+        }
+        let Some(wait) = wait else { return Ok(None) };
+        let mut fds = [nix::poll::PollFd::new(
+            self.file.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout = nix::poll::PollTimeout::try_from(wait).unwrap_or(nix::poll::PollTimeout::MAX);
+        nix::poll::poll(&mut fds, timeout).map_err(|error| Error::Io {
+            what: "poll",
+            error,
+        })?;
+        Ok(self.rings.pop())
     }
 
     /// The queue as the kernel describes it.
@@ -233,17 +356,7 @@ impl RawQueue {
 
     /// Sends `bytes` (at most 32) as a hint about `pid` (0: the caller).
     pub fn send(&self, pid: i32, bytes: &[u8]) -> Result<(), Error> {
-        let mut hint = uapi::enoki_hint {
-            pid,
-            ..Default::default()
-        };
-        if bytes.len() > hint.data.len() {
-            return Err(Error::Refused(Reason::Refused));
-        }
-        hint.size = bytes.len() as u32;
-        for (d, b) in hint.data.iter_mut().zip(bytes) {
-            *d = *b;
-        }
+        let hint = raw_hint(pid, bytes)?;
         // SAFETY: `file` is open and `hint` a readable enoki_hint, the type
         // ENOKI_IOC_HINT reads.
         match unsafe { ioc_hint(self.file.as_raw_fd(), &hint) } {
@@ -270,8 +383,25 @@ impl RawQueue {
             permission: at(uapi::ENOKI_HINT_REJ_PERM),
             refused: at(uapi::ENOKI_HINT_REJ_REFUSED),
             gone: at(uapi::ENOKI_HINT_REJ_GONE),
+            bad_ring: at(uapi::ENOKI_HINT_REJ_RING),
         })
     }
+}
+
+/// The kernel's form of a hint of `bytes` (at most 32) about `pid`.
+fn raw_hint(pid: i32, bytes: &[u8]) -> Result<uapi::enoki_hint, Error> {
+    let mut hint = uapi::enoki_hint {
+        pid,
+        ..Default::default()
+    };
+    if bytes.len() > hint.data.len() {
+        return Err(Error::Refused(Reason::Refused));
+    }
+    hint.size = bytes.len() as u32;
+    for (d, b) in hint.data.iter_mut().zip(bytes) {
+        *d = *b;
+    }
+    Ok(hint)
 }
 
 /// The refusal an ENOKI_IOC_HINT errno stands for.
@@ -296,11 +426,11 @@ mod tests {
     fn the_rust_layouts_are_the_headers() {
         // The ioctl numbers encode these sizes: the kernel answers ENOTTY
         // to any other.
-        assert_eq!(std::mem::size_of::<uapi::enoki_queue_info>(), 56);
+        assert_eq!(std::mem::size_of::<uapi::enoki_queue_info>(), 64);
         assert_eq!(std::mem::size_of::<uapi::enoki_hint>(), 40);
         assert_eq!(
             std::mem::size_of::<uapi::enoki_queue_stats>(),
-            8 * (uapi::ENOKI_HINT_OUTCOMES as usize + 1)
+            8 * uapi::ENOKI_HINT_OUTCOMES as usize
         );
         assert_eq!(uapi::ENOKI_HINT_MAX as usize, enoki::abi::HINT_MAX);
     }

@@ -19,8 +19,9 @@ answers() { until [ "$(wc -l </tmp/session.out)" -ge "$1" ]; do sleep 0.05; done
 /// No queue opens without a scheduler that takes hints. Each kind of bad
 /// hint is refused with its own reason and counted once: a wrong size, an
 /// out-of-range value (the scheduler's check), no such task, a task outside
-/// Enoki, another user's task; a thousand queues come and go without a
-/// leak.
+/// Enoki, another user's task, a ring with a nonsense tail; a thousand
+/// queues come and go without a leak; 2000 doorbells on random rings leave
+/// the kernel log clean and the scheduler running.
 #[test]
 #[serial]
 fn every_bad_hint_is_refused_and_counted_by_reason() {
@@ -43,13 +44,18 @@ echo "nobody $(enoki-hint send 999999 01000000)"
 echo "outside $(enoki-hint send $stopper 01000000)"
 echo "foreign $(enoki-hint --uid 1000 send $victim 01000000)"
 echo "self $(enoki-hint --uid 1000 send 0 01000000)"
+echo "victim $victim"
+echo "batch $(enoki-hint batch $victim 02000000 $victim ffffffff 999999 01000000 | tr '\n' ' ')"
+echo "corrupt $(enoki-hint corrupt)"
 counts count.
 enoki status | grep '^hints' | sed 's/^hints */status /'
 enoki-hint cycle 1000 >/dev/null && echo cycled
 echo "open_after $(open_queues)"
 counts after.
-kill $victim
 dump loc.
+enoki-hint fuzz 2000 --seed 7 | sed 's/^/fuzz./'
+kill $victim
+dump end.
 enoki unload >/dev/null
 "#
     );
@@ -70,29 +76,42 @@ enoki unload >/dev/null
     ] {
         assert_eq!(field(&r, case), answer, "{case}");
     }
+    // one doorbell: three hints, one taken and answered on the reverse
+    // ring with the group's home
+    let batch = field(&r, "batch");
+    let answer = format!("taken 1 rev {} 02000000", field(&r, "victim"));
+    assert!(batch.starts_with(&answer), "batch: {batch}");
+    assert!(
+        field(&r, "corrupt").contains("EINVAL"),
+        "a nonsense ring tail was read"
+    );
     for (reason, n) in [
-        ("taken", 2),
+        ("taken", 3),
         ("size", 1),
-        ("refused", 1),
-        ("task", 1),
+        ("refused", 2),
+        ("task", 2),
         ("outside", 1),
         ("permission", 1),
         ("gone", 0),
+        ("ring", 1),
     ] {
         assert_eq!(number(&r, &format!("count.{reason}")), n, "{reason}");
     }
     assert!(
-        field(&r, "status").starts_with("0 queues open; 2 taken, 5 refused"),
+        field(&r, "status").starts_with("0 queues open; 3 taken, 8 refused"),
         "enoki status: {}",
         field(&r, "status")
     );
     assert!(r.output.contains("cycled"), "1000 queues opened and closed");
     assert_eq!(number(&r, "open_after"), 0, "queues left open");
-    assert_eq!(number(&r, "after.taken"), 2, "cycling sent hints");
-    // the two it took and the one whose value it refused
-    assert_eq!(number(&r, "loc.hint"), 3, "hint messages the scheduler got");
+    assert_eq!(number(&r, "after.taken"), 3, "cycling sent hints");
+    // random rings: the kernel refuses or reads them, and survives
+    assert_eq!(number(&r, "fuzz.rounds"), 2000);
+    assert!(number(&r, "fuzz.refused") > 0, "no random tail was refused");
+    // the three it took and the two whose values it refused
+    assert_eq!(number(&r, "loc.hint"), 5, "hint messages the scheduler got");
     assert_eq!(number(&r, "loc.queue_new"), number(&r, "loc.queue_gone"));
-    it::assert_enabled(&r, "loc.");
+    it::assert_enabled(&r, "end.");
     r.assert_clean();
 }
 
@@ -145,8 +164,9 @@ enoki unload >/dev/null
     r.assert_clean();
 }
 
-/// Threads hinted into two groups run each group on one CPU, the groups on
-/// different CPUs; the same threads unhinted under FIFO spread out.
+/// Threads hinted into two groups (one batch through the ring) run each
+/// group on one CPU, the groups on different CPUs, and the CPU is the home
+/// the scheduler named on the reverse ring.
 #[test]
 #[serial]
 fn locality_runs_each_hinted_group_on_one_cpu() {
@@ -158,17 +178,11 @@ echo "loc.exit $?"
 sed 's/^/loc./' /tmp/loc.out
 dump loc.
 enoki unload >/dev/null
-enoki load fifo >/dev/null || echo load-failed
-enoki-groups --groups 2 --threads 3 --duration-ms 3000 --no-hint >/tmp/fifo.out
-echo "fifo.exit $?"
-sed 's/^/fifo./' /tmp/fifo.out
-enoki unload >/dev/null
 "#
     );
     let r = it::run_ok(&script);
     assert!(!r.output.contains("load-failed"), "enoki load");
     assert_eq!(field(&r, "loc.exit"), "0");
-    assert_eq!(field(&r, "fifo.exit"), "0");
     assert_eq!(number(&r, "loc.hints.taken"), 6);
     for g in [1, 2] {
         assert_eq!(
@@ -188,12 +202,57 @@ enoki unload >/dev/null
             share >= 0.8,
             "thread {t} ran {share:.2} of its bursts on its group's CPU"
         );
+        let group = field(&r, &format!("loc.thread.{t}.group"));
+        assert_eq!(
+            field(&r, &format!("loc.thread.{t}.cpu")),
+            field(&r, &format!("loc.group.{group}.home")),
+            "thread {t} did not run on the home the scheduler named"
+        );
     }
-    let fifo_cpus = number(&r, "fifo.group.1.cpus") + number(&r, "fifo.group.2.cpus");
-    assert!(
-        fifo_cpus > 2,
-        "unhinted threads under FIFO stayed grouped too: the test shows nothing"
-    );
     it::assert_enabled(&r, "loc.");
     r.assert_clean();
+}
+
+/// The Arachne arbiter grants a process the CPUs it asks for and says
+/// which on the reverse ring; its threads run only there, and a
+/// neighbour's threads, started once the grant holds, never do.
+#[test]
+#[serial]
+fn arachne_gives_a_process_its_cpus_alone() {
+    let script = format!(
+        r#"{DUMP}
+enoki load arachne >/dev/null || echo load-failed
+enoki-cores --cores 2 --threads 4 --duration-ms 5000 >/tmp/app.out &
+app=$!
+until grep -q '^grant.cpus' /tmp/app.out 2>/dev/null; do sleep 0.05; done
+enoki-cores --cores 0 --threads 6 --duration-ms 2000 >/tmp/other.out
+echo "other.exit $?"
+wait $app
+echo "app.exit $?"
+sed 's/^/app./' /tmp/app.out
+sed 's/^/other./' /tmp/other.out
+dump ar.
+enoki unload >/dev/null
+"#
+    );
+    let r = it::run_ok(&script);
+    assert!(!r.output.contains("load-failed"), "enoki load arachne");
+    assert_eq!(field(&r, "app.exit"), "0");
+    assert_eq!(field(&r, "other.exit"), "0");
+    assert_eq!(number(&r, "app.grant.cpus"), 2);
+    let mask = |key: &str| {
+        let v = field(&r, key);
+        u64::from_str_radix(v.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|_| panic!("{key}: {v}"))
+    };
+    let grant = mask("app.grant.mask");
+    assert_eq!(grant.count_ones(), 2, "grant mask {grant:#x}");
+    assert_eq!(number(&r, "app.outside"), 0, "the app ran outside its grant");
+    let other = mask("other.used.mask");
+    assert_eq!(
+        other & grant,
+        0,
+        "the neighbour ran on granted CPUs: used {other:#x}, grant {grant:#x}"
+    );
+    it::assert_enabled(&r, "ar.");
 }

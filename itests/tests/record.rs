@@ -100,3 +100,16 @@ fn locality_recording_with_hints_replays_without_divergence() {
     );
     assert_eq!(hints, 6, "the hinted groups' hints were not all recorded");
 }
+
+/// The arbiter's grants change where tasks may run mid-run: the replay
+/// must see the same requests and answer them the same way.
+#[test]
+#[serial]
+fn arachne_recording_with_core_requests_replays_without_divergence() {
+    let hints = record_and_replay(
+        "arachne",
+        "",
+        "( enoki-cores --cores 2 --threads 3 --duration-ms 3000 >/dev/null ) &",
+    );
+    assert_eq!(hints, 1, "the core request was not recorded");
+}

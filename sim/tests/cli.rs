@@ -200,7 +200,8 @@ fn bad_input_is_exit_2() {
         assert!(text(&o).1.starts_with("error: "), "{args:?}");
     }
     let o = sim(&["--sched", "nope"]);
-    assert!(text(&o).1.contains("known: fifo"));
+    let err = text(&o).1;
+    assert!(err.contains("known: ") && err.contains("fifo"), "{err}");
     let o = sim(&["list"]);
     assert!(text(&o).0.contains("badpick"));
 }

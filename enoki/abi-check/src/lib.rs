@@ -152,6 +152,8 @@ mod tests {
                         adopt_state,
                         hint_fp,
                         hint_size,
+                        rev_hint_size,
+                        rev_hint_fp,
                     }
             ),
         ]

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::super::abi::{err, flag, kind, ret_err, Msg, SLICE_MAX_NS, SLICE_MIN_NS};
+use super::super::abi::{err, flag, kind, ret_err, Msg, HINT_MAX, SLICE_MAX_NS, SLICE_MIN_NS};
 use super::super::dispatch::Loaded;
-use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
+use super::super::scheduler::{Args, EnokiScheduler, InitContext, InitError, QueueId};
 use super::super::topology::Topology;
 use super::super::types::{
     nice_to_weight, Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, Pid, ROOT_CGROUP,
@@ -23,8 +23,21 @@ pub use queues::OpenQueue;
 /// A service request a scheduler made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostEvent {
-    Kick { cpu: CpuId, preempt: bool },
-    Timer { cpu: CpuId, ns: Option<u64> },
+    Kick {
+        cpu: CpuId,
+        preempt: bool,
+    },
+    Timer {
+        cpu: CpuId,
+        ns: Option<u64>,
+    },
+    /// A reverse hint: its first `size` bytes of `hint`.
+    RevHint {
+        queue: QueueId,
+        pid: Pid,
+        hint: [u8; HINT_MAX],
+        size: usize,
+    },
 }
 
 /// Keeps every service request, in order.
@@ -53,6 +66,18 @@ impl HostOps for RecordingHost {
             .lock()
             .unwrap()
             .push(HostEvent::Timer { cpu, ns });
+    }
+
+    fn rev_hint(&self, queue: QueueId, pid: Pid, hint: &[u8]) {
+        let mut bytes = [0u8; HINT_MAX];
+        let n = hint.len().min(HINT_MAX);
+        bytes[..n].copy_from_slice(&hint[..n]);
+        self.events.lock().unwrap().push(HostEvent::RevHint {
+            queue,
+            pid,
+            hint: bytes,
+            size: n,
+        });
     }
 }
 

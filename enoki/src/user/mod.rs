@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::collections::AllocError;
 use super::fault::Fault;
 use super::log::Level;
+use super::scheduler::QueueId;
 use super::sync::detect::{self, MAX_CONTEXTS};
-use super::types::CpuId;
+use super::types::{CpuId, Pid};
 
 mod driver;
 pub mod fiber;
@@ -23,6 +24,8 @@ pub trait HostOps: Send + Sync {
     fn kick_cpu(&self, cpu: CpuId, preempt: bool);
     /// `Some(ns)`: preempt `cpu` after `ns`; `None`: disarm.
     fn set_timer(&self, cpu: CpuId, ns: Option<u64>);
+    /// A reverse hint (`hint`'s bytes) about `pid` to queue `queue`.
+    fn rev_hint(&self, queue: QueueId, pid: Pid, hint: &[u8]);
 }
 
 /// The backend handle inside [`Services`](super::Services).
@@ -39,6 +42,12 @@ impl Host {
     pub(super) fn set_timer(&self, cpu: CpuId, ns: Option<u64>) {
         if let Some(h) = &self.0 {
             h.set_timer(cpu, ns);
+        }
+    }
+
+    pub(super) fn rev_hint(&self, queue: QueueId, pid: Pid, hint: &[u8]) {
+        if let Some(h) = &self.0 {
+            h.rev_hint(queue, pid, hint);
         }
     }
 }

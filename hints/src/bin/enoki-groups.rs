@@ -2,20 +2,24 @@
 //! `enoki-groups`: threads in groups that share data, hinted to the
 //! locality scheduler (`schedulers/locality`), reporting where each ran.
 //!
-//! Each thread tells the scheduler its group through a typed hint queue,
-//! then alternates a short burst of work with a short sleep, so that the
-//! scheduler places it again at every wakeup, and notes the CPU it runs on
-//! after each. The report says, per thread, the CPU it ran on most and how
-//! often; per group, how many CPUs its threads ran on most.
+//! The main thread hints every thread's group in one batch (the hint
+//! ring and one doorbell) and reads the scheduler's answers, each group's
+//! home CPU, from the reverse ring. Then each thread alternates a short
+//! burst of work with a short sleep, so that the scheduler places it again
+//! at every wakeup, and notes the CPU it runs on after each. The report
+//! says, per thread, the CPU it ran on most and how often; per group, how
+//! many CPUs its threads ran on most and the home the scheduler named.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use enoki_hints::HintQueue;
-use enoki_locality::GroupHint;
+use enoki_locality::{GroupHint, GroupHome};
+
+type Queue = HintQueue<GroupHint, GroupHome>;
 
 #[derive(Parser)]
 #[command(version, about = "Grouped threads hinted to the locality scheduler")]
@@ -66,18 +70,10 @@ fn spin_for(d: Duration) {
     }
 }
 
-fn run_thread(
-    cli: &Cli,
-    group: u32,
-    queue: Option<&HintQueue<GroupHint>>,
-    start: &Barrier,
-) -> Result<Placement> {
-    let hinted = queue.map(|q| q.send(0, &GroupHint { group }));
-    // every thread waits here, hinted or not, so none waits forever
+fn run_thread(cli: &Cli, group: u32, tids: mpsc::Sender<(i32, u32)>, start: &Barrier) -> Placement {
+    // A closed channel means the main thread gave up; it still waits.
+    let _ = tids.send((nix::unistd::gettid().as_raw(), group));
     start.wait();
-    if let Some(sent) = hinted {
-        sent.context("hinting the thread's group")?;
-    }
     let end = Instant::now() + Duration::from_millis(cli.duration_ms);
     let mut samples = BTreeMap::new();
     while Instant::now() < end {
@@ -87,10 +83,37 @@ fn run_thread(
         let cpu = unsafe { libc::sched_getcpu() };
         *samples.entry(cpu).or_insert(0) += 1;
     }
-    Ok(Placement { group, samples })
+    Placement { group, samples }
 }
 
-fn report(placements: &[Placement]) {
+/// Hints each thread (`tids[i]`, group `groups[i]`) in one batch, then
+/// reads one answer per hint: each group's home, by group.
+fn hint_groups(queue: &mut Queue, tids: &[(i32, u32)]) -> Result<BTreeMap<u32, u32>> {
+    for (tid, group) in tids {
+        queue.push(*tid, &GroupHint { group: *group })?;
+    }
+    let taken = queue.enter().context("ringing the doorbell")?;
+    if taken as usize != tids.len() {
+        bail!(
+            "the scheduler took {taken} of {} hints: {:?}",
+            tids.len(),
+            queue.stats()?
+        );
+    }
+    let mut homes = BTreeMap::new();
+    for _ in tids {
+        let answer = queue
+            .recv(Some(Duration::from_secs(10)))?
+            .context("no answer from the scheduler on the reverse ring")?;
+        homes.insert(answer.hint.group, answer.hint.cpu);
+    }
+    Ok(homes)
+}
+
+fn report(placements: &[Placement], homes: &BTreeMap<u32, u32>) {
+    for (g, cpu) in homes {
+        println!("group.{g}.home {cpu}");
+    }
     let mut homes: BTreeMap<u32, Vec<i32>> = BTreeMap::new();
     for (i, p) in placements.iter().enumerate() {
         let (cpu, share) = p.home();
@@ -115,29 +138,34 @@ fn report(placements: &[Placement]) {
 
 fn main() -> Result<()> {
     let cli = Arc::new(Cli::parse());
-    let queue = if cli.no_hint {
+    let mut queue = if cli.no_hint {
         None
     } else {
-        Some(Arc::new(HintQueue::<GroupHint>::open()?))
+        Some(Queue::open()?)
     };
     let n = (cli.groups * cli.threads) as usize;
-    let start = Arc::new(Barrier::new(n));
+    let start = Arc::new(Barrier::new(n + 1));
+    let (tid_tx, tid_rx) = mpsc::channel();
     let handles: Vec<_> = (0..n as u32)
         .map(|i| {
-            let (cli, queue, start) = (cli.clone(), queue.clone(), start.clone());
-            std::thread::spawn(move || {
-                run_thread(&cli, i / cli.threads + 1, queue.as_deref(), &start)
-            })
+            let (cli, start, tids) = (cli.clone(), start.clone(), tid_tx.clone());
+            let group = i / cli.threads + 1;
+            std::thread::spawn(move || run_thread(&cli, group, tids, &start))
         })
         .collect();
+    drop(tid_tx);
+    let tids: Vec<(i32, u32)> = tid_rx.iter().take(n).collect();
+    let homes = match queue.as_mut() {
+        Some(q) => hint_groups(q, &tids),
+        None => Ok(BTreeMap::new()),
+    };
+    // the threads start whatever happened, so that none waits forever
+    start.wait();
     let mut placements = Vec::new();
     for h in handles {
-        placements.push(
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a thread panicked"))??,
-        );
+        placements.push(h.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?);
     }
-    report(&placements);
+    report(&placements, &homes?);
     if let Some(q) = &queue {
         println!("hints.taken {}", q.stats()?.taken);
     }

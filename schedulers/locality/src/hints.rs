@@ -15,6 +15,17 @@ enoki::hint_struct! {
     }
 }
 
+enoki::hint_struct! {
+    /// The scheduler's answer to a taken [`GroupHint`], through the
+    /// queue's reverse ring: where the task's group lives now.
+    pub struct GroupHome {
+        /// The group the hint named.
+        pub group: u32,
+        /// Its home CPU.
+        pub cpu: u32,
+    }
+}
+
 /// Hint queues open at once, at most; another open fails (ENOSPC) until
 /// one is closed.
 pub const MAX_QUEUES: usize = 64;

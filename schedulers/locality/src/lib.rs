@@ -17,6 +17,8 @@
 //! - `group: 0` takes the thread out of its group; any other value is
 //!   refused (EINVAL), as are a hint about a task the scheduler does not
 //!   schedule and a hint through a queue it does not hold open.
+//! - Each hint taken is answered on the queue's reverse ring with a
+//!   [`GroupHome`]: the group and the CPU it lives on.
 //! - A group's CPU, its home, is chosen when its first thread joins: an
 //!   online CPU the thread may run on, on the physical core home to the
 //!   fewest groups (the lowest CPU on ties). The group keeps it until its
@@ -56,14 +58,14 @@ mod hints;
 mod introspect;
 
 pub use groups::MAX_GROUPS;
-pub use hints::{GroupHint, MAX_QUEUES};
+pub use hints::{GroupHint, GroupHome, MAX_QUEUES};
 #[cfg(any(test, feature = "introspect"))]
 pub use introspect::Stats;
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, HintError, InitContext, InitError, Messages, NoHint,
-    NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, Schedulable, Services,
-    SpinLock, TaskError, TaskInfo, Topology, Wake,
+    CpuFlags, CpuId, CpuSet, EnokiScheduler, HintError, InitContext, InitError, Messages, NotTaken,
+    PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, Schedulable, Services, SpinLock,
+    TaskError, TaskInfo, Topology, Wake,
 };
 use groups::{Groups, Placement};
 use hints::{Counters, OpenQueues};
@@ -263,7 +265,7 @@ impl Locality {
 impl EnokiScheduler for Locality {
     const NAME: &'static str = "locality";
     type Hint = GroupHint;
-    type RevHint = NoHint;
+    type RevHint = GroupHome;
     /// Groups do not survive a live upgrade: the next version starts from
     /// the task list with every task ungrouped (the queues stay open).
     type UpgradeState = ();
@@ -427,11 +429,18 @@ impl EnokiScheduler for Locality {
         let open = self.open_queues.lock()?.is_open(queue);
         let taken = open && self.regroup(pid, hint.group)?;
         self.counters.hint(taken);
-        if taken {
-            Ok(())
-        } else {
-            Err(HintError::Refused)
+        if !taken {
+            return Err(HintError::Refused);
         }
+        let home = self.groups.lock()?.home(hint.group);
+        if let Some(cpu) = home {
+            let home = GroupHome {
+                group: hint.group,
+                cpu: u32::try_from(cpu).unwrap_or(u32::MAX),
+            };
+            self.services.send_rev_hint(queue, pid, &home);
+        }
+        Ok(())
     }
 
     fn unregister_queue(&self, queue: QueueId) -> Result {

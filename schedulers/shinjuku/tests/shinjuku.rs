@@ -42,7 +42,7 @@ fn timers(d: &Driver<Shinjuku>) -> Vec<(usize, Option<u64>)> {
         .into_iter()
         .filter_map(|e| match e {
             HostEvent::Timer { cpu, ns } => Some((cpu, ns)),
-            HostEvent::Kick { .. } => None,
+            HostEvent::Kick { .. } | HostEvent::RevHint { .. } => None,
         })
         .collect()
 }

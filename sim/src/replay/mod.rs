@@ -553,6 +553,7 @@ struct IgnoreHost;
 impl HostOps for IgnoreHost {
     fn kick_cpu(&self, _cpu: CpuId, _preempt: bool) {}
     fn set_timer(&self, _cpu: CpuId, _ns: Option<u64>) {}
+    fn rev_hint(&self, _queue: u32, _pid: i32, _hint: &[u8]) {}
 }
 
 /// Creates the scheduler as the recorded module load did.

@@ -36,7 +36,8 @@ impl OpenQueue {
 }
 
 /// The queues that outlive an upgrade from `S` to `T`: all of them when
-/// `T` takes hints of the same type, none otherwise.
+/// `T` takes hints and sends reverse hints of the same types, none
+/// otherwise.
 pub(super) fn carried<S: EnokiScheduler, T: EnokiScheduler>(
     queues: std::vec::Vec<OpenQueue>,
 ) -> std::vec::Vec<OpenQueue> {
@@ -51,6 +52,8 @@ fn same_hints<S: EnokiScheduler, T: EnokiScheduler>() -> bool {
     T::MESSAGES.takes(kind::QUEUE_NEW)
         && <S::Hint as HintData>::FINGERPRINT == <T::Hint as HintData>::FINGERPRINT
         && <S::Hint as HintData>::SIZE == <T::Hint as HintData>::SIZE
+        && <S::RevHint as HintData>::FINGERPRINT == <T::RevHint as HintData>::FINGERPRINT
+        && <S::RevHint as HintData>::SIZE == <T::RevHint as HintData>::SIZE
 }
 
 impl<S: EnokiScheduler> Driver<S> {

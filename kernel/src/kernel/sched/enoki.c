@@ -1119,6 +1119,7 @@ static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
 	       enoki_takes_whole(ops, ENOKI_MSGS_CGROUP) &&
 	       enoki_takes_whole(ops, ENOKI_MSGS_HINT) &&
 	       ops->hint_size <= sizeof_field(struct enoki_msg, allowed) &&
+	       ops->rev_hint_size <= sizeof_field(struct enoki_msg, allowed) &&
 	       ops->mode <= ENOKI_MODE_OPT_IN &&
 	       memchr(ops->name, '\0', sizeof(ops->name)) && ops->name[0] &&
 	       (!ops->slice_ns || (ops->slice_ns >= ENOKI_SLICE_MIN_NS &&

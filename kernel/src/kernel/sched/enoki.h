@@ -202,16 +202,20 @@ struct enoki_sched_ops {
 	int (*export_state)(const void *sched, void *state);
 	int (*adopt_state)(const void *sched, const void *state);
 	/*
-	 * Hints: @hint_size bytes each (at most the size of enoki_msg.allowed); @hint_fp
-	 * names their type, so that a queue outlives an upgrade only to a
-	 * version that reads its hints the same way.
+	 * Hints: @hint_size bytes each (at most the size of
+	 * enoki_msg.allowed); @hint_fp names their type, so that a queue
+	 * outlives an upgrade only to a version that reads its hints the
+	 * same way. Reverse hints, which the scheduler sends with
+	 * enoki_send_rev_hint(), likewise.
 	 */
 	u64 hint_fp;
 	u32 hint_size;
+	u32 rev_hint_size;
+	u64 rev_hint_fp;
 };
 static_assert(offsetof(struct enoki_sched_ops, process) == 72);
 static_assert(offsetof(struct enoki_sched_ops, adopt_state) == 104);
-static_assert(sizeof(struct enoki_sched_ops) == 128);
+static_assert(sizeof(struct enoki_sched_ops) == 136);
 
 int enoki_register(const struct enoki_sched_ops *ops);
 int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh);
@@ -224,6 +228,7 @@ void enoki_log(int level, const char *msg, size_t len);
 int enoki_this_cpu(void);
 u64 enoki_clock_ns(void);
 void enoki_fail(const char *report, size_t len);
+void enoki_send_rev_hint(u32 queue, s32 pid, const void *hint, u32 size);
 
 /*
  * Non-zero while recording, published with release once the rings are

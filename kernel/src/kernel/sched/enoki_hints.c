@@ -7,14 +7,19 @@
  * it tells the scheduler (QUEUE_GONE). A hint is copied from userspace
  * once, checked (size, task, permission), and handed to the scheduler as
  * a HINT message through the call path, so it is recorded and replayed
- * like any other call.
+ * like any other call. Hints come one per ioctl, or in batches through a
+ * ring the application maps and a doorbell ioctl; the scheduler answers
+ * through a second ring (reverse hints), written under the call path and
+ * announced to pollers from an irq_work, so that no wakeup is made under
+ * a runqueue lock.
  *
  * A queue belongs to the scheduler that accepted it and to the versions it
  * is live-upgraded to with the same hint type (hint_fp): those meet every
  * queue before they take over. Loading another scheduler, or upgrading to
  * other hint types, retires every queue: its hints fail with ENODEV.
  *
- * Owns: the queue list, each queue's counters and the global ones.
+ * Owns: the queues (by id), their rings, each queue's counters and the
+ * global ones.
  *
  * Locks, outermost first (within enoki.c's order):
  *   enoki_mutex           open reads the running scheduler's hint type
@@ -23,16 +28,26 @@
  *                         retire queues (open, close, register, upgrade),
  *                         so no hint is in flight while a scheduler whose
  *                         hints may differ takes over
+ *   q->enter_lock         one doorbell at a time per queue (taken before
+ *                         enoki_queues_rwsem)
  *   enoki_call_lock       around each message, as for every call
+ *   q->rev_lock           a reverse hint's producers, from the scheduler
+ *                         (inside its locks); a leaf
+ * A reverse hint finds its queue under RCU: a closed queue is freed after
+ * a grace period and once its irq_work is done.
  *
  * May call: enoki.c's call path (build_policy.c includes this file after
  * it). enoki.c calls enoki_queues_retire() and enoki_queues_upgrade_*().
  */
 #include <linux/cred.h>
-#include <linux/idr.h>
+#include <linux/irq_work.h>
 #include <linux/miscdevice.h>
+#include <linux/poll.h>
 #include <linux/rwsem.h>
 #include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
 #include <uapi/linux/enoki.h>
 
 #include "enoki.h"
@@ -41,15 +56,29 @@ static_assert(sizeof_field(struct enoki_msg, allowed) == ENOKI_HINT_MAX);
 static_assert(ENOKI_NAME_LEN == ENOKI_NAME_MAX);
 
 struct enoki_queue {
-	struct list_head node;		/* in enoki_queues */
-	u32 id;
+	u32 id;				/* in enoki_queues */
 	pid_t owner;			/* the thread that opened it */
 	pid_t owner_tgid;
 	u32 hint_size;
 	u64 hint_fp;
+	u32 rev_hint_size;
+	u64 rev_hint_fp;
 	char scheduler[ENOKI_NAME_LEN];
 	bool retired;			/* under enoki_queues_rwsem */
 	atomic64_t hints[ENOKI_HINT_OUTCOMES];
+	/*
+	 * Shared with userspace, which may write anything there at any
+	 * time: the kernel keeps its own consumer and producer index.
+	 */
+	struct enoki_hint_rings *rings;
+	struct mutex enter_lock;
+	u32 to_kernel_head;		/* under enter_lock */
+	raw_spinlock_t rev_lock;
+	u32 to_user_tail;		/* under rev_lock */
+	u32 rev_dropped;		/* under rev_lock */
+	struct irq_work rev_work;
+	wait_queue_head_t rev_wait;
+	struct rcu_work free_work;
 };
 
 /* as /sys/kernel/enoki/hints names them */
@@ -61,11 +90,12 @@ static const char *const enoki_hint_outcome_names[ENOKI_HINT_OUTCOMES] = {
 	[ENOKI_HINT_REJ_PERM]		= "permission",
 	[ENOKI_HINT_REJ_REFUSED]	= "refused",
 	[ENOKI_HINT_REJ_GONE]		= "gone",
+	[ENOKI_HINT_REJ_RING]		= "ring",
 };
 
 static DECLARE_RWSEM(enoki_queues_rwsem);
-static LIST_HEAD(enoki_queues);
-static DEFINE_IDA(enoki_queue_ida);
+/* written under enoki_queues_rwsem; looked up under RCU */
+static DEFINE_XARRAY_ALLOC1(enoki_queues);
 static atomic64_t enoki_hints[ENOKI_HINT_OUTCOMES];
 
 /* A message of @kind about @q. */
@@ -93,6 +123,8 @@ static int enoki_queue_accept(struct enoki_queue *q)
 		return -EOPNOTSUPP;
 	q->hint_size = ops->hint_size;
 	q->hint_fp = ops->hint_fp;
+	q->rev_hint_size = ops->rev_hint_size;
+	q->rev_hint_fp = ops->rev_hint_fp;
 	strscpy(q->scheduler, enoki.name, sizeof(q->scheduler));
 	enoki_queue_msg_init(&msg, ENOKI_QUEUE_NEW, q);
 	if (!enoki_call_from_process(&msg))
@@ -100,36 +132,72 @@ static int enoki_queue_accept(struct enoki_queue *q)
 	return msg.ret < 0 ? msg.ret : 0;
 }
 
+static void enoki_queue_wake(struct irq_work *work)
+{
+	struct enoki_queue *q = container_of(work, struct enoki_queue, rev_work);
+
+	wake_up_interruptible(&q->rev_wait);
+}
+
+static void enoki_queue_free(struct work_struct *work)
+{
+	struct enoki_queue *q = container_of(to_rcu_work(work),
+					     struct enoki_queue, free_work);
+
+	irq_work_sync(&q->rev_work);
+	vfree(q->rings);
+	kfree(q);
+}
+
+static struct enoki_queue *enoki_queue_alloc(void)
+{
+	struct enoki_queue *q;
+
+	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	if (!q)
+		return NULL;
+	q->rings = vmalloc_user(sizeof(*q->rings));
+	if (!q->rings) {
+		kfree(q);
+		return NULL;
+	}
+	q->rings->to_kernel.entries = ENOKI_RING_ENTRIES;
+	q->rings->to_user.entries = ENOKI_RING_ENTRIES;
+	q->owner = task_pid_nr(current);
+	q->owner_tgid = task_tgid_nr(current);
+	mutex_init(&q->enter_lock);
+	raw_spin_lock_init(&q->rev_lock);
+	init_irq_work(&q->rev_work, enoki_queue_wake);
+	init_waitqueue_head(&q->rev_wait);
+	INIT_RCU_WORK(&q->free_work, enoki_queue_free);
+	return q;
+}
+
 static int enoki_queue_open(struct inode *inode, struct file *file)
 {
 	struct enoki_queue *q;
 	int ret;
 
-	q = kzalloc(sizeof(*q), GFP_KERNEL);
+	q = enoki_queue_alloc();
 	if (!q)
 		return -ENOMEM;
-	ret = ida_alloc_min(&enoki_queue_ida, 1, GFP_KERNEL);
-	if (ret < 0)
-		goto free;
-	q->id = ret;
-	q->owner = task_pid_nr(current);
-	q->owner_tgid = task_tgid_nr(current);
 	mutex_lock(&enoki_mutex);
 	down_write(&enoki_queues_rwsem);
-	ret = enoki_queue_accept(q);
-	if (!ret)
-		list_add_tail(&q->node, &enoki_queues);
+	ret = xa_alloc(&enoki_queues, &q->id, q, xa_limit_31b, GFP_KERNEL);
+	if (!ret) {
+		ret = enoki_queue_accept(q);
+		if (ret)
+			xa_erase(&enoki_queues, q->id);
+	}
 	up_write(&enoki_queues_rwsem);
 	mutex_unlock(&enoki_mutex);
-	if (ret)
-		goto free_id;
+	if (ret) {
+		vfree(q->rings);
+		kfree(q);
+		return ret;
+	}
 	file->private_data = q;
 	return 0;
-free_id:
-	ida_free(&enoki_queue_ida, q->id);
-free:
-	kfree(q);
-	return ret;
 }
 
 static int enoki_queue_release(struct inode *inode, struct file *file)
@@ -138,14 +206,14 @@ static int enoki_queue_release(struct inode *inode, struct file *file)
 	struct enoki_msg msg;
 
 	down_write(&enoki_queues_rwsem);
-	list_del(&q->node);
+	xa_erase(&enoki_queues, q->id);
 	if (!q->retired && READ_ONCE(enoki.state) == ENOKI_ENABLED) {
 		enoki_queue_msg_init(&msg, ENOKI_QUEUE_GONE, q);
 		enoki_call_from_process(&msg);
 	}
 	up_write(&enoki_queues_rwsem);
-	ida_free(&enoki_queue_ida, q->id);
-	kfree(q);
+	/* after every reverse hint that may have found it */
+	queue_rcu_work(system_wq, &q->free_work);
 	return 0;
 }
 
@@ -225,7 +293,14 @@ static const int enoki_hint_errno[ENOKI_HINT_OUTCOMES] = {
 	[ENOKI_HINT_REJ_PERM]		= -EPERM,
 	[ENOKI_HINT_REJ_REFUSED]	= -EINVAL,
 	[ENOKI_HINT_REJ_GONE]		= -ENODEV,
+	[ENOKI_HINT_REJ_RING]		= -EINVAL,
 };
+
+static void enoki_hint_count(struct enoki_queue *q, int outcome)
+{
+	atomic64_inc(&q->hints[outcome]);
+	atomic64_inc(&enoki_hints[outcome]);
+}
 
 static long enoki_queue_hint(struct enoki_queue *q, void __user *arg)
 {
@@ -238,9 +313,106 @@ static long enoki_queue_hint(struct enoki_queue *q, void __user *arg)
 	down_read(&enoki_queues_rwsem);
 	outcome = enoki_hint_send(q, &h);
 	up_read(&enoki_queues_rwsem);
-	atomic64_inc(&q->hints[outcome]);
-	atomic64_inc(&enoki_hints[outcome]);
+	enoki_hint_count(q, outcome);
 	return enoki_hint_errno[outcome];
+}
+
+/*
+ * The doorbell: every hint in the to_kernel ring, in order. Returns how
+ * many the scheduler took, or -EINVAL when the ring's tail is nonsense.
+ */
+static long enoki_queue_enter(struct enoki_queue *q)
+{
+	struct enoki_hint_ring *r = &q->rings->to_kernel;
+	struct enoki_hint h;
+	long taken = 0;
+	int outcome;
+	u32 tail;
+
+	mutex_lock(&q->enter_lock);
+	/* pairs with the application's release of @tail: entries first */
+	tail = smp_load_acquire(&r->tail);
+	if (tail - q->to_kernel_head > ENOKI_RING_ENTRIES) {
+		enoki_hint_count(q, ENOKI_HINT_REJ_RING);
+		q->to_kernel_head = tail;
+		taken = -EINVAL;
+	}
+	down_read(&enoki_queues_rwsem);
+	for (; q->to_kernel_head != tail; q->to_kernel_head++) {
+		/* read once, as for ENOKI_IOC_HINT */
+		memcpy(&h, &r->hint[q->to_kernel_head % ENOKI_RING_ENTRIES],
+		       sizeof(h));
+		outcome = enoki_hint_send(q, &h);
+		enoki_hint_count(q, outcome);
+		taken += outcome == ENOKI_HINT_TAKEN;
+	}
+	up_read(&enoki_queues_rwsem);
+	/* the slots are read before the application may write them again */
+	smp_store_release(&r->head, q->to_kernel_head);
+	mutex_unlock(&q->enter_lock);
+	return taken;
+}
+
+/**
+ * enoki_send_rev_hint - a scheduler's reverse hint to a queue's owner
+ * @queue: the queue
+ * @pid: the task it is about, or 0
+ * @hint: @size bytes, the scheduler's reverse hint size
+ * @size: its size
+ *
+ * From the scheduler's calls (interrupts off). Dropped, and counted in the
+ * ring, when the ring is full; ignored for a closed or retired queue.
+ */
+void enoki_send_rev_hint(u32 queue, s32 pid, const void *hint, u32 size)
+{
+	struct enoki_queue *q;
+	struct enoki_hint_ring *r;
+	struct enoki_hint *e;
+	unsigned long flags;
+
+	rcu_read_lock();
+	q = xa_load(&enoki_queues, queue);
+	if (!q || READ_ONCE(q->retired) || size != q->rev_hint_size)
+		goto out;
+	r = &q->rings->to_user;
+	raw_spin_lock_irqsave(&q->rev_lock, flags);
+	if (q->to_user_tail - READ_ONCE(r->head) >= ENOKI_RING_ENTRIES) {
+		WRITE_ONCE(r->dropped, ++q->rev_dropped);
+	} else {
+		e = &r->hint[q->to_user_tail % ENOKI_RING_ENTRIES];
+		memset(e, 0, sizeof(*e));
+		e->pid = pid;
+		e->size = size;
+		memcpy(e->data, hint, size);
+		/* the entry before the tail that publishes it */
+		smp_store_release(&r->tail, ++q->to_user_tail);
+	}
+	raw_spin_unlock_irqrestore(&q->rev_lock, flags);
+	irq_work_queue(&q->rev_work);
+out:
+	rcu_read_unlock();
+}
+EXPORT_SYMBOL_GPL(enoki_send_rev_hint);
+
+static __poll_t enoki_queue_poll(struct file *file, poll_table *wait)
+{
+	struct enoki_queue *q = file->private_data;
+
+	poll_wait(file, &q->rev_wait, wait);
+	if (READ_ONCE(q->to_user_tail) != READ_ONCE(q->rings->to_user.head))
+		return EPOLLIN | EPOLLRDNORM;
+	return 0;
+}
+
+/* Maps the rings: the whole of them, read and write, never executable. */
+static int enoki_queue_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct enoki_queue *q = file->private_data;
+
+	if (vma->vm_pgoff || vma->vm_flags & VM_EXEC)
+		return -EINVAL;
+	vm_flags_clear(vma, VM_MAYEXEC);
+	return remap_vmalloc_range(vma, q->rings, 0);
 }
 
 static long enoki_queue_info(struct enoki_queue *q, void __user *arg)
@@ -250,6 +422,8 @@ static long enoki_queue_info(struct enoki_queue *q, void __user *arg)
 		.queue = q->id,
 		.hint_fp = q->hint_fp,
 		.hint_size = q->hint_size,
+		.rev_hint_fp = q->rev_hint_fp,
+		.rev_hint_size = q->rev_hint_size,
 	};
 
 	strscpy(info.scheduler, q->scheduler, sizeof(info.scheduler));
@@ -279,6 +453,8 @@ static long enoki_queue_ioctl(struct file *file, unsigned int cmd,
 		return enoki_queue_info(q, uarg);
 	case ENOKI_IOC_STATS:
 		return enoki_queue_stats(q, uarg);
+	case ENOKI_IOC_ENTER:
+		return enoki_queue_enter(q);
 	default:
 		return -ENOTTY;
 	}
@@ -290,6 +466,8 @@ static const struct file_operations enoki_queue_fops = {
 	.release	= enoki_queue_release,
 	.unlocked_ioctl	= enoki_queue_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
+	.poll		= enoki_queue_poll,
+	.mmap		= enoki_queue_mmap,
 	.llseek		= noop_llseek,
 };
 
@@ -307,10 +485,11 @@ static struct miscdevice enoki_queue_dev = {
 static void enoki_queues_retire(void)
 {
 	struct enoki_queue *q;
+	unsigned long id;
 
 	down_write(&enoki_queues_rwsem);
-	list_for_each_entry(q, &enoki_queues, node)
-		q->retired = true;
+	xa_for_each(&enoki_queues, id, q)
+		WRITE_ONCE(q->retired, true);
 	up_write(&enoki_queues_rwsem);
 }
 
@@ -319,7 +498,9 @@ static bool enoki_queues_carried(const struct enoki_sched_ops *old,
 				 const struct enoki_sched_ops *ops)
 {
 	return enoki_handles(ops, ENOKI_QUEUE_NEW) &&
-	       old->hint_fp == ops->hint_fp && old->hint_size == ops->hint_size;
+	       old->hint_fp == ops->hint_fp && old->hint_size == ops->hint_size &&
+	       old->rev_hint_fp == ops->rev_hint_fp &&
+	       old->rev_hint_size == ops->rev_hint_size;
 }
 
 /*
@@ -333,12 +514,12 @@ static int enoki_queues_upgrade_begin(const struct enoki_sched_ops *old,
 {
 	struct enoki_queue *q;
 	struct enoki_msg msg;
-	unsigned long flags;
+	unsigned long flags, id;
 
 	down_write(&enoki_queues_rwsem);
 	if (!enoki_queues_carried(old, ops))
 		return 0;
-	list_for_each_entry(q, &enoki_queues, node) {
+	xa_for_each(&enoki_queues, id, q) {
 		if (q->retired)
 			continue;
 		enoki_queue_msg_init(&msg, ENOKI_QUEUE_NEW, q);
@@ -361,10 +542,11 @@ static void enoki_queues_upgrade_end(const struct enoki_sched_ops *old,
 				     bool done)
 {
 	struct enoki_queue *q;
+	unsigned long id;
 
 	if (done && !enoki_queues_carried(old, ops))
-		list_for_each_entry(q, &enoki_queues, node)
-			q->retired = true;
+		xa_for_each(&enoki_queues, id, q)
+			WRITE_ONCE(q->retired, true);
 	up_write(&enoki_queues_rwsem);
 }
 

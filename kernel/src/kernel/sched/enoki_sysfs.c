@@ -197,15 +197,16 @@ static ssize_t enoki_hints_show(struct kobject *kobj,
 				struct kobj_attribute *attr, char *buf)
 {
 	struct enoki_queue *q;
+	unsigned long id;
 	ssize_t len;
 	int open = 0;
 
 	down_read(&enoki_queues_rwsem);
-	list_for_each_entry(q, &enoki_queues, node)
+	xa_for_each(&enoki_queues, id, q)
 		open++;
 	len = sysfs_emit(buf, "queues %d\nhints ", open);
 	len = enoki_hints_emit(buf, len, "\n", enoki_hints);
-	list_for_each_entry(q, &enoki_queues, node) {
+	xa_for_each(&enoki_queues, id, q) {
 		len += sysfs_emit_at(buf, len, "queue %u owner %d%s ", q->id,
 				     q->owner, q->retired ? " retired" : "");
 		len = enoki_hints_emit(buf, len, "\n", q->hints);

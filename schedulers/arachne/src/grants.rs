@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The arbitration: which processes hold hint queues, how many CPUs each
+//! asks for, and which CPUs each holds.
+
+use core::cmp::Reverse;
+
+use enoki::{AllocError, CpuId, CpuSet, FixedVec, Pid, QueueId, Topology};
+
+use super::hints::{CoreGrant, GRANT_CPUS};
+
+/// Hint queues open at once, at most; another open fails (ENOSPC) until
+/// one is closed.
+pub const MAX_QUEUES: usize = 64;
+/// Processes with a queue open at once, at most. A [`Change`] names them
+/// by slot in one `u64`, so this is at most 64.
+pub const MAX_PROCESSES: usize = 64;
+
+/// A process that holds a queue open.
+#[derive(Clone, Copy, Default)]
+struct Process {
+    /// 0: a free slot.
+    tgid: Pid,
+    /// Its open queues: the slot, and the grant, go with the last one.
+    queues: u32,
+    /// CPUs it asked for.
+    asked: u32,
+    /// When it started asking: of the processes a max-min split leaves
+    /// one CPU short, the earliest askers get the CPUs left over.
+    since: u64,
+    /// How many CPUs the split gives it.
+    target: u32,
+    /// The CPUs it holds.
+    grant: CpuSet,
+    /// The CPUs it will hold, while a split is placed.
+    next: CpuSet,
+}
+
+#[derive(Clone, Copy)]
+struct OpenQueue {
+    id: QueueId,
+    tgid: Pid,
+}
+
+/// What a new split changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// Processes whose grant changed, by slot (bit `i`: slot `i`).
+    slots: u64,
+    /// CPUs that changed hands.
+    pub(crate) moved: CpuSet,
+}
+
+/// Bit `slot` of a [`Change`]'s slots.
+fn bit(slot: usize) -> u64 {
+    u32::try_from(slot)
+        .ok()
+        .and_then(|s| 1u64.checked_shl(s))
+        .unwrap_or(0)
+}
+
+fn count(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Every queue, every process asking, and who holds which CPU, under one
+/// lock so that a placement sees one split.
+pub(crate) struct Grants {
+    processes: FixedVec<Process>,
+    queues: FixedVec<Option<OpenQueue>>,
+    /// Per CPU, the CPUs of its physical core (itself included).
+    cores: FixedVec<CpuSet>,
+    online: CpuSet,
+    /// Online CPUs a process may be given: those a [`CoreGrant`] can name.
+    grantable: CpuSet,
+    /// Every CPU some process holds.
+    granted: CpuSet,
+    /// CPUs never granted, so that tasks of other processes always have
+    /// somewhere to run.
+    reserve: usize,
+    generation: u32,
+    /// Requests seen, to order askers.
+    requests: u64,
+}
+
+impl Grants {
+    pub(crate) fn new(topology: &Topology, reserve: usize) -> Result<Self, AllocError> {
+        let nr = topology.nr_cpus();
+        let cores = FixedVec::new_with(nr, |cpu| {
+            let mut core = CpuSet::empty();
+            for other in topology.cpus() {
+                if topology.core_of(other) == topology.core_of(cpu) {
+                    core.insert(other);
+                }
+            }
+            core
+        })?;
+        let online = topology.all_cpus();
+        Ok(Grants {
+            processes: FixedVec::new_with(MAX_PROCESSES, |_| Process::default())?,
+            queues: FixedVec::new_with(MAX_QUEUES, |_| None)?,
+            cores,
+            online,
+            grantable: online & CpuSet::first_n(GRANT_CPUS),
+            granted: CpuSet::empty(),
+            reserve,
+            generation: 0,
+            requests: 0,
+        })
+    }
+
+    fn slot_of(&self, tgid: Pid) -> Option<usize> {
+        if tgid == 0 {
+            return None;
+        }
+        self.processes.iter().position(|p| p.tgid == tgid)
+    }
+
+    /// The process owning `queue`.
+    pub(crate) fn queue_owner(&self, queue: QueueId) -> Option<Pid> {
+        self.queues
+            .iter()
+            .flatten()
+            .find(|q| q.id == queue)
+            .map(|q| q.tgid)
+    }
+
+    /// Takes on `queue` of process `tgid`; false when the queues or the
+    /// processes are all taken.
+    pub(crate) fn open(&mut self, queue: QueueId, tgid: Pid) -> bool {
+        if tgid == 0 {
+            return false;
+        }
+        if self.queue_owner(queue).is_some() {
+            return self.queue_owner(queue) == Some(tgid);
+        }
+        let slot = self
+            .slot_of(tgid)
+            .or_else(|| self.processes.iter().position(|p| p.tgid == 0));
+        let free = self.queues.iter().position(Option::is_none);
+        let (Some(slot), Some(free)) = (slot, free) else {
+            return false;
+        };
+        let (Some(process), Some(entry)) =
+            (self.processes.get_mut(slot), self.queues.get_mut(free))
+        else {
+            return false;
+        };
+        if process.tgid == 0 {
+            *process = Process {
+                tgid,
+                ..Process::default()
+            };
+        }
+        process.queues = process.queues.saturating_add(1);
+        *entry = Some(OpenQueue { id: queue, tgid });
+        true
+    }
+
+    /// Forgets `queue`; with its process's last queue, the process's grant
+    /// goes and the CPUs are split again.
+    pub(crate) fn close(&mut self, queue: QueueId, topology: &Topology) -> Change {
+        let Some(entry) = self
+            .queues
+            .iter_mut()
+            .find(|q| q.is_some_and(|q| q.id == queue))
+        else {
+            return Change::default();
+        };
+        let tgid = entry.map_or(0, |q| q.tgid);
+        *entry = None;
+        let Some(slot) = self.slot_of(tgid) else {
+            return Change::default();
+        };
+        let Some(process) = self.processes.get_mut(slot) else {
+            return Change::default();
+        };
+        process.queues = process.queues.saturating_sub(1);
+        if process.queues > 0 {
+            return Change::default();
+        }
+        process.asked = 0;
+        let change = self.split(topology);
+        if let Some(process) = self.processes.get_mut(slot) {
+            *process = Process::default();
+        }
+        change
+    }
+
+    /// Process `tgid` asks for `cores` CPUs; the CPUs are split again.
+    pub(crate) fn request(&mut self, tgid: Pid, cores: u32, topology: &Topology) -> Change {
+        let requests = self.requests.saturating_add(1);
+        let Some(process) = self
+            .slot_of(tgid)
+            .and_then(|slot| self.processes.get_mut(slot))
+        else {
+            return Change::default();
+        };
+        if process.asked == 0 && cores > 0 {
+            process.since = requests;
+            self.requests = requests;
+        }
+        process.asked = cores;
+        self.split(topology)
+    }
+
+    /// `cpu` came online or goes offline; the CPUs are split again.
+    pub(crate) fn set_online(&mut self, cpu: CpuId, online: bool, topology: &Topology) -> Change {
+        if online {
+            self.online.insert(cpu);
+        } else {
+            self.online.remove(cpu);
+        }
+        self.grantable = self.online & CpuSet::first_n(GRANT_CPUS);
+        self.split(topology)
+    }
+
+    /// The CPUs process `tgid` holds.
+    pub(crate) fn grant_of(&self, tgid: Pid) -> CpuSet {
+        self.slot_of(tgid)
+            .and_then(|slot| self.processes.get(slot))
+            .map_or(CpuSet::empty(), |p| p.grant)
+    }
+
+    /// Every CPU some process holds.
+    #[cfg(any(test, feature = "introspect"))]
+    pub(crate) fn granted(&self) -> CpuSet {
+        self.granted
+    }
+
+    /// How many times the grants changed.
+    #[cfg(any(test, feature = "introspect"))]
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Where a task of process `tgid` allowed on `allowed` may run: on the
+    /// CPUs its process holds; a task of a process holding none, on the
+    /// CPUs no process holds; and a task whose affinity excludes all of
+    /// those, wherever it may (it must run somewhere).
+    pub(crate) fn may_run(&self, tgid: Pid, allowed: &CpuSet) -> CpuSet {
+        let online = *allowed & self.online;
+        if !self.granted.is_empty() {
+            let own = self.grant_of(tgid) & *allowed;
+            if !own.is_empty() {
+                return own;
+            }
+            let pool = online.without(self.granted);
+            if !pool.is_empty() {
+                return pool;
+            }
+        }
+        if online.is_empty() {
+            *allowed
+        } else {
+            online
+        }
+    }
+
+    /// Whether `change` changed the grant of process `tgid`.
+    pub(crate) fn changed(&self, tgid: Pid, change: &Change) -> bool {
+        self.slot_of(tgid)
+            .is_some_and(|slot| change.slots & bit(slot) != 0)
+    }
+
+    /// What the process owning `queue` holds now, and that process.
+    pub(crate) fn answer(&self, queue: QueueId) -> Option<(Pid, CoreGrant)> {
+        let tgid = self.queue_owner(queue)?;
+        Some((tgid, CoreGrant::new(&self.grant_of(tgid), self.generation)))
+    }
+
+    /// The grant to tell each queue whose process's grant `change` changed:
+    /// (queue, its process, what the process holds now).
+    pub(crate) fn notices<'a>(
+        &'a self,
+        change: &'a Change,
+    ) -> impl Iterator<Item = (QueueId, Pid, CoreGrant)> + 'a {
+        self.queues
+            .iter()
+            .flatten()
+            .filter(move |q| self.changed(q.tgid, change))
+            .filter_map(move |q| self.answer(q.id).map(|(tgid, grant)| (q.id, tgid, grant)))
+    }
+
+    /// Splits the grantable CPUs among the processes asking, then places
+    /// the split on CPUs.
+    fn split(&mut self, topology: &Topology) -> Change {
+        self.set_targets();
+        self.place(topology)
+    }
+
+    /// Each process's share: what it asked when everything asked fits,
+    /// else a max-min fair split (water-filling): every process gets
+    /// `min(asked, level)` for the highest level that fits, and the CPUs
+    /// left over go one each to processes asking more, first to those
+    /// already holding more than the level (they keep a CPU rather than
+    /// one moving), then to the earliest askers.
+    fn set_targets(&mut self) {
+        let capacity = self.grantable.len().saturating_sub(self.reserve);
+        let capacity = u64::try_from(capacity).unwrap_or(u64::MAX);
+        let filled = |processes: &[Process], level: u32| -> u64 {
+            processes
+                .iter()
+                .map(|p| u64::from(p.asked.min(level)))
+                .fold(0, u64::saturating_add)
+        };
+        if filled(&self.processes, u32::MAX) <= capacity {
+            for p in self.processes.iter_mut() {
+                p.target = p.asked;
+            }
+            return;
+        }
+        let mut level = 0u32;
+        while u64::from(level) < capacity
+            && filled(&self.processes, level.saturating_add(1)) <= capacity
+        {
+            level = level.saturating_add(1);
+        }
+        for p in self.processes.iter_mut() {
+            p.target = p.asked.min(level);
+        }
+        let mut left = capacity.saturating_sub(filled(&self.processes, level));
+        while left > 0 {
+            let short = self
+                .processes
+                .iter_mut()
+                .filter(|p| p.target == level && p.asked > level)
+                .max_by_key(|p| (p.grant.len() > count(level), Reverse(p.since)));
+            let Some(process) = short else { break };
+            process.target = process.target.saturating_add(1);
+            left = left.saturating_sub(1);
+        }
+    }
+
+    /// Places the targets on CPUs with few moves: each process keeps as
+    /// many of its CPUs as its target allows (whole cores, then CPUs in
+    /// its cache, first), and processes growing, earliest askers first,
+    /// take free CPUs next to theirs (see [`grow`]).
+    fn place(&mut self, topology: &Topology) -> Change {
+        let grantable = self.grantable;
+        let cores = &self.cores;
+        for p in self.processes.iter_mut() {
+            p.next = shrink(p.grant & grantable, count(p.target), cores, topology);
+        }
+        let mut free = grantable;
+        for p in self.processes.iter() {
+            free = free.without(p.next);
+        }
+        let mut placed = 0u64;
+        loop {
+            let growing = self
+                .processes
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| placed & bit(*i) == 0 && p.next.len() < count(p.target))
+                .min_by_key(|(_, p)| p.since)
+                .map(|(i, _)| i);
+            let Some(slot) = growing else { break };
+            placed |= bit(slot);
+            if let Some(p) = self.processes.get_mut(slot) {
+                p.next = grow(p.next, count(p.target), &mut free, cores, topology);
+            }
+        }
+        let mut change = Change::default();
+        let mut granted = CpuSet::empty();
+        for (slot, p) in self.processes.iter_mut().enumerate() {
+            if p.next != p.grant {
+                change.slots |= bit(slot);
+                change.moved = change.moved | p.next.without(p.grant) | p.grant.without(p.next);
+                p.grant = p.next;
+            }
+            granted = granted | p.grant;
+        }
+        self.granted = granted;
+        if change.slots != 0 {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        change
+    }
+}
+
+/// The CPUs of `cpu`'s physical core.
+fn core(cores: &FixedVec<CpuSet>, cpu: CpuId) -> CpuSet {
+    cores.get(cpu).copied().unwrap_or_default()
+}
+
+/// `held` cut down to `to` CPUs, giving up first the CPUs with the fewest
+/// core mates held, then the fewest cache mates held, then the lowest
+/// (low CPUs, where the kernel's housekeeping tends to run, go back to
+/// everyone first).
+fn shrink(held: CpuSet, to: usize, cores: &FixedVec<CpuSet>, topology: &Topology) -> CpuSet {
+    let mut kept = held;
+    while kept.len() > to {
+        let worst = kept.iter().min_by_key(|c| {
+            let core_mates = (core(cores, *c) & kept).len();
+            let llc_mates = (topology.llc_cpus(*c) & kept).len();
+            (core_mates, llc_mates, *c)
+        });
+        let Some(cpu) = worst else { break };
+        kept.remove(cpu);
+    }
+    kept
+}
+
+/// `held` grown to `to` CPUs from `free` (taking them out of it): the CPU
+/// whose core holds most of `held`, then whose cache does, then in the
+/// cache with most CPUs free (a new process starts where it has room to
+/// grow), then on a core no other process uses, then the highest.
+fn grow(
+    held: CpuSet,
+    to: usize,
+    free: &mut CpuSet,
+    cores: &FixedVec<CpuSet>,
+    topology: &Topology,
+) -> CpuSet {
+    let mut set = held;
+    while set.len() < to {
+        let best = free.iter().max_by_key(|c| {
+            let core = core(cores, *c);
+            let llc = topology.llc_cpus(*c);
+            (
+                (core & set).len(),
+                (llc & set).len(),
+                (llc & *free).len(),
+                core.without(*free | set).is_empty(),
+                *c,
+            )
+        });
+        let Some(cpu) = best else { break };
+        set.insert(cpu);
+        free.remove(cpu);
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two sockets (one LLC each) of two cores of two SMT threads: CPUs
+    /// 0-3 share a cache, 4-7 the other; cores {0,1} {2,3} {4,5} {6,7}.
+    fn topology() -> Topology {
+        Topology::symmetric(2, 2, 2, 21).unwrap()
+    }
+
+    fn set(cpus: &[CpuId]) -> CpuSet {
+        let mut s = CpuSet::empty();
+        for c in cpus {
+            s.insert(*c);
+        }
+        s
+    }
+
+    fn grants(reserve: usize, asking: &[(Pid, u32)]) -> (Grants, Topology) {
+        let t = topology();
+        let mut g = Grants::new(&t, reserve).unwrap();
+        for (queue, (tgid, cores)) in asking.iter().enumerate() {
+            assert!(g.open(queue as QueueId, *tgid));
+            g.request(*tgid, *cores, &t);
+        }
+        (g, t)
+    }
+
+    fn held(g: &Grants, tgid: Pid) -> usize {
+        g.grant_of(tgid).len()
+    }
+
+    #[test]
+    fn what_fits_is_given_as_asked() {
+        let (g, _) = grants(1, &[(10, 2), (20, 3)]);
+        assert_eq!((held(&g, 10), held(&g, 20)), (2, 3));
+        assert_eq!(g.granted().len(), 5);
+    }
+
+    #[test]
+    fn too_much_asked_is_split_max_min() {
+        // 7 grantable: 6 and 5 asked split 4 and 3 (the leftover CPU to
+        // the one holding more); a third asking 1 gets it, the others 3.
+        let (mut g, t) = grants(1, &[(10, 6), (20, 5)]);
+        assert_eq!((held(&g, 10), held(&g, 20)), (4, 3));
+        assert!(g.open(9, 30));
+        g.request(30, 1, &t);
+        assert_eq!((held(&g, 10), held(&g, 20), held(&g, 30)), (3, 3, 1));
+        // Everything asked but the reserve is given, never more.
+        assert_eq!(g.granted().len(), 7);
+    }
+
+    #[test]
+    fn a_small_asker_gets_all_it_asks_under_contention() {
+        let (g, _) = grants(1, &[(10, 8), (20, 1), (30, 8)]);
+        assert_eq!((held(&g, 10), held(&g, 20), held(&g, 30)), (3, 1, 3));
+    }
+
+    #[test]
+    fn whole_cores_in_one_cache_and_the_highest_cpus_first() {
+        let (g, _) = grants(1, &[(10, 2), (20, 2)]);
+        assert_eq!(g.grant_of(10), set(&[6, 7]));
+        // The emptier cache, a whole core.
+        assert_eq!(g.grant_of(20), set(&[2, 3]));
+        let (g, _) = grants(1, &[(10, 4)]);
+        assert_eq!(g.grant_of(10), set(&[4, 5, 6, 7]));
+    }
+
+    #[test]
+    fn regranting_keeps_what_a_process_holds() {
+        let (mut g, t) = grants(1, &[(10, 5)]);
+        let before = g.grant_of(10);
+        assert_eq!(before, set(&[3, 4, 5, 6, 7]));
+        assert!(g.open(7, 20));
+        let change = g.request(20, 5, &t);
+        let after = g.grant_of(10);
+        assert_eq!(after, set(&[4, 5, 6, 7]), "the CPU alone in its core goes");
+        assert_eq!(g.grant_of(20), set(&[1, 2, 3]));
+        // 3 changed hands, 1 and 2 were free.
+        assert_eq!(change.moved, set(&[1, 2, 3]));
+        assert!(g.changed(10, &change) && g.changed(20, &change));
+        assert_eq!(g.generation(), 2);
+    }
+
+    #[test]
+    fn the_last_queue_closing_gives_the_cpus_back() {
+        let (mut g, t) = grants(1, &[(10, 6), (20, 6)]);
+        assert_eq!((held(&g, 10), held(&g, 20)), (4, 3));
+        assert!(g.open(5, 20));
+        assert_eq!(g.close(1, &t), Change::default(), "20 has queue 5 left");
+        let change = g.close(0, &t);
+        assert_eq!(held(&g, 10), 0);
+        assert_eq!(held(&g, 20), 6, "the waiting asker grows");
+        assert!(g.changed(20, &change));
+        assert_eq!(g.queue_owner(0), None);
+    }
+
+    #[test]
+    fn reserve_and_offline_cpus_are_never_granted() {
+        let (mut g, t) = grants(3, &[(10, 8)]);
+        assert_eq!(held(&g, 10), 5);
+        let change = g.set_online(7, false, &t);
+        assert!(!g.grant_of(10).contains(7));
+        assert_eq!(held(&g, 10), 4, "7 online CPUs, 3 kept back");
+        assert!(change.moved.contains(7));
+    }
+
+    #[test]
+    fn tasks_run_on_their_grant_else_on_no_ones_else_where_they_may() {
+        let (g, _) = grants(1, &[(10, 2)]);
+        let all = CpuSet::first_n(8);
+        assert_eq!(g.may_run(10, &all), set(&[6, 7]));
+        assert_eq!(g.may_run(99, &all), set(&[0, 1, 2, 3, 4, 5]));
+        assert_eq!(g.may_run(10, &set(&[1, 2])), set(&[1, 2]));
+        assert_eq!(g.may_run(99, &set(&[5, 6])), set(&[5]));
+        assert_eq!(g.may_run(99, &set(&[6])), set(&[6]));
+    }
+
+    #[test]
+    fn tables_have_limits() {
+        let t = topology();
+        let mut g = Grants::new(&t, 1).unwrap();
+        for q in 0..MAX_QUEUES {
+            assert!(g.open(q as QueueId, 100 + q as Pid));
+        }
+        assert!(!g.open(999, 1));
+        assert!(!g.open(999, 100), "no queue slot even for a known process");
+        g.close(3, &t);
+        assert!(g.open(999, 100));
+        assert!(!g.open(999, 101), "a queue belongs to one process");
+    }
+}

@@ -1,0 +1,609 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Arachne (paper 4.2.4): a core arbiter. Applications ask for a number
+//! of CPUs through a hint queue; the scheduler grants CPUs exclusively to
+//! each application's threads and tells it which ones it holds, through
+//! the queue's reverse ring. Everything else runs, as under FIFO, on the
+//! CPUs nobody holds.
+//!
+//! # Hints, for application writers
+//!
+//! Open a hint queue on `/dev/enoki`
+//! (`enoki_hints::HintQueue::<CoreRequest, CoreGrant>`, with this crate's
+//! [`CoreRequest`] and [`CoreGrant`]). The queue belongs to your process
+//! (its thread group): requests through it are for the whole process.
+//!
+//! - `CoreRequest { cores: n }`, sent about any thread of your process
+//!   (pid 0: the sender), asks for `n` CPUs for your process; `n = 0` gives
+//!   them all back. A request replaces the one before. Refused (EINVAL):
+//!   `n` above the machine's CPU count, a thread of another process, a
+//!   task the scheduler does not schedule.
+//! - Each request taken is answered with a [`CoreGrant`] on the queue it
+//!   came through: `mask` (bit `i % 64` of word `i / 64` is CPU `i`), the
+//!   count `granted`, and `generation`. Every later change of what your
+//!   process holds (another process asking or giving back CPUs, a CPU
+//!   going offline or coming back) is sent to each of your process's
+//!   queues, at once: act on the newest `generation` (the counter counts
+//!   every change of anyone's grants). A revoked CPU stops running your
+//!   threads at once; Arachne's runtime parks the thread it ran there.
+//! - You may get fewer CPUs than asked: at least `reserve` CPUs (see
+//!   below) are never granted, CPUs from [`GRANT_CPUS`] on never are, and
+//!   when the processes asking want more than the rest, it is split max-min
+//!   fairly: each gets what it asked up to a common level, the level as
+//!   high as fits. An unmet request stays: more CPUs come (and a new
+//!   `CoreGrant` with them) when others give some back.
+//! - While your process holds CPUs, all of its threads run there only, and
+//!   nothing else runs there (a thread whose affinity excludes all of them
+//!   runs where its affinity lets it; a task pinned to one of your CPUs
+//!   alone runs there too). With nothing held, your threads run with
+//!   everyone else's.
+//! - Your process holds its CPUs until it asks for 0 or closes its last
+//!   queue (on exit, the kernel closes it). At most [`MAX_QUEUES`] queues
+//!   and [`MAX_PROCESSES`] processes are open at once; another open fails
+//!   (ENOSPC) until one closes.
+//! - A live upgrade drops every grant (the state carried over is `()`):
+//!   the queues stay open, but no `CoreGrant` says so, so ask again after
+//!   an upgrade (the answer says what you hold).
+//!
+//! # Policy
+//!
+//! - Arbitration: of the online CPUs below [`GRANT_CPUS`], all but
+//!   `reserve` (the argument, `enoki load arachne --args reserve=N`,
+//!   1..=the CPU count, default 1) can be granted. What is asked is given
+//!   when it fits, else split max-min fairly; the CPUs left over at the
+//!   level go one each to processes already holding more than it, then to
+//!   the earliest askers. On every new split each process keeps as many of
+//!   its CPUs as it may (few moves); a process giving some up keeps whole
+//!   cores and one cache first, a growing one takes CPUs on its cores, then
+//!   in its cache, then, starting out, in the cache with most room, on
+//!   cores nobody else uses, highest CPUs first (low ones, where the
+//!   kernel's housekeeping runs, stay with everyone).
+//! - Placement: a waking task goes to a CPU where it may run (see the
+//!   hints above): the sync waker's CPU when nothing waits there, else its
+//!   previous CPU if idle, else the nearest idle one, else its previous
+//!   CPU, else the nearest; it runs one slice (the module's `slice_us`),
+//!   then goes to the back of its CPU's queue. An idle CPU steals the
+//!   oldest task it may run from the longest queue, nearest first.
+//! - A change of grants takes effect at once: every CPU that changed
+//!   hands, or runs a task of a process whose grant changed, is preempted.
+//!   A CPU never picks a task that may no longer run there, and hands back
+//!   a running one; a task left waiting on such a CPU asks a CPU where it
+//!   may run (an idle one first, else the nearest) to come and take it:
+//!   that CPU declines its own queue at its next pick (so a busy CPU
+//!   takes it within a slice) and steals it.
+#![forbid(unsafe_code)]
+
+mod grants;
+mod hints;
+#[cfg(any(test, feature = "introspect"))]
+mod introspect;
+
+pub use grants::{MAX_PROCESSES, MAX_QUEUES};
+pub use hints::{CoreGrant, CoreRequest, GRANT_CPUS};
+#[cfg(any(test, feature = "introspect"))]
+pub use introspect::Stats;
+
+use enoki::{
+    CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, HintError, InitContext, InitError, Messages,
+    NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, RwLock, Schedulable,
+    Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
+};
+use grants::{Change, Grants};
+use hints::Counters;
+
+/// CPUs never granted unless `reserve=` says otherwise.
+const DEFAULT_RESERVE: u64 = 1;
+
+/// A task as the scheduler knows it.
+#[derive(Clone, Copy)]
+struct Member {
+    tgid: Pid,
+    allowed: CpuSet,
+}
+
+/// A waiting task: its token, its process and its allowed CPUs (kept with
+/// the token so that picking and stealing need no task lookup; where it
+/// may run follows from them and the grants of the moment).
+struct Waiting {
+    token: Schedulable,
+    tgid: Pid,
+    allowed: CpuSet,
+}
+
+/// A task an idle CPU could steal from another CPU's queue.
+#[derive(Clone, Copy)]
+struct Steal {
+    /// The task may no longer run where it waits; then the longest queue.
+    rank: (bool, usize),
+    pid: Pid,
+    from: CpuId,
+    /// Tasks waiting on `from` where they may no longer run, that the
+    /// thief may run (the one it would steal included).
+    stranded: usize,
+}
+
+/// The core arbiter.
+pub struct Arachne {
+    topology: Topology,
+    services: Services,
+    slice_ns: u64,
+    queues: RunQueues<Ring<Waiting>>,
+    /// Every task's process and allowed CPUs.
+    tasks: SpinLock<TaskMap<Member>>,
+    /// Queues, requests and who holds which CPU. Taken after a run queue,
+    /// never before one: picking and stealing read it with their queue
+    /// locked.
+    grants: RwLock<Grants>,
+    /// The process of the task each CPU last picked or kept (0: none), so
+    /// that a change of its grant preempts it.
+    running: FixedVec<Shared<Pid>>,
+    counters: Counters,
+    /// CPUs whose last pick found nothing. libEnoki flags, not atomics, so
+    /// that replay sees every access.
+    idle: CpuFlags,
+    /// CPUs taken offline: never chosen, never idle.
+    offline: CpuFlags,
+    /// CPUs a sync wakeup was just placed on: their running task is about
+    /// to sleep, so the task queued there next must not wake an idle CPU
+    /// to steal it. Cleared by that enqueue.
+    handoff: CpuFlags,
+    /// CPUs asked to come and take a task waiting where it may no longer
+    /// run: their next pick declines, so that they steal.
+    pull: CpuFlags,
+    /// CPUs whose pick declined for a pull and that have not stolen yet:
+    /// the pick after a running task is handed back declines too.
+    pulling: CpuFlags,
+}
+
+impl Arachne {
+    fn is_online(&self, cpu: CpuId) -> bool {
+        cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
+    }
+
+    fn is_idle(&self, cpu: CpuId) -> bool {
+        self.is_online(cpu) && self.idle.get(cpu)
+    }
+
+    fn set_running(&self, cpu: CpuId, tgid: Pid) {
+        if let Some(r) = self.running.get(cpu) {
+            r.set(tgid);
+        }
+    }
+
+    /// `pid`'s process and allowed CPUs, and where it may run now; `None`
+    /// for a task the scheduler does not know.
+    fn placement(&self, pid: Pid) -> Result<Option<(Member, CpuSet)>> {
+        let Some(member) = self.tasks.lock()?.get(pid).copied() else {
+            return Ok(None);
+        };
+        let may_run = self.grants.read()?.may_run(member.tgid, &member.allowed);
+        Ok(Some((member, may_run)))
+    }
+
+    /// Queues `token` at the back of its CPU's queue. If the task may no
+    /// longer run there, asks a CPU where it may to come and take it;
+    /// otherwise, unless that CPU is idle or about to be handed over by a
+    /// sync waker, kicks an idle CPU that may run it.
+    fn enqueue(&self, token: Schedulable) -> Result<(), NotTaken> {
+        let cpu = token.cpu();
+        let Some((member, may_run)) = self.placement(token.pid())? else {
+            return Err(token.into());
+        };
+        let queued = self.queues.lock(cpu)?.push_back(Waiting {
+            token,
+            tgid: member.tgid,
+            allowed: member.allowed,
+        });
+        queued.map_err(|w| w.token)?;
+        let handed_over = self.handoff.replace(cpu, false);
+        if !may_run.contains(cpu) {
+            self.pull_towards(cpu, &may_run);
+        } else if !handed_over && !self.is_idle(cpu) {
+            let idle = self
+                .topology
+                .nearest(cpu)
+                .find(|c| may_run.contains(*c) && self.is_idle(*c));
+            if let Some(idle) = idle {
+                self.services.kick_cpu(idle);
+            }
+        }
+        Ok(())
+    }
+
+    /// A task waits on `from`, where it may no longer run: asks a CPU of
+    /// `may_run` to come and take it, an idle one first, else the nearest
+    /// (which comes when its running task's slice ends).
+    fn pull_towards(&self, from: CpuId, may_run: &CpuSet) {
+        let near = || {
+            self.topology
+                .nearest(from)
+                .filter(|c| may_run.contains(*c) && self.is_online(*c))
+        };
+        let Some(to) = near().find(|c| self.is_idle(*c)).or_else(|| near().next()) else {
+            return;
+        };
+        self.pull.set(to, true);
+        self.counters.pulls.fetch_add(1);
+        self.services.kick_cpu(to);
+    }
+
+    /// Removes `pid`'s entry from whichever queue holds it.
+    fn take(&self, pid: Pid) -> Result<Option<Waiting>> {
+        self.queues
+            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
+    }
+
+    /// FIFO's placement of a waking task, within `may_run`.
+    fn choose_cpu(&self, prev_cpu: CpuId, may_run: &CpuSet, wake: Wake) -> Result<CpuId> {
+        // A sync waker is about to sleep: its CPU runs the task next, with
+        // no idle CPU woken and no migration, unless others wait there.
+        let waker = wake.waker_cpu;
+        if wake.sync
+            && may_run.contains(waker)
+            && self.is_online(waker)
+            && self.queues.lock(waker)?.is_empty()
+        {
+            self.handoff.set(waker, true);
+            return Ok(waker);
+        }
+        if may_run.contains(prev_cpu) && self.is_idle(prev_cpu) {
+            return Ok(prev_cpu);
+        }
+        let near = || {
+            self.topology
+                .nearest(prev_cpu)
+                .filter(|c| may_run.contains(*c))
+        };
+        // An idle CPU, else prev if it is still online, else any online one.
+        Ok(near()
+            .find(|c| self.is_idle(*c))
+            .or_else(|| Some(prev_cpu).filter(|c| may_run.contains(*c) && self.is_online(*c)))
+            .or_else(|| near().find(|c| self.is_online(*c)))
+            .unwrap_or(prev_cpu))
+    }
+
+    /// The task `thief` would take from `from`'s queue: one that may no
+    /// longer run on `from` first, else the oldest it may run.
+    fn stealable(
+        &self,
+        queue: &Ring<Waiting>,
+        grants: &Grants,
+        from: CpuId,
+        thief: CpuId,
+    ) -> Option<Steal> {
+        let mut stranded = 0usize;
+        let mut found: Option<(bool, Pid)> = None;
+        for w in queue.iter() {
+            let may_run = grants.may_run(w.tgid, &w.allowed);
+            if !may_run.contains(thief) {
+                continue;
+            }
+            let is_stranded = !may_run.contains(from);
+            if is_stranded {
+                stranded = stranded.saturating_add(1);
+            }
+            if found.is_none_or(|(s, _)| is_stranded && !s) {
+                found = Some((is_stranded, w.token.pid()));
+            }
+        }
+        let (is_stranded, pid) = found?;
+        Some(Steal {
+            rank: (is_stranded, queue.len()),
+            pid,
+            from,
+            stranded,
+        })
+    }
+
+    /// Tells every queue whose process's grant `change` changed what it
+    /// holds now (and `asker`, which made a request, in any case), and
+    /// preempts every CPU that changed hands or runs a task of a process
+    /// whose grant changed, so that the change takes effect at once.
+    fn publish(&self, grants: &Grants, change: &Change, asker: Option<QueueId>) {
+        let mut answered = false;
+        for (queue, tgid, grant) in grants.notices(change) {
+            answered |= Some(queue) == asker;
+            self.services.send_rev_hint(queue, tgid, &grant);
+        }
+        if let Some((queue, (tgid, grant))) = asker.and_then(|q| grants.answer(q).map(|a| (q, a))) {
+            if !answered {
+                self.services.send_rev_hint(queue, tgid, &grant);
+            }
+        }
+        for cpu in self.topology.cpus() {
+            let runs = self.running.get(cpu).map_or(0, Shared::get);
+            let affected =
+                change.moved.contains(cpu) || (runs != 0 && grants.changed(runs, change));
+            if affected && self.is_online(cpu) {
+                self.services.preempt_cpu(cpu);
+            }
+        }
+    }
+
+    /// Process `tgid`'s request for `cores` CPUs, made through `queue`.
+    fn request(&self, queue: QueueId, tgid: Pid, cores: u32) -> Result<bool> {
+        let mut grants = self.grants.write()?;
+        if grants.queue_owner(queue) != Some(tgid) {
+            return Ok(false);
+        }
+        let change = grants.request(tgid, cores, &self.topology);
+        self.publish(&grants, &change, Some(queue));
+        Ok(true)
+    }
+
+    fn hotplug(&self, cpu: CpuId, online: bool) -> Result {
+        self.offline.set(cpu, !online);
+        let mut grants = self.grants.write()?;
+        let change = grants.set_online(cpu, online, &self.topology);
+        self.publish(&grants, &change, None);
+        Ok(())
+    }
+}
+
+impl EnokiScheduler for Arachne {
+    const NAME: &'static str = "arachne";
+    type Hint = CoreRequest;
+    type RevHint = CoreGrant;
+    /// Grants do not survive a live upgrade: the next version starts from
+    /// the task list and the open queues, with nothing granted (processes
+    /// ask again).
+    type UpgradeState = ();
+    const MESSAGES: Messages = Messages::SELECT
+        .and(Messages::BALANCE)
+        .and(Messages::AFFINITY)
+        .and(Messages::HOTPLUG)
+        .and(Messages::HINTS);
+
+    fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
+        ctx.args.check_known(&["reserve"])?;
+        let nr = ctx.topology.nr_cpus();
+        let most = u64::try_from(nr).unwrap_or(u64::MAX);
+        let reserve = ctx.args.u64_in("reserve", DEFAULT_RESERVE, 1, most)?;
+        let reserve = usize::try_from(reserve).unwrap_or(usize::MAX);
+        Ok(Arachne {
+            topology: ctx.topology.try_clone()?,
+            services: ctx.services.clone(),
+            slice_ns: ctx.slice_ns,
+            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
+            tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
+            grants: RwLock::new(Grants::new(ctx.topology, reserve)?),
+            running: FixedVec::new_with(nr, |_| Shared::new(0))?,
+            counters: Counters::default(),
+            idle: CpuFlags::new(nr)?,
+            offline: CpuFlags::new(nr)?,
+            handoff: CpuFlags::new(nr)?,
+            pull: CpuFlags::new(nr)?,
+            pulling: CpuFlags::new(nr)?,
+        })
+    }
+
+    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+        // Asked to take a task waiting elsewhere: decline the own queue, so
+        // that the kernel balances (twice, since when a task is running
+        // the kernel asks again only once it has handed that task back).
+        if self.pull.replace(cpu, false) {
+            self.pulling.set(cpu, true);
+            self.idle.set(cpu, false);
+            return Ok(None);
+        }
+        if self.pulling.replace(cpu, false) {
+            self.idle.set(cpu, false);
+            return Ok(None);
+        }
+        let next = {
+            let mut queue = self.queues.lock(cpu)?;
+            let grants = self.grants.read()?;
+            queue.remove_first(|w| {
+                let may_run = grants.may_run(w.tgid, &w.allowed);
+                let here = may_run.contains(cpu);
+                if !here {
+                    self.pull_towards(cpu, &may_run);
+                }
+                here
+            })
+        };
+        self.idle.set(cpu, next.is_none());
+        self.set_running(cpu, next.as_ref().map_or(0, |w| w.tgid));
+        Ok(next.map(|w| {
+            let mut token = w.token;
+            token.set_slice_ns(self.slice_ns);
+            token
+        }))
+    }
+
+    fn keep_running(&self, cpu: CpuId, prev: &PrevTask) -> Result<Option<u64>> {
+        if self.pulling.get(cpu) || self.pull.get(cpu) {
+            return Ok(None);
+        }
+        // A task that may no longer run here goes back (and elsewhere).
+        match self.placement(prev.pid)? {
+            Some((member, may_run)) if may_run.contains(cpu) => {
+                self.set_running(cpu, member.tgid);
+                Ok(Some(0))
+            }
+            Some(_) => Ok(None),
+            None => Ok(Some(0)),
+        }
+    }
+
+    fn pnt_err(
+        &self,
+        _cpu: CpuId,
+        _pid: Pid,
+        _err: PickError,
+        sched: Option<Schedulable>,
+    ) -> Result {
+        // Still the task's token: back to the queue it belongs to. If the
+        // task left meanwhile, task_blocked/task_dead will drop it.
+        enoki::requeue(sched, |token| self.enqueue(token))
+    }
+
+    fn task_new(&self, task: &TaskInfo) -> Result<(), TaskError> {
+        let member = Member {
+            tgid: task.tgid,
+            allowed: task.allowed,
+        };
+        self.tasks
+            .lock()?
+            .insert(task.pid, member)
+            .map(|_| ())
+            .map_err(|_| TaskError::Full)
+    }
+
+    fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
+        self.enqueue(sched)
+    }
+
+    fn task_preempt(
+        &self,
+        _pid: Pid,
+        _runtime: u64,
+        _yielded: bool,
+        sched: Schedulable,
+    ) -> Result<(), NotTaken> {
+        self.enqueue(sched)
+    }
+
+    fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
+        // Only a running task sleeps, and a running task has no token queued.
+        if !sleeping {
+            self.take(pid)?;
+        }
+        Ok(())
+    }
+
+    fn task_dead(&self, pid: Pid) -> Result {
+        self.take(pid)?;
+        self.tasks.lock()?.remove(pid);
+        Ok(())
+    }
+
+    fn select_task_rq(&self, pid: Pid, prev_cpu: CpuId, wake: Wake) -> Result<CpuId> {
+        let Some((_, may_run)) = self.placement(pid)? else {
+            return Ok(prev_cpu);
+        };
+        self.choose_cpu(prev_cpu, &may_run, wake)
+    }
+
+    fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
+        let asked = self.pull.replace(cpu, false);
+        let declined = self.pulling.replace(cpu, false);
+        let mut best: Option<Steal> = None;
+        // CPUs holding tasks that may no longer run there and may run here.
+        let mut holders = CpuSet::empty();
+        for other in self.topology.nearest(cpu) {
+            let queue = self.queues.lock(other)?;
+            if queue.is_empty() {
+                continue;
+            }
+            let grants = self.grants.read()?;
+            let Some(steal) = self.stealable(&queue, &grants, other, cpu) else {
+                continue;
+            };
+            if steal.stranded > 0 {
+                holders.insert(other);
+            }
+            if best.is_none_or(|b| steal.rank > b.rank) {
+                best = Some(steal);
+            }
+        }
+        if let Some(steal) = best {
+            // A pull asked of this CPU may have been for a task it leaves:
+            // the CPUs holding such tasks look again at their next pick,
+            // which asks for them to be taken.
+            if steal.stranded < 2 {
+                holders.remove(steal.from);
+            }
+            for holder in holders.iter() {
+                self.services.kick_cpu(holder);
+            }
+            return Ok(Some(steal.pid));
+        }
+        if asked || declined {
+            // Nothing to take after all: run the own queue, which the pick
+            // declined, by naming its first task (a move to where it is).
+            let queue = self.queues.lock(cpu)?;
+            let grants = self.grants.read()?;
+            let own = queue
+                .iter()
+                .find(|w| grants.may_run(w.tgid, &w.allowed).contains(cpu))
+                .map(|w| w.token.pid());
+            if own.is_some() {
+                return Ok(own);
+            }
+        }
+        self.idle.set(cpu, true);
+        Ok(None)
+    }
+
+    fn balance_err(&self, cpu: CpuId, _pid: Pid, _err: PickError) -> Result {
+        // The pick may have declined a queue with work for this balance:
+        // look again.
+        self.services.kick_cpu(cpu);
+        Ok(())
+    }
+
+    fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
+        let Some(old) = self.take(pid)? else {
+            return Ok(None);
+        };
+        // The thief asked for it: put it first so it runs next there.
+        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
+            token: sched,
+            tgid: old.tgid,
+            allowed: old.allowed,
+        });
+        if queued.is_err() {
+            // Full: the new token is dropped, the old one goes back instead.
+            self.enqueue(old.token).or_else(NotTaken::drop_token)?;
+            return Ok(None);
+        }
+        Ok(Some(old.token))
+    }
+
+    fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {
+        if let Some(member) = self.tasks.lock()?.get_mut(pid) {
+            member.allowed = *allowed;
+        }
+        Ok(())
+    }
+
+    fn cpu_online(&self, cpu: CpuId) -> Result {
+        self.hotplug(cpu, true)
+    }
+
+    fn cpu_offline(&self, cpu: CpuId) -> Result {
+        self.hotplug(cpu, false)
+    }
+
+    fn register_queue(&self, queue: QueueId, owner: Pid, _thread: Pid) -> Result<(), TaskError> {
+        if self.grants.write()?.open(queue, owner) {
+            Ok(())
+        } else {
+            Err(TaskError::Full)
+        }
+    }
+
+    fn parse_hint(&self, queue: QueueId, pid: Pid, hint: CoreRequest) -> Result<(), HintError> {
+        let tgid = self.tasks.lock()?.get(pid).map(|m| m.tgid);
+        let in_range = usize::try_from(hint.cores).is_ok_and(|n| n <= self.topology.nr_cpus());
+        let taken = match tgid {
+            Some(tgid) if in_range => self.request(queue, tgid, hint.cores)?,
+            _ => false,
+        };
+        self.counters.request(taken);
+        if taken {
+            Ok(())
+        } else {
+            Err(HintError::Refused)
+        }
+    }
+
+    fn unregister_queue(&self, queue: QueueId) -> Result {
+        let mut grants = self.grants.write()?;
+        let change = grants.close(queue, &self.topology);
+        self.publish(&grants, &change, None);
+        Ok(())
+    }
+}
+
+enoki::export_scheduler!(Arachne);
