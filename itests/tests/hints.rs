@@ -242,12 +242,15 @@ enoki unload >/dev/null
     assert_eq!(number(&r, "app.grant.cpus"), 2);
     let mask = |key: &str| {
         let v = field(&r, key);
-        u64::from_str_radix(v.trim_start_matches("0x"), 16)
-            .unwrap_or_else(|_| panic!("{key}: {v}"))
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or_else(|_| panic!("{key}: {v}"))
     };
     let grant = mask("app.grant.mask");
     assert_eq!(grant.count_ones(), 2, "grant mask {grant:#x}");
-    assert_eq!(number(&r, "app.outside"), 0, "the app ran outside its grant");
+    assert_eq!(
+        number(&r, "app.outside"),
+        0,
+        "the app ran outside its grant"
+    );
     let other = mask("other.used.mask");
     assert_eq!(
         other & grant,

@@ -50,7 +50,9 @@ fn spin(duration: Duration) -> (u64, u64) {
 /// Asks for `cores` CPUs and waits for the scheduler's answer.
 fn ask(cores: u32) -> Result<(HintQueue<CoreRequest, CoreGrant>, CoreGrant)> {
     let mut queue = HintQueue::<CoreRequest, CoreGrant>::open()?;
-    queue.send(0, &CoreRequest { cores }).context("asking for CPUs")?;
+    queue
+        .send(0, &CoreRequest { cores })
+        .context("asking for CPUs")?;
     let grant = queue
         .recv(Some(Duration::from_secs(10)))?
         .context("no CoreGrant on the reverse ring")?;
@@ -77,7 +79,14 @@ fn main() -> Result<()> {
         beyond += n;
     }
     println!("used.mask {used:#x}");
-    let outside = if granted.is_some() { used & !grant_mask } else { 0 };
-    println!("outside {}", u64::from(outside != 0) + beyond * u64::from(granted.is_some()));
+    let outside = if granted.is_some() {
+        used & !grant_mask
+    } else {
+        0
+    };
+    println!(
+        "outside {}",
+        u64::from(outside != 0) + beyond * u64::from(granted.is_some())
+    );
     Ok(())
 }
