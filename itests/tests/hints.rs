@@ -166,7 +166,8 @@ enoki unload >/dev/null
 
 /// Threads hinted into two groups (one batch through the ring) run each
 /// group on one CPU, the groups on different CPUs, and the CPU is the home
-/// the scheduler named on the reverse ring.
+/// the scheduler named on the reverse ring. With a group too big for its
+/// home (`overload=1`), hints are ignored and every thread still runs.
 #[test]
 #[serial]
 fn locality_runs_each_hinted_group_on_one_cpu() {
@@ -178,12 +179,31 @@ echo "loc.exit $?"
 sed 's/^/loc./' /tmp/loc.out
 dump loc.
 enoki unload >/dev/null
+enoki load locality --args overload=1 >/dev/null || echo load-failed
+enoki-groups --groups 1 --threads 8 --duration-ms 2000 >/tmp/over.out
+echo "over.exit $?"
+sed 's/^/over./' /tmp/over.out
+dump over.
+enoki unload >/dev/null
 "#
     );
     let r = it::run_ok(&script);
     assert!(!r.output.contains("load-failed"), "enoki load");
     assert_eq!(field(&r, "loc.exit"), "0");
     assert_eq!(number(&r, "loc.hints.taken"), 6);
+    assert_eq!(
+        field(&r, "over.exit"),
+        "0",
+        "a thread of the overloaded group"
+    );
+    assert_eq!(number(&r, "over.hints.taken"), 8);
+    for t in 0..8 {
+        let share: f64 = field(&r, &format!("over.thread.{t}.share"))
+            .parse()
+            .unwrap();
+        assert!(share > 0.0, "thread {t} never ran");
+    }
+    it::assert_enabled(&r, "over.");
     for g in [1, 2] {
         assert_eq!(
             number(&r, &format!("loc.group.{g}.cpus")),

@@ -33,6 +33,9 @@ pub struct TaskReport {
     pub wakeup_p99_ns: Option<u64>,
     pub wakeup_max_ns: Option<u64>,
     pub exited: bool,
+    /// The CPU it ran on most, and the share of its CPU time there.
+    pub main_cpu: Option<usize>,
+    pub main_cpu_share: f64,
 }
 
 /// One CPU.
@@ -80,6 +83,9 @@ pub struct Counters {
     pub select_errors: u64,
     pub migrate_errors: u64,
     pub rejected: u64,
+    /// The spec's hints (`[[hint]]`) the scheduler took, and refused.
+    pub hints_taken: u64,
+    pub hints_refused: u64,
 }
 
 /// One cgroup of the spec.

@@ -43,6 +43,8 @@ pub struct Spec {
     pub cgroup_weights: Vec<CgroupWeight>,
     #[serde(default, rename = "cgroup_move", skip_serializing_if = "Vec::is_empty")]
     pub cgroup_moves: Vec<CgroupMove>,
+    #[serde(default, rename = "hint", skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<Hint>,
 }
 
 /// The simulated machine: `sockets` × `cores` × `threads`, one NUMA node
@@ -299,6 +301,35 @@ pub struct CgroupMove {
     pub cgroup: String,
 }
 
+/// At `at_ms`, a hint about every live task of `target` (a group or a
+/// task), through one hint queue the run opens: `hex`, the bytes of the
+/// scheduler's hint type (e.g. `"01000000"`, a `u32` 1, for Locality's
+/// group 1).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hint {
+    pub at_ms: u64,
+    pub target: String,
+    pub hex: String,
+}
+
+impl Hint {
+    /// The hint's bytes.
+    pub fn bytes(&self) -> Result<Vec<u8>> {
+        let hex = &self.hex;
+        if !hex.len().is_multiple_of(2) || hex.len() > 2 * enoki::abi::HINT_MAX {
+            bail!("hint {hex:?}: an even number of hex digits, at most 64");
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(&hex[i..i + 2], 16)
+                    .map_err(|_| anyhow::anyhow!("hint {hex:?}: not hex"))
+            })
+            .collect()
+    }
+}
+
 /// At `at_ms`, the scheduler is live-upgraded to a new version of itself
 /// created with `args` (default: the run's), starting from the old one's
 /// state unless `fresh`, as `enoki upgrade` does.
@@ -461,12 +492,16 @@ impl Spec {
             parse_cpus(&a.cpus, n)?;
         }
         self.validate_cgroups(&names)?;
+        for h in &self.hints {
+            h.bytes()?;
+        }
         for target in self
             .affinity
             .iter()
             .map(|a| &a.target)
             .chain(self.renice.iter().map(|r| &r.target))
             .chain(self.cgroup_moves.iter().map(|m| &m.target))
+            .chain(self.hints.iter().map(|h| &h.target))
         {
             let group = target.split('.').next().unwrap_or_default();
             if !names.contains(&group) {

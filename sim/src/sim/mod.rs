@@ -21,6 +21,7 @@
 //! message carries the task's exact runtime as of now.
 
 mod cgroups;
+mod hints;
 mod record;
 mod summary;
 mod workload;
@@ -122,6 +123,9 @@ enum Ev {
     CgroupMove {
         idx: usize,
     },
+    Hint {
+        idx: usize,
+    },
 }
 
 /// An event in the queue: ordered by time, then by insertion.
@@ -188,6 +192,10 @@ struct Sim<S: EnokiScheduler> {
     timeline: Option<Vec<Slice>>,
     /// CPU time of the tasks of each cgroup while in it, by id.
     cgroup_runtime: BTreeMap<enoki::CgroupId, u64>,
+    /// The hint queue the spec's hints go through, once opened.
+    hint_queue: Option<enoki::QueueId>,
+    hints_taken: u64,
+    hints_refused: u64,
 }
 
 /// Runs one simulation of scheduler `S`.
@@ -252,6 +260,9 @@ impl<S: EnokiScheduler> Sim<S> {
                 .then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
             timeline: cfg.timeline.then(Vec::new),
             cgroup_runtime: BTreeMap::new(),
+            hint_queue: None,
+            hints_taken: 0,
+            hints_refused: 0,
         })
     }
 
@@ -286,6 +297,7 @@ impl<S: EnokiScheduler> Sim<S> {
         }
         self.schedule_changes();
         self.schedule_cgroup_changes();
+        self.schedule_hints();
         self.push(self.tick, Ev::Tick);
         self.settle();
         self.check();
@@ -352,6 +364,7 @@ impl<S: EnokiScheduler> Sim<S> {
             Ev::Upgrade { idx } => self.upgrade(idx),
             Ev::CgroupWeight { idx } => self.set_cgroup_weight(idx),
             Ev::CgroupMove { idx } => self.move_cgroup(idx),
+            Ev::Hint { idx } => self.send_hints(idx),
         }
     }
 
@@ -380,6 +393,7 @@ impl<S: EnokiScheduler> Sim<S> {
         if let Some(t) = self.tasks.get_mut(&pid) {
             *self.cgroup_runtime.entry(t.cgroup).or_default() += ns;
             t.runtime += ns;
+            *t.runtime_by_cpu.entry(cpu).or_default() += ns;
             t.remaining = t.remaining.saturating_sub(ns);
             self.clock.runtime.borrow_mut().insert(pid, t.runtime);
         }

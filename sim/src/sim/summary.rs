@@ -73,6 +73,7 @@ impl<S: EnokiScheduler> Sim<S> {
             let alive = t.died.unwrap_or(end) - t.born;
             let wait = t.wait + t.runnable_since.map_or(0, |s| end - s);
             let wakeups = t.latencies.len() as u64;
+            let main = t.runtime_by_cpu.iter().max_by_key(|(_, ns)| **ns);
             tasks.push(TaskReport {
                 pid: *pid,
                 name: t.name.clone(),
@@ -93,6 +94,8 @@ impl<S: EnokiScheduler> Sim<S> {
                 wakeup_p99_ns: report::percentile(&mut t.latencies, 99.0),
                 wakeup_max_ns: t.latencies.last().copied(),
                 exited: t.died.is_some(),
+                main_cpu: main.map(|(cpu, _)| *cpu),
+                main_cpu_share: main.map_or(0.0, |(_, ns)| *ns as f64 / t.runtime.max(1) as f64),
             });
         }
         tasks
@@ -163,6 +166,8 @@ impl<S: EnokiScheduler> Sim<S> {
             select_errors: c.select_errors,
             migrate_errors: c.migrate_errors,
             rejected: c.rejected,
+            hints_taken: self.hints_taken,
+            hints_refused: self.hints_refused,
         }
     }
 }

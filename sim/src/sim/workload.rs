@@ -99,6 +99,8 @@ pub(super) struct Task {
     /// Requests: arrival time of the request being served.
     pub(super) request: Option<u64>,
     pub(super) runtime: u64,
+    /// ... by CPU.
+    pub(super) runtime_by_cpu: std::collections::BTreeMap<CpuId, u64>,
     pub(super) wait: u64,
     pub(super) latencies: Vec<u64>,
     pub(super) preemptions: u64,
@@ -259,6 +261,7 @@ impl<S: EnokiScheduler> Sim<S> {
             partner: None,
             request: None,
             runtime: 0,
+            runtime_by_cpu: Default::default(),
             wait: 0,
             latencies: Vec::new(),
             preemptions: 0,

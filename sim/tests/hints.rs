@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Hints in workload specs (`[[hint]]`): the simulator sends them through a
+//! hint queue as an application would, so hint-driven schedulers are tested
+//! on the host, and the hints record and replay like any message.
+
+mod common;
+
+use std::io::Cursor;
+
+use enoki::Topology;
+use enoki_sim::check::Props;
+use enoki_sim::registry::locality::Locality;
+use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions};
+use enoki_sim::report::Report;
+use enoki_sim::sim::{simulate, SimConfig};
+use enoki_sim::spec::Spec;
+use enoki_sim::trace::TraceReader;
+
+use common::{quiet, record};
+
+const LOCALITY: Props = Props {
+    correct: true,
+    work_conserving: false,
+};
+
+fn example() -> Spec {
+    Spec::from_toml(include_str!("../examples/locality.toml")).unwrap()
+}
+
+fn run(spec: Spec) -> Report {
+    quiet();
+    simulate::<Locality>(SimConfig::new(spec, 1, LOCALITY))
+        .unwrap()
+        .report
+}
+
+/// The CPUs the tasks of group `group` ran on most.
+fn main_cpus(r: &Report, group: &str) -> Vec<usize> {
+    let mut cpus: Vec<usize> = r
+        .tasks
+        .iter()
+        .filter(|t| t.group == group)
+        .filter_map(|t| t.main_cpu)
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+#[test]
+fn hinted_groups_each_run_on_one_cpu_of_their_own_core() {
+    let r = run(example());
+    assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (6, 0));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let (a, b) = (main_cpus(&r, "a"), main_cpus(&r, "b"));
+    assert_eq!((a.len(), b.len()), (1, 1), "a on {a:?}, b on {b:?}");
+    let topo = Topology::symmetric(1, 4, 2, 21).unwrap();
+    assert_ne!(
+        topo.core_of(a[0]),
+        topo.core_of(b[0]),
+        "a and b share a core"
+    );
+    for t in &r.tasks {
+        assert!(
+            t.main_cpu_share > 0.9,
+            "{} ran {:.2} on its CPU",
+            t.name,
+            t.main_cpu_share
+        );
+    }
+}
+
+#[test]
+fn unhinted_the_same_threads_spread_out() {
+    let mut spec = example();
+    spec.hints.clear();
+    let r = run(spec);
+    assert_eq!(r.counters.hints_taken, 0);
+    assert!(main_cpus(&r, "a").len() > 1, "{:?}", main_cpus(&r, "a"));
+}
+
+#[test]
+fn a_hint_the_scheduler_cannot_read_ends_the_run() {
+    quiet();
+    let mut spec = example();
+    spec.hints[0].hex = "0100".into();
+    let err = simulate::<Locality>(SimConfig::new(spec, 1, LOCALITY))
+        .err()
+        .expect("a 2-byte hint to a 4-byte reader ran");
+    assert!(err.to_string().contains("reads 4-byte hints"), "{err:#}");
+}
+
+#[test]
+fn hints_record_and_replay() {
+    quiet();
+    let (out, bytes) = record::<Locality>(&example(), 1, LOCALITY);
+    assert_eq!(out.report.counters.hints_taken, 6);
+    let reader = || TraceReader::new(Cursor::new(&bytes[..])).unwrap();
+    let header = reader().header().clone();
+    let opts = ReplayOptions::default();
+    let seq = replay::<Locality>(&header, &mut reader(), &opts).unwrap();
+    assert!(seq.divergence.is_none(), "{}", seq.divergence.unwrap());
+    let by_locks = replay_by_locks::<Locality>(&header, &mut reader(), &opts).unwrap();
+    assert!(
+        by_locks.divergence.is_none(),
+        "{}",
+        by_locks.divergence.unwrap()
+    );
+}
