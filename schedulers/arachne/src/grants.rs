@@ -43,11 +43,11 @@ struct OpenQueue {
 
 /// What a new split changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Change {
+pub struct Change {
     /// Processes whose grant changed, by slot (bit `i`: slot `i`).
     slots: u64,
     /// CPUs that changed hands.
-    pub(crate) moved: CpuSet,
+    pub moved: CpuSet,
 }
 
 /// Bit `slot` of a [`Change`]'s slots.
@@ -64,7 +64,7 @@ fn count(n: u32) -> usize {
 
 /// Every queue, every process asking, and who holds which CPU, under one
 /// lock so that a placement sees one split.
-pub(crate) struct Grants {
+pub struct Grants {
     processes: FixedVec<Process>,
     queues: FixedVec<Option<OpenQueue>>,
     /// Per CPU, the CPUs of its physical core (itself included).
@@ -83,7 +83,8 @@ pub(crate) struct Grants {
 }
 
 impl Grants {
-    pub(crate) fn new(topology: &Topology, reserve: usize) -> Result<Self, AllocError> {
+    /// Empty tables for `topology`, with `reserve` CPUs never granted.
+    pub fn new(topology: &Topology, reserve: usize) -> Result<Self, AllocError> {
         let nr = topology.nr_cpus();
         let cores = FixedVec::new_with(nr, |cpu| {
             let mut core = CpuSet::empty();
@@ -116,7 +117,7 @@ impl Grants {
     }
 
     /// The process owning `queue`.
-    pub(crate) fn queue_owner(&self, queue: QueueId) -> Option<Pid> {
+    pub fn queue_owner(&self, queue: QueueId) -> Option<Pid> {
         self.queues
             .iter()
             .flatten()
@@ -126,7 +127,7 @@ impl Grants {
 
     /// Takes on `queue` of process `tgid`; false when the queues or the
     /// processes are all taken.
-    pub(crate) fn open(&mut self, queue: QueueId, tgid: Pid) -> bool {
+    pub fn open(&mut self, queue: QueueId, tgid: Pid) -> bool {
         if tgid == 0 {
             return false;
         }
@@ -158,7 +159,7 @@ impl Grants {
 
     /// Forgets `queue`; with its process's last queue, the process's grant
     /// goes and the CPUs are split again.
-    pub(crate) fn close(&mut self, queue: QueueId, topology: &Topology) -> Change {
+    pub fn close(&mut self, queue: QueueId, topology: &Topology) -> Change {
         let Some(entry) = self
             .queues
             .iter_mut()
@@ -187,7 +188,7 @@ impl Grants {
     }
 
     /// Process `tgid` asks for `cores` CPUs; the CPUs are split again.
-    pub(crate) fn request(&mut self, tgid: Pid, cores: u32, topology: &Topology) -> Change {
+    pub fn request(&mut self, tgid: Pid, cores: u32, topology: &Topology) -> Change {
         let requests = self.requests.saturating_add(1);
         let Some(process) = self
             .slot_of(tgid)
@@ -204,7 +205,7 @@ impl Grants {
     }
 
     /// `cpu` came online or goes offline; the CPUs are split again.
-    pub(crate) fn set_online(&mut self, cpu: CpuId, online: bool, topology: &Topology) -> Change {
+    pub fn set_online(&mut self, cpu: CpuId, online: bool, topology: &Topology) -> Change {
         if online {
             self.online.insert(cpu);
         } else {
@@ -215,7 +216,7 @@ impl Grants {
     }
 
     /// The CPUs process `tgid` holds.
-    pub(crate) fn grant_of(&self, tgid: Pid) -> CpuSet {
+    pub fn grant_of(&self, tgid: Pid) -> CpuSet {
         self.slot_of(tgid)
             .and_then(|slot| self.processes.get(slot))
             .map_or(CpuSet::empty(), |p| p.grant)
@@ -223,13 +224,13 @@ impl Grants {
 
     /// Every CPU some process holds.
     #[cfg(any(test, feature = "introspect"))]
-    pub(crate) fn granted(&self) -> CpuSet {
+    pub fn granted(&self) -> CpuSet {
         self.granted
     }
 
     /// How many times the grants changed.
     #[cfg(any(test, feature = "introspect"))]
-    pub(crate) fn generation(&self) -> u32 {
+    pub fn generation(&self) -> u32 {
         self.generation
     }
 
@@ -237,7 +238,7 @@ impl Grants {
     /// CPUs its process holds; a task of a process holding none, on the
     /// CPUs no process holds; and a task whose affinity excludes all of
     /// those, wherever it may (it must run somewhere).
-    pub(crate) fn may_run(&self, tgid: Pid, allowed: &CpuSet) -> CpuSet {
+    pub fn may_run(&self, tgid: Pid, allowed: &CpuSet) -> CpuSet {
         let online = *allowed & self.online;
         if !self.granted.is_empty() {
             let own = self.grant_of(tgid) & *allowed;
@@ -257,20 +258,20 @@ impl Grants {
     }
 
     /// Whether `change` changed the grant of process `tgid`.
-    pub(crate) fn changed(&self, tgid: Pid, change: &Change) -> bool {
+    pub fn changed(&self, tgid: Pid, change: &Change) -> bool {
         self.slot_of(tgid)
             .is_some_and(|slot| change.slots & bit(slot) != 0)
     }
 
     /// What the process owning `queue` holds now, and that process.
-    pub(crate) fn answer(&self, queue: QueueId) -> Option<(Pid, CoreGrant)> {
+    pub fn answer(&self, queue: QueueId) -> Option<(Pid, CoreGrant)> {
         let tgid = self.queue_owner(queue)?;
         Some((tgid, CoreGrant::new(&self.grant_of(tgid), self.generation)))
     }
 
     /// The grant to tell each queue whose process's grant `change` changed:
     /// (queue, its process, what the process holds now).
-    pub(crate) fn notices<'a>(
+    pub fn notices<'a>(
         &'a self,
         change: &'a Change,
     ) -> impl Iterator<Item = (QueueId, Pid, CoreGrant)> + 'a {
@@ -430,137 +431,4 @@ fn grow(
         free.remove(cpu);
     }
     set
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Two sockets (one LLC each) of two cores of two SMT threads: CPUs
-    /// 0-3 share a cache, 4-7 the other; cores {0,1} {2,3} {4,5} {6,7}.
-    fn topology() -> Topology {
-        Topology::symmetric(2, 2, 2, 21).unwrap()
-    }
-
-    fn set(cpus: &[CpuId]) -> CpuSet {
-        let mut s = CpuSet::empty();
-        for c in cpus {
-            s.insert(*c);
-        }
-        s
-    }
-
-    fn grants(reserve: usize, asking: &[(Pid, u32)]) -> (Grants, Topology) {
-        let t = topology();
-        let mut g = Grants::new(&t, reserve).unwrap();
-        for (queue, (tgid, cores)) in asking.iter().enumerate() {
-            assert!(g.open(queue as QueueId, *tgid));
-            g.request(*tgid, *cores, &t);
-        }
-        (g, t)
-    }
-
-    fn held(g: &Grants, tgid: Pid) -> usize {
-        g.grant_of(tgid).len()
-    }
-
-    #[test]
-    fn what_fits_is_given_as_asked() {
-        let (g, _) = grants(1, &[(10, 2), (20, 3)]);
-        assert_eq!((held(&g, 10), held(&g, 20)), (2, 3));
-        assert_eq!(g.granted().len(), 5);
-    }
-
-    #[test]
-    fn too_much_asked_is_split_max_min() {
-        // 7 grantable: 6 and 5 asked split 4 and 3 (the leftover CPU to
-        // the one holding more); a third asking 1 gets it, the others 3.
-        let (mut g, t) = grants(1, &[(10, 6), (20, 5)]);
-        assert_eq!((held(&g, 10), held(&g, 20)), (4, 3));
-        assert!(g.open(9, 30));
-        g.request(30, 1, &t);
-        assert_eq!((held(&g, 10), held(&g, 20), held(&g, 30)), (3, 3, 1));
-        // Everything asked but the reserve is given, never more.
-        assert_eq!(g.granted().len(), 7);
-    }
-
-    #[test]
-    fn a_small_asker_gets_all_it_asks_under_contention() {
-        let (g, _) = grants(1, &[(10, 8), (20, 1), (30, 8)]);
-        assert_eq!((held(&g, 10), held(&g, 20), held(&g, 30)), (3, 1, 3));
-    }
-
-    #[test]
-    fn whole_cores_in_one_cache_and_the_highest_cpus_first() {
-        let (g, _) = grants(1, &[(10, 2), (20, 2)]);
-        assert_eq!(g.grant_of(10), set(&[6, 7]));
-        // The emptier cache, a whole core.
-        assert_eq!(g.grant_of(20), set(&[2, 3]));
-        let (g, _) = grants(1, &[(10, 4)]);
-        assert_eq!(g.grant_of(10), set(&[4, 5, 6, 7]));
-    }
-
-    #[test]
-    fn regranting_keeps_what_a_process_holds() {
-        let (mut g, t) = grants(1, &[(10, 5)]);
-        let before = g.grant_of(10);
-        assert_eq!(before, set(&[3, 4, 5, 6, 7]));
-        assert!(g.open(7, 20));
-        let change = g.request(20, 5, &t);
-        let after = g.grant_of(10);
-        assert_eq!(after, set(&[4, 5, 6, 7]), "the CPU alone in its core goes");
-        assert_eq!(g.grant_of(20), set(&[1, 2, 3]));
-        // 3 changed hands, 1 and 2 were free.
-        assert_eq!(change.moved, set(&[1, 2, 3]));
-        assert!(g.changed(10, &change) && g.changed(20, &change));
-        assert_eq!(g.generation(), 2);
-    }
-
-    #[test]
-    fn the_last_queue_closing_gives_the_cpus_back() {
-        let (mut g, t) = grants(1, &[(10, 6), (20, 6)]);
-        assert_eq!((held(&g, 10), held(&g, 20)), (4, 3));
-        assert!(g.open(5, 20));
-        assert_eq!(g.close(1, &t), Change::default(), "20 has queue 5 left");
-        let change = g.close(0, &t);
-        assert_eq!(held(&g, 10), 0);
-        assert_eq!(held(&g, 20), 6, "the waiting asker grows");
-        assert!(g.changed(20, &change));
-        assert_eq!(g.queue_owner(0), None);
-    }
-
-    #[test]
-    fn reserve_and_offline_cpus_are_never_granted() {
-        let (mut g, t) = grants(3, &[(10, 8)]);
-        assert_eq!(held(&g, 10), 5);
-        let change = g.set_online(7, false, &t);
-        assert!(!g.grant_of(10).contains(7));
-        assert_eq!(held(&g, 10), 4, "7 online CPUs, 3 kept back");
-        assert!(change.moved.contains(7));
-    }
-
-    #[test]
-    fn tasks_run_on_their_grant_else_on_no_ones_else_where_they_may() {
-        let (g, _) = grants(1, &[(10, 2)]);
-        let all = CpuSet::first_n(8);
-        assert_eq!(g.may_run(10, &all), set(&[6, 7]));
-        assert_eq!(g.may_run(99, &all), set(&[0, 1, 2, 3, 4, 5]));
-        assert_eq!(g.may_run(10, &set(&[1, 2])), set(&[1, 2]));
-        assert_eq!(g.may_run(99, &set(&[5, 6])), set(&[5]));
-        assert_eq!(g.may_run(99, &set(&[6])), set(&[6]));
-    }
-
-    #[test]
-    fn tables_have_limits() {
-        let t = topology();
-        let mut g = Grants::new(&t, 1).unwrap();
-        for q in 0..MAX_QUEUES {
-            assert!(g.open(q as QueueId, 100 + q as Pid));
-        }
-        assert!(!g.open(999, 1));
-        assert!(!g.open(999, 100), "no queue slot even for a known process");
-        g.close(3, &t);
-        assert!(g.open(999, 100));
-        assert!(!g.open(999, 101), "a queue belongs to one process");
-    }
 }

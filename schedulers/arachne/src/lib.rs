@@ -72,7 +72,7 @@
 //!   takes it within a slice) and steals it.
 #![forbid(unsafe_code)]
 
-mod grants;
+pub mod grants;
 mod hints;
 #[cfg(any(test, feature = "introspect"))]
 mod introspect;
