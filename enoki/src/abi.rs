@@ -135,6 +135,21 @@ pub mod kind {
     ];
 }
 
+/// The errnos a message's `ret` carries back to Enoki-C (negated), and
+/// the ones the user backend answers with where Enoki-C would.
+pub mod errno {
+    /// No such task.
+    pub const ESRCH: i64 = 3;
+    /// No such queue, or its scheduler is gone.
+    pub const ENODEV: i64 = 19;
+    /// A hint refused.
+    pub const EINVAL: i64 = 22;
+    /// No room for another queue.
+    pub const ENOSPC: i64 = 28;
+    /// The scheduler takes no hint queues.
+    pub const EOPNOTSUPP: i64 = 95;
+}
+
 /// `Msg::flags` bits.
 pub mod flag {
     /// TASK_PREEMPT: the task gave up the CPU with `sched_yield()`.

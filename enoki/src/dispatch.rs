@@ -5,6 +5,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use super::abi::errno::{EINVAL, ENOSPC, EOPNOTSUPP};
 use super::abi::{flag, kind, ret_err, Msg, HINT_MAX};
 use super::collections::{AllocError, TaskMap};
 use super::fault::{Failed, Fault, FaultKind, Party};
@@ -27,10 +28,6 @@ fn task_cgroup(m: &Msg) -> CgroupId {
         m.cgroup
     }
 }
-
-const EINVAL: i64 = 22;
-const ENOSPC: i64 = 28;
-const EOPNOTSUPP: i64 = 95;
 
 /// QUEUE_NEW's answer: 0 (accepted) or why not, as a negative errno.
 fn queue_answer(r: Result<(), TaskError>) -> Result<i64> {

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use enoki::abi::{kind, Msg};
+use enoki::abi::{errno, kind, Msg};
 use enoki::upgrade::Refusal;
 use enoki::user::{Driver, HostEvent};
 use enoki::{
@@ -120,10 +120,10 @@ impl<H: LevelOf> EnokiScheduler for Hinted<H> {
     }
 }
 
-const EINVAL: i64 = -22;
-const ENOSPC: i64 = -28;
-const EOPNOTSUPP: i64 = -95;
-const ESRCH: i64 = -3;
+const EINVAL: i64 = -errno::EINVAL;
+const ENOSPC: i64 = -errno::ENOSPC;
+const EOPNOTSUPP: i64 = -errno::EOPNOTSUPP;
+const ESRCH: i64 = -errno::ESRCH;
 
 fn driver<H: LevelOf>() -> Driver<Hinted<H>> {
     std::env::set_var("ENOKI_QUIET", "1");

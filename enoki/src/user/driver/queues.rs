@@ -2,6 +2,7 @@
 //! Hint queues as Enoki-C keeps them (`enoki_hints.c`): opened, sent
 //! through and closed by a test or the simulator instead of `/dev/enoki`.
 
+use super::super::super::abi::errno::{ENODEV, EOPNOTSUPP, ESRCH};
 use super::super::super::abi::{kind, Msg};
 use super::super::super::dispatch::Loaded;
 use super::super::super::hint::HintData;
@@ -19,9 +20,6 @@ pub struct OpenQueue {
     /// ... and its process.
     pub owner_tgid: Pid,
 }
-
-const ENODEV: i64 = 19;
-const ESRCH: i64 = 3;
 
 impl OpenQueue {
     fn msg(&self, kind: u32, cpu: CpuId) -> Msg {
@@ -61,7 +59,7 @@ impl<S: EnokiScheduler> Driver<S> {
     /// its id, or the negative errno the open fails with.
     pub fn open_queue(&mut self, owner: Pid, owner_tgid: Pid, cpu: CpuId) -> Result<QueueId, i64> {
         if !S::MESSAGES.takes(kind::QUEUE_NEW) {
-            return Err(-95); // EOPNOTSUPP
+            return Err(-EOPNOTSUPP);
         }
         self.queue_seq = self.queue_seq.saturating_add(1);
         let queue = OpenQueue {
