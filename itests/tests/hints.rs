@@ -202,6 +202,7 @@ enoki unload >/dev/null
             .parse()
             .unwrap();
         assert!(share > 0.0, "thread {t} never ran");
+        assert!(share < 0.9, "thread {t} kept to its home: hint honoured");
     }
     it::assert_enabled(&r, "over.");
     for g in [1, 2] {

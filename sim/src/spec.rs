@@ -13,6 +13,10 @@ use enoki::{CpuSet, Topology};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
+    /// Groups whose tasks are threads of one process (the group's first
+    /// task is its thread group leader) rather than a process each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<String>,
     #[serde(default)]
     pub machine: Machine,
     #[serde(default)]
@@ -302,15 +306,19 @@ pub struct CgroupMove {
 }
 
 /// At `at_ms`, a hint about every live task of `target` (a group or a
-/// task), through one hint queue the run opens: `hex`, the bytes of the
-/// scheduler's hint type (e.g. `"01000000"`, a `u32` 1, for Locality's
-/// group 1).
+/// task): `hex`, the bytes of the scheduler's hint type (e.g.
+/// `"01000000"`, a `u32` 1, for Locality's group 1). It goes through one
+/// hint queue the run opens from outside the spec's tasks, or, with
+/// `own_queue`, through a queue the task's own process opens, as an
+/// application asks for itself (Arachne's core requests).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Hint {
     pub at_ms: u64,
     pub target: String,
     pub hex: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_queue: bool,
 }
 
 impl Hint {
@@ -494,6 +502,9 @@ impl Spec {
         self.validate_cgroups(&names)?;
         for h in &self.hints {
             h.bytes()?;
+        }
+        if let Some(p) = self.processes.iter().find(|p| !names.contains(&p.as_str())) {
+            bail!("process {p:?}: no group of that name");
         }
         for target in self
             .affinity

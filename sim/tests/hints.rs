@@ -9,6 +9,7 @@ use std::io::Cursor;
 
 use enoki::Topology;
 use enoki_sim::check::Props;
+use enoki_sim::registry::arachne::Arachne;
 use enoki_sim::registry::locality::Locality;
 use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions};
 use enoki_sim::report::Report;
@@ -23,8 +24,15 @@ const LOCALITY: Props = Props {
     work_conserving: false,
 };
 
+/// Arachne's, from its Cargo.toml.
+const ARACHNE: Props = LOCALITY;
+
 fn example() -> Spec {
     Spec::from_toml(include_str!("../examples/locality.toml")).unwrap()
+}
+
+fn arachne_example() -> Spec {
+    Spec::from_toml(include_str!("../examples/arachne.toml")).unwrap()
 }
 
 fn run(spec: Spec) -> Report {
@@ -90,20 +98,66 @@ fn a_hint_the_scheduler_cannot_read_ends_the_run() {
     assert!(err.to_string().contains("reads 4-byte hints"), "{err:#}");
 }
 
-#[test]
-fn hints_record_and_replay() {
+/// Records `spec` under `S` and replays it both ways: no divergence.
+fn records_and_replays<S: enoki::EnokiScheduler>(spec: &Spec, props: Props) -> Report {
     quiet();
-    let (out, bytes) = record::<Locality>(&example(), 1, LOCALITY);
-    assert_eq!(out.report.counters.hints_taken, 6);
+    let (out, bytes) = record::<S>(spec, 1, props);
     let reader = || TraceReader::new(Cursor::new(&bytes[..])).unwrap();
     let header = reader().header().clone();
     let opts = ReplayOptions::default();
-    let seq = replay::<Locality>(&header, &mut reader(), &opts).unwrap();
+    let seq = replay::<S>(&header, &mut reader(), &opts).unwrap();
     assert!(seq.divergence.is_none(), "{}", seq.divergence.unwrap());
-    let by_locks = replay_by_locks::<Locality>(&header, &mut reader(), &opts).unwrap();
+    let by_locks = replay_by_locks::<S>(&header, &mut reader(), &opts).unwrap();
     assert!(
         by_locks.divergence.is_none(),
         "{}",
         by_locks.divergence.unwrap()
+    );
+    out.report
+}
+
+#[test]
+fn hints_record_and_replay() {
+    let r = records_and_replays::<Locality>(&example(), LOCALITY);
+    assert_eq!(r.counters.hints_taken, 6);
+}
+
+#[test]
+fn a_process_asking_arachne_for_two_cpus_runs_there_alone() {
+    let r = records_and_replays::<Arachne>(&arachne_example(), ARACHNE);
+    assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (4, 0));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let app = main_cpus(&r, "app");
+    assert_eq!(app.len(), 2, "the app's threads ran mostly on {app:?}");
+    let other = main_cpus(&r, "other");
+    assert!(
+        other.iter().all(|c| !app.contains(c)),
+        "others ran on the app's CPUs {app:?}: {other:?}"
+    );
+}
+
+#[test]
+fn arachne_refuses_a_request_about_another_process() {
+    let mut spec = arachne_example();
+    spec.hints[0].own_queue = false;
+    quiet();
+    let r = simulate::<Arachne>(SimConfig::new(spec, 1, ARACHNE))
+        .unwrap()
+        .report;
+    assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (0, 4));
+}
+
+#[test]
+fn a_process_is_one_thread_group() {
+    let mut spec = arachne_example();
+    spec.processes.clear();
+    quiet();
+    let r = simulate::<Arachne>(SimConfig::new(spec, 1, ARACHNE))
+        .unwrap()
+        .report;
+    assert_eq!(r.counters.hints_taken, 4, "each thread asked for itself");
+    assert!(
+        main_cpus(&r, "app").len() > 2,
+        "four one-thread processes asking for two CPUs each shared two"
     );
 }

@@ -136,6 +136,8 @@ pub enum TaskState {
 struct Task {
     /// Enoki-C's `p->scx.enoki_gen`: unique to this task.
     generation: u64,
+    /// Its process (thread group).
+    tgid: Pid,
     allowed: CpuSet,
     nice: i32,
     runtime: u64,
@@ -329,11 +331,26 @@ impl<S: EnokiScheduler> Driver<S> {
         parent_cpu: CpuId,
         cgroup: CgroupId,
     ) {
+        self.spawn_thread_in(pid, pid, allowed, nice, parent_cpu, cgroup);
+    }
+
+    /// [`Driver::spawn_in`] of a thread of process `tgid` (`pid` itself
+    /// for a new process).
+    pub fn spawn_thread_in(
+        &mut self,
+        pid: Pid,
+        tgid: Pid,
+        allowed: CpuSet,
+        nice: i32,
+        parent_cpu: CpuId,
+        cgroup: CgroupId,
+    ) {
         self.gen_seq += 1;
         self.tasks.insert(
             pid,
             Task {
                 generation: self.gen_seq,
+                tgid,
                 allowed,
                 nice,
                 runtime: 0,
@@ -343,7 +360,7 @@ impl<S: EnokiScheduler> Driver<S> {
             },
         );
         let mut m = self.msg(kind::TASK_NEW, parent_cpu, pid);
-        m.tgid = pid;
+        m.tgid = tgid;
         m.weight = nice_to_weight(nice);
         m.nice = nice;
         self.send(&mut m);
@@ -944,7 +961,7 @@ impl<S: EnokiScheduler> Driver<S> {
         }
         for (&pid, t) in &self.tasks {
             let mut m = self.msg(kind::TASK_NEW, on, pid);
-            m.tgid = pid;
+            m.tgid = t.tgid;
             m.weight = nice_to_weight(t.nice);
             m.nice = t.nice;
             m.task_cpu = t.last_cpu as i32;

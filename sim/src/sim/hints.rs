@@ -7,8 +7,9 @@ use enoki::{EnokiScheduler, HintData};
 
 use super::{Ev, Sim};
 
-/// The queue's owner: a process that is not one of the spec's tasks.
-const OWNER: enoki::Pid = 1;
+/// The owner of the queue hints go through unless `own_queue`: a process
+/// that is not one of the spec's tasks.
+const OUTSIDER: enoki::Pid = 1;
 
 impl<S: EnokiScheduler> Sim<S> {
     /// Queues the spec's hints.
@@ -39,10 +40,15 @@ impl<S: EnokiScheduler> Sim<S> {
                 <S::Hint as HintData>::SIZE
             );
         }
-        let queue = self.hint_queue()?;
         let hint = <S::Hint as HintData>::read(&bytes);
-        self.on(0);
         for pid in self.targets(&h.target) {
+            let owner = if h.own_queue {
+                self.tgid(self.tasks[&pid].group, pid)
+            } else {
+                OUTSIDER
+            };
+            let queue = self.hint_queue(owner)?;
+            self.on(0);
             if self.d.send_hint(queue, pid, &hint, 0) == 0 {
                 self.hints_taken += 1;
             } else {
@@ -52,14 +58,15 @@ impl<S: EnokiScheduler> Sim<S> {
         Ok(())
     }
 
-    fn hint_queue(&mut self) -> Result<enoki::QueueId> {
-        if let Some(q) = self.hint_queue {
+    /// The queue process `owner` opened, opened at its first hint.
+    fn hint_queue(&mut self, owner: enoki::Pid) -> Result<enoki::QueueId> {
+        if let Some(&q) = self.hint_queues.get(&owner) {
             return Ok(q);
         }
         self.on(0);
-        match self.d.open_queue(OWNER, OWNER, 0) {
+        match self.d.open_queue(owner, owner, 0) {
             Ok(q) => {
-                self.hint_queue = Some(q);
+                self.hint_queues.insert(owner, q);
                 Ok(q)
             }
             Err(errno) => bail!("{} refused a hint queue (errno {})", S::NAME, -errno),

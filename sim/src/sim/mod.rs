@@ -193,7 +193,8 @@ struct Sim<S: EnokiScheduler> {
     /// CPU time of the tasks of each cgroup while in it, by id.
     cgroup_runtime: BTreeMap<enoki::CgroupId, u64>,
     /// The hint queue the spec's hints go through, once opened.
-    hint_queue: Option<enoki::QueueId>,
+    /// Hint queues by owning process.
+    hint_queues: BTreeMap<enoki::Pid, enoki::QueueId>,
     hints_taken: u64,
     hints_refused: u64,
 }
@@ -260,7 +261,7 @@ impl<S: EnokiScheduler> Sim<S> {
                 .then(|| Checker::new(cfg.props, stall, slice_ns, 20)),
             timeline: cfg.timeline.then(Vec::new),
             cgroup_runtime: BTreeMap::new(),
-            hint_queue: None,
+            hint_queues: BTreeMap::new(),
             hints_taken: 0,
             hints_refused: 0,
         })

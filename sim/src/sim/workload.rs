@@ -78,6 +78,8 @@ pub(super) struct Group {
     /// The cgroup its tasks are forked into.
     pub(super) cgroup: CgroupId,
     pub(super) pids: Vec<Pid>,
+    /// Its tasks are threads of one process, its first task's.
+    pub(super) process: bool,
 }
 
 pub(super) struct Task {
@@ -170,6 +172,7 @@ impl<S: EnokiScheduler> Sim<S> {
             count,
             cgroup: ROOT_CGROUP,
             pids: Vec::new(),
+            process: self.spec.processes.iter().any(|p| p == name),
         });
     }
 
@@ -243,8 +246,9 @@ impl<S: EnokiScheduler> Sim<S> {
     fn spawn(&mut self, gi: usize, index: usize, burst: u64) -> Pid {
         let pid = self.next_pid;
         self.next_pid += 1;
-        let g = &mut self.groups[gi];
-        g.pids.push(pid);
+        self.groups[gi].pids.push(pid);
+        let tgid = self.tgid(gi, pid);
+        let g = &self.groups[gi];
         let (allowed, nice, cgroup) = (g.allowed, g.nice, g.cgroup);
         let task = Task {
             name: format!("{}.{index}", g.name),
@@ -270,9 +274,19 @@ impl<S: EnokiScheduler> Sim<S> {
         let parent = self.spawn_rr % self.nr_cpus();
         self.spawn_rr += 1;
         self.on(parent);
-        self.d.spawn_in(pid, allowed, nice, parent, cgroup);
+        self.d
+            .spawn_thread_in(pid, tgid, allowed, nice, parent, cgroup);
         self.note_queued(pid);
         pid
+    }
+
+    /// The process of task `pid` of group `gi`.
+    pub(super) fn tgid(&self, gi: usize, pid: Pid) -> Pid {
+        let g = &self.groups[gi];
+        match g.pids.first() {
+            Some(&leader) if g.process => leader,
+            _ => pid,
+        }
     }
 
     /// After `pid` was enqueued: the CPU it waits for must pick if idle.
