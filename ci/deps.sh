@@ -18,6 +18,8 @@ DEB_PACKAGES=(
 	git perl
 	# replay stopped in a debugger (sim/tests/debugger.rs)
 	gdb
+	# libFuzzer and the sanitizers' runtimes for kernel/fuzz (cargo make fuzz-hints)
+	libclang-rt-14-dev
 )
 CARGO_TOOLS=(
 	"bindgen-cli:bindgen:0.73.2"

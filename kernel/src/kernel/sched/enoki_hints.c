@@ -38,6 +38,9 @@
  *
  * May call: enoki.c's call path (build_policy.c includes this file after
  * it). enoki.c calls enoki_queues_retire() and enoki_queues_upgrade_*().
+ * The ring walk and the checks on each copied hint are in
+ * enoki_hint_ring.h, apart from tasks and locks, so that a host fuzzer
+ * (kernel/fuzz/) runs the very code the kernel does.
  */
 #include <linux/cred.h>
 #include <linux/irq_work.h>
@@ -51,6 +54,7 @@
 #include <uapi/linux/enoki.h>
 
 #include "enoki.h"
+#include "enoki_hint_ring.h"
 
 static_assert(sizeof_field(struct enoki_msg, allowed) == ENOKI_HINT_MAX);
 static_assert(ENOKI_NAME_LEN == ENOKI_NAME_MAX);
@@ -267,16 +271,20 @@ static int enoki_hint_call(struct enoki_queue *q, const struct enoki_hint *h,
 	return msg.ret < 0 ? ENOKI_HINT_REJ_REFUSED : ENOKI_HINT_TAKEN;
 }
 
-/* Checks @h and hands it on: ENOKI_HINT_TAKEN or why not. */
-static int enoki_hint_send(struct enoki_queue *q, const struct enoki_hint *h)
+static bool enoki_queue_gone(void *arg)
 {
+	struct enoki_queue *q = arg;
+
+	return q->retired || READ_ONCE(enoki.state) != ENOKI_ENABLED;
+}
+
+/* @h passed enoki_hint_check()'s checks: ENOKI_HINT_TAKEN or why not. */
+static int enoki_hint_deliver(void *arg, const struct enoki_hint *h)
+{
+	struct enoki_queue *q = arg;
 	struct task_struct *p;
 	int outcome;
 
-	if (q->retired || READ_ONCE(enoki.state) != ENOKI_ENABLED)
-		return ENOKI_HINT_REJ_GONE;
-	if (h->size != q->hint_size)
-		return ENOKI_HINT_REJ_SIZE;
 	p = enoki_hint_task(h->pid);
 	if (!p)
 		return ENOKI_HINT_REJ_TASK;
@@ -296,14 +304,41 @@ static const int enoki_hint_errno[ENOKI_HINT_OUTCOMES] = {
 	[ENOKI_HINT_REJ_RING]		= -EINVAL,
 };
 
-static void enoki_hint_count(struct enoki_queue *q, int outcome)
+static void enoki_hint_count(void *arg, int outcome)
 {
+	struct enoki_queue *q = arg;
+
 	atomic64_inc(&q->hints[outcome]);
 	atomic64_inc(&enoki_hints[outcome]);
 }
 
+static void enoki_queues_read_lock(void *arg)
+{
+	down_read(&enoki_queues_rwsem);
+}
+
+static void enoki_queues_read_unlock(void *arg)
+{
+	up_read(&enoki_queues_rwsem);
+}
+
+/* Where @q's hints go once copied: the checks, then the scheduler. */
+static struct enoki_hint_sink enoki_queue_sink(struct enoki_queue *q)
+{
+	return (struct enoki_hint_sink) {
+		.arg		= q,
+		.hint_size	= q->hint_size,
+		.gone		= enoki_queue_gone,
+		.deliver	= enoki_hint_deliver,
+		.count		= enoki_hint_count,
+		.lock		= enoki_queues_read_lock,
+		.unlock		= enoki_queues_read_unlock,
+	};
+}
+
 static long enoki_queue_hint(struct enoki_queue *q, void __user *arg)
 {
+	struct enoki_hint_sink sink = enoki_queue_sink(q);
 	struct enoki_hint h;
 	int outcome;
 
@@ -311,7 +346,7 @@ static long enoki_queue_hint(struct enoki_queue *q, void __user *arg)
 	if (copy_from_user(&h, arg, sizeof(h)))
 		return -EFAULT;
 	down_read(&enoki_queues_rwsem);
-	outcome = enoki_hint_send(q, &h);
+	outcome = enoki_hint_check(&sink, &h);
 	up_read(&enoki_queues_rwsem);
 	enoki_hint_count(q, outcome);
 	return enoki_hint_errno[outcome];
@@ -323,32 +358,12 @@ static long enoki_queue_hint(struct enoki_queue *q, void __user *arg)
  */
 static long enoki_queue_enter(struct enoki_queue *q)
 {
-	struct enoki_hint_ring *r = &q->rings->to_kernel;
-	struct enoki_hint h;
-	long taken = 0;
-	int outcome;
-	u32 tail;
+	struct enoki_hint_sink sink = enoki_queue_sink(q);
+	long taken;
 
 	mutex_lock(&q->enter_lock);
-	/* pairs with the application's release of @tail: entries first */
-	tail = smp_load_acquire(&r->tail);
-	if (tail - q->to_kernel_head > ENOKI_RING_ENTRIES) {
-		enoki_hint_count(q, ENOKI_HINT_REJ_RING);
-		q->to_kernel_head = tail;
-		taken = -EINVAL;
-	}
-	down_read(&enoki_queues_rwsem);
-	for (; q->to_kernel_head != tail; q->to_kernel_head++) {
-		/* read once, as for ENOKI_IOC_HINT */
-		memcpy(&h, &r->hint[q->to_kernel_head % ENOKI_RING_ENTRIES],
-		       sizeof(h));
-		outcome = enoki_hint_send(q, &h);
-		enoki_hint_count(q, outcome);
-		taken += outcome == ENOKI_HINT_TAKEN;
-	}
-	up_read(&enoki_queues_rwsem);
-	/* the slots are read before the application may write them again */
-	smp_store_release(&r->head, q->to_kernel_head);
+	taken = enoki_hint_ring_enter(&q->rings->to_kernel, &q->to_kernel_head,
+				      &sink);
 	mutex_unlock(&q->enter_lock);
 	return taken;
 }
@@ -366,27 +381,15 @@ static long enoki_queue_enter(struct enoki_queue *q)
 void enoki_send_rev_hint(u32 queue, s32 pid, const void *hint, u32 size)
 {
 	struct enoki_queue *q;
-	struct enoki_hint_ring *r;
-	struct enoki_hint *e;
 	unsigned long flags;
 
 	rcu_read_lock();
 	q = xa_load(&enoki_queues, queue);
 	if (!q || READ_ONCE(q->retired) || size != q->rev_hint_size)
 		goto out;
-	r = &q->rings->to_user;
 	raw_spin_lock_irqsave(&q->rev_lock, flags);
-	if (q->to_user_tail - READ_ONCE(r->head) >= ENOKI_RING_ENTRIES) {
-		WRITE_ONCE(r->dropped, ++q->rev_dropped);
-	} else {
-		e = &r->hint[q->to_user_tail % ENOKI_RING_ENTRIES];
-		memset(e, 0, sizeof(*e));
-		e->pid = pid;
-		e->size = size;
-		memcpy(e->data, hint, size);
-		/* the entry before the tail that publishes it */
-		smp_store_release(&r->tail, ++q->to_user_tail);
-	}
+	enoki_hint_ring_put(&q->rings->to_user, &q->to_user_tail,
+			    &q->rev_dropped, pid, hint, size);
 	raw_spin_unlock_irqrestore(&q->rev_lock, flags);
 	irq_work_queue(&q->rev_work);
 out:
