@@ -7,8 +7,9 @@ mod common;
 
 use std::io::Cursor;
 
-use enoki::Topology;
+use enoki::{EnokiScheduler, Topology};
 use enoki_sim::check::Props;
+use enoki_sim::registry;
 use enoki_sim::registry::arachne::Arachne;
 use enoki_sim::registry::locality::Locality;
 use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions};
@@ -19,13 +20,14 @@ use enoki_sim::trace::TraceReader;
 
 use common::{quiet, record};
 
-const LOCALITY: Props = Props {
-    correct: true,
-    work_conserving: false,
-};
+/// What `S` promises, from its Cargo.toml.
+fn props<S: EnokiScheduler>() -> Props {
+    registry::find(S::NAME).unwrap().props
+}
 
-/// Arachne's, from its Cargo.toml.
-const ARACHNE: Props = LOCALITY;
+fn config<S: EnokiScheduler>(spec: Spec) -> SimConfig {
+    SimConfig::new(spec, 1, props::<S>())
+}
 
 fn example() -> Spec {
     Spec::from_toml(include_str!("../examples/locality.toml")).unwrap()
@@ -35,11 +37,9 @@ fn arachne_example() -> Spec {
     Spec::from_toml(include_str!("../examples/arachne.toml")).unwrap()
 }
 
-fn run(spec: Spec) -> Report {
+fn run<S: EnokiScheduler>(spec: Spec) -> Report {
     quiet();
-    simulate::<Locality>(SimConfig::new(spec, 1, LOCALITY))
-        .unwrap()
-        .report
+    simulate::<S>(config::<S>(spec)).unwrap().report
 }
 
 /// The CPUs the tasks of group `group` ran on most.
@@ -57,7 +57,7 @@ fn main_cpus(r: &Report, group: &str) -> Vec<usize> {
 
 #[test]
 fn hinted_groups_each_run_on_one_cpu_of_their_own_core() {
-    let r = run(example());
+    let r = run::<Locality>(example());
     assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (6, 0));
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     let (a, b) = (main_cpus(&r, "a"), main_cpus(&r, "b"));
@@ -82,7 +82,7 @@ fn hinted_groups_each_run_on_one_cpu_of_their_own_core() {
 fn unhinted_the_same_threads_spread_out() {
     let mut spec = example();
     spec.hints.clear();
-    let r = run(spec);
+    let r = run::<Locality>(spec);
     assert_eq!(r.counters.hints_taken, 0);
     assert!(main_cpus(&r, "a").len() > 1, "{:?}", main_cpus(&r, "a"));
 }
@@ -92,16 +92,16 @@ fn a_hint_the_scheduler_cannot_read_ends_the_run() {
     quiet();
     let mut spec = example();
     spec.hints[0].hex = "0100".into();
-    let err = simulate::<Locality>(SimConfig::new(spec, 1, LOCALITY))
+    let err = simulate::<Locality>(config::<Locality>(spec))
         .err()
         .expect("a 2-byte hint to a 4-byte reader ran");
     assert!(err.to_string().contains("reads 4-byte hints"), "{err:#}");
 }
 
 /// Records `spec` under `S` and replays it both ways: no divergence.
-fn records_and_replays<S: enoki::EnokiScheduler>(spec: &Spec, props: Props) -> Report {
+fn records_and_replays<S: EnokiScheduler>(spec: &Spec) -> Report {
     quiet();
-    let (out, bytes) = record::<S>(spec, 1, props);
+    let (out, bytes) = record::<S>(spec, 1, props::<S>());
     let reader = || TraceReader::new(Cursor::new(&bytes[..])).unwrap();
     let header = reader().header().clone();
     let opts = ReplayOptions::default();
@@ -118,13 +118,13 @@ fn records_and_replays<S: enoki::EnokiScheduler>(spec: &Spec, props: Props) -> R
 
 #[test]
 fn hints_record_and_replay() {
-    let r = records_and_replays::<Locality>(&example(), LOCALITY);
+    let r = records_and_replays::<Locality>(&example());
     assert_eq!(r.counters.hints_taken, 6);
 }
 
 #[test]
 fn a_process_asking_arachne_for_two_cpus_runs_there_alone() {
-    let r = records_and_replays::<Arachne>(&arachne_example(), ARACHNE);
+    let r = records_and_replays::<Arachne>(&arachne_example());
     assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (4, 0));
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     let app = main_cpus(&r, "app");
@@ -140,10 +140,7 @@ fn a_process_asking_arachne_for_two_cpus_runs_there_alone() {
 fn arachne_refuses_a_request_about_another_process() {
     let mut spec = arachne_example();
     spec.hints[0].own_queue = false;
-    quiet();
-    let r = simulate::<Arachne>(SimConfig::new(spec, 1, ARACHNE))
-        .unwrap()
-        .report;
+    let r = run::<Arachne>(spec);
     assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (0, 4));
 }
 
@@ -151,10 +148,7 @@ fn arachne_refuses_a_request_about_another_process() {
 fn a_process_is_one_thread_group() {
     let mut spec = arachne_example();
     spec.processes.clear();
-    quiet();
-    let r = simulate::<Arachne>(SimConfig::new(spec, 1, ARACHNE))
-        .unwrap()
-        .report;
+    let r = run::<Arachne>(spec);
     assert_eq!(r.counters.hints_taken, 4, "each thread asked for itself");
     assert!(
         main_cpus(&r, "app").len() > 2,

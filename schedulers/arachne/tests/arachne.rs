@@ -3,19 +3,14 @@
 //! hint queues are opened, sent through and closed as `/dev/enoki` does,
 //! and the kicks the scheduler asks for are acted on as the kernel would.
 //!
-//! The driver introduces every task as a process of its own (its TASK_NEW
-//! says tgid = pid). Threads of one process are made with [`thread`]: a
-//! task spawned and put to sleep, then introduced to the scheduler again
-//! with its process, as the kernel's TASK_NEW for that thread would.
+//! Threads of one process are made with [`thread`]
+//! (`Driver::spawn_thread_in`: the task's TASK_NEW names its process).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use enoki::abi::{kind, Msg};
 use enoki::user::{Driver, HostEvent, TaskState};
-use enoki::{
-    nice_to_weight, CpuSet, EnokiScheduler, HintData, InitError, Pid, QueueId, TaskInfo, Topology,
-    ROOT_CGROUP,
-};
+use enoki::{CpuSet, HintData, InitError, Pid, QueueId, Topology, ROOT_CGROUP};
 use enoki_arachne::{Arachne, CoreGrant, CoreRequest, Stats, MAX_QUEUES};
 
 const SLICE: u64 = 3_000_000;
@@ -76,23 +71,12 @@ fn ask(cores: u32) -> CoreRequest {
 }
 
 /// Task `pid` of process `tgid`, allowed on `allowed`, asleep. CPU 0 must
-/// be free: the task runs there once, then sleeps, and is introduced to
-/// the scheduler again with its process.
+/// be free: the task runs there once, then sleeps.
 fn thread(d: &mut Driver<Arachne>, pid: Pid, tgid: Pid, allowed: CpuSet) {
-    d.spawn(pid, cpus(&[0]), 0, 0);
+    d.spawn_thread_in(pid, tgid, cpus(&[0]), 0, 0, ROOT_CGROUP);
     assert_eq!(d.schedule(0), Some(pid));
     d.block(0);
     d.set_affinity(pid, allowed);
-    let info = TaskInfo {
-        pid,
-        tgid,
-        weight: nice_to_weight(0),
-        nice: 0,
-        runtime: 0,
-        allowed,
-        cgroup: ROOT_CGROUP,
-    };
-    d.scheduler().task_new(&info).unwrap();
 }
 
 /// Every CPU asks once and finds nothing: all idle.

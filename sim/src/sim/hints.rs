@@ -41,6 +41,7 @@ impl<S: EnokiScheduler> Sim<S> {
             );
         }
         let hint = <S::Hint as HintData>::read(&bytes);
+        self.on(0);
         for pid in self.targets(&h.target) {
             let owner = if h.own_queue {
                 self.tgid(self.tasks[&pid].group, pid)
@@ -48,7 +49,6 @@ impl<S: EnokiScheduler> Sim<S> {
                 OUTSIDER
             };
             let queue = self.hint_queue(owner)?;
-            self.on(0);
             if self.d.send_hint(queue, pid, &hint, 0) == 0 {
                 self.hints_taken += 1;
             } else {
@@ -58,12 +58,12 @@ impl<S: EnokiScheduler> Sim<S> {
         Ok(())
     }
 
-    /// The queue process `owner` opened, opened at its first hint.
+    /// The queue process `owner` opened (on CPU 0), opened at its first
+    /// hint.
     fn hint_queue(&mut self, owner: enoki::Pid) -> Result<enoki::QueueId> {
         if let Some(&q) = self.hint_queues.get(&owner) {
             return Ok(q);
         }
-        self.on(0);
         match self.d.open_queue(owner, owner, 0) {
             Ok(q) => {
                 self.hint_queues.insert(owner, q);

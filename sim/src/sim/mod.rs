@@ -192,8 +192,8 @@ struct Sim<S: EnokiScheduler> {
     timeline: Option<Vec<Slice>>,
     /// CPU time of the tasks of each cgroup while in it, by id.
     cgroup_runtime: BTreeMap<enoki::CgroupId, u64>,
-    /// The hint queue the spec's hints go through, once opened.
-    /// Hint queues by owning process.
+    /// The hint queues the spec's hints go through, by owning process,
+    /// each opened at its first hint.
     hint_queues: BTreeMap<enoki::Pid, enoki::QueueId>,
     hints_taken: u64,
     hints_refused: u64,
