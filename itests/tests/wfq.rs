@@ -262,18 +262,24 @@ fn nice_19_task_gets_its_weight_share_like_cfs() {
 
 /// C: one task per CPU, then one is forced onto another's CPU: every task
 /// finishes in about its CPU time, and the waiting time (runnable but not
-/// running) stays within a balance interval: an idle CPU takes the displaced
-/// task instead of leaving two to share a CPU (that would cost ~1.8 s of
-/// waiting here).
+/// running) stays short: an idle CPU takes the displaced task instead of
+/// leaving two to share a CPU (that would cost ~1.8 s of waiting here).
+/// WFQ's longest wait is held against the default scheduler's in the same
+/// boot, not an absolute time: under TCG the default scheduler's own waits
+/// vary from ~60 to ~170 ms with the host's load.
 #[test]
 #[serial]
 fn a_forced_move_is_rebalanced_like_cfs() {
     const CPU_MS: f64 = 2000.0;
-    // Under TCG ticks and IPIs are slow; CFS's busy balance interval for the
-    // machine-wide domain is 8 ms x 16 = 128 ms.
-    const MAX_WAIT_MS: f64 = 150.0;
-    const MAX_TOTAL_WAIT_MS: f64 = 500.0;
+    // Sharing a CPU makes both tasks wait ~CPU_MS - move; a rebalance ends
+    // the waiting within a balance interval (CFS's busy interval for the
+    // machine-wide domain is 8 ms x 16 = 128 ms).
+    const MAX_WAIT_MS: f64 = CPU_MS / 4.0;
+    const MAX_TOTAL_WAIT_MS: f64 = CPU_MS / 2.0;
+    // WFQ may wait up to this much longer than CFS did in the same boot.
+    const SLACK_MS: f64 = 50.0;
     let r = both("run enoki-spin move --cpu-ms 2000 --move-at-ms 200");
+    let mut longest = HashMap::new();
     for s in ["cfs", "wfq"] {
         let head = &lines(&r, s, 0, "move")[0];
         let tasks = lines(&r, s, 0, "task");
@@ -310,7 +316,12 @@ fn a_forced_move_is_rebalanced_like_cfs() {
             summary.f("total_wait_ms") <= MAX_TOTAL_WAIT_MS,
             "{s}: total waiting {summary:?}"
         );
+        longest.insert(s, waits.iter().copied().fold(0.0, f64::max));
     }
+    assert!(
+        longest["wfq"] <= 1.5 * longest["cfs"] + SLACK_MS,
+        "WFQ leaves a task waiting much longer than CFS: longest waits {longest:?} ms"
+    );
     assert!(
         counter(&r, "migrate_task_rq") > 0,
         "WFQ must have moved a task by stealing"

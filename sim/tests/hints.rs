@@ -155,3 +155,52 @@ fn a_process_is_one_thread_group() {
         "four one-thread processes asking for two CPUs each shared two"
     );
 }
+
+#[test]
+fn cpus_an_urgent_process_asks_for_are_reclaimed_and_it_runs_there_alone() {
+    let spec = Spec::from_toml(include_str!("../examples/arachne-reclaim.toml")).unwrap();
+    let r = records_and_replays::<Arachne>(&spec);
+    assert_eq!((r.counters.hints_taken, r.counters.hints_refused), (9, 0));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let urgent = main_cpus(&r, "urgent");
+    assert_eq!(
+        urgent.len(),
+        3,
+        "the urgent threads ran mostly on {urgent:?}"
+    );
+    let batch = main_cpus(&r, "batch");
+    assert!(
+        batch.iter().all(|c| !urgent.contains(c)),
+        "batch threads ran mostly on the urgent CPUs {urgent:?}: {batch:?}"
+    );
+}
+
+/// CPU time of group `group`, ms.
+fn group_runtime_ms(r: &Report, group: &str) -> f64 {
+    let ns: u64 = r
+        .tasks
+        .iter()
+        .filter(|t| t.group == group)
+        .map(|t| t.runtime_ns)
+        .sum();
+    ns as f64 / 1e6
+}
+
+#[test]
+fn cpus_asked_back_stay_with_their_process_for_the_grace_period() {
+    let spec = || Spec::from_toml(include_str!("../examples/arachne-reclaim.toml")).unwrap();
+    let mut at_once = spec();
+    at_once.run.args = "reclaim_ms=0".into();
+    let (asked, taken) = (run::<Arachne>(spec()), run::<Arachne>(at_once));
+    // Two CPUs asked back stay busy with batch threads for 20 ms each
+    // instead of going to the urgent process at once.
+    let kept = group_runtime_ms(&asked, "batch") - group_runtime_ms(&taken, "batch");
+    let waited = group_runtime_ms(&taken, "urgent") - group_runtime_ms(&asked, "urgent");
+    println!("batch kept {kept:.1} ms, urgent waited {waited:.1} ms");
+    for (what, ms) in [("batch kept", kept), ("urgent waited", waited)] {
+        assert!(
+            (30.0..=50.0).contains(&ms),
+            "{what} {ms:.1} ms, not about 2 x 20"
+        );
+    }
+}

@@ -51,7 +51,7 @@ fn spin(duration: Duration) -> (u64, u64) {
 fn ask(cores: u32) -> Result<(HintQueue<CoreRequest, CoreGrant>, CoreGrant)> {
     let mut queue = HintQueue::<CoreRequest, CoreGrant>::open()?;
     queue
-        .send(0, &CoreRequest { cores })
+        .send(0, &CoreRequest::cores(cores, 0))
         .context("asking for CPUs")?;
     let grant = queue
         .recv(Some(Duration::from_secs(10)))?
@@ -66,7 +66,7 @@ fn main() -> Result<()> {
     let grant_mask = granted.as_ref().map_or(0, |(_, g)| g.mask[0]);
     if let Some((_, g)) = &granted {
         println!("grant.mask {:#x}", g.mask[0]);
-        println!("grant.cpus {}", g.granted);
+        println!("grant.cpus {}", g.count());
     }
     let duration = Duration::from_millis(cli.duration_ms);
     let threads: Vec<_> = (0..cli.threads)

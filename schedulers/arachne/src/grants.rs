@@ -6,7 +6,7 @@ use core::cmp::Reverse;
 
 use enoki::{AllocError, CpuId, CpuSet, FixedVec, Pid, QueueId, Topology};
 
-use super::hints::{CoreGrant, GRANT_CPUS};
+use super::hints::{CoreGrant, GRANT_CPUS, GRANT_HELD, GRANT_RECLAIM, LOWEST_PRIORITY};
 
 /// Hint queues open at once, at most; another open fails (ENOSPC) until
 /// one is closed.
@@ -24,15 +24,32 @@ struct Process {
     queues: u32,
     /// CPUs it asked for.
     asked: u32,
+    /// How urgent: 0 first.
+    priority: u32,
     /// When it started asking: of the processes a max-min split leaves
     /// one CPU short, the earliest askers get the CPUs left over.
     since: u64,
     /// How many CPUs the split gives it.
     target: u32,
-    /// The CPUs it holds.
+    /// The CPUs it holds, those it is asked to give back included.
     grant: CpuSet,
-    /// The CPUs it will hold, while a split is placed.
+    /// The CPUs of `grant` it is asked to give back.
+    reclaiming: CpuSet,
+    /// The CPUs it will hold, while a split is placed, and of them those
+    /// it will be asked to give back.
     next: CpuSet,
+    next_reclaiming: CpuSet,
+}
+
+/// What happens to a CPU a split takes from a process that still wants
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaim {
+    /// It goes at once.
+    AtOnce,
+    /// The process is asked to give it back and holds it until it does
+    /// (see [`Grants::release`]); the CPU's new owner waits.
+    Asked,
 }
 
 #[derive(Clone, Copy)]
@@ -44,8 +61,11 @@ struct OpenQueue {
 /// What a new split changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Change {
-    /// Processes whose grant changed, by slot (bit `i`: slot `i`).
+    /// Processes whose grant changed, or the CPUs they are asked to give
+    /// back, by slot (bit `i`: slot `i`).
     slots: u64,
+    /// Processes newly asked to give CPUs back, by slot.
+    reclaim_slots: u64,
     /// CPUs that changed hands.
     pub moved: CpuSet,
 }
@@ -77,6 +97,7 @@ pub struct Grants {
     /// CPUs never granted, so that tasks of other processes always have
     /// somewhere to run.
     reserve: usize,
+    reclaim: Reclaim,
     generation: u32,
     /// Requests seen, to order askers.
     requests: u64,
@@ -84,7 +105,7 @@ pub struct Grants {
 
 impl Grants {
     /// Empty tables for `topology`, with `reserve` CPUs never granted.
-    pub fn new(topology: &Topology, reserve: usize) -> Result<Self, AllocError> {
+    pub fn new(topology: &Topology, reserve: usize, reclaim: Reclaim) -> Result<Self, AllocError> {
         let nr = topology.nr_cpus();
         let cores = FixedVec::new_with(nr, |cpu| {
             let mut core = CpuSet::empty();
@@ -104,6 +125,7 @@ impl Grants {
             grantable: online & CpuSet::first_n(GRANT_CPUS),
             granted: CpuSet::empty(),
             reserve,
+            reclaim,
             generation: 0,
             requests: 0,
         })
@@ -187,8 +209,9 @@ impl Grants {
         change
     }
 
-    /// Process `tgid` asks for `cores` CPUs; the CPUs are split again.
-    pub fn request(&mut self, tgid: Pid, cores: u32, topology: &Topology) -> Change {
+    /// Process `tgid` asks for `cores` CPUs at `priority`; the CPUs are
+    /// split again.
+    pub fn request(&mut self, tgid: Pid, cores: u32, priority: u32, topology: &Topology) -> Change {
         let requests = self.requests.saturating_add(1);
         let Some(process) = self
             .slot_of(tgid)
@@ -201,7 +224,42 @@ impl Grants {
             self.requests = requests;
         }
         process.asked = cores;
+        process.priority = priority;
         self.split(topology)
+    }
+
+    /// Process `tgid` gives back `cpu`, which it was asked to; the CPUs
+    /// are split again. `None` when it was not asked for `cpu`.
+    pub fn release(&mut self, tgid: Pid, cpu: CpuId, topology: &Topology) -> Option<Change> {
+        let slot = self.slot_of(tgid)?;
+        let process = self.processes.get_mut(slot)?;
+        if !process.reclaiming.contains(cpu) {
+            return None;
+        }
+        process.reclaiming.remove(cpu);
+        process.grant.remove(cpu);
+        let mut change = self.split(topology);
+        if change.slots == 0 {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        change.slots |= bit(slot);
+        change.moved.insert(cpu);
+        Some(change)
+    }
+
+    /// The process asked to give back `cpu`, if any.
+    pub fn reclaimer_of(&self, cpu: CpuId) -> Option<Pid> {
+        self.processes
+            .iter()
+            .find(|p| p.tgid != 0 && p.reclaiming.contains(cpu))
+            .map(|p| p.tgid)
+    }
+
+    /// Every CPU some process is asked to give back.
+    pub fn reclaiming(&self) -> CpuSet {
+        self.processes
+            .iter()
+            .fold(CpuSet::empty(), |all, p| all | p.reclaiming)
     }
 
     /// `cpu` came online or goes offline; the CPUs are split again.
@@ -266,20 +324,36 @@ impl Grants {
     /// What the process owning `queue` holds now, and that process.
     pub fn answer(&self, queue: QueueId) -> Option<(Pid, CoreGrant)> {
         let tgid = self.queue_owner(queue)?;
-        Some((tgid, CoreGrant::new(&self.grant_of(tgid), self.generation)))
+        Some((
+            tgid,
+            CoreGrant::new(GRANT_HELD, &self.grant_of(tgid), self.generation),
+        ))
     }
 
-    /// The grant to tell each queue whose process's grant `change` changed:
-    /// (queue, its process, what the process holds now).
+    /// What to tell each queue of a process `change` concerns, in order:
+    /// what it holds now if that or what it is asked back changed, then
+    /// what it is asked to give back if that grew. (queue, its process,
+    /// the grant).
     pub fn notices<'a>(
         &'a self,
         change: &'a Change,
     ) -> impl Iterator<Item = (QueueId, Pid, CoreGrant)> + 'a {
-        self.queues
+        let held = self
+            .queues
             .iter()
             .flatten()
             .filter(move |q| self.changed(q.tgid, change))
-            .filter_map(move |q| self.answer(q.id).map(|(tgid, grant)| (q.id, tgid, grant)))
+            .filter_map(move |q| self.answer(q.id).map(|(tgid, grant)| (q.id, tgid, grant)));
+        let asked_back = self.queues.iter().flatten().filter_map(move |q| {
+            let slot = self.slot_of(q.tgid)?;
+            if change.reclaim_slots & bit(slot) == 0 {
+                return None;
+            }
+            let process = self.processes.get(slot)?;
+            let grant = CoreGrant::new(GRANT_RECLAIM, &process.reclaiming, self.generation);
+            Some((q.id, q.tgid, grant))
+        });
+        held.chain(asked_back)
     }
 
     /// Splits the grantable CPUs among the processes asking, then places
@@ -289,63 +363,53 @@ impl Grants {
         self.place(topology)
     }
 
-    /// Each process's share: what it asked when everything asked fits,
-    /// else a max-min fair split (water-filling): every process gets
+    /// Each process's share, priority by priority (0 first), each level
+    /// sharing what the more urgent ones left: what it asked when that
+    /// fits, else a max-min fair split (water-filling): every process gets
     /// `min(asked, level)` for the highest level that fits, and the CPUs
     /// left over go one each to processes asking more, first to those
     /// already holding more than the level (they keep a CPU rather than
     /// one moving), then to the earliest askers.
     fn set_targets(&mut self) {
         let capacity = self.grantable.len().saturating_sub(self.reserve);
-        let capacity = u64::try_from(capacity).unwrap_or(u64::MAX);
-        let filled = |processes: &[Process], level: u32| -> u64 {
-            processes
-                .iter()
-                .map(|p| u64::from(p.asked.min(level)))
-                .fold(0, u64::saturating_add)
-        };
-        if filled(&self.processes, u32::MAX) <= capacity {
-            for p in self.processes.iter_mut() {
-                p.target = p.asked;
-            }
-            return;
-        }
-        let mut level = 0u32;
-        while u64::from(level) < capacity
-            && filled(&self.processes, level.saturating_add(1)) <= capacity
-        {
-            level = level.saturating_add(1);
-        }
+        let mut left = u64::try_from(capacity).unwrap_or(u64::MAX);
         for p in self.processes.iter_mut() {
-            p.target = p.asked.min(level);
+            p.target = 0;
         }
-        let mut left = capacity.saturating_sub(filled(&self.processes, level));
-        while left > 0 {
-            let short = self
-                .processes
-                .iter_mut()
-                .filter(|p| p.target == level && p.asked > level)
-                .max_by_key(|p| (p.grant.len() > count(level), Reverse(p.since)));
-            let Some(process) = short else { break };
-            process.target = process.target.saturating_add(1);
-            left = left.saturating_sub(1);
+        for priority in 0..=LOWEST_PRIORITY {
+            let given = water_fill(&mut self.processes, priority, left);
+            left = left.saturating_sub(given);
         }
     }
 
     /// Places the targets on CPUs with few moves: each process keeps as
     /// many of its CPUs as its target allows (whole cores, then CPUs in
-    /// its cache, first), and processes growing, earliest askers first,
-    /// take free CPUs next to theirs (see [`grow`]).
+    /// its cache, first), keeps those it is asked back (see [`Reclaim`]),
+    /// and processes growing, most urgent and earliest askers first, take
+    /// free CPUs next to theirs (see [`grow`]) as far as the CPUs asked
+    /// back leave room.
     fn place(&mut self, topology: &Topology) -> Change {
         let grantable = self.grantable;
+        let reclaim = self.reclaim;
         let cores = &self.cores;
-        for p in self.processes.iter_mut() {
-            p.next = shrink(p.grant & grantable, count(p.target), cores, topology);
-        }
         let mut free = grantable;
-        for p in self.processes.iter() {
-            free = free.without(p.next);
+        for p in self.processes.iter_mut() {
+            let had = p.grant & grantable;
+            let was_asked = p.reclaiming & had;
+            let target = count(p.target);
+            let mut keep = shrink(had.without(was_asked), target, cores, topology);
+            let short = target.saturating_sub(keep.len());
+            keep = keep | shrink(was_asked, short, cores, topology);
+            let lost = had.without(keep);
+            let wanted = had.len().min(count(p.asked)).saturating_sub(target);
+            p.next = keep;
+            p.next_reclaiming = match reclaim {
+                Reclaim::AtOnce => CpuSet::empty(),
+                Reclaim::Asked => asked_back(lost, was_asked, wanted, cores, topology),
+            };
+            free = free.without(keep | p.next_reclaiming);
         }
+        let mut room = free.len().saturating_sub(self.reserve);
         let mut placed = 0u64;
         loop {
             let growing = self
@@ -353,22 +417,35 @@ impl Grants {
                 .iter()
                 .enumerate()
                 .filter(|(i, p)| placed & bit(*i) == 0 && p.next.len() < count(p.target))
-                .min_by_key(|(_, p)| p.since)
+                .min_by_key(|(_, p)| (p.priority, p.since))
                 .map(|(i, _)| i);
             let Some(slot) = growing else { break };
             placed |= bit(slot);
             if let Some(p) = self.processes.get_mut(slot) {
-                p.next = grow(p.next, count(p.target), &mut free, cores, topology);
+                let wants = count(p.target).saturating_sub(p.next.len()).min(room);
+                room = room.saturating_sub(wants);
+                let to = p.next.len().saturating_add(wants);
+                p.next = grow(p.next, to, &mut free, cores, topology);
             }
         }
+        self.commit()
+    }
+
+    /// Makes the placed split the grants, and says what changed.
+    fn commit(&mut self) -> Change {
         let mut change = Change::default();
         let mut granted = CpuSet::empty();
         for (slot, p) in self.processes.iter_mut().enumerate() {
-            if p.next != p.grant {
+            let grant = p.next | p.next_reclaiming;
+            if grant != p.grant || p.next_reclaiming != p.reclaiming {
                 change.slots |= bit(slot);
-                change.moved = change.moved | p.next.without(p.grant) | p.grant.without(p.next);
-                p.grant = p.next;
+                change.moved = change.moved | grant.without(p.grant) | p.grant.without(grant);
             }
+            if !p.next_reclaiming.without(p.reclaiming).is_empty() {
+                change.reclaim_slots |= bit(slot);
+            }
+            p.grant = grant;
+            p.reclaiming = p.next_reclaiming;
             granted = granted | p.grant;
         }
         self.granted = granted;
@@ -377,6 +454,62 @@ impl Grants {
         }
         change
     }
+}
+
+/// Of the processes at `priority`, each one's target out of `capacity`
+/// CPUs (see [`Grants::set_targets`]); returns how many it gave.
+fn water_fill(processes: &mut [Process], priority: u32, capacity: u64) -> u64 {
+    let filled = |processes: &[Process], level: u32| -> u64 {
+        processes
+            .iter()
+            .filter(|p| p.priority == priority)
+            .map(|p| u64::from(p.asked.min(level)))
+            .fold(0, u64::saturating_add)
+    };
+    let all = filled(processes, u32::MAX);
+    if all <= capacity {
+        for p in processes.iter_mut().filter(|p| p.priority == priority) {
+            p.target = p.asked;
+        }
+        return all;
+    }
+    let mut level = 0u32;
+    while u64::from(level) < capacity && filled(processes, level.saturating_add(1)) <= capacity {
+        level = level.saturating_add(1);
+    }
+    for p in processes.iter_mut().filter(|p| p.priority == priority) {
+        p.target = p.asked.min(level);
+    }
+    let mut left = capacity.saturating_sub(filled(processes, level));
+    while left > 0 {
+        let short = processes
+            .iter_mut()
+            .filter(|p| p.priority == priority && p.target == level && p.asked > level)
+            .max_by_key(|p| (p.grant.len() > count(level), Reverse(p.since)));
+        let Some(process) = short else { break };
+        process.target = process.target.saturating_add(1);
+        left = left.saturating_sub(1);
+    }
+    capacity.saturating_sub(left)
+}
+
+/// Of `lost`, the `wanted` CPUs a process is asked to give back (it still
+/// wants them; the rest of `lost` it gave up itself): those it was already
+/// asked for first, so that a new split does not restart the grace period
+/// of a CPU already asked back.
+fn asked_back(
+    lost: CpuSet,
+    was_asked: CpuSet,
+    wanted: usize,
+    cores: &FixedVec<CpuSet>,
+    topology: &Topology,
+) -> CpuSet {
+    let again = lost & was_asked;
+    if again.len() >= wanted {
+        return shrink(again, wanted, cores, topology);
+    }
+    let more = wanted.saturating_sub(again.len());
+    again | shrink(lost.without(again), more, cores, topology)
 }
 
 /// The CPUs of `cpu`'s physical core.

@@ -18,6 +18,11 @@ pub struct Stats {
     /// Times a CPU was asked to come and take a task waiting where it may
     /// no longer run.
     pub pulls: u64,
+    /// CPUs asked back that their process gave back within the grace
+    /// period.
+    pub released: u64,
+    /// CPUs asked back and taken when the grace period ended.
+    pub taken: u64,
     /// Changes of the grants (the last `CoreGrant::generation`).
     pub generation: u32,
 }
@@ -30,6 +35,8 @@ impl Arachne {
             requests_taken: c.requests_taken.get(),
             requests_refused: c.requests_refused.get(),
             pulls: c.pulls.get(),
+            released: c.released.get(),
+            taken: c.taken.get(),
             generation: self.grants.read()?.generation(),
         })
     }
@@ -42,5 +49,10 @@ impl Arachne {
     /// Every CPU some process holds.
     pub fn granted(&self) -> Result<CpuSet> {
         Ok(self.grants.read()?.granted())
+    }
+
+    /// Every CPU some process is asked to give back.
+    pub fn reclaiming(&self) -> Result<CpuSet> {
+        Ok(self.grants.read()?.reclaiming())
     }
 }

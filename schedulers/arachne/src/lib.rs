@@ -12,19 +12,31 @@
 //! [`CoreRequest`] and [`CoreGrant`]). The queue belongs to your process
 //! (its thread group): requests through it are for the whole process.
 //!
-//! - `CoreRequest { cores: n }`, sent about any thread of your process
-//!   (pid 0: the sender), asks for `n` CPUs for your process; `n = 0` gives
-//!   them all back. A request replaces the one before. Refused (EINVAL):
-//!   `n` above the machine's CPU count, a thread of another process, a
-//!   task the scheduler does not schedule.
-//! - Each request taken is answered with a [`CoreGrant`] on the queue it
-//!   came through: `mask` (bit `i % 64` of word `i / 64` is CPU `i`), the
-//!   count `granted`, and `generation`. Every later change of what your
-//!   process holds (another process asking or giving back CPUs, a CPU
-//!   going offline or coming back) is sent to each of your process's
-//!   queues, at once: act on the newest `generation` (the counter counts
-//!   every change of anyone's grants). A revoked CPU stops running your
-//!   threads at once; Arachne's runtime parks the thread it ran there.
+//! - `CoreRequest::cores(n, priority)`, sent about any thread of your
+//!   process (pid 0: the sender), asks for `n` CPUs for your process at
+//!   `priority` (0, the most urgent, to [`LOWEST_PRIORITY`]); `n = 0`
+//!   gives them all back. A request replaces the one before. Refused
+//!   (EINVAL): `n` above the machine's CPU count, a priority past the
+//!   lowest, an unknown `kind`, a thread of another process, a task the
+//!   scheduler does not schedule.
+//! - Each request taken is answered with a [`CoreGrant`] of kind
+//!   [`GRANT_HELD`] on the queue it came through: `mask` (bit `i % 64` of
+//!   word `i / 64` is CPU `i`; [`CoreGrant::count`] counts them) and
+//!   `generation`. Every later change of what your process holds (another
+//!   process asking or giving back CPUs, a CPU going offline or coming
+//!   back) is sent to each of your process's queues, at once: act on the
+//!   newest `generation` (the counter counts every change of anyone's
+//!   grants).
+//! - When a more urgent process, or a fair split, needs CPUs you still
+//!   want, you are asked to give them back: a [`CoreGrant`] of kind
+//!   [`GRANT_RECLAIM`] names them. You hold them until you give each
+//!   back, by `CoreRequest::release(cpu)` (refused for a CPU not asked
+//!   back) or by leaving nothing of yours to run there (Arachne's runtime
+//!   parks the thread it ran there), or until the grace period
+//!   (`reclaim_ms`, below) ends: then the CPU is taken, and a thread
+//!   still running there moves to your other CPUs. The process waiting
+//!   for the CPUs gets them as they come back. CPUs you give up yourself
+//!   by asking for fewer, and everything when `reclaim_ms=0`, go at once.
 //! - You may get fewer CPUs than asked: at least `reserve` CPUs (see
 //!   below) are never granted, CPUs from [`GRANT_CPUS`] on never are, and
 //!   when the processes asking want more than the rest, it is split max-min
@@ -48,8 +60,9 @@
 //!
 //! - Arbitration: of the online CPUs below [`GRANT_CPUS`], all but
 //!   `reserve` (the argument, `enoki load arachne --args reserve=N`,
-//!   1..=the CPU count, default 1) can be granted. What is asked is given
-//!   when it fits, else split max-min fairly; the CPUs left over at the
+//!   1..=the CPU count, default 1) can be granted. Priorities are served
+//!   in order, each sharing what the more urgent left: what is asked is
+//!   given when it fits, else split max-min fairly; the CPUs left over at the
 //!   level go one each to processes already holding more than it, then to
 //!   the earliest askers. On every new split each process keeps as many of
 //!   its CPUs as it may (few moves); a process giving some up keeps whole
@@ -63,6 +76,9 @@
 //!   CPU, else the nearest; it runs one slice (the module's `slice_us`),
 //!   then goes to the back of its CPU's queue. An idle CPU steals the
 //!   oldest task it may run from the longest queue, nearest first.
+//! - Reclaim: a CPU asked back has a grace period of `reclaim_ms`
+//!   (0..=10000, default 20), timed by the CPU's preemption timer; the
+//!   count of CPUs given back in time and taken at its end is kept.
 //! - A change of grants takes effect at once: every CPU that changed
 //!   hands, or runs a task of a process whose grant changed, is preempted.
 //!   A CPU never picks a task that may no longer run there, and hands back
@@ -78,7 +94,10 @@ mod hints;
 mod introspect;
 
 pub use grants::{MAX_PROCESSES, MAX_QUEUES};
-pub use hints::{CoreGrant, CoreRequest, GRANT_CPUS};
+pub use hints::{
+    CoreGrant, CoreRequest, GRANT_CPUS, GRANT_HELD, GRANT_RECLAIM, LOWEST_PRIORITY, RELEASE_CORE,
+    REQUEST_CORES,
+};
 #[cfg(any(test, feature = "introspect"))]
 pub use introspect::Stats;
 
@@ -87,11 +106,17 @@ use enoki::{
     NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, RwLock, Schedulable,
     Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
 };
-use grants::{Change, Grants};
+use grants::{Change, Grants, Reclaim};
 use hints::Counters;
 
 /// CPUs never granted unless `reserve=` says otherwise.
 const DEFAULT_RESERVE: u64 = 1;
+/// The grace period of a CPU asked back unless `reclaim_ms=` says
+/// otherwise: a few of a runtime's scheduling rounds, short next to the
+/// time a process asking for CPUs waits for anything else.
+const DEFAULT_RECLAIM_MS: u64 = 20;
+/// The longest grace period `reclaim_ms=` may set.
+const MAX_RECLAIM_MS: u64 = 10_000;
 
 /// A task as the scheduler knows it.
 #[derive(Clone, Copy)]
@@ -136,6 +161,12 @@ pub struct Arachne {
     /// The process of the task each CPU last picked or kept (0: none), so
     /// that a change of its grant preempts it.
     running: FixedVec<Shared<Pid>>,
+    /// The grace period of a CPU asked back, ns (0: taken at once).
+    reclaim_ns: u64,
+    /// Per CPU asked back, when its grace period ends ([`Services::now`]
+    /// time; 0: not asked back). Mirrors the grants, so that picking
+    /// needs no lock to know.
+    deadlines: FixedVec<Shared<u64>>,
     counters: Counters,
     /// CPUs whose last pick found nothing. libEnoki flags, not atomics, so
     /// that replay sees every access.
@@ -309,6 +340,7 @@ impl Arachne {
                 self.services.send_rev_hint(queue, tgid, &grant);
             }
         }
+        let reclaiming = grants.reclaiming();
         for cpu in self.topology.cpus() {
             let runs = self.running.get(cpu).map_or(0, Shared::get);
             let affected =
@@ -316,18 +348,98 @@ impl Arachne {
             if affected && self.is_online(cpu) {
                 self.services.preempt_cpu(cpu);
             }
+            self.set_deadline(cpu, reclaiming.contains(cpu));
         }
     }
 
-    /// Process `tgid`'s request for `cores` CPUs, made through `queue`.
-    fn request(&self, queue: QueueId, tgid: Pid, cores: u32) -> Result<bool> {
+    /// Starts `cpu`'s grace period when it is newly asked back (its timer
+    /// preempts it when the period ends, so that it is taken), or ends it
+    /// when it is no longer asked back.
+    fn set_deadline(&self, cpu: CpuId, asked_back: bool) {
+        let Some(deadline) = self.deadlines.get(cpu) else {
+            return;
+        };
+        match (asked_back, deadline.get()) {
+            (true, 0) => {
+                deadline.set(self.services.now().saturating_add(self.reclaim_ns).max(1));
+                self.services.set_timer(cpu, self.reclaim_ns);
+                if self.is_idle(cpu) {
+                    // Nothing runs there: its pick gives it back now.
+                    self.services.kick_cpu(cpu);
+                }
+            }
+            (false, d) if d != 0 => {
+                deadline.set(0);
+                self.services.cancel_timer(cpu);
+            }
+            _ => {}
+        }
+    }
+
+    fn deadline(&self, cpu: CpuId) -> u64 {
+        self.deadlines.get(cpu).map_or(0, Shared::get)
+    }
+
+    /// Takes `cpu` from the process asked to give it back, if its grace
+    /// period is over; otherwise makes sure its timer comes back for it.
+    fn take_if_due(&self, cpu: CpuId) -> Result {
+        let deadline = self.deadline(cpu);
+        if deadline == 0 {
+            return Ok(());
+        }
+        let now = self.services.now();
+        if now < deadline {
+            self.services.set_timer(cpu, deadline.saturating_sub(now));
+            return Ok(());
+        }
+        if self.give_back(cpu, None)? {
+            self.counters.taken.fetch_add(1);
+        }
+        Ok(())
+    }
+
+    /// `cpu`, asked back, goes from its process (which must be `tgid`,
+    /// when given) to the next split. False when it was not asked back.
+    fn give_back(&self, cpu: CpuId, tgid: Option<Pid>) -> Result<bool> {
+        let mut grants = self.grants.write()?;
+        let Some(holder) = grants.reclaimer_of(cpu) else {
+            return Ok(false);
+        };
+        if tgid.is_some_and(|t| t != holder) {
+            return Ok(false);
+        }
+        let Some(change) = grants.release(holder, cpu, &self.topology) else {
+            return Ok(false);
+        };
+        self.publish(&grants, &change, None);
+        Ok(true)
+    }
+
+    /// Process `tgid`'s request, made through `queue`: whether it was
+    /// taken.
+    fn request(&self, queue: QueueId, tgid: Pid, hint: &CoreRequest) -> Result<bool> {
+        let in_range = usize::try_from(hint.cores).is_ok_and(|n| n <= self.topology.nr_cpus());
         let mut grants = self.grants.write()?;
         if grants.queue_owner(queue) != Some(tgid) {
             return Ok(false);
         }
-        let change = grants.request(tgid, cores, &self.topology);
-        self.publish(&grants, &change, Some(queue));
-        Ok(true)
+        match hint.kind {
+            REQUEST_CORES if in_range && hint.priority <= LOWEST_PRIORITY => {
+                let change = grants.request(tgid, hint.cores, hint.priority, &self.topology);
+                self.publish(&grants, &change, Some(queue));
+                Ok(true)
+            }
+            RELEASE_CORE => {
+                drop(grants);
+                let cpu = usize::try_from(hint.cpu).unwrap_or(usize::MAX);
+                let released = self.give_back(cpu, Some(tgid))?;
+                if released {
+                    self.counters.released.fetch_add(1);
+                }
+                Ok(released)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn hotplug(&self, cpu: CpuId, online: bool) -> Result {
@@ -354,19 +466,29 @@ impl EnokiScheduler for Arachne {
         .and(Messages::HINTS);
 
     fn init(ctx: &InitContext<'_>) -> Result<Self, InitError> {
-        ctx.args.check_known(&["reserve"])?;
+        ctx.args.check_known(&["reserve", "reclaim_ms"])?;
         let nr = ctx.topology.nr_cpus();
         let most = u64::try_from(nr).unwrap_or(u64::MAX);
         let reserve = ctx.args.u64_in("reserve", DEFAULT_RESERVE, 1, most)?;
         let reserve = usize::try_from(reserve).unwrap_or(usize::MAX);
+        let reclaim_ms = ctx
+            .args
+            .u64_in("reclaim_ms", DEFAULT_RECLAIM_MS, 0, MAX_RECLAIM_MS)?;
+        let reclaim = if reclaim_ms == 0 {
+            Reclaim::AtOnce
+        } else {
+            Reclaim::Asked
+        };
         Ok(Arachne {
             topology: ctx.topology.try_clone()?,
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
             queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-            grants: RwLock::new(Grants::new(ctx.topology, reserve)?),
+            grants: RwLock::new(Grants::new(ctx.topology, reserve, reclaim)?),
             running: FixedVec::new_with(nr, |_| Shared::new(0))?,
+            reclaim_ns: reclaim_ms.saturating_mul(1_000_000),
+            deadlines: FixedVec::new_with(nr, |_| Shared::new(0))?,
             counters: Counters::default(),
             idle: CpuFlags::new(nr)?,
             offline: CpuFlags::new(nr)?,
@@ -376,7 +498,7 @@ impl EnokiScheduler for Arachne {
         })
     }
 
-    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         // Asked to take a task waiting elsewhere: decline the own queue, so
         // that the kernel balances (twice, since when a task is running
         // the kernel asks again only once it has handed that task back).
@@ -389,6 +511,7 @@ impl EnokiScheduler for Arachne {
             self.idle.set(cpu, false);
             return Ok(None);
         }
+        self.take_if_due(cpu)?;
         let next = {
             let mut queue = self.queues.lock(cpu)?;
             let grants = self.grants.read()?;
@@ -401,6 +524,11 @@ impl EnokiScheduler for Arachne {
                 here
             })
         };
+        let stays = prev.is_some_and(|p| p.runnable);
+        if next.is_none() && !stays && self.deadline(cpu) != 0 && self.give_back(cpu, None)? {
+            // Asked back, and nothing of its process left to run here.
+            self.counters.released.fetch_add(1);
+        }
         self.idle.set(cpu, next.is_none());
         self.set_running(cpu, next.as_ref().map_or(0, |w| w.tgid));
         Ok(next.map(|w| {
@@ -414,6 +542,7 @@ impl EnokiScheduler for Arachne {
         if self.pulling.get(cpu) || self.pull.get(cpu) {
             return Ok(None);
         }
+        self.take_if_due(cpu)?;
         // A task that may no longer run here goes back (and elsewhere).
         match self.placement(prev.pid)? {
             Some((member, may_run)) if may_run.contains(cpu) => {
@@ -585,10 +714,9 @@ impl EnokiScheduler for Arachne {
 
     fn parse_hint(&self, queue: QueueId, pid: Pid, hint: CoreRequest) -> Result<(), HintError> {
         let tgid = self.tasks.lock()?.get(pid).map(|m| m.tgid);
-        let in_range = usize::try_from(hint.cores).is_ok_and(|n| n <= self.topology.nr_cpus());
         let taken = match tgid {
-            Some(tgid) if in_range => self.request(queue, tgid, hint.cores)?,
-            _ => false,
+            Some(tgid) => self.request(queue, tgid, &hint)?,
+            None => false,
         };
         self.counters.request(taken);
         if taken {

@@ -11,12 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use enoki::abi::{kind, Msg};
 use enoki::user::{Driver, HostEvent, TaskState};
 use enoki::{CpuSet, HintData, InitError, Pid, QueueId, Topology, ROOT_CGROUP};
-use enoki_arachne::{Arachne, CoreGrant, CoreRequest, Stats, MAX_QUEUES};
+use enoki_arachne::{
+    Arachne, CoreGrant, CoreRequest, Stats, GRANT_HELD, GRANT_RECLAIM, LOWEST_PRIORITY, MAX_QUEUES,
+};
 
 const SLICE: u64 = 3_000_000;
 const EINVAL: i64 = -22;
 const ENOSPC: i64 = -28;
 const NR_CPUS: usize = 8;
+/// CPUs a new split takes go at once, with no grace period.
+const AT_ONCE: &str = "reclaim_ms=0";
 
 /// Two sockets, one cache each, of two cores of two SMT threads: CPUs
 /// 0-3 share a cache, 4-7 the other; cores {0,1} {2,3} {4,5} {6,7}.
@@ -31,6 +35,8 @@ struct Kernel {
     /// Per idle CPU, the tasks waiting on it when it last picked and found
     /// nothing it may run.
     looked: BTreeMap<usize, BTreeSet<Pid>>,
+    /// Per CPU, the delay its armed preemption timer was last set to.
+    timers: BTreeMap<usize, u64>,
 }
 
 impl std::ops::Deref for Kernel {
@@ -51,6 +57,7 @@ fn driver(args: &str) -> Kernel {
     Kernel {
         d: Driver::new(topology(), 128, SLICE, args).unwrap(),
         looked: BTreeMap::new(),
+        timers: BTreeMap::new(),
     }
 }
 
@@ -67,7 +74,7 @@ fn anywhere() -> CpuSet {
 }
 
 fn ask(cores: u32) -> CoreRequest {
-    CoreRequest { cores }
+    CoreRequest::cores(cores, 0)
 }
 
 /// Task `pid` of process `tgid`, allowed on `allowed`, asleep. CPU 0 must
@@ -135,7 +142,14 @@ fn settle(k: &mut Kernel) -> Vec<Notice> {
                     let grant = CoreGrant::read(&hint);
                     notices.push(Notice { queue, pid, grant });
                 }
-                HostEvent::Timer { .. } => {}
+                HostEvent::Timer { cpu, ns } => match ns {
+                    Some(ns) => {
+                        k.timers.insert(cpu, ns);
+                    }
+                    None => {
+                        k.timers.remove(&cpu);
+                    }
+                },
             }
         }
         for cpu in 0..NR_CPUS {
@@ -159,6 +173,20 @@ fn settle(k: &mut Kernel) -> Vec<Notice> {
         }
     }
     panic!("the kicks never settled");
+}
+
+/// `cpu`'s armed timer fires: the clock moves on by its delay and the CPU
+/// is preempted, as Enoki-C's timer does; then the kicks settle.
+fn expire(k: &mut Kernel, cpu: usize) -> Vec<Notice> {
+    let ns = k.timers.remove(&cpu).expect("the CPU's timer is armed");
+    let now = k.d.now() + ns;
+    k.d.set_now(now);
+    if k.d.running(cpu).is_some() {
+        k.d.preempt(cpu, false);
+    } else {
+        k.d.schedule(cpu);
+    }
+    settle(k)
 }
 
 /// Every CPU that runs a task gives it a slice (the slice ends); an idle
@@ -272,7 +300,7 @@ fn a_request_grants_that_many_cpus_and_says_which() {
     assert_eq!(notices.len(), 1, "{notices:?}");
     let n = notices[0];
     assert_eq!((n.queue, n.pid), (q, 10), "about the process, on its queue");
-    assert_eq!(n.grant.granted, 2);
+    assert_eq!(n.grant.count(), 2);
     assert_eq!(n.grant.cpus(), cpus(&[6, 7]), "a whole core, highest first");
     assert_eq!(n.grant.mask, [0xc0, 0, 0]);
     assert_eq!(n.grant.generation, 1);
@@ -286,7 +314,7 @@ fn a_request_grants_that_many_cpus_and_says_which() {
     // Asking for more keeps what it has; asking the same again changes
     // nothing and is answered all the same.
     let more = notice_to(&request(&mut d, q, 10, 3), q);
-    assert_eq!(more.granted, 3);
+    assert_eq!(more.count(), 3);
     assert_eq!(more.cpus() & cpus(&[6, 7]), cpus(&[6, 7]));
     assert_eq!(more.generation, 2);
     let same = notice_to(&request(&mut d, q, 10, 3), q);
@@ -330,7 +358,7 @@ fn a_process_runs_only_on_its_cpus_and_nothing_else_runs_there() {
 
 #[test]
 fn two_processes_asking_too_much_get_a_max_min_split_and_are_told() {
-    let mut d = driver("");
+    let mut d = driver(AT_ONCE);
     all_idle(&mut d);
     let mut tgid_of = spinners(&mut d, 3);
     for tgid in [10, 20, 30] {
@@ -341,13 +369,13 @@ fn two_processes_asking_too_much_get_a_max_min_split_and_are_told() {
     let qa = d.open_queue(10, 10, 0).unwrap();
     let qb = d.open_queue(20, 20, 0).unwrap();
     let a = notice_to(&request(&mut d, qa, 10, 6), qa);
-    assert_eq!(a.granted, 6);
+    assert_eq!(a.count(), 6);
     // 7 CPUs to give (one kept back): 4 and 3, the odd one to the process
     // that holds it already; both are told.
     let notices = request(&mut d, qb, 20, 5);
     assert_eq!(notices.len(), 2, "{notices:?}");
     let (a2, b) = (notice_to(&notices, qa), notice_to(&notices, qb));
-    assert_eq!((a2.granted, b.granted), (4, 3));
+    assert_eq!((a2.count(), b.count()), (4, 3));
     assert_eq!(a2.generation, b.generation);
     assert!(a2.generation > a.generation);
     assert!(
@@ -363,7 +391,7 @@ fn two_processes_asking_too_much_get_a_max_min_split_and_are_told() {
     let notices = request(&mut d, qc, 30, 1);
     assert_eq!(notices.len(), 2, "{notices:?}");
     let (a3, c) = (notice_to(&notices, qa), notice_to(&notices, qc));
-    assert_eq!((a3.granted, c.granted), (3, 1));
+    assert_eq!((a3.count(), c.count()), (3, 1));
     assert_eq!(grant_of(&d, 20), b.cpus());
     assert!(a3.cpus().without(a2.cpus()).is_empty());
     let ran = run(&mut d, 20, &tgid_of);
@@ -377,7 +405,7 @@ fn two_processes_asking_too_much_get_a_max_min_split_and_are_told() {
 
 #[test]
 fn giving_cpus_back_lets_others_run_there_again() {
-    let mut d = driver("");
+    let mut d = driver(AT_ONCE);
     all_idle(&mut d);
     let mut tgid_of = spinners(&mut d, 8);
     for tgid in [10, 20] {
@@ -396,7 +424,7 @@ fn giving_cpus_back_lets_others_run_there_again() {
         a,
         "every queue of the process is told"
     );
-    assert_eq!((a.granted, b.granted), (4, 3));
+    assert_eq!((a.count(), b.count()), (4, 3));
     let spinning = |p: Pid| p <= 8;
     let ran = run(&mut d, 10, &tgid_of);
     assert!((cpus_of(&ran, spinning) & (a.cpus() | b.cpus())).is_empty());
@@ -409,13 +437,13 @@ fn giving_cpus_back_lets_others_run_there_again() {
     let notices = settle(&mut d);
     let b2 = notice_to(&notices, qb);
     assert_eq!(notices.len(), 1, "A's queues are gone: {notices:?}");
-    assert_eq!(b2.granted, 5);
+    assert_eq!(b2.count(), 5);
     assert!(b.cpus().without(b2.cpus()).is_empty(), "B keeps its CPUs");
     assert!(grant_of(&d, 10).is_empty());
     // B gives everything back (and the two processes' tasks leave): the
     // spinners spread over every CPU again.
     let b3 = notice_to(&request(&mut d, qb, 20, 0), qb);
-    assert_eq!((b3.granted, b3.mask), (0, [0; 3]));
+    assert_eq!((b3.count(), b3.mask), (0, [0; 3]));
     assert!(b3.generation > b2.generation);
     assert!(d.scheduler().granted().unwrap().is_empty());
     d.exit(10);
@@ -426,7 +454,7 @@ fn giving_cpus_back_lets_others_run_there_again() {
 
 #[test]
 fn reserve_cpus_are_never_granted() {
-    let mut d = driver("reserve=3");
+    let mut d = driver("reserve=3,reclaim_ms=0");
     all_idle(&mut d);
     let mut tgid_of = spinners(&mut d, 6);
     for tgid in [10, 20] {
@@ -436,10 +464,10 @@ fn reserve_cpus_are_never_granted() {
     settle(&mut d);
     let qa = d.open_queue(10, 10, 0).unwrap();
     let qb = d.open_queue(20, 20, 0).unwrap();
-    assert_eq!(notice_to(&request(&mut d, qa, 10, 8), qa).granted, 5);
+    assert_eq!(notice_to(&request(&mut d, qa, 10, 8), qa).count(), 5);
     let notices = request(&mut d, qb, 20, 8);
     let (a, b) = (notice_to(&notices, qa), notice_to(&notices, qb));
-    assert_eq!((a.granted, b.granted), (3, 2));
+    assert_eq!((a.count(), b.count()), (3, 2));
     let pool = anywhere().without(a.cpus() | b.cpus());
     assert_eq!(pool.len(), 3);
     let ran = run(&mut d, 20, &tgid_of);
@@ -449,7 +477,7 @@ fn reserve_cpus_are_never_granted() {
     let mut d = driver("reserve=8");
     d.spawn(10, anywhere(), 0, 0);
     let q = d.open_queue(10, 10, 0).unwrap();
-    assert_eq!(notice_to(&request(&mut d, q, 10, 4), q).granted, 0);
+    assert_eq!(notice_to(&request(&mut d, q, 10, 4), q).count(), 0);
 }
 
 #[test]
@@ -468,11 +496,21 @@ fn bad_requests_are_refused() {
     for cores in [NR_CPUS as u32 + 1, u32::MAX] {
         assert_eq!(d.send_hint(q, 11, &ask(cores), 0), EINVAL, "{cores}");
     }
+    // A priority past the lowest, a kind nobody knows, a CPU given back
+    // that nobody asked for.
+    let late = CoreRequest::cores(1, LOWEST_PRIORITY + 1);
+    assert_eq!(d.send_hint(q, 11, &late, 0), EINVAL);
+    let odd = CoreRequest {
+        kind: 7,
+        ..CoreRequest::cores(1, 0)
+    };
+    assert_eq!(d.send_hint(q, 11, &odd, 0), EINVAL);
+    assert_eq!(d.send_hint(q, 11, &CoreRequest::release(5), 0), EINVAL);
     // A queue the scheduler does not hold (sent raw: the driver refuses
     // an unknown queue before the scheduler sees the hint).
     let mut m = Msg::new(kind::HINT, 0);
     (m.queue, m.pid) = (q + 77, 11);
-    let mut bytes = [0u8; 4];
+    let mut bytes = [0u8; CoreRequest::SIZE];
     ask(1).write(&mut bytes);
     m.set_hint_bytes(&bytes);
     d.send(&mut m);
@@ -482,10 +520,10 @@ fn bad_requests_are_refused() {
     let s = stats(&d);
     assert_eq!(
         (s.requests_taken, s.requests_refused, s.generation),
-        (0, 4, 0)
+        (0, 7, 0)
     );
     // Any thread of the process may be named; all the CPUs may be asked.
-    assert_eq!(notice_to(&request(&mut d, q, 12, 8), q).granted, 7);
+    assert_eq!(notice_to(&request(&mut d, q, 12, 8), q).count(), 7);
     assert_eq!(stats(&d).requests_taken, 1);
 }
 
@@ -637,7 +675,7 @@ fn queues_past_the_limit_are_refused_until_one_closes() {
     let again = d.open_queue(999, 999, 0).unwrap();
     assert_eq!(d.open_queue(1000, 1000, 0), Err(ENOSPC));
     d.spawn(999, anywhere(), 0, 0);
-    assert_eq!(notice_to(&request(&mut d, again, 999, 1), again).granted, 1);
+    assert_eq!(notice_to(&request(&mut d, again, 999, 1), again).count(), 1);
 }
 
 #[test]
@@ -650,7 +688,7 @@ fn an_upgrade_drops_the_grants_and_keeps_the_queues() {
     settle(&mut d);
     assert!(d.scheduler().granted().unwrap().is_empty());
     assert_eq!(
-        notice_to(&request(&mut d, q, 10, 2), q).granted,
+        notice_to(&request(&mut d, q, 10, 2), q).count(),
         2,
         "the queue is open"
     );
@@ -778,4 +816,141 @@ fn no_task_is_lost_under_a_mix() {
         (0, 0, 0, 0)
     );
     assert!(!d.failed());
+}
+
+/// Process 100 with `threads` threads (101..) holding 6 CPUs, every
+/// thread running; process 200 with one thread, its queue open. Returns
+/// the two queues.
+fn one_holds_six(d: &mut Kernel, threads: Pid) -> (QueueId, QueueId, BTreeMap<Pid, Pid>) {
+    let mut tgid_of = BTreeMap::new();
+    for pid in 101..=100 + threads {
+        thread(d, pid, 100, anywhere());
+        tgid_of.insert(pid, 100);
+    }
+    thread(d, 201, 200, anywhere());
+    tgid_of.insert(201, 200);
+    all_idle(d);
+    let qa = d.open_queue(101, 100, 0).unwrap();
+    let qb = d.open_queue(201, 200, 0).unwrap();
+    let a = notice_to(&request(d, qa, 101, 6), qa);
+    assert_eq!(a.count(), 6);
+    for pid in 101..=100 + threads {
+        d.wake(pid, 0);
+        settle(d);
+    }
+    (qa, qb, tgid_of)
+}
+
+/// Process 200 asks for 3 CPUs at priority 0, above process 100's 4.
+fn urgent_asks_three(d: &mut Kernel, qb: QueueId) -> Vec<Notice> {
+    let urgent = CoreRequest::cores(3, 0);
+    assert_eq!(d.send_hint(qb, 201, &urgent, 0), 0);
+    settle(d)
+}
+
+fn of_kind(notices: &[Notice], queue: QueueId, kind: u32) -> Vec<CoreGrant> {
+    notices
+        .iter()
+        .filter(|n| n.queue == queue && n.grant.kind == kind)
+        .map(|n| n.grant)
+        .collect()
+}
+
+#[test]
+fn a_cpu_a_more_urgent_process_takes_is_asked_back_then_released_or_taken() {
+    let mut d = driver("");
+    let (qa, qb, tgid_of) = one_holds_six(&mut d, 6);
+    let before = grant_of(&d, 100);
+    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
+    settle(&mut d);
+    let notices = urgent_asks_three(&mut d, qb);
+    // A is asked for two CPUs and keeps them meanwhile; B gets the one
+    // free CPU past the reserve at once and waits for the other two.
+    let asked = of_kind(&notices, qa, GRANT_RECLAIM);
+    assert_eq!(asked.len(), 1, "{notices:?}");
+    let asked = asked[0].cpus();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(d.scheduler().reclaiming().unwrap(), asked);
+    assert_eq!(grant_of(&d, 100), before, "A holds all six meanwhile");
+    assert_eq!(notice_to(&notices, qb).count(), 1);
+    for cpu in asked.iter() {
+        assert_eq!(
+            d.timers.get(&cpu),
+            Some(&20_000_000),
+            "grace timer on {cpu}"
+        );
+        let runs = d.running(cpu).expect("A's thread still runs there");
+        assert_eq!(tgid_of[&runs], 100);
+    }
+    check_placement(&d, &tgid_of);
+    // A gives one back: both are told, B grows.
+    let mut asked_cpus = asked.iter();
+    let (first, second) = (asked_cpus.next().unwrap(), asked_cpus.next().unwrap());
+    assert_eq!(
+        d.send_hint(qa, 101, &CoreRequest::release(first as u32), 0),
+        0
+    );
+    let notices = settle(&mut d);
+    let a = of_kind(&notices, qa, GRANT_HELD);
+    assert_eq!(a.len(), 1, "{notices:?}");
+    assert!(!a[0].cpus().contains(first) && a[0].cpus().contains(second));
+    assert_eq!(notice_to(&notices, qb).count(), 2);
+    assert!(!d.timers.contains_key(&first), "its timer is cancelled");
+    check_placement(&d, &tgid_of);
+    // Giving it back twice is refused.
+    let again = CoreRequest::release(first as u32);
+    assert_eq!(d.send_hint(qa, 101, &again, 0), EINVAL);
+    // The other is kept past its grace period: its timer takes it.
+    let before_due = d.now();
+    let notices = expire(&mut d, second);
+    assert_eq!(d.now() - before_due, 20_000_000);
+    assert_eq!(grant_of(&d, 100).len(), 4);
+    assert_eq!(notice_to(&notices, qb).count(), 3);
+    assert!(d.scheduler().reclaiming().unwrap().is_empty());
+    check_placement(&d, &tgid_of);
+    let s = stats(&d);
+    assert_eq!((s.released, s.taken), (1, 1));
+}
+
+#[test]
+fn a_cpu_asked_back_with_nothing_of_its_process_to_run_goes_at_once() {
+    let mut d = driver("");
+    // One thread for six CPUs: five of them idle.
+    let (qa, qb, tgid_of) = one_holds_six(&mut d, 1);
+    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
+    settle(&mut d);
+    let notices = urgent_asks_three(&mut d, qb);
+    let asked = of_kind(&notices, qa, GRANT_RECLAIM);
+    assert_eq!(asked.len(), 1, "{notices:?}");
+    // Where A's thread runs, A keeps the CPU for now; the other goes.
+    let busy = cpus(
+        &asked[0]
+            .cpus()
+            .iter()
+            .filter(|c| d.running(*c) == Some(101))
+            .collect::<Vec<_>>(),
+    );
+    assert!(busy.len() < 2, "{busy:?}");
+    assert_eq!(d.scheduler().reclaiming().unwrap(), busy);
+    let released = 2 - busy.len();
+    let b = of_kind(&notices, qb, GRANT_HELD);
+    assert_eq!(b.last().map(CoreGrant::count), Some(1 + released as u32));
+    assert_eq!(grant_of(&d, 100).len(), 4 + busy.len());
+    let s = stats(&d);
+    assert_eq!((s.released, s.taken), (released as u64, 0));
+    check_placement(&d, &tgid_of);
+}
+
+#[test]
+fn without_a_grace_period_a_cpu_taken_goes_at_once() {
+    let mut d = driver(AT_ONCE);
+    let (qa, qb, tgid_of) = one_holds_six(&mut d, 6);
+    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
+    settle(&mut d);
+    let notices = urgent_asks_three(&mut d, qb);
+    assert!(of_kind(&notices, qa, GRANT_RECLAIM).is_empty());
+    assert_eq!(notice_to(&notices, qb).count(), 3);
+    assert_eq!(grant_of(&d, 100).len(), 4);
+    assert!(d.timers.is_empty());
+    check_placement(&d, &tgid_of);
 }
