@@ -10,18 +10,23 @@
 #   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
 #                  (before the plain run where BENCH_RECORD_FIRST=1, else
 #                  after it)
+#   BENCH_MODE     the load mode (enoki load --mode), empty for the
+#                  module's default; scoped_run sets it
 # The run list may end with bench_upgrades N (`enoki-bench --upgrades N`).
 # Argument: the run list, a script of one bench_setup call and then
-# bench_run calls (sweep_run calls for `--only shinjuku`).
+# bench_run calls (sweep_run calls for `--only shinjuku`, scoped_run
+# calls for `--only locality` and `--only arachne`).
 
 RAW=$BENCH_RAW
 cd /tmp || exit 1
 
 enoki_load() {
+	local mode=()
+	[ -n "$BENCH_MODE" ] && mode=(--mode "$BENCH_MODE")
 	if [ -n "$BENCH_ARGS" ]; then
-		enoki load "$BENCH_SCHED" --args "$BENCH_ARGS"
+		enoki load "$BENCH_SCHED" "${mode[@]}" --args "$BENCH_ARGS"
 	else
-		enoki load "$BENCH_SCHED"
+		enoki load "$BENCH_SCHED" "${mode[@]}"
 	fi
 }
 
@@ -104,6 +109,28 @@ sweep_run() {
 		bench_run "$1" default "$4" "$5"
 	else
 		bench_run "$1" enoki "$4" "$5"
+	fi
+}
+
+# scoped_run ID SCHED ARGS LABEL CMD: bench_run for the repeated tables
+# (`--only locality`, `--only arachne`), where each run names its
+# scheduler: `default`, or the Enoki scheduler to load (with ARGS, empty
+# for none) for this run only, with `--mode all` (every task under it, the
+# hinted threads included: a hint about a task outside Enoki is refused).
+# A scheduler still loaded after its run (the unload failed) fails the
+# run: its numbers may be fine, but the next default run would measure
+# Enoki.
+scoped_run() {
+	local BENCH_SCHED=$2 BENCH_ARGS=$3 BENCH_MODE=all BENCH_RECORD=0 loaded
+	if [ "$2" = default ]; then
+		bench_run "$1" default "$4" "$5"
+		return
+	fi
+	bench_run "$1" enoki "$4" "$5"
+	loaded=$(loaded_scheduler)
+	if [ -n "$loaded" ] && [ "$loaded" != - ] && [ "$(cat "$RAW/$1.status")" = ok ]; then
+		echo "unload failed: $(tail -1 "$RAW/$1.load")" >"$RAW/$1.status"
+		echo "bench: $4: FAILED (enoki unload: $loaded still loaded)"
 	fi
 }
 

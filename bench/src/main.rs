@@ -16,19 +16,38 @@
 //! one latency boot; `results.{md,json}` and three PNGs, copied to
 //! `target/bench/latest-shinjuku*`.
 //!
+//! `--only locality` is another (see `locality`): the paper's Table 6,
+//! enoki-schbench's wakeup latency under the default scheduler, the
+//! default on one CPU, and the locality scheduler without and with hints,
+//! `--reps` repetitions of the four in one latency boot;
+//! `results.{md,json}`, copied to `target/bench/latest-locality.*`.
+//!
+//! `--only arachne` is another (see `arachne`): the paper's 5.6,
+//! enoki-pool's request latency at three loads (`--arachne-rates`) next
+//! to a batch job, the default scheduler with all the pool's workers
+//! against the Arachne arbiter granting CPUs on demand, `--reps`
+//! repetitions in one latency boot; `results.{md,json}` and two PNGs,
+//! copied to `target/bench/latest-arachne*`.
+//!
 //! ```text
 //! cargo make bench                       # kernel + rootfs, then 3 reps
 //! cargo run -p enoki-bench -- --reps 1 --only pipe-1cpu,zstd
 //! cargo run -p enoki-bench -- --from target/bench/<time>   # re-render a report
 //! cargo run -p enoki-bench -- --only shinjuku --rates 500,1000,2000
+//! cargo run -p enoki-bench -- --only locality --reps 5
+//! cargo run -p enoki-bench -- --only arachne --arachne-rates 15,60,110
 //! ```
 
+mod arachne;
+mod arachne_plot;
+mod locality;
 mod plot;
 mod replay;
 mod report;
 mod stats;
 mod sweep;
 mod sweep_plot;
+mod table;
 mod workloads;
 
 use std::fmt::Write as _;
@@ -39,8 +58,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use arachne::{ArachneConfig, ArachneReport};
+use locality::{LocalityConfig, LocalityReport};
 use report::{Meta, Report, RunRecord, ORIENTATION, SCHEDS};
 use sweep::{SweepConfig, SweepReport};
+use table::Table;
 use workloads::Workload;
 
 #[derive(Parser, Debug)]
@@ -95,6 +117,25 @@ struct Cli {
     /// Requests are generated for this long at each point of the sweep, ms.
     #[arg(long, default_value_t = 3000)]
     sweep_ms: u64,
+    /// Seconds enoki-schbench measures in each run of `--only locality`
+    /// (after its 1 s warm-up; the paper: 30 s after 5 s).
+    #[arg(long, default_value_t = 5)]
+    locality_s: u64,
+    /// CPU time each enoki-schbench worker burns per wakeup in `--only
+    /// locality`, us: co-located workers wait for each other's work, so
+    /// the hints pay off only where it is short.
+    #[arg(long, default_value_t = locality::DEFAULT_WORK_US)]
+    locality_work_us: u64,
+    /// The loads of `--only arachne`, requests/s (low, medium, high; at
+    /// the default 40 ms of work, 0.6, 2.4 and 4.4 CPUs busy).
+    #[arg(long, value_delimiter = ',', default_values_t = arachne::DEFAULT_RATES)]
+    arachne_rates: Vec<u32>,
+    /// How long each run of `--only arachne` offers its load, ms.
+    #[arg(long, default_value_t = arachne::DEFAULT_PHASE_MS)]
+    arachne_ms: u64,
+    /// CPU time per request in `--only arachne`, us.
+    #[arg(long, default_value_t = arachne::DEFAULT_WORK_US)]
+    arachne_work_us: u64,
     /// Output directory (default: <workspace>/target/bench/<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -443,6 +484,12 @@ fn write_outputs(dir: &Path, rep: &Report) -> Result<()> {
 /// `--from`: the report of an earlier run directory, rendered again.
 fn rerender(dir: &Path) -> Result<()> {
     let text = fs::read_to_string(dir.join("results.json")).context("results.json")?;
+    if let Some(done) = ArachneReport::rerender(&text, dir) {
+        return done;
+    }
+    if let Some(done) = LocalityReport::rerender(&text, dir) {
+        return done;
+    }
     if let Ok(old) = serde_json::from_str::<SweepReport>(&text) {
         if old.kind == sweep::KIND {
             let points = sweep::collect(&old.config, &dir.join("raw"));
@@ -492,15 +539,22 @@ fn write_sweep_outputs(dir: &Path, rep: &SweepReport) -> Result<()> {
     Ok(())
 }
 
-/// The sweep's settings from the command line: `--rates` ascending, the
-/// fair scheduler from `--scheduler`/`--args`.
-fn sweep_config(cli: &Cli) -> Result<SweepConfig> {
-    let mut rates = cli.rates.clone();
+/// The rates of `option`, ascending, each once; an error if there are
+/// none or one is 0.
+fn ascending_rates(rates: &[u32], option: &str) -> Result<Vec<u32>> {
+    let mut rates = rates.to_vec();
     rates.sort_unstable();
     rates.dedup();
     if rates.is_empty() || rates.contains(&0) {
-        bail!("--rates needs positive rates (requests/s)");
+        bail!("{option} needs positive rates (requests/s)");
     }
+    Ok(rates)
+}
+
+/// The sweep's settings from the command line: `--rates` ascending, the
+/// fair scheduler from `--scheduler`/`--args`.
+fn sweep_config(cli: &Cli) -> Result<SweepConfig> {
+    let rates = ascending_rates(&cli.rates, "--rates")?;
     Ok(SweepConfig {
         rates,
         duration_ms: cli.sweep_ms,
@@ -513,29 +567,21 @@ fn sweep_config(cli: &Cli) -> Result<SweepConfig> {
 /// latency, like pipe and schbench).
 fn run_sweep(cli: &Cli) -> Result<()> {
     let cfg = sweep_config(cli)?;
-    let (stamp, date) = now_stamp();
-    let d = RunDir::create(cli, &stamp)?;
-    let plan = Plan {
-        purpose: enoki_vm::Purpose::Latency,
-        list: cfg.run_list(),
-        runs: cfg.runs() as u64,
-        extra_s: 60,
-        what: format!(
-            "shinjuku sweep, {} rates x {} series (default, enoki {}, enoki {})",
-            cfg.rates.len(),
-            sweep::SERIES.len(),
-            cfg.fair.0,
-            cfg.shinjuku.0
-        ),
-        workloads: vec![sweep::NAME],
-    };
-    let boots = [boot(cli, plan, &d)?];
-    let meta = Meta {
-        reps: 1,
-        scheduler: cfg.shinjuku.0.clone(),
-        scheduler_args: cfg.shinjuku.1.clone(),
-        ..meta(cli, &[], &d.raw, date, &boots)
-    };
+    let what = format!(
+        "shinjuku sweep, {} rates x {} series (default, enoki {}, enoki {})",
+        cfg.rates.len(),
+        sweep::SERIES.len(),
+        cfg.fair.0,
+        cfg.shinjuku.0
+    );
+    let (d, mut meta) = latency_boot(
+        cli,
+        (cfg.run_list(), cfg.runs()),
+        what,
+        sweep::NAME,
+        (&cfg.shinjuku.0, &cfg.shinjuku.1),
+    )?;
+    meta.reps = 1;
     let report = SweepReport {
         kind: sweep::KIND.into(),
         meta,
@@ -545,6 +591,88 @@ fn run_sweep(cli: &Cli) -> Result<()> {
     write_sweep_outputs(&d.dir, &report)?;
     println!("bench: VM time {:.0} s", report.meta.vm_seconds);
     Ok(())
+}
+
+/// The locality table's settings from the command line.
+fn locality_config(cli: &Cli) -> Result<LocalityConfig> {
+    if cli.locality_s == 0 {
+        bail!("--locality-s needs at least 1 s");
+    }
+    Ok(LocalityConfig {
+        reps: cli.reps,
+        warmup: warmups(cli),
+        runtime_s: cli.locality_s,
+        work_us: cli.locality_work_us,
+    })
+}
+
+/// The Arachne table's settings from the command line: the loads
+/// ascending.
+fn arachne_config(cli: &Cli) -> Result<ArachneConfig> {
+    let rates = ascending_rates(&cli.arachne_rates, "--arachne-rates")?;
+    if cli.arachne_ms == 0 || cli.arachne_work_us == 0 {
+        bail!("--arachne-ms and --arachne-work-us need to be positive");
+    }
+    Ok(ArachneConfig {
+        reps: cli.reps,
+        warmup: warmups(cli),
+        rates,
+        phase_ms: cli.arachne_ms,
+        work_us: cli.arachne_work_us,
+    })
+}
+
+/// One latency boot (wakeups and tail latency, like pipe and schbench)
+/// of a benchmark of its own, `name`: runs its run list (with `runs`
+/// runs; `what` says what they are), returns its run directory and the
+/// report's meta, naming `scheduler` and its arguments.
+fn latency_boot(
+    cli: &Cli,
+    (list, runs): (String, usize),
+    what: String,
+    name: &'static str,
+    scheduler: (&str, &str),
+) -> Result<(RunDir, Meta)> {
+    let (stamp, date) = now_stamp();
+    let d = RunDir::create(cli, &stamp)?;
+    let plan = Plan {
+        purpose: enoki_vm::Purpose::Latency,
+        list,
+        runs: runs as u64,
+        extra_s: 60,
+        what,
+        workloads: vec![name],
+    };
+    let boots = [boot(cli, plan, &d)?];
+    let meta = Meta {
+        scheduler: scheduler.0.into(),
+        scheduler_args: scheduler.1.into(),
+        ..meta(cli, &[], &d.raw, date, &boots)
+    };
+    Ok((d, meta))
+}
+
+/// A repeated table (`--only locality`, `--only arachne`) in one latency
+/// boot (wakeups and request latency); fails if the scheduler was ejected
+/// in a run.
+fn run_table<C: Table>(cli: &Cli, cfg: C) -> Result<()> {
+    let what = format!(
+        "{} table, {} reps{} x {}",
+        C::NAME,
+        cli.reps,
+        if warmups(cli) == 0 {
+            ""
+        } else {
+            " (+1 warm-up)"
+        },
+        cfg.what()
+    );
+    let (d, meta) = latency_boot(cli, (cfg.run_list(), cfg.runs()), what, C::NAME, C::SCHED)?;
+    let vm_seconds = meta.vm_seconds;
+    let report = table::Report::new(meta, cfg, &d.raw);
+    C::write(&d.dir, &report)?;
+    println!("bench: VM time {vm_seconds:.0} s");
+    fail_if_ejected(&report.ejections())
 }
 
 /// `--only replay`: record in one VM boot, replay on the host.
@@ -786,6 +914,8 @@ fn main() -> Result<()> {
             println!("{:<16} {}", w.name, w.what);
         }
         println!("{:<16} {}", sweep::NAME, sweep::WHAT);
+        println!("{:<16} {}", locality::NAME, locality::WHAT);
+        println!("{:<16} {}", arachne::NAME, arachne::WHAT);
         println!("{:<16} {}", replay::NAME, replay::WHAT);
         return Ok(());
     }
@@ -800,6 +930,12 @@ fn main() -> Result<()> {
     }
     if runs_alone(&cli, replay::NAME)? {
         return run_replay(&cli);
+    }
+    if runs_alone(&cli, locality::NAME)? {
+        return run_table(&cli, locality_config(&cli)?);
+    }
+    if runs_alone(&cli, arachne::NAME)? {
+        return run_table(&cli, arachne_config(&cli)?);
     }
     let ws = selected(&cli.only)?;
     let (stamp, date) = now_stamp();
@@ -827,6 +963,12 @@ fn main() -> Result<()> {
         },
     )?;
     println!("bench: VM time {vm_seconds:.0} s");
+    fail_if_ejected(&ejected)
+}
+
+/// An error naming the runs whose scheduler was ejected (`ejected`), if
+/// any: the report is written, but its numbers are not the scheduler's.
+fn fail_if_ejected(ejected: &[String]) -> Result<()> {
     if !ejected.is_empty() {
         bail!(
             "the scheduler was ejected in {} run(s), so its numbers are not the scheduler's: {}",
@@ -1293,6 +1435,589 @@ mod tests {
         for f in sweep_plot::FILES {
             let png = fs::read(top.path().join(format!("latest-shinjuku-{f}"))).unwrap();
             assert_eq!(&png[1..4], b"PNG", "{f}");
+        }
+    }
+
+    /// The fake guest of the locality tests: `enoki` (status, load,
+    /// unload; state in $FAKE), `enoki-schbench` (logs the loaded
+    /// scheduler, its pinning and arguments to $FAKE/calls and prints
+    /// numbers that tell the configurations apart) and `taskset` (exports
+    /// the CPU it pins to). Files in $FAKE change it: `loaded` (the loaded
+    /// scheduler, `-` for none), `unload-fails`, `eject`.
+    const FAKE_ENOKI: &str = r#"#!/bin/sh
+case "$1" in
+status) printf 'scheduler       %s\nstate x\n' "$(cat "$FAKE/loaded")" ;;
+load) echo "$*" >>"$FAKE/calls"; echo "$2" >"$FAKE/loaded"; echo enabled >"$FAKE/sys/state" ;;
+unload)
+	echo unload >>"$FAKE/calls"
+	[ -e "$FAKE/unload-fails" ] && echo 'enoki: unload: module busy' && exit 1
+	echo - >"$FAKE/loaded" ;;
+esac
+exit 0
+"#;
+    const FAKE_SCHBENCH: &str = r#"#!/bin/sh
+loaded=$(cat "$FAKE/loaded")
+echo "run $loaded ${PINNED:-any} $*" >>"$FAKE/calls"
+if [ -e "$FAKE/eject" ] && [ "$loaded" != - ]; then
+	echo disabled >"$FAKE/sys/state"
+	echo 'runnable task stall' >"$FAKE/sys/last_exit"
+fi
+p=30
+[ -n "$PINNED" ] && p=15
+[ "$loaded" = locality ] && p=45
+case "$*" in *--hint-groups*)
+	[ "$loaded" = locality ] || exit 1
+	printf 'group.1.home 2\ngroup.2.home 5\nhints_taken 6\n'
+	p=3 ;;
+esac
+printf 'samples 1000\np50_us %s\np99_us %s\n' "$p" "$((p * 2))"
+"#;
+    const FAKE_TASKSET: &str = "#!/bin/sh\nPINNED=$2; export PINNED; shift 2; exec \"$@\"\n";
+    /// Sourced before the run list: the script reads the Enoki state in
+    /// /sys/kernel/enoki, here $FAKE/sys.
+    const FAKE_SYSFS: &str = "cat() { case \"$1\" in /sys/kernel/enoki/*) \
+        command cat \"$FAKE/sys/${1#/sys/kernel/enoki/}\" ;; *) command cat \"$@\" ;; esac; }\n";
+
+    /// Runs a locality run list in the fake guest ([`run_fake_guest`]).
+    fn run_locality_script(
+        list: &str,
+        setup: impl FnOnce(&Path),
+    ) -> (tempfile::TempDir, String, Vec<String>) {
+        let bins = [("enoki-schbench", FAKE_SCHBENCH), ("taskset", FAKE_TASKSET)];
+        run_fake_guest(list, &bins, setup)
+    }
+
+    /// Runs a run list with the guest script on the host, in the fake
+    /// guest: the fake `enoki` and `bins` (name, script) on the PATH;
+    /// `setup` may change $FAKE first. Returns the temporary directory
+    /// (raw output in `raw`), the script's output and the fake commands'
+    /// calls.
+    fn run_fake_guest(
+        list: &str,
+        bins: &[(&str, &str)],
+        setup: impl FnOnce(&Path),
+    ) -> (tempfile::TempDir, String, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, bin, fake) = (
+            dir.path().join("raw"),
+            dir.path().join("bin"),
+            dir.path().join("fake"),
+        );
+        for d in [&raw, &bin, &fake.join("sys")] {
+            fs::create_dir_all(d).unwrap();
+        }
+        for (name, text) in [("enoki", FAKE_ENOKI)].iter().chain(bins) {
+            let path = bin.join(name);
+            fs::write(&path, text).unwrap();
+            let chmod = std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(chmod.success());
+        }
+        fs::write(fake.join("loaded"), "-\n").unwrap();
+        fs::write(fake.join("sys/pick_errors"), "0\n").unwrap();
+        setup(&fake);
+        let script = dir.path().join("guest.sh");
+        fs::write(&script, GUEST_SCRIPT).unwrap();
+        let runs = dir.path().join("runs.sh");
+        fs::write(&runs, format!("{FAKE_SYSFS}{list}")).unwrap();
+        let cli = Cli::parse_from(["enoki-bench", "--only", "locality"]);
+        let cmd = guest_command(&guest_env(&cli, &raw), &script, &runs);
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .env("PATH", path)
+            .env("FAKE", &fake)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let calls = fs::read_to_string(fake.join("calls")).unwrap_or_default();
+        (dir, stdout, calls.lines().map(String::from).collect())
+    }
+
+    /// The configuration a fake enoki-schbench call ran under.
+    fn config_of(call: &str) -> &'static str {
+        let w: Vec<&str> = call.split_whitespace().collect();
+        match (w[1], w[2], call.ends_with("--hint-groups")) {
+            ("-", "any", false) => "default",
+            ("-", "1", false) => "pinned",
+            ("locality", "any", false) => "random",
+            ("locality", "any", true) => "hints",
+            _ => panic!("unexpected run: {call}"),
+        }
+    }
+
+    #[test]
+    fn locality_runs_all_four_each_rep_in_a_rotated_order() {
+        let cli = Cli::parse_from(["enoki-bench", "--only", "locality", "--reps", "2"]);
+        let cfg = locality_config(&cli).unwrap();
+        let (dir, stdout, calls) = run_locality_script(&cfg.run_list(), |_| {});
+        assert!(stdout.ends_with("bench: all runs done\n"), "{stdout}");
+        let ran: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.starts_with("run "))
+            .map(|c| config_of(c))
+            .collect();
+        #[rustfmt::skip]
+        assert_eq!(ran, [
+            "hints", "default", "pinned", "random", // the warm-up
+            "default", "pinned", "random", "hints",
+            "pinned", "random", "hints", "default",
+        ]);
+        // Loaded for each of its runs only, every task under it, and
+        // unloaded after each.
+        let enoki: Vec<&str> = calls
+            .iter()
+            .filter(|c| !c.starts_with("run "))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(enoki, ["load locality --mode all", "unload"].repeat(6));
+        let report = LocalityReport::new(Meta::default(), cfg, &dir.path().join("raw"));
+        assert_eq!(report.runs.len(), 8);
+        assert!(report.runs.iter().all(|r| r.ok()), "{:?}", report.runs);
+        let by_rep: Vec<(usize, usize, &str)> = report
+            .runs
+            .iter()
+            .map(|r| (r.rep, r.position, r.config.as_str()))
+            .collect();
+        assert_eq!(by_rep[4], (2, 1, "pinned"));
+        let hints = &report.rows[3];
+        assert_eq!((hints.p50.median, hints.p99.median), (Some(3.0), Some(6.0)));
+        assert_eq!(hints.p50_vs_default.median, Some(0.1));
+        assert_eq!(report.rows[1].p99.median, Some(30.0), "pinned");
+        assert!(report.ejections().is_empty());
+    }
+
+    #[test]
+    fn locality_default_runs_fail_while_a_scheduler_is_loaded() {
+        let list = "scoped_run 01-default default '' 'd' 'enoki-schbench'\n\
+                    scoped_run 01-pinned default '' 'p' 'taskset -c 1 enoki-schbench'\n";
+        let bins = [("enoki-schbench", FAKE_SCHBENCH), ("taskset", FAKE_TASKSET)];
+        let stdout = assert_default_runs_refuse_a_loaded_scheduler(
+            list,
+            &bins,
+            &["01-default", "01-pinned"],
+        );
+        assert!(
+            stdout.contains("bench: d ... FAILED (scheduler wfq still loaded)"),
+            "{stdout}"
+        );
+        let list = "scoped_run 01-random locality '' 'r' 'enoki-schbench'\n\
+                    scoped_run 01-default default '' 'd' 'enoki-schbench'\n";
+        let cfg = LocalityConfig {
+            reps: 1,
+            warmup: 0,
+            runtime_s: 1,
+            work_us: 10,
+        };
+        let calls = assert_failed_unload_fails_two_runs(&cfg, list, &bins, ("random", "default"));
+        assert_eq!(calls.iter().filter(|c| c.starts_with("run ")).count(), 1);
+    }
+
+    /// Runs `list`, default runs only (raw ids `ids`), while wfq is
+    /// loaded: each fails without running anything. Returns the script's
+    /// output.
+    fn assert_default_runs_refuse_a_loaded_scheduler(
+        list: &str,
+        bins: &[(&str, &str)],
+        ids: &[&str],
+    ) -> String {
+        let (dir, stdout, calls) = run_fake_guest(list, bins, |fake| {
+            fs::write(fake.join("loaded"), "wfq\n").unwrap();
+        });
+        assert!(calls.is_empty(), "a default run measured Enoki: {calls:?}");
+        for id in ids {
+            let status = fs::read_to_string(dir.path().join(format!("raw/{id}.status"))).unwrap();
+            assert_eq!(status, "scheduler wfq still loaded\n", "{id}");
+        }
+        stdout
+    }
+
+    /// Runs `list`, a run of `C`'s scheduler and then a default run
+    /// (configurations `ids`), with unloads failing: the failed unload
+    /// fails its own run, and the default run after it. Returns the fake
+    /// commands' calls.
+    fn assert_failed_unload_fails_two_runs<C: Table>(
+        cfg: &C,
+        list: &str,
+        bins: &[(&str, &str)],
+        ids: (&str, &str),
+    ) -> Vec<String> {
+        let (dir, stdout, calls) = run_fake_guest(list, bins, |fake| {
+            fs::write(fake.join("unload-fails"), "").unwrap();
+        });
+        let sched = C::SCHED.0;
+        assert!(
+            stdout.contains(&format!("FAILED (enoki unload: {sched} still loaded)")),
+            "{stdout}"
+        );
+        let runs = cfg.collect(&dir.path().join("raw"));
+        let status = |id: &str| runs.iter().find(|r| r.config == id).unwrap().status.clone();
+        assert_eq!(status(ids.0), "unload failed: enoki: unload: module busy");
+        assert_eq!(status(ids.1), format!("scheduler {sched} still loaded"));
+        calls
+    }
+
+    /// A run directory `run` in a temporary one (where `latest-*` go),
+    /// with the raw files of `runs` (id, status, output).
+    fn raw_run_dir(runs: &[(&str, &str, String)]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("run");
+        let raw = dir.join("raw");
+        fs::create_dir_all(&raw).unwrap();
+        for (id, status, text) in runs {
+            fs::write(raw.join(format!("{id}.status")), format!("{status}\n")).unwrap();
+            fs::write(raw.join(format!("{id}.out")), text).unwrap();
+        }
+        (top, dir, raw)
+    }
+
+    #[test]
+    fn locality_report_renders_rerenders_and_fails_on_ejection() {
+        let cfg = LocalityConfig {
+            reps: 2,
+            warmup: 1,
+            runtime_s: 5,
+            work_us: 2000,
+        };
+        let out = |p50: f64| format!("samples 900\np50_us {p50}\np99_us {}\n", p50 * 2.0);
+        let (top, dir, raw) = raw_run_dir(&[
+            ("01-default", "ok", out(40.0)),
+            ("02-default", "ok", out(20.0)),
+            ("01-pinned", "ok", out(10.0)),
+            ("01-random", "ejected: runnable task stall", out(50.0)),
+            ("02-random", "ok", out(50.0)),
+            (
+                "01-hints",
+                "ok",
+                out(4.0) + "hints_taken 6\ngroup.1.home 2\n",
+            ),
+            // A hinted run that sent no hints measured "random".
+            ("02-hints", "ok", out(1.0)),
+        ]);
+        let report = LocalityReport::new(Meta::default(), cfg, &raw);
+        locality::write_outputs(&dir, &report).unwrap();
+        let md = fs::read_to_string(top.path().join("latest-locality.md")).unwrap();
+        assert!(
+            md.contains("| default | 30.0 [20.0-40.0] | 60.0 [40.0-80.0] | x1.00 (CI 1.00-1.00) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Enoki locality, hints | 4.0 | 8.0 | x0.10 | x0.10 | 1/2 | 900 | 2 / 4 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| default, all on CPU 1 | 10.0 | 20.0 | x0.25 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- rep 1 random: ejected: runnable task stall"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- rep 2 hints: no 'hints_taken' in its output"),
+            "{md}"
+        );
+        assert!(md.contains("- rep 2 pinned: not run (VM ended)"), "{md}");
+        assert!(
+            md.contains("| 1 | 4 | hints | ok | 4.0 | 8.0 | 900 | 1: CPU 2 |"),
+            "{md}"
+        );
+        let err = fail_if_ejected(&report.ejections())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ejected in 1 run(s)") && err.contains("random rep 1: ejected"),
+            "{err}"
+        );
+        // --from reads the raw files again: the fixed run now counts.
+        fs::write(raw.join("02-hints.out"), out(1.0) + "hints_taken 6\n").unwrap();
+        let (md, again) = rerendered::<LocalityConfig>(top.path(), &dir);
+        assert!(
+            md.contains("| Enoki locality, hints | 2.5 [1.0-4.0] |"),
+            "{md}"
+        );
+        assert_eq!(again.rows[3].ok, 2);
+    }
+
+    /// `--from` on `dir` (in `top`): the markdown it wrote to
+    /// `latest-<name>.md`, and results.json read back as `C`'s report.
+    fn rerendered<C: Table>(top: &Path, dir: &Path) -> (String, table::Report<C>) {
+        rerender(dir).unwrap();
+        let md = fs::read_to_string(top.join(format!("latest-{}.md", C::NAME))).unwrap();
+        let json = fs::read_to_string(dir.join("results.json")).unwrap();
+        let again: table::Report<C> = serde_json::from_str(&json).unwrap();
+        assert_eq!(again.kind, C::KIND);
+        (md, again)
+    }
+
+    #[test]
+    fn locality_runs_alone_with_its_options() {
+        let cli = Cli::parse_from(["enoki-bench", "--only", "locality", "--locality-s", "30"]);
+        assert!(runs_alone(&cli, locality::NAME).unwrap());
+        let cfg = locality_config(&cli).unwrap();
+        assert_eq!((cfg.reps, cfg.warmup, cfg.runtime_s), (3, 1, 30));
+        assert_eq!(cfg.work_us, 20, "short work, where co-location helps");
+        let cli = Cli::parse_from(["enoki-bench", "--locality-work-us", "2000"]);
+        let cmd = locality_config(&cli)
+            .unwrap()
+            .command(locality::Config::Hints);
+        assert!(cmd.ends_with(" -r 5 --work-us 2000 --hint-groups"), "{cmd}");
+        let cli = Cli::parse_from(["enoki-bench", "--only", "locality,pipe-1cpu"]);
+        assert!(runs_alone(&cli, locality::NAME).is_err());
+        let cli = Cli::parse_from(["enoki-bench", "--no-warmup", "--locality-s", "0"]);
+        assert!(locality_config(&cli).is_err());
+    }
+
+    /// The fake enoki-cores (the batch job): logs its arguments, says it
+    /// runs ($FAKE/batch.PID) and waits to be killed.
+    const FAKE_CORES: &str = "#!/bin/sh\necho \"batch $*\" >>\"$FAKE/calls\"\n\
+        touch \"$FAKE/batch.$$\"\nexec sleep 30\n";
+    /// The fake enoki-pool: fails unless the batch job it watches runs,
+    /// and, asking for CPUs, unless arachne is loaded (the real one gets
+    /// no grant); logs the loaded scheduler, its mode and rate, and prints
+    /// numbers that tell the configurations and loads apart.
+    const FAKE_POOL: &str = r#"#!/bin/sh
+loaded=$(cat "$FAKE/loaded") mode=arbiter rate='' watch=''
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--phases) rate=${2%%:*}; shift ;;
+	--watch-pid) watch=$2; shift ;;
+	--no-arbiter) mode=no-arbiter ;;
+	esac
+	shift
+done
+i=0
+until [ -e "$FAKE/batch.$watch" ]; do
+	i=$((i + 1))
+	[ $i -lt 100 ] && kill -0 "$watch" 2>/dev/null || { echo 'no batch job' >&2; exit 2; }
+	sleep 0.05
+done
+echo "pool $loaded $mode $rate" >>"$FAKE/calls"
+if [ -e "$FAKE/eject" ] && [ "$loaded" != - ]; then
+	echo disabled >"$FAKE/sys/state"
+	echo 'runnable task stall' >"$FAKE/sys/last_exit"
+fi
+if [ $mode = arbiter ]; then
+	[ "$loaded" = arachne ] || { echo 'no CoreGrant' >&2; exit 1; }
+	p99=$((rate * 500)) batch=$(awk "BEGIN { print (80 - $rate) / 10 }") held=$((rate / 10)) grants=3
+else
+	p99=$((rate * 1000)) batch=2 held=0 grants=0
+fi
+printf 'mode %s\nwarmup_ms 10.0\nphase.0.start_ms 10.0\nphase.0.duration_ms 3000\nphase.0.p50_us 40000\n' $mode
+printf 'phase.0.p99_us %s\nphase.0.held_mean %s\nphase.0.watch_cpus %s\n' $p99 $held $batch
+printf 'total.arrived 50\ntotal.completed 50\ntotal.dropped 0\ntotal.finished_ms 3100\n'
+printf 'grants %s\ntimeline 12.5 held 3 gen 1\n' $grants
+"#;
+
+    /// The fake commands of the Arachne table's runs.
+    const ARACHNE_BINS: [(&str, &str); 2] =
+        [("enoki-pool", FAKE_POOL), ("enoki-cores", FAKE_CORES)];
+
+    fn arachne_cli(extra: &[&str]) -> Cli {
+        let mut args = vec!["enoki-bench", "--only", "arachne"];
+        args.extend(extra);
+        Cli::parse_from(args)
+    }
+
+    #[test]
+    fn arachne_runs_every_load_and_configuration_each_rep_in_a_rotated_order() {
+        let cli = arachne_cli(&["--reps", "2", "--arachne-rates", "60,15"]);
+        let cfg = arachne_config(&cli).unwrap();
+        let (dir, stdout, calls) = run_fake_guest(&cfg.run_list(), &ARACHNE_BINS, |_| {});
+        assert!(stdout.ends_with("bench: all runs done\n"), "{stdout}");
+        let pools: Vec<&str> = calls
+            .iter()
+            .filter_map(|c| c.strip_prefix("pool "))
+            .collect();
+        #[rustfmt::skip]
+        assert_eq!(pools, [
+            // The warm-up, then two repetitions, rotated by one.
+            "arachne arbiter 60", "- no-arbiter 15", "arachne arbiter 15", "- no-arbiter 60",
+            "- no-arbiter 15", "arachne arbiter 15", "- no-arbiter 60", "arachne arbiter 60",
+            "arachne arbiter 15", "- no-arbiter 60", "arachne arbiter 60", "- no-arbiter 15",
+        ]);
+        // Every run has its batch job, started before the pool.
+        let batch = "batch --cores 0 --threads 8 --duration-ms 10000";
+        let expected: Vec<&str> = (0..12).flat_map(|_| [batch, "pool"]).collect();
+        let kinds: Vec<&str> = calls
+            .iter()
+            .filter(|c| !c.starts_with("load") && *c != "unload")
+            .map(|c| {
+                if c.starts_with("pool") {
+                    "pool"
+                } else {
+                    c.as_str()
+                }
+            })
+            .collect();
+        assert_eq!(kinds, expected);
+        // Loaded for each of its runs only, every task under it, and
+        // unloaded after each.
+        let enoki: Vec<&str> = calls
+            .iter()
+            .filter(|c| c.starts_with("load") || *c == "unload")
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            enoki,
+            ["load arachne --mode all --args reclaim_ms=20", "unload"].repeat(6)
+        );
+        let report = ArachneReport::new(Meta::default(), cfg, &dir.path().join("raw"));
+        assert_eq!(report.runs.len(), 8);
+        assert!(report.runs.iter().all(|r| r.ok()), "{:?}", report.runs);
+        let rows: Vec<(u32, &str)> = report
+            .rows
+            .iter()
+            .map(|r| (r.rate, r.config.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (15, "default"),
+                (15, "arachne"),
+                (60, "default"),
+                (60, "arachne")
+            ]
+        );
+        let a60 = &report.rows[3];
+        assert_eq!(a60.p99_ms.median, Some(30.0));
+        assert_eq!(a60.p99_vs_default.median, Some(0.5));
+        assert_eq!(a60.held.median, Some(6.0));
+        assert_eq!(a60.batch_vs_default.median, Some(1.0));
+        assert_eq!(report.rows[1].batch_cpus.median, Some(6.5));
+        assert!(report.ejections().is_empty());
+    }
+
+    #[test]
+    fn arachne_default_runs_fail_while_a_scheduler_is_loaded() {
+        let cli = arachne_cli(&["--reps", "1", "--no-warmup", "--arachne-rates", "15"]);
+        let cfg = arachne_config(&cli).unwrap();
+        let list = cfg.run_list();
+        let default = list.lines().find(|l| l.contains("'default'")).unwrap();
+        let bins = ARACHNE_BINS;
+        let stdout =
+            assert_default_runs_refuse_a_loaded_scheduler(default, &bins, &["01-default-15"]);
+        assert!(
+            stdout.contains("FAILED (scheduler wfq still loaded)"),
+            "{stdout}"
+        );
+        let (arachne, _): (Vec<&str>, Vec<&str>) =
+            list.lines().partition(|l| l.contains("arachne"));
+        let list = format!("{}\n{default}\n", arachne.join("\n"));
+        let calls =
+            assert_failed_unload_fails_two_runs(&cfg, &list, &bins, ("arachne-15", "default-15"));
+        assert_eq!(calls.iter().filter(|c| c.starts_with("pool ")).count(), 1);
+    }
+
+    #[test]
+    fn arachne_report_renders_plots_rerenders_and_fails_on_ejection() {
+        let cli = arachne_cli(&["--reps", "2", "--arachne-rates", "15,110"]);
+        let cfg = arachne_config(&cli).unwrap();
+        let out = |p99_ms: f64, batch: f64, held: f64, finished: f64| {
+            format!(
+                "warmup_ms 10\nphase.0.start_ms 10\nphase.0.duration_ms 5000\nphase.0.p50_us 41000\n\
+                 phase.0.p99_us {}\nphase.0.p999_us 90000\nphase.0.watch_cpus {batch}\n\
+                 phase.0.held_mean {held}\ntotal.arrived 75\ntotal.completed 75\n\
+                 total.dropped 0\ntotal.finished_ms {finished}\ngrants 2\n",
+                p99_ms * 1e3
+            )
+        };
+        let (top, dir, raw) = raw_run_dir(&[
+            ("01-default-15", "ok", out(50.0, 3.0, 0.0, 5100.0)),
+            ("02-default-15", "ok", out(70.0, 3.2, 0.0, 5100.0)),
+            ("01-arachne-15", "ok", out(45.0, 6.0, 2.0, 5100.0)),
+            (
+                "02-arachne-15",
+                "ejected: runnable task stall",
+                out(1.0, 1.0, 1.0, 1.0),
+            ),
+            ("01-default-110", "ok", out(80.0, 1.0, 0.0, 5200.0)),
+            // Its batch job may have ended before the phase.
+            (
+                "02-default-110",
+                "ok",
+                out(90.0, 1.0, 0.0, 5200.0) + "warmup_ms 4900\n",
+            ),
+            // Drained 2.5 s after the phase: it fell behind.
+            ("01-arachne-110", "ok", out(400.0, 2.5, 5.5, 7510.0)),
+        ]);
+        let report = ArachneReport::new(Meta::default(), cfg, &raw);
+        arachne::write_outputs(&dir, &report).unwrap();
+        let md = fs::read_to_string(top.path().join("latest-arachne.md")).unwrap();
+        for row in [
+            "| 15 (0.6 CPUs) | default, all workers (--no-arbiter) | 41.0 [41.0-41.0] | \
+             60.0 [50.0-70.0] |  |  | 7 (all) | 3.10 [3.00-3.20] |  | 2/2 | 0 |",
+            "| 15 (0.6 CPUs) | Enoki arachne, cores on demand | 41.0 | 45.0 | x1.00 | x0.90 | \
+             2.00 | 6.00 | x2.00 | 1/2 | 0 |",
+            "| 110 (4.4 CPUs) | Enoki arachne, cores on demand | 41.0 | 400.0 | x1.00 | x5.00 | \
+             5.50 | 2.50 | x2.50 | 1/2 | 1 |",
+            "![request p99 latency vs load](p99.png)",
+            "![the batch job's CPUs vs load](batch_cpus.png)",
+            "| 1 | 2 | arachne-15 | ok | 41.0 | 45.0 | 90.0 | 2.00 | 6.00 | 75/75 |",
+            "| ok (fell behind) | 41.0 | 400.0 |",
+            "- rep 2 arachne-15: ejected: runnable task stall",
+            "- rep 2 arachne-110: not run (VM ended)",
+            "- rep 2 default-110: the pool started after 4900 ms: the batch job may have ended \
+             before the phase",
+        ] {
+            assert!(md.contains(row), "no {row:?} in\n{md}");
+        }
+        for png in ["p99.png", "batch_cpus.png"] {
+            for path in [
+                dir.join(png),
+                top.path().join(format!("latest-arachne-{png}")),
+            ] {
+                let bytes = fs::read(&path).unwrap();
+                assert_eq!(&bytes[1..4], b"PNG", "{}", path.display());
+            }
+        }
+        let err = fail_if_ejected(&report.ejections())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("arachne-15 rep 2: ejected"), "{err}");
+        // --from reads the raw files again: the missing run now counts.
+        fs::write(raw.join("02-arachne-110.status"), "ok\n").unwrap();
+        fs::write(raw.join("02-arachne-110.out"), out(100.0, 3.5, 5.0, 5200.0)).unwrap();
+        let (md, again) = rerendered::<ArachneConfig>(top.path(), &dir);
+        assert!(
+            md.contains(
+                "| Enoki arachne, cores on demand | 41.0 [41.0-41.0] | 250.0 [100.0-400.0] |"
+            ),
+            "{md}"
+        );
+        assert_eq!(again.rows[3].ok, 2);
+    }
+
+    #[test]
+    fn arachne_runs_alone_with_its_options() {
+        let cli = arachne_cli(&[]);
+        assert!(runs_alone(&cli, arachne::NAME).unwrap());
+        let cfg = arachne_config(&cli).unwrap();
+        assert_eq!((cfg.reps, cfg.warmup, cfg.phase_ms), (3, 1, 5000));
+        assert_eq!((cfg.rates, cfg.work_us), (vec![15, 60, 110], 40_000));
+        let cli = arachne_cli(&["--arachne-ms", "2000", "--arachne-work-us", "20000"]);
+        let cmd = arachne_config(&cli).unwrap().command(arachne::Item {
+            rate: 60,
+            config: arachne::Config::Default,
+        });
+        assert!(
+            cmd.contains("enoki-pool --phases 60:2000 --work-us 20000 --watch-pid $b --no-arbiter"),
+            "{cmd}"
+        );
+        let cli = Cli::parse_from(["enoki-bench", "--only", "arachne,locality"]);
+        assert!(runs_alone(&cli, arachne::NAME).is_err());
+        for bad in [["--arachne-rates", "0"], ["--arachne-ms", "0"]] {
+            assert!(arachne_config(&arachne_cli(&bad)).is_err(), "{bad:?}");
         }
     }
 

@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -258,23 +257,12 @@ impl Point {
 
 /// The point of one run, read from `raw` (`not run` if the VM ended first).
 fn read_point(raw: &Path, s: Series, rate: u32) -> Point {
-    let id = run_id(s, rate);
-    let read = |ext: &str| fs::read_to_string(raw.join(format!("{id}.{ext}"))).ok();
-    let mut status = read("status")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "not run (VM ended)".into());
-    let mut values = BTreeMap::new();
-    if status == "ok" {
-        values = parse_values(&read("out").unwrap_or_default());
-        let needed = if s.batch {
-            &[P99, BATCH_SHARE][..]
-        } else {
-            &[P99][..]
-        };
-        if let Some(missing) = needed.iter().find(|k| !values.contains_key(**k)) {
-            status = format!("no '{missing}' in its output");
-        }
-    }
+    let needed = if s.batch {
+        &[P99, BATCH_SHARE][..]
+    } else {
+        &[P99][..]
+    };
+    let (status, values) = crate::table::read_raw(raw, &run_id(s, rate), needed);
     Point {
         series: SweepConfig::series_id(s),
         rate,
@@ -399,13 +387,7 @@ pub fn markdown(r: &SweepReport) -> String {
             let _ = writeln!(s, "- {} at {}/s: {}", p.series, p.rate, p.status);
         }
     }
-    if !m.kernel_log_problems.is_empty() {
-        s.push_str("\nKernel log problems during the run:\n\n```\n");
-        for p in m.kernel_log_problems.iter().take(20) {
-            let _ = writeln!(s, "{p}");
-        }
-        s.push_str("```\n");
-    }
+    s.push_str(&crate::table::kernel_log_md(m));
     s
 }
 
@@ -475,8 +457,8 @@ mod tests {
     }
 
     fn write(dir: &Path, id: &str, status: &str, out: &str) {
-        fs::write(dir.join(format!("{id}.status")), status).unwrap();
-        fs::write(dir.join(format!("{id}.out")), out).unwrap();
+        std::fs::write(dir.join(format!("{id}.status")), status).unwrap();
+        std::fs::write(dir.join(format!("{id}.out")), out).unwrap();
     }
 
     fn report(dir: &Path) -> SweepReport {
