@@ -4,18 +4,16 @@
 //! configuration: the median over the repetitions, a bar from the lowest
 //! to the highest. A hollow marker: some run at that load fell behind.
 
-use std::fmt::Debug;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::arachne::{ArachneReport, Config, LinePoint, Row, CONFIGS};
-use crate::plot::{register_embedded_font, FAMILY};
-
-const SIZE: (u32, u32) = (900, 600);
+use crate::plot::register_embedded_font;
+use crate::sweep_plot::{err, line_chart, Chart, XAxis, YAxis};
 
 /// The files, and what they show (also their alt text in results.md).
 pub const FILES: [&str; 2] = ["p99.png", "batch_cpus.png"];
@@ -23,10 +21,6 @@ pub const TITLES: [&str; 2] = [
     "request p99 latency vs load",
     "the batch job's CPUs vs load",
 ];
-
-fn err(e: impl Debug) -> anyhow::Error {
-    anyhow!("drawing: {e:?}")
-}
 
 fn color(c: Config) -> RGBColor {
     match c {
@@ -38,10 +32,7 @@ fn color(c: Config) -> RGBColor {
 /// One plot's y axis and what goes on it.
 struct Plot<Y> {
     title: &'static str,
-    y: Y,
-    y_desc: &'static str,
-    y_tick: fn(&f64) -> String,
-    legend: SeriesLabelPosition,
+    y: YAxis<'static, Y>,
     stat: fn(&Row) -> &crate::table::Stat,
 }
 
@@ -71,66 +62,55 @@ where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(p.title, (FAMILY, 22))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x_range(r), p.y)
-        .map_err(err)?;
+    let x_desc = format!(
+        "load (requests/s of {} ms each)",
+        r.config.work_us as f64 / 1e3
+    );
+    let x = XAxis {
+        range: x_range(r),
+        desc: &x_desc,
+    };
+    line_chart(path, p.title, x, p.y, |chart| {
+        CONFIGS
+            .iter()
+            .try_for_each(|&c| draw_config(chart, &crate::arachne::line(r, c, p.stat), c))
+    })
+}
+
+/// One configuration's medians over the load, with min-max bars (hollow
+/// markers: some run fell behind).
+fn draw_config<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<Y>,
+    points: &[LinePoint],
+    c: Config,
+) -> Result<()> {
+    let col = color(c);
     chart
-        .configure_mesh()
-        .x_desc(format!(
-            "load (requests/s of {} ms each)",
-            r.config.work_us as f64 / 1e3
+        .draw_series(LineSeries::new(
+            points.iter().map(|q| (q.rate, q.median)),
+            col.stroke_width(2),
         ))
-        .y_desc(p.y_desc)
-        .label_style((FAMILY, 15))
-        .axis_desc_style((FAMILY, 16))
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&p.y_tick)
-        .draw()
-        .map_err(err)?;
-    for c in CONFIGS {
-        let col = color(c);
-        let points: Vec<LinePoint> = crate::arachne::line(r, c, p.stat);
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|q| (q.rate, q.median)),
-                col.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(c.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(2)));
-        // Min-max bars, then the medians (hollow: some run fell behind).
-        chart
-            .draw_series(points.iter().map(|q| {
-                PathElement::new(vec![(q.rate, q.min), (q.rate, q.max)], col.stroke_width(1))
-            }))
-            .map_err(err)?;
-        chart
-            .draw_series(points.iter().map(|q| {
-                let style = if q.behind {
-                    col.stroke_width(2)
-                } else {
-                    col.filled()
-                };
-                Circle::new((q.rate, q.median), 5, style)
-            }))
-            .map_err(err)?;
-    }
+        .map_err(err)?
+        .label(c.label())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(2)));
     chart
-        .configure_series_labels()
-        .position(p.legend)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FAMILY, 15))
-        .draw()
+        .draw_series(
+            points.iter().map(|q| {
+                PathElement::new(vec![(q.rate, q.min), (q.rate, q.max)], col.stroke_width(1))
+            }),
+        )
         .map_err(err)?;
-    root.present()
-        .map_err(|e| anyhow!("writing {}: {e:?}", path.display()))
+    chart
+        .draw_series(points.iter().map(|q| {
+            let style = if q.behind {
+                col.stroke_width(2)
+            } else {
+                col.filled()
+            };
+            Circle::new((q.rate, q.median), 5, style)
+        }))
+        .map_err(err)?;
+    Ok(())
 }
 
 /// Writes the plots ([`FILES`]) into `dir`; returns their paths.
@@ -142,11 +122,13 @@ pub fn pngs(dir: &Path, r: &ArachneReport) -> Result<Vec<PathBuf>> {
         r,
         Plot {
             title: TITLES[0],
-            y: decades(r).log_scale(),
-            y_desc: "request p99 latency (ms, log)",
-            y_tick: |v| format!("{v:.0}"),
-            // Latency grows with load.
-            legend: SeriesLabelPosition::UpperLeft,
+            y: YAxis {
+                range: decades(r).log_scale(),
+                desc: "request p99 latency (ms, log)",
+                tick: |v| format!("{v:.0}"),
+                // Latency grows with load.
+                legend: SeriesLabelPosition::UpperLeft,
+            },
             stat: |row| &row.p99_ms,
         },
     )?;
@@ -155,11 +137,13 @@ pub fn pngs(dir: &Path, r: &ArachneReport) -> Result<Vec<PathBuf>> {
         r,
         Plot {
             title: TITLES[1],
-            y: 0.0..8.0,
-            y_desc: "batch job's CPUs (of 8)",
-            y_tick: |v| format!("{v:.0}"),
-            // The batch job gets less as load grows.
-            legend: SeriesLabelPosition::LowerLeft,
+            y: YAxis {
+                range: 0.0..8.0,
+                desc: "batch job's CPUs (of 8)",
+                tick: |v| format!("{v:.0}"),
+                // The batch job gets less as load grows.
+                legend: SeriesLabelPosition::LowerLeft,
+            },
             stat: |row| &row.batch_cpus,
         },
     )?;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::plot::{register_embedded_font, FAMILY};
@@ -29,7 +30,7 @@ struct Line {
     points: Vec<(f64, f64, bool)>,
 }
 
-fn err(e: impl Debug) -> anyhow::Error {
+pub(crate) fn err(e: impl Debug) -> anyhow::Error {
     anyhow!("drawing: {e:?}")
 }
 
@@ -73,18 +74,36 @@ fn log_range(lines: &[Line]) -> Range<f64> {
 
 /// The y axis of a chart: its range (linear or log), name and tick labels,
 /// and where the legend goes (a corner the lines keep clear of).
-struct YAxis<'a, Y> {
-    range: Y,
-    desc: &'a str,
-    tick: fn(&f64) -> String,
-    legend: SeriesLabelPosition,
+pub(crate) struct YAxis<'a, Y> {
+    pub range: Y,
+    pub desc: &'a str,
+    pub tick: fn(&f64) -> String,
+    pub legend: SeriesLabelPosition,
 }
 
-/// Draws `lines` over offered load into `path`.
-fn chart<Y>(path: &Path, title: &str, x: Range<f64>, y: YAxis<Y>, lines: &[Line]) -> Result<()>
+/// The x axis of a chart: its range and name.
+pub(crate) struct XAxis<'a> {
+    pub range: Range<f64>,
+    pub desc: &'a str,
+}
+
+/// A chart's drawing surface: x linear, y on the coordinates `Y`.
+pub(crate) type Chart<'a, 'b, Y> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
+
+/// Draws a chart into `path`: its axes, then what `series` draws on it
+/// (labelled series go into the legend), then the legend.
+pub(crate) fn line_chart<Y, F>(
+    path: &Path,
+    title: &str,
+    x: XAxis,
+    y: YAxis<Y>,
+    series: F,
+) -> Result<()>
 where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    F: FnOnce(&mut Chart<Y::CoordDescType>) -> Result<()>,
 {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -93,11 +112,11 @@ where
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(80)
-        .build_cartesian_2d(x, y.range)
+        .build_cartesian_2d(x.range, y.range)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("offered load (requests/s)")
+        .x_desc(x.desc)
         .y_desc(y.desc)
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 16))
@@ -105,26 +124,7 @@ where
         .y_label_formatter(&y.tick)
         .draw()
         .map_err(err)?;
-    for l in lines {
-        let c = l.color;
-        let xy = l.points.iter().map(|&(x, y, _)| (x, y));
-        chart
-            .draw_series(LineSeries::new(xy, c.stroke_width(2)))
-            .map_err(err)?
-            .label(l.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2)));
-        let marker = |&(x, y, saturated): &(f64, f64, bool)| {
-            let style = if saturated {
-                c.stroke_width(2)
-            } else {
-                c.filled()
-            };
-            Circle::new((x, y), if saturated { 6 } else { 4 }, style)
-        };
-        chart
-            .draw_series(l.points.iter().map(marker))
-            .map_err(err)?;
-    }
+    series(&mut chart)?;
     chart
         .configure_series_labels()
         .position(y.legend)
@@ -135,6 +135,44 @@ where
         .map_err(err)?;
     root.present()
         .map_err(|e| anyhow!("writing {}: {e:?}", path.display()))
+}
+
+/// Draws `lines` over offered load into `path`.
+fn chart<Y>(path: &Path, title: &str, x: Range<f64>, y: YAxis<Y>, lines: &[Line]) -> Result<()>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let x = XAxis {
+        range: x,
+        desc: "offered load (requests/s)",
+    };
+    line_chart(path, title, x, y, |chart| {
+        lines.iter().try_for_each(|l| draw_line(chart, l))
+    })
+}
+
+/// One line with its markers (hollow and larger where saturated).
+fn draw_line<Y: Ranged<ValueType = f64>>(chart: &mut Chart<Y>, l: &Line) -> Result<()> {
+    let c = l.color;
+    let xy = l.points.iter().map(|&(x, y, _)| (x, y));
+    chart
+        .draw_series(LineSeries::new(xy, c.stroke_width(2)))
+        .map_err(err)?
+        .label(l.label.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2)));
+    let marker = |&(x, y, saturated): &(f64, f64, bool)| {
+        let style = if saturated {
+            c.stroke_width(2)
+        } else {
+            c.filled()
+        };
+        Circle::new((x, y), if saturated { 6 } else { 4 }, style)
+    };
+    chart
+        .draw_series(l.points.iter().map(marker))
+        .map_err(err)?;
+    Ok(())
 }
 
 /// Short requests' p99 of `series`, log scale.

@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use enoki::{HintData, NoHint};
 
+pub mod locality;
 mod ring;
 use ring::Rings;
 

@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use enoki_hints::HintQueue;
-use enoki_locality::{GroupHint, GroupHome};
+use enoki_hints::locality::{hint_groups, Queue, Wait};
 
-type Queue = HintQueue<GroupHint, GroupHome>;
+/// How long to wait for each of the scheduler's answers.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(version, about = "Grouped threads hinted to the locality scheduler")]
@@ -86,30 +86,6 @@ fn run_thread(cli: &Cli, group: u32, tids: mpsc::Sender<(i32, u32)>, start: &Bar
     Placement { group, samples }
 }
 
-/// Hints each thread (`tids[i]`, group `groups[i]`) in one batch, then
-/// reads one answer per hint: each group's home, by group.
-fn hint_groups(queue: &mut Queue, tids: &[(i32, u32)]) -> Result<BTreeMap<u32, u32>> {
-    for (tid, group) in tids {
-        queue.push(*tid, &GroupHint { group: *group })?;
-    }
-    let taken = queue.enter().context("ringing the doorbell")?;
-    if taken as usize != tids.len() {
-        bail!(
-            "the scheduler took {taken} of {} hints: {:?}",
-            tids.len(),
-            queue.stats()?
-        );
-    }
-    let mut homes = BTreeMap::new();
-    for _ in tids {
-        let answer = queue
-            .recv(Some(Duration::from_secs(10)))?
-            .context("no answer from the scheduler on the reverse ring")?;
-        homes.insert(answer.hint.group, answer.hint.cpu);
-    }
-    Ok(homes)
-}
-
 fn report(placements: &[Placement], homes: &BTreeMap<u32, u32>) {
     for (g, cpu) in homes {
         println!("group.{g}.home {cpu}");
@@ -156,7 +132,7 @@ fn main() -> Result<()> {
     drop(tid_tx);
     let tids: Vec<(i32, u32)> = tid_rx.iter().take(n).collect();
     let homes = match queue.as_mut() {
-        Some(q) => hint_groups(q, &tids),
+        Some(q) => hint_groups(q, &tids, Wait::Each(ANSWER_TIMEOUT)),
         None => Ok(BTreeMap::new()),
     };
     // the threads start whatever happened, so that none waits forever

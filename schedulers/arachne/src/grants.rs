@@ -48,7 +48,7 @@ pub enum Reclaim {
     /// It goes at once.
     AtOnce,
     /// The process is asked to give it back and holds it until it does
-    /// (see [`Grants::release`]); the CPU's new owner waits.
+    /// (see [`Grants::release_cpu`]); the CPU's new owner waits.
     Asked,
 }
 
@@ -228,12 +228,18 @@ impl Grants {
         self.split(topology)
     }
 
-    /// Process `tgid` gives back `cpu`, which it was asked to; the CPUs
-    /// are split again. `None` when it was not asked for `cpu`.
-    pub fn release(&mut self, tgid: Pid, cpu: CpuId, topology: &Topology) -> Option<Change> {
-        let slot = self.slot_of(tgid)?;
+    /// The process asked to give back `cpu` gives it back, if it is
+    /// `expected_holder` (any process, with `None`); the CPUs are split
+    /// again. `None` when no such process was asked for `cpu`.
+    pub fn release_cpu(
+        &mut self,
+        cpu: CpuId,
+        expected_holder: Option<Pid>,
+        topology: &Topology,
+    ) -> Option<Change> {
+        let slot = self.reclaimer_slot(cpu)?;
         let process = self.processes.get_mut(slot)?;
-        if !process.reclaiming.contains(cpu) {
+        if expected_holder.is_some_and(|tgid| tgid != process.tgid) {
             return None;
         }
         process.reclaiming.remove(cpu);
@@ -247,12 +253,18 @@ impl Grants {
         Some(change)
     }
 
-    /// The process asked to give back `cpu`, if any.
-    pub fn reclaimer_of(&self, cpu: CpuId) -> Option<Pid> {
+    /// The slot of the process asked to give back `cpu`, if any.
+    fn reclaimer_slot(&self, cpu: CpuId) -> Option<usize> {
         self.processes
             .iter()
-            .find(|p| p.tgid != 0 && p.reclaiming.contains(cpu))
-            .map(|p| p.tgid)
+            .position(|p| p.tgid != 0 && p.reclaiming.contains(cpu))
+    }
+
+    /// The process asked to give back `cpu`, if any.
+    #[cfg(any(test, feature = "introspect"))]
+    pub fn reclaimer_of(&self, cpu: CpuId) -> Option<Pid> {
+        let slot = self.reclaimer_slot(cpu)?;
+        self.processes.get(slot).map(|p| p.tgid)
     }
 
     /// Every CPU some process is asked to give back.

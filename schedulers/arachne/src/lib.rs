@@ -381,38 +381,37 @@ impl Arachne {
     }
 
     /// Takes `cpu` from the process asked to give it back, if its grace
-    /// period is over; otherwise makes sure its timer comes back for it.
+    /// period is over. Before then it leaves the timer alone: armed by
+    /// [`Self::set_deadline`], it fires no earlier than the deadline (the
+    /// deadline counts from a message stamp, on the timer's clock, taken
+    /// before the arming), and a CPU going offline loses its grant, so no
+    /// pick of the grace period finds it disarmed.
     fn take_if_due(&self, cpu: CpuId) -> Result {
         let deadline = self.deadline(cpu);
-        if deadline == 0 {
+        if deadline == 0 || self.services.now() < deadline {
             return Ok(());
         }
-        let now = self.services.now();
-        if now < deadline {
-            self.services.set_timer(cpu, deadline.saturating_sub(now));
-            return Ok(());
-        }
-        if self.give_back(cpu, None)? {
+        if self.give_back(cpu)? {
             self.counters.taken.fetch_add(1);
         }
         Ok(())
     }
 
-    /// `cpu`, asked back, goes from its process (which must be `tgid`,
-    /// when given) to the next split. False when it was not asked back.
-    fn give_back(&self, cpu: CpuId, tgid: Option<Pid>) -> Result<bool> {
+    /// `cpu`, asked back, goes from its process to the next split. False
+    /// when it was not asked back.
+    fn give_back(&self, cpu: CpuId) -> Result<bool> {
         let mut grants = self.grants.write()?;
-        let Some(holder) = grants.reclaimer_of(cpu) else {
-            return Ok(false);
+        Ok(self.release(&mut grants, cpu, None))
+    }
+
+    /// `cpu`, asked back of `holder` (of any process, with `None`), goes
+    /// to the next split. False when it was not.
+    fn release(&self, grants: &mut Grants, cpu: CpuId, holder: Option<Pid>) -> bool {
+        let Some(change) = grants.release_cpu(cpu, holder, &self.topology) else {
+            return false;
         };
-        if tgid.is_some_and(|t| t != holder) {
-            return Ok(false);
-        }
-        let Some(change) = grants.release(holder, cpu, &self.topology) else {
-            return Ok(false);
-        };
-        self.publish(&grants, &change, None);
-        Ok(true)
+        self.publish(grants, &change, None);
+        true
     }
 
     /// Process `tgid`'s request, made through `queue`: whether it was
@@ -430,9 +429,8 @@ impl Arachne {
                 Ok(true)
             }
             RELEASE_CORE => {
-                drop(grants);
                 let cpu = usize::try_from(hint.cpu).unwrap_or(usize::MAX);
-                let released = self.give_back(cpu, Some(tgid))?;
+                let released = self.release(&mut grants, cpu, Some(tgid));
                 if released {
                     self.counters.released.fetch_add(1);
                 }
@@ -525,7 +523,7 @@ impl EnokiScheduler for Arachne {
             })
         };
         let stays = prev.is_some_and(|p| p.runnable);
-        if next.is_none() && !stays && self.deadline(cpu) != 0 && self.give_back(cpu, None)? {
+        if next.is_none() && !stays && self.deadline(cpu) != 0 && self.give_back(cpu)? {
             // Asked back, and nothing of its process left to run here.
             self.counters.released.fetch_add(1);
         }

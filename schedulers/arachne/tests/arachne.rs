@@ -37,6 +37,8 @@ struct Kernel {
     looked: BTreeMap<usize, BTreeSet<Pid>>,
     /// Per CPU, the delay its armed preemption timer was last set to.
     timers: BTreeMap<usize, u64>,
+    /// Per CPU, how many times its timer was armed.
+    arms: BTreeMap<usize, usize>,
 }
 
 impl std::ops::Deref for Kernel {
@@ -58,6 +60,7 @@ fn driver(args: &str) -> Kernel {
         d: Driver::new(topology(), 128, SLICE, args).unwrap(),
         looked: BTreeMap::new(),
         timers: BTreeMap::new(),
+        arms: BTreeMap::new(),
     }
 }
 
@@ -145,6 +148,7 @@ fn settle(k: &mut Kernel) -> Vec<Notice> {
                 HostEvent::Timer { cpu, ns } => match ns {
                     Some(ns) => {
                         k.timers.insert(cpu, ns);
+                        *k.arms.entry(cpu).or_default() += 1;
                     }
                     None => {
                         k.timers.remove(&cpu);
@@ -819,8 +823,8 @@ fn no_task_is_lost_under_a_mix() {
 }
 
 /// Process 100 with `threads` threads (101..) holding 6 CPUs, every
-/// thread running; process 200 with one thread, its queue open. Returns
-/// the two queues.
+/// thread running, then asking for them at priority 4; process 200 with
+/// one thread, its queue open. Returns the two queues.
 fn one_holds_six(d: &mut Kernel, threads: Pid) -> (QueueId, QueueId, BTreeMap<Pid, Pid>) {
     let mut tgid_of = BTreeMap::new();
     for pid in 101..=100 + threads {
@@ -838,6 +842,8 @@ fn one_holds_six(d: &mut Kernel, threads: Pid) -> (QueueId, QueueId, BTreeMap<Pi
         d.wake(pid, 0);
         settle(d);
     }
+    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
+    settle(d);
     (qa, qb, tgid_of)
 }
 
@@ -861,8 +867,6 @@ fn a_cpu_a_more_urgent_process_takes_is_asked_back_then_released_or_taken() {
     let mut d = driver("");
     let (qa, qb, tgid_of) = one_holds_six(&mut d, 6);
     let before = grant_of(&d, 100);
-    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
-    settle(&mut d);
     let notices = urgent_asks_three(&mut d, qb);
     // A is asked for two CPUs and keeps them meanwhile; B gets the one
     // free CPU past the reserve at once and waits for the other two.
@@ -913,12 +917,43 @@ fn a_cpu_a_more_urgent_process_takes_is_asked_back_then_released_or_taken() {
 }
 
 #[test]
+fn picks_during_a_grace_period_leave_its_timer_armed_once() {
+    let mut d = driver("");
+    let (qa, qb, tgid_of) = one_holds_six(&mut d, 6);
+    let asked_at = d.now();
+    let notices = urgent_asks_three(&mut d, qb);
+    let asked = of_kind(&notices, qa, GRANT_RECLAIM)[0].cpus();
+    // Slices end on the CPUs asked back, a few ms apart, within the grace
+    // period: A's threads keep running there.
+    for step in 1..=4 {
+        d.set_now(asked_at + step * 4_000_000);
+        for cpu in asked.iter() {
+            assert!(d.tick(cpu, SLICE), "the slice on {cpu} ends");
+            settle(&mut d);
+            assert_eq!(tgid_of[&d.running(cpu).unwrap()], 100);
+        }
+    }
+    for cpu in asked.iter() {
+        assert_eq!(d.arms.get(&cpu), Some(&1), "timer arms on {cpu}");
+    }
+    assert_eq!(d.scheduler().reclaiming().unwrap(), asked);
+    // The timer, armed once, still takes them at the deadline.
+    d.set_now(asked_at + 20_000_000);
+    for cpu in asked.iter() {
+        d.preempt(cpu, false);
+        settle(&mut d);
+    }
+    assert!(d.scheduler().reclaiming().unwrap().is_empty());
+    assert_eq!(grant_of(&d, 100).len(), 4);
+    assert_eq!(stats(&d).taken, 2);
+    check_placement(&d, &tgid_of);
+}
+
+#[test]
 fn a_cpu_asked_back_with_nothing_of_its_process_to_run_goes_at_once() {
     let mut d = driver("");
     // One thread for six CPUs: five of them idle.
     let (qa, qb, tgid_of) = one_holds_six(&mut d, 1);
-    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
-    settle(&mut d);
     let notices = urgent_asks_three(&mut d, qb);
     let asked = of_kind(&notices, qa, GRANT_RECLAIM);
     assert_eq!(asked.len(), 1, "{notices:?}");
@@ -945,8 +980,6 @@ fn a_cpu_asked_back_with_nothing_of_its_process_to_run_goes_at_once() {
 fn without_a_grace_period_a_cpu_taken_goes_at_once() {
     let mut d = driver(AT_ONCE);
     let (qa, qb, tgid_of) = one_holds_six(&mut d, 6);
-    assert_eq!(d.send_hint(qa, 101, &CoreRequest::cores(6, 4), 0), 0);
-    settle(&mut d);
     let notices = urgent_asks_three(&mut d, qb);
     assert!(of_kind(&notices, qa, GRANT_RECLAIM).is_empty());
     assert_eq!(notice_to(&notices, qb).count(), 3);

@@ -195,21 +195,35 @@ fn a_cpu_taken_for_another_is_asked_back_and_the_taker_waits_for_it() {
     // Each CPU given back goes to 20; one not asked back is refused.
     let cpu = reclaiming.iter().next().unwrap();
     assert_eq!(g.reclaimer_of(cpu), Some(10));
-    assert!(g
-        .release(10, before.without(reclaiming).iter().next().unwrap(), &t)
-        .is_none());
+    let not_asked = before.without(reclaiming).iter().next().unwrap();
+    assert!(g.release_cpu(not_asked, Some(10), &t).is_none());
     assert!(
-        g.release(20, cpu, &t).is_none(),
+        g.release_cpu(cpu, Some(20), &t).is_none(),
         "only the holder gives back"
     );
-    let change = g.release(10, cpu, &t).unwrap();
+    let change = g.release_cpu(cpu, Some(10), &t).unwrap();
     assert!(change.moved.contains(cpu));
     assert_eq!((held(&g, 10), held(&g, 20)), (5, 2));
     let last = g.reclaiming().iter().next().unwrap();
-    g.release(10, last, &t).unwrap();
+    g.release_cpu(last, None, &t).unwrap();
     assert_eq!((held(&g, 10), held(&g, 20)), (4, 3));
     assert!(g.reclaiming().is_empty());
     assert_eq!(g.granted().len(), 7, "never more than all but the reserve");
+}
+
+#[test]
+fn a_release_of_a_cpu_asked_of_another_is_refused_and_changes_nothing() {
+    let (mut g, t) = asked(&[(10, 6, 4), (20, 3, 0)]);
+    let (before, generation) = (g.grant_of(10), g.generation());
+    let cpu = g.reclaiming().iter().next().unwrap();
+    assert_eq!(g.reclaimer_of(cpu), Some(10));
+    for wrong in [20, 30] {
+        assert!(g.release_cpu(cpu, Some(wrong), &t).is_none(), "{wrong}");
+    }
+    assert_eq!(g.reclaimer_of(cpu), Some(10), "still asked back of 10");
+    assert_eq!((g.grant_of(10), g.generation()), (before, generation));
+    assert!(g.release_cpu(cpu, Some(10), &t).is_some());
+    assert!(!g.grant_of(10).contains(cpu));
 }
 
 #[test]

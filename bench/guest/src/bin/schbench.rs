@@ -15,19 +15,16 @@
 //! (GPL-2.0, unlike the other workloads: it links the hint queue and the
 //! locality scheduler's hint types, enoki-hints and enoki-locality.)
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use clap::Parser;
 use enoki_bench_guest::{gettid, mono_ns, percentile, spin_cpu_ns};
-use enoki_hints::HintQueue;
-use enoki_locality::{GroupHint, GroupHome, MAX_GROUPS};
-
-type Queue = HintQueue<GroupHint, GroupHome>;
+use enoki_hints::locality::{hint_groups, Queue, Wait};
+use enoki_locality::MAX_GROUPS;
 
 /// How long to wait for the scheduler's answers to the hints.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,42 +208,6 @@ fn open_queue() -> Result<Queue> {
     )
 }
 
-/// Hints every (tid, group) in one batch and waits for the answers: each
-/// group's home CPU, by group. An error if the scheduler took fewer than
-/// all or answered none within [`ANSWER_TIMEOUT`].
-fn hint_groups(queue: &mut Queue, tids: &[(i32, u32)]) -> Result<BTreeMap<u32, u32>> {
-    for (tid, group) in tids {
-        queue
-            .push(*tid, &GroupHint { group: *group })
-            .with_context(|| format!("queueing the hint for thread {tid}"))?;
-    }
-    let taken = queue
-        .enter()
-        .context("handing the hints to the scheduler")?;
-    if taken as usize != tids.len() {
-        bail!(
-            "the scheduler took {taken} of {} hints: {:?}",
-            tids.len(),
-            queue.stats()?
-        );
-    }
-    let mut homes = BTreeMap::new();
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
-    for _ in tids {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match queue.recv(Some(left)).context("reading the answers")? {
-            Some(a) => homes.insert(a.hint.group, a.hint.cpu),
-            None => break,
-        };
-    }
-    ensure!(
-        !homes.is_empty(),
-        "the scheduler answered none of {} hints within {ANSWER_TIMEOUT:?}",
-        tids.len()
-    );
-    Ok(homes)
-}
-
 /// Reads every thread's id, and hints them if asked to.
 fn collect_and_hint(
     queue: Option<&mut Queue>,
@@ -263,7 +224,7 @@ fn collect_and_hint(
     let Some(queue) = queue else {
         return Ok(());
     };
-    for (group, cpu) in hint_groups(queue, &got)? {
+    for (group, cpu) in hint_groups(queue, &got, Wait::Total(ANSWER_TIMEOUT))? {
         println!("group.{group}.home {cpu}");
     }
     println!("hints_taken {}", queue.stats()?.taken);
