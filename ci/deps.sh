@@ -20,6 +20,8 @@ DEB_PACKAGES=(
 	gdb
 	# libFuzzer and the sanitizers' runtimes for kernel/fuzz (cargo make fuzz-hints)
 	libclang-rt-14-dev
+	# cargo make package (make bindeb-pkg), deploy, deploy-test and their lint
+	debhelper rsync kmod ansible-core ansible-lint shellcheck mmdebstrap qemu-utils openssh-client
 )
 CARGO_TOOLS=(
 	"bindgen-cli:bindgen:0.73.2"

@@ -26,6 +26,13 @@ pub enum Error {
     #[error("scheduler '{0}' is already loaded; run 'enoki unload' first")]
     AlreadyLoaded(String),
 
+    #[error("{} was built for kernel {built}, but the running kernel is {running}; install the modules built for this kernel", .module.display())]
+    WrongKernel {
+        module: PathBuf,
+        built: crate::kernel_match::KernelId,
+        running: crate::kernel_match::KernelId,
+    },
+
     #[error("no scheduler is loaded")]
     NotLoaded,
 

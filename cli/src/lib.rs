@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod hints;
+pub mod kernel_match;
 pub mod load;
 pub mod paths;
 pub mod policy;

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use nix::kmod::{finit_module, ModuleInitFlags};
 
+use crate::kernel_match::{self, KernelId};
 use crate::status::read_attr;
 use crate::{Error, Paths};
 
@@ -203,7 +204,15 @@ pub fn preflight(paths: &Paths, sched: &str) -> Result<PathBuf, Error> {
             return Err(Error::AlreadyLoaded(loaded));
         }
     }
+    built_for_this_kernel(paths, &ko)?;
     Ok(ko)
+}
+
+/// Refuses a module built for another kernel (see `kernel_match`), naming
+/// both kernels.
+pub fn built_for_this_kernel(paths: &Paths, ko: &Path) -> Result<(), Error> {
+    let image = std::fs::read(ko).map_err(|e| Error::io(ko, e))?;
+    kernel_match::check(ko, &image, &KernelId::running(&paths.kernel_notes)?)
 }
 
 /// Loads scheduler `sched` with `params`. The caller checks for root.
@@ -227,6 +236,7 @@ pub fn load(paths: &Paths, sched: &str, params: &LoadParams) -> Result<(), Error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel_match::tests::kernel_notes;
     use std::fs;
     use tempfile::TempDir;
 
@@ -283,9 +293,19 @@ mod tests {
     }
 
     /// Module file contents with the modinfo strings of the module build's
-    /// scheduler `name`.
+    /// scheduler `name`, built for the running kernel's release and the
+    /// fake kernel's build id `ab12` (see `fake`).
     fn scheduler_module(name: &str) -> String {
-        format!("ELF\0license=GPL\0description=Enoki scheduler {name}\0author=Enoki\0")
+        scheduler_module_for(name, "ab12")
+    }
+
+    fn scheduler_module_for(name: &str, build_id: &str) -> String {
+        let release = nix::sys::utsname::uname().unwrap();
+        let release = release.release().to_str().unwrap();
+        format!(
+            "ELF\0license=GPL\0description=Enoki scheduler {name}\0author=Enoki\0\
+             kernel_build_id={build_id}\0vermagic={release} SMP preempt mod_unload \0"
+        )
     }
 
     /// A sysfs dir with an empty `scheduler` file and a module dir holding
@@ -295,7 +315,9 @@ mod tests {
         let paths = Paths {
             sysfs: tmp.path().join("sysfs"),
             module_dir: tmp.path().join("modules"),
+            kernel_notes: tmp.path().join("notes"),
         };
+        fs::write(&paths.kernel_notes, kernel_notes(&[0xab, 0x12])).unwrap();
         fs::create_dir(&paths.sysfs).unwrap();
         fs::create_dir(&paths.module_dir).unwrap();
         fs::write(paths.sysfs.join("scheduler"), "\n").unwrap();
@@ -338,6 +360,24 @@ mod tests {
                 format!("unknown scheduler '{name}'; available: badpick, fifo")
             );
         }
+    }
+
+    #[test]
+    fn a_module_built_for_another_kernel_is_refused() {
+        let f = fake();
+        let ko = f.paths.module_dir.join("enoki_fifo.ko");
+        fs::write(&ko, scheduler_module_for("fifo", "cd34")).unwrap();
+        let err = preflight(&f.paths, "fifo").unwrap_err();
+        assert!(
+            matches!(&err, Error::WrongKernel { built, running, .. }
+                if built.build_id.as_deref() == Some("cd34")
+                    && running.build_id.as_deref() == Some("ab12")),
+            "{err}"
+        );
+        assert!(matches!(
+            load(&f.paths, "fifo", &LoadParams::default()),
+            Err(Error::WrongKernel { .. })
+        ));
     }
 
     #[test]

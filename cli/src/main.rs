@@ -11,7 +11,8 @@ mod cmd;
 const AFTER_HELP: &str = "\
 Environment:
   ENOKI_SYSFS       Enoki-C's sysfs directory [default: /sys/kernel/enoki]
-  ENOKI_MODULE_DIR  where enoki_<sched>.ko files live [default: /lib/modules/enoki]
+  ENOKI_MODULE_DIR  where enoki_<sched>.ko files live [default: /lib/modules/$(uname -r)/extra/enoki
+                    when the package installed it there, else /lib/modules/enoki]
   ENOKI_DEBUGFS     Enoki-C's debugfs directory [default: /sys/kernel/debug/enoki]
   ENOKI_SYSMODULE   module parameters and srcversion [default: /sys/module]";
 

@@ -5,7 +5,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub const DEFAULT_SYSFS: &str = "/sys/kernel/enoki";
+/// Where the Debian package (`cargo make package`) puts the modules, under
+/// `/lib/modules/<release>/`.
+pub const PACKAGE_MODULE_SUBDIR: &str = "extra/enoki";
+/// Where the test VMs' root file system puts them.
 pub const DEFAULT_MODULE_DIR: &str = "/lib/modules/enoki";
+pub const DEFAULT_KERNEL_NOTES: &str = "/sys/kernel/notes";
 pub const SYSFS_ENV: &str = "ENOKI_SYSFS";
 pub const MODULE_DIR_ENV: &str = "ENOKI_MODULE_DIR";
 
@@ -15,15 +20,32 @@ pub struct Paths {
     pub sysfs: PathBuf,
     /// Directory holding `enoki_<sched>.ko` files.
     pub module_dir: PathBuf,
+    /// The running kernel's ELF notes (its build id).
+    pub kernel_notes: PathBuf,
 }
 
 impl Default for Paths {
     fn default() -> Self {
         Paths {
             sysfs: DEFAULT_SYSFS.into(),
-            module_dir: DEFAULT_MODULE_DIR.into(),
+            module_dir: default_module_dir(),
+            kernel_notes: DEFAULT_KERNEL_NOTES.into(),
         }
     }
+}
+
+/// The packaged modules of the running kernel when they are installed,
+/// else the test VMs' directory.
+fn default_module_dir() -> PathBuf {
+    nix::sys::utsname::uname()
+        .ok()
+        .map(|u| {
+            PathBuf::from("/lib/modules")
+                .join(u.release())
+                .join(PACKAGE_MODULE_SUBDIR)
+        })
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| DEFAULT_MODULE_DIR.into())
 }
 
 impl Paths {
@@ -37,13 +59,14 @@ impl Paths {
     }
 
     fn from_vars(sysfs: Option<OsString>, module_dir: Option<OsString>) -> Self {
-        let pick = |v: Option<OsString>, default: &str| {
-            v.filter(|v| !v.is_empty())
-                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        let pick = |v: Option<OsString>, default: PathBuf| {
+            v.filter(|v| !v.is_empty()).map_or(default, PathBuf::from)
         };
+        let default = Paths::default();
         Paths {
-            sysfs: pick(sysfs, DEFAULT_SYSFS),
-            module_dir: pick(module_dir, DEFAULT_MODULE_DIR),
+            sysfs: pick(sysfs, default.sysfs),
+            module_dir: pick(module_dir, default.module_dir),
+            kernel_notes: default.kernel_notes,
         }
     }
 }

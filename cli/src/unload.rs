@@ -53,6 +53,7 @@ mod tests {
         Paths {
             sysfs: tmp.path().to_path_buf(),
             module_dir: tmp.path().join("modules"),
+            kernel_notes: tmp.path().join("notes"),
         }
     }
 

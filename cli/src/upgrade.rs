@@ -107,6 +107,7 @@ pub fn upgrade(
     start: Start,
 ) -> Result<Upgraded, Error> {
     let ko = load::scheduler_module(paths, sched)?;
+    load::built_for_this_kernel(paths, &ko)?;
     let running = running_module(paths)?;
     let to = next_module_name(sched, |name| sysmodule.join(name).exists());
     let mut image = std::fs::read(&ko).map_err(|e| Error::io(&ko, e))?;

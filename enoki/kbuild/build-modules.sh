@@ -91,8 +91,13 @@ write_if_changed() {
 	if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
 }
 
+# What `enoki load` checks a module against (kernel/module/enoki_params.c):
+# a relinked vmlinux has a new one, so it is part of the stamp.
+kernel_build_id=$(readelf -n "$kdir/vmlinux" | awk '/Build ID:/ { print $3; exit }')
+[ -n "$kernel_build_id" ] || { echo "modules: no GNU build id in $kdir/vmlinux" >&2; exit 1; }
+
 # Nothing changed since the last build: no work at all.
-stamp=$( (cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
+stamp=$( (echo "$kernel_build_id"; cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
 	"$0" "$here/check-sched-source.sh" "$here/check-sched-lints.sh" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
 if [ -z "$only" ] && [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
 	echo "modules: up to date ($(ls "$out" | wc -l) modules in $out)"
@@ -115,6 +120,7 @@ for name in "${schedulers[@]}"; do
 	obj-m := enoki_$name.o
 	enoki_$name-y := enoki_params.o ${name}_sched.o
 	rustflags-y += --cfg enoki_kernel
+	CFLAGS_enoki_params.o += -DENOKI_KERNEL_BUILD_ID='"$kernel_build_id"'
 	KB
 	cp -p "$top/kernel/module/enoki_params.c" "$d/enoki_params.c"
 	write_if_changed "$d/${name}_sched.rs" <<-RS

@@ -7,6 +7,14 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 
+/*
+ * The build id of the vmlinux this module was compiled against (the module
+ * build passes it in). The kernel checks only the release, which two builds
+ * of one release share, so `enoki load` compares this with the running
+ * kernel's build id before loading.
+ */
+MODULE_INFO(kernel_build_id, ENOKI_KERNEL_BUILD_ID);
+
 char *enoki_param_mode = "all";
 module_param_named(mode, enoki_param_mode, charp, 0444);
 MODULE_PARM_DESC(mode, "all: every normal task; opt-in: only SCHED_EXT (7) tasks");
