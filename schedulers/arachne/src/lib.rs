@@ -500,16 +500,12 @@ impl EnokiScheduler for Arachne {
         // Asked to take a task waiting elsewhere: decline the own queue, so
         // that the kernel balances (twice, since when a task is running
         // the kernel asks again only once it has handed that task back).
-        // `pulling` stays set for the balance, which clears it: with
-        // nothing to steal, the balance runs the declined own queue (the
-        // task handed back included) rather than leave the CPU idle with
-        // it queued.
         if self.pull.replace(cpu, false) {
             self.pulling.set(cpu, true);
             self.idle.set(cpu, false);
             return Ok(None);
         }
-        if self.pulling.get(cpu) {
+        if self.pulling.replace(cpu, false) {
             self.idle.set(cpu, false);
             return Ok(None);
         }

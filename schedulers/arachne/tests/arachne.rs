@@ -568,37 +568,6 @@ fn a_thread_on_a_cpu_given_back_moves_to_its_process_s_busy_cpu() {
     assert!(cpus_of(&ran, |p| p <= 8).contains(6), "{ran:?}");
 }
 
-/// With no grants: a task queued on a CPU its new affinity leaves asks a
-/// busy CPU to come and take it, and the kernel moves it there too. That
-/// CPU declines its queue at its slice end, hands its task back, declines
-/// again (the kernel's second pick, after the hand-back) and balances:
-/// with nothing to steal elsewhere it must run its own queue, not go idle
-/// with both tasks queued there, as no kick would come to wake it until
-/// some unpinned task woke.
-#[test]
-fn a_busy_cpu_asked_to_pull_runs_its_queue_when_there_is_nothing_to_steal() {
-    let mut d = driver("");
-    spinners(&mut d, 8);
-    let spinner_on_5 = d.running(5).expect("a spinner on every CPU");
-    d.spawn(20, anywhere(), 0, 2);
-    assert_eq!(d.state(20), Some(TaskState::Queued { cpu: 2 }));
-    d.set_affinity(20, cpus(&[5]));
-    assert_eq!(d.state(20), Some(TaskState::Queued { cpu: 5 }));
-    assert_eq!(stats(&d).pulls, 1);
-    // CPU 5's slice ends: nothing settles it afterwards, as in the kernel
-    // (the driver's preemption already asks again after the hand-back).
-    assert!(d.tick(5, SLICE));
-    assert_eq!(
-        d.running(5),
-        Some(20),
-        "CPU 5 went idle with its queue full"
-    );
-    assert_eq!(d.state(spinner_on_5), Some(TaskState::Queued { cpu: 5 }));
-    // And the pull is over: the next slice end runs the spinner again.
-    assert!(d.tick(5, SLICE));
-    assert_eq!(d.running(5), Some(spinner_on_5));
-}
-
 #[test]
 fn tasks_left_on_newly_granted_cpus_are_taken_by_a_busy_cpu() {
     let mut d = driver("");
