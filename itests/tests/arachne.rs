@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use enoki_itests::{self as it, field, number, DUMP};
+use enoki_itests::{self as it, field, number, Purpose, DUMP};
 use serial_test::serial;
 
 /// Work per request: long next to what a request costs besides (locks,
@@ -50,6 +50,43 @@ fn timeline(out: &str, prefix: &str) -> Vec<(f64, String, u64)> {
             }
         })
         .collect()
+}
+
+/// Arachne with no grants under a plain CPU-bound load (8 spinners on 8
+/// CPUs, kernel threads waking now and then) stays loaded, and CPUs that
+/// keep their task are not kicked as if idle: those kicks (sched_ext sends
+/// them as IRQ work) came at hundreds per CPU-second, and under emulation
+/// they kept every kernel thread just switched in from running until
+/// sched_ext's watchdog work was late and the scheduler was ejected.
+#[test]
+#[serial]
+fn spinners_on_every_cpu_leave_the_kernel_threads_their_turn() {
+    let script = format!(
+        r#"{DUMP}
+irq_work() {{ awk '$1 == "IWI:" {{ for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i }} END {{ print s }}' /proc/interrupts; }}
+enoki load arachne --mode all >/dev/null || echo load-failed
+before=$(irq_work); t0=$(cut -d' ' -f1 /proc/uptime)
+enoki-cores --cores 0 --threads 8 --duration-ms 20000 >/dev/null
+echo "batch.exit $?"
+echo "irq_work $(( $(irq_work) - before ))"
+echo "seconds $(awk -v t0=$t0 '{{ print $1 - t0 }}' /proc/uptime)"
+echo "cpus $(nproc)"
+dump ar.
+enoki unload >/dev/null
+"#
+    );
+    // The storm showed where one host thread runs the vCPUs in turn, each
+    // for as long as no IPI interrupts it (single-threaded TCG).
+    let r = it::run_ok_in(config().purpose(Purpose::Latency), &script);
+    assert!(!r.output.contains("load-failed"), "enoki load arachne");
+    assert_eq!(field(&r, "batch.exit"), "0", "the spinners failed");
+    it::assert_enabled(&r, "ar.");
+    let per_cpu_second = float(&r, "irq_work") / float(&r, "seconds") / float(&r, "cpus");
+    println!("IRQ work per CPU-second: {per_cpu_second:.1}");
+    assert!(
+        per_cpu_second < 15.0,
+        "{per_cpu_second:.1} IRQ work interrupts (sched_ext's kicks) per CPU-second"
+    );
 }
 
 /// A pool with a low, a high and a low phase of load next to a CPU-bound

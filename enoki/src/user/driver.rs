@@ -309,6 +309,25 @@ impl<S: EnokiScheduler> Driver<S> {
         self.running.get(cpu).copied().flatten()
     }
 
+    /// Takes the service requests made so far and returns the CPUs among
+    /// them kicked without preemption while running a task. Such a kick is
+    /// wasted: the kernel keeps a running task that has slice left without
+    /// asking the scheduler, so the CPU takes an interrupt and a pass
+    /// through the kernel's scheduler for nothing.
+    pub fn take_busy_kicks(&self) -> std::vec::Vec<CpuId> {
+        self.host
+            .take()
+            .into_iter()
+            .filter_map(|e| match e {
+                HostEvent::Kick {
+                    cpu,
+                    preempt: false,
+                } if self.running(cpu).is_some() => Some(cpu),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// `pid`'s total CPU time, as the messages about it carry it.
     pub fn runtime(&self, pid: Pid) -> u64 {
         self.runtime_source

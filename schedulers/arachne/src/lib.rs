@@ -527,7 +527,9 @@ impl EnokiScheduler for Arachne {
             // Asked back, and nothing of its process left to run here.
             self.counters.released.fetch_add(1);
         }
-        self.idle.set(cpu, next.is_none());
+        // A CPU that keeps its runnable task is busy: the kernel does not
+        // balance it, so a kick would only cost it a pick.
+        self.idle.set(cpu, next.is_none() && !stays);
         self.set_running(cpu, next.as_ref().map_or(0, |w| w.tgid));
         Ok(next.map(|w| {
             let mut token = w.token;

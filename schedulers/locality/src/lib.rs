@@ -296,9 +296,12 @@ impl EnokiScheduler for Locality {
         })
     }
 
-    fn pick_next_task(&self, cpu: CpuId, _prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
+    fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let next = self.queues.lock(cpu)?.pop_front();
-        self.idle.set(cpu, next.is_none());
+        // A CPU that keeps its runnable task is busy: the kernel does not
+        // balance it, so a kick would only cost it a pick.
+        self.idle
+            .set(cpu, next.is_none() && !prev.is_some_and(|p| p.runnable));
         Ok(next.map(|w| {
             let mut token = w.token;
             token.set_slice_ns(self.slice_ns);

@@ -204,13 +204,15 @@ pub fn record<S: EnokiScheduler>(spec: &Spec, seed: u64, props: Props) -> (Outco
     (out, rec.finish().unwrap().into_inner())
 }
 
-static EXTRA_LOCKS: AtomicU64 = AtomicU64::new(0);
+static LOCK_FLAKY_INSTANCES: AtomicU64 = AtomicU64::new(0);
 
-/// FIFO that takes one more lock on every fifth pick process-wide: the same
-/// answers as FIFO, another lock order on replay.
+/// FIFO that takes one more lock on every fifth pick, each instance one
+/// pick later than the one made before it: the same answers as FIFO,
+/// another lock order on replay (which makes a new instance).
 pub struct LockFlaky {
     fifo: enoki_fifo::Fifo,
     extra: enoki::SpinLock<()>,
+    picks: AtomicU64,
 }
 
 impl EnokiScheduler for LockFlaky {
@@ -223,10 +225,11 @@ impl EnokiScheduler for LockFlaky {
         Ok(LockFlaky {
             fifo: enoki_fifo::Fifo::init(ctx)?,
             extra: enoki::SpinLock::new(()),
+            picks: AtomicU64::new(LOCK_FLAKY_INSTANCES.fetch_add(1, Ordering::Relaxed)),
         })
     }
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
-        if EXTRA_LOCKS.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
+        if self.picks.fetch_add(1, Ordering::Relaxed) % 5 == 4 {
             drop(self.extra.lock()?);
         }
         self.fifo.pick_next_task(cpu, prev)
