@@ -328,6 +328,53 @@ impl<S: EnokiScheduler> Driver<S> {
             .collect()
     }
 
+    /// The case that shows whether a scheduler takes a CPU that keeps its
+    /// task for idle: every CPU, idle, runs a task of its own (`first_pid`
+    /// on, allowed anywhere) and keeps it when its slice (`slice_ns`) ends
+    /// with nothing else queued; then task `first_pid + nr_cpus`, allowed
+    /// only on CPU 0, arrives and runs there next, and CPU 0's task waits
+    /// behind it. Returns the CPUs kicked meanwhile while busy (see
+    /// [`Self::take_busy_kicks`]), or what went otherwise.
+    pub fn busy_kicks_once_every_cpu_keeps_its_task(
+        &mut self,
+        first_pid: Pid,
+        slice_ns: u64,
+    ) -> Result<std::vec::Vec<CpuId>, std::string::String> {
+        let nr = self.topology.nr_cpus();
+        let pid_of = |cpu: CpuId| first_pid.saturating_add(Pid::try_from(cpu).unwrap_or(Pid::MAX));
+        let only = |cpu: CpuId| {
+            let mut set = CpuSet::empty();
+            set.insert(cpu);
+            set
+        };
+        for cpu in 0..nr {
+            if self.schedule(cpu).is_some() {
+                return Err(format!("CPU {cpu} was not idle"));
+            }
+        }
+        for cpu in 0..nr {
+            self.spawn(pid_of(cpu), only(cpu), 0, cpu);
+            if self.schedule(cpu) != Some(pid_of(cpu)) {
+                return Err(format!("CPU {cpu} did not run task {}", pid_of(cpu)));
+            }
+            self.set_affinity(pid_of(cpu), CpuSet::first_n(nr));
+        }
+        for cpu in 0..nr {
+            self.tick(cpu, slice_ns);
+            if self.running(cpu) != Some(pid_of(cpu)) {
+                return Err(format!("CPU {cpu} did not keep task {}", pid_of(cpu)));
+            }
+        }
+        self.host.take();
+        let newcomer = pid_of(nr);
+        self.spawn(newcomer, only(0), 0, 0);
+        self.tick(0, slice_ns);
+        if self.running(0) != Some(newcomer) {
+            return Err(format!("CPU 0 did not switch to task {newcomer}"));
+        }
+        Ok(self.take_busy_kicks())
+    }
+
     /// `pid`'s total CPU time, as the messages about it carry it.
     pub fn runtime(&self, pid: Pid) -> u64 {
         self.runtime_source

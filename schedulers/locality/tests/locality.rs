@@ -338,23 +338,6 @@ fn overload_is_checked() {
 #[test]
 fn a_cpu_that_keeps_its_task_running_is_not_kicked_as_idle() {
     let mut d = driver("");
-    all_idle(&mut d);
-    for cpu in 0..8 {
-        let pid = cpu as i32 + 1;
-        d.spawn(pid, only(cpu), 0, cpu);
-        assert_eq!(d.schedule(cpu), Some(pid));
-        d.set_affinity(pid, CpuSet::first_n(8));
-    }
-    // Every slice ends with nothing else queued: each CPU keeps its task.
-    for cpu in 0..8 {
-        d.tick(cpu, SLICE);
-        assert_eq!(d.running(cpu), Some(cpu as i32 + 1));
-    }
-    d.host.take();
-    // A task for CPU 0 runs there next; CPU 0's own task, which may run
-    // anywhere, waits behind it.
-    d.spawn(9, only(0), 0, 0);
-    d.tick(0, SLICE);
-    assert_eq!(d.running(0), Some(9));
-    assert_eq!(d.take_busy_kicks(), Vec::<usize>::new());
+    let kicked = d.busy_kicks_once_every_cpu_keeps_its_task(1, SLICE);
+    assert_eq!(kicked, Ok(Vec::new()));
 }

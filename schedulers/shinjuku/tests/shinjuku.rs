@@ -133,3 +133,11 @@ fn preempt_us_is_checked() {
     let err = Driver::<Shinjuku>::new(topo(), 8, SLICE, "slice=3").err();
     assert_eq!(err, Some(InitError::InvalidArgument("args: unknown key")));
 }
+
+/// A CPU that kept its task is busy: work queued elsewhere does not kick it.
+#[test]
+fn a_cpu_that_keeps_its_task_running_is_not_kicked_as_idle() {
+    let mut d = driver();
+    let kicked = d.busy_kicks_once_every_cpu_keeps_its_task(1, SLICE);
+    assert_eq!(kicked, Ok(Vec::new()));
+}
