@@ -527,8 +527,8 @@ impl EnokiScheduler for Arachne {
             // Asked back, and nothing of its process left to run here.
             self.counters.released.fetch_add(1);
         }
-        // A CPU that keeps its runnable task is busy: the kernel does not
-        // balance it, so a kick would only cost it a pick.
+        // A CPU that keeps its runnable task is busy: the kernel keeps that
+        // task without asking again, so a kick would buy nothing.
         self.idle.set(cpu, next.is_none() && !stays);
         self.set_running(cpu, next.as_ref().map_or(0, |w| w.tgid));
         Ok(next.map(|w| {

@@ -118,8 +118,8 @@ impl EnokiScheduler for Fifo {
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let next = self.queues.lock(cpu)?.pop_front();
-        // A CPU that keeps its runnable task is busy: the kernel does not
-        // balance it, so a kick would only cost it a pick.
+        // A CPU that keeps its runnable task is busy: the kernel keeps that
+        // task without asking again, so a kick would buy nothing.
         self.idle
             .set(cpu, next.is_none() && !prev.is_some_and(|p| p.runnable));
         Ok(next.map(|w| {
