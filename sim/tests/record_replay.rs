@@ -745,6 +745,82 @@ fn a_recorded_abba_replays_with_the_same_cpu_finding_the_cycle() {
     );
 }
 
+/// A hand-made kernel trace of `buggy` (`bug=cycle,cpus=2,hold=0,after=0`)
+/// in which CPU 1 holds its queue (B) and finds the cycle with CPU 0, which
+/// holds its own (A) and waits for B; before CPU 0 took A, CPU 2 held A for
+/// a moment (a wakeup onto CPU 0's queue). The replayed CPU 1 must meet
+/// CPU 0 as the holder, as it did in the run: meeting CPU 2 instead, it
+/// would wait for A, get it when CPU 2 lets go, and take a lock its
+/// recorded call never took.
+#[test]
+fn a_failing_call_meets_the_holder_it_met_in_the_run_not_an_earlier_one() {
+    use enoki::abi::{ret_err, Msg};
+    quiet();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/abba-cpu1-finds-the-cycle.enk");
+    let mut header = TraceReader::open(&path).unwrap().header().clone();
+    header.args = "bug=cycle,cpus=2,hold=0,after=0".into();
+    let (picks, a, b, c) = (0x10, 0xa0, 0xb0, 0xc0);
+    let pick = |cpu: i32, ret: i64, failed: bool| {
+        let mut m = Msg::new(kind::PICK_NEXT_TASK, cpu);
+        m.ret = ret;
+        m.ret_cpu = if ret < 0 { -1 } else { cpu };
+        m.ret_err = if failed { ret_err::FAILED } else { 0 };
+        Event::Msg(m)
+    };
+    let mut wakeup = Msg::new(kind::TASK_WAKEUP, 2);
+    (wakeup.pid, wakeup.task_cpu, wakeup.ret) = (100, 0, 0);
+    let (acq, rel) = (
+        |addr| Event::LockAcquire { addr },
+        |addr| Event::LockRelease { addr },
+    );
+    let access = |addr| Event::LockAccess { addr };
+    let events = [
+        (2, pick(2, -1, false)),
+        (1, pick(1, -1, true)),
+        (1, access(picks)),
+        (1, acq(b)),
+        (2, access(picks)),
+        (2, acq(c)),
+        (2, rel(c)),
+        (2, Event::Msg(wakeup)),
+        (2, acq(a)),
+        (2, rel(a)),
+        (0, pick(0, 100, false)),
+        (0, access(picks)),
+        (0, acq(a)),
+        // CPU 1 found the cycle and let go of its queue.
+        (1, rel(b)),
+        (0, acq(b)),
+        (0, rel(b)),
+        (0, rel(a)),
+        (0, acq(a)),
+        (0, rel(a)),
+    ];
+    let records: Vec<Record> = events
+        .into_iter()
+        .zip(1..)
+        .map(|((cpu, event), seq)| Record {
+            seq,
+            cpu,
+            time_ns: seq * 1000,
+            event,
+        })
+        .collect();
+    let (records, exit) = with_exit(records);
+    let bytes = write(&header, &records);
+    let rep = enoki::user::within_timeout(std::time::Duration::from_secs(60), move || {
+        let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+        let entry = registry::find("buggy").unwrap();
+        (entry.replay_by_locks)(&header, &mut reader, &ReplayOptions::default()).unwrap()
+    });
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    let fault = rep.fault.expect("the replay fails as the run did");
+    assert_eq!(fault.kind, enoki::FaultKind::Cycle, "{fault}");
+    assert_eq!(fault.parties[0].map(|p| p.cpu), Some(1), "{fault}");
+    assert_eq!(rep.exit.map(|e| e.seq), Some(exit.seq));
+}
+
 /// `records` with an ejection's exit record after the last one.
 fn with_exit(mut records: Vec<Record>) -> (Vec<Record>, Record) {
     let last = *records.last().unwrap();

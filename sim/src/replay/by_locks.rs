@@ -34,6 +34,8 @@ struct Step {
     event: LockEvent,
     /// Index of the recorded lock in [`Gate::order`].
     lock: usize,
+    /// Its record's seq.
+    seq: u64,
 }
 
 /// One recorded call: its message record and the lock events that follow
@@ -260,10 +262,17 @@ impl<'a> Reader<'a> {
                 gate.taken.push(0);
                 order.len() - 1
             });
-            call.steps.push(Step { event, lock });
+            call.steps.push(Step {
+                event,
+                lock,
+                seq: r.seq,
+            });
             if event.acquire {
                 if let Some(o) = gate.order.get_mut(lock) {
-                    o.push_back(r.cpu);
+                    o.push_back(Turn {
+                        cpu: r.cpu,
+                        seq: r.seq,
+                    });
                 }
                 gate.pending += 1;
             }
@@ -277,13 +286,23 @@ enum Wait {
     /// Its turn at this recorded lock (index into [`Gate::order`]).
     Turn(usize),
     /// Another CPU to hold this replayed lock, as when the call failed in
-    /// the recording.
-    HeldElsewhere(u64),
+    /// the recording, once every acquisition recorded before `until` (the
+    /// seq of the call's next lock event, if it has one) is replayed: the
+    /// holder is then the one the call found in the recording, not a CPU
+    /// that held the lock for a moment before.
+    HeldElsewhere { addr: u64, until: Option<u64> },
     /// Every recorded acquisition to be done (a call cut by the trace's
     /// end takes its locks after them, as in the recording).
     PastGap,
     /// Its next call to be read whole.
     Input,
+}
+
+/// A recorded acquisition of a lock: by which CPU, at which seq.
+#[derive(Clone, Copy, Debug)]
+struct Turn {
+    cpu: u32,
+    seq: u64,
 }
 
 /// One recorded CPU's fiber, as the lock hooks see it.
@@ -312,9 +331,9 @@ struct CpuState {
 /// The replay's shared state: the fibers, the hooks and the driver all run
 /// on one thread and reach it through [`GATE`], never across a suspend.
 struct Gate {
-    /// Per recorded lock: the CPUs whose acquisitions are read and not
-    /// replayed yet, in the recorded order.
-    order: Vec<VecDeque<u32>>,
+    /// Per recorded lock: the acquisitions read and not replayed yet, in
+    /// the recorded order.
+    order: Vec<VecDeque<Turn>>,
     /// Recorded address of each lock in `order`.
     addrs: Vec<u64>,
     /// Per recorded lock: how many acquisitions have been replayed.
@@ -412,11 +431,21 @@ impl Gate {
         self.failed = true;
     }
 
-    /// Whether another fiber waits for replayed lock `addr` to be held.
+    /// Whether another fiber's failing call waits for replayed lock `addr`
+    /// to be held, and would now go on.
     fn awaited_held(&self, addr: u64) -> bool {
         self.cpus.iter().enumerate().any(|(i, c)| {
-            i != self.current && matches!(c.waits, Some(Wait::HeldElsewhere(a)) if a == addr)
+            i != self.current
+                && matches!(c.waits, Some(w @ Wait::HeldElsewhere { addr: a, .. })
+                    if a == addr && self.ready_on(c.cpu, w))
         })
+    }
+
+    /// Whether every acquisition recorded before seq `until` is replayed.
+    fn replayed_before(&self, until: u64) -> bool {
+        self.order
+            .iter()
+            .all(|o| o.front().is_none_or(|t| t.seq > until))
     }
 
     fn holder(&self, addr: u64) -> Option<u32> {
@@ -434,7 +463,8 @@ impl Gate {
         }
         let next = me.steps.get(me.pos).copied();
         if me.failing && !next.is_some_and(|s| s.event.acquire) {
-            return Some(Wait::HeldElsewhere(addr));
+            let until = next.map(|s| s.seq);
+            return Some(Wait::HeldElsewhere { addr, until });
         }
         match next {
             Some(s) if s.event.acquire => Some(Wait::Turn(s.lock)),
@@ -459,11 +489,22 @@ impl Gate {
         match wait {
             Wait::Turn(lock) => {
                 let turn = self.order.get(lock).and_then(|o| o.front());
-                turn == Some(&cpu) && self.holder(addr).is_none()
+                turn.is_some_and(|t| t.cpu == cpu) && self.holder(addr).is_none()
             }
-            Wait::HeldElsewhere(a) => self.holder(a).is_some_and(|h| h != cpu),
+            _ => self.ready_on(cpu, wait),
+        }
+    }
+
+    /// Whether `wait` of recorded CPU `cpu` is over, for the waits that do
+    /// not depend on the lock it is about to take.
+    fn ready_on(&self, cpu: u32, wait: Wait) -> bool {
+        match wait {
+            Wait::HeldElsewhere { addr, until } => {
+                self.holder(addr).is_some_and(|h| h != cpu)
+                    && until.is_none_or(|u| self.replayed_before(u))
+            }
             Wait::PastGap => self.input_done && self.pending == 0,
-            Wait::Input => false,
+            Wait::Turn(_) | Wait::Input => false,
         }
     }
 
@@ -535,13 +576,13 @@ impl Gate {
                     None => format!("CPU {cpu} (call seq {seq}) runs or is done"),
                     Some(Wait::Turn(lock)) => {
                         let t = self.taken.get(lock).copied().unwrap_or(0);
-                        let owner = self.order.get(lock).and_then(|o| o.front());
+                        let owner = self.order.get(lock).and_then(|o| o.front()).map(|t| t.cpu);
                         let addr = self.addrs.get(lock).copied().unwrap_or(0);
                         format!(
                             "CPU {cpu} (call seq {seq}) waits for {addr:#x} #{t} (CPU {owner:?})"
                         )
                     }
-                    Some(Wait::HeldElsewhere(a)) => format!(
+                    Some(Wait::HeldElsewhere { addr: a, .. }) => format!(
                         "CPU {cpu} (call seq {seq}) waits for another CPU to hold {a:#x}, as when this call failed in the recording"
                     ),
                     Some(Wait::PastGap) => format!(
