@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::child::{die_with_parent, KillOnDrop};
+use crate::emufault::FaultWatch;
 use crate::logs::{self, SerialTail};
 use crate::outcome::{classify, Ending, Finished};
 use crate::qemu::{self, GuestParams, Plan, Share};
 use crate::term::TermGuard;
 use crate::wait::{Waiter, Wake};
-use crate::{pump, virtiofsd, Outcome, StopHandle, Vm, VmError};
+use crate::{pump, virtiofsd, Accel, Outcome, StopHandle, Vm, VmError};
 
 /// How QEMU's stdio (= the guest's hvc0) is wired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +90,8 @@ struct Running {
     stderr: pump::Stderr,
     stdout: Option<JoinHandle<Vec<u8>>>,
     tail: Option<SerialTail>,
+    /// Under MTTCG: ends the run when the emulator fails.
+    fault_watch: Option<FaultWatch>,
     _term: TermGuard,
     start: Instant,
 }
@@ -232,6 +235,10 @@ impl Vm {
         let stderr = pump::Stderr::start(pipe, io == Io::Inherit).context("stderr pump")?;
         let stdout = (qemu.child.stdout.take()).map(|p| pump::stdout(p, self.cfg.echo_output));
         let tail = (self.cfg.verbose).then(|| SerialTail::start(serial_log.to_path_buf()));
+        let fault_watch = (self.accel == Accel::Mttcg)
+            .then(|| FaultWatch::start(serial_log.to_path_buf()))
+            .transpose()
+            .context("serial log watch")?;
         Ok(Running {
             qemu,
             virtiofsd,
@@ -239,6 +246,7 @@ impl Vm {
             stderr,
             stdout,
             tail,
+            fault_watch,
             _term: term,
             start,
         })
@@ -271,6 +279,9 @@ impl Running {
         if let Some(s) = stop {
             sources.push((s, Wake::Stop));
         }
+        if let Some(w) = &self.fault_watch {
+            sources.push((w.raised(), Wake::EmulatorFault));
+        }
         let wake = Waiter::new(&sources)
             .and_then(|w| w.wait(deadline))
             .context("waiting for QEMU")?;
@@ -279,6 +290,7 @@ impl Running {
             Wake::KvmError => Ending::KvmError,
             Wake::Stop => Ending::Stopped,
             Wake::Deadline => Ending::TimedOut,
+            Wake::EmulatorFault => Ending::EmulatorFault,
         };
         self.qemu.kill();
         // A stop that raced QEMU's own exit is still a stop.
@@ -299,6 +311,7 @@ impl Running {
         let duration = self.start.elapsed();
         self.virtiofsd.take();
         self.tail.take();
+        let emulator_fault = self.fault_watch.take().and_then(|w| w.found());
         let output = (self.stdout.take())
             .map(|t| t.join().unwrap_or_default())
             .unwrap_or_default();
@@ -308,6 +321,7 @@ impl Running {
             exit_port: logs::read_lossy(&files.exit_file),
             serial: logs::read_lossy(&files.serial_log),
             serial_log: files.serial_log.clone(),
+            emulator_fault,
             output: String::from_utf8_lossy(&output).into_owned(),
             qemu_stderr: stderr.finish(),
             timeout,

@@ -17,6 +17,7 @@ pub mod accel;
 mod child;
 mod config;
 pub mod control;
+mod emufault;
 mod interactive;
 mod launch;
 mod logs;
@@ -66,6 +67,8 @@ pub enum VmError {
         log: PathBuf,
         stderr: String,
     },
+    #[error("the emulator failed, not the guest: {line}. Serial log: {log}")]
+    EmulatorFault { line: String, log: PathBuf },
     #[error("the VM was stopped (its stop handle fired)")]
     Stopped,
     #[error("cannot find the Enoki workspace root (a directory with Makefile.toml and vm/Cargo.toml) above {0}; set ENOKI_ROOT")]

@@ -87,6 +87,8 @@ pub(crate) enum Ending {
     KvmError,
     /// Killed because the stop handle fired.
     Stopped,
+    /// Killed when the serial log showed the emulator failing.
+    EmulatorFault,
 }
 
 /// Everything known about a QEMU run once it is over.
@@ -97,6 +99,8 @@ pub(crate) struct Finished {
     pub(crate) exit_port: String,
     pub(crate) serial: String,
     pub(crate) serial_log: PathBuf,
+    /// The line that ended the run as [`Ending::EmulatorFault`].
+    pub(crate) emulator_fault: Option<String>,
     pub(crate) output: String,
     pub(crate) qemu_stderr: String,
     pub(crate) timeout: Option<Duration>,
@@ -111,6 +115,12 @@ pub(crate) fn classify(f: Finished) -> Result<Outcome, VmError> {
     let panicked = exit_code.is_none() && is_panic(&f.serial);
     match f.ending {
         Ending::Stopped => return Err(VmError::Stopped),
+        Ending::EmulatorFault => {
+            return Err(VmError::EmulatorFault {
+                line: f.emulator_fault.unwrap_or_default(),
+                log: f.serial_log,
+            })
+        }
         Ending::KvmError => {
             let detail = f.qemu_stderr.lines().take(3).collect::<Vec<_>>().join("\n");
             return Err(VmError::KvmInternalError {
@@ -203,6 +213,7 @@ mod tests {
             exit_port: exit_port.into(),
             serial: serial.into(),
             serial_log: PathBuf::from("/l/x.serial.log"),
+            emulator_fault: None,
             output: "out\n".into(),
             qemu_stderr: "qemu: oops\nline 2\nline 3\nline 4\n".into(),
             timeout: Some(Duration::from_secs(9)),

@@ -71,9 +71,11 @@ impl Vm {
     /// Boots, runs `cmd` with `sh -c` in the guest (stdin /dev/null), captures
     /// its output and returns once the guest powered off, panicked or timed out.
     ///
-    /// If QEMU itself crashes under multi-threaded TCG, the run is repeated
-    /// once on single-threaded TCG: an emulator crash says nothing about the
-    /// guest, and a test should not fail for it. Said on stderr.
+    /// If QEMU itself crashes under multi-threaded TCG, or the guest's log
+    /// shows the emulator failing it (see [`crate::emufault`]), the run is
+    /// repeated once on single-threaded TCG: an emulator failure says
+    /// nothing about the guest, and a test should not fail for it. Said on
+    /// stderr.
     pub fn run(&self, cmd: &str) -> Result<Outcome> {
         let first = self.launch(Some(cmd), Io::Capture, Some(self.timeout()));
         let Some(why) = self.emulator_crash(&first) else {
@@ -100,7 +102,7 @@ impl Vm {
         self.clone()
     }
 
-    /// Why `result` is QEMU crashing under MTTCG, if it is.
+    /// Why `result` is QEMU failing under MTTCG, if it is.
     fn emulator_crash(&self, result: &Result<Outcome>) -> Option<String> {
         if self.accel != Accel::Mttcg {
             return None;
@@ -114,6 +116,10 @@ impl Vm {
                 ..
             } => Some(format!(
                 "QEMU crashed under MTTCG ({status}; serial log {})",
+                log.display()
+            )),
+            VmError::EmulatorFault { line, log } => Some(format!(
+                "QEMU failed the guest under MTTCG ({line}; serial log {})",
                 log.display()
             )),
             _ => None,

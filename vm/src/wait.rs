@@ -18,12 +18,19 @@ pub(crate) enum Wake {
     KvmError,
     /// QEMU closed its stderr: it exited (reap it with `wait`).
     QemuGone,
+    /// The serial log shows the emulator failing (see [`crate::emufault`]).
+    EmulatorFault,
     /// The deadline passed.
     Deadline,
 }
 
 impl Wake {
-    const ALL: [Wake; 3] = [Wake::Stop, Wake::KvmError, Wake::QemuGone];
+    const ALL: [Wake; 4] = [
+        Wake::Stop,
+        Wake::KvmError,
+        Wake::QemuGone,
+        Wake::EmulatorFault,
+    ];
 
     fn token(self) -> u64 {
         self as u64

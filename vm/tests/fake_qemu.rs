@@ -143,6 +143,41 @@ fn qemu_crash_under_mttcg_reruns_on_single_threaded_tcg() {
     }
 }
 
+/// A guest hung by the emulator under MTTCG (RCU says a CPU's timer never
+/// fired) is not waited on until the timeout: the run ends at that line and
+/// is repeated on single-threaded TCG. Forced MTTCG says why it failed.
+#[test]
+fn a_timer_lost_under_mttcg_reruns_on_single_threaded_tcg_at_once() {
+    let hang = "case \"$QEMU_ARGS\" in *thread=multi*) \
+                printf '[ 32.1] rcu: \\tPossible timer handling issue on cpu=5 timer-softirq=0\\n' \
+                >> \"$SERIAL\"; exec sleep 60 ;; esac; \
+                echo \"$QEMU_ARGS\" | grep -o 'thread=[a-z]*'";
+    let start = Instant::now();
+    let out = config()
+        .accel(Accel::Mttcg)
+        .timeout(Duration::from_secs(50))
+        .build()
+        .unwrap()
+        .run(hang)
+        .unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.output, "thread=single\n");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    // On single-threaded TCG the same line is the guest's problem, left to
+    // the caller (here: a timeout).
+    let out = config()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .run("printf 'rcu: \\tPossible timer handling issue on cpu=1\\n' >> \"$SERIAL\"; exec sleep 60")
+        .unwrap();
+    assert!(out.timed_out, "{out:?}");
+}
+
 #[test]
 fn stop_handle_stops_a_running_vm_at_once() {
     let dir = tempfile::tempdir().unwrap();
