@@ -267,6 +267,16 @@ pub struct PrevTask {
     pub runnable: bool,
 }
 
+/// Whether a CPU goes idle after a pick: nothing was `picked` and no
+/// runnable `prev` stays. With nothing picked, a runnable `prev` keeps
+/// running (the default [`crate::EnokiScheduler::keep_running`]), and the
+/// kernel then keeps it without asking again: the CPU is busy. Idle flags
+/// should follow this; a busy CPU flagged idle draws the wakeups and kicks
+/// meant for idle ones.
+pub fn cpu_goes_idle(picked: bool, prev: Option<PrevTask>) -> bool {
+    !picked && !prev.is_some_and(|p| p.runnable)
+}
+
 /// Why a picked token could not run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PickError {
@@ -308,6 +318,22 @@ pub fn nice_to_weight(nice: i32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_goes_idle_only_with_nothing_picked_and_no_runnable_prev() {
+        let prev = |runnable| {
+            Some(PrevTask {
+                pid: 7,
+                runtime: 0,
+                runnable,
+            })
+        };
+        assert!(cpu_goes_idle(false, None));
+        assert!(cpu_goes_idle(false, prev(false)));
+        assert!(!cpu_goes_idle(false, prev(true)), "a runnable prev stays");
+        assert!(!cpu_goes_idle(true, None));
+        assert!(!cpu_goes_idle(true, prev(false)));
+    }
 
     #[test]
     fn cpuset_basics() {

@@ -102,9 +102,9 @@ pub use hints::{
 pub use introspect::Stats;
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, HintError, InitContext, InitError, Messages,
-    NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, RwLock, Schedulable,
-    Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
+    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, HintError, InitContext,
+    InitError, Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues,
+    RwLock, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
 };
 use grants::{Change, Grants, Reclaim};
 use hints::Counters;
@@ -522,14 +522,12 @@ impl EnokiScheduler for Arachne {
                 here
             })
         };
-        let stays = prev.is_some_and(|p| p.runnable);
-        if next.is_none() && !stays && self.deadline(cpu) != 0 && self.give_back(cpu)? {
+        let idle = cpu_goes_idle(next.is_some(), prev);
+        if idle && self.deadline(cpu) != 0 && self.give_back(cpu)? {
             // Asked back, and nothing of its process left to run here.
             self.counters.released.fetch_add(1);
         }
-        // A CPU that keeps its runnable task is busy: the kernel keeps that
-        // task without asking again, so a kick would buy nothing.
-        self.idle.set(cpu, next.is_none() && !stays);
+        self.idle.set(cpu, idle);
         self.set_running(cpu, next.as_ref().map_or(0, |w| w.tgid));
         Ok(next.map(|w| {
             let mut token = w.token;

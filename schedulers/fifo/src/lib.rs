@@ -15,9 +15,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages, NoHint, NotTaken,
-    PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, SpinLock, TaskError,
-    TaskInfo, TaskMap, Topology, Wake,
+    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages,
+    NoHint, NotTaken, PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services,
+    SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
 };
 
 /// A waiting task: its token and where it may run (kept with the token so
@@ -118,10 +118,7 @@ impl EnokiScheduler for Fifo {
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let next = self.queues.lock(cpu)?.pop_front();
-        // A CPU that keeps its runnable task is busy: the kernel keeps that
-        // task without asking again, so a kick would buy nothing.
-        self.idle
-            .set(cpu, next.is_none() && !prev.is_some_and(|p| p.runnable));
+        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
         Ok(next.map(|w| {
             let mut token = w.token;
             token.set_slice_ns(self.slice_ns);

@@ -63,9 +63,9 @@ pub use hints::{GroupHint, GroupHome, MAX_QUEUES};
 pub use introspect::Stats;
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, HintError, InitContext, InitError, Messages, NotTaken,
-    PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, Schedulable, Services, SpinLock,
-    TaskError, TaskInfo, Topology, Wake,
+    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, HintError, InitContext, InitError,
+    Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, Schedulable,
+    Services, SpinLock, TaskError, TaskInfo, Topology, Wake,
 };
 use groups::{Groups, Placement};
 use hints::{Counters, OpenQueues};
@@ -298,10 +298,7 @@ impl EnokiScheduler for Locality {
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
         let next = self.queues.lock(cpu)?.pop_front();
-        // A CPU that keeps its runnable task is busy: the kernel keeps that
-        // task without asking again, so a kick would buy nothing.
-        self.idle
-            .set(cpu, next.is_none() && !prev.is_some_and(|p| p.runnable));
+        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
         Ok(next.map(|w| {
             let mut token = w.token;
             token.set_slice_ns(self.slice_ns);

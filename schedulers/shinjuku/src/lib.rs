@@ -19,9 +19,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages, NoHint, NotTaken,
-    PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services, Shared, SpinLock,
-    TaskError, TaskInfo, TaskMap, Topology, Wake,
+    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages,
+    NoHint, NotTaken, PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services,
+    Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
 };
 
 /// A waiting task: its token, where it may run (kept with the token so
@@ -169,10 +169,8 @@ impl EnokiScheduler for Shinjuku {
             let next = queue.pop_front();
             (next, !queue.is_empty())
         };
-        // With nothing queued a runnable `prev` keeps running (the default
-        // `keep_running`): busy, so a newcomer here arms the timer.
-        let keeps_prev = prev.is_some_and(|p| p.runnable);
-        self.idle.set(cpu, next.is_none() && !keeps_prev);
+        // A CPU that keeps `prev` is busy, so a newcomer here arms the timer.
+        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
         // The task picked now, or the one kept running, gets a short slice
         // only if somebody waits behind it.
         self.time_slice(cpu, others_wait);
