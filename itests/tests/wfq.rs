@@ -266,7 +266,7 @@ fn nice_19_task_gets_its_weight_share_like_cfs() {
 /// leaving two to share a CPU (that would cost ~1.8 s of waiting here).
 /// WFQ's longest wait is held against the default scheduler's in the same
 /// boot, not an absolute time: under TCG the default scheduler's own waits
-/// vary from ~60 to ~170 ms with the host's load.
+/// vary from ~60 to ~230 ms with the host's load.
 #[test]
 #[serial]
 fn a_forced_move_is_rebalanced_like_cfs() {
@@ -304,9 +304,15 @@ fn a_forced_move_is_rebalanced_like_cfs() {
             head.get("moved_from"),
             summary.get("total_wait_ms")
         );
+        // Waiting is bounded below, against CFS's own in the same boot;
+        // CFS's varies with the host's load (227 ms in one CI run).
         assert!(
-            walls.iter().all(|w| *w <= CPU_MS * 1.10),
-            "{s}: every task finishes in about its CPU time: {walls:?}"
+            walls
+                .iter()
+                .zip(&waits)
+                .all(|(wall, wait)| wall - wait <= CPU_MS * 1.10),
+            "{s}: every task finishes in about its CPU time and its waiting: \
+             walls {walls:?}, waits {waits:?}"
         );
         assert!(
             waits.iter().all(|w| *w <= MAX_WAIT_MS),
