@@ -319,8 +319,8 @@ pub mod mode {
 
 /// `enoki_kick_cpu()` flags.
 pub mod kick {
-    /// Make the CPU pick again unless its Enoki task still has slice left
-    /// (wakes it when idle, interrupts a CFS task).
+    /// Wake the CPU if it is idle, so it picks again (a busy CPU is left
+    /// alone: its Enoki task keeps running while it has slice left).
     pub const RESCHED: u32 = 0;
     /// Make the CPU stop its current task and pick again.
     pub const PREEMPT: u32 = 1;

@@ -36,8 +36,9 @@ pub struct Services {
 }
 
 impl Services {
-    /// Makes `cpu` ask for a task again unless its Enoki task has slice
-    /// left: wakes an idle CPU, interrupts a CFS task.
+    /// Wakes `cpu` if it is idle, so it asks for a task again; a busy CPU
+    /// is left alone (its Enoki task keeps running while it has slice
+    /// left, a CFS task outranks Enoki's).
     pub fn kick_cpu(&self, cpu: CpuId) {
         self.host.kick_cpu(cpu, false);
     }

@@ -139,6 +139,18 @@ pub fn number<T: AsRef<str> + ?Sized>(out: &T, key: &str) -> u64 {
         .unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
 }
 
+/// [`field`] as a decimal number.
+pub fn float<T: AsRef<str> + ?Sized>(out: &T, key: &str) -> f64 {
+    let v = field(out, key);
+    v.parse()
+        .unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
+}
+
+/// A guest shell function `irqs KIND` that prints the interrupts of one
+/// row of `/proc/interrupts` (e.g. `IWI`, IRQ work; `RES`, rescheduling
+/// interrupts) summed over every CPU.
+pub const IRQS: &str = r#"irqs() { awk -v k="$1:" '$1 == k { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts; }"#;
+
 /// A guest shell function `dump PREFIX` that prints Enoki's status files,
 /// its message counters and sched_ext's state as `PREFIXname value` lines
 /// (`scx` is sched_ext's state), for [`field`] and [`number`].

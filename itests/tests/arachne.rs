@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use enoki_itests::{self as it, field, number, Purpose, DUMP};
+use enoki_itests::{self as it, field, float, number, Purpose, DUMP, IRQS};
 use serial_test::serial;
 
 /// Work per request: long next to what a request costs besides (locks,
@@ -22,12 +22,6 @@ const HIGH: u32 = 110;
 /// busy host alone can take two minutes.
 fn config() -> it::VmConfig {
     it::config().timeout(Duration::from_secs(600))
-}
-
-fn float<T: AsRef<str> + ?Sized>(out: &T, key: &str) -> f64 {
-    let v = field(out, key);
-    v.parse()
-        .unwrap_or_else(|_| panic!("'{key}' is not a number: {v:?}"))
 }
 
 /// The `timeline` lines of the pool whose output lines start with
@@ -63,12 +57,12 @@ fn timeline(out: &str, prefix: &str) -> Vec<(f64, String, u64)> {
 fn spinners_on_every_cpu_leave_the_kernel_threads_their_turn() {
     let script = format!(
         r#"{DUMP}
-irq_work() {{ awk '$1 == "IWI:" {{ for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i }} END {{ print s }}' /proc/interrupts; }}
+{IRQS}
 enoki load arachne --mode all >/dev/null || echo load-failed
-before=$(irq_work); t0=$(cut -d' ' -f1 /proc/uptime)
+before=$(irqs IWI); t0=$(cut -d' ' -f1 /proc/uptime)
 enoki-cores --cores 0 --threads 8 --duration-ms 20000 >/dev/null
 echo "batch.exit $?"
-echo "irq_work $(( $(irq_work) - before ))"
+echo "irq_work $(( $(irqs IWI) - before ))"
 echo "seconds $(awk -v t0=$t0 '{{ print $1 - t0 }}' /proc/uptime)"
 echo "cpus $(nproc)"
 dump ar.

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Enoki-C's own machinery in the real kernel: its pick checks against a
-//! scheduler that keeps stale tokens, its call lock under lockdep (debug
-//! kernel), and its record rings (gap records for lost events, freed once
-//! drained).
+//! scheduler that keeps stale tokens, its kicks against one that kicks busy
+//! CPUs, its call lock under lockdep (debug kernel), and its record rings
+//! (gap records for lost events, freed once drained).
 
-use enoki_itests::{self as it, assert_enabled, field, number, DUMP};
+use enoki_itests::{self as it, assert_enabled, field, float, number, DUMP, IRQS};
 use enoki_sim::trace::{records_from_kernel, Event};
 use serial_test::serial;
 
@@ -40,6 +40,53 @@ echo after.state $(cat /sys/kernel/enoki/state)
     );
     assert!(number(&r, "stale.pick_errors") >= number(&r, "stale.pnt_err"));
     assert_eq!(field(&r, "after.state"), "none");
+}
+
+/// A scheduler that kicks busy CPUs (`buggy`, `bug=kickbusy`: every other
+/// CPU at each tick) costs them nothing: with a spinner pinned to every
+/// CPU, Enoki-C's kicks without preemption (idle CPUs only) send the busy
+/// ones no rescheduling interrupt; they got one for each kick, hundreds
+/// per CPU-second. The kicking CPU may still bounce a kick through its own
+/// IRQ work (sched_ext does when the target's run-queue lock is taken, and
+/// every CPU's tick holds its own): counted and shown, not bounded.
+#[test]
+#[serial]
+fn kicks_of_busy_cpus_cost_them_nothing() {
+    let script = format!(
+        r#"{DUMP}
+{IRQS}
+set -e
+enoki load buggy --mode all --args bug=kickbusy,after=0 >/dev/null
+n=$(nproc)
+pids=
+for c in $(seq 0 $((n - 1))); do stress-ng -q -c 1 --taskset $c -t 60s & pids="$pids $!"; done
+# Measured once a spinner runs on every CPU (before, idle CPUs were kicked
+# awake, as they should be).
+until [ "$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 == "(stress-ng)" && $3 == "R"' | wc -l)" -ge $n ]; do sleep 0.1; done
+iwi=$(irqs IWI); res=$(irqs RES); t0=$(cut -d' ' -f1 /proc/uptime)
+sleep 5
+echo "irq_work $(( $(irqs IWI) - iwi ))"
+echo "resched $(( $(irqs RES) - res ))"
+echo "seconds $(awk -v t0=$t0 '{{ print $1 - t0 }}' /proc/uptime)"
+echo "cpus $n"
+kill $pids; wait || true
+dump kb.
+enoki unload
+"#
+    );
+    let r = it::run_ok(&script);
+    assert_enabled(&r, "kb.");
+    assert!(
+        number(&r, "kb.task_tick") > 0,
+        "no tick reached the scheduler"
+    );
+    let per_cpu_second = |key| float(&r, key) / float(&r, "seconds") / float(&r, "cpus");
+    let (irq_work, resched) = (per_cpu_second("irq_work"), per_cpu_second("resched"));
+    println!("per CPU-second: {irq_work:.1} IRQ work, {resched:.1} rescheduling interrupts");
+    assert!(
+        resched < 10.0,
+        "{resched:.1} rescheduling interrupts per CPU-second for kicks of busy CPUs"
+    );
 }
 
 #[test]

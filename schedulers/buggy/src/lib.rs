@@ -15,6 +15,7 @@
 //! | `wrongcpu` | picks another CPU's tasks                   | libEnoki's token check, then the watchdog |
 //! | `prep`     | deadlocks handing its state to a next version (AA) | libEnoki: the upgrade is refused |
 //! | `adopt`    | deadlocks taking over from a previous version (AA) | libEnoki: the upgrade is refused |
+//! | `kickbusy` | kicks every other CPU at each tick, busy or not | Enoki-C: only idle CPUs are woken |
 //!
 //! It arms after `after=` picks (default 1000), so it first schedules the
 //! load like any scheduler. A panic is not among the bugs: the module build
@@ -23,7 +24,7 @@
 
 use enoki::{
     CpuId, EnokiScheduler, InitContext, InitError, NoHint, NotTaken, PickError, Pid, PrevTask,
-    Result, Ring, RunQueues, Schedulable, Shared, TaskError, TaskInfo,
+    Result, Ring, RunQueues, Schedulable, Services, Shared, TaskError, TaskInfo,
 };
 
 /// Spins a CPU of a `cycle` holds its own queue before it takes the next
@@ -50,6 +51,7 @@ pub enum Bug {
     WrongCpu,
     Prep,
     Adopt,
+    KickBusy,
 }
 
 enoki::plain_data! {
@@ -76,6 +78,7 @@ impl Bug {
             "wrongcpu" => Bug::WrongCpu,
             "prep" => Bug::Prep,
             "adopt" => Bug::Adopt,
+            "kickbusy" => Bug::KickBusy,
             _ => return None,
         })
     }
@@ -93,6 +96,7 @@ pub struct Buggy {
     done: Shared<u64>,
     /// Live upgrades its state went through.
     upgrades: Shared<u32>,
+    services: Services,
 }
 
 impl Buggy {
@@ -160,7 +164,7 @@ impl Buggy {
                     }
                 }
             }
-            Bug::None | Bug::Cycle { .. } | Bug::Lost | Bug::Prep | Bug::Adopt => {}
+            Bug::None | Bug::Cycle { .. } | Bug::Lost | Bug::Prep | Bug::Adopt | Bug::KickBusy => {}
         }
         Ok(None)
     }
@@ -193,7 +197,7 @@ impl EnokiScheduler for Buggy {
         let cpus = ctx.args.u64_in("cpus", 2, 2, nr as u64)? as usize;
         let bug =
             Bug::parse(ctx.args.str_or("bug", "none"), cpus).ok_or(InitError::InvalidArgument(
-                "bug (none aa cycle leak loop lost stall starve wrongcpu prep adopt)",
+                "bug (none aa cycle leak loop lost stall starve wrongcpu prep adopt kickbusy)",
             ))?;
         Ok(Buggy {
             bug,
@@ -204,6 +208,7 @@ impl EnokiScheduler for Buggy {
             picks: Shared::new(0),
             done: Shared::new(0),
             upgrades: Shared::new(0),
+            services: ctx.services.clone(),
         })
     }
 
@@ -228,6 +233,17 @@ impl EnokiScheduler for Buggy {
 
     fn task_new(&self, _task: &TaskInfo) -> Result<(), TaskError> {
         Ok(())
+    }
+
+    /// `kickbusy`: every other CPU is kicked, as by a scheduler whose idle
+    /// flags lag behind; with every CPU busy, not one kick is needed.
+    fn task_tick(&self, cpu: CpuId, _pid: Pid, _runtime: u64) -> Result<bool> {
+        if self.bug == Bug::KickBusy && self.picks.get() >= self.after {
+            for other in self.queues.cpus().filter(|c| *c != cpu) {
+                self.services.kick_cpu(other);
+            }
+        }
+        Ok(false)
     }
 
     fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {

@@ -940,13 +940,20 @@ static bool enoki_cpu_valid(int cpu)
  * enoki_kick_cpu - make @cpu pick again
  * @cpu: the CPU
  * @flags: ENOKI_KICK_PREEMPT stops its running task; ENOKI_KICK_RESCHED
- *         only wakes it or interrupts a lower-class task
+ *         only wakes it if it is idle
+ *
+ * A CPU that runs a task is not rescheduled for ENOKI_KICK_RESCHED: its
+ * ext task keeps running while it has slice left without the module being
+ * asked, and a fair or RT task outranks the ext class. Such a kick would
+ * cost an IPI and a pass through __schedule() for nothing, and a module
+ * whose idle flags lag behind could send one with every enqueue.
  */
 void enoki_kick_cpu(int cpu, u32 flags)
 {
 	if (!enoki_cpu_valid(cpu) || !scx_enabled())
 		return;
-	scx_bpf_kick_cpu(cpu, flags & ENOKI_KICK_PREEMPT ? SCX_KICK_PREEMPT : 0);
+	scx_bpf_kick_cpu(cpu, flags & ENOKI_KICK_PREEMPT ? SCX_KICK_PREEMPT :
+							  SCX_KICK_IDLE);
 }
 EXPORT_SYMBOL_GPL(enoki_kick_cpu);
 
