@@ -100,7 +100,6 @@ impl Interactive {
             exit_port: read_lossy(&self.exit_file),
             serial: read_lossy(&self.serial_log),
             serial_log: self.serial_log.clone(),
-            emulator_fault: None,
             output,
             qemu_stderr: String::new(),
             timeout: Some(timeout),

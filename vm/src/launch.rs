@@ -311,7 +311,7 @@ impl Running {
         let duration = self.start.elapsed();
         self.virtiofsd.take();
         self.tail.take();
-        let emulator_fault = self.fault_watch.take().and_then(|w| w.found());
+        self.fault_watch.take();
         let output = (self.stdout.take())
             .map(|t| t.join().unwrap_or_default())
             .unwrap_or_default();
@@ -321,7 +321,6 @@ impl Running {
             exit_port: logs::read_lossy(&files.exit_file),
             serial: logs::read_lossy(&files.serial_log),
             serial_log: files.serial_log.clone(),
-            emulator_fault,
             output: String::from_utf8_lossy(&output).into_owned(),
             qemu_stderr: stderr.finish(),
             timeout,

@@ -112,15 +112,18 @@ impl Drop for SerialTail {
 
 /// Copies `path` from offset `pos` to stderr; returns the bytes copied.
 fn copy_from(path: &Path, pos: u64) -> u64 {
-    let Ok(mut f) = fs::File::open(path) else {
-        return 0;
-    };
-    let mut buf = Vec::new();
-    if f.seek(SeekFrom::Start(pos)).is_err() || f.read_to_end(&mut buf).is_err() {
-        return 0;
-    }
+    let buf = read_from(path, pos).unwrap_or_default();
     let _ = std::io::stderr().write_all(&buf);
     buf.len() as u64
+}
+
+/// What a file holds from offset `pos` on (a log the VM is still writing).
+pub(crate) fn read_from(path: &Path, pos: u64) -> Option<Vec<u8>> {
+    let mut f = fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(pos)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    Some(buf)
 }
 
 #[cfg(test)]

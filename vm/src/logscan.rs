@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Finds the kernel log lines that mean a test must fail.
+//! Finds the kernel log lines that mean a test must fail, and the one that
+//! means the emulator failed the guest (see [`crate::emufault`]).
 
 use std::sync::OnceLock;
 
@@ -18,15 +19,34 @@ fn problem_re() -> &'static Regex {
     })
 }
 
+fn emulator_fault_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"rcu:\s+Possible timer handling issue on cpu=\d+").expect("valid regex")
+    })
+}
+
+/// A log's lines, trimmed, without the console's `\r`.
+fn log_lines(log: &str) -> impl Iterator<Item = &str> {
+    log.lines().map(|l| l.trim_end_matches('\r').trim())
+}
+
 /// Returns the kernel log lines (trimmed, without the console's `\r`) that
 /// report a bug, warning, oops, panic, RCU stall, lockup, hung task or a
 /// sched_ext error/stall. Empty means the log is clean.
 pub fn kernel_log_problems(log: &str) -> Vec<String> {
-    log.lines()
-        .map(|l| l.trim_end_matches('\r').trim())
+    log_lines(log)
         .filter(|l| problem_re().is_match(l))
         .map(str::to_owned)
         .collect()
+}
+
+/// The first line of `log` that shows the emulator failing the guest: RCU
+/// reporting that a CPU's timer never fired (see [`crate::emufault`]).
+pub(crate) fn emulator_fault(log: &str) -> Option<String> {
+    log_lines(log)
+        .find(|l| emulator_fault_re().is_match(l))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -71,6 +91,18 @@ mod tests {
             let log = format!("[    1.0] fine\n{c}\r\n[    1.1] fine too\n");
             assert_eq!(kernel_log_problems(&log), vec![c.to_owned()], "{c}");
         }
+    }
+
+    #[test]
+    fn the_rcu_timer_report_is_the_emulator_fault_and_a_plain_stall_is_not() {
+        let sign = "[   32.147291] rcu: \tPossible timer handling issue on cpu=5 timer-softirq=0";
+        let log = format!(
+            "[   32.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\r\n{sign}\r\nafter\n"
+        );
+        assert_eq!(emulator_fault(&log).as_deref(), Some(sign.trim()));
+        let stall = "[   32.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n\
+                     [   32.2] rcu: \t3-....: (20999 ticks this GP) idle=1/1/0x4000000000000000\n";
+        assert_eq!(emulator_fault(stall), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::logscan::emulator_fault;
 use crate::{kernel_log_problems, Accel, VmError};
 
 /// What happened to one boot.
@@ -99,8 +100,6 @@ pub(crate) struct Finished {
     pub(crate) exit_port: String,
     pub(crate) serial: String,
     pub(crate) serial_log: PathBuf,
-    /// The line that ended the run as [`Ending::EmulatorFault`].
-    pub(crate) emulator_fault: Option<String>,
     pub(crate) output: String,
     pub(crate) qemu_stderr: String,
     pub(crate) timeout: Option<Duration>,
@@ -117,7 +116,7 @@ pub(crate) fn classify(f: Finished) -> Result<Outcome, VmError> {
         Ending::Stopped => return Err(VmError::Stopped),
         Ending::EmulatorFault => {
             return Err(VmError::EmulatorFault {
-                line: f.emulator_fault.unwrap_or_default(),
+                line: emulator_fault(&f.serial).unwrap_or_default(),
                 log: f.serial_log,
             })
         }
@@ -213,7 +212,6 @@ mod tests {
             exit_port: exit_port.into(),
             serial: serial.into(),
             serial_log: PathBuf::from("/l/x.serial.log"),
-            emulator_fault: None,
             output: "out\n".into(),
             qemu_stderr: "qemu: oops\nline 2\nline 3\nline 4\n".into(),
             timeout: Some(Duration::from_secs(9)),
@@ -240,6 +238,19 @@ mod tests {
         let o = classify(finished(Ending::Exited(status(1)), "0\n", PANIC)).unwrap();
         assert_eq!(o.exit_code, Some(0));
         assert!(!o.panicked);
+    }
+
+    #[test]
+    fn an_emulator_fault_is_an_error_naming_its_line() {
+        let sign = "[ 32.1] rcu: \tPossible timer handling issue on cpu=5 timer-softirq=0";
+        let serial = format!("[ 1.0] booting\n{sign}\n");
+        match classify(finished(Ending::EmulatorFault, "", &serial)) {
+            Err(VmError::EmulatorFault { line, log }) => {
+                assert_eq!(line, sign.trim());
+                assert_eq!(log, PathBuf::from("/l/x.serial.log"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

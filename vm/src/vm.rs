@@ -78,7 +78,7 @@ impl Vm {
     /// stderr.
     pub fn run(&self, cmd: &str) -> Result<Outcome> {
         let first = self.launch(Some(cmd), Io::Capture, Some(self.timeout()));
-        let Some(why) = self.emulator_crash(&first) else {
+        let Some(why) = self.emulator_failure(&first) else {
             return first;
         };
         eprintln!("enoki-vm: {why}; running the command again on single-threaded TCG");
@@ -103,7 +103,7 @@ impl Vm {
     }
 
     /// Why `result` is QEMU failing under MTTCG, if it is.
-    fn emulator_crash(&self, result: &Result<Outcome>) -> Option<String> {
+    fn emulator_failure(&self, result: &Result<Outcome>) -> Option<String> {
         if self.accel != Accel::Mttcg {
             return None;
         }
