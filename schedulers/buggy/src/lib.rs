@@ -104,6 +104,12 @@ impl Buggy {
         self.picks.fetch_add(1) >= self.after
     }
 
+    /// Whether this scheduler has `bug` and is armed (without counting a
+    /// pick, as [`Self::armed`] does).
+    fn commits(&self, bug: Bug) -> bool {
+        self.bug == bug && self.picks.get() >= self.after
+    }
+
     /// Live upgrades its state went through (for tests).
     pub fn upgrades(&self) -> u32 {
         self.upgrades.get()
@@ -238,7 +244,7 @@ impl EnokiScheduler for Buggy {
     /// `kickbusy`: every other CPU is kicked, as by a scheduler whose idle
     /// flags lag behind; with every CPU busy, not one kick is needed.
     fn task_tick(&self, cpu: CpuId, _pid: Pid, _runtime: u64) -> Result<bool> {
-        if self.bug == Bug::KickBusy && self.picks.get() >= self.after {
+        if self.commits(Bug::KickBusy) {
             for other in self.queues.cpus().filter(|c| *c != cpu) {
                 self.services.kick_cpu(other);
             }
@@ -247,7 +253,7 @@ impl EnokiScheduler for Buggy {
     }
 
     fn task_wakeup(&self, _pid: Pid, _runtime: u64, sched: Schedulable) -> Result<(), NotTaken> {
-        if self.bug == Bug::Lost && self.picks.get() >= self.after && self.done.replace(1) == 0 {
+        if self.commits(Bug::Lost) && self.done.replace(1) == 0 {
             // The bug: the token is dropped; the task can never run again.
             return Ok(());
         }
@@ -295,7 +301,7 @@ impl EnokiScheduler for Buggy {
 
     /// `stall`: the running task is not kept either.
     fn keep_running(&self, _cpu: CpuId, _prev: &PrevTask) -> Result<Option<u64>> {
-        let stalled = self.bug == Bug::Stall && self.picks.get() >= self.after;
+        let stalled = self.commits(Bug::Stall);
         Ok((!stalled).then_some(0))
     }
 }
