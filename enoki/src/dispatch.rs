@@ -93,9 +93,10 @@ impl<S: EnokiScheduler> Loaded<S> {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Live upgrade, on CPU `cpu` with every call held off: the scheduler
-    /// writes the state the next version starts from. A failure refuses
-    /// the upgrade; this version keeps running, so it is not reported.
+    /// Live upgrade, on CPU `cpu`, first while other CPUs' calls go on (a
+    /// pre-copy), then with every call held off: the scheduler writes the
+    /// state the next version starts from. A failure refuses the upgrade;
+    /// this version keeps running, so it is not reported.
     pub fn export_state(&self, cpu: CpuId, state: &mut S::UpgradeState) -> Result<(), Refusal> {
         if self.failed() {
             return Err(Refusal::PrepFailed);
@@ -108,8 +109,9 @@ impl<S: EnokiScheduler> Loaded<S> {
         }
     }
 
-    /// Live upgrade, on CPU `cpu` with every call held off: this freshly
-    /// created scheduler takes over from the previous version's `state`.
+    /// Live upgrade, on CPU `cpu`, with each pass of the previous
+    /// version's [`Self::export_state`]: this freshly created scheduler
+    /// takes over from its `state` (the last pass counts).
     pub fn adopt_state(&self, cpu: CpuId, state: &S::UpgradeState) -> Result<(), Refusal> {
         let call = detect::enter_call(cpu as u32);
         let done = self.sched.reregister_init(state);

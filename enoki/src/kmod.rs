@@ -332,14 +332,14 @@ unsafe extern "C" fn export_state<S: EnokiScheduler>(
     sched: *const c_void,
     state: *mut c_void,
 ) -> c_int {
-    // SAFETY: guaranteed by the caller, see above; every call is held
-    // off, so nothing else uses either.
-    let (loaded, state) = unsafe {
-        (
-            &*(sched as *const Loaded<S>),
-            &mut *(state as *mut S::UpgradeState),
-        )
-    };
+    let state = state as *mut S::UpgradeState;
+    // SAFETY: guaranteed by the caller, see above; all zeroes is a valid
+    // `S::UpgradeState` (plain data), and the scheduler writes into zeroes
+    // even when an earlier pass of the same upgrade wrote here.
+    unsafe { core::ptr::write_bytes(state, 0, 1) };
+    // SAFETY: guaranteed by the caller, see above; only the upgrading CPU
+    // uses the next version's room.
+    let (loaded, state) = unsafe { (&*(sched as *const Loaded<S>), &mut *state) };
     match loaded.export_state(this_cpu(), state) {
         Ok(()) => 0,
         Err(_) => -(kernel::bindings::ECANCELED as c_int),

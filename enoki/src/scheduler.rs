@@ -353,20 +353,25 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     }
 
     /// Live upgrade: the next version is taking over; write the state it
-    /// starts from into `state` (all zeroes when called). Called with
-    /// every CPU's calls held off, so nothing changes meanwhile; an error
-    /// refuses the upgrade and this version keeps running.
+    /// starts from into `state` (all zeroes when called). Called twice,
+    /// and must only read: first while this version still takes calls on
+    /// other CPUs (a pre-copy, which makes the second pass cheap: code and
+    /// data are warm), then with every CPU's calls held off, so nothing
+    /// changes meanwhile. An error in either refuses the upgrade and this
+    /// version keeps running.
     fn reregister_prep(&self, _state: &mut Self::UpgradeState) -> Result {
         Ok(())
     }
 
     /// Live upgrade: this version, created by [`Self::init`], takes over
-    /// from the previous one, whose state is `state`; every CPU's calls
-    /// are held off. Every task has already met this version through
-    /// `task_new` (and any change since, through the usual messages), but
-    /// none has been woken: those waiting to run arrive next, through
-    /// `task_wakeup`. An error refuses the upgrade (the previous version
-    /// keeps running).
+    /// from the previous one, whose state is `state`. Called twice, with
+    /// each pass of [`Self::reregister_prep`]: the second, with every
+    /// CPU's calls held off, is the state to start from, so it must
+    /// overwrite whatever the first set. Every task has already met this
+    /// version through `task_new` (and, by the second pass, any change
+    /// since, through the usual messages), but none has been woken: those
+    /// waiting to run arrive next, through `task_wakeup`. An error refuses
+    /// the upgrade (the previous version keeps running).
     fn reregister_init(&self, _state: &Self::UpgradeState) -> Result {
         Ok(())
     }

@@ -2,12 +2,14 @@
 //! Live upgrade: what one version of a scheduler may hand to the next.
 //!
 //! The new version is created first, with all its memory, while sleeping
-//! is allowed. Then, with every CPU's calls held off, the old version
-//! writes its [`EnokiScheduler::UpgradeState`] into a value the new one
-//! allocated ([`EnokiScheduler::reregister_prep`]), the new one takes it
-//! ([`EnokiScheduler::reregister_init`]), and the kernel (or the host's
-//! model of it) introduces every task to the new version again, with a
-//! fresh token for each task the old version held one for. Tokens never
+//! is allowed, and meets every task. The old version writes its
+//! [`EnokiScheduler::UpgradeState`] into a value the new one allocated
+//! ([`EnokiScheduler::reregister_prep`]) and the new one takes it
+//! ([`EnokiScheduler::reregister_init`]) twice: once while the old version
+//! still runs (a pre-copy, which leaves the code and data the hand-over
+//! uses warm), then with every CPU's calls held off, when it counts. Then
+//! the kernel (or the host's model of it) gives the new version a fresh
+//! token for each task the old version held one for. Tokens never
 //! travel in the state: the kernel stays the one source of truth. Last,
 //! every CPU is kicked, so each running task comes back to the new
 //! version through `task_preempt`.

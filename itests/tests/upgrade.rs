@@ -39,6 +39,7 @@ try() {{ # NAME CMD...: runs an upgrade that must be refused
     echo "$name.error $out"
     echo "$name.module $(cat /sys/kernel/enoki/module)"
     echo "$name.state $(cat /sys/kernel/enoki/state)"
+    echo "$name.dmesg $(dmesg | grep 'enoki: upgrade of .* refused (' | tail -n 1)"
 }}
 
 cat > /tmp/rounds.sh <<'R'
@@ -78,6 +79,7 @@ sed 's/^/spin./' /tmp/spin.out
 echo "changes $(dmesg | grep -o '[0-9]* changed meanwhile' | awk '{{ s += $1 }} END {{ print s + 0 }}')"
 sed 's/^/wfq./' /sys/kernel/enoki/upgrades
 echo "wfq.carried $(dmesg | grep -c 'enoki: upgraded.*state carried')"
+echo "wfq.precopied $(dmesg | grep -c 'enoki: upgraded.*state carried.*pre-copied in [1-9]')"
 enoki status | grep upgrades
 dump wfq.
 finish wfq
@@ -151,6 +153,11 @@ try none enoki upgrade wfq
         ROUNDS + 1,
         "WFQ's state went along each time"
     );
+    assert_eq!(
+        number(&r, "wfq.precopied"),
+        ROUNDS + 1,
+        "each time a first copy went over before calls were held off"
+    );
     let max_us = number(&r, "wfq.blackout_max_ns") / 1000;
     eprintln!(
         "calls held off: last {} ns, at most {max_us} us",
@@ -189,6 +196,14 @@ try none enoki upgrade wfq
             "{name}: untouched"
         );
         assert_eq!(field(&r, &format!("{name}.state")), "enabled", "{name}");
+    }
+    // A hand-over that fails, fails in its pre-copy: no call waited for it.
+    for name in ["prep", "adopt"] {
+        let dmesg = field(&r, &format!("{name}.dmesg"));
+        assert!(
+            dmesg.contains("refused (-125) before any call was held off"),
+            "{name}: {dmesg}"
+        );
     }
     for step in ["prep.fresh", "buggy-wfq", "wfq-fifo", "fifo-wfq"] {
         assert_eq!(field(&r, step), "ok", "{step}");

@@ -1001,11 +1001,12 @@ impl<S: EnokiScheduler> Driver<S> {
     ) -> Result<(), Refusal> {
         let carry = plan(fingerprint::<S>(), fingerprint::<T>(), fresh)?;
         // As Enoki-C: the hint queues and every task meet the new version,
-        // then (calls held off) the state goes over, then the waiting
-        // tasks' tokens.
+        // which adopts a pre-copy of the state; then (calls held off) the
+        // state goes over again, then the waiting tasks' tokens.
         self.introduce_queues(new, on)?;
         self.introduce_tasks(new, on);
         if carry == Carry::State {
+            self.carry_state(new, on)?;
             self.carry_state(new, on)?;
         }
         self.offer_tokens(new, on)?;

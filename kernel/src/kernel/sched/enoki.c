@@ -35,7 +35,10 @@
  *                         off, never sleeps, even on PREEMPT_RT); whoever
  *                         changes enoki.ops takes every CPU's (enoki_quiesce())
  *                         so that no call is in flight or can start
- *   module locks          libEnoki's spin locks, inside process()
+ *   module locks          libEnoki's spin locks, inside process(), and
+ *                         in an upgrade's state export (under
+ *                         scx_tasks_lock, also while calls go on: a call
+ *                         holding one never waits for scx_tasks_lock)
  *   hrtimer base lock     enoki_set_timer() from inside process()
  *   enoki_status_lock     state, last_exit and the exit dump; a leaf, also
  *                         taken by sched_ext's disable worker and the sysfs
@@ -1285,7 +1288,11 @@ struct enoki_handover {
 	u32 changes;
 	u32 waiting;
 	bool carried;
-	u64 quiesce_ns;	/* of the blackout: waiting for calls in flight */
+	bool held;	/* calls were held off */
+	u64 precopy_ns;	/* the state's pre-copy, before the blackout */
+	/* parts of the blackout */
+	u64 quiesce_ns;	/* waiting for calls in flight */
+	u64 state_ns;	/* the state's export and adoption */
 };
 
 /*
@@ -1400,16 +1407,32 @@ static int enoki_replay_changes(const struct enoki_sched_ops *ops,
 }
 
 /*
+ * The running version's state to @ops, which starts from it; the time it
+ * took in @ns. The running version's export only reads.
+ */
+static int enoki_carry_state(const struct enoki_sched_ops *ops, u64 *ns)
+{
+	const struct enoki_sched_ops *old = enoki.ops;
+	u64 start = ktime_get_mono_fast_ns();
+	int ret;
+
+	ret = old->export_state(old->sched, ops->state);
+	if (!ret)
+		ret = ops->adopt_state(ops->sched, ops->state);
+	*ns = ktime_get_mono_fast_ns() - start;
+	return ret;
+}
+
+/*
  * Second step, with every call held off and the task list locked: the
- * changes since @ops met the tasks, the running version's state (when
- * @carry), and a token for each task the running version holds.
- * Nothing of the running version changes, so an error leaves it as it
- * was (its export only reads).
+ * changes since @ops met the tasks, the running version's state again
+ * (when @carry; its pre-copy is now stale), and a token for each task the
+ * running version holds. Nothing of the running version changes, so an
+ * error leaves it as it was.
  */
 static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
 			   struct enoki_handover *h)
 {
-	const struct enoki_sched_ops *old = enoki.ops;
 	struct sched_ext_entity *pos;
 	struct task_struct *p;
 	int ret;
@@ -1419,10 +1442,7 @@ static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
 	if (ret)
 		return ret;
 	if (carry) {
-		ret = old->export_state(old->sched, ops->state);
-		if (ret)
-			return ret;
-		ret = ops->adopt_state(ops->sched, ops->state);
+		ret = enoki_carry_state(ops, &h->state_ns);
 		if (ret)
 			return ret;
 		h->carried = true;
@@ -1480,6 +1500,12 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
 	percpu_down_write(&scx_fork_rwsem);
 	spin_lock_irqsave(&scx_tasks_lock, flags);
 	enoki_meet_tasks(ops, h);
+	/* a refusal here holds nothing off */
+	ret = carry ? enoki_carry_state(ops, &h->precopy_ns) : 0;
+	if (ret) {
+		WRITE_ONCE(enoki_intro.on, false);
+		goto unlock;
+	}
 	/* from the first call lock taken to the last one released */
 	start = ktime_get_mono_fast_ns();
 	enoki_quiesce(&qflags);
@@ -1492,6 +1518,8 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
 	WRITE_ONCE(enoki_intro.on, false);
 	enoki_unquiesce(&qflags);
 	*blackout_ns = ktime_get_mono_fast_ns() - start;
+	h->held = true;
+unlock:
 	spin_unlock_irqrestore(&scx_tasks_lock, flags);
 	percpu_up_write(&scx_fork_rwsem);
 	return ret;
@@ -1504,12 +1532,15 @@ static int enoki_swap(const struct enoki_sched_ops *ops, bool carry,
  * @fresh: start @ops from the task list alone, even if the running version
  *         has state for it
  *
- * First every task in Enoki meets @ops (TASK_NEW) while the running
- * version goes on scheduling. Then, with every CPU's calls held off (and
- * so every message waiting): @ops hears of the tasks that changed
- * meanwhile, gets the running version's state when both have matching
- * state, and a fresh token (TASK_WAKEUP) for each task the running version
- * held one for; calls go to @ops from then on. Tasks never leave sched_ext. Every CPU is
+ * First every task in Enoki meets @ops (TASK_NEW) and @ops adopts a first
+ * copy of the running version's state (when both have matching state)
+ * while the running version goes on scheduling. Then, with every CPU's
+ * calls held off (and so every message waiting): @ops hears of the tasks
+ * that changed meanwhile, adopts the state again, now final (the first
+ * pass has made both versions' code and data warm, so the blackout costs
+ * only what the state holds), and gets a fresh token (TASK_WAKEUP) for
+ * each task the running version held one for; calls go to @ops from then
+ * on. Tasks never leave sched_ext. Every CPU is
  * then kicked, so each running task comes back through TASK_PREEMPT. The
  * replaced module is no longer called and can be removed. While
  * recording, the switch is marked in the trace (ENOKI_REC_UPGRADE).
@@ -1544,8 +1575,10 @@ int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 		ret = enoki_swap(ops, carry, &h, &blackout);
 	enoki_queues_upgrade_end(old, ops, !ret);
 	if (ret) {
-		pr_err("enoki: upgrade of %s to %s refused (%d): the running version goes on\n",
-		       enoki.name, ops->name, ret);
+		pr_err("enoki: upgrade of %s to %s refused (%d) %s: the running version goes on\n",
+		       enoki.name, ops->name, ret,
+		       h.held ? "with calls held off" :
+				"before any call was held off");
 		goto out;
 	}
 	strscpy(old_module, enoki.module, sizeof(old_module));
@@ -1557,10 +1590,10 @@ int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 	enoki.blackout_max_ns = max(enoki.blackout_max_ns, blackout);
 	for_each_online_cpu(cpu)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting, %s, calls held off %llu ns (%llu ns of it waiting for calls in flight)\n",
+	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting, %s, calls held off %llu ns (%llu ns of it waiting for calls in flight, %llu ns carrying the state, pre-copied in %llu ns before)\n",
 		old_module, enoki.module, enoki.name, h.tasks, h.changes,
 		h.waiting, h.carried ? "state carried" : "fresh state",
-		blackout, h.quiesce_ns);
+		blackout, h.quiesce_ns, h.state_ns, h.precopy_ns);
 out:
 	mutex_unlock(&enoki_mutex);
 	return ret;

@@ -195,7 +195,10 @@ struct enoki_sched_ops {
 	 * @state: room for the state this version starts from, or NULL.
 	 * export_state() writes the running version's state into the next
 	 * version's @state; adopt_state() starts the next version from it.
-	 * Both return 0 or -errno and run with every call held off.
+	 * Both return 0 or -errno and run twice: first while the running
+	 * version still takes calls (a pre-copy, so that the second pass
+	 * finds both versions' code and data warm), then with every call
+	 * held off; the next version starts from the second.
 	 */
 	u64 state_fp;
 	void *state;
