@@ -80,6 +80,8 @@ echo "changes $(dmesg | grep -o '[0-9]* changed meanwhile' | awk '{{ s += $1 }} 
 sed 's/^/wfq./' /sys/kernel/enoki/upgrades
 echo "wfq.carried $(dmesg | grep -c 'enoki: upgraded.*state carried')"
 echo "wfq.precopied $(dmesg | grep -c 'enoki: upgraded.*state carried.*pre-copied in [1-9]')"
+echo "wfq.listed $(dmesg | sed -n 's/.*enoki: upgraded.*: \([0-9]*\) tasks, .* of \([0-9]*\) looked at.*/\1 \2/p' |
+    awk '$2 < $1 {{ n++ }} END {{ print n + 0 }}')"
 enoki status | grep upgrades
 dump wfq.
 finish wfq
@@ -157,6 +159,15 @@ try none enoki upgrade wfq
         number(&r, "wfq.precopied"),
         ROUNDS + 1,
         "each time a first copy went over before calls were held off"
+    );
+    // Tokens: the tasks that may wait, not every task, are looked at in
+    // the hold (all of them only when more were queued meanwhile than
+    // Enoki-C lists).
+    assert!(
+        number(&r, "wfq.listed") >= ROUNDS / 2,
+        "{} of {} upgrades looked at fewer tasks than there are",
+        number(&r, "wfq.listed"),
+        ROUNDS + 1
     );
     let max_us = number(&r, "wfq.blackout_max_ns") / 1000;
     eprintln!(

@@ -54,6 +54,7 @@
 #include <linux/hrtimer.h>
 #include <linux/module.h>
 #include <linux/pid_namespace.h>
+#include <linux/sort.h>
 
 #include "enoki.h"
 
@@ -151,6 +152,21 @@ static struct {
 	struct enoki_msg msgs[ENOKI_INTRO_LOG];
 } enoki_intro;
 
+/*
+ * The tasks that may be waiting in the running version when an upgrade
+ * holds calls off: those sched_ext had queued with it (or was queueing)
+ * when the upgrade looked, and those it was asked to queue since. Only
+ * they are offered to the next version then, instead of every task;
+ * more than the list holds, and every task is looked at. A task may be
+ * listed twice. Listed tasks stay valid: the upgrade holds scx_tasks_lock,
+ * without which none leaves sched_ext.
+ */
+#define ENOKI_WAITING_LOG	256
+static struct {
+	atomic_t nr;	/* listed, or that would have been */
+	struct task_struct *tasks[ENOKI_WAITING_LOG];
+} enoki_waiting;
+
 /* hint queues, enoki_hints.c */
 static void enoki_queues_retire(void);
 static int enoki_queues_upgrade_begin(const struct enoki_sched_ops *old,
@@ -237,6 +253,22 @@ static void enoki_intro_log(const struct enoki_msg *msg)
 			enoki_intro.msgs[i] = *msg;
 		break;
 	}
+}
+
+/* @p may be waiting in the running version when the upgrade looks. */
+static void enoki_waiting_log(struct task_struct *p)
+{
+	int i = atomic_fetch_inc(&enoki_waiting.nr);
+
+	if (i < ENOKI_WAITING_LOG)
+		enoki_waiting.tasks[i] = p;
+}
+
+/* enoki_call_apply() callback of an enqueue: lists @p during an upgrade. */
+static void enoki_enqueued(struct enoki_msg *msg, void *p)
+{
+	if (unlikely(READ_ONCE(enoki_intro.on)))
+		enoki_waiting_log(p);
 }
 
 /* Whether @ops takes messages of @kind: it may do without optional ones. */
@@ -482,7 +514,7 @@ static void enoki_op_enqueue(struct task_struct *p, u64 enq_flags)
 		__this_cpu_write(enoki_yielding, NULL);
 	}
 
-	if (!enoki_call(&msg) || msg.ret < 0) {
+	if (!enoki_call_apply(&msg, enoki_enqueued, p) || msg.ret < 0) {
 		/* refused (or no scheduler): it runs outside the module */
 		this_cpu_inc(enoki_stats.rejected);
 		scx_bpf_dispatch(p, ENOKI_DSQ_REFUSED, enoki.slice_ns,
@@ -1287,6 +1319,7 @@ struct enoki_handover {
 	u32 tasks;
 	u32 changes;
 	u32 waiting;
+	u32 looked;	/* tasks looked at for tokens */
 	bool carried;
 	bool held;	/* calls were held off */
 	u64 precopy_ns;	/* the state's pre-copy, before the blackout */
@@ -1342,6 +1375,7 @@ static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
 
 	lockdep_assert_held(&scx_tasks_lock);
 	atomic_set(&enoki_intro.nr, 0);
+	atomic_set(&enoki_waiting.nr, 0);
 	WRITE_ONCE(enoki_intro.on, true);
 	lock_acquire_exclusive(&enoki_call_map, 0, 0, NULL, _RET_IP_);
 	for_each_possible_cpu(cpu) {
@@ -1371,6 +1405,13 @@ static void enoki_meet_tasks(const struct enoki_sched_ops *ops,
 		msg.task_cpu = task_cpu(p);
 		ops->process(ops->sched, &msg);
 		h->tasks++;
+		/*
+		 * Queued, or being queued, since before the look; a task
+		 * queued after it is listed by its enqueue call, which sees
+		 * enoki_intro.on.
+		 */
+		if (atomic_long_read(&p->scx.ops_state) & SCX_OPSS_STATE_MASK)
+			enoki_waiting_log(p);
 	}
 }
 
@@ -1403,6 +1444,36 @@ static int enoki_replay_changes(const struct enoki_sched_ops *ops,
 			ops->process(ops->sched, &msg);
 	}
 	h->changes = nr;
+	return 0;
+}
+
+static int enoki_cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * With every call held off: enoki_offer_token() for each task of
+ * enoki_waiting (which holds them all), once.
+ */
+static int enoki_offer_listed_tokens(const struct enoki_sched_ops *ops,
+				     struct enoki_handover *h)
+{
+	struct task_struct **tasks = enoki_waiting.tasks;
+	int i, ret, nr = atomic_read(&enoki_waiting.nr);
+
+	sort(tasks, nr, sizeof(*tasks), enoki_cmp_ptr, NULL);
+	for (i = 0; i < nr; i++) {
+		if ((i && tasks[i] == tasks[i - 1]) ||
+		    scx_get_task_state(tasks[i]) != SCX_TASK_ENABLED)
+			continue;
+		h->looked++;
+		ret = enoki_offer_token(ops, tasks[i], &h->waiting);
+		if (ret)
+			return ret;
+	}
 	return 0;
 }
 
@@ -1447,10 +1518,13 @@ static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
 			return ret;
 		h->carried = true;
 	}
+	if (atomic_read(&enoki_waiting.nr) <= ENOKI_WAITING_LOG)
+		return enoki_offer_listed_tokens(ops, h);
 	list_for_each_entry(pos, &scx_tasks, tasks_node) {
 		p = enoki_listed_task(pos);
 		if (!p)
 			continue;
+		h->looked++;
 		ret = enoki_offer_token(ops, p, &h->waiting);
 		if (ret)
 			return ret;
@@ -1590,9 +1664,10 @@ int enoki_upgrade(const struct enoki_sched_ops *ops, bool fresh)
 	enoki.blackout_max_ns = max(enoki.blackout_max_ns, blackout);
 	for_each_online_cpu(cpu)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting, %s, calls held off %llu ns (%llu ns of it waiting for calls in flight, %llu ns carrying the state, pre-copied in %llu ns before)\n",
+	pr_info("enoki: upgraded %s to %s (%s): %u tasks, %u changed meanwhile, %u waiting of %u looked at, %s, calls held off %llu ns (%llu ns of it waiting for calls in flight, %llu ns carrying the state, pre-copied in %llu ns before)\n",
 		old_module, enoki.module, enoki.name, h.tasks, h.changes,
-		h.waiting, h.carried ? "state carried" : "fresh state",
+		h.waiting, h.looked,
+		h.carried ? "state carried" : "fresh state",
 		blackout, h.quiesce_ns, h.state_ns, h.precopy_ns);
 out:
 	mutex_unlock(&enoki_mutex);
