@@ -195,3 +195,46 @@ fn a_cpu_max_outside_the_kernels_bounds_is_refused() {
     spec.cgroups[0].period_us = 2_000_000;
     assert!(spec.validate().is_err());
 }
+
+#[test]
+fn a_throttled_task_moved_out_of_its_cpu_max_runs_at_once() {
+    quiet();
+    // Two spinners use up `capped`'s 20 ms by about 10 ms and are held
+    // back until the refill at 100 ms; moved to `free` at 50 ms, their
+    // old budget no longer binds them, and both CPUs are theirs again.
+    let mut spec = Spec::from_toml(
+        r#"
+        [machine]
+        cores = 2
+
+        [run]
+        duration_ms = 100
+
+        [[spinner]]
+        name = "batch"
+        count = 2
+
+        [[cgroup]]
+        name = "capped"
+        quota_us = 20000
+        period_us = 100000
+        members = ["batch"]
+
+        [[cgroup]]
+        name = "free"
+        "#,
+    )
+    .unwrap();
+    spec.cgroup_moves = vec![CgroupMove {
+        at_ms: 50,
+        target: "batch".into(),
+        cgroup: "free".into(),
+    }];
+    spec.validate().unwrap();
+    let (out, bytes) = record::<Wfq>(&spec, 0, WFQ);
+    let r = &out.report;
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let free = cgroup_ms(r, "free");
+    assert!(free >= 95.0, "free ran {free} ms of the 100 after the move");
+    replays_exactly(&bytes);
+}

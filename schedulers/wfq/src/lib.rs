@@ -470,6 +470,19 @@ impl Wfq {
         Ok(())
     }
 
+    /// Kicks a CPU to run a task that waits again on `cpu` (`busy`: a task
+    /// runs there): `cpu` itself if idle, else an idle one that may take it.
+    fn kick_for_released(&self, cpu: CpuId, busy: bool, allowed: &CpuSet) {
+        let target = if busy {
+            self.idle_thief(cpu, allowed, self.idle_cpus())
+        } else {
+            Some(cpu)
+        };
+        if let Some(target) = target {
+            self.services.kick_cpu(target);
+        }
+    }
+
     /// Where a waking task starts on `rq`: a new task after the tasks of
     /// the current period, a sleeper at most half a period before
     /// `min_vruntime` (so sleeping earns little credit).
@@ -909,9 +922,12 @@ impl EnokiScheduler for Wfq {
     }
 
     /// A runnable task's count moves with it; its weight follows from its
-    /// next enqueue.
+    /// next enqueue. A throttled one was held back by budgets that are no
+    /// longer its own: it waits again (its new cgroups' budget is checked
+    /// when it is picked), or nothing would run it before the old
+    /// cgroup's refill.
     fn task_cgroup_moved(&self, pid: Pid, cgroup: CgroupId) -> Result {
-        let Some((_, mut rq)) = self.locate(pid, None)? else {
+        let Some((cpu, mut rq)) = self.locate(pid, None)? else {
             return Ok(());
         };
         let Some(task) = rq.tasks.get_mut(pid) else {
@@ -919,6 +935,14 @@ impl EnokiScheduler for Wfq {
         };
         task.cgroup = cgroup;
         self.recount(task)?;
+        let allowed = task.allowed;
+        if !rq.unthrottle(pid) {
+            return Ok(());
+        }
+        let busy = rq.curr.is_some();
+        self.update_summary(cpu, &mut rq);
+        drop(rq);
+        self.kick_for_released(cpu, busy, &allowed);
         Ok(())
     }
 

@@ -203,6 +203,26 @@ impl RunQueue {
         }
     }
 
+    /// Queues `pid`'s throttled token again (held back again when picked
+    /// if still over budget); false if it was not throttled here.
+    pub(super) fn unthrottle(&mut self, pid: Pid) -> bool {
+        let Some((vruntime, token)) = self.throttled.remove(pid) else {
+            return false;
+        };
+        if let Some(task) = self.tasks.get_mut(pid) {
+            task.state = State::Off;
+        }
+        match self.queue_token(pid, vruntime, token) {
+            Ok(()) => true,
+            Err(token) => {
+                // No room to wait: it stays held back, in the slot it just
+                // left (free, so filing it there cannot fail).
+                let _ = self.file_token(pid, vruntime, token, State::Throttled);
+                false
+            }
+        }
+    }
+
     /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
     pub(super) fn queue_token(
         &mut self,
