@@ -196,10 +196,7 @@ impl RunQueue {
         }
         self.unthrottle_at = None;
         while let Some((pid, vruntime, token)) = self.throttled.pop() {
-            if let Some(task) = self.tasks.get_mut(pid) {
-                task.state = State::Off;
-            }
-            let _ = self.queue_token(pid, vruntime, token);
+            let _ = self.requeue(pid, vruntime, token);
         }
     }
 
@@ -209,10 +206,7 @@ impl RunQueue {
         let Some((vruntime, token)) = self.throttled.remove(pid) else {
             return false;
         };
-        if let Some(task) = self.tasks.get_mut(pid) {
-            task.state = State::Off;
-        }
-        match self.queue_token(pid, vruntime, token) {
+        match self.requeue(pid, vruntime, token) {
             Ok(()) => true,
             Err(token) => {
                 // No room to wait: it stays held back, in the slot it just
@@ -221,6 +215,14 @@ impl RunQueue {
                 false
             }
         }
+    }
+
+    /// Queues a token just taken off the throttled heap.
+    fn requeue(&mut self, pid: Pid, vruntime: u64, token: Schedulable) -> Result<(), Schedulable> {
+        if let Some(task) = self.tasks.get_mut(pid) {
+            task.state = State::Off;
+        }
+        self.queue_token(pid, vruntime, token)
     }
 
     /// Queues `token` for `pid` (detached, homed here) at `vruntime`.
