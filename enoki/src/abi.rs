@@ -9,12 +9,16 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 /// The oldest [`ABI_VERSION`] whose messages and records mean what this
 /// one's do, so its traces replay here: the versions since differ in what a
 /// module registers, and in fields added at the end of [`Msg`] (0 in older
 /// traces) with the kinds that use them.
 pub const RECORDS_SINCE: u32 = 3;
+/// The first [`ABI_VERSION`] whose traces record a lock taken to read as
+/// such ([`rec_type::LOCK_ACQUIRE_SHARED`]); older ones record it as any
+/// other acquisition.
+pub const SHARED_READS_SINCE: u32 = 9;
 /// Largest CPU count a scheduler can address.
 pub const MAX_CPUS: usize = 256;
 /// Largest NUMA node count in [`RawTopology`].
@@ -388,6 +392,9 @@ pub mod rec_type {
     /// [`Shared`](super::super::Shared) value read or written): the pair in one
     /// record.
     pub const LOCK_ACCESS: u32 = 7;
+    /// A libEnoki lock was taken to read: other readers may hold it at the
+    /// same time, so its acquisitions order it only against writers.
+    pub const LOCK_ACQUIRE_SHARED: u32 = 8;
 }
 
 /// sched_ext's exit kinds (`enum scx_exit_kind`, Linux 6.12), as an exit

@@ -18,6 +18,7 @@ use super::log::{format_line, Level};
 use super::scheduler::{Args, EnokiScheduler, InitContext, InitError};
 use super::services::Services;
 use super::sync::detect::{self, MAX_CONTEXTS};
+use super::sync::LockOp;
 use super::topology::Topology;
 use super::types::CpuId;
 use super::upgrade::{self, PlainData};
@@ -91,11 +92,11 @@ pub(super) fn lock_spin() {}
 
 /// Records a lock event while Enoki-C records; one load and branch otherwise.
 #[inline(always)]
-pub(super) fn lock_event(addr: usize, acquire: bool) {
-    let rec_type = if acquire {
-        abi::rec_type::LOCK_ACQUIRE
-    } else {
-        abi::rec_type::LOCK_RELEASE
+pub(super) fn lock_event(addr: usize, op: LockOp) {
+    let rec_type = match op {
+        LockOp::Acquire => abi::rec_type::LOCK_ACQUIRE,
+        LockOp::AcquireShared => abi::rec_type::LOCK_ACQUIRE_SHARED,
+        LockOp::Release => abi::rec_type::LOCK_RELEASE,
     };
     record_lock(addr, rec_type);
 }
@@ -113,7 +114,7 @@ fn record_lock(addr: usize, rec_type: u32) {
     let on = unsafe { enoki_recording.load(Ordering::Acquire) };
     if on != 0 {
         // SAFETY: callable from any context; it checks the flag again, and
-        // `rec_type` is one of the three lock record types it takes.
+        // `rec_type` is one of the four lock record types it takes.
         unsafe { enoki_record_lock(addr as u64, rec_type) };
     }
 }

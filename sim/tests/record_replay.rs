@@ -13,9 +13,9 @@ use enoki_sim::perfetto::TimelineBuilder;
 use enoki_sim::registry;
 use enoki_sim::replay::{replay, replay_by_locks, ReplayOptions, TraceExit, TraceGap};
 use enoki_sim::sim::{trace_header, Recorder, SimConfig};
-use enoki_sim::trace::{Event, Record, TraceHeader, TraceReader, TraceWriter};
+use enoki_sim::trace::{Event, Record, TraceHeader, TraceReader};
 
-use common::{mixed_spec, quiet, record, Flaky, LockFlaky};
+use common::{mixed_spec, numbered, quiet, record, write, Flaky, LockFlaky};
 
 const FIFO: Props = Props {
     correct: true,
@@ -92,6 +92,7 @@ fn normalized(bytes: &[u8]) -> Vec<Record> {
             let mut r = r.unwrap();
             r.event = match r.event {
                 Event::LockAcquire { addr } => Event::LockAcquire { addr: id(addr) },
+                Event::LockAcquireShared { addr } => Event::LockAcquireShared { addr: id(addr) },
                 Event::LockRelease { addr } => Event::LockRelease { addr: id(addr) },
                 Event::LockAccess { addr } => Event::LockAccess { addr: id(addr) },
                 e => e,
@@ -309,7 +310,7 @@ fn records_carry_cpu_seq_and_time() {
             }
             // libEnoki's task-generation lock is held around FIFO's in
             // task_new and task_dead: locks nest, innermost released first.
-            Event::LockAcquire { addr } => {
+            Event::LockAcquire { addr } | Event::LockAcquireShared { addr } => {
                 assert!(!held.contains(&addr), "{addr:#x} taken twice");
                 held.push(addr);
             }
@@ -391,22 +392,14 @@ fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
 /// Whether two calls' lock events name no lock in common.
 fn disjoint(a: &[Record], b: &[Record]) -> bool {
     let addr = |r: &Record| match r.event {
-        Event::LockAcquire { addr } | Event::LockRelease { addr } | Event::LockAccess { addr } => {
-            Some(addr)
-        }
+        Event::LockAcquire { addr }
+        | Event::LockAcquireShared { addr }
+        | Event::LockRelease { addr }
+        | Event::LockAccess { addr } => Some(addr),
         _ => None,
     };
     let of_a: std::collections::HashSet<u64> = a.iter().filter_map(addr).collect();
     !b.iter().filter_map(addr).any(|x| of_a.contains(&x))
-}
-
-/// A trace of `records` (in sequence order).
-fn write(header: &TraceHeader, records: &[Record]) -> Vec<u8> {
-    let mut w = TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
-    for r in records {
-        w.write(r).unwrap();
-    }
-    w.finish().unwrap().into_inner()
 }
 
 /// `records` as Enoki-C records them when the ring of `records[at]`'s CPU
@@ -797,17 +790,7 @@ fn a_failing_call_meets_the_holder_it_met_in_the_run_not_an_earlier_one() {
         (0, acq(a)),
         (0, rel(a)),
     ];
-    let records: Vec<Record> = events
-        .into_iter()
-        .zip(1..)
-        .map(|((cpu, event), seq)| Record {
-            seq,
-            cpu,
-            time_ns: seq * 1000,
-            event,
-        })
-        .collect();
-    let (records, exit) = with_exit(records);
+    let (records, exit) = with_exit(numbered(events));
     let bytes = write(&header, &records);
     let rep = enoki::user::within_timeout(std::time::Duration::from_secs(60), move || {
         let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();

@@ -69,6 +69,10 @@
 //! - type 7, lock access (length 40): a lock taken and released at once (a
 //!   libEnoki `Shared` value read or written), an acquire and a release in
 //!   one record: lock address (u64), then 8 reserved bytes (0).
+//! - type 8, lock acquired to read (length 40): as type 2, for a reader,
+//!   which other readers may hold the lock beside (a libEnoki `RwLock`
+//!   read); it is released by a type 3 record. Older traces record a
+//!   read as type 2.
 //!
 //! The types and fields are those of Enoki-C's `struct enoki_rec` (enoki.h),
 //! whose rings the kernel recorder drains: [`Record::from_kernel`] converts
@@ -126,6 +130,7 @@ pub mod rtype {
     pub const UPGRADE: u8 = rec_type::UPGRADE as u8;
     pub const EXIT: u8 = rec_type::EXIT as u8;
     pub const LOCK_ACCESS: u8 = rec_type::LOCK_ACCESS as u8;
+    pub const LOCK_ACQUIRE_SHARED: u8 = rec_type::LOCK_ACQUIRE_SHARED as u8;
 }
 
 const BLOCK_HEADER: usize = 24;
@@ -256,6 +261,9 @@ pub enum Event {
     Msg(Msg),
     /// A libEnoki lock at `addr` was taken.
     LockAcquire { addr: u64 },
+    /// A libEnoki lock at `addr` was taken to read: other readers may
+    /// hold it at the same time.
+    LockAcquireShared { addr: u64 },
     /// A libEnoki lock at `addr` was released.
     LockRelease { addr: u64 },
     /// A libEnoki lock at `addr` was taken and released with nothing in
@@ -381,6 +389,7 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::LockAcquire { .. } => (rtype::LOCK_ACQUIRE, RECORD_PREFIX + 16),
             Event::LockRelease { .. } => (rtype::LOCK_RELEASE, RECORD_PREFIX + 16),
             Event::LockAccess { .. } => (rtype::LOCK_ACCESS, RECORD_PREFIX + 16),
+            Event::LockAcquireShared { .. } => (rtype::LOCK_ACQUIRE_SHARED, RECORD_PREFIX + 16),
             Event::Gap { .. } => (rtype::GAP, RECORD_PREFIX + 16),
             Event::Upgrade { .. } => (rtype::UPGRADE, RECORD_PREFIX + 16),
             Event::Exit { .. } => (rtype::EXIT, RECORD_PREFIX + 16),
@@ -397,6 +406,7 @@ impl<W: Write + Seek> TraceWriter<W> {
             Event::LockAcquire { addr: word }
             | Event::LockRelease { addr: word }
             | Event::LockAccess { addr: word }
+            | Event::LockAcquireShared { addr: word }
             | Event::Gap { lost: word }
             | Event::Upgrade { state: word }
             | Event::Exit { kind: word } => {
@@ -843,7 +853,8 @@ impl<R: Read> TraceReader<R> {
                 | rtype::GAP
                 | rtype::UPGRADE
                 | rtype::EXIT
-                | rtype::LOCK_ACCESS => Self::word(ty, body),
+                | rtype::LOCK_ACCESS
+                | rtype::LOCK_ACQUIRE_SHARED => Self::word(ty, body),
                 _ => None,
             };
             self.pos += len;
@@ -860,7 +871,7 @@ impl<R: Read> TraceReader<R> {
                     }));
                 }
                 // A record type from a newer writer: skip it.
-                None if ty > rtype::LOCK_ACCESS => {}
+                None if ty > rtype::LOCK_ACQUIRE_SHARED => {}
                 None => {
                     return self.corrupt(
                         format!("malformed record at payload byte {pos} (type {ty}, length {len})"),
@@ -882,6 +893,7 @@ impl<R: Read> TraceReader<R> {
             rtype::LOCK_ACQUIRE => Some(Event::LockAcquire { addr: word }),
             rtype::LOCK_RELEASE => Some(Event::LockRelease { addr: word }),
             rtype::LOCK_ACCESS => Some(Event::LockAccess { addr: word }),
+            rtype::LOCK_ACQUIRE_SHARED => Some(Event::LockAcquireShared { addr: word }),
             rtype::UPGRADE => Some(Event::Upgrade { state: word }),
             rtype::EXIT => Some(Event::Exit { kind: word }),
             _ => (word > 0).then_some(Event::Gap { lost: word }),

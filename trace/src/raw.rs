@@ -163,6 +163,7 @@ impl Record {
             rec_type::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
             rec_type::LOCK_ACCESS => Event::LockAccess { addr },
+            rec_type::LOCK_ACQUIRE_SHARED => Event::LockAcquireShared { addr },
             rec_type::GAP => Event::Gap { lost: addr },
             rec_type::UPGRADE => Event::Upgrade { state: addr },
             rec_type::EXIT => Event::Exit { kind: addr },
@@ -184,6 +185,9 @@ impl Record {
             Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr, Msg::default()),
             Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
             Event::LockAccess { addr } => (rec_type::LOCK_ACCESS, addr, Msg::default()),
+            Event::LockAcquireShared { addr } => {
+                (rec_type::LOCK_ACQUIRE_SHARED, addr, Msg::default())
+            }
             Event::Gap { lost } => (rec_type::GAP, lost, Msg::default()),
             Event::Upgrade { state } => (rec_type::UPGRADE, state, Msg::default()),
             Event::Exit { kind } => (rec_type::EXIT, kind, Msg::default()),
@@ -320,6 +324,9 @@ mod tests {
                 addr: 0xffff_8880_1234_5678,
             },
             Event::LockRelease {
+                addr: 0xffff_8880_1234_5678,
+            },
+            Event::LockAcquireShared {
                 addr: 0xffff_8880_1234_5678,
             },
             Event::Gap { lost: 77 },

@@ -52,6 +52,9 @@ fn records(n: u64) -> Vec<Record> {
                 _ if i % 79 == 78 => Event::LockAccess {
                     addr: 0xffff_8880_0000_0000 + i,
                 },
+                _ if i % 73 == 72 => Event::LockAcquireShared {
+                    addr: 0xffff_8880_0000_0000 + i,
+                },
                 3 => Event::LockAcquire {
                     addr: 0xffff_8880_0000_0000 + i,
                 },

@@ -224,6 +224,7 @@ mod tests {
             abi::rec_type::UPGRADE => ENOKI_REC_UPGRADE,
             abi::rec_type::EXIT => ENOKI_REC_EXIT,
             abi::rec_type::LOCK_ACCESS => ENOKI_REC_LOCK_ACCESS,
+            abi::rec_type::LOCK_ACQUIRE_SHARED => ENOKI_REC_LOCK_ACQUIRE_SHARED,
             abi::SLICE_MIN_NS => ENOKI_SLICE_MIN_NS,
             abi::SLICE_MAX_NS => ENOKI_SLICE_MAX_NS,
         ]

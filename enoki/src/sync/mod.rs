@@ -37,15 +37,22 @@ pub mod hooks {
     pub fn acquiring(addr: usize) {
         super::super::backend::lock_wait(addr);
     }
-    /// A lock at `addr` was taken.
+    use super::LockOp;
+
+    /// A lock at `addr` was taken (exclusively).
     #[inline(always)]
     pub fn acquired(addr: usize) {
-        super::super::backend::lock_event(addr, true);
+        super::super::backend::lock_event(addr, LockOp::Acquire);
+    }
+    /// A lock at `addr` was taken to read: other readers may hold it too.
+    #[inline(always)]
+    pub fn acquired_shared(addr: usize) {
+        super::super::backend::lock_event(addr, LockOp::AcquireShared);
     }
     /// A lock at `addr` was released.
     #[inline(always)]
     pub fn released(addr: usize) {
-        super::super::backend::lock_event(addr, false);
+        super::super::backend::lock_event(addr, LockOp::Release);
     }
     /// The lock at `addr` was taken to read or write one value and is
     /// released right after, with no other lock taken meanwhile: one event
@@ -59,6 +66,25 @@ pub mod hooks {
     #[inline(always)]
     pub fn spin() {
         super::super::backend::lock_spin();
+    }
+}
+
+/// A lock event, as record and replay see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockOp {
+    /// Taken by one holder only.
+    Acquire,
+    /// Taken to read, beside any other readers: lock-ordered replay orders
+    /// a reader after the writers before it, not after the readers.
+    AcquireShared,
+    /// Released.
+    Release,
+}
+
+impl LockOp {
+    /// Whether the lock was taken (either way).
+    pub fn is_acquire(self) -> bool {
+        self != LockOp::Release
     }
 }
 
@@ -360,7 +386,7 @@ impl<T> RwLock<T> {
         hooks::acquiring(addr);
         detect::wait(ctx, addr, at, || self.try_claim(|s| s + 1))?;
         detect::acquired(ctx, addr, at);
-        hooks::acquired(addr);
+        hooks::acquired_shared(addr);
         Ok(RwLockReadGuard {
             lock: self,
             ctx,
@@ -548,8 +574,8 @@ mod tests {
     fn shared_access_is_a_lock_event_pair() {
         use std::cell::RefCell;
         std::thread_local!(static EVENTS: RefCell<std::vec::Vec<(usize, bool)>> = const { RefCell::new(std::vec::Vec::new()) });
-        fn observe(addr: usize, acquired: bool) {
-            EVENTS.with(|e| e.borrow_mut().push((addr, acquired)));
+        fn observe(addr: usize, op: LockOp) {
+            EVENTS.with(|e| e.borrow_mut().push((addr, op.is_acquire())));
         }
         let shared = Shared::new(1u64);
         crate::user::set_lock_observer(Some(observe));
@@ -561,6 +587,30 @@ mod tests {
         assert_eq!(
             events,
             [(addr, true), (addr, false), (addr, true), (addr, false)]
+        );
+    }
+
+    #[test]
+    fn rwlock_reads_are_shared_lock_events_and_writes_exclusive() {
+        use std::cell::RefCell;
+        std::thread_local!(static OPS: RefCell<std::vec::Vec<LockOp>> = const { RefCell::new(std::vec::Vec::new()) });
+        fn observe(_addr: usize, op: LockOp) {
+            OPS.with(|e| e.borrow_mut().push(op));
+        }
+        let lock = RwLock::new(0u32);
+        crate::user::set_lock_observer(Some(observe));
+        drop(lock.read());
+        drop(lock.write());
+        crate::user::set_lock_observer(None);
+        let ops = OPS.with(|e| e.borrow().clone());
+        assert_eq!(
+            ops,
+            [
+                LockOp::AcquireShared,
+                LockOp::Release,
+                LockOp::Acquire,
+                LockOp::Release
+            ]
         );
     }
 

@@ -9,6 +9,7 @@ use super::fault::Fault;
 use super::log::Level;
 use super::scheduler::QueueId;
 use super::sync::detect::{self, MAX_CONTEXTS};
+use super::sync::LockOp;
 use super::types::{CpuId, Pid};
 
 mod driver;
@@ -57,8 +58,8 @@ pub fn services(ops: Option<Arc<dyn HostOps>>) -> super::Services {
     super::Services { host: Host(ops) }
 }
 
-/// Called with a lock's address and whether it was taken (else released).
-pub type LockObserver = fn(usize, bool);
+/// Called with a lock's address and what happened to it.
+pub type LockObserver = fn(usize, LockOp);
 
 std::thread_local! {
     static LOCK_OBSERVER: core::cell::Cell<Option<LockObserver>> = const { core::cell::Cell::new(None) };
@@ -83,7 +84,7 @@ mod tests {
     }
 }
 
-/// Calls `observer(addr, acquired)` on every libEnoki lock event of this
+/// Calls `observer(addr, op)` on every libEnoki lock event of this
 /// thread (simulator record and replay); `None` stops it.
 pub fn set_lock_observer(observer: Option<LockObserver>) {
     LOCK_OBSERVER.with(|o| o.set(observer));
@@ -116,18 +117,18 @@ pub(super) fn lock_spin() {
     fiber::suspend();
 }
 
-pub(super) fn lock_event(addr: usize, acquire: bool) {
+pub(super) fn lock_event(addr: usize, op: LockOp) {
     LOCK_OBSERVER.with(|o| {
         if let Some(f) = o.get() {
-            f(addr, acquire);
+            f(addr, op);
         }
     });
 }
 
 /// A lock taken and released at once: the observer sees both events.
 pub(super) fn lock_access(addr: usize) {
-    lock_event(addr, true);
-    lock_event(addr, false);
+    lock_event(addr, LockOp::Acquire);
+    lock_event(addr, LockOp::Release);
 }
 
 /// Runs `f` on a thread of its own and returns what it returns; panics if

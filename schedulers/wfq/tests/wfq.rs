@@ -612,9 +612,9 @@ fn common_paths_take_only_their_cpus_run_queue_lock() {
     use std::ops::Range;
     thread_local!(static TAKEN: RefCell<BTreeSet<usize>> = const { RefCell::new(BTreeSet::new()) });
     thread_local!(static SHARED: RefCell<Vec<Range<usize>>> = const { RefCell::new(Vec::new()) });
-    fn observe(addr: usize, acquired: bool) {
+    fn observe(addr: usize, op: enoki::LockOp) {
         let shared = SHARED.with(|s| s.borrow().iter().any(|r| r.contains(&addr)));
-        if acquired && !shared {
+        if op.is_acquire() && !shared {
             TAKEN.with(|t| t.borrow_mut().insert(addr));
         }
     }
@@ -713,8 +713,8 @@ fn common_paths_take_only_their_cpus_run_queue_lock() {
 fn placement_reads_shared_state_through_lock_events() {
     use std::cell::RefCell;
     thread_local!(static TAKEN: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) });
-    fn observe(addr: usize, acquired: bool) {
-        if acquired {
+    fn observe(addr: usize, op: enoki::LockOp) {
+        if op.is_acquire() {
             TAKEN.with(|t| t.borrow_mut().push(addr));
         }
     }

@@ -20,11 +20,12 @@ use rustc_hash::FxHashMap;
 use enoki::abi::ret_err;
 use enoki::dispatch::Loaded;
 use enoki::user::fiber::{self, Fiber, Resumed};
-use enoki::EnokiScheduler;
+use enoki::{EnokiScheduler, LockOp};
 
 use super::{
-    apply, build_notice, checks_locks, load, lock_name, question, stopped_before, Answer,
-    Divergence, InOrder, LockEvent, LockMap, ReplayOptions, ReplayReport,
+    apply, as_recorded, build_notice, checks_locks, load, lock_name, question,
+    records_shared_reads, stopped_before, Answer, Divergence, InOrder, LockEvent, LockMap,
+    ReplayOptions, ReplayReport,
 };
 use crate::trace::{Event, Record, TraceError, TraceHeader};
 
@@ -75,6 +76,7 @@ struct KeptLock {
 #[derive(Clone, Copy)]
 enum LockKind {
     Acquire,
+    AcquireShared,
     Release,
     Access,
 }
@@ -84,6 +86,7 @@ impl KeptLock {
     fn of(r: &Record) -> Option<Self> {
         let (addr, kind) = match r.event {
             Event::LockAcquire { addr } => (addr, LockKind::Acquire),
+            Event::LockAcquireShared { addr } => (addr, LockKind::AcquireShared),
             Event::LockRelease { addr } => (addr, LockKind::Release),
             Event::LockAccess { addr } => (addr, LockKind::Access),
             _ => return None,
@@ -104,6 +107,7 @@ impl KeptLock {
             time_ns: self.time_ns,
             event: match self.kind {
                 LockKind::Acquire => Event::LockAcquire { addr: self.addr },
+                LockKind::AcquireShared => Event::LockAcquireShared { addr: self.addr },
                 LockKind::Release => Event::LockRelease { addr: self.addr },
                 LockKind::Access => Event::LockAccess { addr: self.addr },
             },
@@ -178,6 +182,13 @@ struct Reader<'a> {
     messages: u64,
     lock_events: u64,
     window: Window,
+    /// The trace predates shared acquisition records
+    /// ([`records_shared_reads`]): an acquisition recorded while another
+    /// CPU held the lock was a reader's, beside another reader.
+    infer_reads: bool,
+    /// Per recorded lock, with `infer_reads`: acquisitions read and not
+    /// yet released.
+    holding: Vec<u32>,
 }
 
 /// Records read per refill: enough to amortise waking every fiber, few
@@ -187,6 +198,7 @@ const REFILL: usize = 512;
 impl<'a> Reader<'a> {
     fn new(
         records: &'a mut dyn Iterator<Item = Result<Record, TraceError>>,
+        header: &TraceHeader,
         opts: &ReplayOptions,
     ) -> Self {
         Reader {
@@ -195,6 +207,8 @@ impl<'a> Reader<'a> {
             messages: 0,
             lock_events: 0,
             window: Window::new(opts.context),
+            infer_reads: !records_shared_reads(header),
+            holding: Vec::new(),
         }
     }
 
@@ -267,11 +281,13 @@ impl<'a> Reader<'a> {
                 lock,
                 seq: r.seq,
             });
-            if event.acquire {
+            let overlaps = self.infer_reads && held_before(&mut self.holding, lock, event.op);
+            if event.acquire() {
                 if let Some(o) = gate.order.get_mut(lock) {
                     o.push_back(Turn {
                         cpu: r.cpu,
                         seq: r.seq,
+                        shared: event.op == LockOp::AcquireShared || overlaps,
                     });
                 }
                 gate.pending += 1;
@@ -280,6 +296,23 @@ impl<'a> Reader<'a> {
         Ok(None)
     }
 }
+/// Counts `op` in `holding[lock]` (acquisitions not released, growing the
+/// vector as locks are met); returns whether the lock was held before it.
+fn held_before(holding: &mut Vec<u32>, lock: usize, op: LockOp) -> bool {
+    if holding.len() <= lock {
+        holding.resize(lock + 1, 0);
+    }
+    let Some(n) = holding.get_mut(lock) else {
+        return false;
+    };
+    let before = *n > 0;
+    *n = match op {
+        LockOp::Release => n.saturating_sub(1),
+        LockOp::Acquire | LockOp::AcquireShared => n.saturating_add(1),
+    };
+    before
+}
+
 /// What a fiber waits for before its next acquisition.
 #[derive(Clone, Copy, Debug)]
 enum Wait {
@@ -298,11 +331,22 @@ enum Wait {
     Input,
 }
 
-/// A recorded acquisition of a lock: by which CPU, at which seq.
+/// A recorded acquisition of a lock: by which CPU, at which seq, and
+/// whether to read (beside other readers).
 #[derive(Clone, Copy, Debug)]
 struct Turn {
     cpu: u32,
     seq: u64,
+    shared: bool,
+}
+
+/// A replayed lock held now: its address, by which CPU, and whether to
+/// read.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    addr: u64,
+    cpu: u32,
+    shared: bool,
 }
 
 /// One recorded CPU's fiber, as the lock hooks see it.
@@ -339,8 +383,10 @@ struct Gate {
     /// Per recorded lock: how many acquisitions have been replayed.
     taken: Vec<usize>,
     pairs: LockMap,
-    /// Replayed locks held now, and by which CPU.
-    held_by: Vec<(u64, u32)>,
+    /// Replayed locks held now.
+    held: Vec<Held>,
+    /// The trace tells reads apart ([`records_shared_reads`]).
+    shared_reads: bool,
     /// Recorded acquisitions read and not replayed yet, all locks.
     pending: u64,
     /// The reader has read every record.
@@ -369,13 +415,14 @@ fn with_gate<T>(f: impl FnOnce(&mut Gate) -> T) -> Option<T> {
 }
 
 impl Gate {
-    fn new() -> Self {
+    fn new(shared_reads: bool) -> Self {
         Gate {
             order: Vec::new(),
             addrs: Vec::new(),
             taken: Vec::new(),
             pairs: LockMap::default(),
-            held_by: Vec::new(),
+            held: Vec::new(),
+            shared_reads,
             pending: 0,
             input_done: false,
             moves: 0,
@@ -448,10 +495,17 @@ impl Gate {
             .all(|o| o.front().is_none_or(|t| t.seq > until))
     }
 
-    fn holder(&self, addr: u64) -> Option<u32> {
-        self.held_by
+    /// Whether a CPU other than `cpu` holds replayed lock `addr`.
+    fn held_elsewhere(&self, addr: u64, cpu: u32) -> bool {
+        self.held.iter().any(|h| h.addr == addr && h.cpu != cpu)
+    }
+
+    /// Whether replayed lock `addr` is held in a way that keeps out an
+    /// acquisition, `shared` (a reader, kept out by a writer only) or not.
+    fn held_against(&self, addr: u64, shared: bool) -> bool {
+        self.held
             .iter()
-            .find_map(|(a, cpu)| (*a == addr).then_some(*cpu))
+            .any(|h| h.addr == addr && !(shared && h.shared))
     }
 
     /// What the current fiber must wait for before acquiring replayed lock
@@ -462,12 +516,12 @@ impl Gate {
             return None;
         }
         let next = me.steps.get(me.pos).copied();
-        if me.failing && !next.is_some_and(|s| s.event.acquire) {
+        if me.failing && !next.is_some_and(|s| s.event.acquire()) {
             let until = next.map(|s| s.seq);
             return Some(Wait::HeldElsewhere { addr, until });
         }
         match next {
-            Some(s) if s.event.acquire => Some(Wait::Turn(s.lock)),
+            Some(s) if s.event.acquire() => Some(Wait::Turn(s.lock)),
             Some(s) => {
                 let rec = s.event.addr;
                 self.fail(format!(
@@ -489,7 +543,7 @@ impl Gate {
         match wait {
             Wait::Turn(lock) => {
                 let turn = self.order.get(lock).and_then(|o| o.front());
-                turn.is_some_and(|t| t.cpu == cpu) && self.holder(addr).is_none()
+                turn.is_some_and(|t| t.cpu == cpu && !self.held_against(addr, t.shared))
             }
             _ => self.ready_on(cpu, wait),
         }
@@ -500,35 +554,35 @@ impl Gate {
     fn ready_on(&self, cpu: u32, wait: Wait) -> bool {
         match wait {
             Wait::HeldElsewhere { addr, until } => {
-                self.holder(addr).is_some_and(|h| h != cpu)
-                    && until.is_none_or(|u| self.replayed_before(u))
+                self.held_elsewhere(addr, cpu) && until.is_none_or(|u| self.replayed_before(u))
             }
             Wait::PastGap => self.input_done && self.pending == 0,
             Wait::Turn(_) | Wait::Input => false,
         }
     }
 
-    /// The replayed call did `acquire` at `addr`: it must be the next
+    /// The replayed call did `replayed` at `addr`: it must be the next
     /// recorded event of the call.
-    fn lock_event(&mut self, addr: u64, acquire: bool) {
+    fn lock_event(&mut self, addr: u64, replayed: LockOp) {
+        let op = as_recorded(replayed, self.shared_reads);
         let me = &mut self.cpus[self.current];
         let cpu = me.cpu;
         let Some(step) = me.steps.get(me.pos).copied() else {
             if !me.open {
                 self.fail(format!(
                     "the replayed call did a lock {} of {addr:#x} the recording does not have",
-                    lock_name(acquire)
+                    lock_name(op)
                 ));
             }
             return;
         };
         me.pos += 1;
         let rec = step.event.addr;
-        if step.event.acquire != acquire {
+        if step.event.op != op {
             self.fail(format!(
-                "lock {} of {addr:#x} where the recording has a {} of {rec:#x}",
-                lock_name(acquire),
-                lock_name(step.event.acquire),
+                "lock {} of {addr:#x} where the recording has a lock {} of {rec:#x}",
+                lock_name(op),
+                lock_name(step.event.op),
             ));
             return;
         }
@@ -536,8 +590,9 @@ impl Gate {
             self.fail(e);
             return;
         }
-        if acquire {
-            self.held_by.push((addr, cpu));
+        if op.is_acquire() {
+            let shared = replayed == LockOp::AcquireShared;
+            self.held.push(Held { addr, cpu, shared });
             if let Some(o) = self.order.get_mut(step.lock) {
                 o.pop_front();
             }
@@ -547,7 +602,7 @@ impl Gate {
             self.pending = self.pending.saturating_sub(1);
             self.moves += 1;
         } else {
-            self.held_by.retain(|(a, _)| *a != addr);
+            self.held.retain(|h| h.addr != addr || h.cpu != cpu);
         }
     }
 
@@ -559,7 +614,7 @@ impl Gate {
             let step = me.steps.get(me.pos)?;
             Some(format!(
                 "the recording has a lock {} of {:#x} on CPU {} the replayed call did not do",
-                lock_name(step.event.acquire),
+                lock_name(step.event.op),
                 step.event.addr,
                 me.cpu
             ))
@@ -622,12 +677,12 @@ fn gate_wait(addr: usize) {
 /// every other fiber run first: in the recording that call was already
 /// spinning for it, so it enters the lock wait first and, in a cycle, is
 /// the one that finds it (as it was there).
-fn gate_event(addr: usize, acquire: bool) {
+fn gate_event(addr: usize, op: LockOp) {
     let awaited = with_gate(|g| {
         if g.me().error.is_none() {
-            g.lock_event(addr as u64, acquire);
+            g.lock_event(addr as u64, op);
         }
-        acquire && g.awaited_held(addr as u64)
+        op.is_acquire() && g.awaited_held(addr as u64)
     });
     if awaited == Some(true) {
         fiber::suspend();
@@ -860,14 +915,14 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
         );
     }
     let notices: Vec<String> = build_notice(header).into_iter().collect();
-    let mut reader = Reader::new(records, opts);
+    let mut reader = Reader::new(records, header, opts);
     let loaded = Arc::new(load::<S>(header)?);
     let spawn = || {
         let loaded = loaded.clone();
         Fiber::new(move || replay_cpu(loaded))
     };
     let found = {
-        let _hooks = Installed::new(Gate::new());
+        let _hooks = Installed::new(Gate::new(records_shared_reads(header)));
         let mut fibers = Vec::new();
         let found = drive(&mut reader, &mut fibers, spawn);
         // Fibers still suspended unwind here, hooks still on.

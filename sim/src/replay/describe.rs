@@ -140,6 +140,7 @@ pub fn describe_record(r: &Record) -> String {
     match &r.event {
         Event::Msg(m) => format!("{at}  {} -> {}", describe(m), Answer::of(m)),
         Event::LockAcquire { addr } => format!("{at}  lock acquire {addr:#x}"),
+        Event::LockAcquireShared { addr } => format!("{at}  lock shared acquire {addr:#x}"),
         Event::LockRelease { addr } => format!("{at}  lock release {addr:#x}"),
         Event::LockAccess { addr } => format!("{at}  lock access {addr:#x}"),
         Event::Gap { lost } => format!("{at}  gap: {lost} events of this CPU lost"),

@@ -51,11 +51,11 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
-use enoki::abi::{flag, kind, Msg, ABI_VERSION, RECORDS_SINCE};
+use enoki::abi::{flag, kind, Msg, ABI_VERSION, RECORDS_SINCE, SHARED_READS_SINCE};
 use enoki::dispatch::Loaded;
 use enoki::scheduler::{Args, InitContext};
 use enoki::user::HostOps;
-use enoki::{CpuId, EnokiScheduler, Topology};
+use enoki::{CpuId, EnokiScheduler, LockOp, Topology};
 
 use crate::perfetto::Slice;
 use crate::trace::{Event, Record, TraceError, TraceHeader, HEADER_LOCKS};
@@ -470,37 +470,56 @@ impl<'a> InOrder<'a> {
     }
 }
 
-/// One lock event: a lock at `addr` taken (`acquire`) or released.
+/// One lock event: a lock at `addr` taken (one way or the other) or
+/// released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LockEvent {
     addr: u64,
-    acquire: bool,
+    op: LockOp,
 }
 
 impl LockEvent {
     /// The lock events `r` holds, in order: none, one, or an access's
     /// acquire and release.
     fn of(r: &Record) -> impl Iterator<Item = LockEvent> {
-        let (addr, acquires): (u64, &[bool]) = match r.event {
-            Event::LockAcquire { addr } => (addr, &[true]),
-            Event::LockRelease { addr } => (addr, &[false]),
-            Event::LockAccess { addr } => (addr, &[true, false]),
+        let (addr, ops): (u64, &[LockOp]) = match r.event {
+            Event::LockAcquire { addr } => (addr, &[LockOp::Acquire]),
+            Event::LockAcquireShared { addr } => (addr, &[LockOp::AcquireShared]),
+            Event::LockRelease { addr } => (addr, &[LockOp::Release]),
+            Event::LockAccess { addr } => (addr, &[LockOp::Acquire, LockOp::Release]),
             Event::Msg(_) | Event::Gap { .. } | Event::Upgrade { .. } | Event::Exit { .. } => {
                 (0, &[])
             }
         };
-        acquires
-            .iter()
-            .map(move |&acquire| LockEvent { addr, acquire })
+        ops.iter().map(move |&op| LockEvent { addr, op })
+    }
+
+    fn acquire(&self) -> bool {
+        self.op.is_acquire()
     }
 }
 
-fn lock_name(acquire: bool) -> &'static str {
-    if acquire {
-        "acquire"
-    } else {
-        "release"
+fn lock_name(op: LockOp) -> &'static str {
+    match op {
+        LockOp::Acquire => "acquire",
+        LockOp::AcquireShared => "shared acquire",
+        LockOp::Release => "release",
     }
+}
+
+/// How a trace records a replayed lock event `op`: traces older than
+/// [`SHARED_READS_SINCE`] (`shared_reads` false) record a read as an
+/// exclusive acquisition, and are replayed in that stricter order.
+fn as_recorded(op: LockOp, shared_reads: bool) -> LockOp {
+    match op {
+        LockOp::AcquireShared if !shared_reads => LockOp::Acquire,
+        op => op,
+    }
+}
+
+/// Whether `header`'s trace records reads as shared acquisitions.
+fn records_shared_reads(header: &TraceHeader) -> bool {
+    header.abi_version >= SHARED_READS_SINCE
 }
 
 /// Pairs recorded lock addresses with this instance's.

@@ -9,11 +9,12 @@ use anyhow::Result;
 
 use enoki::abi::Msg;
 use enoki::dispatch::Loaded;
-use enoki::EnokiScheduler;
+use enoki::{EnokiScheduler, LockOp};
 
 use super::{
-    apply, build_notice, checks_locks, load, lock_name, question, stopped_before, Answer,
-    Divergence, InOrder, LockEvent, LockMap, ReplayOptions, ReplayReport,
+    apply, as_recorded, build_notice, checks_locks, load, lock_name, question,
+    records_shared_reads, stopped_before, Answer, Divergence, InOrder, LockEvent, LockMap,
+    ReplayOptions, ReplayReport,
 };
 use crate::perfetto::TimelineBuilder;
 use crate::trace::{Event, Record, TraceError, TraceHeader, HEADER_LOCKS};
@@ -23,11 +24,11 @@ thread_local! {
     static LOCKS: RefCell<Vec<LockEvent>> = const { RefCell::new(Vec::new()) };
 }
 
-fn capture_lock(addr: usize, acquire: bool) {
+fn capture_lock(addr: usize, op: LockOp) {
     LOCKS.with(|l| {
         l.borrow_mut().push(LockEvent {
             addr: addr as u64,
-            acquire,
+            op,
         })
     });
 }
@@ -57,6 +58,8 @@ impl Drop for LockCapture {
 struct LockCheck {
     capture: LockCapture,
     pairs: LockMap,
+    /// The trace tells reads apart ([`records_shared_reads`]).
+    shared_reads: bool,
 }
 
 /// The last call replayed for one CPU, and the lock events it did that no
@@ -93,6 +96,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             locks: checks_locks::<S>(header).then(|| LockCheck {
                 capture: LockCapture::start(),
                 pairs: LockMap::default(),
+                shared_reads: records_shared_reads(header),
             }),
             calls: BTreeMap::new(),
             messages: 0,
@@ -124,27 +128,28 @@ impl<S: EnokiScheduler> Replayer<S> {
     /// Checks one recorded lock event against what the replayed call on its
     /// CPU did.
     fn check_lock(&mut self, r: &Record, recorded: LockEvent) -> Option<Divergence> {
-        let pairs = &mut self.locks.as_mut()?.pairs;
+        let check = self.locks.as_mut()?;
         let call = self.calls.get_mut(&r.cpu);
         let Some(got) = call.and_then(|c| c.locks.pop_front()) else {
             let what = format!(
                 "the recording has a lock {} of {:#x} on CPU {} the replayed call did not do",
-                lock_name(recorded.acquire),
+                lock_name(recorded.op),
                 recorded.addr,
                 r.cpu
             );
             return Some(self.lock_divergence(self.calls.get(&r.cpu), r, what));
         };
-        let mismatch = if got.acquire != recorded.acquire {
+        let op = as_recorded(got.op, check.shared_reads);
+        let mismatch = if op != recorded.op {
             Some(format!(
-                "lock {} of {:#x} where the recording has a {} of {:#x}",
-                lock_name(got.acquire),
+                "lock {} of {:#x} where the recording has a lock {} of {:#x}",
+                lock_name(op),
                 got.addr,
-                lock_name(recorded.acquire),
+                lock_name(recorded.op),
                 recorded.addr
             ))
         } else {
-            pairs.check(recorded.addr, got.addr).err()
+            check.pairs.check(recorded.addr, got.addr).err()
         };
         mismatch.map(|m| self.lock_divergence(self.calls.get(&r.cpu), r, m))
     }
@@ -155,7 +160,7 @@ impl<S: EnokiScheduler> Replayer<S> {
         let first = call.locks.front()?;
         let what = format!(
             "the replayed call did a lock {} of {:#x} the recording does not have",
-            lock_name(first.acquire),
+            lock_name(first.op),
             first.addr
         );
         Some(self.lock_divergence(Some(call), &call.record, what))
@@ -207,7 +212,10 @@ impl<S: EnokiScheduler> Replayer<S> {
                 self.events_lost();
                 None
             }
-            Event::LockAcquire { .. } | Event::LockRelease { .. } | Event::LockAccess { .. } => {
+            Event::LockAcquire { .. }
+            | Event::LockAcquireShared { .. }
+            | Event::LockRelease { .. }
+            | Event::LockAccess { .. } => {
                 self.lock_events += 1;
                 LockEvent::of(r).find_map(|lock| self.check_lock(r, lock))
             }

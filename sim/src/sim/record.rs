@@ -9,6 +9,7 @@ use std::rc::Rc;
 use anyhow::Result;
 
 use enoki::abi::Msg;
+use enoki::LockOp;
 
 use super::Clock;
 use crate::spec::Spec;
@@ -87,7 +88,7 @@ impl tap::Tap for RecordingTap {
         }
     }
 
-    fn lock(&mut self, addr: usize, acquire: bool) {
+    fn lock(&mut self, addr: usize, op: LockOp) {
         if self.upgrading {
             return;
         }
@@ -97,16 +98,16 @@ impl tap::Tap for RecordingTap {
         if let Some(last) = self
             .locks
             .last_mut()
-            .filter(|l| !acquire && l.event == Event::LockAcquire { addr })
+            .filter(|l| op == LockOp::Release && l.event == Event::LockAcquire { addr })
         {
             last.event = Event::LockAccess { addr };
             return;
         }
         self.seq += 1;
-        let event = if acquire {
-            Event::LockAcquire { addr }
-        } else {
-            Event::LockRelease { addr }
+        let event = match op {
+            LockOp::Acquire => Event::LockAcquire { addr },
+            LockOp::AcquireShared => Event::LockAcquireShared { addr },
+            LockOp::Release => Event::LockRelease { addr },
         };
         let r = self.stamp(self.seq, event);
         if self.call.is_some() {

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 
 use enoki::abi::Msg;
+use enoki::LockOp;
 
 pub use enoki::user::{
     Driver, DriverCounters, HostEvent, MsgObserver, RecordingHost, RuntimeSource, TaskState,
@@ -20,8 +21,8 @@ pub trait Tap {
     fn call_begins(&mut self, m: &Msg);
     /// The scheduler answered `m`.
     fn call_ends(&mut self, m: &Msg);
-    /// A libEnoki lock at `addr` was taken (`acquire`) or released.
-    fn lock(&mut self, addr: usize, acquire: bool);
+    /// `op` happened to the libEnoki lock at `addr`.
+    fn lock(&mut self, addr: usize, op: LockOp);
     /// A live upgrade hands over (`MsgObserver::upgrade_begins`).
     fn upgrade_begins(&mut self) {}
     /// The hand-over ended (`MsgObserver::upgrade_ends`).
@@ -60,8 +61,8 @@ fn with_tap(f: impl FnOnce(&mut dyn Tap)) {
     });
 }
 
-fn on_lock(addr: usize, acquire: bool) {
-    with_tap(|t| t.lock(addr, acquire));
+fn on_lock(addr: usize, op: LockOp) {
+    with_tap(|t| t.lock(addr, op));
 }
 
 /// Forwards the driver's messages to this thread's tap.

@@ -14,6 +14,7 @@ use enoki::{
 use enoki_sim::check::Props;
 use enoki_sim::sim::{simulate, trace_header, Outcome, Recorder, SimConfig};
 use enoki_sim::spec::Spec;
+use enoki_sim::trace::{Event, Record, TraceHeader, TraceWriter};
 
 pub fn quiet() {
     std::env::set_var("ENOKI_QUIET", "1");
@@ -189,6 +190,30 @@ pub fn mixed_spec() -> Spec {
         "#,
     )
     .unwrap()
+}
+
+/// A trace of `records` (in sequence order).
+pub fn write(header: &TraceHeader, records: &[Record]) -> Vec<u8> {
+    let mut w = TraceWriter::new(Cursor::new(Vec::new()), header.clone()).unwrap();
+    for r in records {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Records of `events` (each with its CPU), numbered from 1 in this order,
+/// a microsecond apart.
+pub fn numbered(events: impl IntoIterator<Item = (u32, Event)>) -> Vec<Record> {
+    events
+        .into_iter()
+        .zip(1..)
+        .map(|((cpu, event), seq)| Record {
+            seq,
+            cpu,
+            time_ns: seq * 1000,
+            event,
+        })
+        .collect()
 }
 
 /// Runs `S` on `spec` and records the run into an in-memory trace.

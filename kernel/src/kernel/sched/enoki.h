@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	8
+#define ENOKI_ABI_VERSION	9
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -165,6 +165,7 @@ enum enoki_rec_type {
 	ENOKI_REC_UPGRADE,		/* live upgrade; @addr: state fingerprint carried, or 0 */
 	ENOKI_REC_EXIT,			/* the scheduler left; @addr: sched_ext's exit kind */
 	ENOKI_REC_LOCK_ACCESS,		/* @addr: taken and released at once */
+	ENOKI_REC_LOCK_ACQUIRE_SHARED,	/* @addr: taken to read, beside other readers */
 };
 
 struct enoki_rec {
@@ -236,8 +237,9 @@ void enoki_send_rev_hint(u32 queue, s32 pid, const void *hint, u32 size);
 /*
  * Non-zero while recording, published with release once the rings are
  * ready; libEnoki reads it with acquire before enoki_record_lock(), whose
- * @type is ENOKI_REC_LOCK_ACQUIRE, _RELEASE or _ACCESS (a libEnoki shared
- * value: its lock held only while the value is read or written).
+ * @type is ENOKI_REC_LOCK_ACQUIRE, _ACQUIRE_SHARED (a reader's, which other
+ * readers may hold at once), _RELEASE or _ACCESS (a libEnoki shared value:
+ * its lock held only while the value is read or written).
  */
 extern int enoki_recording;
 void enoki_record_lock(u64 addr, u32 type);

@@ -188,9 +188,11 @@ static void enoki_record_exit(u64 kind)
 /**
  * enoki_record_lock - record a libEnoki lock event while recording
  * @addr: the lock's address (its identity in the trace)
- * @type: ENOKI_REC_LOCK_ACQUIRE, ENOKI_REC_LOCK_RELEASE, or
- *        ENOKI_REC_LOCK_ACCESS for a lock taken and released with nothing
- *        else in between (one record where a pair would cost two)
+ * @type: ENOKI_REC_LOCK_ACQUIRE, ENOKI_REC_LOCK_ACQUIRE_SHARED for a
+ *        reader's (replay lets readers hold the lock together),
+ *        ENOKI_REC_LOCK_RELEASE, or ENOKI_REC_LOCK_ACCESS for a lock taken
+ *        and released with nothing else in between (one record where a
+ *        pair would cost two)
  *
  * Called with interrupts off from inside a scheduler call.
  */
@@ -204,6 +206,7 @@ void enoki_record_lock(u64 addr, u32 type)
 	if (!smp_load_acquire(&enoki_recording))
 		return;
 	if (WARN_ON_ONCE(type != ENOKI_REC_LOCK_ACQUIRE &&
+			 type != ENOKI_REC_LOCK_ACQUIRE_SHARED &&
 			 type != ENOKI_REC_LOCK_RELEASE &&
 			 type != ENOKI_REC_LOCK_ACCESS))
 		return;
