@@ -1269,17 +1269,31 @@ static bool enoki_being_dispatched(struct task_struct *p, unsigned long qseq)
 	return false;
 }
 
+struct enoki_handover {
+	u32 tasks;
+	u32 changes;
+	u32 waiting;
+	u32 looked;	/* tasks looked at for tokens */
+	bool carried;
+	bool held;	/* calls were held off */
+	u64 precopy_ns;	/* the state's pre-copy, before the blackout */
+	/* parts of the blackout */
+	u64 quiesce_ns;	/* waiting for calls in flight */
+	u64 state_ns;	/* the state's export and adoption */
+};
+
 /*
  * Gives @ops a token for @p if the running version holds one: @p is
- * QUEUED in sched_ext and not just picked. Returns -EPERM if @ops would
- * not take it.
+ * QUEUED in sched_ext and not just picked. Counts @p in @h. Returns -EPERM
+ * if @ops would not take it.
  */
 static int enoki_offer_token(const struct enoki_sched_ops *ops,
-			     struct task_struct *p, u32 *waiting)
+			     struct task_struct *p, struct enoki_handover *h)
 {
 	unsigned long opss;
 	struct enoki_msg msg;
 
+	h->looked++;
 	/*
 	 * A picked task is QUEUED until its CPU flushes its dispatch buffer,
 	 * which it may do now: it is the module's only if it is QUEUED, not
@@ -1300,7 +1314,7 @@ static int enoki_offer_token(const struct enoki_sched_ops *ops,
 	ops->process(ops->sched, &msg);
 	if (msg.ret < 0)
 		return -EPERM;
-	(*waiting)++;
+	h->waiting++;
 	return 0;
 }
 
@@ -1314,19 +1328,6 @@ static struct task_struct *enoki_listed_task(struct sched_ext_entity *pos)
 	p = container_of(pos, struct task_struct, scx);
 	return scx_get_task_state(p) == SCX_TASK_ENABLED ? p : NULL;
 }
-
-struct enoki_handover {
-	u32 tasks;
-	u32 changes;
-	u32 waiting;
-	u32 looked;	/* tasks looked at for tokens */
-	bool carried;
-	bool held;	/* calls were held off */
-	u64 precopy_ns;	/* the state's pre-copy, before the blackout */
-	/* parts of the blackout */
-	u64 quiesce_ns;	/* waiting for calls in flight */
-	u64 state_ns;	/* the state's export and adoption */
-};
 
 /*
  * Every cgroup sched_ext told the running version of, parents first, to
@@ -1469,8 +1470,7 @@ static int enoki_offer_listed_tokens(const struct enoki_sched_ops *ops,
 		if ((i && tasks[i] == tasks[i - 1]) ||
 		    scx_get_task_state(tasks[i]) != SCX_TASK_ENABLED)
 			continue;
-		h->looked++;
-		ret = enoki_offer_token(ops, tasks[i], &h->waiting);
+		ret = enoki_offer_token(ops, tasks[i], h);
 		if (ret)
 			return ret;
 	}
@@ -1524,8 +1524,7 @@ static int enoki_hand_over(const struct enoki_sched_ops *ops, bool carry,
 		p = enoki_listed_task(pos);
 		if (!p)
 			continue;
-		h->looked++;
-		ret = enoki_offer_token(ops, p, &h->waiting);
+		ret = enoki_offer_token(ops, p, h);
 		if (ret)
 			return ret;
 	}
