@@ -185,7 +185,9 @@ echo unloaded
 /// badpick misfiles every token for CPU 1 on CPU 2, where a hog keeps the
 /// CPU busy and picks it at every slice end. Without the wake-up, CPU 1
 /// sleeps until something else wakes it: about 7 s a round instead of
-/// 65 ms (MTTCG).
+/// 65 ms (MTTCG). The hog runs until badpick is unloaded: with CPU 2 idle,
+/// a token misfiled there would wait for whatever wakes CPU 2 next, maybe
+/// nothing (one CI run's `enoki unload` hung so).
 #[test]
 #[serial]
 fn a_token_handed_back_to_an_idle_cpu_wakes_it() {
@@ -198,9 +200,9 @@ hog=$!
 rc=0
 timeout 120 sh -c 'i=0; while [ $i -lt 200 ]; do taskset -c 1 sleep 0.01; i=$((i+1)); done; echo rounds-done' || rc=$?
 echo rounds-exit $rc
-kill $hog
 dump bad.
 enoki unload
+kill $hog
 "#
     );
     let r = it::run_ok(&script);
