@@ -47,6 +47,8 @@ pub struct Spec {
     pub cgroup_weights: Vec<CgroupWeight>,
     #[serde(default, rename = "cgroup_move", skip_serializing_if = "Vec::is_empty")]
     pub cgroup_moves: Vec<CgroupMove>,
+    #[serde(default, rename = "cgroup_max", skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_maxes: Vec<CgroupMax>,
     #[serde(default, rename = "hint", skip_serializing_if = "Vec::is_empty")]
     pub hints: Vec<Hint>,
 }
@@ -293,6 +295,25 @@ pub struct CgroupWeight {
     pub at_ms: u64,
     pub cgroup: String,
     pub weight: u32,
+}
+
+/// At `at_ms`, cgroup `cgroup` gets a `cpu.max` of `quota_us` per
+/// `period_us`, or none (`max`) without `quota_us`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupMax {
+    pub at_ms: u64,
+    pub cgroup: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_us: Option<u64>,
+    #[serde(default = "default_cgroup_period_us")]
+    pub period_us: u64,
+}
+
+/// Whether `quota_us` per `period_us` is within cpu.max's own bounds: the
+/// period 1 ms..1 s, the quota 1 ms on.
+fn valid_cpu_max(quota_us: Option<u64>, period_us: u64) -> bool {
+    (1_000..=1_000_000).contains(&period_us) && quota_us.is_none_or(|q| q >= 1_000)
 }
 
 /// At `at_ms`, `target` (a group, whose later forks follow, or a task)
@@ -549,9 +570,7 @@ impl Spec {
                 }
             }
             weight(c.weight, &format!("cgroup {}", c.name))?;
-            // cpu.max's own bounds: the period 1 ms..1 s, the quota 1 ms on.
-            if !(1_000..=1_000_000).contains(&c.period_us) || c.quota_us.is_some_and(|q| q < 1_000)
-            {
+            if !valid_cpu_max(c.quota_us, c.period_us) {
                 bail!(
                     "cgroup {}: period_us must be in 1000..=1000000 and quota_us at least 1000",
                     c.name
@@ -576,6 +595,14 @@ impl Spec {
         }
         if let Some(m) = self.cgroup_moves.iter().find(|m| !known(&m.cgroup)) {
             bail!("cgroup_move: no cgroup {:?}", m.cgroup);
+        }
+        for m in &self.cgroup_maxes {
+            if m.cgroup == "/" || !known(&m.cgroup) {
+                bail!("cgroup_max: no cgroup {:?}", m.cgroup);
+            }
+            if !valid_cpu_max(m.quota_us, m.period_us) {
+                bail!("cgroup_max: period_us must be in 1000..=1000000 and quota_us at least 1000");
+            }
         }
         Ok(())
     }
@@ -698,7 +725,8 @@ impl Spec {
     }
 
     /// Up to three cgroups, each under the root or the one before, holding
-    /// some groups, and maybe a weight change and a move.
+    /// some groups, and maybe a weight change, a move and a cpu.max
+    /// change.
     fn random_cgroups(&mut self, rng: &mut ChaCha8Rng, groups: &[String]) {
         let n = rng.random_range(0..=3);
         for i in 0..n {
@@ -732,6 +760,16 @@ impl Spec {
                 at_ms: at_ms(rng),
                 target: groups[rng.random_range(0..groups.len())].clone(),
                 cgroup: format!("cg{}", rng.random_range(0..n)),
+            });
+        }
+        if n > 0 && rng.random_bool(0.3) {
+            self.cgroup_maxes.push(CgroupMax {
+                at_ms: at_ms(rng),
+                cgroup: format!("cg{}", rng.random_range(0..n)),
+                quota_us: rng
+                    .random_bool(0.5)
+                    .then(|| rng.random_range(1_000..=200_000)),
+                period_us: rng.random_range(1_000..=200_000),
             });
         }
     }

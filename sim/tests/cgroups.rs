@@ -238,3 +238,62 @@ fn a_throttled_task_moved_out_of_its_cpu_max_runs_at_once() {
     assert!(free >= 95.0, "free ran {free} ms of the 100 after the move");
     replays_exactly(&bytes);
 }
+
+#[test]
+fn tasks_held_back_by_a_cpu_max_run_at_once_when_it_is_lifted() {
+    quiet();
+    // Two spinners use up `capped`'s 20 ms by about 10 ms and are held
+    // back until the refill at 100 ms; at 50 ms the limit goes (`max`),
+    // and both CPUs are theirs again, not from the old refill on.
+    let spec = Spec::from_toml(
+        r#"
+        [machine]
+        cores = 2
+
+        [run]
+        duration_ms = 100
+
+        [[spinner]]
+        name = "batch"
+        count = 2
+
+        [[cgroup]]
+        name = "capped"
+        quota_us = 20000
+        period_us = 100000
+        members = ["batch"]
+
+        [[cgroup_max]]
+        at_ms = 50
+        cgroup = "capped"
+        "#,
+    )
+    .unwrap();
+    let (out, bytes) = record::<Wfq>(&spec, 0, WFQ);
+    let r = &out.report;
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let capped = cgroup_ms(r, "capped");
+    assert!(
+        capped >= 115.0,
+        "capped ran {capped} ms: 20 before the limit went, then two CPUs for 50"
+    );
+    replays_exactly(&bytes);
+}
+
+#[test]
+fn a_cpu_max_change_names_a_cgroup_and_keeps_cpu_max_bounds() {
+    let spec = |max: &str| {
+        Spec::from_toml(&format!(
+            "[[spinner]]\nname = \"a\"\n[[cgroup]]\nname = \"cg\"\n[[cgroup_max]]\nat_ms = 1\n{max}"
+        ))
+    };
+    assert!(spec("cgroup = \"cg\"\nquota_us = 5000").is_ok());
+    for bad in [
+        "cgroup = \"/\"",
+        "cgroup = \"nope\"",
+        "cgroup = \"cg\"\nquota_us = 10",
+        "cgroup = \"cg\"\nperiod_us = 10",
+    ] {
+        assert!(spec(bad).is_err(), "{bad}");
+    }
+}

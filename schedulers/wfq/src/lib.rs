@@ -905,9 +905,24 @@ impl EnokiScheduler for Wfq {
         Ok(())
     }
 
+    /// Tasks held back by the old limit wait again at once: under the
+    /// new one they may be within budget (checked when they are picked),
+    /// and nothing else would run them before their old refill time.
     fn cgroup_bandwidth(&self, cgroup: CgroupId, bandwidth: Bandwidth) -> Result {
         let now = self.services.now();
         self.cgroups.lock()?.set_bandwidth(cgroup, &bandwidth, now);
+        for cpu in self.rqs.cpus() {
+            let mut rq = self.rqs.lock(cpu)?;
+            if !rq.unthrottle_all() {
+                continue;
+            }
+            let busy = rq.curr.is_some();
+            self.update_summary(cpu, &mut rq);
+            drop(rq);
+            if !busy {
+                self.services.kick_cpu(cpu);
+            }
+        }
         Ok(())
     }
 

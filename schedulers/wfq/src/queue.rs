@@ -191,13 +191,21 @@ impl RunQueue {
     /// At `now`, if throttled tasks are due, queues every one of them
     /// again (those still over budget are held back when picked).
     pub(super) fn unthrottle_due(&mut self, now: u64) {
-        if self.unthrottle_at.is_none_or(|at| now < at) {
-            return;
+        if self.unthrottle_at.is_some_and(|at| now >= at) {
+            self.unthrottle_all();
         }
+    }
+
+    /// Queues every throttled task here again (those still over budget
+    /// are held back when picked); whether there was one.
+    pub(super) fn unthrottle_all(&mut self) -> bool {
         self.unthrottle_at = None;
+        let mut any = false;
         while let Some((pid, vruntime, token)) = self.throttled.pop() {
             let _ = self.requeue(pid, vruntime, token);
+            any = true;
         }
+        any
     }
 
     /// Queues `pid`'s throttled token again (held back again when picked

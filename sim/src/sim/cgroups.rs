@@ -30,13 +30,9 @@ impl<S: EnokiScheduler> Sim<S> {
                 .as_deref()
                 .map_or(ROOT_CGROUP, |p| self.cgroup_id(p));
             self.d.cgroup_new(id, Some(parent), c.weight);
-            if let Some(quota_us) = c.quota_us {
-                let max = Bandwidth {
-                    period_ns: c.period_us.saturating_mul(1_000),
-                    quota_ns: Some(quota_us.saturating_mul(1_000)),
-                    burst_ns: 0,
-                };
-                self.d.set_cgroup_bandwidth(id, max);
+            if c.quota_us.is_some() {
+                self.d
+                    .set_cgroup_bandwidth(id, cpu_max(c.quota_us, c.period_us));
             }
             for g in self
                 .groups
@@ -48,15 +44,19 @@ impl<S: EnokiScheduler> Sim<S> {
         }
     }
 
-    /// Queues the spec's cgroup weight changes and moves.
+    /// Queues the spec's cgroup weight changes, moves and cpu.max changes.
     pub(super) fn schedule_cgroup_changes(&mut self) {
         let weights: Vec<u64> = self.spec.cgroup_weights.iter().map(|w| w.at_ms).collect();
         let moves: Vec<u64> = self.spec.cgroup_moves.iter().map(|m| m.at_ms).collect();
+        let maxes: Vec<u64> = self.spec.cgroup_maxes.iter().map(|m| m.at_ms).collect();
         for (idx, at_ms) in weights.into_iter().enumerate() {
             self.push(at_ms * 1_000_000, Ev::CgroupWeight { idx });
         }
         for (idx, at_ms) in moves.into_iter().enumerate() {
             self.push(at_ms * 1_000_000, Ev::CgroupMove { idx });
+        }
+        for (idx, at_ms) in maxes.into_iter().enumerate() {
+            self.push(at_ms * 1_000_000, Ev::CgroupMax { idx });
         }
     }
 
@@ -108,6 +108,15 @@ impl<S: EnokiScheduler> Sim<S> {
         self.d.set_cgroup_weight(id, w.weight);
     }
 
+    /// The spec's cpu.max change `idx`.
+    pub(super) fn set_cgroup_max(&mut self, idx: usize) {
+        let m = self.spec.cgroup_maxes[idx].clone();
+        self.on(0);
+        let id = self.cgroup_id(&m.cgroup);
+        self.d
+            .set_cgroup_bandwidth(id, cpu_max(m.quota_us, m.period_us));
+    }
+
     /// The spec's move `idx`: a group's later forks follow its tasks.
     pub(super) fn move_cgroup(&mut self, idx: usize) {
         let m = self.spec.cgroup_moves[idx].clone();
@@ -121,5 +130,14 @@ impl<S: EnokiScheduler> Sim<S> {
         if let Some(g) = self.groups.iter_mut().find(|g| g.name == m.target) {
             g.cgroup = id;
         }
+    }
+}
+
+/// A `cpu.max` of `quota_us` (none: `max`) per `period_us`.
+fn cpu_max(quota_us: Option<u64>, period_us: u64) -> Bandwidth {
+    Bandwidth {
+        period_ns: period_us.saturating_mul(1_000),
+        quota_ns: quota_us.map(|q| q.saturating_mul(1_000)),
+        burst_ns: 0,
     }
 }

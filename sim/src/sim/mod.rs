@@ -123,6 +123,9 @@ enum Ev {
     CgroupMove {
         idx: usize,
     },
+    CgroupMax {
+        idx: usize,
+    },
     Hint {
         idx: usize,
     },
@@ -365,6 +368,7 @@ impl<S: EnokiScheduler> Sim<S> {
             Ev::Upgrade { idx } => self.upgrade(idx),
             Ev::CgroupWeight { idx } => self.set_cgroup_weight(idx),
             Ev::CgroupMove { idx } => self.move_cgroup(idx),
+            Ev::CgroupMax { idx } => self.set_cgroup_max(idx),
             Ev::Hint { idx } => self.send_hints(idx),
         }
     }
