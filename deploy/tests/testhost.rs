@@ -21,6 +21,24 @@ fn installed(host: &TestHost, package: &str) -> bool {
     )) == "installed"
 }
 
+/// The packages the deploy record on `host` names and the host lacks, one
+/// per line.
+fn missing_recorded_packages(host: &TestHost) -> String {
+    let record: serde_json::Value =
+        serde_json::from_str(&host.ssh("cat /var/lib/enoki/deployed.json")).expect("JSON");
+    let kernel = record["kernel_packages"].as_array().expect("a list");
+    let paths: Vec<&str> = kernel
+        .iter()
+        .chain([&record["module_package"]])
+        .map(|p| p.as_str().expect("a path"))
+        .collect();
+    assert_eq!(paths.len(), 3, "{record}");
+    host.ssh(&format!(
+        "for p in {}; do [ -f \"$p\" ] || echo \"$p\"; done",
+        paths.join(" ")
+    ))
+}
+
 #[test]
 #[ignore = "boots a Debian test host (minutes): cargo make deploy-test"]
 #[serial]
@@ -53,12 +71,16 @@ fn one_host_is_deployed_upgraded_and_rolled_back() {
         .ssh("cat /var/lib/enoki/deployed.json")
         .contains(&pkg.version));
 
-    // Same packages, another scheduler: no reboot.
+    // Same packages, another scheduler: no reboot. The host's package
+    // cache was emptied: the new deploy record must still name packages a
+    // rollback to it can reinstall.
+    host.ssh("sudo rm -f /var/cache/enoki/packages/*.deb");
     let boot = host.boot_id();
     let run = host.deploy("deploy", "wfq", &[]);
     assert!(run.ok, "{}", run.text());
     assert_eq!(host.boot_id(), boot, "the kernel did not change: no reboot");
     assert_eq!(scheduler(&host), "wfq enabled");
+    assert_eq!(missing_recorded_packages(&host), "");
 
     // A scheduler ejected under the smoke check's stress: rolled back to wfq.
     let run = host.deploy("deploy", "buggy", &[("ARGS", "--args bug=aa")]);
