@@ -196,14 +196,10 @@ fn a_cpu_max_outside_the_kernels_bounds_is_refused() {
     assert!(spec.validate().is_err());
 }
 
-#[test]
-fn a_throttled_task_moved_out_of_its_cpu_max_runs_at_once() {
-    quiet();
-    // Two spinners use up `capped`'s 20 ms by about 10 ms and are held
-    // back until the refill at 100 ms; moved to `free` at 50 ms, their
-    // old budget no longer binds them, and both CPUs are theirs again.
-    let mut spec = Spec::from_toml(
-        r#"
+/// Two spinners on two CPUs for 100 ms in cgroup `capped`, limited to
+/// 20 ms per 100 ms, and `more` of the spec.
+fn capped_spinners(more: &str) -> Spec {
+    let spec = r#"
         [machine]
         cores = 2
 
@@ -219,18 +215,27 @@ fn a_throttled_task_moved_out_of_its_cpu_max_runs_at_once() {
         quota_us = 20000
         period_us = 100000
         members = ["batch"]
+    "#;
+    Spec::from_toml(&format!("{spec}{more}")).unwrap()
+}
 
+#[test]
+fn a_throttled_task_moved_out_of_its_cpu_max_runs_at_once() {
+    quiet();
+    // Two spinners use up `capped`'s 20 ms by about 10 ms and are held
+    // back until the refill at 100 ms; moved to `free` at 50 ms, their
+    // old budget no longer binds them, and both CPUs are theirs again.
+    let spec = capped_spinners(
+        r#"
         [[cgroup]]
         name = "free"
+
+        [[cgroup_move]]
+        at_ms = 50
+        target = "batch"
+        cgroup = "free"
         "#,
-    )
-    .unwrap();
-    spec.cgroup_moves = vec![CgroupMove {
-        at_ms: 50,
-        target: "batch".into(),
-        cgroup: "free".into(),
-    }];
-    spec.validate().unwrap();
+    );
     let (out, bytes) = record::<Wfq>(&spec, 0, WFQ);
     let r = &out.report;
     assert!(r.violations.is_empty(), "{:?}", r.violations);
@@ -245,30 +250,13 @@ fn tasks_held_back_by_a_cpu_max_run_at_once_when_it_is_lifted() {
     // Two spinners use up `capped`'s 20 ms by about 10 ms and are held
     // back until the refill at 100 ms; at 50 ms the limit goes (`max`),
     // and both CPUs are theirs again, not from the old refill on.
-    let spec = Spec::from_toml(
+    let spec = capped_spinners(
         r#"
-        [machine]
-        cores = 2
-
-        [run]
-        duration_ms = 100
-
-        [[spinner]]
-        name = "batch"
-        count = 2
-
-        [[cgroup]]
-        name = "capped"
-        quota_us = 20000
-        period_us = 100000
-        members = ["batch"]
-
         [[cgroup_max]]
         at_ms = 50
         cgroup = "capped"
         "#,
-    )
-    .unwrap();
+    );
     let (out, bytes) = record::<Wfq>(&spec, 0, WFQ);
     let r = &out.report;
     assert!(r.violations.is_empty(), "{:?}", r.violations);
