@@ -23,7 +23,7 @@ use enoki::user::fiber::{self, Fiber, Resumed};
 use enoki::{EnokiScheduler, LockOp};
 
 use super::{
-    apply, as_recorded, build_notice, checks_locks, load, lock_name, question,
+    apply, build_notice, checks_locks, load, lock_name, op_mismatch, question,
     records_shared_reads, stopped_before, Answer, Divergence, InOrder, LockEvent, LockMap,
     ReplayOptions, ReplayReport,
 };
@@ -186,8 +186,8 @@ struct Reader<'a> {
     /// ([`records_shared_reads`]): an acquisition recorded while another
     /// CPU held the lock was a reader's, beside another reader.
     infer_reads: bool,
-    /// Per recorded lock, with `infer_reads`: acquisitions read and not
-    /// yet released.
+    /// Per recorded lock (as [`Gate::order`]), counted with `infer_reads`:
+    /// acquisitions read and not yet released.
     holding: Vec<u32>,
 }
 
@@ -269,11 +269,12 @@ impl<'a> Reader<'a> {
             );
         };
         for event in events {
-            let order = &mut gate.order;
+            let (order, holding) = (&mut gate.order, &mut self.holding);
             let lock = *self.locks.entry(event.addr).or_insert_with(|| {
                 order.push(VecDeque::new());
                 gate.addrs.push(event.addr);
                 gate.taken.push(0);
+                holding.push(0);
                 order.len() - 1
             });
             call.steps.push(Step {
@@ -296,12 +297,9 @@ impl<'a> Reader<'a> {
         Ok(None)
     }
 }
-/// Counts `op` in `holding[lock]` (acquisitions not released, growing the
-/// vector as locks are met); returns whether the lock was held before it.
-fn held_before(holding: &mut Vec<u32>, lock: usize, op: LockOp) -> bool {
-    if holding.len() <= lock {
-        holding.resize(lock + 1, 0);
-    }
+/// Counts `op` in `holding[lock]` (acquisitions not released); returns
+/// whether the lock was held before it.
+fn held_before(holding: &mut [u32], lock: usize, op: LockOp) -> bool {
     let Some(n) = holding.get_mut(lock) else {
         return false;
     };
@@ -564,33 +562,27 @@ impl Gate {
     /// The replayed call did `replayed` at `addr`: it must be the next
     /// recorded event of the call.
     fn lock_event(&mut self, addr: u64, replayed: LockOp) {
-        let op = as_recorded(replayed, self.shared_reads);
         let me = &mut self.cpus[self.current];
         let cpu = me.cpu;
         let Some(step) = me.steps.get(me.pos).copied() else {
             if !me.open {
                 self.fail(format!(
                     "the replayed call did a lock {} of {addr:#x} the recording does not have",
-                    lock_name(op)
+                    lock_name(replayed)
                 ));
             }
             return;
         };
         me.pos += 1;
-        let rec = step.event.addr;
-        if step.event.op != op {
-            self.fail(format!(
-                "lock {} of {addr:#x} where the recording has a lock {} of {rec:#x}",
-                lock_name(op),
-                lock_name(step.event.op),
-            ));
-            return;
-        }
-        if let Err(e) = self.pairs.check(rec, addr) {
+        if let Some(e) = op_mismatch(replayed, addr, step.event, self.shared_reads) {
             self.fail(e);
             return;
         }
-        if op.is_acquire() {
+        if let Err(e) = self.pairs.check(step.event.addr, addr) {
+            self.fail(e);
+            return;
+        }
+        if replayed.is_acquire() {
             let shared = replayed == LockOp::AcquireShared;
             self.held.push(Held { addr, cpu, shared });
             if let Some(o) = self.order.get_mut(step.lock) {

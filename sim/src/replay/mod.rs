@@ -517,6 +517,26 @@ fn as_recorded(op: LockOp, shared_reads: bool) -> LockOp {
     }
 }
 
+/// Why replayed lock event `replayed` at `addr` is not `recorded`, if it
+/// is not (`shared_reads`: see [`as_recorded`]); the addresses are paired
+/// apart, by [`LockMap`].
+fn op_mismatch(
+    replayed: LockOp,
+    addr: u64,
+    recorded: LockEvent,
+    shared_reads: bool,
+) -> Option<String> {
+    let op = as_recorded(replayed, shared_reads);
+    (op != recorded.op).then(|| {
+        format!(
+            "lock {} of {addr:#x} where the recording has a lock {} of {:#x}",
+            lock_name(op),
+            lock_name(recorded.op),
+            recorded.addr
+        )
+    })
+}
+
 /// Whether `header`'s trace records reads as shared acquisitions.
 fn records_shared_reads(header: &TraceHeader) -> bool {
     header.abi_version >= SHARED_READS_SINCE

@@ -12,7 +12,7 @@ use enoki::dispatch::Loaded;
 use enoki::{EnokiScheduler, LockOp};
 
 use super::{
-    apply, as_recorded, build_notice, checks_locks, load, lock_name, question,
+    apply, build_notice, checks_locks, load, lock_name, op_mismatch, question,
     records_shared_reads, stopped_before, Answer, Divergence, InOrder, LockEvent, LockMap,
     ReplayOptions, ReplayReport,
 };
@@ -139,18 +139,8 @@ impl<S: EnokiScheduler> Replayer<S> {
             );
             return Some(self.lock_divergence(self.calls.get(&r.cpu), r, what));
         };
-        let op = as_recorded(got.op, check.shared_reads);
-        let mismatch = if op != recorded.op {
-            Some(format!(
-                "lock {} of {:#x} where the recording has a lock {} of {:#x}",
-                lock_name(op),
-                got.addr,
-                lock_name(recorded.op),
-                recorded.addr
-            ))
-        } else {
-            check.pairs.check(recorded.addr, got.addr).err()
-        };
+        let mismatch = op_mismatch(got.op, got.addr, recorded, check.shared_reads)
+            .or_else(|| check.pairs.check(recorded.addr, got.addr).err());
         mismatch.map(|m| self.lock_divergence(self.calls.get(&r.cpu), r, m))
     }
 
