@@ -43,9 +43,16 @@ for sched in "$top"/schedulers/*/; do
 	grep -q 'export_scheduler!' "$sched/src/lib.rs" || { echo "modules: skipping $name (no export_scheduler!)"; continue; }
 	schedulers+=("$name")
 done
+# ...and the C baselines (kernel/module/NAME/enoki_NAME.c: a module that
+# loads a scheduler built into Enoki-C, such as cfifo).
+c_schedulers=()
+for d in "$top"/kernel/module/*/; do
+	name=$(basename "$d")
+	[ -f "$d/enoki_$name.c" ] && c_schedulers+=("$name")
+done
 is_scheduler() { # NAME
 	local s
-	for s in "${schedulers[@]}"; do [ "$s" = "$1" ] && return 0; done
+	for s in "${schedulers[@]}" "${c_schedulers[@]}"; do [ "$s" = "$1" ] && return 0; done
 	return 1
 }
 
@@ -68,8 +75,10 @@ done
 # What this run builds: every scheduler, or ENOKI_ONLY.
 only=${ENOKI_ONLY:-}
 if [ -n "$only" ]; then
-	is_scheduler "$only" || { echo "modules: no scheduler schedulers/$only" >&2; exit 1; }
+	[ -d "$top/schedulers/$only" ] && is_scheduler "$only" ||
+		{ echo "modules: no scheduler schedulers/$only" >&2; exit 1; }
 	schedulers=("$only")
+	c_schedulers=()
 fi
 
 # Schedulers are safe Rust on enoki:: alone: the generated crate root
@@ -98,7 +107,7 @@ kernel_build_id=$(readelf -n "$kdir/vmlinux" | awk '/Build ID:/ { print $3; exit
 
 # Nothing changed since the last build: no work at all.
 stamp=$( (echo "$kernel_build_id"; cat "$kdir/../stamp" 2>/dev/null; find "$top/enoki/src" "$top"/schedulers/*/src "$top/kernel/module" \
-	"$0" "$here/check-sched-source.sh" "$here/check-sched-lints.sh" -type f -name '*.rs' -o -type f -name '*.c' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
+	"$0" "$here/check-sched-source.sh" "$here/check-sched-lints.sh" -type f -name '*.rs' -o -type f -name '*.[ch]' -o -type f -name '*.sh' | sort | xargs cat) | sha256sum | cut -c1-32)
 if [ -z "$only" ] && [ "$(cat "$gen/stamp" 2>/dev/null)" = "$stamp" ] && ls "$out"/*.ko >/dev/null 2>&1; then
 	echo "modules: up to date ($(ls "$out" | wc -l) modules in $out)"
 	exit 0
@@ -147,6 +156,19 @@ for name in "${schedulers[@]}"; do
 	    license: "GPL",
 	}
 	RS
+	dirs+=("$d")
+done
+for name in "${c_schedulers[@]}"; do
+	d="$gen/$name"
+	mkdir -p "$d"
+	write_if_changed "$d/Kbuild" <<-KB
+	obj-m := enoki_$name.o
+	enoki_$name-y := enoki_params.o ${name}_sched.o
+	ccflags-y += -I\$(srctree)/kernel/sched
+	CFLAGS_enoki_params.o += -DENOKI_KERNEL_BUILD_ID='"$kernel_build_id"'
+	KB
+	cp -p "$top/kernel/module/enoki_params.c" "$top/kernel/module/enoki_params.h" "$d/"
+	cp -p "$top/kernel/module/$name/enoki_$name.c" "$d/${name}_sched.c"
 	dirs+=("$d")
 done
 hello="$gen/hello"

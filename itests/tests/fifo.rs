@@ -272,3 +272,57 @@ check end
         "scheduler=[fifo] state=enabled scx=enabled"
     );
 }
+
+/// The C FIFO baseline (`enoki load cfifo`, issue 13's C baseline): the
+/// same policy written against sched_ext with no messages. It schedules the
+/// whole VM under stress through Enoki's registration, shows in `enoki
+/// status`, sends the module no message at all, refuses a live upgrade
+/// (it has no state to hand over) and unloads back to CFS.
+#[test]
+#[serial]
+fn c_fifo_baseline_schedules_everything_without_messages() {
+    let script = format!(
+        r#"{DUMP}
+set -e
+enoki load cfifo --mode all
+echo scx-ops $(cat /sys/kernel/sched_ext/root/ops)
+rc=0
+stress-ng -c 8 -f 8 --affinity 1 --affinity-delay 1 --affinity-pin -t 15s >/tmp/stress.log 2>&1 || rc=$?
+echo stress-exit $rc
+tail -3 /tmp/stress.log
+enoki status | sed 's/^/status: /'
+dump during.
+up=0
+enoki upgrade fifo >/tmp/up.log 2>&1 || up=$?
+echo upgrade-exit $up
+dump after-upgrade.
+enoki unload
+dump after.
+"#
+    );
+    let r = it::run_ok(&script);
+    assert_eq!(field(&r, "scx-ops"), "enoki_cfifo");
+    assert_eq!(field(&r, "stress-exit"), "0");
+    assert!(r.output.contains("successful run completed"));
+    assert!(r.output.contains("status: ") && r.output.contains("cfifo"));
+    assert_eq!(field(&r, "during.scheduler"), "cfifo");
+    it::assert_enabled(&r, "during.");
+    for msg in [
+        "task_new",
+        "task_wakeup",
+        "pick_next_task",
+        "select_task_rq",
+    ] {
+        assert_eq!(number(&r, &format!("during.{msg}")), 0, "{msg} was sent");
+    }
+    assert_ne!(
+        field(&r, "upgrade-exit"),
+        "0",
+        "an upgrade of the C FIFO ran"
+    );
+    assert_eq!(field(&r, "after-upgrade.scheduler"), "cfifo");
+    it::assert_enabled(&r, "after-upgrade.");
+    assert_eq!(field(&r, "after.state"), "none");
+    assert_eq!(field(&r, "after.scx"), "disabled");
+    assert_eq!(field(&r, "after.last_exit"), "unregistered from user space");
+}

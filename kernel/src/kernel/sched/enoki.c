@@ -96,6 +96,8 @@ struct enoki_timer {
 static struct {
 	/* read under this CPU's call lock, written under all of them */
 	const struct enoki_sched_ops *ops;	/* NULL: none loaded */
+	/* a scheduler with no messages (enoki_register_native()), or NULL */
+	const struct sched_ext_ops *native;
 	char name[ENOKI_NAME_LEN];
 	char module[MODULE_NAME_LEN];
 	u32 mode;
@@ -810,21 +812,15 @@ static s32 enoki_op_init(void)
 	return scx_bpf_create_dsq(ENOKI_DSQ_REFUSED, NUMA_NO_NODE);
 }
 
-static void enoki_op_exit(struct scx_exit_info *info)
+/*
+ * Keeps why sched_ext ended the scheduler (state, last_exit, its dump);
+ * from the disable worker, after sched_ext moved tasks to CFS.
+ */
+static void enoki_note_exit(struct scx_exit_info *info)
 {
 	enum enoki_state state;
-	unsigned long flags;
 	ssize_t len;
 
-	/*
-	 * Runs in the disable worker, after sched_ext moved tasks to CFS. A
-	 * call that began before the failure may still be running (a CPU
-	 * waiting on a lock the failed call held): the exit record comes
-	 * after it, as the run's last.
-	 */
-	enoki_quiesce(&flags);
-	enoki_record_exit(info->kind);
-	enoki_unquiesce(&flags);
 	state = info->kind >= SCX_EXIT_ERROR ? ENOKI_EJECTED : ENOKI_EXITED;
 	spin_lock_irq(&enoki_status_lock);
 	enoki.state = state;
@@ -843,6 +839,21 @@ static void enoki_op_exit(struct scx_exit_info *info)
 	if (state == ENOKI_EJECTED)
 		pr_err("enoki: scheduler %s ejected: %s\n", enoki.name,
 		       enoki.last_exit);
+}
+
+static void enoki_op_exit(struct scx_exit_info *info)
+{
+	unsigned long flags;
+
+	/*
+	 * A call that began before the failure may still be running (a CPU
+	 * waiting on a lock the failed call held): the exit record comes
+	 * after it, as the run's last.
+	 */
+	enoki_quiesce(&flags);
+	enoki_record_exit(info->kind);
+	enoki_unquiesce(&flags);
+	enoki_note_exit(info);
 }
 
 #ifdef CONFIG_EXT_GROUP_SCHED
@@ -1128,8 +1139,15 @@ static void enoki_clear(void)
 	int cpu;
 
 	enoki_set_ops(NULL);
+	WRITE_ONCE(enoki.native, NULL);
 	for_each_possible_cpu(cpu)
 		hrtimer_cancel(&per_cpu(enoki_timers, cpu).timer);
+}
+
+/* Whether a scheduler, with messages or native, is loaded. */
+static bool enoki_loaded(void)
+{
+	return READ_ONCE(enoki.ops) || READ_ONCE(enoki.native);
 }
 
 /* BALANCE and the messages that only follow it */
@@ -1153,6 +1171,15 @@ static bool enoki_takes_whole(const struct enoki_sched_ops *ops, u32 group)
 	return !taken || taken == group;
 }
 
+/* A scheduler's mode, slice (0: sched_ext's default) and watchdog. */
+static bool enoki_settings_valid(u32 mode, u64 slice_ns, u32 timeout_ms)
+{
+	return mode <= ENOKI_MODE_OPT_IN &&
+	       (!slice_ns || (slice_ns >= ENOKI_SLICE_MIN_NS &&
+			      slice_ns <= ENOKI_SLICE_MAX_NS)) &&
+	       timeout_ms <= SCX_WATCHDOG_MAX_TIMEOUT / HZ * MSEC_PER_SEC;
+}
+
 static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
 {
 	return ops && ops->abi_version == ENOKI_ABI_VERSION && ops->process &&
@@ -1162,23 +1189,21 @@ static bool enoki_ops_valid(const struct enoki_sched_ops *ops)
 	       enoki_takes_whole(ops, ENOKI_MSGS_HINT) &&
 	       ops->hint_size <= sizeof_field(struct enoki_msg, allowed) &&
 	       ops->rev_hint_size <= sizeof_field(struct enoki_msg, allowed) &&
-	       ops->mode <= ENOKI_MODE_OPT_IN &&
 	       memchr(ops->name, '\0', sizeof(ops->name)) && ops->name[0] &&
-	       (!ops->slice_ns || (ops->slice_ns >= ENOKI_SLICE_MIN_NS &&
-				   ops->slice_ns <= ENOKI_SLICE_MAX_NS)) &&
-	       ops->timeout_ms <= SCX_WATCHDOG_MAX_TIMEOUT / HZ * MSEC_PER_SEC;
+	       enoki_settings_valid(ops->mode, ops->slice_ns, ops->timeout_ms);
 }
 
-/* Makes @ops the loaded scheduler's, before sched_ext calls into it. */
-static void enoki_take(const struct enoki_sched_ops *ops)
+/* Describes the scheduler about to load, before sched_ext calls into it. */
+static void enoki_take(const char *name, struct module *owner, u32 mode,
+		       u64 slice_ns)
 {
 	int cpu;
 
-	strscpy(enoki.name, ops->name, sizeof(enoki.name));
-	strscpy(enoki.module, ops->owner ? module_name(ops->owner) : "",
+	strscpy(enoki.name, name, sizeof(enoki.name));
+	strscpy(enoki.module, owner ? module_name(owner) : "",
 		sizeof(enoki.module));
-	enoki.mode = ops->mode;
-	enoki.slice_ns = ops->slice_ns ?: SCX_SLICE_DFL;
+	enoki.mode = mode;
+	enoki.slice_ns = slice_ns ?: SCX_SLICE_DFL;
 	for_each_possible_cpu(cpu) {
 		memset(per_cpu_ptr(&enoki_stats, cpu), 0,
 		       sizeof(struct enoki_stats));
@@ -1189,7 +1214,49 @@ static void enoki_take(const struct enoki_sched_ops *ops)
 	enoki.last_exit[0] = '\0';
 	enoki.exit_dump_len = 0;
 	spin_unlock_irq(&enoki_status_lock);
-	enoki_set_ops(ops);
+}
+
+/*
+ * Under enoki_mutex: 0 when no scheduler (Enoki or BPF) runs, so that
+ * @name may load; the previous one's hint queues are retired.
+ */
+static int enoki_claim(const char *name)
+{
+	/* an exit in progress finishes before its state is looked at */
+	kthread_flush_work(&scx_ops_disable_work);
+	if (READ_ONCE(enoki.state) == ENOKI_ENABLED || scx_enabled()) {
+		pr_err("enoki: cannot load %s: scheduler %s is loaded\n",
+		       name, enoki_loaded() ? enoki.name : "(BPF)");
+		return -EBUSY;
+	}
+	enoki_queues_retire();
+	return 0;
+}
+
+/* sched_ext's flags for a scheduler of @mode, with or without messages. */
+static u64 enoki_scx_flags(u32 mode)
+{
+	return SCX_OPS_ENQ_LAST |
+	       (mode == ENOKI_MODE_OPT_IN ? SCX_OPS_SWITCH_PARTIAL : 0);
+}
+
+/* Under enoki_mutex, after enoki_take(): hands @scx to sched_ext. */
+static int enoki_enable(struct sched_ext_ops *scx)
+{
+	int ret = scx_ops_enable(scx, NULL);
+
+	if (!ret && scx_ops_enable_state() != SCX_OPS_ENABLED)
+		ret = -EINVAL;
+	if (ret) {
+		pr_err("enoki: enabling %s failed (%d): %s\n", enoki.name, ret,
+		       enoki.last_exit);
+		enoki_clear();
+		enoki_set_state(ENOKI_NONE);
+		return ret;
+	}
+	pr_info("enoki: scheduler %s loaded (mode %s)\n", enoki.name,
+		enoki.mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
+	return 0;
 }
 
 /**
@@ -1218,41 +1285,49 @@ int enoki_register(const struct enoki_sched_ops *ops)
 	}
 
 	mutex_lock(&enoki_mutex);
-	/* an exit in progress finishes before its state is looked at */
-	kthread_flush_work(&scx_ops_disable_work);
-	if (READ_ONCE(enoki.state) == ENOKI_ENABLED || scx_enabled()) {
-		pr_err("enoki: cannot load %s: scheduler %s is loaded\n",
-		       ops->name, enoki.ops ? enoki.name : "(BPF)");
-		ret = -EBUSY;
+	ret = enoki_claim(ops->name);
+	if (ret)
 		goto out;
-	}
-
-	enoki_queues_retire();
-	enoki_take(ops);
-	enoki_scx_ops.flags = SCX_OPS_ENQ_LAST;
-	if (ops->mode == ENOKI_MODE_OPT_IN)
-		enoki_scx_ops.flags |= SCX_OPS_SWITCH_PARTIAL;
+	enoki_take(ops->name, ops->owner, ops->mode, ops->slice_ns);
+	enoki_set_ops(ops);
+	enoki_scx_ops.flags = enoki_scx_flags(ops->mode);
 	if (ops->handles & ENOKI_MSGS_CGROUP)
 		enoki_scx_ops.flags |= SCX_OPS_HAS_CGROUP_WEIGHT;
 	enoki_scx_ops.timeout_ms = ops->timeout_ms;
-
-	ret = scx_ops_enable(&enoki_scx_ops, NULL);
-	if (!ret && scx_ops_enable_state() != SCX_OPS_ENABLED)
-		ret = -EINVAL;
-	if (ret) {
-		pr_err("enoki: enabling %s failed (%d): %s\n", ops->name, ret,
-		       enoki.last_exit);
-		enoki_clear();
-		enoki_set_state(ENOKI_NONE);
-		goto out;
-	}
-	pr_info("enoki: scheduler %s loaded (mode %s)\n", ops->name,
-		ops->mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
+	ret = enoki_enable(&enoki_scx_ops);
 out:
 	mutex_unlock(&enoki_mutex);
 	return ret;
 }
 EXPORT_SYMBOL_GPL(enoki_register);
+
+/*
+ * Loads @scx, a scheduler written against sched_ext itself (the C
+ * baselines in enoki_cfifo.c): no messages, so nothing to check, record
+ * or upgrade, but the same registration, status and unload as a module's.
+ * sched_ext's exit must reach enoki_note_exit(). Return as enoki_register().
+ */
+static int enoki_register_native(struct sched_ext_ops *scx, const char *name,
+				 struct module *owner, u32 mode, u64 slice_ns,
+				 u32 timeout_ms)
+{
+	int ret;
+
+	if (!enoki_settings_valid(mode, slice_ns, timeout_ms))
+		return -EINVAL;
+	mutex_lock(&enoki_mutex);
+	ret = enoki_claim(name);
+	if (ret)
+		goto out;
+	enoki_take(name, owner, mode, slice_ns);
+	WRITE_ONCE(enoki.native, scx);
+	scx->flags = enoki_scx_flags(mode);
+	scx->timeout_ms = timeout_ms;
+	ret = enoki_enable(scx);
+out:
+	mutex_unlock(&enoki_mutex);
+	return ret;
+}
 
 /* Whether @p was picked by this CPU's last dispatch, not yet flushed. */
 static bool enoki_being_dispatched(struct task_struct *p, unsigned long qseq)
@@ -1537,6 +1612,11 @@ static int enoki_upgrade_check(const struct enoki_sched_ops *ops, bool fresh,
 {
 	const struct enoki_sched_ops *old = enoki.ops;
 
+	if (enoki.native) {
+		pr_err("enoki: cannot upgrade %s to %s: it is a C scheduler\n",
+		       enoki.name, ops->name);
+		return -EINVAL;
+	}
 	if (!old || READ_ONCE(enoki.state) != ENOKI_ENABLED || !scx_enabled()) {
 		pr_err("enoki: cannot upgrade to %s: no scheduler is running\n",
 		       ops->name);
@@ -1674,6 +1754,18 @@ out:
 }
 EXPORT_SYMBOL_GPL(enoki_upgrade);
 
+/* Under enoki_mutex: stops the loaded scheduler; tasks go back to CFS. */
+static void enoki_disable(void)
+{
+	scx_ops_disable(SCX_EXIT_UNREG);
+	kthread_flush_work(&scx_ops_disable_work);
+	enoki_clear();
+	enoki_set_state(ENOKI_NONE);
+	pr_info("enoki: scheduler %s unloaded\n", enoki.name);
+	enoki.name[0] = '\0';
+	enoki.module[0] = '\0';
+}
+
 /**
  * enoki_unregister - stop a scheduler; tasks go back to CFS
  * @ops: what was passed to enoki_register()
@@ -1683,20 +1775,20 @@ EXPORT_SYMBOL_GPL(enoki_upgrade);
 void enoki_unregister(const struct enoki_sched_ops *ops)
 {
 	mutex_lock(&enoki_mutex);
-	if (enoki.ops != ops) {
-		mutex_unlock(&enoki_mutex);
-		return;
-	}
-	scx_ops_disable(SCX_EXIT_UNREG);
-	kthread_flush_work(&scx_ops_disable_work);
-	enoki_clear();
-	enoki_set_state(ENOKI_NONE);
-	pr_info("enoki: scheduler %s unloaded\n", enoki.name);
-	enoki.name[0] = '\0';
-	enoki.module[0] = '\0';
+	if (enoki.ops == ops)
+		enoki_disable();
 	mutex_unlock(&enoki_mutex);
 }
 EXPORT_SYMBOL_GPL(enoki_unregister);
+
+/* enoki_unregister() of what enoki_register_native() loaded. */
+static void enoki_unregister_native(const struct sched_ext_ops *scx)
+{
+	mutex_lock(&enoki_mutex);
+	if (enoki.native == scx)
+		enoki_disable();
+	mutex_unlock(&enoki_mutex);
+}
 
 static int __init enoki_init(void)
 {

@@ -234,6 +234,11 @@ u64 enoki_clock_ns(void);
 void enoki_fail(const char *report, size_t len);
 void enoki_send_rev_hint(u32 queue, s32 pid, const void *hint, u32 size);
 
+/* The C FIFO baseline (enoki_cfifo.c), loaded by enoki_cfifo.ko. */
+int enoki_cfifo_register(struct module *owner, u32 mode, u64 slice_ns,
+			 u32 timeout_ms);
+void enoki_cfifo_unregister(void);
+
 /*
  * Non-zero while recording, published with release once the rings are
  * ready; libEnoki reads it with acquire before enoki_record_lock(), whose

@@ -9,8 +9,9 @@
  * Locks: scheduler, module and upgrades are read under enoki_mutex,
  * which register, upgrade and unregister hold while they change them;
  * state, last_exit and the exit dump under enoki_status_lock, which
- * sched_ext's disable worker takes to set them; mode tests enoki.ops with READ_ONCE(); counters are
- * per-CPU sums read without a lock; hint queues under enoki_queues_rwsem;
+ * sched_ext's disable worker takes to set them; mode reads enoki.ops and
+ * enoki.native with READ_ONCE(); counters are per-CPU sums read without a
+ * lock; hint queues under enoki_queues_rwsem;
  * record control goes through enoki_record_set().
  *
  * May call: what enoki_record.c, enoki.c and enoki_hints.c define (build_policy.c
@@ -67,8 +68,8 @@ static ssize_t enoki_##name##_show(struct kobject *kobj,		\
 }									\
 ENOKI_ATTR_RO(name)
 
-ENOKI_STR_ATTR(scheduler, enoki.ops ? enoki.name : "");
-ENOKI_STR_ATTR(module, enoki.ops ? enoki.module : "");
+ENOKI_STR_ATTR(scheduler, enoki_loaded() ? enoki.name : "");
+ENOKI_STR_ATTR(module, enoki_loaded() ? enoki.module : "");
 
 static ssize_t enoki_last_exit_show(struct kobject *kobj,
 				    struct kobj_attribute *attr, char *buf)
@@ -85,7 +86,7 @@ ENOKI_ATTR_RO(last_exit);
 static ssize_t enoki_mode_show(struct kobject *kobj,
 			       struct kobj_attribute *attr, char *buf)
 {
-	if (!READ_ONCE(enoki.ops))
+	if (!enoki_loaded())
 		return sysfs_emit(buf, "\n");
 	return sysfs_emit(buf, "%s\n",
 			  enoki.mode == ENOKI_MODE_OPT_IN ? "opt-in" : "all");
