@@ -105,6 +105,14 @@ impl Params {
         }
     }
 
+    /// CFS's wakeup preemption rule: whether a running task at vruntime
+    /// `curr` gives way to a waiting one at `next` of `weight`: when it is
+    /// ahead by more than the wakeup granularity, counted in the waiting
+    /// task's virtual time (so a light task needs a larger lead).
+    pub(super) fn preempts(&self, curr: u64, next: u64, weight: u64) -> bool {
+        next.saturating_add(to_virtual(self.wakeup_granularity_ns, weight)) < curr
+    }
+
     /// A task's slice: its weight's share of the period.
     pub(super) fn slice(&self, nr_running: u64, queue_weight: u64, weight: u64) -> u64 {
         mul_div(self.period(nr_running), weight, queue_weight).max(self.min_granularity_ns)

@@ -15,10 +15,15 @@
 //!   still counts in the period of a task picked instead; when it is still
 //!   the smallest, nothing is picked and it is picked again once handed back.
 //! - Wakeup: a sleeper comes back at `max(its vruntime, min_vruntime -
-//!   period / 2)`; a new task after everyone of the current period. After a
-//!   wakeup, the next tick preempts the running task if it is ahead of the
-//!   smallest waiting vruntime by more than `wakeup_granularity` (counted in
-//!   the waiting task's virtual time); otherwise its slice ends it.
+//!   period / 2)`; a new task after everyone of the current period. The
+//!   woken task preempts the running one at once (its CPU is made to pick
+//!   again) if that is ahead of it by more than `wakeup_granularity`
+//!   (counted in the woken task's virtual time), as CFS's
+//!   check_preempt_wakeup does, unless a sync wakeup hands it to its
+//!   waker's CPU (the waker is about to sleep). The running task's
+//!   vruntime is then as of its last charge, so the next tick checks
+//!   again, against the smallest waiting vruntime; otherwise the running
+//!   task's slice ends it.
 //! - Placement: a sync wakeup (the waker is about to sleep) goes to the
 //!   waker's CPU when only the waker runs there, which then switches to it
 //!   without waking an idle CPU (CFS's wake-affine, in its simplest form);
@@ -455,19 +460,57 @@ impl Wfq {
             return held.map_err(NotTaken::from);
         }
         let pushed = rq.queue_token(pid, vruntime, token);
-        rq.woken |= pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. }) && rq.curr.is_some();
+        let woken = pushed.is_ok() && matches!(why, Enqueue::Wakeup { .. });
+        rq.woken |= woken && rq.curr.is_some();
+        let preempt = woken && self.wakeup_preempts(&rq, vruntime, task.weight);
         // Someone waits here if a task runs, or if more than one waits.
         let work_waits = rq.waiting.len() > usize::from(rq.curr.is_none());
         self.update_summary(cpu, &mut rq);
         drop(rq);
         pushed?;
+        self.kick_after_enqueue(cpu, why, &task.allowed, work_waits, preempt);
+        Ok(())
+    }
+
+    /// Whether a task just woken on `rq` at `vruntime`, of `weight`,
+    /// preempts the running task at once (CFS's check_preempt_wakeup).
+    /// The running task's vruntime is as of its last charge (a tick, or a
+    /// pick that let it run on): it has run since, so its true vruntime is
+    /// only further ahead. A stale one can miss a preemption,
+    /// which the next tick catches (`woken`), never make a wrong one.
+    fn wakeup_preempts(&self, rq: &RunQueue, vruntime: u64, weight: u64) -> bool {
+        rq.curr
+            .and_then(|curr| rq.tasks.get(curr))
+            .is_some_and(|curr| self.params.preempts(curr.vruntime, vruntime, weight))
+    }
+
+    /// After `why` queued a task allowed on `allowed` on `cpu` (its lock
+    /// released): a sync wakeup handed over to the waker's CPU needs
+    /// nothing (the waker is about to sleep, and its CPU then picks the
+    /// woken task; preempting it would only send the waker to wait, and
+    /// wake an idle CPU to run it for the moment it has left). Else `cpu`
+    /// is preempted if the woken task runs at once (the task it preempts
+    /// kicks an idle CPU when handed back), or an idle CPU is kicked that
+    /// may take the work waiting there.
+    fn kick_after_enqueue(
+        &self,
+        cpu: CpuId,
+        why: Enqueue,
+        allowed: &CpuSet,
+        work_waits: bool,
+        preempt: bool,
+    ) {
         let handed_over = matches!(why, Enqueue::Wakeup { .. }) && self.handoff.replace(cpu, false);
-        if work_waits && why != Enqueue::Refused && !handed_over {
-            if let Some(idle) = self.idle_thief(cpu, &task.allowed, self.idle_cpus()) {
+        if handed_over || why == Enqueue::Refused {
+            return;
+        }
+        if preempt {
+            self.services.preempt_cpu(cpu);
+        } else if work_waits {
+            if let Some(idle) = self.idle_thief(cpu, allowed, self.idle_cpus()) {
                 self.services.kick_cpu(idle);
             }
         }
-        Ok(())
     }
 
     /// Kicks a CPU to run a task that waits again on `cpu` (`busy`: a task
@@ -717,15 +760,17 @@ impl EnokiScheduler for Wfq {
         }
         let vruntime = task.vruntime;
         rq.update_min_vruntime(Some(vruntime));
-        // Wakeup preemption: a task woke, and the next waiting task is behind
-        // the running one by more than the wakeup granularity (in its own
-        // virtual time). Otherwise the slice ends it.
-        let gran = self.params.wakeup_granularity_ns;
+        // Wakeup preemption the wakeup itself could not see (it compared
+        // with this task's vruntime as of its last charge, and only with the
+        // task it woke): a task woke, and the next waiting task is behind
+        // the running one by more than the wakeup granularity. Otherwise
+        // the slice ends it.
         let weight_of = |pid: Pid| rq.tasks.get(pid).map_or(NICE_0_WEIGHT, |t| t.weight);
         let preempt = core::mem::take(&mut rq.woken)
-            && rq.waiting.peek().is_some_and(|(p, v, _)| {
-                v.saturating_add(to_virtual(gran, weight_of(p))) < vruntime
-            });
+            && rq
+                .waiting
+                .peek()
+                .is_some_and(|(p, v, _)| self.params.preempts(vruntime, *v, weight_of(p)));
         // Idle balance: a CPU idles while work waits here that it could take.
         let idle = if rq.waiting.is_empty() {
             CpuSet::empty()

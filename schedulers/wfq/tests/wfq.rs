@@ -303,8 +303,8 @@ fn sleeper_wakes(args: &str) -> Machine {
 }
 
 #[test]
-fn a_woken_task_with_smaller_vruntime_preempts_at_the_next_tick() {
-    let mut m = sleeper_wakes("");
+fn a_woken_task_with_smaller_vruntime_preempts_at_once() {
+    let m = sleeper_wakes("");
     let (v1, v2) = (
         m.sched().vruntime(1).unwrap().unwrap(),
         m.sched().vruntime(2).unwrap().unwrap(),
@@ -314,6 +314,16 @@ fn a_woken_task_with_smaller_vruntime_preempts_at_the_next_tick() {
         v1 - 3 * MS,
         "a sleeper gets at most half a period of credit"
     );
+    assert_eq!(m.running(0), Some(2), "3 ms behind is past 1 ms: preempted");
+    assert_eq!(m.d.state(1), Some(TaskState::Queued { cpu: 0 }));
+    m.check_consistent().unwrap();
+}
+
+#[test]
+fn a_preemption_the_wakeup_cannot_see_comes_at_the_next_tick() {
+    // 3 ms behind the running task's vruntime as of its last charge is not
+    // past 3 ms; by the tick it has run 1 ms more.
+    let mut m = sleeper_wakes("wakeup_granularity_us=3000");
     assert_eq!(m.running(0), Some(1));
     assert!(m.tick(0), "preempted at the next tick");
     assert_eq!(m.running(0), Some(2));
