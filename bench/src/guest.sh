@@ -10,6 +10,8 @@
 #   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
 #                  (before the plain run where BENCH_RECORD_FIRST=1, else
 #                  after it)
+#   BENCH_SCHBENCH_WORK  enoki-schbench's work options in the upgrade runs
+#                  (the A/B workloads' own, bench/src/workloads.rs)
 #   BENCH_MODE     the load mode (enoki load --mode), empty for the
 #                  module's default; scoped_run sets it
 # The run list may end with bench_upgrades N (`enoki-bench --upgrades N`).
@@ -147,7 +149,7 @@ bench_upgrades() {
 		return
 	fi
 	enoki-pipe -l 20000 --cpus 0,1 >"$RAW/upgrade.pipe" 2>&1
-	enoki-schbench -m 2 -t 2 -w 1 -r 4 >"$RAW/upgrade.before" 2>&1
+	enoki-schbench -m 2 -t 2 -w 1 -r 4 $BENCH_SCHBENCH_WORK >"$RAW/upgrade.before" 2>&1
 	(
 		for _ in $(seq "$n"); do
 			if [ -n "$BENCH_ARGS" ]; then
@@ -159,9 +161,9 @@ bench_upgrades() {
 		done >"$RAW/upgrade.blackouts"
 	) &
 	up=$!
-	enoki-schbench -m 2 -t 2 -w 1 -r 8 >"$RAW/upgrade.during" 2>&1
+	enoki-schbench -m 2 -t 2 -w 1 -r 8 $BENCH_SCHBENCH_WORK >"$RAW/upgrade.during" 2>&1
 	wait "$up"
-	enoki-schbench -m 2 -t 2 -w 1 -r 4 >"$RAW/upgrade.after" 2>&1
+	enoki-schbench -m 2 -t 2 -w 1 -r 4 $BENCH_SCHBENCH_WORK >"$RAW/upgrade.after" 2>&1
 	enoki unload >/dev/null 2>&1
 }
 

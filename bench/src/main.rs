@@ -319,6 +319,7 @@ fn guest_env(cli: &Cli, raw: &Path) -> Vec<(&'static str, String)> {
         ("BENCH_ARGS", cli.args.clone().unwrap_or_default()),
         ("BENCH_TIMEOUT", cli.run_timeout.to_string()),
         ("BENCH_RECORD", u8::from(cli.record).to_string()),
+        ("BENCH_SCHBENCH_WORK", workloads::SCHBENCH_WORK.into()),
     ]
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Helpers shared by the guest workloads: thread ids, CPU time, affinity,
-//! nice, CPU lists, percentiles. Linux only; the binaries are built static
-//! for the Enoki VM (see rootfs/guest-binaries.txt).
+//! nice, CPU lists, schbench's matrix work, percentiles. Linux only; the
+//! binaries are built static for the Enoki VM (see
+//! rootfs/guest-binaries.txt).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -218,14 +219,95 @@ pub fn spin_wall_ns(ns: u64) {
     black_box(acc);
 }
 
+/// schbench's work per request: a naive multiply of two square matrices
+/// of `u64` into a third, the three filling a cache footprint. The naive
+/// column walk of the second matrix is the point: the work's speed
+/// depends on the footprint staying in the cache of the CPU it runs on,
+/// so a scheduler that moves a worker around pays for it.
+pub struct MatrixWork {
+    side: usize,
+    /// The three matrices, row-major, one after another.
+    data: Vec<u64>,
+}
+
+impl MatrixWork {
+    /// Rows (= columns) of each of three square matrices of `u64` that
+    /// fit in `footprint_bytes` together (0: none fit).
+    pub fn side_for(footprint_bytes: usize) -> usize {
+        (footprint_bytes / 3 / std::mem::size_of::<u64>()).isqrt()
+    }
+
+    /// Three matrices, as large as fit in `footprint_bytes` together.
+    pub fn new(footprint_bytes: usize) -> Result<Self> {
+        let side = Self::side_for(footprint_bytes);
+        if side == 0 {
+            bail!("a footprint of {footprint_bytes} bytes holds no 3 matrices of u64");
+        }
+        // Not zeros, so the products are real numbers to compute.
+        let data = (0..3 * side * side).map(|i| i as u64 | 1).collect();
+        Ok(MatrixWork { side, data })
+    }
+
+    /// Multiplies the first two matrices into the third `times` times.
+    pub fn run(&mut self, times: u64) {
+        let n = self.side;
+        let (ab, c) = self.data.split_at_mut(2 * n * n);
+        let (a, b) = ab.split_at(n * n);
+        for _ in 0..times {
+            multiply(a, b, c, n);
+            // The product is never read: without this the compiler could
+            // drop the work.
+            black_box(&mut *c);
+        }
+    }
+
+    /// The product of the last `run`.
+    #[cfg(test)]
+    fn product(&self) -> &[u64] {
+        &self.data[2 * self.side * self.side..]
+    }
+
+    #[cfg(test)]
+    fn factors_mut(&mut self) -> (&mut [u64], &mut [u64]) {
+        let n2 = self.side * self.side;
+        let (a, rest) = self.data.split_at_mut(n2);
+        (a, &mut rest[..n2])
+    }
+}
+
+/// `c = a * b` for row-major `n` x `n` matrices, wrapping (overflow checks
+/// are on in release builds, and the values do not matter).
+fn multiply(a: &[u64], b: &[u64], c: &mut [u64], n: usize) {
+    for (a_row, c_row) in a.chunks_exact(n).zip(c.chunks_exact_mut(n)) {
+        for (j, out) in c_row.iter_mut().enumerate() {
+            *out = a_row
+                .iter()
+                .zip(b.chunks_exact(n))
+                .fold(0u64, |sum, (&x, b_row)| {
+                    sum.wrapping_add(x.wrapping_mul(b_row[j]))
+                });
+        }
+    }
+}
+
 /// The `p`-th percentile (0..=100) of sorted `v`, nearest rank.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
+    match percentile_rank(sorted.len(), p) {
+        0 => 0,
+        rank => sorted[rank - 1],
+    }
+}
+
+/// Which of `len` sorted samples (1-based) is the `p`-th percentile,
+/// nearest rank; 0 if there are none. `len` + 1 - rank of them are at or
+/// above it: what the percentile rests on.
+pub fn percentile_rank(len: usize, p: f64) -> usize {
+    if len == 0 {
         return 0;
     }
     // Less a hair, so 0.99 * 1000 (990.000...01 in floating point) is 990.
-    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    let rank = ((p / 100.0) * len as f64 - 1e-9).ceil() as usize;
+    rank.clamp(1, len)
 }
 
 #[cfg(test)]
@@ -252,6 +334,32 @@ mod tests {
         let v: Vec<u64> = (1..=1000).collect();
         assert_eq!(percentile(&v, 99.0), 990);
         assert_eq!(percentile(&v, 99.9), 999);
+        assert_eq!(percentile_rank(1000, 99.0), 990);
+        assert_eq!(percentile_rank(1918, 99.0), 1899);
+        assert_eq!(percentile_rank(13, 99.0), 13);
+        assert_eq!(percentile_rank(0, 99.0), 0);
+    }
+
+    #[test]
+    fn matrix_work_fills_its_footprint_and_multiplies() {
+        // schbench's default: 256 KiB holds three 104 x 104 matrices of u64.
+        assert_eq!(MatrixWork::side_for(256 * 1024), 104);
+        assert_eq!(
+            MatrixWork::new(256 * 1024).unwrap().data.len(),
+            3 * 104 * 104
+        );
+        assert!(MatrixWork::new(16).is_err());
+        let mut w = MatrixWork::new(3 * 8 * 9).unwrap();
+        assert_eq!(w.side, 3);
+        let (a, b) = w.factors_mut();
+        a.copy_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 1]);
+        b.copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        w.run(2);
+        assert_eq!(w.product(), &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let (a, _) = w.factors_mut();
+        a.copy_from_slice(&[0, 1, 0, 0, 0, 1, 1, 0, 0]);
+        w.run(1);
+        assert_eq!(w.product(), &[4, 5, 6, 7, 8, 9, 1, 2, 3]);
     }
 
     #[test]
