@@ -193,3 +193,48 @@ fn a_command_too_long_for_the_kernel_command_line_still_runs() {
     let left = std::fs::read_dir(&dir).map_or(0, |d| d.count());
     assert_eq!(left, 0, "scripts left in {}", dir.display());
 }
+
+/// `cargo make tcg-profile`: the QEMU plugin counts the guest's
+/// instructions between the guest's marks, and the report names the
+/// scheduler module's functions under FIFO and none under the default.
+#[test]
+#[serial]
+fn the_tcg_profile_names_the_scheduler_modules_functions() {
+    let root = enoki_vm::find_root().expect("workspace root");
+    let build = std::process::Command::new("cargo")
+        .args(["build", "--release", "-q", "-p", "enoki-tcg-profile"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo");
+    assert!(build.success(), "building enoki-tcg-profile failed");
+    let out = std::process::Command::new(root.join("target/release/enoki-tcg-profile"))
+        .args(["--sched", "default,fifo", "--top", "40", "--timeout", "300"])
+        .args(["--", "enoki-pipe", "-l", "500", "--cpus", "0,1"])
+        .current_dir(&root)
+        .output()
+        .expect("enoki-tcg-profile");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let split = |sched: &str| -> Vec<f64> {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {sched} |")))
+            .unwrap_or_else(|| panic!("no row for {sched}:\n{report}"));
+        row.split('|')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect()
+    };
+    // user, kernel, Enoki-C, scheduler module, sched_ext, rest
+    let (default, fifo) = (split("default"), split("fifo"));
+    assert!(default[1] > 0.0 && fifo[1] > 0.0, "{report}");
+    assert_eq!((default[2], default[3]), (0.0, 0.0), "{report}");
+    assert!(fifo[2] > 0.0 && fifo[3] > 0.0, "{report}");
+    assert!(
+        report.contains("| enoki_fifo |") && report.contains("kmod::process"),
+        "{report}"
+    );
+}

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! What a VM looks like: topology, memory, paths, accelerator, timeouts.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -103,6 +104,9 @@ pub struct VmConfig {
     /// A unix socket the guest takes commands on (a dev VM, see
     /// [`crate::control`]); None: no control port.
     pub control: Option<PathBuf>,
+    /// A QEMU TCG plugin and its arguments (QEMU's `-plugin` value, e.g.
+    /// `/path/libx.so,dir=/tmp/x`); None: no plugin.
+    pub plugin: Option<OsString>,
 }
 
 impl VmConfig {
@@ -144,6 +148,7 @@ impl VmConfig {
             log_dir: None,
             stop: None,
             control: None,
+            plugin: None,
         }
     }
 
@@ -216,6 +221,11 @@ impl VmConfig {
         self
     }
     /// Launches stop (QEMU killed, [`crate::VmError::Stopped`]) once `handle` fires.
+    /// Loads a TCG plugin (QEMU's `-plugin` value); ignored under KVM.
+    pub fn plugin(mut self, spec: impl Into<OsString>) -> Self {
+        self.plugin = Some(spec.into());
+        self
+    }
     pub fn stop_on(mut self, handle: StopHandle) -> Self {
         self.stop = Some(handle);
         self

@@ -75,6 +75,11 @@ struct Cli {
     /// [default for a shell: <root>/target/vm/control.sock]
     #[arg(long, value_name = "SOCKET")]
     control: Option<PathBuf>,
+    /// Load a QEMU TCG plugin: QEMU's `-plugin` value, e.g.
+    /// `target/release/libenoki_tcg_profile.so,dir=target/profile/x`
+    /// (see `cargo make tcg-profile`); ignored under KVM
+    #[arg(long, value_name = "SPEC")]
+    plugin: Option<std::ffi::OsString>,
     /// Command to run in the guest; none: interactive root shell
     #[arg(
         trailing_var_arg = true,
@@ -140,6 +145,9 @@ fn config(cli: &Cli) -> anyhow::Result<VmConfig> {
     }
     if let Some(t) = cli.timeout {
         cfg = cfg.timeout(Duration::from_secs(t));
+    }
+    if let Some(spec) = &cli.plugin {
+        cfg = cfg.plugin(spec.clone());
     }
     if let Some(socket) = &cli.control {
         cfg = cfg.control(socket);

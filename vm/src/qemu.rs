@@ -185,6 +185,9 @@ pub fn qemu_args(plan: &Plan) -> Result<Vec<OsString>> {
         // Auto is resolved before we get here; treat it as the safe choice.
         Accel::Tcg | Accel::Auto => v.push(&["-accel", "tcg,thread=single", "-cpu", "max"]),
     }
+    if let (Some(spec), false) = (&plan.cfg.plugin, plan.accel == Accel::Kvm) {
+        v.push_os("-plugin", spec);
+    }
     push_topology(&mut v, plan.cfg);
     let append = kernel_cmdline(plan)?;
     v.push_os("-kernel", &plan.cfg.kernel);
@@ -373,6 +376,27 @@ mod tests {
                 line.contains("tsc=reliable"),
                 accel != Accel::Kvm,
                 "an emulated TSC is the clock, not the HPET: {accel}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plugin_loads_under_tcg_only() {
+        let c = cfg();
+        assert!(!joined(&qemu_args(&plan(&c, None, None)).unwrap()).contains("-plugin"));
+        let c = cfg().plugin("/p/libx.so,dir=/d");
+        for (accel, loaded) in [
+            (Accel::Tcg, true),
+            (Accel::Mttcg, true),
+            (Accel::Kvm, false),
+        ] {
+            let mut p = plan(&c, None, None);
+            p.accel = accel;
+            let a = joined(&qemu_args(&p).unwrap());
+            assert_eq!(
+                a.contains("-plugin /p/libx.so,dir=/d"),
+                loaded,
+                "{accel}: {a}"
             );
         }
     }

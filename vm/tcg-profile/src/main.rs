@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `enoki-tcg-profile`: where the guest kernel spends its instructions
+//! while a workload runs under each of some schedulers, in one boot.
+//!
+//! The VM runs on single-threaded TCG with the `libenoki_tcg_profile.so`
+//! QEMU plugin (`src/plugin.rs`), which counts every instruction the guest
+//! executes, also where interrupts are off (a scheduler's whole call path),
+//! which perf in the guest cannot sample under emulation. For each
+//! scheduler the guest loads it (`enoki load NAME --mode all`; `default`
+//! is the kernel's own), keeps its `/proc/kallsyms`, marks the start,
+//! runs the workload, marks the stop and unloads it. The report names the
+//! functions that executed the most and splits the kernel's instructions
+//! into Enoki-C, the scheduler module, sched_ext and the rest.
+//!
+//! `cargo make tcg-profile -- --sched default,cfifo,fifo -- enoki-pipe -l 5000 --cpus 0,1`
+
+mod report;
+mod symbols;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+
+use crate::symbols::{read_blocks, Profile, Symbols};
+
+#[derive(Parser)]
+#[command(about = "Instruction profile of the guest kernel under each scheduler (QEMU TCG plugin)")]
+struct Cli {
+    /// Schedulers to profile in turn (`default`: the kernel's own).
+    #[arg(long, value_delimiter = ',', default_value = "default,cfifo,fifo")]
+    sched: Vec<String>,
+    /// Functions listed per scheduler.
+    #[arg(long, default_value_t = 25)]
+    top: usize,
+    /// Seconds before the VM is stopped.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// The workload, run in the guest under `sh -c` once per scheduler.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    for s in &cli.sched {
+        ensure!(
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad scheduler name {s:?}"
+        );
+    }
+    let root = enoki_vm::find_root()?;
+    let plugin = plugin_path()?;
+    let dir = out_dir(&root)?;
+    let script = dir.join("guest.sh");
+    fs::write(&script, guest_script(&dir, &cli.sched, &cli.cmd.join(" ")))
+        .with_context(|| format!("writing {}", script.display()))?;
+    println!(
+        "tcg-profile: {} under {} (single-threaded TCG with the plugin); output in {}",
+        cli.cmd.join(" "),
+        cli.sched.join(", "),
+        dir.display()
+    );
+    boot(&plugin, &dir, &script, cli.timeout)?;
+    let text = report_all(&dir, &cli.sched, cli.top)?;
+    fs::write(dir.join("report.md"), &text)?;
+    println!("{text}");
+    println!("tcg-profile: wrote {}", dir.join("report.md").display());
+    Ok(())
+}
+
+/// The plugin, built beside this tool (`cargo build -p enoki-tcg-profile`).
+fn plugin_path() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let so = exe.with_file_name("libenoki_tcg_profile.so");
+    ensure!(
+        so.is_file(),
+        "no plugin at {} (build it with `cargo build --release -p enoki-tcg-profile`)",
+        so.display()
+    );
+    Ok(so)
+}
+
+/// A new `target/tcg-profile/<seconds since the epoch>`.
+fn out_dir(root: &Path) -> Result<PathBuf> {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let dir = root.join("target/tcg-profile").join(secs.to_string());
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// How long the guest waits for the plugin to answer a mark (0.1 s polls).
+const ACK_POLLS: u32 = 600;
+
+/// The guest's script: every scheduler in turn, the workload between marks.
+fn guest_script(dir: &Path, scheds: &[String], cmd: &str) -> String {
+    let mut s = format!(
+        r#"set -e
+echo 0 > /proc/sys/kernel/kptr_restrict
+D='{dir}'
+seq=0
+mark() {{
+	seq=$((seq+1))
+	echo "$seq $1 $2" > "$D/ctl"
+	n=0
+	until read -r got 2>/dev/null < "$D/ack" && [ "$got" = "$seq" ]; do
+		n=$((n+1))
+		[ $n -le {ACK_POLLS} ] || {{ echo "tcg-profile: the plugin did not answer '$1 $2'" >&2; exit 1; }}
+		sleep 0.1
+	done
+}}
+"#,
+        dir = dir.display()
+    );
+    for sched in scheds {
+        let load = if sched == "default" {
+            String::new()
+        } else {
+            format!("enoki load {sched} --mode all\n")
+        };
+        let unload = if sched == "default" {
+            ""
+        } else {
+            "enoki unload\n"
+        };
+        let _ = write!(
+            s,
+            r#"{load}cat /proc/kallsyms > "$D/{sched}.kallsyms"
+echo "tcg-profile: running the workload under {sched}"
+mark start {sched}
+( {cmd} ) > "$D/{sched}.out" 2>&1 || {{ echo "tcg-profile: the workload failed under {sched}, see $D/{sched}.out"; exit 1; }}
+mark stop {sched}
+{unload}"#
+        );
+    }
+    s
+}
+
+/// Boots the VM with the plugin and runs the script; fails with the
+/// serial log named when the guest did not finish cleanly.
+fn boot(plugin: &Path, dir: &Path, script: &Path, timeout: u64) -> Result<()> {
+    let mut spec = plugin.as_os_str().to_owned();
+    spec.push(",dir=");
+    spec.push(dir);
+    let vm = enoki_vm::VmConfig::new()?
+        .accel(enoki_vm::Accel::Tcg)
+        .plugin(spec)
+        .timeout(Duration::from_secs(timeout))
+        .echo_output(true)
+        .build()?;
+    let out = vm.run(&format!("bash '{}'", script.display()))?;
+    if out.exit_code != Some(0) {
+        bail!(
+            "the guest script failed ({:?}{}); serial log {}",
+            out.exit_code,
+            if out.timed_out { ", timed out" } else { "" },
+            out.serial_log.display()
+        );
+    }
+    let problems = out.problems();
+    ensure!(
+        problems.is_empty(),
+        "kernel log problems (serial log {}): {problems:?}",
+        out.serial_log.display()
+    );
+    Ok(())
+}
+
+/// Every scheduler's profile, then the report.
+fn report_all(dir: &Path, scheds: &[String], top: usize) -> Result<String> {
+    let mut profiles = Vec::new();
+    for sched in scheds {
+        let read = |ext: &str| {
+            let p = dir.join(format!("{sched}.{ext}"));
+            fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        };
+        let symbols = Symbols::parse(&read("kallsyms")?);
+        let blocks = read_blocks(&read("tbs")?)?;
+        profiles.push((sched.as_str(), Profile::of(&blocks, &symbols)));
+    }
+    Ok(report::render(&profiles, top))
+}

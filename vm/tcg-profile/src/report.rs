@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The profile report (markdown): the kernel's instructions split by where
+//! they ran, per scheduler, then each scheduler's busiest functions.
+
+use std::fmt::Write as _;
+
+use crate::symbols::{Function, Profile};
+
+/// Where a kernel function belongs, for the split.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    EnokiC,
+    Module,
+    SchedExt,
+    Rest,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::EnokiC, Part::Module, Part::SchedExt, Part::Rest];
+
+    /// By name: Enoki-C's functions are `enoki_*` in the kernel image, a
+    /// scheduler's are in an `enoki_*` module, sched_ext's carry `scx`.
+    fn of(f: &Function) -> Part {
+        match &f.module {
+            Some(m) if m.starts_with("enoki_") => Part::Module,
+            None if f.name.starts_with("enoki_") => Part::EnokiC,
+            None if f.name.contains("scx") => Part::SchedExt,
+            _ => Part::Rest,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Part::EnokiC => "Enoki-C",
+            Part::Module => "scheduler module",
+            Part::SchedExt => "sched_ext (`*scx*`)",
+            Part::Rest => "rest of the kernel",
+        }
+    }
+}
+
+/// Millions, one decimal.
+fn m(n: u64) -> String {
+    format!("{:.1}", n as f64 / 1e6)
+}
+
+/// The report over `profiles` (scheduler name, profile), `top` functions each.
+pub fn render(profiles: &[(&str, Profile)], top: usize) -> String {
+    let mut s = String::from(
+        "Guest instructions (millions) while the workload ran, counted by QEMU \
+         for every translated block (single-threaded TCG).\n\n",
+    );
+    split_table(&mut s, profiles);
+    for (sched, p) in profiles {
+        top_table(&mut s, sched, p, top);
+    }
+    s
+}
+
+fn split_table(s: &mut String, profiles: &[(&str, Profile)]) {
+    s.push_str("| scheduler | user | kernel |");
+    for part in Part::ALL {
+        let _ = write!(s, " {} |", part.title());
+    }
+    s.push_str("\n| --- | ---: | ---: |");
+    s.push_str(&" ---: |".repeat(Part::ALL.len()));
+    s.push('\n');
+    for (sched, p) in profiles {
+        let _ = write!(s, "| {sched} | {} | {} |", m(p.user), m(p.kernel()));
+        for part in Part::ALL {
+            let _ = write!(s, " {} |", m(p.sum(|f| Part::of(f) == part)));
+        }
+        s.push('\n');
+    }
+}
+
+fn top_table(s: &mut String, sched: &str, p: &Profile, top: usize) {
+    let kernel = p.kernel().max(1) as f64;
+    let _ = write!(
+        s,
+        "\n**{sched}**: the {top} kernel functions that executed the most\n\n\
+         | function | module | instructions (M) | % of kernel |\n| --- | --- | ---: | ---: |\n"
+    );
+    for (f, n) in p.top(top) {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {:.1} |",
+            f.name,
+            f.module.as_deref().unwrap_or("-"),
+            m(n),
+            n as f64 * 100.0 / kernel
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::{read_blocks, Symbols};
+
+    #[test]
+    fn the_split_puts_each_function_in_its_part() {
+        let syms = Symbols::parse(
+            "ffffffff81000000 t enoki_call\nffffffff81000100 T scx_bpf_kick_cpu\n\
+             ffffffff81000200 T schedule\nffffffffc0000000 t pick\t[enoki_fifo]\n",
+        );
+        let blocks = read_blocks(
+            "ffffffff81000000 1000000\nffffffff81000100 2000000\n\
+             ffffffff81000200 3000000\nffffffffc0000000 4000000\n400000 500000\n",
+        )
+        .unwrap();
+        let out = render(&[("fifo", Profile::of(&blocks, &syms))], 2);
+        assert!(
+            out.contains("| fifo | 0.5 | 10.0 | 1.0 | 4.0 | 2.0 | 3.0 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| `pick` | enoki_fifo | 4.0 | 40.0 |"),
+            "{out}"
+        );
+        assert!(!out.contains("`enoki_call`"), "only the top 2: {out}");
+    }
+}
