@@ -162,7 +162,11 @@ pub(super) fn before(lock: usize, at: Site) -> Result<Option<usize>, Failed> {
     let Some((i, c)) = current() else {
         return Ok(None);
     };
-    if let Some(h) = c.holds(lock) {
+    // Most acquisitions are a call's first: nothing held, nothing to scan.
+    let held = (c.depth.load(Relaxed) != 0)
+        .then(|| c.holds(lock))
+        .flatten();
+    if let Some(h) = held {
         let mut p = party(c, lock, Some(at));
         p.holder = Some(c.cpu());
         p.held_since = load_site(&h.at);
