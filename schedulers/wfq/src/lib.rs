@@ -478,10 +478,25 @@ impl Wfq {
     /// pick that let it run on): it has run since, so its true vruntime is
     /// only further ahead. A stale one can miss a preemption,
     /// which the next tick catches (`woken`), never make a wrong one.
+    /// A task is not preempted before it has run `min_granularity` since
+    /// it was picked (EEVDF's run to parity does the same): otherwise a
+    /// task that wakes others one after another (a hackbench sender) is
+    /// preempted by each of them and sends one message per switch, which
+    /// made hackbench ten times slower.
+    /// How long it has run is the more of its CPU time charged and the
+    /// time passed since (charges come only with ticks and switches).
     fn wakeup_preempts(&self, rq: &RunQueue, vruntime: u64, weight: u64) -> bool {
         rq.curr
             .and_then(|curr| rq.tasks.get(curr))
-            .is_some_and(|curr| self.params.preempts(curr.vruntime, vruntime, weight))
+            .is_some_and(|curr| {
+                let (charged, at) = rq.curr_picked;
+                let ran = curr
+                    .charged
+                    .saturating_sub(charged)
+                    .max(self.services.now().saturating_sub(at));
+                ran >= self.params.min_granularity_ns
+                    && self.params.preempts(curr.vruntime, vruntime, weight)
+            })
     }
 
     /// After `why` queued a task allowed on `allowed` on `cpu` (its lock
@@ -576,6 +591,7 @@ impl EnokiScheduler for Wfq {
                 load: 0,
                 min_vruntime: 0,
                 woken: false,
+                curr_picked: (0, 0),
                 published: Load::default(),
                 offline: false,
             })
@@ -655,6 +671,7 @@ impl EnokiScheduler for Wfq {
             };
             task.state = State::Running;
             let weight = task.weight;
+            rq.curr_picked = (task.charged, self.services.now());
             rq.curr = Some(pid);
             rq.update_min_vruntime(Some(vruntime));
             let nr = (rq.nr_running() as u64).saturating_add(u64::from(prev_weight > 0));

@@ -91,6 +91,9 @@ pub(super) struct RunQueue {
     pub(super) unthrottle_at: Option<u64>,
     /// The task running here.
     pub(super) curr: Option<Pid>,
+    /// Its CPU time charged, and the time, when it was picked: wakeups
+    /// preempt it only once it has run `min_granularity` since.
+    pub(super) curr_picked: (u64, u64),
     /// Total weight of the running and waiting tasks.
     pub(super) load: u64,
     /// Follows the smallest vruntime here and never goes back; wakeups and

@@ -320,6 +320,28 @@ fn a_woken_task_with_smaller_vruntime_preempts_at_once() {
 }
 
 #[test]
+fn a_task_just_picked_is_not_preempted_by_a_wakeup_before_it_ran_min_granularity() {
+    let mut m = Machine::new("");
+    for pid in 1..=3 {
+        m.spawn(pid, only(0), 0, 0);
+    }
+    while m.running(0) != Some(3) {
+        m.round();
+    }
+    assert_eq!(m.block(0), Some(3));
+    m.run(50);
+    // The running task sleeps and the other is picked; task 3 wakes at once,
+    // 3 ms behind it (a sleeper's credit), past the wakeup granularity.
+    let blocked = m.block(0).unwrap();
+    let picked = m.running(0).unwrap();
+    assert_ne!(picked, blocked);
+    m.wake(3, 0);
+    assert_eq!(m.running(0), Some(picked), "preempted before it ran at all");
+    assert!(m.tick(0), "once it has run a tick, the tick preempts it");
+    assert_eq!(m.running(0), Some(3));
+}
+
+#[test]
 fn a_preemption_the_wakeup_cannot_see_comes_at_the_next_tick() {
     // 3 ms behind the running task's vruntime as of its last charge is not
     // past 3 ms; by the tick it has run 1 ms more.
