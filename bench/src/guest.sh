@@ -1,13 +1,18 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# enoki-bench's guest script: one VM, each workload under both schedulers.
+# enoki-bench's guest script: one VM, each workload under the default
+# scheduler and under each scheduler the run list names.
 #
 # Parameters, from the environment:
 #   BENCH_RAW      directory for the raw output of every run
-#   BENCH_SCHED    the Enoki scheduler (enoki load NAME)
-#   BENCH_ARGS     its parameters (enoki load --args), empty for none
+#   BENCH_SCHED    the scheduler bench_upgrades upgrades (enoki load NAME);
+#                  each run names its own
+#   BENCH_ARGS     the schedulers' parameters (enoki load --args), empty
+#                  for none
 #   BENCH_TIMEOUT  limit for one run, seconds
 #   BENCH_RECORD   1: run every Enoki run once more under `enoki record`
+#                  (the run list sets BENCH_RECORD=0 where there is nothing
+#                  to record)
 #                  (before the plain run where BENCH_RECORD_FIRST=1, else
 #                  after it)
 #   BENCH_SCHBENCH_WORK  enoki-schbench's work options in the upgrade runs
@@ -16,19 +21,20 @@
 #                  module's default; scoped_run sets it
 # The run list may end with bench_upgrades N (`enoki-bench --upgrades N`).
 # Argument: the run list, a script of one bench_setup call and then
-# bench_run calls (sweep_run calls for `--only shinjuku`, scoped_run
-# calls for `--only locality` and `--only arachne`).
+# bench_run calls, each naming its scheduler (sweep_run calls for `--only
+# shinjuku`, scoped_run calls for `--only locality` and `--only arachne`).
 
 RAW=$BENCH_RAW
 cd /tmp || exit 1
 
+# enoki_load NAME: loads scheduler NAME with BENCH_ARGS and BENCH_MODE.
 enoki_load() {
 	local mode=()
 	[ -n "$BENCH_MODE" ] && mode=(--mode "$BENCH_MODE")
 	if [ -n "$BENCH_ARGS" ]; then
-		enoki load "$BENCH_SCHED" "${mode[@]}" --args "$BENCH_ARGS"
+		enoki load "$1" "${mode[@]}" --args "$BENCH_ARGS"
 	else
-		enoki load "$BENCH_SCHED" "${mode[@]}"
+		enoki load "$1" "${mode[@]}"
 	fi
 }
 
@@ -64,19 +70,22 @@ loaded_scheduler() {
 	enoki status 2>/dev/null | awk '$1 == "scheduler" { print $2 }'
 }
 
-# bench_run ID SCHED LABEL CMD: runs CMD, writes RAW/ID.{out,status,time}.
+# bench_run ID SCHED LABEL CMD: runs CMD under SCHED, `default` or the
+# scheduler to load for this run only (and unload after it); writes
+# RAW/ID.{out,status,time}.
 bench_run() {
 	local id=$1 sched=$2 label=$3 cmd=$4 status=ok rc t0 t1 loaded
 	printf 'bench: %s ... ' "$label"
 	loaded=$(loaded_scheduler)
-	if [ "$sched" = default ] && [ -n "$loaded" ] && [ "$loaded" != - ]; then
-		# An earlier unload failed: this run would measure Enoki, not the default.
+	if [ -n "$loaded" ] && [ "$loaded" != - ]; then
+		# An earlier unload failed: a default run would measure that
+		# scheduler, and no other can be loaded.
 		echo "scheduler $loaded still loaded" >"$RAW/$id.status"
 		echo "FAILED (scheduler $loaded still loaded)"
 		return
 	fi
-	if [ "$sched" = enoki ]; then
-		if ! enoki_load >"$RAW/$id.load" 2>&1; then
+	if [ "$sched" != default ]; then
+		if ! enoki_load "$sched" >"$RAW/$id.load" 2>&1; then
 			echo "load failed: $(tail -1 "$RAW/$id.load")" >"$RAW/$id.status"
 			echo "FAILED (enoki load)"
 			return
@@ -88,7 +97,7 @@ bench_run() {
 	rc=$?
 	t1=$EPOCHREALTIME
 	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status=timeout; elif [ $rc -ne 0 ]; then status="exit $rc"; fi
-	if [ "$sched" = enoki ]; then
+	if [ "$sched" != default ]; then
 		record_end "$id" "$RAW" "$cmd"
 		if [ "$(cat /sys/kernel/enoki/state)" != enabled ]; then
 			status="ejected: $(cat /sys/kernel/enoki/last_exit)"
@@ -99,6 +108,19 @@ bench_run() {
 	echo "$status" >"$RAW/$id.status"
 	echo "$t0 $t1" >"$RAW/$id.time"
 	echo "$status ($(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s)"
+	[ "$sched" = default ] || unloaded "$id" "$label"
+}
+
+# unloaded ID LABEL: after a run of a scheduler, fails the run if the
+# scheduler is still loaded (its unload failed): its numbers may be fine,
+# but the next run would fail (see bench_run), so this one says why.
+unloaded() {
+	local loaded
+	loaded=$(loaded_scheduler)
+	if [ -n "$loaded" ] && [ "$loaded" != - ] && [ "$(cat "$RAW/$1.status")" = ok ]; then
+		echo "unload failed: $(tail -1 "$RAW/$1.load")" >"$RAW/$1.status"
+		echo "bench: $2: FAILED (enoki unload: $loaded still loaded)"
+	fi
 }
 
 # sweep_run ID SCHED ARGS LABEL CMD: bench_run for the sweep, where each run
@@ -106,12 +128,8 @@ bench_run() {
 # ARGS, empty for none) for this run only, in its default mode (no
 # `--mode all`: only tasks that set SCHED_EXT, the workers, run under it).
 sweep_run() {
-	local BENCH_SCHED=$2 BENCH_ARGS=$3 BENCH_RECORD=0
-	if [ "$2" = default ]; then
-		bench_run "$1" default "$4" "$5"
-	else
-		bench_run "$1" enoki "$4" "$5"
-	fi
+	local BENCH_ARGS=$3 BENCH_RECORD=0
+	bench_run "$1" "$2" "$4" "$5"
 }
 
 # scoped_run ID SCHED ARGS LABEL CMD: bench_run for the repeated tables
@@ -119,21 +137,9 @@ sweep_run() {
 # scheduler: `default`, or the Enoki scheduler to load (with ARGS, empty
 # for none) for this run only, with `--mode all` (every task under it, the
 # hinted threads included: a hint about a task outside Enoki is refused).
-# A scheduler still loaded after its run (the unload failed) fails the
-# run: its numbers may be fine, but the next default run would measure
-# Enoki.
 scoped_run() {
-	local BENCH_SCHED=$2 BENCH_ARGS=$3 BENCH_MODE=all BENCH_RECORD=0 loaded
-	if [ "$2" = default ]; then
-		bench_run "$1" default "$4" "$5"
-		return
-	fi
-	bench_run "$1" enoki "$4" "$5"
-	loaded=$(loaded_scheduler)
-	if [ -n "$loaded" ] && [ "$loaded" != - ] && [ "$(cat "$RAW/$1.status")" = ok ]; then
-		echo "unload failed: $(tail -1 "$RAW/$1.load")" >"$RAW/$1.status"
-		echo "bench: $4: FAILED (enoki unload: $loaded still loaded)"
-	fi
+	local BENCH_ARGS=$3 BENCH_MODE=all BENCH_RECORD=0
+	bench_run "$1" "$2" "$4" "$5"
 }
 
 # bench_upgrades N: Enoki's live upgrade, in this boot: a pipe round trip
@@ -144,7 +150,7 @@ scoped_run() {
 bench_upgrades() {
 	local n=$1 up
 	echo "bench: live upgrade: $n upgrades of $BENCH_SCHED under enoki-schbench"
-	if ! enoki_load >"$RAW/upgrade.load" 2>&1; then
+	if ! enoki_load "$BENCH_SCHED" >"$RAW/upgrade.load" 2>&1; then
 		echo "bench: live upgrade: enoki load failed"
 		return
 	fi

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! `enoki-bench`: runs each workload under the default scheduler and under
-//! an Enoki scheduler (WFQ by default), back to back in the same VM boot, for
-//! `--reps` repetitions (the order alternates each repetition, A B then B A,
-//! so drift hits both alike). Latency workloads (pipe, schbench) and
+//! each scheduler of `--scheduler` (WFQ by default; `cfifo,fifo,wfq`
+//! separates what sched_ext, Enoki's message path and the policy cost),
+//! back to back in the same VM boot, for `--reps` repetitions (the order
+//! rotates and alternates, see [`order`], so drift hits all alike).
+//! Latency workloads (pipe, schbench) and
 //! throughput workloads (real programs) each get one boot, with the
 //! accelerator for their purpose (see `enoki_vm::accel`). A run that fails,
 //! times out or ejects the scheduler is recorded as failed for that
@@ -31,6 +33,7 @@
 //!
 //! ```text
 //! cargo make bench                       # kernel + rootfs, then 3 reps
+//! cargo make bench --reps 5 --scheduler cfifo,fifo,wfq
 //! cargo run -p enoki-bench -- --reps 1 --only pipe-1cpu,zstd
 //! cargo run -p enoki-bench -- --from target/bench/<time>   # re-render a report
 //! cargo run -p enoki-bench -- --only shinjuku --rates 500,1000,2000
@@ -50,6 +53,7 @@ mod sweep_plot;
 mod table;
 mod workloads;
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -60,13 +64,15 @@ use clap::Parser;
 
 use arachne::{ArachneConfig, ArachneReport};
 use locality::{LocalityConfig, LocalityReport};
-use report::{Meta, Report, RunRecord, ORIENTATION, SCHEDS};
+use report::{Meta, Report, RunRecord, CFIFO, DEFAULT};
 use sweep::{SweepConfig, SweepReport};
 use table::Table;
 use workloads::Workload;
 
 #[derive(Parser, Debug)]
-#[command(about = "Compare an Enoki scheduler with the default scheduler in the same VM boots")]
+#[command(
+    about = "Compare Enoki schedulers with the default scheduler and each other in the same VM boots"
+)]
 struct Cli {
     /// Repetitions of every workload under each scheduler.
     #[arg(long, default_value_t = 3)]
@@ -76,10 +82,14 @@ struct Cli {
     /// pay for cold caches and first-time page faults).
     #[arg(long)]
     no_warmup: bool,
-    /// The Enoki scheduler (`enoki load NAME`).
-    #[arg(long, default_value = "wfq")]
-    scheduler: String,
-    /// Its parameters (`enoki load --args`), e.g. period_us=6000.
+    /// The schedulers compared with the default (`enoki load NAME`), comma
+    /// separated; every one runs in every repetition. With cfifo, fifo and
+    /// wfq the report also pairs fifo with cfifo (the message path) and
+    /// wfq with fifo (the policy).
+    #[arg(long, value_delimiter = ',', default_value = "wfq")]
+    scheduler: Vec<String>,
+    /// Their parameters (`enoki load --args`, given to each), e.g.
+    /// period_us=6000.
     #[arg(long)]
     args: Option<String>,
     /// Only these workloads (comma separated; see --list).
@@ -93,11 +103,13 @@ struct Cli {
     run_timeout: u64,
     /// Also run every Enoki run again under `enoki record`, to report the
     /// overhead of recording (recorded/unrecorded time, trace bytes per
-    /// call; in meta.note and on stdout). See `record_hooks`.
+    /// call; in meta.note and on stdout; not cfifo's runs: it has no
+    /// messages to record). See `record_overhead`.
     #[arg(long)]
     record: bool,
     /// Also measure live upgrade in the latency boot: N upgrades of the
-    /// scheduler to itself under enoki-schbench; reports the blackout as a
+    /// last listed scheduler (the one under study, as in cfifo,fifo,wfq)
+    /// to itself under enoki-schbench; reports the blackout as a
     /// ratio to a pipe round trip and schbench's p99 before, during and
     /// after (in meta.note and on stdout). See `upgrade_report`.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -224,30 +236,56 @@ fn upgrade_report(raw: &Path) -> Vec<String> {
     lines
 }
 
-/// Recorded vs unrecorded Enoki runs (`--record`): one line per workload
-/// (median ratio of the recorder's `duration_s`, else the recorded run's
-/// elapsed time, to the unrecorded run's, and trace bytes per call) and an
-/// overall one.
-fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
-    let elapsed = |p: PathBuf| -> Option<f64> {
-        let v: Vec<f64> = fs::read_to_string(p)
-            .ok()?
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        (v.len() == 2).then(|| v[1] - v[0])
-    };
+/// The wall time in a `.time` file (`start end`, seconds).
+fn elapsed(p: &Path) -> Option<f64> {
+    let v: Vec<f64> = fs::read_to_string(p)
+        .ok()?
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 2).then(|| v[1] - v[0])
+}
+
+/// Whether `--record` records `sched`'s runs: not cfifo's, which sends
+/// no messages, so there is nothing to record.
+fn recorded(sched: &str) -> bool {
+    sched != DEFAULT && sched != CFIFO
+}
+
+/// Recorded vs unrecorded runs (`--record`) of each recorded scheduler of
+/// `scheds`: one line per scheduler and workload (median ratio of the
+/// recorder's `duration_s`, else the recorded run's elapsed time, to the
+/// unrecorded run's, and trace bytes per call), an overall one per
+/// scheduler, and the workloads left out.
+fn record_overhead(ws: &[Workload], reps: usize, raw: &Path, scheds: &[String]) -> Vec<String> {
+    let mut lines: Vec<String> = scheds
+        .iter()
+        .filter(|s| recorded(s))
+        .flat_map(|s| record_overhead_of(s, ws, reps, raw))
+        .collect();
+    let fixed: Vec<&str> = ws.iter().filter(|w| w.fixed_time).map(|w| w.name).collect();
+    if !fixed.is_empty() {
+        lines.push(format!(
+            "record overhead: not recorded (they run for a set time): {}",
+            fixed.join(", ")
+        ));
+    }
+    lines
+}
+
+/// [`record_overhead`]'s lines for one scheduler.
+fn record_overhead_of(sched: &str, ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
     let (mut all_r, mut all_b) = (Vec::new(), Vec::new());
     let mut lines = Vec::new();
     for w in ws {
         let (mut ratios, mut bpc) = (Vec::new(), Vec::new());
         for rep in 1..=reps {
-            let id = run_id(rep, w.name, "enoki");
+            let id = run_id(rep, w.name, sched);
             let ok = fs::read_to_string(raw.join(format!("{id}.rec.status")))
                 .is_ok_and(|s| s.trim() == "0");
             let (Some(plain), Some(rec)) = (
-                elapsed(raw.join(format!("{id}.time"))),
-                elapsed(raw.join(format!("{id}.rec.time"))),
+                elapsed(&raw.join(format!("{id}.time"))),
+                elapsed(&raw.join(format!("{id}.rec.time"))),
             ) else {
                 continue;
             };
@@ -265,7 +303,7 @@ fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
         if let Some(r) = median(ratios.clone()) {
             let b = median(bpc.clone()).map_or("-".into(), |b| format!("{b:.1}"));
             lines.push(format!(
-                "record overhead {}: recorded/unrecorded time x{r:.3}, {b} trace bytes per call",
+                "record overhead {sched} {}: recorded/unrecorded time x{r:.3}, {b} trace bytes per call",
                 w.name
             ));
         }
@@ -275,14 +313,7 @@ fn record_overhead(ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
     if let Some(r) = median(all_r) {
         let b = median(all_b).map_or("-".into(), |b| format!("{b:.1}"));
         lines.push(format!(
-            "record overhead (median of all): x{r:.3}, {b} trace bytes per call"
-        ));
-    }
-    let fixed: Vec<&str> = ws.iter().filter(|w| w.fixed_time).map(|w| w.name).collect();
-    if !fixed.is_empty() {
-        lines.push(format!(
-            "record overhead: not recorded (they run for a set time): {}",
-            fixed.join(", ")
+            "record overhead {sched} (median of all): x{r:.3}, {b} trace bytes per call"
         ));
     }
     lines
@@ -297,13 +328,54 @@ fn run_id(rep: usize, w: &str, sched: &str) -> String {
     format!("{rep:02}-{w}-{sched}")
 }
 
-/// The order of the schedulers in repetition `rep` (1-based): A B, B A, ...
-fn order(rep: usize) -> [&'static str; 2] {
-    if rep % 2 == 1 {
-        SCHEDS
-    } else {
-        [SCHEDS[1], SCHEDS[0]]
+/// The order of the runs in repetition `rep` (1-based; 0, the warm-up,
+/// takes repetition 2's): the default scheduler and then `scheds`, rotated
+/// left by one more every two repetitions and reversed in the even ones.
+/// A reversed repetition mirrors every run's position, so over each two
+/// repetitions any two schedulers have the same mean position and a drift
+/// linear in time cancels from their paired ratios; the rotation puts
+/// each one first in turn. With one scheduler: A B, B A, B A, A B, ...
+fn order(rep: usize, scheds: &[String]) -> Vec<&str> {
+    let mut all: Vec<&str> = std::iter::once(DEFAULT)
+        .chain(scheds.iter().map(String::as_str))
+        .collect();
+    let n = all.len();
+    all.rotate_left(rep.saturating_sub(1) / 2 % n);
+    if rep.is_multiple_of(2) {
+        all.reverse();
     }
+    all
+}
+
+/// The scheduler `--upgrades` upgrades: the last listed, the one under
+/// study when the list goes from baseline to it (cfifo,fifo,wfq).
+fn upgraded(cli: &Cli) -> &str {
+    cli.scheduler.last().map_or("wfq", String::as_str)
+}
+
+/// Checks `--scheduler`: at least one, each a scheduler name (letters,
+/// digits, `_`, `-`: it goes into file names and the guest's shell) once,
+/// none `default`; and that `--upgrades` has a scheduler that upgrades.
+fn check_schedulers(cli: &Cli) -> Result<()> {
+    let s = &cli.scheduler;
+    if s.is_empty() {
+        bail!("--scheduler needs at least one scheduler");
+    }
+    for (i, name) in s.iter().enumerate() {
+        let valid = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if name.is_empty() || !valid || name == DEFAULT {
+            bail!("--scheduler: {name:?} is not a scheduler name");
+        }
+        if s[..i].contains(name) {
+            bail!("--scheduler: {name} is listed twice");
+        }
+    }
+    if cli.upgrades > 0 && upgraded(cli) == CFIFO {
+        bail!("--upgrades upgrades the last listed scheduler, and cfifo cannot be upgraded");
+    }
+    Ok(())
 }
 
 /// The script the guest runs (`bench/src/guest.sh`): its parameters come
@@ -315,7 +387,7 @@ const GUEST_SCRIPT: &str = include_str!("guest.sh");
 fn guest_env(cli: &Cli, raw: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("BENCH_RAW", raw.display().to_string()),
-        ("BENCH_SCHED", cli.scheduler.clone()),
+        ("BENCH_SCHED", upgraded(cli).into()),
         ("BENCH_ARGS", cli.args.clone().unwrap_or_default()),
         ("BENCH_TIMEOUT", cli.run_timeout.to_string()),
         ("BENCH_RECORD", u8::from(cli.record).to_string()),
@@ -341,7 +413,7 @@ fn warmups(cli: &Cli) -> usize {
 
 /// How many runs the run list has, warm-up included.
 fn total_runs(cli: &Cli, ws: &[Workload]) -> usize {
-    (cli.reps + warmups(cli)) * ws.len() * 2
+    (cli.reps + warmups(cli)) * ws.len() * (1 + cli.scheduler.len())
 }
 
 /// The run list: the setup, then every (rep, workload, scheduler) run,
@@ -352,7 +424,7 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
     let mut n = 0;
     for rep in 1 - warmups(cli)..=cli.reps {
         for w in ws {
-            for sched in order(rep) {
+            for sched in order(rep, &cli.scheduler) {
                 n += 1;
                 let label = match rep {
                     0 => format!("[{n}/{total}] warm-up {} under {sched}", w.name),
@@ -361,17 +433,10 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
                         cli.reps, w.name
                     ),
                 };
-                // A fixed-time workload's recorded run would only say 1.0,
-                // and the warm-up's is not used; the others alternate
-                // recorded and plain order.
-                let env = match (cli.record, w.fixed_time || rep == 0, rep % 2) {
-                    (true, true, _) => "BENCH_RECORD=0 ",
-                    (true, false, 0) => "BENCH_RECORD_FIRST=1 ",
-                    _ => "",
-                };
                 let _ = writeln!(
                     s,
-                    "{env}bench_run {} {sched} {} {}",
+                    "{}bench_run {} {sched} {} {}",
+                    record_env(cli, w, rep, sched),
                     run_id(rep, w.name, sched),
                     shell_quote(&label),
                     shell_quote(w.cmd)
@@ -382,25 +447,33 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
     s
 }
 
-/// Reads the runs back from the raw directory; missing ones are `not run`.
-fn collect(ws: &[Workload], reps: usize, raw: &Path) -> Vec<RunRecord> {
+/// The run's `--record` settings, as a prefix to its run-list line: a
+/// fixed-time workload's recorded run would only say 1.0, the warm-up's
+/// is not used, and cfifo has nothing to record; the others alternate
+/// recorded and plain order.
+fn record_env(cli: &Cli, w: &Workload, rep: usize, sched: &str) -> &'static str {
+    let skip = w.fixed_time || rep == 0 || sched == CFIFO;
+    match (cli.record, skip, rep % 2) {
+        (true, true, _) => "BENCH_RECORD=0 ",
+        (true, false, 0) => "BENCH_RECORD_FIRST=1 ",
+        _ => "",
+    }
+}
+
+/// Reads the runs under the default scheduler and `scheds` back from the
+/// raw directory; missing ones are `not run`.
+fn collect(ws: &[Workload], reps: usize, raw: &Path, scheds: &[String]) -> Vec<RunRecord> {
     let mut runs = Vec::new();
     for rep in 1..=reps {
         for w in ws {
-            for sched in SCHEDS {
+            for sched in std::iter::once(DEFAULT).chain(scheds.iter().map(String::as_str)) {
                 let id = run_id(rep, w.name, sched);
                 let read = |ext: &str| fs::read_to_string(raw.join(format!("{id}.{ext}"))).ok();
                 let mut status = read("status")
                     .map(|s| s.trim().to_string())
                     .unwrap_or_else(|| "not run (VM ended)".into());
                 let output = read("out").unwrap_or_default();
-                let elapsed_s = read("time").and_then(|t| {
-                    let v: Vec<f64> = t
-                        .split_whitespace()
-                        .filter_map(|x| x.parse().ok())
-                        .collect();
-                    (v.len() == 2).then(|| v[1] - v[0])
-                });
+                let elapsed_s = elapsed(&raw.join(format!("{id}.time")));
                 let mut metrics = std::collections::BTreeMap::new();
                 if status == "ok" {
                     for m in &w.metrics {
@@ -497,22 +570,43 @@ fn rerender(dir: &Path) -> Result<()> {
             return write_sweep_outputs(dir, &SweepReport { points, ..old });
         }
     }
-    let old: Report = serde_json::from_str(&text)?;
+    let old: Stored = serde_json::from_str(&text)?;
     let ws: Vec<Workload> = workloads::all()
         .into_iter()
         .filter(|w| old.runs.iter().any(|r| r.workload == w.name))
         .collect();
-    let runs = collect(&ws, old.meta.reps, &dir.join("raw"));
-    let (metrics, summary) = report::summarize(&ws, &runs, old.meta.reps);
-    write_outputs(
-        dir,
-        &Report {
-            metrics,
-            summary,
-            runs,
-            ..old
-        },
-    )
+    let (schedulers, runs) = old.collect_again(&ws, &dir.join("raw"));
+    write_outputs(dir, &Report::new(old.meta, schedulers, &ws, runs))
+}
+
+/// What `--from` reads back of an A/B report's results.json; the rest is
+/// computed again from the raw files.
+#[derive(serde::Deserialize)]
+struct Stored {
+    meta: Meta,
+    /// None in reports from before `--scheduler` took a list: their one
+    /// scheduler is `meta.scheduler`, its raw files named `-enoki`.
+    #[serde(default)]
+    schedulers: Vec<String>,
+    runs: Vec<RunRecord>,
+}
+
+impl Stored {
+    /// The schedulers, and the runs of `ws` read from `raw` again.
+    fn collect_again(&self, ws: &[Workload], raw: &Path) -> (Vec<String>, Vec<RunRecord>) {
+        let reps = self.meta.reps;
+        if !self.schedulers.is_empty() {
+            return (
+                self.schedulers.clone(),
+                collect(ws, reps, raw, &self.schedulers),
+            );
+        }
+        let mut runs = collect(ws, reps, raw, &["enoki".into()]);
+        for r in runs.iter_mut().filter(|r| r.sched == "enoki") {
+            r.sched = self.meta.scheduler.clone();
+        }
+        (vec![self.meta.scheduler.clone()], runs)
+    }
 }
 
 /// Writes the sweep's results.{json,md} and charts into `dir` and copies
@@ -553,13 +647,16 @@ fn ascending_rates(rates: &[u32], option: &str) -> Result<Vec<u32>> {
 }
 
 /// The sweep's settings from the command line: `--rates` ascending, the
-/// fair scheduler from `--scheduler`/`--args`.
+/// fair scheduler from `--scheduler` (one) and `--args`.
 fn sweep_config(cli: &Cli) -> Result<SweepConfig> {
     let rates = ascending_rates(&cli.rates, "--rates")?;
+    let [fair] = cli.scheduler.as_slice() else {
+        bail!("--only shinjuku takes one --scheduler, its fair scheduler");
+    };
     Ok(SweepConfig {
         rates,
         duration_ms: cli.sweep_ms,
-        fair: (cli.scheduler.clone(), cli.args.clone().unwrap_or_default()),
+        fair: (fair.clone(), cli.args.clone().unwrap_or_default()),
         shinjuku: (cli.shinjuku_sched.clone(), cli.shinjuku_args.clone()),
     })
 }
@@ -794,7 +891,7 @@ fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) ->
         runs: total_runs(cli, ws) as u64,
         extra_s: 60 + 10 * upgrades as u64,
         what: format!(
-            "{} workloads x {} reps{} x 2 schedulers (default, enoki {})",
+            "{} workloads x {} reps{} x {} schedulers (default, {})",
             ws.len(),
             cli.reps,
             if warmups(cli) == 0 {
@@ -802,7 +899,8 @@ fn run_vm(cli: &Cli, purpose: enoki_vm::Purpose, ws: &[Workload], d: &RunDir) ->
             } else {
                 " (+1 warm-up)"
             },
-            cli.scheduler
+            1 + cli.scheduler.len(),
+            cli.scheduler.join(", ")
         ),
         workloads: ws.iter().map(|w| w.name).collect(),
     };
@@ -864,7 +962,7 @@ fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) ->
     Meta {
         date,
         reps: cli.reps,
-        scheduler: cli.scheduler.clone(),
+        scheduler: cli.scheduler.join(","),
         scheduler_args: cli.args.clone().unwrap_or_default(),
         accel: per_boot(boots, |b| {
             format!("{} ({})", b.out.accel, b.workloads.join(", "))
@@ -886,7 +984,7 @@ fn meta(cli: &Cli, ws: &[Workload], raw: &Path, date: String, boots: &[Boot]) ->
         note: {
             let mut note = Vec::new();
             if cli.record {
-                note.extend(record_overhead(ws, cli.reps, raw));
+                note.extend(record_overhead(ws, cli.reps, raw, &cli.scheduler));
             }
             if cli.upgrades > 0 {
                 note.extend(upgrade_report(raw));
@@ -908,8 +1006,20 @@ fn runs_alone(cli: &Cli, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// The command line without the `--` that `cargo make bench -- ARGS`
+/// passes on (cargo-make hands the task every argument after its name):
+/// enoki-bench takes no positional arguments, so a leading `--` means
+/// nothing.
+fn cli_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "--") {
+        args.remove(1);
+    }
+    args
+}
+
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli_args(std::env::args_os()));
     if cli.list {
         for w in workloads::all() {
             println!("{:<16} {}", w.name, w.what);
@@ -923,6 +1033,7 @@ fn main() -> Result<()> {
     if let Some(dir) = &cli.from {
         return rerender(dir);
     }
+    check_schedulers(&cli)?;
     if runs_alone(&cli, sweep::NAME)? {
         return run_sweep(&cli);
     }
@@ -945,24 +1056,15 @@ fn main() -> Result<()> {
         .into_iter()
         .map(|(purpose, group)| run_vm(&cli, purpose, &group, &d))
         .collect::<Result<Vec<_>>>()?;
-    let runs = collect(&ws, cli.reps, &d.raw);
+    let runs = collect(&ws, cli.reps, &d.raw, &cli.scheduler);
     let ejected = ejections(&runs);
-    let (metrics, summary) = report::summarize(&ws, &runs, cli.reps);
     let meta = meta(&cli, &ws, &d.raw, date, &boots);
     let vm_seconds = meta.vm_seconds;
     for l in meta.note.lines() {
         println!("bench: {l}");
     }
-    write_outputs(
-        &d.dir,
-        &Report {
-            orientation: ORIENTATION.into(),
-            meta,
-            metrics,
-            summary,
-            runs,
-        },
-    )?;
+    let report = Report::new(meta, cli.scheduler.clone(), &ws, runs);
+    write_outputs(&d.dir, &report)?;
     println!("bench: VM time {vm_seconds:.0} s");
     fail_if_ejected(&ejected)
 }
@@ -984,13 +1086,23 @@ fn fail_if_ejected(ejected: &[String]) -> Result<()> {
 fn ejections(runs: &[RunRecord]) -> Vec<String> {
     runs.iter()
         .filter(|r| r.status.starts_with("ejected"))
-        .map(|r| format!("{} rep {}: {}", r.workload, r.rep, r.status))
+        .map(|r| {
+            format!(
+                "{} rep {} under {}: {}",
+                r.workload, r.rep, r.sched, r.status
+            )
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--scheduler`'s default.
+    fn wfq() -> Vec<String> {
+        vec!["wfq".into()]
+    }
 
     #[test]
     fn latency_and_throughput_workloads_get_their_own_boot() {
@@ -1039,12 +1151,12 @@ mod tests {
             ids,
             [
                 "01-hackbench-default",
-                "01-hackbench-enoki",
+                "01-hackbench-wfq",
                 "01-zstd-default",
-                "01-zstd-enoki",
-                "02-hackbench-enoki",
+                "01-zstd-wfq",
+                "02-hackbench-wfq",
                 "02-hackbench-default",
-                "02-zstd-enoki",
+                "02-zstd-wfq",
                 "02-zstd-default"
             ]
         );
@@ -1055,7 +1167,7 @@ mod tests {
         );
         let env = guest_env(&cli, Path::new("/x/raw"));
         assert!(env.contains(&("BENCH_SCHED", "wfq".into())), "{env:?}");
-        assert!(GUEST_SCRIPT.contains("enoki load \"$BENCH_SCHED\""));
+        assert!(GUEST_SCRIPT.contains("enoki load \"$1\""));
         let rec = guest_env(
             &Cli::parse_from(["enoki-bench", "--record"]),
             Path::new("/x"),
@@ -1141,7 +1253,7 @@ mod tests {
         assert!(stdout.ends_with("bench: all runs done\n"), "{stdout}");
         assert_eq!(fs::read_to_string(raw.join("setup")).unwrap(), "setup\n");
         let ws = selected(&["hackbench".into()]).unwrap();
-        let got = collect(&ws, 2, &raw);
+        let got = collect(&ws, 2, &raw, &wfq());
         assert_eq!(got[0].status, "ok");
         assert_eq!(got[0].metrics["time"], 2.5);
         assert!(got[0].elapsed_s.is_some());
@@ -1155,15 +1267,15 @@ mod tests {
         let w = |id: &str, ext: &str, s: &str| {
             fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
         };
-        w("01-hackbench-enoki", "time", "100.0 102.0\n");
-        w("01-hackbench-enoki", "rec.time", "200.0 203.0\n");
-        w("01-hackbench-enoki", "rec.status", "0\n");
+        w("01-hackbench-wfq", "time", "100.0 102.0\n");
+        w("01-hackbench-wfq", "rec.time", "200.0 203.0\n");
+        w("01-hackbench-wfq", "rec.status", "0\n");
         w(
-            "01-hackbench-enoki",
+            "01-hackbench-wfq",
             "rec.out",
             "Time: 2.9\nrecords 10\ncalls 4\nbytes_per_call 91.5\n",
         );
-        let lines = record_overhead(&ws, 2, dir.path());
+        let lines = record_overhead(&ws, 2, dir.path(), &wfq());
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(!lines.iter().any(|l| l.contains("not recorded")));
         assert!(
@@ -1173,11 +1285,11 @@ mod tests {
         );
         // The recorder's own duration, when it printed one, wins.
         w(
-            "01-hackbench-enoki",
+            "01-hackbench-wfq",
             "rec.out",
             "bytes_per_call 91.5\nduration_s 2.5\n",
         );
-        assert!(record_overhead(&ws, 1, dir.path())[0].contains("time x1.250"));
+        assert!(record_overhead(&ws, 1, dir.path(), &wfq())[0].contains("time x1.250"));
     }
 
     #[test]
@@ -1197,12 +1309,12 @@ mod tests {
         assert!(runs[2].starts_with("bench_run 01-hackbench-default"));
         // Only the warm-up ran: every counted run is missing.
         let raw = tempfile::tempdir().unwrap();
-        for sched in SCHEDS {
+        for sched in ["default", "wfq"] {
             let id = run_id(0, "hackbench", sched);
             fs::write(raw.path().join(format!("{id}.status")), "ok\n").unwrap();
             fs::write(raw.path().join(format!("{id}.out")), "Time: 1.0\n").unwrap();
         }
-        let got = collect(&ws, cli.reps, raw.path());
+        let got = collect(&ws, cli.reps, raw.path(), &cli.scheduler);
         assert_eq!(got.len(), 4);
         assert!(got.iter().all(|r| r.status.starts_with("not run")));
     }
@@ -1241,7 +1353,7 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "recorded\n");
         let dir = tempfile::tempdir().unwrap();
-        let lines = record_overhead(&ws, 1, dir.path());
+        let lines = record_overhead(&ws, 1, dir.path(), &wfq());
         assert_eq!(
             lines,
             ["record overhead: not recorded (they run for a set time): stress-cpu"]
@@ -1284,12 +1396,12 @@ mod tests {
         w("01-hackbench-default", "out", "Time: 2.5\n");
         w("01-hackbench-default", "time", "100.0 102.5\n");
         w(
-            "01-hackbench-enoki",
+            "01-hackbench-wfq",
             "status",
             "ejected: runnable task stall\n",
         );
-        w("01-hackbench-enoki", "out", "Time: 2.5\n");
-        let runs = collect(&ws, 2, dir.path());
+        w("01-hackbench-wfq", "out", "Time: 2.5\n");
+        let runs = collect(&ws, 2, dir.path(), &wfq());
         assert_eq!(runs.len(), 4);
         assert_eq!(runs[0].metrics["time"], 2.5);
         assert_eq!(runs[0].elapsed_s, Some(2.5));
@@ -2036,20 +2148,310 @@ printf 'grants %s\ntimeline 12.5 held 3 gen 1\n' $grants
         };
         let runs = vec![
             mk("hackbench", "default", "time", 2.0),
-            mk("hackbench", "enoki", "time", 2.1),
+            mk("hackbench", "wfq", "time", 2.1),
             mk("zstd", "default", "throughput", 5.0),
         ];
-        let (metrics, summary) = report::summarize(&ws, &runs, 1);
-        let rep = Report {
-            orientation: ORIENTATION.into(),
-            meta: Meta::default(),
-            metrics,
-            summary,
-            runs,
+        let meta = Meta {
+            reps: 1,
+            ..Meta::default()
         };
+        let rep = Report::new(meta, wfq(), &ws, runs);
         let png = dir.path().join("r.png");
         plot::ratios_png(&png, &rep).unwrap();
         let bytes = fs::read(&png).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
+    }
+
+    fn three_way_cli(extra: &[&str]) -> Cli {
+        let mut args = vec!["enoki-bench", "--scheduler", "cfifo,fifo,wfq"];
+        args.extend(extra);
+        Cli::parse_from(args)
+    }
+
+    #[test]
+    fn the_order_rotates_and_mirrors_so_drift_hits_every_scheduler_alike() {
+        let scheds = three_way_cli(&[]).scheduler;
+        let all = ["cfifo", "default", "fifo", "wfq"];
+        for rep in 0..=8 {
+            let mut o = order(rep, &scheds);
+            o.sort_unstable();
+            assert_eq!(o, all, "each once in rep {rep}");
+        }
+        let pos = |rep: usize, s: &str| order(rep, &scheds).iter().position(|x| *x == s);
+        // A repetition and the next mirror each other: every scheduler's
+        // mean position over the two is the middle.
+        for rep in [1, 3, 5, 7] {
+            for s in all {
+                assert_eq!(pos(rep, s).unwrap() + pos(rep + 1, s).unwrap(), 3, "{s}");
+            }
+        }
+        let firsts: Vec<&str> = (1..=8).map(|rep| order(rep, &scheds)[0]).collect();
+        assert_eq!(
+            firsts,
+            ["default", "wfq", "cfifo", "default", "fifo", "cfifo", "wfq", "fifo"]
+        );
+        assert_eq!(order(0, &scheds), order(2, &scheds), "the warm-up");
+        // One scheduler: A B, B A, as before, then B A, A B.
+        let one = wfq();
+        let ab: Vec<Vec<&str>> = (0..=4).map(|rep| order(rep, &one)).collect();
+        assert_eq!(
+            ab,
+            [
+                ["wfq", "default"],
+                ["default", "wfq"],
+                ["wfq", "default"],
+                ["wfq", "default"],
+                ["default", "wfq"]
+            ]
+        );
+    }
+
+    /// A fake hackbench: logs the loaded scheduler, ejects it where
+    /// $FAKE/eject names it, and takes 2.0 s under the default, 2.2 under
+    /// cfifo, 2.4 under fifo and 3.0 under wfq.
+    const FAKE_HACKBENCH: &str = r#"#!/bin/sh
+loaded=$(cat "$FAKE/loaded")
+echo "run $loaded" >>"$FAKE/calls"
+if [ -e "$FAKE/eject" ] && [ "$loaded" = "$(cat "$FAKE/eject")" ]; then
+	echo disabled >"$FAKE/sys/state"
+	echo 'runnable task stall' >"$FAKE/sys/last_exit"
+fi
+case "$loaded" in -) t=2.0 ;; cfifo) t=2.2 ;; fifo) t=2.4 ;; *) t=3.0 ;; esac
+echo "Time: $t"
+"#;
+
+    /// `cli`'s run list without its setup (which would write the input
+    /// data to the host's /tmp).
+    fn runs_only(cli: &Cli, ws: &[Workload]) -> String {
+        let list = run_list(cli, ws);
+        let runs: Vec<&str> = list.lines().filter(|l| l.contains("bench_run ")).collect();
+        runs.join("\n") + "\n"
+    }
+
+    #[test]
+    fn every_scheduler_runs_each_rep_in_a_rotating_order_loading_its_own() {
+        let cli = three_way_cli(&["--reps", "4", "--only", "hackbench"]);
+        let ws = selected(&cli.only).unwrap();
+        let list = runs_only(&cli, &ws);
+        assert_eq!(total_runs(&cli, &ws), 20);
+        assert!(
+            list.starts_with("bench_run 00-hackbench-wfq wfq '[1/20] warm-up hackbench under wfq'"),
+            "{list}"
+        );
+        let bins = [("hackbench", FAKE_HACKBENCH)];
+        let (dir, stdout, calls) = run_fake_guest(&list, &bins, |_| {});
+        assert!(stdout.ends_with("bench: all runs done\n"), "{stdout}");
+        let ran: Vec<&str> = calls
+            .iter()
+            .filter_map(|c| c.strip_prefix("run "))
+            .collect();
+        #[rustfmt::skip]
+        assert_eq!(ran, [
+            "wfq", "fifo", "cfifo", "-", // the warm-up: rep 2's order
+            "-", "cfifo", "fifo", "wfq",
+            "wfq", "fifo", "cfifo", "-",
+            "cfifo", "fifo", "wfq", "-",
+            "-", "wfq", "fifo", "cfifo",
+        ]);
+        // Each scheduler is loaded for its run alone, and unloaded after.
+        let mut expected = Vec::new();
+        for r in &ran {
+            match *r {
+                "-" => expected.push("run -".to_string()),
+                s => expected.extend([format!("load {s}"), format!("run {s}"), "unload".into()]),
+            }
+        }
+        assert_eq!(calls, expected);
+        let runs = collect(&ws, cli.reps, &dir.path().join("raw"), &cli.scheduler);
+        assert_eq!(runs.len(), 16);
+        assert!(runs.iter().all(|r| r.ok()), "{runs:?}");
+        let meta = Meta {
+            reps: cli.reps,
+            ..Meta::default()
+        };
+        let report = Report::new(meta, cli.scheduler.clone(), &ws, runs);
+        let ratio = |title: &str| {
+            let c = report.comparisons.iter().find(|c| c.title() == title);
+            c.unwrap().metrics[0].ratio.unwrap()
+        };
+        assert!((ratio("sched_ext: cfifo vs default") - 1.1).abs() < 1e-9);
+        assert!((ratio("message path: fifo vs cfifo") - 2.4 / 2.2).abs() < 1e-9);
+        assert!((ratio("policy: wfq vs fifo") - 1.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_failed_unload_or_an_ejection_fails_the_runs_it_touches() {
+        let cli = three_way_cli(&["--reps", "1", "--no-warmup", "--only", "hackbench"]);
+        let ws = selected(&cli.only).unwrap();
+        let list = runs_only(&cli, &ws);
+        let bins = [("hackbench", FAKE_HACKBENCH)];
+        // Nothing runs while a scheduler is loaded: not the default (it
+        // would measure that scheduler), nor another (it cannot load).
+        let ids = [
+            "01-hackbench-default",
+            "01-hackbench-cfifo",
+            "01-hackbench-wfq",
+        ];
+        assert_default_runs_refuse_a_loaded_scheduler(&list, &bins, &ids);
+        // cfifo's unload fails: its run says so, the later ones cannot run.
+        let (dir, stdout, calls) = run_fake_guest(&list, &bins, |fake| {
+            fs::write(fake.join("unload-fails"), "").unwrap();
+        });
+        assert!(
+            stdout.contains("FAILED (enoki unload: cfifo still loaded)"),
+            "{stdout}"
+        );
+        assert_eq!(calls, ["run -", "load cfifo", "run cfifo", "unload"]);
+        let runs = collect(&ws, 1, &dir.path().join("raw"), &cli.scheduler);
+        let status: Vec<&str> = runs.iter().map(|r| r.status.as_str()).collect();
+        #[rustfmt::skip]
+        assert_eq!(status, [
+            "ok", "unload failed: enoki: unload: module busy",
+            "scheduler cfifo still loaded", "scheduler cfifo still loaded",
+        ]);
+        // fifo is ejected: that run alone, named, and enoki-bench fails.
+        let (dir, _, _) = run_fake_guest(&list, &bins, |fake| {
+            fs::write(fake.join("eject"), "fifo\n").unwrap();
+        });
+        let runs = collect(&ws, 1, &dir.path().join("raw"), &cli.scheduler);
+        let ejected = ejections(&runs);
+        assert_eq!(
+            ejected,
+            ["hackbench rep 1 under fifo: ejected: runnable task stall"]
+        );
+        assert!(runs.iter().filter(|r| r.sched != "fifo").all(|r| r.ok()));
+        assert!(fail_if_ejected(&ejected).is_err());
+    }
+
+    #[test]
+    fn record_leaves_out_cfifo_and_upgrades_take_the_last_scheduler() {
+        let cli = three_way_cli(&["--record", "--reps", "1", "--no-warmup"]);
+        let ws = selected(&["hackbench".into()]).unwrap();
+        let list = run_list(&cli, &ws);
+        for l in list.lines().filter(|l| l.contains("bench_run ")) {
+            let recorded = !l.starts_with("BENCH_RECORD=0 ");
+            assert_eq!(recorded, !l.contains("-cfifo cfifo "), "{l}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for sched in ["cfifo", "fifo", "wfq"] {
+            let w = |ext: &str, s: &str| {
+                let id = run_id(1, "hackbench", sched);
+                fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
+            };
+            w("time", "100.0 102.0\n");
+            w("rec.time", "200.0 203.0\n");
+            w("rec.status", "0\n");
+            w("rec.out", "bytes_per_call 80\n");
+        }
+        let lines = record_overhead(&ws, 1, dir.path(), &cli.scheduler);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines[0].starts_with("record overhead fifo hackbench: recorded/unrecorded time x1.500")
+        );
+        assert!(lines[2].starts_with("record overhead wfq hackbench:"));
+        assert!(!lines.iter().any(|l| l.contains("cfifo")), "{lines:?}");
+        // --upgrades upgrades wfq, the last listed; cfifo cannot be.
+        let env = guest_env(&three_way_cli(&["--upgrades", "5"]), Path::new("/x"));
+        assert!(env.contains(&("BENCH_SCHED", "wfq".into())), "{env:?}");
+        let cli = Cli::parse_from([
+            "enoki-bench",
+            "--scheduler",
+            "fifo,cfifo",
+            "--upgrades",
+            "5",
+        ]);
+        assert!(check_schedulers(&cli).is_err());
+    }
+
+    #[test]
+    fn the_scheduler_list_is_checked() {
+        let check =
+            |list: &str| check_schedulers(&Cli::parse_from(["enoki-bench", "--scheduler", list]));
+        assert!(check("cfifo,fifo,wfq").is_ok());
+        assert!(check("wfq").is_ok());
+        for bad in ["fifo,fifo", "default", "wfq,", "a b", "x;rm"] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+        assert!(check_schedulers(&Cli::parse_from(["enoki-bench"])).is_ok());
+        assert_eq!(Cli::parse_from(["enoki-bench"]).scheduler, wfq());
+        let sweep = Cli::parse_from(["enoki-bench", "--only", "shinjuku", "--scheduler", "a,b"]);
+        assert!(
+            sweep_config(&sweep).is_err(),
+            "the sweep has one fair scheduler"
+        );
+    }
+
+    #[test]
+    fn a_leading_double_dash_from_cargo_make_is_dropped() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        // `cargo make bench -- --reps 5` runs `enoki-bench -- --reps 5`.
+        let passed = args(&["enoki-bench", "--", "--reps", "5", "--only", "zstd"]);
+        assert!(Cli::try_parse_from(passed.clone()).is_err());
+        let cli = Cli::parse_from(cli_args(passed));
+        assert_eq!(
+            (cli.reps, cli.only.as_slice()),
+            (5, ["zstd".to_string()].as_slice())
+        );
+        let plain = args(&["enoki-bench", "--reps", "5"]);
+        assert_eq!(cli_args(plain.clone()), plain);
+    }
+
+    /// results.json as written before `--scheduler` took a list: one
+    /// scheduler in meta, runs under `enoki`, raw files named `-enoki`.
+    fn legacy_json(reps: usize) -> String {
+        let meta = Meta {
+            reps,
+            scheduler: "wfq".into(),
+            ..Meta::default()
+        };
+        serde_json::json!({
+            "orientation": "ratio = Enoki's cost / ...",
+            "meta": meta,
+            "metrics": [],
+            "summary": { "targets": [], "failed_runs": [] },
+            "runs": [{ "workload": "hackbench", "sched": "enoki", "rep": 1,
+                       "status": "ok", "elapsed_s": null, "metrics": {} }],
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn from_rerenders_new_and_old_run_directories() {
+        let time = |t: f64| format!("Time: {t}\n");
+        let (top, dir, raw) = raw_run_dir(&[
+            ("01-hackbench-default", "ok", time(2.0)),
+            ("01-hackbench-cfifo", "ok", time(2.2)),
+            ("01-hackbench-fifo", "timeout", String::new()),
+        ]);
+        let ws = selected(&["hackbench".into()]).unwrap();
+        let scheds = vec!["cfifo".to_string(), "fifo".into()];
+        let meta = Meta {
+            reps: 1,
+            ..Meta::default()
+        };
+        let runs = collect(&ws, 1, &raw, &scheds);
+        write_outputs(&dir, &Report::new(meta, scheds, &ws, runs)).unwrap();
+        // --from reads the raw files again: the fixed fifo run now counts.
+        fs::write(raw.join("01-hackbench-fifo.status"), "ok\n").unwrap();
+        fs::write(raw.join("01-hackbench-fifo.out"), time(2.42)).unwrap();
+        rerender(&dir).unwrap();
+        let md = fs::read_to_string(top.path().join("latest.md")).unwrap();
+        assert!(
+            md.contains("| hackbench | time (s, lower is better) | 1.100 | 1.210 | 1.100 |"),
+            "{md}"
+        );
+        // A directory from before: its one scheduler's files say `enoki`.
+        let (top, dir, _) = raw_run_dir(&[
+            ("01-hackbench-default", "ok", time(2.0)),
+            ("01-hackbench-enoki", "ok", time(2.5)),
+        ]);
+        fs::write(dir.join("results.json"), legacy_json(1)).unwrap();
+        rerender(&dir).unwrap();
+        let md = fs::read_to_string(top.path().join("latest.md")).unwrap();
+        assert!(
+            md.contains("| workload | metric | default | wfq | ratio |")
+                && md.contains("| 2.00 | 2.50 | 1.250 |"),
+            "{md}"
+        );
     }
 }
