@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! WFQ's wakeup preemption: a task waking well behind the running task in
-//! vruntime gets the CPU at its wakeup, as under CFS, not at the next tick;
-//! one within the wakeup granularity waits.
+//! WFQ's wakeup preemption (`wakeup_preemption=1`): a task waking well
+//! behind the running task in vruntime gets the CPU at its wakeup, as under
+//! CFS, not at the next tick; one within the wakeup granularity waits.
 
 use enoki_sim::check::Props;
 use enoki_sim::registry::wfq::Wfq;
@@ -54,7 +54,7 @@ fn task<'a>(r: &'a Report, name: &str) -> &'a TaskReport {
 
 #[test]
 fn a_task_waking_well_behind_the_running_one_runs_before_the_next_tick() {
-    let r = spinner_and_sleeper("");
+    let r = spinner_and_sleeper("wakeup_preemption=1");
     let sleeper = task(&r, "sleep.0");
     // 3 ms behind is past the 1 ms wakeup granularity: every wakeup
     // preempts the spinner at once. (Preempted only at the tick, it waited
@@ -75,7 +75,7 @@ fn a_task_waking_well_behind_the_running_one_runs_before_the_next_tick() {
 fn a_task_waking_within_the_wakeup_granularity_waits() {
     // 3 ms behind is within 5 ms: it waits for a tick to find the spinner
     // far enough ahead, or for its slice to end.
-    let r = spinner_and_sleeper("wakeup_granularity_us=5000");
+    let r = spinner_and_sleeper("wakeup_preemption=1,wakeup_granularity_us=5000");
     let sleeper = task(&r, "sleep.0");
     assert!(sleeper.wakeups > 50, "{sleeper:?}");
     assert!(sleeper.wakeup_p50_ns.unwrap() >= 1_000_000, "{:?}", sleeper);

@@ -54,6 +54,9 @@ pub(super) struct Params {
     /// How far ahead in vruntime the running task may get before a waiting
     /// one preempts it.
     pub(super) wakeup_granularity_ns: u64,
+    /// A wakeup may preempt the running task at once (`wakeup_preemption=1`);
+    /// off, only the tick does. Off by default: see `Wfq::wakeup_preempts`.
+    pub(super) wakeup_preemption: bool,
     /// How much busier (%, tasks per CPU) another node must be before an
     /// idle CPU takes work from it.
     pub(super) imbalance_pct: u64,
@@ -62,10 +65,11 @@ pub(super) struct Params {
 }
 
 impl Params {
-    const KNOWN: [&'static str; 5] = [
+    const KNOWN: [&'static str; 6] = [
         "period_us",
         "min_granularity_us",
         "wakeup_granularity_us",
+        "wakeup_preemption",
         "imbalance_pct",
         "max_cgroups",
     ];
@@ -85,6 +89,7 @@ impl Params {
             wakeup_granularity_ns: args
                 .u64_in("wakeup_granularity_us", 1_000, 0, 1_000_000)?
                 .saturating_mul(1000),
+            wakeup_preemption: args.u64_in("wakeup_preemption", 0, 0, 1)? == 1,
             imbalance_pct: args.u64_in("imbalance_pct", 125, 100, 1_000)?,
             max_cgroups: usize::try_from(args.u64_in("max_cgroups", 256, 1, 4096)?)
                 .map_err(|_| InitError::InvalidArgument("max_cgroups"))?,

@@ -15,15 +15,15 @@
 //!   still counts in the period of a task picked instead; when it is still
 //!   the smallest, nothing is picked and it is picked again once handed back.
 //! - Wakeup: a sleeper comes back at `max(its vruntime, min_vruntime -
-//!   period / 2)`; a new task after everyone of the current period. The
-//!   woken task preempts the running one at once (its CPU is made to pick
-//!   again) if that is ahead of it by more than `wakeup_granularity`
-//!   (counted in the woken task's virtual time), as CFS's
-//!   check_preempt_wakeup does, unless a sync wakeup hands it to its
-//!   waker's CPU (the waker is about to sleep). The running task's
-//!   vruntime is then as of its last charge, so the next tick checks
-//!   again, against the smallest waiting vruntime; otherwise the running
-//!   task's slice ends it.
+//!   period / 2)`; a new task after everyone of the current period. After a
+//!   wakeup, the next tick preempts the running task if it is ahead of the
+//!   smallest waiting vruntime by more than `wakeup_granularity` (counted
+//!   in the woken task's virtual time); otherwise its slice ends it.
+//!   With `wakeup_preemption=1` the woken task preempts at once (its CPU
+//!   is made to pick again) by the same rule, as CFS's
+//!   check_preempt_wakeup does, once the running task has run
+//!   `min_granularity` since it was picked, unless a sync wakeup hands it
+//!   to its waker's CPU (the waker is about to sleep).
 //! - Placement: a sync wakeup (the waker is about to sleep) goes to the
 //!   waker's CPU when only the waker runs there, which then switches to it
 //!   without waking an idle CPU (CFS's wake-affine, in its simplest form);
@@ -63,7 +63,8 @@
 //!   The tick preempts a task whose budget ran out.
 //!
 //! Module `args`: `period_us`, `min_granularity_us`,
-//! `wakeup_granularity_us`, `imbalance_pct`, `max_cgroups`.
+//! `wakeup_granularity_us`, `wakeup_preemption` (0 or 1, default 0),
+//! `imbalance_pct`, `max_cgroups`.
 #![forbid(unsafe_code)]
 
 mod bandwidth;
@@ -482,12 +483,16 @@ impl Wfq {
     /// it was picked (EEVDF's run to parity does the same): otherwise a
     /// task that wakes others one after another (a hackbench sender) is
     /// preempted by each of them and sends one message per switch, which
-    /// made hackbench ten times slower.
+    /// made hackbench ten times slower. Even so, hackbench under WFQ took
+    /// 4x as long as without it (2026-12-06, TCG, 3 repetitions), since a
+    /// sleeper's credit puts nearly every woken task past the granularity;
+    /// so it is off unless `wakeup_preemption=1` (EEVDF's run to parity
+    /// protects the whole slice, which leaves little to a wakeup).
     /// How long it has run is the more of its CPU time charged and the
     /// time passed since (charges come only with ticks and switches).
     fn wakeup_preempts(&self, rq: &RunQueue, vruntime: u64, weight: u64) -> bool {
-        rq.curr
-            .and_then(|curr| rq.tasks.get(curr))
+        let curr = rq.curr.filter(|_| self.params.wakeup_preemption);
+        curr.and_then(|curr| rq.tasks.get(curr))
             .is_some_and(|curr| {
                 let (charged, at) = rq.curr_picked;
                 let ran = curr

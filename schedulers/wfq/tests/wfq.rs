@@ -303,8 +303,16 @@ fn sleeper_wakes(args: &str) -> Machine {
 }
 
 #[test]
+fn by_default_a_woken_task_with_smaller_vruntime_preempts_at_the_next_tick() {
+    let mut m = sleeper_wakes("");
+    assert_eq!(m.running(0), Some(1), "no preemption at the wakeup");
+    assert!(m.tick(0), "3 ms behind is past 1 ms: preempted at the tick");
+    assert_eq!(m.running(0), Some(2));
+}
+
+#[test]
 fn a_woken_task_with_smaller_vruntime_preempts_at_once() {
-    let m = sleeper_wakes("");
+    let m = sleeper_wakes("wakeup_preemption=1");
     let (v1, v2) = (
         m.sched().vruntime(1).unwrap().unwrap(),
         m.sched().vruntime(2).unwrap().unwrap(),
@@ -321,7 +329,7 @@ fn a_woken_task_with_smaller_vruntime_preempts_at_once() {
 
 #[test]
 fn a_task_just_picked_is_not_preempted_by_a_wakeup_before_it_ran_min_granularity() {
-    let mut m = Machine::new("");
+    let mut m = Machine::new("wakeup_preemption=1");
     for pid in 1..=3 {
         m.spawn(pid, only(0), 0, 0);
     }
@@ -345,7 +353,7 @@ fn a_task_just_picked_is_not_preempted_by_a_wakeup_before_it_ran_min_granularity
 fn a_preemption_the_wakeup_cannot_see_comes_at_the_next_tick() {
     // 3 ms behind the running task's vruntime as of its last charge is not
     // past 3 ms; by the tick it has run 1 ms more.
-    let mut m = sleeper_wakes("wakeup_granularity_us=3000");
+    let mut m = sleeper_wakes("wakeup_preemption=1,wakeup_granularity_us=3000");
     assert_eq!(m.running(0), Some(1));
     assert!(m.tick(0), "preempted at the next tick");
     assert_eq!(m.running(0), Some(2));
