@@ -30,8 +30,6 @@
 /* set by a sync wakeup placed on this CPU, cleared by the enqueue after */
 static DEFINE_PER_CPU(bool, enoki_cfifo_handoff);
 
-static u64 enoki_cfifo_slice_ns;
-
 static s32 enoki_cfifo_select_cpu(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags)
 {
@@ -56,7 +54,7 @@ static void enoki_cfifo_enqueue(struct task_struct *p, u64 enq_flags)
 	s32 cpu = scx_bpf_task_cpu(p);
 	s32 idle;
 
-	scx_bpf_dispatch(p, cpu, enoki_cfifo_slice_ns, enq_flags);
+	scx_bpf_dispatch(p, cpu, enoki.slice_ns, enq_flags);
 	/* the running task is about to sleep: this CPU runs @p next */
 	if (xchg(per_cpu_ptr(&enoki_cfifo_handoff, cpu), false))
 		return;
@@ -136,7 +134,6 @@ static struct sched_ext_ops enoki_cfifo_scx_ops = {
 int enoki_cfifo_register(struct module *owner, u32 mode, u64 slice_ns,
 			 u32 timeout_ms)
 {
-	enoki_cfifo_slice_ns = slice_ns ?: SCX_SLICE_DFL;
 	return enoki_register_native(&enoki_cfifo_scx_ops, "cfifo", owner,
 				     mode, slice_ns, timeout_ms);
 }
