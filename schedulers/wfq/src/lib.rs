@@ -18,7 +18,7 @@
 //!   period / 2)`; a new task after everyone of the current period. After a
 //!   wakeup, the next tick preempts the running task if it is ahead of the
 //!   smallest waiting vruntime by more than `wakeup_granularity` (counted
-//!   in the woken task's virtual time); otherwise its slice ends it.
+//!   in the waiting task's virtual time); otherwise its slice ends it.
 //!   With `wakeup_preemption=1` the woken task preempts at once (its CPU
 //!   is made to pick again) by the same rule, as CFS's
 //!   check_preempt_wakeup does, once the running task has run
@@ -482,14 +482,12 @@ impl Wfq {
     /// A task is not preempted before it has run `min_granularity` since
     /// it was picked (EEVDF's run to parity does the same): otherwise a
     /// task that wakes others one after another (a hackbench sender) is
-    /// preempted by each of them and sends one message per switch, which
-    /// made hackbench ten times slower. Even so, hackbench under WFQ took
-    /// 4x as long as without it (2026-12-06, TCG, 3 repetitions), since a
-    /// sleeper's credit puts nearly every woken task past the granularity;
-    /// so it is off unless `wakeup_preemption=1` (EEVDF's run to parity
-    /// protects the whole slice, which leaves little to a wakeup).
-    /// How long it has run is the more of its CPU time charged and the
-    /// time passed since (charges come only with ticks and switches).
+    /// preempted by each of them and sends one message per switch. How
+    /// long it has run is the more of its CPU time charged and the time
+    /// passed since (charges come only with ticks and switches).
+    /// Off unless `wakeup_preemption=1`: a sleeper's credit (half a period)
+    /// puts nearly every woken task past the granularity, so even gated it
+    /// costs throughput (hackbench; see the README's benchmarks).
     fn wakeup_preempts(&self, rq: &RunQueue, vruntime: u64, weight: u64) -> bool {
         let curr = rq.curr.filter(|_| self.params.wakeup_preemption);
         curr.and_then(|curr| rq.tasks.get(curr))
@@ -782,11 +780,11 @@ impl EnokiScheduler for Wfq {
         }
         let vruntime = task.vruntime;
         rq.update_min_vruntime(Some(vruntime));
-        // Wakeup preemption the wakeup itself could not see (it compared
-        // with this task's vruntime as of its last charge, and only with the
-        // task it woke): a task woke, and the next waiting task is behind
-        // the running one by more than the wakeup granularity. Otherwise
-        // the slice ends it.
+        // Wakeup preemption at the tick: a task woke, and the next waiting
+        // task is behind the running one by more than the wakeup
+        // granularity. (With `wakeup_preemption=1` the wakeup itself
+        // checked too, against this task's vruntime as of its last charge
+        // and the woken task only.) Otherwise the slice ends it.
         let weight_of = |pid: Pid| rq.tasks.get(pid).map_or(NICE_0_WEIGHT, |t| t.weight);
         let preempt = core::mem::take(&mut rq.woken)
             && rq
