@@ -13,11 +13,12 @@ fn fifo_schedules_everything_under_stress_and_unloads_cleanly() {
         r#"{DUMP}
 set -e
 enoki load fifo --mode all
-# 30 s of CPU, fork and affinity churn, plus a fork/exec loop.
+# CPU, fork and affinity churn (a fixed amount of work, about 15 s under
+# multi-threaded TCG here; -t only bounds it), plus a fork/exec loop.
 ( i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); done; echo forkexec-done ) &
 loop=$!
 rc=0
-stress-ng -c 8 -f 8 --affinity 1 --affinity-delay 1 --affinity-pin -t 30s >/tmp/stress.log 2>&1 || rc=$?
+stress-ng -c 8 --cpu-ops 1500 -f 8 --fork-ops 2500 --affinity 1 --affinity-ops 350000 --affinity-delay 1 --affinity-pin -t 120s >/tmp/stress.log 2>&1 || rc=$?
 echo stress-exit $rc
 tail -3 /tmp/stress.log
 wait $loop
@@ -58,7 +59,7 @@ echo scx-state $(cat /sys/kernel/sched_ext/state)
             "no {msg} messages"
         );
     }
-    // FIFO keeps the default tick: 30 s of ticks on 8 busy CPUs and not one
+    // FIFO keeps the default tick: seconds of ticks on 8 busy CPUs and not one
     // call for them (slices still end, or stress-ng's hogs would starve).
     assert_eq!(number(&r, "during.task_tick"), 0);
     assert_eq!(number(&r, "during.pick_errors"), 0);
@@ -158,7 +159,7 @@ fn a_scheduler_returning_wrong_tokens_is_survived_and_counted() {
         r#"{DUMP}
 set -e
 enoki load badpick --args every=3
-stress-ng -c 8 -t 10s >/tmp/stress.log 2>&1
+stress-ng -c 8 --cpu-ops 800 -t 120s >/tmp/stress.log 2>&1
 tail -1 /tmp/stress.log
 ( i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done )
 dump bad.
@@ -287,7 +288,7 @@ set -e
 enoki load cfifo --mode all
 echo scx-ops $(cat /sys/kernel/sched_ext/root/ops)
 rc=0
-stress-ng -c 8 -f 8 --affinity 1 --affinity-delay 1 --affinity-pin -t 15s >/tmp/stress.log 2>&1 || rc=$?
+stress-ng -c 8 --cpu-ops 800 -f 8 --fork-ops 1200 --affinity 1 --affinity-ops 150000 --affinity-delay 1 --affinity-pin -t 120s >/tmp/stress.log 2>&1 || rc=$?
 echo stress-exit $rc
 tail -3 /tmp/stress.log
 enoki status | sed 's/^/status: /'

@@ -78,7 +78,7 @@ fn offline_cpus_are_never_chosen_after_a_load_or_an_upgrade() {
         r#"{DUMP}
 for c in 3 5; do echo 0 > /sys/devices/system/cpu/cpu$c/online; done
 echo "online $(cat /sys/devices/system/cpu/online)"
-work() {{ rc=0; stress-ng -c 8 -f 2 -t 5s >/dev/null 2>&1 || rc=$?; echo "$1.stress-exit $rc"; }}
+work() {{ rc=0; stress-ng -c 8 --cpu-ops 400 -f 2 --fork-ops 200 -t 120s >/dev/null 2>&1 || rc=$?; echo "$1.stress-exit $rc"; }}
 enoki load wfq --mode all >/dev/null
 dump load.
 work load
@@ -275,12 +275,12 @@ enoki unload
 #[serial]
 fn pid_reuse_storm_loses_no_task() {
     // Pids 300..512 (the kernel reserves those below 300 after a wrap):
-    // PIDS_USED new tasks go round them several times. stress-ng's exec
+    // PIDS_USED new tasks go round them more than twice. stress-ng's exec
     // stressor refuses to run as root, hence setpriv. The work is a fixed
     // number of operations, not a time, so that pids wrap on any host.
     // Dead tasks leave Enoki at their last put, after an RCU grace period:
     // nr_tasks is polled until it settles.
-    const PIDS_USED: u64 = 1000;
+    const PIDS_USED: u64 = 500;
     let script = format!(
         r#"{DUMP}
 cd /tmp
@@ -290,7 +290,7 @@ for S in fifo wfq; do
     base=$(cat /sys/kernel/enoki/nr_tasks)
     new0=$(awk '$1=="task_new"{{print $2}}' /sys/kernel/enoki/counters)
     rc=0
-    timeout 240 setpriv --reuid 1000 --regid 1000 --clear-groups stress-ng --exec 4 --exec-max 8 --exec-ops 400 --fork 2 --fork-max 8 --fork-ops 300 --clone 2 --clone-max 8 --clone-ops 300 -t 200s >/tmp/stress.log 2>&1 || rc=$?
+    timeout 240 setpriv --reuid 1000 --regid 1000 --clear-groups stress-ng --exec 4 --exec-max 8 --exec-ops 150 --fork 2 --fork-max 8 --fork-ops 200 --clone 2 --clone-max 8 --clone-ops 200 -t 200s >/tmp/stress.log 2>&1 || rc=$?
     echo "$S.stress-exit $rc"
     grep -E 'fail|skip' /tmp/stress.log | sed "s/^/$S.log /"
     echo "$S.new-tasks $(( $(awk '$1=="task_new"{{print $2}}' /sys/kernel/enoki/counters) - new0 ))"

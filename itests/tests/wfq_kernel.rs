@@ -16,8 +16,9 @@ set -e
 enoki load wfq --mode all
 ( i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); done; echo forkexec-done ) &
 loop=$!
-# 30 s of CPU hogs, forks, affinity churn and stress-ng's own nice churn.
-stress-ng -c 8 -f 4 --nice 2 --affinity 1 --affinity-delay 1 --affinity-pin -t 30s >/tmp/stress.log 2>&1 &
+# CPU hogs, forks, affinity churn and stress-ng's own nice churn: a fixed
+# amount of work (about 15 s under multi-threaded TCG here; -t bounds it).
+stress-ng -c 8 --cpu-ops 1500 -f 4 --fork-ops 1200 --nice 2 --nice-ops 800 --affinity 1 --affinity-ops 200000 --affinity-delay 1 --affinity-pin -t 120s >/tmp/stress.log 2>&1 &
 stress=$!
 # Nice churn from outside: renice every worker, running or not, from -5 to 19
 # and back, for as long as stress-ng runs.

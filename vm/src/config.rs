@@ -131,7 +131,7 @@ impl VmConfig {
             .unwrap_or(Accel::Auto);
         Self {
             kernel: root.join(format!("target/kernel{suffix}/arch/x86/boot/bzImage")),
-            initrd: root.join(format!("target/rootfs{suffix}/initrd.gz")),
+            initrd: root.join(format!("target/rootfs{suffix}/initrd.cpio")),
             root,
             cpus: 8,
             sockets: 2,

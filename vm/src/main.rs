@@ -36,7 +36,7 @@ struct Cli {
     /// Kernel image [default: <root>/target/kernel/arch/x86/boot/bzImage]
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// Initramfs [default: <root>/target/rootfs/initrd.gz]
+    /// Initramfs [default: <root>/target/rootfs/initrd.cpio]
     #[arg(long)]
     initrd: Option<PathBuf>,
     #[arg(long, default_value_t = 8)]
