@@ -45,6 +45,7 @@ mod arachne;
 mod arachne_plot;
 mod locality;
 mod plot;
+mod profile;
 mod replay;
 mod report;
 mod stats;
@@ -148,6 +149,13 @@ struct Cli {
     /// CPU time per request in `--only arachne`, us.
     #[arg(long, default_value_t = arachne::DEFAULT_WORK_US)]
     arachne_work_us: u64,
+    /// Also profile the guest kernel's instructions on a pipe ping-pong
+    /// and on hackbench under the default scheduler and each listed one
+    /// (`enoki-tcg-profile`: one more single-threaded TCG boot per
+    /// workload, about a minute each); the busiest functions, Enoki's own
+    /// first, go into the report.
+    #[arg(long)]
+    profile: bool,
     /// Output directory (default: <workspace>/target/bench/<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -1063,10 +1071,19 @@ fn main() -> Result<()> {
     for l in meta.note.lines() {
         println!("bench: {l}");
     }
-    let report = Report::new(meta, cli.scheduler.clone(), &ws, runs);
+    let mut report = Report::new(meta, cli.scheduler.clone(), &ws, runs);
+    // A failed profile leaves the measured runs reported, then fails.
+    let profiled = match cli.profile {
+        true => profile::run(&d.dir, &cli.scheduler),
+        false => Ok(Vec::new()),
+    };
+    if let Ok(profiles) = &profiled {
+        report.profiles.clone_from(profiles);
+    }
     write_outputs(&d.dir, &report)?;
     println!("bench: VM time {vm_seconds:.0} s");
-    fail_if_ejected(&ejected)
+    fail_if_ejected(&ejected)?;
+    profiled.map(drop)
 }
 
 /// An error naming the runs whose scheduler was ejected (`ejected`), if

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::profile::Section;
 use crate::stats::{self, Verdict};
 use crate::workloads::{Better, Group, Workload};
 
@@ -199,6 +200,9 @@ pub struct Report {
     pub comparisons: Vec<Comparison>,
     pub failed_runs: Vec<String>,
     pub runs: Vec<RunRecord>,
+    /// `--profile`: where the kernel's instructions went, per workload.
+    #[serde(default)]
+    pub profiles: Vec<Section>,
 }
 
 pub const ORIENTATION: &str =
@@ -226,6 +230,7 @@ impl Report {
             schedulers,
             comparisons,
             runs,
+            profiles: Vec::new(),
         }
     }
 
@@ -705,6 +710,7 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(s, "- {f}");
         }
     }
+    profile_sections(&mut s, &r.profiles);
     let m = &r.meta;
     if !m.kernel_log_problems.is_empty() {
         let _ = writeln!(s, "\nKernel log problems during the run:\n\n```");
@@ -714,6 +720,29 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "```");
     }
     s
+}
+
+/// `--profile`'s reports, one per workload.
+fn profile_sections(s: &mut String, profiles: &[Section]) {
+    if profiles.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Where the kernel's instructions go\n\n\
+         `enoki-tcg-profile`: one single-threaded TCG boot per workload, its QEMU \
+         plugin counting every instruction, also with interrupts off (the whole \
+         scheduler path), which perf in an emulated guest cannot sample."
+    );
+    for p in profiles {
+        let _ = writeln!(
+            s,
+            "\n### {}: `{}`\n\n{}",
+            p.workload,
+            p.cmd,
+            p.report.trim_end()
+        );
+    }
 }
 
 #[cfg(test)]
@@ -756,6 +785,27 @@ mod tests {
 
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    #[test]
+    fn profiles_are_reported_per_workload_and_kept_for_a_rerender() {
+        let ws = chosen(&["pipe-1cpu"]);
+        let mut r = report(&["fifo"], &ws, Vec::new(), 1);
+        assert!(!markdown(&r).contains("Where the kernel's instructions go"));
+        r.profiles = vec![Section {
+            workload: "hackbench".into(),
+            cmd: "hackbench -g 2 -l 20".into(),
+            report: "| `enoki_call` | - | 1.0 | 10.0 |\n".into(),
+        }];
+        let again: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let md = markdown(&again);
+        assert!(
+            md.contains("## Where the kernel's instructions go")
+                && md.contains(
+                    "### hackbench: `hackbench -g 2 -l 20`\n\n| `enoki_call` | - | 1.0 | 10.0 |"
+                ),
+            "{md}"
+        );
     }
 
     #[test]

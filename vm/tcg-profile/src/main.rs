@@ -39,6 +39,10 @@ struct Cli {
     /// Seconds before the VM is stopped.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Output directory, created if missing [default:
+    /// <workspace>/target/tcg-profile/<seconds since the epoch>].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// The workload, run in the guest under `sh -c` once per scheduler.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
@@ -54,7 +58,7 @@ fn main() -> Result<()> {
     }
     let root = enoki_vm::find_root()?;
     let plugin = plugin_path()?;
-    let dir = out_dir(&root)?;
+    let dir = out_dir(&root, cli.out.as_deref())?;
     let script = dir.join("guest.sh");
     fs::write(&script, guest_script(&dir, &cli.sched, &cli.cmd.join(" ")))
         .with_context(|| format!("writing {}", script.display()))?;
@@ -84,11 +88,25 @@ fn plugin_path() -> Result<PathBuf> {
     Ok(so)
 }
 
-/// A new `target/tcg-profile/<seconds since the epoch>`.
-fn out_dir(root: &Path) -> Result<PathBuf> {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let dir = root.join("target/tcg-profile").join(secs.to_string());
+/// `out`, or a new `target/tcg-profile/<seconds since the epoch>`; inside
+/// the workspace, which the guest shares at the same path (the plugin and
+/// the guest talk through files there).
+fn out_dir(root: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let dir = match out {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            root.join("target/tcg-profile").join(secs.to_string())
+        }
+    };
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    ensure!(
+        dir.starts_with(root.canonicalize()?),
+        "{} is outside the workspace {}, which is all the guest sees",
+        dir.display(),
+        root.display()
+    );
     Ok(dir)
 }
 
@@ -182,4 +200,27 @@ fn report_all(dir: &Path, scheds: &[String], top: usize) -> Result<String> {
         profiles.push((sched.as_str(), Profile::of(&blocks, &symbols)));
     }
     Ok(report::render(&profiles, top))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_must_be_where_the_guest_sees_it() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = root.path().join("target/bench/x/profile-pipe");
+        let dir = out_dir(root.path(), Some(&inside)).unwrap();
+        assert!(dir.is_dir() && dir.ends_with("target/bench/x/profile-pipe"));
+        let dir = out_dir(root.path(), None).unwrap();
+        assert!(dir.starts_with(
+            root.path()
+                .canonicalize()
+                .unwrap()
+                .join("target/tcg-profile")
+        ));
+        let elsewhere = tempfile::tempdir().unwrap();
+        let e = out_dir(root.path(), Some(elsewhere.path())).unwrap_err();
+        assert!(e.to_string().contains("outside the workspace"), "{e}");
+    }
 }

@@ -52,7 +52,14 @@ pub fn render(profiles: &[(&str, Profile)], top: usize) -> String {
     );
     split_table(&mut s, profiles);
     for (sched, p) in profiles {
-        top_table(&mut s, sched, p, top);
+        let enoki = |f: &Function| matches!(Part::of(f), Part::EnokiC | Part::Module);
+        if p.sum(enoki) > 0 {
+            let title =
+                format!("Enoki's {top} busiest functions (Enoki-C and the scheduler module)");
+            top_table(&mut s, sched, &title, p.top(top, enoki), p);
+        }
+        let title = format!("the {top} kernel functions that executed the most");
+        top_table(&mut s, sched, &title, p.top(top, |_| true), p);
     }
     s
 }
@@ -74,23 +81,54 @@ fn split_table(s: &mut String, profiles: &[(&str, Profile)]) {
     }
 }
 
-fn top_table(s: &mut String, sched: &str, p: &Profile, top: usize) {
+fn top_table(s: &mut String, sched: &str, title: &str, rows: Vec<(&Function, u64)>, p: &Profile) {
     let kernel = p.kernel().max(1) as f64;
     let _ = write!(
         s,
-        "\n**{sched}**: the {top} kernel functions that executed the most\n\n\
+        "\n**{sched}**: {title}\n\n\
          | function | module | instructions (M) | % of kernel |\n| --- | --- | ---: | ---: |\n"
     );
-    for (f, n) in p.top(top) {
+    for (f, n) in rows {
         let _ = writeln!(
             s,
             "| `{}` | {} | {} | {:.1} |",
-            f.name,
+            shorter(&f.name),
             f.module.as_deref().unwrap_or("-"),
             m(n),
             n as f64 * 100.0 / kernel
         );
     }
+}
+
+/// A demangled Rust name with the generic arguments of generic arguments
+/// left out (`<…>`): iterator adapters nest them for hundreds of characters.
+fn shorter(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(160));
+    let mut depth = 0usize;
+    let mut prev = ' ';
+    for c in name.chars() {
+        match c {
+            '<' => {
+                depth = depth.saturating_add(1);
+                match depth {
+                    1 => out.push('<'),
+                    2 => out.push_str("<…"),
+                    _ => {}
+                }
+            }
+            // `->` of a function type is not a bracket.
+            '>' if prev != '-' => {
+                if matches!(depth, 1 | 2) {
+                    out.push('>');
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ if depth < 2 => out.push(c),
+            _ => {}
+        }
+        prev = c;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -118,6 +156,32 @@ mod tests {
             out.contains("| `pick` | enoki_fifo | 4.0 | 40.0 |"),
             "{out}"
         );
-        assert!(!out.contains("`enoki_call`"), "only the top 2: {out}");
+        let (enoki, all) = out
+            .split_once("the 2 kernel functions")
+            .expect("the table of every kernel function");
+        assert!(
+            enoki.contains("Enoki's 2 busiest functions")
+                && enoki.contains("| `enoki_call` | - | 1.0 | 10.0 |")
+                && !enoki.contains("`schedule`"),
+            "Enoki's own functions only: {enoki}"
+        );
+        assert!(!all.contains("`enoki_call`"), "only the top 2: {all}");
+    }
+
+    #[test]
+    fn nested_generic_arguments_are_left_out() {
+        assert_eq!(
+            shorter("<a::SpinLock<a::Ring<a::Waiting>>>::lock_at"),
+            "<a::SpinLock<…>>::lock_at"
+        );
+        assert_eq!(
+            shorter("a::kmod::process::<a::Fifo>"),
+            "a::kmod::process::<a::Fifo>"
+        );
+        assert_eq!(
+            shorter("f::<Map<I, fn(u32) -> u32>, usize>::{closure#0}"),
+            "f::<Map<…>, usize>::{closure#0}"
+        );
+        assert_eq!(shorter("enoki_this_cpu"), "enoki_this_cpu");
     }
 }

@@ -109,9 +109,15 @@ impl Profile {
             .fold(0u64, |a, (_, &n)| a.saturating_add(n))
     }
 
-    /// The `n` functions that executed the most, most first.
-    pub fn top(&self, n: usize) -> Vec<(&Function, u64)> {
-        let mut all: Vec<_> = self.functions.iter().map(|(f, &i)| (f, i)).collect();
+    /// The `n` functions that `keep` selects and that executed the most,
+    /// most first.
+    pub fn top(&self, n: usize, keep: impl Fn(&Function) -> bool) -> Vec<(&Function, u64)> {
+        let mut all: Vec<_> = self
+            .functions
+            .iter()
+            .filter(|(f, _)| keep(f))
+            .map(|(f, &i)| (f, i))
+            .collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         all.truncate(n);
         all
@@ -156,7 +162,7 @@ ffffffffc0000000 t _RNvCs1234_5enoki4call\t[enoki_fifo]
         assert_eq!(p.unknown, 3);
         assert_eq!(p.kernel(), 18);
         assert_eq!(p.sum(|f| f.name.starts_with("enoki_")), 15);
-        let top = p.top(1);
+        let top = p.top(1, |_| true);
         assert_eq!((top[0].0.name.as_str(), top[0].1), ("enoki_call", 15));
     }
 
