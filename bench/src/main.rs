@@ -1073,17 +1073,16 @@ fn main() -> Result<()> {
     }
     let mut report = Report::new(meta, cli.scheduler.clone(), &ws, runs);
     // A failed profile leaves the measured runs reported, then fails.
-    let profiled = match cli.profile {
-        true => profile::run(&d.dir, &cli.scheduler),
-        false => Ok(Vec::new()),
+    let profile_error = match cli.profile {
+        true => profile::run(&d.dir, &cli.scheduler)
+            .map(|profiles| report.profiles = profiles)
+            .err(),
+        false => None,
     };
-    if let Ok(profiles) = &profiled {
-        report.profiles.clone_from(profiles);
-    }
     write_outputs(&d.dir, &report)?;
     println!("bench: VM time {vm_seconds:.0} s");
     fail_if_ejected(&ejected)?;
-    profiled.map(drop)
+    profile_error.map_or(Ok(()), Err)
 }
 
 /// An error naming the runs whose scheduler was ejected (`ejected`), if

@@ -44,7 +44,7 @@ fn tool() -> Result<PathBuf> {
 
 /// The `--sched` list: the default scheduler, then `schedulers`.
 fn sched_list(schedulers: &[String]) -> String {
-    std::iter::once("default")
+    std::iter::once(crate::report::DEFAULT)
         .chain(schedulers.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(",")
