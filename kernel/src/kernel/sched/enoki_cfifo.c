@@ -19,8 +19,9 @@
  * Idle CPUs are sched_ext's built-in idle tracking where schedulers/fifo
  * keeps its own flags, and idle CPUs are not ordered by distance.
  *
- * Owns: the per-CPU hand-over marks. Locks: none of its own; sched_ext's
- * rq and DSQ locks around each operation, as for any sched_ext scheduler.
+ * Owns: the per-CPU hand-over marks and DSQ pointers. Locks: none of its
+ * own; sched_ext's rq and DSQ locks around each operation, as for any
+ * sched_ext scheduler.
  *
  * build_policy.c includes this file after enoki.c, whose registration it
  * calls; enoki_cfifo_register() and enoki_cfifo_unregister() are what the
@@ -30,6 +31,21 @@
 /* set by a sync wakeup placed on this CPU, cleared by the enqueue after */
 static DEFINE_PER_CPU(bool, enoki_cfifo_handoff);
 
+/*
+ * Each CPU's DSQ, looked up once at init: scx_bpf_dsq_nr_queued() hashes
+ * the id on every call, and the steal scan asks every CPU's length, where
+ * schedulers/fifo reads its own per-CPU counts. Valid while the scheduler
+ * is enabled, the only time its callbacks run (sched_ext frees user DSQs
+ * after disabling it).
+ */
+static DEFINE_PER_CPU(struct scx_dispatch_q *, enoki_cfifo_dsq);
+
+/* How many tasks wait in @cpu's queue (a racy read, as the kfunc's). */
+static s32 enoki_cfifo_queued(s32 cpu)
+{
+	return READ_ONCE(per_cpu(enoki_cfifo_dsq, cpu)->nr);
+}
+
 static s32 enoki_cfifo_select_cpu(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags)
 {
@@ -38,7 +54,7 @@ static s32 enoki_cfifo_select_cpu(struct task_struct *p, s32 prev_cpu,
 
 	if ((wake_flags & SCX_WAKE_SYNC) &&
 	    cpumask_test_cpu(waker, p->cpus_ptr) &&
-	    !scx_bpf_dsq_nr_queued(waker)) {
+	    !enoki_cfifo_queued(waker)) {
 		per_cpu(enoki_cfifo_handoff, waker) = true;
 		return waker;
 	}
@@ -74,7 +90,7 @@ static s32 enoki_cfifo_longest(s32 cpu)
 	for_each_online_cpu(other) {
 		if (other == cpu)
 			continue;
-		len = scx_bpf_dsq_nr_queued(other);
+		len = enoki_cfifo_queued(other);
 		if (len > best_len) {
 			best = other;
 			best_len = len;
@@ -94,7 +110,8 @@ static void enoki_cfifo_dispatch(s32 cpu, struct task_struct *prev)
 		return;
 	/* nothing there may run here: any queue with a task that may */
 	for_each_online_cpu(other) {
-		if (other != cpu && other != victim && scx_bpf_consume(other))
+		if (other != cpu && other != victim &&
+		    enoki_cfifo_queued(other) && scx_bpf_consume(other))
 			return;
 	}
 }
@@ -108,6 +125,7 @@ static s32 enoki_cfifo_init(void)
 		ret = scx_bpf_create_dsq(cpu, cpu_to_node(cpu));
 		if (ret)
 			return ret;
+		per_cpu(enoki_cfifo_dsq, cpu) = find_user_dsq(cpu);
 	}
 	return 0;
 }
