@@ -136,7 +136,15 @@ struct enoki_dispatched {
 	unsigned long qseq;
 	u64 gen;
 };
+
 static DEFINE_PER_CPU(struct enoki_dispatched, enoki_dispatched);
+/*
+ * ENOKI_DSQ_REFUSED, looked up once at init: scx_bpf_consume() hashes the
+ * id, and every empty dispatch would pay for that on a queue that is
+ * almost always empty. Valid while the scheduler is enabled, the only time
+ * its callbacks run (sched_ext frees user DSQs after disabling it).
+ */
+static struct scx_dispatch_q *enoki_refused;
 static atomic_t enoki_nr_tasks = ATOMIC_INIT(0);
 static atomic64_t enoki_gen_seq = ATOMIC64_INIT(0);
 
@@ -702,6 +710,16 @@ static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 	return ENOKI_RETRY;
 }
 
+/*
+ * Runs a refused task here if one waits. The lockless length test is the
+ * one scx_bpf_consume() starts with, minus the hash lookup.
+ */
+static bool enoki_consume_refused(void)
+{
+	return READ_ONCE(enoki_refused->nr) &&
+	       scx_bpf_consume(ENOKI_DSQ_REFUSED);
+}
+
 static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
 {
 	struct enoki_stats *stats = this_cpu_ptr(&enoki_stats);
@@ -712,7 +730,7 @@ static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
 	/* the last dispatch's buffer was flushed before this one began */
 	this_cpu_write(enoki_dispatched.p, NULL);
 	if (!(++stats->dispatches % ENOKI_REFUSED_EVERY) &&
-	    scx_bpf_consume(ENOKI_DSQ_REFUSED))
+	    enoki_consume_refused())
 		return;
 	for (tries = 0; tries < ENOKI_PICK_TRIES; tries++) {
 		switch (enoki_pick(cpu, prev, !tries)) {
@@ -727,7 +745,7 @@ static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)
 			break;
 		balanced = true;
 	}
-	scx_bpf_consume(ENOKI_DSQ_REFUSED);
+	enoki_consume_refused();
 }
 
 static void enoki_op_tick(struct task_struct *p)
@@ -801,7 +819,7 @@ static void enoki_op_cpu_offline(s32 cpu)
  */
 static s32 enoki_op_init(void)
 {
-	int cpu;
+	int cpu, ret;
 
 	preempt_disable();
 	for_each_possible_cpu(cpu) {
@@ -809,7 +827,10 @@ static s32 enoki_op_init(void)
 			enoki_cpu_msg(ENOKI_CPU_OFFLINE, cpu);
 	}
 	preempt_enable();
-	return scx_bpf_create_dsq(ENOKI_DSQ_REFUSED, NUMA_NO_NODE);
+	ret = scx_bpf_create_dsq(ENOKI_DSQ_REFUSED, NUMA_NO_NODE);
+	if (!ret)
+		enoki_refused = find_user_dsq(ENOKI_DSQ_REFUSED);
+	return ret;
 }
 
 /*

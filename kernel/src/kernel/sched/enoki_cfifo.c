@@ -103,7 +103,7 @@ static void enoki_cfifo_dispatch(s32 cpu, struct task_struct *prev)
 {
 	s32 victim, other;
 
-	if (scx_bpf_consume(cpu))
+	if (enoki_cfifo_queued(cpu) && scx_bpf_consume(cpu))
 		return;
 	victim = enoki_cfifo_longest(cpu);
 	if (victim < 0 || scx_bpf_consume(victim))
