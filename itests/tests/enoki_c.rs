@@ -46,9 +46,10 @@ echo after.state $(cat /sys/kernel/enoki/state)
 /// CPU at each tick) costs them nothing: with a spinner pinned to every
 /// CPU, Enoki-C's kicks without preemption (idle CPUs only) send the busy
 /// ones no rescheduling interrupt (0.0 per CPU-second; 77 with every kick
-/// sent as a plain reschedule). The kicking CPU may still bounce a kick through its own
-/// IRQ work (sched_ext does when the target's run-queue lock is taken, and
-/// every CPU's tick holds its own): counted and shown, not bounded.
+/// sent as a plain reschedule). The kicking CPU may still bounce a kick
+/// through its own IRQ work (sched_ext does when the target's run-queue
+/// lock is taken, and every CPU's tick holds its own): counted and shown,
+/// not bounded.
 #[test]
 #[serial]
 fn kicks_of_busy_cpus_cost_them_nothing() {
