@@ -588,8 +588,9 @@ static int enoki_dispatch_pid(int cpu, s32 pid, u64 slice, s32 *token_cpu)
 				SCX_OPSS_QSEQ_MASK,
 			.gen = p->scx.enoki_gen,
 		};
-	} else if (err == ENOKI_ERR_AFFINITY)
+	} else if (err == ENOKI_ERR_AFFINITY) {
 		*token_cpu = task_cpu(p);
+	}
 	rcu_read_unlock();
 	return err;
 }
@@ -711,13 +712,19 @@ static enum enoki_pick_result enoki_pick(s32 cpu, struct task_struct *prev,
 }
 
 /*
- * Runs a refused task here if one waits. The lockless length test is the
- * one scx_bpf_consume() starts with, minus the hash lookup.
+ * Consumes @dsq, whose id is @id, if a task waits there. The lockless
+ * length test is the one scx_bpf_consume() starts with, minus its hash
+ * lookup of @id, which an empty queue would pay on every dispatch.
  */
+static bool enoki_dsq_consume(struct scx_dispatch_q *dsq, u64 id)
+{
+	return READ_ONCE(dsq->nr) && scx_bpf_consume(id);
+}
+
+/* Runs a refused task here if one waits. */
 static bool enoki_consume_refused(void)
 {
-	return READ_ONCE(enoki_refused->nr) &&
-	       scx_bpf_consume(ENOKI_DSQ_REFUSED);
+	return enoki_dsq_consume(enoki_refused, ENOKI_DSQ_REFUSED);
 }
 
 static void enoki_op_dispatch(s32 cpu, struct task_struct *prev)

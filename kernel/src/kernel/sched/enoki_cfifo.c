@@ -46,6 +46,12 @@ static s32 enoki_cfifo_queued(s32 cpu)
 	return READ_ONCE(per_cpu(enoki_cfifo_dsq, cpu)->nr);
 }
 
+/* Runs the oldest task of @cpu's queue here if one waits. */
+static bool enoki_cfifo_consume(s32 cpu)
+{
+	return enoki_dsq_consume(per_cpu(enoki_cfifo_dsq, cpu), cpu);
+}
+
 static s32 enoki_cfifo_select_cpu(struct task_struct *p, s32 prev_cpu,
 				  u64 wake_flags)
 {
@@ -103,7 +109,7 @@ static void enoki_cfifo_dispatch(s32 cpu, struct task_struct *prev)
 {
 	s32 victim, other;
 
-	if (enoki_cfifo_queued(cpu) && scx_bpf_consume(cpu))
+	if (enoki_cfifo_consume(cpu))
 		return;
 	victim = enoki_cfifo_longest(cpu);
 	if (victim < 0 || scx_bpf_consume(victim))
@@ -111,7 +117,7 @@ static void enoki_cfifo_dispatch(s32 cpu, struct task_struct *prev)
 	/* nothing there may run here: any queue with a task that may */
 	for_each_online_cpu(other) {
 		if (other != cpu && other != victim &&
-		    enoki_cfifo_queued(other) && scx_bpf_consume(other))
+		    enoki_cfifo_consume(other))
 			return;
 	}
 }
