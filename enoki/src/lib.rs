@@ -12,6 +12,7 @@ pub mod abi;
 pub mod collections;
 pub mod dispatch;
 pub mod fault;
+pub mod fifo_queues;
 pub mod heap;
 pub mod hint;
 pub mod log;
@@ -36,6 +37,7 @@ use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
 pub use fault::{Failed, Fault, FaultKind};
+pub use fifo_queues::{FifoGuard, FifoQueues, Waiting};
 pub use heap::TaskHeap;
 pub use hint::HintData;
 pub use messages::Messages;

@@ -102,9 +102,10 @@ pub use hints::{
 pub use introspect::Stats;
 
 use enoki::{
-    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, HintError, InitContext,
-    InitError, Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues,
-    RwLock, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
+    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, FifoQueues, FixedVec, HintError,
+    InitContext, InitError, Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring,
+    RwLock, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
+    Waiting, Wake,
 };
 use grants::{Change, Grants, Reclaim};
 use hints::Counters;
@@ -118,18 +119,11 @@ const DEFAULT_RECLAIM_MS: u64 = 20;
 /// The longest grace period `reclaim_ms=` may set.
 const MAX_RECLAIM_MS: u64 = 10_000;
 
-/// A task as the scheduler knows it.
+/// A task as the scheduler knows it, and what is kept with its token while
+/// it waits (so that picking and stealing need no task lookup; where it
+/// may run follows from it and the grants of the moment).
 #[derive(Clone, Copy)]
 struct Member {
-    tgid: Pid,
-    allowed: CpuSet,
-}
-
-/// A waiting task: its token, its process and its allowed CPUs (kept with
-/// the token so that picking and stealing need no task lookup; where it
-/// may run follows from them and the grants of the moment).
-struct Waiting {
-    token: Schedulable,
     tgid: Pid,
     allowed: CpuSet,
 }
@@ -151,7 +145,8 @@ pub struct Arachne {
     topology: Topology,
     services: Services,
     slice_ns: u64,
-    queues: RunQueues<Ring<Waiting>>,
+    /// Waiting tasks, and which CPUs are idle or offline (never chosen).
+    queues: FifoQueues<Member>,
     /// Every task's process and allowed CPUs.
     tasks: SpinLock<TaskMap<Member>>,
     /// Queues, requests and who holds which CPU. Taken after a run queue,
@@ -168,15 +163,6 @@ pub struct Arachne {
     /// needs no lock to know.
     deadlines: FixedVec<Shared<u64>>,
     counters: Counters,
-    /// CPUs whose last pick found nothing. libEnoki flags, not atomics, so
-    /// that replay sees every access.
-    idle: CpuFlags,
-    /// CPUs taken offline: never chosen, never idle.
-    offline: CpuFlags,
-    /// CPUs a sync wakeup was just placed on: their running task is about
-    /// to sleep, so the task queued there next must not wake an idle CPU
-    /// to steal it. Cleared by that enqueue.
-    handoff: CpuFlags,
     /// CPUs asked to come and take a task waiting where it may no longer
     /// run: their next pick declines, so that they steal.
     pull: CpuFlags,
@@ -186,14 +172,6 @@ pub struct Arachne {
 }
 
 impl Arachne {
-    fn is_online(&self, cpu: CpuId) -> bool {
-        cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
-    }
-
-    fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu)
-    }
-
     fn set_running(&self, cpu: CpuId, tgid: Pid) {
         if let Some(r) = self.running.get(cpu) {
             r.set(tgid);
@@ -219,21 +197,12 @@ impl Arachne {
         let Some((member, may_run)) = self.placement(token.pid())? else {
             return Err(token.into());
         };
-        let queued = self.queues.lock(cpu)?.push_back(Waiting {
-            token,
-            tgid: member.tgid,
-            allowed: member.allowed,
-        });
-        queued.map_err(|w| w.token)?;
-        let handed_over = self.handoff.replace(cpu, false);
+        self.queues.push_back(token, member)?;
+        let handed_over = self.queues.take_handoff(cpu);
         if !may_run.contains(cpu) {
             self.pull_towards(cpu, &may_run);
-        } else if !handed_over && !self.is_idle(cpu) {
-            let idle = self
-                .topology
-                .nearest(cpu)
-                .find(|c| may_run.contains(*c) && self.is_idle(*c));
-            if let Some(idle) = idle {
+        } else if !handed_over && !self.queues.is_idle(cpu) {
+            if let Some(idle) = self.queues.idle_near(&self.topology, cpu, &may_run) {
                 self.services.kick_cpu(idle);
             }
         }
@@ -247,9 +216,12 @@ impl Arachne {
         let near = || {
             self.topology
                 .nearest(from)
-                .filter(|c| may_run.contains(*c) && self.is_online(*c))
+                .filter(|c| may_run.contains(*c) && self.queues.is_online(*c))
         };
-        let Some(to) = near().find(|c| self.is_idle(*c)).or_else(|| near().next()) else {
+        let Some(to) = near()
+            .find(|c| self.queues.is_idle(*c))
+            .or_else(|| near().next())
+        else {
             return;
         };
         self.pull.set(to, true);
@@ -257,46 +229,11 @@ impl Arachne {
         self.services.kick_cpu(to);
     }
 
-    /// Removes `pid`'s entry from whichever queue holds it.
-    fn take(&self, pid: Pid) -> Result<Option<Waiting>> {
-        self.queues
-            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
-    }
-
-    /// FIFO's placement of a waking task, within `may_run`.
-    fn choose_cpu(&self, prev_cpu: CpuId, may_run: &CpuSet, wake: Wake) -> Result<CpuId> {
-        // A sync waker is about to sleep: its CPU runs the task next, with
-        // no idle CPU woken and no migration, unless others wait there.
-        let waker = wake.waker_cpu;
-        if wake.sync
-            && may_run.contains(waker)
-            && self.is_online(waker)
-            && self.queues.lock(waker)?.is_empty()
-        {
-            self.handoff.set(waker, true);
-            return Ok(waker);
-        }
-        if may_run.contains(prev_cpu) && self.is_idle(prev_cpu) {
-            return Ok(prev_cpu);
-        }
-        let near = || {
-            self.topology
-                .nearest(prev_cpu)
-                .filter(|c| may_run.contains(*c))
-        };
-        // An idle CPU, else prev if it is still online, else any online one.
-        Ok(near()
-            .find(|c| self.is_idle(*c))
-            .or_else(|| Some(prev_cpu).filter(|c| may_run.contains(*c) && self.is_online(*c)))
-            .or_else(|| near().find(|c| self.is_online(*c)))
-            .unwrap_or(prev_cpu))
-    }
-
     /// The task `thief` would take from `from`'s queue: one that may no
     /// longer run on `from` first, else the oldest it may run.
     fn stealable(
         &self,
-        queue: &Ring<Waiting>,
+        queue: &Ring<Waiting<Member>>,
         grants: &Grants,
         from: CpuId,
         thief: CpuId,
@@ -304,7 +241,7 @@ impl Arachne {
         let mut stranded = 0usize;
         let mut found: Option<(bool, Pid)> = None;
         for w in queue.iter() {
-            let may_run = grants.may_run(w.tgid, &w.allowed);
+            let may_run = grants.may_run(w.info.tgid, &w.info.allowed);
             if !may_run.contains(thief) {
                 continue;
             }
@@ -345,7 +282,7 @@ impl Arachne {
             let runs = self.running.get(cpu).map_or(0, Shared::get);
             let affected =
                 change.moved.contains(cpu) || (runs != 0 && grants.changed(runs, change));
-            if affected && self.is_online(cpu) {
+            if affected && self.queues.is_online(cpu) {
                 self.services.preempt_cpu(cpu);
             }
             self.set_deadline(cpu, reclaiming.contains(cpu));
@@ -363,7 +300,7 @@ impl Arachne {
             (true, 0) => {
                 deadline.set(self.services.now().saturating_add(self.reclaim_ns).max(1));
                 self.services.set_timer(cpu, self.reclaim_ns);
-                if self.is_idle(cpu) {
+                if self.queues.is_idle(cpu) {
                     // Nothing runs there: its pick gives it back now.
                     self.services.kick_cpu(cpu);
                 }
@@ -441,7 +378,7 @@ impl Arachne {
     }
 
     fn hotplug(&self, cpu: CpuId, online: bool) -> Result {
-        self.offline.set(cpu, !online);
+        self.queues.set_online(cpu, online);
         let mut grants = self.grants.write()?;
         let change = grants.set_online(cpu, online, &self.topology);
         self.publish(&grants, &change, None);
@@ -481,16 +418,13 @@ impl EnokiScheduler for Arachne {
             topology: ctx.topology.try_clone()?,
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
-            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
+            queues: FifoQueues::try_new(nr, ctx.max_tasks)?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             grants: RwLock::new(Grants::new(ctx.topology, reserve, reclaim)?),
             running: FixedVec::new_with(nr, |_| Shared::new(0))?,
             reclaim_ns: reclaim_ms.saturating_mul(1_000_000),
             deadlines: FixedVec::new_with(nr, |_| Shared::new(0))?,
             counters: Counters::default(),
-            idle: CpuFlags::new(nr)?,
-            offline: CpuFlags::new(nr)?,
-            handoff: CpuFlags::new(nr)?,
             pull: CpuFlags::new(nr)?,
             pulling: CpuFlags::new(nr)?,
         })
@@ -502,11 +436,11 @@ impl EnokiScheduler for Arachne {
         // the kernel asks again only once it has handed that task back).
         if self.pull.replace(cpu, false) {
             self.pulling.set(cpu, true);
-            self.idle.set(cpu, false);
+            self.queues.set_idle(cpu, false);
             return Ok(None);
         }
         if self.pulling.replace(cpu, false) {
-            self.idle.set(cpu, false);
+            self.queues.set_idle(cpu, false);
             return Ok(None);
         }
         self.take_if_due(cpu)?;
@@ -514,7 +448,7 @@ impl EnokiScheduler for Arachne {
             let mut queue = self.queues.lock(cpu)?;
             let grants = self.grants.read()?;
             queue.remove_first(|w| {
-                let may_run = grants.may_run(w.tgid, &w.allowed);
+                let may_run = grants.may_run(w.info.tgid, &w.info.allowed);
                 let here = may_run.contains(cpu);
                 if !here {
                     self.pull_towards(cpu, &may_run);
@@ -527,8 +461,8 @@ impl EnokiScheduler for Arachne {
             // Asked back, and nothing of its process left to run here.
             self.counters.released.fetch_add(1);
         }
-        self.idle.set(cpu, idle);
-        self.set_running(cpu, next.as_ref().map_or(0, |w| w.tgid));
+        self.queues.set_idle(cpu, idle);
+        self.set_running(cpu, next.as_ref().map_or(0, |w| w.info.tgid));
         Ok(next.map(|w| {
             let mut token = w.token;
             token.set_slice_ns(self.slice_ns);
@@ -593,13 +527,13 @@ impl EnokiScheduler for Arachne {
     fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
         // Only a running task sleeps, and a running task has no token queued.
         if !sleeping {
-            self.take(pid)?;
+            self.queues.remove(pid)?;
         }
         Ok(())
     }
 
     fn task_dead(&self, pid: Pid) -> Result {
-        self.take(pid)?;
+        self.queues.remove(pid)?;
         self.tasks.lock()?.remove(pid);
         Ok(())
     }
@@ -608,7 +542,8 @@ impl EnokiScheduler for Arachne {
         let Some((_, may_run)) = self.placement(pid)? else {
             return Ok(prev_cpu);
         };
-        self.choose_cpu(prev_cpu, &may_run, wake)
+        self.queues
+            .place_waking(&self.topology, prev_cpu, &may_run, wake)
     }
 
     fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
@@ -652,13 +587,13 @@ impl EnokiScheduler for Arachne {
             let grants = self.grants.read()?;
             let own = queue
                 .iter()
-                .find(|w| grants.may_run(w.tgid, &w.allowed).contains(cpu))
+                .find(|w| grants.may_run(w.info.tgid, &w.info.allowed).contains(cpu))
                 .map(|w| w.token.pid());
             if own.is_some() {
                 return Ok(own);
             }
         }
-        self.idle.set(cpu, true);
+        self.queues.set_idle(cpu, true);
         Ok(None)
     }
 
@@ -670,21 +605,7 @@ impl EnokiScheduler for Arachne {
     }
 
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
-        let Some(old) = self.take(pid)? else {
-            return Ok(None);
-        };
-        // The thief asked for it: put it first so it runs next there.
-        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
-            token: sched,
-            tgid: old.tgid,
-            allowed: old.allowed,
-        });
-        if queued.is_err() {
-            // Full: the new token is dropped, the old one goes back instead.
-            self.enqueue(old.token).or_else(NotTaken::drop_token)?;
-            return Ok(None);
-        }
-        Ok(Some(old.token))
+        self.queues.migrate(pid, sched, |old| self.enqueue(old))
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {

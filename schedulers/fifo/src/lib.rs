@@ -15,79 +15,40 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages,
-    NoHint, NotTaken, PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services,
-    SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
+    CpuId, CpuSet, EnokiScheduler, FifoQueues, InitContext, InitError, Messages, NoHint, NotTaken,
+    PickError, Pid, PrevTask, Result, Schedulable, Services, SpinLock, TaskError, TaskInfo,
+    TaskMap, Topology, Wake,
 };
-
-/// A waiting task: its token and where it may run (kept with the token so
-/// stealing needs no second lock).
-struct Waiting {
-    token: Schedulable,
-    allowed: CpuSet,
-}
 
 /// The FIFO scheduler.
 pub struct Fifo {
     topology: Topology,
     services: Services,
     slice_ns: u64,
-    queues: RunQueues<Ring<Waiting>>,
+    /// Waiting tasks, each with where it may run (so stealing needs no
+    /// second lock), and which CPUs are idle or offline (never chosen).
+    queues: FifoQueues<CpuSet>,
     /// Allowed CPUs of every task the scheduler knows.
     tasks: SpinLock<TaskMap<CpuSet>>,
-    /// CPUs whose last pick found nothing. libEnoki flags, not atomics:
-    /// every read and write is then a lock event, so lock-ordered replay of
-    /// a kernel trace sees the values the kernel run saw.
-    idle: CpuFlags,
-    /// CPUs taken offline: never chosen, never idle.
-    offline: CpuFlags,
-    /// CPUs a sync wakeup was just placed on: their running task is about
-    /// to sleep, so the task queued there next must not wake an idle CPU
-    /// to steal it. Cleared by that enqueue.
-    handoff: CpuFlags,
 }
 
 impl Fifo {
-    fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu)
-    }
-
-    fn is_online(&self, cpu: CpuId) -> bool {
-        cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
-    }
-
     /// Queues `token` at the back of its CPU's queue; if that CPU is busy
     /// (and not about to be handed over by a sync waker), kicks an idle CPU
     /// that may run the task.
     fn enqueue(&self, token: Schedulable) -> Result<(), NotTaken> {
-        let pid = token.pid();
         let cpu = token.cpu();
-        let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
+        let Some(allowed) = self.tasks.lock()?.get(token.pid()).copied() else {
             return Err(token.into());
         };
-        let mut queue = self.queues.lock(cpu)?;
-        let queued = queue.push_back(Waiting { token, allowed });
-        drop(queue);
-        queued.map_err(|w| w.token)?;
-        let handed_over = self.handoff.replace(cpu, false);
-        if !handed_over && !self.is_idle(cpu) {
-            if let Some(idle) = self
-                .topology
-                .nearest(cpu)
-                .find(|c| allowed.contains(*c) && self.is_idle(*c))
-            {
+        self.queues.push_back(token, allowed)?;
+        let handed_over = self.queues.take_handoff(cpu);
+        if !handed_over && !self.queues.is_idle(cpu) {
+            if let Some(idle) = self.queues.idle_near(&self.topology, cpu, &allowed) {
                 self.services.kick_cpu(idle);
             }
         }
         Ok(())
-    }
-
-    /// Removes `pid`'s token from whichever queue holds it.
-    fn dequeue(&self, pid: Pid) -> Result<Option<Schedulable>> {
-        let found = self
-            .queues
-            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))?;
-        Ok(found.map(|w| w.token))
     }
 }
 
@@ -108,22 +69,14 @@ impl EnokiScheduler for Fifo {
             topology: ctx.topology.try_clone()?,
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
-            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
+            queues: FifoQueues::try_new(nr, ctx.max_tasks)?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
-            idle: CpuFlags::new(nr)?,
-            offline: CpuFlags::new(nr)?,
-            handoff: CpuFlags::new(nr)?,
         })
     }
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
-        let next = self.queues.lock(cpu)?.pop_front();
-        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
-        Ok(next.map(|w| {
-            let mut token = w.token;
-            token.set_slice_ns(self.slice_ns);
-            token
-        }))
+        let (next, _) = self.queues.pick(cpu, prev, self.slice_ns)?;
+        Ok(next)
     }
 
     fn pnt_err(
@@ -163,13 +116,13 @@ impl EnokiScheduler for Fifo {
     fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
         // Only a running task sleeps, and a running task has no token queued.
         if !sleeping {
-            self.dequeue(pid)?;
+            self.queues.remove(pid)?;
         }
         Ok(())
     }
 
     fn task_dead(&self, pid: Pid) -> Result {
-        self.dequeue(pid)?;
+        self.queues.remove(pid)?;
         self.tasks.lock()?.remove(pid);
         Ok(())
     }
@@ -178,31 +131,8 @@ impl EnokiScheduler for Fifo {
         let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
             return Ok(prev_cpu);
         };
-        // A sync waker is about to sleep: its CPU runs the task next, with
-        // no idle CPU woken and no migration, unless others wait there.
-        let waker = wake.waker_cpu;
-        if wake.sync
-            && allowed.contains(waker)
-            && self.is_online(waker)
-            && self.queues.lock(waker)?.is_empty()
-        {
-            self.handoff.set(waker, true);
-            return Ok(waker);
-        }
-        if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
-            return Ok(prev_cpu);
-        }
-        let near = || {
-            self.topology
-                .nearest(prev_cpu)
-                .filter(|c| allowed.contains(*c))
-        };
-        // An idle CPU, else prev if it is still online, else any online one.
-        Ok(near()
-            .find(|c| self.is_idle(*c))
-            .or_else(|| Some(prev_cpu).filter(|c| allowed.contains(*c) && self.is_online(*c)))
-            .or_else(|| near().find(|c| self.is_online(*c)))
-            .unwrap_or(prev_cpu))
+        self.queues
+            .place_waking(&self.topology, prev_cpu, &allowed, wake)
     }
 
     fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
@@ -215,7 +145,7 @@ impl EnokiScheduler for Fifo {
             }
             let allowed_here = q
                 .iter()
-                .find(|w| w.allowed.contains(cpu))
+                .find(|w| w.info.contains(cpu))
                 .map(|w| w.token.pid());
             if let Some(pid) = allowed_here {
                 best = Some((q.len(), pid));
@@ -225,21 +155,7 @@ impl EnokiScheduler for Fifo {
     }
 
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
-        let Some(old) = self.dequeue(pid)? else {
-            return Ok(None);
-        };
-        let allowed = self.tasks.lock()?.get(pid).copied().unwrap_or_default();
-        // The thief asked for it: put it first so it runs next there.
-        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
-            token: sched,
-            allowed,
-        });
-        if queued.is_err() {
-            // Full: the new token is dropped, the old one goes back instead.
-            self.enqueue(old).or_else(NotTaken::drop_token)?;
-            return Ok(None);
-        }
-        Ok(Some(old))
+        self.queues.migrate(pid, sched, |old| self.enqueue(old))
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {
@@ -250,12 +166,12 @@ impl EnokiScheduler for Fifo {
     }
 
     fn cpu_online(&self, cpu: CpuId) -> Result {
-        self.offline.set(cpu, false);
+        self.queues.set_online(cpu, true);
         Ok(())
     }
 
     fn cpu_offline(&self, cpu: CpuId) -> Result {
-        self.offline.set(cpu, true);
+        self.queues.set_online(cpu, false);
         Ok(())
     }
 }

@@ -63,9 +63,9 @@ pub use hints::{GroupHint, GroupHome, MAX_QUEUES};
 pub use introspect::Stats;
 
 use enoki::{
-    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, HintError, InitContext, InitError,
-    Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, RunQueues, Schedulable,
-    Services, SpinLock, TaskError, TaskInfo, Topology, Wake,
+    CpuId, CpuSet, EnokiScheduler, FifoQueues, HintError, InitContext, InitError, Messages,
+    NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, Schedulable, Services, SpinLock,
+    TaskError, TaskInfo, Topology, Waiting, Wake,
 };
 use groups::{Groups, Placement};
 use hints::{Counters, OpenQueues};
@@ -76,10 +76,10 @@ const DEFAULT_OVERLOAD: u64 = 4;
 /// The largest `overload=`: the most tasks a module may hold.
 const MAX_OVERLOAD: u64 = 1 << 20;
 
-/// A waiting task: its token, where it may run and its group's home when
-/// it was queued (kept with the token so stealing needs no second lock).
-struct Waiting {
-    token: Schedulable,
+/// What is kept with a waiting task's token: where it may run and its
+/// group's home when it was queued (so stealing needs no second lock).
+#[derive(Clone, Copy)]
+struct Place {
     allowed: CpuSet,
     home: Option<CpuId>,
 }
@@ -92,31 +92,16 @@ pub struct Locality {
     /// Most tasks waiting on a group's home for it to take more of the
     /// group (and to keep the group's waiting tasks from thieves).
     overload: usize,
-    queues: RunQueues<Ring<Waiting>>,
+    /// Waiting tasks with their places, and which CPUs are idle or
+    /// offline (never chosen).
+    queues: FifoQueues<Place>,
     /// Every task's allowed CPUs and group, and every group's home.
     groups: SpinLock<Groups>,
     open_queues: SpinLock<OpenQueues>,
     counters: Counters,
-    /// CPUs whose last pick found nothing. libEnoki flags, not atomics, so
-    /// that replay sees every access.
-    idle: CpuFlags,
-    /// CPUs taken offline: never chosen, never idle.
-    offline: CpuFlags,
-    /// CPUs a sync wakeup was just placed on: their running task is about
-    /// to sleep, so the task queued there next must not wake an idle CPU
-    /// to steal it. Cleared by that enqueue.
-    handoff: CpuFlags,
 }
 
 impl Locality {
-    fn is_online(&self, cpu: CpuId) -> bool {
-        cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
-    }
-
-    fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu)
-    }
-
     /// Whether `cpu`, with `waiting` tasks queued, keeps a task waiting
     /// there from thieves: it is the task's home and not overloaded.
     fn holds(&self, home: Option<CpuId>, cpu: CpuId, waiting: usize) -> bool {
@@ -131,17 +116,9 @@ impl Locality {
         let Some((allowed, home)) = self.groups.lock()?.placement(token.pid()) else {
             return Err(token.into());
         };
-        let mut queue = self.queues.lock(cpu)?;
-        let queued = queue.push_back(Waiting {
-            token,
-            allowed,
-            home,
-        });
-        let waiting = queue.len();
-        drop(queue);
-        queued.map_err(|w| w.token)?;
-        let handed_over = self.handoff.replace(cpu, false);
-        if !handed_over && !self.holds(home, cpu, waiting) && !self.is_idle(cpu) {
+        let waiting = self.queues.push_back(token, Place { allowed, home })?;
+        let handed_over = self.queues.take_handoff(cpu);
+        if !handed_over && !self.holds(home, cpu, waiting) && !self.queues.is_idle(cpu) {
             self.kick_thief(cpu, &allowed, home);
         }
         Ok(())
@@ -150,7 +127,7 @@ impl Locality {
     /// Kicks an idle CPU that may run a task waiting on `cpu`: the task's
     /// home first, else the nearest.
     fn kick_thief(&self, cpu: CpuId, allowed: &CpuSet, home: Option<CpuId>) {
-        let may_take = |c: &CpuId| allowed.contains(*c) && self.is_idle(*c);
+        let may_take = |c: &CpuId| allowed.contains(*c) && self.queues.is_idle(*c);
         let thief = home
             .filter(may_take)
             .or_else(|| self.topology.nearest(cpu).find(may_take));
@@ -159,22 +136,11 @@ impl Locality {
         }
     }
 
-    /// Removes `pid`'s entry from whichever queue holds it.
-    fn take(&self, pid: Pid) -> Result<Option<Waiting>> {
-        self.queues
-            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
-    }
-
-    /// Removes `pid`'s token from whichever queue holds it.
-    fn dequeue(&self, pid: Pid) -> Result<Option<Schedulable>> {
-        Ok(self.take(pid)?.map(|w| w.token))
-    }
-
     /// Where a new group whose first task may run on `allowed` lives: the
     /// least crowded online CPU of `allowed`, or of all if none is online.
     fn choose_home(&self, groups: &Groups, allowed: &CpuSet) -> Option<CpuId> {
         let mut online = self.topology.all_cpus();
-        for cpu in self.topology.cpus().filter(|c| !self.is_online(*c)) {
+        for cpu in self.topology.cpus().filter(|c| !self.queues.is_online(*c)) {
             online.remove(cpu);
         }
         let usable = online & *allowed;
@@ -194,7 +160,7 @@ impl Locality {
     /// Whether a grouped task allowed on `allowed` wakes on its group's
     /// `home`: the home is online and not overloaded (counted when it is).
     fn home_takes(&self, home: CpuId, allowed: &CpuSet) -> Result<bool> {
-        if !allowed.contains(home) || !self.is_online(home) {
+        if !allowed.contains(home) || !self.queues.is_online(home) {
             return Ok(false);
         }
         let overloaded = self.queues.lock(home)?.len() > self.overload;
@@ -202,55 +168,26 @@ impl Locality {
         Ok(!overloaded)
     }
 
-    /// FIFO's placement of a waking task.
-    fn fifo_placement(&self, prev_cpu: CpuId, allowed: &CpuSet, wake: Wake) -> Result<CpuId> {
-        // A sync waker is about to sleep: its CPU runs the task next, with
-        // no idle CPU woken and no migration, unless others wait there.
-        let waker = wake.waker_cpu;
-        if wake.sync
-            && allowed.contains(waker)
-            && self.is_online(waker)
-            && self.queues.lock(waker)?.is_empty()
-        {
-            self.handoff.set(waker, true);
-            return Ok(waker);
-        }
-        if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
-            return Ok(prev_cpu);
-        }
-        let near = || {
-            self.topology
-                .nearest(prev_cpu)
-                .filter(|c| allowed.contains(*c))
-        };
-        // An idle CPU, else prev if it is still online, else any online one.
-        Ok(near()
-            .find(|c| self.is_idle(*c))
-            .or_else(|| Some(prev_cpu).filter(|c| allowed.contains(*c) && self.is_online(*c)))
-            .or_else(|| near().find(|c| self.is_online(*c)))
-            .unwrap_or(prev_cpu))
-    }
-
     /// The task `thief` would take from `from`'s queue: one whose group
     /// lives on the thief, else the oldest the thief may run that `from`
     /// does not hold for its group.
     fn stealable<'q>(
         &self,
-        queue: &'q Ring<Waiting>,
+        queue: &'q Ring<Waiting<Place>>,
         from: CpuId,
         thief: CpuId,
-    ) -> Option<&'q Waiting> {
-        let allowed = |w: &&Waiting| w.allowed.contains(thief);
+    ) -> Option<&'q Waiting<Place>> {
+        let allowed = |w: &&Waiting<Place>| w.info.allowed.contains(thief);
         let waiting = queue.len();
         queue
             .iter()
             .filter(allowed)
-            .find(|w| w.home == Some(thief))
+            .find(|w| w.info.home == Some(thief))
             .or_else(|| {
                 queue
                     .iter()
                     .filter(allowed)
-                    .find(|w| !self.holds(w.home, from, waiting))
+                    .find(|w| !self.holds(w.info.home, from, waiting))
             })
     }
 
@@ -286,24 +223,16 @@ impl EnokiScheduler for Locality {
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
             overload: usize::try_from(overload).unwrap_or(usize::MAX),
-            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
+            queues: FifoQueues::try_new(nr, ctx.max_tasks)?,
             groups: SpinLock::new(Groups::new(ctx.max_tasks)?),
             open_queues: SpinLock::new(OpenQueues::new()?),
             counters: Counters::default(),
-            idle: CpuFlags::new(nr)?,
-            offline: CpuFlags::new(nr)?,
-            handoff: CpuFlags::new(nr)?,
         })
     }
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
-        let next = self.queues.lock(cpu)?.pop_front();
-        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
-        Ok(next.map(|w| {
-            let mut token = w.token;
-            token.set_slice_ns(self.slice_ns);
-            token
-        }))
+        let (next, _) = self.queues.pick(cpu, prev, self.slice_ns)?;
+        Ok(next)
     }
 
     fn pnt_err(
@@ -343,13 +272,13 @@ impl EnokiScheduler for Locality {
     fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
         // Only a running task sleeps, and a running task has no token queued.
         if !sleeping {
-            self.dequeue(pid)?;
+            self.queues.remove(pid)?;
         }
         Ok(())
     }
 
     fn task_dead(&self, pid: Pid) -> Result {
-        self.dequeue(pid)?;
+        self.queues.remove(pid)?;
         self.groups.lock()?.remove(pid);
         Ok(())
     }
@@ -363,7 +292,8 @@ impl EnokiScheduler for Locality {
                 return Ok(home);
             }
         }
-        self.fifo_placement(prev_cpu, &allowed, wake)
+        self.queues
+            .place_waking(&self.topology, prev_cpu, &allowed, wake)
     }
 
     fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
@@ -375,7 +305,7 @@ impl EnokiScheduler for Locality {
             let Some(w) = self.stealable(&queue, other, cpu) else {
                 continue;
             };
-            let rank = (w.home == Some(cpu), queue.len());
+            let rank = (w.info.home == Some(cpu), queue.len());
             if best.is_none_or(|(best_rank, _)| rank > best_rank) {
                 best = Some((rank, w.token.pid()));
             }
@@ -384,21 +314,7 @@ impl EnokiScheduler for Locality {
     }
 
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
-        let Some(old) = self.take(pid)? else {
-            return Ok(None);
-        };
-        // The thief asked for it: put it first so it runs next there.
-        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
-            token: sched,
-            allowed: old.allowed,
-            home: old.home,
-        });
-        if queued.is_err() {
-            // Full: the new token is dropped, the old one goes back instead.
-            self.enqueue(old.token).or_else(NotTaken::drop_token)?;
-            return Ok(None);
-        }
-        Ok(Some(old.token))
+        self.queues.migrate(pid, sched, |old| self.enqueue(old))
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {
@@ -407,12 +323,12 @@ impl EnokiScheduler for Locality {
     }
 
     fn cpu_online(&self, cpu: CpuId) -> Result {
-        self.offline.set(cpu, false);
+        self.queues.set_online(cpu, true);
         Ok(())
     }
 
     fn cpu_offline(&self, cpu: CpuId) -> Result {
-        self.offline.set(cpu, true);
+        self.queues.set_online(cpu, false);
         self.groups.lock()?.evict(cpu);
         Ok(())
     }

@@ -19,15 +19,15 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, InitContext, InitError, Messages,
-    NoHint, NotTaken, PickError, Pid, PrevTask, Result, Ring, RunQueues, Schedulable, Services,
-    Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
+    CpuFlags, CpuId, CpuSet, EnokiScheduler, FifoQueues, InitContext, InitError, Messages, NoHint,
+    NotTaken, PickError, Pid, PrevTask, Result, Schedulable, Services, Shared, SpinLock, TaskError,
+    TaskInfo, TaskMap, Topology, Wake,
 };
 
-/// A waiting task: its token, where it may run (kept with the token so
-/// stealing needs no second lock) and its place in the global order.
-struct Waiting {
-    token: Schedulable,
+/// What is kept with a waiting task's token: where it may run (so stealing
+/// needs no second lock) and its place in the global order.
+#[derive(Clone, Copy)]
+struct Ticket {
     allowed: CpuSet,
     arrival: u64,
 }
@@ -40,28 +40,18 @@ pub struct Shinjuku {
     slice_ns: u64,
     /// How long a task runs while others wait behind it.
     preempt_ns: u64,
-    queues: RunQueues<Ring<Waiting>>,
+    /// Waiting tasks with their tickets, and which CPUs are idle or
+    /// offline (never chosen).
+    queues: FifoQueues<Ticket>,
     /// Allowed CPUs of every task the scheduler knows.
     tasks: SpinLock<TaskMap<CpuSet>>,
     /// Arrivals so far: the order of the approximated global queue.
     arrivals: Shared<u64>,
-    /// CPUs whose last pick found nothing.
-    idle: CpuFlags,
-    /// CPUs taken offline: never chosen, never idle.
-    offline: CpuFlags,
     /// CPUs whose preemption timer is armed for the task they run.
     timed: CpuFlags,
 }
 
 impl Shinjuku {
-    fn is_online(&self, cpu: CpuId) -> bool {
-        cpu < self.topology.nr_cpus() && !self.offline.get(cpu)
-    }
-
-    fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu)
-    }
-
     /// Tasks waiting on `cpu` (running ones not counted).
     fn waiting(&self, cpu: CpuId) -> Result<usize> {
         Ok(self.queues.lock(cpu)?.len())
@@ -71,43 +61,22 @@ impl Shinjuku {
     /// preemption timer, so the newcomer waits one slice at most; an idle
     /// CPU that may run the task is kicked to come and steal it.
     fn enqueue(&self, token: Schedulable) -> Result<(), NotTaken> {
-        let pid = token.pid();
         let cpu = token.cpu();
-        let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
+        let Some(allowed) = self.tasks.lock()?.get(token.pid()).copied() else {
             return Err(token.into());
         };
         let arrival = self.arrivals.fetch_add(1);
-        let queued = self.queues.lock(cpu)?.push_back(Waiting {
-            token,
-            allowed,
-            arrival,
-        });
-        queued.map_err(|w| w.token)?;
-        if self.is_idle(cpu) {
+        self.queues.push_back(token, Ticket { allowed, arrival })?;
+        if self.queues.is_idle(cpu) {
             return Ok(());
         }
         if !self.timed.replace(cpu, true) {
             self.services.set_timer(cpu, self.preempt_ns);
         }
-        if let Some(idle) = self
-            .topology
-            .nearest(cpu)
-            .find(|c| allowed.contains(*c) && self.is_idle(*c))
-        {
+        if let Some(idle) = self.queues.idle_near(&self.topology, cpu, &allowed) {
             self.services.kick_cpu(idle);
         }
         Ok(())
-    }
-
-    /// Removes `pid`'s entry from whichever queue holds it.
-    fn take(&self, pid: Pid) -> Result<Option<Waiting>> {
-        self.queues
-            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
-    }
-
-    /// Removes `pid`'s token from whichever queue holds it.
-    fn dequeue(&self, pid: Pid) -> Result<Option<Schedulable>> {
-        Ok(self.take(pid)?.map(|w| w.token))
     }
 
     /// Arms `cpu`'s timer when tasks wait there, disarms it otherwise.
@@ -125,7 +94,7 @@ impl Shinjuku {
     fn shortest_queue(&self, cpu: CpuId, allowed: &CpuSet) -> Result<Option<CpuId>> {
         let mut best: Option<(usize, CpuId)> = None;
         let candidates = core::iter::once(cpu).chain(self.topology.nearest(cpu));
-        for c in candidates.filter(|c| allowed.contains(*c) && self.is_online(*c)) {
+        for c in candidates.filter(|c| allowed.contains(*c) && self.queues.is_online(*c)) {
             let len = self.waiting(c)?;
             if best.is_none_or(|(shortest, _)| len < shortest) {
                 best = Some((len, c));
@@ -154,31 +123,20 @@ impl EnokiScheduler for Shinjuku {
             services: ctx.services.clone(),
             slice_ns: ctx.slice_ns,
             preempt_ns: preempt_us.saturating_mul(1000),
-            queues: RunQueues::try_new_with(nr, |_| Ring::with_capacity(ctx.max_tasks))?,
+            queues: FifoQueues::try_new(nr, ctx.max_tasks)?,
             tasks: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             arrivals: Shared::new(0),
-            idle: CpuFlags::new(nr)?,
-            offline: CpuFlags::new(nr)?,
             timed: CpuFlags::new(nr)?,
         })
     }
 
     fn pick_next_task(&self, cpu: CpuId, prev: Option<PrevTask>) -> Result<Option<Schedulable>> {
-        let (next, others_wait) = {
-            let mut queue = self.queues.lock(cpu)?;
-            let next = queue.pop_front();
-            (next, !queue.is_empty())
-        };
         // A CPU that keeps `prev` is busy, so a newcomer here arms the timer.
-        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
+        let (next, waiting) = self.queues.pick(cpu, prev, self.slice_ns)?;
         // The task picked now, or the one kept running, gets a short slice
         // only if somebody waits behind it.
-        self.time_slice(cpu, others_wait);
-        Ok(next.map(|w| {
-            let mut token = w.token;
-            token.set_slice_ns(self.slice_ns);
-            token
-        }))
+        self.time_slice(cpu, waiting > 0);
+        Ok(next)
     }
 
     fn pnt_err(
@@ -215,13 +173,13 @@ impl EnokiScheduler for Shinjuku {
 
     fn task_blocked(&self, pid: Pid, _runtime: u64, _cpu: CpuId, sleeping: bool) -> Result {
         if !sleeping {
-            self.dequeue(pid)?;
+            self.queues.remove(pid)?;
         }
         Ok(())
     }
 
     fn task_dead(&self, pid: Pid) -> Result {
-        self.dequeue(pid)?;
+        self.queues.remove(pid)?;
         self.tasks.lock()?.remove(pid);
         Ok(())
     }
@@ -232,7 +190,7 @@ impl EnokiScheduler for Shinjuku {
         };
         let idle = core::iter::once(prev_cpu)
             .chain(self.topology.nearest(prev_cpu))
-            .find(|c| allowed.contains(*c) && self.is_idle(*c));
+            .find(|c| allowed.contains(*c) && self.queues.is_idle(*c));
         if let Some(cpu) = idle {
             return Ok(cpu);
         }
@@ -244,29 +202,17 @@ impl EnokiScheduler for Shinjuku {
         let mut oldest: Option<(u64, Pid)> = None;
         for other in self.topology.nearest(cpu) {
             let q = self.queues.lock(other)?;
-            let head = q.iter().find(|w| w.allowed.contains(cpu));
-            if let Some(w) = head.filter(|w| oldest.is_none_or(|(a, _)| w.arrival < a)) {
-                oldest = Some((w.arrival, w.token.pid()));
+            let head = q.iter().find(|w| w.info.allowed.contains(cpu));
+            if let Some(w) = head.filter(|w| oldest.is_none_or(|(a, _)| w.info.arrival < a)) {
+                oldest = Some((w.info.arrival, w.token.pid()));
             }
         }
         Ok(oldest.map(|(_, pid)| pid))
     }
 
     fn migrate_task_rq(&self, pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
-        let Some(old) = self.take(pid)? else {
-            return Ok(None);
-        };
-        // The thief asked for it: first in its new queue, keeping its age.
-        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
-            token: sched,
-            allowed: old.allowed,
-            arrival: old.arrival,
-        });
-        if queued.is_err() {
-            self.enqueue(old.token).or_else(NotTaken::drop_token)?;
-            return Ok(None);
-        }
-        Ok(Some(old.token))
+        // First in the thief's queue, keeping its age.
+        self.queues.migrate(pid, sched, |old| self.enqueue(old))
     }
 
     fn task_affinity_changed(&self, pid: Pid, allowed: &CpuSet) -> Result {
@@ -277,12 +223,12 @@ impl EnokiScheduler for Shinjuku {
     }
 
     fn cpu_online(&self, cpu: CpuId) -> Result {
-        self.offline.set(cpu, false);
+        self.queues.set_online(cpu, true);
         Ok(())
     }
 
     fn cpu_offline(&self, cpu: CpuId) -> Result {
-        self.offline.set(cpu, true);
+        self.queues.set_online(cpu, false);
         self.time_slice(cpu, false);
         Ok(())
     }

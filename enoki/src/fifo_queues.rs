@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Per-CPU first-in first-out queues of waiting tasks, with the idle and
+//! offline flags that go with them: the core that FIFO, Shinjuku, Locality
+//! and Arachne share, so that each writes only its policy (where a waking
+//! task goes, whom to kick, what to steal).
+//!
+//! - Each waiting task is a [`Waiting`]: its token and what the scheduler
+//!   keeps with it (its allowed CPUs, say), so that stealing needs no
+//!   second lock.
+//! - A picked task leaves from the front of its CPU's queue, a preempted or
+//!   woken one joins at the back, and a stolen one goes first in its new
+//!   queue, so that it runs next where the thief asked for it.
+//! - A CPU is idle when its last pick found nothing and kept no task
+//!   ([`crate::cpu_goes_idle`]); an offline CPU is never idle.
+//! - [`FifoQueues::place_waking`] is FIFO's placement of a waking task,
+//!   sync wakeups handed over to the waker's CPU included.
+//!
+//! Everything is behind libEnoki locks and flags, so record and replay see
+//! every access; lock sites are the caller's. Nothing here allocates after
+//! [`FifoQueues::try_new`] or panics.
+
+use crate::collections::{AllocError, Ring};
+use crate::runqueue::{QueueGuard, RunQueues};
+use crate::scheduler::{NotTaken, Result, Wake};
+use crate::sync::CpuFlags;
+use crate::topology::Topology;
+use crate::types::{cpu_goes_idle, CpuId, CpuSet, Pid, PrevTask, Schedulable};
+
+/// A waiting task: its token and what its scheduler keeps with it.
+pub struct Waiting<T> {
+    pub token: Schedulable,
+    pub info: T,
+}
+
+/// A locked queue.
+pub type FifoGuard<'a, T> = QueueGuard<'a, Ring<Waiting<T>>>;
+
+/// One FIFO queue per CPU, and which CPUs are idle or offline.
+pub struct FifoQueues<T> {
+    queues: RunQueues<Ring<Waiting<T>>>,
+    /// CPUs whose last pick found nothing. libEnoki flags, not atomics:
+    /// every read and write is then a lock event, so lock-ordered replay of
+    /// a kernel trace sees the values the kernel run saw.
+    idle: CpuFlags,
+    /// CPUs taken offline: never idle.
+    offline: CpuFlags,
+    /// CPUs a sync wakeup was just placed on: their running task is about
+    /// to sleep, so the task queued there next must not wake an idle CPU
+    /// to steal it. Cleared by that enqueue ([`FifoQueues::take_handoff`]).
+    handoff: CpuFlags,
+}
+
+impl<T: Copy> FifoQueues<T> {
+    /// Queues for `nr_cpus` CPUs, each with room for `max_tasks` (allocates:
+    /// init only). Every CPU starts online and busy.
+    pub fn try_new(nr_cpus: usize, max_tasks: usize) -> Result<Self, AllocError> {
+        Ok(FifoQueues {
+            queues: RunQueues::try_new_with(nr_cpus, |_| Ring::with_capacity(max_tasks))?,
+            idle: CpuFlags::new(nr_cpus)?,
+            offline: CpuFlags::new(nr_cpus)?,
+            handoff: CpuFlags::new(nr_cpus)?,
+        })
+    }
+
+    /// Locks `cpu`'s queue, for what a policy reads or changes there.
+    #[track_caller]
+    pub fn lock(&self, cpu: CpuId) -> Result<FifoGuard<'_, T>> {
+        self.queues.lock(cpu)
+    }
+
+    /// Whether `cpu` exists and is online.
+    pub fn is_online(&self, cpu: CpuId) -> bool {
+        self.queues.cpus().contains(&cpu) && !self.offline.get(cpu)
+    }
+
+    /// Whether `cpu` is online and its last pick left it with nothing.
+    pub fn is_idle(&self, cpu: CpuId) -> bool {
+        self.is_online(cpu) && self.idle.get(cpu)
+    }
+
+    /// Marks `cpu` online or offline (the hotplug messages).
+    pub fn set_online(&self, cpu: CpuId, online: bool) {
+        self.offline.set(cpu, !online);
+    }
+
+    /// Marks `cpu` idle or busy, for a policy whose pick does not go
+    /// through [`FifoQueues::pick`].
+    pub fn set_idle(&self, cpu: CpuId, idle: bool) {
+        self.idle.set(cpu, idle);
+    }
+
+    /// The idle CPU nearest to `cpu` (not `cpu` itself) of `allowed`.
+    pub fn idle_near(&self, topology: &Topology, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
+        topology
+            .nearest(cpu)
+            .find(|c| allowed.contains(*c) && self.is_idle(*c))
+    }
+
+    /// FIFO's placement of a waking task that may run on `allowed`:
+    /// - woken by a sync waker (one about to sleep), on the waker's CPU when
+    ///   nothing waits there: that CPU runs it next, with no idle CPU woken
+    ///   and no migration (and its next enqueue kicks nobody);
+    /// - else on `prev_cpu` if idle, else on the nearest idle CPU, else on
+    ///   `prev_cpu` if online, else on the nearest online CPU.
+    #[track_caller]
+    pub fn place_waking(
+        &self,
+        topology: &Topology,
+        prev_cpu: CpuId,
+        allowed: &CpuSet,
+        wake: Wake,
+    ) -> Result<CpuId> {
+        let waker = wake.waker_cpu;
+        if wake.sync
+            && allowed.contains(waker)
+            && self.is_online(waker)
+            && self.queues.lock(waker)?.is_empty()
+        {
+            self.handoff.set(waker, true);
+            return Ok(waker);
+        }
+        if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
+            return Ok(prev_cpu);
+        }
+        let near = || topology.nearest(prev_cpu).filter(|c| allowed.contains(*c));
+        Ok(near()
+            .find(|c| self.is_idle(*c))
+            .or_else(|| Some(prev_cpu).filter(|c| allowed.contains(*c) && self.is_online(*c)))
+            .or_else(|| near().find(|c| self.is_online(*c)))
+            .unwrap_or(prev_cpu))
+    }
+
+    /// Whether a sync wakeup was placed on `cpu` since its last enqueue
+    /// asked: its running task is about to sleep, so a task queued there
+    /// now needs no idle CPU kicked to steal it.
+    pub fn take_handoff(&self, cpu: CpuId) -> bool {
+        self.handoff.replace(cpu, false)
+    }
+
+    /// Queues `token` at the back of its CPU's queue, with `info`. Returns
+    /// how many tasks wait there now, or the token when the queue is full.
+    #[track_caller]
+    pub fn push_back(&self, token: Schedulable, info: T) -> Result<usize, NotTaken> {
+        let mut queue = self.queues.lock(token.cpu())?;
+        let queued = queue.push_back(Waiting { token, info });
+        let waiting = queue.len();
+        drop(queue);
+        queued.map_err(|w| w.token)?;
+        Ok(waiting)
+    }
+
+    /// The first task of `cpu`'s queue, to run for `slice_ns`, and how many
+    /// still wait behind it. Flags the CPU idle when nothing was picked and
+    /// `prev` does not keep running, busy otherwise.
+    #[track_caller]
+    pub fn pick(
+        &self,
+        cpu: CpuId,
+        prev: Option<PrevTask>,
+        slice_ns: u64,
+    ) -> Result<(Option<Schedulable>, usize)> {
+        let (next, waiting) = {
+            let mut queue = self.queues.lock(cpu)?;
+            let next = queue.pop_front();
+            (next, queue.len())
+        };
+        self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
+        let next = next.map(|w| {
+            let mut token = w.token;
+            token.set_slice_ns(slice_ns);
+            token
+        });
+        Ok((next, waiting))
+    }
+
+    /// Removes `pid`'s entry from whichever queue holds it.
+    #[track_caller]
+    pub fn take(&self, pid: Pid) -> Result<Option<Waiting<T>>> {
+        self.queues
+            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
+    }
+
+    /// Drops `pid`'s token if a queue holds one (the task blocked or died).
+    #[track_caller]
+    pub fn remove(&self, pid: Pid) -> Result {
+        self.take(pid).map(drop)
+    }
+
+    /// A thief asked for `pid`, which now has the token `sched` for the
+    /// thief's CPU: the task goes first in that queue, so that it runs next
+    /// there, with what was kept with it. Returns the old token, or `None`
+    /// when no queue holds the task. When the thief's queue is full, the
+    /// new token is dropped and the old one is handed to `requeue`.
+    #[track_caller]
+    pub fn migrate(
+        &self,
+        pid: Pid,
+        sched: Schedulable,
+        requeue: impl FnOnce(Schedulable) -> Result<(), NotTaken>,
+    ) -> Result<Option<Schedulable>> {
+        let Some(old) = self.take(pid)? else {
+            return Ok(None);
+        };
+        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
+            token: sched,
+            info: old.info,
+        });
+        if queued.is_err() {
+            requeue(old.token).or_else(NotTaken::drop_token)?;
+            return Ok(None);
+        }
+        Ok(Some(old.token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    const SLICE: u64 = 3_000_000;
+
+    /// Four CPUs (one socket), each queue with room for `room` tasks, all
+    /// CPUs busy.
+    fn queues(room: usize) -> (FifoQueues<u32>, Topology) {
+        let topology = Topology::symmetric(1, 4, 1, 21).unwrap();
+        (FifoQueues::try_new(4, room).unwrap(), topology)
+    }
+
+    fn token(pid: Pid, cpu: CpuId) -> Schedulable {
+        Schedulable::new(pid, cpu)
+    }
+
+    fn pids(q: &FifoQueues<u32>, cpu: CpuId) -> Vec<(Pid, u32)> {
+        let queue = q.lock(cpu).unwrap();
+        queue.iter().map(|w| (w.token.pid(), w.info)).collect()
+    }
+
+    #[test]
+    fn picks_in_arrival_order_and_flags_a_cpu_idle_only_when_nothing_runs() {
+        let (q, _) = queues(4);
+        assert_eq!(q.push_back(token(1, 2), 10), Ok(1));
+        assert_eq!(q.push_back(token(2, 2), 20), Ok(2));
+        let (next, waiting) = q.pick(2, None, SLICE).unwrap();
+        let next = next.unwrap();
+        assert_eq!((next.pid(), next.slice_ns(), waiting), (1, SLICE, 1));
+        assert!(!q.is_idle(2));
+        assert_eq!(q.pick(2, None, SLICE).unwrap().0.map(|t| t.pid()), Some(2));
+        let runnable = PrevTask {
+            pid: 2,
+            runtime: 0,
+            runnable: true,
+        };
+        assert_eq!(q.pick(2, Some(runnable), SLICE).unwrap(), (None, 0));
+        assert!(!q.is_idle(2), "a CPU that keeps its task is busy");
+        assert_eq!(q.pick(2, None, SLICE).unwrap(), (None, 0));
+        assert!(q.is_idle(2));
+        q.set_online(2, false);
+        assert!(
+            !q.is_idle(2) && !q.is_online(2),
+            "an offline CPU is never idle"
+        );
+        assert!(!q.is_online(4), "a CPU the machine does not have");
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_token_back() {
+        let (q, _) = queues(1);
+        assert_eq!(q.push_back(token(1, 0), 0), Ok(1));
+        assert_eq!(
+            q.push_back(token(2, 0), 0),
+            Err(NotTaken::Refused(token(2, 0)))
+        );
+    }
+
+    #[test]
+    fn a_stolen_task_goes_first_with_what_was_kept_and_a_full_thief_requeues_it() {
+        let (q, _) = queues(2);
+        q.push_back(token(1, 0), 10).unwrap();
+        q.push_back(token(2, 1), 20).unwrap();
+        let no_requeue = |t: Schedulable| -> Result<(), NotTaken> { panic!("requeued {t:?}") };
+        let old = q.migrate(1, token(1, 1), no_requeue).unwrap();
+        assert_eq!(old, Some(token(1, 0)));
+        assert_eq!(pids(&q, 1), [(1, 10), (2, 20)]);
+        assert_eq!(q.migrate(9, token(9, 1), no_requeue).unwrap(), None);
+
+        q.push_back(token(3, 0), 30).unwrap();
+        let mut requeued = None;
+        let old = q.migrate(3, token(3, 1), |t| {
+            requeued = Some(t);
+            Ok(())
+        });
+        assert_eq!(old.unwrap(), None, "the thief's queue is full");
+        assert_eq!(requeued, Some(token(3, 0)), "the old token goes back");
+        assert_eq!(pids(&q, 1), [(1, 10), (2, 20)]);
+        q.remove(1).unwrap();
+        assert_eq!(pids(&q, 1), [(2, 20)]);
+    }
+
+    #[test]
+    fn a_sync_wakeup_goes_to_the_wakers_empty_cpu_once_handed_over() {
+        let (q, topology) = queues(4);
+        let all = CpuSet::first_n(4);
+        let sync = Wake {
+            waker_cpu: 3,
+            sync: true,
+        };
+        assert_eq!(q.place_waking(&topology, 0, &all, sync), Ok(3));
+        assert!(q.take_handoff(3), "the waker's CPU is handed over");
+        assert!(!q.take_handoff(3), "once");
+        q.push_back(token(1, 3), 0).unwrap();
+        // Others wait on the waker's CPU, and every CPU is busy: prev.
+        assert_eq!(q.place_waking(&topology, 0, &all, sync), Ok(0));
+        assert!(!q.take_handoff(3));
+        q.set_idle(2, true);
+        assert_eq!(
+            q.place_waking(&topology, 0, &all, sync),
+            Ok(2),
+            "an idle CPU"
+        );
+        q.set_online(0, false);
+        q.set_idle(2, false);
+        assert_eq!(
+            q.place_waking(&topology, 0, &all, sync),
+            Ok(1),
+            "prev offline: the nearest online CPU"
+        );
+        assert_eq!(q.idle_near(&topology, 1, &all), None);
+        q.set_idle(3, true);
+        assert_eq!(q.idle_near(&topology, 1, &all), Some(3));
+    }
+}
