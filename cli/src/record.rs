@@ -229,6 +229,18 @@ pub fn write_trace(
     })
 }
 
+/// Sizes each CPU's record ring for the next recording, in KiB; returns the
+/// size the kernel chose (whole records, a power of two of them, within its
+/// limits).
+pub fn set_buffer_kib(paths: &RecordPaths, kib: u64) -> Result<u64, Error> {
+    let p = paths.sysfs.join("record_buffer_kib");
+    std::fs::write(&p, kib.to_string()).map_err(|e| Error::io(&p, e))?;
+    read_number(&paths.sysfs, "record_buffer_kib")?.ok_or_else(|| Error::Malformed {
+        path: p,
+        msg: "empty after a write".into(),
+    })
+}
+
 fn set_recording(paths: &RecordPaths, on: bool) -> Result<(), Error> {
     let p = paths.sysfs.join("record");
     std::fs::write(&p, if on { "1" } else { "0" }).map_err(|e| Error::io(p, e))
@@ -483,6 +495,18 @@ mod tests {
             [0, 1, 2, 3, 4]
         );
         assert_eq!(recs[4].event, enoki_trace::Event::Upgrade { state: 0x1000 });
+    }
+
+    #[test]
+    fn the_buffer_size_is_written_and_read_back() {
+        let (_t, p) = fake_tree(true);
+        assert_eq!(set_buffer_kib(&p, 19456).unwrap(), 19456);
+        let file = p.sysfs.join("record_buffer_kib");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "19456");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let e = set_buffer_kib(&p, 1).unwrap_err().to_string();
+        assert!(e.contains("record_buffer_kib"), "{e}");
     }
 
     #[test]

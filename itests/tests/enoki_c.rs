@@ -5,7 +5,7 @@
 //! (gap records for lost events, freed once drained).
 
 use enoki_itests::{self as it, assert_enabled, field, float, number, DUMP, IRQS};
-use enoki_sim::trace::{records_from_kernel, Event};
+use enoki_sim::trace::{records_from_kernel, Event, KERNEL_REC_BYTES};
 use serial_test::serial;
 
 #[test]
@@ -145,7 +145,7 @@ echo kib-drained $((v3 - v0))
         drops > 0,
         "the rings never overflowed: the test proves nothing"
     );
-    // 8 CPUs x 32768 x 136 bytes, give or take the allocator.
+    // 8 CPUs x 32768 records, give or take the allocator.
     assert!(number(&r, "kib-recording") > 30_000, "{}", r.output);
     assert!(
         number(&r, "kib-stopped") > 30_000,
@@ -173,6 +173,54 @@ echo kib-drained $((v3 - v0))
         reported, drops,
         "gap records must account for every event record_drops counted"
     );
+}
+
+/// `record_buffer_kib` sizes each CPU's ring for the next start: rounded
+/// down to a power of two records within 2^10 and 2^20 of them, and fixed
+/// while recording.
+#[test]
+#[serial]
+fn the_record_ring_size_is_chosen_before_a_recording_and_fixed_during_it() {
+    let r = it::run_ok(
+        r#"set -e
+f=/sys/kernel/enoki/record_buffer_kib
+vmalloc() { awk '/^VmallocUsed/{print $2}' /proc/meminfo; }
+echo default $(cat $f)
+echo 1000 > $f; echo small $(cat $f)
+echo 0 > $f; echo least $(cat $f)
+echo 99999999 > $f; echo most $(cat $f)
+echo 1000 > $f
+enoki load fifo --mode all
+v0=$(vmalloc)
+echo 1 > /sys/kernel/enoki/record
+echo kib-recording $(( $(vmalloc) - v0 ))
+if echo 4096 > $f 2>/dev/null; then echo resized-while-recording; fi
+echo during $(cat $f)
+echo 0 > /sys/kernel/enoki/record
+cat /sys/kernel/debug/enoki/trace > /dev/null
+echo 2048 > $f; echo after $(cat $f)
+enoki unload
+"#,
+    );
+    let kib = |records: u64| records * KERNEL_REC_BYTES as u64 / 1024;
+    // The largest power of two of records in 1000 KiB.
+    let small = kib(1 << (1000 * 1024 / KERNEL_REC_BYTES as u64).ilog2());
+    assert_eq!(number(&r, "default"), kib(1 << 15));
+    assert_eq!(number(&r, "small"), small);
+    assert_eq!(number(&r, "least"), kib(1 << 10));
+    assert_eq!(number(&r, "most"), kib(1 << 20));
+    let recording = number(&r, "kib-recording");
+    assert!(
+        (8 * small..8 * small + 2048).contains(&recording),
+        "8 rings of {small} KiB took {recording} KiB"
+    );
+    assert!(
+        !r.output.contains("resized-while-recording"),
+        "{}",
+        r.output
+    );
+    assert_eq!(number(&r, "during"), small);
+    assert!(number(&r, "after") > small, "{}", r.output);
 }
 
 #[test]

@@ -30,6 +30,10 @@ pub struct Args {
     /// Write uncompressed blocks
     #[arg(long)]
     no_compress: bool,
+    /// Size of each CPU's record ring in KiB (default: the kernel's, 6144);
+    /// a larger one rides out longer stretches where the drain falls behind
+    #[arg(long, value_name = "KIB")]
+    buffer_kib: Option<u64>,
     /// Load this scheduler once recording has started (replayable trace)
     #[arg(long, value_name = "SCHED")]
     load: Option<String>,
@@ -71,6 +75,10 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     // With a command, SIGINT reaches it too: we wait for it to end. Without, it stops us.
+    if let Some(kib) = a.buffer_kib {
+        let got = record::set_buffer_kib(&paths, kib)?;
+        eprintln!("enoki record: {got} KiB of records per CPU");
+    }
     catch_signals();
     let start = Instant::now();
     let rec = Recording::start(&paths)?;

@@ -21,7 +21,8 @@
  * enoki_record_msg() (whose upgrade, enoki_record_upgrade(), and whose
  * exit, enoki_record_exit()), and
  * enoki_sysfs.c, whose files use
- * enoki_record_set(), enoki_record_drops() and enoki_trace_fops.
+ * enoki_record_set(), enoki_record_drops(), enoki_record_buffer_kib(),
+ * enoki_record_resize() and enoki_trace_fops.
  */
 #include <linux/debugfs.h>
 #include <linux/percpu.h>
@@ -30,10 +31,14 @@
 
 #include "enoki.h"
 
-#define ENOKI_REC_ENTRIES	(1U << 15)	/* 4.75 MiB per CPU */
+/* records per CPU's ring: a power of two, 6 MiB by default */
+#define ENOKI_REC_ENTRIES_DEFAULT	BIT(15)
+#define ENOKI_REC_ENTRIES_MIN		BIT(10)
+#define ENOKI_REC_ENTRIES_MAX		BIT(20)
 
 struct enoki_ring {
 	struct enoki_rec *buf;
+	u64 mask;	/* entries - 1 */
 	u64 head;	/* written by the producer */
 	u64 tail;	/* written by the consumer */
 	u64 drops;
@@ -54,8 +59,10 @@ static int enoki_record_calls;
 static DEFINE_PER_CPU(bool, enoki_rec_call);
 static atomic64_t enoki_seq = ATOMIC64_INIT(0);
 static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
-/* serialises record start/stop and trace readers */
+/* serialises record start/stop, resizing and trace readers */
 static DEFINE_MUTEX(enoki_record_mutex);
+/* ring size for the next start, under enoki_record_mutex */
+static u32 enoki_rec_entries = ENOKI_REC_ENTRIES_DEFAULT;
 
 /* the producers, on the call path and in libEnoki's locks */
 
@@ -77,7 +84,7 @@ static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr)
 /* Writes @ring's gap record, numbered like the first lost event. */
 static void enoki_ring_gap(struct enoki_ring *ring, int cpu)
 {
-	struct enoki_rec *rec = &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
+	struct enoki_rec *rec = &ring->buf[ring->head & ring->mask];
 
 	memset(rec, 0, sizeof(*rec));
 	rec->seq = ring->lost_seq;
@@ -104,7 +111,7 @@ static struct enoki_rec *enoki_ring_slot(u64 seq)
 		return NULL;
 	/* pairs with the reader's release: its slots are free to reuse */
 	used = ring->head - smp_load_acquire(&ring->tail);
-	if (used + (ring->lost ? 2 : 1) > ENOKI_REC_ENTRIES - 1) {
+	if (used + (ring->lost ? 2 : 1) > ring->mask) {
 		ring->drops++;
 		if (!ring->lost++)
 			ring->lost_seq = seq;
@@ -112,7 +119,7 @@ static struct enoki_rec *enoki_ring_slot(u64 seq)
 	}
 	if (ring->lost)
 		enoki_ring_gap(ring, smp_processor_id());
-	return &ring->buf[ring->head & (ENOKI_REC_ENTRIES - 1)];
+	return &ring->buf[ring->head & ring->mask];
 }
 
 /* Sequence number of a message about to be handed over; 0: not recording */
@@ -284,11 +291,16 @@ static int enoki_record_start(void)
 	for_each_possible_cpu(cpu) {
 		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
 
+		if (ring->buf && ring->mask + 1 != enoki_rec_entries) {
+			vfree(ring->buf);
+			ring->buf = NULL;
+		}
 		if (!ring->buf) {
-			ring->buf = vmalloc_array(ENOKI_REC_ENTRIES,
+			ring->buf = vmalloc_array(enoki_rec_entries,
 						  sizeof(*ring->buf));
 			if (!ring->buf)
 				return -ENOMEM;
+			ring->mask = enoki_rec_entries - 1;
 		}
 		ring->head = 0;
 		ring->tail = 0;
@@ -317,6 +329,34 @@ static int enoki_record_set(bool on)
 	return ret;
 }
 
+/* Size of each CPU's ring, in KiB, from the next start on. */
+static u32 enoki_record_buffer_kib(void)
+{
+	return (u64)READ_ONCE(enoki_rec_entries) * sizeof(struct enoki_rec) /
+	       SZ_1K;
+}
+
+/*
+ * Sizes the rings of the next start: as many whole records as fit in
+ * @kib KiB per CPU, rounded down to a power of two within the limits;
+ * -EBUSY while recording.
+ */
+static int enoki_record_resize(u64 kib)
+{
+	u64 entries = kib * SZ_1K / sizeof(struct enoki_rec);
+	int ret = 0;
+
+	entries = clamp_t(u64, entries, ENOKI_REC_ENTRIES_MIN,
+			  ENOKI_REC_ENTRIES_MAX);
+	mutex_lock(&enoki_record_mutex);
+	if (READ_ONCE(enoki_recording))
+		ret = -EBUSY;
+	else
+		WRITE_ONCE(enoki_rec_entries, rounddown_pow_of_two(entries));
+	mutex_unlock(&enoki_record_mutex);
+	return ret;
+}
+
 /* Events lost to full rings since the last start. */
 static u64 enoki_record_drops(void)
 {
@@ -329,6 +369,33 @@ static u64 enoki_record_drops(void)
 }
 
 /*
+ * Copies whole records from @ring to @ubuf, at most @max bytes' worth, and
+ * frees their slots; the bytes copied, or -EFAULT if none could be. The
+ * ring wraps once at most, so that is two copies at most.
+ */
+static ssize_t enoki_ring_read(struct enoki_ring *ring, char __user *ubuf,
+			       size_t max)
+{
+	const size_t size = sizeof(struct enoki_rec);
+	u64 tail = ring->tail;
+	/* pairs with enoki_ring_commit(): whole records only */
+	u64 n = smp_load_acquire(&ring->head) - tail;
+	u64 first = tail & ring->mask;
+	u64 run;
+
+	n = min_t(u64, n, max / size);
+	run = min_t(u64, n, ring->mask + 1 - first);
+	if (copy_to_user(ubuf, &ring->buf[first], run * size))
+		return -EFAULT;
+	if (run < n && copy_to_user(ubuf + run * size, ring->buf,
+				    (n - run) * size))
+		n = run;
+	/* the producer may reuse the slots once it sees this */
+	smp_store_release(&ring->tail, tail + n);
+	return n * size;
+}
+
+/*
  * The consumer, debugfs enoki/trace: moves whole records from the CPUs'
  * rings to userspace, any order.
  */
@@ -336,31 +403,21 @@ static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
 				size_t count, loff_t *ppos)
 {
 	size_t done = 0;
+	ssize_t got;
 	int cpu;
 
 	mutex_lock(&enoki_record_mutex);
 	for_each_possible_cpu(cpu) {
 		struct enoki_ring *ring = per_cpu_ptr(&enoki_rings, cpu);
-		u64 tail = ring->tail;
 
 		if (!ring->buf)
 			continue;
-		while (count - done >= sizeof(struct enoki_rec)) {
-			struct enoki_rec *rec;
-
-			/* pairs with enoki_ring_commit(): whole records only */
-			if (tail == smp_load_acquire(&ring->head))
-				break;
-			rec = &ring->buf[tail & (ENOKI_REC_ENTRIES - 1)];
-			if (copy_to_user(ubuf + done, rec, sizeof(*rec))) {
-				mutex_unlock(&enoki_record_mutex);
-				return done ?: -EFAULT;
-			}
-			done += sizeof(*rec);
-			tail++;
-			/* the producer may reuse the slot once it sees this */
-			smp_store_release(&ring->tail, tail);
+		got = enoki_ring_read(ring, ubuf + done, count - done);
+		if (got < 0) {
+			mutex_unlock(&enoki_record_mutex);
+			return done ?: got;
 		}
+		done += got;
 	}
 	if (!done)
 		enoki_rings_free_if_done();

@@ -238,6 +238,7 @@ static ssize_t enoki_record_store(struct kobject *kobj,
 	ret = enoki_record_set(on);
 	return ret ?: count;
 }
+
 static struct kobj_attribute enoki_attr_record =
 	__ATTR(record, 0644, enoki_record_show, enoki_record_store);
 
@@ -247,6 +248,32 @@ static ssize_t enoki_record_drops_show(struct kobject *kobj,
 	return sysfs_emit(buf, "%llu\n", enoki_record_drops());
 }
 ENOKI_ATTR_RO(record_drops);
+
+/* each CPU's ring, in KiB, from the next start on */
+static ssize_t enoki_record_buffer_kib_show(struct kobject *kobj,
+					    struct kobj_attribute *attr,
+					    char *buf)
+{
+	return sysfs_emit(buf, "%u\n", enoki_record_buffer_kib());
+}
+
+static ssize_t enoki_record_buffer_kib_store(struct kobject *kobj,
+					     struct kobj_attribute *attr,
+					     const char *buf, size_t count)
+{
+	u64 kib;
+	int ret;
+
+	ret = kstrtou64(buf, 0, &kib);
+	if (ret)
+		return ret;
+	ret = enoki_record_resize(kib);
+	return ret ?: count;
+}
+
+static struct kobj_attribute enoki_attr_record_buffer_kib =
+	__ATTR(record_buffer_kib, 0644, enoki_record_buffer_kib_show,
+	       enoki_record_buffer_kib_store);
 
 static ssize_t enoki_abi_version_show(struct kobject *kobj,
 				      struct kobj_attribute *attr, char *buf)
@@ -322,6 +349,7 @@ static struct attribute *enoki_attrs[] = {
 	&enoki_attr_hints.attr,
 	&enoki_attr_record.attr,
 	&enoki_attr_record_drops.attr,
+	&enoki_attr_record_buffer_kib.attr,
 	&enoki_attr_abi_version.attr,
 	NULL,
 };
