@@ -77,7 +77,7 @@ enoki unload
     let shared_acquisitions = reader
         .filter(|r| {
             matches!(
-                r.as_ref().map(|r| r.event),
+                r.as_ref().map(|r| &r.event),
                 Ok(enoki_sim::trace::Event::LockAcquireShared { .. })
             )
         })

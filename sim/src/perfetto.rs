@@ -102,14 +102,14 @@ impl TimelineBuilder {
     }
 
     pub fn add(&mut self, r: &Record) {
-        let Event::Msg(m) = r.event else { return };
+        let Event::Msg(m) = &r.event else { return };
         let at = if r.time_ns != 0 {
             r.time_ns
         } else {
             r.seq * 1000
         };
         self.last = self.last.max(at);
-        self.msg(&m, usize::try_from(m.cpu).unwrap_or(0), at);
+        self.msg(m, usize::try_from(m.cpu).unwrap_or(0), at);
     }
 
     fn msg(&mut self, m: &Msg, cpu: CpuId, at: u64) {

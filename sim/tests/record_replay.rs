@@ -369,16 +369,16 @@ fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
                     && disjoint(&calls[i], b) =>
             {
                 let a = &calls[i];
-                order.extend([a[0], b[0]]);
+                order.extend([a[0].clone(), b[0].clone()]);
                 let n = a.len().max(b.len());
                 for k in 1..n {
-                    order.extend(a.get(k).into_iter().chain(b.get(k)).copied());
+                    order.extend(a.get(k).into_iter().chain(b.get(k)).cloned());
                 }
                 interleaved += 1;
                 i += 2;
             }
             _ => {
-                order.extend(calls[i].iter().copied());
+                order.extend(calls[i].iter().cloned());
                 i += 1;
             }
         }
@@ -406,7 +406,7 @@ fn disjoint(a: &[Record], b: &[Record]) -> bool {
 /// is full for that record and the `lost - 1` after it on its CPU: a gap
 /// record in the first one's place, the others gone.
 fn lose(records: &[Record], at: usize, lost: usize) -> (Vec<Record>, TraceGap) {
-    let first = records[at];
+    let first = records[at].clone();
     let gap = TraceGap {
         seq: first.seq,
         cpu: Some(first.cpu),
@@ -422,7 +422,8 @@ fn lose(records: &[Record], at: usize, lost: usize) -> (Vec<Record>, TraceGap) {
     out.extend(
         records[at + 1..]
             .iter()
-            .filter(|r| r.cpu != first.cpu || r.seq > last_lost),
+            .filter(|r| r.cpu != first.cpu || r.seq > last_lost)
+            .cloned(),
     );
     (out, gap)
 }
@@ -572,12 +573,14 @@ fn an_exit_record_ends_both_replays_as_the_run_did() {
         .find(|&i| matches!(records[i].event, Event::Msg(_)))
         .unwrap();
     let exit = Record {
+        seq: records[at].seq,
+        cpu: records[at].cpu,
+        time_ns: records[at].time_ns,
         event: Event::Exit {
             kind: enoki::abi::exit_kind::ERROR_STALL,
         },
-        ..records[at]
     };
-    records.insert(at, exit);
+    records.insert(at, exit.clone());
     for r in &mut records[at + 1..] {
         r.seq += 1;
     }
@@ -621,7 +624,7 @@ fn a_changed_keep_running_answer_diverges() {
     let kept = recs
         .iter()
         .position(|r| {
-            matches!(r.event, Event::Msg(m) if m.kind == kind::PICK_NEXT_TASK
+            matches!(&r.event, Event::Msg(m) if m.kind == kind::PICK_NEXT_TASK
                 && m.flags & enoki::abi::flag::KEEP_PREV != 0)
         })
         .expect("FIFO keeps a task running when nothing else waits");
@@ -759,7 +762,7 @@ fn a_failing_call_meets_the_holder_it_met_in_the_run_not_an_earlier_one() {
         m.ret = ret;
         m.ret_cpu = if ret < 0 { -1 } else { cpu };
         m.ret_err = if failed { ret_err::FAILED } else { 0 };
-        Event::Msg(m)
+        Event::Msg(Box::new(m))
     };
     let mut wakeup = Msg::new(kind::TASK_WAKEUP, 2);
     (wakeup.pid, wakeup.task_cpu, wakeup.ret) = (100, 0, 0);
@@ -776,7 +779,7 @@ fn a_failing_call_meets_the_holder_it_met_in_the_run_not_an_earlier_one() {
         (2, access(picks)),
         (2, acq(c)),
         (2, rel(c)),
-        (2, Event::Msg(wakeup)),
+        (2, Event::Msg(Box::new(wakeup))),
         (2, acq(a)),
         (2, rel(a)),
         (0, pick(0, 100, false)),
@@ -806,15 +809,16 @@ fn a_failing_call_meets_the_holder_it_met_in_the_run_not_an_earlier_one() {
 
 /// `records` with an ejection's exit record after the last one.
 fn with_exit(mut records: Vec<Record>) -> (Vec<Record>, Record) {
-    let last = *records.last().unwrap();
+    let last = records.last().unwrap();
     let exit = Record {
         seq: last.seq + 1,
+        cpu: last.cpu,
+        time_ns: last.time_ns,
         event: Event::Exit {
             kind: enoki::abi::exit_kind::ERROR,
         },
-        ..last
     };
-    records.push(exit);
+    records.push(exit.clone());
     (records, exit)
 }
 

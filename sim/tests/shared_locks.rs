@@ -75,7 +75,7 @@ fn overlapping_readers(read: impl Fn(u64) -> Event) -> Vec<Record> {
     let pick = |cpu: i32| {
         let mut m = Msg::new(kind::PICK_NEXT_TASK, cpu);
         (m.ret, m.ret_cpu) = (-1, -1);
-        Event::Msg(m)
+        Event::Msg(Box::new(m))
     };
     let (acq, rel) = (
         |addr| Event::LockAcquire { addr },

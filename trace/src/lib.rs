@@ -254,11 +254,13 @@ impl TraceHeader {
     }
 }
 
-/// One recorded event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One recorded event. A message is boxed: most records are lock events,
+/// and a replay moves each record through several layers, which costs in
+/// proportion to the largest variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A message into the scheduler, with the answer it got.
-    Msg(Msg),
+    Msg(Box<Msg>),
     /// A libEnoki lock at `addr` was taken.
     LockAcquire { addr: u64 },
     /// A libEnoki lock at `addr` was taken to read: other readers may
@@ -283,7 +285,7 @@ pub enum Event {
 }
 
 /// An event with where and when it happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// Global sequence number: the order of events across all CPUs.
     pub seq: u64,
@@ -402,7 +404,7 @@ impl<W: Write + Seek> TraceWriter<W> {
         b.extend_from_slice(&r.seq.to_le_bytes());
         b.extend_from_slice(&r.time_ns.to_le_bytes());
         match r.event {
-            Event::Msg(m) => b.extend_from_slice(&msg_to_bytes(&m)),
+            Event::Msg(ref m) => b.extend_from_slice(&msg_to_bytes(m)),
             Event::LockAcquire { addr: word }
             | Event::LockRelease { addr: word }
             | Event::LockAccess { addr: word }
@@ -847,7 +849,7 @@ impl<R: Read> TraceReader<R> {
                 );
             };
             let event = match ty {
-                rtype::MSG => msg_from_record(body).map(Event::Msg),
+                rtype::MSG => msg_from_record(body).map(|m| Event::Msg(Box::new(m))),
                 rtype::LOCK_ACQUIRE
                 | rtype::LOCK_RELEASE
                 | rtype::GAP

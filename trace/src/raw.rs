@@ -158,7 +158,9 @@ impl Record {
         let event = match get::<u32, 4>(rec, offset_of!(RawRec, type_)) {
             rec_type::MSG => {
                 let at = offset_of!(RawRec, msg);
-                Event::Msg(msg_from_bytes(rec[at..at + MSG_BYTES].try_into().ok()?))
+                Event::Msg(Box::new(msg_from_bytes(
+                    rec[at..at + MSG_BYTES].try_into().ok()?,
+                )))
             }
             rec_type::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
@@ -181,7 +183,7 @@ impl Record {
     /// message of a record that is not one all zeros, as Enoki-C leaves it).
     pub fn to_kernel(&self) -> [u8; KERNEL_REC_BYTES] {
         let (ty, addr, msg) = match self.event {
-            Event::Msg(m) => (rec_type::MSG, 0, m),
+            Event::Msg(ref m) => (rec_type::MSG, 0, **m),
             Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr, Msg::default()),
             Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
             Event::LockAccess { addr } => (rec_type::LOCK_ACCESS, addr, Msg::default()),
@@ -319,7 +321,7 @@ mod tests {
     #[test]
     fn a_kernel_record_round_trips() {
         for event in [
-            Event::Msg(msg()),
+            Event::Msg(Box::new(msg())),
             Event::LockAcquire {
                 addr: 0xffff_8880_1234_5678,
             },

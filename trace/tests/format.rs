@@ -61,7 +61,7 @@ fn records(n: u64) -> Vec<Record> {
                 4 => Event::LockRelease {
                     addr: 0xffff_8880_0000_0000 + i - 1,
                 },
-                _ => Event::Msg(msg(i)),
+                _ => Event::Msg(Box::new(msg(i))),
             },
         })
         .collect()
@@ -125,7 +125,7 @@ fn a_message_is_its_repr_c_bytes() {
             seq: 0,
             cpu: 1,
             time_ns: 2,
-            event: Event::Msg(m),
+            event: Event::Msg(Box::new(m)),
         }],
         false,
         0,
@@ -233,9 +233,9 @@ fn with_gap() -> Vec<Record> {
         event,
     };
     vec![
-        rec(1, Event::Msg(msg(1))),
+        rec(1, Event::Msg(Box::new(msg(1)))),
         rec(4, Event::Gap { lost: 3 }),
-        rec(7, Event::Msg(msg(7))),
+        rec(7, Event::Msg(Box::new(msg(7)))),
     ]
 }
 
@@ -245,7 +245,7 @@ fn a_gap_round_trips_where_it_stood() {
     for compress in [false, true] {
         let (_, back, _) = read_all(Cursor::new(write(&recs, compress, 3))).unwrap();
         assert_eq!(back, recs);
-        let Event::Msg(m) = back[2].event else {
+        let Event::Msg(m) = &back[2].event else {
             panic!("{:?}", back[2])
         };
         assert_eq!(m.generation, (7 << 32) | 0xabcd);
@@ -271,9 +271,9 @@ fn an_upgrade_round_trips_with_its_state_fingerprint() {
         event,
     };
     let recs = vec![
-        rec(1, Event::Msg(msg(1))),
+        rec(1, Event::Msg(Box::new(msg(1)))),
         rec(2, Event::Upgrade { state: 0 }),
-        rec(3, Event::Msg(msg(3))),
+        rec(3, Event::Msg(Box::new(msg(3)))),
         rec(4, Event::Upgrade { state: u64::MAX }),
     ];
     let bytes = write(&recs, false, 0);
@@ -291,7 +291,7 @@ fn an_exit_round_trips_with_its_kind() {
             seq: 1,
             cpu: 3,
             time_ns: 1,
-            event: Event::Msg(msg(1)),
+            event: Event::Msg(Box::new(msg(1))),
         },
         Record {
             seq: 2,
@@ -332,9 +332,9 @@ fn kernel_records_with_a_gap_import_in_order() {
     // CPU 1's ring was full for events 3 to 5; its next event (6) wrote
     // the gap first. debugfs gives the rings CPU by CPU.
     let cpu0 = [
-        rec(1, 0, Event::Msg(msg(1))),
-        rec(2, 0, Event::Msg(msg(2))),
-        rec(7, 0, Event::Msg(msg(7))),
+        rec(1, 0, Event::Msg(Box::new(msg(1)))),
+        rec(2, 0, Event::Msg(Box::new(msg(2)))),
+        rec(7, 0, Event::Msg(Box::new(msg(7)))),
     ];
     let cpu1 = [
         rec(3, 1, Event::Gap { lost: 3 }),
@@ -349,7 +349,7 @@ fn kernel_records_with_a_gap_import_in_order() {
     let recs = records_from_kernel(&raw).unwrap();
     assert_eq!(
         recs,
-        [cpu0[0], cpu0[1], cpu1[0], cpu1[1], cpu0[2]],
+        [&cpu0[0], &cpu0[1], &cpu1[0], &cpu1[1], &cpu0[2]].map(Clone::clone),
         "sequence order, the gap where its events were"
     );
     let (_, back, _) = read_all(Cursor::new(write(&recs, true, 3))).unwrap();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use rustc_hash::FxHashMap;
 
-use enoki::abi::ret_err;
+use enoki::abi::{ret_err, Msg};
 use enoki::dispatch::Loaded;
 use enoki::user::fiber::{self, Fiber, Resumed};
 use enoki::{EnokiScheduler, LockOp};
@@ -57,7 +57,7 @@ struct ScriptCall {
 /// [`Window::KEEP`] messages and lock events at most). Lock events, most of
 /// a trace, are kept in a quarter of a record's size.
 struct Window {
-    messages: VecDeque<Record>,
+    messages: VecDeque<KeptMsg>,
     locks: VecDeque<KeptLock>,
     keep: usize,
 }
@@ -79,6 +79,40 @@ enum LockKind {
     AcquireShared,
     Release,
     Access,
+}
+
+/// A message record kept inline, without the heap box a [`Record`] puts
+/// its message in: the window keeps tens of thousands.
+#[derive(Clone, Copy)]
+struct KeptMsg {
+    seq: u64,
+    time_ns: u64,
+    cpu: u32,
+    msg: Msg,
+}
+
+impl KeptMsg {
+    /// `r` kept, if it is a message record.
+    fn of(r: &Record) -> Option<Self> {
+        let Event::Msg(m) = &r.event else {
+            return None;
+        };
+        Some(KeptMsg {
+            seq: r.seq,
+            time_ns: r.time_ns,
+            cpu: r.cpu,
+            msg: **m,
+        })
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            seq: self.seq,
+            cpu: self.cpu,
+            time_ns: self.time_ns,
+            event: Event::Msg(Box::new(self.msg)),
+        }
+    }
 }
 
 impl KeptLock {
@@ -138,19 +172,16 @@ impl Window {
         if self.keep == 0 {
             return;
         }
-        match KeptLock::of(r) {
-            Some(l) => {
-                if self.locks.len() == self.keep {
-                    self.locks.pop_front();
-                }
-                self.locks.push_back(l);
+        if let Some(l) = KeptLock::of(r) {
+            if self.locks.len() == self.keep {
+                self.locks.pop_front();
             }
-            None => {
-                if self.messages.len() == self.keep {
-                    self.messages.pop_front();
-                }
-                self.messages.push_back(*r);
+            self.locks.push_back(l);
+        } else if let Some(m) = KeptMsg::of(r) {
+            if self.messages.len() == self.keep {
+                self.messages.pop_front();
             }
+            self.messages.push_back(m);
         }
     }
 
@@ -161,7 +192,7 @@ impl Window {
         let mut v: Vec<Record> = self
             .messages
             .range(m.saturating_sub(n)..m)
-            .copied()
+            .map(KeptMsg::record)
             .chain(
                 self.locks
                     .range(l.saturating_sub(n)..l)
@@ -221,7 +252,7 @@ impl<'a> Reader<'a> {
                 self.finish(gate);
                 break;
             };
-            if let Some(cpu) = self.add(gate, &next.record, next.stop)? {
+            if let Some(cpu) = self.add(gate, next.record, next.stop)? {
                 new_cpus.push(cpu);
             }
         }
@@ -242,22 +273,23 @@ impl<'a> Reader<'a> {
     }
 
     /// Files `r`; returns its CPU if it is the first record of that CPU.
-    fn add(&mut self, gate: &mut Gate, r: &Record, stop: bool) -> Result<Option<u32>> {
-        self.window.push(r);
-        let mut events = LockEvent::of(r).peekable();
+    fn add(&mut self, gate: &mut Gate, r: Record, stop: bool) -> Result<Option<u32>> {
+        self.window.push(&r);
+        let mut events = LockEvent::of(&r).peekable();
         if events.peek().is_none() {
             let (slot, new) = gate.slot_of(r.cpu);
+            let cpu = r.cpu;
             let c = &mut gate.cpus[slot];
             c.queue.push_back(ScriptCall {
                 index: self.messages,
-                record: *r,
+                record: r,
                 steps: gate.spare.pop().unwrap_or_default(),
                 open: false,
                 stop,
             });
             c.unsealed = true;
             self.messages += 1;
-            return Ok(new.then_some(r.cpu));
+            return Ok(new.then_some(cpu));
         }
         self.lock_events += 1;
         let slot = gate.slot.get(&r.cpu).copied();
@@ -367,7 +399,7 @@ struct CpuState {
     seq: u64,
     waits: Option<Wait>,
     /// Its current call: its index among the messages, and its record.
-    call: Option<(u64, Record)>,
+    call: Option<(u64, KeptMsg)>,
 }
 
 /// The replay's shared state: the fibers, the hooks and the driver all run
@@ -741,7 +773,7 @@ fn replay_call<S: EnokiScheduler>(
         me.open = call.open;
         me.failing = failing;
         me.seq = call.record.seq;
-        me.call = Some((call.index, call.record));
+        me.call = KeptMsg::of(&call.record).map(|k| (call.index, k));
         // The previous call's steps, kept for a call read later.
         call.steps.clear();
         g.spare.push(std::mem::take(&mut call.steps));
@@ -846,11 +878,9 @@ fn stall() -> Option<Divergence> {
     with_gate(|g| {
         g.failed = true;
         let report = g.waiters();
-        let (index, record) = g.cpus.iter().find(|c| c.waits.is_some())?.call?;
-        let Event::Msg(m) = record.event else {
-            return None;
-        };
-        let expected = Answer::of(&m);
+        let (index, kept) = g.cpus.iter().find(|c| c.waits.is_some())?.call?;
+        let expected = Answer::of(&kept.msg);
+        let record = kept.record();
         Some(Divergence {
             index,
             record,
@@ -952,14 +982,14 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use enoki::abi::{kind, Msg};
+    use enoki::abi::kind;
 
     fn msg(seq: u64) -> Record {
         Record {
             seq,
             cpu: 1,
             time_ns: seq * 10,
-            event: Event::Msg(Msg::new(kind::TASK_WAKEUP, 1)),
+            event: Event::Msg(Box::new(Msg::new(kind::TASK_WAKEUP, 1))),
         }
     }
 

@@ -270,8 +270,8 @@ pub struct Divergence {
 
 impl Divergence {
     pub fn message(&self) -> Msg {
-        match self.record.event {
-            Event::Msg(m) => m,
+        match &self.record.event {
+            Event::Msg(m) => **m,
             _ => Msg::default(),
         }
     }
@@ -284,8 +284,8 @@ impl fmt::Display for Divergence {
             "first divergence at message #{} (seq {}, cpu {}):",
             self.index, self.record.seq, self.record.cpu
         )?;
-        match self.record.event {
-            Event::Msg(m) => writeln!(f, "  message:  {}", describe(&m))?,
+        match &self.record.event {
+            Event::Msg(m) => writeln!(f, "  message:  {}", describe(m))?,
             _ => writeln!(f, "  record:   {}", describe_record(&self.record))?,
         }
         writeln!(f, "  expected: {}", self.expected)?;

@@ -112,8 +112,8 @@ impl<S: EnokiScheduler> Replayer<S> {
     /// A lock difference in `call` (or, without one, at record `r`).
     fn lock_divergence(&self, call: Option<&Call>, r: &Record, what: String) -> Divergence {
         let (index, record, answer) = match call {
-            Some(c) => (c.index, c.record, c.answer),
-            None => (self.messages, *r, Answer::of(&Msg::default())),
+            Some(c) => (c.index, c.record.clone(), c.answer),
+            None => (self.messages, r.clone(), Answer::of(&Msg::default())),
         };
         Divergence {
             index,
@@ -121,7 +121,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             expected: answer,
             actual: answer,
             locks: Some(what),
-            context: self.context.iter().copied().collect(),
+            context: self.context.iter().cloned().collect(),
         }
     }
 
@@ -171,7 +171,7 @@ impl<S: EnokiScheduler> Replayer<S> {
         let index = self.messages;
         let call = Call {
             index,
-            record: *r,
+            record: r.clone(),
             answer: expected,
             locks,
         };
@@ -179,11 +179,11 @@ impl<S: EnokiScheduler> Replayer<S> {
         self.messages += 1;
         (actual != expected).then(|| Divergence {
             index,
-            record: *r,
+            record: r.clone(),
             expected,
             actual,
             locks: None,
-            context: self.context.iter().copied().collect(),
+            context: self.context.iter().cloned().collect(),
         })
     }
 
@@ -215,7 +215,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             if self.context.len() == self.keep {
                 self.context.pop_front();
             }
-            self.context.push_back(*r);
+            self.context.push_back(r.clone());
         }
         found
     }

@@ -81,7 +81,7 @@ impl tap::Tap for RecordingTap {
 
     fn call_ends(&mut self, m: &Msg) {
         let Some(seq) = self.call.take() else { return };
-        let r = self.stamp(seq, Event::Msg(*m));
+        let r = self.stamp(seq, Event::Msg(Box::new(*m)));
         (self.sink)(&r);
         for l in std::mem::take(&mut self.locks) {
             (self.sink)(&l);
