@@ -32,6 +32,15 @@ pub struct Waiting<T> {
     pub info: T,
 }
 
+impl<T> Waiting<T> {
+    /// The token, picked to run for `slice_ns`.
+    pub fn into_token(self, slice_ns: u64) -> Schedulable {
+        let mut token = self.token;
+        token.set_slice_ns(slice_ns);
+        token
+    }
+}
+
 /// A locked queue.
 pub type FifoGuard<'a, T> = QueueGuard<'a, Ring<Waiting<T>>>;
 
@@ -165,12 +174,7 @@ impl<T: Copy> FifoQueues<T> {
             (next, queue.len())
         };
         self.idle.set(cpu, cpu_goes_idle(next.is_some(), prev));
-        let next = next.map(|w| {
-            let mut token = w.token;
-            token.set_slice_ns(slice_ns);
-            token
-        });
-        Ok((next, waiting))
+        Ok((next.map(|w| w.into_token(slice_ns)), waiting))
     }
 
     /// Removes `pid`'s entry from whichever queue holds it.

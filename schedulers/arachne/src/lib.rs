@@ -463,11 +463,7 @@ impl EnokiScheduler for Arachne {
         }
         self.queues.set_idle(cpu, idle);
         self.set_running(cpu, next.as_ref().map_or(0, |w| w.info.tgid));
-        Ok(next.map(|w| {
-            let mut token = w.token;
-            token.set_slice_ns(self.slice_ns);
-            token
-        }))
+        Ok(next.map(|w| w.into_token(self.slice_ns)))
     }
 
     fn keep_running(&self, cpu: CpuId, prev: &PrevTask) -> Result<Option<u64>> {
