@@ -7,7 +7,12 @@
  * global sequence counter. The rings live from a start until the trace
  * has been read to its end with recording off (or stop finds them empty).
  * Events lost to a full ring leave a gap record in their place, with the
- * number lost, so that replay knows where its trace has a hole.
+ * number lost, so that replay knows where its trace has a hole. A record
+ * that is no message clears its msg only on the ring's first lap, while
+ * the slot may still hold whatever the allocator left there; later laps
+ * leave an earlier record's msg, which readers ignore. Lock events are
+ * most records, and clearing 160 bytes cost each as much as the rest of
+ * it.
  *
  * Locks: a ring has a single producer (its CPU, interrupts off) and a
  * single consumer (the debugfs trace reader); head and tail are published
@@ -72,8 +77,18 @@ static void enoki_ring_commit(struct enoki_ring *ring)
 	smp_store_release(&ring->head, ring->head + 1);
 }
 
+/* The msg of a record that is no message, on @ring's first lap only. */
+static void enoki_rec_clear_msg(struct enoki_ring *ring, struct enoki_rec *rec)
+{
+	if (ring->head <= ring->mask)
+		memset(&rec->msg, 0, sizeof(rec->msg));
+}
+
+/* Fills @rec's header, and clears the msg of a record that is no message. */
 static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr)
 {
+	if (type != ENOKI_REC_MSG)
+		enoki_rec_clear_msg(this_cpu_ptr(&enoki_rings), rec);
 	rec->seq = seq;
 	rec->cpu = smp_processor_id();
 	rec->type = type;
@@ -86,7 +101,7 @@ static void enoki_ring_gap(struct enoki_ring *ring, int cpu)
 {
 	struct enoki_rec *rec = &ring->buf[ring->head & ring->mask];
 
-	memset(rec, 0, sizeof(*rec));
+	enoki_rec_clear_msg(ring, rec);
 	rec->seq = ring->lost_seq;
 	rec->cpu = cpu;
 	rec->type = ENOKI_REC_GAP;
@@ -160,7 +175,6 @@ static void enoki_record_upgrade(u64 state_fp)
 	rec = enoki_ring_slot(seq);
 	if (!rec)
 		return;
-	memset(rec, 0, sizeof(*rec));
 	enoki_rec_init(rec, seq, ENOKI_REC_UPGRADE, state_fp);
 	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 }
@@ -184,7 +198,6 @@ static void enoki_record_exit(u64 kind)
 		__this_cpu_write(enoki_rec_call, false);
 		rec = enoki_ring_slot(seq);
 		if (rec) {
-			memset(rec, 0, sizeof(*rec));
 			enoki_rec_init(rec, seq, ENOKI_REC_EXIT, kind);
 			enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 		}
@@ -226,7 +239,6 @@ void enoki_record_lock(u64 addr, u32 type)
 	seq = atomic64_inc_return(&enoki_seq);
 	rec = enoki_ring_slot(seq);
 	if (rec) {
-		memset(rec, 0, sizeof(*rec));
 		enoki_rec_init(rec, seq, type, addr);
 		enoki_ring_commit(this_cpu_ptr(&enoki_rings));
 	}
