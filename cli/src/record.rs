@@ -3,10 +3,11 @@
 //!
 //! Recording is started and stopped through `$ENOKI_SYSFS/record`; while it
 //! runs, a thread reads `$ENOKI_DEBUGFS/trace` every few milliseconds (each
-//! read returns whole 128-byte `struct enoki_rec`s, 0 when the rings are
-//! empty) into memory, so the per-CPU rings never overflow. At the end the
-//! records are sorted by sequence number and written with a header that lets
-//! `enoki-sim replay` re-create the scheduler.
+//! read returns whole 192-byte `struct enoki_rec`s, 0 when the rings are
+//! empty) and keeps the records parsed in memory, so the per-CPU rings never
+//! overflow. At the end the records are sorted by sequence number and
+//! written with a header that lets `enoki-sim replay` re-create the
+//! scheduler.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use enoki_trace::{TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_REC_BYTES};
+use enoki_trace::{Record, TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_REC_BYTES};
 
 use crate::status::{read_attr, read_number};
 use crate::{Error, Paths};
@@ -108,24 +109,36 @@ pub fn build_header(paths: &RecordPaths) -> Result<TraceHeader, Error> {
     })
 }
 
-/// Address space the drained records start with: pages are only used
-/// once written, and a recording that grows within it is never copied to a
+/// Bytes one read asks the kernel for: whole records, into one buffer
+/// reused for every read, so that its pages are zeroed once and not once
+/// for every record drained.
+const READ_CHUNK: usize = 1024 * KERNEL_REC_BYTES;
+
+/// Records the drained ones start with room for: pages are only used once
+/// written, and a recording that grows within it is never copied to a
 /// larger buffer while the workload runs (a drain thread that copies
 /// hundreds of MiB competes with the recorded work for the CPUs).
-const DRAIN_RESERVE: usize = 256 << 20;
+const DRAIN_RESERVE: usize = 4 << 20;
 
-/// Reads whole kernel records from a drain file until it returns 0.
+/// Reads whole kernel records from a drain file until it returns 0, and
+/// keeps them parsed: a lock event, most records, takes 40 bytes where
+/// the kernel's record takes 192.
 pub struct Drainer<R: Read> {
     src: R,
-    /// Every byte drained so far, whole records only.
-    pub data: Vec<u8>,
+    chunk: Box<[u8]>,
+    /// Bytes drained so far.
+    pub bytes: u64,
+    /// Every record drained so far, in the order read (CPU by CPU).
+    pub records: Vec<Record>,
 }
 
 impl<R: Read> Drainer<R> {
     pub fn new(src: R) -> Self {
         Drainer {
             src,
-            data: Vec::with_capacity(DRAIN_RESERVE),
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            bytes: 0,
+            records: Vec::with_capacity(DRAIN_RESERVE),
         }
     }
 
@@ -142,16 +155,25 @@ impl<R: Read> Drainer<R> {
     }
 
     fn drain_up_to(&mut self, max: usize) -> std::io::Result<usize> {
-        let before = self.data.len();
-        // Straight into `data`, with no buffer between. The kernel hands out
-        // whole records only, none when fewer bytes are asked for than a
-        // record takes, and 0 bytes once the rings are empty; room for many
-        // keeps read_to_end from probing with a few bytes (read as empty).
-        self.data.reserve(256 * KERNEL_REC_BYTES);
-        (&mut self.src)
-            .take(max as u64)
-            .read_to_end(&mut self.data)?;
-        Ok(self.data.len() - before)
+        let mut done = 0;
+        // The kernel hands out whole records only, none when fewer bytes
+        // are asked for than a record takes, and 0 bytes once the rings
+        // are empty.
+        while max - done >= KERNEL_REC_BYTES {
+            let want = READ_CHUNK.min(max - done);
+            let n = match self.src.read(&mut self.chunk[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let got = self.chunk.get(..n).unwrap_or_default();
+            enoki_trace::append_kernel_records(got, self.bytes, &mut self.records)
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            self.bytes += n as u64;
+            done += n;
+        }
+        Ok(done)
     }
 }
 
@@ -193,16 +215,16 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Sorts the raw kernel records and writes them as a `.enk` to `out`.
+/// Sorts the drained kernel records and writes them as a `.enk` to `out`.
 pub fn write_trace(
     out: &Path,
     header: TraceHeader,
-    raw: &[u8],
+    records: Vec<Record>,
     drops: u64,
     compress: bool,
     duration: Duration,
 ) -> anyhow::Result<Summary> {
-    let records = enoki_trace::records_from_kernel(raw)?;
+    let records = enoki_trace::in_sequence(records)?;
     let file = File::create(out).map_err(|e| Error::io(out, e))?;
     let mut w = TraceWriter::new(std::io::BufWriter::new(file), header)?;
     w.set_compression(compress);
@@ -259,7 +281,7 @@ fn realtime() {
 pub struct Recording {
     paths: RecordPaths,
     stop: Arc<AtomicBool>,
-    drain: Option<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>,
+    drain: Option<std::thread::JoinHandle<std::io::Result<Vec<Record>>>>,
 }
 
 impl Recording {
@@ -273,7 +295,7 @@ impl Recording {
         let stop = Arc::new(AtomicBool::new(false));
         let drain = {
             let stop = stop.clone();
-            std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+            std::thread::spawn(move || -> std::io::Result<Vec<Record>> {
                 realtime();
                 let mut d = Drainer::new(file);
                 while !stop.load(Ordering::Relaxed) {
@@ -281,7 +303,7 @@ impl Recording {
                     std::thread::sleep(DRAIN_EVERY);
                 }
                 d.drain_all()?;
-                Ok(d.data)
+                Ok(d.records)
             })
         };
         Ok(Recording {
@@ -291,9 +313,9 @@ impl Recording {
         })
     }
 
-    /// Stops recording, drains the rest; returns every byte drained and the
-    /// kernel's drop count.
-    pub fn stop(mut self) -> anyhow::Result<(Vec<u8>, u64)> {
+    /// Stops recording, drains the rest; returns every record drained and
+    /// the kernel's drop count.
+    pub fn stop(mut self) -> anyhow::Result<(Vec<Record>, u64)> {
         let trace = self.paths.debugfs.join("trace");
         let stopped = set_recording(&self.paths, false);
         self.stop.store(true, Ordering::Relaxed);
@@ -306,7 +328,7 @@ impl Recording {
         // Whatever the kernel wrote between the thread's last read and the stop.
         let mut d = Drainer::new(File::open(&trace).map_err(|e| Error::io(&trace, e))?);
         d.drain_all().map_err(|e| Error::io(&trace, e))?;
-        data.extend_from_slice(&d.data);
+        data.append(&mut d.records);
         let drops = read_number(&self.paths.sysfs, "record_drops")?.unwrap_or(0);
         Ok((data, drops))
     }
@@ -321,12 +343,12 @@ impl Drop for Recording {
     }
 }
 
-/// Records while `work` runs; returns what it returned, every byte drained
-/// and the drop count.
+/// Records while `work` runs; returns what it returned, every record
+/// drained and the drop count.
 pub fn record_while<T>(
     paths: &RecordPaths,
     work: impl FnOnce() -> T,
-) -> anyhow::Result<(T, Vec<u8>, u64)> {
+) -> anyhow::Result<(T, Vec<Record>, u64)> {
     let rec = Recording::start(paths)?;
     let out = work();
     let (data, drops) = rec.stop()?;
@@ -443,18 +465,27 @@ mod tests {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             self.0 += 1;
             assert!(self.0 < 1 << 20, "the drain pass never ended");
-            let n = buf.len() / KERNEL_REC_BYTES * KERNEL_REC_BYTES;
-            buf[..n].fill(0);
-            Ok(n)
+            let n = buf.len() / KERNEL_REC_BYTES;
+            for c in buf.chunks_exact_mut(KERNEL_REC_BYTES).take(n) {
+                c.copy_from_slice(&kernel_rec(self.0, 0, 2, 0x1000));
+            }
+            Ok(n * KERNEL_REC_BYTES)
         }
+    }
+
+    fn parsed(raw: &[u8]) -> Vec<Record> {
+        raw.chunks_exact(KERNEL_REC_BYTES)
+            .map(|c| Record::from_kernel(c.try_into().unwrap()).unwrap())
+            .collect()
     }
 
     #[test]
     fn a_drain_pass_ends_while_the_rings_keep_filling() {
         let mut d = Drainer::new(Endless(0));
-        let at = d.data.as_ptr();
+        let at = d.records.as_ptr();
         let n = d.drain().unwrap();
-        assert_eq!(d.data.as_ptr(), at, "drained records were moved");
+        assert_eq!(d.records.as_ptr(), at, "drained records were moved");
+        assert_eq!(d.records.len() * KERNEL_REC_BYTES, n);
         assert!(
             (DRAIN_PASS_MAX - KERNEL_REC_BYTES..=DRAIN_PASS_MAX).contains(&n),
             "{n}"
@@ -471,14 +502,14 @@ mod tests {
         let mut d = Drainer::new(Chunky(raw.clone(), 0));
         assert_eq!(d.drain().unwrap(), 5 * KERNEL_REC_BYTES);
         assert_eq!(d.drain().unwrap(), 0);
-        assert_eq!(d.data, raw);
+        assert_eq!(d.records, parsed(&raw));
 
         let (t, p) = fake_tree(true);
         let out = t.path().join("x.enk");
         let s = write_trace(
             &out,
             build_header(&p).unwrap(),
-            &d.data,
+            d.records,
             7,
             true,
             Duration::from_secs(1),
@@ -521,7 +552,7 @@ mod tests {
         assert_eq!(v, 5);
         assert_eq!(drops, 0);
         // The fake file is read once by the thread and once more at the end.
-        assert_eq!(&data[..raw.len()], &raw[..]);
+        assert_eq!(data[..2], parsed(&raw));
         assert_eq!(
             std::fs::read_to_string(p.sysfs.join("record")).unwrap(),
             "0"

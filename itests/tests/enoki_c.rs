@@ -209,9 +209,12 @@ enoki unload
     assert_eq!(number(&r, "small"), small);
     assert_eq!(number(&r, "least"), kib(1 << 10));
     assert_eq!(number(&r, "most"), kib(1 << 20));
+    // Other vmalloc users (a process's stack) come and go meanwhile; a
+    // quarter either way still tells this size from the default and the
+    // least.
     let recording = number(&r, "kib-recording");
     assert!(
-        (8 * small..8 * small + 2048).contains(&recording),
+        (8 * small * 3 / 4..8 * small * 5 / 4).contains(&recording),
         "8 rings of {small} KiB took {recording} KiB"
     );
     assert!(

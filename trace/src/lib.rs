@@ -93,11 +93,12 @@ use enoki::abi::{Msg, RawTopology, MAX_CPUS, MAX_NODES};
 
 mod raw;
 
-use raw::{cpu_from_bytes, cpu_to_bytes, CPU_BYTES};
 pub use raw::{
-    msg_from_bytes, msg_from_record, msg_to_bytes, records_from_kernel, topology_from_kernel,
-    topology_to_kernel, KERNEL_REC_BYTES, MSG_BYTES, MSG_BYTES_BEFORE_CGROUPS,
+    append_kernel_records, in_sequence, msg_from_bytes, msg_from_record, msg_to_bytes,
+    records_from_kernel, topology_from_kernel, topology_to_kernel, KERNEL_REC_BYTES, MSG_BYTES,
+    MSG_BYTES_BEFORE_CGROUPS,
 };
+use raw::{cpu_from_bytes, cpu_to_bytes, CPU_BYTES};
 
 /// First bytes of every `.enk` file.
 pub const MAGIC: [u8; 8] = *b"ENOKITRC";

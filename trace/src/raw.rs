@@ -210,37 +210,55 @@ impl Record {
 /// `struct enoki_rec`s, drained CPU by CPU, so out of order), sorted into
 /// sequence order.
 pub fn records_from_kernel(raw: &[u8]) -> Result<Vec<Record>, TraceError> {
+    let mut out = Vec::with_capacity(raw.len() / KERNEL_REC_BYTES);
+    append_kernel_records(raw, 0, &mut out)?;
+    in_sequence(out)
+}
+
+/// Appends the whole `struct enoki_rec`s of `raw` to `out`, in the order
+/// given; `offset` is where `raw` starts in what was drained (for errors).
+pub fn append_kernel_records(
+    raw: &[u8],
+    offset: u64,
+    out: &mut Vec<Record>,
+) -> Result<(), TraceError> {
     let chunks = raw.chunks_exact(KERNEL_REC_BYTES);
     if !chunks.remainder().is_empty() {
         let whole = raw.len() - chunks.remainder().len();
         return Err(TraceError::Truncated {
             what: "the last kernel record",
-            offset: whole as u64,
+            offset: offset + whole as u64,
         });
     }
-    let mut out = Vec::with_capacity(raw.len() / KERNEL_REC_BYTES);
     for (i, c) in chunks.enumerate() {
         let rec = c.try_into().ok().and_then(Record::from_kernel);
         let Some(rec) = rec else {
             let what = format!(
-                "kernel record {i} has unknown type {}",
+                "kernel record {} has unknown type {}",
+                offset / KERNEL_REC_BYTES as u64 + i as u64,
                 get::<u32, 4>(c, offset_of!(RawRec, type_))
             );
             return Err(TraceError::Corrupt {
                 what,
-                offset: (i * KERNEL_REC_BYTES) as u64,
+                offset: offset + (i * KERNEL_REC_BYTES) as u64,
             });
         };
         out.push(rec);
     }
-    out.sort_by_key(|r| r.seq);
-    if let Some(w) = out.windows(2).find(|w| w[0].seq == w[1].seq) {
+    Ok(())
+}
+
+/// Kernel records sorted into sequence order; two with one seq are an
+/// error.
+pub fn in_sequence(mut records: Vec<Record>) -> Result<Vec<Record>, TraceError> {
+    records.sort_unstable_by_key(|r| r.seq);
+    if let Some(w) = records.windows(2).find(|w| w[0].seq == w[1].seq) {
         return Err(TraceError::Corrupt {
             what: format!("two kernel records with seq {}", w[0].seq),
             offset: 0,
         });
     }
-    Ok(out)
+    Ok(records)
 }
 
 /// Offset of `cpu`'s entry in a [`RawTopology`] image.

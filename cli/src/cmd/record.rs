@@ -107,10 +107,10 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
             _ => 1,
         })
     })();
-    let (raw, drops) = rec.stop()?;
+    let (records, drops) = rec.stop()?;
     let duration = start.elapsed();
     let status = status?;
-    let summary = record::write_trace(&a.output, header, &raw, drops, !a.no_compress, duration)?;
+    let summary = record::write_trace(&a.output, header, records, drops, !a.no_compress, duration)?;
     eprintln!("enoki record: wrote {}", a.output.display());
     println!("{summary}");
     Ok(ExitCode::from(status))
