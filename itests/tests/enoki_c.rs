@@ -189,6 +189,7 @@ echo default $(cat $f)
 echo 1000 > $f; echo small $(cat $f)
 echo 0 > $f; echo least $(cat $f)
 echo 99999999 > $f; echo most $(cat $f)
+echo 18014398509481984 > $f; echo most-of-all $(cat $f)
 echo 1000 > $f
 enoki load fifo --mode all
 v0=$(vmalloc)
@@ -209,6 +210,11 @@ enoki unload
     assert_eq!(number(&r, "small"), small);
     assert_eq!(number(&r, "least"), kib(1 << 10));
     assert_eq!(number(&r, "most"), kib(1 << 20));
+    assert_eq!(
+        number(&r, "most-of-all"),
+        kib(1 << 20),
+        "2^54 KiB, whose bytes wrap to 0"
+    );
     // Other vmalloc users (a process's stack) come and go meanwhile; a
     // quarter either way still tells this size from the default and the
     // least.

@@ -355,9 +355,12 @@ static u32 enoki_record_buffer_kib(void)
  */
 static int enoki_record_resize(u64 kib)
 {
-	u64 entries = kib * SZ_1K / sizeof(struct enoki_rec);
+	u64 entries;
 	int ret = 0;
 
+	/* a size past the largest is the largest, not a wrapped product */
+	kib = min_t(u64, kib, ENOKI_REC_ENTRIES_MAX);
+	entries = kib * SZ_1K / sizeof(struct enoki_rec);
 	entries = clamp_t(u64, entries, ENOKI_REC_ENTRIES_MIN,
 			  ENOKI_REC_ENTRIES_MAX);
 	mutex_lock(&enoki_record_mutex);
