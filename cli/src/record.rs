@@ -127,7 +127,7 @@ pub struct Drainer<R: Read> {
     src: R,
     chunk: Box<[u8]>,
     /// Bytes drained so far.
-    pub bytes: u64,
+    bytes: u64,
     /// Every record drained so far, in the order read (CPU by CPU).
     pub records: Vec<Record>,
 }
@@ -167,8 +167,7 @@ impl<R: Read> Drainer<R> {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let got = self.chunk.get(..n).unwrap_or_default();
-            enoki_trace::append_kernel_records(got, self.bytes, &mut self.records)
+            enoki_trace::append_kernel_records(&self.chunk[..n], self.bytes, &mut self.records)
                 .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
             self.bytes += n as u64;
             done += n;

@@ -74,11 +74,11 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    // With a command, SIGINT reaches it too: we wait for it to end. Without, it stops us.
     if let Some(kib) = a.buffer_kib {
         let got = record::set_buffer_kib(&paths, kib)?;
         eprintln!("enoki record: {got} KiB of records per CPU");
     }
+    // With a command, SIGINT reaches it too: we wait for it to end. Without, it stops us.
     catch_signals();
     let start = Instant::now();
     let rec = Recording::start(&paths)?;
