@@ -17,11 +17,12 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use rustc_hash::FxHashMap;
 
-use enoki::abi::{ret_err, Msg};
+use enoki::abi::ret_err;
 use enoki::dispatch::Loaded;
 use enoki::user::fiber::{self, Fiber, Resumed};
 use enoki::{EnokiScheduler, LockOp};
 
+use super::window::{KeptMsg, Window};
 use super::{
     apply, build_notice, checks_locks, load, lock_name, op_mismatch, question,
     records_shared_reads, stopped_before, Answer, Divergence, InOrder, LockEvent, LockMap,
@@ -53,154 +54,16 @@ struct ScriptCall {
     stop: bool,
 }
 
-/// Records read so far for the divergence report's context (the newest
-/// [`Window::KEEP`] messages and lock events at most). Lock events, most of
-/// a trace, are kept in a quarter of a record's size.
-struct Window {
-    messages: VecDeque<KeptMsg>,
-    locks: VecDeque<KeptLock>,
-    keep: usize,
-}
-
-/// A lock event record, kept small.
-#[derive(Clone, Copy)]
-struct KeptLock {
-    seq: u64,
-    time_ns: u64,
-    addr: u64,
-    cpu: u32,
-    kind: LockKind,
-}
-
-/// Which lock event a [`KeptLock`] was.
-#[derive(Clone, Copy)]
-enum LockKind {
-    Acquire,
-    AcquireShared,
-    Release,
-    Access,
-}
-
-/// A message record kept inline, without the heap box a [`Record`] puts
-/// its message in: the window keeps tens of thousands.
-#[derive(Clone, Copy)]
-struct KeptMsg {
-    seq: u64,
-    time_ns: u64,
-    cpu: u32,
-    msg: Msg,
-}
-
-impl KeptMsg {
-    /// `r` kept, if it is a message record.
-    fn of(r: &Record) -> Option<Self> {
-        let Event::Msg(m) = &r.event else {
-            return None;
-        };
-        Some(KeptMsg {
-            seq: r.seq,
-            time_ns: r.time_ns,
-            cpu: r.cpu,
-            msg: **m,
-        })
-    }
-
-    fn record(&self) -> Record {
-        Record {
-            seq: self.seq,
-            cpu: self.cpu,
-            time_ns: self.time_ns,
-            event: Event::Msg(Box::new(self.msg)),
-        }
-    }
-}
-
-impl KeptLock {
-    /// `r` kept, if it is a lock event record.
-    fn of(r: &Record) -> Option<Self> {
-        let (addr, kind) = match r.event {
-            Event::LockAcquire { addr } => (addr, LockKind::Acquire),
-            Event::LockAcquireShared { addr } => (addr, LockKind::AcquireShared),
-            Event::LockRelease { addr } => (addr, LockKind::Release),
-            Event::LockAccess { addr } => (addr, LockKind::Access),
-            _ => return None,
-        };
-        Some(KeptLock {
-            seq: r.seq,
-            time_ns: r.time_ns,
-            addr,
-            cpu: r.cpu,
-            kind,
-        })
-    }
-
-    fn record(&self) -> Record {
-        Record {
-            seq: self.seq,
-            cpu: self.cpu,
-            time_ns: self.time_ns,
-            event: match self.kind {
-                LockKind::Acquire => Event::LockAcquire { addr: self.addr },
-                LockKind::AcquireShared => Event::LockAcquireShared { addr: self.addr },
-                LockKind::Release => Event::LockRelease { addr: self.addr },
-                LockKind::Access => Event::LockAccess { addr: self.addr },
-            },
-        }
-    }
-}
-
-impl Window {
-    /// How far before the read frontier a divergence may be and still get
-    /// its context: the reader runs ahead only as far as a waiting fiber
-    /// needs.
-    const KEEP: usize = 1 << 16;
-
-    fn new(context: usize) -> Self {
-        let keep = if context == 0 {
-            0
-        } else {
-            Self::KEEP.max(context)
-        };
-        Window {
-            messages: VecDeque::new(),
-            locks: VecDeque::new(),
-            keep,
-        }
-    }
-
-    fn push(&mut self, r: &Record) {
-        if self.keep == 0 {
-            return;
-        }
-        if let Some(l) = KeptLock::of(r) {
-            if self.locks.len() == self.keep {
-                self.locks.pop_front();
-            }
-            self.locks.push_back(l);
-        } else if let Some(m) = KeptMsg::of(r) {
-            if self.messages.len() == self.keep {
-                self.messages.pop_front();
-            }
-            self.messages.push_back(m);
-        }
-    }
-
-    /// The `n` records before `record`, oldest first.
-    fn before(&self, record: &Record, n: usize) -> Vec<Record> {
-        let m = self.messages.partition_point(|x| x.seq < record.seq);
-        let l = self.locks.partition_point(|x| x.seq < record.seq);
-        let mut v: Vec<Record> = self
-            .messages
-            .range(m.saturating_sub(n)..m)
-            .map(KeptMsg::record)
-            .chain(
-                self.locks
-                    .range(l.saturating_sub(n)..l)
-                    .map(KeptLock::record),
-            )
-            .collect();
-        v.sort_by_key(|r| r.seq);
-        v.split_off(v.len().saturating_sub(n))
+/// How many messages and lock events the context window keeps for a
+/// divergence report of `context` records: a divergence may be found
+/// behind the read frontier, which runs ahead only as far as a waiting
+/// fiber needs.
+fn context_kept(context: usize) -> usize {
+    const BEHIND: usize = 1 << 16;
+    if context == 0 {
+        0
+    } else {
+        BEHIND.max(context)
     }
 }
 
@@ -237,7 +100,7 @@ impl<'a> Reader<'a> {
             locks: FxHashMap::default(),
             messages: 0,
             lock_events: 0,
-            window: Window::new(opts.context),
+            window: Window::new(context_kept(opts.context)),
             infer_reads: !records_shared_reads(header),
             holding: Vec::new(),
         }
@@ -879,7 +742,7 @@ fn stall() -> Option<Divergence> {
         g.failed = true;
         let report = g.waiters();
         let (index, kept) = g.cpus.iter().find(|c| c.waits.is_some())?.call?;
-        let expected = Answer::of(&kept.msg);
+        let expected = Answer::of(kept.msg());
         let record = kept.record();
         Some(Divergence {
             index,
@@ -977,54 +840,4 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
         timeline: None,
         fault: loaded.fault(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use enoki::abi::kind;
-
-    fn msg(seq: u64) -> Record {
-        Record {
-            seq,
-            cpu: 1,
-            time_ns: seq * 10,
-            event: Event::Msg(Box::new(Msg::new(kind::TASK_WAKEUP, 1))),
-        }
-    }
-
-    fn lock(seq: u64, acquire: bool) -> Record {
-        let addr = 0x1000 + seq;
-        Record {
-            seq,
-            cpu: 2,
-            time_ns: seq * 10,
-            event: match acquire {
-                true => Event::LockAcquire { addr },
-                false => Event::LockRelease { addr },
-            },
-        }
-    }
-
-    #[test]
-    fn the_window_gives_the_last_records_before_a_divergence_in_order() {
-        let mut w = Window::new(3);
-        let records = [
-            msg(1),
-            lock(2, true),
-            lock(3, false),
-            msg(4),
-            Record {
-                event: Event::LockAccess { addr: 0x2000 },
-                ..lock(5, true)
-            },
-            msg(6),
-        ];
-        for r in &records {
-            w.push(r);
-        }
-        assert_eq!(w.before(&records[5], 3), records[2..5].to_vec());
-        assert_eq!(w.before(&records[1], 3), records[..1].to_vec());
-        assert!(Window::new(0).before(&records[5], 3).is_empty());
-    }
 }

@@ -43,6 +43,7 @@ mod by_locks;
 mod describe;
 mod sequential;
 mod stop;
+mod window;
 
 use rustc_hash::FxHashMap;
 use std::fmt;

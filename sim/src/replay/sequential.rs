@@ -11,6 +11,7 @@ use enoki::abi::Msg;
 use enoki::dispatch::Loaded;
 use enoki::{EnokiScheduler, LockOp};
 
+use super::window::{KeptMsg, Window};
 use super::{
     apply, build_notice, checks_locks, load, lock_name, op_mismatch, question,
     records_shared_reads, stopped_before, Answer, Divergence, InOrder, LockEvent, LockMap,
@@ -67,7 +68,7 @@ struct LockCheck {
 /// trace, so their lock records interleave; each CPU's follow its call.
 struct Call {
     index: u64,
-    record: Record,
+    record: KeptMsg,
     answer: Answer,
     locks: VecDeque<LockEvent>,
 }
@@ -75,7 +76,7 @@ struct Call {
 /// Replay state around one scheduler instance.
 pub struct Replayer<S: EnokiScheduler> {
     loaded: Loaded<S>,
-    context: VecDeque<Record>,
+    context: Window,
     keep: usize,
     locks: Option<LockCheck>,
     calls: BTreeMap<u32, Call>,
@@ -91,7 +92,7 @@ impl<S: EnokiScheduler> Replayer<S> {
         let loaded = load::<S>(header)?;
         Ok(Replayer {
             loaded,
-            context: VecDeque::with_capacity(keep + 1),
+            context: Window::new(keep),
             keep,
             locks: checks_locks::<S>(header).then(|| LockCheck {
                 capture: LockCapture::start(),
@@ -112,16 +113,16 @@ impl<S: EnokiScheduler> Replayer<S> {
     /// A lock difference in `call` (or, without one, at record `r`).
     fn lock_divergence(&self, call: Option<&Call>, r: &Record, what: String) -> Divergence {
         let (index, record, answer) = match call {
-            Some(c) => (c.index, c.record.clone(), c.answer),
+            Some(c) => (c.index, c.record.record(), c.answer),
             None => (self.messages, r.clone(), Answer::of(&Msg::default())),
         };
         Divergence {
             index,
+            context: self.context.newest(self.keep),
             record,
             expected: answer,
             actual: answer,
             locks: Some(what),
-            context: self.context.iter().cloned().collect(),
         }
     }
 
@@ -153,7 +154,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             lock_name(first.op),
             first.addr
         );
-        Some(self.lock_divergence(Some(call), &call.record, what))
+        Some(self.lock_divergence(Some(call), &call.record.record(), what))
     }
 
     /// Replays one message; a different answer is returned.
@@ -171,7 +172,7 @@ impl<S: EnokiScheduler> Replayer<S> {
         let index = self.messages;
         let call = Call {
             index,
-            record: r.clone(),
+            record: KeptMsg::new(r, m),
             answer: expected,
             locks,
         };
@@ -183,7 +184,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             expected,
             actual,
             locks: None,
-            context: self.context.iter().cloned().collect(),
+            context: self.context.newest(self.keep),
         })
     }
 
@@ -211,12 +212,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             }
             Event::Upgrade { .. } | Event::Exit { .. } => None,
         };
-        if self.keep > 0 {
-            if self.context.len() == self.keep {
-                self.context.pop_front();
-            }
-            self.context.push_back(r.clone());
-        }
+        self.context.push(r);
         found
     }
 
