@@ -13,6 +13,7 @@
 #   kernel/build.sh [--profile NAME]              build bzImage and modules
 #   kernel/build.sh [--profile NAME] --source     only prepare the patched source, print its path
 #   kernel/build.sh --pristine                    only fetch the pinned source, print its path
+#   kernel/build.sh [--profile NAME] --key        only print the profile's cache key
 set -euo pipefail
 
 profile=vm
@@ -21,8 +22,8 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--profile) profile="${2:?--profile needs a name}"; shift 2 ;;
 	--profile=*) profile="${1#--profile=}"; shift ;;
-	--source | --pristine) action="$1"; shift ;;
-	*) echo "kernel: error: unknown argument '$1' (--profile NAME, --source, --pristine)" >&2; exit 2 ;;
+	--source | --pristine | --key) action="$1"; shift ;;
+	*) echo "kernel: error: unknown argument '$1' (--profile NAME, --source, --pristine, --key)" >&2; exit 2 ;;
 	esac
 done
 
@@ -36,6 +37,38 @@ cache="${ENOKI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/enoki}"
 mkdir -p "$cache/dl" "$top/target"
 say() { echo "kernel: $*"; }
 die() { echo "kernel: error: $*" >&2; exit 1; }
+
+# --- profile: its fragment and the upstream fragments it names ---------------
+# A profile can start from another ('# extends: NAME'); its fragments come first.
+profile_chain() { # NAME: the fragment files, base first
+	local f="$here/config/profiles/$1.config" base
+	[ -f "$f" ] || die "unknown profile '$1' (have: $(cd "$here/config/profiles" && ls *.config | sed 's/\.config$//' | xargs))"
+	base=$(sed -n 's/^# extends: *//p' "$f")
+	[ -z "$base" ] || profile_chain "$base"
+	echo "$f"
+}
+profile_cfgs=$(profile_chain "$profile")
+# '# merge: PATH' lines name upstream fragments (relative to the kernel tree).
+# shellcheck disable=SC2086 # the chain is words
+upstream_fragments=$(sed -n 's/^# merge: *//p' $profile_cfgs)
+if [ "$profile" = vm ]; then link="$top/target/kernel"; else link="$top/target/kernel-$profile"; fi
+
+# --- cache key: what forces a full rebuild ---------------------------------
+# The fragments' settings and directives, not their comments: rewording a
+# comment must not cost two kernels built from scratch.
+config_lines() { # FRAGMENT...
+	grep -hE '^(CONFIG_|# CONFIG_.* is not set|# (merge|extends):)' "$@"
+}
+bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
+[ -x "$bindgen" ] || die "bindgen not found: run 'cargo make deps'"
+[ -x /usr/bin/rustc ] || die "/usr/bin/rustc (Debian rustc-web) not found: run 'cargo make deps'"
+# shellcheck disable=SC2086 # the chain is words
+key=$( (echo "$KVER_DEB $profile"; config_lines "$here/config/enoki.config" $profile_cfgs; /usr/bin/rustc --version;
+	clang --version | head -1; "$bindgen" --version) | sha256sum | cut -c1-16)
+if [ "$action" = "--key" ]; then
+	echo "$key"
+	exit 0
+fi
 
 # --- pinned upstream source ----------------------------------------------
 deb="$cache/dl/linux-source-6.12_${KVER_DEB}_all.deb"
@@ -67,27 +100,6 @@ if [ "$action" = "--pristine" ]; then
 	exit 0
 fi
 
-# --- profile: its fragment and the upstream fragments it names ---------------
-# A profile can start from another ('# extends: NAME'); its fragments come first.
-profile_chain() { # NAME: the fragment files, base first
-	local f="$here/config/profiles/$1.config" base
-	[ -f "$f" ] || die "unknown profile '$1' (have: $(cd "$here/config/profiles" && ls *.config | sed 's/\.config$//' | xargs))"
-	base=$(sed -n 's/^# extends: *//p' "$f")
-	[ -z "$base" ] || profile_chain "$base"
-	echo "$f"
-}
-profile_cfgs=$(profile_chain "$profile")
-# '# merge: PATH' lines name upstream fragments (relative to the kernel tree).
-# shellcheck disable=SC2086 # the chain is words
-upstream_fragments=$(sed -n 's/^# merge: *//p' $profile_cfgs)
-if [ "$profile" = vm ]; then link="$top/target/kernel"; else link="$top/target/kernel-$profile"; fi
-
-# --- cache key: what forces a full rebuild ---------------------------------
-bindgen="${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}"
-[ -x "$bindgen" ] || die "bindgen not found: run 'cargo make deps'"
-[ -x /usr/bin/rustc ] || die "/usr/bin/rustc (Debian rustc-web) not found: run 'cargo make deps'"
-key=$( (echo "$KVER_DEB $profile"; cat "$here/config/enoki.config" $profile_cfgs; /usr/bin/rustc --version; clang --version | head -1;
-	"$bindgen" --version) | sha256sum | cut -c1-16)
 kdir="$cache/kernel-$key"
 src="$kdir/src"
 out="$kdir/build"
