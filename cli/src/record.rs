@@ -3,9 +3,9 @@
 //!
 //! Recording is started and stopped through `$ENOKI_SYSFS/record`; while it
 //! runs, a thread reads `$ENOKI_DEBUGFS/trace` every few milliseconds (each
-//! read returns whole 192-byte `struct enoki_rec`s, 0 when the rings are
-//! empty) and keeps the records parsed in memory, so the per-CPU rings never
-//! overflow. At the end the records are sorted by sequence number and
+//! read returns whole records, a 32-byte `struct enoki_rec` followed by the
+//! message for a call, 0 when the rings are empty) and keeps the records
+//! parsed in memory, so the per-CPU rings never overflow. At the end the records are sorted by sequence number and
 //! written with a header that lets `enoki-sim replay` re-create the
 //! scheduler.
 
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use enoki_trace::{Record, TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_REC_BYTES};
+use enoki_trace::{Record, TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_MSG_REC_BYTES};
 
 use crate::status::{read_attr, read_number};
 use crate::{Error, Paths};
@@ -112,7 +112,7 @@ pub fn build_header(paths: &RecordPaths) -> Result<TraceHeader, Error> {
 /// Bytes one read asks the kernel for: whole records, into one buffer
 /// reused for every read, so that its pages are zeroed once and not once
 /// for every record drained.
-const READ_CHUNK: usize = 1024 * KERNEL_REC_BYTES;
+const READ_CHUNK: usize = 1024 * KERNEL_MSG_REC_BYTES;
 
 /// Records the drained ones start with room for: pages are only used once
 /// written, and a recording that grows within it is never copied to a
@@ -121,8 +121,7 @@ const READ_CHUNK: usize = 1024 * KERNEL_REC_BYTES;
 const DRAIN_RESERVE: usize = 4 << 20;
 
 /// Reads whole kernel records from a drain file until it returns 0, and
-/// keeps them parsed: a lock event, most records, takes 40 bytes where
-/// the kernel's record takes 192.
+/// keeps them parsed (a message boxed).
 pub struct Drainer<R: Read> {
     src: R,
     chunk: Box<[u8]>,
@@ -156,10 +155,10 @@ impl<R: Read> Drainer<R> {
 
     fn drain_up_to(&mut self, max: usize) -> std::io::Result<usize> {
         let mut done = 0;
-        // The kernel hands out whole records only, none when fewer bytes
-        // are asked for than a record takes, and 0 bytes once the rings
-        // are empty.
-        while max - done >= KERNEL_REC_BYTES {
+        // The kernel hands out whole records only, and 0 bytes only once
+        // the rings are empty when asked for at least a message's bytes
+        // (the largest record).
+        while max - done >= KERNEL_MSG_REC_BYTES {
             let want = READ_CHUNK.min(max - done);
             let n = match self.src.read(&mut self.chunk[..want]) {
                 Ok(0) => break,
@@ -357,7 +356,8 @@ pub fn record_while<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use enoki::abi::RawTopology;
+    use enoki::abi::{kind, Msg, RawTopology};
+    use enoki_trace::Event;
 
     fn fake_topology() -> Vec<u8> {
         let mut b = Vec::new();
@@ -437,45 +437,54 @@ mod tests {
         assert!(matches!(build_header(&p), Err(Error::NoEnoki(_))));
     }
 
-    fn kernel_rec(seq: u64, cpu: u32, ty: u32, addr: u64) -> [u8; KERNEL_REC_BYTES] {
-        let mut b = [0u8; KERNEL_REC_BYTES];
-        b[0..8].copy_from_slice(&seq.to_le_bytes());
-        b[8..12].copy_from_slice(&cpu.to_le_bytes());
-        b[12..16].copy_from_slice(&ty.to_le_bytes());
-        b[16..24].copy_from_slice(&addr.to_le_bytes());
-        b[24..32].copy_from_slice(&(seq * 10).to_le_bytes());
-        b
-    }
-
-    /// Gives its data out a record at a time, like debugfs.
-    struct Chunky(Vec<u8>, usize);
-    impl Read for Chunky {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = (self.0.len() - self.1).min(KERNEL_REC_BYTES).min(buf.len());
-            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
-            self.1 += n;
-            Ok(n)
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            seq,
+            cpu: (seq % 2) as u32,
+            time_ns: seq * 10,
+            event,
         }
     }
 
-    /// A ring that fills as fast as it is read.
+    fn lock(seq: u64) -> Record {
+        rec(seq, Event::LockAcquire { addr: 0x1000 })
+    }
+
+    /// Gives its records out one whole record a read, like debugfs asked
+    /// for a record's bytes.
+    struct Chunky(std::vec::IntoIter<Vec<u8>>);
+    impl Read for Chunky {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some(r) = self.0.next() else {
+                return Ok(0);
+            };
+            buf[..r.len()].copy_from_slice(&r);
+            Ok(r.len())
+        }
+    }
+
+    /// A ring that fills as fast as it is read, with lock events and a
+    /// message every eighth record, whole records only.
     struct Endless(u64);
     impl Read for Endless {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0 += 1;
-            assert!(self.0 < 1 << 20, "the drain pass never ended");
-            let n = buf.len() / KERNEL_REC_BYTES;
-            for c in buf.chunks_exact_mut(KERNEL_REC_BYTES).take(n) {
-                c.copy_from_slice(&kernel_rec(self.0, 0, 2, 0x1000));
+            let mut n = 0;
+            loop {
+                self.0 += 1;
+                assert!(self.0 < 1 << 24, "the drain pass never ended");
+                let r = if self.0.is_multiple_of(8) {
+                    rec(self.0, Event::Msg(Box::new(Msg::new(kind::TASK_TICK, 0))))
+                } else {
+                    lock(self.0)
+                };
+                let b = r.to_kernel();
+                if n + b.len() > buf.len() {
+                    return Ok(n);
+                }
+                buf[n..n + b.len()].copy_from_slice(&b);
+                n += b.len();
             }
-            Ok(n * KERNEL_REC_BYTES)
         }
-    }
-
-    fn parsed(raw: &[u8]) -> Vec<Record> {
-        raw.chunks_exact(KERNEL_REC_BYTES)
-            .map(|c| Record::from_kernel(c.try_into().unwrap()).unwrap())
-            .collect()
     }
 
     #[test]
@@ -484,24 +493,31 @@ mod tests {
         let at = d.records.as_ptr();
         let n = d.drain().unwrap();
         assert_eq!(d.records.as_ptr(), at, "drained records were moved");
-        assert_eq!(d.records.len() * KERNEL_REC_BYTES, n);
+        let bytes: usize = d.records.iter().map(|r| r.to_kernel().len()).sum();
+        assert_eq!(bytes, n, "whole records only");
         assert!(
-            (DRAIN_PASS_MAX - KERNEL_REC_BYTES..=DRAIN_PASS_MAX).contains(&n),
+            (DRAIN_PASS_MAX - KERNEL_MSG_REC_BYTES..=DRAIN_PASS_MAX).contains(&n),
             "{n}"
         );
-        assert_eq!(n % KERNEL_REC_BYTES, 0, "whole records only");
+        assert!(d.records.iter().any(|r| matches!(r.event, Event::Msg(_))));
     }
 
     #[test]
     fn drain_and_write() {
-        let mut raw = Vec::new();
-        for (seq, ty) in [(2u64, 2u32), (0, 2), (4, 5), (3, 3), (1, 3)] {
-            raw.extend_from_slice(&kernel_rec(seq, (seq % 2) as u32, ty, 0x1000));
-        }
-        let mut d = Drainer::new(Chunky(raw.clone(), 0));
-        assert_eq!(d.drain().unwrap(), 5 * KERNEL_REC_BYTES);
+        let records = vec![
+            lock(2),
+            lock(0),
+            rec(4, Event::Upgrade { state: 0x1000 }),
+            rec(5, Event::Msg(Box::new(Msg::new(kind::TASK_TICK, 1)))),
+            lock(3),
+            lock(1),
+        ];
+        let raw: Vec<Vec<u8>> = records.iter().map(Record::to_kernel).collect();
+        let bytes: usize = raw.iter().map(Vec::len).sum();
+        let mut d = Drainer::new(Chunky(raw.into_iter()));
+        assert_eq!(d.drain().unwrap(), bytes);
         assert_eq!(d.drain().unwrap(), 0);
-        assert_eq!(d.records, parsed(&raw));
+        assert_eq!(d.records, records);
 
         let (t, p) = fake_tree(true);
         let out = t.path().join("x.enk");
@@ -514,7 +530,7 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        assert_eq!((s.records, s.messages, s.upgrades, s.drops), (5, 0, 1, 7));
+        assert_eq!((s.records, s.messages, s.upgrades, s.drops), (6, 1, 1, 7));
         assert_eq!(s.bytes, std::fs::metadata(&out).unwrap().len());
         let (h, recs, end) = enoki_trace::read_all(File::open(&out).unwrap()).unwrap();
         assert_eq!(h.scheduler, "fifo");
@@ -522,7 +538,7 @@ mod tests {
         assert_eq!(end.dropped_events, 7);
         assert_eq!(
             recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [0, 1, 2, 3, 4]
+            [0, 1, 2, 3, 4, 5]
         );
         assert_eq!(recs[4].event, enoki_trace::Event::Upgrade { state: 0x1000 });
     }
@@ -542,16 +558,18 @@ mod tests {
     #[test]
     fn record_while_with_fake_files() {
         let (_t, p) = fake_tree(true);
-        let mut raw = Vec::new();
-        raw.extend_from_slice(&kernel_rec(1, 0, 2, 8));
-        raw.extend_from_slice(&kernel_rec(0, 1, 3, 8));
+        let records = [
+            lock(1),
+            rec(0, Event::Msg(Box::new(Msg::new(kind::TASK_TICK, 1)))),
+        ];
+        let raw: Vec<u8> = records.iter().flat_map(Record::to_kernel).collect();
         std::fs::write(p.debugfs.join("trace"), &raw).unwrap();
         std::fs::write(p.sysfs.join("record_drops"), "0\n").unwrap();
         let (v, data, drops) = record_while(&p, || 5).unwrap();
         assert_eq!(v, 5);
         assert_eq!(drops, 0);
         // The fake file is read once by the thread and once more at the end.
-        assert_eq!(data[..2], parsed(&raw));
+        assert_eq!(data[..2], records);
         assert_eq!(
             std::fs::read_to_string(p.sysfs.join("record")).unwrap(),
             "0"

@@ -9,11 +9,12 @@
 //! module and a kernel built from different versions.
 
 /// Bumped on any change to the layout or meaning of the structures below.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 /// The oldest [`ABI_VERSION`] whose messages and records mean what this
 /// one's do, so its traces replay here: the versions since differ in what a
-/// module registers, and in fields added at the end of [`Msg`] (0 in older
-/// traces) with the kinds that use them.
+/// module registers, in how Enoki-C's rings lay records out, and in fields
+/// added at the end of [`Msg`] (0 in older traces) with the kinds that use
+/// them.
 pub const RECORDS_SINCE: u32 = 3;
 /// The first [`ABI_VERSION`] whose traces record a lock taken to read as
 /// such ([`rec_type::LOCK_ACQUIRE_SHARED`]); older ones record it as any
@@ -371,7 +372,8 @@ impl Default for RawTopology {
 
 /// Record entry types ([`RawRec::type_`], `enum enoki_rec_type`).
 pub mod rec_type {
-    /// A message with its answer ([`RawRec::msg`](super::RawRec::msg)).
+    /// A message with its answer: the [`Msg`](super::Msg) follows the
+    /// header in the ring.
     pub const MSG: u32 = 1;
     /// A libEnoki lock was taken ([`RawRec::addr`](super::RawRec::addr)).
     pub const LOCK_ACQUIRE: u32 = 2;
@@ -422,8 +424,10 @@ pub mod exit_kind {
     }
 }
 
-/// One entry of Enoki-C's per-CPU record rings, as its debugfs `trace` file
-/// hands them out.
+/// The header of every record in Enoki-C's per-CPU record rings, as its
+/// debugfs `trace` file hands them out; a [`rec_type::MSG`] record's is
+/// followed by its [`Msg`], answer included, and the others are the header
+/// alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawRec {
@@ -437,8 +441,6 @@ pub struct RawRec {
     pub addr: u64,
     /// CLOCK_MONOTONIC in ns, for timelines only.
     pub time_ns: u64,
-    /// The message of a [`rec_type::MSG`] entry, answer included.
-    pub msg: Msg,
 }
 
 /// Length of [`RawOps::name`].
@@ -512,7 +514,7 @@ const _: () = {
     at!(RawTopology {
         nr_cpus: 0, nr_nodes: 4, cpus: 8, distance: 8 + 16 * MAX_CPUS,
     } size 8 + 16 * MAX_CPUS + MAX_NODES * MAX_NODES);
-    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24, msg: 32 } size 192);
+    at!(RawRec { seq: 0, cpu: 8, type_: 12, addr: 16, time_ns: 24 } size 32);
     at!(RawOps {
         abi_version: 0, mode: 4, slice_ns: 8, timeout_ms: 16, handles: 20, name: 24, owner: 56,
         sched: 64,

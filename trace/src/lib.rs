@@ -95,8 +95,8 @@ mod raw;
 
 pub use raw::{
     append_kernel_records, in_sequence, msg_from_bytes, msg_from_record, msg_to_bytes,
-    records_from_kernel, topology_from_kernel, topology_to_kernel, KERNEL_REC_BYTES, MSG_BYTES,
-    MSG_BYTES_BEFORE_CGROUPS,
+    records_from_kernel, topology_from_kernel, topology_to_kernel, KERNEL_MSG_REC_BYTES,
+    KERNEL_REC_BYTES, MSG_BYTES, MSG_BYTES_BEFORE_CGROUPS,
 };
 use raw::{cpu_from_bytes, cpu_to_bytes, CPU_BYTES};
 

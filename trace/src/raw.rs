@@ -15,8 +15,21 @@ use crate::{Event, Record, TraceError};
 
 /// Bytes of a [`Msg`].
 pub const MSG_BYTES: usize = size_of::<Msg>();
-/// Bytes of Enoki-C's `struct enoki_rec` ([`RawRec`]).
+/// Bytes of Enoki-C's `struct enoki_rec` ([`RawRec`]), a record's header:
+/// the whole record, unless it is a message.
 pub const KERNEL_REC_BYTES: usize = size_of::<RawRec>();
+/// Bytes of a message's record in Enoki-C's rings: the header, then the
+/// [`Msg`] with its answer. Also the most a record takes.
+pub const KERNEL_MSG_REC_BYTES: usize = KERNEL_REC_BYTES + MSG_BYTES;
+
+/// Bytes of a kernel record whose header has type `ty`.
+fn kernel_rec_bytes(ty: u32) -> usize {
+    if ty == rec_type::MSG {
+        KERNEL_MSG_REC_BYTES
+    } else {
+        KERNEL_REC_BYTES
+    }
+}
 /// Bytes of a [`RawCpu`].
 pub(crate) const CPU_BYTES: usize = size_of::<RawCpu>();
 
@@ -152,16 +165,18 @@ pub(crate) fn cpu_from_bytes(b: &[u8; CPU_BYTES]) -> RawCpu {
 }
 
 impl Record {
-    /// One entry of Enoki-C's record rings. `None` for an unknown type.
-    pub fn from_kernel(rec: &[u8; KERNEL_REC_BYTES]) -> Option<Record> {
+    /// One record of Enoki-C's record rings, its bytes exactly. `None` for
+    /// an unknown type or the wrong length.
+    pub fn from_kernel(rec: &[u8]) -> Option<Record> {
+        let ty = get::<u32, 4>(rec.get(..KERNEL_REC_BYTES)?, offset_of!(RawRec, type_));
+        if rec.len() != kernel_rec_bytes(ty) {
+            return None;
+        }
         let addr = get(rec, offset_of!(RawRec, addr));
-        let event = match get::<u32, 4>(rec, offset_of!(RawRec, type_)) {
-            rec_type::MSG => {
-                let at = offset_of!(RawRec, msg);
-                Event::Msg(Box::new(msg_from_bytes(
-                    rec[at..at + MSG_BYTES].try_into().ok()?,
-                )))
-            }
+        let event = match ty {
+            rec_type::MSG => Event::Msg(Box::new(msg_from_bytes(
+                rec[KERNEL_REC_BYTES..].try_into().ok()?,
+            ))),
             rec_type::LOCK_ACQUIRE => Event::LockAcquire { addr },
             rec_type::LOCK_RELEASE => Event::LockRelease { addr },
             rec_type::LOCK_ACCESS => Event::LockAccess { addr },
@@ -179,71 +194,64 @@ impl Record {
         })
     }
 
-    /// The record ring entry Enoki-C would hold for this record (the
-    /// message of a record that is not one all zeros, as Enoki-C leaves it).
-    pub fn to_kernel(&self) -> [u8; KERNEL_REC_BYTES] {
-        let (ty, addr, msg) = match self.event {
-            Event::Msg(ref m) => (rec_type::MSG, 0, **m),
-            Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr, Msg::default()),
-            Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr, Msg::default()),
-            Event::LockAccess { addr } => (rec_type::LOCK_ACCESS, addr, Msg::default()),
-            Event::LockAcquireShared { addr } => {
-                (rec_type::LOCK_ACQUIRE_SHARED, addr, Msg::default())
-            }
-            Event::Gap { lost } => (rec_type::GAP, lost, Msg::default()),
-            Event::Upgrade { state } => (rec_type::UPGRADE, state, Msg::default()),
-            Event::Exit { kind } => (rec_type::EXIT, kind, Msg::default()),
+    /// The bytes of this record in Enoki-C's record rings.
+    pub fn to_kernel(&self) -> Vec<u8> {
+        let (ty, addr) = match self.event {
+            Event::Msg(_) => (rec_type::MSG, 0),
+            Event::LockAcquire { addr } => (rec_type::LOCK_ACQUIRE, addr),
+            Event::LockRelease { addr } => (rec_type::LOCK_RELEASE, addr),
+            Event::LockAccess { addr } => (rec_type::LOCK_ACCESS, addr),
+            Event::LockAcquireShared { addr } => (rec_type::LOCK_ACQUIRE_SHARED, addr),
+            Event::Gap { lost } => (rec_type::GAP, lost),
+            Event::Upgrade { state } => (rec_type::UPGRADE, state),
+            Event::Exit { kind } => (rec_type::EXIT, kind),
         };
-        let mut b = [0u8; KERNEL_REC_BYTES];
+        let mut b = vec![0u8; KERNEL_REC_BYTES];
         put(&mut b, offset_of!(RawRec, seq), self.seq);
         put(&mut b, offset_of!(RawRec, cpu), self.cpu);
         put(&mut b, offset_of!(RawRec, type_), ty);
         put(&mut b, offset_of!(RawRec, addr), addr);
         put(&mut b, offset_of!(RawRec, time_ns), self.time_ns);
-        let at = offset_of!(RawRec, msg);
-        b[at..at + MSG_BYTES].copy_from_slice(&msg_to_bytes(&msg));
+        if let Event::Msg(ref m) = self.event {
+            b.extend_from_slice(&msg_to_bytes(m));
+        }
         b
     }
 }
 
-/// Records as Enoki-C's debugfs `trace` file gives them (whole
-/// `struct enoki_rec`s, drained CPU by CPU, so out of order), sorted into
-/// sequence order.
+/// Records as Enoki-C's debugfs `trace` file gives them (whole records,
+/// drained CPU by CPU, so out of order), sorted into sequence order.
 pub fn records_from_kernel(raw: &[u8]) -> Result<Vec<Record>, TraceError> {
     let mut out = Vec::with_capacity(raw.len() / KERNEL_REC_BYTES);
     append_kernel_records(raw, 0, &mut out)?;
     in_sequence(out)
 }
 
-/// Appends the whole `struct enoki_rec`s of `raw` to `out`, in the order
-/// given; `offset` is where `raw` starts in what was drained (for errors).
+/// Appends the whole kernel records of `raw` to `out`, in the order given;
+/// `offset` is where `raw` starts in what was drained (for errors).
 pub fn append_kernel_records(
     raw: &[u8],
     offset: u64,
     out: &mut Vec<Record>,
 ) -> Result<(), TraceError> {
-    let chunks = raw.chunks_exact(KERNEL_REC_BYTES);
-    if !chunks.remainder().is_empty() {
-        let whole = raw.len() - chunks.remainder().len();
-        return Err(TraceError::Truncated {
+    let mut at = 0;
+    while at < raw.len() {
+        let truncated = || TraceError::Truncated {
             what: "the last kernel record",
-            offset: offset + whole as u64,
-        });
-    }
-    for (i, c) in chunks.enumerate() {
-        let rec = c.try_into().ok().and_then(Record::from_kernel);
-        let Some(rec) = rec else {
-            let what = format!(
-                "kernel record {} has unknown type {}",
-                offset / KERNEL_REC_BYTES as u64 + i as u64,
-                get::<u32, 4>(c, offset_of!(RawRec, type_))
-            );
+            offset: offset + at as u64,
+        };
+        let header = raw.get(at..at + KERNEL_REC_BYTES).ok_or_else(truncated)?;
+        let ty = get::<u32, 4>(header, offset_of!(RawRec, type_));
+        let len = kernel_rec_bytes(ty);
+        let bytes = raw.get(at..at + len).ok_or_else(truncated)?;
+        let Some(rec) = Record::from_kernel(bytes) else {
             return Err(TraceError::Corrupt {
-                what,
-                offset: offset + (i * KERNEL_REC_BYTES) as u64,
+                what: format!("kernel record of unknown type {ty}"),
+                offset: offset + at as u64,
             });
         };
         out.push(rec);
+        at += len;
     }
     Ok(())
 }
@@ -377,9 +385,56 @@ mod tests {
             event: Event::Gap { lost: 12 },
         };
         let b = r.to_kernel();
+        assert_eq!(b.len(), KERNEL_REC_BYTES, "a header alone");
         assert_eq!(get::<u32, 4>(&b, offset_of!(RawRec, type_)), rec_type::GAP);
         assert_eq!(get::<u64, 8>(&b, offset_of!(RawRec, addr)), 12);
         assert_eq!(get::<u64, 8>(&b, offset_of!(RawRec, seq)), 40);
+    }
+
+    #[test]
+    fn kernel_records_are_walked_by_their_lengths() {
+        let lock = Record {
+            seq: 1,
+            cpu: 0,
+            time_ns: 5,
+            event: Event::LockAccess { addr: 0x40 },
+        };
+        let call = Record {
+            seq: 2,
+            event: Event::Msg(Box::new(msg())),
+            ..lock.clone()
+        };
+        let raw = [lock.to_kernel(), call.to_kernel(), lock.to_kernel()].concat();
+        assert_eq!(raw.len(), KERNEL_MSG_REC_BYTES + 2 * KERNEL_REC_BYTES);
+        let mut out = Vec::new();
+        append_kernel_records(&raw, 0, &mut out).unwrap();
+        assert_eq!(out, [lock.clone(), call.clone(), lock.clone()]);
+
+        let cut = &raw[..KERNEL_REC_BYTES + KERNEL_MSG_REC_BYTES - 1];
+        match append_kernel_records(cut, 1000, &mut Vec::new()) {
+            Err(TraceError::Truncated { offset, .. }) => {
+                assert_eq!(
+                    offset,
+                    1000 + KERNEL_REC_BYTES as u64,
+                    "where the message starts"
+                );
+            }
+            other => panic!("a cut message: {other:?}"),
+        }
+        let mut bad = raw.clone();
+        bad[KERNEL_REC_BYTES + offset_of!(RawRec, type_)] = 99;
+        match append_kernel_records(&bad, 0, &mut Vec::new()) {
+            Err(TraceError::Corrupt { offset, what }) => {
+                assert_eq!(offset, KERNEL_REC_BYTES as u64);
+                assert!(what.contains("99"), "{what}");
+            }
+            other => panic!("an unknown type: {other:?}"),
+        }
+        assert_eq!(
+            Record::from_kernel(&raw[..KERNEL_REC_BYTES + 1]),
+            None,
+            "wrong length"
+        );
     }
 
     #[test]

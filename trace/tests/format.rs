@@ -7,7 +7,7 @@ use enoki::abi::{kind, Msg};
 use enoki::Topology;
 use enoki_trace::{
     msg_from_record, msg_to_bytes, read_all, records_from_kernel, Event, Record, TraceError,
-    TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION, KERNEL_REC_BYTES,
+    TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION, KERNEL_MSG_REC_BYTES, KERNEL_REC_BYTES,
     MSG_BYTES_BEFORE_CGROUPS,
 };
 use proptest::prelude::*;
@@ -357,7 +357,7 @@ fn kernel_records_with_a_gap_import_in_order() {
         .chain(&cpu1)
         .flat_map(|r| r.to_kernel())
         .collect();
-    assert_eq!(raw.len(), 5 * KERNEL_REC_BYTES);
+    assert_eq!(raw.len(), 3 * KERNEL_MSG_REC_BYTES + 2 * KERNEL_REC_BYTES);
     let recs = records_from_kernel(&raw).unwrap();
     assert_eq!(
         recs,

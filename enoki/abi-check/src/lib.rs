@@ -130,8 +130,7 @@ mod tests {
                         cpu,
                         type_,
                         addr,
-                        time_ns,
-                        msg
+                        time_ns
                     }
             ),
             layout_diff!(

@@ -11,7 +11,7 @@
 #include <linux/build_bug.h>
 #include <linux/types.h>
 
-#define ENOKI_ABI_VERSION	9
+#define ENOKI_ABI_VERSION	10
 #define ENOKI_MAX_CPUS		256
 #define ENOKI_MAX_NODES		8
 #define ENOKI_CPUMASK_WORDS	(ENOKI_MAX_CPUS / 64)
@@ -156,9 +156,14 @@ struct enoki_topology {
 	u8 distance[ENOKI_MAX_NODES][ENOKI_MAX_NODES];
 };
 
-/* Record: one fixed-size entry per message or lock event, per-CPU rings. */
+/*
+ * Record: per-CPU rings of 32-byte units. Every record is a struct
+ * enoki_rec, one unit; a message's is followed by its struct enoki_msg,
+ * ENOKI_REC_MSG_UNITS in all. Lock events, most records, carry nothing
+ * more, so they take one unit where a message takes six.
+ */
 enum enoki_rec_type {
-	ENOKI_REC_MSG = 1,		/* @msg: a call with its answer */
+	ENOKI_REC_MSG = 1,		/* then the call's enoki_msg, answered */
 	ENOKI_REC_LOCK_ACQUIRE,		/* @addr: a libEnoki lock was taken */
 	ENOKI_REC_LOCK_RELEASE,		/* @addr: ... and released */
 	ENOKI_REC_GAP,			/* @addr events of this CPU were lost, from @seq on */
@@ -174,9 +179,11 @@ struct enoki_rec {
 	u32 type;
 	u64 addr;
 	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
-	struct enoki_msg msg;
 };
-static_assert(sizeof(struct enoki_rec) == 192);
+static_assert(sizeof(struct enoki_rec) == 32);
+static_assert(sizeof(struct enoki_msg) % sizeof(struct enoki_rec) == 0);
+#define ENOKI_REC_MSG_UNITS \
+	(1 + sizeof(struct enoki_msg) / sizeof(struct enoki_rec))
 
 struct module;
 

@@ -3,16 +3,14 @@
  * Enoki-C record rings: while recording is on, every message with its
  * answer and every libEnoki lock event, for replay in userspace.
  *
- * Owns: one ring of struct enoki_rec per CPU, enoki_recording and the
- * global sequence counter. The rings live from a start until the trace
- * has been read to its end with recording off (or stop finds them empty).
- * Events lost to a full ring leave a gap record in their place, with the
- * number lost, so that replay knows where its trace has a hole. A record
- * that is no message clears its msg only on the ring's first lap, while
- * the slot may still hold whatever the allocator left there; later laps
- * leave an earlier record's msg, which readers ignore. Lock events are
- * most records, and clearing 160 bytes cost each as much as the rest of
- * it.
+ * Owns: one ring of 32-byte units (struct enoki_rec) per CPU,
+ * enoki_recording and the global sequence counter. A record is a header
+ * unit, and a message's is followed by the message (enoki.h); head and
+ * tail count units and only ever move by whole records. The rings live
+ * from a start until the trace has been read to its end with recording
+ * off (or stop finds them empty). Events lost to a full ring leave a gap
+ * record in their place, with the number lost, so that replay knows where
+ * its trace has a hole.
  *
  * Locks: a ring has a single producer (its CPU, interrupts off) and a
  * single consumer (the debugfs trace reader); head and tail are published
@@ -36,16 +34,16 @@
 
 #include "enoki.h"
 
-/* records per CPU's ring: a power of two, 6 MiB by default */
-#define ENOKI_REC_ENTRIES_DEFAULT	BIT(15)
-#define ENOKI_REC_ENTRIES_MIN		BIT(10)
-#define ENOKI_REC_ENTRIES_MAX		BIT(20)
+/* units per CPU's ring: a power of two, 8 MiB by default */
+#define ENOKI_REC_ENTRIES_DEFAULT	BIT(18)
+#define ENOKI_REC_ENTRIES_MIN		BIT(12)
+#define ENOKI_REC_ENTRIES_MAX		BIT(22)
 
 struct enoki_ring {
 	struct enoki_rec *buf;
-	u64 mask;	/* entries - 1 */
-	u64 head;	/* written by the producer */
-	u64 tail;	/* written by the consumer */
+	u64 mask;	/* units - 1 */
+	u64 head;	/* in units, written by the producer */
+	u64 tail;	/* in units, written by the consumer */
 	u64 drops;
 	u64 lost;	/* drops not yet reported by a gap record */
 	u64 lost_seq;	/* sequence number of the first of them */
@@ -66,29 +64,25 @@ static atomic64_t enoki_seq = ATOMIC64_INIT(0);
 static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
 /* serialises record start/stop, resizing and trace readers */
 static DEFINE_MUTEX(enoki_record_mutex);
-/* ring size for the next start, under enoki_record_mutex */
+/* ring units for the next start, under enoki_record_mutex */
 static u32 enoki_rec_entries = ENOKI_REC_ENTRIES_DEFAULT;
 
 /* the producers, on the call path and in libEnoki's locks */
 
-static void enoki_ring_commit(struct enoki_ring *ring)
+/* Units of the record whose header is @rec. */
+static u64 enoki_rec_units(const struct enoki_rec *rec)
+{
+	return rec->type == ENOKI_REC_MSG ? ENOKI_REC_MSG_UNITS : 1;
+}
+
+static void enoki_ring_commit(struct enoki_ring *ring, u64 units)
 {
 	/* pairs with the reader's acquire: the record is complete */
-	smp_store_release(&ring->head, ring->head + 1);
+	smp_store_release(&ring->head, ring->head + units);
 }
 
-/* The msg of a record that is no message, on @ring's first lap only. */
-static void enoki_rec_clear_msg(struct enoki_ring *ring, struct enoki_rec *rec)
-{
-	if (ring->head <= ring->mask)
-		memset(&rec->msg, 0, sizeof(rec->msg));
-}
-
-/* Fills @rec's header, and clears the msg of a record that is no message. */
 static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr)
 {
-	if (type != ENOKI_REC_MSG)
-		enoki_rec_clear_msg(this_cpu_ptr(&enoki_rings), rec);
 	rec->seq = seq;
 	rec->cpu = smp_processor_id();
 	rec->type = type;
@@ -101,32 +95,32 @@ static void enoki_ring_gap(struct enoki_ring *ring, int cpu)
 {
 	struct enoki_rec *rec = &ring->buf[ring->head & ring->mask];
 
-	enoki_rec_clear_msg(ring, rec);
 	rec->seq = ring->lost_seq;
 	rec->cpu = cpu;
 	rec->type = ENOKI_REC_GAP;
 	rec->addr = ring->lost;
 	rec->time_ns = ktime_get_ns();
-	enoki_ring_commit(ring);
+	enoki_ring_commit(ring, 1);
 	ring->lost = 0;
 }
 
 /*
- * The slot for this CPU's next record, numbered @seq; NULL if the ring is
- * full. If events were lost, a gap record goes first, numbered like the
- * first lost event: it stands where they would have been. The last slot
- * is kept for the gap record enoki_record_stop() may have to write.
+ * The header unit of this CPU's next record, numbered @seq and @units
+ * long; NULL if the ring is full. If events were lost, a gap record goes
+ * first, numbered like the first lost event: it stands where they would
+ * have been. The last unit is kept for the gap record
+ * enoki_record_stop() may have to write.
  */
-static struct enoki_rec *enoki_ring_slot(u64 seq)
+static struct enoki_rec *enoki_ring_slot(u64 seq, u64 units)
 {
 	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
 	u64 used;
 
 	if (!ring->buf)
 		return NULL;
-	/* pairs with the reader's release: its slots are free to reuse */
+	/* pairs with the reader's release: its units are free to reuse */
 	used = ring->head - smp_load_acquire(&ring->tail);
-	if (used + (ring->lost ? 2 : 1) > ring->mask) {
+	if (used + units + (ring->lost ? 1 : 0) > ring->mask) {
 		ring->drops++;
 		if (!ring->lost++)
 			ring->lost_seq = seq;
@@ -147,16 +141,32 @@ static u64 enoki_record_seq(void)
 	return atomic64_inc_return(&enoki_seq);
 }
 
+/* Copies @msg into the units after @ring's head, wrapping at its end. */
+static void enoki_ring_put_msg(struct enoki_ring *ring,
+			       const struct enoki_msg *msg)
+{
+	const size_t unit = sizeof(*ring->buf);
+	u64 at = (ring->head + 1) & ring->mask;
+	size_t room = (ring->mask + 1 - at) * unit;
+	size_t first = min(sizeof(*msg), room);
+
+	memcpy(&ring->buf[at], msg, first);
+	if (first < sizeof(*msg))
+		memcpy(ring->buf, (const u8 *)msg + first,
+		       sizeof(*msg) - first);
+}
+
 static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 {
-	struct enoki_rec *rec = enoki_ring_slot(seq);
+	struct enoki_rec *rec = enoki_ring_slot(seq, ENOKI_REC_MSG_UNITS);
+	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
 
 	__this_cpu_write(enoki_rec_call, false);
 	if (!rec)
 		return;
 	enoki_rec_init(rec, seq, ENOKI_REC_MSG, 0);
-	rec->msg = *msg;
-	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+	enoki_ring_put_msg(ring, msg);
+	enoki_ring_commit(ring, ENOKI_REC_MSG_UNITS);
 }
 
 /*
@@ -172,11 +182,11 @@ static void enoki_record_upgrade(u64 state_fp)
 	if (!seq)
 		return;
 	__this_cpu_write(enoki_rec_call, false);
-	rec = enoki_ring_slot(seq);
+	rec = enoki_ring_slot(seq, 1);
 	if (!rec)
 		return;
 	enoki_rec_init(rec, seq, ENOKI_REC_UPGRADE, state_fp);
-	enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+	enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 }
 
 /*
@@ -196,10 +206,10 @@ static void enoki_record_exit(u64 kind)
 	seq = enoki_record_seq();
 	if (seq) {
 		__this_cpu_write(enoki_rec_call, false);
-		rec = enoki_ring_slot(seq);
+		rec = enoki_ring_slot(seq, 1);
 		if (rec) {
 			enoki_rec_init(rec, seq, ENOKI_REC_EXIT, kind);
-			enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+			enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 		}
 	}
 	local_irq_restore(flags);
@@ -237,10 +247,10 @@ void enoki_record_lock(u64 addr, u32 type)
 		return;
 	}
 	seq = atomic64_inc_return(&enoki_seq);
-	rec = enoki_ring_slot(seq);
+	rec = enoki_ring_slot(seq, 1);
 	if (rec) {
 		enoki_rec_init(rec, seq, type, addr);
-		enoki_ring_commit(this_cpu_ptr(&enoki_rings));
+		enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 	}
 	local_irq_restore(flags);
 }
@@ -349,9 +359,9 @@ static u32 enoki_record_buffer_kib(void)
 }
 
 /*
- * Sizes the rings of the next start: as many whole records as fit in
- * @kib KiB per CPU, rounded down to a power of two within the limits;
- * -EBUSY while recording.
+ * Sizes the rings of the next start: as many units as fit in @kib KiB per
+ * CPU, rounded down to a power of two within the limits; -EBUSY while
+ * recording.
  */
 static int enoki_record_resize(u64 kib)
 {
@@ -384,8 +394,29 @@ static u64 enoki_record_drops(void)
 }
 
 /*
+ * Units of @ring's whole records from @tail on, before @head, that fit in
+ * @room units: all of them, unless a message would be cut.
+ */
+static u64 enoki_ring_whole(struct enoki_ring *ring, u64 tail, u64 head,
+			    u64 room)
+{
+	u64 end = tail;
+
+	if (head - tail <= room)
+		return head - tail;
+	while (end != head) {
+		u64 units = enoki_rec_units(&ring->buf[end & ring->mask]);
+
+		if (end + units - tail > room)
+			break;
+		end += units;
+	}
+	return end - tail;
+}
+
+/*
  * Copies whole records from @ring to @ubuf, at most @max bytes' worth, and
- * frees their slots; the bytes copied, or -EFAULT if none could be. The
+ * frees their units; the bytes copied, or -EFAULT (and nothing freed). The
  * ring wraps once at most, so that is two copies at most.
  */
 static ssize_t enoki_ring_read(struct enoki_ring *ring, char __user *ubuf,
@@ -394,25 +425,25 @@ static ssize_t enoki_ring_read(struct enoki_ring *ring, char __user *ubuf,
 	const size_t size = sizeof(struct enoki_rec);
 	u64 tail = ring->tail;
 	/* pairs with enoki_ring_commit(): whole records only */
-	u64 n = smp_load_acquire(&ring->head) - tail;
+	u64 head = smp_load_acquire(&ring->head);
+	u64 n = enoki_ring_whole(ring, tail, head, max / size);
 	u64 first = tail & ring->mask;
-	u64 run;
+	u64 run = min_t(u64, n, ring->mask + 1 - first);
 
-	n = min_t(u64, n, max / size);
-	run = min_t(u64, n, ring->mask + 1 - first);
 	if (copy_to_user(ubuf, &ring->buf[first], run * size))
 		return -EFAULT;
 	if (run < n && copy_to_user(ubuf + run * size, ring->buf,
 				    (n - run) * size))
-		n = run;
-	/* the producer may reuse the slots once it sees this */
+		return -EFAULT;
+	/* the producer may reuse the units once it sees this */
 	smp_store_release(&ring->tail, tail + n);
 	return n * size;
 }
 
 /*
  * The consumer, debugfs enoki/trace: moves whole records from the CPUs'
- * rings to userspace, any order.
+ * rings to userspace, any order. A read of at least a message's bytes
+ * returns 0 only once the rings are empty.
  */
 static ssize_t enoki_trace_read(struct file *file, char __user *ubuf,
 				size_t count, loff_t *ppos)
