@@ -28,8 +28,10 @@
 //!   waker's CPU when only the waker runs there, which then switches to it
 //!   without waking an idle CPU (CFS's wake-affine, in its simplest form);
 //!   any other to the previous CPU if idle, else an idle CPU of its LLC,
-//!   else of its node, else the least loaded allowed CPU. A vruntime moves
-//!   between queues relative to their `min_vruntime`.
+//!   else of its node, else the previous CPU anyway (balancing evens the
+//!   load out); a new task, or one that may not run there, goes to the
+//!   least loaded allowed CPU.
+//!   A vruntime moves between queues relative to their `min_vruntime`.
 //! - Balance: an idle CPU takes the next waiting task of the busiest queue,
 //!   nearest first (LLC, then node); from another node only when that node
 //!   has `imbalance_pct` % more tasks per CPU than ours. A queue where work
@@ -821,7 +823,7 @@ impl EnokiScheduler for Wfq {
         let allowed = task.allowed;
         let cpu = match self.sync_target(allowed, wake) {
             Some(waker) => waker,
-            None => self.choose_cpu(allowed, prev_cpu),
+            None => self.choose_cpu(allowed, prev_cpu, task.new),
         };
         // Its record goes ahead, so that the wakeup finds it there.
         if cpu != home && task.state == State::Off {

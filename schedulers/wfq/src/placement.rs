@@ -140,8 +140,13 @@ impl Wfq {
 
     /// The CPU for a waking task allowed on `allowed` that last ran on
     /// `prev_cpu`: `prev_cpu` if idle, else an idle CPU of its LLC, else of
-    /// its node, else the least loaded allowed CPU, nearest first on ties.
-    pub(super) fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId) -> CpuId {
+    /// its node; else, for a task that ran before, `prev_cpu` again if it
+    /// may run there (as CFS's wakeups fall back to their target: idle CPUs
+    /// and the tick even out the load); else the least loaded allowed CPU,
+    /// nearest first on ties (as CFS places a new task). Scanning every
+    /// CPU's load on each wakeup of a busy machine contended with each
+    /// CPU's own updates: WFQ's hackbench spent most of its time there.
+    pub(super) fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId, new: bool) -> CpuId {
         let Some(near) = self.near.get(prev_cpu) else {
             return prev_cpu;
         };
@@ -164,6 +169,9 @@ impl Wfq {
                 (l.offline, l.load)
             })
         };
+        if !new && allowed.contains(prev_cpu) && !load(&prev_cpu).0 {
+            return prev_cpu; // online
+        }
         core::iter::once(prev_cpu)
             .chain(self.nearest(prev_cpu))
             .filter(|cpu| allowed.contains(*cpu))

@@ -231,6 +231,29 @@ fn wakeup_placement_prefers_prev_then_llc_then_node_then_least_loaded() {
     m.check_consistent().unwrap();
 }
 
+/// With no CPU idle, a task that ran before wakes on its previous CPU,
+/// however loaded (balancing evens that out), and does not read every
+/// CPU's load to find a lighter one.
+#[test]
+fn a_wakeup_with_no_idle_cpu_stays_on_the_previous_cpu() {
+    let mut m = Machine::new("");
+    m.spawn(1, all(), 0, 2);
+    assert_eq!(m.running(2), Some(1));
+    m.block(2);
+    for (pid, cpu) in (10..18).zip(0..8) {
+        m.spawn(pid, only(cpu), 0, cpu);
+    }
+    m.spawn(20, only(2), 0, 2);
+    m.spawn(21, only(2), 0, 2);
+    m.wake(1, 0);
+    assert_eq!(
+        m.d.state(1),
+        Some(TaskState::Queued { cpu: 2 }),
+        "CPU 2 runs one task and queues two, every other CPU runs one"
+    );
+    m.check_consistent().unwrap();
+}
+
 #[test]
 fn work_queued_behind_a_running_task_kicks_an_idle_cpu() {
     let mut m = Machine::new("");
