@@ -30,7 +30,7 @@ pub struct Args {
     /// Write uncompressed blocks
     #[arg(long)]
     no_compress: bool,
-    /// Size of each CPU's record ring in KiB (default: the kernel's, 6144);
+    /// Size of each CPU's record ring in KiB (default: the kernel's, 8192);
     /// a larger one rides out longer stretches where the drain falls behind
     #[arg(long, value_name = "KIB")]
     buffer_kib: Option<u64>,
