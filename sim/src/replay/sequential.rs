@@ -77,7 +77,6 @@ struct Call {
 pub struct Replayer<S: EnokiScheduler> {
     loaded: Loaded<S>,
     context: Window,
-    keep: usize,
     locks: Option<LockCheck>,
     calls: BTreeMap<u32, Call>,
     pub messages: u64,
@@ -93,7 +92,6 @@ impl<S: EnokiScheduler> Replayer<S> {
         Ok(Replayer {
             loaded,
             context: Window::new(keep),
-            keep,
             locks: checks_locks::<S>(header).then(|| LockCheck {
                 capture: LockCapture::start(),
                 pairs: LockMap::default(),
@@ -110,15 +108,16 @@ impl<S: EnokiScheduler> Replayer<S> {
         &self.loaded
     }
 
-    /// A lock difference in `call` (or, without one, at record `r`).
-    fn lock_divergence(&self, call: Option<&Call>, r: &Record, what: String) -> Divergence {
-        let (index, record, answer) = match call {
-            Some(c) => (c.index, c.record.record(), c.answer),
-            None => (self.messages, r.clone(), Answer::of(&Msg::default())),
+    /// A lock difference in a call (or, with no call on its CPU, at a
+    /// record).
+    fn lock_divergence(&self, at: Result<&Call, &Record>, what: String) -> Divergence {
+        let (index, record, answer) = match at {
+            Ok(c) => (c.index, c.record.record(), c.answer),
+            Err(r) => (self.messages, r.clone(), Answer::of(&Msg::default())),
         };
         Divergence {
             index,
-            context: self.context.newest(self.keep),
+            context: self.context.newest(),
             record,
             expected: answer,
             actual: answer,
@@ -138,11 +137,11 @@ impl<S: EnokiScheduler> Replayer<S> {
                 recorded.addr,
                 r.cpu
             );
-            return Some(self.lock_divergence(self.calls.get(&r.cpu), r, what));
+            return Some(self.lock_divergence(self.calls.get(&r.cpu).ok_or(r), what));
         };
         let mismatch = op_mismatch(got.op, got.addr, recorded, check.shared_reads)
             .or_else(|| check.pairs.check(recorded.addr, got.addr).err());
-        mismatch.map(|m| self.lock_divergence(self.calls.get(&r.cpu), r, m))
+        mismatch.map(|m| self.lock_divergence(self.calls.get(&r.cpu).ok_or(r), m))
     }
 
     /// The last call on `cpu` must have had all its lock events matched.
@@ -154,7 +153,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             lock_name(first.op),
             first.addr
         );
-        Some(self.lock_divergence(Some(call), &call.record.record(), what))
+        Some(self.lock_divergence(Ok(call), what))
     }
 
     /// Replays one message; a different answer is returned.
@@ -184,7 +183,7 @@ impl<S: EnokiScheduler> Replayer<S> {
             expected,
             actual,
             locks: None,
-            context: self.context.newest(self.keep),
+            context: self.context.newest(),
         })
     }
 

@@ -146,9 +146,10 @@ impl Window {
         self.before_seq(record.seq, n)
     }
 
-    /// The newest `n` records, oldest first.
-    pub(super) fn newest(&self, n: usize) -> Vec<Record> {
-        self.before_seq(u64::MAX, n)
+    /// The newest records, as many as the window keeps of a kind, oldest
+    /// first.
+    pub(super) fn newest(&self) -> Vec<Record> {
+        self.before_seq(u64::MAX, self.keep)
     }
 
     /// The `n` records before sequence number `seq`, oldest first.
@@ -231,7 +232,7 @@ mod tests {
         assert_eq!(w.before(&records[5], 3), records[2..5].to_vec());
         assert_eq!(w.before(&records[1], 3), records[..1].to_vec());
         assert_eq!(w.before(&records[6], 3), records[3..6].to_vec());
-        assert_eq!(w.newest(3), records[4..].to_vec());
+        assert_eq!(w.newest(), records[4..].to_vec());
         assert!(Window::new(0).before(&records[5], 3).is_empty());
     }
 }
