@@ -134,8 +134,7 @@ impl<K: Ord, V> TaskHeap<K, V> {
         }
         let entry = self.slots.get_mut(i)?.as_mut()?;
         let old = core::mem::replace(&mut entry.key, key);
-        self.sift_up(i);
-        self.sift_down(i);
+        self.restore(i);
         Some(old)
     }
 
@@ -144,68 +143,91 @@ impl<K: Ord, V> TaskHeap<K, V> {
         if i >= self.len {
             return None;
         }
+        let e = self.slots.get_mut(i)?.take()?;
         let last = self.len - 1;
-        self.swap(i, last);
-        let e = self.slots.get_mut(last)?.take()?;
         self.len = last;
         self.index.remove(e.pid);
-        if i < self.len {
-            self.sift_down(i);
-            self.sift_up(i);
+        if i < last {
+            self.relocate(last, i);
+            self.restore(i);
         }
         Some(e)
     }
 
-    /// Whether the entry at `a` goes before the one at `b`.
-    fn before(&self, a: usize, b: usize) -> bool {
-        match (self.entry(a), self.entry(b)) {
-            (Some(x), Some(y)) => (&x.key, x.pid) < (&y.key, y.pid),
-            _ => false,
+    /// Moves the entry at `i`, whose key may be out of place, up or down
+    /// to where it belongs.
+    fn restore(&mut self, i: usize) {
+        if self.sift_up(i) == i {
+            self.sift_down(i);
         }
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        if a == b || a >= self.len || b >= self.len {
+    /// Moves the entry at `from` into the empty slot `to`: entries move
+    /// into a hole one step each, so a sift updates each moved task's
+    /// index once instead of twice per swap.
+    fn relocate(&mut self, from: usize, to: usize) {
+        let Some(e) = self.slots.get_mut(from).and_then(Option::take) else {
             return;
+        };
+        self.place(to, e);
+    }
+
+    /// Puts `e` into the empty slot `at` and records where it sits.
+    fn place(&mut self, at: usize, e: Entry<K, V>) {
+        if let Some(i) = self.index.get_mut(e.pid) {
+            *i = at;
         }
-        self.slots.swap(a, b);
-        for i in [a, b] {
-            if let Some(pid) = self.entry(i).map(|e| e.pid) {
-                if let Some(at) = self.index.get_mut(pid) {
-                    *at = i;
-                }
-            }
+        if let Some(slot) = self.slots.get_mut(at) {
+            *slot = Some(e);
         }
     }
 
-    fn sift_up(&mut self, mut i: usize) {
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if !self.before(i, parent) {
+    /// Moves the entry at `i` towards the root while it goes before its
+    /// parent; returns where it ends.
+    fn sift_up(&mut self, i: usize) -> usize {
+        let Some(moving) = self.slots.get_mut(i).and_then(Option::take) else {
+            return i;
+        };
+        let mut hole = i;
+        while hole > 0 {
+            let parent = (hole - 1) / 2;
+            if !self.entry(parent).is_some_and(|p| goes_before(&moving, p)) {
                 break;
             }
-            self.swap(i, parent);
-            i = parent;
+            self.relocate(parent, hole);
+            hole = parent;
         }
+        self.place(hole, moving);
+        hole
     }
 
-    fn sift_down(&mut self, mut i: usize) {
+    /// Moves the entry at `i` towards the leaves while a child goes before
+    /// it.
+    fn sift_down(&mut self, i: usize) {
+        let Some(moving) = self.slots.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        let mut hole = i;
         loop {
-            let (left, right) = (2 * i + 1, 2 * i + 2);
-            let mut smallest = i;
-            if self.before(left, smallest) {
-                smallest = left;
-            }
-            if self.before(right, smallest) {
-                smallest = right;
-            }
-            if smallest == i {
+            let (left, right) = (2 * hole + 1, 2 * hole + 2);
+            let (child, first) = match (self.entry(left), self.entry(right)) {
+                (Some(l), Some(r)) if goes_before(r, l) => (right, r),
+                (Some(l), _) => (left, l),
+                _ => break,
+            };
+            if !goes_before(first, &moving) {
                 break;
             }
-            self.swap(i, smallest);
-            i = smallest;
+            self.relocate(child, hole);
+            hole = child;
         }
+        self.place(hole, moving);
     }
+}
+
+/// Whether `x` goes before `y`: by key, then by pid.
+fn goes_before<K: Ord, V>(x: &Entry<K, V>, y: &Entry<K, V>) -> bool {
+    (&x.key, x.pid) < (&y.key, y.pid)
 }
 
 #[cfg(test)]
