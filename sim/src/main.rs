@@ -498,7 +498,7 @@ fn replay(a: ReplayArgs) -> Result<u8> {
         });
         let doc = serde_json::json!({
             "scheduler": rep.scheduler, "recorded_scheduler": header.scheduler, "build_id": header.build_id,
-            "messages": rep.messages, "lock_events": rep.lock_events, "seq_gaps": rep.seq_gaps,
+            "messages": rep.messages, "lock_events": rep.lock_events, "read_ahead": rep.read_ahead, "seq_gaps": rep.seq_gaps,
             "notices": rep.notices, "divergence": d, "read_error": rep.read_error.as_ref().map(|e| e.to_string()),
             "gap": rep.gap, "upgrade": rep.upgrade, "exit": rep.exit, "stopped_at": rep.stopped_at, "fault": rep.fault.map(|f| f.to_string()),
         });

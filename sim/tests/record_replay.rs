@@ -893,3 +893,33 @@ fn a_replayed_abba_reports_the_recorded_ejection_after_it() {
     assert!(rep.fault.is_some());
     assert_eq!(rep.exit.map(|e| e.seq), Some(exit.seq));
 }
+
+#[test]
+fn lock_ordered_replay_reads_no_further_ahead_than_its_fibers_need() {
+    quiet();
+    // One ping-pong pair on 8 CPUs: most CPUs make a few calls at the start
+    // and none after, so each one's last call is never followed by another.
+    let spec = enoki_sim::spec::Spec::from_toml(
+        r#"
+        [machine]
+        cores = 8
+        [run]
+        duration_ms = 100
+        [[pingpong]]
+        pairs = 1
+        work_us = 5
+        "#,
+    )
+    .unwrap();
+    let (_out, bytes) = record::<Fifo>(&spec, 1, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let rep = replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    assert!(rep.divergence.is_none(), "{}", rep.divergence.unwrap());
+    assert!(rep.lock_events > 50_000, "{} lock events", rep.lock_events);
+    assert!(
+        rep.read_ahead < 2_000,
+        "the reader ran {} acquisitions ahead of the replay",
+        rep.read_ahead
+    );
+}

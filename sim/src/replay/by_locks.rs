@@ -126,9 +126,10 @@ impl<'a> Reader<'a> {
         gate.input_done = true;
         let cut = self.input.cut();
         for c in &mut gate.cpus {
-            if cut {
-                if let Some(last) = c.queue.back_mut().filter(|_| c.unsealed) {
-                    last.open = true;
+            if cut && c.unsealed {
+                match c.queue.back_mut() {
+                    Some(last) => last.open = true,
+                    None => c.open = true,
                 }
             }
             c.unsealed = false;
@@ -156,7 +157,17 @@ impl<'a> Reader<'a> {
         }
         self.lock_events += 1;
         let slot = gate.slot.get(&r.cpu).copied();
-        let Some(call) = slot.and_then(|s| gate.cpus[s].queue.back_mut()) else {
+        // The CPU's newest call: queued, or begun (its fiber takes its
+        // events as they are read, so a CPU that goes quiet after a call
+        // does not make the reader read on to its next one).
+        let steps = slot.and_then(|s| {
+            let c = &mut gate.cpus[s];
+            match c.queue.back_mut() {
+                Some(call) => Some(&mut call.steps),
+                None => c.unsealed.then_some(&mut c.steps),
+            }
+        });
+        let Some(steps) = steps else {
             bail!(
                 "lock event seq {} on CPU {} before any call on that CPU",
                 r.seq,
@@ -172,7 +183,7 @@ impl<'a> Reader<'a> {
                 holding.push(0);
                 order.len() - 1
             });
-            call.steps.push(Step {
+            steps.push(Step {
                 event,
                 lock,
                 seq: r.seq,
@@ -187,6 +198,7 @@ impl<'a> Reader<'a> {
                     });
                 }
                 gate.pending += 1;
+                gate.peak_pending = gate.peak_pending.max(gate.pending);
             }
         }
         Ok(None)
@@ -220,7 +232,8 @@ enum Wait {
     /// Every recorded acquisition to be done (a call cut by the trace's
     /// end takes its locks after them, as in the recording).
     PastGap,
-    /// Its next call to be read whole.
+    /// More of the trace: its next call, or its current call's next lock
+    /// event or end.
     Input,
 }
 
@@ -247,7 +260,8 @@ struct CpuState {
     cpu: u32,
     /// Its calls read and not begun, oldest first.
     queue: VecDeque<ScriptCall>,
-    /// More lock events of the newest call in `queue` may follow.
+    /// More lock events of the newest call read (the last in `queue`, or
+    /// the current call when `queue` is empty) may follow.
     unsealed: bool,
     /// Recorded lock events of the current call and how far they went.
     steps: Vec<Step>,
@@ -263,6 +277,18 @@ struct CpuState {
     waits: Option<Wait>,
     /// Its current call: its index among the messages, and its record.
     call: Option<(u64, KeptMsg)>,
+}
+
+impl CpuState {
+    /// More lock events of the current call may follow.
+    fn current_unsealed(&self) -> bool {
+        self.queue.is_empty() && self.unsealed
+    }
+
+    /// The current call's next recorded lock event is not read yet.
+    fn awaits_input(&self) -> bool {
+        self.pos >= self.steps.len() && self.current_unsealed()
+    }
 }
 
 /// The replay's shared state: the fibers, the hooks and the driver all run
@@ -282,6 +308,8 @@ struct Gate {
     shared_reads: bool,
     /// Recorded acquisitions read and not replayed yet, all locks.
     pending: u64,
+    /// The most `pending` has been.
+    peak_pending: u64,
     /// The reader has read every record.
     input_done: bool,
     /// Acquisitions plus calls begun: the driver's measure of progress.
@@ -317,6 +345,7 @@ impl Gate {
             held: Vec::new(),
             shared_reads,
             pending: 0,
+            peak_pending: 0,
             input_done: false,
             moves: 0,
             failed: false,
@@ -350,15 +379,17 @@ impl Gate {
         (self.cpus.len() - 1, true)
     }
 
-    /// The current fiber's next call, once it is read whole.
+    /// The current fiber's next call, once it is read (a failing call's
+    /// replay depends on all its events: once it is read whole).
     fn next_call(&mut self) -> Result<ScriptCall, Wait> {
         let me = self.me();
-        if me.queue.len() > 1 || !me.unsealed {
-            if let Some(call) = me.queue.pop_front() {
-                return Ok(call);
+        let partial = me.queue.len() == 1 && me.unsealed;
+        match me.queue.front() {
+            Some(call) if !(partial && failed_in_recording(&call.record)) => {
+                me.queue.pop_front().ok_or(Wait::Input)
             }
+            _ => Err(Wait::Input),
         }
-        Err(Wait::Input)
     }
 
     fn me(&mut self) -> &mut CpuState {
@@ -408,6 +439,9 @@ impl Gate {
         if me.error.is_some() || self.failed {
             return None;
         }
+        if me.awaits_input() {
+            return Some(Wait::Input);
+        }
         let next = me.steps.get(me.pos).copied();
         if me.failing && !next.is_some_and(|s| s.event.acquire()) {
             let until = next.map(|s| s.seq);
@@ -438,6 +472,7 @@ impl Gate {
                 let turn = self.order.get(lock).and_then(|o| o.front());
                 turn.is_some_and(|t| t.cpu == cpu && !self.held_against(addr, t.shared))
             }
+            Wait::Input => !self.cpus[self.current].awaits_input(),
             _ => self.ready_on(cpu, wait),
         }
     }
@@ -531,7 +566,7 @@ impl Gate {
                         "CPU {cpu} (call seq {seq}) waits for the recorded acquisitions to end ({} to go)",
                         self.pending
                     ),
-                    Some(Wait::Input) => format!("CPU {cpu} (call seq {seq}) waits for its next call"),
+                    Some(Wait::Input) => format!("CPU {cpu} (call seq {seq}) waits for more of the trace"),
                 }
             })
             .collect::<Vec<_>>()
@@ -543,16 +578,38 @@ impl Gate {
 /// over.
 fn gate_wait(addr: usize) {
     let addr = addr as u64;
-    let Some(Some(wait)) = with_gate(|g| g.wait_for(addr)) else {
-        return;
-    };
     loop {
-        let go = with_gate(|g| {
-            let over = g.failed || g.ready(wait, addr);
-            g.me().waits = (!over).then_some(wait);
-            over
+        let Some(Some(wait)) = with_gate(|g| g.wait_for(addr)) else {
+            return;
+        };
+        loop {
+            let go = with_gate(|g| {
+                let over = g.failed || g.ready(wait, addr);
+                g.me().waits = (!over).then_some(wait);
+                over
+            });
+            if go != Some(false) {
+                break;
+            }
+            fiber::suspend();
+        }
+        // The call's next event is read now: what it waits for is known.
+        if !matches!(wait, Wait::Input) {
+            return;
+        }
+    }
+}
+
+/// Suspends the current fiber while `pending` says its call needs more of
+/// the trace.
+fn await_input(pending: fn(&CpuState) -> bool) {
+    loop {
+        let waiting = with_gate(|g| {
+            let w = !g.failed && pending(g.me());
+            g.me().waits = w.then_some(Wait::Input);
+            w
         });
-        if go != Some(false) {
+        if waiting != Some(true) {
             return;
         }
         fiber::suspend();
@@ -565,6 +622,7 @@ fn gate_wait(addr: usize) {
 /// spinning for it, so it enters the lock wait first and, in a cycle, is
 /// the one that finds it (as it was there).
 fn gate_event(addr: usize, op: LockOp) {
+    await_input(CpuState::awaits_input);
     let awaited = with_gate(|g| {
         if g.me().error.is_none() {
             g.lock_event(addr as u64, op);
@@ -609,6 +667,12 @@ fn replay_cpu<S: EnokiScheduler>(loaded: Arc<Loaded<S>>) -> Option<Divergence> {
     }
 }
 
+/// Whether `r` is a call the scheduler failed in (or after) in the
+/// recording.
+fn failed_in_recording(r: &Record) -> bool {
+    matches!(&r.event, Event::Msg(m) if m.ret_err & ret_err::FAILED != 0)
+}
+
 /// Replays one call: `None` to stop (the replay failed elsewhere),
 /// `Some(Some(d))` when this call diverged.
 fn replay_call<S: EnokiScheduler>(
@@ -618,7 +682,7 @@ fn replay_call<S: EnokiScheduler>(
     let Event::Msg(m) = &call.record.event else {
         unreachable!("a script call is a message")
     };
-    let failing = m.ret_err & ret_err::FAILED != 0;
+    let failing = failed_in_recording(&call.record);
     if failing && call.steps.is_empty() {
         // The scheduler had failed (on another CPU, maybe not replayed
         // yet) and was not called: every later call on this CPU is the
@@ -650,6 +714,8 @@ fn replay_call<S: EnokiScheduler>(
     }
     let actual = apply(loaded, m);
     let expected = Answer::of(m);
+    // Recorded events of the call may still be unread.
+    await_input(CpuState::current_unsealed);
     let lock_err = with_gate(|g| {
         if loaded.failed() {
             g.stopped = true;
@@ -806,13 +872,13 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
         let loaded = loaded.clone();
         Fiber::new(move || replay_cpu(loaded))
     };
-    let found = {
+    let (found, read_ahead) = {
         let _hooks = Installed::new(Gate::new(records_shared_reads(header)));
         let mut fibers = Vec::new();
         let found = drive(&mut reader, &mut fibers, spawn);
         // Fibers still suspended unwind here, hooks still on.
         drop(fibers);
-        found?
+        (found?, with_gate(|g| g.peak_pending).unwrap_or(0))
     };
     if loaded.failed() {
         reader.input.skip_to_end()?;
@@ -829,6 +895,7 @@ pub fn replay_by_locks<S: EnokiScheduler + 'static>(
         scheduler: S::NAME.to_owned(),
         messages: reader.messages,
         lock_events: reader.lock_events,
+        read_ahead,
         divergence,
         notices,
         read_error: reader.input.read_error,

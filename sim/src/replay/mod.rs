@@ -330,6 +330,10 @@ pub struct ReplayReport {
     pub scheduler: String,
     pub messages: u64,
     pub lock_events: u64,
+    /// The most recorded lock acquisitions read and not yet replayed at
+    /// once: what a lock-ordered replay's memory grows with (0 for a
+    /// sequential replay, which reads a record at a time).
+    pub read_ahead: u64,
     pub divergence: Option<Divergence>,
     /// Things worth knowing that do not stop the replay (another build,
     /// another scheduler, dropped events).

@@ -295,6 +295,7 @@ pub fn replay<S: EnokiScheduler>(
         scheduler: S::NAME.to_owned(),
         messages: rp.messages,
         lock_events: rp.lock_events,
+        read_ahead: 0,
         divergence,
         notices,
         read_error: reader.read_error,
