@@ -137,8 +137,8 @@ impl<S: EnokiScheduler> Loaded<S> {
             return;
         }
         let Some(cpu) = self.cpu(m.cpu) else { return };
-        services::set_message_time(m.now);
         let call = detect::enter_call(cpu as u32);
+        services::set_message_time(call.context(), m.now);
         let outcome = self.call(m, cpu);
         let fault = call.finish();
         if outcome.is_err() || fault.is_some() {

@@ -28,7 +28,9 @@ use crate::types::{cpu_goes_idle, CpuId, CpuSet, Pid, PrevTask, Schedulable};
 
 /// A waiting task: its token and what its scheduler keeps with it.
 pub struct Waiting<T> {
+    /// The task's token for the CPU whose queue holds it.
     pub token: Schedulable,
+    /// What the scheduler keeps with the task (its allowed CPUs, say).
     pub info: T,
 }
 

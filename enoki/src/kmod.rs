@@ -153,23 +153,25 @@ unsafe impl Sync for PendingFaults {}
 
 static PENDING: PendingFaults = PendingFaults([const { UnsafeCell::new(None) }; MAX_CONTEXTS]);
 
-/// Runs `f` on this CPU's pending fault, inside a call.
-fn with_pending<R>(f: impl FnOnce(&mut Option<Fault>) -> R) -> Option<R> {
-    let cell = PENDING.0.get(context()?)?;
+/// Runs `f` on the pending fault of context `ctx`, this CPU's
+/// ([`context`]), inside a call.
+fn with_pending<R>(ctx: Option<usize>, f: impl FnOnce(&mut Option<Fault>) -> R) -> Option<R> {
+    let cell = PENDING.0.get(ctx?)?;
     // SAFETY: this CPU's entry, inside a call (see the invariants).
     Some(f(unsafe { &mut *cell.get() }))
 }
 
 /// Keeps `fault` for this CPU's call (the first one wins).
 pub(super) fn raise_fault(fault: Fault) {
-    with_pending(|p| {
+    with_pending(context(), |p| {
         p.get_or_insert(fault);
     });
 }
 
-/// The fault this CPU's call ran into, forgetting it.
-pub(super) fn take_fault() -> Option<Fault> {
-    with_pending(Option::take).flatten()
+/// The fault this CPU's call ran into, forgetting it; `ctx` is this CPU's
+/// [`context`], which the caller already has.
+pub(super) fn take_fault(ctx: Option<usize>) -> Option<Fault> {
+    with_pending(ctx, Option::take).flatten()
 }
 
 /// A scheduler failed: Enoki-C logs the report and ejects it.

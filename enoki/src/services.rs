@@ -18,15 +18,16 @@ static MESSAGE_TIME: [AtomicU64; MAX_CONTEXTS] = [const { AtomicU64::new(0) }; M
 /// ... and of threads without a context.
 static SHARED_MESSAGE_TIME: AtomicU64 = AtomicU64::new(0);
 
-fn message_time_slot() -> &'static AtomicU64 {
-    backend::context()
-        .and_then(|i| MESSAGE_TIME.get(i))
+/// Where context `ctx` keeps its message time.
+fn slot_of(ctx: Option<usize>) -> &'static AtomicU64 {
+    ctx.and_then(|i| MESSAGE_TIME.get(i))
         .unwrap_or(&SHARED_MESSAGE_TIME)
 }
 
-/// This context starts handling a message stamped `now`.
-pub(super) fn set_message_time(now: u64) {
-    message_time_slot().store(now, Relaxed);
+/// Context `ctx`, this CPU's (thread's), starts handling a message
+/// stamped `now`.
+pub(super) fn set_message_time(ctx: Option<usize>, now: u64) {
+    slot_of(ctx).store(now, Relaxed);
 }
 
 /// Handle to the kernel's services, given at init; cheap to clone.
@@ -56,7 +57,7 @@ impl Services {
     /// When the message being handled was sent (monotonic, ns); 0 in a
     /// trace older than the timestamps.
     pub fn now(&self) -> u64 {
-        message_time_slot().load(Relaxed)
+        slot_of(backend::context()).load(Relaxed)
     }
 
     /// Disarms `cpu`'s timer.

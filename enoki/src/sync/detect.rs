@@ -10,7 +10,8 @@
 //!   the same cycle twice in a row (the table is read without locks, so a
 //!   cycle seen once could be a mix of old and new entries; a deadlock
 //!   does not change);
-//! - any wait, and any call, is bounded by the lock timeout.
+//! - any wait is bounded by the lock timeout, and so is a call that keeps
+//!   taking locks (from its [`BUDGET_EVERY`]th acquisition on).
 //!
 //! A failed acquisition never takes the lock: it leaves a [`Fault`] for
 //! the call (see [`take_fault`]) and returns [`Failed`].
@@ -76,7 +77,8 @@ struct Context {
     /// Locks held, tracked or not.
     depth: AtomicUsize,
     held: [Held; MAX_HELD],
-    /// When the current call began (ns), 0 outside calls.
+    /// When the current call's budget began (ns): its first budget check;
+    /// 0 before that and outside calls.
     call_start: AtomicU64,
     acquisitions: AtomicU32,
 }
@@ -185,10 +187,18 @@ pub(super) fn before(lock: usize, at: Site) -> Result<Option<usize>, Failed> {
     Ok(Some(i))
 }
 
+/// The call's budget runs from its first look here, not from its start:
+/// most calls never take [`BUDGET_EVERY`] locks, and they then pay no
+/// clock read.
 fn check_budget(c: &Context, at: Site) -> Result<(), Failed> {
     let start = c.call_start.load(Relaxed);
-    let ran = backend::now_ns().saturating_sub(start);
-    if start != 0 && ran > timeout_ns() {
+    let now = backend::now_ns();
+    if start == 0 {
+        c.call_start.store(now.max(1), Relaxed);
+        return Ok(());
+    }
+    let ran = now.saturating_sub(start);
+    if ran > timeout_ns() {
         let mut f = Fault::new(FaultKind::OverBudget, party(c, 0, Some(at)));
         f.waited_ns = ran;
         return Err(fail(f));
@@ -336,18 +346,21 @@ pub struct Call {
 }
 
 /// A scheduler call begins on this CPU (thread), running for `cpu`: its
-/// budget starts, and a fault left by an earlier call is forgotten.
+/// acquisitions are counted from 0 (its budget starts at the first
+/// check, see `check_budget`), and a fault left by an earlier call is
+/// forgotten.
 pub fn enter_call(cpu: u32) -> Call {
-    let _ = backend::take_fault();
     let Some((i, c)) = current() else {
+        let _ = backend::take_fault(None);
         return Call {
             ctx: None,
             depth: 0,
         };
     };
+    let _ = backend::take_fault(Some(i));
     c.cpu.store(cpu, Relaxed);
     c.acquisitions.store(0, Relaxed);
-    c.call_start.store(backend::now_ns().max(1), Relaxed);
+    c.call_start.store(0, Relaxed);
     Call {
         ctx: Some(i),
         depth: c.depth.load(Relaxed),
@@ -355,13 +368,18 @@ pub fn enter_call(cpu: u32) -> Call {
 }
 
 impl Call {
+    /// The context the call runs in (this CPU's; `None` without one).
+    pub(crate) fn context(&self) -> Option<usize> {
+        self.ctx
+    }
+
     /// The call returned: the fault it ran into, or a lock it left held.
     pub fn finish(self) -> Option<Fault> {
         let c = self.ctx.and_then(context);
         if let Some(c) = c {
             c.call_start.store(0, Relaxed);
         }
-        if let Some(fault) = backend::take_fault() {
+        if let Some(fault) = backend::take_fault(self.ctx) {
             return Some(fault);
         }
         let c = c?;
@@ -399,7 +417,7 @@ pub fn reset(i: usize) {
 /// (for code that takes libEnoki locks outside a scheduler call, such as
 /// tests).
 pub fn take_fault() -> Option<Fault> {
-    backend::take_fault()
+    backend::take_fault(backend::context())
 }
 
 #[cfg(test)]

@@ -218,8 +218,9 @@ pub(super) fn raise_fault(fault: Fault) {
     });
 }
 
-/// The fault this thread's call ran into, forgetting it.
-pub(super) fn take_fault() -> Option<Fault> {
+/// The fault this thread's call ran into, forgetting it (the thread's,
+/// whatever its context `_ctx`).
+pub(super) fn take_fault(_ctx: Option<usize>) -> Option<Fault> {
     FAULT.try_with(|f| f.take()).ok().flatten()
 }
 
