@@ -19,6 +19,8 @@
 //! every access; lock sites are the caller's. Nothing here allocates after
 //! [`FifoQueues::try_new`] or panics.
 
+use core::ops::{Deref, DerefMut};
+
 use crate::collections::{AllocError, Ring};
 use crate::runqueue::{QueueGuard, RunQueues};
 use crate::scheduler::{NotTaken, Result, Wake};
@@ -43,8 +45,40 @@ impl<T> Waiting<T> {
     }
 }
 
-/// A locked queue.
-pub type FifoGuard<'a, T> = QueueGuard<'a, Ring<Waiting<T>>>;
+/// A locked queue. Unlocking it publishes whether it holds a task, for
+/// thieves that skip empty queues without locking them
+/// ([`FifoQueues::holds_tasks`]).
+pub struct FifoGuard<'a, T> {
+    queue: QueueGuard<'a, Ring<Waiting<T>>>,
+    cpu: CpuId,
+    /// Whether it held a task when locked: what `holding` says of it.
+    held: bool,
+    holding: &'a CpuFlags,
+}
+
+impl<T> Deref for FifoGuard<'_, T> {
+    type Target = Ring<Waiting<T>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.queue
+    }
+}
+
+impl<T> DerefMut for FifoGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.queue
+    }
+}
+
+impl<T> Drop for FifoGuard<'_, T> {
+    /// Still locked here: the flag changes with the queue.
+    fn drop(&mut self) {
+        let holds = !self.queue.is_empty();
+        if holds != self.held {
+            self.holding.set(self.cpu, holds);
+        }
+    }
+}
 
 /// One FIFO queue per CPU, and which CPUs are idle or offline.
 pub struct FifoQueues<T> {
@@ -59,6 +93,9 @@ pub struct FifoQueues<T> {
     /// to sleep, so the task queued there next must not wake an idle CPU
     /// to steal it. Cleared by that enqueue ([`FifoQueues::take_handoff`]).
     handoff: CpuFlags,
+    /// CPUs whose queue held a task when last unlocked (every change to a
+    /// queue goes through a [`FifoGuard`], which keeps this up to date).
+    holding: CpuFlags,
 }
 
 impl<T: Copy> FifoQueues<T> {
@@ -70,13 +107,28 @@ impl<T: Copy> FifoQueues<T> {
             idle: CpuFlags::new(nr_cpus)?,
             offline: CpuFlags::new(nr_cpus)?,
             handoff: CpuFlags::new(nr_cpus)?,
+            holding: CpuFlags::new(nr_cpus)?,
         })
     }
 
     /// Locks `cpu`'s queue, for what a policy reads or changes there.
     #[track_caller]
     pub fn lock(&self, cpu: CpuId) -> Result<FifoGuard<'_, T>> {
-        self.queues.lock(cpu)
+        let queue = self.queues.lock(cpu)?;
+        Ok(FifoGuard {
+            held: !queue.is_empty(),
+            queue,
+            cpu,
+            holding: &self.holding,
+        })
+    }
+
+    /// Whether `cpu`'s queue held a task when it was last unlocked: a
+    /// thief or a search need not lock a queue that did not (most queues
+    /// of a machine that is not overloaded), and one that did may be
+    /// empty by the time it is locked.
+    pub fn holds_tasks(&self, cpu: CpuId) -> bool {
+        self.holding.get(cpu)
     }
 
     /// Whether `cpu` exists and is online.
@@ -125,7 +177,7 @@ impl<T: Copy> FifoQueues<T> {
         if wake.sync
             && allowed.contains(waker)
             && self.is_online(waker)
-            && self.queues.lock(waker)?.is_empty()
+            && self.lock(waker)?.is_empty()
         {
             self.handoff.set(waker, true);
             return Ok(waker);
@@ -152,7 +204,7 @@ impl<T: Copy> FifoQueues<T> {
     /// how many tasks wait there now, or the token when the queue is full.
     #[track_caller]
     pub fn push_back(&self, token: Schedulable, info: T) -> Result<usize, NotTaken> {
-        let mut queue = self.queues.lock(token.cpu())?;
+        let mut queue = self.lock(token.cpu())?;
         let queued = queue.push_back(Waiting { token, info });
         let waiting = queue.len();
         drop(queue);
@@ -171,7 +223,7 @@ impl<T: Copy> FifoQueues<T> {
         slice_ns: u64,
     ) -> Result<(Option<Schedulable>, usize)> {
         let (next, waiting) = {
-            let mut queue = self.queues.lock(cpu)?;
+            let mut queue = self.lock(cpu)?;
             let next = queue.pop_front();
             (next, queue.len())
         };
@@ -182,8 +234,13 @@ impl<T: Copy> FifoQueues<T> {
     /// Removes `pid`'s entry from whichever queue holds it.
     #[track_caller]
     pub fn take(&self, pid: Pid) -> Result<Option<Waiting<T>>> {
-        self.queues
-            .find_map(|_, q| q.remove_first(|w| w.token.pid() == pid))
+        for cpu in self.queues.cpus().filter(|c| self.holds_tasks(*c)) {
+            let found = self.lock(cpu)?.remove_first(|w| w.token.pid() == pid);
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Drops `pid`'s token if a queue holds one (the task blocked or died).
@@ -207,7 +264,7 @@ impl<T: Copy> FifoQueues<T> {
         let Some(old) = self.take(pid)? else {
             return Ok(None);
         };
-        let queued = self.queues.lock(sched.cpu())?.push_front(Waiting {
+        let queued = self.lock(sched.cpu())?.push_front(Waiting {
             token: sched,
             info: old.info,
         });
@@ -267,6 +324,30 @@ mod tests {
             "an offline CPU is never idle"
         );
         assert!(!q.is_online(4), "a CPU the machine does not have");
+    }
+
+    #[test]
+    fn a_queue_is_flagged_holding_tasks_however_it_changes() {
+        let (q, _) = queues(4);
+        assert!(!(0..4).any(|c| q.holds_tasks(c)), "all empty at start");
+        let pushed = q.lock(1).unwrap().push_back(Waiting {
+            token: token(1, 1),
+            info: 0,
+        });
+        assert!(pushed.is_ok());
+        assert!(q.holds_tasks(1), "changed through a guard");
+        assert!(q.lock(1).unwrap().pop_front().is_some());
+        assert!(!q.holds_tasks(1));
+        q.push_back(token(2, 2), 0).unwrap();
+        q.push_back(token(3, 2), 0).unwrap();
+        assert!(q.holds_tasks(2));
+        assert_eq!(q.pick(2, None, SLICE).unwrap().1, 1);
+        assert!(q.holds_tasks(2), "one still waits");
+        let no_requeue = |t: Schedulable| -> Result<(), NotTaken> { panic!("requeued {t:?}") };
+        assert!(q.migrate(3, token(3, 0), no_requeue).unwrap().is_some());
+        assert!(!q.holds_tasks(2) && q.holds_tasks(0), "stolen");
+        assert_eq!(q.take(3).unwrap().map(|w| w.token), Some(token(3, 0)));
+        assert!(!(0..4).any(|c| q.holds_tasks(c)), "all empty again");
     }
 
     #[test]

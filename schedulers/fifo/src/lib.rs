@@ -138,7 +138,12 @@ impl EnokiScheduler for Fifo {
     fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
         // The longest queue with a task allowed here; nearest wins ties.
         let mut best: Option<(usize, Pid)> = None;
+        // A queue that held nothing when last unlocked is not locked:
+        // every idle CPU balances, and most queues are empty then.
         for other in self.topology.nearest(cpu) {
+            if !self.queues.holds_tasks(other) {
+                continue;
+            }
             let q = self.queues.lock(other)?;
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;
