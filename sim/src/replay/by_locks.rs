@@ -600,12 +600,12 @@ fn gate_wait(addr: usize) {
     }
 }
 
-/// Suspends the current fiber while `pending` says its call needs more of
-/// the trace.
-fn await_input(pending: fn(&CpuState) -> bool) {
+/// Suspends the current fiber while its call's next recorded lock event
+/// is not read yet (at its end: while more may follow).
+fn await_input() {
     loop {
         let waiting = with_gate(|g| {
-            let w = !g.failed && pending(g.me());
+            let w = !g.failed && g.me().awaits_input();
             g.me().waits = w.then_some(Wait::Input);
             w
         });
@@ -622,7 +622,7 @@ fn await_input(pending: fn(&CpuState) -> bool) {
 /// spinning for it, so it enters the lock wait first and, in a cycle, is
 /// the one that finds it (as it was there).
 fn gate_event(addr: usize, op: LockOp) {
-    await_input(CpuState::awaits_input);
+    await_input();
     let awaited = with_gate(|g| {
         if g.me().error.is_none() {
             g.lock_event(addr as u64, op);
@@ -714,8 +714,9 @@ fn replay_call<S: EnokiScheduler>(
     }
     let actual = apply(loaded, m);
     let expected = Answer::of(m);
-    // Recorded events of the call may still be unread.
-    await_input(CpuState::current_unsealed);
+    // Recorded events of the call may still be unread: one that is read
+    // and not replayed is a divergence already.
+    await_input();
     let lock_err = with_gate(|g| {
         if loaded.failed() {
             g.stopped = true;
