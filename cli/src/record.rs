@@ -5,9 +5,9 @@
 //! runs, a thread reads `$ENOKI_DEBUGFS/trace` every few milliseconds (each
 //! read returns whole records, a 32-byte `struct enoki_rec` followed by the
 //! message for a call, 0 when the rings are empty) and keeps the records
-//! parsed in memory, so the per-CPU rings never overflow. At the end the records are sorted by sequence number and
-//! written with a header that lets `enoki-sim replay` re-create the
-//! scheduler.
+//! parsed in memory, so the per-CPU rings never overflow. At the end the
+//! records are sorted by sequence number and written with a header that
+//! lets `enoki-sim replay` re-create the scheduler.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};

@@ -350,14 +350,14 @@ pub struct Call {
 /// check, see `check_budget`), and a fault left by an earlier call is
 /// forgotten.
 pub fn enter_call(cpu: u32) -> Call {
-    let Some((i, c)) = current() else {
-        let _ = backend::take_fault(None);
+    let me = current();
+    let _ = backend::take_fault(me.map(|(i, _)| i));
+    let Some((i, c)) = me else {
         return Call {
             ctx: None,
             depth: 0,
         };
     };
-    let _ = backend::take_fault(Some(i));
     c.cpu.store(cpu, Relaxed);
     c.acquisitions.store(0, Relaxed);
     c.call_start.store(0, Relaxed);

@@ -143,9 +143,9 @@ impl Wfq {
     /// its node; else, for a task that ran before, `prev_cpu` again if it
     /// may run there (as CFS's wakeups fall back to their target: idle CPUs
     /// and the tick even out the load); else the least loaded allowed CPU,
-    /// nearest first on ties (as CFS places a new task). Scanning every
-    /// CPU's load on each wakeup of a busy machine contended with each
-    /// CPU's own updates: WFQ's hackbench spent most of its time there.
+    /// nearest first on ties (as CFS places a new task). Reading every
+    /// CPU's load on each wakeup of a busy machine would contend with each
+    /// CPU's own updates of it.
     pub(super) fn choose_cpu(&self, allowed: CpuSet, prev_cpu: CpuId, new: bool) -> CpuId {
         let Some(near) = self.near.get(prev_cpu) else {
             return prev_cpu;
@@ -169,8 +169,9 @@ impl Wfq {
                 (l.offline, l.load)
             })
         };
-        if !new && allowed.contains(prev_cpu) && !load(&prev_cpu).0 {
-            return prev_cpu; // online
+        let (prev_offline, _) = load(&prev_cpu);
+        if !new && allowed.contains(prev_cpu) && !prev_offline {
+            return prev_cpu;
         }
         core::iter::once(prev_cpu)
             .chain(self.nearest(prev_cpu))
