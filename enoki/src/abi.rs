@@ -439,7 +439,7 @@ pub struct RawRec {
     pub type_: u32,
     /// Lock address of the lock events; events lost for a gap.
     pub addr: u64,
-    /// CLOCK_MONOTONIC in ns, for timelines only.
+    /// CLOCK_MONOTONIC in ns, its call's message's; for timelines only.
     pub time_ns: u64,
 }
 

@@ -5,6 +5,7 @@
 //! to match.
 
 use enoki_itests::{self as it, field};
+use enoki_sim::trace::Event;
 use serial_test::serial;
 
 /// What a recorded run showed besides its replay.
@@ -74,14 +75,32 @@ enoki unload
     assert_eq!(rep.messages, calls);
     assert_eq!(rep.seq_gaps, 0);
     let reader = enoki_sim::trace::TraceReader::open(&trace).expect("reading the trace");
-    let shared_acquisitions = reader
-        .filter(|r| {
-            matches!(
-                r.as_ref().map(|r| &r.event),
-                Ok(enoki_sim::trace::Event::LockAcquireShared { .. })
-            )
-        })
-        .count();
+    let mut shared_acquisitions = 0;
+    let mut call_time = std::collections::HashMap::new();
+    for r in reader {
+        let r = r.expect("reading the trace");
+        let stamp = match &r.event {
+            Event::Msg(m) => {
+                call_time.insert(r.cpu, m.now);
+                Some(m.now)
+            }
+            Event::LockAcquireShared { .. } => {
+                shared_acquisitions += 1;
+                call_time.get(&r.cpu).copied()
+            }
+            Event::LockAcquire { .. } | Event::LockRelease { .. } | Event::LockAccess { .. } => {
+                call_time.get(&r.cpu).copied()
+            }
+            _ => None,
+        };
+        if let Some(stamp) = stamp {
+            assert_eq!(
+                r.time_ns, stamp,
+                "record {} is not stamped with its call's time",
+                r.seq
+            );
+        }
+    }
     Recorded {
         hints: field(out, "hints-sent").parse().expect("the hint counter"),
         shared_acquisitions,

@@ -292,7 +292,8 @@ pub struct Record {
     pub seq: u64,
     /// CPU the call or lock operation ran on.
     pub cpu: u32,
-    /// ns since an arbitrary start; 0 if the recorder had no clock.
+    /// ns since an arbitrary start, the same for every record of one call
+    /// (its message's time); 0 if the recorder had no clock.
     pub time_ns: u64,
     pub event: Event,
 }

@@ -313,7 +313,7 @@ static bool enoki_call_apply(struct enoki_msg *msg,
 	ops = READ_ONCE(enoki.ops);
 	taken = ops && enoki_handles(ops, msg->kind);
 	if (taken) {
-		seq = enoki_record_seq();
+		seq = enoki_record_seq(msg->now);
 		ops->process(ops->sched, msg);
 		if (apply)
 			apply(msg, arg);

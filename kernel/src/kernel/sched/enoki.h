@@ -178,7 +178,7 @@ struct enoki_rec {
 	u32 cpu;
 	u32 type;
 	u64 addr;
-	u64 time_ns;	/* CLOCK_MONOTONIC, for timelines only */
+	u64 time_ns;	/* CLOCK_MONOTONIC, its call's; for timelines only */
 };
 static_assert(sizeof(struct enoki_rec) == 32);
 static_assert(sizeof(struct enoki_msg) % sizeof(struct enoki_rec) == 0);

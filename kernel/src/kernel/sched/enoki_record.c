@@ -55,11 +55,19 @@ struct enoki_ring {
  * events inside. enoki_recording, which libEnoki tests before it reports a
  * lock event, is on from before the first recorded call starts until after
  * the last one ends.
+ *
+ * A call's records carry the time its message was made: timelines need no
+ * finer grain, and so recording a lock event reads no clock.
  */
 int enoki_recording;
 EXPORT_SYMBOL_GPL(enoki_recording);
 static int enoki_record_calls;
-static DEFINE_PER_CPU(bool, enoki_rec_call);
+struct enoki_rec_call {
+	bool on;	/* this CPU's current call is recorded */
+	u64 time_ns;	/* its message's time */
+};
+
+static DEFINE_PER_CPU(struct enoki_rec_call, enoki_rec_call);
 static atomic64_t enoki_seq = ATOMIC64_INIT(0);
 static DEFINE_PER_CPU(struct enoki_ring, enoki_rings);
 /* serialises record start/stop, resizing and trace readers */
@@ -81,13 +89,14 @@ static void enoki_ring_commit(struct enoki_ring *ring, u64 units)
 	smp_store_release(&ring->head, ring->head + units);
 }
 
-static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr)
+static void enoki_rec_init(struct enoki_rec *rec, u64 seq, u32 type, u64 addr,
+			   u64 time_ns)
 {
 	rec->seq = seq;
 	rec->cpu = smp_processor_id();
 	rec->type = type;
 	rec->addr = addr;
-	rec->time_ns = ktime_get_ns();
+	rec->time_ns = time_ns;
 }
 
 /* Writes @ring's gap record, numbered like the first lost event. */
@@ -131,13 +140,17 @@ static struct enoki_rec *enoki_ring_slot(u64 seq, u64 units)
 	return &ring->buf[ring->head & ring->mask];
 }
 
-/* Sequence number of a message about to be handed over; 0: not recording */
-static u64 enoki_record_seq(void)
+/*
+ * Sequence number of a message made at @time_ns, about to be handed over;
+ * 0: not recording.
+ */
+static u64 enoki_record_seq(u64 time_ns)
 {
 	/* pairs with enoki_record_start(): the rings are ready */
 	if (likely(!smp_load_acquire(&enoki_record_calls)))
 		return 0;
-	__this_cpu_write(enoki_rec_call, true);
+	__this_cpu_write(enoki_rec_call.on, true);
+	__this_cpu_write(enoki_rec_call.time_ns, time_ns);
 	return atomic64_inc_return(&enoki_seq);
 }
 
@@ -161,10 +174,10 @@ static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 	struct enoki_rec *rec = enoki_ring_slot(seq, ENOKI_REC_MSG_UNITS);
 	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
 
-	__this_cpu_write(enoki_rec_call, false);
+	__this_cpu_write(enoki_rec_call.on, false);
 	if (!rec)
 		return;
-	enoki_rec_init(rec, seq, ENOKI_REC_MSG, 0);
+	enoki_rec_init(rec, seq, ENOKI_REC_MSG, 0, msg->now);
 	enoki_ring_put_msg(ring, msg);
 	enoki_ring_commit(ring, ENOKI_REC_MSG_UNITS);
 }
@@ -177,15 +190,16 @@ static void enoki_record_msg(u64 seq, const struct enoki_msg *msg)
 static void enoki_record_upgrade(u64 state_fp)
 {
 	struct enoki_rec *rec;
-	u64 seq = enoki_record_seq();
+	u64 now = ktime_get_ns();
+	u64 seq = enoki_record_seq(now);
 
 	if (!seq)
 		return;
-	__this_cpu_write(enoki_rec_call, false);
+	__this_cpu_write(enoki_rec_call.on, false);
 	rec = enoki_ring_slot(seq, 1);
 	if (!rec)
 		return;
-	enoki_rec_init(rec, seq, ENOKI_REC_UPGRADE, state_fp);
+	enoki_rec_init(rec, seq, ENOKI_REC_UPGRADE, state_fp, now);
 	enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 }
 
@@ -199,16 +213,17 @@ static void enoki_record_exit(u64 kind)
 {
 	struct enoki_rec *rec;
 	unsigned long flags;
-	u64 seq;
+	u64 seq, now;
 
 	/* the per-CPU call flag and ring need this CPU to stay put */
 	local_irq_save(flags);
-	seq = enoki_record_seq();
+	now = ktime_get_ns();
+	seq = enoki_record_seq(now);
 	if (seq) {
-		__this_cpu_write(enoki_rec_call, false);
+		__this_cpu_write(enoki_rec_call.on, false);
 		rec = enoki_ring_slot(seq, 1);
 		if (rec) {
-			enoki_rec_init(rec, seq, ENOKI_REC_EXIT, kind);
+			enoki_rec_init(rec, seq, ENOKI_REC_EXIT, kind, now);
 			enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 		}
 	}
@@ -241,7 +256,7 @@ void enoki_record_lock(u64 addr, u32 type)
 			 type != ENOKI_REC_LOCK_ACCESS))
 		return;
 	local_irq_save(flags);
-	if (!__this_cpu_read(enoki_rec_call)) {
+	if (!__this_cpu_read(enoki_rec_call.on)) {
 		/* inside a call that started before recording did */
 		local_irq_restore(flags);
 		return;
@@ -249,7 +264,8 @@ void enoki_record_lock(u64 addr, u32 type)
 	seq = atomic64_inc_return(&enoki_seq);
 	rec = enoki_ring_slot(seq, 1);
 	if (rec) {
-		enoki_rec_init(rec, seq, type, addr);
+		enoki_rec_init(rec, seq, type, addr,
+			       __this_cpu_read(enoki_rec_call.time_ns));
 		enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 	}
 	local_irq_restore(flags);
