@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Per-CPU first-in first-out queues of waiting tasks, with the idle and
-//! offline flags that go with them: the core that FIFO, Shinjuku, Locality
-//! and Arachne share, so that each writes only its policy (where a waking
-//! task goes, whom to kick, what to steal).
+//! Per-CPU first-in first-out queues of waiting tasks, with the sets of
+//! idle and offline CPUs that go with them: the core that FIFO, Shinjuku,
+//! Locality and Arachne share, so that each writes only its policy (where
+//! a waking task goes, whom to kick, what to steal).
 //!
 //! - Each waiting task is a [`Waiting`]: its token and what the scheduler
 //!   keeps with it (its allowed CPUs, say), so that stealing needs no
@@ -15,16 +15,17 @@
 //! - [`FifoQueues::place_waking`] is FIFO's placement of a waking task,
 //!   sync wakeups handed over to the waker's CPU included.
 //!
-//! Everything is behind libEnoki locks and flags, so record and replay see
-//! every access; lock sites are the caller's. Nothing here allocates after
-//! [`FifoQueues::try_new`] or panics.
+//! Everything is behind libEnoki locks and shared values, so record and
+//! replay see every access; lock sites are the caller's. A search over the
+//! CPUs reads each set once, not a value per CPU. Nothing here allocates
+//! after [`FifoQueues::try_new`] or panics.
 
 use core::ops::{Deref, DerefMut};
 
 use crate::collections::{AllocError, Ring};
 use crate::runqueue::{QueueGuard, RunQueues};
 use crate::scheduler::{NotTaken, Result, Wake};
-use crate::sync::CpuFlags;
+use crate::sync::{CpuFlags, SharedCpuSet};
 use crate::topology::Topology;
 use crate::types::{cpu_goes_idle, CpuId, CpuSet, Pid, PrevTask, Schedulable};
 
@@ -47,13 +48,13 @@ impl<T> Waiting<T> {
 
 /// A locked queue. Unlocking it publishes whether it holds a task, for
 /// thieves that skip empty queues without locking them
-/// ([`FifoQueues::holds_tasks`]).
+/// ([`FifoQueues::holding_tasks`]).
 pub struct FifoGuard<'a, T> {
     queue: QueueGuard<'a, Ring<Waiting<T>>>,
     cpu: CpuId,
     /// Whether it held a task when locked: what `holding` says of it.
     held: bool,
-    holding: &'a CpuFlags,
+    holding: &'a SharedCpuSet,
 }
 
 impl<T> Deref for FifoGuard<'_, T> {
@@ -83,19 +84,23 @@ impl<T> Drop for FifoGuard<'_, T> {
 /// One FIFO queue per CPU, and which CPUs are idle or offline.
 pub struct FifoQueues<T> {
     queues: RunQueues<Ring<Waiting<T>>>,
-    /// CPUs whose last pick found nothing. libEnoki flags, not atomics:
+    /// The CPUs there are queues for.
+    cpus: CpuSet,
+    /// CPUs whose last pick found nothing. libEnoki sets, not atomics:
     /// every read and write is then a lock event, so lock-ordered replay of
-    /// a kernel trace sees the values the kernel run saw.
-    idle: CpuFlags,
+    /// a kernel trace sees the values the kernel run saw; and a search for
+    /// an idle CPU reads each set once, not a flag per CPU.
+    idle: SharedCpuSet,
     /// CPUs taken offline: never idle.
-    offline: CpuFlags,
+    offline: SharedCpuSet,
     /// CPUs a sync wakeup was just placed on: their running task is about
     /// to sleep, so the task queued there next must not wake an idle CPU
     /// to steal it. Cleared by that enqueue ([`FifoQueues::take_handoff`]).
     handoff: CpuFlags,
     /// CPUs whose queue held a task when last unlocked (every change to a
-    /// queue goes through a [`FifoGuard`], which keeps this up to date).
-    holding: CpuFlags,
+    /// queue goes through a [`FifoGuard`], which keeps this up to date):
+    /// one set, so that a thief reads it once for all queues.
+    holding: SharedCpuSet,
 }
 
 impl<T: Copy> FifoQueues<T> {
@@ -104,10 +109,11 @@ impl<T: Copy> FifoQueues<T> {
     pub fn try_new(nr_cpus: usize, max_tasks: usize) -> Result<Self, AllocError> {
         Ok(FifoQueues {
             queues: RunQueues::try_new_with(nr_cpus, |_| Ring::with_capacity(max_tasks))?,
-            idle: CpuFlags::new(nr_cpus)?,
-            offline: CpuFlags::new(nr_cpus)?,
+            cpus: CpuSet::first_n(nr_cpus),
+            idle: SharedCpuSet::new(nr_cpus, CpuSet::empty()),
+            offline: SharedCpuSet::new(nr_cpus, CpuSet::empty()),
             handoff: CpuFlags::new(nr_cpus)?,
-            holding: CpuFlags::new(nr_cpus)?,
+            holding: SharedCpuSet::new(nr_cpus, CpuSet::empty()),
         })
     }
 
@@ -123,22 +129,44 @@ impl<T: Copy> FifoQueues<T> {
         })
     }
 
-    /// Whether `cpu`'s queue held a task when it was last unlocked: a
+    /// The CPUs whose queue held a task when it was last unlocked: a
     /// thief or a search need not lock a queue that did not (most queues
     /// of a machine that is not overloaded), and one that did may be
     /// empty by the time it is locked.
+    pub fn holding_tasks(&self) -> CpuSet {
+        self.holding.get()
+    }
+
+    /// Whether `cpu`'s queue held a task when it was last unlocked (as
+    /// [`FifoQueues::holding_tasks`], for one queue).
     pub fn holds_tasks(&self, cpu: CpuId) -> bool {
-        self.holding.get(cpu)
+        self.holding.contains(cpu)
     }
 
     /// Whether `cpu` exists and is online.
     pub fn is_online(&self, cpu: CpuId) -> bool {
-        self.queues.cpus().contains(&cpu) && !self.offline.get(cpu)
+        self.cpus.contains(cpu) && !self.offline.contains(cpu)
     }
 
     /// Whether `cpu` is online and its last pick left it with nothing.
     pub fn is_idle(&self, cpu: CpuId) -> bool {
-        self.is_online(cpu) && self.idle.get(cpu)
+        self.is_online(cpu) && self.idle.contains(cpu)
+    }
+
+    /// The online CPUs.
+    pub fn online_cpus(&self) -> CpuSet {
+        self.cpus - self.offline.get()
+    }
+
+    /// The online CPUs whose last pick left them with nothing.
+    pub fn idle_cpus(&self) -> CpuSet {
+        self.online_and_idle().1
+    }
+
+    /// The online CPUs and, of them, the idle ones (each set read once).
+    fn online_and_idle(&self) -> (CpuSet, CpuSet) {
+        let online = self.online_cpus();
+        (online, self.idle.get() & online)
     }
 
     /// Marks `cpu` online or offline (the hotplug messages).
@@ -154,9 +182,8 @@ impl<T: Copy> FifoQueues<T> {
 
     /// The idle CPU nearest to `cpu` (not `cpu` itself) of `allowed`.
     pub fn idle_near(&self, topology: &Topology, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
-        topology
-            .nearest(cpu)
-            .find(|c| allowed.contains(*c) && self.is_idle(*c))
+        let idle = self.idle_cpus() & *allowed;
+        topology.nearest(cpu).find(|c| idle.contains(*c))
     }
 
     /// FIFO's placement of a waking task that may run on `allowed`:
@@ -182,14 +209,14 @@ impl<T: Copy> FifoQueues<T> {
             self.handoff.set(waker, true);
             return Ok(waker);
         }
-        if allowed.contains(prev_cpu) && self.is_idle(prev_cpu) {
-            return Ok(prev_cpu);
-        }
-        let near = || topology.nearest(prev_cpu).filter(|c| allowed.contains(*c));
-        Ok(near()
-            .find(|c| self.is_idle(*c))
-            .or_else(|| Some(prev_cpu).filter(|c| allowed.contains(*c) && self.is_online(*c)))
-            .or_else(|| near().find(|c| self.is_online(*c)))
+        let (online, idle) = self.online_and_idle();
+        let (online, idle) = (online & *allowed, idle & *allowed);
+        let near = |set: CpuSet| topology.nearest(prev_cpu).find(|c| set.contains(*c));
+        Ok(Some(prev_cpu)
+            .filter(|c| idle.contains(*c))
+            .or_else(|| near(idle))
+            .or_else(|| Some(prev_cpu).filter(|c| online.contains(*c)))
+            .or_else(|| near(online))
             .unwrap_or(prev_cpu))
     }
 
@@ -234,7 +261,7 @@ impl<T: Copy> FifoQueues<T> {
     /// Removes `pid`'s entry from whichever queue holds it.
     #[track_caller]
     pub fn take(&self, pid: Pid) -> Result<Option<Waiting<T>>> {
-        for cpu in self.queues.cpus().filter(|c| self.holds_tasks(*c)) {
+        for cpu in self.holding_tasks().iter() {
             let found = self.lock(cpu)?.remove_first(|w| w.token.pid() == pid);
             if found.is_some() {
                 return Ok(found);
@@ -346,6 +373,9 @@ mod tests {
         let no_requeue = |t: Schedulable| -> Result<(), NotTaken> { panic!("requeued {t:?}") };
         assert!(q.migrate(3, token(3, 0), no_requeue).unwrap().is_some());
         assert!(!q.holds_tasks(2) && q.holds_tasks(0), "stolen");
+        let mut holding = CpuSet::empty();
+        holding.insert(0);
+        assert_eq!(q.holding_tasks(), holding);
         assert_eq!(q.take(3).unwrap().map(|w| w.token), Some(token(3, 0)));
         assert!(!(0..4).any(|c| q.holds_tasks(c)), "all empty again");
     }

@@ -47,7 +47,7 @@ pub use scheduler::{
     Result, TaskError, Wake,
 };
 pub use services::Services;
-pub use sync::{CpuFlags, LockOp, RwLock, Shared, SpinLock};
+pub use sync::{CpuFlags, LockOp, RwLock, Shared, SharedCpuSet, SpinLock};
 pub use topology::Topology;
 pub use types::{
     cpu_goes_idle, nice_to_weight, Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid,

@@ -24,9 +24,11 @@ use super::fault::{Failed, Site};
 mod cpu_flags;
 pub mod detect;
 mod first;
+mod shared_cpu_set;
 
 pub use cpu_flags::CpuFlags;
 pub use first::First;
+pub use shared_cpu_set::SharedCpuSet;
 
 /// Lock events, for record/replay and lock debugging: the backend records
 /// them while recording is on (one branch when it is off).

@@ -213,15 +213,10 @@ impl Arachne {
     /// `may_run` to come and take it, an idle one first, else the nearest
     /// (which comes when its running task's slice ends).
     fn pull_towards(&self, from: CpuId, may_run: &CpuSet) {
-        let near = || {
-            self.topology
-                .nearest(from)
-                .filter(|c| may_run.contains(*c) && self.queues.is_online(*c))
-        };
-        let Some(to) = near()
-            .find(|c| self.queues.is_idle(*c))
-            .or_else(|| near().next())
-        else {
+        let online = self.queues.online_cpus() & *may_run;
+        let idle = self.queues.idle_cpus();
+        let near = || self.topology.nearest(from).filter(|c| online.contains(*c));
+        let Some(to) = near().find(|c| idle.contains(*c)).or_else(|| near().next()) else {
             return;
         };
         self.pull.set(to, true);
@@ -548,7 +543,9 @@ impl EnokiScheduler for Arachne {
         let mut best: Option<Steal> = None;
         // CPUs holding tasks that may no longer run there and may run here.
         let mut holders = CpuSet::empty();
-        for other in self.topology.nearest(cpu) {
+        // Queues that held nothing when last unlocked are not locked.
+        let holding = self.queues.holding_tasks();
+        for other in self.topology.nearest(cpu).filter(|c| holding.contains(*c)) {
             let queue = self.queues.lock(other)?;
             if queue.is_empty() {
                 continue;

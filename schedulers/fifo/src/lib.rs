@@ -140,10 +140,8 @@ impl EnokiScheduler for Fifo {
         let mut best: Option<(usize, Pid)> = None;
         // A queue that held nothing when last unlocked is not locked:
         // every idle CPU balances, and most queues are empty then.
-        for other in self.topology.nearest(cpu) {
-            if !self.queues.holds_tasks(other) {
-                continue;
-            }
+        let holding = self.queues.holding_tasks();
+        for other in self.topology.nearest(cpu).filter(|c| holding.contains(*c)) {
             let q = self.queues.lock(other)?;
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;

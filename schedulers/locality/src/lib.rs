@@ -127,7 +127,8 @@ impl Locality {
     /// Kicks an idle CPU that may run a task waiting on `cpu`: the task's
     /// home first, else the nearest.
     fn kick_thief(&self, cpu: CpuId, allowed: &CpuSet, home: Option<CpuId>) {
-        let may_take = |c: &CpuId| allowed.contains(*c) && self.queues.is_idle(*c);
+        let idle = self.queues.idle_cpus() & *allowed;
+        let may_take = |c: &CpuId| idle.contains(*c);
         let thief = home
             .filter(may_take)
             .or_else(|| self.topology.nearest(cpu).find(may_take));
@@ -139,10 +140,7 @@ impl Locality {
     /// Where a new group whose first task may run on `allowed` lives: the
     /// least crowded online CPU of `allowed`, or of all if none is online.
     fn choose_home(&self, groups: &Groups, allowed: &CpuSet) -> Option<CpuId> {
-        let mut online = self.topology.all_cpus();
-        for cpu in self.topology.cpus().filter(|c| !self.queues.is_online(*c)) {
-            online.remove(cpu);
-        }
+        let online = self.queues.online_cpus();
         let usable = online & *allowed;
         let candidates = if usable.is_empty() { online } else { usable };
         groups.least_crowded(&self.topology, candidates)
@@ -300,7 +298,9 @@ impl EnokiScheduler for Locality {
         // A task of a group living here first, then the longest queue;
         // the nearest wins ties.
         let mut best: Option<((bool, usize), Pid)> = None;
-        for other in self.topology.nearest(cpu) {
+        // Queues that held nothing when last unlocked are not locked.
+        let holding = self.queues.holding_tasks();
+        for other in self.topology.nearest(cpu).filter(|c| holding.contains(*c)) {
             let queue = self.queues.lock(other)?;
             let Some(w) = self.stealable(&queue, other, cpu) else {
                 continue;

@@ -93,8 +93,9 @@ impl Shinjuku {
     /// `cpu` on ties (`cpu` itself first).
     fn shortest_queue(&self, cpu: CpuId, allowed: &CpuSet) -> Result<Option<CpuId>> {
         let mut best: Option<(usize, CpuId)> = None;
+        let usable = self.queues.online_cpus() & *allowed;
         let candidates = core::iter::once(cpu).chain(self.topology.nearest(cpu));
-        for c in candidates.filter(|c| allowed.contains(*c) && self.queues.is_online(*c)) {
+        for c in candidates.filter(|c| usable.contains(*c)) {
             let len = self.waiting(c)?;
             if best.is_none_or(|(shortest, _)| len < shortest) {
                 best = Some((len, c));
@@ -188,9 +189,10 @@ impl EnokiScheduler for Shinjuku {
         let Some(allowed) = self.tasks.lock()?.get(pid).copied() else {
             return Ok(prev_cpu);
         };
+        let usable = self.queues.idle_cpus() & allowed;
         let idle = core::iter::once(prev_cpu)
             .chain(self.topology.nearest(prev_cpu))
-            .find(|c| allowed.contains(*c) && self.queues.is_idle(*c));
+            .find(|c| usable.contains(*c));
         if let Some(cpu) = idle {
             return Ok(cpu);
         }

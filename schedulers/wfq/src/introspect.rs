@@ -52,7 +52,7 @@ impl Wfq {
             f(range(&s.load));
             f(range(&s.claimed));
         }
-        self.idle.iter().for_each(|w| f(range(w)));
+        self.idle.shared().for_each(|w| f(range(w)));
         self.handoff.shared().for_each(|s| f(range(s)));
     }
 

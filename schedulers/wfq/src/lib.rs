@@ -77,13 +77,12 @@ mod introspect;
 mod placement;
 mod queue;
 
-use enoki::abi::CPUMASK_WORDS;
 use enoki::runqueue::LOCK_RETRIES;
 use enoki::{
     nice_to_weight, CpuFlags, CpuId, CpuSet, EnokiScheduler, FixedVec, Holder, InitContext,
     InitError, NoHint, NotTaken, PickError, Pid, PrevTask, QueueGuard, Result, RunQueues,
-    Schedulable, Services, Shared, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap, Topology,
-    Wake, ROOT_CGROUP,
+    Schedulable, Services, Shared, SharedCpuSet, SpinLock, TaskError, TaskHeap, TaskInfo, TaskMap,
+    Topology, Wake, ROOT_CGROUP,
 };
 use enoki::{Bandwidth, CgroupId, CgroupInfo};
 
@@ -154,7 +153,7 @@ pub struct Wfq {
     near: FixedVec<Near>,
     /// Online CPUs with nothing to run, one bit each; written only when a
     /// CPU becomes idle or busy, or goes offline or online.
-    idle: [Shared<u64>; CPUMASK_WORDS],
+    idle: SharedCpuSet,
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
@@ -183,13 +182,7 @@ impl Wfq {
     /// The idle CPUs (reading only the words that hold CPUs); an offline
     /// CPU is never idle.
     fn idle_cpus(&self) -> CpuSet {
-        let words = self.topology.nr_cpus().div_ceil(64);
-        CpuSet::from_words(core::array::from_fn(|i| {
-            self.idle
-                .get(i)
-                .filter(|_| i < words)
-                .map_or(0, Shared::get)
-        }))
+        self.idle.get()
     }
 
     /// Publishes what changed of `cpu`'s summary and idle bit; called with
@@ -207,15 +200,7 @@ impl Wfq {
         if was.idle() == idle {
             return;
         }
-        // CPU `cpu` is bit `cpu % 64` of word `cpu / 64`.
-        if let Some(word) = self.idle.get(cpu >> 6) {
-            let bit = 1 << (cpu & 63);
-            if idle {
-                word.fetch_or(bit);
-            } else {
-                word.fetch_and(!bit);
-            }
-        }
+        self.idle.set(cpu, idle);
     }
 
     /// Marks `cpu` offline or online, in its summary too.
@@ -612,7 +597,7 @@ impl EnokiScheduler for Wfq {
             rqs,
             summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
-            idle: CpuSet::first_n(t.nr_cpus()).words().map(Shared::new),
+            idle: SharedCpuSet::new(t.nr_cpus(), CpuSet::first_n(t.nr_cpus())),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             upgrades: Shared::new(0),
             handoff: CpuFlags::new(ctx.topology.nr_cpus())?,
