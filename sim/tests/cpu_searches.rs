@@ -2,8 +2,9 @@
 //! Under the schedulers built on libEnoki's FIFO queues, an idle CPU's
 //! balance locks only the queues that hold tasks, and a waking task's
 //! placement looks for an idle CPU, and these read which queues hold tasks
-//! and which CPUs are idle or online in one access each: what they cost
-//! does not grow with the CPUs. Counted as each call's lock events in a
+//! and which CPUs are idle or online in one access each; WFQ's idle
+//! balance reads where tasks wait in one access: what they cost does not
+//! grow with the CPUs. Counted as each call's lock events in a
 //! recorded run (every lock and shared value access is one).
 
 use std::io::Cursor;
@@ -72,7 +73,7 @@ const SLEEPERS: &str = r#"
 #[test]
 fn an_idle_cpu_s_balance_costs_the_same_on_4_and_on_8_cpus() {
     std::env::set_var("ENOKI_QUIET", "1");
-    for sched in ["fifo", "locality", "arachne"] {
+    for sched in ["fifo", "locality", "arachne", "wfq"] {
         let fewest = |cpus| {
             let calls = lock_events_per_call(sched, cpus, SLEEPERS, kind::BALANCE);
             calls.into_iter().min()

@@ -40,9 +40,9 @@ impl Wfq {
     }
 
     /// Calls `f` with the address range of every value WFQ shares outside
-    /// its run-queue locks (per-CPU summaries, the idle mask); each is an
-    /// `enoki::Shared`, whose lock events fall in its range. For tests
-    /// that tell run-queue locks from these.
+    /// its run-queue locks (per-CPU summaries, the idle and stealable
+    /// sets); each is an `enoki::Shared`, whose lock events fall in its
+    /// range. For tests that tell run-queue locks from these.
     pub fn for_each_shared(&self, mut f: impl FnMut(Range<usize>)) {
         fn range<T>(value: &T) -> Range<usize> {
             let start = value as *const T as usize;
@@ -53,6 +53,7 @@ impl Wfq {
             f(range(&s.claimed));
         }
         self.idle.shared().for_each(|w| f(range(w)));
+        self.stealable.shared().for_each(|w| f(range(w)));
         self.handoff.shared().for_each(|s| f(range(s)));
     }
 

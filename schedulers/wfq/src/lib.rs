@@ -154,6 +154,11 @@ pub struct Wfq {
     /// Online CPUs with nothing to run, one bit each; written only when a
     /// CPU becomes idle or busy, or goes offline or online.
     idle: SharedCpuSet,
+    /// CPUs where a task waits behind another (one a thief may take), one
+    /// bit each, written only when that changes: an idle CPU balances
+    /// reading this once when nothing waits anywhere, which is most of
+    /// the time on a machine that is not overloaded.
+    stealable: SharedCpuSet,
     /// Every live task; a new one's record until it is first placed on a
     /// run queue (`None` once it has a home).
     registry: SpinLock<TaskMap<Option<Task>>>,
@@ -196,11 +201,12 @@ impl Wfq {
         if let Some(c) = self.summary(cpu) {
             c.load.set(now);
         }
-        let idle = now.idle();
-        if was.idle() == idle {
-            return;
+        if was.idle() != now.idle() {
+            self.idle.set(cpu, now.idle());
         }
-        self.idle.set(cpu, idle);
+        if was.stealable() != now.stealable() {
+            self.stealable.set(cpu, now.stealable());
+        }
     }
 
     /// Marks `cpu` offline or online, in its summary too.
@@ -598,6 +604,7 @@ impl EnokiScheduler for Wfq {
             summaries,
             near: FixedVec::new_with(t.nr_cpus(), |cpu| Near::new(t, cpu))?,
             idle: SharedCpuSet::new(t.nr_cpus(), CpuSet::first_n(t.nr_cpus())),
+            stealable: SharedCpuSet::new(t.nr_cpus(), CpuSet::empty()),
             registry: SpinLock::new(TaskMap::with_capacity(ctx.max_tasks)?),
             upgrades: Shared::new(0),
             handoff: CpuFlags::new(ctx.topology.nr_cpus())?,
@@ -878,6 +885,11 @@ impl EnokiScheduler for Wfq {
         let Some(near) = self.near.get(cpu) else {
             return Ok(None);
         };
+        let mut stealable = self.stealable.get();
+        stealable.remove(cpu);
+        if stealable.is_empty() {
+            return Ok(None);
+        }
         // Nearest first: its LLC, the rest of its node, then the other
         // nodes busy enough to take work from.
         let remote = near
@@ -893,7 +905,7 @@ impl EnokiScheduler for Wfq {
             .into_iter()
             .chain(remote)
         {
-            if let Some((pid, victim)) = self.task_to_steal(cpu, victims.iter())? {
+            if let Some((pid, victim)) = self.task_to_steal(cpu, (victims & stealable).iter())? {
                 if let Some(c) = self.summary(cpu) {
                     c.claimed.set(u64::from(pid as u32) << 32 | victim as u64);
                 }

@@ -76,6 +76,11 @@ impl Load {
     pub(super) fn idle(&self) -> bool {
         self.nr_running == 0 && !self.offline
     }
+
+    /// Whether a task waits behind another: one a thief may take.
+    pub(super) fn stealable(&self) -> bool {
+        self.nr_running >= 2
+    }
 }
 
 /// One CPU's run queue, and the tasks homed on it.
