@@ -163,8 +163,9 @@ impl<T: Copy> FifoQueues<T> {
         self.online_and_idle().1
     }
 
-    /// The online CPUs and, of them, the idle ones (each set read once).
-    fn online_and_idle(&self) -> (CpuSet, CpuSet) {
+    /// The online CPUs and, of them, the idle ones (each set read once),
+    /// for a search that needs both.
+    pub fn online_and_idle(&self) -> (CpuSet, CpuSet) {
         let online = self.online_cpus();
         (online, self.idle.get() & online)
     }

@@ -213,8 +213,8 @@ impl Arachne {
     /// `may_run` to come and take it, an idle one first, else the nearest
     /// (which comes when its running task's slice ends).
     fn pull_towards(&self, from: CpuId, may_run: &CpuSet) {
-        let online = self.queues.online_cpus() & *may_run;
-        let idle = self.queues.idle_cpus();
+        let (online, idle) = self.queues.online_and_idle();
+        let online = online & *may_run;
         let near = || self.topology.nearest(from).filter(|c| online.contains(*c));
         let Some(to) = near().find(|c| idle.contains(*c)).or_else(|| near().next()) else {
             return;

@@ -184,8 +184,7 @@ impl Wfq {
         self.summary(cpu).map_or(0, |c| c.load.get().nr_running)
     }
 
-    /// The idle CPUs (reading only the words that hold CPUs); an offline
-    /// CPU is never idle.
+    /// The idle CPUs; an offline CPU is never idle.
     fn idle_cpus(&self) -> CpuSet {
         self.idle.get()
     }
