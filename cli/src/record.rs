@@ -4,10 +4,10 @@
 //! Recording is started and stopped through `$ENOKI_SYSFS/record`; while it
 //! runs, a thread reads `$ENOKI_DEBUGFS/trace` every few milliseconds (each
 //! read returns whole records, a 32-byte `struct enoki_rec` followed by the
-//! message for a call, 0 when the rings are empty) and keeps the records
-//! parsed in memory, so the per-CPU rings never overflow. At the end the
-//! records are sorted by sequence number and written with a header that
-//! lets `enoki-sim replay` re-create the scheduler.
+//! message for a call, 0 when the rings are empty) and keeps their bytes in
+//! memory, so the per-CPU rings never overflow. Once the workload is over,
+//! the records are parsed, sorted by sequence number and written with a
+//! header that lets `enoki-sim replay` re-create the scheduler.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -109,69 +109,89 @@ pub fn build_header(paths: &RecordPaths) -> Result<TraceHeader, Error> {
     })
 }
 
-/// Bytes one read asks the kernel for: whole records, into one buffer
-/// reused for every read, so that its pages are zeroed once and not once
-/// for every record drained.
+/// Most bytes one read asks the kernel for.
 const READ_CHUNK: usize = 1024 * KERNEL_MSG_REC_BYTES;
 
-/// Records the drained ones start with room for: pages are only used once
-/// written, and a recording that grows within it is never copied to a
-/// larger buffer while the workload runs (a drain thread that copies
-/// hundreds of MiB competes with the recorded work for the CPUs).
-const DRAIN_RESERVE: usize = 4 << 20;
+/// Bytes of one drain segment. A segment is zeroed by the allocator
+/// (fresh pages, so a page costs only its first touch) and never moved.
+const SEGMENT: usize = 16 << 20;
 
 /// Reads whole kernel records from a drain file until it returns 0, and
-/// keeps them parsed (a message boxed).
-pub struct Drainer<R: Read> {
-    src: R,
-    chunk: Box<[u8]>,
-    /// Bytes drained so far.
-    bytes: u64,
-    /// Every record drained so far, in the order read (CPU by CPU).
-    pub records: Vec<Record>,
+/// keeps their bytes as read. They are parsed only once recording is over
+/// ([`Drained::records`]): while the workload runs, the drain thread competes
+/// with it for the CPUs, so it only copies.
+#[derive(Default)]
+pub struct Drained {
+    /// Filled segments, each with its bytes used (whole records).
+    full: Vec<(Box<[u8]>, usize)>,
+    /// The segment being filled and its bytes used.
+    seg: Box<[u8]>,
+    used: usize,
 }
 
-impl<R: Read> Drainer<R> {
-    pub fn new(src: R) -> Self {
-        Drainer {
-            src,
-            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
-            bytes: 0,
-            records: Vec::with_capacity(DRAIN_RESERVE),
-        }
-    }
-
-    /// Reads until the source is empty or [`DRAIN_PASS_MAX`] bytes came;
+impl Drained {
+    /// Reads from `src` until it is empty or [`DRAIN_PASS_MAX`] bytes came;
     /// returns the bytes read.
-    pub fn drain(&mut self) -> std::io::Result<usize> {
-        self.drain_up_to(DRAIN_PASS_MAX)
+    pub fn drain(&mut self, src: &mut impl Read) -> std::io::Result<usize> {
+        self.drain_up_to(src, DRAIN_PASS_MAX)
     }
 
-    /// Reads until the source is empty (recording has stopped, so it will
-    /// be).
-    pub fn drain_all(&mut self) -> std::io::Result<usize> {
-        self.drain_up_to(usize::MAX)
+    /// Reads from `src` until it is empty (recording has stopped, so it
+    /// will be).
+    pub fn drain_all(&mut self, src: &mut impl Read) -> std::io::Result<usize> {
+        self.drain_up_to(src, usize::MAX)
     }
 
-    fn drain_up_to(&mut self, max: usize) -> std::io::Result<usize> {
+    fn drain_up_to(&mut self, src: &mut impl Read, max: usize) -> std::io::Result<usize> {
         let mut done = 0;
         // The kernel hands out whole records only, and 0 bytes only once
         // the rings are empty when asked for at least a message's bytes
         // (the largest record).
         while max - done >= KERNEL_MSG_REC_BYTES {
-            let want = READ_CHUNK.min(max - done);
-            let n = match self.src.read(&mut self.chunk[..want]) {
+            if self.seg.len() - self.used < KERNEL_MSG_REC_BYTES {
+                let seg = std::mem::replace(&mut self.seg, vec![0; SEGMENT].into_boxed_slice());
+                if self.used > 0 {
+                    self.full.push((seg, self.used));
+                }
+                self.used = 0;
+            }
+            let want = READ_CHUNK.min(max - done).min(self.seg.len() - self.used);
+            let n = match src.read(&mut self.seg[self.used..self.used + want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            enoki_trace::append_kernel_records(&self.chunk[..n], self.bytes, &mut self.records)
-                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
-            self.bytes += n as u64;
+            self.used += n;
             done += n;
         }
         Ok(done)
+    }
+
+    /// The bytes drained, in the order read.
+    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        let last = self.seg.get(..self.used).unwrap_or_default();
+        self.full
+            .iter()
+            .filter_map(|(seg, used)| seg.get(..*used))
+            .chain(std::iter::once(last))
+    }
+
+    /// Bytes drained so far.
+    pub fn bytes(&self) -> u64 {
+        self.chunks().map(|c| c.len() as u64).sum()
+    }
+
+    /// Every record drained, parsed (a message boxed), in the order read
+    /// (CPU by CPU).
+    pub fn records(&self) -> Result<Vec<Record>, enoki_trace::TraceError> {
+        let mut records = Vec::new();
+        let mut offset = 0;
+        for chunk in self.chunks() {
+            enoki_trace::append_kernel_records(chunk, offset, &mut records)?;
+            offset += chunk.len() as u64;
+        }
+        Ok(records)
     }
 }
 
@@ -279,7 +299,7 @@ fn realtime() {
 pub struct Recording {
     paths: RecordPaths,
     stop: Arc<AtomicBool>,
-    drain: Option<std::thread::JoinHandle<std::io::Result<Vec<Record>>>>,
+    drain: Option<std::thread::JoinHandle<std::io::Result<Drained>>>,
 }
 
 impl Recording {
@@ -293,15 +313,16 @@ impl Recording {
         let stop = Arc::new(AtomicBool::new(false));
         let drain = {
             let stop = stop.clone();
-            std::thread::spawn(move || -> std::io::Result<Vec<Record>> {
+            let mut file = file;
+            std::thread::spawn(move || -> std::io::Result<Drained> {
                 realtime();
-                let mut d = Drainer::new(file);
+                let mut d = Drained::default();
                 while !stop.load(Ordering::Relaxed) {
-                    d.drain()?;
+                    d.drain(&mut file)?;
                     std::thread::sleep(DRAIN_EVERY);
                 }
-                d.drain_all()?;
-                Ok(d.records)
+                d.drain_all(&mut file)?;
+                Ok(d)
             })
         };
         Ok(Recording {
@@ -311,9 +332,9 @@ impl Recording {
         })
     }
 
-    /// Stops recording, drains the rest; returns every record drained and
-    /// the kernel's drop count.
-    pub fn stop(mut self) -> anyhow::Result<(Vec<Record>, u64)> {
+    /// Stops recording, drains the rest; returns what was drained and the
+    /// kernel's drop count.
+    pub fn stop(mut self) -> anyhow::Result<(Drained, u64)> {
         let trace = self.paths.debugfs.join("trace");
         let stopped = set_recording(&self.paths, false);
         self.stop.store(true, Ordering::Relaxed);
@@ -324,9 +345,9 @@ impl Recording {
             .map_err(|e| Error::io(&trace, e))?;
         stopped?;
         // Whatever the kernel wrote between the thread's last read and the stop.
-        let mut d = Drainer::new(File::open(&trace).map_err(|e| Error::io(&trace, e))?);
-        d.drain_all().map_err(|e| Error::io(&trace, e))?;
-        data.append(&mut d.records);
+        let mut file = File::open(&trace).map_err(|e| Error::io(&trace, e))?;
+        data.drain_all(&mut file)
+            .map_err(|e| Error::io(&trace, e))?;
         let drops = read_number(&self.paths.sysfs, "record_drops")?.unwrap_or(0);
         Ok((data, drops))
     }
@@ -350,7 +371,12 @@ pub fn record_while<T>(
     let rec = Recording::start(paths)?;
     let out = work();
     let (data, drops) = rec.stop()?;
-    Ok((out, data, drops))
+    let trace = paths.debugfs.join("trace");
+    let records = data.records().map_err(|e| Error::Malformed {
+        path: trace,
+        msg: e.to_string(),
+    })?;
+    Ok((out, records, drops))
 }
 
 #[cfg(test)]
@@ -479,6 +505,7 @@ mod tests {
                 };
                 let b = r.to_kernel();
                 if n + b.len() > buf.len() {
+                    self.0 -= 1;
                     return Ok(n);
                 }
                 buf[n..n + b.len()].copy_from_slice(&b);
@@ -489,17 +516,46 @@ mod tests {
 
     #[test]
     fn a_drain_pass_ends_while_the_rings_keep_filling() {
-        let mut d = Drainer::new(Endless(0));
-        let at = d.records.as_ptr();
-        let n = d.drain().unwrap();
-        assert_eq!(d.records.as_ptr(), at, "drained records were moved");
-        let bytes: usize = d.records.iter().map(|r| r.to_kernel().len()).sum();
+        let mut d = Drained::default();
+        let n = d.drain(&mut Endless(0)).unwrap();
+        assert_eq!(d.bytes(), n as u64);
+        let records = d.records().unwrap();
+        let bytes: usize = records.iter().map(|r| r.to_kernel().len()).sum();
         assert_eq!(bytes, n, "whole records only");
         assert!(
             (DRAIN_PASS_MAX - KERNEL_MSG_REC_BYTES..=DRAIN_PASS_MAX).contains(&n),
             "{n}"
         );
-        assert!(d.records.iter().any(|r| matches!(r.event, Event::Msg(_))));
+        assert!(records.iter().any(|r| matches!(r.event, Event::Msg(_))));
+    }
+
+    #[test]
+    fn drains_fill_segments_with_whole_records_and_never_move_them() {
+        let mut d = Drained::default();
+        let mut src = Endless(0);
+        let mut n = 0;
+        while d.full.is_empty() {
+            n += d.drain(&mut src).unwrap();
+        }
+        let first = d.full.first().map(|(seg, _)| seg.as_ptr());
+        n += d.drain_all(&mut Take(&mut src, SEGMENT)).unwrap();
+        assert!(d.full.len() >= 2, "{} segments", d.full.len());
+        assert_eq!(d.full.first().map(|(seg, _)| seg.as_ptr()), first);
+        assert_eq!(d.bytes(), n as u64);
+        let records = d.records().unwrap();
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    }
+
+    /// At most `.1` bytes of `.0`, whole records, then empty.
+    struct Take<'a>(&'a mut Endless, usize);
+    impl Read for Take<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len());
+            let got = self.0.read(&mut buf[..n])?;
+            self.1 -= got;
+            Ok(got)
+        }
     }
 
     #[test]
@@ -514,17 +570,18 @@ mod tests {
         ];
         let raw: Vec<Vec<u8>> = records.iter().map(Record::to_kernel).collect();
         let bytes: usize = raw.iter().map(Vec::len).sum();
-        let mut d = Drainer::new(Chunky(raw.into_iter()));
-        assert_eq!(d.drain().unwrap(), bytes);
-        assert_eq!(d.drain().unwrap(), 0);
-        assert_eq!(d.records, records);
+        let mut d = Drained::default();
+        let mut src = Chunky(raw.into_iter());
+        assert_eq!(d.drain(&mut src).unwrap(), bytes);
+        assert_eq!(d.drain(&mut src).unwrap(), 0);
+        assert_eq!(d.records().unwrap(), records);
 
         let (t, p) = fake_tree(true);
         let out = t.path().join("x.enk");
         let s = write_trace(
             &out,
             build_header(&p).unwrap(),
-            d.records,
+            d.records().unwrap(),
             7,
             true,
             Duration::from_secs(1),

@@ -107,9 +107,12 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
             _ => 1,
         })
     })();
-    let (records, drops) = rec.stop()?;
+    let (drained, drops) = rec.stop()?;
     let duration = start.elapsed();
     let status = status?;
+    let records = drained
+        .records()
+        .map_err(|e| anyhow::anyhow!("the drained records: {e}"))?;
     let summary = record::write_trace(&a.output, header, records, drops, !a.no_compress, duration)?;
     eprintln!("enoki record: wrote {}", a.output.display());
     println!("{summary}");
