@@ -894,12 +894,10 @@ fn a_replayed_abba_reports_the_recorded_ejection_after_it() {
     assert_eq!(rep.exit.map(|e| e.seq), Some(exit.seq));
 }
 
-#[test]
-fn lock_ordered_replay_reads_no_further_ahead_than_its_fibers_need() {
-    quiet();
-    // One ping-pong pair on 8 CPUs: most CPUs make a few calls at the start
-    // and none after, so each one's last call is never followed by another.
-    let spec = enoki_sim::spec::Spec::from_toml(
+/// One ping-pong pair on 8 CPUs: most CPUs make a few calls at the start
+/// and none after, so each one's last call is never followed by another.
+fn one_pair_on_8_cpus() -> enoki_sim::spec::Spec {
+    enoki_sim::spec::Spec::from_toml(
         r#"
         [machine]
         cores = 8
@@ -910,8 +908,13 @@ fn lock_ordered_replay_reads_no_further_ahead_than_its_fibers_need() {
         work_us = 5
         "#,
     )
-    .unwrap();
-    let (_out, bytes) = record::<Fifo>(&spec, 1, FIFO);
+    .unwrap()
+}
+
+#[test]
+fn lock_ordered_replay_reads_no_further_ahead_than_its_fibers_need() {
+    quiet();
+    let (_out, bytes) = record::<Fifo>(&one_pair_on_8_cpus(), 1, FIFO);
     let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
     let header = reader.header().clone();
     let rep = replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
@@ -921,5 +924,47 @@ fn lock_ordered_replay_reads_no_further_ahead_than_its_fibers_need() {
         rep.read_ahead < 2_000,
         "the reader ran {} acquisitions ahead of the replay",
         rep.read_ahead
+    );
+}
+
+/// A call whose recorded lock events end with one the replayed call does
+/// not make diverges there, at once: not once its CPU's next call, which
+/// may never come, is read.
+#[test]
+fn a_call_ending_with_an_unreplayed_lock_event_diverges_at_once() {
+    quiet();
+    let (_out, bytes) = record::<Fifo>(&one_pair_on_8_cpus(), 1, FIFO);
+    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
+    let header = reader.header().clone();
+    let mut records: Vec<Record> = reader.by_ref().map(Result::unwrap).collect();
+    let is_msg = |r: &Record| matches!(r.event, Event::Msg(_));
+    let last_msg_of = |cpu: u32| records.iter().rposition(|r| r.cpu == cpu && is_msg(r));
+    // The CPU whose last call comes first, ending with a lock event.
+    let (at, access) = (0..8)
+        .filter_map(last_msg_of)
+        .filter_map(|msg| {
+            let end = (msg + 1..records.len())
+                .find(|&i| is_msg(&records[i]))
+                .unwrap_or(records.len());
+            let last = records.get(end - 1).filter(|r| !is_msg(r))?;
+            Some((end, last.clone()))
+        })
+        .min_by_key(|(end, _)| *end)
+        .unwrap();
+    let total = records.iter().filter(|r| is_msg(r)).count() as u64;
+    let before = records[..at].iter().filter(|r| is_msg(r)).count() as u64;
+    assert!(before < total / 10, "{before} of {total} messages");
+    records.insert(at, access);
+    for (seq, r) in records.iter_mut().enumerate() {
+        r.seq = seq as u64 + 1;
+    }
+    let mut reader = TraceReader::new(Cursor::new(write(&header, &records))).unwrap();
+    let rep = replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
+    let d = rep.divergence.expect("the extra lock event must diverge");
+    assert!(d.locks.is_some(), "{d}");
+    assert!(
+        rep.messages < total / 10,
+        "the replay ran on to message {} of {total} before it noticed (the call is message {before})",
+        rep.messages
     );
 }
