@@ -181,10 +181,15 @@ impl<T: Copy> FifoQueues<T> {
         self.idle.set(cpu, idle);
     }
 
-    /// The idle CPU nearest to `cpu` (not `cpu` itself) of `allowed`.
-    pub fn idle_near(&self, topology: &Topology, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
-        let idle = self.idle_cpus() & *allowed;
-        topology.nearest(cpu).find(|c| idle.contains(*c))
+    /// An idle CPU to kick for a task just queued on `cpu`: none if `cpu`
+    /// is idle itself (its next pick takes the task), else the idle CPU of
+    /// `allowed` nearest to it. Reads each set once.
+    pub fn idle_thief(&self, topology: &Topology, cpu: CpuId, allowed: &CpuSet) -> Option<CpuId> {
+        let idle = self.idle_cpus();
+        if idle.contains(cpu) {
+            return None;
+        }
+        topology.nearest_in(cpu, &(idle & *allowed))
     }
 
     /// FIFO's placement of a waking task that may run on `allowed`:
@@ -212,7 +217,7 @@ impl<T: Copy> FifoQueues<T> {
         }
         let (online, idle) = self.online_and_idle();
         let (online, idle) = (online & *allowed, idle & *allowed);
-        let near = |set: CpuSet| topology.nearest(prev_cpu).find(|c| set.contains(*c));
+        let near = |set: CpuSet| topology.nearest_in(prev_cpu, &set);
         Ok(Some(prev_cpu)
             .filter(|c| idle.contains(*c))
             .or_else(|| near(idle))
@@ -443,8 +448,10 @@ mod tests {
             Ok(1),
             "prev offline: the nearest online CPU"
         );
-        assert_eq!(q.idle_near(&topology, 1, &all), None);
+        assert_eq!(q.idle_thief(&topology, 1, &all), None);
         q.set_idle(3, true);
-        assert_eq!(q.idle_near(&topology, 1, &all), Some(3));
+        assert_eq!(q.idle_thief(&topology, 1, &all), Some(3));
+        q.set_idle(1, true);
+        assert_eq!(q.idle_thief(&topology, 1, &all), None, "1 is idle itself");
     }
 }

@@ -180,6 +180,12 @@ impl Topology {
         let far = self.all_cpus().without(node).iter();
         near.chain(mid).chain(far)
     }
+
+    /// The CPU of `set` nearest to `cpu` (not `cpu` itself), as
+    /// [`Topology::nearest`] orders them.
+    pub fn nearest_in(&self, cpu: CpuId, set: &CpuSet) -> Option<CpuId> {
+        self.nearest(cpu).find(|c| set.contains(*c))
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +220,12 @@ mod tests {
         let near: std::vec::Vec<_> = t.nearest(5).collect();
         assert_eq!(near, [4, 6, 7, 0, 1, 2, 3]);
         assert_eq!(t.nearest(0).next(), Some(1));
+        let mut set = CpuSet::default();
+        set.insert(5);
+        assert_eq!(t.nearest_in(5, &set), None, "not the CPU itself");
+        set.insert(2);
+        set.insert(1);
+        assert_eq!(t.nearest_in(5, &set), Some(1));
     }
 
     #[test]

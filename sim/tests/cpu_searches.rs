@@ -4,7 +4,7 @@
 //! placement looks for an idle CPU, and these read which queues hold tasks
 //! and which CPUs are idle or online in one access each; WFQ's idle
 //! balance reads where tasks wait in one access: what they cost does not
-//! grow with the CPUs. Counted as each call's lock events in a
+//! grow with the CPUs. An enqueue reads each of these sets once. Counted as each call's lock events in a
 //! recorded run (every lock and shared value access is one).
 
 use std::io::Cursor;
@@ -17,7 +17,7 @@ use enoki_sim::trace::{Event, TraceReader};
 
 /// The lock events of each call of kind `kind` that `sched` made running
 /// `spec`'s workload on `cpus` CPUs.
-fn lock_events_per_call(sched: &str, cpus: usize, workload: &str, kind: u32) -> Vec<usize> {
+fn lock_events_of_calls(sched: &str, cpus: usize, workload: &str, kind: u32) -> Vec<Vec<Event>> {
     let spec = Spec::from_toml(&format!(
         r#"
         [machine]
@@ -42,12 +42,12 @@ fn lock_events_per_call(sched: &str, cpus: usize, workload: &str, kind: u32) -> 
             Event::Msg(m) => {
                 counting = m.kind == kind;
                 if counting {
-                    calls.push(0);
+                    calls.push(Vec::new());
                 }
             }
-            _ if counting => {
-                if let Some(n) = calls.last_mut() {
-                    *n += 1;
+            e if counting => {
+                if let Some(call) = calls.last_mut() {
+                    call.push(e);
                 }
             }
             _ => {}
@@ -59,6 +59,15 @@ fn lock_events_per_call(sched: &str, cpus: usize, workload: &str, kind: u32) -> 
         calls.len()
     );
     calls
+}
+
+/// How many lock events each call of kind `kind` made (as
+/// [`lock_events_of_calls`]).
+fn lock_events_per_call(sched: &str, cpus: usize, workload: &str, kind: u32) -> Vec<usize> {
+    lock_events_of_calls(sched, cpus, workload, kind)
+        .iter()
+        .map(Vec::len)
+        .collect()
 }
 
 /// Two tasks that sleep more than they run: a CPU whose task sleeps goes
@@ -101,5 +110,27 @@ fn placing_a_waking_task_on_a_busy_machine_costs_the_same_on_4_and_on_8_cpus() {
             most(8),
             "{sched}: a placement's most lock events, on 4 CPUs and on 8"
         );
+    }
+}
+
+#[test]
+fn an_enqueue_reads_each_shared_value_once() {
+    std::env::set_var("ENOKI_QUIET", "1");
+    for sched in ["fifo", "locality", "arachne", "shinjuku"] {
+        // A spinner on every CPU: a woken task waits, and its enqueue asks
+        // whether its CPU is idle, then looks for an idle CPU to kick.
+        let busy = format!("[[spinner]]\ncount = 4\n{SLEEPERS}");
+        for call in lock_events_of_calls(sched, 4, &busy, kind::TASK_WAKEUP) {
+            let mut read: Vec<u64> = Vec::new();
+            for e in &call {
+                if let Event::LockAccess { addr } = e {
+                    assert!(
+                        !read.contains(addr),
+                        "{sched}: an enqueue accessed {addr:#x} twice: {call:?}"
+                    );
+                    read.push(*addr);
+                }
+            }
+        }
     }
 }

@@ -201,8 +201,8 @@ impl Arachne {
         let handed_over = self.queues.take_handoff(cpu);
         if !may_run.contains(cpu) {
             self.pull_towards(cpu, &may_run);
-        } else if !handed_over && !self.queues.is_idle(cpu) {
-            if let Some(idle) = self.queues.idle_near(&self.topology, cpu, &may_run) {
+        } else if !handed_over {
+            if let Some(idle) = self.queues.idle_thief(&self.topology, cpu, &may_run) {
                 self.services.kick_cpu(idle);
             }
         }

@@ -43,8 +43,8 @@ impl Fifo {
         };
         self.queues.push_back(token, allowed)?;
         let handed_over = self.queues.take_handoff(cpu);
-        if !handed_over && !self.queues.is_idle(cpu) {
-            if let Some(idle) = self.queues.idle_near(&self.topology, cpu, &allowed) {
+        if !handed_over {
+            if let Some(idle) = self.queues.idle_thief(&self.topology, cpu, &allowed) {
                 self.services.kick_cpu(idle);
             }
         }

@@ -118,20 +118,23 @@ impl Locality {
         };
         let waiting = self.queues.push_back(token, Place { allowed, home })?;
         let handed_over = self.queues.take_handoff(cpu);
-        if !handed_over && !self.holds(home, cpu, waiting) && !self.queues.is_idle(cpu) {
+        if !handed_over && !self.holds(home, cpu, waiting) {
             self.kick_thief(cpu, &allowed, home);
         }
         Ok(())
     }
 
-    /// Kicks an idle CPU that may run a task waiting on `cpu`: the task's
-    /// home first, else the nearest.
+    /// Kicks an idle CPU that may run a task waiting on `cpu`, unless `cpu`
+    /// is idle itself: the task's home first, else the nearest.
     fn kick_thief(&self, cpu: CpuId, allowed: &CpuSet, home: Option<CpuId>) {
-        let idle = self.queues.idle_cpus() & *allowed;
-        let may_take = |c: &CpuId| idle.contains(*c);
+        let idle = self.queues.idle_cpus();
+        if idle.contains(cpu) {
+            return;
+        }
+        let may_take = idle & *allowed;
         let thief = home
-            .filter(may_take)
-            .or_else(|| self.topology.nearest(cpu).find(may_take));
+            .filter(|c| may_take.contains(*c))
+            .or_else(|| self.topology.nearest_in(cpu, &may_take));
         if let Some(idle) = thief {
             self.services.kick_cpu(idle);
         }

@@ -67,13 +67,14 @@ impl Shinjuku {
         };
         let arrival = self.arrivals.fetch_add(1);
         self.queues.push_back(token, Ticket { allowed, arrival })?;
-        if self.queues.is_idle(cpu) {
+        let idle = self.queues.idle_cpus();
+        if idle.contains(cpu) {
             return Ok(());
         }
         if !self.timed.replace(cpu, true) {
             self.services.set_timer(cpu, self.preempt_ns);
         }
-        if let Some(idle) = self.queues.idle_near(&self.topology, cpu, &allowed) {
+        if let Some(idle) = self.topology.nearest_in(cpu, &(idle & allowed)) {
             self.services.kick_cpu(idle);
         }
         Ok(())
