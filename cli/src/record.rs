@@ -12,9 +12,8 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use enoki_trace::{Record, TraceHeader, TraceWriter, HEADER_LOCKS, KERNEL_MSG_REC_BYTES};
 
@@ -26,8 +25,26 @@ pub const DEFAULT_SYSMODULE: &str = "/sys/module";
 pub const DEBUGFS_ENV: &str = "ENOKI_DEBUGFS";
 pub const SYSMODULE_ENV: &str = "ENOKI_SYSMODULE";
 
-/// How often the drain thread empties the rings.
-pub const DRAIN_EVERY: Duration = Duration::from_millis(3);
+/// The shortest and the longest the drain thread sleeps between passes.
+pub const DRAIN_EVERY_MIN: Duration = Duration::from_millis(2);
+pub const DRAIN_EVERY_MAX: Duration = Duration::from_millis(20);
+
+/// How long the drain thread sleeps after a pass that read `read` bytes
+/// `since` the pass before began, with rings of `ring_bytes` per CPU: as
+/// long as the records coming at that rate take to fill an eighth of one
+/// ring (as if they all came on one CPU), within [`DRAIN_EVERY_MIN`] and
+/// [`DRAIN_EVERY_MAX`]. Every pass costs the recorded work a wakeup, a
+/// context switch and a trace read, so a slow stream of records is read
+/// rarely, and a fast one often enough that no ring fills.
+pub fn drain_sleep(read: usize, since: Duration, ring_bytes: u64) -> Duration {
+    if read == 0 {
+        return DRAIN_EVERY_MAX;
+    }
+    let fill = since.as_secs_f64() * (ring_bytes / 8) as f64 / read as f64;
+    Duration::try_from_secs_f64(fill)
+        .unwrap_or(DRAIN_EVERY_MAX)
+        .clamp(DRAIN_EVERY_MIN, DRAIN_EVERY_MAX)
+}
 
 /// Most a drain pass reads before the drain thread sleeps again: the rings
 /// can fill as fast as it reads them, and a real-time thread must not run
@@ -298,7 +315,8 @@ fn realtime() {
 /// A recording in progress: Enoki-C records, a thread drains the rings.
 pub struct Recording {
     paths: RecordPaths,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the drain thread, which it wakes.
+    stop: Option<mpsc::Sender<()>>,
     drain: Option<std::thread::JoinHandle<std::io::Result<Drained>>>,
 }
 
@@ -309,25 +327,30 @@ impl Recording {
         let trace = paths.debugfs.join("trace");
         // Opening first fails early, before recording, if debugfs is missing.
         let file = File::open(&trace).map_err(|e| Error::io(&trace, e))?;
+        // Unknown (an older kernel): as small as rings can be, 128 KiB.
+        let ring_bytes = read_number(&paths.sysfs, "record_buffer_kib")?.unwrap_or(128) * 1024;
         set_recording(paths, true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let drain = {
-            let stop = stop.clone();
-            let mut file = file;
-            std::thread::spawn(move || -> std::io::Result<Drained> {
-                realtime();
-                let mut d = Drained::default();
-                while !stop.load(Ordering::Relaxed) {
-                    d.drain(&mut file)?;
-                    std::thread::sleep(DRAIN_EVERY);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let mut file = file;
+        let drain = std::thread::spawn(move || -> std::io::Result<Drained> {
+            realtime();
+            let mut d = Drained::default();
+            let mut pass = Instant::now();
+            loop {
+                let read = d.drain(&mut file)?;
+                let sleep = drain_sleep(read, pass.elapsed(), ring_bytes);
+                pass = Instant::now();
+                match stopped.recv_timeout(sleep) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
                 }
-                d.drain_all(&mut file)?;
-                Ok(d)
-            })
-        };
+            }
+            d.drain_all(&mut file)?;
+            Ok(d)
+        });
         Ok(Recording {
             paths: paths.clone(),
-            stop,
+            stop: Some(stop),
             drain: Some(drain),
         })
     }
@@ -337,7 +360,7 @@ impl Recording {
     pub fn stop(mut self) -> anyhow::Result<(Drained, u64)> {
         let trace = self.paths.debugfs.join("trace");
         let stopped = set_recording(&self.paths, false);
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         let drain = self.drain.take().expect("drain thread");
         let mut data = drain
             .join()
@@ -357,7 +380,7 @@ impl Drop for Recording {
     fn drop(&mut self) {
         if self.drain.is_some() {
             let _ = set_recording(&self.paths, false);
-            self.stop.store(true, Ordering::Relaxed);
+            self.stop.take();
         }
     }
 }
@@ -598,6 +621,20 @@ mod tests {
             [0, 1, 2, 3, 4, 5]
         );
         assert_eq!(recs[4].event, enoki_trace::Event::Upgrade { state: 0x1000 });
+    }
+
+    #[test]
+    fn the_drain_sleeps_until_an_eighth_of_a_ring_may_have_filled() {
+        let ms = Duration::from_millis;
+        let mib = 1 << 20;
+        // 64 KiB in 10 ms: an eighth of 8 MiB takes 160 ms, more than the most.
+        assert_eq!(drain_sleep(64 << 10, ms(10), 8 * mib), DRAIN_EVERY_MAX);
+        // 1 MiB in 10 ms: an eighth of 8 MiB takes 10 ms.
+        assert_eq!(drain_sleep(mib as usize, ms(10), 8 * mib), ms(10));
+        // 1 MiB in 10 ms with 1 MiB rings: 1.25 ms, less than the least.
+        assert_eq!(drain_sleep(mib as usize, ms(10), mib), DRAIN_EVERY_MIN);
+        assert_eq!(drain_sleep(0, ms(10), mib), DRAIN_EVERY_MAX, "nothing came");
+        assert_eq!(drain_sleep(1, Duration::MAX, mib), DRAIN_EVERY_MAX);
     }
 
     #[test]
