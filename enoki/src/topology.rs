@@ -181,10 +181,23 @@ impl Topology {
         near.chain(mid).chain(far)
     }
 
+    /// The CPUs of `set` but `cpu` in the order of [`Topology::nearest`]:
+    /// a search over a few CPUs takes a few steps, not one per CPU.
+    pub fn nearest_of(&self, cpu: CpuId, set: &CpuSet) -> impl Iterator<Item = CpuId> {
+        let mut others = *set & self.all_cpus();
+        others.remove(cpu);
+        let llc = self.llc_cpus(cpu);
+        let node = self.node_cpus(self.node_of(cpu));
+        let near = (others & llc).iter();
+        let mid = (others & node.without(llc)).iter();
+        let far = others.without(node).iter();
+        near.chain(mid).chain(far)
+    }
+
     /// The CPU of `set` nearest to `cpu` (not `cpu` itself), as
     /// [`Topology::nearest`] orders them.
     pub fn nearest_in(&self, cpu: CpuId, set: &CpuSet) -> Option<CpuId> {
-        self.nearest(cpu).find(|c| set.contains(*c))
+        self.nearest_of(cpu, set).next()
     }
 }
 
@@ -226,6 +239,14 @@ mod tests {
         set.insert(2);
         set.insert(1);
         assert_eq!(t.nearest_in(5, &set), Some(1));
+        for cpu in t.cpus() {
+            for set in [set, t.all_cpus(), t.llc_cpus(6), CpuSet::default()] {
+                let of: std::vec::Vec<_> = t.nearest_of(cpu, &set).collect();
+                let filtered: std::vec::Vec<_> =
+                    t.nearest(cpu).filter(|c| set.contains(*c)).collect();
+                assert_eq!(of, filtered, "cpu {cpu}");
+            }
+        }
     }
 
     #[test]

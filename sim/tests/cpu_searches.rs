@@ -82,7 +82,7 @@ const SLEEPERS: &str = r#"
 #[test]
 fn an_idle_cpu_s_balance_costs_the_same_on_4_and_on_8_cpus() {
     std::env::set_var("ENOKI_QUIET", "1");
-    for sched in ["fifo", "locality", "arachne", "wfq"] {
+    for sched in ["fifo", "locality", "arachne", "shinjuku", "wfq"] {
         let fewest = |cpus| {
             let calls = lock_events_per_call(sched, cpus, SLEEPERS, kind::BALANCE);
             calls.into_iter().min()

@@ -215,7 +215,7 @@ impl Arachne {
     fn pull_towards(&self, from: CpuId, may_run: &CpuSet) {
         let (online, idle) = self.queues.online_and_idle();
         let online = online & *may_run;
-        let near = || self.topology.nearest(from).filter(|c| online.contains(*c));
+        let near = || self.topology.nearest_of(from, &online);
         let Some(to) = near().find(|c| idle.contains(*c)).or_else(|| near().next()) else {
             return;
         };
@@ -545,7 +545,7 @@ impl EnokiScheduler for Arachne {
         let mut holders = CpuSet::empty();
         // Queues that held nothing when last unlocked are not locked.
         let holding = self.queues.holding_tasks();
-        for other in self.topology.nearest(cpu).filter(|c| holding.contains(*c)) {
+        for other in self.topology.nearest_of(cpu, &holding) {
             let queue = self.queues.lock(other)?;
             if queue.is_empty() {
                 continue;

@@ -141,7 +141,7 @@ impl EnokiScheduler for Fifo {
         // A queue that held nothing when last unlocked is not locked:
         // every idle CPU balances, and most queues are empty then.
         let holding = self.queues.holding_tasks();
-        for other in self.topology.nearest(cpu).filter(|c| holding.contains(*c)) {
+        for other in self.topology.nearest_of(cpu, &holding) {
             let q = self.queues.lock(other)?;
             if best.is_some_and(|(len, _)| q.len() <= len) {
                 continue;

@@ -303,7 +303,7 @@ impl EnokiScheduler for Locality {
         let mut best: Option<((bool, usize), Pid)> = None;
         // Queues that held nothing when last unlocked are not locked.
         let holding = self.queues.holding_tasks();
-        for other in self.topology.nearest(cpu).filter(|c| holding.contains(*c)) {
+        for other in self.topology.nearest_of(cpu, &holding) {
             let queue = self.queues.lock(other)?;
             let Some(w) = self.stealable(&queue, other, cpu) else {
                 continue;

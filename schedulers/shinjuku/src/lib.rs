@@ -95,8 +95,11 @@ impl Shinjuku {
     fn shortest_queue(&self, cpu: CpuId, allowed: &CpuSet) -> Result<Option<CpuId>> {
         let mut best: Option<(usize, CpuId)> = None;
         let usable = self.queues.online_cpus() & *allowed;
-        let candidates = core::iter::once(cpu).chain(self.topology.nearest(cpu));
-        for c in candidates.filter(|c| usable.contains(*c)) {
+        let here = Some(cpu).filter(|c| usable.contains(*c));
+        for c in here
+            .into_iter()
+            .chain(self.topology.nearest_of(cpu, &usable))
+        {
             let len = self.waiting(c)?;
             if best.is_none_or(|(shortest, _)| len < shortest) {
                 best = Some((len, c));
@@ -191,9 +194,9 @@ impl EnokiScheduler for Shinjuku {
             return Ok(prev_cpu);
         };
         let usable = self.queues.idle_cpus() & allowed;
-        let idle = core::iter::once(prev_cpu)
-            .chain(self.topology.nearest(prev_cpu))
-            .find(|c| usable.contains(*c));
+        let idle = Some(prev_cpu)
+            .filter(|c| usable.contains(*c))
+            .or_else(|| self.topology.nearest_in(prev_cpu, &usable));
         if let Some(cpu) = idle {
             return Ok(cpu);
         }
@@ -201,9 +204,11 @@ impl EnokiScheduler for Shinjuku {
     }
 
     fn balance(&self, cpu: CpuId) -> Result<Option<Pid>> {
-        // The longest-waiting task allowed here, from any queue head.
+        // The longest-waiting task allowed here, from any queue head (a
+        // queue that held nothing when last unlocked is not locked).
         let mut oldest: Option<(u64, Pid)> = None;
-        for other in self.topology.nearest(cpu) {
+        let holding = self.queues.holding_tasks();
+        for other in self.topology.nearest_of(cpu, &holding) {
             let q = self.queues.lock(other)?;
             let head = q.iter().find(|w| w.info.allowed.contains(cpu));
             if let Some(w) = head.filter(|w| oldest.is_none_or(|(a, _)| w.info.arrival < a)) {
