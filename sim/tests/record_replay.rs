@@ -383,10 +383,22 @@ fn interleaved(bytes: &[u8]) -> (TraceHeader, Vec<Record>, usize) {
             }
         }
     }
-    for (seq, r) in order.iter_mut().enumerate() {
+    renumber(&mut order);
+    (header, order, interleaved)
+}
+
+/// A trace's header and every record.
+fn header_and_records(bytes: &[u8]) -> (TraceHeader, Vec<Record>) {
+    let reader = TraceReader::new(Cursor::new(bytes)).unwrap();
+    let header = reader.header().clone();
+    (header, reader.map(Result::unwrap).collect())
+}
+
+/// Numbers `records` from 1 in their order.
+fn renumber(records: &mut [Record]) {
+    for (seq, r) in records.iter_mut().enumerate() {
         r.seq = seq as u64 + 1;
     }
-    (header, order, interleaved)
 }
 
 /// Whether two calls' lock events name no lock in common.
@@ -565,9 +577,7 @@ fn missing_sequence_numbers_stop_both_replays_as_a_gap() {
 fn an_exit_record_ends_both_replays_as_the_run_did() {
     quiet();
     let (_, bytes) = record::<Fifo>(&mixed_spec(), 3, FIFO);
-    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
-    let header = reader.header().clone();
-    let mut records: Vec<Record> = reader.by_ref().map(Result::unwrap).collect();
+    let (header, mut records) = header_and_records(&bytes);
     // Between two calls, as Enoki-C writes it once no call can start.
     let at = (records.len() / 2..records.len())
         .find(|&i| matches!(records[i].event, Event::Msg(_)))
@@ -934,9 +944,7 @@ fn lock_ordered_replay_reads_no_further_ahead_than_its_fibers_need() {
 fn a_call_ending_with_an_unreplayed_lock_event_diverges_at_once() {
     quiet();
     let (_out, bytes) = record::<Fifo>(&one_pair_on_8_cpus(), 1, FIFO);
-    let mut reader = TraceReader::new(Cursor::new(&bytes)).unwrap();
-    let header = reader.header().clone();
-    let mut records: Vec<Record> = reader.by_ref().map(Result::unwrap).collect();
+    let (header, mut records) = header_and_records(&bytes);
     let is_msg = |r: &Record| matches!(r.event, Event::Msg(_));
     let last_msg_of = |cpu: u32| records.iter().rposition(|r| r.cpu == cpu && is_msg(r));
     // The CPU whose last call comes first, ending with a lock event.
@@ -955,9 +963,7 @@ fn a_call_ending_with_an_unreplayed_lock_event_diverges_at_once() {
     let before = records[..at].iter().filter(|r| is_msg(r)).count() as u64;
     assert!(before < total / 10, "{before} of {total} messages");
     records.insert(at, access);
-    for (seq, r) in records.iter_mut().enumerate() {
-        r.seq = seq as u64 + 1;
-    }
+    renumber(&mut records);
     let mut reader = TraceReader::new(Cursor::new(write(&header, &records))).unwrap();
     let rep = replay_by_locks::<Fifo>(&header, &mut reader, &ReplayOptions::default()).unwrap();
     let d = rep.divergence.expect("the extra lock event must diverge");
