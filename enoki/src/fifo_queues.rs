@@ -29,6 +29,20 @@ use crate::sync::{CpuFlags, SharedCpuSet};
 use crate::topology::Topology;
 use crate::types::{cpu_goes_idle, CpuId, CpuSet, Pid, PrevTask, Schedulable};
 
+/// What a scheduler keeps with a waiting task says where the task may
+/// run: its allowed CPUs as of its last enqueue (an affinity change
+/// dequeues and enqueues a waiting task, so they are current).
+pub trait AllowedCpus {
+    /// Whether the task may run on `cpu`.
+    fn allows(&self, cpu: CpuId) -> bool;
+}
+
+impl AllowedCpus for CpuSet {
+    fn allows(&self, cpu: CpuId) -> bool {
+        self.contains(cpu)
+    }
+}
+
 /// A waiting task: its token and what its scheduler keeps with it.
 pub struct Waiting<T> {
     /// The task's token for the CPU whose queue holds it.
@@ -267,10 +281,26 @@ impl<T: Copy> FifoQueues<T> {
     /// Removes `pid`'s entry from whichever queue holds it.
     #[track_caller]
     pub fn take(&self, pid: Pid) -> Result<Option<Waiting<T>>> {
+        self.take_if(pid, |_| true)
+    }
+
+    /// Removes `pid`'s entry from whichever queue holds it if `may_take`
+    /// says yes to it; otherwise leaves it where it is.
+    #[track_caller]
+    fn take_if(
+        &self,
+        pid: Pid,
+        may_take: impl Fn(&Waiting<T>) -> bool,
+    ) -> Result<Option<Waiting<T>>> {
         for cpu in self.holding_tasks().iter() {
-            let found = self.lock(cpu)?.remove_first(|w| w.token.pid() == pid);
-            if found.is_some() {
-                return Ok(found);
+            let mut found = false;
+            let taken = self.lock(cpu)?.remove_first(|w| {
+                let it = w.token.pid() == pid;
+                found |= it;
+                it && may_take(w)
+            });
+            if found {
+                return Ok(taken);
             }
         }
         Ok(None)
@@ -284,18 +314,25 @@ impl<T: Copy> FifoQueues<T> {
 
     /// A thief asked for `pid`, which now has the token `sched` for the
     /// thief's CPU: the task goes first in that queue, so that it runs next
-    /// there, with what was kept with it. Returns the old token, or `None`
-    /// when no queue holds the task. When the thief's queue is full, the
-    /// new token is dropped and the old one is handed to `requeue`.
+    /// there, with what was kept with it. Returns the token to drop: the
+    /// old one, or the new one when no queue holds the task or the task no
+    /// longer allows the thief's CPU (Enoki-C checked the thief's answer
+    /// without the task's CPU's lock: an affinity change may have come
+    /// between). When the thief's queue is full, the new token is dropped
+    /// and the old one is handed to `requeue`.
     #[track_caller]
     pub fn migrate(
         &self,
         pid: Pid,
         sched: Schedulable,
         requeue: impl FnOnce(Schedulable) -> Result<(), NotTaken>,
-    ) -> Result<Option<Schedulable>> {
-        let Some(old) = self.take(pid)? else {
-            return Ok(None);
+    ) -> Result<Option<Schedulable>>
+    where
+        T: AllowedCpus,
+    {
+        let thief = sched.cpu();
+        let Some(old) = self.take_if(pid, |w| w.info.allows(thief))? else {
+            return Ok(Some(sched));
         };
         let queued = self.lock(sched.cpu())?.push_front(Waiting {
             token: sched,
@@ -315,6 +352,17 @@ mod tests {
     use std::vec::Vec;
 
     const SLICE: u64 = 3_000_000;
+
+    /// In these tests, what is kept with a task is the mask of its allowed
+    /// CPUs.
+    impl AllowedCpus for u32 {
+        fn allows(&self, cpu: CpuId) -> bool {
+            u32::try_from(cpu)
+                .ok()
+                .and_then(|cpu| self.checked_shr(cpu))
+                .is_some_and(|rest| rest & 1 == 1)
+        }
+    }
 
     /// Four CPUs (one socket), each queue with room for `room` tasks, all
     /// CPUs busy.
@@ -372,7 +420,7 @@ mod tests {
         assert!(q.lock(1).unwrap().pop_front().is_some());
         assert!(!q.holds_tasks(1));
         q.push_back(token(2, 2), 0).unwrap();
-        q.push_back(token(3, 2), 0).unwrap();
+        q.push_back(token(3, 2), 0b0101).unwrap();
         assert!(q.holds_tasks(2));
         assert_eq!(q.pick(2, None, SLICE).unwrap().1, 1);
         assert!(q.holds_tasks(2), "one still waits");
@@ -405,7 +453,11 @@ mod tests {
         let old = q.migrate(1, token(1, 1), no_requeue).unwrap();
         assert_eq!(old, Some(token(1, 0)));
         assert_eq!(pids(&q, 1), [(1, 10), (2, 20)]);
-        assert_eq!(q.migrate(9, token(9, 1), no_requeue).unwrap(), None);
+        assert_eq!(
+            q.migrate(9, token(9, 1), no_requeue).unwrap(),
+            Some(token(9, 1)),
+            "no queue holds it: the new token is dropped"
+        );
 
         q.push_back(token(3, 0), 30).unwrap();
         let mut requeued = None;
@@ -418,6 +470,21 @@ mod tests {
         assert_eq!(pids(&q, 1), [(1, 10), (2, 20)]);
         q.remove(1).unwrap();
         assert_eq!(pids(&q, 1), [(2, 20)]);
+    }
+
+    #[test]
+    fn a_thief_the_task_no_longer_allows_leaves_it_where_it_waits() {
+        let (q, _) = queues(4);
+        q.push_back(token(1, 0), 0b0001).unwrap();
+        q.push_back(token(2, 0), 0b0011).unwrap();
+        let no_requeue = |t: Schedulable| -> Result<(), NotTaken> { panic!("requeued {t:?}") };
+        let dropped = q.migrate(1, token(1, 1), no_requeue).unwrap();
+        assert_eq!(dropped, Some(token(1, 1)), "the new token is dropped");
+        assert_eq!(pids(&q, 0), [(1, 0b0001), (2, 0b0011)], "in its place");
+        assert_eq!(pids(&q, 1), []);
+        let dropped = q.migrate(2, token(2, 1), no_requeue).unwrap();
+        assert_eq!(dropped, Some(token(2, 0)), "an allowed thief takes it");
+        assert_eq!(pids(&q, 1), [(2, 0b0011)]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use user as backend;
 
 pub use collections::{AllocError, FixedVec, Ring, TaskMap};
 pub use fault::{Failed, Fault, FaultKind};
-pub use fifo_queues::{FifoGuard, FifoQueues, Waiting};
+pub use fifo_queues::{AllowedCpus, FifoGuard, FifoQueues, Waiting};
 pub use heap::TaskHeap;
 pub use hint::HintData;
 pub use messages::Messages;

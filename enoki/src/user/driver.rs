@@ -121,7 +121,9 @@ pub struct DriverCounters {
 /// Where the kernel has a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskState {
-    /// Waiting in the scheduler with a token for `cpu`.
+    /// Waiting in the scheduler on `cpu`'s run queue: its token is for
+    /// `cpu`, unless a thief's migration moved it (the task moves when the
+    /// thief picks it, as in the kernel).
     Queued {
         cpu: CpuId,
     },
@@ -534,6 +536,37 @@ impl<S: EnokiScheduler> Driver<S> {
             .or_else(|| self.fallback_task(cpu))
     }
 
+    /// Enoki-C's balance of idle `cpu`: asks the scheduler for a task to
+    /// pull, checks it, then migrates its token. Enoki-C checks without the
+    /// victim CPU's run-queue lock, so that CPU may change the task between
+    /// the check and the migration: `meanwhile` is that change, given the
+    /// task. Returns the task migrated, if any.
+    pub fn balance_raced_by(
+        &mut self,
+        cpu: CpuId,
+        meanwhile: impl FnOnce(&mut Self, Pid),
+    ) -> Option<Pid> {
+        let mut b = Msg::new(kind::BALANCE, cpu as i32);
+        self.send(&mut b);
+        if b.ret < 0 {
+            return None;
+        }
+        let pid = b.ret as Pid;
+        if let Err((code, _)) = self.check_pick(pid, cpu) {
+            self.counters.balance_errors += 1;
+            let mut e = Msg::new(kind::BALANCE_ERR, cpu as i32);
+            e.pid = pid;
+            e.flags = code;
+            self.send(&mut e);
+            return None;
+        }
+        meanwhile(self, pid);
+        let mut mig = self.msg(kind::MIGRATE_TASK_RQ, cpu, pid);
+        mig.task_cpu = cpu as i32;
+        self.send(&mut mig);
+        Some(pid)
+    }
+
     fn dispatch_module(&mut self, cpu: CpuId, prev: Option<Pid>) -> Option<(Pid, u64)> {
         // A CPU whose task is still runnable has work: it never steals.
         let mut balanced = prev.is_some();
@@ -575,27 +608,8 @@ impl<S: EnokiScheduler> Driver<S> {
                 break;
             }
             balanced = true;
-            let mut b = Msg::new(kind::BALANCE, cpu as i32);
-            self.send(&mut b);
-            if b.ret < 0 {
+            if self.balance_raced_by(cpu, |_, _| {}).is_none() {
                 break;
-            }
-            let pid = b.ret as Pid;
-            match self.check_pick(pid, cpu) {
-                Ok(()) => {
-                    let mut mig = self.msg(kind::MIGRATE_TASK_RQ, cpu, pid);
-                    mig.task_cpu = cpu as i32;
-                    self.send(&mut mig);
-                    self.set_state(pid, TaskState::Queued { cpu });
-                }
-                Err((code, _)) => {
-                    self.counters.balance_errors += 1;
-                    let mut e = Msg::new(kind::BALANCE_ERR, cpu as i32);
-                    e.pid = pid;
-                    e.flags = code;
-                    self.send(&mut e);
-                    break;
-                }
             }
         }
         None

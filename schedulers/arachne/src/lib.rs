@@ -102,10 +102,10 @@ pub use hints::{
 pub use introspect::Stats;
 
 use enoki::{
-    cpu_goes_idle, CpuFlags, CpuId, CpuSet, EnokiScheduler, FifoQueues, FixedVec, HintError,
-    InitContext, InitError, Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring,
-    RwLock, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap, Topology,
-    Waiting, Wake,
+    cpu_goes_idle, AllowedCpus, CpuFlags, CpuId, CpuSet, EnokiScheduler, FifoQueues, FixedVec,
+    HintError, InitContext, InitError, Messages, NotTaken, PickError, Pid, PrevTask, QueueId,
+    Result, Ring, RwLock, Schedulable, Services, Shared, SpinLock, TaskError, TaskInfo, TaskMap,
+    Topology, Waiting, Wake,
 };
 use grants::{Change, Grants, Reclaim};
 use hints::Counters;
@@ -126,6 +126,12 @@ const MAX_RECLAIM_MS: u64 = 10_000;
 struct Member {
     tgid: Pid,
     allowed: CpuSet,
+}
+
+impl AllowedCpus for Member {
+    fn allows(&self, cpu: CpuId) -> bool {
+        self.allowed.contains(cpu)
+    }
 }
 
 /// A task an idle CPU could steal from another CPU's queue.

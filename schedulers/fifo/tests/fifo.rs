@@ -289,3 +289,26 @@ fn a_cpu_that_keeps_its_task_running_is_not_kicked_as_idle() {
     let kicked = d.busy_kicks_once_every_cpu_keeps_its_task(1, SLICE);
     assert_eq!(kicked, Ok(Vec::new()));
 }
+
+/// Enoki-C checks a steal without the victim CPU's lock, so an affinity
+/// change can land between the check and the migration. The thief must not
+/// take a token for a CPU the task no longer allows: picking it there would
+/// fail, and the task would lose its turn.
+#[test]
+fn a_steal_raced_by_an_affinity_change_leaves_the_task_where_it_may_run() {
+    let mut d = driver(64);
+    all_idle(&mut d);
+    d.spawn(1, only(0), 0, 0);
+    assert_eq!(d.schedule(0), Some(1));
+    d.spawn(2, only(0), 0, 0);
+    let mut two = only(0);
+    two.insert(1);
+    d.set_affinity(2, two);
+    assert_eq!(d.state(2), Some(TaskState::Queued { cpu: 0 }));
+    let stolen = d.balance_raced_by(1, |d, pid| d.set_affinity(pid, only(0)));
+    assert_eq!(stolen, Some(2), "checked before the affinity changed");
+    assert_eq!(d.schedule(1), None, "the task no longer runs on CPU 1");
+    assert_eq!(d.counters.pick_errors, 0);
+    d.block(0);
+    assert_eq!(d.schedule(0), Some(2), "still queued on CPU 0");
+}

@@ -63,9 +63,9 @@ pub use hints::{GroupHint, GroupHome, MAX_QUEUES};
 pub use introspect::Stats;
 
 use enoki::{
-    CpuId, CpuSet, EnokiScheduler, FifoQueues, HintError, InitContext, InitError, Messages,
-    NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, Schedulable, Services, SpinLock,
-    TaskError, TaskInfo, Topology, Waiting, Wake,
+    AllowedCpus, CpuId, CpuSet, EnokiScheduler, FifoQueues, HintError, InitContext, InitError,
+    Messages, NotTaken, PickError, Pid, PrevTask, QueueId, Result, Ring, Schedulable, Services,
+    SpinLock, TaskError, TaskInfo, Topology, Waiting, Wake,
 };
 use groups::{Groups, Placement};
 use hints::{Counters, OpenQueues};
@@ -82,6 +82,12 @@ const MAX_OVERLOAD: u64 = 1 << 20;
 struct Place {
     allowed: CpuSet,
     home: Option<CpuId>,
+}
+
+impl AllowedCpus for Place {
+    fn allows(&self, cpu: CpuId) -> bool {
+        self.allowed.contains(cpu)
+    }
 }
 
 /// The locality-aware scheduler.

@@ -19,9 +19,9 @@
 #![forbid(unsafe_code)]
 
 use enoki::{
-    CpuFlags, CpuId, CpuSet, EnokiScheduler, FifoQueues, InitContext, InitError, Messages, NoHint,
-    NotTaken, PickError, Pid, PrevTask, Result, Schedulable, Services, Shared, SpinLock, TaskError,
-    TaskInfo, TaskMap, Topology, Wake,
+    AllowedCpus, CpuFlags, CpuId, CpuSet, EnokiScheduler, FifoQueues, InitContext, InitError,
+    Messages, NoHint, NotTaken, PickError, Pid, PrevTask, Result, Schedulable, Services, Shared,
+    SpinLock, TaskError, TaskInfo, TaskMap, Topology, Wake,
 };
 
 /// What is kept with a waiting task's token: where it may run (so stealing
@@ -30,6 +30,12 @@ use enoki::{
 struct Ticket {
     allowed: CpuSet,
     arrival: u64,
+}
+
+impl AllowedCpus for Ticket {
+    fn allows(&self, cpu: CpuId) -> bool {
+        self.allowed.contains(cpu)
+    }
 }
 
 /// The Shinjuku scheduler.

@@ -842,12 +842,18 @@ impl EnokiScheduler for Wfq {
         let Some(from) = from else {
             return Ok(Some(sched));
         };
-        // Refused (the new token comes back) unless it still waits there.
+        // Refused (the new token comes back) unless it still waits there
+        // and may run on the thief: Enoki-C checked the thief's answer
+        // without the task's CPU's lock, and its affinity may have changed.
         let Some((mut src_rq, mut dst_rq)) = self.rqs.lock_pair(from, to)? else {
             return Ok(Some(sched));
         };
         let (src, dst) = (&mut *src_rq, &mut *dst_rq);
-        if src.tasks.get(pid).is_none_or(|t| t.state != State::Waiting) {
+        if src
+            .tasks
+            .get(pid)
+            .is_none_or(|t| t.state != State::Waiting || !t.allowed.contains(to))
+        {
             return Ok(Some(sched));
         }
         // Out of the queue it waits in, into the thief's, keeping its lag.

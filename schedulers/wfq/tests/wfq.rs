@@ -996,3 +996,19 @@ fn cgroups_past_the_table_count_as_the_roots_and_a_freed_slot_is_used_again() {
     );
     m.check_consistent().unwrap();
 }
+
+/// Enoki-C checks a steal without the victim CPU's lock, so an affinity
+/// change can land between the check and the migration. The thief must not
+/// take a token for a CPU the task no longer allows.
+#[test]
+fn a_steal_raced_by_an_affinity_change_leaves_the_task_where_it_may_run() {
+    let mut m = Machine::new("");
+    three_on(&mut m, 10, 0);
+    let stolen =
+        m.d.balance_raced_by(1, |d, pid| d.set_affinity(pid, only(0)));
+    let stolen = stolen.expect("checked before the affinity changed");
+    m.allowed.insert(stolen, only(0));
+    assert_ne!(m.d.schedule(1), Some(stolen), "CPU 1 may not run it");
+    assert_eq!(m.d.counters.pick_errors, 0);
+    m.check_consistent().unwrap();
+}
