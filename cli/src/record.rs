@@ -133,6 +133,23 @@ const READ_CHUNK: usize = 1024 * KERNEL_MSG_REC_BYTES;
 /// (fresh pages, so a page costs only its first touch) and never moved.
 const SEGMENT: usize = 16 << 20;
 
+/// Most bytes of segments made ready before recording starts.
+const RESERVE_MAX: u64 = 256 << 20;
+
+/// A fresh segment whose pages are all in memory: its page faults, and
+/// the kernel zeroing its pages, happen now rather than while the recorded
+/// workload runs. (Written through `black_box`, or the compiler would drop
+/// stores of zero into memory it knows is zero.)
+fn touched_segment() -> Box<[u8]> {
+    let mut seg = std::hint::black_box(vec![0u8; SEGMENT].into_boxed_slice());
+    for page in seg.chunks_mut(4096) {
+        if let Some(first) = page.first_mut() {
+            *first = 0;
+        }
+    }
+    seg
+}
+
 /// Reads whole kernel records from a drain file until it returns 0, and
 /// keeps their bytes as read. They are parsed only once recording is over
 /// ([`Drained::records`]): while the workload runs, the drain thread competes
@@ -144,9 +161,23 @@ pub struct Drained {
     /// The segment being filled and its bytes used.
     seg: Box<[u8]>,
     used: usize,
+    /// Segments made ready in advance ([`Drained::with_reserve`]), used
+    /// before any new one.
+    spare: Vec<Box<[u8]>>,
 }
 
 impl Drained {
+    /// Ready to keep `bytes` (at most [`RESERVE_MAX`]) without touching a
+    /// new page: a recording's drain should not add page faults to the
+    /// workload it records.
+    pub fn with_reserve(bytes: u64) -> Self {
+        let segments = bytes.min(RESERVE_MAX).div_ceil(SEGMENT as u64);
+        Drained {
+            spare: (0..segments).map(|_| touched_segment()).collect(),
+            ..Drained::default()
+        }
+    }
+
     /// Reads from `src` until it is empty or [`DRAIN_PASS_MAX`] bytes came;
     /// returns the bytes read.
     pub fn drain(&mut self, src: &mut impl Read) -> std::io::Result<usize> {
@@ -166,7 +197,11 @@ impl Drained {
         // (the largest record).
         while max - done >= KERNEL_MSG_REC_BYTES {
             if self.seg.len() - self.used < KERNEL_MSG_REC_BYTES {
-                let seg = std::mem::replace(&mut self.seg, vec![0; SEGMENT].into_boxed_slice());
+                let next = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| vec![0; SEGMENT].into_boxed_slice());
+                let seg = std::mem::replace(&mut self.seg, next);
                 if self.used > 0 {
                     self.full.push((seg, self.used));
                 }
@@ -329,12 +364,15 @@ impl Recording {
         let file = File::open(&trace).map_err(|e| Error::io(&trace, e))?;
         // Unknown (an older kernel): as small as rings can be, 128 KiB.
         let ring_bytes = read_number(&paths.sysfs, "record_buffer_kib")?.unwrap_or(128) * 1024;
+        // Room for what the rings hold, so that the drain does not fault in
+        // new pages while the workload runs.
+        let rings = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut d = Drained::with_reserve(ring_bytes.saturating_mul(rings as u64));
         set_recording(paths, true)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let mut file = file;
         let drain = std::thread::spawn(move || -> std::io::Result<Drained> {
             realtime();
-            let mut d = Drained::default();
             let mut pass = Instant::now();
             loop {
                 let read = d.drain(&mut file)?;
@@ -568,6 +606,26 @@ mod tests {
         let records = d.records().unwrap();
         let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_reserve_is_used_before_any_new_segment() {
+        let mut d = Drained::with_reserve(SEGMENT as u64 + 1);
+        assert_eq!(d.spare.len(), 2, "whole segments, enough for the bytes");
+        let reserved: Vec<*const u8> = d.spare.iter().rev().map(|s| s.as_ptr()).collect();
+        let mut src = Endless(0);
+        let mut n = 0;
+        while d.full.len() < 2 {
+            n += d.drain(&mut src).unwrap();
+        }
+        let used: Vec<*const u8> = d.full.iter().map(|(s, _)| s.as_ptr()).collect();
+        assert_eq!(used, reserved);
+        assert!(d.spare.is_empty());
+        assert_eq!(d.bytes(), n as u64);
+        assert_eq!(
+            Drained::with_reserve(u64::MAX).spare.len() as u64,
+            RESERVE_MAX / SEGMENT as u64
+        );
     }
 
     /// At most `.1` bytes of `.0`, whole records, then empty.
