@@ -77,6 +77,11 @@ static u32 enoki_rec_entries = ENOKI_REC_ENTRIES_DEFAULT;
 
 /* the producers, on the call path and in libEnoki's locks */
 
+/* What enoki_record_lock() takes, as bits 1 << type. */
+#define ENOKI_REC_LOCK_TYPES						\
+	(BIT(ENOKI_REC_LOCK_ACQUIRE) | BIT(ENOKI_REC_LOCK_ACQUIRE_SHARED) |	\
+	 BIT(ENOKI_REC_LOCK_RELEASE) | BIT(ENOKI_REC_LOCK_ACCESS))
+
 /* Units of the record whose header is @rec. */
 static u64 enoki_rec_units(const struct enoki_rec *rec)
 {
@@ -120,9 +125,9 @@ static void enoki_ring_gap(struct enoki_ring *ring, int cpu)
  * have been. The last unit is kept for the gap record
  * enoki_record_stop() may have to write.
  */
-static struct enoki_rec *enoki_ring_slot(u64 seq, u64 units)
+static noinline struct enoki_rec *
+enoki_ring_slot_slow(struct enoki_ring *ring, u64 seq, u64 units)
 {
-	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
 	u64 used;
 
 	if (!ring->buf)
@@ -137,6 +142,22 @@ static struct enoki_rec *enoki_ring_slot(u64 seq, u64 units)
 	}
 	if (ring->lost)
 		enoki_ring_gap(ring, smp_processor_id());
+	return &ring->buf[ring->head & ring->mask];
+}
+
+/*
+ * As enoki_ring_slot_slow(), inline for the common case of a ring that
+ * has room and lost nothing: every lock event of a recorded call takes
+ * this path.
+ */
+static __always_inline struct enoki_rec *enoki_ring_slot(u64 seq, u64 units)
+{
+	struct enoki_ring *ring = this_cpu_ptr(&enoki_rings);
+	/* pairs with the reader's release: its units are free to reuse */
+	u64 used = ring->head - smp_load_acquire(&ring->tail);
+
+	if (unlikely(!ring->buf || ring->lost || used + units > ring->mask))
+		return enoki_ring_slot_slow(ring, seq, units);
 	return &ring->buf[ring->head & ring->mask];
 }
 
@@ -163,6 +184,19 @@ static void enoki_ring_put_msg(struct enoki_ring *ring,
 	size_t room = (ring->mask + 1 - at) * unit;
 	size_t first = min(sizeof(*msg), room);
 
+	/*
+	 * Word by word when it fits: memcpy() of a message costs twice the
+	 * instructions, and recording pays it on every call.
+	 */
+	if (likely(first == sizeof(*msg))) {
+		const u64 *src = (const u64 *)msg;
+		u64 *dst = (u64 *)&ring->buf[at];
+		size_t i;
+
+		for (i = 0; i < sizeof(*msg) / sizeof(u64); i++)
+			dst[i] = src[i];
+		return;
+	}
 	memcpy(&ring->buf[at], msg, first);
 	if (first < sizeof(*msg))
 		memcpy(ring->buf, (const u8 *)msg + first,
@@ -239,28 +273,23 @@ static void enoki_record_exit(u64 kind)
  *        and released with nothing else in between (one record where a
  *        pair would cost two)
  *
- * Called with interrupts off from inside a scheduler call.
+ * A recorded call runs with interrupts off from enoki_record_seq() to
+ * enoki_record_msg(), so whatever the context, a CPU reads its own
+ * enoki_rec_call.on true only inside such a call, where it stays on the
+ * CPU.
  */
 void enoki_record_lock(u64 addr, u32 type)
 {
 	struct enoki_rec *rec;
-	unsigned long flags;
 	u64 seq;
 
 	/* pairs with enoki_record_start(): the rings are ready */
-	if (!smp_load_acquire(&enoki_recording))
+	if (!smp_load_acquire(&enoki_recording) ||
+	    !raw_cpu_read(enoki_rec_call.on))
 		return;
-	if (WARN_ON_ONCE(type != ENOKI_REC_LOCK_ACQUIRE &&
-			 type != ENOKI_REC_LOCK_ACQUIRE_SHARED &&
-			 type != ENOKI_REC_LOCK_RELEASE &&
-			 type != ENOKI_REC_LOCK_ACCESS))
+	if (WARN_ON_ONCE(type >= BITS_PER_LONG ||
+			 !(BIT(type) & ENOKI_REC_LOCK_TYPES)))
 		return;
-	local_irq_save(flags);
-	if (!__this_cpu_read(enoki_rec_call.on)) {
-		/* inside a call that started before recording did */
-		local_irq_restore(flags);
-		return;
-	}
 	seq = atomic64_inc_return(&enoki_seq);
 	rec = enoki_ring_slot(seq, 1);
 	if (rec) {
@@ -268,7 +297,6 @@ void enoki_record_lock(u64 addr, u32 type)
 			       __this_cpu_read(enoki_rec_call.time_ns));
 		enoki_ring_commit(this_cpu_ptr(&enoki_rings), 1);
 	}
-	local_irq_restore(flags);
 }
 EXPORT_SYMBOL_GPL(enoki_record_lock);
 
