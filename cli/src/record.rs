@@ -350,6 +350,9 @@ fn realtime() {
 /// A recording in progress: Enoki-C records, a thread drains the rings.
 pub struct Recording {
     paths: RecordPaths,
+    /// When recording was switched on (after the drain's memory was made
+    /// ready).
+    started: Instant,
     /// Dropped to stop the drain thread, which it wakes.
     stop: Option<mpsc::Sender<()>>,
     drain: Option<std::thread::JoinHandle<std::io::Result<Drained>>>,
@@ -368,6 +371,7 @@ impl Recording {
         // new pages while the workload runs.
         let rings = std::thread::available_parallelism().map_or(1, usize::from);
         let mut d = Drained::with_reserve(ring_bytes.saturating_mul(rings as u64));
+        let started = Instant::now();
         set_recording(paths, true)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let mut file = file;
@@ -388,9 +392,16 @@ impl Recording {
         });
         Ok(Recording {
             paths: paths.clone(),
+            started,
             stop: Some(stop),
             drain: Some(drain),
         })
+    }
+
+    /// When recording was switched on: what came before (making the
+    /// drain's memory ready) is setup, not recording.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Stops recording, drains the rest; returns what was drained and the

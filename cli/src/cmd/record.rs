@@ -4,7 +4,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use enoki_cli::load::{self, LoadParams};
 use enoki_cli::record::{self, RecordPaths, Recording};
@@ -80,8 +80,8 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
     }
     // With a command, SIGINT reaches it too: we wait for it to end. Without, it stops us.
     catch_signals();
-    let start = Instant::now();
     let rec = Recording::start(&paths)?;
+    let started = rec.started();
     let header = match (header, &a.load) {
         (Some(h), _) => h,
         (None, Some(sched)) => {
@@ -108,7 +108,7 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
         })
     })();
     let (drained, drops) = rec.stop()?;
-    let duration = start.elapsed();
+    let duration = started.elapsed();
     let status = status?;
     let records = drained
         .records()
