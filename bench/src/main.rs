@@ -68,7 +68,7 @@ use locality::{LocalityConfig, LocalityReport};
 use report::{Meta, Report, RunRecord, CFIFO, DEFAULT};
 use sweep::{SweepConfig, SweepReport};
 use table::Table;
-use workloads::Workload;
+use workloads::{Better, Workload};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -281,12 +281,24 @@ fn record_overhead(ws: &[Workload], reps: usize, raw: &Path, scheds: &[String]) 
     lines
 }
 
+/// What recording cost by the workload's own first metric (a pipe's time
+/// per round trip, say, which leaves out starting the processes): the
+/// recorded run's value over the unrecorded one's, as a slowdown.
+fn own_metric_cost(w: &Workload, plain_out: &str, rec_out: &str) -> Option<f64> {
+    let metric = w.metrics.first()?;
+    let (plain, rec) = (metric.parse(plain_out)?, metric.parse(rec_out)?);
+    Some(match metric.better {
+        Better::Lower => rec / plain,
+        Better::Higher => plain / rec,
+    })
+}
+
 /// [`record_overhead`]'s lines for one scheduler.
 fn record_overhead_of(sched: &str, ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
     let (mut all_r, mut all_b) = (Vec::new(), Vec::new());
     let mut lines = Vec::new();
     for w in ws {
-        let (mut ratios, mut bpc) = (Vec::new(), Vec::new());
+        let (mut ratios, mut bpc, mut own) = (Vec::new(), Vec::new(), Vec::new());
         for rep in 1..=reps {
             let id = run_id(rep, w.name, sched);
             let ok = fs::read_to_string(raw.join(format!("{id}.rec.status")))
@@ -307,11 +319,17 @@ fn record_overhead_of(sched: &str, ws: &[Workload], reps: usize, raw: &Path) -> 
             if let Some(b) = last_value(&out, "bytes_per_call") {
                 bpc.push(b);
             }
+            let plain_out = fs::read_to_string(raw.join(format!("{id}.out"))).unwrap_or_default();
+            own.extend(own_metric_cost(w, &plain_out, &out));
         }
         if let Some(r) = median(ratios.clone()) {
             let b = median(bpc.clone()).map_or("-".into(), |b| format!("{b:.1}"));
+            let m = match (median(own), w.metrics.first()) {
+                (Some(m), Some(metric)) => format!(", its {} x{m:.3}", metric.name),
+                _ => String::new(),
+            };
             lines.push(format!(
-                "record overhead {sched} {}: recorded/unrecorded time x{r:.3}, {b} trace bytes per call",
+                "record overhead {sched} {}: recorded/unrecorded time x{r:.3}{m}, {b} trace bytes per call",
                 w.name
             ));
         }
@@ -1306,6 +1324,18 @@ mod tests {
             "bytes_per_call 91.5\nduration_s 2.5\n",
         );
         assert!(record_overhead(&ws, 1, dir.path(), &wfq())[0].contains("time x1.250"));
+        // And the workload's own metric, from both runs' output.
+        w("01-hackbench-wfq", "out", "Time: 2.0\n");
+        w(
+            "01-hackbench-wfq",
+            "rec.out",
+            "Time: 2.9\nbytes_per_call 91.5\nduration_s 2.5\n",
+        );
+        let lines = record_overhead(&ws, 1, dir.path(), &wfq());
+        assert!(
+            lines[0].contains("time x1.250, its time x1.450, 91.5"),
+            "{lines:?}"
+        );
     }
 
     #[test]

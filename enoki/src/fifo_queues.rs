@@ -318,8 +318,8 @@ impl<T: Copy> FifoQueues<T> {
     /// old one, or the new one when no queue holds the task or the task no
     /// longer allows the thief's CPU (Enoki-C checked the thief's answer
     /// without the task's CPU's lock: an affinity change may have come
-    /// between). When the thief's queue is full, the new token is dropped
-    /// and the old one is handed to `requeue`.
+    /// between). When the thief's queue is full, the new one is dropped
+    /// too, and the old one is handed to `requeue`.
     #[track_caller]
     pub fn migrate(
         &self,
@@ -338,9 +338,9 @@ impl<T: Copy> FifoQueues<T> {
             token: sched,
             info: old.info,
         });
-        if queued.is_err() {
+        if let Err(refused) = queued {
             requeue(old.token).or_else(NotTaken::drop_token)?;
-            return Ok(None);
+            return Ok(Some(refused.token));
         }
         Ok(Some(old.token))
     }
@@ -465,7 +465,11 @@ mod tests {
             requeued = Some(t);
             Ok(())
         });
-        assert_eq!(old.unwrap(), None, "the thief's queue is full");
+        assert_eq!(
+            old.unwrap(),
+            Some(token(3, 1)),
+            "the thief's queue is full: the new token is dropped"
+        );
         assert_eq!(requeued, Some(token(3, 0)), "the old token goes back");
         assert_eq!(pids(&q, 1), [(1, 10), (2, 20)]);
         q.remove(1).unwrap();

@@ -257,6 +257,11 @@ pub trait EnokiScheduler: Sized + Send + Sync + 'static {
     }
 
     /// `pid` moves: here is its token for the new CPU; give back the old one.
+    /// Give back `sched` itself to refuse: the task then stays where it
+    /// waits. Refuse when the task no longer waits, or may no longer run on
+    /// the new CPU: Enoki-C checked `balance`'s answer without the lock of
+    /// the CPU the task waits on, so either may have changed since.
+    /// Returning `None`, or another task's token, counts a migrate error.
     fn migrate_task_rq(&self, _pid: Pid, sched: Schedulable) -> Result<Option<Schedulable>> {
         Ok(Some(sched))
     }
