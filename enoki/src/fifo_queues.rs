@@ -231,13 +231,8 @@ impl<T: Copy> FifoQueues<T> {
         }
         let (online, idle) = self.online_and_idle();
         let (online, idle) = (online & *allowed, idle & *allowed);
-        let near = |set: CpuSet| topology.nearest_in(prev_cpu, &set);
-        Ok(Some(prev_cpu)
-            .filter(|c| idle.contains(*c))
-            .or_else(|| near(idle))
-            .or_else(|| Some(prev_cpu).filter(|c| online.contains(*c)))
-            .or_else(|| near(online))
-            .unwrap_or(prev_cpu))
+        let best = |set: CpuSet| topology.cpu_then_nearest_of(prev_cpu, &set).next();
+        Ok(best(idle).or_else(|| best(online)).unwrap_or(prev_cpu))
     }
 
     /// Whether a sync wakeup was placed on `cpu` since its last enqueue

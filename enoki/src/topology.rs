@@ -173,12 +173,7 @@ impl Topology {
     /// The other CPUs in order of closeness to `cpu`: its LLC, its node,
     /// then the rest (where a waking task or a thief looks first).
     pub fn nearest(&self, cpu: CpuId) -> impl Iterator<Item = CpuId> {
-        let llc = self.llc_cpus(cpu);
-        let node = self.node_cpus(self.node_of(cpu));
-        let near = llc.iter().filter(move |c| *c != cpu);
-        let mid = node.without(llc).iter();
-        let far = self.all_cpus().without(node).iter();
-        near.chain(mid).chain(far)
+        self.nearest_of(cpu, &self.all_cpus())
     }
 
     /// The CPUs of `set` but `cpu` in the order of [`Topology::nearest`]:
@@ -192,6 +187,14 @@ impl Topology {
         let mid = (others & node.without(llc)).iter();
         let far = others.without(node).iter();
         near.chain(mid).chain(far)
+    }
+
+    /// `cpu` itself if `set` has it, then the rest of `set` as
+    /// [`Topology::nearest_of`] orders them: where a task that ran on `cpu`
+    /// is best placed within `set`, best first.
+    pub fn cpu_then_nearest_of(&self, cpu: CpuId, set: &CpuSet) -> impl Iterator<Item = CpuId> {
+        let here = Some(cpu).filter(|c| set.contains(*c));
+        here.into_iter().chain(self.nearest_of(cpu, set))
     }
 
     /// The CPU of `set` nearest to `cpu` (not `cpu` itself), as
@@ -245,6 +248,12 @@ mod tests {
                 let filtered: std::vec::Vec<_> =
                     t.nearest(cpu).filter(|c| set.contains(*c)).collect();
                 assert_eq!(of, filtered, "cpu {cpu}");
+                let then: std::vec::Vec<_> = t.cpu_then_nearest_of(cpu, &set).collect();
+                let once: std::vec::Vec<_> = core::iter::once(cpu)
+                    .chain(t.nearest(cpu))
+                    .filter(|c| set.contains(*c))
+                    .collect();
+                assert_eq!(then, once, "cpu {cpu}");
             }
         }
     }

@@ -101,11 +101,7 @@ impl Shinjuku {
     fn shortest_queue(&self, cpu: CpuId, allowed: &CpuSet) -> Result<Option<CpuId>> {
         let mut best: Option<(usize, CpuId)> = None;
         let usable = self.queues.online_cpus() & *allowed;
-        let here = Some(cpu).filter(|c| usable.contains(*c));
-        for c in here
-            .into_iter()
-            .chain(self.topology.nearest_of(cpu, &usable))
-        {
+        for c in self.topology.cpu_then_nearest_of(cpu, &usable) {
             let len = self.waiting(c)?;
             if best.is_none_or(|(shortest, _)| len < shortest) {
                 best = Some((len, c));
@@ -200,10 +196,7 @@ impl EnokiScheduler for Shinjuku {
             return Ok(prev_cpu);
         };
         let usable = self.queues.idle_cpus() & allowed;
-        let idle = Some(prev_cpu)
-            .filter(|c| usable.contains(*c))
-            .or_else(|| self.topology.nearest_in(prev_cpu, &usable));
-        if let Some(cpu) = idle {
+        if let Some(cpu) = self.topology.cpu_then_nearest_of(prev_cpu, &usable).next() {
             return Ok(cpu);
         }
         Ok(self.shortest_queue(prev_cpu, &allowed)?.unwrap_or(prev_cpu))
