@@ -136,12 +136,17 @@ const SEGMENT: usize = 16 << 20;
 /// Most bytes of segments made ready before recording starts.
 const RESERVE_MAX: u64 = 256 << 20;
 
+/// A fresh segment: zeroed by the allocator, its pages not touched yet.
+fn new_segment() -> Box<[u8]> {
+    vec![0u8; SEGMENT].into_boxed_slice()
+}
+
 /// A fresh segment whose pages are all in memory: its page faults, and
 /// the kernel zeroing its pages, happen now rather than while the recorded
 /// workload runs. (Written through `black_box`, or the compiler would drop
 /// stores of zero into memory it knows is zero.)
 fn touched_segment() -> Box<[u8]> {
-    let mut seg = std::hint::black_box(vec![0u8; SEGMENT].into_boxed_slice());
+    let mut seg = std::hint::black_box(new_segment());
     for page in seg.chunks_mut(4096) {
         if let Some(first) = page.first_mut() {
             *first = 0;
@@ -197,10 +202,7 @@ impl Drained {
         // (the largest record).
         while max - done >= KERNEL_MSG_REC_BYTES {
             if self.seg.len() - self.used < KERNEL_MSG_REC_BYTES {
-                let next = self
-                    .spare
-                    .pop()
-                    .unwrap_or_else(|| vec![0; SEGMENT].into_boxed_slice());
+                let next = self.spare.pop().unwrap_or_else(new_segment);
                 let seg = std::mem::replace(&mut self.seg, next);
                 if self.used > 0 {
                     self.full.push((seg, self.used));
