@@ -46,6 +46,7 @@ mod arachne_plot;
 mod locality;
 mod plot;
 mod profile;
+mod record_overhead;
 mod replay;
 mod report;
 mod stats;
@@ -65,10 +66,11 @@ use clap::Parser;
 
 use arachne::{ArachneConfig, ArachneReport};
 use locality::{LocalityConfig, LocalityReport};
+use record_overhead::record_overhead;
 use report::{Meta, Report, RunRecord, CFIFO, DEFAULT};
 use sweep::{SweepConfig, SweepReport};
 use table::Table;
-use workloads::{Better, Workload};
+use workloads::Workload;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -171,17 +173,6 @@ fn last_value(text: &str, key: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    (!v.is_empty()).then(|| {
-        if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-        }
-    })
-}
-
 /// The live-upgrade target: the blackout (median) at most this fraction of
 /// a pipe round trip (the paper: 1.5 us against 3 us).
 const UPGRADE_TARGET: f64 = 0.3;
@@ -202,7 +193,7 @@ fn upgrade_report(raw: &Path) -> Vec<String> {
         "live upgrade: {} upgrades done, {failed} error lines",
         ns.len()
     )];
-    let (Some(med), Some(max)) = (median(ns.clone()), ns.iter().copied().reduce(f64::max)) else {
+    let (Some(med), Some(max)) = (stats::median(&ns), ns.iter().copied().reduce(f64::max)) else {
         return lines;
     };
     let rt_us = read("pipe")
@@ -252,97 +243,6 @@ fn elapsed(p: &Path) -> Option<f64> {
         .filter_map(|x| x.parse().ok())
         .collect();
     (v.len() == 2).then(|| v[1] - v[0])
-}
-
-/// Whether `--record` records `sched`'s runs: not cfifo's, which sends
-/// no messages, so there is nothing to record.
-fn recorded(sched: &str) -> bool {
-    sched != DEFAULT && sched != CFIFO
-}
-
-/// Recorded vs unrecorded runs (`--record`) of each recorded scheduler of
-/// `scheds`: one line per scheduler and workload (median ratio of the
-/// recorder's `duration_s`, else the recorded run's elapsed time, to the
-/// unrecorded run's, and trace bytes per call), an overall one per
-/// scheduler, and the workloads left out.
-fn record_overhead(ws: &[Workload], reps: usize, raw: &Path, scheds: &[String]) -> Vec<String> {
-    let mut lines: Vec<String> = scheds
-        .iter()
-        .filter(|s| recorded(s))
-        .flat_map(|s| record_overhead_of(s, ws, reps, raw))
-        .collect();
-    let fixed: Vec<&str> = ws.iter().filter(|w| w.fixed_time).map(|w| w.name).collect();
-    if !fixed.is_empty() {
-        lines.push(format!(
-            "record overhead: not recorded (they run for a set time): {}",
-            fixed.join(", ")
-        ));
-    }
-    lines
-}
-
-/// What recording cost by the workload's own first metric (a pipe's time
-/// per round trip, say, which leaves out starting the processes): the
-/// recorded run's value over the unrecorded one's, as a slowdown.
-fn own_metric_cost(w: &Workload, plain_out: &str, rec_out: &str) -> Option<f64> {
-    let metric = w.metrics.first()?;
-    let (plain, rec) = (metric.parse(plain_out)?, metric.parse(rec_out)?);
-    Some(match metric.better {
-        Better::Lower => rec / plain,
-        Better::Higher => plain / rec,
-    })
-}
-
-/// [`record_overhead`]'s lines for one scheduler.
-fn record_overhead_of(sched: &str, ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
-    let (mut all_r, mut all_b) = (Vec::new(), Vec::new());
-    let mut lines = Vec::new();
-    for w in ws {
-        let (mut ratios, mut bpc, mut own) = (Vec::new(), Vec::new(), Vec::new());
-        for rep in 1..=reps {
-            let id = run_id(rep, w.name, sched);
-            let ok = fs::read_to_string(raw.join(format!("{id}.rec.status")))
-                .is_ok_and(|s| s.trim() == "0");
-            let (Some(plain), Some(rec)) = (
-                elapsed(&raw.join(format!("{id}.time"))),
-                elapsed(&raw.join(format!("{id}.rec.time"))),
-            ) else {
-                continue;
-            };
-            if !ok || plain <= 0.0 {
-                continue;
-            }
-            let out = fs::read_to_string(raw.join(format!("{id}.rec.out"))).unwrap_or_default();
-            // `enoki record`'s own duration (start to the command's end)
-            // leaves out sorting and writing the trace afterwards.
-            ratios.push(last_value(&out, "duration_s").unwrap_or(rec) / plain);
-            if let Some(b) = last_value(&out, "bytes_per_call") {
-                bpc.push(b);
-            }
-            let plain_out = fs::read_to_string(raw.join(format!("{id}.out"))).unwrap_or_default();
-            own.extend(own_metric_cost(w, &plain_out, &out));
-        }
-        if let Some(r) = median(ratios.clone()) {
-            let b = median(bpc.clone()).map_or("-".into(), |b| format!("{b:.1}"));
-            let m = match (median(own), w.metrics.first()) {
-                (Some(m), Some(metric)) => format!(", its {} x{m:.3}", metric.name),
-                _ => String::new(),
-            };
-            lines.push(format!(
-                "record overhead {sched} {}: recorded/unrecorded time x{r:.3}{m}, {b} trace bytes per call",
-                w.name
-            ));
-        }
-        all_r.extend(ratios);
-        all_b.extend(bpc);
-    }
-    if let Some(r) = median(all_r) {
-        let b = median(all_b).map_or("-".into(), |b| format!("{b:.1}"));
-        lines.push(format!(
-            "record overhead {sched} (median of all): x{r:.3}, {b} trace bytes per call"
-        ));
-    }
-    lines
 }
 
 fn shell_quote(s: &str) -> String {

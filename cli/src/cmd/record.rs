@@ -107,8 +107,10 @@ pub fn run(mut a: Args) -> anyhow::Result<ExitCode> {
             _ => 1,
         })
     })();
-    let (drained, drops) = rec.stop()?;
+    // The recorded run: from recording on to the command's end. Stopping
+    // (waiting out the calls in flight, the last drain) comes after it.
     let duration = started.elapsed();
+    let (drained, drops) = rec.stop()?;
     let status = status?;
     let records = drained
         .records()

@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `--record`: what recording costs a workload. Every Enoki run of a
+//! workload that does a set amount of work is repeated under `enoki
+//! record`; each repetition gives the ratio of the recorded run's time to
+//! the plain one's, and the report has their median with its bootstrap
+//! interval and the verdict against [`TARGET`] (met when the whole
+//! interval is at or under it, as every other target).
+
+use std::fs;
+use std::path::Path;
+
+use crate::report::{CFIFO, DEFAULT};
+use crate::stats::{self, Verdict};
+use crate::workloads::{Better, Workload};
+use crate::{elapsed, last_value, run_id};
+
+/// Recorded time over unrecorded time wanted on every workload.
+pub const TARGET: f64 = 1.3;
+
+/// Whether `--record` records `sched`'s runs: not cfifo's, which sends
+/// no messages, so there is nothing to record.
+pub fn recorded(sched: &str) -> bool {
+    sched != DEFAULT && sched != CFIFO
+}
+
+/// Recorded vs unrecorded runs of each recorded scheduler of `scheds`: one
+/// line per scheduler and workload (see [`overhead_of`]), an overall one
+/// per scheduler, and the workloads left out.
+pub fn record_overhead(ws: &[Workload], reps: usize, raw: &Path, scheds: &[String]) -> Vec<String> {
+    let mut lines: Vec<String> = scheds
+        .iter()
+        .filter(|s| recorded(s))
+        .flat_map(|s| overhead_of(s, ws, reps, raw))
+        .collect();
+    let fixed: Vec<&str> = ws.iter().filter(|w| w.fixed_time).map(|w| w.name).collect();
+    if !fixed.is_empty() {
+        lines.push(format!(
+            "record overhead: not recorded (they run for a set time): {}",
+            fixed.join(", ")
+        ));
+    }
+    lines
+}
+
+/// What recording cost by the workload's own first metric (a pipe's time
+/// per round trip, say, which leaves out starting the processes): the
+/// recorded run's value over the unrecorded one's, as a slowdown.
+fn own_metric_cost(w: &Workload, plain_out: &str, rec_out: &str) -> Option<f64> {
+    let metric = w.metrics.first()?;
+    let (plain, rec) = (metric.parse(plain_out)?, metric.parse(rec_out)?);
+    Some(match metric.better {
+        Better::Lower => rec / plain,
+        Better::Higher => plain / rec,
+    })
+}
+
+/// Each repetition's figures for one scheduler and workload.
+#[derive(Default)]
+struct Pairs {
+    /// Recorded time over unrecorded time.
+    time: Vec<f64>,
+    /// Trace bytes per call.
+    bytes_per_call: Vec<f64>,
+    /// The workload's own metric, recorded over unrecorded.
+    own: Vec<f64>,
+}
+
+/// The repetitions of `w` under `sched` whose plain and recorded runs both
+/// succeeded. A run's time is the recorder's own `duration_s` (recording
+/// on to the command's end, which leaves out stopping and writing the
+/// trace), else the recorded run's wall time.
+fn pairs(sched: &str, w: &Workload, reps: usize, raw: &Path) -> Pairs {
+    let mut p = Pairs::default();
+    for rep in 1..=reps {
+        let id = run_id(rep, w.name, sched);
+        let file = |ext: &str| raw.join(format!("{id}.{ext}"));
+        let ok = fs::read_to_string(file("rec.status")).is_ok_and(|s| s.trim() == "0");
+        let (Some(plain), Some(rec)) = (elapsed(&file("time")), elapsed(&file("rec.time"))) else {
+            continue;
+        };
+        if !ok || plain <= 0.0 {
+            continue;
+        }
+        let out = fs::read_to_string(file("rec.out")).unwrap_or_default();
+        p.time
+            .push(last_value(&out, "duration_s").unwrap_or(rec) / plain);
+        p.bytes_per_call.extend(last_value(&out, "bytes_per_call"));
+        let plain_out = fs::read_to_string(file("out")).unwrap_or_default();
+        p.own.extend(own_metric_cost(w, &plain_out, &out));
+    }
+    p
+}
+
+/// `x1.234 [1.10-1.45]`: a median ratio and its interval, if any.
+fn ratio_with_ci(v: &[f64]) -> Option<String> {
+    let m = stats::median(v)?;
+    Some(match stats::median_ci(v) {
+        Some((lo, hi)) => format!("x{m:.3} [{lo:.2}-{hi:.2}]"),
+        None => format!("x{m:.3}"),
+    })
+}
+
+/// [`record_overhead`]'s lines for one scheduler: per workload the time
+/// ratio, the workload's own metric ratio, trace bytes per call and the
+/// verdict; then the verdict over every workload.
+fn overhead_of(sched: &str, ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
+    let (mut all_time, mut all_bytes, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lines = Vec::new();
+    for w in ws.iter().filter(|w| !w.fixed_time) {
+        let p = pairs(sched, w, reps, raw);
+        let Some(time) = ratio_with_ci(&p.time) else {
+            continue;
+        };
+        let own = match (ratio_with_ci(&p.own), w.metrics.first()) {
+            (Some(r), Some(metric)) => format!(", its {} {r}", metric.name),
+            _ => String::new(),
+        };
+        let bytes = stats::median(&p.bytes_per_call).map_or("-".into(), |b| format!("{b:.1}"));
+        let verdict = Verdict::of(stats::median_ci(&p.time), TARGET);
+        lines.push(format!(
+            "record overhead {sched} {}: recorded/unrecorded time {time}{own}, {bytes} trace bytes per call; target x{TARGET}: {}",
+            w.name,
+            verdict.word()
+        ));
+        verdicts.push(verdict);
+        all_time.extend(p.time);
+        all_bytes.extend(p.bytes_per_call);
+    }
+    if let Some(m) = stats::median(&all_time) {
+        let bytes = stats::median(&all_bytes).map_or("-".into(), |b| format!("{b:.1}"));
+        lines.push(format!(
+            "record overhead {sched} (median of all): x{m:.3}, {bytes} trace bytes per call; target x{TARGET} on every workload: {}",
+            Verdict::all(verdicts).word()
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes repetition `rep` of FIFO on hackbench: 2 s plain, `ratio`
+    /// times that recorded.
+    fn run(raw: &Path, rep: usize, ratio: f64) {
+        let id = run_id(rep, "hackbench", "fifo");
+        let w = |ext: &str, s: String| fs::write(raw.join(format!("{id}.{ext}")), s).unwrap();
+        w("time", "100.0 102.0\n".into());
+        w("rec.time", format!("200.0 {}\n", 200.0 + 2.0 * ratio));
+        w("rec.status", "0\n".into());
+        w("rec.out", "bytes_per_call 70\n".into());
+    }
+
+    /// Five repetitions, recorded at `from` + 0.01, + 0.02 ... times plain.
+    fn five_runs(raw: &Path, from: f64) {
+        for rep in 1..=5 {
+            run(raw, rep, from + rep as f64 * 0.01);
+        }
+    }
+
+    fn lines(raw: &Path, reps: usize) -> Vec<String> {
+        let ws = crate::selected(&["hackbench".into()]).unwrap();
+        record_overhead(&ws, reps, raw, &["fifo".into()])
+    }
+
+    #[test]
+    fn the_verdict_needs_the_whole_interval_on_one_side_of_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        five_runs(dir.path(), 1.1);
+        let got = lines(dir.path(), 5);
+        assert!(
+            got[0].contains("time x1.130 [1.11-1.15]") && got[0].ends_with("target x1.3: met"),
+            "{got:?}"
+        );
+        assert!(got[1].ends_with("on every workload: met"), "{got:?}");
+        // Two slow repetitions widen the interval past the target.
+        run(dir.path(), 4, 1.5);
+        run(dir.path(), 5, 1.6);
+        let got = lines(dir.path(), 5);
+        assert!(got[0].ends_with("target x1.3: undecided"), "{got:?}");
+        five_runs(dir.path(), 1.4);
+        let got = lines(dir.path(), 5);
+        assert!(got[0].ends_with("target x1.3: **missed**"), "{got:?}");
+        assert!(got[1].ends_with("on every workload: **missed**"), "{got:?}");
+    }
+
+    #[test]
+    fn one_repetition_gives_no_interval_and_no_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), 1, 1.1);
+        let got = lines(dir.path(), 1);
+        assert!(got[0].contains("time x1.100, "), "{got:?}");
+        assert!(got[0].ends_with("target x1.3: undecided"), "{got:?}");
+    }
+}
