@@ -362,7 +362,7 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
                 let _ = writeln!(
                     s,
                     "{}bench_run {} {sched} {} {}",
-                    record_env(cli, w, rep, sched),
+                    record_env(cli, rep, sched),
                     run_id(rep, w.name, sched),
                     shell_quote(&label),
                     shell_quote(w.cmd)
@@ -373,12 +373,11 @@ fn run_list(cli: &Cli, ws: &[Workload]) -> String {
     s
 }
 
-/// The run's `--record` settings, as a prefix to its run-list line: a
-/// fixed-time workload's recorded run would only say 1.0, the warm-up's
-/// is not used, and cfifo has nothing to record; the others alternate
-/// recorded and plain order.
-fn record_env(cli: &Cli, w: &Workload, rep: usize, sched: &str) -> &'static str {
-    let skip = w.fixed_time || rep == 0 || sched == CFIFO;
+/// The run's `--record` settings, as a prefix to its run-list line: the
+/// warm-up's recorded run is not used, and cfifo has nothing to record;
+/// the others alternate recorded and plain order.
+fn record_env(cli: &Cli, rep: usize, sched: &str) -> &'static str {
+    let skip = rep == 0 || sched == CFIFO;
     match (cli.record, skip, rep % 2) {
         (true, true, _) => "BENCH_RECORD=0 ",
         (true, false, 0) => "BENCH_RECORD_FIRST=1 ",
@@ -1266,7 +1265,7 @@ mod tests {
     }
 
     #[test]
-    fn record_leaves_out_workloads_that_run_for_a_set_time_and_alternates_order() {
+    fn record_records_every_workload_but_the_warm_up_and_alternates_order() {
         let ws = selected(&["hackbench".into(), "stress-cpu".into()]).unwrap();
         let list = |args: &[&str]| {
             let cli = Cli::parse_from([&["enoki-bench"], args].concat());
@@ -1278,7 +1277,7 @@ mod tests {
         for r in runs {
             let (env, rest) = r.split_once("bench_run ").unwrap();
             let id = rest.split_whitespace().next().unwrap();
-            let want = if id.contains("-stress-cpu-") || id.starts_with("00-") {
+            let want = if id.starts_with("00-") {
                 "BENCH_RECORD=0 "
             } else if id.starts_with("02-") {
                 "BENCH_RECORD_FIRST=1 "
@@ -1298,12 +1297,6 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "recorded\n");
-        let dir = tempfile::tempdir().unwrap();
-        let lines = record_overhead(&ws, 1, dir.path(), &wfq());
-        assert_eq!(
-            lines,
-            ["record overhead: not recorded (they run for a set time): stress-cpu"]
-        );
     }
 
     #[test]

@@ -1,20 +1,22 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! `--record`: what recording costs a workload. Every Enoki run of a
-//! workload that does a set amount of work is repeated under `enoki
-//! record`; each repetition gives the ratio of the recorded run's time to
-//! the plain one's, and the report has their median with its bootstrap
-//! interval and the verdict against [`TARGET`] (met when the whole
-//! interval is at or under it, as every other target).
+//! `--record`: what recording costs a workload. Every Enoki run is
+//! repeated under `enoki record`; each repetition gives the ratio of the
+//! recorded run's cost to the plain one's: its time, for a workload that
+//! does a set amount of work, or its rate of work (requests or bogo-ops
+//! per second), for one that runs for a set time (whose time would always
+//! say 1.0). The report has their median with its bootstrap interval and
+//! the verdict against [`TARGET`] (met when the whole interval is at or
+//! under it, as every other target).
 
 use std::fs;
 use std::path::Path;
 
 use crate::report::{CFIFO, DEFAULT};
 use crate::stats::{self, Verdict};
-use crate::workloads::{Better, Workload};
+use crate::workloads::{Better, Metric, Workload};
 use crate::{elapsed, last_value, run_id};
 
-/// Recorded time over unrecorded time wanted on every workload.
+/// Recorded cost over unrecorded cost wanted on every workload.
 pub const TARGET: f64 = 1.3;
 
 /// Whether `--record` records `sched`'s runs: not cfifo's, which sends
@@ -24,29 +26,29 @@ pub fn recorded(sched: &str) -> bool {
 }
 
 /// Recorded vs unrecorded runs of each recorded scheduler of `scheds`: one
-/// line per scheduler and workload (see [`overhead_of`]), an overall one
-/// per scheduler, and the workloads left out.
+/// line per scheduler and workload, then an overall one per scheduler (see
+/// [`overhead_of`]).
 pub fn record_overhead(ws: &[Workload], reps: usize, raw: &Path, scheds: &[String]) -> Vec<String> {
-    let mut lines: Vec<String> = scheds
+    scheds
         .iter()
         .filter(|s| recorded(s))
         .flat_map(|s| overhead_of(s, ws, reps, raw))
-        .collect();
-    let fixed: Vec<&str> = ws.iter().filter(|w| w.fixed_time).map(|w| w.name).collect();
-    if !fixed.is_empty() {
-        lines.push(format!(
-            "record overhead: not recorded (they run for a set time): {}",
-            fixed.join(", ")
-        ));
-    }
-    lines
+        .collect()
 }
 
-/// What recording cost by the workload's own first metric (a pipe's time
-/// per round trip, say, which leaves out starting the processes): the
-/// recorded run's value over the unrecorded one's, as a slowdown.
-fn own_metric_cost(w: &Workload, plain_out: &str, rec_out: &str) -> Option<f64> {
-    let metric = w.metrics.first()?;
+/// The metric that measures recording's cost on `w` when it runs for a set
+/// time: its first higher-is-better one (its rate of work); `None` for a
+/// workload that does a set amount of work, measured by its time.
+fn rate_metric(w: &Workload) -> Option<&Metric> {
+    w.metrics
+        .iter()
+        .find(|m| m.better == Better::Higher)
+        .filter(|_| w.fixed_time)
+}
+
+/// What recording cost by `metric`: the recorded run's value over the
+/// unrecorded one's, as a slowdown.
+fn metric_cost(metric: &Metric, plain_out: &str, rec_out: &str) -> Option<f64> {
     let (plain, rec) = (metric.parse(plain_out)?, metric.parse(rec_out)?);
     Some(match metric.better {
         Better::Lower => rec / plain,
@@ -57,12 +59,14 @@ fn own_metric_cost(w: &Workload, plain_out: &str, rec_out: &str) -> Option<f64> 
 /// Each repetition's figures for one scheduler and workload.
 #[derive(Default)]
 struct Pairs {
-    /// Recorded time over unrecorded time.
-    time: Vec<f64>,
+    /// Recording's cost: recorded time over unrecorded time, or the rate
+    /// of work unrecorded over recorded ([`rate_metric`]).
+    cost: Vec<f64>,
     /// Trace bytes per call.
     bytes_per_call: Vec<f64>,
-    /// The workload's own metric, recorded over unrecorded.
-    own: Vec<f64>,
+    /// Each of the workload's metrics, recorded over unrecorded as a
+    /// slowdown, in the workload's order.
+    metrics: Vec<Vec<f64>>,
 }
 
 /// The repetitions of `w` under `sched` whose plain and recorded runs both
@@ -70,7 +74,10 @@ struct Pairs {
 /// on to the command's end, which leaves out stopping and writing the
 /// trace), else the recorded run's wall time.
 fn pairs(sched: &str, w: &Workload, reps: usize, raw: &Path) -> Pairs {
-    let mut p = Pairs::default();
+    let mut p = Pairs {
+        metrics: vec![Vec::new(); w.metrics.len()],
+        ..Pairs::default()
+    };
     for rep in 1..=reps {
         let id = run_id(rep, w.name, sched);
         let file = |ext: &str| raw.join(format!("{id}.{ext}"));
@@ -82,11 +89,19 @@ fn pairs(sched: &str, w: &Workload, reps: usize, raw: &Path) -> Pairs {
             continue;
         }
         let out = fs::read_to_string(file("rec.out")).unwrap_or_default();
-        p.time
-            .push(last_value(&out, "duration_s").unwrap_or(rec) / plain);
-        p.bytes_per_call.extend(last_value(&out, "bytes_per_call"));
         let plain_out = fs::read_to_string(file("out")).unwrap_or_default();
-        p.own.extend(own_metric_cost(w, &plain_out, &out));
+        let cost = match rate_metric(w) {
+            Some(m) => metric_cost(m, &plain_out, &out),
+            None => Some(last_value(&out, "duration_s").unwrap_or(rec) / plain),
+        };
+        let Some(cost) = cost else {
+            continue;
+        };
+        p.cost.push(cost);
+        p.bytes_per_call.extend(last_value(&out, "bytes_per_call"));
+        for (m, v) in w.metrics.iter().zip(p.metrics.iter_mut()) {
+            v.extend(metric_cost(m, &plain_out, &out));
+        }
     }
     p
 }
@@ -100,33 +115,41 @@ fn ratio_with_ci(v: &[f64]) -> Option<String> {
     })
 }
 
-/// [`record_overhead`]'s lines for one scheduler: per workload the time
-/// ratio, the workload's own metric ratio, trace bytes per call and the
-/// verdict; then the verdict over every workload.
+/// [`record_overhead`]'s lines for one scheduler: per workload recording's
+/// cost, each of the workload's own metrics (but the one that gave the
+/// cost), trace bytes per call and the verdict; then the verdict over
+/// every workload.
 fn overhead_of(sched: &str, ws: &[Workload], reps: usize, raw: &Path) -> Vec<String> {
-    let (mut all_time, mut all_bytes, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut all_cost, mut all_bytes, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
     let mut lines = Vec::new();
-    for w in ws.iter().filter(|w| !w.fixed_time) {
+    for w in ws {
         let p = pairs(sched, w, reps, raw);
-        let Some(time) = ratio_with_ci(&p.time) else {
+        let Some(cost) = ratio_with_ci(&p.cost) else {
             continue;
         };
-        let own = match (ratio_with_ci(&p.own), w.metrics.first()) {
-            (Some(r), Some(metric)) => format!(", its {} {r}", metric.name),
-            _ => String::new(),
-        };
+        let rate = rate_metric(w);
+        let what = rate.map_or("recorded/unrecorded time".into(), |m| {
+            format!("unrecorded/recorded {}", m.name)
+        });
+        let own: String = w
+            .metrics
+            .iter()
+            .zip(&p.metrics)
+            .filter(|(m, _)| rate.is_none_or(|r| r.name != m.name))
+            .filter_map(|(m, v)| Some(format!(", its {} {}", m.name, ratio_with_ci(v)?)))
+            .collect();
         let bytes = stats::median(&p.bytes_per_call).map_or("-".into(), |b| format!("{b:.1}"));
-        let verdict = Verdict::of(stats::median_ci(&p.time), TARGET);
+        let verdict = Verdict::of(stats::median_ci(&p.cost), TARGET);
         lines.push(format!(
-            "record overhead {sched} {}: recorded/unrecorded time {time}{own}, {bytes} trace bytes per call; target x{TARGET}: {}",
+            "record overhead {sched} {}: {what} {cost}{own}, {bytes} trace bytes per call; target x{TARGET}: {}",
             w.name,
             verdict.word()
         ));
         verdicts.push(verdict);
-        all_time.extend(p.time);
+        all_cost.extend(p.cost);
         all_bytes.extend(p.bytes_per_call);
     }
-    if let Some(m) = stats::median(&all_time) {
+    if let Some(m) = stats::median(&all_cost) {
         let bytes = stats::median(&all_bytes).map_or("-".into(), |b| format!("{b:.1}"));
         lines.push(format!(
             "record overhead {sched} (median of all): x{m:.3}, {bytes} trace bytes per call; target x{TARGET} on every workload: {}",
@@ -182,6 +205,37 @@ mod tests {
         let got = lines(dir.path(), 5);
         assert!(got[0].ends_with("target x1.3: **missed**"), "{got:?}");
         assert!(got[1].ends_with("on every workload: **missed**"), "{got:?}");
+    }
+
+    #[test]
+    fn a_workload_that_runs_for_a_set_time_is_measured_by_its_rate_of_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = crate::selected(&["schbench-2x2".into()]).unwrap();
+        let out = |p99: f64, rps: f64| format!("p50_us 10\np99_us {p99}\nrequests_per_sec {rps}\n");
+        for rep in 1..=3 {
+            let id = run_id(rep, "schbench-2x2", "fifo");
+            let w = |ext: &str, s: String| {
+                fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
+            };
+            // Its time says nothing: 7 s either way.
+            w("time", "100.0 107.0\n".into());
+            w("rec.time", "200.0 207.0\n".into());
+            w("rec.status", "0\n".into());
+            w("out", out(100.0, 1000.0));
+            w(
+                "rec.out",
+                out(150.0, 800.0) + "bytes_per_call 70\nduration_s 7.0\n",
+            );
+        }
+        let got = record_overhead(&ws, 3, dir.path(), &["fifo".into()]);
+        assert!(
+            got[0].starts_with(
+                "record overhead fifo schbench-2x2: unrecorded/recorded throughput x1.250 [1.25-1.25], \
+                 its p50 x1.000 [1.00-1.00], its p99 x1.500 [1.50-1.50], 70.0 trace bytes per call"
+            ),
+            "{got:?}"
+        );
+        assert!(got[0].ends_with("target x1.3: met"), "{got:?}");
     }
 
     #[test]
