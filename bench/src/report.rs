@@ -735,13 +735,20 @@ fn profile_sections(s: &mut String, profiles: &[Section]) {
          scheduler path), which perf in an emulated guest cannot sample."
     );
     for p in profiles {
-        let _ = writeln!(
-            s,
-            "\n### {}: `{}`\n\n{}",
-            p.workload,
-            p.cmd,
-            p.report.trim_end()
-        );
+        let _ = writeln!(s, "\n### {}: `{}`\n", p.workload, p.cmd);
+        let ratios: Vec<String> = p
+            .kernel_vs_default()
+            .iter()
+            .map(|(sched, r)| format!("{sched} x{r:.2}"))
+            .collect();
+        if !ratios.is_empty() {
+            let _ = writeln!(
+                s,
+                "Kernel instructions against the default scheduler's: {}.\n",
+                ratios.join(", ")
+            );
+        }
+        let _ = writeln!(s, "{}", p.report.trim_end());
     }
 }
 
@@ -795,15 +802,20 @@ mod tests {
         r.profiles = vec![Section {
             workload: "hackbench".into(),
             cmd: "hackbench -g 2 -l 20".into(),
-            report: "| `enoki_call` | - | 1.0 | 10.0 |\n".into(),
+            report: "| default | 1.0 | 200.0 |\n| fifo | 1.0 | 250.0 |\n\n\
+                     | `enoki_call` | - | 1.0 | 10.0 |\n"
+                .into(),
         }];
         let again: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         let md = markdown(&again);
         assert!(
             md.contains("## Where the kernel's instructions go")
                 && md.contains(
-                    "### hackbench: `hackbench -g 2 -l 20`\n\n| `enoki_call` | - | 1.0 | 10.0 |"
-                ),
+                    "### hackbench: `hackbench -g 2 -l 20`\n\n\
+                     Kernel instructions against the default scheduler's: fifo x1.25.\n\n\
+                     | default | 1.0 | 200.0 |"
+                )
+                && md.contains("| `enoki_call` | - | 1.0 | 10.0 |"),
             "{md}"
         );
     }
