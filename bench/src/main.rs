@@ -105,9 +105,11 @@ struct Cli {
     #[arg(long, default_value_t = 120)]
     run_timeout: u64,
     /// Also run every Enoki run again under `enoki record`, to report the
-    /// overhead of recording (recorded/unrecorded time, trace bytes per
-    /// call; in meta.note and on stdout; not cfifo's runs: it has no
-    /// messages to record). See `record_overhead`.
+    /// overhead of recording (recorded/unrecorded time, or rate of work
+    /// for a workload that runs for a set time, with its interval and the
+    /// verdict against 1.3x, and trace bytes per call; in meta.note and on
+    /// stdout; not cfifo's runs: it has no messages to record). See
+    /// `record_overhead`.
     #[arg(long)]
     record: bool,
     /// Also measure live upgrade in the latency boot: N upgrades of the

@@ -21,7 +21,7 @@ pub const TARGET: f64 = 1.3;
 
 /// Whether `--record` records `sched`'s runs: not cfifo's, which sends
 /// no messages, so there is nothing to record.
-pub fn recorded(sched: &str) -> bool {
+fn recorded(sched: &str) -> bool {
     sched != DEFAULT && sched != CFIFO
 }
 
