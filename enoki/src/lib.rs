@@ -50,8 +50,8 @@ pub use services::Services;
 pub use sync::{CpuFlags, LockOp, RwLock, Shared, SharedCpuSet, SpinLock};
 pub use topology::Topology;
 pub use types::{
-    cpu_goes_idle, nice_to_weight, Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, PickError, Pid,
-    PrevTask, Schedulable, TaskInfo, ROOT_CGROUP,
+    cpu_goes_idle, nice_to_weight, Bandwidth, CgroupId, CgroupInfo, CpuId, CpuSet, CpuSetIter,
+    PickError, Pid, PrevTask, Schedulable, TaskInfo, ROOT_CGROUP,
 };
 
 /// Names the scheduler this file provides; the module build (and the

@@ -122,17 +122,12 @@ impl CpuSet {
     }
 
     /// The CPUs in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = CpuId> {
-        self.bits.into_iter().enumerate().flat_map(|(i, word)| {
-            let mut w = word;
-            core::iter::from_fn(move || {
-                (w != 0).then(|| {
-                    let bit = w.trailing_zeros() as usize;
-                    w &= w - 1;
-                    i * 64 + bit
-                })
-            })
-        })
+    pub fn iter(&self) -> CpuSetIter {
+        CpuSetIter {
+            bits: self.bits,
+            word: 0,
+            left: self.bits[0],
+        }
     }
 
     /// CPUs in this set but not in `other`.
@@ -147,6 +142,32 @@ impl CpuSet {
             *b = f(*b, o);
         }
         CpuSet { bits }
+    }
+}
+
+/// The CPUs of a [`CpuSet`] in ascending order ([`CpuSet::iter`]): CPU
+/// searches walk sets on every wakeup and idle balance, so it goes word
+/// by word with no more state than the word it is in.
+#[derive(Clone, Debug)]
+pub struct CpuSetIter {
+    bits: [u64; CPUMASK_WORDS],
+    /// Index of the word `left` came from.
+    word: usize,
+    /// That word's CPUs not returned yet.
+    left: u64,
+}
+
+impl Iterator for CpuSetIter {
+    type Item = CpuId;
+
+    fn next(&mut self) -> Option<CpuId> {
+        while self.left == 0 {
+            self.word += 1;
+            self.left = *self.bits.get(self.word)?;
+        }
+        let bit = self.left.trailing_zeros() as usize;
+        self.left &= self.left - 1;
+        Some(self.word * 64 + bit)
     }
 }
 
@@ -386,5 +407,24 @@ mod tests {
                 proptest::prop_assert_eq!((sa - sb).contains(cpu), in_a && !in_b);
             }
         }
+
+        #[test]
+        fn cpuset_iterates_its_cpus_once_each_in_order(
+            a in proptest::collection::vec(0..MAX_CPUS, 0..40),
+        ) {
+            let mut want = a.clone();
+            want.sort_unstable();
+            want.dedup();
+            proptest::prop_assert_eq!(cpus(set(&a)), want);
+        }
+    }
+
+    #[test]
+    fn cpuset_iteration_crosses_empty_words_to_the_last_cpu() {
+        assert_eq!(cpus(CpuSet::empty()), []);
+        assert_eq!(cpus(set(&[MAX_CPUS - 1])), [MAX_CPUS - 1]);
+        assert_eq!(cpus(set(&[0, 63, 64, 200])), [0, 63, 64, 200]);
+        let mut it = set(&[5]).iter();
+        assert_eq!((it.next(), it.next(), it.next()), (Some(5), None, None));
     }
 }
