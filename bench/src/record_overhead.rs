@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::report::{CFIFO, DEFAULT};
+use crate::report::{cost, CFIFO, DEFAULT};
 use crate::stats::{self, Verdict};
 use crate::workloads::{Better, Metric, Workload};
 use crate::{elapsed, last_value, run_id};
@@ -50,10 +50,7 @@ fn rate_metric(w: &Workload) -> Option<&Metric> {
 /// unrecorded one's, as a slowdown.
 fn metric_cost(metric: &Metric, plain_out: &str, rec_out: &str) -> Option<f64> {
     let (plain, rec) = (metric.parse(plain_out)?, metric.parse(rec_out)?);
-    Some(match metric.better {
-        Better::Lower => rec / plain,
-        Better::Higher => plain / rec,
-    })
+    Some(cost(metric.better, plain, rec))
 }
 
 /// Each repetition's figures for one scheduler and workload.

@@ -289,7 +289,7 @@ fn side(values: Vec<Option<f64>>) -> Side {
 }
 
 /// Cost ratio of the scheduler's value over the baseline's.
-fn cost(better: Better, base: f64, sched: f64) -> f64 {
+pub fn cost(better: Better, base: f64, sched: f64) -> f64 {
     match better {
         Better::Lower => sched / base,
         Better::Higher => base / sched,
