@@ -1196,50 +1196,6 @@ mod tests {
     }
 
     #[test]
-    fn record_overhead_compares_recorded_and_plain_enoki_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = selected(&["hackbench".into()]).unwrap();
-        let w = |id: &str, ext: &str, s: &str| {
-            fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
-        };
-        w("01-hackbench-wfq", "time", "100.0 102.0\n");
-        w("01-hackbench-wfq", "rec.time", "200.0 203.0\n");
-        w("01-hackbench-wfq", "rec.status", "0\n");
-        w(
-            "01-hackbench-wfq",
-            "rec.out",
-            "Time: 2.9\nrecords 10\ncalls 4\nbytes_per_call 91.5\n",
-        );
-        let lines = record_overhead(&ws, 2, dir.path(), &wfq());
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(!lines.iter().any(|l| l.contains("not recorded")));
-        assert!(
-            lines[0]
-                .contains("hackbench: recorded/unrecorded time x1.500, 91.5 trace bytes per call"),
-            "{lines:?}"
-        );
-        // The recorder's own duration, when it printed one, wins.
-        w(
-            "01-hackbench-wfq",
-            "rec.out",
-            "bytes_per_call 91.5\nduration_s 2.5\n",
-        );
-        assert!(record_overhead(&ws, 1, dir.path(), &wfq())[0].contains("time x1.250"));
-        // And the workload's own metric, from both runs' output.
-        w("01-hackbench-wfq", "out", "Time: 2.0\n");
-        w(
-            "01-hackbench-wfq",
-            "rec.out",
-            "Time: 2.9\nbytes_per_call 91.5\nduration_s 2.5\n",
-        );
-        let lines = record_overhead(&ws, 1, dir.path(), &wfq());
-        assert!(
-            lines[0].contains("time x1.250, its time x1.450, 91.5"),
-            "{lines:?}"
-        );
-    }
-
-    #[test]
     fn a_warm_up_repetition_runs_first_and_no_number_uses_it() {
         let cli = Cli::parse_from(["enoki-bench", "--reps", "2", "--only", "hackbench"]);
         let ws = selected(&cli.only).unwrap();

@@ -71,6 +71,7 @@ struct Pairs {
 /// on to the command's end, which leaves out stopping and writing the
 /// trace), else the recorded run's wall time.
 fn pairs(sched: &str, w: &Workload, reps: usize, raw: &Path) -> Pairs {
+    let rate = rate_metric(w);
     let mut p = Pairs {
         metrics: vec![Vec::new(); w.metrics.len()],
         ..Pairs::default()
@@ -87,7 +88,7 @@ fn pairs(sched: &str, w: &Workload, reps: usize, raw: &Path) -> Pairs {
         }
         let out = fs::read_to_string(file("rec.out")).unwrap_or_default();
         let plain_out = fs::read_to_string(file("out")).unwrap_or_default();
-        let cost = match rate_metric(w) {
+        let cost = match rate {
             Some(m) => metric_cost(m, &plain_out, &out),
             None => Some(last_value(&out, "duration_s").unwrap_or(rec) / plain),
         };
@@ -233,6 +234,50 @@ mod tests {
             "{got:?}"
         );
         assert!(got[0].ends_with("target x1.3: met"), "{got:?}");
+    }
+
+    #[test]
+    fn record_overhead_compares_recorded_and_plain_enoki_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = crate::selected(&["hackbench".into()]).unwrap();
+        let w = |id: &str, ext: &str, s: &str| {
+            fs::write(dir.path().join(format!("{id}.{ext}")), s).unwrap()
+        };
+        w("01-hackbench-wfq", "time", "100.0 102.0\n");
+        w("01-hackbench-wfq", "rec.time", "200.0 203.0\n");
+        w("01-hackbench-wfq", "rec.status", "0\n");
+        w(
+            "01-hackbench-wfq",
+            "rec.out",
+            "Time: 2.9\nrecords 10\ncalls 4\nbytes_per_call 91.5\n",
+        );
+        let lines = record_overhead(&ws, 2, dir.path(), &["wfq".into()]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("not recorded")));
+        assert!(
+            lines[0]
+                .contains("hackbench: recorded/unrecorded time x1.500, 91.5 trace bytes per call"),
+            "{lines:?}"
+        );
+        // The recorder's own duration, when it printed one, wins.
+        w(
+            "01-hackbench-wfq",
+            "rec.out",
+            "bytes_per_call 91.5\nduration_s 2.5\n",
+        );
+        assert!(record_overhead(&ws, 1, dir.path(), &["wfq".into()])[0].contains("time x1.250"));
+        // And the workload's own metric, from both runs' output.
+        w("01-hackbench-wfq", "out", "Time: 2.0\n");
+        w(
+            "01-hackbench-wfq",
+            "rec.out",
+            "Time: 2.9\nbytes_per_call 91.5\nduration_s 2.5\n",
+        );
+        let lines = record_overhead(&ws, 1, dir.path(), &["wfq".into()]);
+        assert!(
+            lines[0].contains("time x1.250, its time x1.450, 91.5"),
+            "{lines:?}"
+        );
     }
 
     #[test]
