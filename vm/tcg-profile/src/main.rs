@@ -39,6 +39,13 @@ struct Cli {
     /// Seconds before the VM is stopped.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Record each Enoki scheduler's calls (`enoki record`) from before the
+    /// start mark to after the stop mark, so that the profile shows what
+    /// recording costs while the workload runs: the record path and the
+    /// drain thread, not the trace's writing after the run. The default
+    /// scheduler and cfifo make no calls to record and run plain.
+    #[arg(long)]
+    record: bool,
     /// Output directory, created if missing [default:
     /// <workspace>/target/tcg-profile/<seconds since the epoch>].
     #[arg(long)]
@@ -60,8 +67,11 @@ fn main() -> Result<()> {
     let plugin = plugin_path()?;
     let dir = out_dir(&root, cli.out.as_deref())?;
     let script = dir.join("guest.sh");
-    fs::write(&script, guest_script(&dir, &cli.sched, &cli.cmd.join(" ")))
-        .with_context(|| format!("writing {}", script.display()))?;
+    fs::write(
+        &script,
+        guest_script(&dir, &cli.sched, &cli.cmd.join(" "), cli.record),
+    )
+    .with_context(|| format!("writing {}", script.display()))?;
     println!(
         "tcg-profile: {} under {} (single-threaded TCG with the plugin); output in {}",
         cli.cmd.join(" "),
@@ -69,7 +79,7 @@ fn main() -> Result<()> {
         dir.display()
     );
     boot(&plugin, &dir, &script, cli.timeout)?;
-    let text = report_all(&dir, &cli.sched, cli.top)?;
+    let text = report_all(&dir, &cli.sched, cli.top, cli.record)?;
     fs::write(dir.join("report.md"), &text)?;
     println!("{text}");
     println!("tcg-profile: wrote {}", dir.join("report.md").display());
@@ -113,8 +123,36 @@ fn out_dir(root: &Path, out: Option<&Path>) -> Result<PathBuf> {
 /// How long the guest waits for the plugin to answer a mark (0.1 s polls).
 const ACK_POLLS: u32 = 600;
 
-/// The guest's script: every scheduler in turn, the workload between marks.
-fn guest_script(dir: &Path, scheds: &[String], cmd: &str) -> String {
+/// Whether `sched` makes calls that `enoki record` can record.
+fn recordable(sched: &str) -> bool {
+    !matches!(sched, "default" | "cfifo")
+}
+
+/// With `--record`, what starts the recording before the start mark (once
+/// the kernel says it is on) and what stops it after the stop mark.
+fn record_around(sched: &str) -> (String, String) {
+    let start = format!(
+        r#"enoki record -o /tmp/tcg-profile.enk > "$D/{sched}.record" 2>&1 &
+rec=$!
+n=0
+until [ "$(cat /sys/kernel/enoki/record)" = 1 ]; do
+	n=$((n+1))
+	[ $n -le {ACK_POLLS} ] || {{ echo "tcg-profile: recording did not start under {sched}, see $D/{sched}.record" >&2; exit 1; }}
+	sleep 0.1
+done
+"#
+    );
+    let stop = format!(
+        r#"kill -INT $rec
+wait $rec || {{ echo "tcg-profile: enoki record failed under {sched}, see $D/{sched}.record" >&2; exit 1; }}
+"#
+    );
+    (start, stop)
+}
+
+/// The guest's script: every scheduler in turn, the workload between marks
+/// (recorded, with `record`, for the schedulers that can be).
+fn guest_script(dir: &Path, scheds: &[String], cmd: &str, record: bool) -> String {
     let mut s = format!(
         r#"set -e
 echo 0 > /proc/sys/kernel/kptr_restrict
@@ -144,14 +182,19 @@ mark() {{
         } else {
             "enoki unload\n"
         };
+        let (rec_start, rec_stop) = if record && recordable(sched) {
+            record_around(sched)
+        } else {
+            Default::default()
+        };
         let _ = write!(
             s,
             r#"{load}cat /proc/kallsyms > "$D/{sched}.kallsyms"
 echo "tcg-profile: running the workload under {sched}"
-mark start {sched}
+{rec_start}mark start {sched}
 ( {cmd} ) > "$D/{sched}.out" 2>&1 || {{ echo "tcg-profile: the workload failed under {sched}, see $D/{sched}.out"; exit 1; }}
 mark stop {sched}
-{unload}"#
+{rec_stop}{unload}"#
         );
     }
     s
@@ -187,17 +230,27 @@ fn boot(plugin: &Path, dir: &Path, script: &Path, timeout: u64) -> Result<()> {
     Ok(())
 }
 
+/// A scheduler's name in the report: recorded ones say so.
+fn label(sched: &str, record: bool) -> String {
+    if record && recordable(sched) {
+        format!("{sched} (recorded)")
+    } else {
+        sched.to_string()
+    }
+}
+
 /// Every scheduler's profile, then the report.
-fn report_all(dir: &Path, scheds: &[String], top: usize) -> Result<String> {
+fn report_all(dir: &Path, scheds: &[String], top: usize, record: bool) -> Result<String> {
+    let labels: Vec<String> = scheds.iter().map(|s| label(s, record)).collect();
     let mut profiles = Vec::new();
-    for sched in scheds {
+    for (sched, label) in scheds.iter().zip(&labels) {
         let read = |ext: &str| {
             let p = dir.join(format!("{sched}.{ext}"));
             fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
         };
         let symbols = Symbols::parse(&read("kallsyms")?);
         let blocks = read_blocks(&read("tbs")?)?;
-        profiles.push((sched.as_str(), Profile::of(&blocks, &symbols)));
+        profiles.push((label.as_str(), Profile::of(&blocks, &symbols)));
     }
     Ok(report::render(&profiles, top))
 }
@@ -222,5 +275,46 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let e = out_dir(root.path(), Some(elsewhere.path())).unwrap_err();
         assert!(e.to_string().contains("outside the workspace"), "{e}");
+    }
+
+    /// The lines of `script` from the one starting with `from` up to the
+    /// one starting with `to`.
+    fn between<'a>(script: &'a str, from: &str, to: &str) -> Vec<&'a str> {
+        script
+            .lines()
+            .skip_while(|l| !l.starts_with(from))
+            .take_while(|l| !l.starts_with(to))
+            .collect()
+    }
+
+    #[test]
+    fn a_recorded_profile_records_from_before_its_start_mark_to_after_its_stop_mark() {
+        let scheds = ["default".to_string(), "fifo".to_string()];
+        let script = guest_script(Path::new("/w"), &scheds, "enoki-pipe -l 5", true);
+        let fifo = between(&script, "enoki load fifo", "enoki unload");
+        let at = |prefix: &str| fifo.iter().position(|l| l.starts_with(prefix));
+        let (start, on, mark_start, mark_stop, stop, wait) = (
+            at("enoki record").unwrap(),
+            at("until [ \"$(cat /sys/kernel/enoki/record)\" = 1 ]").unwrap(),
+            at("mark start fifo").unwrap(),
+            at("mark stop fifo").unwrap(),
+            at("kill -INT $rec").unwrap(),
+            at("wait $rec").unwrap(),
+        );
+        assert!(
+            start < on && on < mark_start && mark_start < mark_stop,
+            "{script}"
+        );
+        assert!(mark_stop < stop && stop < wait, "{script}");
+        let default = between(
+            &script,
+            "cat /proc/kallsyms > \"$D/default",
+            "enoki load fifo",
+        );
+        assert!(!default.iter().any(|l| l.contains("record")), "{script}");
+        let plain = guest_script(Path::new("/w"), &scheds, "enoki-pipe -l 5", false);
+        assert!(!plain.contains("enoki record"), "{plain}");
+        assert_eq!(label("fifo", true), "fifo (recorded)");
+        assert_eq!(label("cfifo", true), "cfifo");
     }
 }
