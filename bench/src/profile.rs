@@ -34,6 +34,29 @@ pub struct Section {
     pub cmd: String,
     /// Its markdown report.
     pub report: String,
+    /// Each scheduler's kernel instructions while the workload ran, from
+    /// the tool's `totals.json`.
+    #[serde(default)]
+    pub kernel: Vec<(String, u64)>,
+}
+
+/// What the bench reads of one entry of `totals.json`.
+#[derive(Deserialize)]
+struct Totals {
+    sched: String,
+    kernel: u64,
+}
+
+/// Each scheduler's kernel instructions in the tool's `totals.json`.
+fn kernel_totals(json: &str) -> Result<Vec<(String, u64)>> {
+    let totals: Vec<Totals> = serde_json::from_str(json)?;
+    Ok(totals.into_iter().map(|t| (t.sched, t.kernel)).collect())
+}
+
+/// A file the tool wrote in `dir`.
+fn read_output(dir: &Path, name: &str) -> Result<String> {
+    let p = dir.join(name);
+    fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
 }
 
 /// `enoki-tcg-profile`, built beside this binary (`cargo make bench`
@@ -87,12 +110,13 @@ pub fn run(dir: &Path, schedulers: &[String]) -> Result<Vec<Section>> {
                 log.display(),
                 out.join("tool.err").display()
             );
-            let report = fs::read_to_string(out.join("report.md"))
-                .with_context(|| format!("reading {}", out.join("report.md").display()))?;
+            let totals = read_output(&out, "totals.json")?;
             Ok(Section {
                 workload: workload.into(),
                 cmd: cmd.into(),
-                report,
+                report: read_output(&out, "report.md")?,
+                kernel: kernel_totals(&totals)
+                    .with_context(|| format!("parsing {}/totals.json", out.display()))?,
             })
         })
         .collect()
@@ -100,26 +124,19 @@ pub fn run(dir: &Path, schedulers: &[String]) -> Result<Vec<Section>> {
 
 impl Section {
     /// Each listed scheduler's kernel instructions over the default
-    /// scheduler's, from the report's first table (`| scheduler | user |
-    /// kernel | ...`, one row per scheduler; the function tables' rows name
-    /// a function in backticks).
+    /// scheduler's.
     pub fn kernel_vs_default(&self) -> Vec<(String, f64)> {
-        let rows: Vec<(&str, f64)> = self
-            .report
-            .lines()
-            .filter_map(|l| {
-                let mut cells = l.trim().trim_matches('|').split('|').map(str::trim);
-                let sched = cells.next()?;
-                let kernel: f64 = cells.nth(1)?.parse().ok()?;
-                (!sched.starts_with('`')).then_some((sched, kernel))
-            })
-            .collect();
-        let Some(&(_, base)) = rows.iter().find(|(s, _)| *s == crate::report::DEFAULT) else {
+        let Some(&(_, base)) = self
+            .kernel
+            .iter()
+            .find(|(s, _)| s == crate::report::DEFAULT)
+        else {
             return Vec::new();
         };
-        rows.iter()
-            .filter(|(s, _)| *s != crate::report::DEFAULT && base > 0.0)
-            .map(|&(s, k)| (s.to_string(), k / base))
+        self.kernel
+            .iter()
+            .filter(|(s, _)| s != crate::report::DEFAULT && base > 0)
+            .map(|(s, k)| (s.clone(), *k as f64 / base as f64))
             .collect()
     }
 }
@@ -130,20 +147,23 @@ mod tests {
 
     #[test]
     fn kernel_instructions_are_set_against_the_default_schedulers() {
-        let report = "| scheduler | user | kernel | Enoki-C |\n| --- | ---: | ---: | ---: |\n\
-                      | default | 9.3 | 360.0 | 0.0 |\n| fifo | 9.1 | 396.0 | 54.7 |\n\n\
-                      | function | module | instructions (M) | % of kernel |\n\
-                      | `enoki_call` | - | 10.0 | 2.5 |\n";
-        let section = |report: &str| Section {
+        let json = r#"[{"sched":"default","recorded":false,"user":9,"kernel":360,"enoki_c":0,
+                        "module":0,"sched_ext":0,"rest":360},
+                       {"sched":"fifo","recorded":false,"user":9,"kernel":396,"enoki_c":55,
+                        "module":40,"sched_ext":6,"rest":295}]"#;
+        let section = |kernel| Section {
             workload: "switch-4pairs".into(),
             cmd: "x".into(),
-            report: report.into(),
+            report: String::new(),
+            kernel,
         };
-        let got = section(report).kernel_vs_default();
+        let got = section(kernel_totals(json).unwrap()).kernel_vs_default();
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].0, "fifo");
         assert!((got[0].1 - 1.1).abs() < 1e-9, "{got:?}");
-        assert!(section("| fifo | 1 | 2 |\n").kernel_vs_default().is_empty());
+        let no_default = section(vec![("fifo".into(), 2)]);
+        assert!(no_default.kernel_vs_default().is_empty());
+        assert!(kernel_totals("| fifo | 1 | 2 |").is_err());
     }
 
     #[test]

@@ -805,6 +805,10 @@ mod tests {
             report: "| default | 1.0 | 200.0 |\n| fifo | 1.0 | 250.0 |\n\n\
                      | `enoki_call` | - | 1.0 | 10.0 |\n"
                 .into(),
+            kernel: vec![
+                ("default".into(), 200_000_000),
+                ("fifo".into(), 250_000_000),
+            ],
         }];
         let again: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         let md = markdown(&again);

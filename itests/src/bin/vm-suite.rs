@@ -116,6 +116,23 @@ fn test_counts(log: &str) -> String {
         .to_string()
 }
 
+/// Lines of a failed file's log printed with its verdict, from its
+/// failures' report (panic messages, each failed test's output).
+const EXCERPT_LINES: usize = 150;
+
+/// The end of `log`'s failures' report (from libtest's `failures:` on),
+/// or of the whole log when it has none (the file crashed): at most
+/// [`EXCERPT_LINES`] lines.
+fn failure_excerpt(log: &str) -> Vec<&str> {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines.iter().position(|l| *l == "failures:").unwrap_or(0);
+    let report = lines.get(from..).unwrap_or_default();
+    report
+        .get(report.len().saturating_sub(EXCERPT_LINES)..)
+        .unwrap_or_default()
+        .to_vec()
+}
+
 /// The tests `log` says failed.
 fn failed_tests(log: &str) -> Vec<&str> {
     log.lines()
@@ -165,6 +182,11 @@ fn report(ran: &Ran, text: &str) {
         ran.time.as_secs_f64()
     );
     if !ran.passed {
+        println!("vm-suite: --- the end of {} ---", ran.log.display());
+        for line in failure_excerpt(text) {
+            println!("{line}");
+        }
+        println!("vm-suite: --- end of the excerpt ---");
         for t in failed_tests(text) {
             println!("vm-suite:     failed: {t}");
         }
@@ -349,6 +371,15 @@ mod tests {
         );
         assert_eq!(failed_tests(log), ["b_thing"]);
         assert_eq!(test_counts("thread panicked"), "no test summary");
+        let failed = "test b ... FAILED\n\nfailures:\n\n---- b stdout ----\nboom\n";
+        assert_eq!(
+            failure_excerpt(failed),
+            ["failures:", "", "---- b stdout ----", "boom"]
+        );
+        let long: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let tail = failure_excerpt(&long);
+        assert_eq!(tail.len(), EXCERPT_LINES);
+        assert_eq!(tail.last(), Some(&"line 999"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! is the kernel's own), keeps its `/proc/kallsyms`, marks the start,
 //! runs the workload, marks the stop and unloads it. The report names the
 //! functions that executed the most and splits the kernel's instructions
-//! into Enoki-C, the scheduler module, sched_ext and the rest.
+//! into Enoki-C, the scheduler module, sched_ext and the rest
+//! (`report.md`; the split alone in `totals.json`).
 //!
 //! `cargo make tcg-profile -- --sched default,cfifo,fifo -- enoki-pipe -l 5000 --cpus 0,1`
 
@@ -25,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 
+use crate::report::Totals;
 use crate::symbols::{read_blocks, Profile, Symbols};
 
 #[derive(Parser)]
@@ -79,8 +81,12 @@ fn main() -> Result<()> {
         dir.display()
     );
     boot(&plugin, &dir, &script, cli.timeout)?;
-    let text = report_all(&dir, &cli.sched, cli.top, cli.record)?;
+    let (text, totals) = report_all(&dir, &cli.sched, cli.top, cli.record)?;
     fs::write(dir.join("report.md"), &text)?;
+    fs::write(
+        dir.join("totals.json"),
+        serde_json::to_string_pretty(&totals)?,
+    )?;
     println!("{text}");
     println!("tcg-profile: wrote {}", dir.join("report.md").display());
     Ok(())
@@ -239,8 +245,13 @@ fn label(sched: &str, record: bool) -> String {
     }
 }
 
-/// Every scheduler's profile, then the report.
-fn report_all(dir: &Path, scheds: &[String], top: usize, record: bool) -> Result<String> {
+/// Every scheduler's profile, then the report and each one's totals.
+fn report_all(
+    dir: &Path,
+    scheds: &[String],
+    top: usize,
+    record: bool,
+) -> Result<(String, Vec<Totals>)> {
     let labels: Vec<String> = scheds.iter().map(|s| label(s, record)).collect();
     let mut profiles = Vec::new();
     for (sched, label) in scheds.iter().zip(&labels) {
@@ -252,7 +263,12 @@ fn report_all(dir: &Path, scheds: &[String], top: usize, record: bool) -> Result
         let blocks = read_blocks(&read("tbs")?)?;
         profiles.push((label.as_str(), Profile::of(&blocks, &symbols)));
     }
-    Ok(report::render(&profiles, top))
+    let totals = scheds
+        .iter()
+        .zip(&profiles)
+        .map(|(sched, (_, p))| Totals::of(sched, record && recordable(sched), p))
+        .collect();
+    Ok((report::render(&profiles, top), totals))
 }
 
 #[cfg(test)]

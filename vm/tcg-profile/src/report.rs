@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The profile report (markdown): the kernel's instructions split by where
-//! they ran, per scheduler, then each scheduler's busiest functions.
+//! they ran, per scheduler, then each scheduler's busiest functions; and
+//! the split alone for programs (`totals.json`, [`Totals`]).
 
 use std::fmt::Write as _;
+
+use serde::Serialize;
 
 use crate::symbols::{Function, Profile};
 
@@ -42,6 +45,38 @@ impl Part {
 /// Millions, one decimal.
 fn m(n: u64) -> String {
     format!("{:.1}", n as f64 / 1e6)
+}
+
+/// One scheduler's instructions while the workload ran, as
+/// `totals.json` lists them (raw counts).
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    /// The scheduler's name as `--sched` gave it.
+    pub sched: String,
+    /// Whether its calls were recorded (`--record`).
+    pub recorded: bool,
+    pub user: u64,
+    pub kernel: u64,
+    pub enoki_c: u64,
+    pub module: u64,
+    pub sched_ext: u64,
+    pub rest: u64,
+}
+
+impl Totals {
+    pub fn of(sched: &str, recorded: bool, p: &Profile) -> Totals {
+        let part = |part: Part| p.sum(|f| Part::of(f) == part);
+        Totals {
+            sched: sched.to_string(),
+            recorded,
+            user: p.user,
+            kernel: p.kernel(),
+            enoki_c: part(Part::EnokiC),
+            module: part(Part::Module),
+            sched_ext: part(Part::SchedExt),
+            rest: part(Part::Rest),
+        }
+    }
 }
 
 /// The report over `profiles` (scheduler name, profile), `top` functions each.
@@ -147,7 +182,13 @@ mod tests {
              ffffffff81000200 3000000\nffffffffc0000000 4000000\n400000 500000\n",
         )
         .unwrap();
-        let out = render(&[("fifo", Profile::of(&blocks, &syms))], 2);
+        let profile = Profile::of(&blocks, &syms);
+        let t = Totals::of("fifo", false, &profile);
+        assert_eq!(
+            (t.user, t.kernel, t.enoki_c, t.module, t.sched_ext, t.rest),
+            (500_000, 10_000_000, 1_000_000, 4_000_000, 2_000_000, 3_000_000)
+        );
+        let out = render(&[("fifo", profile)], 2);
         assert!(
             out.contains("| fifo | 0.5 | 10.0 | 1.0 | 4.0 | 2.0 | 3.0 |"),
             "{out}"
